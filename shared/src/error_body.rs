@@ -1,0 +1,36 @@
+//! The JSON error body both services answer with: `{"error":{"code","message"}}`.
+//!
+//! Codes are stable, machine-readable strings; messages are fixed text chosen by the service.
+//! Neither ever contains request input, so no card number can come back in an error.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// `{"error": {...}}`.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct ErrorBody<'a> {
+    /// The error.
+    pub error: ErrorDetail<'a>,
+}
+
+/// The code and message of an [`ErrorBody`].
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct ErrorDetail<'a> {
+    /// Stable code, e.g. `not_found`.
+    pub code: Cow<'a, str>,
+    /// Fixed human-readable text.
+    pub message: Cow<'a, str>,
+}
+
+impl ErrorBody<'static> {
+    /// A body from a static code and message (the only kind a service should build).
+    pub fn fixed(code: &'static str, message: &'static str) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: Cow::Borrowed(code),
+                message: Cow::Borrowed(message),
+            },
+        }
+    }
+}

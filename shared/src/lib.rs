@@ -1,0 +1,20 @@
+//! What both services need, and nothing else.
+//!
+//! - [`Pan`]: the card number as a secret type. The only constructor parses (digits, length,
+//!   Luhn); the digits are zeroized on drop; `Debug`/`Display` show `****4242`; there is no
+//!   `Serialize`, so a PAN cannot reach JSON by accident.
+//! - [`card`]: brand detection from the BIN and masking helpers.
+//! - [`scan`]: the PAN scanner every boundary test uses: finds Luhn-valid runs of 13–19 digits in
+//!   bytes or text and reports offsets and masked values only.
+//! - [`error_body`]: the JSON error body both services answer with.
+//! - [`telemetry`]: tracing setup and a panic hook that never prints panic payloads.
+#![forbid(unsafe_code)]
+
+pub mod card;
+pub mod error_body;
+pub mod pan;
+pub mod scan;
+pub mod telemetry;
+
+pub use card::Brand;
+pub use pan::{Pan, PanError};
