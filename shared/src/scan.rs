@@ -82,7 +82,7 @@ pub fn contains_pan_any_encoding(haystack: &[u8], pan: &Pan) -> bool {
         let mut padded = vec![b'x'; skip];
         padded.extend_from_slice(digits);
         let encoded = base64_std(&padded);
-        let start = 4 * ((skip + 2) / 3);
+        let start = 4 * skip.div_ceil(3);
         let end = 4 * ((skip + digits.len()) / 3);
         if let Some(middle) = encoded.get(start..end) {
             needles.push(middle.to_vec());

@@ -1,1 +1,6 @@
-fn main() {}
+//! The `vault` binary: everything is in the library.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    vault::cli::main()
+}

@@ -1,0 +1,56 @@
+//! Keys and encryption.
+//!
+//! The hierarchy (SECURITY.md has the picture):
+//!
+//! - the **master key** (KEK, 256 bits) comes from a [`KeyProvider`]: a key file written by
+//!   `vault init` today, a KMS or a split-key unseal later;
+//! - under it, stored only wrapped (AES-256-GCM): versioned **data keys** that seal PANs, the
+//!   **fingerprint key** (HMAC-SHA-256 of PAN per tenant, for "same card, same token") and the
+//!   **audit key** that chains the audit log;
+//! - every sealed PAN records its algorithm and data-key version, and its AAD binds it to its
+//!   token, tenant and key version, so ciphertexts cannot be moved between rows.
+
+mod aead;
+mod keyring;
+mod master;
+
+pub use aead::{ALGORITHM, Sealed};
+pub use keyring::{AuditKey, FingerprintKey, KeyPurpose, Keyring, WrappedKey};
+pub use master::{FileKeyProvider, KeyProvider, MasterKey};
+
+/// What can go wrong with keys and ciphertexts. Messages never contain key or card material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// A ciphertext failed authentication: tampered, moved to another row, or sealed under
+    /// another key.
+    #[error("ciphertext failed its integrity check")]
+    Integrity,
+    /// The master key does not unwrap this vault's stored keys.
+    #[error("the master key does not unwrap this vault's keys (wrong key file?)")]
+    WrongMasterKey,
+    /// A ciphertext names a key version this vault does not have.
+    #[error("ciphertext names an unknown key version")]
+    UnknownKeyVersion,
+    /// A ciphertext names an algorithm this vault does not implement.
+    #[error("ciphertext names an unknown algorithm")]
+    UnknownAlgorithm,
+    /// The OS random number generator failed.
+    #[error("the operating system's random number generator failed")]
+    Random,
+    /// The key file is missing, unreadable, malformed or too widely readable.
+    #[error("key file: {0}")]
+    KeyFile(&'static str),
+    /// An I/O error on the key file.
+    #[error("key file: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// Fills `buf` from the OS CSPRNG.
+///
+/// # Errors
+///
+/// [`CryptoError::Random`] if the OS refuses.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
+    getrandom::fill(buf).map_err(|_| CryptoError::Random)
+}

@@ -1,0 +1,304 @@
+//! The unwrapped keys a running vault holds, and how they are made and stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use shared::Pan;
+use zeroize::Zeroizing;
+
+use super::aead::{AeadKey, aad};
+use super::{CryptoError, MasterKey, Sealed, random_bytes};
+
+/// What a stored key is for. Each purpose has its own key: no key serves two.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Ord, PartialOrd)]
+pub enum KeyPurpose {
+    /// Seals PANs.
+    Data,
+    /// Keys the per-tenant PAN fingerprint.
+    Fingerprint,
+    /// Chains the audit log.
+    Audit,
+}
+
+impl KeyPurpose {
+    /// The name stored in the database and bound into the wrapping AAD.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Data => "data",
+            Self::Fingerprint => "fingerprint",
+            Self::Audit => "audit",
+        }
+    }
+
+    /// Parses [`KeyPurpose::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Data, Self::Fingerprint, Self::Audit]
+            .into_iter()
+            .find(|p| p.as_str() == name)
+    }
+}
+
+/// A key as stored: wrapped under the master key.
+#[derive(Clone, Debug)]
+pub struct WrappedKey {
+    /// What it is for.
+    pub purpose: KeyPurpose,
+    /// Version within its purpose, from 1.
+    pub version: u32,
+    /// The key, sealed under the master key with AAD binding purpose and version.
+    pub sealed: Sealed,
+    /// Unix microseconds.
+    pub created_at: i64,
+}
+
+/// The HMAC-SHA-256 key for PAN fingerprints.
+pub struct FingerprintKey {
+    key: Zeroizing<[u8; 32]>,
+    version: u32,
+}
+
+impl FingerprintKey {
+    /// HMAC-SHA-256 over the tenant and the PAN digits: the same card gets the same fingerprint
+    /// within a tenant and an unrelated one in another tenant, so tenants cannot correlate cards.
+    pub fn fingerprint(&self, tenant: &str, pan: &Pan) -> [u8; 32] {
+        let mut mac = hmac_sha256(&self.key);
+        mac.update(&aad(
+            b"vault.fingerprint.v1",
+            &[tenant.as_bytes(), pan.expose().as_bytes()],
+        ));
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The version recorded beside each fingerprint.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+/// The HMAC-SHA-256 key that chains audit events. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct AuditKey {
+    key: Arc<Zeroizing<[u8; 32]>>,
+}
+
+impl AuditKey {
+    /// `HMAC(key, previous link || event encoding)`.
+    pub fn link(&self, previous: &[u8; 32], event: &[u8]) -> [u8; 32] {
+        let mut mac = hmac_sha256(&self.key);
+        mac.update(previous);
+        mac.update(event);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A key from raw bytes (tests and tools).
+    pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self {
+            key: Arc::new(bytes),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey { .. }")
+    }
+}
+
+impl std::fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FingerprintKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hmac_sha256(key: &[u8; 32]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac())
+}
+
+#[allow(
+    clippy::panic,
+    reason = "HMAC takes keys of any length; this is never reached"
+)]
+fn unreachable_hmac() -> Hmac<Sha256> {
+    panic!("HMAC rejected a 32-byte key")
+}
+
+/// Every key a running vault uses, unwrapped.
+#[derive(Debug)]
+pub struct Keyring {
+    data: BTreeMap<u32, AeadKey>,
+    fingerprint: FingerprintKey,
+    audit: AuditKey,
+}
+
+impl Keyring {
+    /// Makes a fresh set of keys (data v1, fingerprint v1, audit v1) and their wrapped forms.
+    ///
+    /// # Errors
+    ///
+    /// The OS random generator failed.
+    pub fn generate(master: &MasterKey, now: i64) -> Result<(Self, Vec<WrappedKey>), CryptoError> {
+        let mut wrapped = Vec::new();
+        for purpose in [KeyPurpose::Data, KeyPurpose::Fingerprint, KeyPurpose::Audit] {
+            let mut key = Zeroizing::new([0u8; 32]);
+            random_bytes(key.as_mut_slice())?;
+            wrapped.push(WrappedKey {
+                purpose,
+                version: 1,
+                sealed: master.wrap(purpose.as_str(), 1, key.as_slice())?,
+                created_at: now,
+            });
+        }
+        let ring = Self::unwrap(master, &wrapped)?;
+        Ok((ring, wrapped))
+    }
+
+    /// Unwraps stored keys.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::WrongMasterKey`] when any key fails to unwrap, or a purpose has no key.
+    pub fn unwrap(master: &MasterKey, wrapped: &[WrappedKey]) -> Result<Self, CryptoError> {
+        let mut data = BTreeMap::new();
+        let mut fingerprint = None;
+        let mut audit = None;
+        for w in wrapped {
+            let key = master.unwrap_key(w.purpose.as_str(), w.version, &w.sealed)?;
+            match w.purpose {
+                KeyPurpose::Data => {
+                    data.insert(w.version, AeadKey::new(&key, w.version));
+                }
+                // The newest fingerprint/audit version wins; rotation of these is a later issue.
+                KeyPurpose::Fingerprint => {
+                    if fingerprint
+                        .as_ref()
+                        .is_none_or(|f: &FingerprintKey| f.version < w.version)
+                    {
+                        fingerprint = Some(FingerprintKey {
+                            key,
+                            version: w.version,
+                        });
+                    }
+                }
+                KeyPurpose::Audit => audit = Some(AuditKey::from_bytes(key)),
+            }
+        }
+        match (data.is_empty(), fingerprint, audit) {
+            (false, Some(fingerprint), Some(audit)) => Ok(Self {
+                data,
+                fingerprint,
+                audit,
+            }),
+            _ => Err(CryptoError::WrongMasterKey),
+        }
+    }
+
+    /// Seals a PAN under the current data key, bound to its token and tenant.
+    ///
+    /// # Errors
+    ///
+    /// The OS random generator failed.
+    pub fn seal_pan(&self, pan: &Pan, token: &str, tenant: &str) -> Result<Sealed, CryptoError> {
+        let key = self
+            .data
+            .values()
+            .next_back()
+            .ok_or(CryptoError::UnknownKeyVersion)?;
+        key.seal(
+            pan.expose().as_bytes(),
+            &pan_aad(token, tenant, key.version()),
+        )
+    }
+
+    /// Opens a sealed PAN.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Integrity`] if it was tampered with, sealed for another token or tenant,
+    /// or under another key; never a wrong PAN.
+    pub fn open_pan(&self, sealed: &Sealed, token: &str, tenant: &str) -> Result<Pan, CryptoError> {
+        let key = self
+            .data
+            .get(&sealed.key_version)
+            .ok_or(CryptoError::UnknownKeyVersion)?;
+        let plain = key.open(sealed, &pan_aad(token, tenant, sealed.key_version))?;
+        // Authenticated plaintext that is not a PAN can only come from a bug: treat as integrity.
+        Pan::parse_bytes(&plain).map_err(|_| CryptoError::Integrity)
+    }
+
+    /// The fingerprint key.
+    pub fn fingerprint(&self) -> &FingerprintKey {
+        &self.fingerprint
+    }
+
+    /// The audit chain key.
+    pub fn audit(&self) -> &AuditKey {
+        &self.audit
+    }
+}
+
+fn pan_aad(token: &str, tenant: &str, key_version: u32) -> Vec<u8> {
+    aad(
+        b"vault.pan.v1",
+        &[
+            super::ALGORITHM.as_bytes(),
+            token.as_bytes(),
+            tenant.as_bytes(),
+            &key_version.to_be_bytes(),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master(byte: u8) -> MasterKey {
+        MasterKey::from_bytes(&Zeroizing::new([byte; 32]))
+    }
+
+    #[test]
+    fn generated_keys_unwrap_only_under_their_master() {
+        let (ring, wrapped) = Keyring::generate(&master(1), 0).unwrap();
+        let again = Keyring::unwrap(&master(1), &wrapped).unwrap();
+        let pan = Pan::parse("4242424242424242").unwrap();
+        let sealed = ring.seal_pan(&pan, "tok_a", "t1").unwrap();
+        assert_eq!(again.open_pan(&sealed, "tok_a", "t1").unwrap(), pan);
+        assert!(matches!(
+            Keyring::unwrap(&master(2), &wrapped),
+            Err(CryptoError::WrongMasterKey)
+        ));
+    }
+
+    #[test]
+    fn sealed_pans_are_bound_to_token_and_tenant() {
+        let (ring, _) = Keyring::generate(&master(1), 0).unwrap();
+        let pan = Pan::parse("4242424242424242").unwrap();
+        let sealed = ring.seal_pan(&pan, "tok_a", "t1").unwrap();
+        assert!(matches!(
+            ring.open_pan(&sealed, "tok_b", "t1"),
+            Err(CryptoError::Integrity)
+        ));
+        assert!(matches!(
+            ring.open_pan(&sealed, "tok_a", "t2"),
+            Err(CryptoError::Integrity)
+        ));
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_per_tenant() {
+        let (ring, _) = Keyring::generate(&master(1), 0).unwrap();
+        let (other, _) = Keyring::generate(&master(1), 0).unwrap();
+        let pan = Pan::parse("4242424242424242").unwrap();
+        let fp = ring.fingerprint().fingerprint("t1", &pan);
+        assert_eq!(fp, ring.fingerprint().fingerprint("t1", &pan));
+        assert_ne!(fp, ring.fingerprint().fingerprint("t2", &pan));
+        assert_ne!(fp, other.fingerprint().fingerprint("t1", &pan));
+        let unkeyed: [u8; 32] = <Sha256 as sha2::Digest>::digest(b"4242424242424242").into();
+        assert_ne!(fp, unkeyed);
+    }
+}

@@ -1,0 +1,165 @@
+//! The HTTP edge's error: a fixed status, a stable code and a fixed message per variant.
+//!
+//! `ApiError` is `Copy` and holds only `&'static str`, so no runtime data, and so no card
+//! number, can reach a response body through it.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use shared::PanError;
+use shared::error_body::ErrorBody;
+
+use crate::service::VaultError;
+
+/// Every error the API answers with.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// 503: the audit event could not be written, so nothing was done.
+    AuditUnavailable,
+    /// 403: the API key lacks the scope.
+    Forbidden,
+    /// 500: something failed inside; details are in the log.
+    Internal,
+    /// 500: a stored ciphertext failed its integrity check.
+    Integrity,
+    /// 400: the body is valid JSON of the wrong shape or value.
+    InvalidRequest(&'static str),
+    /// 400: the `pan` field is not a card number.
+    InvalidPan(&'static str),
+    /// 400: the body is not JSON.
+    MalformedJson,
+    /// 405.
+    MethodNotAllowed,
+    /// 404: no such token (missing, expired, deleted, another tenant's: all alike).
+    NotFound,
+    /// 503: the vault cannot serve (readiness).
+    NotReady,
+    /// 413.
+    PayloadTooLarge,
+    /// 404: no such route.
+    RouteNotFound,
+    /// 400: CVV, track data or a PIN was sent.
+    SensitiveData,
+    /// 503: the request took longer than the configured timeout.
+    Timeout,
+    /// 401: no valid API key.
+    Unauthorized,
+    /// 415: not `application/json`.
+    UnsupportedMediaType,
+}
+
+impl ApiError {
+    /// Status, code and message.
+    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::AuditUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written, so the request was refused",
+            ),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this API key does not have the scope this operation needs",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ),
+            Self::Integrity => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "integrity_error",
+                "the stored card data failed its integrity check",
+            ),
+            Self::InvalidRequest(message) => (StatusCode::BAD_REQUEST, "invalid_request", message),
+            Self::InvalidPan(message) => (StatusCode::BAD_REQUEST, "invalid_pan", message),
+            Self::MalformedJson => (
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "the request body is not valid JSON",
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such token"),
+            Self::NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the vault is not ready",
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            ),
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "no such route"),
+            Self::SensitiveData => (
+                StatusCode::BAD_REQUEST,
+                "sensitive_data_rejected",
+                "CVV, track data and PINs are never accepted",
+            ),
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long",
+            ),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid API key is required (Authorization: Bearer <key>)",
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be application/json",
+            ),
+        }
+    }
+
+    /// The message for a PAN parse failure.
+    pub fn from_pan(e: PanError) -> Self {
+        Self::InvalidPan(match e {
+            PanError::InvalidCharacter => PAN_CHARACTERS,
+            PanError::Length => PAN_LENGTH,
+            _ => PAN_LUHN,
+        })
+    }
+}
+
+/// Fixed PAN messages; the JSON layer recognises them in decode errors.
+pub(crate) const PAN_CHARACTERS: &str =
+    "pan may contain only ASCII digits, with single spaces or dashes between them";
+pub(crate) const PAN_LENGTH: &str = "pan must have 13 to 19 digits";
+pub(crate) const PAN_LUHN: &str = "pan fails the Luhn check";
+pub(crate) const PAN_NOT_STRING: &str = "pan must be a JSON string";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let mut response = (status, axum::Json(ErrorBody::fixed(code, message))).into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::NotFound => Self::NotFound,
+            VaultError::Forbidden(_) => Self::Forbidden,
+            VaultError::Integrity => Self::Integrity,
+            VaultError::Invalid(message) => Self::InvalidRequest(message),
+            VaultError::AuditUnavailable(source) => {
+                tracing::error!(error = %source, cause = ?std::error::Error::source(&source), "audit write failed");
+                Self::AuditUnavailable
+            }
+            other => {
+                tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "request failed");
+                Self::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! `/v1/tokens` routes.
+
+use axum::Json;
+use axum::extract::{RawPathParams, State};
+use axum::http::StatusCode;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::{Deserialize, Serialize};
+use shared::Pan;
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::caller::Caller;
+use super::error::{ApiError, PAN_NOT_STRING};
+use super::json::ValidJson;
+use crate::audit::Action;
+use crate::auth::Scope;
+use crate::clock::rfc3339;
+use crate::service::{MAX_PURPOSE_LEN, NewCard};
+use crate::store::TokenRecord;
+use crate::token::Token;
+
+/// `POST /v1/tokens` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenizeBody {
+    pan: PanField,
+    #[serde(default)]
+    exp_month: Option<u8>,
+    #[serde(default)]
+    exp_year: Option<u16>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /v1/tokens/{token}/detokenize` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DetokenizeBody {
+    purpose: String,
+}
+
+/// A PAN decoded straight from the JSON string into [`Pan`]; the errors are fixed texts that
+/// the JSON layer recognises.
+#[derive(Debug)]
+struct PanField(Pan);
+
+impl<'de> Deserialize<'de> for PanField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PanVisitor;
+        impl<'v> Visitor<'v> for PanVisitor {
+            type Value = PanField;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(PAN_NOT_STRING)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PanField, E> {
+                Pan::parse(v)
+                    .map(PanField)
+                    .map_err(|e| E::custom(ApiError::from_pan(e).parts().2))
+            }
+
+            // Numbers would otherwise produce serde's `invalid type: integer `4242…``, which
+            // quotes the digits.
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<PanField, E> {
+                Err(E::custom(PAN_NOT_STRING))
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<PanField, E> {
+                Err(E::custom(PAN_NOT_STRING))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<PanField, E> {
+                Err(E::custom(PAN_NOT_STRING))
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<PanField, E> {
+                Err(E::custom(PAN_NOT_STRING))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<PanField, E> {
+                Err(E::custom(PAN_NOT_STRING))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'v>>(self, mut seq: A) -> Result<PanField, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Err(de::Error::custom(PAN_NOT_STRING))
+            }
+
+            fn visit_map<A: de::MapAccess<'v>>(self, mut map: A) -> Result<PanField, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Err(de::Error::custom(PAN_NOT_STRING))
+            }
+        }
+        d.deserialize_str(PanVisitor)
+    }
+}
+
+/// Card metadata as the API shows it: BIN and last four, never more.
+#[derive(Debug, Serialize)]
+struct CardView<'a> {
+    bin: &'a str,
+    last4: &'a str,
+    brand: &'static str,
+    length: u8,
+    exp_month: Option<u8>,
+    exp_year: Option<u16>,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenView<'a> {
+    token: &'a str,
+    card: CardView<'a>,
+    fingerprint: String,
+    created_at: String,
+    expires_at: Option<String>,
+}
+
+impl<'a> TokenView<'a> {
+    fn new(r: &'a TokenRecord) -> Self {
+        use base64::Engine;
+        Self {
+            token: r.token.as_str(),
+            card: CardView {
+                bin: &r.card.bin,
+                last4: &r.card.last4,
+                brand: r.card.brand.as_str(),
+                length: r.card.pan_length,
+                exp_month: r.card.exp_month,
+                exp_year: r.card.exp_year,
+            },
+            fingerprint: format!(
+                "fp_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r.fingerprint)
+            ),
+            created_at: rfc3339(r.created_at),
+            expires_at: r.expires_at.map(rfc3339),
+        }
+    }
+}
+
+/// The `{token}` path segment. Anything that is not a well-formed token (a PAN, say) is
+/// treated as a token that does not exist, and is never logged or stored.
+fn token_param(params: &RawPathParams) -> Option<Token> {
+    params
+        .iter()
+        .find(|(name, _)| *name == "token")
+        .and_then(|(_, value)| Token::parse(value))
+}
+
+/// `POST /v1/tokens`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ValidJson(body): ValidJson<TokenizeBody>,
+) -> Result<Response, ApiError> {
+    caller
+        .require(&state, Scope::TokensCreate, Action::TokenCreate, None)
+        .await?;
+    let expiry = match (body.exp_month, body.exp_year) {
+        (None, None) => None,
+        (Some(m), Some(y)) if (1..=12).contains(&m) && (2000..=2099).contains(&y) => Some((m, y)),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "exp_month must be 1-12 and exp_year a four-digit year from 2000 to 2099",
+            ));
+        }
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "exp_month and exp_year go together: send both or neither",
+            ));
+        }
+    };
+    if body
+        .ttl_seconds
+        .is_some_and(|ttl| ttl == 0 || ttl > state.limits.max_ttl_seconds)
+    {
+        return Err(ApiError::InvalidRequest(
+            "ttl_seconds must be positive and at most the configured maximum",
+        ));
+    }
+    let card = NewCard {
+        pan: body.pan.0,
+        expiry,
+        ttl_seconds: body.ttl_seconds,
+    };
+    let tokenized = state.vault.tokenize(&caller.context, card).await?;
+    let status = if tokenized.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(TokenView::new(&tokenized.record))).into_response())
+}
+
+/// `GET /v1/tokens/{token}`.
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: RawPathParams,
+) -> Result<Response, ApiError> {
+    let token = token_param(&params);
+    caller
+        .require(&state, Scope::TokensRead, Action::TokenRead, token.as_ref())
+        .await?;
+    let record = state.vault.read(&caller.context, token).await?;
+    Ok(Json(TokenView::new(&record)).into_response())
+}
+
+/// `POST /v1/tokens/{token}/detokenize`.
+pub(crate) async fn detokenize(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: RawPathParams,
+    ValidJson(body): ValidJson<DetokenizeBody>,
+) -> Result<Response, ApiError> {
+    let token = token_param(&params);
+    caller
+        .require(
+            &state,
+            Scope::TokensDetokenize,
+            Action::TokenDetokenize,
+            token.as_ref(),
+        )
+        .await?;
+    validate_purpose(&body.purpose)?;
+    let pan = state
+        .vault
+        .detokenize(&caller.context, token.clone(), &body.purpose)
+        .await?;
+    // Built by hand: `Pan` has no `Serialize`, and this is the one place its digits are written
+    // out. The buffer is zeroized when the response body is dropped.
+    let mut json = Zeroizing::new(Vec::with_capacity(64));
+    json.extend_from_slice(b"{\"token\":\"");
+    json.extend_from_slice(
+        token
+            .as_ref()
+            .map(Token::as_str)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    json.extend_from_slice(b"\",\"pan\":\"");
+    json.extend_from_slice(pan.expose().as_bytes());
+    json.extend_from_slice(b"\"}");
+    Ok((
+        [
+            (CONTENT_TYPE, "application/json"),
+            (CACHE_CONTROL, "no-store"),
+        ],
+        Bytes::from_owner(json),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/tokens/{token}`.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: RawPathParams,
+) -> Result<Response, ApiError> {
+    let token = token_param(&params);
+    caller
+        .require(
+            &state,
+            Scope::TokensDelete,
+            Action::TokenDelete,
+            token.as_ref(),
+        )
+        .await?;
+    state.vault.delete(&caller.context, token).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A purpose is stored in the audit log, so it must be short, printable, and unable to carry a
+/// card number.
+fn validate_purpose(purpose: &str) -> Result<(), ApiError> {
+    let printable = purpose.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if purpose.trim().is_empty() || purpose.len() > MAX_PURPOSE_LEN || !printable {
+        return Err(ApiError::InvalidRequest(
+            "purpose must be 1-128 printable ASCII characters",
+        ));
+    }
+    if shared::scan::has_digit_run(purpose.as_bytes(), 13) {
+        return Err(ApiError::InvalidRequest(
+            "purpose must not contain 13 or more digits in a row",
+        ));
+    }
+    Ok(())
+}

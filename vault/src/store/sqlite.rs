@@ -1,0 +1,558 @@
+//! The SQLite backend: one file, WAL, `synchronous=FULL`, `secure_delete=ON`.
+//!
+//! One writer connection behind a mutex (SQLite has one writer anyway) and a few reader
+//! connections; every call runs on tokio's blocking pool. With `synchronous=FULL` a commit
+//! returns only after the WAL is fsynced, so an acknowledged token survives `kill -9` and power
+//! loss. `secure_delete` overwrites deleted rows' bytes, so a deleted ciphertext does not linger
+//! in free pages.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
+    params,
+};
+use shared::Brand;
+
+use super::{CardMeta, Store, StoreError, TokenRecord};
+use crate::audit::{AuditDraft, AuditEvent, Outcome};
+use crate::auth::{ClientRecord, Scopes};
+use crate::clock::now_micros;
+use crate::crypto::{AuditKey, KeyPurpose, Sealed, WrappedKey};
+use crate::token::{ClientId, Token};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// The database file (created if missing). `-wal` and `-shm` files live beside it.
+    pub path: PathBuf,
+    /// Reader connections (at least 1).
+    pub read_connections: usize,
+    /// How long a connection waits for a lock before failing.
+    pub busy_timeout: Duration,
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or migrated.
+    pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
+        let mut writer = connect(
+            options,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        migrate(&mut writer)?;
+        let readers = (0..options.read_connections.max(1))
+            .map(|_| connect(options, OpenFlags::SQLITE_OPEN_READ_WRITE).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&mut inner.writer.lock()))
+            .await
+            .map_err(|_| StoreError::Task)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            match inner.readers.get(i) {
+                Some(conn) => f(&conn.lock()),
+                None => f(&inner.writer.lock()),
+            }
+        })
+        .await
+        .map_err(|_| StoreError::Task)?
+    }
+}
+
+fn connect(options: &SqliteOptions, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(&options.path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let current: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) => Self::Duplicate,
+            _ => Self::Database(Box::new(e)),
+        }
+    }
+}
+
+/// Appends a chained audit event inside `tx`.
+fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
+    let last: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, previous) = match last {
+        Some((seq, mac)) => (
+            u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
+            blob32(mac, "audit mac")?,
+        ),
+        None => (0, [0; 32]),
+    };
+    let e = AuditEvent::chain(key, &previous, seq + 1, now_micros(), draft);
+    tx.execute(
+        "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
+            e.occurred_at,
+            e.actor,
+            e.tenant,
+            e.action,
+            e.token,
+            e.purpose,
+            e.outcome,
+            e.request_id,
+            e.detail,
+            e.mac.as_slice(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Runs `f` in an immediate (write-locking) transaction and commits.
+fn in_tx<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt(what))
+}
+
+const TOKEN_COLUMNS: &str = "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
+     exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at";
+
+fn token_from_row(r: &Row<'_>) -> Result<TokenRecord, StoreError> {
+    let token: String = r.get(0)?;
+    let nonce: Vec<u8> = r.get(12)?;
+    Ok(TokenRecord {
+        token: Token::parse(&token).ok_or(StoreError::Corrupt("token"))?,
+        tenant: r.get(1)?,
+        fingerprint: blob32(r.get(2)?, "fingerprint")?,
+        fingerprint_key_version: r.get(3)?,
+        card: CardMeta {
+            bin: r.get(4)?,
+            brand: Brand::from_name(&r.get::<_, String>(5)?),
+            last4: r.get(6)?,
+            pan_length: r.get(7)?,
+            exp_month: r.get(8)?,
+            exp_year: r.get(9)?,
+        },
+        sealed: Sealed {
+            algorithm: r.get(10)?,
+            key_version: r.get(11)?,
+            nonce: nonce.try_into().map_err(|_| StoreError::Corrupt("nonce"))?,
+            ciphertext: r.get(13)?,
+        },
+        created_at: r.get(14)?,
+        expires_at: r.get(15)?,
+    })
+}
+
+fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+        params![
+            t.token.as_str(),
+            t.tenant,
+            t.fingerprint.as_slice(),
+            t.fingerprint_key_version,
+            t.card.bin,
+            t.card.brand.as_str(),
+            t.card.last4,
+            t.card.pan_length,
+            t.card.exp_month,
+            t.card.exp_year,
+            t.sealed.algorithm,
+            t.sealed.key_version,
+            t.sealed.nonce.as_slice(),
+            t.sealed.ciphertext,
+            t.created_at,
+            t.expires_at,
+        ],
+    )?;
+    Ok(())
+}
+
+fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
+    let id: String = r.get(0)?;
+    let scopes: String = r.get(3)?;
+    Ok(ClientRecord {
+        id: ClientId::parse(&id).ok_or(StoreError::Corrupt("client id"))?,
+        name: r.get(1)?,
+        tenant: r.get(2)?,
+        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
+        key_hash: blob32(r.get(4)?, "client key hash")?,
+        created_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    })
+}
+
+const CLIENT_COLUMNS: &str = "id, name, tenant, scopes, key_hash, created_at, revoked_at";
+
+fn event_from_row(r: &Row<'_>) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        seq: u64::try_from(r.get::<_, i64>(0)?).map_err(|_| StoreError::Corrupt("audit seq"))?,
+        occurred_at: r.get(1)?,
+        actor: r.get(2)?,
+        tenant: r.get(3)?,
+        action: r.get(4)?,
+        token: r.get(5)?,
+        purpose: r.get(6)?,
+        outcome: r.get(7)?,
+        request_id: r.get(8)?,
+        detail: r.get(9)?,
+        mac: blob32(r.get(10)?, "audit mac")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT purpose, version, algorithm, wrap_nonce, wrapped, created_at FROM keys ORDER BY purpose, version",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut keys = Vec::new();
+            while let Some(r) = rows.next()? {
+                let purpose: String = r.get(0)?;
+                let nonce: Vec<u8> = r.get(3)?;
+                keys.push(WrappedKey {
+                    purpose: KeyPurpose::from_name(&purpose).ok_or(StoreError::Corrupt("key purpose"))?,
+                    version: r.get(1)?,
+                    sealed: Sealed {
+                        algorithm: r.get(2)?,
+                        key_version: 0,
+                        nonce: nonce.try_into().map_err(|_| StoreError::Corrupt("key nonce"))?,
+                        ciphertext: r.get(4)?,
+                    },
+                    created_at: r.get(5)?,
+                });
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn insert_keys(
+        &self,
+        keys: Vec<WrappedKey>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let audit = audit.clone();
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                for k in &keys {
+                    tx.execute(
+                        "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            k.purpose.as_str(),
+                            k.version,
+                            k.sealed.algorithm,
+                            k.sealed.nonce.as_slice(),
+                            k.sealed.ciphertext,
+                            k.created_at
+                        ],
+                    )?;
+                }
+                append(tx, &audit, draft)
+            })
+        })
+        .await
+    }
+
+    async fn tokenize(
+        &self,
+        new: TokenRecord,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<TokenRecord, StoreError> {
+        let audit = audit.clone();
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                let existing = tx
+                    .query_row(
+                        &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant = ?1 AND fingerprint = ?2"),
+                        params![new.tenant, new.fingerprint.as_slice()],
+                        |r| Ok(token_from_row(r)),
+                    )
+                    .optional()?
+                    .transpose()?;
+                let record = match existing {
+                    Some(old) if old.expires_at.is_none_or(|at| at > new.created_at) => {
+                        draft.detail = Some("existing token".to_owned());
+                        old
+                    }
+                    Some(expired) => {
+                        tx.execute("DELETE FROM tokens WHERE token = ?1", [expired.token.as_str()])?;
+                        insert_token(tx, &new)?;
+                        new
+                    }
+                    None => {
+                        insert_token(tx, &new)?;
+                        new
+                    }
+                };
+                draft.token = Some(record.token.as_str().to_owned());
+                append(tx, &audit, draft)?;
+                Ok(record)
+            })
+        })
+        .await
+    }
+
+    async fn token(
+        &self,
+        tenant: &str,
+        token: &Token,
+        now: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let (tenant, token) = (tenant.to_owned(), token.clone());
+        self.read(move |conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
+                ),
+                params![token.as_str(), tenant, now],
+                |r| Ok(token_from_row(r)),
+            )
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn delete_token(
+        &self,
+        tenant: &str,
+        token: &Token,
+        now: i64,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let (tenant, token, audit) = (tenant.to_owned(), token.clone(), audit.clone());
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                let deleted = tx.execute(
+                    "DELETE FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+                    params![token.as_str(), tenant, now],
+                )? > 0;
+                if !deleted {
+                    draft.outcome = Outcome::NotFound;
+                }
+                append(tx, &audit, draft)?;
+                Ok(deleted)
+            })
+        })
+        .await
+    }
+
+    async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
+        let audit = audit.clone();
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                let n = tx.execute(
+                    "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                    [now],
+                )?;
+                if n > 0 {
+                    let mut draft = AuditDraft::new(
+                        "system",
+                        crate::audit::Action::TokenExpire,
+                        Outcome::Granted,
+                    );
+                    draft.detail = Some(format!("deleted {n} expired tokens"));
+                    append(tx, &audit, draft)?;
+                }
+                Ok(u64::try_from(n).unwrap_or(u64::MAX))
+            })
+        })
+        .await
+    }
+
+    async fn insert_client(
+        &self,
+        c: ClientRecord,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let audit = audit.clone();
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    ),
+                    params![
+                        c.id.as_str(),
+                        c.name,
+                        c.tenant,
+                        c.scopes.to_string(),
+                        c.key_hash.as_slice(),
+                        c.created_at,
+                        c.revoked_at
+                    ],
+                )?;
+                append(tx, &audit, draft)
+            })
+        })
+        .await
+    }
+
+    async fn client_by_key_hash(
+        &self,
+        key_hash: [u8; 32],
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = ?1"),
+                [key_hash.as_slice()],
+                |r| Ok(client_from_row(r)),
+            )
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"
+            ))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(client_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_client(
+        &self,
+        id: &ClientId,
+        now: i64,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let (id, audit) = (id.clone(), audit.clone());
+        self.write(move |conn| {
+            in_tx(conn, |tx| {
+                let revoked = tx.execute(
+                    "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id.as_str(), now],
+                )? > 0;
+                if !revoked {
+                    draft.outcome = Outcome::NotFound;
+                }
+                append(tx, &audit, draft)?;
+                Ok(revoked)
+            })
+        })
+        .await
+    }
+
+    async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
+        let audit = audit.clone();
+        self.write(move |conn| in_tx(conn, |tx| append(tx, &audit, draft)))
+            .await
+    }
+
+    async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac
+                 FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut rows = stmt.query(params![after, limit])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(event_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.rollback()?;
+            Ok(())
+        })
+        .await
+    }
+}
