@@ -33,7 +33,8 @@ pub enum TelemetryError {
     AlreadySet,
 }
 
-/// Installs the global subscriber writing to `writer`, and the panic hook.
+/// Installs the global subscriber writing to `writer`. Services also call
+/// [`install_panic_hook`]; tests do not, so their failures still print.
 ///
 /// # Errors
 ///
@@ -51,9 +52,7 @@ where
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    result.map_err(|_| TelemetryError::AlreadySet)?;
-    install_panic_hook();
-    Ok(())
+    result.map_err(|_| TelemetryError::AlreadySet)
 }
 
 /// Replaces the panic hook with one that logs the location only.

@@ -93,6 +93,7 @@ pub fn main() -> ExitCode {
         eprintln!("vault: {e}");
         return ExitCode::from(EX_USAGE);
     }
+    shared::telemetry::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -95,7 +95,9 @@ impl<'de> Deserialize<'de> for PanField {
                 Err(de::Error::custom(PAN_NOT_STRING))
             }
         }
-        d.deserialize_str(PanVisitor)
+        // `deserialize_any`, so a number reaches `visit_u64` (and a fixed message) instead of
+        // serde_json's `invalid type` error, which quotes the digits.
+        d.deserialize_any(PanVisitor)
     }
 }
 

@@ -1,0 +1,193 @@
+//! Every route against every scope: 401 without a key, 403 with the wrong scope, 404 for
+//! another tenant's token exactly as for a missing one; every denial audited.
+
+use reqwest::{Method, StatusCode};
+use vault::auth::Scope;
+
+use crate::helpers::{ALL_SCOPES, Reply, TestVault};
+
+struct Route {
+    method: Method,
+    path: &'static str,
+    body: Option<&'static str>,
+    scope: Scope,
+    action: &'static str,
+}
+
+fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            method: Method::POST,
+            path: "/v1/tokens",
+            body: Some(r#"{"pan":"4242424242424242"}"#),
+            scope: Scope::TokensCreate,
+            action: "token.create",
+        },
+        Route {
+            method: Method::GET,
+            path: "/v1/tokens/{token}",
+            body: None,
+            scope: Scope::TokensRead,
+            action: "token.read",
+        },
+        Route {
+            method: Method::POST,
+            path: "/v1/tokens/{token}/detokenize",
+            body: Some(r#"{"purpose":"payout"}"#),
+            scope: Scope::TokensDetokenize,
+            action: "token.detokenize",
+        },
+        Route {
+            method: Method::DELETE,
+            path: "/v1/tokens/{token}",
+            body: None,
+            scope: Scope::TokensDelete,
+            action: "token.delete",
+        },
+    ]
+}
+
+fn audit_count(v: &TestVault, action: &str, outcome: &str) -> i64 {
+    v.raw_db()
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE action = ?1 AND outcome = ?2",
+            [action, outcome],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+async fn call(v: &TestVault, route: &Route, token: &str, key: Option<&str>) -> Reply {
+    v.call(
+        route.method.clone(),
+        &route.path.replace("{token}", token),
+        key,
+        route.body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_route_requires_a_valid_key() {
+    let v = TestVault::spawn().await;
+    let owner = v.client("acme", ALL_SCOPES).await;
+    let token = v.token_for(&owner, "5555555555554444").await;
+    let revoked_key = v.client("acme", ALL_SCOPES).await;
+    let revoked_id = v.admin.clients().await.unwrap().last().unwrap().id.clone();
+    v.admin.revoke_client(&revoked_id).await.unwrap();
+
+    for route in routes() {
+        for key in [
+            None,
+            Some("vk_not-a-real-key"),
+            Some(""),
+            Some(revoked_key.as_str()),
+        ] {
+            let before = audit_count(&v, "auth.fail", "denied");
+            let reply = call(&v, &route, &token, key).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{} {}",
+                route.method,
+                route.path
+            );
+            assert_eq!(reply.code(), "unauthorized");
+            assert_eq!(
+                audit_count(&v, "auth.fail", "denied"),
+                before + 1,
+                "401 not audited"
+            );
+        }
+    }
+    // A revoked key's failures name the client.
+    let actor: String = v
+        .raw_db()
+        .query_row(
+            "SELECT actor FROM audit_events WHERE action = 'auth.fail' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(actor, revoked_id.as_str());
+}
+
+#[tokio::test]
+async fn every_route_refuses_every_other_scope() {
+    let v = TestVault::spawn().await;
+    let owner = v.client("acme", ALL_SCOPES).await;
+    let token = v.token_for(&owner, "5555555555554444").await;
+
+    for route in routes() {
+        for scope in Scope::ALL {
+            let key = v.client("acme", scope.as_str()).await;
+            let before = audit_count(&v, route.action, "denied");
+            let reply = call(&v, &route, &token, Some(&key)).await;
+            if scope == route.scope {
+                assert!(
+                    reply.status.is_success(),
+                    "{} {} with {}: {}",
+                    route.method,
+                    route.path,
+                    scope.as_str(),
+                    reply.status
+                );
+                continue;
+            }
+            assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{} {} with {}",
+                route.method,
+                route.path,
+                scope.as_str()
+            );
+            assert_eq!(reply.code(), "forbidden");
+            assert_eq!(
+                audit_count(&v, route.action, "denied"),
+                before + 1,
+                "403 not audited"
+            );
+        }
+        // The delete above destroyed the token: make it again for the next route.
+        if route.scope == Scope::TokensDelete {
+            let _ = v.token_for(&owner, "5555555555554444").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn another_tenants_token_reads_exactly_like_a_missing_one() {
+    let v = TestVault::spawn().await;
+    let acme = v.client("acme", ALL_SCOPES).await;
+    let globex = v.client("globex", ALL_SCOPES).await;
+    let acme_token = v.token_for(&acme, "4242424242424242").await;
+    let missing = "tok_0000000000000000000000";
+
+    for route in routes().into_iter().filter(|r| r.path.contains("{token}")) {
+        let before = audit_count(&v, route.action, "not_found");
+        let other = call(&v, &route, &acme_token, Some(&globex)).await;
+        let absent = call(&v, &route, missing, Some(&globex)).await;
+        let garbage = call(&v, &route, "4242424242424242", Some(&globex)).await;
+        assert_eq!(
+            other.status,
+            StatusCode::NOT_FOUND,
+            "{} {}",
+            route.method,
+            route.path
+        );
+        assert_eq!(other.body, absent.body, "bodies differ");
+        assert_eq!(other.body, garbage.body, "bodies differ");
+        assert_eq!(other.status, absent.status);
+        assert_eq!(
+            audit_count(&v, route.action, "not_found"),
+            before + 3,
+            "404 not audited"
+        );
+    }
+    // The token is intact for its owner.
+    assert_eq!(
+        v.detokenize(&acme, &acme_token).await.status,
+        StatusCode::OK
+    );
+}

@@ -1,0 +1,338 @@
+//! Bad input gets a clear 4xx that never echoes it, in the body or the logs.
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{ALL_SCOPES, TestVault, logs};
+
+/// Digits that must never come back. Each bad body below carries one of these.
+fn assert_not_echoed(haystack: &[u8], secrets: &[&str], what: &str) {
+    let text = String::from_utf8_lossy(haystack);
+    for secret in secrets {
+        let digits: String = secret.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() < 6 {
+            assert!(!text.contains(secret), "{what} echoes its input: {text}");
+            continue;
+        }
+        // No run of 6 of its digits either (a partial echo).
+        for window in digits.as_bytes().windows(6) {
+            let window = std::str::from_utf8(window).unwrap();
+            assert!(!text.contains(window), "{what} echoes {window}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_pans_and_bodies_get_4xx_without_echo() {
+    let v = TestVault::spawn().await;
+    let key = v.client("acme", ALL_SCOPES).await;
+
+    // (body, expected status, expected code, digits that must not come back)
+    let cases: &[(&str, u16, &str, &str)] = &[
+        (
+            r#"{"pan":"4242abcd42424242"}"#,
+            400,
+            "invalid_pan",
+            "4242abcd42424242",
+        ),
+        (
+            r#"{"pan":"４２４２４２４２４２４２４２４２"}"#,
+            400,
+            "invalid_pan",
+            "424242424242",
+        ),
+        (
+            r#"{"pan":"٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢"}"#,
+            400,
+            "invalid_pan",
+            "٤٢٤٢٤٢",
+        ),
+        (
+            r#"{"pan":"497010000013"}"#,
+            400,
+            "invalid_pan",
+            "497010000013",
+        ),
+        (
+            r#"{"pan":"49701000001300000008"}"#,
+            400,
+            "invalid_pan",
+            "49701000001300000008",
+        ),
+        (
+            r#"{"pan":"4970100000130008"}"#,
+            400,
+            "invalid_pan",
+            "4970100000130008",
+        ),
+        (
+            r#"{"pan":4970100000130001}"#,
+            400,
+            "invalid_pan",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":49701000001300010000123}"#,
+            400,
+            "invalid_pan",
+            "49701000001300010000123",
+        ),
+        (
+            r#"{"pan":4.970100000130001e15}"#,
+            400,
+            "invalid_pan",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":["4970100000130001"]}"#,
+            400,
+            "invalid_pan",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":{"n":"4970100000130001"}}"#,
+            400,
+            "invalid_pan",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4242424242424242","card_number":"4970100000130001"}"#,
+            400,
+            "invalid_request",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4242424242424242","4970100000130001":1}"#,
+            400,
+            "invalid_request",
+            "4970100000130001",
+        ),
+        (
+            r#"{"number":"4970100000130001"}"#,
+            400,
+            "invalid_request",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4242424242424242","exp_month":"4970100000130001"}"#,
+            400,
+            "invalid_request",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4242424242424242","exp_month":4970100000130001}"#,
+            400,
+            "invalid_request",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4242424242424242","ttl_seconds":-4970100000130001}"#,
+            400,
+            "invalid_request",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4242424242424242","exp_month":13,"exp_year":2030}"#,
+            400,
+            "invalid_request",
+            "4242424242424242",
+        ),
+        (
+            r#"{"pan":"4242424242424242","exp_month":12}"#,
+            400,
+            "invalid_request",
+            "4242424242424242",
+        ),
+        (
+            r#"{"pan":"4242424242424242","ttl_seconds":0}"#,
+            400,
+            "invalid_request",
+            "4242424242424242",
+        ),
+        (
+            r#"{"pan":"4970100000130001","cvv":"737"}"#,
+            400,
+            "sensitive_data_rejected",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4970100000130001","CVC2":"737"}"#,
+            400,
+            "sensitive_data_rejected",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4970100000130001","security_code":"737"}"#,
+            400,
+            "sensitive_data_rejected",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4970100000130001","track2":";4970100000130001=2512?"}"#,
+            400,
+            "sensitive_data_rejected",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4970100000130001","pin":"1234"}"#,
+            400,
+            "sensitive_data_rejected",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4970100000130001","pin_block":"0412AC89ABCDEF67"}"#,
+            400,
+            "sensitive_data_rejected",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4970100000130001""#,
+            400,
+            "malformed_json",
+            "4970100000130001",
+        ),
+        (
+            r#"{"pan":"4970100000130001",}"#,
+            400,
+            "malformed_json",
+            "4970100000130001",
+        ),
+        (
+            r#"pan=4970100000130001"#,
+            400,
+            "malformed_json",
+            "4970100000130001",
+        ),
+        (
+            "\"4970100000130001\"",
+            400,
+            "invalid_request",
+            "4970100000130001",
+        ),
+        ("", 400, "malformed_json", ""),
+    ];
+    for (body, status, code, secret) in cases {
+        let reply = v
+            .call(Method::POST, "/v1/tokens", Some(&key), Some(body))
+            .await;
+        assert_eq!(reply.status.as_u16(), *status, "{body}: {}", reply.text());
+        assert_eq!(reply.code(), *code, "{body}: {}", reply.text());
+        if !secret.is_empty() {
+            assert_not_echoed(&reply.body, &[secret], body);
+        }
+    }
+    let rows: i64 = v
+        .raw_db()
+        .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "a refused request stored something");
+
+    // Deeply nested, oversized, wrong content type.
+    let nested = format!(
+        "{{\"pan\":{}\"4970100000130001\"{}}}",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let reply = v
+        .call(Method::POST, "/v1/tokens", Some(&key), Some(&nested))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_not_echoed(&reply.body, &["4970100000130001"], "nested");
+
+    let huge = format!(
+        r#"{{"pan":"4970100000130001","x":"{}"}}"#,
+        "9".repeat(64 * 1024)
+    );
+    let reply = v
+        .call(Method::POST, "/v1/tokens", Some(&key), Some(&huge))
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.code(), "payload_too_large");
+    assert_not_echoed(&reply.body, &["4970100000130001"], "huge");
+
+    let reply = v
+        .http
+        .post(format!("{}/v1/tokens", v.base))
+        .bearer_auth(&key)
+        .header("content-type", "text/plain")
+        .body(r#"{"pan":"4970100000130001"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_not_echoed(
+        &reply.bytes().await.unwrap(),
+        &["4970100000130001"],
+        "text/plain",
+    );
+
+    // Detokenize purposes that could smuggle a card number into the audit log.
+    let token = v.token_for(&key, "4242424242424242").await;
+    for purpose in [
+        r#"{"purpose":"payout 4970100000130001"}"#,
+        r#"{"purpose":"4970-1000-0013-0001"}"#,
+        r#"{"purpose":""}"#,
+        r#"{"purpose":4970100000130001}"#,
+        r#"{"purpose":"ok","pan":"4970100000130001"}"#,
+    ] {
+        let reply = v
+            .call(
+                Method::POST,
+                &format!("/v1/tokens/{token}/detokenize"),
+                Some(&key),
+                Some(purpose),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{purpose}");
+        assert_not_echoed(&reply.body, &["4970100000130001"], purpose);
+    }
+
+    // Card numbers in the path and query string: 404, not echoed, not logged.
+    for path in [
+        "/v1/tokens/4970100000130001",
+        "/v1/tokens/4970100000130001/detokenize",
+        "/v1/4970100000130001",
+        "/v1/tokens?pan=4970100000130001",
+    ] {
+        let reply = v.call(Method::GET, path, Some(&key), None).await;
+        assert!(reply.status.is_client_error(), "{path}: {}", reply.status);
+        assert_not_echoed(&reply.body, &["4970100000130001"], path);
+    }
+
+    // None of it reached the logs or the audit trail.
+    assert_not_echoed(&logs(), &["4970100000130001"], "logs");
+    let audit: Vec<String> = v
+        .raw_db()
+        .prepare("SELECT coalesce(purpose,'') || coalesce(token,'') || coalesce(detail,'') FROM audit_events")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_not_echoed(
+        audit.join("\n").as_bytes(),
+        &["4970100000130001"],
+        "audit log",
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let v = TestVault::spawn().await;
+    let reply = v.call(Method::GET, "/nope", None, None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.code(), "route_not_found");
+    let reply = v.call(Method::PUT, "/v1/tokens", None, None).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.code(), "method_not_allowed");
+    let reply = v.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = v.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["audit"], "ok");
+    let reply = v.call(Method::GET, "/metrics", None, None).await;
+    assert!(
+        reply
+            .text()
+            .contains("vault_http_requests_total{route=\"/readyz\",status=\"200\"} 1")
+    );
+}
