@@ -209,14 +209,3 @@ pub(crate) fn assert_no_pan(haystack: &[u8], pans: &[&str], what: &str) {
         );
     }
 }
-
-/// Test PANs of several brands and lengths.
-pub(crate) const CANARIES: &[&str] = &[
-    "4242424242424242",
-    "5555555555554444",
-    "2200000000000004",
-    "378282246310005",
-    "6200000000000005",
-    "4000056655665556",
-    "3530111333300000",
-];

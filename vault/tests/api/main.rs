@@ -1,4 +1,10 @@
 //! The vault's HTTP API, in process on a real socket and a real SQLite file.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
 
 mod audit;
 mod auth;

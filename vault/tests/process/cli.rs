@@ -1,0 +1,192 @@
+//! The command line: init, clients, audit verify against a tampered log, bad keys and config.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::helpers::{ALL_SCOPES, VaultDir};
+
+#[test]
+fn init_writes_a_private_key_and_refuses_to_overwrite() {
+    let vault = VaultDir::new();
+    let mode = std::fs::metadata(vault.path("master.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let before = std::fs::read(vault.path("master.key")).unwrap();
+    let again = vault.run(&["init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read(vault.path("master.key")).unwrap(), before);
+}
+
+#[tokio::test]
+async fn clients_are_listed_and_revoked_keys_stop_working() {
+    let vault = VaultDir::new();
+    let (id, key) = vault.client("acme", ALL_SCOPES);
+    let list = vault.run(&["clients", "list"]);
+    let listed = String::from_utf8(list.stdout).unwrap();
+    assert!(listed.contains(&id) && listed.contains("active"));
+    assert!(!listed.contains(&key), "list shows the API key");
+
+    let server = vault.serve();
+    let http = reqwest::Client::new();
+    let read = |k: String| {
+        let (http, base) = (http.clone(), server.base.clone());
+        async move {
+            http.get(format!("{base}/v1/tokens/tok_0000000000000000000000"))
+                .bearer_auth(k)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(read(key.clone()).await, 404);
+    assert!(vault.run(&["clients", "revoke", &id]).status.success());
+    assert_eq!(read(key.clone()).await, 401, "a revoked key still works");
+    let listed = String::from_utf8(vault.run(&["clients", "list"]).stdout).unwrap();
+    assert!(listed.contains("revoked"));
+    assert!(
+        !vault.run(&["clients", "revoke", &id]).status.success(),
+        "revoking twice succeeded"
+    );
+
+    // Bad scopes and labels are refused without creating anything.
+    let bad = vault.run(&[
+        "clients",
+        "create",
+        "--name",
+        "x",
+        "--tenant",
+        "acme",
+        "--scopes",
+        "tokens:all",
+    ]);
+    assert_eq!(bad.status.code(), Some(64));
+    let bad = vault.run(&[
+        "clients",
+        "create",
+        "--name",
+        "4242424242424242",
+        "--tenant",
+        "acme",
+        "--scopes",
+        "tokens:read",
+    ]);
+    assert!(!bad.status.success());
+    let all = vault.run(&["clients", "list"]);
+    assert_eq!(String::from_utf8(all.stdout).unwrap().lines().count(), 2);
+}
+
+/// Copies the stopped vault's database for one tampering experiment.
+fn tampered(vault: &VaultDir, name: &str, sql: &str) -> (bool, String) {
+    let copy = vault.path(name);
+    std::fs::copy(vault.path("vault.db"), &copy).unwrap();
+    rusqlite::Connection::open(&copy)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+    let out = vault
+        .command(&["audit", "verify"])
+        .env("VAULT__DATABASE__PATH", &copy)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn audit_verify_finds_edits_deletions_and_reordering() {
+    let vault = VaultDir::new();
+    let (_, key) = vault.client("acme", ALL_SCOPES);
+    let server = vault.serve();
+    let http = reqwest::Client::new();
+    for pan in ["4242424242424242", "5555555555554444", "2200000000000004"] {
+        let resp: serde_json::Value = http
+            .post(format!("{}/v1/tokens", server.base))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({ "pan": pan }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = resp["token"].as_str().unwrap();
+        let status = http
+            .post(format!("{}/v1/tokens/{token}/detokenize", server.base))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({ "purpose": "payout" }))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+    assert!(server.terminate().success());
+
+    let ok = vault.run(&["audit", "verify"]);
+    let text = String::from_utf8(ok.stdout).unwrap();
+    assert!(ok.status.success(), "{text}");
+    assert!(text.contains("audit chain ok: 8 events"), "{text}");
+
+    let cases = [
+        (
+            "edit",
+            "UPDATE audit_events SET outcome = 'denied' WHERE seq = 4;",
+            4,
+        ),
+        (
+            "edit-time",
+            "UPDATE audit_events SET occurred_at = occurred_at + 1 WHERE seq = 6;",
+            6,
+        ),
+        ("delete", "DELETE FROM audit_events WHERE seq = 3;", 3),
+        (
+            "reorder",
+            "UPDATE audit_events SET seq = 100 WHERE seq = 5; UPDATE audit_events SET seq = 5 WHERE seq = 6; UPDATE audit_events SET seq = 6 WHERE seq = 100;",
+            5,
+        ),
+        ("delete-first", "DELETE FROM audit_events WHERE seq = 1;", 1),
+        (
+            "insert",
+            "INSERT INTO audit_events SELECT 100, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac FROM audit_events WHERE seq = 2; UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 3 AND seq < 100; UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000; UPDATE audit_events SET seq = 3 WHERE seq = 100;",
+            3,
+        ),
+    ];
+    for (name, sql, seq) in cases {
+        let (ok, out) = tampered(&vault, &format!("{name}.db"), sql);
+        assert!(!ok, "{name}: tampering not detected: {out}");
+        assert!(
+            out.contains(&format!("broken at event {seq}")),
+            "{name}: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_master_key_or_bad_config_stops_startup() {
+    let vault = VaultDir::new();
+    let _ = vault.client("acme", ALL_SCOPES);
+    std::fs::remove_file(vault.path("master.key")).unwrap();
+    assert!(vault.run(&["init"]).status.success());
+    let out = vault.command(&["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master key does not unwrap"));
+
+    let out = vault
+        .command(&["serve"])
+        .env("VAULT__SERVER__LISTEN", "not an address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = vault
+        .command(&["serve"])
+        .env("VAULT__SERVER__TYPO", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -1,0 +1,174 @@
+//! Runs the `vault` binary in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use shared::Pan;
+use tempfile::TempDir;
+
+pub(crate) const ALL_SCOPES: &str = "tokens:create,tokens:read,tokens:detokenize,tokens:delete";
+
+/// A vault's files: config, master key, database, logs.
+pub(crate) struct VaultDir {
+    pub(crate) dir: TempDir,
+}
+
+impl VaultDir {
+    /// A directory with a config file and a master key made by `vault init`.
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[database]\npath = \"{}\"\n\n[keys]\nmaster_key_file = \"{}\"\n\n[log]\nformat = \"json\"\nfilter = \"debug\"\n",
+            dir.path().join("vault.db").display(),
+            dir.path().join("master.key").display(),
+        );
+        std::fs::write(dir.path().join("vault.toml"), config).unwrap();
+        let this = Self { dir };
+        let out = this.run(&["init"]);
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        this
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vault"));
+        cmd.arg("--config").arg(self.path("vault.toml")).args(args);
+        cmd.env_remove("VAULT_CONFIG");
+        cmd
+    }
+
+    /// Runs a command to completion, appending its output to `cli.log`.
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        append(&self.path("cli.log"), &out.stdout);
+        append(&self.path("cli.log"), &out.stderr);
+        out
+    }
+
+    /// Creates a client and returns `(id, api key)`.
+    pub(crate) fn client(&self, tenant: &str, scopes: &str) -> (String, String) {
+        let out = self.run(&[
+            "clients", "create", "--name", "app", "--tenant", tenant, "--scopes", scopes,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap()
+        };
+        (field("client_id:"), field("api_key:"))
+    }
+
+    /// Starts `vault serve`, logs to `serve-N.log`, and waits until it listens.
+    pub(crate) fn serve(&self) -> Server {
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let log = self.path(&format!("serve-{n}.log"));
+        let child = self
+            .command(&["serve"])
+            .stdout(Stdio::from(
+                std::fs::File::create(self.path(&format!("serve-{n}.out"))).unwrap(),
+            ))
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        // Owned by `Server` at once, so a failed start is still killed and reaped on drop.
+        let mut server = Server {
+            child,
+            base: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("vault listening")) {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                server.base = format!("http://{}", v["addr"].as_str().unwrap());
+                return server;
+            }
+            assert!(Instant::now() < deadline, "vault did not start: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every file in the directory (database, WAL, logs, config), concatenated.
+    pub(crate) fn all_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().is_some_and(|n| n != "master.key"))
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    std::fs::read(&p).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// A running `vault serve`.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+}
+
+impl Server {
+    /// SIGTERM, then waits for the exit.
+    pub(crate) fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "vault ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub(crate) fn kill9(mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when `pan` appears in `haystack` in any encoding the scanner knows.
+pub(crate) fn contains(haystack: &[u8], pan: &str) -> bool {
+    shared::scan::contains_pan_any_encoding(haystack, &Pan::parse(pan).unwrap())
+}
