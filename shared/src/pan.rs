@@ -243,6 +243,11 @@ pub(crate) mod tests {
         assert_eq!(pan.brand(), Brand::Visa);
     }
 
+    // A PAN cannot be serialized by accident, nor copied implicitly (a `Copy` type is never
+    // zeroized).
+    static_assertions::assert_not_impl_any!(Pan: serde::Serialize, Copy);
+    static_assertions::assert_impl_all!(Pan: ZeroizeOnDrop);
+
     #[test]
     fn equality_is_by_digits() {
         let a = Pan::parse("4242 4242 4242 4242").unwrap();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::auth::Scopes;
-use crate::clock::rfc3339;
+use crate::clock::{rfc3339, rfc3339_micros};
 use crate::config::VaultConfig;
 use crate::crypto::FileKeyProvider;
 use crate::startup::{Application, open_vault, shutdown_signal};
@@ -76,6 +76,15 @@ enum ClientsCommand {
 enum AuditCommand {
     /// Check the whole HMAC chain; exit 1 and name the first broken link if it does not hold.
     Verify,
+    /// Print events as JSON lines (time in RFC 3339 UTC), oldest first.
+    List {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
 }
 
 /// Runs the command line.
@@ -129,6 +138,16 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             tracing::info!("vault stopped");
         }
         Command::Clients { command } => return clients(command, &config).await,
+        Command::Audit {
+            command: AuditCommand::List { after, limit },
+        } => {
+            let vault = open_vault(&config).await?;
+            for event in vault.audit_events(after, limit).await? {
+                let mut line = serde_json::to_value(&event)?;
+                line["occurred_at"] = serde_json::Value::String(rfc3339_micros(event.occurred_at));
+                println!("{line}");
+            }
+        }
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use shared::Pan;
 
-use crate::audit::{Action, AuditDraft, BrokenLink, Outcome, Verifier};
+use crate::audit::{Action, AuditDraft, AuditEvent, BrokenLink, Outcome, Verifier};
 use crate::auth::{ClientRecord, Scope, Scopes, validate_label};
 use crate::clock::now_micros;
 use crate::crypto::{CryptoError, KeyProvider, Keyring};
@@ -405,6 +405,19 @@ impl Vault {
                 }
             }
         }
+    }
+
+    /// Up to `limit` audit events after sequence number `after`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    pub async fn audit_events(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, VaultError> {
+        Ok(self.store.audit_events(after, limit).await?)
     }
 
     /// Deletes expired tokens (the sweeper calls this).

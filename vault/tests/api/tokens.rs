@@ -230,3 +230,20 @@ async fn generated_pans_round_trip_and_neighbours_get_unrelated_tokens() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_past_its_deadline_gets_503_timeout() {
+    let v = TestVault::spawn_with(|c| c.server.request_timeout_ms = 300).await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    // Hold the database's write lock, as a stuck disk or a long checkpoint would.
+    let blocker = v.raw_db();
+    blocker.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let reply = v.tokenize(&key, "4242424242424242").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.code(), "timeout");
+    assert!(!reply.text().contains("4242424242424242"));
+    blocker.execute_batch("COMMIT;").unwrap();
+    // The write the client gave up on may still land; tokenizing again is safe either way.
+    let again = v.tokenize(&key, "4242424242424242").await;
+    assert!(again.status.is_success(), "{}", again.text());
+}

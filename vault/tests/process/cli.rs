@@ -132,6 +132,27 @@ async fn audit_verify_finds_edits_deletions_and_reordering() {
     let text = String::from_utf8(ok.stdout).unwrap();
     assert!(ok.status.success(), "{text}");
     assert!(text.contains("audit chain ok: 8 events"), "{text}");
+    let listed = String::from_utf8(vault.run(&["audit", "list"]).stdout).unwrap();
+    let events: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 8);
+    let detokenize = events
+        .iter()
+        .find(|e| e["action"] == "token.detokenize")
+        .unwrap();
+    assert_eq!(detokenize["outcome"], "granted");
+    assert_eq!(detokenize["purpose"], "payout");
+    assert!(detokenize["token"].as_str().unwrap().starts_with("tok_"));
+    assert!(detokenize["actor"].as_str().unwrap().starts_with("cli_"));
+    assert!(
+        detokenize["request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+    assert!(detokenize["occurred_at"].as_str().unwrap().ends_with('Z'));
 
     let cases = [
         (
@@ -189,4 +210,33 @@ fn a_wrong_master_key_or_bad_config_stops_startup() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let vault = VaultDir::new();
+    let (_, key) = vault.client("acme", ALL_SCOPES);
+    let server = vault.serve();
+    // Hold the write lock so a tokenize is in flight when SIGTERM arrives.
+    let blocker = rusqlite::Connection::open(vault.path("vault.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let (base, http) = (server.base.clone(), reqwest::Client::new());
+    let in_flight = tokio::spawn(async move {
+        http.post(format!("{base}/v1/tokens"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "pan": "4242424242424242" }))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let terminated = tokio::task::spawn_blocking(move || server.terminate());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    blocker.execute_batch("COMMIT;").unwrap();
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        201,
+        "the in-flight request was cut off"
+    );
+    assert!(terminated.await.unwrap().success());
 }
