@@ -13,73 +13,57 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 /// 62^22 > 2^128, so 22 characters hold any 128-bit value.
 const ID_CHARS: usize = 22;
 
-/// A card token: `tok_` and 22 base62 characters encoding 128 bits from the OS CSPRNG.
-///
-/// Never derived from the PAN, and never mistakable for one (it has letters and a prefix).
-#[derive(Clone, Debug, Eq, Hash, PartialEq)]
-pub struct Token(String);
+/// Defines a random, prefixed identifier type: the prefix and 22 base62 characters encoding 128
+/// bits from the OS CSPRNG.
+macro_rules! random_id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Eq, Hash, PartialEq)]
+        pub struct $name(String);
 
-impl Token {
-    const PREFIX: &'static str = "tok_";
+        impl $name {
+            const PREFIX: &'static str = $prefix;
 
-    /// A fresh random token.
-    ///
-    /// # Errors
-    ///
-    /// The OS random generator failed.
-    pub fn generate() -> Result<Self, CryptoError> {
-        random_id(Self::PREFIX).map(Self)
-    }
+            /// A fresh random id.
+            ///
+            /// # Errors
+            ///
+            /// The OS random generator failed.
+            pub fn generate() -> Result<Self, CryptoError> {
+                random_id(Self::PREFIX).map(Self)
+            }
 
-    /// Parses a token from a path segment. Anything else (including a PAN) is `None`.
-    pub fn parse(s: &str) -> Option<Self> {
-        parse_id(Self::PREFIX, s).then(|| Self(s.to_owned()))
-    }
+            /// Parses an id. Anything else (including a PAN) is `None`.
+            pub fn parse(s: &str) -> Option<Self> {
+                parse_id(Self::PREFIX, s).then(|| Self(s.to_owned()))
+            }
 
-    /// The token text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            /// The id text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+random_id_type!(
+    /// A card token: `tok_` and 22 base62 characters. Never derived from the PAN, and never
+    /// mistakable for one (it has letters and a prefix).
+    Token,
+    "tok_"
+);
 
-/// A client id: `cli_` and 22 base62 characters.
-#[derive(Clone, Debug, Eq, Hash, PartialEq)]
-pub struct ClientId(String);
-
-impl ClientId {
-    const PREFIX: &'static str = "cli_";
-
-    /// A fresh random client id.
-    ///
-    /// # Errors
-    ///
-    /// The OS random generator failed.
-    pub fn generate() -> Result<Self, CryptoError> {
-        random_id(Self::PREFIX).map(Self)
-    }
-
-    /// Parses a client id.
-    pub fn parse(s: &str) -> Option<Self> {
-        parse_id(Self::PREFIX, s).then(|| Self(s.to_owned()))
-    }
-
-    /// The id text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+random_id_type!(
+    /// An API client id: `cli_` and 22 base62 characters.
+    ClientId,
+    "cli_"
+);
 
 /// An API key: `vk_` and 43 base64url characters (256 random bits). Shown once at creation;
 /// the vault keeps only [`ApiKey::hash`].
