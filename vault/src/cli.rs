@@ -132,6 +132,10 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             println!("keep it secret and backed up: without it no card number can be recovered");
         }
         Command::Serve => {
+            // A core dump would hold unwrapped keys and any PAN in flight.
+            if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
+                tracing::warn!(error = %e, "could not disable core dumps");
+            }
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, "vault listening");
             app.run_until(shutdown_signal()).await?;

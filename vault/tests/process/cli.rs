@@ -230,6 +230,13 @@ async fn sigterm_lets_in_flight_requests_finish() {
             .map(|r| r.status().as_u16())
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // While we are here: the server runs with core dumps disabled.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
     let terminated = tokio::task::spawn_blocking(move || server.terminate());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     blocker.execute_batch("COMMIT;").unwrap();
