@@ -1,0 +1,2 @@
+//! The payout proxy. So far: the Bank 131 client ([`bank131`]).
+#![forbid(unsafe_code)]

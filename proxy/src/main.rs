@@ -1,0 +1,4 @@
+//! The `proxy` binary: everything is in the library.
+#![forbid(unsafe_code)]
+
+fn main() {}
