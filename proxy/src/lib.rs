@@ -1,2 +1,7 @@
-//! The payout proxy. So far: the Bank 131 client ([`bank131`]).
+//! The payout proxy: token-based card payouts through Bank 131 for applications outside the
+//! card-data environment. So far: the Bank 131 client ([`bank131`]) and the support command line
+//! ([`cli`]).
 #![forbid(unsafe_code)]
+
+pub mod bank131;
+pub mod cli;

@@ -1,4 +1,6 @@
 //! The `proxy` binary: everything is in the library.
 #![forbid(unsafe_code)]
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    proxy::cli::main()
+}

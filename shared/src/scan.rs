@@ -94,6 +94,28 @@ pub fn contains_pan_any_encoding(haystack: &[u8], pan: &Pan) -> bool {
         .any(|needle| !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle))
 }
 
+/// Replaces every run of 13 or more digits (single spaces or dashes allowed between them) with
+/// `[redacted]`, whether or not it passes Luhn. For text that comes from outside and is about to
+/// be kept or shown (an error description from a bank, say), where a card number may hide.
+pub fn redact_digit_runs(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for run in DigitRuns::new(bytes) {
+        if run.digits.len() < MIN_LEN {
+            continue;
+        }
+        let (Some(&first), Some(&last)) = (run.offsets.first(), run.offsets.last()) else {
+            continue;
+        };
+        out.push_str(text.get(copied..first).unwrap_or_default());
+        out.push_str("[redacted]");
+        copied = last + 1;
+    }
+    out.push_str(text.get(copied..).unwrap_or_default());
+    out
+}
+
 /// True when the haystack holds a run of at least `min_digits` digits (single spaces or dashes
 /// allowed between them), Luhn-valid or not. Used to refuse free-text fields that could carry a
 /// card number, such as a detokenize purpose.
@@ -233,6 +255,17 @@ mod tests {
             assert!(contains_pan_any_encoding(&encoded, &p), "prefix {prefix:?}");
         }
         assert!(!contains_pan_any_encoding(b"nothing here 5555", &p));
+    }
+
+    #[test]
+    fn redacts_long_digit_runs_only() {
+        assert_eq!(
+            redact_digit_runs("card 4242 4242 4242 4242 declined, ref 123456"),
+            "card [redacted] declined, ref 123456"
+        );
+        assert_eq!(redact_digit_runs("x4242424242424241y"), "x[redacted]y");
+        assert_eq!(redact_digit_runs("нет карты 2200000000000004."), "нет карты [redacted].");
+        assert_eq!(redact_digit_runs("no digits"), "no digits");
     }
 
     #[test]

@@ -1,0 +1,333 @@
+//! Signatures against known answers made by `openssl` (fixtures/bank131/README.md), the support
+//! command line, and webhook verification.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use proxy::bank131::{
+    PayoutStatus, RequestSigner, SessionStatus, SignatureVerifier, Webhook, WebhookError,
+    verify_and_parse,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/bank131")
+        .join(name)
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap()
+}
+
+const BODIES: &[&str] = &[
+    "body-empty",
+    "body-start-payout-v2",
+    "body-cyrillic",
+    "body-webhook-v1",
+];
+
+fn expected_signature(body: &str) -> String {
+    String::from_utf8(read(&format!("{body}.sig")))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn signer_reproduces_openssl_signatures_from_pkcs1_and_pkcs8_keys() {
+    for key in ["partner-pkcs8.pem", "partner-pkcs1.pem"] {
+        let signer = RequestSigner::from_pem(&read(key)).unwrap();
+        for body in BODIES {
+            let sig = signer.sign(&read(&format!("{body}.json"))).unwrap();
+            assert_eq!(sig, expected_signature(body), "{key} {body}");
+            assert_eq!(sig.len(), 344, "2048-bit signature in padded base64");
+        }
+    }
+}
+
+#[test]
+fn verifier_accepts_openssl_signatures_and_rejects_any_changed_byte() {
+    let verifier = SignatureVerifier::from_pem(&read("partner-public.pem")).unwrap();
+    for body in BODIES {
+        let bytes = read(&format!("{body}.json"));
+        let sig = expected_signature(body);
+        assert!(verifier.verify(&bytes, &sig), "{body}");
+        for i in [0, bytes.len() / 2, bytes.len() - 1] {
+            let mut changed = bytes.clone();
+            changed[i] ^= 0x01;
+            assert!(!verifier.verify(&changed, &sig), "{body}: byte {i} changed");
+        }
+        let mut appended = bytes.clone();
+        appended.push(b' ');
+        assert!(!verifier.verify(&appended, &sig), "{body}: trailing space");
+        assert!(!verifier.verify(&bytes, "not base64!"), "garbage signature");
+        assert!(!verifier.verify(&bytes, ""), "empty signature");
+    }
+}
+
+#[test]
+fn keys_that_are_not_rsa_pem_are_refused() {
+    assert!(
+        RequestSigner::from_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+            .is_err()
+    );
+    assert!(RequestSigner::from_pem(&read("partner-public.pem")).is_err());
+    assert!(SignatureVerifier::from_pem(&read("partner-pkcs1.pem")).is_err());
+    let err = format!(
+        "{:?}",
+        RequestSigner::from_pem(&read("partner-pkcs8.pem")).unwrap()
+    );
+    assert_eq!(err, "RequestSigner { .. }");
+}
+
+/// Our signatures of bodies nobody prepared are accepted by openssl itself (skipped where the
+/// machine has no `openssl` binary: the fixtures above already pin the algorithm).
+#[test]
+fn openssl_accepts_our_signatures() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed; skipping the live cross-check");
+        return;
+    }
+    let signer = RequestSigner::from_pem(&read("partner-pkcs1.pem")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, body) in [
+        "{\"session_id\":\"ps_1\"}",
+        "[]",
+        "{\"x\":\"\\u0000 \\/ ü\"}\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body_path = dir.path().join(format!("b{i}"));
+        let sig_path = dir.path().join(format!("s{i}"));
+        std::fs::write(&body_path, body).unwrap();
+        let sig = signer.sign(body.as_bytes()).unwrap();
+        use base64::Engine;
+        std::fs::write(
+            &sig_path,
+            base64::engine::general_purpose::STANDARD
+                .decode(sig)
+                .unwrap(),
+        )
+        .unwrap();
+        let out = Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(fixture("partner-public.pem"))
+            .arg("-signature")
+            .arg(&sig_path)
+            .arg(&body_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl rejected our signature of {body:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn cli_sign_and_verify() {
+    let proxy = env!("CARGO_BIN_EXE_proxy");
+    // From a file.
+    let out = Command::new(proxy)
+        .args(["bank131", "sign", "--key"])
+        .arg(fixture("partner-pkcs8.pem"))
+        .arg(fixture("body-cyrillic.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        expected_signature("body-cyrillic")
+    );
+
+    // From standard input, exact bytes.
+    let mut child = Command::new(proxy)
+        .args(["bank131", "sign", "--key"])
+        .arg(fixture("partner-pkcs1.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"{}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        expected_signature("body-empty")
+    );
+
+    let verify = |sig: &str, body: &str| {
+        Command::new(proxy)
+            .args(["bank131", "verify", "--key"])
+            .arg(fixture("partner-public.pem"))
+            .args(["--signature", sig])
+            .arg(fixture(body))
+            .output()
+            .unwrap()
+    };
+    let ok = verify(
+        &expected_signature("body-webhook-v1"),
+        "body-webhook-v1.json",
+    );
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(String::from_utf8(ok.stdout).unwrap().trim(), "valid");
+    let bad = verify(&expected_signature("body-empty"), "body-webhook-v1.json");
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(String::from_utf8(bad.stdout).unwrap().trim(), "invalid");
+}
+
+// --- Webhooks. The fixture key pair plays the bank here. ---
+
+fn bank() -> (RequestSigner, SignatureVerifier) {
+    (
+        RequestSigner::from_pem(&read("partner-pkcs8.pem")).unwrap(),
+        SignatureVerifier::from_pem(&read("partner-public.pem")).unwrap(),
+    )
+}
+
+#[test]
+fn documented_payloads_verify_in_both_spellings() {
+    let (signer, verifier) = bank();
+
+    // payment_finished, v1 spelling (API.md §8.2), signed by openssl.
+    let body = read("body-webhook-v1.json");
+    let hook = verify_and_parse(
+        &verifier,
+        &body,
+        Some(&expected_signature("body-webhook-v1")),
+    )
+    .unwrap();
+    let Webhook::PaymentFinished { session } = hook else {
+        panic!("{hook:?}")
+    };
+    assert_eq!(session.status, SessionStatus::Accepted);
+    let payout = &session.payouts()[0];
+    assert_eq!(payout.status, PayoutStatus::Succeeded);
+    let card = payout
+        .payout_details
+        .as_ref()
+        .unwrap()
+        .card
+        .as_ref()
+        .unwrap();
+    assert_eq!(card.last4.as_deref(), Some("4940"));
+    assert_eq!(
+        payout.transaction_info.as_ref().unwrap().rrn.as_deref(),
+        Some("425307614918")
+    );
+
+    // ready_to_confirm, v1 and v2 spellings, with unknown fields the client must ignore.
+    let v1 = br#"{"type":"ready_to_confirm","session":{"id":"ps_3230","status":"in_progress","created_at":"2018-05-27T02:03:00.000000Z","updated_at":"2018-05-27T02:03:00.000000Z","next_action":"confirm","payments":[{"id":"po_2018","status":"pending","created_at":"2018-05-27T02:03:00.000000Z","customer":{"reference":"user123","contacts":[{"email":"user@gmail.com"}]},"payment_method":{"type":"card","card":{"last4":"4242","brand":"visa"}},"amount_details":{"amount":10000,"currency":"rub"},"metadata":"good"}]}}"#;
+    let v2 = br#"{"type":"ready_to_confirm","session":{"id":"ps_3230","status":"in_progress","created_at":"2018-05-27T02:03:00.000000Z","updated_at":"2018-05-27T02:03:00.000000Z","next_action":"confirm","new_field":{"a":1},"payout_list":[{"id":"po_2018","status":"pending","created_at":"2018-05-27T02:03:00.000000Z","payout_details":{"type":"card","card":{"last4":"4242","brand":"visa","card_id":"ab"}},"amount_details":{"amount":10000,"currency":"RUB"},"amounts":{"fee":{"merchant_fee":{"amount":10,"currency":"RUB"}}}}]}}"#;
+    let mut parsed = Vec::new();
+    for body in [&v1[..], &v2[..]] {
+        let sig = signer.sign(body).unwrap();
+        let hook = verify_and_parse(&verifier, body, Some(&sig)).unwrap();
+        let Webhook::ReadyToConfirm { session, .. } = hook else {
+            panic!("{hook:?}")
+        };
+        assert_eq!(
+            session.next_action,
+            Some(proxy::bank131::NextAction::Confirm)
+        );
+        parsed.push(session);
+    }
+    let (a, b) = (&parsed[0].payouts()[0], &parsed[1].payouts()[0]);
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.status, PayoutStatus::Pending);
+    assert!(
+        a.amount_details
+            .as_ref()
+            .unwrap()
+            .same_money(b.amount_details.as_ref().unwrap())
+    );
+    assert_eq!(
+        a.payout_details
+            .as_ref()
+            .unwrap()
+            .card
+            .as_ref()
+            .unwrap()
+            .last4,
+        b.payout_details
+            .as_ref()
+            .unwrap()
+            .card
+            .as_ref()
+            .unwrap()
+            .last4
+    );
+
+    // Unknown types are tolerated.
+    let other =
+        br#"{"type":"transaction_registration","session":{"id":"ps_1","status":"in_progress"}}"#;
+    let hook = verify_and_parse(&verifier, other, Some(&signer.sign(other).unwrap())).unwrap();
+    assert!(
+        matches!(hook, Webhook::Unknown { ref kind, .. } if kind == "transaction_registration"),
+        "{hook:?}"
+    );
+}
+
+#[test]
+fn forged_reserialized_and_unsigned_webhooks_are_refused() {
+    let (_, verifier) = bank();
+    let body = read("body-webhook-v1.json");
+    let sig = expected_signature("body-webhook-v1");
+
+    assert_eq!(
+        verify_and_parse(&verifier, &body, None),
+        Err(WebhookError::MissingSignature)
+    );
+    assert_eq!(
+        verify_and_parse(&verifier, &body, Some(&expected_signature("body-empty"))),
+        Err(WebhookError::BadSignature)
+    );
+
+    // Same JSON, different bytes: a re-serialized body does not verify.
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let pretty = serde_json::to_vec_pretty(&value).unwrap();
+    assert_eq!(
+        verify_and_parse(&verifier, &pretty, Some(&sig)),
+        Err(WebhookError::BadSignature)
+    );
+
+    // A forger with another key.
+    let forger = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let mut forged = vec![0u8; forger.public_modulus_len()];
+    forger
+        .sign(
+            &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            &body,
+            &mut forged,
+        )
+        .unwrap();
+    use base64::Engine;
+    let forged = base64::engine::general_purpose::STANDARD.encode(forged);
+    assert_eq!(
+        verify_and_parse(&verifier, &body, Some(&forged)),
+        Err(WebhookError::BadSignature)
+    );
+
+    // Signed garbage is malformed, not a panic.
+    let (signer, _) = bank();
+    for garbage in [
+        &b"not json"[..],
+        br#"{"type":"payment_finished"}"#,
+        br#"{"session":{}}"#,
+    ] {
+        let sig = signer.sign(garbage).unwrap();
+        assert_eq!(
+            verify_and_parse(&verifier, garbage, Some(&sig)),
+            Err(WebhookError::Malformed)
+        );
+    }
+}
