@@ -1,0 +1,156 @@
+//! The sandbox's mutable state: projects, sessions, counters and used idempotency keys.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::config::{ApiVersion, ProjectConfig};
+use crate::sandbox::keys::{KeyError, Verifier};
+use crate::sandbox::model::Session;
+
+/// A registered project with its parsed key and live balance.
+#[derive(Debug)]
+pub(crate) struct Project {
+    pub(crate) config: ProjectConfig,
+    pub(crate) verifier: Verifier,
+}
+
+impl Project {
+    pub(crate) fn new(config: ProjectConfig) -> Result<Self, KeyError> {
+        let verifier = Verifier::from_pem(&config.partner_public_key_pem)?;
+        Ok(Self { config, verifier })
+    }
+
+    pub(crate) fn view(&self) -> ProjectView {
+        let c = &self.config;
+        ProjectView {
+            id: c.id.clone(),
+            partner_public_key_pem: c.partner_public_key_pem.clone(),
+            webhook_url: c.webhook_url.clone(),
+            auto_confirm: c.auto_confirm,
+            single_request_payouts: c.single_request_payouts,
+            webhook_api_version: c.webhook_api_version,
+            wallet_balance: c.wallet_balance,
+            confirm_timeout_ms: u64::try_from(c.confirm_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// A project as the control API shows it.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct ProjectView {
+    /// The `X-PARTNER-PROJECT` value.
+    pub id: String,
+    /// The partner's public key (SPKI PEM).
+    pub partner_public_key_pem: String,
+    /// Webhook URL, if any.
+    pub webhook_url: Option<String>,
+    /// Automatic confirmation.
+    pub auto_confirm: bool,
+    /// Single-request payouts.
+    pub single_request_payouts: bool,
+    /// Webhook spelling.
+    pub webhook_api_version: ApiVersion,
+    /// The current wallet balance, minor units.
+    pub wallet_balance: i64,
+    /// Confirm timeout in milliseconds.
+    pub confirm_timeout_ms: u64,
+}
+
+/// `POST /__sandbox/projects`: creates a project, or changes the given fields of an existing
+/// one (absent fields keep their values; an empty `webhook_url` removes it).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdate {
+    /// The project id (required).
+    pub id: String,
+    /// Required for a new project.
+    pub partner_public_key_pem: Option<String>,
+    /// Webhook URL; `""` removes it.
+    pub webhook_url: Option<String>,
+    /// Automatic confirmation.
+    pub auto_confirm: Option<bool>,
+    /// Single-request payouts.
+    pub single_request_payouts: Option<bool>,
+    /// `v1` or `v2`.
+    pub webhook_api_version: Option<ApiVersion>,
+    /// Sets the wallet balance (minor units).
+    pub wallet_balance: Option<i64>,
+    /// Confirm timeout in milliseconds.
+    pub confirm_timeout_ms: Option<u64>,
+}
+
+impl ProjectUpdate {
+    /// Applies the update to `base` (a new project's defaults, or the current settings).
+    pub(crate) fn apply(self, mut base: ProjectConfig) -> ProjectConfig {
+        if let Some(pem) = self.partner_public_key_pem {
+            base.partner_public_key_pem = pem;
+        }
+        if let Some(url) = self.webhook_url {
+            base.webhook_url = (!url.is_empty()).then_some(url);
+        }
+        if let Some(v) = self.auto_confirm {
+            base.auto_confirm = v;
+        }
+        if let Some(v) = self.single_request_payouts {
+            base.single_request_payouts = v;
+        }
+        if let Some(v) = self.webhook_api_version {
+            base.webhook_api_version = v;
+        }
+        if let Some(v) = self.wallet_balance {
+            base.wallet_balance = v;
+        }
+        if let Some(ms) = self.confirm_timeout_ms {
+            base.confirm_timeout = Duration::from_millis(ms);
+        }
+        base
+    }
+}
+
+/// Everything behind the one state lock.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) projects: HashMap<String, Project>,
+    pub(crate) sessions: HashMap<String, Session>,
+    /// (project, method, key) of every idempotency key seen.
+    pub(crate) idempotency: HashSet<(String, String, String)>,
+    next_session: u64,
+    next_payout: u64,
+    next_refund: u64,
+    next_transaction: u64,
+}
+
+impl State {
+    pub(crate) fn session_id(&mut self) -> String {
+        self.next_session += 1;
+        format!("ps_{}", self.next_session)
+    }
+
+    pub(crate) fn payout_id(&mut self) -> String {
+        self.next_payout += 1;
+        format!("po_{}", self.next_payout)
+    }
+
+    pub(crate) fn refund_id(&mut self) -> String {
+        self.next_refund += 1;
+        format!("rf_{}", self.next_refund)
+    }
+
+    /// A fresh `(rrn, auth_code)`: 12 and 6 digits, deterministic.
+    pub(crate) fn transaction_info(&mut self) -> (String, String) {
+        self.next_transaction += 1;
+        let n = self.next_transaction;
+        (
+            format!("{:012}", 131_000_000_000 + n),
+            format!("{:06}", n % 1_000_000),
+        )
+    }
+
+    /// The project's session, or `invalid_request` (another project's session is as unknown as
+    /// a missing one).
+    pub(crate) fn session_mut(&mut self, project: &str, id: &str) -> Option<&mut Session> {
+        self.sessions.get_mut(id).filter(|s| s.project == project)
+    }
+}
