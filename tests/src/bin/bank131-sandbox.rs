@@ -1,2 +1,211 @@
-//! placeholder
-fn main() {}
+//! `bank131-sandbox`: the Bank 131 emulator as a process (see `tests/SANDBOX.md`).
+//!
+//! Prints two shell-style lines on stdout once it listens:
+//! `BANK131_SANDBOX_URL=http://...` and `BANK131_SANDBOX_BANK_PUBLIC_KEY=<path>`. Logs go to
+//! stderr and carry method names and statuses only, never bodies or card numbers.
+#![forbid(unsafe_code)]
+#![allow(
+    clippy::print_stdout,
+    reason = "the URL and key path are the program's output"
+)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use shared::telemetry::{self, LogFormat};
+use tests::sandbox::{ApiVersion, FaultSpec, ProjectConfig, SandboxConfig, spawn};
+
+/// Exit code for bad configuration or usage (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+/// The Bank 131 sandbox: a stateful emulator of the bank's card-payout API.
+#[derive(Debug, Parser)]
+#[command(name = "bank131-sandbox", version, about)]
+struct Cli {
+    /// Address to listen on (port 0 picks a free one; the URL is printed).
+    #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:8131")]
+    listen: SocketAddr,
+    /// The bank's RSA private key (PKCS#1 or PKCS#8 PEM); a fresh 2048-bit key if absent.
+    #[arg(long, env = "SANDBOX_BANK_KEY")]
+    bank_key: Option<PathBuf>,
+    /// Where to write the bank's public key (SPKI PEM) for the partner to verify webhooks with.
+    #[arg(
+        long,
+        env = "SANDBOX_BANK_PUBLIC_KEY_OUT",
+        default_value = "bank131-sandbox-public.pem"
+    )]
+    bank_public_key_out: PathBuf,
+
+    /// Register one project with this `X-PARTNER-PROJECT` id (more via the control API).
+    #[arg(long, env = "SANDBOX_PROJECT_ID", requires = "partner_public_key")]
+    project_id: Option<String>,
+    /// The project's partner public key (SPKI PEM file).
+    #[arg(long, env = "SANDBOX_PARTNER_PUBLIC_KEY", requires = "project_id")]
+    partner_public_key: Option<PathBuf>,
+    /// The project's webhook URL.
+    #[arg(long, env = "SANDBOX_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// Automatic confirmation: no ready_to_confirm.
+    #[arg(long)]
+    auto_confirm: bool,
+    /// Single-request payouts: init/payout runs with no ready_to_confirm.
+    #[arg(long)]
+    single_request: bool,
+    /// Webhook spelling, v1 or v2.
+    #[arg(long, default_value = "v2")]
+    webhook_version: ApiVersion,
+    /// Wallet balance in minor units.
+    #[arg(long, default_value_t = ProjectConfig::DEFAULT_WALLET_BALANCE)]
+    wallet_balance: i64,
+    /// Confirm timeout in milliseconds (default 240 minutes).
+    #[arg(long, default_value_t = 240 * 60 * 1000)]
+    confirm_timeout_ms: u64,
+
+    /// From start/init to ready_to_confirm, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    ready_delay_ms: u64,
+    /// From confirm/cancel (or an automatic start) to payment_finished, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    finish_delay_ms: u64,
+    /// How late SLOW_BANK answers come, milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    slow_delay_ms: u64,
+    /// How long a hang fault holds a request, milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    hang_ms: u64,
+    /// Webhook retry delays in milliseconds, comma-separated; the last one repeats.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,200,400,800,1600,3200,5000"
+    )]
+    webhook_retry_ms: Vec<u64>,
+    /// Attempts per webhook, the first included.
+    #[arg(long, default_value_t = 10)]
+    webhook_max_attempts: u32,
+    /// Timeout of one webhook attempt, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    webhook_timeout_ms: u64,
+    /// A fault active from the start, `TARGET=ACTION[:ARG][@COUNT]`; repeatable.
+    #[arg(long = "fault")]
+    faults: Vec<FaultSpec>,
+
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "SANDBOX_LOG", default_value = "info")]
+    log: String,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = if cli.log_format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    if let Err(e) = telemetry::init(format, &cli.log, std::io::stderr) {
+        eprintln!("bank131-sandbox: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    telemetry::install_panic_hook();
+    let config = match config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("configuration: {e:#}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, &cli.bank_public_key_out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
+    let ms = Duration::from_millis;
+    let mut config = SandboxConfig {
+        listen: cli.listen,
+        bank_private_key_pem: cli
+            .bank_key
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("{}", p.display())))
+            .transpose()?,
+        webhook_retry: cli.webhook_retry_ms.iter().copied().map(ms).collect(),
+        webhook_max_attempts: cli.webhook_max_attempts,
+        webhook_timeout: ms(cli.webhook_timeout_ms),
+        ready_delay: ms(cli.ready_delay_ms),
+        finish_delay: ms(cli.finish_delay_ms),
+        slow_delay: ms(cli.slow_delay_ms),
+        hang_limit: ms(cli.hang_ms),
+        faults: cli.faults.clone(),
+        ..SandboxConfig::default()
+    };
+    if let (Some(id), Some(key)) = (&cli.project_id, &cli.partner_public_key) {
+        let pem = std::fs::read_to_string(key).with_context(|| format!("{}", key.display()))?;
+        config.projects.push(ProjectConfig {
+            webhook_url: cli.webhook_url.clone(),
+            auto_confirm: cli.auto_confirm,
+            single_request_payouts: cli.single_request,
+            webhook_api_version: cli.webhook_version,
+            wallet_balance: cli.wallet_balance,
+            confirm_timeout: ms(cli.confirm_timeout_ms),
+            ..ProjectConfig::new(id.clone(), pem)
+        });
+    }
+    Ok(config)
+}
+
+async fn run(config: SandboxConfig, public_key_out: &PathBuf) -> anyhow::Result<()> {
+    let sandbox = spawn(config).await?;
+    std::fs::write(public_key_out, sandbox.bank_public_key_pem())
+        .with_context(|| format!("writing {}", public_key_out.display()))?;
+    let key_path = std::path::absolute(public_key_out).unwrap_or_else(|_| public_key_out.clone());
+    println!("BANK131_SANDBOX_URL={}", sandbox.base_url());
+    println!("BANK131_SANDBOX_BANK_PUBLIC_KEY={}", key_path.display());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    sandbox.shutdown().await;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
