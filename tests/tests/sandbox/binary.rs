@@ -1,0 +1,133 @@
+//! The `bank131-sandbox` binary: flags, printed URL and key path, and logs without card data.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use shared::Pan;
+use shared::scan::contains_pan;
+
+use crate::helpers::{PROJECT, Partner, VISA, partner_keys, payout_body};
+
+#[tokio::test]
+async fn binary_serves_a_project_from_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner_key = dir.path().join("partner.pem");
+    std::fs::write(&partner_key, &partner_keys().1).unwrap();
+    let bank_out = dir.path().join("bank.pem");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--project-id",
+            PROJECT,
+            "--auto-confirm",
+        ])
+        .args(["--webhook-version", "v1", "--wallet-balance", "777"])
+        .args(["--fault", "session/status=error@1", "--log", "debug"])
+        .arg("--partner-public-key")
+        .arg(&partner_key)
+        .arg("--bank-public-key-out")
+        .arg(&bank_out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url_line = lines.next().unwrap().unwrap();
+    let key_line = lines.next().unwrap().unwrap();
+    let url = url_line
+        .strip_prefix("BANK131_SANDBOX_URL=")
+        .unwrap()
+        .to_owned();
+    let key_path = key_line
+        .strip_prefix("BANK131_SANDBOX_BANK_PUBLIC_KEY=")
+        .unwrap();
+    let pem = std::fs::read_to_string(key_path).unwrap();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+
+    let p = Partner::new(&url, PROJECT, &partner_keys().0);
+    let served: String = p
+        .http
+        .get(format!("{url}/__sandbox/bank-public-key"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(served, pem);
+    let project: serde_json::Value = p
+        .http
+        .get(format!("{url}/__sandbox/projects/{PROJECT}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            project["wallet_balance"].as_i64(),
+            project["auto_confirm"].as_bool()
+        ),
+        (Some(777), Some(true))
+    );
+    let (s, b) = p
+        .post(
+            "/api/v1/session/init/payout",
+            payout_body("payment_method", VISA, 100, "I"),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = p
+        .post("/api/v1/session/status", json!({"session_id": "ps_1"}))
+        .await;
+    assert_eq!(s, 500, "the --fault flag is active");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.contains("bank api request"), "{logs}");
+    assert!(
+        !contains_pan(logs.as_bytes(), &Pan::parse(VISA).unwrap()),
+        "{logs}"
+    );
+}
+
+#[test]
+fn bad_flags_exit_64_or_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--partner-public-key",
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap: --partner-public-key needs --project-id"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--project-id",
+            "x",
+            "--partner-public-key",
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
