@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shared::telemetry::{self, LogFormat};
-use tests::sandbox::{ApiVersion, FaultSpec, ProjectConfig, SandboxConfig, spawn};
+use tests::sandbox::{ApiVersion, FaultSpec, ProjectConfig, SandboxConfig, SandboxError, spawn};
 
 /// Exit code for bad configuration or usage (sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
@@ -131,13 +131,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, &cli.bank_public_key_out)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime.block_on(run(config, &cli.bank_public_key_out))
 }
 
 fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
@@ -174,17 +168,30 @@ fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
     Ok(config)
 }
 
-async fn run(config: SandboxConfig, public_key_out: &PathBuf) -> anyhow::Result<()> {
-    let sandbox = spawn(config).await?;
-    std::fs::write(public_key_out, sandbox.bank_public_key_pem())
-        .with_context(|| format!("writing {}", public_key_out.display()))?;
+async fn run(config: SandboxConfig, public_key_out: &PathBuf) -> ExitCode {
+    let sandbox = match spawn(config).await {
+        Ok(s) => s,
+        // Keys and faults are configuration; only a failure to listen is not.
+        Err(e @ (SandboxError::Bind(_) | SandboxError::Client(_))) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            tracing::error!("configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Err(e) = std::fs::write(public_key_out, sandbox.bank_public_key_pem()) {
+        tracing::error!(error = %e, path = %public_key_out.display(), "cannot write the bank public key");
+        return ExitCode::from(EX_USAGE);
+    }
     let key_path = std::path::absolute(public_key_out).unwrap_or_else(|_| public_key_out.clone());
     println!("BANK131_SANDBOX_URL={}", sandbox.base_url());
     println!("BANK131_SANDBOX_BANK_PUBLIC_KEY={}", key_path.display());
     shutdown_signal().await;
     tracing::info!("shutting down");
     sandbox.shutdown().await;
-    Ok(())
+    ExitCode::SUCCESS
 }
 
 /// SIGINT or SIGTERM.

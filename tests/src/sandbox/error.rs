@@ -41,7 +41,7 @@ impl ApiError {
         )
     }
 
-    /// The HTTP status: the [INF] defaults of SANDBOX.md, unless the config overrides the code.
+    /// The HTTP status: the defaults (our choice) of SANDBOX.md, unless the config overrides the code.
     pub(crate) fn status(&self, overrides: &BTreeMap<String, u16>) -> StatusCode {
         if let Some(s) = overrides
             .get(self.code)

@@ -1,4 +1,4 @@
-//! Magic inputs: request values that force an outcome (emulator-only, API.md §9 [INF]).
+//! Magic inputs: request values that force an outcome (emulator-only, API.md §9, our own choice).
 //!
 //! | input | outcome |
 //! |---|---|

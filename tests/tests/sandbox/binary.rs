@@ -131,3 +131,31 @@ fn bad_flags_exit_64_or_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn unusable_keys_and_faults_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key").unwrap();
+    for args in [
+        vec!["--bank-key", junk.to_str().unwrap()],
+        vec![
+            "--project-id",
+            "x",
+            "--partner-public-key",
+            junk.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+        .args(["--listen", "127.0.0.1:0", "--fault", "webhook:*=hang"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap rejects a bad --fault");
+}
