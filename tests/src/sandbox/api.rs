@@ -67,12 +67,13 @@ pub(crate) async fn bank_api(
 ) -> Response {
     let route = route(uri.path());
     let verbatim = route.is_some_and(|(_, m)| CARD_METHODS.contains(&m));
-    let project = header(&headers, "x-partner-project").map(str::to_owned);
+    // Masked like every journaled header: it is a free-form value a client controls.
+    let project = header(&headers, "x-partner-project").map(|p| masked_text(p.as_bytes()));
     let seq = sandbox.journal.begin(RequestRecord {
         seq: 0,
         at: now(),
         method: method.to_string(),
-        path: uri.path().to_owned(),
+        path: masked_text(uri.path().as_bytes()),
         headers: header_map(&headers),
         body: if verbatim {
             String::from_utf8_lossy(&body).into_owned()

@@ -30,13 +30,13 @@ pub struct RequestRecord {
     pub at: String,
     /// The HTTP method.
     pub method: String,
-    /// The path, e.g. `/api/v2/session/create`.
+    /// The path, e.g. `/api/v2/session/create` (digit runs that look like a PAN masked).
     pub path: String,
     /// Request headers, names lowercase.
     pub headers: BTreeMap<String, String>,
     /// The raw body as (lossy) UTF-8; masked except for start/init payout.
     pub body: String,
-    /// The `X-PARTNER-PROJECT` value, if any.
+    /// The `X-PARTNER-PROJECT` value, if any (masked as headers are).
     pub project: Option<String>,
     /// The HTTP status answered; `None` while the request is still being handled (or hangs).
     pub status: Option<u16>,
@@ -141,16 +141,12 @@ impl Journal {
     }
 }
 
-/// Header map as a name → value map (lowercase names; non-UTF-8 values lossily).
+/// Header map as a name → value map (lowercase names; values lossily, card-number-like digit
+/// runs masked: no header is a place for a PAN).
 pub(crate) fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
     headers
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_owned(), masked_text(v.as_bytes())))
         .collect()
 }
 

@@ -31,6 +31,15 @@ pub(crate) enum Step {
     Execute,
 }
 
+/// What a step comes to, decided before the state changes.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Ready,
+    /// Succeeded, debiting this amount.
+    Succeeded(i64),
+    Failed(Decline),
+}
+
 #[derive(Debug)]
 pub(crate) struct Timer {
     pub(crate) session: String,
@@ -188,53 +197,62 @@ pub(crate) fn apply(
         .get(&project_id)
         .ok_or("the session's project is gone")?;
     let confirm_timeout = project.config.confirm_timeout;
-    let balance = project.config.wallet_balance;
     let version = project.config.webhook_api_version;
-    let phase = session.phase;
-    let transaction = state.transaction_info();
+    let payout = session.payout.as_ref().ok_or("the session has no payout")?;
+    // Decide first, with shared borrows; then change the state.
+    let outcome = match (session.phase, step) {
+        (Phase::Preparing { silent: false }, Step::Ready) => Outcome::Ready,
+        (Phase::Preparing { .. } | Phase::AwaitingConfirm, Step::ConfirmTimeout) => {
+            Outcome::Failed(Decline::ConfirmTimeout)
+        }
+        (Phase::Executing(Decision::Cancelled), Step::Execute) => {
+            Outcome::Failed(Decline::CancelledByPartner)
+        }
+        (Phase::Executing(_), Step::Execute) => {
+            let amount = payout.amount.amount;
+            match payout
+                .card
+                .decline
+                .or((amount == magic::AMOUNT_TOO_SMALL).then_some(Decline::AmountTooSmall))
+                .or((amount > project.config.wallet_balance).then_some(Decline::InsufficientWallet))
+            {
+                Some(d) => Outcome::Failed(d),
+                None => Outcome::Succeeded(amount),
+            }
+        }
+        _ => return Err("the session is not at that step"),
+    };
+    let mut transaction = None;
+    if let Outcome::Succeeded(amount) = outcome {
+        if let Some(p) = state.projects.get_mut(&project_id) {
+            p.config.wallet_balance -= amount;
+        }
+        transaction = Some(state.transaction_info());
+    }
     let session = state
         .sessions
         .get_mut(session_id)
         .ok_or("no such session")?;
-    let payout = session.payout.as_mut().ok_or("the session has no payout")?;
     let mut fx = Effects::default();
-    let kind = match (phase, step) {
-        (Phase::Preparing { silent: false }, Step::Ready) => {
-            payout.status = "pending";
+    let kind = match outcome {
+        Outcome::Ready => {
+            if let Some(p) = session.payout.as_mut() {
+                p.status = "pending";
+            }
             session.next_action = Some("confirm");
             session.enter(Phase::AwaitingConfirm);
             fx.timer(session, Step::ConfirmTimeout, confirm_timeout);
             "ready_to_confirm"
         }
-        (Phase::Preparing { .. } | Phase::AwaitingConfirm, Step::ConfirmTimeout) => {
-            fail(session, Decline::ConfirmTimeout);
+        Outcome::Succeeded(_) => {
+            succeed(session, transaction.unwrap_or_default());
             "payment_finished"
         }
-        (Phase::Executing(decision), Step::Execute) => {
-            let decline = match decision {
-                Decision::Cancelled => Some(Decline::CancelledByPartner),
-                Decision::Confirmed | Decision::Automatic => payout
-                    .card
-                    .decline
-                    .or((payout.amount.amount == magic::AMOUNT_TOO_SMALL)
-                        .then_some(Decline::AmountTooSmall))
-                    .or((payout.amount.amount > balance).then_some(Decline::InsufficientWallet)),
-            };
-            match decline {
-                Some(d) => fail(session, d),
-                None => {
-                    let amount = payout.amount.amount;
-                    succeed(session, transaction);
-                    if let Some(p) = state.projects.get_mut(&project_id) {
-                        p.config.wallet_balance -= amount;
-                    }
-                }
-            }
+        Outcome::Failed(d) => {
+            fail(session, d);
             "payment_finished"
         }
-        _ => return Err("the session is not at that step"),
     };
-    let session = state.sessions.get(session_id).ok_or("no such session")?;
     fx.events.push(event(session, &project_id, kind, version));
     Ok(fx)
 }
