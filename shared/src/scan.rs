@@ -264,7 +264,10 @@ mod tests {
             "card [redacted] declined, ref 123456"
         );
         assert_eq!(redact_digit_runs("x4242424242424241y"), "x[redacted]y");
-        assert_eq!(redact_digit_runs("нет карты 2200000000000004."), "нет карты [redacted].");
+        assert_eq!(
+            redact_digit_runs("нет карты 2200000000000004."),
+            "нет карты [redacted]."
+        );
         assert_eq!(redact_digit_runs("no digits"), "no digits");
     }
 
