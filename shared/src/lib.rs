@@ -8,12 +8,16 @@
 //!   bytes or text and reports offsets and masked values only.
 //! - [`error_body`]: the JSON error body both services answer with.
 //! - [`telemetry`]: tracing setup and a panic hook that never prints panic payloads.
+//! - [`ids`]: random prefixed ids and API keys; [`sqlite`]: the durable SQLite set-up both
+//!   services store in.
 #![forbid(unsafe_code)]
 
 pub mod card;
 pub mod error_body;
+pub mod ids;
 pub mod pan;
 pub mod scan;
+pub mod sqlite;
 pub mod telemetry;
 
 pub use card::Brand;

@@ -337,7 +337,8 @@ impl Vault {
     ) -> Result<(ClientRecord, ApiKey), VaultError> {
         validate_label(name).map_err(VaultError::Invalid)?;
         validate_label(tenant).map_err(VaultError::Invalid)?;
-        let key = ApiKey::generate()?;
+        let key =
+            ApiKey::generate(crate::token::API_KEY_PREFIX).map_err(|_| CryptoError::Random)?;
         let client = ClientRecord {
             id: ClientId::generate()?,
             name: name.to_owned(),

@@ -2,16 +2,7 @@
 
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
-
-use crate::crypto::{CryptoError, random_bytes};
-
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-/// 62^22 > 2^128, so 22 characters hold any 128-bit value.
-const ID_CHARS: usize = 22;
+use crate::crypto::CryptoError;
 
 /// Defines a random, prefixed identifier type: the prefix and 22 base62 characters encoding 128
 /// bits from the OS CSPRNG.
@@ -30,12 +21,14 @@ macro_rules! random_id_type {
             ///
             /// The OS random generator failed.
             pub fn generate() -> Result<Self, CryptoError> {
-                random_id(Self::PREFIX).map(Self)
+                shared::ids::random_id(Self::PREFIX)
+                    .map(Self)
+                    .map_err(|_| CryptoError::Random)
             }
 
             /// Parses an id. Anything else (including a PAN) is `None`.
             pub fn parse(s: &str) -> Option<Self> {
-                parse_id(Self::PREFIX, s).then(|| Self(s.to_owned()))
+                shared::ids::is_id(Self::PREFIX, s).then(|| Self(s.to_owned()))
             }
 
             /// The id text.
@@ -66,93 +59,16 @@ random_id_type!(
 );
 
 /// An API key: `vk_` and 43 base64url characters (256 random bits). Shown once at creation;
-/// the vault keeps only [`ApiKey::hash`].
-pub struct ApiKey(Zeroizing<String>);
+/// the vault keeps only its hash.
+pub use shared::ids::ApiKey;
 
-impl ApiKey {
-    const PREFIX: &'static str = "vk_";
-
-    /// A fresh random key.
-    ///
-    /// # Errors
-    ///
-    /// The OS random generator failed.
-    pub fn generate() -> Result<Self, CryptoError> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        random_bytes(bytes.as_mut_slice())?;
-        let mut text = Zeroizing::new(String::with_capacity(46));
-        text.push_str(Self::PREFIX);
-        URL_SAFE_NO_PAD.encode_string(bytes.as_slice(), &mut text);
-        Ok(Self(text))
-    }
-
-    /// Wraps a presented key (from an `Authorization` header) for hashing.
-    pub fn presented(text: &str) -> Self {
-        Self(Zeroizing::new(text.to_owned()))
-    }
-
-    /// SHA-256 of the key text. The key has 256 random bits, so a fast hash is enough: there is
-    /// nothing to brute-force, and lookups stay cheap on every request.
-    pub fn hash(&self) -> [u8; 32] {
-        Sha256::digest(self.0.as_bytes()).into()
-    }
-
-    /// The key text, for showing it once to the operator who created it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey { .. }")
-    }
-}
+/// The prefix of vault API keys.
+pub const API_KEY_PREFIX: &str = "vk_";
 
 /// A request id: `req_` and 22 base62 characters. Always made by the vault (a caller-supplied id
 /// could carry anything into logs and the audit trail).
 pub fn request_id() -> String {
-    random_id("req_").unwrap_or_else(|_| "req_unavailable".to_owned())
-}
-
-fn random_id(prefix: &str) -> Result<String, CryptoError> {
-    let mut bytes = [0u8; 16];
-    random_bytes(&mut bytes)?;
-    let mut value = u128::from_be_bytes(bytes);
-    let mut chars = [b'0'; ID_CHARS];
-    for slot in chars.iter_mut().rev() {
-        let digit = usize::try_from(value % 62).unwrap_or(0);
-        *slot = BASE62.get(digit).copied().unwrap_or(b'0');
-        value /= 62;
-    }
-    let mut id = String::with_capacity(prefix.len() + ID_CHARS);
-    id.push_str(prefix);
-    id.extend(chars.iter().map(|&c| char::from(c)));
-    Ok(id)
-}
-
-fn parse_id(prefix: &str, s: &str) -> bool {
-    let Some(body) = s.strip_prefix(prefix) else {
-        return false;
-    };
-    if body.len() != ID_CHARS {
-        return false;
-    }
-    // The value must fit 128 bits, so every id has exactly one spelling.
-    let mut value: u128 = 0;
-    for c in body.bytes() {
-        let Some(digit) = BASE62.iter().position(|&b| b == c) else {
-            return false;
-        };
-        let Some(next) = value
-            .checked_mul(62)
-            .and_then(|v| v.checked_add(u128::try_from(digit).unwrap_or(u128::MAX)))
-        else {
-            return false;
-        };
-        value = next;
-    }
-    true
+    shared::ids::random_id("req_").unwrap_or_else(|_| "req_unavailable".to_owned())
 }
 
 #[cfg(test)]
@@ -196,8 +112,8 @@ mod tests {
 
     #[test]
     fn api_keys_are_random_and_hash_stably() {
-        let a = ApiKey::generate().unwrap();
-        let b = ApiKey::generate().unwrap();
+        let a = ApiKey::generate(API_KEY_PREFIX).unwrap();
+        let b = ApiKey::generate(API_KEY_PREFIX).unwrap();
         assert_ne!(a.hash(), b.hash());
         assert_eq!(a.hash(), ApiKey::presented(a.expose()).hash());
         assert_eq!(a.expose().len(), 46);

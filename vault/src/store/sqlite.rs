@@ -1,23 +1,14 @@
-//! The SQLite backend: one file, WAL, `synchronous=FULL`, `secure_delete=ON`.
-//!
-//! One writer connection behind a mutex (SQLite has one writer anyway) and a few reader
-//! connections; every call runs on tokio's blocking pool. With `synchronous=FULL` a commit
-//! returns only after the WAL is fsynced, so an acknowledged token survives `kill -9` and power
-//! loss. `secure_delete` overwrites deleted rows' bytes, so a deleted ciphertext does not linger
-//! in free pages.
-
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+//! The SQLite backend, on the shared durable set-up (`shared::sqlite`): WAL, `synchronous=FULL`,
+//! `secure_delete=ON`.
+//! With `synchronous=FULL` a commit returns only after the WAL is fsynced, so an acknowledged
+//! token survives `kill -9` and power loss; `secure_delete` overwrites deleted rows' bytes, so a
+//! deleted ciphertext does not linger in free pages.
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
-use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
-    params,
-};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, params};
 use shared::Brand;
+pub use shared::sqlite::SqliteOptions;
+use shared::sqlite::{SqlitePool, TaskFailed, check_writable, in_tx};
 
 use super::{CardMeta, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, Outcome};
@@ -28,28 +19,10 @@ use crate::token::{ClientId, Token};
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
 
-/// How to open the database.
-#[derive(Clone, Debug)]
-pub struct SqliteOptions {
-    /// The database file (created if missing). `-wal` and `-shm` files live beside it.
-    pub path: PathBuf,
-    /// Reader connections (at least 1).
-    pub read_connections: usize,
-    /// How long a connection waits for a lock before failing.
-    pub busy_timeout: Duration,
-}
-
 /// The SQLite store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -59,20 +32,8 @@ impl SqliteStore {
     ///
     /// The file cannot be opened or migrated.
     pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
-        let mut writer = connect(
-            options,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )?;
-        migrate(&mut writer)?;
-        let readers = (0..options.read_connections.max(1))
-            .map(|_| connect(options, OpenFlags::SQLITE_OPEN_READ_WRITE).map(Mutex::new))
-            .collect::<Result<_, _>>()?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                readers,
-                next_reader: AtomicUsize::new(0),
-            }),
+            pool: SqlitePool::open(options, MIGRATIONS)?,
         })
     }
 
@@ -81,10 +42,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&mut inner.writer.lock()))
-            .await
-            .map_err(|_| StoreError::Task)?
+        self.pool.write(f).await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -92,38 +50,14 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
-            match inner.readers.get(i) {
-                Some(conn) => f(&conn.lock()),
-                None => f(&inner.writer.lock()),
-            }
-        })
-        .await
-        .map_err(|_| StoreError::Task)?
+        self.pool.read(f).await
     }
 }
 
-fn connect(options: &SqliteOptions, flags: OpenFlags) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(&options.path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.busy_timeout(options.busy_timeout)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-    let current: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
+impl From<TaskFailed> for StoreError {
+    fn from(_: TaskFailed) -> Self {
+        Self::Task
     }
-    tx.commit()?;
-    Ok(())
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -172,19 +106,8 @@ fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(),
     Ok(())
 }
 
-/// Runs `f` in an immediate (write-locking) transaction and commits.
-fn in_tx<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
-}
-
 fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
-    bytes.try_into().map_err(|_| StoreError::Corrupt(what))
+    shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
 }
 
 const TOKEN_COLUMNS: &str = "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
@@ -548,11 +471,6 @@ impl Store for SqliteStore {
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
-        self.write(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.rollback()?;
-            Ok(())
-        })
-        .await
+        self.write(|conn| Ok(check_writable(conn)?)).await
     }
 }
