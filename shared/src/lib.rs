@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod card;
+pub mod config;
 pub mod error_body;
 pub mod ids;
 pub mod pan;

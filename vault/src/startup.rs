@@ -39,7 +39,7 @@ pub enum StartupError {
 ///
 /// The database cannot be opened, or the master key does not fit it.
 pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database.sqlite())?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.sqlite())?);
     let provider = FileKeyProvider::new(&config.keys.master_key_file);
     Vault::open(store, &provider).await
 }
@@ -61,12 +61,13 @@ impl Application {
     /// See [`StartupError`].
     pub async fn build(config: &VaultConfig) -> Result<Self, StartupError> {
         let vault = open_vault(config).await?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.server.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen())
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen(),
+                    source,
+                })?;
         Ok(Self {
             listener,
             state: AppState {

@@ -131,7 +131,7 @@ async fn a_wrong_master_key_is_refused_at_open() {
 
     let other_key = v.dir.path().join("other.key");
     FileKeyProvider::create(&other_key).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&v.config.database.sqlite()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&v.config.sqlite()).unwrap());
     let err = Vault::open(store, &FileKeyProvider::new(&other_key))
         .await
         .unwrap_err();

@@ -94,8 +94,8 @@ impl TestVault {
         let key_file = dir.path().join("master.key");
         FileKeyProvider::create(&key_file).unwrap();
         let mut config = VaultConfig::default();
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        config.database.path = dir.path().join("vault.db");
+        config.server.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.database.path = Some(dir.path().join("vault.db"));
         config.keys.master_key_file = key_file;
         adjust(&mut config);
 
@@ -117,7 +117,7 @@ impl TestVault {
     }
 
     pub(crate) fn db_path(&self) -> PathBuf {
-        self.config.database.path.clone()
+        self.config.sqlite().path
     }
 
     /// Creates a client and returns its API key.
