@@ -3,5 +3,12 @@
 //! ([`cli`]).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bank131;
 pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod payout;
+pub mod store;
+pub mod vault_client;
+pub mod view;

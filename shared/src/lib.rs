@@ -16,6 +16,7 @@ pub mod card;
 pub mod config;
 pub mod error_body;
 pub mod ids;
+pub mod json;
 pub mod pan;
 pub mod scan;
 pub mod sqlite;

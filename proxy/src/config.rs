@@ -1,0 +1,236 @@
+//! Settings: a TOML file, then `PROXY__SECTION__KEY` environment overrides (for example
+//! `PROXY__VAULT__URL=http://vault:8200`), then validation (`shared::config` does the loading).
+//! Unknown keys are errors. The README lists every setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
+use zeroize::Zeroizing;
+
+use crate::bank131::Bank131Config;
+
+/// The environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "PROXY__";
+/// The default port.
+pub const DEFAULT_PORT: u16 = 8300;
+/// The default database file.
+pub const DEFAULT_DATABASE: &str = "proxy.db";
+
+/// All settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[database]`.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// `[vault]`.
+    pub vault: VaultSettings,
+    /// `[bank131]`.
+    pub bank131: Bank131Config,
+    /// `[payouts]`.
+    #[serde(default)]
+    pub payouts: PayoutSettings,
+    /// `[webhooks]`: delivery of app webhooks.
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// A vault API key (holds `tokens:detokenize` for one tenant).
+#[derive(Clone)]
+pub struct VaultKey(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for VaultKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}
+
+impl VaultKey {
+    /// The key text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// From text (tests and tools).
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(Zeroizing::new(text.into()))
+    }
+}
+
+impl fmt::Debug for VaultKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VaultKey { .. }")
+    }
+}
+
+/// `[vault]`: where the card numbers are.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSettings {
+    /// The vault's base URL.
+    pub url: String,
+    /// Per tenant, the vault API key the proxy detokenizes with (scope `tokens:detokenize`,
+    /// created in that tenant). A tenant without a key cannot pay out.
+    #[serde(default)]
+    pub api_keys: BTreeMap<String, VaultKey>,
+    /// Timeout of one vault call.
+    #[serde(default = "default_vault_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_vault_timeout_ms() -> u64 {
+    5_000
+}
+
+/// `[payouts]`: the engine.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PayoutSettings {
+    /// Manual mode: how long a payout may wait for the app's confirm or cancel.
+    pub confirm_deadline_seconds: u64,
+    /// How often the reconciler looks for payouts that are due.
+    pub reconcile_interval_ms: u64,
+    /// A payout waiting on the bank (for a webhook) is checked with `session/status` after this.
+    pub stuck_after_ms: u64,
+    /// First retry delay after the vault or the bank was unavailable; doubles per attempt.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// Attempts at one step before the payout fails (before start) or is flagged for attention
+    /// (after start).
+    pub max_attempts: u32,
+}
+
+impl Default for PayoutSettings {
+    fn default() -> Self {
+        Self {
+            confirm_deadline_seconds: 3600,
+            reconcile_interval_ms: 1_000,
+            stuck_after_ms: 30_000,
+            retry_initial_ms: 500,
+            retry_max_ms: 60_000,
+            max_attempts: 10,
+        }
+    }
+}
+
+/// `[webhooks]`: app webhook delivery.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// How often the outbox is polled.
+    pub poll_interval_ms: u64,
+    /// First retry delay; doubles per attempt.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// Attempts before an event is abandoned.
+    pub max_attempts: u32,
+    /// Timeout of one delivery.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 200,
+            retry_initial_ms: 1_000,
+            retry_max_ms: 300_000,
+            max_attempts: 15,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Loads `file` (if given), applies `PROXY__…` overrides from `env`, and validates.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable file, bad TOML, unknown keys, missing sections, out-of-range values.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let config: Self = shared::config::load(file, env, ENV_PREFIX)?;
+        config.server.validate()?;
+        config.database.validate()?;
+        let p = &config.payouts;
+        if p.reconcile_interval_ms == 0 || p.retry_initial_ms == 0 || p.max_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "payouts.reconcile_interval_ms, retry_initial_ms and max_attempts must be positive",
+            ));
+        }
+        let w = &config.webhooks;
+        if w.poll_interval_ms == 0 || w.retry_initial_ms == 0 || w.max_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "webhooks.poll_interval_ms, retry_initial_ms and max_attempts must be positive",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The address to listen on.
+    pub fn listen(&self) -> std::net::SocketAddr {
+        self.server.listen_or(DEFAULT_PORT)
+    }
+
+    /// The SQLite options.
+    pub fn sqlite(&self) -> shared::sqlite::SqliteOptions {
+        self.database.sqlite(DEFAULT_DATABASE)
+    }
+}
+
+/// Exponential backoff: `initial * 2^(attempt-1)`, capped at `max`.
+pub fn backoff(initial_ms: u64, max_ms: u64, attempt: u32) -> Duration {
+    let factor = 1u64
+        .checked_shl(attempt.saturating_sub(1).min(40))
+        .unwrap_or(u64::MAX);
+    Duration::from_millis(initial_ms.saturating_mul(factor).min(max_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(100, 1000, 1), Duration::from_millis(100));
+        assert_eq!(backoff(100, 1000, 2), Duration::from_millis(200));
+        assert_eq!(backoff(100, 1000, 4), Duration::from_millis(800));
+        assert_eq!(backoff(100, 1000, 5), Duration::from_millis(1000));
+        assert_eq!(backoff(100, 1000, 500), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn loads_with_env_overrides_and_requires_vault_and_bank() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(
+            &file,
+            "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_x\"\n\
+             [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n",
+        )
+        .unwrap();
+        let config = ProxyConfig::load(
+            Some(&file),
+            [("PROXY__PAYOUTS__STUCK_AFTER_MS".to_owned(), "5".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(config.payouts.stuck_after_ms, 5);
+        assert_eq!(config.listen().port(), 8300);
+        assert_eq!(config.vault.api_keys["acme"].expose(), "vk_x");
+        assert!(!format!("{config:?}").contains("vk_x"));
+        assert!(ProxyConfig::load(None, []).is_err());
+    }
+}

@@ -1,0 +1,666 @@
+//! The payout engine: drives each payout through the Bank 131 session, one persisted step at a
+//! time (DESIGN §5).
+//!
+//! Two rules keep a payout exactly-once:
+//!
+//! 1. Every state is saved *before* the bank call that leaves it. `started` is saved before
+//!    `session/start/payout` is sent, `confirming` before `session/confirm`, `cancelling` before
+//!    `session/cancel`.
+//! 2. A payout found in one of those states (after a crash, a timeout, a lost answer) is never
+//!    sent the call again blindly: `session/status` is read first ([`assess`]), and the call is
+//!    repeated only when the bank shows it never took effect. The bank's own session state
+//!    machine (one payout per session) backs this up.
+//!
+//! The card number is fetched from the vault right before the start call, lives as a `Pan` only
+//! while the request is written, and is dropped (zeroized) with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::bank131::{
+    Amount, Bank131Client, Bank131Error, CreateSession, ErrorClass, NextAction, Participant,
+    ParticipantDetails, PayoutRequest, PayoutStatus, Session, SessionStatus,
+};
+use crate::config::{PayoutSettings, backoff};
+use crate::payout::{ConfirmMode, Payout, PayoutState};
+use crate::store::{ProxyStore, StoreError};
+use crate::vault_client::{VaultClient, VaultError};
+use crate::view::event_for;
+
+/// Lock stripes: payouts hashing to the same stripe are driven one at a time in this process.
+const STRIPES: usize = 64;
+
+/// Why the cancel reason is recorded before the cancel is sent: the final state depends on it.
+const CANCELLED_BY_APP: &str = "cancelled_by_app";
+const CONFIRMATION_DEADLINE: &str = "confirmation_deadline";
+const CONFIRMATION_MISMATCH: &str = "confirmation_mismatch";
+
+/// The engine. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn ProxyStore>,
+    bank: Bank131Client,
+    vault: VaultClient,
+    settings: PayoutSettings,
+    confirm_deadline: Duration,
+    locks: Vec<Mutex<()>>,
+}
+
+/// What the bank's session says about a payout.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Assessment {
+    /// The session has no payout: a start never took effect.
+    NotStarted,
+    /// The bank is processing the payout.
+    InProgress {
+        /// `po_…`.
+        bank_payout_id: String,
+    },
+    /// The bank waits for confirm or cancel.
+    AwaitingConfirmation {
+        /// `po_…`.
+        bank_payout_id: String,
+    },
+    /// The payout went out.
+    Succeeded {
+        /// `po_…`.
+        bank_payout_id: String,
+    },
+    /// The payout did not go out.
+    Failed {
+        /// `po_…`, if the bank named one.
+        bank_payout_id: Option<String>,
+        /// The bank's error code.
+        code: String,
+    },
+    /// The bank's session is in `error` (not final) or something the proxy cannot interpret.
+    Unclear(&'static str),
+}
+
+/// Reads a bank session (from `session/status` or a webhook).
+pub fn assess(session: &Session) -> Assessment {
+    let Some(payout) = session.payouts().first() else {
+        return match session.status {
+            SessionStatus::Created => Assessment::NotStarted,
+            SessionStatus::Cancelled => Assessment::Failed {
+                bank_payout_id: None,
+                code: session
+                    .error
+                    .as_ref()
+                    .map_or_else(|| "session_cancelled".to_owned(), |e| e.code.clone()),
+            },
+            SessionStatus::Error => {
+                Assessment::Unclear("the bank session is in error (not final): contact Bank 131")
+            }
+            _ => Assessment::Unclear("the bank session has no payout"),
+        };
+    };
+    let id = payout.id.clone();
+    match (&payout.status, &session.status) {
+        (PayoutStatus::Succeeded, _) => Assessment::Succeeded { bank_payout_id: id },
+        (_, SessionStatus::Error) => {
+            Assessment::Unclear("the bank session is in error (not final): contact Bank 131")
+        }
+        (PayoutStatus::Failed, _) => Assessment::Failed {
+            bank_payout_id: Some(id),
+            code: payout
+                .error
+                .as_ref()
+                .or(session.error.as_ref())
+                .map_or_else(|| "payout_failed".to_owned(), |e| e.code.clone()),
+        },
+        (PayoutStatus::Pending, _) if session.next_action == Some(NextAction::Confirm) => {
+            Assessment::AwaitingConfirmation { bank_payout_id: id }
+        }
+        (PayoutStatus::Pending | PayoutStatus::InProgress, _) => {
+            Assessment::InProgress { bank_payout_id: id }
+        }
+        _ => Assessment::Unclear("the bank reports a payout status the proxy does not know"),
+    }
+}
+
+/// Errors of app-initiated actions.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActionError {
+    /// No such payout.
+    #[error("no such payout")]
+    NotFound,
+    /// The payout is not waiting for a manual decision.
+    #[error("the payout is not awaiting confirmation")]
+    WrongState,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Engine {
+    /// An engine over these parts.
+    pub fn new(
+        store: Arc<dyn ProxyStore>,
+        bank: Bank131Client,
+        vault: VaultClient,
+        settings: PayoutSettings,
+    ) -> Self {
+        let confirm_deadline = Duration::from_secs(settings.confirm_deadline_seconds);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                bank,
+                vault,
+                settings,
+                confirm_deadline,
+                locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ProxyStore> {
+        &self.inner.store
+    }
+
+    async fn lock(&self, id: &str) -> MutexGuard<'_, ()> {
+        let stripe = id.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        }) % STRIPES;
+        match self.inner.locks.get(stripe) {
+            Some(lock) => lock.lock().await,
+            None => self.inner.locks[0].lock().await,
+        }
+    }
+
+    /// Drives a payout as far as it can go now; returns when it waits on the bank, the app, or
+    /// a retry time.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure (the payout is then driven again by the reconciler).
+    pub async fn drive(&self, id: &str) -> Result<(), StoreError> {
+        let _guard = self.lock(id).await;
+        for _ in 0..16 {
+            let Some(p) = self.inner.store.payout(id).await? else {
+                return Ok(());
+            };
+            if p.state.is_final() {
+                return Ok(());
+            }
+            match self.step(p).await {
+                Ok(true) => continue,
+                Ok(false) => return Ok(()),
+                // Someone else moved it; read again.
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// One step. `Ok(true)`: the payout moved and may move again at once.
+    async fn step(&self, p: Payout) -> Result<bool, StoreError> {
+        match p.state {
+            PayoutState::Created => self.create_session(p).await,
+            PayoutState::SessionCreated => self.start(p).await,
+            PayoutState::Started | PayoutState::Confirming | PayoutState::Cancelling => {
+                self.reconcile(p).await
+            }
+            PayoutState::AwaitingConfirmation => self.decide(p).await,
+            PayoutState::Succeeded | PayoutState::Failed | PayoutState::Cancelled => Ok(false),
+        }
+    }
+
+    async fn create_session(&self, mut p: Payout) -> Result<bool, StoreError> {
+        let request = CreateSession {
+            metadata: Some(serde_json::json!({ "payout_id": p.id })),
+            ..CreateSession::default()
+        };
+        // A fresh key per attempt: a session whose creation answer was lost is an orphan the
+        // bank never pays from, so creating another is safe.
+        let key = format!("{}:create:{}", p.id, p.attempts);
+        match self.inner.bank.create_session(&request, Some(&key)).await {
+            Ok(session) => {
+                p.bank_session_id = Some(session.id);
+                p.attempts = 0;
+                self.save_state(p, PayoutState::SessionCreated).await
+            }
+            Err(e) if e.class() == ErrorClass::Permanent => {
+                self.fail(p, bank_code(&e), "the bank refused the session")
+                    .await
+            }
+            Err(e) => {
+                self.retry_or_fail(p, &e.to_string(), "bank_unavailable")
+                    .await
+            }
+        }
+    }
+
+    async fn start(&self, mut p: Payout) -> Result<bool, StoreError> {
+        let Some(session_id) = p.bank_session_id.clone() else {
+            return self.fail(p, "internal_error", "no bank session").await;
+        };
+        let pan = match self
+            .inner
+            .vault
+            .detokenize(&p.tenant, &p.card_token, &format!("payout:{}", p.id))
+            .await
+        {
+            Ok(pan) => pan,
+            Err(VaultError::TokenNotFound) => {
+                return self
+                    .fail(
+                        p,
+                        "card_token_not_found",
+                        "the card token is not in the vault for this tenant",
+                    )
+                    .await;
+            }
+            Err(VaultError::NoKeyForTenant) => {
+                return self
+                    .fail(
+                        p,
+                        "tenant_not_configured",
+                        "the proxy has no vault key for this tenant",
+                    )
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .retry_or_fail(p, &e.to_string(), "vault_unavailable")
+                    .await;
+            }
+        };
+        // Rule 1: `started` (with the last four digits, which may be kept) is saved before the
+        // start call. `attempts` counts starts the bank showed it never got: it keys the next
+        // start's idempotency key.
+        p.card_last4 = Some(pan.last4().to_owned());
+        p.state = PayoutState::Started;
+        p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
+        p.updated_at = now_micros();
+        let p = self.inner.store.save(&p, Vec::new()).await?;
+        self.send_start(p, &session_id, pan).await
+    }
+
+    async fn send_start(
+        &self,
+        p: Payout,
+        session_id: &str,
+        pan: shared::Pan,
+    ) -> Result<bool, StoreError> {
+        let request = PayoutRequest {
+            card: &pan,
+            amount: Amount {
+                amount: p.amount,
+                currency: p.currency.clone(),
+            },
+            participant_details: ParticipantDetails {
+                sender: None,
+                recipient: Some(Participant::full_name(p.recipient_name.clone())),
+            },
+            customer: None,
+            metadata: Some(serde_json::json!({ "payout_id": p.id })),
+        };
+        let key = format!("{}:start:{}", p.id, p.attempts);
+        let result = self
+            .inner
+            .bank
+            .start_payout(session_id, &request, Some(&key))
+            .await;
+        drop(request);
+        drop(pan);
+        match result {
+            Ok(session) => self.apply(p, &session).await,
+            Err(e) if e.class() == ErrorClass::Permanent => {
+                self.fail(p, bank_code(&e), "the bank refused the payout")
+                    .await
+            }
+            // Outcome unknown: rule 2, read the status on the next drive.
+            Err(e) => self.reschedule(p, &e.to_string()).await,
+        }
+    }
+
+    /// Started / confirming / cancelling: read the status, then act on what it says.
+    async fn reconcile(&self, p: Payout) -> Result<bool, StoreError> {
+        let Some(session_id) = p.bank_session_id.clone() else {
+            return self.fail(p, "internal_error", "no bank session").await;
+        };
+        let session = match self.inner.bank.status(&session_id).await {
+            Ok(s) => s,
+            Err(e) => return self.reschedule(p, &e.to_string()).await,
+        };
+        match (p.state, assess(&session)) {
+            // The start never took effect: only now may it be sent again.
+            (PayoutState::Started, Assessment::NotStarted) => {
+                let mut p = p;
+                p.attempts += 1;
+                // `start` saves `started` again (with the next attempt's idempotency key) before
+                // it sends.
+                self.start(p).await
+            }
+            (PayoutState::Confirming, Assessment::AwaitingConfirmation { .. }) => {
+                self.send_confirm(p).await
+            }
+            (PayoutState::Cancelling, Assessment::AwaitingConfirmation { .. }) => {
+                self.send_cancel(p).await
+            }
+            (_, Assessment::InProgress { .. }) => {
+                let mut p = p;
+                p.attention = None;
+                self.reschedule(p, "").await
+            }
+            _ => self.apply(p, &session).await,
+        }
+    }
+
+    /// Awaiting confirmation: auto mode checks and confirms or cancels; manual mode waits for
+    /// the app until the deadline.
+    async fn decide(&self, mut p: Payout) -> Result<bool, StoreError> {
+        match p.confirm_mode {
+            ConfirmMode::Manual => {
+                if p.confirm_deadline.is_some_and(|d| now_micros() >= d) {
+                    p.failure_code = Some(CONFIRMATION_DEADLINE.to_owned());
+                    p.failure_message =
+                        Some("the app did not confirm before the deadline".to_owned());
+                    return self.begin_cancel(p).await;
+                }
+                Ok(false)
+            }
+            ConfirmMode::Auto => {
+                let Some(session_id) = p.bank_session_id.clone() else {
+                    return self.fail(p, "internal_error", "no bank session").await;
+                };
+                let session = match self.inner.bank.status(&session_id).await {
+                    Ok(s) => s,
+                    Err(e) => return self.reschedule(p, &e.to_string()).await,
+                };
+                if let Assessment::AwaitingConfirmation { .. } = assess(&session) {
+                    if matches_payout(&p, &session) {
+                        p.state = PayoutState::Confirming;
+                        p.updated_at = now_micros();
+                        p.next_attempt_at =
+                            now_micros() + millis(self.inner.settings.stuck_after_ms);
+                        let p = self.inner.store.save(&p, Vec::new()).await?;
+                        return self.send_confirm(p).await;
+                    }
+                    p.failure_code = Some(CONFIRMATION_MISMATCH.to_owned());
+                    p.failure_message = Some(
+                        "the bank's session did not match the payout (amount, currency or card)"
+                            .to_owned(),
+                    );
+                    return self.begin_cancel(p).await;
+                }
+                self.apply(p, &session).await
+            }
+        }
+    }
+
+    async fn begin_cancel(&self, mut p: Payout) -> Result<bool, StoreError> {
+        p.state = PayoutState::Cancelling;
+        p.updated_at = now_micros();
+        p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
+        let p = self.inner.store.save(&p, Vec::new()).await?;
+        self.send_cancel(p).await
+    }
+
+    async fn send_confirm(&self, p: Payout) -> Result<bool, StoreError> {
+        let Some(session_id) = p.bank_session_id.clone() else {
+            return self.fail(p, "internal_error", "no bank session").await;
+        };
+        let key = format!("{}:confirm:{}", p.id, p.attempts);
+        match self.inner.bank.confirm(&session_id, Some(&key)).await {
+            Ok(session) => self.apply(p, &session).await,
+            Err(e) => self.reschedule(p, &e.to_string()).await,
+        }
+    }
+
+    async fn send_cancel(&self, p: Payout) -> Result<bool, StoreError> {
+        let Some(session_id) = p.bank_session_id.clone() else {
+            return self.fail(p, "internal_error", "no bank session").await;
+        };
+        let key = format!("{}:cancel:{}", p.id, p.attempts);
+        match self.inner.bank.cancel(&session_id, Some(&key)).await {
+            Ok(session) => self.apply(p, &session).await,
+            Err(e) => self.reschedule(p, &e.to_string()).await,
+        }
+    }
+
+    /// Applies what a bank session says, moving only forward. Used for call answers, status
+    /// reads and webhooks alike.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure or a concurrent change ([`StoreError::Conflict`]).
+    pub async fn apply(&self, mut p: Payout, session: &Session) -> Result<bool, StoreError> {
+        let assessment = assess(session);
+        let (next, bank_payout_id) = match &assessment {
+            Assessment::NotStarted => return Ok(false),
+            Assessment::InProgress { bank_payout_id } => {
+                (PayoutState::Started, Some(bank_payout_id))
+            }
+            Assessment::AwaitingConfirmation { bank_payout_id } => {
+                (PayoutState::AwaitingConfirmation, Some(bank_payout_id))
+            }
+            Assessment::Succeeded { bank_payout_id } => {
+                (PayoutState::Succeeded, Some(bank_payout_id))
+            }
+            Assessment::Failed {
+                bank_payout_id,
+                code,
+            } => {
+                let next = match p.failure_code.as_deref() {
+                    Some(CANCELLED_BY_APP | CONFIRMATION_DEADLINE)
+                        if p.state == PayoutState::Cancelling =>
+                    {
+                        PayoutState::Cancelled
+                    }
+                    Some(CONFIRMATION_MISMATCH) if p.state == PayoutState::Cancelling => {
+                        PayoutState::Failed
+                    }
+                    _ => {
+                        p.failure_code = Some(code.clone());
+                        p.failure_message = Some("the bank did not pay out".to_owned());
+                        PayoutState::Failed
+                    }
+                };
+                (next, bank_payout_id.as_ref())
+            }
+            Assessment::Unclear(why) => {
+                p.attention = Some((*why).to_owned());
+                return self.reschedule(p, why).await;
+            }
+        };
+        if let Some(id) = bank_payout_id {
+            p.bank_payout_id = Some(id.clone());
+        }
+        if !p.can_move_to(next) {
+            // Nothing new (a duplicate or late report); keep what we learned without moving.
+            return Ok(false);
+        }
+        let now = now_micros();
+        p.state = next;
+        p.attention = None;
+        p.attempts = 0;
+        p.updated_at = now;
+        p.next_attempt_at = match next {
+            PayoutState::AwaitingConfirmation if p.confirm_mode == ConfirmMode::Manual => {
+                let deadline = now
+                    + i64::try_from(self.inner.confirm_deadline.as_micros()).unwrap_or(i64::MAX);
+                p.confirm_deadline = Some(deadline);
+                deadline
+            }
+            PayoutState::AwaitingConfirmation => now,
+            _ => now + millis(self.inner.settings.stuck_after_ms),
+        };
+        let events = event_for(&p, now).into_iter().collect();
+        self.inner.store.save(&p, events).await?;
+        Ok(next == PayoutState::AwaitingConfirmation && p.confirm_mode == ConfirmMode::Auto)
+    }
+
+    /// The app confirms a payout waiting in manual mode.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::NotFound`] (also for another tenant's payout), [`ActionError::WrongState`].
+    pub async fn confirm_by_app(&self, tenant: &str, id: &str) -> Result<Payout, ActionError> {
+        self.app_decision(tenant, id, true).await
+    }
+
+    /// The app cancels a payout waiting in manual mode.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::confirm_by_app`].
+    pub async fn cancel_by_app(&self, tenant: &str, id: &str) -> Result<Payout, ActionError> {
+        self.app_decision(tenant, id, false).await
+    }
+
+    async fn app_decision(
+        &self,
+        tenant: &str,
+        id: &str,
+        confirm: bool,
+    ) -> Result<Payout, ActionError> {
+        {
+            let _guard = self.lock(id).await;
+            let mut p = self
+                .inner
+                .store
+                .payout(id)
+                .await?
+                .filter(|p| p.tenant == tenant)
+                .ok_or(ActionError::NotFound)?;
+            if p.state != PayoutState::AwaitingConfirmation || p.confirm_mode != ConfirmMode::Manual
+            {
+                return Err(ActionError::WrongState);
+            }
+            p.updated_at = now_micros();
+            p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
+            if confirm {
+                p.state = PayoutState::Confirming;
+                let p = self.inner.store.save(&p, Vec::new()).await?;
+                self.send_confirm(p).await?;
+            } else {
+                p.failure_code = Some(CANCELLED_BY_APP.to_owned());
+                p.failure_message = Some("cancelled by the app".to_owned());
+                p.state = PayoutState::Cancelling;
+                let p = self.inner.store.save(&p, Vec::new()).await?;
+                self.send_cancel(p).await?;
+            }
+        }
+        self.inner
+            .store
+            .payout(id)
+            .await?
+            .ok_or(ActionError::NotFound)
+    }
+
+    async fn save_state(&self, mut p: Payout, state: PayoutState) -> Result<bool, StoreError> {
+        let now = now_micros();
+        p.state = state;
+        p.updated_at = now;
+        p.next_attempt_at = now;
+        let events = event_for(&p, now).into_iter().collect();
+        self.inner.store.save(&p, events).await?;
+        Ok(true)
+    }
+
+    async fn fail(&self, mut p: Payout, code: &str, message: &str) -> Result<bool, StoreError> {
+        p.failure_code = Some(code.to_owned());
+        p.failure_message = Some(message.to_owned());
+        p.attention = None;
+        self.save_state(p, PayoutState::Failed).await.map(|_| false)
+    }
+
+    /// Before the start: retry with backoff, then fail (nothing was sent, so failing is safe).
+    async fn retry_or_fail(
+        &self,
+        mut p: Payout,
+        why: &str,
+        code: &str,
+    ) -> Result<bool, StoreError> {
+        p.attempts += 1;
+        if p.attempts >= self.inner.settings.max_attempts {
+            return self.fail(p, code, "gave up after repeated failures").await;
+        }
+        tracing::warn!(payout = %p.id, attempt = p.attempts, reason = why, "will retry");
+        let s = &self.inner.settings;
+        p.next_attempt_at =
+            now_micros() + micros(backoff(s.retry_initial_ms, s.retry_max_ms, p.attempts));
+        p.updated_at = now_micros();
+        self.inner.store.save(&p, Vec::new()).await?;
+        Ok(false)
+    }
+
+    /// After the start: try again later (with `session/status` first); past the attempt limit,
+    /// flag the payout for a person and keep checking, slowly.
+    async fn reschedule(&self, mut p: Payout, why: &str) -> Result<bool, StoreError> {
+        let s = &self.inner.settings;
+        if !why.is_empty() {
+            p.attempts += 1;
+            tracing::warn!(payout = %p.id, state = %p.state, attempt = p.attempts, reason = why, "bank outcome unknown; will reconcile");
+            if p.attempts >= s.max_attempts && p.attention.is_none() {
+                p.attention = Some(
+                    "the bank's answer is unknown after repeated attempts; reconciling".to_owned(),
+                );
+            }
+        }
+        let delay = if why.is_empty() {
+            Duration::from_millis(s.stuck_after_ms)
+        } else {
+            backoff(s.retry_initial_ms, s.retry_max_ms, p.attempts)
+        };
+        p.next_attempt_at = now_micros() + micros(delay);
+        p.updated_at = now_micros();
+        self.inner.store.save(&p, Vec::new()).await?;
+        Ok(false)
+    }
+}
+
+/// Auto-confirm: the bank's payout must be for this amount, currency (case-insensitively) and
+/// card.
+fn matches_payout(p: &Payout, session: &Session) -> bool {
+    let Some(bank) = session.payouts().first() else {
+        return false;
+    };
+    let amount_ok = bank.amount_details.as_ref().is_some_and(|a| {
+        a.same_money(&Amount {
+            amount: p.amount,
+            currency: p.currency.clone(),
+        })
+    });
+    let card_ok = bank
+        .payout_details
+        .as_ref()
+        .and_then(|d| d.card.as_ref())
+        .and_then(|c| c.last4.as_deref())
+        .is_some_and(|last4| Some(last4) == p.card_last4.as_deref());
+    amount_ok && card_ok
+}
+
+fn bank_code(e: &Bank131Error) -> &str {
+    e.code().unwrap_or("bank_error")
+}
+
+/// Now, Unix microseconds.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn millis(ms: u64) -> i64 {
+    i64::try_from(ms)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,281 @@
+//! The payout: its states (DESIGN §5), its record, and the events the app hears about.
+
+use std::fmt;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Where a payout is. Transitions only move forward (see [`PayoutState::rank`]).
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutState {
+    /// Accepted from the app; nothing sent to the bank yet.
+    Created,
+    /// The bank session exists (`session/create` answered).
+    SessionCreated,
+    /// `session/start/payout` was (or is about to be) sent: it is never sent again unless
+    /// `session/status` shows the bank did not get it.
+    Started,
+    /// The bank sent `ready_to_confirm`.
+    AwaitingConfirmation,
+    /// `session/confirm` was (or is about to be) sent.
+    Confirming,
+    /// `session/cancel` was (or is about to be) sent.
+    Cancelling,
+    /// The money went out.
+    Succeeded,
+    /// It did not (declined, refused, cancelled for a mismatch, …): see the failure code.
+    Failed,
+    /// Cancelled by the app, or its confirmation deadline passed.
+    Cancelled,
+}
+
+impl PayoutState {
+    /// Every state.
+    pub const ALL: [Self; 9] = [
+        Self::Created,
+        Self::SessionCreated,
+        Self::Started,
+        Self::AwaitingConfirmation,
+        Self::Confirming,
+        Self::Cancelling,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::SessionCreated => "session_created",
+            Self::Started => "started",
+            Self::AwaitingConfirmation => "awaiting_confirmation",
+            Self::Confirming => "confirming",
+            Self::Cancelling => "cancelling",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`PayoutState::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Progress order: a payout may only move to a state of higher rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Created => 0,
+            Self::SessionCreated => 1,
+            Self::Started => 2,
+            Self::AwaitingConfirmation => 3,
+            Self::Confirming | Self::Cancelling => 4,
+            Self::Succeeded | Self::Failed | Self::Cancelled => 9,
+        }
+    }
+
+    /// No transition leaves a final state.
+    pub fn is_final(self) -> bool {
+        self.rank() == 9
+    }
+}
+
+impl fmt::Display for PayoutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who decides a payout waiting for confirmation.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfirmMode {
+    /// The proxy confirms when the bank's session matches the payout, else cancels.
+    Auto,
+    /// The app confirms or cancels (`payout.awaiting_confirmation`), before the deadline.
+    Manual,
+}
+
+impl ConfirmMode {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Manual => "manual",
+        }
+    }
+
+    /// Parses [`ConfirmMode::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::Auto),
+            "manual" => Some(Self::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// A payout as stored. Never holds a card number: the token, and at most the last four digits.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Payout {
+    /// `pay_…`.
+    pub id: String,
+    /// The tenant whose token pays out.
+    pub tenant: String,
+    /// The app client that asked.
+    pub client_id: String,
+    /// The app's `Idempotency-Key`.
+    pub idempotency_key: String,
+    /// SHA-256 of the canonical request: same key + other body is a conflict.
+    pub request_hash: [u8; 32],
+    /// The vault token.
+    pub card_token: String,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO 4217, as the app sent it.
+    pub currency: String,
+    /// The recipient's full name (the bank requires it for Russian cards).
+    pub recipient_name: String,
+    /// The app's metadata, JSON text.
+    pub metadata: Option<String>,
+    /// Who confirms.
+    pub confirm_mode: ConfirmMode,
+    /// Where it is.
+    pub state: PayoutState,
+    /// `ps_…` once the session exists.
+    pub bank_session_id: Option<String>,
+    /// `po_…` once the bank reports the payout.
+    pub bank_payout_id: Option<String>,
+    /// Last four digits, learned at detokenize time.
+    pub card_last4: Option<String>,
+    /// Why it failed (the bank's code, or ours).
+    pub failure_code: Option<String>,
+    /// A fixed description of the failure.
+    pub failure_message: Option<String>,
+    /// Set when the proxy cannot finish the payout by itself and a person must look.
+    pub attention: Option<String>,
+    /// Manual mode: when the proxy cancels a payout still waiting (Unix microseconds).
+    pub confirm_deadline: Option<i64>,
+    /// When the engine should try this payout again (Unix microseconds).
+    pub next_attempt_at: i64,
+    /// Failed attempts at the current step (vault or bank unavailable).
+    pub attempts: u32,
+    /// Unix microseconds.
+    pub created_at: i64,
+    /// Unix microseconds.
+    pub updated_at: i64,
+    /// Optimistic-concurrency version, bumped by every save.
+    pub version: i64,
+}
+
+impl Payout {
+    /// Moves forward to `next` (a no-op check for callers: false if that would go backwards or
+    /// leave a final state).
+    pub fn can_move_to(&self, next: PayoutState) -> bool {
+        !self.state.is_final() && next.rank() > self.state.rank()
+    }
+
+    /// The app event for entering the current state, if the app hears about it.
+    pub fn event_type(&self) -> Option<&'static str> {
+        match self.state {
+            PayoutState::AwaitingConfirmation if self.confirm_mode == ConfirmMode::Manual => {
+                Some("payout.awaiting_confirmation")
+            }
+            PayoutState::Succeeded => Some("payout.succeeded"),
+            PayoutState::Failed => Some("payout.failed"),
+            PayoutState::Cancelled => Some("payout.cancelled"),
+            _ => None,
+        }
+    }
+}
+
+/// The canonical request a payout was made from, hashed for idempotency.
+#[derive(Debug, Serialize)]
+pub struct RequestFingerprint<'a> {
+    /// Token.
+    pub card_token: &'a str,
+    /// Minor units.
+    pub amount: i64,
+    /// Currency, lowercased.
+    pub currency: String,
+    /// Recipient.
+    pub recipient_full_name: &'a str,
+    /// Metadata (serde_json sorts object keys, so key order does not matter).
+    pub metadata: Option<&'a serde_json::Value>,
+    /// Mode.
+    pub confirm: ConfirmMode,
+}
+
+impl RequestFingerprint<'_> {
+    /// SHA-256 of the canonical JSON.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::digest(serde_json::to_vec(self).unwrap_or_default()).into()
+    }
+}
+
+/// A row of the outbox: an app webhook to deliver, written with the state change it reports.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct OutboxEvent {
+    /// `evt_…`.
+    pub id: String,
+    /// The payout.
+    pub payout_id: String,
+    /// The app client to tell.
+    pub client_id: String,
+    /// `payout.succeeded`, …
+    pub event_type: String,
+    /// The exact JSON body to send.
+    pub payload: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Next attempt (Unix microseconds).
+    pub next_attempt_at: i64,
+    /// Set once a 2xx came back.
+    pub delivered_at: Option<i64>,
+    /// Set when retries were exhausted.
+    pub abandoned_at: Option<i64>,
+    /// The last failure, fixed text plus status.
+    pub last_error: Option<String>,
+    /// Unix microseconds.
+    pub created_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_only_move_forward() {
+        for a in PayoutState::ALL {
+            assert_eq!(PayoutState::from_name(a.as_str()), Some(a));
+            for b in PayoutState::ALL {
+                if a.is_final() {
+                    assert!(b.rank() <= a.rank());
+                }
+            }
+        }
+        assert!(PayoutState::Confirming.rank() > PayoutState::AwaitingConfirmation.rank());
+        assert!(PayoutState::Succeeded.rank() > PayoutState::Confirming.rank());
+    }
+
+    #[test]
+    fn request_hash_ignores_metadata_key_order_and_currency_case() {
+        let m1 = serde_json::json!({"a": 1, "b": 2});
+        let m2: serde_json::Value = serde_json::from_str(r#"{"b":2,"a":1}"#).unwrap();
+        let f = |m, cur: &str| {
+            RequestFingerprint {
+                card_token: "tok_x",
+                amount: 100,
+                currency: cur.to_ascii_lowercase(),
+                recipient_full_name: "A B",
+                metadata: m,
+                confirm: ConfirmMode::Auto,
+            }
+            .hash()
+        };
+        assert_eq!(f(Some(&m1), "RUB"), f(Some(&m2), "rub"));
+        assert_ne!(f(Some(&m1), "rub"), f(None, "rub"));
+    }
+}

@@ -1,0 +1,125 @@
+//! Persistence: one trait, SQLite today (PostgreSQL later, behind the same trait).
+//!
+//! The rule that makes payouts crash-safe lives in [`ProxyStore::save`]: a payout's new state
+//! and the app events it produces are written in one transaction, guarded by the payout's
+//! version, so two writers never both move the same payout and no state change is ever without
+//! its event. The trait is object-safe (`async-trait`) so the service holds `Arc<dyn ProxyStore>`.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::auth::ClientRecord;
+use crate::payout::{OutboxEvent, Payout, PayoutState};
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Storage failures. Messages name tables and constraints, never values.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique constraint refused the write.
+    #[error("duplicate row")]
+    Duplicate,
+    /// The payout changed since it was read (another writer moved it).
+    #[error("the payout changed concurrently")]
+    Conflict,
+    /// A stored row does not decode.
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The blocking task running the query died.
+    #[error("storage task failed")]
+    Task,
+}
+
+/// The result of inserting a payout under an idempotency key.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new payout.
+    New(Payout),
+    /// The payout already made with this client's key (compare request hashes).
+    Existing(Payout),
+}
+
+/// A verified bank webhook as kept.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct BankEvent {
+    /// The payout, when one matched.
+    pub payout_id: Option<String>,
+    /// The bank session.
+    pub bank_session_id: String,
+    /// The webhook type.
+    pub kind: String,
+    /// The body (digit runs of 13+ redacted).
+    pub body: String,
+    /// Unix microseconds.
+    pub received_at: i64,
+}
+
+/// What the proxy stores.
+#[async_trait]
+pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
+    /// Inserts a payout unless the same client already used its idempotency key.
+    async fn insert_payout(&self, payout: Payout) -> Result<Inserted, StoreError>;
+
+    /// A payout by id.
+    async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError>;
+
+    /// The payout of a bank session.
+    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError>;
+
+    /// A tenant's payouts, newest id first after the cursor (ids sort by creation).
+    async fn list_payouts(
+        &self,
+        tenant: &str,
+        state: Option<PayoutState>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Payout>, StoreError>;
+
+    /// Writes `payout` (all mutable fields) if its stored version is still `payout.version`,
+    /// with `events` in the same transaction. Returns the payout with its new version.
+    /// [`StoreError::Conflict`] when someone else saved first.
+    async fn save(&self, payout: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError>;
+
+    /// Payouts not in a final state whose `next_attempt_at` is at or before `due`, oldest first.
+    async fn due_payouts(&self, due: i64, limit: u32) -> Result<Vec<Payout>, StoreError>;
+
+    /// Keeps a verified bank webhook.
+    async fn record_bank_event(&self, event: BankEvent) -> Result<(), StoreError>;
+
+    /// A payout's bank webhooks, in arrival order.
+    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError>;
+
+    /// Undelivered, unabandoned app events due at `now`, oldest first.
+    async fn due_events(&self, now: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Records a delivery attempt: delivered, or failed with when to try next (or abandoned).
+    async fn update_event(&self, event: &OutboxEvent) -> Result<(), StoreError>;
+
+    /// Stores a new client.
+    async fn insert_client(&self, client: ClientRecord) -> Result<(), StoreError>;
+
+    /// The client holding the key with this hash, revoked or not.
+    async fn client_by_key_hash(
+        &self,
+        key_hash: [u8; 32],
+    ) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// A client by id.
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// Every client, oldest first.
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+
+    /// Revokes a client; false when there is no such unrevoked client.
+    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Succeeds when the database accepts writes.
+    async fn check_writable(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,450 @@
+//! The SQLite backend on the shared durable set-up (`shared::sqlite`).
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
+use shared::sqlite::{SqliteOptions, SqlitePool, TaskFailed, blob32, check_writable, in_tx};
+
+use super::{BankEvent, Inserted, ProxyStore, StoreError};
+use crate::auth::{ClientRecord, Scopes, WebhookSecret};
+use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or migrated.
+    pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
+        Ok(Self {
+            pool: SqlitePool::open(options, MIGRATIONS)?,
+        })
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) => Self::Duplicate,
+            _ => Self::Database(Box::new(e)),
+        }
+    }
+}
+
+impl From<TaskFailed> for StoreError {
+    fn from(_: TaskFailed) -> Self {
+        Self::Task
+    }
+}
+
+const PAYOUT_COLUMNS: &str = "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
+     recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, failure_code, \
+     failure_message, attention, confirm_deadline, next_attempt_at, attempts, created_at, updated_at, version";
+
+fn payout_from_row(r: &Row<'_>) -> Result<Payout, StoreError> {
+    let mode: String = r.get(10)?;
+    let state: String = r.get(11)?;
+    Ok(Payout {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        client_id: r.get(2)?,
+        idempotency_key: r.get(3)?,
+        request_hash: blob32(r.get(4)?, "request hash").map_err(StoreError::Corrupt)?,
+        card_token: r.get(5)?,
+        amount: r.get(6)?,
+        currency: r.get(7)?,
+        recipient_name: r.get(8)?,
+        metadata: r.get(9)?,
+        confirm_mode: ConfirmMode::from_name(&mode).ok_or(StoreError::Corrupt("confirm mode"))?,
+        state: PayoutState::from_name(&state).ok_or(StoreError::Corrupt("payout state"))?,
+        bank_session_id: r.get(12)?,
+        bank_payout_id: r.get(13)?,
+        card_last4: r.get(14)?,
+        failure_code: r.get(15)?,
+        failure_message: r.get(16)?,
+        attention: r.get(17)?,
+        confirm_deadline: r.get(18)?,
+        next_attempt_at: r.get(19)?,
+        attempts: r.get(20)?,
+        created_at: r.get(21)?,
+        updated_at: r.get(22)?,
+        version: r.get(23)?,
+    })
+}
+
+fn one_payout(conn: &Connection, clause: &str, key: &str) -> Result<Option<Payout>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE {clause}"),
+        [key],
+        |r| Ok(payout_from_row(r)),
+    )
+    .optional()?
+    .transpose()
+}
+
+fn payouts(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Payout>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(payout_from_row(r)?);
+    }
+    Ok(out)
+}
+
+const CLIENT_COLUMNS: &str =
+    "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at";
+
+fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
+    let scopes: String = r.get(3)?;
+    Ok(ClientRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        tenant: r.get(2)?,
+        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
+        key_hash: blob32(r.get(4)?, "client key hash").map_err(StoreError::Corrupt)?,
+        webhook_url: r.get(5)?,
+        webhook_secret: WebhookSecret::from_stored(r.get(6)?),
+        created_at: r.get(7)?,
+        revoked_at: r.get(8)?,
+    })
+}
+
+const EVENT_COLUMNS: &str = "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, abandoned_at, last_error, created_at";
+
+fn event_from_row(r: &Row<'_>) -> Result<OutboxEvent, rusqlite::Error> {
+    Ok(OutboxEvent {
+        id: r.get(0)?,
+        payout_id: r.get(1)?,
+        client_id: r.get(2)?,
+        event_type: r.get(3)?,
+        payload: r.get(4)?,
+        attempts: r.get(5)?,
+        next_attempt_at: r.get(6)?,
+        delivered_at: r.get(7)?,
+        abandoned_at: r.get(8)?,
+        last_error: r.get(9)?,
+        created_at: r.get(10)?,
+    })
+}
+
+#[async_trait]
+impl ProxyStore for SqliteStore {
+    async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
+        self.pool
+            .write(move |conn| {
+                in_tx(conn, |tx| {
+                    let existing = tx
+                        .query_row(
+                            &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"),
+                            params![p.client_id, p.idempotency_key],
+                            |r| Ok(payout_from_row(r)),
+                        )
+                        .optional()?
+                        .transpose()?;
+                    if let Some(existing) = existing {
+                        return Ok(Inserted::Existing(existing));
+                    }
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO payouts ({PAYOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                             ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+                        ),
+                        params![
+                            p.id,
+                            p.tenant,
+                            p.client_id,
+                            p.idempotency_key,
+                            p.request_hash.as_slice(),
+                            p.card_token,
+                            p.amount,
+                            p.currency,
+                            p.recipient_name,
+                            p.metadata,
+                            p.confirm_mode.as_str(),
+                            p.state.as_str(),
+                            p.bank_session_id,
+                            p.bank_payout_id,
+                            p.card_last4,
+                            p.failure_code,
+                            p.failure_message,
+                            p.attention,
+                            p.confirm_deadline,
+                            p.next_attempt_at,
+                            p.attempts,
+                            p.created_at,
+                            p.updated_at,
+                            p.version,
+                        ],
+                    )?;
+                    Ok(Inserted::New(p))
+                })
+            })
+            .await
+    }
+
+    async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
+        let id = id.to_owned();
+        self.pool
+            .read(move |conn| one_payout(conn, "id = ?1", &id))
+            .await
+    }
+
+    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
+        let id = session_id.to_owned();
+        self.pool
+            .read(move |conn| one_payout(conn, "bank_session_id = ?1", &id))
+            .await
+    }
+
+    async fn list_payouts(
+        &self,
+        tenant: &str,
+        state: Option<PayoutState>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Payout>, StoreError> {
+        let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
+        let state = state.map(PayoutState::as_str);
+        self.pool
+            .read(move |conn| {
+                payouts(
+                    conn,
+                    &format!(
+                        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE tenant = ?1 AND (?2 IS NULL OR state = ?2) \
+                         AND (?3 IS NULL OR created_at < (SELECT created_at FROM payouts WHERE id = ?3) \
+                              OR (created_at = (SELECT created_at FROM payouts WHERE id = ?3) AND id < ?3)) \
+                         ORDER BY created_at DESC, id DESC LIMIT ?4"
+                    ),
+                    params![tenant, state, after, limit],
+                )
+            })
+            .await
+    }
+
+    async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
+        let mut p = p.clone();
+        self.pool
+            .write(move |conn| {
+                in_tx(conn, |tx| {
+                    let changed = tx.execute(
+                        "UPDATE payouts SET state = ?3, bank_session_id = ?4, bank_payout_id = ?5, card_last4 = ?6, \
+                         failure_code = ?7, failure_message = ?8, attention = ?9, confirm_deadline = ?10, \
+                         next_attempt_at = ?11, attempts = ?12, updated_at = ?13, version = version + 1 \
+                         WHERE id = ?1 AND version = ?2",
+                        params![
+                            p.id,
+                            p.version,
+                            p.state.as_str(),
+                            p.bank_session_id,
+                            p.bank_payout_id,
+                            p.card_last4,
+                            p.failure_code,
+                            p.failure_message,
+                            p.attention,
+                            p.confirm_deadline,
+                            p.next_attempt_at,
+                            p.attempts,
+                            p.updated_at,
+                        ],
+                    )?;
+                    if changed == 0 {
+                        return Err(StoreError::Conflict);
+                    }
+                    for e in &events {
+                        tx.execute(
+                            &format!("INSERT INTO outbox ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                            params![
+                                e.id,
+                                e.payout_id,
+                                e.client_id,
+                                e.event_type,
+                                e.payload,
+                                e.attempts,
+                                e.next_attempt_at,
+                                e.delivered_at,
+                                e.abandoned_at,
+                                e.last_error,
+                                e.created_at
+                            ],
+                        )?;
+                    }
+                    p.version += 1;
+                    Ok(p)
+                })
+            })
+            .await
+    }
+
+    async fn due_payouts(&self, due: i64, limit: u32) -> Result<Vec<Payout>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                payouts(
+                    conn,
+                    &format!(
+                        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
+                         AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
+                    ),
+                    params![due, limit],
+                )
+            })
+            .await
+    }
+
+    async fn record_bank_event(&self, e: BankEvent) -> Result<(), StoreError> {
+        self.pool
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![e.payout_id, e.bank_session_id, e.kind, e.body, e.received_at],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {
+        let id = payout_id.to_owned();
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT payout_id, bank_session_id, kind, body, received_at FROM bank_events WHERE payout_id = ?1 ORDER BY seq",
+                )?;
+                let rows = stmt.query_map([id], |r| {
+                    Ok(BankEvent {
+                        payout_id: r.get(0)?,
+                        bank_session_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        body: r.get(3)?,
+                        received_at: r.get(4)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn due_events(&self, now: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
+                     AND next_attempt_at <= ?1 ORDER BY next_attempt_at, created_at LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![now, limit], event_from_row)?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+    }
+
+    async fn update_event(&self, e: &OutboxEvent) -> Result<(), StoreError> {
+        let e = e.clone();
+        self.pool
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, delivered_at = ?4, abandoned_at = ?5, last_error = ?6 \
+                     WHERE id = ?1",
+                    params![e.id, e.attempts, e.next_attempt_at, e.delivered_at, e.abandoned_at, e.last_error],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
+        self.pool
+            .write(move |conn| {
+                conn.execute(
+                    &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                    params![
+                        c.id,
+                        c.name,
+                        c.tenant,
+                        c.scopes.to_string(),
+                        c.key_hash.as_slice(),
+                        c.webhook_url,
+                        c.webhook_secret.expose(),
+                        c.created_at,
+                        c.revoked_at
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn client_by_key_hash(
+        &self,
+        key_hash: [u8; 32],
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        self.pool
+            .read(move |conn| {
+                conn.query_row(
+                    &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = ?1"),
+                    [key_hash.as_slice()],
+                    |r| Ok(client_from_row(r)),
+                )
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let id = id.to_owned();
+        self.pool
+            .read(move |conn| {
+                conn.query_row(
+                    &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = ?1"),
+                    [id],
+                    |r| Ok(client_from_row(r)),
+                )
+                .optional()?
+                .transpose()
+            })
+            .await
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        self.pool
+            .read(|conn| {
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"
+                ))?;
+                let mut rows = stmt.query([])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(client_from_row(r)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.pool
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, now],
+                )? > 0)
+            })
+            .await
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        self.pool.write(|conn| Ok(check_writable(conn)?)).await
+    }
+}

@@ -1,0 +1,129 @@
+//! The vault, as the proxy uses it: detokenize, once per payout start.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use shared::Pan;
+use zeroize::Zeroizing;
+
+use crate::config::{VaultKey, VaultSettings};
+
+/// Why the vault gave no card number. Nothing here carries card data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// No vault key is configured for the payout's tenant.
+    #[error("no vault API key is configured for this tenant")]
+    NoKeyForTenant,
+    /// The token does not exist for this tenant (or expired, or was deleted).
+    #[error("the card token was not found in the vault")]
+    TokenNotFound,
+    /// The vault refused the proxy's key (401/403): a configuration error.
+    #[error("the vault refused the proxy's API key (HTTP {0})")]
+    Refused(u16),
+    /// The vault could not be reached or could not serve (timeouts, 5xx, audit unavailable).
+    #[error("the vault is unavailable")]
+    Unavailable,
+    /// An answer that is not a detokenize response.
+    #[error("unexpected answer from the vault")]
+    BadResponse,
+}
+
+/// A vault client with one API key per tenant.
+#[derive(Clone, Debug)]
+pub struct VaultClient {
+    http: reqwest::Client,
+    base_url: String,
+    keys: BTreeMap<String, VaultKey>,
+}
+
+#[derive(Deserialize)]
+struct DetokenizeResponse {
+    pan: PanField,
+}
+
+struct PanField(Pan);
+
+impl<'de> Deserialize<'de> for PanField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PanField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a card number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PanField, E> {
+                Pan::parse(v)
+                    .map(PanField)
+                    .map_err(|_| E::custom("not a card number"))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl VaultClient {
+    /// A client from settings.
+    ///
+    /// # Errors
+    ///
+    /// The HTTP client could not be built.
+    pub fn new(settings: &VaultSettings) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(settings.request_timeout_ms))
+                .build()?,
+            base_url: settings.url.trim_end_matches('/').to_owned(),
+            keys: settings.api_keys.clone(),
+        })
+    }
+
+    /// Whether a key is configured for `tenant`.
+    pub fn serves(&self, tenant: &str) -> bool {
+        self.keys.contains_key(tenant)
+    }
+
+    /// The card number behind `token`, for `purpose` (recorded in the vault's audit log).
+    ///
+    /// # Errors
+    ///
+    /// See [`VaultError`].
+    pub async fn detokenize(
+        &self,
+        tenant: &str,
+        token: &str,
+        purpose: &str,
+    ) -> Result<Pan, VaultError> {
+        let key = self.keys.get(tenant).ok_or(VaultError::NoKeyForTenant)?;
+        // Tokens are `tok_` + base62; anything else cannot be in the path.
+        if !shared::ids::is_id("tok_", token) {
+            return Err(VaultError::TokenNotFound);
+        }
+        let response = self
+            .http
+            .post(format!("{}/v1/tokens/{token}/detokenize", self.base_url))
+            .bearer_auth(key.expose())
+            .json(&serde_json::json!({ "purpose": purpose }))
+            .send()
+            .await
+            .map_err(|_| VaultError::Unavailable)?;
+        let status = response.status().as_u16();
+        let body = Zeroizing::new(
+            response
+                .bytes()
+                .await
+                .map_err(|_| VaultError::Unavailable)?
+                .to_vec(),
+        );
+        match status {
+            200 => serde_json::from_slice::<DetokenizeResponse>(&body)
+                .map(|r| r.pan.0)
+                .map_err(|_| VaultError::BadResponse),
+            404 => Err(VaultError::TokenNotFound),
+            401 | 403 => Err(VaultError::Refused(status)),
+            _ => Err(VaultError::Unavailable),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! What apps see of a payout, in API responses and webhooks alike. Built only from the stored
+//! payout, which holds no card number: the card appears as its last four digits.
+
+use serde::Serialize;
+
+use crate::payout::{OutboxEvent, Payout};
+
+/// Unix microseconds as RFC 3339 UTC with second precision.
+pub fn rfc3339(micros: i64) -> String {
+    let secs = u64::try_from(micros.max(0) / 1_000_000).unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+/// A payout as apps see it.
+#[derive(Debug, Serialize)]
+pub struct PayoutView<'a> {
+    id: &'a str,
+    status: &'static str,
+    amount: i64,
+    currency: &'a str,
+    card_token: &'a str,
+    card: CardView<'a>,
+    recipient: RecipientView<'a>,
+    confirm: &'static str,
+    bank: BankView<'a>,
+    failure: Option<FailureView<'a>>,
+    needs_attention: Option<&'a str>,
+    confirm_deadline: Option<String>,
+    metadata: Option<serde_json::Value>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CardView<'a> {
+    last4: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct RecipientView<'a> {
+    full_name: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct BankView<'a> {
+    session_id: Option<&'a str>,
+    payout_id: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct FailureView<'a> {
+    code: &'a str,
+    message: Option<&'a str>,
+}
+
+impl<'a> PayoutView<'a> {
+    /// The view of `p`.
+    pub fn new(p: &'a Payout) -> Self {
+        Self {
+            id: &p.id,
+            status: p.state.as_str(),
+            amount: p.amount,
+            currency: &p.currency,
+            card_token: &p.card_token,
+            card: CardView {
+                last4: p.card_last4.as_deref(),
+            },
+            recipient: RecipientView {
+                full_name: &p.recipient_name,
+            },
+            confirm: p.confirm_mode.as_str(),
+            bank: BankView {
+                session_id: p.bank_session_id.as_deref(),
+                payout_id: p.bank_payout_id.as_deref(),
+            },
+            failure: p
+                .failure_code
+                .as_deref()
+                .filter(|_| p.state.is_final())
+                .map(|code| FailureView {
+                    code,
+                    message: p.failure_message.as_deref(),
+                }),
+            needs_attention: p.attention.as_deref(),
+            confirm_deadline: p.confirm_deadline.map(rfc3339),
+            metadata: p
+                .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok()),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// The app webhook for the payout's current state, if the app hears about this state.
+pub fn event_for(p: &Payout, now: i64) -> Option<OutboxEvent> {
+    let event_type = p.event_type()?;
+    let id = shared::ids::random_id("evt_").ok()?;
+    let payload = serde_json::json!({
+        "id": id,
+        "type": event_type,
+        "created_at": rfc3339(now),
+        "data": { "payout": PayoutView::new(p) },
+    });
+    Some(OutboxEvent {
+        id,
+        payout_id: p.id.clone(),
+        client_id: p.client_id.clone(),
+        event_type: event_type.to_owned(),
+        payload: payload.to_string(),
+        attempts: 0,
+        next_attempt_at: now,
+        delivered_at: None,
+        abandoned_at: None,
+        last_error: None,
+        created_at: now,
+    })
+}
