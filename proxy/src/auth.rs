@@ -133,3 +133,76 @@ pub struct ClientRecord {
 pub const API_KEY_PREFIX: &str = "pk_";
 /// The prefix of app client ids.
 pub const CLIENT_ID_PREFIX: &str = "app_";
+
+/// Why a client could not be created (fixed messages).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NewClientError {
+    /// A name, tenant or URL was refused.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The OS random generator failed.
+    #[error(transparent)]
+    Random(#[from] shared::ids::RandomFailed),
+}
+
+/// A new client, with the API key and webhook secret to show once.
+#[derive(Debug)]
+pub struct NewClient {
+    /// The record to store.
+    pub record: ClientRecord,
+    /// The API key (only its hash is in the record).
+    pub api_key: shared::ids::ApiKey,
+}
+
+impl NewClient {
+    /// Validates and makes a client (not yet stored).
+    ///
+    /// # Errors
+    ///
+    /// [`NewClientError`].
+    pub fn make(
+        name: &str,
+        tenant: &str,
+        scopes: Scopes,
+        webhook_url: Option<String>,
+        now: i64,
+    ) -> Result<Self, NewClientError> {
+        for label in [name, tenant] {
+            let ok = !label.is_empty()
+                && label.len() <= 64
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                && !shared::scan::has_digit_run(label.as_bytes(), 13);
+            if !ok {
+                return Err(NewClientError::Invalid(
+                    "name and tenant must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'",
+                ));
+            }
+        }
+        if webhook_url
+            .as_deref()
+            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(NewClientError::Invalid(
+                "the webhook URL must be an http:// or https:// URL",
+            ));
+        }
+        let api_key = shared::ids::ApiKey::generate(API_KEY_PREFIX)?;
+        Ok(Self {
+            record: ClientRecord {
+                id: shared::ids::random_id(CLIENT_ID_PREFIX)?,
+                name: name.to_owned(),
+                tenant: tenant.to_owned(),
+                scopes,
+                key_hash: api_key.hash(),
+                webhook_url,
+                webhook_secret: WebhookSecret::generate()?,
+                created_at: now,
+                revoked_at: None,
+            },
+            api_key,
+        })
+    }
+}

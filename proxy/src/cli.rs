@@ -1,4 +1,4 @@
-//! The `proxy` command line. So far: `proxy bank131 sign|verify` for support work.
+//! The `proxy` command line: `serve`, `clients`, and `bank131 sign|verify` for support work.
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
 use std::io::Read;
@@ -7,22 +7,66 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::{NewClient, NewClientError, Scopes};
 use crate::bank131::{RequestSigner, SignatureVerifier};
+use crate::config::ProxyConfig;
+use crate::engine::now_micros;
+use crate::startup::{Application, open_store, shutdown_signal};
+use crate::view::rfc3339;
+
+/// Exit code for bad configuration or usage (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
 
 /// The payout proxy.
 #[derive(Debug, Parser)]
 #[command(name = "proxy", version, about)]
 pub struct Cli {
+    /// TOML configuration file; `PROXY__SECTION__KEY` environment variables override it.
+    #[arg(long, short, env = "PROXY_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the app API and the bank's webhooks.
+    Serve,
+    /// Manage app clients.
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
     /// Bank 131 tools.
     Bank131 {
         #[command(subcommand)]
         command: Bank131Command,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Create an app client; prints its API key and webhook secret (shown this once only).
+    Create {
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// The tenant whose vault tokens it pays out to.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated: payouts:write, payouts:read.
+        #[arg(long)]
+        scopes: String,
+        /// Where its webhooks go.
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
+    /// List clients.
+    List,
+    /// Revoke a client: its key stops working at once.
+    Revoke {
+        /// The client id (`app_…`).
+        id: String,
     },
 }
 
@@ -52,31 +96,150 @@ enum Bank131Command {
 
 /// Runs the command line.
 pub fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Bank131 { command } = cli.command {
+        return match bank131(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("proxy: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let config = match ProxyConfig::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("proxy: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Err(e) = shared::telemetry::init(config.log.format, &config.log.filter, std::io::stderr)
+    {
+        eprintln!("proxy: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    shared::telemetry::install_panic_hook();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
         Ok(code) => code,
         Err(e) => {
+            tracing::error!(error = %e, "proxy failed");
             eprintln!("proxy: {e:#}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Bank131 {
-            command: Bank131Command::Sign { key, body },
+async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            // A core dump would hold any card number in flight.
+            if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
+                tracing::warn!(error = %e, "could not disable core dumps");
+            }
+            let app = Application::build(&config).await?;
+            tracing::info!(addr = %app.local_addr()?, "proxy listening");
+            app.run_until(shutdown_signal()).await?;
+            tracing::info!("proxy stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Clients { command } => clients(command, &config).await,
+        Command::Bank131 { command } => bank131(command),
+    }
+}
+
+async fn clients(command: ClientsCommand, config: &ProxyConfig) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    match command {
+        ClientsCommand::Create {
+            name,
+            tenant,
+            scopes,
+            webhook_url,
         } => {
+            let scopes = match Scopes::parse(&scopes) {
+                Ok(s) => s,
+                Err(message) => {
+                    eprintln!("proxy: --scopes: {message}");
+                    return Ok(ExitCode::from(EX_USAGE));
+                }
+            };
+            let new = match NewClient::make(&name, &tenant, scopes, webhook_url, now_micros()) {
+                Ok(new) => new,
+                Err(NewClientError::Invalid(message)) => {
+                    eprintln!("proxy: {message}");
+                    return Ok(ExitCode::from(EX_USAGE));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let client = new.record;
+            let (key, secret) = (new.api_key, client.webhook_secret.clone());
+            store.insert_client(client.clone()).await?;
+            println!("client_id:      {}", client.id);
+            println!("tenant:         {}", client.tenant);
+            println!("scopes:         {}", client.scopes);
+            println!(
+                "webhook_url:    {}",
+                client.webhook_url.as_deref().unwrap_or("-")
+            );
+            println!("api_key:        {}", key.expose());
+            println!("webhook_secret: {}", secret.expose());
+            println!("The API key and webhook secret are shown only now.");
+        }
+        ClientsCommand::List => {
+            println!(
+                "{:<26}  {:<20}  {:<16}  {:<20}  {:<8}  {:<28}  webhook",
+                "id", "name", "tenant", "created", "status", "scopes"
+            );
+            for c in store.clients().await? {
+                let status = if c.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<26}  {:<20}  {:<16}  {:<20}  {:<8}  {:<28}  {}",
+                    c.id,
+                    c.name,
+                    c.tenant,
+                    rfc3339(c.created_at),
+                    status,
+                    c.scopes.to_string(),
+                    c.webhook_url.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        ClientsCommand::Revoke { id } => {
+            if !store.revoke_client(&id, now_micros()).await? {
+                eprintln!("proxy: no such active client");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bank131(command: Bank131Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Bank131Command::Sign { key, body } => {
             let signer = RequestSigner::from_pem_file(&key)?;
             println!("{}", signer.sign(&read_body(body.as_deref())?)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bank131 {
-            command:
-                Bank131Command::Verify {
-                    key,
-                    signature,
-                    body,
-                },
+        Bank131Command::Verify {
+            key,
+            signature,
+            body,
         } => {
             let verifier = SignatureVerifier::from_pem_file(&key)?;
             if verifier.verify(&read_body(body.as_deref())?, &signature) {

@@ -502,6 +502,26 @@ impl Engine {
         Ok(next == PayoutState::AwaitingConfirmation && p.confirm_mode == ConfirmMode::Auto)
     }
 
+    /// Applies a bank webhook's session to its payout under the payout's lock. Returns whether
+    /// the payout should be driven on (auto mode now awaiting confirmation).
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    pub async fn apply_webhook(&self, id: &str, session: &Session) -> Result<bool, StoreError> {
+        let _guard = self.lock(id).await;
+        for _ in 0..3 {
+            let Some(p) = self.inner.store.payout(id).await? else {
+                return Ok(false);
+            };
+            match self.apply(p, session).await {
+                Err(StoreError::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Ok(false)
+    }
+
     /// The app confirms a payout waiting in manual mode.
     ///
     /// # Errors

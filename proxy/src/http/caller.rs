@@ -1,0 +1,52 @@
+//! The authenticated app client of a request.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use shared::ids::ApiKey;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::{ClientRecord, Scope};
+
+/// A request's app client; extracting it checks `Authorization: Bearer <key>`.
+#[derive(Debug)]
+pub struct Caller(pub ClientRecord);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|k| ApiKey::presented(k.trim()));
+        let Some(key) = key else {
+            return Err(ApiError::Unauthorized);
+        };
+        match state.engine.store().client_by_key_hash(key.hash()).await? {
+            Some(client) if client.revoked_at.is_none() => Ok(Self(client)),
+            _ => {
+                tracing::info!("app authentication failed");
+                Err(ApiError::Unauthorized)
+            }
+        }
+    }
+}
+
+impl Caller {
+    /// Passes when the client holds `scope`.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::Forbidden`].
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.0.scopes.contains(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}

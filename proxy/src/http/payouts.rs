@@ -1,0 +1,309 @@
+//! `/v1/payouts`: the app API.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, RawPathParams, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use shared::json::DecodeError;
+
+use super::AppState;
+use super::caller::Caller;
+use super::error::ApiError;
+use crate::auth::Scope;
+use crate::engine::{ActionError, now_micros};
+use crate::payout::{ConfirmMode, Payout, PayoutState, RequestFingerprint};
+use crate::store::Inserted;
+use crate::view::PayoutView;
+
+/// `POST /v1/payouts` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreatePayout {
+    card_token: String,
+    amount: i64,
+    currency: String,
+    recipient: Recipient,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default = "default_confirm")]
+    confirm: ConfirmMode,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recipient {
+    full_name: String,
+}
+
+fn default_confirm() -> ConfirmMode {
+    ConfirmMode::Auto
+}
+
+/// Longest accepted metadata, serialized.
+const MAX_METADATA_BYTES: usize = 4096;
+
+impl CreatePayout {
+    /// Fixed-message validation. Anything that will be stored, sent to the bank or to the app
+    /// must not be able to carry a card number: long digit runs are refused.
+    fn validate(&self) -> Result<(), ApiError> {
+        if !shared::ids::is_id("tok_", &self.card_token) {
+            return Err(ApiError::InvalidRequest(
+                "card_token must be a vault token (tok_ and 22 letters or digits)",
+            ));
+        }
+        if self.amount <= 0 {
+            return Err(ApiError::InvalidRequest(
+                "amount must be a positive integer in minor units",
+            ));
+        }
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ApiError::InvalidRequest(
+                "currency must be a three-letter ISO 4217 code",
+            ));
+        }
+        let name = self.recipient.full_name.trim();
+        if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
+            return Err(ApiError::InvalidRequest(
+                "recipient.full_name must be 1-256 printable characters",
+            ));
+        }
+        if shared::scan::has_digit_run(name.as_bytes(), 13) {
+            return Err(ApiError::SensitiveData);
+        }
+        if let Some(m) = &self.metadata {
+            let text = m.to_string();
+            if text.len() > MAX_METADATA_BYTES {
+                return Err(ApiError::InvalidRequest(
+                    "metadata must be at most 4096 bytes of JSON",
+                ));
+            }
+            if shared::scan::has_digit_run(text.as_bytes(), 13) {
+                return Err(ApiError::SensitiveData);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !shared::json::is_json_content_type(content_type) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    shared::json::decode(body, &[]).map_err(|e| match e {
+        DecodeError::Malformed => ApiError::MalformedJson,
+        DecodeError::SensitiveData => ApiError::SensitiveData,
+        DecodeError::UnknownField => {
+            ApiError::InvalidRequest("the request body has a field this route does not accept")
+        }
+        DecodeError::MissingField => {
+            ApiError::InvalidRequest("the request body lacks a required field")
+        }
+        DecodeError::Invalid | DecodeError::Known(_) => {
+            ApiError::InvalidRequest("a field of the request body has the wrong type or value")
+        }
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .ok_or(ApiError::IdempotencyKeyRequired)?;
+    if shared::scan::has_digit_run(key.as_bytes(), 13) {
+        return Err(ApiError::SensitiveData);
+    }
+    Ok(key.to_owned())
+}
+
+/// `POST /v1/payouts`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PayoutsWrite)?;
+    let key = idempotency_key(&headers)?;
+    let req: CreatePayout = decode(&headers, &body)?;
+    req.validate()?;
+    let request_hash = RequestFingerprint {
+        card_token: &req.card_token,
+        amount: req.amount,
+        currency: req.currency.to_ascii_lowercase(),
+        recipient_full_name: req.recipient.full_name.trim(),
+        metadata: req.metadata.as_ref(),
+        confirm: req.confirm,
+    }
+    .hash();
+    let now = now_micros();
+    let payout = Payout {
+        id: shared::ids::random_id("pay_").map_err(|_| ApiError::Internal)?,
+        tenant: caller.0.tenant.clone(),
+        client_id: caller.0.id.clone(),
+        idempotency_key: key,
+        request_hash,
+        card_token: req.card_token,
+        amount: req.amount,
+        currency: req.currency,
+        recipient_name: req.recipient.full_name.trim().to_owned(),
+        metadata: req.metadata.map(|m| m.to_string()),
+        confirm_mode: req.confirm,
+        state: PayoutState::Created,
+        bank_session_id: None,
+        bank_payout_id: None,
+        card_last4: None,
+        failure_code: None,
+        failure_message: None,
+        attention: None,
+        confirm_deadline: None,
+        next_attempt_at: now,
+        attempts: 0,
+        created_at: now,
+        updated_at: now,
+        version: 0,
+    };
+    match state.engine.store().insert_payout(payout).await? {
+        Inserted::New(p) => {
+            let engine = state.engine.clone();
+            let id = p.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.drive(&id).await {
+                    tracing::warn!(payout = %id, error = %e, "drive failed; the reconciler will resume it");
+                }
+            });
+            Ok((StatusCode::CREATED, Json(PayoutView::new(&p))).into_response())
+        }
+        Inserted::Existing(p) if p.request_hash == request_hash => {
+            Ok(Json(PayoutView::new(&p)).into_response())
+        }
+        Inserted::Existing(_) => Err(ApiError::IdempotencyConflict),
+    }
+}
+
+fn id_param(params: &RawPathParams) -> Option<String> {
+    params
+        .iter()
+        .find(|(name, _)| *name == "id")
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| shared::ids::is_id("pay_", v))
+}
+
+async fn owned_payout(
+    state: &AppState,
+    caller: &Caller,
+    params: &RawPathParams,
+) -> Result<Payout, ApiError> {
+    let id = id_param(params).ok_or(ApiError::NotFound)?;
+    state
+        .engine
+        .store()
+        .payout(&id)
+        .await?
+        .filter(|p| p.tenant == caller.0.tenant)
+        .ok_or(ApiError::NotFound)
+}
+
+/// `GET /v1/payouts/{id}`.
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: RawPathParams,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PayoutsRead)?;
+    let p = owned_payout(&state, &caller, &params).await?;
+    Ok(Json(PayoutView::new(&p)).into_response())
+}
+
+/// `GET /v1/payouts` query.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/payouts?status=&after=&limit=`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PayoutsRead)?;
+    let Ok(Query(q)) = query else {
+        return Err(ApiError::InvalidRequest(
+            "query: status, after (a payout id) and limit (1-100)",
+        ));
+    };
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => {
+            Some(PayoutState::from_name(s).ok_or(ApiError::InvalidRequest("unknown status"))?)
+        }
+    };
+    if q.after
+        .as_deref()
+        .is_some_and(|a| !shared::ids::is_id("pay_", a))
+    {
+        return Err(ApiError::InvalidRequest("after must be a payout id"));
+    }
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let page = state
+        .engine
+        .store()
+        .list_payouts(&caller.0.tenant, status, q.after.as_deref(), limit)
+        .await?;
+    let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
+        .then(|| page.last().map(|p| p.id.clone()))
+        .flatten();
+    let data: Vec<PayoutView<'_>> = page.iter().map(PayoutView::new).collect();
+    Ok(Json(serde_json::json!({ "data": data, "next_after": next })).into_response())
+}
+
+/// `POST /v1/payouts/{id}/confirm`.
+pub(crate) async fn confirm(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: RawPathParams,
+) -> Result<Response, ApiError> {
+    decide(state, caller, params, true).await
+}
+
+/// `POST /v1/payouts/{id}/cancel`.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: RawPathParams,
+) -> Result<Response, ApiError> {
+    decide(state, caller, params, false).await
+}
+
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    params: RawPathParams,
+    confirm: bool,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PayoutsWrite)?;
+    let id = id_param(&params).ok_or(ApiError::NotFound)?;
+    let result = if confirm {
+        state.engine.confirm_by_app(&caller.0.tenant, &id).await
+    } else {
+        state.engine.cancel_by_app(&caller.0.tenant, &id).await
+    };
+    match result {
+        Ok(p) => Ok(Json(PayoutView::new(&p)).into_response()),
+        Err(ActionError::NotFound) => Err(ApiError::NotFound),
+        Err(ActionError::WrongState) => Err(ApiError::NotAwaitingConfirmation),
+        Err(ActionError::Store(e)) => Err(e.into()),
+    }
+}

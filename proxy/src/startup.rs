@@ -1,0 +1,190 @@
+//! Building and running the proxy: store, Bank 131 client, vault client, engine, the reconciler,
+//! the app-webhook deliverer, and the HTTP server until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::bank131::{Bank131Client, ClientBuildError, SignatureVerifier, SigningError};
+use crate::config::ProxyConfig;
+use crate::engine::{Engine, now_micros};
+use crate::http::{AppState, router};
+use crate::outbox::Deliverer;
+use crate::store::{ProxyStore, SqliteStore, StoreError};
+use crate::vault_client::VaultClient;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// The database.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The Bank 131 client (keys).
+    #[error("bank131: {0}")]
+    Bank(#[from] ClientBuildError),
+    /// The bank's public key.
+    #[error("bank131.bank_public_key_file: {0}")]
+    BankKey(#[from] SigningError),
+    /// An HTTP client could not be built.
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Opens the configured store.
+///
+/// # Errors
+///
+/// The database cannot be opened or migrated.
+pub fn open_store(config: &ProxyConfig) -> Result<Arc<dyn ProxyStore>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(&config.sqlite())?))
+}
+
+/// A bound, ready-to-run proxy.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    deliverer: Deliverer,
+    body_limit: usize,
+    reconcile_interval: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Opens everything and binds the listener (port 0 picks a free port).
+    ///
+    /// # Errors
+    ///
+    /// See [`StartupError`].
+    pub async fn build(config: &ProxyConfig) -> Result<Self, StartupError> {
+        let store = open_store(config)?;
+        let bank = Bank131Client::new(&config.bank131)?;
+        let bank_verifier = Arc::new(SignatureVerifier::from_pem_file(
+            &config.bank131.bank_public_key_file,
+        )?);
+        let vault = VaultClient::new(&config.vault)?;
+        let engine = Engine::new(Arc::clone(&store), bank, vault, config.payouts.clone());
+        let deliverer = Deliverer::new(store, config.webhooks.clone())?;
+        let listener =
+            TcpListener::bind(config.listen())
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen(),
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            state: AppState {
+                engine,
+                bank_verifier,
+                request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            },
+            deliverer,
+            body_limit: config.server.body_limit_bytes,
+            reconcile_interval: Duration::from_millis(config.payouts.reconcile_interval_ms),
+            shutdown_timeout: Duration::from_millis(config.server.shutdown_timeout_ms),
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    ///
+    /// The socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then gives in-flight requests the grace period.
+    ///
+    /// # Errors
+    ///
+    /// The server failed.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let reconciler = tokio::spawn(reconcile(
+            self.state.engine.clone(),
+            self.reconcile_interval,
+        ));
+        let deliverer = tokio::spawn(self.deliverer.run());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let grace = self.shutdown_timeout;
+        let mut stopped = stop_rx.clone();
+        let server = axum::serve(self.listener, router(self.state, self.body_limit))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                let _ = stop_tx.send(true);
+            });
+        let result = tokio::select! {
+            result = server => result.map_err(StartupError::Serve),
+            () = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("shutdown grace period over; dropping remaining connections");
+                Ok(())
+            }
+        };
+        reconciler.abort();
+        deliverer.abort();
+        result
+    }
+}
+
+/// The reconciler: at start-up every unfinished payout is driven (so a restarted proxy resumes
+/// them all); then, every interval, each payout whose retry or check time has come.
+async fn reconcile(engine: Engine, every: Duration) {
+    let mut first = true;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let due = if first { i64::MAX } else { now_micros() };
+        first = false;
+        let payouts = match engine.store().due_payouts(due, 100).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler could not read payouts");
+                continue;
+            }
+        };
+        for p in payouts {
+            if let Err(e) = engine.drive(&p.id).await {
+                tracing::warn!(payout = %p.id, error = %e, "reconciling a payout failed");
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
