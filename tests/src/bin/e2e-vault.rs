@@ -1,0 +1,6 @@
+//! The `vault` command line, built inside the `tests` crate so end-to-end tests can spawn it.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    vault::cli::main()
+}
