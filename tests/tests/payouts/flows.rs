@@ -11,48 +11,94 @@ const SECS: Duration = Duration::from_secs(15);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_confirm_pays_once_and_tells_the_app() {
     let stack = Stack::start().await;
-    let id = stack.pay("2200000000000004", 150_000, "auto", "Ivanov Ivan").await;
-    let done = stack.wait_status(&id, &["succeeded", "failed", "cancelled"], SECS).await;
+    let id = stack
+        .pay("2200000000000004", 150_000, "auto", "Ivanov Ivan")
+        .await;
+    let done = stack
+        .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
+        .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["card"]["last4"], "0004");
-    assert!(done["bank"]["session_id"].as_str().unwrap().starts_with("ps_"));
-    assert!(done["bank"]["payout_id"].as_str().unwrap().starts_with("po_"));
+    assert!(
+        done["bank"]["session_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ps_")
+    );
+    assert!(
+        done["bank"]["payout_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("po_")
+    );
 
     let hook = stack.wait_hook(&id, "payout.succeeded").await;
-    assert!(hook.signature_valid, "the app webhook's signature does not verify");
+    assert!(
+        hook.signature_valid,
+        "the app webhook's signature does not verify"
+    );
     assert_eq!(hook.event["data"]["payout"]["amount"], 150_000);
 
     let session = done["bank"]["session_id"].as_str().unwrap();
     let starts = stack.bank_calls("session/start/payout", session).await;
     assert_eq!(starts.len(), 1, "exactly one start/payout");
-    assert!(starts[0]["body"].as_str().unwrap().contains("2200000000000004"), "the start carries the card");
-    assert_eq!(stack.bank_calls("session/confirm", session).await.len(), 1, "exactly one confirm");
+    assert!(
+        starts[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("2200000000000004"),
+        "the start carries the card"
+    );
+    assert_eq!(
+        stack.bank_calls("session/confirm", session).await.len(),
+        1,
+        "exactly one confirm"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_confirm_and_manual_cancel() {
     let stack = Stack::start().await;
 
-    let confirmed = stack.pay("4242424242424242", 5_000, "manual", "Petrov Petr").await;
-    let waiting = stack.wait_status(&confirmed, &["awaiting_confirmation"], SECS).await;
+    let confirmed = stack
+        .pay("4242424242424242", 5_000, "manual", "Petrov Petr")
+        .await;
+    let waiting = stack
+        .wait_status(&confirmed, &["awaiting_confirmation"], SECS)
+        .await;
     assert!(waiting["confirm_deadline"].is_string());
-    let hook = stack.wait_hook(&confirmed, "payout.awaiting_confirmation").await;
+    let hook = stack
+        .wait_hook(&confirmed, "payout.awaiting_confirmation")
+        .await;
     assert!(hook.signature_valid);
     let (status, _) = stack.action(&confirmed, "confirm").await;
     assert_eq!(status, 200);
-    let done = stack.wait_status(&confirmed, &["succeeded", "failed"], SECS).await;
+    let done = stack
+        .wait_status(&confirmed, &["succeeded", "failed"], SECS)
+        .await;
     assert_eq!(done["status"], "succeeded");
     // A second decision is refused.
     let (status, body) = stack.action(&confirmed, "cancel").await;
     assert_eq!(status, 409, "{body}");
 
-    let cancelled = stack.pay("5555555555554444", 5_000, "manual", "Petrov Petr").await;
-    stack.wait_status(&cancelled, &["awaiting_confirmation"], SECS).await;
+    let cancelled = stack
+        .pay("5555555555554444", 5_000, "manual", "Petrov Petr")
+        .await;
+    stack
+        .wait_status(&cancelled, &["awaiting_confirmation"], SECS)
+        .await;
     let (status, _) = stack.action(&cancelled, "cancel").await;
     assert_eq!(status, 200);
-    let done = stack.wait_status(&cancelled, &["cancelled", "failed", "succeeded"], SECS).await;
+    let done = stack
+        .wait_status(&cancelled, &["cancelled", "failed", "succeeded"], SECS)
+        .await;
     assert_eq!(done["status"], "cancelled", "{done}");
-    assert!(stack.wait_hook(&cancelled, "payout.cancelled").await.signature_valid);
+    assert!(
+        stack
+            .wait_hook(&cancelled, "payout.cancelled")
+            .await
+            .signature_valid
+    );
     let session = done["bank"]["session_id"].as_str().unwrap();
     assert_eq!(stack.bank_calls("session/confirm", session).await.len(), 0);
     assert_eq!(stack.bank_calls("session/cancel", session).await.len(), 1);
@@ -66,13 +112,30 @@ async fn declines_insufficient_balance_and_confirm_timeout() {
     })
     .await;
     let cases = [
-        (tests::sandbox::magic::luhn_card("4000", "0002").unwrap(), 10_000, "Ivanov Ivan", "declined_by_issuer_bank"),
-        (tests::sandbox::magic::luhn_card("4000", "0051").unwrap(), 10_000, "Ivanov Ivan", "insufficient_wallet_balance"),
-        ("4242424242424242".to_owned(), 10_000, tests::sandbox::magic::NO_CONFIRM, "confirm_timeout"),
+        (
+            tests::sandbox::magic::luhn_card("4000", "0002").unwrap(),
+            10_000,
+            "Ivanov Ivan",
+            "declined_by_issuer_bank",
+        ),
+        (
+            tests::sandbox::magic::luhn_card("4000", "0051").unwrap(),
+            10_000,
+            "Ivanov Ivan",
+            "insufficient_wallet_balance",
+        ),
+        (
+            "4242424242424242".to_owned(),
+            10_000,
+            tests::sandbox::magic::NO_CONFIRM,
+            "confirm_timeout",
+        ),
     ];
     for (card, amount, name, code) in cases {
         let id = stack.pay(&card, amount, "auto", name).await;
-        let done = stack.wait_status(&id, &["succeeded", "failed", "cancelled"], SECS).await;
+        let done = stack
+            .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
+            .await;
         assert_eq!(done["status"], "failed", "{code}: {done}");
         assert_eq!(done["failure"]["code"], code, "{done}");
         let hook = stack.wait_hook(&id, "payout.failed").await;

@@ -1,6 +1,14 @@
 //! End to end: the vault, the proxy and the Bank 131 sandbox as separate processes, driven the
 //! way a platform would drive them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
+mod boundary;
+mod crash;
+mod faults;
 mod flows;
 mod stack;

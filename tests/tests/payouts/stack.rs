@@ -26,19 +26,10 @@ pub(crate) struct AppHook {
 }
 
 /// Knobs for one stack.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Options {
     pub(crate) sandbox_flags: Vec<String>,
     pub(crate) proxy_env: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            sandbox_flags: Vec::new(),
-            proxy_env: Vec::new(),
-        }
-    }
 }
 
 pub(crate) struct Stack {
@@ -49,7 +40,6 @@ pub(crate) struct Stack {
     pub(crate) sandbox_url: String,
     pub(crate) vault_app_key: String,
     pub(crate) app_key: String,
-    pub(crate) webhook_secret: String,
     pub(crate) hooks: Arc<Mutex<Vec<AppHook>>>,
     vault: Option<Child>,
     proxy: Option<Child>,
@@ -59,7 +49,11 @@ pub(crate) struct Stack {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn field(stdout: &str, name: &str) -> String {
@@ -78,7 +72,10 @@ impl Stack {
     pub(crate) async fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = |n: &str| dir.path().join(n);
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
 
         // The app's webhook receiver.
         let hooks: Arc<Mutex<Vec<AppHook>>> = Arc::default();
@@ -104,9 +101,17 @@ impl Stack {
             .arg(path("partner.pub.pem"))
             .arg("--bank-public-key-out")
             .arg(path("bank.pub.pem"))
-            .args(["--webhook-url", &format!("http://127.0.0.1:{proxy_port}/webhooks/bank131")])
+            .args([
+                "--webhook-url",
+                &format!("http://127.0.0.1:{proxy_port}/webhooks/bank131"),
+            ])
             .args(["--ready-delay-ms", "50", "--finish-delay-ms", "50"])
-            .args(["--webhook-retry-ms", "100,200,400,800", "--webhook-max-attempts", "30"])
+            .args([
+                "--webhook-retry-ms",
+                "100,200,400,800",
+                "--webhook-max-attempts",
+                "30",
+            ])
             .args(["--log-format", "json"])
             .args(&options.sandbox_flags);
         let sandbox = spawn_logged(&mut sandbox, &path("sandbox"));
@@ -126,13 +131,40 @@ impl Stack {
                 .args(args)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "vault {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "vault {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout).unwrap()
         };
         vault_cli(&["init"]);
-        let vault_app_key = field(&vault_cli(&["clients", "create", "--name", "app", "--tenant", TENANT, "--scopes", "tokens:create,tokens:read"]), "api_key:");
-        let proxy_vault_key =
-            field(&vault_cli(&["clients", "create", "--name", "proxy", "--tenant", TENANT, "--scopes", "tokens:detokenize"]), "api_key:");
+        let vault_app_key = field(
+            &vault_cli(&[
+                "clients",
+                "create",
+                "--name",
+                "app",
+                "--tenant",
+                TENANT,
+                "--scopes",
+                "tokens:create,tokens:read",
+            ]),
+            "api_key:",
+        );
+        let proxy_vault_key = field(
+            &vault_cli(&[
+                "clients",
+                "create",
+                "--name",
+                "proxy",
+                "--tenant",
+                TENANT,
+                "--scopes",
+                "tokens:detokenize",
+            ]),
+            "api_key:",
+        );
         let mut vault = Command::new(env!("CARGO_BIN_EXE_e2e-vault"));
         vault.arg("--config").arg(path("vault.toml")).arg("serve");
         let vault = spawn_logged(&mut vault, &path("vault"));
@@ -155,14 +187,29 @@ impl Stack {
         let out = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"))
             .arg("--config")
             .arg(path("proxy.toml"))
-            .args(["clients", "create", "--name", "app", "--tenant", TENANT, "--scopes", "payouts:write,payouts:read", "--webhook-url", &app_url])
+            .args([
+                "clients",
+                "create",
+                "--name",
+                "app",
+                "--tenant",
+                TENANT,
+                "--scopes",
+                "payouts:write,payouts:read",
+                "--webhook-url",
+                &app_url,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
         let app_key = field(&stdout, "api_key:");
         let webhook_secret = field(&stdout, "webhook_secret:");
-        *secret.lock().unwrap() = webhook_secret.clone();
+        *secret.lock().unwrap() = webhook_secret;
 
         let mut stack = Self {
             dir,
@@ -172,7 +219,6 @@ impl Stack {
             sandbox_url,
             vault_app_key,
             app_key,
-            webhook_secret,
             hooks,
             vault: Some(vault),
             proxy: None,
@@ -181,7 +227,9 @@ impl Stack {
             options,
         };
         stack.wait_healthy(&stack.vault_url.clone()).await;
-        stack.wait_healthy(&format!("{}/__sandbox", stack.sandbox_url)).await;
+        stack
+            .wait_healthy(&format!("{}/__sandbox", stack.sandbox_url))
+            .await;
         stack.start_proxy().await;
         stack
     }
@@ -193,11 +241,16 @@ impl Stack {
     pub(crate) async fn start_proxy(&mut self) {
         self.proxy_runs += 1;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"));
-        cmd.arg("--config").arg(self.path("proxy.toml")).arg("serve");
+        cmd.arg("--config")
+            .arg(self.path("proxy.toml"))
+            .arg("serve");
         for (k, v) in &self.options.proxy_env {
             cmd.env(k, v);
         }
-        self.proxy = Some(spawn_logged(&mut cmd, &self.path(&format!("proxy-{}", self.proxy_runs))));
+        self.proxy = Some(spawn_logged(
+            &mut cmd,
+            &self.path(&format!("proxy-{}", self.proxy_runs)),
+        ));
         self.wait_healthy(&self.proxy_url.clone()).await;
     }
 
@@ -217,10 +270,20 @@ impl Stack {
     }
 
     async fn wait_healthy(&self, base: &str) {
-        let url = if base.ends_with("/__sandbox") { format!("{base}/health") } else { format!("{base}/healthz") };
+        let url = if base.ends_with("/__sandbox") {
+            format!("{base}/health")
+        } else {
+            format!("{base}/healthz")
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            if self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(30)).await;
@@ -293,7 +356,10 @@ impl Stack {
             if want.iter().any(|w| p["status"] == *w) {
                 return p;
             }
-            assert!(Instant::now() < deadline, "payout {id} never reached {want:?}: {p}");
+            assert!(
+                Instant::now() < deadline,
+                "payout {id} never reached {want:?}: {p}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -349,8 +415,44 @@ impl Stack {
             .into_iter()
             .filter(|e| e["kind"] == "request")
             .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(method)))
-            .filter(|r| r["body"].as_str().is_some_and(|b| b.contains(&format!("\"{session_id}\""))))
+            .filter(|r| {
+                r["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(&format!("\"{session_id}\"")))
+            })
             .collect()
+    }
+
+    /// How many payouts the bank holds for our payout `id`: over every session a start request
+    /// for it went to, the payouts the sandbox has in those sessions. Exactly-once means 1.
+    pub(crate) async fn payouts_at_bank(&self, id: &str) -> usize {
+        let mut sessions = std::collections::BTreeSet::new();
+        for e in self.journal().await {
+            let (Some(path), Some(body)) = (e["path"].as_str(), e["body"].as_str()) else {
+                continue;
+            };
+            if e["kind"] == "request" && path.ends_with("session/start/payout") && body.contains(id)
+            {
+                let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                if let Some(s) = v["session_id"].as_str() {
+                    sessions.insert(s.to_owned());
+                }
+            }
+        }
+        let mut count = 0;
+        for s in sessions {
+            let v: Value = self
+                .http
+                .get(format!("{}/__sandbox/sessions/{s}", self.sandbox_url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            count += v["session"]["payout_list"].as_array().map_or(0, Vec::len);
+        }
+        count
     }
 
     pub(crate) async fn fault(&self, spec: Value) {
@@ -369,14 +471,22 @@ impl Stack {
         std::fs::read_dir(self.dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
-            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap_or_default()))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap_or_default(),
+                )
+            })
             .collect()
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for child in [self.proxy.take(), self.vault.take(), self.sandbox.take()].into_iter().flatten() {
+        for child in [self.proxy.take(), self.vault.take(), self.sandbox.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
@@ -385,24 +495,47 @@ impl Drop for Stack {
 }
 
 fn spawn_logged(cmd: &mut Command, base: &std::path::Path) -> Child {
-    cmd.stdout(Stdio::from(std::fs::File::create(base.with_extension("out")).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(base.with_extension("log")).unwrap()))
-        .spawn()
-        .unwrap()
+    cmd.stdout(Stdio::from(
+        std::fs::File::create(base.with_extension("out")).unwrap(),
+    ))
+    .stderr(Stdio::from(
+        std::fs::File::create(base.with_extension("log")).unwrap(),
+    ))
+    .spawn()
+    .unwrap()
 }
 
 fn wait_for_file(path: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !path.exists() || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-async fn receive(State((hooks, secret)): State<(Arc<Mutex<Vec<AppHook>>>, Arc<Mutex<String>>)>, headers: HeaderMap, body: Bytes) -> StatusCode {
+type Receiver = (Arc<Mutex<Vec<AppHook>>>, Arc<Mutex<String>>);
+
+async fn receive(
+    State((hooks, secret)): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let secret = secret.lock().unwrap().clone();
-    let header = headers.get("x-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
+    let header = headers
+        .get("x-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
     let signature_valid = proxy::outbox::verify(&secret, header, &body, now, 300);
     let event = serde_json::from_slice(&body).unwrap_or(Value::Null);
     hooks.lock().unwrap().push(AppHook {

@@ -1,0 +1,224 @@
+//! Faults: lost, duplicated, reordered, delayed and forged webhooks; 5xx and timeouts on every
+//! bank call; a dead vault. No payout is ever paid twice, and every one ends in a final state.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::stack::Stack;
+
+const SECS: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_faults_do_not_break_or_double_a_payout() {
+    let stack = Stack::start().await;
+    for (target, action) in [
+        ("webhook:ready_to_confirm", "drop"),
+        ("webhook:payment_finished", "drop"),
+        ("webhook:ready_to_confirm", "duplicate"),
+        ("webhook:payment_finished", "duplicate"),
+        ("webhook:ready_to_confirm", "reorder"),
+        ("webhook:*", "delay"),
+    ] {
+        let mut spec = json!({"on": target, "action": action, "count": 1});
+        if action == "delay" {
+            spec["delay_ms"] = json!(700);
+        }
+        stack.fault(spec).await;
+        let id = stack
+            .pay("4242424242424242", 2_000, "auto", "Ivanov Ivan")
+            .await;
+        let done = stack
+            .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
+            .await;
+        assert_eq!(done["status"], "succeeded", "{target} {action}: {done}");
+        let session = done["bank"]["session_id"].as_str().unwrap();
+        assert_eq!(stack.payouts_at_bank(&id).await, 1, "{target} {action}");
+        assert!(
+            stack
+                .bank_calls("session/confirm", session)
+                .await
+                .iter()
+                .filter(|r| r["status"] == 200)
+                .count()
+                <= 1
+        );
+        stack.wait_hook(&id, "payout.succeeded").await;
+        let count = stack
+            .hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.event["data"]["payout"]["id"] == id.as_str())
+            .count();
+        assert_eq!(
+            count, 1,
+            "{target} {action}: the app heard about the payout {count} times"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_webhook_is_rejected_and_changes_nothing() {
+    let stack = Stack::start().await;
+    let id = stack
+        .pay("4242424242424242", 3_000, "manual", "Ivanov Ivan")
+        .await;
+    let waiting = stack
+        .wait_status(&id, &["awaiting_confirmation"], SECS)
+        .await;
+    let session = waiting["bank"]["session_id"].as_str().unwrap();
+    let forged =
+        json!({"type": "payment_finished", "session": {"id": session, "status": "accepted",
+        "payout_list": [{"id": "po_1", "status": "succeeded"}]}})
+        .to_string();
+    let bad_sig = {
+        // Signed, but with a key that is not the bank's.
+        let (other, _) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
+        proxy::bank131::RequestSigner::from_pem(other.as_bytes())
+            .unwrap()
+            .sign(forged.as_bytes())
+            .unwrap()
+    };
+    for signature in [Some(bad_sig.as_str()), None, Some("garbage")] {
+        let mut req = stack
+            .http
+            .post(format!("{}/webhooks/bank131", stack.proxy_url))
+            .header("content-type", "application/json")
+            .body(forged.clone());
+        if let Some(s) = signature {
+            req = req.header("x-partner-sign", s);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 401);
+    }
+    let after = stack.payout(&id).await;
+    assert_eq!(
+        after["status"], "awaiting_confirmation",
+        "a forged webhook moved the payout"
+    );
+    assert_eq!(after["updated_at"], waiting["updated_at"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_5xx_and_timeouts_on_every_call_never_double_a_payout() {
+    let stack = Stack::start().await;
+    // `error` does nothing and answers 500; `error_after` does the work then answers 500;
+    // `hang` holds the request past the proxy's timeout (1.5 s) without doing it; `hang_after`
+    // does the work and then holds the answer.
+    let mut ids = Vec::new();
+    for method in [
+        "session/create",
+        "session/start/payout",
+        "session/confirm",
+        "session/status",
+    ] {
+        for action in ["error", "error_after", "hang", "hang_after"] {
+            if method == "session/status" && action.ends_with("after") {
+                continue;
+            }
+            stack
+                .fault(json!({"on": method, "action": action, "count": 1}))
+                .await;
+            let id = stack
+                .pay("5555555555554444", 1_000, "auto", "Ivanov Ivan")
+                .await;
+            // Payouts are taken one fault at a time so each fault hits its own payout.
+            let done = stack
+                .wait_status(
+                    &id,
+                    &["succeeded", "failed", "cancelled"],
+                    Duration::from_secs(30),
+                )
+                .await;
+            ids.push((method, action, id, done));
+        }
+    }
+    for (method, action, id, done) in ids {
+        assert_eq!(
+            done["status"], "succeeded",
+            "{method} {action} {id}: {done}"
+        );
+        assert_eq!(
+            stack.payouts_at_bank(&id).await,
+            1,
+            "{method} {action}: not exactly one payout at the bank"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_vault_fails_the_payout_cleanly_before_the_bank_sees_a_card() {
+    let mut stack = Stack::start().await;
+    let token = stack.tokenize("4242424242424242").await;
+    stack.kill9_vault();
+    let (status, body) = stack
+        .create_payout(
+            "vault-down",
+            &json!({"card_token": token, "amount": 1000, "currency": "RUB", "recipient": {"full_name": "A B"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = stack
+        .wait_status(&id, &["failed", "succeeded"], Duration::from_secs(30))
+        .await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["failure"]["code"], "vault_unavailable");
+    let session = done["bank"]["session_id"].as_str().unwrap_or_default();
+    assert_eq!(
+        stack
+            .bank_calls("session/start/payout", session)
+            .await
+            .len(),
+        0,
+        "half-started"
+    );
+    assert!(stack.wait_hook(&id, "payout.failed").await.signature_valid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_identical_concurrent_requests_make_one_payout() {
+    let stack = std::sync::Arc::new(Stack::start().await);
+    let token = stack.tokenize("4242424242424242").await;
+    let body = json!({"card_token": token, "amount": 777, "currency": "RUB", "recipient": {"full_name": "A B"}});
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (stack, body) = (std::sync::Arc::clone(&stack), body.clone());
+        tasks.push(tokio::spawn(async move {
+            stack.create_payout("fifty", &body).await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut created = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert!(status == 201 || status == 200, "{status}");
+        created += usize::from(status == 201);
+        ids.insert(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(created, 1);
+    let id = ids.into_iter().next().unwrap();
+    let done = stack.wait_status(&id, &["succeeded", "failed"], SECS).await;
+    assert_eq!(done["status"], "succeeded");
+    let creates = stack
+        .journal()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["kind"] == "request"
+                && e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("session/create"))
+        })
+        .count();
+    assert_eq!(creates, 1, "one bank session");
+}
