@@ -684,3 +684,61 @@ fn millis(ms: u64) -> i64 {
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(json: &str) -> Session {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn assess_reads_every_documented_shape() {
+        let cases = [
+            (
+                r#"{"id":"ps_1","status":"created"}"#,
+                Assessment::NotStarted,
+            ),
+            (
+                r#"{"id":"ps_1","status":"in_progress","payout_list":[{"id":"po_1","status":"in_progress"}]}"#,
+                Assessment::InProgress {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            (
+                r#"{"id":"ps_1","status":"in_progress","next_action":"confirm","payments":[{"id":"po_1","status":"pending"}]}"#,
+                Assessment::AwaitingConfirmation {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            (
+                r#"{"id":"ps_1","status":"in_progress","payout_list":[{"id":"po_1","status":"pending"}]}"#,
+                Assessment::InProgress {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            (
+                r#"{"id":"ps_1","status":"accepted","payout_list":[{"id":"po_1","status":"succeeded"}]}"#,
+                Assessment::Succeeded {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            (
+                r#"{"id":"ps_1","status":"cancelled","payout_list":[{"id":"po_1","status":"failed","error":{"code":"declined_by_issuer_bank"}}]}"#,
+                Assessment::Failed {
+                    bank_payout_id: Some("po_1".into()),
+                    code: "declined_by_issuer_bank".into(),
+                },
+            ),
+        ];
+        for (json, want) in cases {
+            assert_eq!(assess(&session(json)), want, "{json}");
+        }
+        // A session in `error` is not final, whatever the payout says (API.md §7.2).
+        let unclear = session(
+            r#"{"id":"ps_1","status":"error","payout_list":[{"id":"po_1","status":"failed"}]}"#,
+        );
+        assert!(matches!(assess(&unclear), Assessment::Unclear(_)));
+    }
+}

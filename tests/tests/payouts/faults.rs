@@ -222,3 +222,38 @@ async fn fifty_identical_concurrent_requests_make_one_payout() {
         .count();
     assert_eq!(creates, 1, "one bank session");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_5xx_and_timeouts_on_cancel_still_cancel_once() {
+    let stack = Stack::start().await;
+    for action in ["error", "error_after", "hang", "hang_after"] {
+        let id = stack
+            .pay("4242424242424242", 1_500, "manual", "Ivanov Ivan")
+            .await;
+        stack
+            .wait_status(&id, &["awaiting_confirmation"], SECS)
+            .await;
+        stack
+            .fault(json!({"on": "session/cancel", "action": action, "count": 1}))
+            .await;
+        let (status, _) = stack.action(&id, "cancel").await;
+        assert_eq!(status, 200, "{action}");
+        let done = stack
+            .wait_status(
+                &id,
+                &["cancelled", "failed", "succeeded"],
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(done["status"], "cancelled", "{action}: {done}");
+        assert_eq!(stack.payouts_at_bank(&id).await, 1, "{action}");
+        let session = done["bank"]["session_id"].as_str().unwrap();
+        assert!(
+            stack
+                .bank_calls("session/confirm", session)
+                .await
+                .is_empty(),
+            "{action}: confirmed a cancelled payout"
+        );
+    }
+}
