@@ -152,3 +152,30 @@ async fn declines_insufficient_balance_and_confirm_timeout() {
     let other = json!({"card_token": token, "amount": 101, "currency": "RUB", "recipient": {"full_name": "A B"}});
     assert_eq!(stack.create_payout("same-key", &other).await.0, 409);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_payout_past_its_deadline_is_cancelled() {
+    let stack = Stack::start_with(crate::stack::Options {
+        proxy_env: vec![(
+            "PROXY__PAYOUTS__CONFIRM_DEADLINE_SECONDS".into(),
+            "1".into(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let id = stack
+        .pay("4242424242424242", 900, "manual", "Ivanov Ivan")
+        .await;
+    stack
+        .wait_status(&id, &["awaiting_confirmation"], SECS)
+        .await;
+    let done = stack
+        .wait_status(&id, &["cancelled", "failed", "succeeded"], SECS)
+        .await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["failure"]["code"], "confirmation_deadline");
+    let hook = stack.wait_hook(&id, "payout.cancelled").await;
+    assert!(hook.signature_valid);
+    let (status, _) = stack.action(&id, "confirm").await;
+    assert_eq!(status, 409, "too late to confirm");
+}
