@@ -123,25 +123,14 @@ impl Application {
             self.reconcile_interval,
         ));
         let deliverer = tokio::spawn(self.deliverer.run());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let grace = self.shutdown_timeout;
-        let mut stopped = stop_rx.clone();
-        let server = axum::serve(self.listener, router(self.state, self.body_limit))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                let _ = stop_tx.send(true);
-            });
-        let result = tokio::select! {
-            result = server => result.map_err(StartupError::Serve),
-            () = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!("shutdown grace period over; dropping remaining connections");
-                Ok(())
-            }
-        };
+        let result = shared::server::serve(
+            self.listener,
+            router(self.state, self.body_limit),
+            shutdown,
+            self.shutdown_timeout,
+        )
+        .await
+        .map_err(StartupError::Serve);
         reconciler.abort();
         deliverer.abort();
         result
@@ -173,18 +162,4 @@ async fn reconcile(engine: Engine, every: Duration) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-}
+pub use shared::server::shutdown_signal;

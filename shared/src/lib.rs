@@ -19,6 +19,7 @@ pub mod ids;
 pub mod json;
 pub mod pan;
 pub mod scan;
+pub mod server;
 pub mod sqlite;
 pub mod telemetry;
 

@@ -104,25 +104,14 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let sweeper = tokio::spawn(sweep(self.state.vault.clone(), self.sweep_interval));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let grace = self.shutdown_timeout;
-        let mut stopped = stop_rx.clone();
-        let server =
-            axum::serve(self.listener, router(self.state)).with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                let _ = stop_tx.send(true);
-            });
-        let result = tokio::select! {
-            result = server => result.map_err(StartupError::Serve),
-            () = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!("shutdown grace period over; dropping remaining connections");
-                Ok(())
-            }
-        };
+        let result = shared::server::serve(
+            self.listener,
+            router(self.state),
+            shutdown,
+            self.shutdown_timeout,
+        )
+        .await
+        .map_err(StartupError::Serve);
         sweeper.abort();
         result
     }
@@ -141,18 +130,4 @@ async fn sweep(vault: Vault, every: Duration) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-}
+pub use shared::server::shutdown_signal;
