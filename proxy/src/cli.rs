@@ -14,8 +14,7 @@ use crate::engine::now_micros;
 use crate::startup::{Application, open_store, shutdown_signal};
 use crate::view::rfc3339;
 
-/// Exit code for bad configuration or usage (sysexits EX_USAGE).
-const EX_USAGE: u8 = 64;
+use shared::server::EX_USAGE;
 
 /// The payout proxy.
 #[derive(Debug, Parser)]
@@ -106,46 +105,19 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let config = match ProxyConfig::load(cli.config.as_deref(), std::env::vars()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("proxy: {e}");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    if let Err(e) = shared::telemetry::init(config.log.format, &config.log.filter, std::io::stderr)
-    {
-        eprintln!("proxy: {e}");
-        return ExitCode::from(EX_USAGE);
-    }
-    shared::telemetry::install_panic_hook();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command, config)) {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = %e, "proxy failed");
-            eprintln!("proxy: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let Cli { config, command } = cli;
+    shared::server::run_command(
+        "proxy",
+        || ProxyConfig::load(config.as_deref(), std::env::vars()),
+        |c| c.log.clone(),
+        |c| run(command, c),
+    )
 }
 
 async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
-            // A core dump would hold any card number in flight.
-            if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
-                tracing::warn!(error = %e, "could not disable core dumps");
-            }
+            shared::server::disable_core_dumps();
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, "proxy listening");
             app.run_until(shutdown_signal()).await?;

@@ -50,3 +50,61 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// Exit code for bad configuration or usage (sysexits EX_USAGE).
+pub const EX_USAGE: u8 = 64;
+
+/// Runs a service's command: loads its configuration with `load`, starts logging (and the
+/// panic hook that withholds payloads), builds the runtime and runs `command`. Every failure is
+/// printed once as `<name>: <error>`; bad configuration exits 64.
+pub fn run_command<C, F, Fut>(
+    name: &str,
+    load: impl FnOnce() -> Result<C, crate::config::ConfigError>,
+    log: impl FnOnce(&C) -> crate::config::LogConfig,
+    command: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = anyhow::Result<std::process::ExitCode>>,
+{
+    use std::process::ExitCode;
+
+    let config = match load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let log = log(&config);
+    if let Err(e) = crate::telemetry::init(log.format, &log.filter, std::io::stderr) {
+        eprintln!("{name}: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
+    crate::telemetry::install_panic_hook();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(config)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} failed");
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Disables core dumps: one would hold keys and any card number in flight.
+pub fn disable_core_dumps() {
+    if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
+}

@@ -13,8 +13,7 @@ use crate::crypto::FileKeyProvider;
 use crate::startup::{Application, open_vault, shutdown_signal};
 use crate::token::ClientId;
 
-/// Exit code for bad configuration or usage (sysexits EX_USAGE).
-const EX_USAGE: u8 = 64;
+use shared::server::EX_USAGE;
 
 /// The card vault.
 #[derive(Debug, Parser)]
@@ -90,37 +89,13 @@ enum AuditCommand {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match VaultConfig::load(cli.config.as_deref(), std::env::vars()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("vault: {e}");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    if let Err(e) = shared::telemetry::init(config.log.format, &config.log.filter, std::io::stderr)
-    {
-        eprintln!("vault: {e}");
-        return ExitCode::from(EX_USAGE);
-    }
-    shared::telemetry::install_panic_hook();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vault: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command, config)) {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = %e, "vault failed");
-            eprintln!("vault: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let Cli { config, command } = cli;
+    shared::server::run_command(
+        "vault",
+        || VaultConfig::load(config.as_deref(), std::env::vars()),
+        |c| c.log.clone(),
+        |c| run(command, c),
+    )
 }
 
 async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> {
@@ -132,10 +107,7 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             println!("keep it secret and backed up: without it no card number can be recovered");
         }
         Command::Serve => {
-            // A core dump would hold unwrapped keys and any PAN in flight.
-            if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
-                tracing::warn!(error = %e, "could not disable core dumps");
-            }
+            shared::server::disable_core_dumps();
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, "vault listening");
             app.run_until(shutdown_signal()).await?;
