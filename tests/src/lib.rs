@@ -6,6 +6,7 @@
 //! `tests/SANDBOX.md`.
 #![forbid(unsafe_code)]
 
+pub mod devstack;
 pub mod sandbox;
 
 /// Canary card numbers for boundary tests: well-known test PANs of several brands and lengths.

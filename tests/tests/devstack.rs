@@ -1,0 +1,228 @@
+//! `devstack --exit-after-demo`, run twice in a fresh directory: the first run makes everything
+//! and walks a payout through every step, the second reuses every key and client; no card number
+//! reaches its output or its files.
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shared::pan::Pan;
+
+const DEMO_CARD: &str = "2200000000000004";
+
+struct Run {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    // All bound at once, so they differ; dropped before devstack binds them.
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Runs devstack in `cwd` (its state goes to `cwd/.devstack`), killing it after 60 s.
+fn devstack(cwd: &Path, ports: &[u16], extra: &[&str], name: &str) -> Run {
+    let out_path = cwd.join(format!("{name}.stdout"));
+    let err_path = cwd.join(format!("{name}.stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devstack"))
+        .current_dir(cwd)
+        .args(["--exit-after-demo", "--step-timeout", "20"])
+        .args(["--vault-port", &ports[0].to_string()])
+        .args(["--proxy-port", &ports[1].to_string()])
+        .args(["--sandbox-port", &ports[2].to_string()])
+        .args(["--app-port", &ports[3].to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "devstack ({name}) did not finish in 60 s; stdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&out_path).unwrap_or_default(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        status,
+        stdout: std::fs::read_to_string(&out_path).unwrap(),
+        stderr: std::fs::read_to_string(&err_path).unwrap(),
+    }
+}
+
+fn assert_demo_ran(run: &Run, name: &str) {
+    assert!(
+        run.status.success(),
+        "{name}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    for step in [
+        "test card 220000******0004",
+        "[1] tokenized at the vault: tok_",
+        "last4 0004",
+        "[2] payout created at the proxy: pay_",
+        "[3] ready_to_confirm",
+        "[4] confirmed",
+        "[5] payment_finished",
+        " succeeded (bank payout po_",
+        "[6] app webhook payout.succeeded received",
+        "X-Signature valid",
+        "demo: succeeded",
+        "curl -s -X POST $PROXY/v1/payouts",
+        "Idempotency-Key",
+    ] {
+        assert!(
+            run.stdout.contains(step),
+            "{name}: stdout lacks {step:?}:\n{}",
+            run.stdout
+        );
+    }
+    let pan = Pan::parse(DEMO_CARD).unwrap();
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !shared::scan::contains_pan(all.as_bytes(), &pan),
+        "{name}: the demo card number is in devstack's output"
+    );
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn vault_clients(cwd: &Path) -> Vec<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_e2e-vault"))
+        .current_dir(cwd)
+        .args(["--config", ".devstack/vault.toml", "clients", "list"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "vault clients list failed");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cli_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn devstack_runs_the_demo_and_reuses_its_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let state = cwd.join(".devstack");
+    let ports = free_ports(4);
+
+    // First run: everything is made. Logs at info, so there is more output to scan.
+    let first = devstack(cwd, &ports, &["--log", "info"], "first");
+    assert_demo_ran(&first, "first run");
+    assert!(
+        first.stdout.contains("created: vault master key"),
+        "{}",
+        first.stdout
+    );
+    for port in &ports {
+        assert!(first.stdout.contains(&format!("127.0.0.1:{port}")));
+    }
+    let credentials = std::fs::read_to_string(state.join("credentials.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&credentials).unwrap();
+    let vault_key = json["vault_app"]["key"].as_str().unwrap();
+    let proxy_key = json["proxy_app"]["key"].as_str().unwrap();
+    let secret = json["proxy_app"]["webhook_secret"].as_str().unwrap();
+    assert!(vault_key.starts_with("vk_") && proxy_key.starts_with("pk_"));
+    assert!(secret.starts_with("whsec_"));
+    for shown in [vault_key, proxy_key, secret] {
+        assert!(first.stdout.contains(shown), "the keys are printed");
+    }
+    for private in [
+        "credentials.json",
+        "master.key",
+        "partner.pem",
+        "bank131-sandbox.pem",
+        "proxy.toml",
+    ] {
+        assert_eq!(mode(&state.join(private)), 0o600, "{private} is private");
+    }
+    let clients = vault_clients(cwd);
+    assert_eq!(clients.len(), 2, "{clients:?}");
+
+    // Second run: the same keys, no new vault client, and a payout that again succeeds (the
+    // sandbox restarts its session numbering; devstack must keep the old payouts apart).
+    let second = devstack(cwd, &ports, &[], "second");
+    assert_demo_ran(&second, "second run");
+    assert!(second.stdout.contains("reused:"), "{}", second.stdout);
+    assert!(!second.stdout.contains("created:"), "{}", second.stdout);
+    assert_eq!(
+        std::fs::read_to_string(state.join("credentials.json")).unwrap(),
+        credentials,
+        "credentials changed"
+    );
+    for shown in [vault_key, proxy_key, secret] {
+        assert!(
+            second.stdout.contains(shown),
+            "the same keys are printed again"
+        );
+    }
+    assert_eq!(vault_clients(cwd), clients, "a vault client was added");
+    assert!(
+        !second.stdout.contains("[app] webhook"),
+        "no app webhook of the first run was delivered again:\n{}",
+        second.stdout
+    );
+
+    // No card number in any file devstack keeps (the vault holds it only as ciphertext).
+    let pan = Pan::parse(DEMO_CARD).unwrap();
+    let mut scanned = files_under(&state);
+    assert!(scanned.iter().any(|p| p.ends_with("proxy.db")));
+    assert!(scanned.iter().any(|p| p.ends_with("vault.db")));
+    scanned.extend(
+        [
+            "first.stdout",
+            "first.stderr",
+            "second.stdout",
+            "second.stderr",
+        ]
+        .map(|n| cwd.join(n)),
+    );
+    for file in &scanned {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(
+            !shared::scan::contains_pan_any_encoding(&bytes, &pan),
+            "the demo card number is in {}",
+            file.display()
+        );
+    }
+}
