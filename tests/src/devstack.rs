@@ -219,7 +219,9 @@ fn commands_sh(layout: &Layout, options: &Options) -> String {
     format!(
         "#!/bin/sh\n\
          # Written by devstack: the same stack as separate processes, from the repository root.\n\
-         # (The app webhook receiver is devstack's own; without it the proxy retries its webhooks.)\n\
+         # (The app webhook receiver is devstack's own; without it the proxy retries its webhooks.\n\
+         # The sandbox numbers sessions from ps_1 at every start and devstack skips the ids\n\
+         # proxy.db already holds; this script does not, so use it with a fresh proxy.db.)\n\
          cargo build --release --bin vault --bin proxy --bin bank131-sandbox || exit 1\n\
          ./target/release/bank131-sandbox --listen {sandbox} \\\n  \
            --bank-key {dir}/bank131-sandbox.pem --bank-public-key-out {dir}/bank131-sandbox.pub.pem \\\n  \

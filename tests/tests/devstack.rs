@@ -70,6 +70,64 @@ fn devstack(cwd: &Path, ports: &[u16], extra: &[&str], name: &str) -> Run {
     }
 }
 
+/// Runs devstack without the demo, waits until it serves, then sends SIGTERM.
+fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
+    let out_path = cwd.join("third.stdout");
+    let err_path = cwd.join("third.stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devstack"))
+        .current_dir(cwd)
+        .arg("--no-demo")
+        .args(["--vault-port", &ports[0].to_string()])
+        .args(["--proxy-port", &ports[1].to_string()])
+        .args(["--sandbox-port", &ports[2].to_string()])
+        .args(["--app-port", &ports[3].to_string()])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&out_path)
+        .unwrap()
+        .contains("serving until")
+    {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "devstack --no-demo did not start serving:\n{}\n{}",
+                std::fs::read_to_string(&out_path).unwrap_or_default(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The vault answers while it serves.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ports[0])).is_ok());
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("devstack did not stop within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        status,
+        stdout: std::fs::read_to_string(&out_path).unwrap(),
+        stderr: std::fs::read_to_string(&err_path).unwrap(),
+    }
+}
+
 fn assert_demo_ran(run: &Run, name: &str) {
     assert!(
         run.status.success(),
@@ -203,6 +261,22 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
         second.stdout
     );
 
+    // Without the demo it serves until SIGTERM, then stops cleanly.
+    let third = serve_until_sigterm(cwd, &ports);
+    assert!(
+        third.status.success(),
+        "exit {:?}\n{}",
+        third.status,
+        third.stderr
+    );
+    assert!(!third.stdout.contains("[1] tokenized"), "{}", third.stdout);
+    assert!(third.stdout.contains("reused:"), "{}", third.stdout);
+    assert!(
+        third.stdout.contains("devstack stopped"),
+        "{}",
+        third.stdout
+    );
+
     // No card number in any file devstack keeps (the vault holds it only as ciphertext).
     let pan = Pan::parse(DEMO_CARD).unwrap();
     let mut scanned = files_under(&state);
@@ -214,6 +288,8 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
             "first.stderr",
             "second.stdout",
             "second.stderr",
+            "third.stdout",
+            "third.stderr",
         ]
         .map(|n| cwd.join(n)),
     );
