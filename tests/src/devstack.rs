@@ -123,6 +123,28 @@ fn no_env() -> std::iter::Empty<(String, String)> {
     std::iter::empty()
 }
 
+/// Fails early, before anything is created or changed, when a port is taken (most likely by
+/// another devstack).
+fn probe_ports(options: &Options) -> anyhow::Result<()> {
+    let mut held = Vec::with_capacity(4);
+    for (what, flag, port) in [
+        ("vault", "--vault-port", options.vault_port),
+        ("proxy", "--proxy-port", options.proxy_port),
+        ("Bank 131 sandbox", "--sandbox-port", options.sandbox_port),
+        ("app webhook receiver", "--app-port", options.app_port),
+    ] {
+        let addr = loopback(port);
+        // Held until all are bound, so two flags naming the same port fail here too.
+        held.push(std::net::TcpListener::bind(addr).with_context(|| {
+            format!(
+                "the {what} cannot listen on {addr} (in use: another devstack, or two flags \
+                 naming one port? see {flag})"
+            )
+        })?);
+    }
+    Ok(())
+}
+
 /// Reads a key pair, or makes one (private key 0600) when either half is missing.
 fn key_pair(private: &Path, public: &Path, made: &mut bool) -> anyhow::Result<(String, String)> {
     if let (Some(private_pem), Some(public_pem)) = (
@@ -313,7 +335,7 @@ async fn ensure_proxy_client(
                 .revoke_client(&record.id, proxy::engine::now_micros())
                 .await
                 .context("revoking the old proxy app client")?;
-            "the app port changed, so the proxy app client is new (new key and secret)"
+            "a new proxy app client (the app port changed; the old client is revoked)"
         }
         (None, _) => "proxy app client",
     };
@@ -454,6 +476,7 @@ pub async fn run(
     out: Printer,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    probe_ports(&options)?;
     let layout = Layout::open(&options.dir)?;
     let mut made: Vec<String> = Vec::new();
     let mut credentials = Credentials::load(&layout.credentials())?;
