@@ -152,7 +152,12 @@ impl ServerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// The database file; each service has its own default name.
+    /// `postgres://user:password@host:port/dbname` selects PostgreSQL (never logged); absent or
+    /// `sqlite:<path>`, SQLite.
+    pub url: Option<String>,
+    /// PostgreSQL: the most pooled connections.
+    pub max_connections: usize,
+    /// SQLite: the database file; each service has its own default name.
     pub path: Option<PathBuf>,
     /// Reader connections.
     pub read_connections: usize,
@@ -163,6 +168,8 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
+            url: None,
+            max_connections: 16,
             path: None,
             read_connections: 4,
             busy_timeout_ms: 5_000,
@@ -171,12 +178,24 @@ impl Default for DatabaseConfig {
 }
 
 impl DatabaseConfig {
-    /// The SQLite options these settings describe; `default_file` when no path is set.
+    /// The PostgreSQL URL, when the configuration selects PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.url
+            .as_deref()
+            .filter(|u| crate::postgres::is_postgres_url(u))
+    }
+
+    /// The SQLite options these settings describe: `url = "sqlite:<path>"`, else `path`, else
+    /// `default_file`.
     pub fn sqlite(&self, default_file: &str) -> SqliteOptions {
+        let from_url = self
+            .url
+            .as_deref()
+            .and_then(|u| u.strip_prefix("sqlite:"))
+            .map(PathBuf::from);
         SqliteOptions {
-            path: self
-                .path
-                .clone()
+            path: from_url
+                .or_else(|| self.path.clone())
                 .unwrap_or_else(|| PathBuf::from(default_file)),
             read_connections: self.read_connections,
             busy_timeout: Duration::from_millis(self.busy_timeout_ms),
@@ -189,9 +208,18 @@ impl DatabaseConfig {
     ///
     /// A value out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.read_connections == 0 {
+        if self.read_connections == 0 || self.max_connections == 0 {
             return Err(ConfigError::Invalid(
-                "database.read_connections must be at least 1",
+                "database.read_connections and database.max_connections must be at least 1",
+            ));
+        }
+        if self
+            .url
+            .as_deref()
+            .is_some_and(|u| !u.starts_with("sqlite:") && !crate::postgres::is_postgres_url(u))
+        {
+            return Err(ConfigError::Invalid(
+                "database.url must start with sqlite: or postgres://",
             ));
         }
         Ok(())

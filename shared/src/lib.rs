@@ -18,6 +18,7 @@ pub mod error_body;
 pub mod ids;
 pub mod json;
 pub mod pan;
+pub mod postgres;
 pub mod scan;
 pub mod server;
 pub mod sqlite;

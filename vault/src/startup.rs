@@ -11,7 +11,7 @@ use crate::config::VaultConfig;
 use crate::crypto::FileKeyProvider;
 use crate::http::{AppState, Limits, Metrics, router};
 use crate::service::{Vault, VaultError};
-use crate::store::{SqliteStore, Store};
+use crate::store::{PgStore, SqliteStore, Store};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,10 @@ pub enum StartupError {
 ///
 /// The database cannot be opened, or the master key does not fit it.
 pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.sqlite())?);
+    let store: Arc<dyn Store> = match config.database.postgres_url() {
+        Some(url) => Arc::new(PgStore::connect(url, config.database.max_connections, None).await?),
+        None => Arc::new(SqliteStore::open(&config.sqlite())?),
+    };
     let provider = FileKeyProvider::new(&config.keys.master_key_file);
     Vault::open(store, &provider).await
 }

@@ -17,8 +17,10 @@ use crate::auth::ClientRecord;
 use crate::crypto::{AuditKey, Sealed, WrappedKey};
 use crate::token::{ClientId, Token};
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// Card facts kept in clear beside the ciphertext: at most BIN and last four.

@@ -1,0 +1,117 @@
+//! PostgreSQL as both services use it: a connection pool built from a `postgres://` URL (parsed
+//! into options field by field; the URL, which may hold a password, is never logged or put in an
+//! error), migrations applied once under an advisory lock so replicas starting together do not
+//! race, and an optional schema (tests give each run its own).
+
+use std::str::FromStr;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// Why PostgreSQL could not be set up. Never contains the URL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgSetupError {
+    /// The URL did not parse.
+    #[error("database.url is not a valid postgres:// URL")]
+    Url,
+    /// The pool could not be built.
+    #[error("cannot build the PostgreSQL pool")]
+    Pool,
+    /// A connection or a migration failed.
+    #[error("PostgreSQL: {0}")]
+    Database(String),
+}
+
+/// Builds a pool of at most `max_connections` to `url`, with `search_path` set to `schema` when
+/// given (the schema is created if missing).
+///
+/// # Errors
+///
+/// [`PgSetupError`].
+pub async fn connect(
+    url: &str,
+    max_connections: usize,
+    schema: Option<&str>,
+) -> Result<Pool, PgSetupError> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|_| PgSetupError::Url)?;
+    if let Some(schema) = schema {
+        if !schema
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(PgSetupError::Url);
+        }
+        config.options(format!("-c search_path={schema}"));
+    }
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(max_connections.max(1))
+        .build()
+        .map_err(|_| PgSetupError::Pool)?;
+    if let Some(schema) = schema {
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| PgSetupError::Database(e.to_string()))?;
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(|e| PgSetupError::Database(e.to_string()))?;
+    }
+    Ok(pool)
+}
+
+/// Applies `migrations[i]` once each (recorded in `schema_migrations`), under a transaction-level
+/// advisory lock `lock_id` so concurrent starters apply them exactly once.
+///
+/// # Errors
+///
+/// A connection or migration failure.
+pub async fn migrate(pool: &Pool, lock_id: i64, migrations: &[&str]) -> Result<(), PgSetupError> {
+    let db = |e: tokio_postgres::Error| PgSetupError::Database(e.to_string());
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| PgSetupError::Database(e.to_string()))?;
+    let tx = client.transaction().await.map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_id])
+        .await
+        .map_err(db)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        .await
+        .map_err(db)?;
+    let done: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    for (i, sql) in migrations.iter().enumerate() {
+        let version = i64::try_from(i).unwrap_or(i64::MAX) + 1;
+        if version <= done {
+            continue;
+        }
+        tx.batch_execute(sql).await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+/// True when `url` names PostgreSQL.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}

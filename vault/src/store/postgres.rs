@@ -1,0 +1,498 @@
+//! The PostgreSQL backend: any number of vault replicas on one database.
+//!
+//! What makes replicas safe: tokenize relies on the unique `(tenant, fingerprint)` index
+//! (`INSERT … ON CONFLICT DO NOTHING`, then read the winner), so two replicas tokenizing the same
+//! card at once return one token; audit appends take a transaction-level advisory lock, so the
+//! chain stays one chain whatever the number of writers.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Pool, Transaction};
+use shared::Brand;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+use super::{CardMeta, Store, StoreError, TokenRecord};
+use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
+use crate::auth::{ClientRecord, Scopes};
+use crate::clock::now_micros;
+use crate::crypto::{AuditKey, KeyPurpose, Sealed, WrappedKey};
+use crate::token::{ClientId, Token};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+/// Advisory lock ids: one for migrations, one serializing audit appends.
+const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
+const AUDIT_LOCK: i64 = 0x7661_756c_7402;
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgStore { .. }")
+    }
+}
+
+impl PgStore {
+    /// Connects (at most `max_connections`), optionally in `schema`, and migrates.
+    ///
+    /// # Errors
+    ///
+    /// A bad URL, an unreachable server, a failed migration.
+    pub async fn connect(
+        url: &str,
+        max_connections: usize,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let pool = shared::postgres::connect(url, max_connections, schema)
+            .await
+            .map_err(setup)?;
+        shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS)
+            .await
+            .map_err(setup)?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))
+    }
+}
+
+fn setup(e: shared::postgres::PgSetupError) -> StoreError {
+    StoreError::Database(Box::new(e))
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            Self::Duplicate
+        } else {
+            Self::Database(Box::new(e))
+        }
+    }
+}
+
+fn u32_of(v: i64, what: &'static str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(what))
+}
+
+fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
+    shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
+}
+
+const TOKEN_COLUMNS: &str = "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
+     exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at";
+
+fn token_from_row(r: &Row) -> Result<TokenRecord, StoreError> {
+    let token: String = r.try_get(0)?;
+    let nonce: Vec<u8> = r.try_get(12)?;
+    Ok(TokenRecord {
+        token: Token::parse(&token).ok_or(StoreError::Corrupt("token"))?,
+        tenant: r.try_get(1)?,
+        fingerprint: blob32(r.try_get(2)?, "fingerprint")?,
+        fingerprint_key_version: u32_of(r.try_get(3)?, "fingerprint key version")?,
+        card: CardMeta {
+            bin: r.try_get(4)?,
+            brand: Brand::from_name(&r.try_get::<_, String>(5)?),
+            last4: r.try_get(6)?,
+            pan_length: u8::try_from(r.try_get::<_, i16>(7)?)
+                .map_err(|_| StoreError::Corrupt("pan length"))?,
+            exp_month: r
+                .try_get::<_, Option<i16>>(8)?
+                .map(|m| u8::try_from(m).map_err(|_| StoreError::Corrupt("exp month")))
+                .transpose()?,
+            exp_year: r
+                .try_get::<_, Option<i32>>(9)?
+                .map(|y| u16::try_from(y).map_err(|_| StoreError::Corrupt("exp year")))
+                .transpose()?,
+        },
+        sealed: Sealed {
+            algorithm: r.try_get(10)?,
+            key_version: u32_of(r.try_get(11)?, "key version")?,
+            nonce: nonce.try_into().map_err(|_| StoreError::Corrupt("nonce"))?,
+            ciphertext: r.try_get(13)?,
+        },
+        created_at: r.try_get(14)?,
+        expires_at: r.try_get(15)?,
+    })
+}
+
+async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            &format!(
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 ON CONFLICT (tenant, fingerprint) DO NOTHING"
+            ),
+            &[
+                &t.token.as_str(),
+                &t.tenant,
+                &t.fingerprint.as_slice(),
+                &i64::from(t.fingerprint_key_version),
+                &t.card.bin,
+                &t.card.brand.as_str(),
+                &t.card.last4,
+                &i16::from(t.card.pan_length),
+                &t.card.exp_month.map(i16::from),
+                &t.card.exp_year.map(i32::from),
+                &t.sealed.algorithm,
+                &i64::from(t.sealed.key_version),
+                &t.sealed.nonce.as_slice(),
+                &t.sealed.ciphertext,
+                &t.created_at,
+                &t.expires_at,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Appends a chained audit event inside `tx`, serialized across replicas by an advisory lock.
+async fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+        .await?;
+    let last = tx
+        .query_opt(
+            "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    let (seq, previous) = match last {
+        Some(r) => (
+            u64::try_from(r.try_get::<_, i64>(0)?).map_err(|_| StoreError::Corrupt("audit seq"))?,
+            blob32(r.try_get(1)?, "audit mac")?,
+        ),
+        None => (0, [0; 32]),
+    };
+    let e = AuditEvent::chain(key, &previous, seq + 1, now_micros(), draft);
+    tx.execute(
+        "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
+            &e.occurred_at,
+            &e.actor,
+            &e.tenant,
+            &e.action,
+            &e.token,
+            &e.purpose,
+            &e.outcome,
+            &e.request_id,
+            &e.detail,
+            &e.mac.as_slice(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+const CLIENT_COLUMNS: &str = "id, name, tenant, scopes, key_hash, created_at, revoked_at";
+
+fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
+    let id: String = r.try_get(0)?;
+    let scopes: String = r.try_get(3)?;
+    Ok(ClientRecord {
+        id: ClientId::parse(&id).ok_or(StoreError::Corrupt("client id"))?,
+        name: r.try_get(1)?,
+        tenant: r.try_get(2)?,
+        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
+        key_hash: blob32(r.try_get(4)?, "client key hash")?,
+        created_at: r.try_get(5)?,
+        revoked_at: r.try_get(6)?,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT purpose, version, algorithm, wrap_nonce, wrapped, created_at FROM keys ORDER BY purpose, version",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let purpose: String = r.try_get(0)?;
+                let nonce: Vec<u8> = r.try_get(3)?;
+                Ok(WrappedKey {
+                    purpose: KeyPurpose::from_name(&purpose)
+                        .ok_or(StoreError::Corrupt("key purpose"))?,
+                    version: u32_of(r.try_get(1)?, "key version")?,
+                    sealed: Sealed {
+                        algorithm: r.try_get(2)?,
+                        key_version: 0,
+                        nonce: nonce
+                            .try_into()
+                            .map_err(|_| StoreError::Corrupt("key nonce"))?,
+                        ciphertext: r.try_get(4)?,
+                    },
+                    created_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_keys(
+        &self,
+        keys: Vec<WrappedKey>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for k in &keys {
+            tx.execute(
+                "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &k.purpose.as_str(),
+                    &i64::from(k.version),
+                    &k.sealed.algorithm,
+                    &k.sealed.nonce.as_slice(),
+                    &k.sealed.ciphertext,
+                    &k.created_at,
+                ],
+            )
+            .await?;
+        }
+        append(&tx, audit, draft).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tokenize(
+        &self,
+        new: TokenRecord,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<TokenRecord, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let record = if insert_token(&tx, &new).await? {
+            new
+        } else {
+            // Another request (maybe another replica) holds this card: lock its row and decide.
+            let row = tx
+                .query_one(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant = $1 AND fingerprint = $2 FOR UPDATE"),
+                    &[&new.tenant, &new.fingerprint.as_slice()],
+                )
+                .await?;
+            let old = token_from_row(&row)?;
+            if old.expires_at.is_none_or(|at| at > new.created_at) {
+                draft.detail = Some("existing token".to_owned());
+                old
+            } else {
+                tx.execute(
+                    "DELETE FROM tokens WHERE token = $1",
+                    &[&old.token.as_str()],
+                )
+                .await?;
+                insert_token(&tx, &new).await?;
+                new
+            }
+        };
+        draft.token = Some(record.token.as_str().to_owned());
+        append(&tx, audit, draft).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn token(
+        &self,
+        tenant: &str,
+        token: &Token,
+        now: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)"
+                ),
+                &[&token.as_str(), &tenant, &now],
+            )
+            .await?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn delete_token(
+        &self,
+        tenant: &str,
+        token: &Token,
+        now: i64,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)",
+                &[&token.as_str(), &tenant, &now],
+            )
+            .await?
+            > 0;
+        if !deleted {
+            draft.outcome = Outcome::NotFound;
+        }
+        append(&tx, audit, draft).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
+                &[&now],
+            )
+            .await?;
+        if n > 0 {
+            let mut draft = AuditDraft::new("system", Action::TokenExpire, Outcome::Granted);
+            draft.detail = Some(format!("deleted {n} expired tokens"));
+            append(&tx, audit, draft).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn insert_client(
+        &self,
+        c: ClientRecord,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &[
+                &c.id.as_str(),
+                &c.name,
+                &c.tenant,
+                &c.scopes.to_string(),
+                &c.key_hash.as_slice(),
+                &c.created_at,
+                &c.revoked_at,
+            ],
+        )
+        .await?;
+        append(&tx, audit, draft).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn client_by_key_hash(
+        &self,
+        key_hash: [u8; 32],
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = $1"),
+                &[&key_hash.as_slice()],
+            )
+            .await?
+            .as_ref()
+            .map(client_from_row)
+            .transpose()
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query(
+                &format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(client_from_row)
+            .collect()
+    }
+
+    async fn revoke_client(
+        &self,
+        id: &ClientId,
+        now: i64,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let revoked = tx
+            .execute(
+                "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id.as_str(), &now],
+            )
+            .await?
+            > 0;
+        if !revoked {
+            draft.outcome = Outcome::NotFound;
+        }
+        append(&tx, audit, draft).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        append(&tx, audit, draft).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac \
+                 FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&i64::try_from(after).unwrap_or(i64::MAX), &i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    seq: u64::try_from(r.try_get::<_, i64>(0)?)
+                        .map_err(|_| StoreError::Corrupt("audit seq"))?,
+                    occurred_at: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    tenant: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    token: r.try_get(5)?,
+                    purpose: r.try_get(6)?,
+                    outcome: r.try_get(7)?,
+                    request_id: r.try_get(8)?,
+                    detail: r.try_get(9)?,
+                    mac: blob32(r.try_get(10)?, "audit mac")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let writable: bool = client
+            .query_one("SELECT NOT pg_is_in_recovery()", &[])
+            .await?
+            .try_get(0)?;
+        if writable {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt("the database is a read-only replica"))
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! The conformance tests themselves, backend-agnostic.
+
+use std::sync::Arc;
+
+use shared::Pan;
+use vault::audit::{Action, AuditDraft, Outcome, Verifier};
+use vault::auth::{ClientRecord, Scopes};
+use vault::clock::now_micros;
+use vault::crypto::{Keyring, MasterKey};
+use vault::store::{CardMeta, Store, StoreError, TokenRecord};
+use vault::token::{ClientId, Token};
+use zeroize::Zeroizing;
+
+use crate::Backend;
+
+fn keyring() -> (Keyring, Vec<vault::crypto::WrappedKey>) {
+    Keyring::generate(
+        &MasterKey::from_bytes(&Zeroizing::new([7; 32])),
+        now_micros(),
+    )
+    .unwrap()
+}
+
+fn draft(action: Action) -> AuditDraft {
+    AuditDraft::new("cli_test", action, Outcome::Granted)
+}
+
+fn record(keys: &Keyring, tenant: &str, pan: &str, expires_at: Option<i64>) -> TokenRecord {
+    let pan = Pan::parse(pan).unwrap();
+    let token = Token::generate().unwrap();
+    TokenRecord {
+        fingerprint: keys.fingerprint().fingerprint(tenant, &pan),
+        fingerprint_key_version: keys.fingerprint().version(),
+        card: CardMeta {
+            bin: pan.bin().to_owned(),
+            last4: pan.last4().to_owned(),
+            brand: pan.brand(),
+            pan_length: 16,
+            exp_month: Some(12),
+            exp_year: Some(2030),
+        },
+        sealed: keys.seal_pan(&pan, token.as_str(), tenant).unwrap(),
+        tenant: tenant.to_owned(),
+        created_at: now_micros(),
+        expires_at,
+        token,
+    }
+}
+
+async fn verify(store: &dyn Store, keys: &Keyring) -> u64 {
+    let mut v = Verifier::new(keys.audit().clone());
+    loop {
+        let page = store.audit_events(v.checked(), 7).await.unwrap();
+        if page.is_empty() {
+            return v.checked();
+        }
+        for e in &page {
+            v.check(e).unwrap();
+        }
+    }
+}
+
+pub(crate) async fn keys_insert_once(b: Backend) {
+    let store = b.open().await;
+    let (keys, wrapped) = keyring();
+    assert!(store.wrapped_keys().await.unwrap().is_empty());
+    store
+        .insert_keys(wrapped.clone(), keys.audit(), draft(Action::KeysCreate))
+        .await
+        .unwrap();
+    let loaded = store.wrapped_keys().await.unwrap();
+    assert_eq!(loaded.len(), 3);
+    let again = Keyring::unwrap(&MasterKey::from_bytes(&Zeroizing::new([7; 32])), &loaded).unwrap();
+    assert_eq!(again.fingerprint().version(), 1);
+    let err = store
+        .insert_keys(wrapped, keys.audit(), draft(Action::KeysCreate))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+    assert_eq!(
+        verify(store.as_ref(), &keys).await,
+        1,
+        "the failed insert left no audit event"
+    );
+}
+
+pub(crate) async fn tokenize_returns_the_existing_token_and_replaces_expired_ones(b: Backend) {
+    let store = b.open().await;
+    let (keys, _) = keyring();
+    let first = store
+        .tokenize(
+            record(&keys, "acme", "4242424242424242", None),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    let second = store
+        .tokenize(
+            record(&keys, "acme", "4242424242424242", None),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.token, second.token);
+    assert_eq!(first, second);
+    let other_tenant = store
+        .tokenize(
+            record(&keys, "globex", "4242424242424242", None),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    assert_ne!(other_tenant.token, first.token);
+
+    let expired = store
+        .tokenize(
+            record(&keys, "acme", "5555555555554444", Some(now_micros() - 1)),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    let fresh = store
+        .tokenize(
+            record(&keys, "acme", "5555555555554444", None),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    assert_ne!(expired.token, fresh.token, "an expired token is replaced");
+    let opened = keys
+        .open_pan(&fresh.sealed, fresh.token.as_str(), "acme")
+        .unwrap();
+    assert_eq!(opened.expose(), "5555555555554444");
+    assert_eq!(verify(store.as_ref(), &keys).await, 5);
+}
+
+pub(crate) async fn tokens_are_isolated_by_tenant_and_expiry(b: Backend) {
+    let store = b.open().await;
+    let (keys, _) = keyring();
+    let t = store
+        .tokenize(
+            record(
+                &keys,
+                "acme",
+                "4242424242424242",
+                Some(now_micros() + 60_000_000),
+            ),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    let now = now_micros();
+    assert_eq!(
+        store.token("acme", &t.token, now).await.unwrap().as_ref(),
+        Some(&t)
+    );
+    assert_eq!(store.token("globex", &t.token, now).await.unwrap(), None);
+    assert_eq!(
+        store
+            .token("acme", &t.token, now + 120_000_000)
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        store
+            .token("acme", &Token::generate().unwrap(), now)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub(crate) async fn delete_and_sweep(b: Backend) {
+    let store = b.open().await;
+    let (keys, _) = keyring();
+    let t = store
+        .tokenize(
+            record(&keys, "acme", "4242424242424242", None),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    let now = now_micros();
+    assert!(
+        !store
+            .delete_token(
+                "globex",
+                &t.token,
+                now,
+                keys.audit(),
+                draft(Action::TokenDelete)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_token(
+                "acme",
+                &t.token,
+                now,
+                keys.audit(),
+                draft(Action::TokenDelete)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_token(
+                "acme",
+                &t.token,
+                now,
+                keys.audit(),
+                draft(Action::TokenDelete)
+            )
+            .await
+            .unwrap()
+    );
+    for pan in ["5555555555554444", "2200000000000004"] {
+        store
+            .tokenize(
+                record(&keys, "acme", pan, Some(now + 1)),
+                keys.audit(),
+                draft(Action::TokenCreate),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.delete_expired(now + 10, keys.audit()).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.delete_expired(now + 10, keys.audit()).await.unwrap(),
+        0
+    );
+    let events = store.audit_events(0, 100).await.unwrap();
+    let outcomes: Vec<&str> = events
+        .iter()
+        .filter(|e| e.action == "token.delete")
+        .map(|e| e.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["not_found", "granted", "not_found"]);
+    assert_eq!(
+        events.iter().filter(|e| e.action == "token.expire").count(),
+        1
+    );
+    verify(store.as_ref(), &keys).await;
+}
+
+pub(crate) async fn clients_and_revocation(b: Backend) {
+    let store = b.open().await;
+    let (keys, _) = keyring();
+    let client = ClientRecord {
+        id: ClientId::generate().unwrap(),
+        name: "app".to_owned(),
+        tenant: "acme".to_owned(),
+        scopes: Scopes::parse("tokens:create,tokens:read").unwrap(),
+        key_hash: [9; 32],
+        created_at: now_micros(),
+        revoked_at: None,
+    };
+    store
+        .insert_client(client.clone(), keys.audit(), draft(Action::ClientCreate))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.client_by_key_hash([9; 32]).await.unwrap().as_ref(),
+        Some(&client)
+    );
+    assert_eq!(store.client_by_key_hash([8; 32]).await.unwrap(), None);
+    let dup = ClientRecord {
+        id: ClientId::generate().unwrap(),
+        ..client.clone()
+    };
+    assert!(matches!(
+        store
+            .insert_client(dup, keys.audit(), draft(Action::ClientCreate))
+            .await
+            .unwrap_err(),
+        StoreError::Duplicate
+    ));
+    assert!(
+        store
+            .revoke_client(
+                &client.id,
+                now_micros(),
+                keys.audit(),
+                draft(Action::ClientRevoke)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_client(
+                &client.id,
+                now_micros(),
+                keys.audit(),
+                draft(Action::ClientRevoke)
+            )
+            .await
+            .unwrap()
+    );
+    let listed = store.clients().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].revoked_at.is_some());
+    store.check_writable().await.unwrap();
+}
+
+pub(crate) async fn audit_chain_pages_and_verifies(b: Backend) {
+    let store = b.open().await;
+    let (keys, _) = keyring();
+    for i in 0..23 {
+        let mut d = draft(Action::TokenRead);
+        d.request_id = Some(format!("req_{i}"));
+        store.append_audit(keys.audit(), d).await.unwrap();
+    }
+    assert_eq!(verify(store.as_ref(), &keys).await, 23);
+    let page = store.audit_events(20, 10).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [21, 22, 23]);
+}
+
+pub(crate) async fn replicas_tokenizing_one_card_make_one_token(b: Backend) {
+    let (a, c) = (b.open().await, b.open().await);
+    let (keys, _) = keyring();
+    let keys = Arc::new(keys);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&c)
+        };
+        let keys = Arc::clone(&keys);
+        tasks.push(tokio::spawn(async move {
+            store
+                .tokenize(
+                    record(&keys, "acme", "4242424242424242", None),
+                    keys.audit(),
+                    draft(Action::TokenCreate),
+                )
+                .await
+                .unwrap()
+                .token
+        }));
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    for t in tasks {
+        tokens.insert(t.await.unwrap().as_str().to_owned());
+    }
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(verify(a.as_ref(), &keys).await, 16);
+}
+
+pub(crate) async fn replicas_appending_audit_events_keep_one_chain(b: Backend) {
+    let (a, c) = (b.open().await, b.open().await);
+    let (keys, _) = keyring();
+    let keys = Arc::new(keys);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&c)
+        };
+        let keys = Arc::clone(&keys);
+        tasks.push(tokio::spawn(async move {
+            store
+                .append_audit(keys.audit(), draft(Action::TokenDetokenize))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(verify(c.as_ref(), &keys).await, 40);
+}
