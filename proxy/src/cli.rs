@@ -130,7 +130,7 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
 }
 
 async fn clients(command: ClientsCommand, config: &ProxyConfig) -> anyhow::Result<ExitCode> {
-    let store = open_store(config)?;
+    let store = open_store(config).await?;
     match command {
         ClientsCommand::Create {
             name,

@@ -162,6 +162,11 @@ impl Engine {
         }
     }
 
+    /// How long a reconciler claim on a payout lasts.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.inner.settings.stuck_after_ms.max(1_000))
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn ProxyStore> {
         &self.inner.store

@@ -106,7 +106,13 @@ impl Deliverer {
     ///
     /// Storage failure.
     pub async fn deliver_due(&self) -> Result<(), crate::store::StoreError> {
-        for event in self.store.due_events(now_micros(), 50).await? {
+        // The lease outlasts one delivery attempt; a replica that dies mid-delivery leaves the
+        // event to be claimed again when it runs out (at-least-once).
+        let lease = now_micros()
+            + 2 * i64::try_from(self.settings.timeout_ms)
+                .unwrap_or(i64::MAX / 4_000)
+                .saturating_mul(1000);
+        for event in self.store.claim_due_events(now_micros(), lease, 50).await? {
             self.deliver(event).await?;
         }
         Ok(())

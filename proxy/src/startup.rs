@@ -12,7 +12,7 @@ use crate::config::ProxyConfig;
 use crate::engine::{Engine, now_micros};
 use crate::http::{AppState, router};
 use crate::outbox::Deliverer;
-use crate::store::{ProxyStore, SqliteStore, StoreError};
+use crate::store::{PgStore, ProxyStore, SqliteStore, StoreError};
 use crate::vault_client::VaultClient;
 
 /// Why the proxy could not start.
@@ -44,13 +44,16 @@ pub enum StartupError {
     Serve(#[source] std::io::Error),
 }
 
-/// Opens the configured store.
+/// Opens the configured store: PostgreSQL when `database.url` is a `postgres://` URL, else SQLite.
 ///
 /// # Errors
 ///
 /// The database cannot be opened or migrated.
-pub fn open_store(config: &ProxyConfig) -> Result<Arc<dyn ProxyStore>, StoreError> {
-    Ok(Arc::new(SqliteStore::open(&config.sqlite())?))
+pub async fn open_store(config: &ProxyConfig) -> Result<Arc<dyn ProxyStore>, StoreError> {
+    Ok(match config.database.postgres_url() {
+        Some(url) => Arc::new(PgStore::connect(url, config.database.max_connections, None).await?),
+        None => Arc::new(SqliteStore::open(&config.sqlite())?),
+    })
 }
 
 /// A bound, ready-to-run proxy.
@@ -71,7 +74,7 @@ impl Application {
     ///
     /// See [`StartupError`].
     pub async fn build(config: &ProxyConfig) -> Result<Self, StartupError> {
-        let store = open_store(config)?;
+        let store = open_store(config).await?;
         let bank = Bank131Client::new(&config.bank131)?;
         let bank_verifier = Arc::new(SignatureVerifier::from_pem_file(
             &config.bank131.bank_public_key_file,
@@ -147,7 +150,10 @@ async fn reconcile(engine: Engine, every: Duration) {
         ticker.tick().await;
         let due = if first { i64::MAX } else { now_micros() };
         first = false;
-        let payouts = match engine.store().due_payouts(due, 100).await {
+        // Claimed for a lease, so two replicas do not drive the same payout at once.
+        let lease =
+            now_micros() + i64::try_from(engine.lease().as_micros()).unwrap_or(i64::MAX / 2);
+        let payouts = match engine.store().claim_due_payouts(due, lease, 100).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "reconciler could not read payouts");

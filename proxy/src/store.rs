@@ -12,8 +12,10 @@ use async_trait::async_trait;
 use crate::auth::ClientRecord;
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Storage failures. Messages name tables and constraints, never values.
@@ -87,8 +89,15 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// [`StoreError::Conflict`] when someone else saved first.
     async fn save(&self, payout: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError>;
 
-    /// Payouts not in a final state whose `next_attempt_at` is at or before `due`, oldest first.
-    async fn due_payouts(&self, due: i64, limit: u32) -> Result<Vec<Payout>, StoreError>;
+    /// Claims up to `limit` payouts not in a final state whose `next_attempt_at` is at or before
+    /// `due`, oldest first, by moving their `next_attempt_at` to `lease_until`: another replica
+    /// asking meanwhile does not get them (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    async fn claim_due_payouts(
+        &self,
+        due: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Payout>, StoreError>;
 
     /// Keeps a verified bank webhook.
     async fn record_bank_event(&self, event: BankEvent) -> Result<(), StoreError>;
@@ -96,8 +105,17 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// A payout's bank webhooks, in arrival order.
     async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError>;
 
-    /// Undelivered, unabandoned app events due at `now`, oldest first.
-    async fn due_events(&self, now: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// Claims up to `limit` undelivered, unabandoned app events due at `now`, oldest first, by
+    /// moving their `next_attempt_at` to `lease_until` (one replica delivers an event at a time).
+    async fn claim_due_events(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// How many app events are neither delivered nor abandoned (read-only; claims nothing).
+    async fn undelivered_events(&self) -> Result<u64, StoreError>;
 
     /// Records a delivery attempt: delivered, or failed with when to try next (or abandoned).
     async fn update_event(&self, event: &OutboxEvent) -> Result<(), StoreError>;

@@ -449,8 +449,8 @@ async fn wait_ready(http: &reqwest::Client, what: &str, url: &str) -> anyhow::Re
 async fn outbox_settled(store: &Arc<dyn proxy::store::ProxyStore>) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        match store.due_events(proxy::engine::now_micros(), 1).await {
-            Ok(due) if due.is_empty() => return,
+        match store.undelivered_events().await {
+            Ok(0) => return,
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the proxy outbox");
@@ -539,7 +539,9 @@ pub async fn run(
     )?;
     let proxy_config = proxy::config::ProxyConfig::load(Some(&layout.proxy_toml()), no_env())
         .context("proxy.toml")?;
-    let proxy_store = proxy::startup::open_store(&proxy_config).context("opening proxy.db")?;
+    let proxy_store = proxy::startup::open_store(&proxy_config)
+        .await
+        .context("opening proxy.db")?;
     if let Some(note) = ensure_proxy_client(&proxy_store, &mut credentials, &app_url).await? {
         made.push(note.to_owned());
     }

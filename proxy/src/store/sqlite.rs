@@ -287,17 +287,28 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn due_payouts(&self, due: i64, limit: u32) -> Result<Vec<Payout>, StoreError> {
+    async fn claim_due_payouts(
+        &self,
+        due: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Payout>, StoreError> {
         self.pool
-            .read(move |conn| {
-                payouts(
-                    conn,
-                    &format!(
-                        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
-                         AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
-                    ),
-                    params![due, limit],
-                )
+            .write(move |conn| {
+                in_tx(conn, |tx| {
+                    let claimed = payouts(
+                        tx,
+                        &format!(
+                            "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
+                             AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
+                        ),
+                        params![due, limit],
+                    )?;
+                    for p in &claimed {
+                        tx.execute("UPDATE payouts SET next_attempt_at = ?2 WHERE id = ?1", params![p.id, lease_until])?;
+                    }
+                    Ok(claimed)
+                })
             })
             .await
     }
@@ -335,15 +346,39 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn due_events(&self, now: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+    async fn claim_due_events(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
         self.pool
-            .read(move |conn| {
-                let mut stmt = conn.prepare(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
-                     AND next_attempt_at <= ?1 ORDER BY next_attempt_at, created_at LIMIT ?2"
-                ))?;
-                let rows = stmt.query_map(params![now, limit], event_from_row)?;
-                Ok(rows.collect::<Result<_, _>>()?)
+            .write(move |conn| {
+                in_tx(conn, |tx| {
+                    let mut stmt = tx.prepare(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
+                         AND next_attempt_at <= ?1 ORDER BY next_attempt_at, created_at LIMIT ?2"
+                    ))?;
+                    let claimed: Vec<OutboxEvent> =
+                        stmt.query_map(params![now, limit], event_from_row)?.collect::<Result<_, _>>()?;
+                    for e in &claimed {
+                        tx.execute("UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1", params![e.id, lease_until])?;
+                    }
+                    Ok(claimed)
+                })
+            })
+            .await
+    }
+
+    async fn undelivered_events(&self) -> Result<u64, StoreError> {
+        self.pool
+            .read(|conn| {
+                let n: i64 = conn.query_row(
+                    "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok(u64::try_from(n).unwrap_or(0))
             })
             .await
     }

@@ -55,7 +55,7 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
             .get()
             .await
@@ -210,7 +210,7 @@ fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
 #[async_trait]
 impl Store for PgStore {
     async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        let client = self.client().await?;
+        let client = self.conn().await?;
         let rows = client
             .query(
                 "SELECT purpose, version, algorithm, wrap_nonce, wrapped, created_at FROM keys ORDER BY purpose, version",
@@ -245,7 +245,7 @@ impl Store for PgStore {
         audit: &AuditKey,
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
+        let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         for k in &keys {
             tx.execute(
@@ -272,7 +272,7 @@ impl Store for PgStore {
         audit: &AuditKey,
         mut draft: AuditDraft,
     ) -> Result<TokenRecord, StoreError> {
-        let mut client = self.client().await?;
+        let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let record = if insert_token(&tx, &new).await? {
             new
@@ -310,7 +310,7 @@ impl Store for PgStore {
         token: &Token,
         now: i64,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let client = self.client().await?;
+        let client = self.conn().await?;
         client
             .query_opt(
                 &format!(
@@ -332,7 +332,7 @@ impl Store for PgStore {
         audit: &AuditKey,
         mut draft: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
+        let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let deleted = tx
             .execute(
@@ -350,7 +350,7 @@ impl Store for PgStore {
     }
 
     async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
+        let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let n = tx
             .execute(
@@ -373,7 +373,7 @@ impl Store for PgStore {
         audit: &AuditKey,
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
+        let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         tx.execute(
             &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
@@ -397,7 +397,7 @@ impl Store for PgStore {
         &self,
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
-        let client = self.client().await?;
+        let client = self.conn().await?;
         client
             .query_opt(
                 &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = $1"),
@@ -410,7 +410,7 @@ impl Store for PgStore {
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let client = self.client().await?;
+        let client = self.conn().await?;
         client
             .query(
                 &format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"),
@@ -429,7 +429,7 @@ impl Store for PgStore {
         audit: &AuditKey,
         mut draft: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
+        let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let revoked = tx
             .execute(
@@ -447,7 +447,7 @@ impl Store for PgStore {
     }
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
+        let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         append(&tx, audit, draft).await?;
         tx.commit().await?;
@@ -455,7 +455,7 @@ impl Store for PgStore {
     }
 
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        let client = self.client().await?;
+        let client = self.conn().await?;
         let rows = client
             .query(
                 "SELECT seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac \
@@ -484,7 +484,7 @@ impl Store for PgStore {
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let client = self.conn().await?;
         let writable: bool = client
             .query_one("SELECT NOT pg_is_in_recovery()", &[])
             .await?

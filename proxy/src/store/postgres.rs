@@ -1,0 +1,485 @@
+//! The PostgreSQL backend: any number of proxy replicas on one database.
+//!
+//! Replicas coordinate through the database only: `save` is a compare-and-set on the payout's
+//! version (two replicas never both move a payout, so never both start, confirm or cancel it),
+//! and the reconciler and the outbox claim work with `FOR UPDATE SKIP LOCKED` and a lease.
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+use super::{BankEvent, Inserted, ProxyStore, StoreError};
+use crate::auth::{ClientRecord, Scopes, WebhookSecret};
+use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATION_LOCK: i64 = 0x7072_6f78_7901;
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgStore { .. }")
+    }
+}
+
+impl PgStore {
+    /// Connects (at most `max_connections`), optionally in `schema`, and migrates.
+    ///
+    /// # Errors
+    ///
+    /// A bad URL, an unreachable server, a failed migration.
+    pub async fn connect(
+        url: &str,
+        max_connections: usize,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let setup = |e: shared::postgres::PgSetupError| StoreError::Database(Box::new(e));
+        let pool = shared::postgres::connect(url, max_connections, schema)
+            .await
+            .map_err(setup)?;
+        shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS)
+            .await
+            .map_err(setup)?;
+        Ok(Self { pool })
+    }
+
+    async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            Self::Duplicate
+        } else {
+            Self::Database(Box::new(e))
+        }
+    }
+}
+
+fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
+    shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
+}
+
+const PAYOUT_COLUMNS: &str = "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
+     recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, failure_code, \
+     failure_message, attention, confirm_deadline, next_attempt_at, attempts, created_at, updated_at, version";
+
+fn payout_from_row(r: &Row) -> Result<Payout, StoreError> {
+    let mode: String = r.try_get(10)?;
+    let state: String = r.try_get(11)?;
+    Ok(Payout {
+        id: r.try_get(0)?,
+        tenant: r.try_get(1)?,
+        client_id: r.try_get(2)?,
+        idempotency_key: r.try_get(3)?,
+        request_hash: blob32(r.try_get(4)?, "request hash")?,
+        card_token: r.try_get(5)?,
+        amount: r.try_get(6)?,
+        currency: r.try_get(7)?,
+        recipient_name: r.try_get(8)?,
+        metadata: r.try_get(9)?,
+        confirm_mode: ConfirmMode::from_name(&mode).ok_or(StoreError::Corrupt("confirm mode"))?,
+        state: PayoutState::from_name(&state).ok_or(StoreError::Corrupt("payout state"))?,
+        bank_session_id: r.try_get(12)?,
+        bank_payout_id: r.try_get(13)?,
+        card_last4: r.try_get(14)?,
+        failure_code: r.try_get(15)?,
+        failure_message: r.try_get(16)?,
+        attention: r.try_get(17)?,
+        confirm_deadline: r.try_get(18)?,
+        next_attempt_at: r.try_get(19)?,
+        attempts: u32::try_from(r.try_get::<_, i64>(20)?)
+            .map_err(|_| StoreError::Corrupt("attempts"))?,
+        created_at: r.try_get(21)?,
+        updated_at: r.try_get(22)?,
+        version: r.try_get(23)?,
+    })
+}
+
+const CLIENT_COLUMNS: &str =
+    "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at";
+
+fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
+    let scopes: String = r.try_get(3)?;
+    Ok(ClientRecord {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        tenant: r.try_get(2)?,
+        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
+        key_hash: blob32(r.try_get(4)?, "client key hash")?,
+        webhook_url: r.try_get(5)?,
+        webhook_secret: WebhookSecret::from_stored(r.try_get(6)?),
+        created_at: r.try_get(7)?,
+        revoked_at: r.try_get(8)?,
+    })
+}
+
+const EVENT_COLUMNS: &str = "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, abandoned_at, last_error, created_at";
+
+fn event_from_row(r: &Row) -> Result<OutboxEvent, StoreError> {
+    Ok(OutboxEvent {
+        id: r.try_get(0)?,
+        payout_id: r.try_get(1)?,
+        client_id: r.try_get(2)?,
+        event_type: r.try_get(3)?,
+        payload: r.try_get(4)?,
+        attempts: u32::try_from(r.try_get::<_, i64>(5)?)
+            .map_err(|_| StoreError::Corrupt("attempts"))?,
+        next_attempt_at: r.try_get(6)?,
+        delivered_at: r.try_get(7)?,
+        abandoned_at: r.try_get(8)?,
+        last_error: r.try_get(9)?,
+        created_at: r.try_get(10)?,
+    })
+}
+
+#[async_trait]
+impl ProxyStore for PgStore {
+    async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
+        let client = self.conn().await?;
+        let inserted = client
+            .execute(
+                &format!(
+                    "INSERT INTO payouts ({PAYOUT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                     $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) ON CONFLICT (client_id, idempotency_key) DO NOTHING"
+                ),
+                &[
+                    &p.id,
+                    &p.tenant,
+                    &p.client_id,
+                    &p.idempotency_key,
+                    &p.request_hash.as_slice(),
+                    &p.card_token,
+                    &p.amount,
+                    &p.currency,
+                    &p.recipient_name,
+                    &p.metadata,
+                    &p.confirm_mode.as_str(),
+                    &p.state.as_str(),
+                    &p.bank_session_id,
+                    &p.bank_payout_id,
+                    &p.card_last4,
+                    &p.failure_code,
+                    &p.failure_message,
+                    &p.attention,
+                    &p.confirm_deadline,
+                    &p.next_attempt_at,
+                    &i64::from(p.attempts),
+                    &p.created_at,
+                    &p.updated_at,
+                    &p.version,
+                ],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(Inserted::New(p));
+        }
+        let row = client
+            .query_one(
+                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE client_id = $1 AND idempotency_key = $2"),
+                &[&p.client_id, &p.idempotency_key],
+            )
+            .await?;
+        Ok(Inserted::Existing(payout_from_row(&row)?))
+    }
+
+    async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
+        let client = self.conn().await?;
+        client
+            .query_opt(
+                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .as_ref()
+            .map(payout_from_row)
+            .transpose()
+    }
+
+    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
+        let client = self.conn().await?;
+        client
+            .query_opt(
+                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE bank_session_id = $1"),
+                &[&session_id],
+            )
+            .await?
+            .as_ref()
+            .map(payout_from_row)
+            .transpose()
+    }
+
+    async fn list_payouts(
+        &self,
+        tenant: &str,
+        state: Option<PayoutState>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Payout>, StoreError> {
+        let client = self.conn().await?;
+        let state = state.map(PayoutState::as_str);
+        client
+            .query(
+                &format!(
+                    "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE tenant = $1 AND ($2::TEXT IS NULL OR state = $2) \
+                     AND ($3::TEXT IS NULL OR (created_at, id) < (SELECT created_at, id FROM payouts WHERE id = $3)) \
+                     ORDER BY created_at DESC, id DESC LIMIT $4"
+                ),
+                &[&tenant, &state, &after, &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(payout_from_row)
+            .collect()
+    }
+
+    async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await?;
+        let changed = tx
+            .execute(
+                "UPDATE payouts SET state = $3, bank_session_id = $4, bank_payout_id = $5, card_last4 = $6, \
+                 failure_code = $7, failure_message = $8, attention = $9, confirm_deadline = $10, \
+                 next_attempt_at = $11, attempts = $12, updated_at = $13, version = version + 1 \
+                 WHERE id = $1 AND version = $2",
+                &[
+                    &p.id,
+                    &p.version,
+                    &p.state.as_str(),
+                    &p.bank_session_id,
+                    &p.bank_payout_id,
+                    &p.card_last4,
+                    &p.failure_code,
+                    &p.failure_message,
+                    &p.attention,
+                    &p.confirm_deadline,
+                    &p.next_attempt_at,
+                    &i64::from(p.attempts),
+                    &p.updated_at,
+                ],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::Conflict);
+        }
+        for e in &events {
+            tx.execute(
+                &format!("INSERT INTO outbox ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+                &[
+                    &e.id,
+                    &e.payout_id,
+                    &e.client_id,
+                    &e.event_type,
+                    &e.payload,
+                    &i64::from(e.attempts),
+                    &e.next_attempt_at,
+                    &e.delivered_at,
+                    &e.abandoned_at,
+                    &e.last_error,
+                    &e.created_at,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let mut saved = p.clone();
+        saved.version += 1;
+        Ok(saved)
+    }
+
+    async fn claim_due_payouts(
+        &self,
+        due: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<Payout>, StoreError> {
+        let client = self.conn().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE payouts SET next_attempt_at = $2 WHERE id IN ( \
+                       SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') AND next_attempt_at <= $1 \
+                       ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     RETURNING {PAYOUT_COLUMNS}"
+                ),
+                &[&due, &lease_until, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(payout_from_row).collect()
+    }
+
+    async fn record_bank_event(&self, e: BankEvent) -> Result<(), StoreError> {
+        let client = self.conn().await?;
+        client
+            .execute(
+                "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&e.payout_id, &e.bank_session_id, &e.kind, &e.body, &e.received_at],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {
+        let client = self.conn().await?;
+        let rows = client
+            .query(
+                "SELECT payout_id, bank_session_id, kind, body, received_at FROM bank_events WHERE payout_id = $1 ORDER BY seq",
+                &[&payout_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BankEvent {
+                    payout_id: r.try_get(0)?,
+                    bank_session_id: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    body: r.try_get(3)?,
+                    received_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_due_events(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let client = self.conn().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
+                       SELECT id FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1 \
+                       ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     RETURNING {EVENT_COLUMNS}"
+                ),
+                &[&now, &lease_until, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn undelivered_events(&self) -> Result<u64, StoreError> {
+        let client = self.conn().await?;
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn update_event(&self, e: &OutboxEvent) -> Result<(), StoreError> {
+        let client = self.conn().await?;
+        client
+            .execute(
+                "UPDATE outbox SET attempts = $2, next_attempt_at = $3, delivered_at = $4, abandoned_at = $5, last_error = $6 \
+                 WHERE id = $1",
+                &[&e.id, &i64::from(e.attempts), &e.next_attempt_at, &e.delivered_at, &e.abandoned_at, &e.last_error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
+        let client = self.conn().await?;
+        client
+            .execute(
+                &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+                &[
+                    &c.id,
+                    &c.name,
+                    &c.tenant,
+                    &c.scopes.to_string(),
+                    &c.key_hash.as_slice(),
+                    &c.webhook_url,
+                    &c.webhook_secret.expose(),
+                    &c.created_at,
+                    &c.revoked_at,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn client_by_key_hash(
+        &self,
+        key_hash: [u8; 32],
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        let client = self.conn().await?;
+        client
+            .query_opt(
+                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = $1"),
+                &[&key_hash.as_slice()],
+            )
+            .await?
+            .as_ref()
+            .map(client_from_row)
+            .transpose()
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let client = self.conn().await?;
+        client
+            .query_opt(
+                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .as_ref()
+            .map(client_from_row)
+            .transpose()
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let client = self.conn().await?;
+        client
+            .query(
+                &format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(client_from_row)
+            .collect()
+    }
+
+    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let client = self.conn().await?;
+        Ok(client
+            .execute(
+                "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id, &now],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        let client = self.conn().await?;
+        let writable: bool = client
+            .query_one("SELECT NOT pg_is_in_recovery()", &[])
+            .await?
+            .try_get(0)?;
+        if writable {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt("the database is a read-only replica"))
+        }
+    }
+}
