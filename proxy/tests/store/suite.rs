@@ -1,0 +1,336 @@
+//! The conformance tests, backend-agnostic.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
+use proxy::engine::now_micros;
+use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use proxy::store::{BankEvent, Inserted, ProxyStore, StoreError};
+
+use crate::Backend;
+
+async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
+    store
+        .insert_client(ClientRecord {
+            id: id.to_owned(),
+            name: "app".to_owned(),
+            tenant: tenant.to_owned(),
+            scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
+            key_hash: shared::ids::ApiKey::generate("pk_").unwrap().hash(),
+            webhook_url: Some("http://127.0.0.1:9/hooks".to_owned()),
+            webhook_secret: WebhookSecret::generate().unwrap(),
+            created_at: now_micros(),
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+}
+
+fn payout(client_id: &str, tenant: &str, key: &str, created_at: i64) -> Payout {
+    Payout {
+        id: shared::ids::random_id("pay_").unwrap(),
+        tenant: tenant.to_owned(),
+        client_id: client_id.to_owned(),
+        idempotency_key: key.to_owned(),
+        request_hash: [1; 32],
+        card_token: "tok_0000000000000000000000".to_owned(),
+        amount: 100,
+        currency: "RUB".to_owned(),
+        recipient_name: "A B".to_owned(),
+        metadata: Some(r#"{"o":1}"#.to_owned()),
+        confirm_mode: ConfirmMode::Auto,
+        state: PayoutState::Created,
+        bank_session_id: None,
+        bank_payout_id: None,
+        card_last4: None,
+        failure_code: None,
+        failure_message: None,
+        attention: None,
+        confirm_deadline: None,
+        next_attempt_at: created_at,
+        attempts: 0,
+        created_at,
+        updated_at: created_at,
+        version: 0,
+    }
+}
+
+fn event(p: &Payout, n: i64) -> OutboxEvent {
+    OutboxEvent {
+        id: shared::ids::random_id("evt_").unwrap(),
+        payout_id: p.id.clone(),
+        client_id: p.client_id.clone(),
+        event_type: "payout.succeeded".to_owned(),
+        payload: "{}".to_owned(),
+        attempts: 0,
+        next_attempt_at: n,
+        delivered_at: None,
+        abandoned_at: None,
+        last_error: None,
+        created_at: n,
+    }
+}
+
+pub(crate) async fn idempotency_keys_are_per_client(b: Backend) {
+    let store = b.open().await;
+    client(store.as_ref(), "app_a", "acme").await;
+    client(store.as_ref(), "app_b", "acme").await;
+    let first = payout("app_a", "acme", "k1", now_micros());
+    assert!(matches!(
+        store.insert_payout(first.clone()).await.unwrap(),
+        Inserted::New(_)
+    ));
+    match store
+        .insert_payout(payout("app_a", "acme", "k1", now_micros()))
+        .await
+        .unwrap()
+    {
+        Inserted::Existing(p) => assert_eq!(p, first),
+        Inserted::New(_) => panic!("the same key made a second payout"),
+    }
+    assert!(matches!(
+        store
+            .insert_payout(payout("app_b", "acme", "k1", now_micros()))
+            .await
+            .unwrap(),
+        Inserted::New(_)
+    ));
+}
+
+pub(crate) async fn save_is_compare_and_set_with_its_events(b: Backend) {
+    let store = b.open().await;
+    client(store.as_ref(), "app_a", "acme").await;
+    let Inserted::New(p) = store
+        .insert_payout(payout("app_a", "acme", "k", now_micros()))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut moved = p.clone();
+    moved.state = PayoutState::SessionCreated;
+    moved.bank_session_id = Some("ps_1".to_owned());
+    let saved = store.save(&moved, vec![event(&moved, 1)]).await.unwrap();
+    assert_eq!(saved.version, 1);
+    // A second writer holding the old version loses, and its events are not written.
+    let mut stale = p.clone();
+    stale.state = PayoutState::Failed;
+    assert!(matches!(
+        store
+            .save(&stale, vec![event(&stale, 2)])
+            .await
+            .unwrap_err(),
+        StoreError::Conflict
+    ));
+    let read = store.payout(&p.id).await.unwrap().unwrap();
+    assert_eq!(read.state, PayoutState::SessionCreated);
+    assert_eq!(read.version, 1);
+    assert_eq!(
+        store.payout_by_session("ps_1").await.unwrap().unwrap().id,
+        p.id
+    );
+    assert_eq!(store.undelivered_events().await.unwrap(), 1);
+}
+
+pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
+    let store = b.open().await;
+    client(store.as_ref(), "app_a", "acme").await;
+    client(store.as_ref(), "app_g", "globex").await;
+    let base = now_micros();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let p = payout("app_a", "acme", &format!("k{i}"), base + i);
+        ids.push(p.id.clone());
+        store.insert_payout(p).await.unwrap();
+    }
+    store
+        .insert_payout(payout("app_g", "globex", "k0", base))
+        .await
+        .unwrap();
+    let page1 = store.list_payouts("acme", None, None, 2).await.unwrap();
+    let page2 = store
+        .list_payouts("acme", None, Some(&page1[1].id), 2)
+        .await
+        .unwrap();
+    let page3 = store
+        .list_payouts("acme", None, Some(&page2[1].id), 2)
+        .await
+        .unwrap();
+    let listed: Vec<String> = page1
+        .iter()
+        .chain(&page2)
+        .chain(&page3)
+        .map(|p| p.id.clone())
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids, "newest first, no gaps or repeats");
+    assert_eq!(
+        store
+            .list_payouts("acme", Some(PayoutState::Created), None, 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(
+        store
+            .list_payouts("acme", Some(PayoutState::Succeeded), None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .list_payouts("globex", None, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
+    let (a, c) = (b.open().await, b.open().await);
+    client(a.as_ref(), "app_a", "acme").await;
+    let now = now_micros();
+    for i in 0..30 {
+        a.insert_payout(payout("app_a", "acme", &format!("k{i}"), now - 1000 + i))
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store: Arc<dyn ProxyStore> = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&c)
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .claim_due_payouts(now, now + 60_000_000, 7)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for t in tasks {
+        for p in t.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(p.id), "a payout was claimed twice");
+        }
+    }
+    assert_eq!(total, 30);
+    assert!(
+        a.claim_due_payouts(now, now + 1, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased payouts are not due"
+    );
+    assert_eq!(
+        c.claim_due_payouts(now + 60_000_000, now + 60_000_001, 100)
+            .await
+            .unwrap()
+            .len(),
+        30
+    );
+}
+
+pub(crate) async fn replicas_never_claim_the_same_event(b: Backend) {
+    let (a, c) = (b.open().await, b.open().await);
+    client(a.as_ref(), "app_a", "acme").await;
+    let now = now_micros();
+    let Inserted::New(p) = a
+        .insert_payout(payout("app_a", "acme", "k", now))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut moved = p.clone();
+    moved.state = PayoutState::Succeeded;
+    a.save(
+        &moved,
+        (0..20).map(|i| event(&moved, now - 100 + i)).collect(),
+    )
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let store: Arc<dyn ProxyStore> = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&c)
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .claim_due_events(now, now + 60_000_000, 6)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
+    }
+    let ids: BTreeSet<_> = claimed.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), claimed.len(), "an event was claimed twice");
+    assert_eq!(claimed.len(), 20);
+    let mut delivered = claimed[0].clone();
+    delivered.delivered_at = Some(now);
+    a.update_event(&delivered).await.unwrap();
+    assert_eq!(a.undelivered_events().await.unwrap(), 19);
+    let again = c
+        .claim_due_events(now + 60_000_000, now + 60_000_001, 100)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 19, "delivered events are never claimed again");
+}
+
+pub(crate) async fn clients_and_bank_events(b: Backend) {
+    let store = b.open().await;
+    client(store.as_ref(), "app_a", "acme").await;
+    let c = store.client("app_a").await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .client_by_key_hash(c.key_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "app_a"
+    );
+    assert!(store.revoke_client("app_a", now_micros()).await.unwrap());
+    assert!(!store.revoke_client("app_a", now_micros()).await.unwrap());
+    assert!(store.clients().await.unwrap()[0].revoked_at.is_some());
+    let Inserted::New(p) = store
+        .insert_payout(payout("app_a", "acme", "k", now_micros()))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    for kind in ["ready_to_confirm", "payment_finished"] {
+        store
+            .record_bank_event(BankEvent {
+                payout_id: Some(p.id.clone()),
+                bank_session_id: "ps_1".to_owned(),
+                kind: kind.to_owned(),
+                body: "{}".to_owned(),
+                received_at: now_micros(),
+            })
+            .await
+            .unwrap();
+    }
+    let kinds: Vec<String> = store
+        .bank_events(&p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["ready_to_confirm", "payment_finished"]);
+    store.check_writable().await.unwrap();
+}
