@@ -31,6 +31,8 @@ pub struct Cli {
 enum Command {
     /// Serve the app API and the bank's webhooks.
     Serve,
+    /// Create or upgrade the database schema, then exit (`serve` also does this at start-up).
+    Migrate,
     /// Manage app clients.
     Clients {
         #[command(subcommand)]
@@ -122,6 +124,11 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
             tracing::info!(addr = %app.local_addr()?, "proxy listening");
             app.run_until(shutdown_signal()).await?;
             tracing::info!("proxy stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("database schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
         Command::Clients { command } => clients(command, &config).await,

@@ -36,6 +36,8 @@ enum Command {
     },
     /// Serve the HTTP API.
     Serve,
+    /// Create or upgrade the database schema, then exit (`serve` also does this at start-up).
+    Migrate,
     /// Manage API clients.
     Clients {
         #[command(subcommand)]
@@ -112,6 +114,10 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             tracing::info!(addr = %app.local_addr()?, "vault listening");
             app.run_until(shutdown_signal()).await?;
             tracing::info!("vault stopped");
+        }
+        Command::Migrate => {
+            crate::startup::open_store(&config).await?;
+            println!("database schema is up to date");
         }
         Command::Clients { command } => return clients(command, &config).await,
         Command::Audit {

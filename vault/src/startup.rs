@@ -33,16 +33,26 @@ pub enum StartupError {
     Serve(#[source] std::io::Error),
 }
 
+/// Opens (and migrates) the configured store: PostgreSQL when `database.url` is a `postgres://`
+/// URL, else SQLite.
+///
+/// # Errors
+///
+/// The database cannot be reached, opened or migrated.
+pub async fn open_store(config: &VaultConfig) -> Result<Arc<dyn Store>, crate::store::StoreError> {
+    Ok(match config.database.postgres_url() {
+        Some(url) => Arc::new(PgStore::connect(url, config.database.max_connections, None).await?),
+        None => Arc::new(SqliteStore::open(&config.sqlite())?),
+    })
+}
+
 /// Opens the configured store and vault.
 ///
 /// # Errors
 ///
 /// The database cannot be opened, or the master key does not fit it.
 pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
-    let store: Arc<dyn Store> = match config.database.postgres_url() {
-        Some(url) => Arc::new(PgStore::connect(url, config.database.max_connections, None).await?),
-        None => Arc::new(SqliteStore::open(&config.sqlite())?),
-    };
+    let store = open_store(config).await?;
     let provider = FileKeyProvider::new(&config.keys.master_key_file);
     Vault::open(store, &provider).await
 }
