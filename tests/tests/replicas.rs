@@ -1,0 +1,501 @@
+//! Two vault replicas and two proxy replicas on one PostgreSQL, the sandbox behind them, its
+//! webhooks duplicated and spread over both proxies at random, one proxy killed mid-load: every
+//! payout ends succeeded, paid exactly once, its app webhook delivered; the audit chain verifies.
+//! Runs when `TEST_DATABASE_URL` is set (`.ci/run` always sets it).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+const TENANT: &str = "acme";
+const PROJECT: &str = "replicas";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn with_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+fn field(stdout: &str, name: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_owned())
+        .unwrap()
+}
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Child {
+    cmd.stdout(Stdio::from(
+        std::fs::File::create(log.with_extension("out")).unwrap(),
+    ))
+    .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+    .spawn()
+    .unwrap()
+}
+
+async fn wait_up(http: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+/// Forwards the bank's webhooks to a random live proxy replica.
+async fn balance(
+    State(targets): State<Arc<Vec<String>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let http = reqwest::Client::new();
+    // A random first choice; the other replica when it is down.
+    let start =
+        shared::ids::random_id("").map_or(0, |id| usize::from(id.as_bytes()[0])) % targets.len();
+    for i in 0..targets.len() {
+        let target = &targets[(start + i) % targets.len()];
+        let mut req = http
+            .post(target)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(sig) = headers.get("x-partner-sign") {
+            req = req.header("x-partner-sign", sig.clone());
+        }
+        if let Ok(r) = req.send().await {
+            return StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        }
+    }
+    StatusCode::BAD_GATEWAY
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
+    let Ok(db) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("TEST_DATABASE_URL is not set: the multi-replica PostgreSQL test is skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut procs = Procs(Vec::new());
+
+    let suffix = shared::ids::random_id("").unwrap().to_ascii_lowercase();
+    let (vault_schema, proxy_schema) = (format!("rv_{suffix}"), format!("rp_{suffix}"));
+    for schema in [&vault_schema, &proxy_schema] {
+        shared::postgres::connect(&db, 1, Some(schema))
+            .await
+            .unwrap();
+    }
+    let vault_db = with_schema(&db, &vault_schema);
+    let proxy_db = with_schema(&db, &proxy_schema);
+
+    // App webhook receiver.
+    let hooks: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = Arc::clone(&hooks);
+    let app = axum::Router::new().route(
+        "/hooks",
+        post(move |body: Bytes| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}/hooks", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+
+    // The bank's webhooks go through a balancer to either proxy.
+    let proxy_ports = [free_port(), free_port()];
+    let targets: Arc<Vec<String>> = Arc::new(
+        proxy_ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}/webhooks/bank131"))
+            .collect(),
+    );
+    let lb = axum::Router::new()
+        .route("/", post(balance))
+        .with_state(targets);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb_url = format!("http://{}/", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, lb).await });
+
+    // Sandbox, duplicating every webhook.
+    let (partner_private, partner_public) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
+    std::fs::write(path("partner.pem"), partner_private).unwrap();
+    std::fs::write(path("partner.pub.pem"), partner_public).unwrap();
+    let sandbox_port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"));
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{sandbox_port}"),
+        "--project-id",
+        PROJECT,
+    ])
+    .arg("--partner-public-key")
+    .arg(path("partner.pub.pem"))
+    .arg("--bank-public-key-out")
+    .arg(path("bank.pub.pem"))
+    .args([
+        "--webhook-url",
+        &lb_url,
+        "--ready-delay-ms",
+        "20",
+        "--finish-delay-ms",
+        "20",
+    ])
+    .args([
+        "--webhook-retry-ms",
+        "100,200,400",
+        "--webhook-max-attempts",
+        "30",
+        "--fault",
+        "webhook:*=duplicate",
+    ]);
+    procs.0.push(spawn(&mut cmd, &path("sandbox.log")));
+    let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
+    wait_up(&http, &format!("{sandbox_url}/__sandbox/health")).await;
+
+    // Two vault replicas, one database, one master key.
+    std::fs::write(
+        path("vault.toml"),
+        format!(
+            "[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\n",
+            path("master.key").display()
+        ),
+    )
+    .unwrap();
+    let vault = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_e2e-vault"))
+            .arg("--config")
+            .arg(path("vault.toml"))
+            .env("VAULT__DATABASE__URL", &vault_db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vault {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    vault(&["init"]);
+    vault(&["migrate"]);
+    let app_vault_key = field(
+        &vault(&[
+            "clients",
+            "create",
+            "--name",
+            "app",
+            "--tenant",
+            TENANT,
+            "--scopes",
+            "tokens:create",
+        ]),
+        "api_key:",
+    );
+    let proxy_vault_key = field(
+        &vault(&[
+            "clients",
+            "create",
+            "--name",
+            "proxy",
+            "--tenant",
+            TENANT,
+            "--scopes",
+            "tokens:detokenize",
+        ]),
+        "api_key:",
+    );
+    let vault_urls: Vec<String> = (0..2)
+        .map(|_| format!("http://127.0.0.1:{}", free_port()))
+        .collect();
+    for (i, url) in vault_urls.iter().enumerate() {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-vault"));
+        cmd.arg("--config")
+            .arg(path("vault.toml"))
+            .arg("serve")
+            .env("VAULT__DATABASE__URL", &vault_db)
+            .env("VAULT__SERVER__LISTEN", url.trim_start_matches("http://"));
+        procs
+            .0
+            .push(spawn(&mut cmd, &path(&format!("vault-{i}.log"))));
+        wait_up(&http, &format!("{url}/healthz")).await;
+    }
+
+    // Two proxy replicas, one database, each with its own vault replica.
+    std::fs::write(
+        path("proxy.toml"),
+        format!(
+            "[vault]\nurl = \"{}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
+             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\nrequest_timeout_ms = 2000\n\
+             [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 1500\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
+             [webhooks]\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 500\n[log]\nformat = \"json\"\n",
+            vault_urls[0],
+            path("partner.pem").display(),
+            path("bank.pub.pem").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"))
+        .arg("--config")
+        .arg(path("proxy.toml"))
+        .env("PROXY__DATABASE__URL", &proxy_db)
+        .args([
+            "clients",
+            "create",
+            "--name",
+            "app",
+            "--tenant",
+            TENANT,
+            "--scopes",
+            "payouts:write,payouts:read",
+            "--webhook-url",
+            &app_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app_key = field(&String::from_utf8(out.stdout).unwrap(), "api_key:");
+    let mut proxy_children = Vec::new();
+    for (i, port) in proxy_ports.iter().enumerate() {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"));
+        cmd.arg("--config")
+            .arg(path("proxy.toml"))
+            .arg("serve")
+            .env("PROXY__DATABASE__URL", &proxy_db)
+            .env("PROXY__VAULT__URL", &vault_urls[i])
+            .env("PROXY__SERVER__LISTEN", format!("127.0.0.1:{port}"));
+        proxy_children.push(spawn(&mut cmd, &path(&format!("proxy-{i}.log"))));
+        wait_up(&http, &format!("http://127.0.0.1:{port}/healthz")).await;
+    }
+
+    // Load: payouts created on both proxies at once; the second proxy is killed midway.
+    let cards = [
+        "4242424242424242",
+        "5555555555554444",
+        "2200000000000004",
+        "4000056655665556",
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..24usize {
+        let (http, app_key) = (http.clone(), app_key.clone());
+        let vault_url = vault_urls[i % 2].clone();
+        let app_vault_key = app_vault_key.clone();
+        let proxy = format!("http://127.0.0.1:{}", proxy_ports[i % 2]);
+        let card = cards[i % cards.len()];
+        tasks.push(tokio::spawn(async move {
+            let token: Value = http
+                .post(format!("{vault_url}/v1/tokens"))
+                .bearer_auth(&app_vault_key)
+                .json(&json!({"pan": card}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let r = http
+                .post(format!("{proxy}/v1/payouts"))
+                .bearer_auth(&app_key)
+                .header("idempotency-key", format!("load-{i}"))
+                .json(&json!({"card_token": token["token"], "amount": 1000 + i, "currency": "RUB", "recipient": {"full_name": "Ivanov Ivan"}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+        }));
+        if i == 12 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let mut dead = proxy_children.remove(1);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    procs.0.extend(proxy_children);
+
+    // Every payout ends succeeded, read through the surviving proxy.
+    let survivor = format!("http://127.0.0.1:{}", proxy_ports[0]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut finals = BTreeMap::new();
+    while finals.len() < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "unfinished: {:?}",
+            ids.iter()
+                .filter(|i| !finals.contains_key(*i))
+                .collect::<Vec<_>>()
+        );
+        for id in &ids {
+            if finals.contains_key(id) {
+                continue;
+            }
+            let p: Value = http
+                .get(format!("{survivor}/v1/payouts/{id}"))
+                .bearer_auth(&app_key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if ["succeeded", "failed", "cancelled"]
+                .iter()
+                .any(|s| p["status"] == *s)
+            {
+                finals.insert(id.clone(), p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (id, p) in &finals {
+        assert_eq!(p["status"], "succeeded", "{id}: {p}");
+    }
+
+    // The bank: exactly one payout per payout, at most one processed confirm per session.
+    let journal: Value = http
+        .get(format!("{sandbox_url}/__sandbox/journal"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = journal["entries"].as_array().unwrap();
+    for (id, p) in &finals {
+        let session = p["bank"]["session_id"].as_str().unwrap();
+        let started: BTreeSet<String> = entries
+            .iter()
+            .filter(|e| {
+                e["kind"] == "request"
+                    && e["path"]
+                        .as_str()
+                        .is_some_and(|x| x.ends_with("session/start/payout"))
+            })
+            .filter_map(|e| {
+                e["body"]
+                    .as_str()
+                    .filter(|b| b.contains(id.as_str()))
+                    .map(|b| {
+                        serde_json::from_str::<Value>(b).unwrap()["session_id"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned()
+                    })
+            })
+            .collect();
+        assert_eq!(started.len(), 1, "{id}: starts went to {started:?}");
+        let s: Value = http
+            .get(format!("{sandbox_url}/__sandbox/sessions/{session}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            s["session"]["payout_list"].as_array().map_or(0, Vec::len),
+            1,
+            "{id}"
+        );
+        let confirms = entries
+            .iter()
+            .filter(|e| {
+                e["kind"] == "request"
+                    && e["status"] == 200
+                    && e["path"]
+                        .as_str()
+                        .is_some_and(|x| x.ends_with("session/confirm"))
+            })
+            .filter(|e| {
+                e["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(&format!("\"{session}\"")))
+            })
+            .count();
+        assert!(confirms <= 1, "{id}: {confirms} confirms");
+    }
+
+    // Every payout's outcome reached the app.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let told: BTreeSet<String> = hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h["type"] == "payout.succeeded")
+            .filter_map(|h| h["data"]["payout"]["id"].as_str().map(str::to_owned))
+            .collect();
+        if ids.iter().all(|id| told.contains(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "app webhooks missing: {:?}",
+            ids.iter()
+                .filter(|i| !told.contains(*i))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The audit chain written by two vault replicas is one valid chain.
+    let verified = vault(&["audit", "verify"]);
+    assert!(verified.contains("audit chain ok"), "{verified}");
+}
