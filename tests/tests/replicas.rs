@@ -111,7 +111,12 @@ async fn balance(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     let Ok(db) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("TEST_DATABASE_URL is not set: the multi-replica PostgreSQL test is skipped");
+        use std::io::Write;
+        // Past the test harness's capture, so the skip is seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "TEST_DATABASE_URL is not set: the multi-replica PostgreSQL test is skipped"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
