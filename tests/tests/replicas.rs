@@ -112,7 +112,7 @@ async fn balance(
 async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     let Ok(db) = std::env::var("TEST_DATABASE_URL") else {
         use std::io::Write;
-        // Past the test harness's capture, so the skip is seen.
+        // Written to /dev/stderr, past the test harness's capture, so the skip is seen.
         let _ = writeln!(
             std::io::stderr(),
             "TEST_DATABASE_URL is not set: the multi-replica PostgreSQL test is skipped"

@@ -47,7 +47,17 @@ pub(crate) fn postgres() -> Option<Backend> {
     static SKIP: Once = Once::new();
     let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
         SKIP.call_once(|| {
-            eprintln!("TEST_DATABASE_URL is not set: the PostgreSQL store tests are skipped")
+            // Written to /dev/stderr, past the test harness's capture, so it is seen once.
+            use std::io::Write;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/stderr")
+                .and_then(|mut e| {
+                    writeln!(
+                        e,
+                        "TEST_DATABASE_URL is not set: the PostgreSQL store tests are skipped"
+                    )
+                });
         });
         return None;
     };
