@@ -113,10 +113,15 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     let Ok(db) = std::env::var("TEST_DATABASE_URL") else {
         use std::io::Write;
         // Written to /dev/stderr, past the test harness's capture, so the skip is seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "TEST_DATABASE_URL is not set: the multi-replica PostgreSQL test is skipped"
-        );
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/stderr")
+            .and_then(|mut e| {
+                writeln!(
+                    e,
+                    "TEST_DATABASE_URL is not set: the multi-replica PostgreSQL test is skipped"
+                )
+            });
         return;
     };
     let dir = tempfile::tempdir().unwrap();
