@@ -1,8 +1,14 @@
 //! SQLite as both services use it: one file in WAL mode with `synchronous=FULL` (a commit returns
 //! only after its fsync, so nothing acknowledged is lost to `kill -9` or power loss) and
-//! `secure_delete=ON` (deleted rows are overwritten, not left in free pages); one writer
-//! connection behind a mutex (SQLite has one writer anyway) and a few readers; every call on
-//! tokio's blocking pool; migrations numbered by `PRAGMA user_version`.
+//! `secure_delete=ON` (deleted rows are overwritten, not left in free pages); migrations numbered
+//! by `PRAGMA user_version`; a few reader connections on tokio's blocking pool.
+//!
+//! Writes go through **group commit**: one writer thread owns the write connection, takes every
+//! write waiting in its queue (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
+//! transaction, and commits once, so concurrent writes share one fsync. A write is answered only
+//! after the commit holding it is durable; a write that fails rolls back to its savepoint and
+//! leaves the others alone. A write arriving alone is committed at once: nobody waits for a batch
+//! to fill.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,22 +34,43 @@ pub struct SqliteOptions {
 #[error("database task failed")]
 pub struct TaskFailed;
 
-/// A writer and readers over one database file. Cheap to clone.
+/// The most writes committed together.
+pub const MAX_BATCH: usize = 256;
+
+/// The commit holding a write failed; the write did not happen.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the database commit failed: {0}")]
+pub struct CommitFailed(pub String);
+
+/// What the writer thread calls back once the batch's commit is known.
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A queued write: runs inside the batch transaction (`None` when no transaction could be
+/// started), says whether it succeeded, and how to answer once the commit is known.
+type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> (bool, Finish) + Send>;
+
+/// A group-committing writer and readers over one database file. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqlitePool {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
-    writer: Mutex<Connection>,
+    jobs: std::sync::mpsc::Sender<Job>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
 
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlitePool")
+            .field("readers", &self.readers.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl SqlitePool {
     /// Opens (creating if needed) and migrates: `migrations[i]` runs once, when
-    /// `user_version` is `i`.
+    /// `user_version` is `i`. Starts the writer thread.
     ///
     /// # Errors
     ///
@@ -57,30 +84,56 @@ impl SqlitePool {
         let readers = (0..options.read_connections.max(1))
             .map(|_| connect(options, OpenFlags::SQLITE_OPEN_READ_WRITE).map(Mutex::new))
             .collect::<Result<_, _>>()?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || write_loop(writer, &queue))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
+                jobs,
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
         })
     }
 
-    /// Runs `f` on the writer connection.
+    /// Runs `f` inside a write transaction shared with other concurrent writes, and returns its
+    /// result once that transaction is durable. An `Err` from `f` undoes only `f`'s changes.
     ///
     /// # Errors
     ///
-    /// Whatever `f` returns, or [`TaskFailed`] converted.
-    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    /// Whatever `f` returns, [`CommitFailed`] when the commit failed, or [`TaskFailed`] if the
+    /// writer thread is gone.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        E: From<TaskFailed> + Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        E: From<TaskFailed> + From<CommitFailed> + From<rusqlite::Error> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&mut inner.writer.lock()))
-            .await
-            .map_err(|_| E::from(TaskFailed))?
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |tx| {
+            let Some(tx) = tx else {
+                let finish: Finish = Box::new(move |commit| {
+                    let _ =
+                        reply.send(Err(E::from(CommitFailed(commit.err().unwrap_or_default()))));
+                });
+                return (false, finish);
+            };
+            let result = in_savepoint(tx, f);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit| {
+                let answer = match (result, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(why)) => Err(E::from(CommitFailed(why))),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = reply.send(answer);
+            });
+            (ok, finish)
+        });
+        self.inner.jobs.send(job).map_err(|_| E::from(TaskFailed))?;
+        answer.await.map_err(|_| E::from(TaskFailed))?
     }
 
     /// Runs `f` on a reader connection.
@@ -96,10 +149,10 @@ impl SqlitePool {
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len().max(1);
             match inner.readers.get(i) {
                 Some(conn) => f(&conn.lock()),
-                None => f(&inner.writer.lock()),
+                None => Err(E::from(TaskFailed)),
             }
         })
         .await
@@ -107,32 +160,51 @@ impl SqlitePool {
     }
 }
 
-/// Runs `f` in an immediate (write-locking) transaction and commits.
-///
-/// # Errors
-///
-/// Whatever `f` returns; a failed begin or commit converted.
-pub fn in_tx<T, E>(
-    conn: &mut Connection,
+/// Runs `f` in a savepoint of `tx`: released on success, rolled back on error.
+fn in_savepoint<T, E: From<rusqlite::Error>>(
+    tx: &Transaction<'_>,
     f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
-) -> Result<T, E>
-where
-    E: From<rusqlite::Error>,
-{
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let out = f(&tx)?;
-    tx.commit()?;
-    Ok(out)
+) -> Result<T, E> {
+    tx.execute_batch("SAVEPOINT job")?;
+    match f(tx) {
+        Ok(v) => {
+            tx.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
 }
 
-/// Succeeds when the database accepts writes (readiness checks).
-///
-/// # Errors
-///
-/// The write lock cannot be taken.
-pub fn check_writable(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)?
-        .rollback()
+/// The writer thread: batch what is waiting, one transaction, one commit, then answer.
+fn write_loop(mut conn: Connection, queue: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let why = e.to_string();
+                for job in batch {
+                    let (_, finish) = job(None);
+                    finish(Err(why.clone()));
+                }
+                continue;
+            }
+        };
+        let finishes: Vec<Finish> = batch.into_iter().map(|job| job(Some(&tx)).1).collect();
+        let commit = tx.commit().map_err(|e| e.to_string());
+        for finish in finishes {
+            finish(commit.clone());
+        }
+    }
 }
 
 /// A 32-byte BLOB column.
@@ -162,4 +234,87 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), rusqlite::E
         tx.pragma_update(None, "user_version", i + 1)?;
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    enum E {
+        Db,
+        Failed,
+    }
+
+    impl From<rusqlite::Error> for E {
+        fn from(_: rusqlite::Error) -> Self {
+            Self::Db
+        }
+    }
+
+    impl From<TaskFailed> for E {
+        fn from(_: TaskFailed) -> Self {
+            Self::Db
+        }
+    }
+
+    impl From<CommitFailed> for E {
+        fn from(_: CommitFailed) -> Self {
+            Self::Db
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_all_commit_and_a_failing_one_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(
+            &SqliteOptions {
+                path: dir.path().join("t.db"),
+                read_connections: 1,
+                busy_timeout: Duration::from_secs(5),
+            },
+            &["CREATE TABLE t (n INTEGER PRIMARY KEY)"],
+        )
+        .unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..300i64 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                pool.transaction(move |tx| {
+                    tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                    // Every tenth write changes something, then fails: only it is undone.
+                    if n % 10 == 0 {
+                        tx.execute("INSERT INTO t (n) VALUES (?1)", [n + 1000])?;
+                        return Err(E::Failed);
+                    }
+                    Ok(n)
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => {}
+                Err(E::Failed) => failed += 1,
+                Err(E::Db) => panic!("a database error"),
+            }
+        }
+        assert_eq!(failed, 30);
+        let (count, max): (i64, i64) = pool
+            .read(|c| {
+                Ok::<_, E>(c.query_row("SELECT count(*), max(n) FROM t", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(count, 270);
+        assert!(max < 1000, "a failed write left a row");
+        // A duplicate key fails only its own write.
+        let dup = pool
+            .transaction(|tx| Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (1)", [])?))
+            .await;
+        assert!(matches!(dup, Err(E::Db)));
+    }
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
-use shared::sqlite::{SqliteOptions, SqlitePool, TaskFailed, blob32, check_writable, in_tx};
+use shared::sqlite::{CommitFailed, SqliteOptions, SqlitePool, TaskFailed, blob32};
 
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, Scopes, WebhookSecret};
@@ -35,6 +35,12 @@ impl From<rusqlite::Error> for StoreError {
             Some(ErrorCode::ConstraintViolation) => Self::Duplicate,
             _ => Self::Database(Box::new(e)),
         }
+    }
+}
+
+impl From<CommitFailed> for StoreError {
+    fn from(e: CommitFailed) -> Self {
+        Self::Database(Box::new(e))
     }
 }
 
@@ -143,8 +149,7 @@ fn event_from_row(r: &Row<'_>) -> Result<OutboxEvent, rusqlite::Error> {
 impl ProxyStore for SqliteStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
         self.pool
-            .write(move |conn| {
-                in_tx(conn, |tx| {
+            .transaction(move |tx| {
                     let existing = tx
                         .query_row(
                             &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"),
@@ -190,7 +195,6 @@ impl ProxyStore for SqliteStore {
                     )?;
                     Ok(Inserted::New(p))
                 })
-            })
             .await
     }
 
@@ -236,8 +240,7 @@ impl ProxyStore for SqliteStore {
     async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
         let mut p = p.clone();
         self.pool
-            .write(move |conn| {
-                in_tx(conn, |tx| {
+            .transaction(move |tx| {
                     let changed = tx.execute(
                         "UPDATE payouts SET state = ?3, bank_session_id = ?4, bank_payout_id = ?5, card_last4 = ?6, \
                          failure_code = ?7, failure_message = ?8, attention = ?9, confirm_deadline = ?10, \
@@ -283,7 +286,6 @@ impl ProxyStore for SqliteStore {
                     p.version += 1;
                     Ok(p)
                 })
-            })
             .await
     }
 
@@ -294,8 +296,7 @@ impl ProxyStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
         self.pool
-            .write(move |conn| {
-                in_tx(conn, |tx| {
+            .transaction(move |tx| {
                     let claimed = payouts(
                         tx,
                         &format!(
@@ -309,14 +310,13 @@ impl ProxyStore for SqliteStore {
                     }
                     Ok(claimed)
                 })
-            })
             .await
     }
 
     async fn record_bank_event(&self, e: BankEvent) -> Result<(), StoreError> {
         self.pool
-            .write(move |conn| {
-                conn.execute(
+            .transaction(move |tx| {
+                tx.execute(
                     "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![e.payout_id, e.bank_session_id, e.kind, e.body, e.received_at],
                 )?;
@@ -353,8 +353,7 @@ impl ProxyStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         self.pool
-            .write(move |conn| {
-                in_tx(conn, |tx| {
+            .transaction(move |tx| {
                     let mut stmt = tx.prepare(&format!(
                         "SELECT {EVENT_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
                          AND next_attempt_at <= ?1 ORDER BY next_attempt_at, created_at LIMIT ?2"
@@ -366,7 +365,6 @@ impl ProxyStore for SqliteStore {
                     }
                     Ok(claimed)
                 })
-            })
             .await
     }
 
@@ -386,8 +384,8 @@ impl ProxyStore for SqliteStore {
     async fn update_event(&self, e: &OutboxEvent) -> Result<(), StoreError> {
         let e = e.clone();
         self.pool
-            .write(move |conn| {
-                conn.execute(
+            .transaction(move |tx| {
+                tx.execute(
                     "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, delivered_at = ?4, abandoned_at = ?5, last_error = ?6 \
                      WHERE id = ?1",
                     params![e.id, e.attempts, e.next_attempt_at, e.delivered_at, e.abandoned_at, e.last_error],
@@ -399,8 +397,8 @@ impl ProxyStore for SqliteStore {
 
     async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
         self.pool
-            .write(move |conn| {
-                conn.execute(
+            .transaction(move |tx| {
+                tx.execute(
                     &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                     params![
                         c.id,
@@ -470,8 +468,8 @@ impl ProxyStore for SqliteStore {
     async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.pool
-            .write(move |conn| {
-                Ok(conn.execute(
+            .transaction(move |tx| {
+                Ok(tx.execute(
                     "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                     params![id, now],
                 )? > 0)
@@ -480,6 +478,6 @@ impl ProxyStore for SqliteStore {
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
-        self.pool.write(|conn| Ok(check_writable(conn)?)).await
+        self.pool.transaction(|_| Ok(())).await
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, params};
 use shared::Brand;
 pub use shared::sqlite::SqliteOptions;
-use shared::sqlite::{SqlitePool, TaskFailed, check_writable, in_tx};
+use shared::sqlite::{CommitFailed, SqlitePool, TaskFailed};
 
 use super::{CardMeta, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, Outcome};
@@ -37,20 +37,18 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.pool.write(f).await
-    }
-
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.pool.read(f).await
+    }
+}
+
+impl From<CommitFailed> for StoreError {
+    fn from(e: CommitFailed) -> Self {
+        Self::Database(Box::new(e))
     }
 }
 
@@ -233,8 +231,7 @@ impl Store for SqliteStore {
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
         let audit = audit.clone();
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
+        self.pool.transaction(move |tx| {
                 for k in &keys {
                     tx.execute(
                         "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -250,7 +247,6 @@ impl Store for SqliteStore {
                 }
                 append(tx, &audit, draft)
             })
-        })
         .await
     }
 
@@ -261,8 +257,7 @@ impl Store for SqliteStore {
         mut draft: AuditDraft,
     ) -> Result<TokenRecord, StoreError> {
         let audit = audit.clone();
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
+        self.pool.transaction(move |tx| {
                 let existing = tx
                     .query_row(
                         &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant = ?1 AND fingerprint = ?2"),
@@ -290,7 +285,6 @@ impl Store for SqliteStore {
                 append(tx, &audit, draft)?;
                 Ok(record)
             })
-        })
         .await
     }
 
@@ -324,8 +318,7 @@ impl Store for SqliteStore {
         mut draft: AuditDraft,
     ) -> Result<bool, StoreError> {
         let (tenant, token, audit) = (tenant.to_owned(), token.clone(), audit.clone());
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
+        self.pool.transaction(move |tx| {
                 let deleted = tx.execute(
                     "DELETE FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
                     params![token.as_str(), tenant, now],
@@ -336,14 +329,13 @@ impl Store for SqliteStore {
                 append(tx, &audit, draft)?;
                 Ok(deleted)
             })
-        })
         .await
     }
 
     async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
         let audit = audit.clone();
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
+        self.pool
+            .transaction(move |tx| {
                 let n = tx.execute(
                     "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1",
                     [now],
@@ -359,8 +351,7 @@ impl Store for SqliteStore {
                 }
                 Ok(u64::try_from(n).unwrap_or(u64::MAX))
             })
-        })
-        .await
+            .await
     }
 
     async fn insert_client(
@@ -370,8 +361,8 @@ impl Store for SqliteStore {
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
         let audit = audit.clone();
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
+        self.pool
+            .transaction(move |tx| {
                 tx.execute(
                     &format!(
                         "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -388,8 +379,7 @@ impl Store for SqliteStore {
                 )?;
                 append(tx, &audit, draft)
             })
-        })
-        .await
+            .await
     }
 
     async fn client_by_key_hash(
@@ -431,8 +421,8 @@ impl Store for SqliteStore {
         mut draft: AuditDraft,
     ) -> Result<bool, StoreError> {
         let (id, audit) = (id.clone(), audit.clone());
-        self.write(move |conn| {
-            in_tx(conn, |tx| {
+        self.pool
+            .transaction(move |tx| {
                 let revoked = tx.execute(
                     "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                     params![id.as_str(), now],
@@ -443,13 +433,13 @@ impl Store for SqliteStore {
                 append(tx, &audit, draft)?;
                 Ok(revoked)
             })
-        })
-        .await
+            .await
     }
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
         let audit = audit.clone();
-        self.write(move |conn| in_tx(conn, |tx| append(tx, &audit, draft)))
+        self.pool
+            .transaction(move |tx| append(tx, &audit, draft))
             .await
     }
 
@@ -471,6 +461,6 @@ impl Store for SqliteStore {
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
-        self.write(|conn| Ok(check_writable(conn)?)).await
+        self.pool.transaction(|_| Ok(())).await
     }
 }
