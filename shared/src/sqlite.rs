@@ -76,6 +76,7 @@ impl SqlitePool {
     ///
     /// The file cannot be opened or a migration fails.
     pub fn open(options: &SqliteOptions, migrations: &[&str]) -> Result<Self, rusqlite::Error> {
+        create_private(&options.path)?;
         let mut writer = connect(
             options,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -157,6 +158,22 @@ impl SqlitePool {
         })
         .await
         .map_err(|_| E::from(TaskFailed))?
+    }
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its `-wal` and `-shm`
+/// files the same mode); an existing file is left as it is.
+fn create_private(path: &std::path::Path) -> Result<(), rusqlite::Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))),
     }
 }
 
@@ -301,6 +318,14 @@ mod tests {
             }
         }
         assert_eq!(failed, 30);
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["t.db", "t.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{file} is readable by others");
+        }
         let (count, max): (i64, i64) = pool
             .read(|c| {
                 Ok::<_, E>(c.query_row("SELECT count(*), max(n) FROM t", [], |r| {
