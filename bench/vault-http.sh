@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Vault HTTP throughput as a share of a trivial endpoint (/healthz) on the same server, in one run.
+# Vault HTTP throughput and latency as a share of a trivial endpoint (/healthz) on the same
+# server, in one run: concurrency 1, 16 and 64; new and existing PANs; read; detokenize; peak RSS;
+# database bytes per token.
 #
 #   bash bench/vault-http.sh [seconds per endpoint, default 10]
 #
-# Needs wrk (apt-get install wrk). Builds the release binary, makes a throwaway vault in a
+# Needs wrk and sqlite3 (apt-get install wrk sqlite3). Builds the release binary, makes a throwaway vault in a
 # temporary directory, and prints a Markdown table for BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
 threads=2
-connections=32
+
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --bin vault -q
@@ -38,31 +40,46 @@ token=$(curl -sf -X POST http://127.0.0.1:18200/v1/tokens -H "authorization: Bea
   -H 'content-type: application/json' -d '{"pan":"4242424242424242"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
 export VAULT_BENCH_KEY="$key" VAULT_BENCH_TOKEN="$token"
 
-rps() {
-  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency "$@" http://127.0.0.1:18200/healthz \
-    | tee -a "$dir/wrk.txt" | awk '/^Requests\/sec/ {print $2}'
+# One wrk run; prints "req/s p50 p99".
+measure() {
+  local conns=$1; shift
+  local threads=$threads
+  [ "$conns" -lt "$threads" ] && threads=$conns
+  wrk -t"$threads" -c"$conns" -d"${duration}s" --latency "$@" \
+    | tee -a "$dir/wrk.txt" \
+    | awk '/^Requests\/sec/ {rps=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} END {print rps, p50, p99}'
 }
-rps_of() {
-  local script=$1
-  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -s "bench/$script" http://127.0.0.1:18200 \
-    | tee -a "$dir/wrk.txt" | awk '/^Requests\/sec/ {print $2}'
-}
-p99_last() { grep ' 99%' "$dir/wrk.txt" | tail -n 1 | awk '{print $2}'; }
 
-healthz=$(rps); healthz_p99=$(p99_last)
-tokenize=$(rps_of tokenize.lua); tokenize_p99=$(p99_last)
-detokenize=$(rps_of detokenize.lua); detokenize_p99=$(p99_last)
-read=$(rps_of read.lua); read_p99=$(p99_last)
+declare -A result
+for c in 1 16 64; do
+  result[healthz,$c]=$(measure "$c" http://127.0.0.1:18200/healthz)
+  result[tokenize,$c]=$(measure "$c" -s bench/tokenize.lua http://127.0.0.1:18200)
+  result[existing,$c]=$(measure "$c" -s bench/tokenize-existing.lua http://127.0.0.1:18200)
+  result[read,$c]=$(measure "$c" -s bench/read.lua http://127.0.0.1:18200)
+  result[detokenize,$c]=$(measure "$c" -s bench/detokenize.lua http://127.0.0.1:18200)
+done
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+tokens=$(sqlite3 "$dir/vault.db" 'SELECT count(*) FROM tokens' 2>/dev/null || echo 0)
+db_bytes=$(du -cb "$dir"/vault.db* | tail -n 1 | cut -f1)
+# The tokens table and its indexes only (the audit log grows with every request, not per token).
+token_bytes=$(sqlite3 "$dir/vault.db" "SELECT SUM(pgsize) FROM dbstat WHERE name IN ('tokens', 'sqlite_autoindex_tokens_1', 'tokens_tenant_fingerprint', 'tokens_expires_at', 'tokens_key_version')" 2>/dev/null || echo 0)
 non2xx=$(grep -c 'Non-2xx' "$dir/wrk.txt" || true)
 
-ratio() { awk -v a="$1" -v b="$healthz" 'BEGIN { printf "%.3f", a / b }'; }
-echo "wrk -t$threads -c$connections -d${duration}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "wrk -t$threads -d${duration}s per cell, $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo
-echo "| endpoint | req/s | share of /healthz | p99 |"
-echo "|---|---:|---:|---:|"
-echo "| GET /healthz (trivial) | $healthz | 1.000 | $healthz_p99 |"
-echo "| POST /v1/tokens (new PAN each) | $tokenize | $(ratio "$tokenize") | $tokenize_p99 |"
-echo "| POST /v1/tokens/{t}/detokenize | $detokenize | $(ratio "$detokenize") | $detokenize_p99 |"
-echo "| GET /v1/tokens/{t} | $read | $(ratio "$read") | $read_p99 |"
+echo "| endpoint | c | req/s | share of /healthz | p50 | p99 |"
+echo "|---|---:|---:|---:|---:|---:|"
+for c in 1 16 64; do
+  read -r base _ _ <<<"${result[healthz,$c]}"
+  for name in healthz tokenize existing read detokenize; do
+    read -r r p50 p99 <<<"${result[$name,$c]}"
+    share=$(awk -v a="$r" -v b="$base" 'BEGIN { printf "%.3f", a / b }')
+    echo "| $name | $c | $r | $share | $p50 | $p99 |"
+  done
+done
 echo
+echo "vault peak RSS: $((rss_kib / 1024)) MiB; tokens stored: $tokens; database (with WAL): $db_bytes bytes"
+if [ "$tokens" -gt 0 ] && [ -n "$token_bytes" ]; then
+  echo "tokens table + indexes: $((token_bytes / tokens)) bytes per token"
+fi
 echo "runs with non-2xx responses: $non2xx"
