@@ -207,6 +207,9 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         "30",
         "--fault",
         "webhook:*=duplicate",
+        // Held mid-flight long enough that the kill below lands on unfinished payouts.
+        "--fault",
+        "webhook:ready_to_confirm=delay:1500",
     ]);
     procs.0.push(spawn(&mut cmd, &path("sandbox.log")));
     let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
@@ -379,9 +382,32 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     dead.kill().unwrap();
     dead.wait().unwrap();
     procs.0.extend(proxy_children);
+    // The kill landed mid-load: some payouts the dead replica was driving were not finished.
+    let survivor = format!("http://127.0.0.1:{}", proxy_ports[0]);
+    let mut unfinished_at_kill = 0;
+    for id in ids.iter().skip(1).step_by(2) {
+        let p: Value = http
+            .get(format!("{survivor}/v1/payouts/{id}"))
+            .bearer_auth(&app_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !["succeeded", "failed", "cancelled"]
+            .iter()
+            .any(|s| p["status"] == *s)
+        {
+            unfinished_at_kill += 1;
+        }
+    }
+    assert!(
+        unfinished_at_kill > 0,
+        "the proxy was killed after its payouts had finished"
+    );
 
     // Every payout ends succeeded, read through the surviving proxy.
-    let survivor = format!("http://127.0.0.1:{}", proxy_ports[0]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut finals = BTreeMap::new();
     while finals.len() < ids.len() {
