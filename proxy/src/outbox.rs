@@ -17,9 +17,9 @@ use crate::store::ProxyStore;
 
 /// The `X-Signature` value for `body` sent at `timestamp` (Unix seconds).
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| {
-        <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]).unwrap_or_else(|_| unreachable_hmac())
-    });
+    // HMAC accepts keys of any length, so this never fails (and never falls back to another key).
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable_hmac());
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
