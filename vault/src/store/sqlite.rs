@@ -44,6 +44,14 @@ impl SqliteStore {
     {
         self.pool.read(f).await
     }
+
+    async fn lookup<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.pool.lookup(f).await
+    }
 }
 
 impl From<CommitFailed> for StoreError {
@@ -70,11 +78,8 @@ impl From<rusqlite::Error> for StoreError {
 /// Appends a chained audit event inside `tx`.
 fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
     let last: Option<(i64, Vec<u8>)> = tx
-        .query_row(
-            "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, previous) = match last {
         Some((seq, mac)) => (
@@ -84,10 +89,11 @@ fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(),
         None => (0, [0; 32]),
     };
     let e = AuditEvent::chain(key, &previous, seq + 1, now_micros(), draft);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
+    )?
+    .execute(params![
             i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
             e.occurred_at,
             e.actor,
@@ -99,8 +105,7 @@ fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(),
             e.request_id,
             e.detail,
             e.mac.as_slice(),
-        ],
-    )?;
+    ])?;
     Ok(())
 }
 
@@ -108,8 +113,14 @@ fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
     shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
 }
 
-const TOKEN_COLUMNS: &str = "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
-     exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at";
+/// The token columns in [`token_from_row`]'s order. A macro so the queries stay `&'static str`
+/// (each is prepared once and cached by its text).
+macro_rules! token_columns {
+    () => {
+        "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
+         exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at"
+    };
+}
 
 fn token_from_row(r: &Row<'_>) -> Result<TokenRecord, StoreError> {
     let token: String = r.get(0)?;
@@ -139,27 +150,29 @@ fn token_from_row(r: &Row<'_>) -> Result<TokenRecord, StoreError> {
 }
 
 fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError> {
-    tx.execute(
-        &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
-        params![
-            t.token.as_str(),
-            t.tenant,
-            t.fingerprint.as_slice(),
-            t.fingerprint_key_version,
-            t.card.bin,
-            t.card.brand.as_str(),
-            t.card.last4,
-            t.card.pan_length,
-            t.card.exp_month,
-            t.card.exp_year,
-            t.sealed.algorithm,
-            t.sealed.key_version,
-            t.sealed.nonce.as_slice(),
-            t.sealed.ciphertext,
-            t.created_at,
-            t.expires_at,
-        ],
-    )?;
+    tx.prepare_cached(concat!(
+        "INSERT INTO tokens (",
+        token_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))?
+    .execute(params![
+        t.token.as_str(),
+        t.tenant,
+        t.fingerprint.as_slice(),
+        t.fingerprint_key_version,
+        t.card.bin,
+        t.card.brand.as_str(),
+        t.card.last4,
+        t.card.pan_length,
+        t.card.exp_month,
+        t.card.exp_year,
+        t.sealed.algorithm,
+        t.sealed.key_version,
+        t.sealed.nonce.as_slice(),
+        t.sealed.ciphertext,
+        t.created_at,
+        t.expires_at,
+    ])?;
     Ok(())
 }
 
@@ -177,7 +190,12 @@ fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
     })
 }
 
-const CLIENT_COLUMNS: &str = "id, name, tenant, scopes, key_hash, created_at, revoked_at";
+/// The client columns in [`client_from_row`]'s order.
+macro_rules! client_columns {
+    () => {
+        "id, name, tenant, scopes, key_hash, created_at, revoked_at"
+    };
+}
 
 fn event_from_row(r: &Row<'_>) -> Result<AuditEvent, StoreError> {
     Ok(AuditEvent {
@@ -257,13 +275,17 @@ impl Store for SqliteStore {
         mut draft: AuditDraft,
     ) -> Result<TokenRecord, StoreError> {
         let audit = audit.clone();
-        self.pool.transaction(move |tx| {
+        self.pool
+            .transaction(move |tx| {
                 let existing = tx
-                    .query_row(
-                        &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant = ?1 AND fingerprint = ?2"),
-                        params![new.tenant, new.fingerprint.as_slice()],
-                        |r| Ok(token_from_row(r)),
-                    )
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        token_columns!(),
+                        " FROM tokens WHERE tenant = ?1 AND fingerprint = ?2"
+                    ))?
+                    .query_row(params![new.tenant, new.fingerprint.as_slice()], |r| {
+                        Ok(token_from_row(r))
+                    })
                     .optional()?
                     .transpose()?;
                 let record = match existing {
@@ -272,7 +294,8 @@ impl Store for SqliteStore {
                         old
                     }
                     Some(expired) => {
-                        tx.execute("DELETE FROM tokens WHERE token = ?1", [expired.token.as_str()])?;
+                        tx.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
+                            .execute([expired.token.as_str()])?;
                         insert_token(tx, &new)?;
                         new
                     }
@@ -285,7 +308,7 @@ impl Store for SqliteStore {
                 append(tx, &audit, draft)?;
                 Ok(record)
             })
-        .await
+            .await
     }
 
     async fn token(
@@ -295,14 +318,15 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let (tenant, token) = (tenant.to_owned(), token.clone());
-        self.read(move |conn| {
-            conn.query_row(
-                &format!(
-                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
-                ),
-                params![token.as_str(), tenant, now],
-                |r| Ok(token_from_row(r)),
-            )
+        self.lookup(move |conn| {
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
+            ))?
+            .query_row(params![token.as_str(), tenant, now], |r| {
+                Ok(token_from_row(r))
+            })
             .optional()?
             .transpose()
         })
@@ -319,10 +343,12 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (tenant, token, audit) = (tenant.to_owned(), token.clone(), audit.clone());
         self.pool.transaction(move |tx| {
-                let deleted = tx.execute(
-                    "DELETE FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
-                    params![token.as_str(), tenant, now],
-                )? > 0;
+                let deleted = tx
+                    .prepare_cached(
+                        "DELETE FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+                    )?
+                    .execute(params![token.as_str(), tenant, now])?
+                    > 0;
                 if !deleted {
                     draft.outcome = Outcome::NotFound;
                 }
@@ -364,8 +390,10 @@ impl Store for SqliteStore {
         self.pool
             .transaction(move |tx| {
                 tx.execute(
-                    &format!(
-                        "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    concat!(
+                        "INSERT INTO clients (",
+                        client_columns!(),
+                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                     ),
                     params![
                         c.id.as_str(),
@@ -386,12 +414,13 @@ impl Store for SqliteStore {
         &self,
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
-        self.read(move |conn| {
-            conn.query_row(
-                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = ?1"),
-                [key_hash.as_slice()],
-                |r| Ok(client_from_row(r)),
-            )
+        self.lookup(move |conn| {
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM clients WHERE key_hash = ?1"
+            ))?
+            .query_row([key_hash.as_slice()], |r| Ok(client_from_row(r)))
             .optional()?
             .transpose()
         })
@@ -400,8 +429,10 @@ impl Store for SqliteStore {
 
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"
+            let mut stmt = conn.prepare(concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM clients ORDER BY created_at, id"
             ))?;
             let mut rows = stmt.query([])?;
             let mut out = Vec::new();
