@@ -50,9 +50,16 @@ impl From<TaskFailed> for StoreError {
     }
 }
 
-const PAYOUT_COLUMNS: &str = "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
-     recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, failure_code, \
-     failure_message, attention, confirm_deadline, next_attempt_at, attempts, created_at, updated_at, version";
+/// The payout columns in [`payout_from_row`]'s order. A macro so the queries stay `&'static str`
+/// (each is prepared once per connection and cached by its text).
+macro_rules! payout_columns {
+    () => {
+        "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
+         recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, \
+         failure_code, failure_message, attention, confirm_deadline, next_attempt_at, attempts, \
+         created_at, updated_at, version"
+    };
+}
 
 fn payout_from_row(r: &Row<'_>) -> Result<Payout, StoreError> {
     let mode: String = r.get(10)?;
@@ -85,22 +92,25 @@ fn payout_from_row(r: &Row<'_>) -> Result<Payout, StoreError> {
     })
 }
 
-fn one_payout(conn: &Connection, clause: &str, key: &str) -> Result<Option<Payout>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE {clause}"),
-        [key],
-        |r| Ok(payout_from_row(r)),
-    )
-    .optional()?
-    .transpose()
+/// The one payout `sql` (a query selecting `payout_columns!()`) finds with `params`.
+fn one_payout(
+    conn: &Connection,
+    sql: &'static str,
+    params: impl rusqlite::Params,
+) -> Result<Option<Payout>, StoreError> {
+    conn.prepare_cached(sql)?
+        .query_row(params, |r| Ok(payout_from_row(r)))
+        .optional()?
+        .transpose()
 }
 
+/// The payouts `sql` (a query selecting `payout_columns!()`) finds with `params`.
 fn payouts(
     conn: &Connection,
-    sql: &str,
+    sql: &'static str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<Payout>, StoreError> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -109,8 +119,12 @@ fn payouts(
     Ok(out)
 }
 
-const CLIENT_COLUMNS: &str =
-    "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at";
+/// The client columns in [`client_from_row`]'s order.
+macro_rules! client_columns {
+    () => {
+        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at"
+    };
+}
 
 fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
     let scopes: String = r.get(3)?;
@@ -127,7 +141,13 @@ fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
     })
 }
 
-const EVENT_COLUMNS: &str = "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, abandoned_at, last_error, created_at";
+/// The outbox columns in [`event_from_row`]'s order.
+macro_rules! event_columns {
+    () => {
+        "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, \
+         abandoned_at, last_error, created_at"
+    };
+}
 
 fn event_from_row(r: &Row<'_>) -> Result<OutboxEvent, rusqlite::Error> {
     Ok(OutboxEvent {
@@ -150,65 +170,82 @@ impl ProxyStore for SqliteStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
         self.pool
             .transaction(move |tx| {
-                    let existing = tx
-                        .query_row(
-                            &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"),
-                            params![p.client_id, p.idempotency_key],
-                            |r| Ok(payout_from_row(r)),
-                        )
-                        .optional()?
-                        .transpose()?;
-                    if let Some(existing) = existing {
-                        return Ok(Inserted::Existing(existing));
-                    }
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO payouts ({PAYOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                             ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
-                        ),
-                        params![
-                            p.id,
-                            p.tenant,
-                            p.client_id,
-                            p.idempotency_key,
-                            p.request_hash.as_slice(),
-                            p.card_token,
-                            p.amount,
-                            p.currency,
-                            p.recipient_name,
-                            p.metadata,
-                            p.confirm_mode.as_str(),
-                            p.state.as_str(),
-                            p.bank_session_id,
-                            p.bank_payout_id,
-                            p.card_last4,
-                            p.failure_code,
-                            p.failure_message,
-                            p.attention,
-                            p.confirm_deadline,
-                            p.next_attempt_at,
-                            p.attempts,
-                            p.created_at,
-                            p.updated_at,
-                            p.version,
-                        ],
-                    )?;
-                    Ok(Inserted::New(p))
-                })
+                let existing = one_payout(
+                    tx,
+                    concat!(
+                        "SELECT ",
+                        payout_columns!(),
+                        " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
+                    ),
+                    params![p.client_id, p.idempotency_key],
+                )?;
+                if let Some(existing) = existing {
+                    return Ok(Inserted::Existing(existing));
+                }
+                tx.prepare_cached(concat!(
+                    "INSERT INTO payouts (",
+                    payout_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                         ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+                ))?
+                .execute(params![
+                    p.id,
+                    p.tenant,
+                    p.client_id,
+                    p.idempotency_key,
+                    p.request_hash.as_slice(),
+                    p.card_token,
+                    p.amount,
+                    p.currency,
+                    p.recipient_name,
+                    p.metadata,
+                    p.confirm_mode.as_str(),
+                    p.state.as_str(),
+                    p.bank_session_id,
+                    p.bank_payout_id,
+                    p.card_last4,
+                    p.failure_code,
+                    p.failure_message,
+                    p.attention,
+                    p.confirm_deadline,
+                    p.next_attempt_at,
+                    p.attempts,
+                    p.created_at,
+                    p.updated_at,
+                    p.version,
+                ])?;
+                Ok(Inserted::New(p))
+            })
             .await
     }
 
     async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
         let id = id.to_owned();
         self.pool
-            .read(move |conn| one_payout(conn, "id = ?1", &id))
+            .lookup(move |conn| {
+                one_payout(
+                    conn,
+                    concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = ?1"),
+                    [id],
+                )
+            })
             .await
     }
 
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
         let id = session_id.to_owned();
         self.pool
-            .read(move |conn| one_payout(conn, "bank_session_id = ?1", &id))
+            .lookup(move |conn| {
+                one_payout(
+                    conn,
+                    concat!(
+                        "SELECT ",
+                        payout_columns!(),
+                        " FROM payouts WHERE bank_session_id = ?1"
+                    ),
+                    [id],
+                )
+            })
             .await
     }
 
@@ -225,8 +262,10 @@ impl ProxyStore for SqliteStore {
             .read(move |conn| {
                 payouts(
                     conn,
-                    &format!(
-                        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE tenant = ?1 AND (?2 IS NULL OR state = ?2) \
+                    concat!(
+                        "SELECT ",
+                        payout_columns!(),
+                        " FROM payouts WHERE tenant = ?1 AND (?2 IS NULL OR state = ?2) \
                          AND (?3 IS NULL OR created_at < (SELECT created_at FROM payouts WHERE id = ?3) \
                               OR (created_at = (SELECT created_at FROM payouts WHERE id = ?3) AND id < ?3)) \
                          ORDER BY created_at DESC, id DESC LIMIT ?4"
@@ -241,12 +280,14 @@ impl ProxyStore for SqliteStore {
         let mut p = p.clone();
         self.pool
             .transaction(move |tx| {
-                    let changed = tx.execute(
-                        "UPDATE payouts SET state = ?3, bank_session_id = ?4, bank_payout_id = ?5, card_last4 = ?6, \
-                         failure_code = ?7, failure_message = ?8, attention = ?9, confirm_deadline = ?10, \
-                         next_attempt_at = ?11, attempts = ?12, updated_at = ?13, version = version + 1 \
-                         WHERE id = ?1 AND version = ?2",
-                        params![
+                    let changed = tx
+                        .prepare_cached(
+                            "UPDATE payouts SET state = ?3, bank_session_id = ?4, bank_payout_id = ?5, card_last4 = ?6, \
+                             failure_code = ?7, failure_message = ?8, attention = ?9, confirm_deadline = ?10, \
+                             next_attempt_at = ?11, attempts = ?12, updated_at = ?13, version = version + 1 \
+                             WHERE id = ?1 AND version = ?2",
+                        )?
+                        .execute(params![
                             p.id,
                             p.version,
                             p.state.as_str(),
@@ -260,15 +301,17 @@ impl ProxyStore for SqliteStore {
                             p.next_attempt_at,
                             p.attempts,
                             p.updated_at,
-                        ],
-                    )?;
+                        ])?;
                     if changed == 0 {
                         return Err(StoreError::Conflict);
                     }
+                    let mut insert = tx.prepare_cached(concat!(
+                        "INSERT INTO outbox (",
+                        event_columns!(),
+                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                    ))?;
                     for e in &events {
-                        tx.execute(
-                            &format!("INSERT INTO outbox ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                            params![
+                        insert.execute(params![
                                 e.id,
                                 e.payout_id,
                                 e.client_id,
@@ -280,8 +323,7 @@ impl ProxyStore for SqliteStore {
                                 e.abandoned_at,
                                 e.last_error,
                                 e.created_at
-                            ],
-                        )?;
+                            ])?;
                     }
                     p.version += 1;
                     Ok(p)
@@ -297,29 +339,33 @@ impl ProxyStore for SqliteStore {
     ) -> Result<Vec<Payout>, StoreError> {
         self.pool
             .transaction(move |tx| {
-                    let claimed = payouts(
-                        tx,
-                        &format!(
-                            "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
+                let claimed = payouts(
+                    tx,
+                    concat!(
+                        "SELECT ",
+                        payout_columns!(),
+                        " FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
                              AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
-                        ),
-                        params![due, limit],
-                    )?;
-                    for p in &claimed {
-                        tx.execute("UPDATE payouts SET next_attempt_at = ?2 WHERE id = ?1", params![p.id, lease_until])?;
-                    }
-                    Ok(claimed)
-                })
+                    ),
+                    params![due, limit],
+                )?;
+                let mut lease =
+                    tx.prepare_cached("UPDATE payouts SET next_attempt_at = ?2 WHERE id = ?1")?;
+                for p in &claimed {
+                    lease.execute(params![p.id, lease_until])?;
+                }
+                Ok(claimed)
+            })
             .await
     }
 
     async fn record_bank_event(&self, e: BankEvent) -> Result<(), StoreError> {
         self.pool
             .transaction(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![e.payout_id, e.bank_session_id, e.kind, e.body, e.received_at],
-                )?;
+                )?
+                .execute(params![e.payout_id, e.bank_session_id, e.kind, e.body, e.received_at])?;
                 Ok(())
             })
             .await
@@ -329,7 +375,7 @@ impl ProxyStore for SqliteStore {
         let id = payout_id.to_owned();
         self.pool
             .read(move |conn| {
-                let mut stmt = conn.prepare(
+                let mut stmt = conn.prepare_cached(
                     "SELECT payout_id, bank_session_id, kind, body, received_at FROM bank_events WHERE payout_id = ?1 ORDER BY seq",
                 )?;
                 let rows = stmt.query_map([id], |r| {
@@ -354,28 +400,33 @@ impl ProxyStore for SqliteStore {
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         self.pool
             .transaction(move |tx| {
-                    let mut stmt = tx.prepare(&format!(
-                        "SELECT {EVENT_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
+                let mut stmt = tx.prepare_cached(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
                          AND next_attempt_at <= ?1 ORDER BY next_attempt_at, created_at LIMIT ?2"
-                    ))?;
-                    let claimed: Vec<OutboxEvent> =
-                        stmt.query_map(params![now, limit], event_from_row)?.collect::<Result<_, _>>()?;
-                    for e in &claimed {
-                        tx.execute("UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1", params![e.id, lease_until])?;
-                    }
-                    Ok(claimed)
-                })
+                ))?;
+                let claimed: Vec<OutboxEvent> = stmt
+                    .query_map(params![now, limit], event_from_row)?
+                    .collect::<Result<_, _>>()?;
+                let mut lease =
+                    tx.prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1")?;
+                for e in &claimed {
+                    lease.execute(params![e.id, lease_until])?;
+                }
+                Ok(claimed)
+            })
             .await
     }
 
     async fn undelivered_events(&self) -> Result<u64, StoreError> {
         self.pool
             .read(|conn| {
-                let n: i64 = conn.query_row(
-                    "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
-                    [],
-                    |r| r.get(0),
-                )?;
+                let n: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
+                    )?
+                    .query_row([], |r| r.get(0))?;
                 Ok(u64::try_from(n).unwrap_or(0))
             })
             .await
@@ -385,11 +436,11 @@ impl ProxyStore for SqliteStore {
         let e = e.clone();
         self.pool
             .transaction(move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, delivered_at = ?4, abandoned_at = ?5, last_error = ?6 \
                      WHERE id = ?1",
-                    params![e.id, e.attempts, e.next_attempt_at, e.delivered_at, e.abandoned_at, e.last_error],
-                )?;
+                )?
+                .execute(params![e.id, e.attempts, e.next_attempt_at, e.delivered_at, e.abandoned_at, e.last_error])?;
                 Ok(())
             })
             .await
@@ -399,7 +450,11 @@ impl ProxyStore for SqliteStore {
         self.pool
             .transaction(move |tx| {
                 tx.execute(
-                    &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                    concat!(
+                        "INSERT INTO clients (",
+                        client_columns!(),
+                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    ),
                     params![
                         c.id,
                         c.name,
@@ -422,12 +477,13 @@ impl ProxyStore for SqliteStore {
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
         self.pool
-            .read(move |conn| {
-                conn.query_row(
-                    &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = ?1"),
-                    [key_hash.as_slice()],
-                    |r| Ok(client_from_row(r)),
-                )
+            .lookup(move |conn| {
+                conn.prepare_cached(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients WHERE key_hash = ?1"
+                ))?
+                .query_row([key_hash.as_slice()], |r| Ok(client_from_row(r)))
                 .optional()?
                 .transpose()
             })
@@ -437,12 +493,13 @@ impl ProxyStore for SqliteStore {
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let id = id.to_owned();
         self.pool
-            .read(move |conn| {
-                conn.query_row(
-                    &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = ?1"),
-                    [id],
-                    |r| Ok(client_from_row(r)),
-                )
+            .lookup(move |conn| {
+                conn.prepare_cached(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients WHERE id = ?1"
+                ))?
+                .query_row([id], |r| Ok(client_from_row(r)))
                 .optional()?
                 .transpose()
             })
@@ -452,8 +509,10 @@ impl ProxyStore for SqliteStore {
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
         self.pool
             .read(|conn| {
-                let mut stmt = conn.prepare(&format!(
-                    "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"
+                let mut stmt = conn.prepare_cached(concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients ORDER BY created_at, id"
                 ))?;
                 let mut rows = stmt.query([])?;
                 let mut out = Vec::new();
@@ -469,10 +528,12 @@ impl ProxyStore for SqliteStore {
         let id = id.to_owned();
         self.pool
             .transaction(move |tx| {
-                Ok(tx.execute(
-                    "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                    params![id, now],
-                )? > 0)
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    )?
+                    .execute(params![id, now])?
+                    > 0)
             })
             .await
     }
