@@ -3,7 +3,13 @@
 //! What makes replicas safe: tokenize relies on the unique `(tenant, fingerprint)` index
 //! (`INSERT … ON CONFLICT DO NOTHING`, then read the winner), so two replicas tokenizing the same
 //! card at once return one token; audit appends take a transaction-level advisory lock, so the
-//! chain stays one chain whatever the number of writers.
+//! chain stays one chain whatever the number of writers. Every audited transaction takes that
+//! lock first, before any row lock, so no two writers can deadlock.
+//!
+//! Tokenize and plain audit appends (every read and detokenize) go through group commit
+//! ([`group_commit`]): one transaction, one lock and one commit for all that are waiting.
+
+mod group_commit;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Pool, Transaction};
@@ -27,6 +33,7 @@ const AUDIT_LOCK: i64 = 0x7661_756c_7402;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    batches: group_commit::GroupCommit,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -52,7 +59,10 @@ impl PgStore {
         shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS)
             .await
             .map_err(setup)?;
-        Ok(Self { pool })
+        Ok(Self {
+            batches: group_commit::GroupCommit::start(pool.clone()),
+            pool,
+        })
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -85,8 +95,13 @@ fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
     shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
 }
 
-const TOKEN_COLUMNS: &str = "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
-     exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at";
+/// The token columns in [`token_from_row`]'s order; a macro so queries stay `&'static str`.
+macro_rules! token_columns {
+    () => {
+        "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
+         exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at"
+    };
+}
 
 fn token_from_row(r: &Row) -> Result<TokenRecord, StoreError> {
     let token: String = r.try_get(0)?;
@@ -123,12 +138,17 @@ fn token_from_row(r: &Row) -> Result<TokenRecord, StoreError> {
 }
 
 async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool, StoreError> {
+    let stmt = tx
+        .prepare_cached(concat!(
+            "INSERT INTO tokens (",
+            token_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (tenant, fingerprint) DO NOTHING"
+        ))
+        .await?;
     let n = tx
         .execute(
-            &format!(
-                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (tenant, fingerprint) DO NOTHING"
-            ),
+            &stmt,
             &[
                 &t.token.as_str(),
                 &t.tenant,
@@ -152,46 +172,120 @@ async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool, Sto
     Ok(n == 1)
 }
 
-/// Appends a chained audit event inside `tx`, serialized across replicas by an advisory lock.
-async fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+/// Stores `new` unless the tenant already holds a live token for the card, which is returned
+/// instead (with `draft` saying so); an expired one is replaced.
+async fn tokenize_in(
+    tx: &Transaction<'_>,
+    new: TokenRecord,
+    draft: &mut AuditDraft,
+) -> Result<TokenRecord, StoreError> {
+    if insert_token(tx, &new).await? {
+        return Ok(new);
+    }
+    // Another request (maybe another replica) holds this card: lock its row and decide.
+    let stmt = tx
+        .prepare_cached(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE tenant = $1 AND fingerprint = $2 FOR UPDATE"
+        ))
         .await?;
-    let last = tx
-        .query_opt(
-            "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
-            &[],
+    let row = tx
+        .query_one(&stmt, &[&new.tenant, &new.fingerprint.as_slice()])
+        .await?;
+    let old = token_from_row(&row)?;
+    if old.expires_at.is_none_or(|at| at > new.created_at) {
+        draft.detail = Some("existing token".to_owned());
+        return Ok(old);
+    }
+    tx.execute(
+        "DELETE FROM tokens WHERE token = $1",
+        &[&old.token.as_str()],
+    )
+    .await?;
+    insert_token(tx, &new).await?;
+    Ok(new)
+}
+
+/// The audit chain's last link, read under the advisory lock that serializes appends.
+struct Chain {
+    seq: u64,
+    mac: [u8; 32],
+}
+
+impl Chain {
+    /// Takes the audit lock for the rest of `tx` and reads the chain's head. Every audited
+    /// transaction calls this before touching any row: one lock order for all writers.
+    async fn lock(tx: &Transaction<'_>) -> Result<Self, StoreError> {
+        let stmt = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+            .await?;
+        tx.execute(&stmt, &[&AUDIT_LOCK]).await?;
+        let stmt = tx
+            .prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .await?;
+        Ok(match tx.query_opt(&stmt, &[]).await? {
+            Some(r) => Self {
+                seq: u64::try_from(r.try_get::<_, i64>(0)?)
+                    .map_err(|_| StoreError::Corrupt("audit seq"))?,
+                mac: blob32(r.try_get(1)?, "audit mac")?,
+            },
+            None => Self {
+                seq: 0,
+                mac: [0; 32],
+            },
+        })
+    }
+
+    /// Chains `draft` after the head and makes it the new head.
+    fn link(&mut self, key: &AuditKey, draft: AuditDraft) -> AuditEvent {
+        let e = AuditEvent::chain(key, &self.mac, self.seq + 1, now_micros(), draft);
+        self.seq = e.seq;
+        self.mac = e.mac;
+        e
+    }
+}
+
+/// Inserts chained events with one statement (arrays unnested), however many there are.
+async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let seqs = events
+        .iter()
+        .map(|e| i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit seq")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let occurred: Vec<i64> = events.iter().map(|e| e.occurred_at).collect();
+    let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+    let tenants: Vec<Option<&str>> = events.iter().map(|e| e.tenant.as_deref()).collect();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    let tokens: Vec<Option<&str>> = events.iter().map(|e| e.token.as_deref()).collect();
+    let purposes: Vec<Option<&str>> = events.iter().map(|e| e.purpose.as_deref()).collect();
+    let outcomes: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    let requests: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
+    let details: Vec<Option<&str>> = events.iter().map(|e| e.detail.as_deref()).collect();
+    let macs: Vec<&[u8]> = events.iter().map(|e| e.mac.as_slice()).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])",
         )
         .await?;
-    let (seq, previous) = match last {
-        Some(r) => (
-            u64::try_from(r.try_get::<_, i64>(0)?).map_err(|_| StoreError::Corrupt("audit seq"))?,
-            blob32(r.try_get(1)?, "audit mac")?,
-        ),
-        None => (0, [0; 32]),
-    };
-    let e = AuditEvent::chain(key, &previous, seq + 1, now_micros(), draft);
     tx.execute(
-        "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &stmt,
         &[
-            &i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
-            &e.occurred_at,
-            &e.actor,
-            &e.tenant,
-            &e.action,
-            &e.token,
-            &e.purpose,
-            &e.outcome,
-            &e.request_id,
-            &e.detail,
-            &e.mac.as_slice(),
+            &seqs, &occurred, &actors, &tenants, &actions, &tokens, &purposes, &outcomes,
+            &requests, &details, &macs,
         ],
     )
     .await?;
     Ok(())
 }
 
-const CLIENT_COLUMNS: &str = "id, name, tenant, scopes, key_hash, created_at, revoked_at";
+/// The client columns in [`client_from_row`]'s order.
+macro_rules! client_columns {
+    () => {
+        "id, name, tenant, scopes, key_hash, created_at, revoked_at"
+    };
+}
 
 fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
     let id: String = r.try_get(0)?;
@@ -247,6 +341,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
+        let mut chain = Chain::lock(&tx).await?;
         for k in &keys {
             tx.execute(
                 "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -261,7 +356,7 @@ impl Store for PgStore {
             )
             .await?;
         }
-        append(&tx, audit, draft).await?;
+        insert_events(&tx, &[chain.link(audit, draft)]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -270,38 +365,9 @@ impl Store for PgStore {
         &self,
         new: TokenRecord,
         audit: &AuditKey,
-        mut draft: AuditDraft,
+        draft: AuditDraft,
     ) -> Result<TokenRecord, StoreError> {
-        let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        let record = if insert_token(&tx, &new).await? {
-            new
-        } else {
-            // Another request (maybe another replica) holds this card: lock its row and decide.
-            let row = tx
-                .query_one(
-                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant = $1 AND fingerprint = $2 FOR UPDATE"),
-                    &[&new.tenant, &new.fingerprint.as_slice()],
-                )
-                .await?;
-            let old = token_from_row(&row)?;
-            if old.expires_at.is_none_or(|at| at > new.created_at) {
-                draft.detail = Some("existing token".to_owned());
-                old
-            } else {
-                tx.execute(
-                    "DELETE FROM tokens WHERE token = $1",
-                    &[&old.token.as_str()],
-                )
-                .await?;
-                insert_token(&tx, &new).await?;
-                new
-            }
-        };
-        draft.token = Some(record.token.as_str().to_owned());
-        append(&tx, audit, draft).await?;
-        tx.commit().await?;
-        Ok(record)
+        self.batches.tokenize(audit, new, draft).await
     }
 
     async fn token(
@@ -311,13 +377,15 @@ impl Store for PgStore {
         now: i64,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)"
+            ))
+            .await?;
         client
-            .query_opt(
-                &format!(
-                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)"
-                ),
-                &[&token.as_str(), &tenant, &now],
-            )
+            .query_opt(&stmt, &[&token.as_str(), &tenant, &now])
             .await?
             .as_ref()
             .map(token_from_row)
@@ -334,6 +402,7 @@ impl Store for PgStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
+        let mut chain = Chain::lock(&tx).await?;
         let deleted = tx
             .execute(
                 "DELETE FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)",
@@ -344,7 +413,7 @@ impl Store for PgStore {
         if !deleted {
             draft.outcome = Outcome::NotFound;
         }
-        append(&tx, audit, draft).await?;
+        insert_events(&tx, &[chain.link(audit, draft)]).await?;
         tx.commit().await?;
         Ok(deleted)
     }
@@ -352,6 +421,7 @@ impl Store for PgStore {
     async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
+        let mut chain = Chain::lock(&tx).await?;
         let n = tx
             .execute(
                 "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
@@ -361,7 +431,7 @@ impl Store for PgStore {
         if n > 0 {
             let mut draft = AuditDraft::new("system", Action::TokenExpire, Outcome::Granted);
             draft.detail = Some(format!("deleted {n} expired tokens"));
-            append(&tx, audit, draft).await?;
+            insert_events(&tx, &[chain.link(audit, draft)]).await?;
         }
         tx.commit().await?;
         Ok(n)
@@ -375,8 +445,13 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
+        let mut chain = Chain::lock(&tx).await?;
         tx.execute(
-            &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            concat!(
+                "INSERT INTO clients (",
+                client_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ),
             &[
                 &c.id.as_str(),
                 &c.name,
@@ -388,7 +463,7 @@ impl Store for PgStore {
             ],
         )
         .await?;
-        append(&tx, audit, draft).await?;
+        insert_events(&tx, &[chain.link(audit, draft)]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -398,11 +473,15 @@ impl Store for PgStore {
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM clients WHERE key_hash = $1"
+            ))
+            .await?;
         client
-            .query_opt(
-                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = $1"),
-                &[&key_hash.as_slice()],
-            )
+            .query_opt(&stmt, &[&key_hash.as_slice()])
             .await?
             .as_ref()
             .map(client_from_row)
@@ -413,7 +492,11 @@ impl Store for PgStore {
         let client = self.conn().await?;
         client
             .query(
-                &format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"),
+                concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients ORDER BY created_at, id"
+                ),
                 &[],
             )
             .await?
@@ -431,6 +514,7 @@ impl Store for PgStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
+        let mut chain = Chain::lock(&tx).await?;
         let revoked = tx
             .execute(
                 "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
@@ -441,17 +525,13 @@ impl Store for PgStore {
         if !revoked {
             draft.outcome = Outcome::NotFound;
         }
-        append(&tx, audit, draft).await?;
+        insert_events(&tx, &[chain.link(audit, draft)]).await?;
         tx.commit().await?;
         Ok(revoked)
     }
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
-        let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        append(&tx, audit, draft).await?;
-        tx.commit().await?;
-        Ok(())
+        self.batches.append(audit, draft).await
     }
 
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {

@@ -95,4 +95,5 @@ conformance!(
     audit_chain_pages_and_verifies,
     replicas_tokenizing_one_card_make_one_token,
     replicas_appending_audit_events_keep_one_chain,
+    a_refused_write_fails_alone_among_concurrent_ones,
 );

@@ -387,3 +387,67 @@ pub(crate) async fn replicas_appending_audit_events_keep_one_chain(b: Backend) {
     }
     assert_eq!(verify(c.as_ref(), &keys).await, 40);
 }
+
+/// Concurrent writes share commits (group commit); one the database refuses (PostgreSQL
+/// rejects a NUL in text) must fail alone: every other write lands and the chain verifies.
+pub(crate) async fn a_refused_write_fails_alone_among_concurrent_ones(b: Backend) {
+    let store = b.open().await;
+    let (keys, _) = keyring();
+    let keys = Arc::new(keys);
+    let mut tasks = Vec::new();
+    for i in 0..60u32 {
+        let (store, keys) = (Arc::clone(&store), Arc::clone(&keys));
+        tasks.push(tokio::spawn(async move {
+            match i % 3 {
+                0 => {
+                    let pan = format!("4{:014}", 1000 + i);
+                    let pan = luhn_complete(&pan);
+                    store
+                        .tokenize(
+                            record(&keys, "acme", &pan, None),
+                            keys.audit(),
+                            draft(Action::TokenCreate),
+                        )
+                        .await
+                        .map(drop)
+                }
+                _ if i == 31 => {
+                    let mut poison = draft(Action::TokenRead);
+                    poison.detail = Some("bad\0byte".to_owned());
+                    store.append_audit(keys.audit(), poison).await
+                }
+                _ => {
+                    store
+                        .append_audit(keys.audit(), draft(Action::TokenRead))
+                        .await
+                }
+            }
+        }));
+    }
+    let mut landed = 0u64;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(()) => landed += 1,
+            Err(e) => assert_eq!(i, 31, "write {i} failed: {e}"),
+        }
+    }
+    assert!(landed >= 59);
+    assert_eq!(verify(store.as_ref(), &keys).await, landed);
+}
+
+fn luhn_complete(body: &str) -> String {
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                if d * 2 > 9 { d * 2 - 9 } else { d * 2 }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}
