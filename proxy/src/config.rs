@@ -138,16 +138,19 @@ pub struct WebhookSettings {
     pub max_attempts: u32,
     /// Timeout of one delivery.
     pub timeout_ms: u64,
+    /// Deliveries in flight at once (one payout's events still go one at a time, in order).
+    pub concurrency: usize,
 }
 
 impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
-            poll_interval_ms: 200,
+            poll_interval_ms: 50,
             retry_initial_ms: 1_000,
             retry_max_ms: 300_000,
             max_attempts: 15,
             timeout_ms: 5_000,
+            concurrency: 16,
         }
     }
 }
@@ -175,6 +178,11 @@ impl ProxyConfig {
         if w.poll_interval_ms == 0 || w.retry_initial_ms == 0 || w.max_attempts == 0 {
             return Err(ConfigError::Invalid(
                 "webhooks.poll_interval_ms, retry_initial_ms and max_attempts must be positive",
+            ));
+        }
+        if !(1..=1024).contains(&w.concurrency) {
+            return Err(ConfigError::Invalid(
+                "webhooks.concurrency must be between 1 and 1024",
             ));
         }
         Ok(config)

@@ -9,11 +9,37 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::config::{WebhookSettings, backoff};
 use crate::engine::now_micros;
 use crate::payout::OutboxEvent;
 use crate::store::ProxyStore;
+
+/// Events claimed per round by [`Deliverer::deliver_due`].
+const CLAIM_BATCH: usize = 64;
+
+/// Splits claimed events (oldest first) into one list per payout, each still oldest first,
+/// the lists in the order of their first event.
+fn by_payout(events: Vec<OutboxEvent>) -> Vec<Vec<OutboxEvent>> {
+    let mut groups: Vec<Vec<OutboxEvent>> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for event in events {
+        match index.get(&event.payout_id) {
+            Some(&i) => {
+                if let Some(group) = groups.get_mut(i) {
+                    group.push(event);
+                }
+            }
+            None => {
+                index.insert(event.payout_id.clone(), groups.len());
+                groups.push(vec![event]);
+            }
+        }
+    }
+    groups
+}
 
 /// The `X-Signature` value for `body` sent at `timestamp` (Unix seconds).
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -61,6 +87,11 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance_secon
 }
 
 /// Delivers due outbox rows until the process stops.
+///
+/// Up to `webhooks.concurrency` deliveries are in flight at once, so one slow or dead app
+/// endpoint holds up only its own events, never everyone's. One payout's events still go out
+/// one after another, oldest first. Events are claimed as delivery slots free up: after a poll
+/// that found a full batch the deliverer claims again at once instead of waiting for the next.
 #[derive(Clone, Debug)]
 pub struct Deliverer {
     store: Arc<dyn ProxyStore>,
@@ -87,35 +118,100 @@ impl Deliverer {
         })
     }
 
-    /// Polls the outbox forever.
+    /// Polls the outbox forever. Dropping the future stops it and its deliveries in flight;
+    /// their events stay claimed until the lease runs out, then go out again (at least once).
     pub async fn run(self) {
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut deliveries = JoinSet::new();
         let mut ticker =
             tokio::time::interval(Duration::from_millis(self.settings.poll_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(e) = self.deliver_due().await {
-                tracing::warn!(error = %e, "webhook delivery pass failed");
+            while deliveries.try_join_next().is_some() {}
+            loop {
+                let free = slots.available_permits();
+                if free == 0 {
+                    break;
+                }
+                match self.claim(free).await {
+                    Ok(events) => {
+                        let full = events.len() >= free;
+                        for group in by_payout(events) {
+                            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                                break;
+                            };
+                            let this = self.clone();
+                            deliveries.spawn(async move {
+                                this.deliver_in_order(group).await;
+                                drop(slot);
+                            });
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming app webhooks failed");
+                        break;
+                    }
+                }
             }
         }
     }
 
-    /// One pass over due events.
+    /// Delivers every due event now and returns how many were attempted (tests and tools; the
+    /// service uses [`Self::run`]).
     ///
     /// # Errors
     ///
     /// Storage failure.
-    pub async fn deliver_due(&self) -> Result<(), crate::store::StoreError> {
-        // The lease outlasts one delivery attempt; a replica that dies mid-delivery leaves the
-        // event to be claimed again when it runs out (at-least-once).
-        let lease = now_micros()
-            + 2 * i64::try_from(self.settings.timeout_ms)
-                .unwrap_or(i64::MAX / 4_000)
-                .saturating_mul(1000);
-        for event in self.store.claim_due_events(now_micros(), lease, 50).await? {
-            self.deliver(event).await?;
+    pub async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
+        let mut attempted = 0;
+        loop {
+            let events = self.claim(CLAIM_BATCH).await?;
+            let n = events.len();
+            attempted += n;
+            let mut deliveries = JoinSet::new();
+            for group in by_payout(events) {
+                let this = self.clone();
+                deliveries.spawn(async move { this.deliver_in_order(group).await });
+            }
+            deliveries.join_all().await;
+            if n < CLAIM_BATCH {
+                return Ok(attempted);
+            }
         }
-        Ok(())
+    }
+
+    /// Claims up to `limit` due events with a lease that outlasts one delivery attempt; a
+    /// replica that dies mid-delivery leaves them to be claimed again when it runs out.
+    async fn claim(&self, limit: usize) -> Result<Vec<OutboxEvent>, crate::store::StoreError> {
+        let now = now_micros();
+        let lease = now.saturating_add(self.lease_micros());
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.store.claim_due_events(now, lease, limit).await
+    }
+
+    fn lease_micros(&self) -> i64 {
+        2 * i64::try_from(self.settings.timeout_ms)
+            .unwrap_or(i64::MAX / 4_000)
+            .saturating_mul(1000)
+    }
+
+    /// One payout's events, oldest first. An event whose lease would run out before its
+    /// attempt could finish is left for the next claim rather than risk a parallel delivery.
+    async fn deliver_in_order(&self, group: Vec<OutboxEvent>) {
+        let deadline = now_micros().saturating_add(self.lease_micros() / 2);
+        for (i, event) in group.into_iter().enumerate() {
+            if i > 0 && now_micros() > deadline {
+                return;
+            }
+            if let Err(e) = self.deliver(event).await {
+                tracing::warn!(error = %e, "recording an app webhook attempt failed");
+                return;
+            }
+        }
     }
 
     async fn deliver(&self, mut event: OutboxEvent) -> Result<(), crate::store::StoreError> {

@@ -1,0 +1,208 @@
+//! The app-webhook deliverer against real HTTP endpoints: an app whose endpoint never answers
+//! must not hold up another app's webhooks, and one payout's events arrive in order.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use parking_lot::Mutex;
+use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
+use proxy::config::WebhookSettings;
+use proxy::engine::now_micros;
+use proxy::outbox::Deliverer;
+use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use proxy::store::{Inserted, ProxyStore, SqliteStore};
+use shared::sqlite::SqliteOptions;
+use tokio::sync::Notify;
+
+/// Event ids in arrival order.
+type Received = Arc<Mutex<Vec<String>>>;
+
+/// An app endpoint answering 200 and recording each event id.
+async fn fast_app() -> (String, Received) {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route(
+            "/hooks",
+            post(|State(r): State<Received>, headers: HeaderMap| async move {
+                let id = headers["x-event-id"].to_str().unwrap().to_owned();
+                r.lock().push(id);
+                "ok"
+            }),
+        )
+        .with_state(Arc::clone(&received));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+/// An app endpoint that holds every request until `release` is notified.
+async fn stuck_app(release: Arc<Notify>) -> String {
+    let app = axum::Router::new()
+        .route(
+            "/hooks",
+            post(|State(release): State<Arc<Notify>>| async move {
+                release.notified().await;
+                "late"
+            }),
+        )
+        .with_state(release);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
+    store
+        .insert_client(ClientRecord {
+            id: id.to_owned(),
+            name: "app".to_owned(),
+            tenant: "acme".to_owned(),
+            scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
+            key_hash: shared::ids::ApiKey::generate("pk_").unwrap().hash(),
+            webhook_url: Some(url.to_owned()),
+            webhook_secret: WebhookSecret::generate().unwrap(),
+            created_at: now_micros(),
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// A payout of `client_id` with `events` outbox rows, oldest first; returns their ids.
+async fn payout_with_events(store: &dyn ProxyStore, client_id: &str, events: usize) -> Vec<String> {
+    let now = now_micros();
+    let Inserted::New(p) = store
+        .insert_payout(Payout {
+            id: shared::ids::random_id("pay_").unwrap(),
+            tenant: "acme".to_owned(),
+            client_id: client_id.to_owned(),
+            idempotency_key: shared::ids::random_id("idem_").unwrap(),
+            request_hash: [1; 32],
+            card_token: "tok_0000000000000000000000".to_owned(),
+            amount: 100,
+            currency: "RUB".to_owned(),
+            recipient_name: "A B".to_owned(),
+            metadata: None,
+            confirm_mode: ConfirmMode::Manual,
+            state: PayoutState::Created,
+            bank_session_id: None,
+            bank_payout_id: None,
+            card_last4: None,
+            failure_code: None,
+            failure_message: None,
+            attention: None,
+            confirm_deadline: None,
+            next_attempt_at: now,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("a new payout was expected")
+    };
+    let rows: Vec<OutboxEvent> = (0..events)
+        .map(|i| {
+            let at = now + i64::try_from(i).unwrap();
+            OutboxEvent {
+                id: shared::ids::random_id("evt_").unwrap(),
+                payout_id: p.id.clone(),
+                client_id: client_id.to_owned(),
+                event_type: "payout.awaiting_confirmation".to_owned(),
+                payload: "{}".to_owned(),
+                attempts: 0,
+                next_attempt_at: at,
+                delivered_at: None,
+                abandoned_at: None,
+                last_error: None,
+                created_at: at,
+            }
+        })
+        .collect();
+    let ids = rows.iter().map(|e| e.id.clone()).collect();
+    store.save(&p, rows).await.unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ProxyStore> = Arc::new(
+        SqliteStore::open(&SqliteOptions {
+            path: dir.path().join("proxy.db"),
+            read_connections: 2,
+            busy_timeout: Duration::from_secs(5),
+        })
+        .unwrap(),
+    );
+    let release = Arc::new(Notify::new());
+    let (fast_url, received) = fast_app().await;
+    client(
+        store.as_ref(),
+        "app_stuck",
+        &stuck_app(Arc::clone(&release)).await,
+    )
+    .await;
+    client(store.as_ref(), "app_fast", &fast_url).await;
+
+    // The stuck app's events are the oldest, so a one-at-a-time deliverer would sit on them.
+    for _ in 0..3 {
+        payout_with_events(store.as_ref(), "app_stuck", 1).await;
+    }
+    let mut expected = Vec::new();
+    for _ in 0..5 {
+        expected.push(payout_with_events(store.as_ref(), "app_fast", 3).await);
+    }
+
+    let deliverer = Deliverer::new(
+        Arc::clone(&store),
+        WebhookSettings {
+            poll_interval_ms: 20,
+            // Far longer than the test waits: only concurrency can get the fast app served.
+            timeout_ms: 120_000,
+            concurrency: 4,
+            ..WebhookSettings::default()
+        },
+    )
+    .unwrap();
+    let running = tokio::spawn(deliverer.run());
+
+    let all: usize = expected.iter().map(Vec::len).sum();
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while received.lock().len() < all {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    release.notify_waiters();
+    running.abort();
+    assert!(
+        waited.is_ok(),
+        "the fast app got {} of {all} webhooks while the stuck app held its deliveries",
+        received.lock().len()
+    );
+    let arrived = received.lock().clone();
+    for ids in &expected {
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| arrived.iter().position(|a| a == id).unwrap())
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "one payout's events arrived out of order"
+        );
+    }
+}
