@@ -126,36 +126,40 @@ impl Deliverer {
         let mut ticker =
             tokio::time::interval(Duration::from_millis(self.settings.poll_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the last claim filled every free slot, so more may be due right now.
+        let mut more_due = false;
         loop {
-            ticker.tick().await;
+            if !more_due {
+                ticker.tick().await;
+            }
             while deliveries.try_join_next().is_some() {}
-            loop {
-                let free = slots.available_permits();
-                if free == 0 {
+            let free = slots.available_permits();
+            if free == 0 {
+                // Every slot is busy: claim again as soon as one delivery ends.
+                let _ = deliveries.join_next().await;
+                more_due = true;
+                continue;
+            }
+            let events = match self.claim(free).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming app webhooks failed");
+                    more_due = false;
+                    continue;
+                }
+            };
+            more_due = events.len() >= free;
+            for group in by_payout(events) {
+                // Never fails: groups are no more than the free slots, and only this loop
+                // takes slots.
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     break;
-                }
-                match self.claim(free).await {
-                    Ok(events) => {
-                        let full = events.len() >= free;
-                        for group in by_payout(events) {
-                            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                                break;
-                            };
-                            let this = self.clone();
-                            deliveries.spawn(async move {
-                                this.deliver_in_order(group).await;
-                                drop(slot);
-                            });
-                        }
-                        if !full {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming app webhooks failed");
-                        break;
-                    }
-                }
+                };
+                let this = self.clone();
+                deliveries.spawn(async move {
+                    this.deliver_in_order(group).await;
+                    drop(slot);
+                });
             }
         }
     }
