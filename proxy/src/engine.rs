@@ -51,6 +51,8 @@ struct Inner {
     settings: PayoutSettings,
     confirm_deadline: Duration,
     locks: Vec<Mutex<()>>,
+    /// Signalled after a save that wrote app events, so the deliverer sends them at once.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 /// What the bank's session says about a payout.
@@ -158,6 +160,7 @@ impl Engine {
                 settings,
                 confirm_deadline,
                 locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                outbox: Arc::default(),
             }),
         }
     }
@@ -165,6 +168,24 @@ impl Engine {
     /// How long a reconciler claim on a payout lasts.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.inner.settings.stuck_after_ms.max(1_000))
+    }
+
+    /// Notified whenever this engine has written app events (see [`Deliverer::wake_on`]).
+    ///
+    /// [`Deliverer::wake_on`]: crate::outbox::Deliverer::wake_on
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.outbox)
+    }
+
+    /// Saves `p` with the app events its state calls for, and tells the deliverer.
+    async fn save_with_events(&self, p: &Payout, now: i64) -> Result<Payout, StoreError> {
+        let events: Vec<_> = event_for(p, now).into_iter().collect();
+        let wrote_events = !events.is_empty();
+        let saved = self.inner.store.save(p, events).await?;
+        if wrote_events {
+            self.inner.outbox.notify_one();
+        }
+        Ok(saved)
     }
 
     /// The store.
@@ -502,8 +523,7 @@ impl Engine {
             PayoutState::AwaitingConfirmation => now,
             _ => now + millis(self.inner.settings.stuck_after_ms),
         };
-        let events = event_for(&p, now).into_iter().collect();
-        self.inner.store.save(&p, events).await?;
+        self.save_with_events(&p, now).await?;
         Ok(next == PayoutState::AwaitingConfirmation && p.confirm_mode == ConfirmMode::Auto)
     }
 
@@ -590,8 +610,7 @@ impl Engine {
         p.state = state;
         p.updated_at = now;
         p.next_attempt_at = now;
-        let events = event_for(&p, now).into_iter().collect();
-        self.inner.store.save(&p, events).await?;
+        self.save_with_events(&p, now).await?;
         Ok(true)
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::{WebhookSettings, backoff};
@@ -91,12 +91,15 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance_secon
 /// Up to `webhooks.concurrency` deliveries are in flight at once, so one slow or dead app
 /// endpoint holds up only its own events, never everyone's. One payout's events still go out
 /// one after another, oldest first. Events are claimed as delivery slots free up: after a poll
-/// that found a full batch the deliverer claims again at once instead of waiting for the next.
+/// that found a full batch the deliverer claims again at once instead of waiting for the next,
+/// and the engine wakes it when it writes new events ([`Deliverer::wake_on`]); the poll is for
+/// retries coming due and for other replicas' events.
 #[derive(Clone, Debug)]
 pub struct Deliverer {
     store: Arc<dyn ProxyStore>,
     http: reqwest::Client,
     settings: WebhookSettings,
+    wake: Arc<Notify>,
 }
 
 impl Deliverer {
@@ -115,7 +118,18 @@ impl Deliverer {
                 .build()?,
             store,
             settings,
+            wake: Arc::default(),
         })
+    }
+
+    /// Also polls as soon as `signal` is notified (the engine's [`outbox_signal`], after it
+    /// wrote events), so a webhook does not wait for the next poll.
+    ///
+    /// [`outbox_signal`]: crate::engine::Engine::outbox_signal
+    #[must_use]
+    pub fn wake_on(mut self, signal: Arc<Notify>) -> Self {
+        self.wake = signal;
+        self
     }
 
     /// Polls the outbox forever. Dropping the future stops it and its deliveries in flight;
@@ -130,7 +144,10 @@ impl Deliverer {
         let mut more_due = false;
         loop {
             if !more_due {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = self.wake.notified() => {}
+                }
             }
             while deliveries.try_join_next().is_some() {}
             let free = slots.available_permits();

@@ -81,7 +81,8 @@ impl Application {
         )?);
         let vault = VaultClient::new(&config.vault)?;
         let engine = Engine::new(Arc::clone(&store), bank, vault, config.payouts.clone());
-        let deliverer = Deliverer::new(store, config.webhooks.clone())?;
+        let deliverer =
+            Deliverer::new(store, config.webhooks.clone())?.wake_on(engine.outbox_signal());
         let listener =
             TcpListener::bind(config.listen())
                 .await
