@@ -24,3 +24,14 @@ request = function()
     ["Content-Type"] = "application/json",
   }, '{"pan":"' .. luhn_complete(body) .. '"}')
 end
+
+-- Optional: with VAULT_BENCH_LIMIT set, each wrk thread stops after that many responses (the
+-- growth benchmark fills the vault to an exact size this way).
+local limit = tonumber(os.getenv("VAULT_BENCH_LIMIT") or "")
+if limit then
+  local done = 0
+  response = function()
+    done = done + 1
+    if done >= limit then wrk.thread:stop() end
+  end
+end

@@ -16,17 +16,15 @@ source bench/lib.sh
 
 start_vault
 
-# Tokenizes new random cards at concurrency 64 until the vault holds at least $1 tokens.
+# Tokenizes new random cards at concurrency 64 until the vault holds $1 tokens (each of the two
+# wrk threads stops after its share; a round is at most 30 s).
 fill_to() {
   local have
   while true; do
     have=$(vault_sql 'SELECT count(*) FROM tokens')
     [ "$have" -ge "$1" ] && break
-    # About 10,000 tokenizes a second; never overshoot by much more than a second's worth.
-    local secs=$(( ($1 - have) / 10000 ))
-    [ "$secs" -lt 1 ] && secs=1
-    [ "$secs" -gt 30 ] && secs=30
-    wrk -t2 -c64 -d"${secs}s" -s bench/tokenize.lua "$bench_url" >/dev/null
+    local share=$(( ($1 - have + 1) / 2 ))
+    VAULT_BENCH_LIMIT=$share wrk -t2 -c64 -d30s -s bench/tokenize.lua "$bench_url" >/dev/null
   done
   echo "$have"
 }
