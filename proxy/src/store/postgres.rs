@@ -71,9 +71,15 @@ fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
     shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
 }
 
-const PAYOUT_COLUMNS: &str = "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
-     recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, failure_code, \
-     failure_message, attention, confirm_deadline, next_attempt_at, attempts, created_at, updated_at, version";
+/// The payout columns in [`payout_from_row`]'s order; a macro so queries stay `&'static str`
+/// (statements are prepared once per connection and cached).
+macro_rules! payout_columns {
+    () => {
+        "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
+         recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, failure_code, \
+         failure_message, attention, confirm_deadline, next_attempt_at, attempts, created_at, updated_at, version"
+    };
+}
 
 fn payout_from_row(r: &Row) -> Result<Payout, StoreError> {
     let mode: String = r.try_get(10)?;
@@ -107,8 +113,12 @@ fn payout_from_row(r: &Row) -> Result<Payout, StoreError> {
     })
 }
 
-const CLIENT_COLUMNS: &str =
-    "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at";
+/// The client columns in [`client_from_row`]'s order.
+macro_rules! client_columns {
+    () => {
+        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at"
+    };
+}
 
 fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
     let scopes: String = r.try_get(3)?;
@@ -125,7 +135,13 @@ fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
     })
 }
 
-const EVENT_COLUMNS: &str = "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, abandoned_at, last_error, created_at";
+/// The outbox columns in [`event_from_row`]'s order.
+macro_rules! event_columns {
+    () => {
+        "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, \
+         abandoned_at, last_error, created_at"
+    };
+}
 
 fn event_from_row(r: &Row) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
@@ -148,12 +164,18 @@ fn event_from_row(r: &Row) -> Result<OutboxEvent, StoreError> {
 impl ProxyStore for PgStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "INSERT INTO payouts (",
+                payout_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) \
+                 ON CONFLICT (client_id, idempotency_key) DO NOTHING"
+            ))
+            .await?;
         let inserted = client
             .execute(
-                &format!(
-                    "INSERT INTO payouts ({PAYOUT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                     $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) ON CONFLICT (client_id, idempotency_key) DO NOTHING"
-                ),
+                &stmt,
                 &[
                     &p.id,
                     &p.tenant,
@@ -185,22 +207,30 @@ impl ProxyStore for PgStore {
         if inserted == 1 {
             return Ok(Inserted::New(p));
         }
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                payout_columns!(),
+                " FROM payouts WHERE client_id = $1 AND idempotency_key = $2"
+            ))
+            .await?;
         let row = client
-            .query_one(
-                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE client_id = $1 AND idempotency_key = $2"),
-                &[&p.client_id, &p.idempotency_key],
-            )
+            .query_one(&stmt, &[&p.client_id, &p.idempotency_key])
             .await?;
         Ok(Inserted::Existing(payout_from_row(&row)?))
     }
 
     async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                payout_columns!(),
+                " FROM payouts WHERE id = $1"
+            ))
+            .await?;
         client
-            .query_opt(
-                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = $1"),
-                &[&id],
-            )
+            .query_opt(&stmt, &[&id])
             .await?
             .as_ref()
             .map(payout_from_row)
@@ -209,11 +239,15 @@ impl ProxyStore for PgStore {
 
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                payout_columns!(),
+                " FROM payouts WHERE bank_session_id = $1"
+            ))
+            .await?;
         client
-            .query_opt(
-                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE bank_session_id = $1"),
-                &[&session_id],
-            )
+            .query_opt(&stmt, &[&session_id])
             .await?
             .as_ref()
             .map(payout_from_row)
@@ -229,15 +263,17 @@ impl ProxyStore for PgStore {
     ) -> Result<Vec<Payout>, StoreError> {
         let client = self.conn().await?;
         let state = state.map(PayoutState::as_str);
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                payout_columns!(),
+                " FROM payouts WHERE tenant = $1 AND ($2::TEXT IS NULL OR state = $2) \
+                 AND ($3::TEXT IS NULL OR (created_at, id) < (SELECT created_at, id FROM payouts WHERE id = $3)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $4"
+            ))
+            .await?;
         client
-            .query(
-                &format!(
-                    "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE tenant = $1 AND ($2::TEXT IS NULL OR state = $2) \
-                     AND ($3::TEXT IS NULL OR (created_at, id) < (SELECT created_at, id FROM payouts WHERE id = $3)) \
-                     ORDER BY created_at DESC, id DESC LIMIT $4"
-                ),
-                &[&tenant, &state, &after, &i64::from(limit)],
-            )
+            .query(&stmt, &[&tenant, &state, &after, &i64::from(limit)])
             .await?
             .iter()
             .map(payout_from_row)
@@ -247,12 +283,17 @@ impl ProxyStore for PgStore {
     async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
-        let changed = tx
-            .execute(
+        let stmt = tx
+            .prepare_cached(
                 "UPDATE payouts SET state = $3, bank_session_id = $4, bank_payout_id = $5, card_last4 = $6, \
                  failure_code = $7, failure_message = $8, attention = $9, confirm_deadline = $10, \
                  next_attempt_at = $11, attempts = $12, updated_at = $13, version = version + 1 \
                  WHERE id = $1 AND version = $2",
+            )
+            .await?;
+        let changed = tx
+            .execute(
+                &stmt,
                 &[
                     &p.id,
                     &p.version,
@@ -273,24 +314,33 @@ impl ProxyStore for PgStore {
         if changed == 0 {
             return Err(StoreError::Conflict);
         }
-        for e in &events {
-            tx.execute(
-                &format!("INSERT INTO outbox ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
-                &[
-                    &e.id,
-                    &e.payout_id,
-                    &e.client_id,
-                    &e.event_type,
-                    &e.payload,
-                    &i64::from(e.attempts),
-                    &e.next_attempt_at,
-                    &e.delivered_at,
-                    &e.abandoned_at,
-                    &e.last_error,
-                    &e.created_at,
-                ],
-            )
-            .await?;
+        if !events.is_empty() {
+            let stmt = tx
+                .prepare_cached(concat!(
+                    "INSERT INTO outbox (",
+                    event_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                ))
+                .await?;
+            for e in &events {
+                tx.execute(
+                    &stmt,
+                    &[
+                        &e.id,
+                        &e.payout_id,
+                        &e.client_id,
+                        &e.event_type,
+                        &e.payload,
+                        &i64::from(e.attempts),
+                        &e.next_attempt_at,
+                        &e.delivered_at,
+                        &e.abandoned_at,
+                        &e.last_error,
+                        &e.created_at,
+                    ],
+                )
+                .await?;
+            }
         }
         tx.commit().await?;
         let mut saved = p.clone();
@@ -305,26 +355,38 @@ impl ProxyStore for PgStore {
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE payouts SET next_attempt_at = $2 WHERE id IN ( \
+                   SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') AND next_attempt_at <= $1 \
+                   ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING ",
+                payout_columns!()
+            ))
+            .await?;
         let rows = client
-            .query(
-                &format!(
-                    "UPDATE payouts SET next_attempt_at = $2 WHERE id IN ( \
-                       SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') AND next_attempt_at <= $1 \
-                       ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     RETURNING {PAYOUT_COLUMNS}"
-                ),
-                &[&due, &lease_until, &i64::from(limit)],
-            )
+            .query(&stmt, &[&due, &lease_until, &i64::from(limit)])
             .await?;
         rows.iter().map(payout_from_row).collect()
     }
 
     async fn record_bank_event(&self, e: BankEvent) -> Result<(), StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?;
         client
             .execute(
-                "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at) VALUES ($1, $2, $3, $4, $5)",
-                &[&e.payout_id, &e.bank_session_id, &e.kind, &e.body, &e.received_at],
+                &stmt,
+                &[
+                    &e.payout_id,
+                    &e.bank_session_id,
+                    &e.kind,
+                    &e.body,
+                    &e.received_at,
+                ],
             )
             .await?;
         Ok(())
@@ -332,12 +394,12 @@ impl ProxyStore for PgStore {
 
     async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {
         let client = self.conn().await?;
-        let rows = client
-            .query(
+        let stmt = client
+            .prepare_cached(
                 "SELECT payout_id, bank_session_id, kind, body, received_at FROM bank_events WHERE payout_id = $1 ORDER BY seq",
-                &[&payout_id],
             )
             .await?;
+        let rows = client.query(&stmt, &[&payout_id]).await?;
         rows.iter()
             .map(|r| {
                 Ok(BankEvent {
@@ -358,49 +420,67 @@ impl ProxyStore for PgStore {
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
+                   SELECT id FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1 \
+                   ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING ",
+                event_columns!()
+            ))
+            .await?;
         let rows = client
-            .query(
-                &format!(
-                    "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
-                       SELECT id FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1 \
-                       ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     RETURNING {EVENT_COLUMNS}"
-                ),
-                &[&now, &lease_until, &i64::from(limit)],
-            )
+            .query(&stmt, &[&now, &lease_until, &i64::from(limit)])
             .await?;
         rows.iter().map(event_from_row).collect()
     }
 
     async fn undelivered_events(&self) -> Result<u64, StoreError> {
         let client = self.conn().await?;
-        let n: i64 = client
-            .query_one(
+        let stmt = client
+            .prepare_cached(
                 "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
-                &[],
             )
-            .await?
-            .try_get(0)?;
+            .await?;
+        let n: i64 = client.query_one(&stmt, &[]).await?.try_get(0)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn update_event(&self, e: &OutboxEvent) -> Result<(), StoreError> {
         let client = self.conn().await?;
-        client
-            .execute(
+        let stmt = client
+            .prepare_cached(
                 "UPDATE outbox SET attempts = $2, next_attempt_at = $3, delivered_at = $4, abandoned_at = $5, last_error = $6 \
                  WHERE id = $1",
-                &[&e.id, &i64::from(e.attempts), &e.next_attempt_at, &e.delivered_at, &e.abandoned_at, &e.last_error],
+            )
+            .await?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &e.id,
+                    &i64::from(e.attempts),
+                    &e.next_attempt_at,
+                    &e.delivered_at,
+                    &e.abandoned_at,
+                    &e.last_error,
+                ],
             )
             .await?;
         Ok(())
     }
 
+    // Admin statements below (client management, readiness) are rare: sent as text.
+
     async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
         let client = self.conn().await?;
         client
             .execute(
-                &format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+                concat!(
+                    "INSERT INTO clients (",
+                    client_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ),
                 &[
                     &c.id,
                     &c.name,
@@ -422,11 +502,15 @@ impl ProxyStore for PgStore {
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM clients WHERE key_hash = $1"
+            ))
+            .await?;
         client
-            .query_opt(
-                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE key_hash = $1"),
-                &[&key_hash.as_slice()],
-            )
+            .query_opt(&stmt, &[&key_hash.as_slice()])
             .await?
             .as_ref()
             .map(client_from_row)
@@ -435,11 +519,15 @@ impl ProxyStore for PgStore {
 
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM clients WHERE id = $1"
+            ))
+            .await?;
         client
-            .query_opt(
-                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1"),
-                &[&id],
-            )
+            .query_opt(&stmt, &[&id])
             .await?
             .as_ref()
             .map(client_from_row)
@@ -450,7 +538,11 @@ impl ProxyStore for PgStore {
         let client = self.conn().await?;
         client
             .query(
-                &format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"),
+                concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients ORDER BY created_at, id"
+                ),
                 &[],
             )
             .await?
