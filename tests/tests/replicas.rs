@@ -67,8 +67,31 @@ fn spawn(cmd: &mut Command, log: &Path) -> Child {
 }
 
 async fn wait_up(http: &reqwest::Client, url: &str) {
+    wait_process_up(http, url, None).await;
+}
+
+/// Waits for `url` to answer 2xx; with a process and its log, fails at once (showing the log)
+/// if the process exits instead.
+async fn wait_process_up(http: &reqwest::Client, url: &str, process: Option<(&mut Child, &Path)>) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut process = process;
     while Instant::now() < deadline {
+        if let Some((child, log)) = process.as_mut()
+            && let Some(status) = child.try_wait().unwrap()
+        {
+            let log = std::fs::read_to_string(*log).unwrap_or_default();
+            let tail: String = log
+                .chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!(
+                "the process behind {url} exited ({status}) before it came up; its log ends:\n{tail}"
+            );
+        }
         if http
             .get(url)
             .send()
@@ -277,10 +300,10 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             .arg("serve")
             .env("VAULT__DATABASE__URL", &vault_db)
             .env("VAULT__SERVER__LISTEN", url.trim_start_matches("http://"));
-        procs
-            .0
-            .push(spawn(&mut cmd, &path(&format!("vault-{i}.log"))));
-        wait_up(&http, &format!("{url}/healthz")).await;
+        let log = path(&format!("vault-{i}.log"));
+        procs.0.push(spawn(&mut cmd, &log));
+        let child = procs.0.last_mut().unwrap();
+        wait_process_up(&http, &format!("{url}/healthz"), Some((child, &log))).await;
     }
 
     // Two proxy replicas, one database, each with its own vault replica.
@@ -321,7 +344,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         String::from_utf8_lossy(&out.stderr)
     );
     let app_key = field(&String::from_utf8(out.stdout).unwrap(), "api_key:");
-    let mut proxy_children = Vec::new();
+    // In a `Procs` so a failure before they join `procs` still kills them.
+    let mut proxy_children = Procs(Vec::new());
     for (i, port) in proxy_ports.iter().enumerate() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"));
         cmd.arg("--config")
@@ -330,8 +354,15 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             .env("PROXY__DATABASE__URL", &proxy_db)
             .env("PROXY__VAULT__URL", &vault_urls[i])
             .env("PROXY__SERVER__LISTEN", format!("127.0.0.1:{port}"));
-        proxy_children.push(spawn(&mut cmd, &path(&format!("proxy-{i}.log"))));
-        wait_up(&http, &format!("http://127.0.0.1:{port}/healthz")).await;
+        let log = path(&format!("proxy-{i}.log"));
+        proxy_children.0.push(spawn(&mut cmd, &log));
+        let child = proxy_children.0.last_mut().unwrap();
+        wait_process_up(
+            &http,
+            &format!("http://127.0.0.1:{port}/healthz"),
+            Some((child, &log)),
+        )
+        .await;
     }
 
     // Load: payouts created on both proxies at once; the second proxy is killed midway.
@@ -378,10 +409,10 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     for t in tasks {
         ids.push(t.await.unwrap());
     }
-    let mut dead = proxy_children.remove(1);
+    let mut dead = proxy_children.0.remove(1);
     dead.kill().unwrap();
     dead.wait().unwrap();
-    procs.0.extend(proxy_children);
+    procs.0.extend(std::mem::take(&mut proxy_children.0));
     // The kill landed mid-load: some payouts the dead replica was driving were not finished.
     let survivor = format!("http://127.0.0.1:{}", proxy_ports[0]);
     let mut unfinished_at_kill = 0;
