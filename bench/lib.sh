@@ -14,6 +14,10 @@ bench_url="http://127.0.0.1:$bench_port"
 
 # Builds the vault, makes the vault and its client, starts it. Sets dir, pid, VAULT_BENCH_KEY.
 start_vault() {
+  if curl -s -o /dev/null "$bench_url/healthz"; then
+    echo "something already listens on port $bench_port (set BENCH_PORT)" >&2
+    exit 1
+  fi
   cargo build --release --bin vault -q
   bin="$PWD/target/release/vault"
   dir=$(mktemp -d)

@@ -217,14 +217,20 @@ impl Chain {
     /// Takes the audit lock for the rest of `tx` and reads the chain's head. Every audited
     /// transaction calls this before touching any row: one lock order for all writers.
     async fn lock(tx: &Transaction<'_>) -> Result<Self, StoreError> {
-        let stmt = tx
+        let lock = tx
             .prepare_cached("SELECT pg_advisory_xact_lock($1)")
             .await?;
-        tx.execute(&stmt, &[&AUDIT_LOCK]).await?;
-        let stmt = tx
+        let head = tx
             .prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")
             .await?;
-        Ok(match tx.query_opt(&stmt, &[]).await? {
+        // Both go out in one round trip. The server runs them in order, and under READ
+        // COMMITTED the head query takes its snapshot only once the lock is held, so it sees the
+        // last event committed by whoever held the lock before.
+        let (_, head) = tokio::try_join!(
+            tx.execute(&lock, &[&AUDIT_LOCK]),
+            tx.query_opt(&head, &[])
+        )?;
+        Ok(match head {
             Some(r) => Self {
                 seq: u64::try_from(r.try_get::<_, i64>(0)?)
                     .map_err(|_| StoreError::Corrupt("audit seq"))?,
