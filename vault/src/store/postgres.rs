@@ -226,10 +226,8 @@ impl Chain {
         // Both go out in one round trip. The server runs them in order, and under READ
         // COMMITTED the head query takes its snapshot only once the lock is held, so it sees the
         // last event committed by whoever held the lock before.
-        let (_, head) = tokio::try_join!(
-            tx.execute(&lock, &[&AUDIT_LOCK]),
-            tx.query_opt(&head, &[])
-        )?;
+        let (_, head) =
+            tokio::try_join!(tx.execute(&lock, &[&AUDIT_LOCK]), tx.query_opt(&head, &[]))?;
         Ok(match head {
             Some(r) => Self {
                 seq: u64::try_from(r.try_get::<_, i64>(0)?)
