@@ -17,9 +17,6 @@ use crate::engine::now_micros;
 use crate::payout::OutboxEvent;
 use crate::store::ProxyStore;
 
-/// Events claimed per round by [`Deliverer::deliver_due`].
-const CLAIM_BATCH: usize = 64;
-
 /// Splits claimed events (oldest first) into one list per payout, each still oldest first,
 /// the lists in the order of their first event.
 fn by_payout(events: Vec<OutboxEvent>) -> Vec<Vec<OutboxEvent>> {
@@ -177,30 +174,6 @@ impl Deliverer {
                     this.deliver_in_order(group).await;
                     drop(slot);
                 });
-            }
-        }
-    }
-
-    /// Delivers every due event now and returns how many were attempted (tests and tools; the
-    /// service uses [`Self::run`]).
-    ///
-    /// # Errors
-    ///
-    /// Storage failure.
-    pub async fn deliver_due(&self) -> Result<usize, crate::store::StoreError> {
-        let mut attempted = 0;
-        loop {
-            let events = self.claim(CLAIM_BATCH).await?;
-            let n = events.len();
-            attempted += n;
-            let mut deliveries = JoinSet::new();
-            for group in by_payout(events) {
-                let this = self.clone();
-                deliveries.spawn(async move { this.deliver_in_order(group).await });
-            }
-            deliveries.join_all().await;
-            if n < CLAIM_BATCH {
-                return Ok(attempted);
             }
         }
     }
