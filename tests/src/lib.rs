@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod devstack;
+pub mod ready;
 pub mod sandbox;
 
 /// Canary card numbers for boundary tests: well-known test PANs of several brands and lengths.

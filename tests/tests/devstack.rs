@@ -47,7 +47,7 @@ fn devstack(cwd: &Path, ports: &[u16], extra: &[&str], name: &str) -> Run {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -56,7 +56,7 @@ fn devstack(cwd: &Path, ports: &[u16], extra: &[&str], name: &str) -> Run {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "devstack ({name}) did not finish in 60 s; stdout:\n{}\nstderr:\n{}",
+                "devstack ({name}) did not finish in 300 s; stdout:\n{}\nstderr:\n{}",
                 std::fs::read_to_string(&out_path).unwrap_or_default(),
                 std::fs::read_to_string(&err_path).unwrap_or_default()
             );
@@ -86,7 +86,7 @@ fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while !std::fs::read_to_string(&out_path)
         .unwrap()
         .contains("serving until")
@@ -109,7 +109,7 @@ fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -117,7 +117,7 @@ fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("devstack did not stop within 15 s of SIGTERM");
+            panic!("devstack did not stop within 60 s of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(50));
     };

@@ -73,7 +73,7 @@ async fn wait_up(http: &reqwest::Client, url: &str) {
 /// Waits for `url` to answer 2xx; with a process and its log, fails at once (showing the log)
 /// if the process exits instead.
 async fn wait_process_up(http: &reqwest::Client, url: &str, process: Option<(&mut Child, &Path)>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + tests::ready::READY_DEADLINE;
     let mut process = process;
     while Instant::now() < deadline {
         if let Some((child, log)) = process.as_mut()
@@ -439,7 +439,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     );
 
     // Every payout ends succeeded, read through the surviving proxy.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let mut finals = BTreeMap::new();
     while finals.len() < ids.len() {
         assert!(
@@ -540,7 +540,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     }
 
     // Every payout's outcome reached the app.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let told: BTreeSet<String> = hooks
             .lock()

@@ -148,9 +148,9 @@ impl Env {
 
     /// The next webhook, or a panic after a few seconds.
     pub(crate) async fn next_hook(&mut self) -> Webhook {
-        tokio::time::timeout(Duration::from_secs(5), self.hooks.recv())
+        tokio::time::timeout(Duration::from_secs(60), self.hooks.recv())
             .await
-            .expect("no webhook within 5 s")
+            .expect("no webhook within 60 s")
             .expect("receiver closed")
     }
 }

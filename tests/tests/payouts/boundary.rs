@@ -32,13 +32,13 @@ async fn no_canary_leaves_the_boundary() {
             .await;
         if confirm == "manual" {
             stack
-                .wait_status(&id, &["awaiting_confirmation"], Duration::from_secs(15))
+                .wait_status(&id, &["awaiting_confirmation"], Duration::from_secs(60))
                 .await;
             let (_, body) = stack.action(&id, "confirm").await;
             responses.push(body.to_string());
         }
         let done = stack
-            .wait_status(&id, &["succeeded"], Duration::from_secs(15))
+            .wait_status(&id, &["succeeded"], Duration::from_secs(60))
             .await;
         responses.push(done.to_string());
         // Card numbers where they do not belong: refused without echo.

@@ -9,7 +9,7 @@ use crate::stack::Stack;
 
 /// Waits until the sandbox holds a request to `method` open (the proxy is inside that step).
 async fn wait_for_held(stack: &Stack, method: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let held = stack.journal().await.into_iter().any(|e| {
             e["kind"] == "request"
@@ -50,7 +50,7 @@ async fn kill_9_after_each_step_then_restart_completes_exactly_once() {
             .wait_status(
                 &id,
                 &["succeeded", "failed", "cancelled"],
-                Duration::from_secs(30),
+                Duration::from_secs(90),
             )
             .await;
         assert_eq!(done["status"], "succeeded", "{step}: {done}");

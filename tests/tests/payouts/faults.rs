@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::stack::Stack;
 
-const SECS: Duration = Duration::from_secs(20);
+const SECS: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_faults_do_not_break_or_double_a_payout() {
@@ -127,7 +127,7 @@ async fn bank_5xx_and_timeouts_on_every_call_never_double_a_payout() {
                 .wait_status(
                     &id,
                     &["succeeded", "failed", "cancelled"],
-                    Duration::from_secs(30),
+                    Duration::from_secs(90),
                 )
                 .await;
             ids.push((method, action, id, done));
@@ -163,7 +163,7 @@ async fn an_unavailable_vault_fails_the_payout_cleanly_before_the_bank_sees_a_ca
         .unwrap()
         .to_owned();
     let done = stack
-        .wait_status(&id, &["failed", "succeeded"], Duration::from_secs(30))
+        .wait_status(&id, &["failed", "succeeded"], Duration::from_secs(90))
         .await;
     assert_eq!(done["status"], "failed");
     assert_eq!(done["failure"]["code"], "vault_unavailable");
@@ -242,7 +242,7 @@ async fn bank_5xx_and_timeouts_on_cancel_still_cancel_once() {
             .wait_status(
                 &id,
                 &["cancelled", "failed", "succeeded"],
-                Duration::from_secs(30),
+                Duration::from_secs(90),
             )
             .await;
         assert_eq!(done["status"], "cancelled", "{action}: {done}");

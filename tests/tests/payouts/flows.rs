@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::stack::Stack;
 
-const SECS: Duration = Duration::from_secs(15);
+const SECS: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_confirm_pays_once_and_tells_the_app() {

@@ -32,6 +32,14 @@ pub(crate) struct Options {
     pub(crate) proxy_env: Vec<(String, String)>,
 }
 
+/// The stack's processes.
+#[derive(Clone, Copy, Debug)]
+enum Service {
+    Vault,
+    Proxy,
+    Sandbox,
+}
+
 pub(crate) struct Stack {
     pub(crate) dir: TempDir,
     pub(crate) http: reqwest::Client,
@@ -114,7 +122,7 @@ impl Stack {
             ])
             .args(["--log-format", "json"])
             .args(&options.sandbox_flags);
-        let sandbox = spawn_logged(&mut sandbox, &path("sandbox"));
+        let mut sandbox = spawn_logged(&mut sandbox, &path("sandbox"));
         let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
 
         // The vault.
@@ -183,7 +191,16 @@ impl Stack {
             bk = path("bank.pub.pem").display(),
         );
         std::fs::write(path("proxy.toml"), proxy_toml).unwrap();
-        wait_for_file(&path("bank.pub.pem"));
+        // The sandbox prints the key's path once it has written the key and listens.
+        tests::ready::wait_for_line(
+            &mut sandbox,
+            &path("sandbox.out"),
+            "BANK131_SANDBOX_BANK_PUBLIC_KEY=",
+            "the bank131 sandbox",
+            &[&path("sandbox.out"), &path("sandbox.log")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let out = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"))
             .arg("--config")
             .arg(path("proxy.toml"))
@@ -226,10 +243,8 @@ impl Stack {
             proxy_runs: 0,
             options,
         };
-        stack.wait_healthy(&stack.vault_url.clone()).await;
-        stack
-            .wait_healthy(&format!("{}/__sandbox", stack.sandbox_url))
-            .await;
+        stack.wait_healthy(Service::Vault).await;
+        stack.wait_healthy(Service::Sandbox).await;
         stack.start_proxy().await;
         stack
     }
@@ -251,7 +266,7 @@ impl Stack {
             &mut cmd,
             &self.path(&format!("proxy-{}", self.proxy_runs)),
         ));
-        self.wait_healthy(&self.proxy_url.clone()).await;
+        self.wait_healthy(Service::Proxy).await;
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -269,26 +284,33 @@ impl Stack {
         }
     }
 
-    async fn wait_healthy(&self, base: &str) {
-        let url = if base.ends_with("/__sandbox") {
-            format!("{base}/health")
-        } else {
-            format!("{base}/healthz")
+    /// Waits for a service's health endpoint; fails at once, with its logs, if it exits.
+    async fn wait_healthy(&mut self, service: Service) {
+        let (url, log, child) = match service {
+            Service::Vault => (
+                format!("{}/healthz", self.vault_url),
+                "vault".to_owned(),
+                self.vault.as_mut(),
+            ),
+            Service::Proxy => (
+                format!("{}/healthz", self.proxy_url),
+                format!("proxy-{}", self.proxy_runs),
+                self.proxy.as_mut(),
+            ),
+            Service::Sandbox => (
+                format!("{}/__sandbox/health", self.sandbox_url),
+                "sandbox".to_owned(),
+                self.sandbox.as_mut(),
+            ),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        panic!("{url} did not come up");
+        let child = child.unwrap_or_else(|| panic!("{url}: the process is not running"));
+        let (out, err) = (
+            self.dir.path().join(format!("{log}.out")),
+            self.dir.path().join(format!("{log}.log")),
+        );
+        tests::ready::wait_healthy(&self.http, &url, child, &[&out, &err])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub(crate) async fn tokenize(&self, pan: &str) -> String {
@@ -377,7 +399,7 @@ impl Stack {
 
     /// Waits for an app webhook of `kind` about `payout`.
     pub(crate) async fn wait_hook(&self, payout: &str, kind: &str) -> AppHook {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let found = self
                 .hooks
@@ -503,18 +525,6 @@ fn spawn_logged(cmd: &mut Command, base: &std::path::Path) -> Child {
     ))
     .spawn()
     .unwrap()
-}
-
-fn wait_for_file(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 type Receiver = (Arc<Mutex<Vec<AppHook>>>, Arc<Mutex<String>>);

@@ -79,10 +79,15 @@ async fn clients_are_listed_and_revoked_keys_stop_working() {
     assert_eq!(String::from_utf8(all.stdout).unwrap().lines().count(), 2);
 }
 
-/// Copies the stopped vault's database for one tampering experiment.
+/// Copies the vault's database for one tampering experiment. The copy goes through SQLite's
+/// backup API, never a file copy: a stopped vault can leave committed events in its WAL file,
+/// which a copy of `vault.db` alone would silently drop.
 fn tampered(vault: &VaultDir, name: &str, sql: &str) -> (bool, String) {
     let copy = vault.path(name);
-    std::fs::copy(vault.path("vault.db"), &copy).unwrap();
+    rusqlite::Connection::open(vault.path("vault.db"))
+        .unwrap()
+        .backup(rusqlite::MAIN_DB, &copy, None)
+        .unwrap();
     rusqlite::Connection::open(&copy)
         .unwrap()
         .execute_batch(sql)

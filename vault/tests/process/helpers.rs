@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 use shared::Pan;
 use tempfile::TempDir;
 
+/// How long a process may take to start or stop before the test gives up: long, because it only
+/// bounds a hang on a loaded CI machine.
+pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(180);
+
 pub(crate) const ALL_SCOPES: &str = "tokens:create,tokens:read,tokens:detokenize,tokens:delete";
 
 /// A vault's files: config, master key, database, logs.
@@ -91,13 +95,21 @@ impl VaultDir {
             child,
             base: String::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Readiness is the line the vault prints once it listens. The deadline only bounds a
+        // hang (a loaded 2-core CI machine can be slow); a vault that exits fails at once.
+        let deadline = Instant::now() + READY_DEADLINE;
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("vault listening")) {
+            if let Some(line) = text
+                .split_inclusive('\n')
+                .find(|l| l.ends_with('\n') && l.contains("vault listening"))
+            {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
                 server.base = format!("http://{}", v["addr"].as_str().unwrap());
                 return server;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("vault serve exited ({status}) before it listened; its log:\n{text}");
             }
             assert!(Instant::now() < deadline, "vault did not start: {text}");
             std::thread::sleep(Duration::from_millis(20));
@@ -144,7 +156,7 @@ impl Server {
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + READY_DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
