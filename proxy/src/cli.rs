@@ -99,6 +99,11 @@ enum Bank131Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Bank131 { command } = cli.command {
+        // `sign` holds the partner's private key: the same hardening as every other command.
+        if let Err(e) = shared::server::harden_process() {
+            eprintln!("proxy: {e}");
+            return ExitCode::FAILURE;
+        }
         return match bank131(command) {
             Ok(code) => code,
             Err(e) => {
@@ -119,7 +124,6 @@ pub fn main() -> ExitCode {
 async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
-            shared::server::disable_core_dumps();
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, "proxy listening");
             app.run_until(shutdown_signal()).await?;

@@ -64,7 +64,7 @@ pub struct Application {
     deliverer: Deliverer,
     body_limit: usize,
     reconcile_interval: Duration,
-    shutdown_timeout: Duration,
+    serve: shared::server::ServeOptions,
 }
 
 impl Application {
@@ -100,7 +100,7 @@ impl Application {
             deliverer,
             body_limit: config.server.body_limit_bytes,
             reconcile_interval: Duration::from_millis(config.payouts.reconcile_interval_ms),
-            shutdown_timeout: Duration::from_millis(config.server.shutdown_timeout_ms),
+            serve: shared::server::ServeOptions::from_config(&config.server),
         })
     }
 
@@ -131,7 +131,7 @@ impl Application {
             self.listener,
             router(self.state, self.body_limit),
             shutdown,
-            self.shutdown_timeout,
+            self.serve,
         )
         .await
         .map_err(StartupError::Serve);

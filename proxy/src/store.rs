@@ -37,6 +37,9 @@ pub enum StoreError {
     /// The blocking task running the query died.
     #[error("storage task failed")]
     Task,
+    /// Too many writes are waiting for the database: refused at once (load shedding).
+    #[error("too many writes are waiting for the database")]
+    Overloaded,
 }
 
 /// The result of inserting a payout under an idempotency key.

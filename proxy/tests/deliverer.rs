@@ -145,6 +145,7 @@ async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
             path: dir.path().join("proxy.db"),
             read_connections: 2,
             busy_timeout: Duration::from_secs(5),
+            max_queued_writes: 4096,
         })
         .unwrap(),
     );

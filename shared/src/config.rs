@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use crate::sqlite::SqliteOptions;
 use crate::telemetry::LogFormat;
 
-/// Why the configuration was refused.
+/// Why the configuration was refused. No variant holds a value from the file or the
+/// environment: a value may be a password or an API key, so errors name the setting and the kind
+/// of problem only (DESIGN §9.7).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -28,9 +30,27 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file or an override is not valid.
-    #[error("invalid configuration: {0}")]
-    Parse(String),
+    /// The file is not valid TOML.
+    #[error("config file {path}: not valid TOML at line {line}, column {column}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+    },
+    /// An environment variable with the service's prefix names no setting.
+    #[error("invalid configuration: {0} does not name a setting")]
+    UnknownVariable(String),
+    /// A setting is missing, unknown or has the wrong type or value.
+    #[error("invalid configuration: {setting}: {problem}")]
+    Setting {
+        /// The setting's dotted path, e.g. `server.listen`.
+        setting: String,
+        /// What is wrong, in words that hold no part of the value.
+        problem: String,
+    },
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
@@ -40,7 +60,7 @@ pub enum ConfigError {
 ///
 /// # Errors
 ///
-/// An unreadable file, bad TOML, unknown keys or wrong types.
+/// An unreadable file, bad TOML, unknown keys or wrong types; see [`ConfigError`].
 pub fn load<T: DeserializeOwned>(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
@@ -48,11 +68,22 @@ pub fn load<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     let mut table = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Parse(e.to_string()))?
+            let text =
+                zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                    ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    }
+                })?);
+            // toml's own message quotes the offending line, which may hold a password.
+            toml::from_str::<toml::Table>(&text).map_err(|e| {
+                let (line, column) = line_and_column(&text, e.span().map_or(0, |s| s.start));
+                ConfigError::Syntax {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                }
+            })?
         }
         None => toml::Table::new(),
     };
@@ -62,11 +93,69 @@ pub fn load<T: DeserializeOwned>(
         };
         let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         override_key(&mut table, &keys, parse_env_value(&value))
-            .map_err(|()| ConfigError::Parse(format!("{name} does not name a setting")))?;
+            .map_err(|()| ConfigError::UnknownVariable(name.clone()))?;
     }
-    toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let setting = e.path().to_string();
+        let problem = describe(&e.inner().to_string());
+        ConfigError::Setting { setting, problem }
+    })
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Rewrites a serde error message into one that names the kind of problem and what was
+/// expected, and drops everything that came from the input. serde's messages have the shapes
+/// `invalid type: <what> "<value>", expected <type>`, `invalid value: …, expected …`,
+/// `unknown field `<name>`, expected …`, `unknown variant `<value>`, expected …` and
+/// `missing field `<name>``; the text after the *last* `, expected ` is always the program's.
+fn describe(message: &str) -> String {
+    let expected = message
+        .rfind(", expected ")
+        .map(|i| &message[i + ", expected ".len()..])
+        .filter(|e| !e.contains('"'));
+    let with_expected = |kind: &str| match expected {
+        Some(e) => format!("{kind} (expected {e})"),
+        None => kind.to_owned(),
+    };
+    let quoted_name = || {
+        message
+            .split('`')
+            .nth(1)
+            .filter(|n| {
+                !n.is_empty()
+                    && n.len() <= 64
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            })
+            .map(str::to_owned)
+    };
+    if message.starts_with("invalid type") {
+        with_expected("wrong type")
+    } else if message.starts_with("invalid value") || message.starts_with("unknown variant") {
+        with_expected("invalid value")
+    } else if message.starts_with("invalid length") {
+        with_expected("wrong number of elements")
+    } else if message.starts_with("unknown field") {
+        match quoted_name() {
+            Some(name) => format!("`{name}` is not a setting here (check the spelling)"),
+            None => "unknown setting (check the spelling)".to_owned(),
+        }
+    } else if message.starts_with("missing field") {
+        match quoted_name() {
+            Some(name) => format!("`{name}` is required"),
+            None => "a required setting is missing".to_owned(),
+        }
+    } else {
+        // A message from a type's own parser (a socket address, a URL): it may quote the value.
+        "invalid value".to_owned()
+    }
 }
 
 fn parse_env_value(value: &str) -> toml::Value {
@@ -108,6 +197,15 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests get to finish.
     pub shutdown_timeout_ms: u64,
+    /// A request head must be complete this long after the connection opened or the previous
+    /// response was sent; otherwise the connection is closed (so idle keep-alive connections
+    /// last this long too).
+    pub header_read_timeout_ms: u64,
+    /// A connection that moves no byte in either direction this long is dropped (a client that
+    /// stopped reading its response, say). At least `request_timeout_ms`.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +215,9 @@ impl Default for ServerConfig {
             body_limit_bytes: 16 * 1024,
             request_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
         }
     }
 }
@@ -144,17 +245,84 @@ impl ServerConfig {
                 "server.request_timeout_ms must be positive",
             ));
         }
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "server.header_read_timeout_ms must be positive",
+            ));
+        }
+        if self.idle_timeout_ms < self.request_timeout_ms {
+            return Err(ConfigError::Invalid(
+                "server.idle_timeout_ms must be at least server.request_timeout_ms (a request being handled moves no bytes)",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_connections must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
 
-/// `[database]`: the SQLite file.
+/// A `database.url`. It may hold a password, so its `Debug` shows the URL with the password
+/// replaced, and the text itself is reached only through [`DatabaseUrl::expose`].
+#[derive(Clone)]
+pub struct DatabaseUrl(zeroize::Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// From text (tests and tools).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(zeroize::Zeroizing::new(url.into()))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", redact_password(&self.0))
+    }
+}
+
+/// `scheme://user:password@host/…` with the password (and any query string, which may carry
+/// one too) replaced by `***`; anything it cannot read is shown as `***` whole.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return if url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            "***".to_owned()
+        };
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}:***@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let path = tail.split('?').next().unwrap_or_default();
+    let query = if tail.contains('?') { "?***" } else { "" };
+    format!("{scheme}://{authority}{path}{query}")
+}
+
+/// `[database]`: the SQLite file or the PostgreSQL server.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `postgres://user:password@host:port/dbname` selects PostgreSQL (never logged); absent or
     /// `sqlite:<path>`, SQLite.
-    pub url: Option<String>,
+    pub url: Option<DatabaseUrl>,
     /// PostgreSQL: the most pooled connections.
     pub max_connections: usize,
     /// SQLite: the database file; each service has its own default name.
@@ -163,6 +331,9 @@ pub struct DatabaseConfig {
     pub read_connections: usize,
     /// How long to wait for a database lock.
     pub busy_timeout_ms: u64,
+    /// Writes waiting for the writer (SQLite) or the group commit (PostgreSQL); a write
+    /// arriving when this many wait is refused at once (503) instead of queueing without bound.
+    pub max_queued_writes: usize,
 }
 
 impl Default for DatabaseConfig {
@@ -173,6 +344,7 @@ impl Default for DatabaseConfig {
             path: None,
             read_connections: 4,
             busy_timeout_ms: 5_000,
+            max_queued_writes: 4_096,
         }
     }
 }
@@ -181,7 +353,8 @@ impl DatabaseConfig {
     /// The PostgreSQL URL, when the configuration selects PostgreSQL.
     pub fn postgres_url(&self) -> Option<&str> {
         self.url
-            .as_deref()
+            .as_ref()
+            .map(DatabaseUrl::expose)
             .filter(|u| crate::postgres::is_postgres_url(u))
     }
 
@@ -190,8 +363,8 @@ impl DatabaseConfig {
     pub fn sqlite(&self, default_file: &str) -> SqliteOptions {
         let from_url = self
             .url
-            .as_deref()
-            .and_then(|u| u.strip_prefix("sqlite:"))
+            .as_ref()
+            .and_then(|u| u.expose().strip_prefix("sqlite:"))
             .map(PathBuf::from);
         SqliteOptions {
             path: from_url
@@ -199,6 +372,7 @@ impl DatabaseConfig {
                 .unwrap_or_else(|| PathBuf::from(default_file)),
             read_connections: self.read_connections,
             busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+            max_queued_writes: self.max_queued_writes,
         }
     }
 
@@ -213,9 +387,15 @@ impl DatabaseConfig {
                 "database.read_connections and database.max_connections must be at least 1",
             ));
         }
+        if self.max_queued_writes == 0 {
+            return Err(ConfigError::Invalid(
+                "database.max_queued_writes must be at least 1",
+            ));
+        }
         if self
             .url
-            .as_deref()
+            .as_ref()
+            .map(DatabaseUrl::expose)
             .is_some_and(|u| !u.starts_with("sqlite:") && !crate::postgres::is_postgres_url(u))
         {
             return Err(ConfigError::Invalid(

@@ -16,25 +16,42 @@ pub const ID_CHARS: usize = 22;
 #[error("the operating system's random number generator failed")]
 pub struct RandomFailed;
 
-/// `prefix` and 22 base62 characters encoding 128 bits from the OS CSPRNG.
+/// Most decimal digits a generated id holds. A card number has at least 13, so no id can ever
+/// carry (or be mistaken for) one, and ids fit in free text that allows at most 12 digits (the
+/// vault's detokenize `purpose`, which the proxy fills with a payout id).
+pub const MAX_ID_DIGITS: usize = 12;
+
+/// `prefix` and 22 base62 characters encoding 128 bits from the OS CSPRNG, with at most
+/// [`MAX_ID_DIGITS`] digits among them. About one draw in 200,000 has more and is drawn again,
+/// which costs a negligible fraction of a bit of the 128.
 ///
 /// # Errors
 ///
 /// The OS random generator failed.
 pub fn random_id(prefix: &str) -> Result<String, RandomFailed> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|_| RandomFailed)?;
-    let mut value = u128::from_be_bytes(bytes);
+    let chars = loop {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|_| RandomFailed)?;
+        if let Some(chars) = id_chars(u128::from_be_bytes(bytes)) {
+            break chars;
+        }
+    };
+    let mut id = String::with_capacity(prefix.len() + ID_CHARS);
+    id.push_str(prefix);
+    id.extend(chars.iter().map(|&c| char::from(c)));
+    Ok(id)
+}
+
+/// The 22 base62 characters of `value`, or `None` when they hold more than [`MAX_ID_DIGITS`]
+/// digits.
+fn id_chars(mut value: u128) -> Option<[u8; ID_CHARS]> {
     let mut chars = [b'0'; ID_CHARS];
     for slot in chars.iter_mut().rev() {
         let digit = usize::try_from(value % 62).unwrap_or(0);
         *slot = BASE62.get(digit).copied().unwrap_or(b'0');
         value /= 62;
     }
-    let mut id = String::with_capacity(prefix.len() + ID_CHARS);
-    id.push_str(prefix);
-    id.extend(chars.iter().map(|&c| char::from(c)));
-    Ok(id)
+    (chars.iter().filter(|c| c.is_ascii_digit()).count() <= MAX_ID_DIGITS).then_some(chars)
 }
 
 /// True when `s` is `prefix` and 22 base62 characters whose value fits 128 bits (so every id has
@@ -107,6 +124,28 @@ impl fmt::Debug for ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_never_hold_a_card_numbers_worth_of_digits() {
+        // 0 encodes as 22 zeros. 2^128 < 62^22, so the first character is always a digit
+        // (`0`-`7`): a `0`, then `z`s, then zeros.
+        assert_eq!(id_chars(0), None);
+        let letters_then_zeros = |letters: u32, zeros: u32| {
+            (0..letters).fold(0u128, |v, _| v * 62 + 61) * 62u128.pow(zeros)
+        };
+        assert!(
+            id_chars(letters_then_zeros(10, 11)).is_some(),
+            "12 digits are allowed"
+        );
+        assert_eq!(id_chars(letters_then_zeros(9, 12)), None, "13 are not");
+        for _ in 0..10_000 {
+            let id = random_id("pay_").unwrap();
+            assert!(
+                id.bytes().filter(u8::is_ascii_digit).count() <= MAX_ID_DIGITS,
+                "{id}"
+            );
+        }
+    }
 
     #[test]
     fn ids_round_trip_and_reject_other_spellings() {

@@ -26,6 +26,42 @@ pub enum DecodeError {
     Invalid,
     /// A decode error whose message starts with one of the caller's fixed texts (returned as is).
     Known(&'static str),
+    /// Arrays and objects nested more than [`MAX_DEPTH`] deep.
+    TooDeep,
+}
+
+/// The deepest nesting of arrays and objects a body may have (the top-level object is depth 1).
+/// No request of either service needs more than a few levels; the limit keeps recursion in the
+/// decoder, and the work a body can cause, small whatever serde_json's own limit is (128).
+pub const MAX_DEPTH: usize = 32;
+
+/// Whether arrays and objects in `bytes` nest deeper than `max` (strings are skipped, escapes
+/// honoured). Runs before any decoding, in one pass, without allocating.
+pub fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Top-level field names (lowercase, without `_` and `-`) that carry sensitive authentication
@@ -61,6 +97,9 @@ pub const SENSITIVE_FIELDS: &[&str] = &[
 ///
 /// [`DecodeError`], never containing input.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], known: &[&'static str]) -> Result<T, DecodeError> {
+    if nests_deeper_than(bytes, MAX_DEPTH) {
+        return Err(DecodeError::TooDeep);
+    }
     // Field names only: values are skipped, not kept.
     if let Ok(fields) = serde_json::from_slice::<HashMap<String, IgnoredAny>>(bytes) {
         let sensitive = fields.keys().any(|name| {
@@ -119,6 +158,38 @@ pub fn wipe(bytes: Bytes) {
 mod tests {
     use super::*;
 
+    /// `{"a":` then arrays to reach `depth` levels in all.
+    fn nested(depth: usize) -> String {
+        format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    }
+
+    #[test]
+    fn pci_03_nesting_is_refused_past_the_limit_and_accepted_at_it() {
+        let at_limit = nested(MAX_DEPTH);
+        assert!(!nests_deeper_than(at_limit.as_bytes(), MAX_DEPTH));
+        assert!(decode::<serde_json::Value>(at_limit.as_bytes(), &[]).is_ok());
+        let past = nested(MAX_DEPTH + 1);
+        assert!(nests_deeper_than(past.as_bytes(), MAX_DEPTH));
+        assert_eq!(
+            decode::<serde_json::Value>(past.as_bytes(), &[]).unwrap_err(),
+            DecodeError::TooDeep
+        );
+        // Brackets inside strings (escaped quotes too) do not count.
+        let quoted = format!("{{\"a\":\"\\\"{}\"}}", "[".repeat(100));
+        assert!(!nests_deeper_than(quoted.as_bytes(), 2));
+        assert!(decode::<serde_json::Value>(quoted.as_bytes(), &[]).is_ok());
+        // Far past serde_json's own limit: refused by ours, without recursion.
+        let huge = "[".repeat(100_000);
+        assert_eq!(
+            decode::<serde_json::Value>(huge.as_bytes(), &[]).unwrap_err(),
+            DecodeError::TooDeep
+        );
+    }
+
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code, reason = "decoded only")]
@@ -149,6 +220,10 @@ mod tests {
             DecodeError::Invalid
         );
         assert!(decode::<Body>(br#"{"amount":7}"#, &[]).is_ok());
+        assert_eq!(
+            decode::<Body>(br#"{"amount":[[1]]}"#, &[]).unwrap_err(),
+            DecodeError::Invalid
+        );
         assert!(is_json_content_type(Some(
             "application/json; charset=utf-8"
         )));

@@ -34,7 +34,44 @@ pub async fn connect(
     max_connections: usize,
     schema: Option<&str>,
 ) -> Result<Pool, PgSetupError> {
+    connect_as(url, max_connections, schema, Access::ReadWrite).await
+}
+
+/// Like [`connect`], but every transaction of the pool is read-only (PostgreSQL's
+/// `default_transaction_read_only`), so a command that only reads cannot write by mistake.
+/// The schema is not created.
+///
+/// # Errors
+///
+/// [`PgSetupError`].
+pub async fn connect_read_only(
+    url: &str,
+    max_connections: usize,
+    schema: Option<&str>,
+) -> Result<Pool, PgSetupError> {
+    connect_as(url, max_connections, schema, Access::ReadOnly).await
+}
+
+/// What a pool may do.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+async fn connect_as(
+    url: &str,
+    max_connections: usize,
+    schema: Option<&str>,
+    access: Access,
+) -> Result<Pool, PgSetupError> {
     let mut config = tokio_postgres::Config::from_str(url).map_err(|_| PgSetupError::Url)?;
+    // Added to the URL's own `options` (which may set the search path), never replacing them.
+    let mut options: Vec<String> = config
+        .get_options()
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
     if let Some(schema) = schema {
         if !schema
             .bytes()
@@ -42,7 +79,13 @@ pub async fn connect(
         {
             return Err(PgSetupError::Url);
         }
-        config.options(format!("-c search_path={schema}"));
+        options.push(format!("-c search_path={schema}"));
+    }
+    if access == Access::ReadOnly {
+        options.push("-c default_transaction_read_only=on".to_owned());
+    }
+    if !options.is_empty() {
+        config.options(options.join(" "));
     }
     let manager = Manager::from_config(
         config,
@@ -55,7 +98,7 @@ pub async fn connect(
         .max_size(max_connections.max(1))
         .build()
         .map_err(|_| PgSetupError::Pool)?;
-    if let Some(schema) = schema {
+    if let Some(schema) = schema.filter(|_| access == Access::ReadWrite) {
         let client = pool
             .get()
             .await
@@ -109,6 +152,36 @@ pub async fn migrate(pool: &Pool, lock_id: i64, migrations: &[&str]) -> Result<(
         .map_err(db)?;
     }
     tx.commit().await.map_err(db)
+}
+
+/// How many migrations the database has applied (0 when it has none, or no migrations table).
+///
+/// # Errors
+///
+/// A connection failure.
+pub async fn applied_migrations(pool: &Pool) -> Result<usize, PgSetupError> {
+    let db = |e: tokio_postgres::Error| PgSetupError::Database(e.to_string());
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| PgSetupError::Database(e.to_string()))?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(db)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let done: i64 = client
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    Ok(usize::try_from(done).unwrap_or(0))
 }
 
 /// True when `url` names PostgreSQL.

@@ -1,38 +1,142 @@
-//! Serving an axum router the way both services do: graceful shutdown on SIGTERM or SIGINT, with
-//! a bound on how long in-flight requests get.
+//! Serving an axum router the way both services do, and running their commands.
+//!
+//! The accept loop is ours rather than `axum::serve` because axum's gives no timers: with it, a
+//! connection that never finishes its request head, or never reads its response, stays open
+//! forever, and the number of connections is unbounded (DESIGN §9.5: every anonymous request is
+//! cheap). Here each connection has:
+//!
+//! - a **header-read timeout** (hyper's own): a request head must be complete this long after
+//!   the connection opens or the previous response was sent, so it also closes idle keep-alive
+//!   connections;
+//! - an **idle timeout** ([`conn`]): a connection that moves no byte either way for this long is
+//!   dropped, which catches a client that stops reading its responses;
+//! - a place under **max connections**: at the limit the loop stops accepting, so further
+//!   clients wait in the kernel's backlog instead of costing memory.
+//!
+//! Each request also carries the peer address as axum's `ConnectInfo<SocketAddr>`, for per-address
+//! rate limits. Shutdown is graceful: stop accepting, let in-flight requests finish within the
+//! grace period, then drop what is left.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{ConnectInfo, Request};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
-/// Serves `router` until `shutdown` completes, then gives in-flight requests `grace` before
-/// dropping them.
+mod conn;
+
+/// Connection limits and timers, from `[server]`.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// After the shutdown signal, how long in-flight requests get.
+    pub grace: Duration,
+    /// A request head must arrive within this long (also bounds idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// A connection moving no byte for this long is dropped.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl ServeOptions {
+    /// The options `[server]` describes.
+    pub fn from_config(config: &crate::config::ServerConfig) -> Self {
+        Self {
+            grace: Duration::from_millis(config.shutdown_timeout_ms),
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            max_connections: config.max_connections,
+        }
+    }
+}
+
+/// Serves `router` until `shutdown` completes, then gives in-flight requests `options.grace`
+/// before dropping them.
 ///
 /// # Errors
 ///
-/// The server failed.
+/// The listener failed in a way that retrying cannot fix.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
-    let (stop_tx, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stop_tx.send(true);
-    });
-    tokio::select! {
-        result = server => result,
-        () = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("shutdown grace period over; dropping remaining connections");
-            Ok(())
-        }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+
+    loop {
+        // A slot first, then a connection: at the limit, clients wait in the backlog.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Per-connection failures (the peer reset before we accepted, or the process
+                    // is out of descriptors for a moment) must not stop the server.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let service = router
+            .clone()
+            .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        connections.spawn(conn::serve_connection(
+            Arc::clone(&builder),
+            TokioIo::new(stream),
+            TowerToHyperService::new(service),
+            options.idle_timeout,
+            stop_rx.clone(),
+            permit,
+        ));
     }
+
+    tracing::info!("shutting down: finishing in-flight requests");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(options.grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown grace period over; dropping remaining connections");
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+/// The peer of a request served by [`serve`] (absent only for requests made in-process).
+pub fn peer_addr(req: &axum::http::request::Parts) -> Option<SocketAddr> {
+    req.extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -54,9 +158,10 @@ pub async fn shutdown_signal() {
 /// Exit code for bad configuration or usage (sysexits EX_USAGE).
 pub const EX_USAGE: u8 = 64;
 
-/// Runs a service's command: loads its configuration with `load`, starts logging (and the
-/// panic hook that withholds payloads), builds the runtime and runs `command`. Every failure is
-/// printed once as `<name>: <error>`; bad configuration exits 64.
+/// Runs a service's command: hardens the process ([`harden_process`]), loads its configuration
+/// with `load`, starts logging (and the panic hook that withholds payloads), builds the runtime
+/// and runs `command`. Every failure is printed once as `<name>: <error>`; bad configuration
+/// exits 64.
 pub fn run_command<C, F, Fut>(
     name: &str,
     load: impl FnOnce() -> Result<C, crate::config::ConfigError>,
@@ -69,6 +174,13 @@ where
 {
     use std::process::ExitCode;
 
+    // Before anything can hold a key or a card number: every command of both services may
+    // (serving, unwrapping the master key to manage clients or verify the audit log).
+    if let Err(e) = harden_process() {
+        eprintln!("{name}: {e}");
+        return ExitCode::FAILURE;
+    }
+    crate::telemetry::install_panic_hook();
     let config = match load() {
         Ok(config) => config,
         Err(e) => {
@@ -81,7 +193,6 @@ where
         eprintln!("{name}: {e}");
         return ExitCode::from(EX_USAGE);
     }
-    crate::telemetry::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,9 +213,52 @@ where
     }
 }
 
-/// Disables core dumps: one would hold keys and any card number in flight.
-pub fn disable_core_dumps() {
-    if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
-        tracing::warn!(error = %e, "could not disable core dumps");
+/// The process could not be hardened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HardeningError {
+    /// `setrlimit(RLIMIT_CORE, 0)` failed.
+    #[error("cannot disable core dumps: {0}")]
+    CoreDumps(#[source] std::io::Error),
+    /// `prctl(PR_SET_DUMPABLE, 0)` failed.
+    #[error("cannot make the process non-dumpable: {0}")]
+    Dumpable(#[source] std::io::Error),
+}
+
+/// Keeps keys and card numbers in memory from leaking out of the process: core dumps off
+/// (`RLIMIT_CORE` 0, soft and hard, so no child can raise it) and the process non-dumpable
+/// (`PR_SET_DUMPABLE` 0: no core even if the limit were raised, `/proc/<pid>/mem` and friends
+/// readable by root only, no `ptrace` attach from other processes of the same user).
+///
+/// # Errors
+///
+/// Either step failed; the caller should refuse to run.
+pub fn harden_process() -> Result<(), HardeningError> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )
+    .map_err(|e| HardeningError::CoreDumps(e.into()))?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)
+        .map_err(|e| HardeningError::Dumpable(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardening_turns_core_dumps_off_and_the_process_non_dumpable() {
+        harden_process().unwrap();
+        let core = rustix::process::getrlimit(rustix::process::Resource::Core);
+        assert_eq!((core.current, core.maximum), (Some(0), Some(0)));
+        assert_eq!(
+            rustix::process::dumpable_behavior().unwrap(),
+            rustix::process::DumpableBehavior::NotDumpable
+        );
     }
 }

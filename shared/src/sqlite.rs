@@ -27,6 +27,8 @@ pub struct SqliteOptions {
     pub read_connections: usize,
     /// How long a connection waits for a lock before failing.
     pub busy_timeout: Duration,
+    /// Writes that may wait for the writer thread; one more is refused with [`QueueFull`].
+    pub max_queued_writes: usize,
 }
 
 /// The blocking task running a query died (a panic inside it).
@@ -39,6 +41,40 @@ const STATEMENT_CACHE: usize = 64;
 
 /// The most writes committed together.
 pub const MAX_BATCH: usize = 256;
+
+/// The writer's queue is full: the write was refused without waiting (shed load rather than
+/// queue without bound).
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("too many writes are waiting for the database")]
+pub struct QueueFull;
+
+/// The database was opened read-only: it takes no writes.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("the database was opened read-only")]
+pub struct ReadOnly;
+
+/// Why a database could not be opened read-only.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenReadOnlyError {
+    /// There is no file at the path: a reading command never creates one.
+    #[error("no database file at {0}")]
+    Missing(PathBuf),
+    /// The file's schema is older than this build's (`migrate` first) or newer (a newer build
+    /// wrote it).
+    #[error(
+        "the database schema is version {found}, this build expects {expected}; run `migrate` with the matching build"
+    )]
+    SchemaVersion {
+        /// What the file has.
+        found: usize,
+        /// What this build writes.
+        expected: usize,
+    },
+    /// SQLite failed.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
 
 /// The commit holding a write failed; the write did not happen.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -58,7 +94,8 @@ pub struct SqlitePool {
 }
 
 struct Inner {
-    jobs: std::sync::mpsc::Sender<Job>,
+    /// `None` when opened read-only.
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
@@ -97,7 +134,7 @@ impl SqlitePool {
         let readers = (0..options.read_connections.max(1))
             .map(|_| connect(options, OpenFlags::SQLITE_OPEN_READ_WRITE).map(Mutex::new))
             .collect::<Result<_, _>>()?;
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(options.max_queued_writes.max(1));
         let (committed, commits) = std::sync::mpsc::sync_channel::<()>(1);
         spawn("sqlite-checkpoint", move || {
             checkpoint_loop(&checkpointer, &commits)
@@ -107,7 +144,47 @@ impl SqlitePool {
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                jobs,
+                jobs: Some(jobs),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Opens an existing database for reading only: nothing is created, migrated or written
+    /// (commands that only look, such as verifying an audit log, must not change what they
+    /// look at). Writes through the pool fail with [`ReadOnly`].
+    ///
+    /// # Errors
+    ///
+    /// The file is missing, its schema is not `expected_version`, or SQLite fails.
+    pub fn open_read_only(
+        options: &SqliteOptions,
+        expected_version: usize,
+    ) -> Result<Self, OpenReadOnlyError> {
+        if !options.path.is_file() {
+            return Err(OpenReadOnlyError::Missing(options.path.clone()));
+        }
+        let readers: Vec<Mutex<Connection>> = (0..options.read_connections.max(1))
+            .map(|_| connect_read_only(options).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
+        let found: usize = readers
+            .first()
+            .map(|c| {
+                c.lock()
+                    .pragma_query_value(None, "user_version", |r| r.get(0))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        if found != expected_version {
+            return Err(OpenReadOnlyError::SchemaVersion {
+                found,
+                expected: expected_version,
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                jobs: None,
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
@@ -124,7 +201,13 @@ impl SqlitePool {
     pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        E: From<TaskFailed> + From<CommitFailed> + From<rusqlite::Error> + Send + 'static,
+        E: From<TaskFailed>
+            + From<CommitFailed>
+            + From<QueueFull>
+            + From<ReadOnly>
+            + From<rusqlite::Error>
+            + Send
+            + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
@@ -148,7 +231,12 @@ impl SqlitePool {
             });
             (ok, finish)
         });
-        self.inner.jobs.send(job).map_err(|_| E::from(TaskFailed))?;
+        let jobs = self.inner.jobs.as_ref().ok_or(E::from(ReadOnly))?;
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => return Err(E::from(QueueFull)),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(E::from(TaskFailed)),
+        }
         answer.await.map_err(|_| E::from(TaskFailed))?
     }
 
@@ -325,6 +413,19 @@ fn connect(options: &SqliteOptions, flags: OpenFlags) -> Result<Connection, rusq
     Ok(conn)
 }
 
+/// A reader for [`SqlitePool::open_read_only`]: `SQLITE_OPEN_READ_ONLY` and `query_only`, so
+/// not even a stray statement can write; no journal or sync pragmas (they would need writes).
+fn connect_read_only(options: &SqliteOptions) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        &options.path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}
+
 fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let current: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -363,6 +464,18 @@ mod tests {
         }
     }
 
+    impl From<QueueFull> for E {
+        fn from(_: QueueFull) -> Self {
+            Self::Db
+        }
+    }
+
+    impl From<ReadOnly> for E {
+        fn from(_: ReadOnly) -> Self {
+            Self::Db
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writes_all_commit_and_a_failing_one_is_undone_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -371,6 +484,7 @@ mod tests {
                 path: dir.path().join("t.db"),
                 read_connections: 1,
                 busy_timeout: Duration::from_secs(5),
+                max_queued_writes: 4096,
             },
             &["CREATE TABLE t (n INTEGER PRIMARY KEY)"],
         )
@@ -435,6 +549,7 @@ mod tests {
                 path: dir.path().join("t.db"),
                 read_connections: 2,
                 busy_timeout: Duration::from_secs(5),
+                max_queued_writes: 4096,
             },
             &["CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB NOT NULL)"],
         )

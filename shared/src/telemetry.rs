@@ -43,16 +43,38 @@ pub fn init<W>(format: LogFormat, filter: &str, writer: W) -> Result<(), Telemet
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::from_str(filter).map_err(|_| TelemetryError::Filter)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter::FilterExt};
+
+    let filter = EnvFilter::from_str(filter)
+        .map_err(|_| TelemetryError::Filter)?
+        .and(tracing_subscriber::filter::filter_fn(|meta| {
+            within_caps(meta.target(), *meta.level())
+        }));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(true);
-    let result = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let layer = match format {
+        LogFormat::Text => layer.with_ansi(false).with_filter(filter).boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).with_filter(filter).boxed(),
     };
-    result.map_err(|_| TelemetryError::AlreadySet)
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadySet)
+}
+
+/// Library targets whose verbose levels print request data, capped at `info` whatever the
+/// configured filter says: tokio-postgres logs every statement's parameters at `debug` (the
+/// vault's ciphertexts and fingerprints, the proxy's payouts).
+const CAPPED_TARGETS: &[&str] = &["tokio_postgres", "postgres_protocol"];
+
+fn within_caps(target: &str, level: tracing::Level) -> bool {
+    let capped = CAPPED_TARGETS
+        .iter()
+        .any(|t| target == *t || target.strip_prefix(t).is_some_and(|r| r.starts_with("::")));
+    !capped || level <= tracing::Level::INFO
 }
 
 /// Replaces the panic hook with one that logs the location only.
@@ -64,4 +86,56 @@ pub fn install_panic_hook() {
             .unwrap_or_default();
         tracing::error!(%location, "panic (payload withheld: it may contain request data)");
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::within_caps;
+
+    /// Through the real subscriber, with the most verbose filter a user could set.
+    #[test]
+    fn postgres_statement_logs_never_reach_the_log() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = Arc::clone(&seen);
+        super::init(
+            super::LogFormat::Json,
+            "trace,tokio_postgres=trace",
+            move || Sink(Arc::clone(&sink)),
+        )
+        .unwrap();
+        tracing::debug!(target: "tokio_postgres::query", "executing statement s1 with parameters: [4242424242424242]");
+        tracing::info!(target: "tokio_postgres::connection", "connection closed");
+        tracing::debug!(target: "vault::access", "request");
+        let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("4242"), "{text}");
+        assert!(
+            text.contains("connection closed") && text.contains("\"request\""),
+            "{text}"
+        );
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn postgres_statement_logs_are_capped_at_info() {
+        assert!(!within_caps("tokio_postgres::query", Level::DEBUG));
+        assert!(!within_caps("tokio_postgres", Level::TRACE));
+        assert!(within_caps("tokio_postgres::connection", Level::INFO));
+        assert!(within_caps("tokio_postgres_other", Level::DEBUG));
+        assert!(within_caps("vault::access", Level::DEBUG));
+    }
 }

@@ -14,6 +14,12 @@ use serde::Serialize;
 
 use crate::crypto::AuditKey;
 
+pub mod checkpoint;
+mod head;
+
+pub use checkpoint::{Checkpoint, CheckpointError};
+pub use head::{ChainHead, HeadMismatch, Link};
+
 /// What was done.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize)]
 pub enum Action {
@@ -44,6 +50,9 @@ pub enum Action {
     /// A token's metadata was read.
     #[serde(rename = "token.read")]
     TokenRead,
+    /// A client was refused by a rate limit (one event per client per interval, with counts).
+    #[serde(rename = "rate.limited")]
+    RateLimited,
 }
 
 impl Action {
@@ -59,6 +68,7 @@ impl Action {
             Self::TokenDetokenize => "token.detokenize",
             Self::TokenExpire => "token.expire",
             Self::TokenRead => "token.read",
+            Self::RateLimited => "rate.limited",
         }
     }
 }
@@ -285,6 +295,83 @@ impl Verifier {
     /// The MAC of the last checked event: record it elsewhere to detect later truncation.
     pub fn head(&self) -> [u8; 32] {
         self.previous
+    }
+
+    /// The last checked link (`None` before the first event).
+    pub fn last_link(&self) -> Option<Link> {
+        (self.next_seq > 1).then(|| Link {
+            seq: self.next_seq - 1,
+            mac: self.previous,
+        })
+    }
+}
+
+/// Links the chain must hold, from `--expect` and the checkpoint file, checked as a
+/// [`Verifier`] walks past them.
+#[derive(Debug, Default)]
+pub struct Expectations {
+    links: std::collections::BTreeMap<u64, [u8; 32]>,
+}
+
+impl Expectations {
+    /// Expects the chain to hold `link`.
+    ///
+    /// # Errors
+    ///
+    /// Two expectations disagree about the same event.
+    pub fn expect(&mut self, link: Link) -> Result<(), BrokenLink> {
+        match self.links.get(&link.seq) {
+            Some(mac) if !link.has_mac(mac) => Err(BrokenLink {
+                seq: link.seq,
+                reason: "two expected links disagree about this event",
+            }),
+            _ => {
+                self.links.insert(link.seq, link.mac);
+                Ok(())
+            }
+        }
+    }
+
+    /// How many links are expected.
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Checks a verified event against the expectation for its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// The event is not the expected one.
+    pub fn check(&self, event: &AuditEvent) -> Result<(), BrokenLink> {
+        match self.links.get(&event.seq) {
+            Some(mac) if !bool::from(subtle::ConstantTimeEq::ct_eq(&mac[..], &event.mac[..])) => {
+                Err(BrokenLink {
+                    seq: event.seq,
+                    reason: "not the event an external checkpoint recorded (the log was replaced)",
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After the walk: an expected link past the chain's end means events were cut off.
+    ///
+    /// # Errors
+    ///
+    /// The first expected link the chain does not reach.
+    pub fn finish(&self, checked: u64) -> Result<(), BrokenLink> {
+        match self.links.range(checked + 1..).next() {
+            Some((&seq, _)) => Err(BrokenLink {
+                seq,
+                reason: "the chain ends before this event, which an external checkpoint recorded (events were cut off the end)",
+            }),
+            None => Ok(()),
+        }
     }
 }
 

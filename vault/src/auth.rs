@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::crypto::{ClientKey, RowMac};
 use crate::token::ClientId;
 
 /// One permission an API key can hold.
@@ -22,15 +23,21 @@ pub enum Scope {
     /// `DELETE /v1/tokens/{token}`.
     #[serde(rename = "tokens:delete")]
     TokensDelete,
+    /// Not a route of its own: lets token views (read and tokenize answers) show the card's BIN
+    /// and length. Without it a client sees last four, brand and expiry only, since BIN and
+    /// length shrink the space a tokenize oracle must search (DESIGN §9.1).
+    #[serde(rename = "tokens:read_bin")]
+    TokensReadBin,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::TokensCreate,
         Self::TokensRead,
         Self::TokensDetokenize,
         Self::TokensDelete,
+        Self::TokensReadBin,
     ];
 
     /// The scope's name, e.g. `tokens:create`.
@@ -40,6 +47,7 @@ impl Scope {
             Self::TokensRead => "tokens:read",
             Self::TokensDetokenize => "tokens:detokenize",
             Self::TokensDelete => "tokens:delete",
+            Self::TokensReadBin => "tokens:read_bin",
         }
     }
 
@@ -63,7 +71,7 @@ impl Scopes {
         let mut scopes = Vec::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let scope = Scope::from_name(name).ok_or(
-                "unknown scope (expected tokens:create, tokens:read, tokens:detokenize, tokens:delete)",
+                "unknown scope (expected tokens:create, tokens:read, tokens:read_bin, tokens:detokenize, tokens:delete)",
             )?;
             if !scopes.contains(&scope) {
                 scopes.push(scope);
@@ -94,8 +102,10 @@ impl fmt::Display for Scopes {
     }
 }
 
-/// A stored API client. The key itself is never stored, only its hash.
-#[derive(Clone, Debug, Eq, PartialEq)]
+/// A stored API client. The key itself is never stored, only its hash. Every row carries a MAC
+/// under the vault's client key ([`ClientRecord::encode`] is what it covers), so a row the vault
+/// did not write, or edited behind its back, authenticates nothing.
+#[derive(Clone, Debug)]
 pub struct ClientRecord {
     /// `cli_…`.
     pub id: ClientId,
@@ -111,6 +121,49 @@ pub struct ClientRecord {
     pub created_at: i64,
     /// Set once revoked; a revoked key authenticates nothing.
     pub revoked_at: Option<i64>,
+    /// The row's MAC; `None` only for rows an older vault wrote (they authenticate nothing).
+    pub mac: Option<RowMac>,
+}
+
+impl ClientRecord {
+    /// The canonical bytes the row MAC covers: every field but the MAC, length-prefixed, in a
+    /// fixed order, so no two rows encode alike.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160);
+        let scopes = self.scopes.to_string();
+        for field in [
+            self.id.as_str().as_bytes(),
+            self.name.as_bytes(),
+            self.tenant.as_bytes(),
+            scopes.as_bytes(),
+            &self.key_hash[..],
+        ] {
+            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out.extend_from_slice(&self.created_at.to_be_bytes());
+        match self.revoked_at {
+            None => out.push(0),
+            Some(at) => {
+                out.push(1);
+                out.extend_from_slice(&at.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Sets the MAC for the row as it now is.
+    pub fn seal(&mut self, key: &ClientKey) {
+        self.mac = Some(key.mac(&self.encode()));
+    }
+
+    /// Whether the row's MAC holds (a row without one never does).
+    pub fn is_authentic(&self, key: &ClientKey) -> bool {
+        self.mac
+            .as_ref()
+            .is_some_and(|mac| key.verify(&self.encode(), mac))
+    }
 }
 
 /// Checks an operator-chosen label (client name, tenant): 1–64 characters of `[A-Za-z0-9._-]`,

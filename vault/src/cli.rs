@@ -1,4 +1,4 @@
-//! The `vault` command line: `init`, `serve`, `clients`, `audit`.
+//! The `vault` command line: `init`, `serve`, `migrate`, `upgrade`, `clients`, `audit`.
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
 use std::path::PathBuf;
@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::{Expectations, Link};
 use crate::auth::Scopes;
 use crate::clock::{rfc3339, rfc3339_micros};
 use crate::config::VaultConfig;
 use crate::crypto::FileKeyProvider;
-use crate::startup::{Application, open_vault, shutdown_signal};
+use crate::service::Vault;
+use crate::startup::{Application, open_vault, open_vault_read_only, shutdown_signal};
 use crate::token::ClientId;
 
 use shared::server::EX_USAGE;
@@ -38,6 +40,9 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit (`serve` also does this at start-up).
     Migrate,
+    /// Bring a database an older vault made up to date: add the client key and MAC the existing
+    /// client rows (audited). Check `clients list` first: the rows are trusted as they are.
+    Upgrade,
     /// Manage API clients.
     Clients {
         #[command(subcommand)]
@@ -60,7 +65,8 @@ enum ClientsCommand {
         /// The tenant whose tokens the client works with.
         #[arg(long)]
         tenant: String,
-        /// Comma-separated: tokens:create, tokens:read, tokens:detokenize, tokens:delete.
+        /// Comma-separated: tokens:create, tokens:read, tokens:read_bin, tokens:detokenize,
+        /// tokens:delete.
         #[arg(long)]
         scopes: String,
     },
@@ -75,9 +81,20 @@ enum ClientsCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the whole HMAC chain; exit 1 and name the first broken link if it does not hold.
-    Verify,
-    /// Print events as JSON lines (time in RFC 3339 UTC), oldest first.
+    /// Check the whole HMAC chain, and that it holds every checkpointed or expected link; exit
+    /// 1 and name the first broken link if it does not. Opens the database read-only.
+    Verify {
+        /// A link the chain must hold, `SEQ:MAC` as `verify` prints it (repeatable): a head
+        /// recorded elsewhere earlier, so cutting events off the end is caught.
+        #[arg(long = "expect", value_name = "SEQ:MAC")]
+        expect: Vec<String>,
+        /// Checkpoint file to check against (default: `audit.checkpoint_file`), e.g. the copy
+        /// shipped off the host.
+        #[arg(long, value_name = "PATH")]
+        checkpoint_file: Option<PathBuf>,
+    },
+    /// Print events as JSON lines (time in RFC 3339 UTC), oldest first. Opens the database
+    /// read-only.
     List {
         /// Only events after this sequence number.
         #[arg(long, default_value_t = 0)]
@@ -109,7 +126,6 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             println!("keep it secret and backed up: without it no card number can be recovered");
         }
         Command::Serve => {
-            shared::server::disable_core_dumps();
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, "vault listening");
             app.run_until(shutdown_signal()).await?;
@@ -119,11 +135,19 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             crate::startup::open_store(&config).await?;
             println!("database schema is up to date");
         }
+        Command::Upgrade => {
+            let store = crate::startup::open_store(&config).await?;
+            let provider = FileKeyProvider::new(&config.keys.master_key_file);
+            match Vault::upgrade(store, &provider).await? {
+                Some(n) => println!("added the client key; sealed {n} client rows"),
+                None => println!("nothing to upgrade"),
+            }
+        }
         Command::Clients { command } => return clients(command, &config).await,
         Command::Audit {
             command: AuditCommand::List { after, limit },
         } => {
-            let vault = open_vault(&config).await?;
+            let vault = open_vault_read_only(&config).await?;
             for event in vault.audit_events(after, limit).await? {
                 let mut line = serde_json::to_value(&event)?;
                 line["occurred_at"] = serde_json::Value::String(rfc3339_micros(event.occurred_at));
@@ -131,26 +155,83 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             }
         }
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => {
-            let vault = open_vault(&config).await?;
-            return Ok(match vault.verify_audit().await? {
-                Ok(verifier) => {
-                    println!(
-                        "audit chain ok: {} events, head {}",
-                        verifier.checked(),
-                        hex::encode(verifier.head())
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(broken) => {
-                    println!("{broken}");
-                    ExitCode::FAILURE
-                }
-            });
-        }
+            command:
+                AuditCommand::Verify {
+                    expect,
+                    checkpoint_file,
+                },
+        } => return verify(&config, &expect, checkpoint_file).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify`: the chain, `--expect` links and the checkpoint file.
+async fn verify(
+    config: &VaultConfig,
+    expect: &[String],
+    checkpoint_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let mut expected = Expectations::default();
+    for text in expect {
+        let Some(link) = parse_link(text) else {
+            eprintln!(
+                "vault: --expect: expected SEQ:MAC (a sequence number, a colon and 64 hex digits, as `audit verify` prints)"
+            );
+            return Ok(ExitCode::from(EX_USAGE));
+        };
+        if let Err(broken) = expected.expect(link) {
+            println!("{broken}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let vault = open_vault_read_only(config).await?;
+    let checkpoint_file = checkpoint_file.or_else(|| config.audit.checkpoint_file.clone());
+    let mut checkpoints = 0;
+    if let Some(path) = &checkpoint_file {
+        let read = match vault.read_checkpoints(path) {
+            Ok(read) => read,
+            Err(e) => {
+                println!("{e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        checkpoints = read.len();
+        for cp in read {
+            if let Err(broken) = expected.expect(cp.link) {
+                println!("{broken}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(match vault.verify_audit(&expected).await? {
+        Ok(verifier) => {
+            let head = verifier.last_link().map_or_else(
+                || "none".to_owned(),
+                |l| format!("{}:{}", l.seq, hex::encode(l.mac)),
+            );
+            println!(
+                "audit chain ok: {} events, head {head}; {} expected links held ({checkpoints} from checkpoints)",
+                verifier.checked(),
+                expected.len(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(broken) => {
+            println!("{broken}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// `SEQ:MAC` with 64 hex digits.
+fn parse_link(text: &str) -> Option<Link> {
+    let (seq, mac) = text.trim().split_once(':')?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(mac, &mut bytes).ok()?;
+    Some(Link {
+        seq: seq.parse().ok()?,
+        mac: bytes,
+    })
 }
 
 async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
@@ -181,7 +262,9 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                 "id", "name", "tenant", "created", "status"
             );
             for c in vault.clients().await? {
-                let status = if c.revoked_at.is_some() {
+                let status = if !vault.is_authentic(&c) {
+                    "TAMPERED"
+                } else if c.revoked_at.is_some() {
                     "revoked"
                 } else {
                     "active"

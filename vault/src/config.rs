@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
 
+pub use crate::limits::LimitsConfig;
+
 /// All settings.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,8 +22,33 @@ pub struct VaultConfig {
     pub keys: KeysConfig,
     /// `[tokens]`.
     pub tokens: TokensConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
     /// `[log]`.
     pub log: LogConfig,
+}
+
+/// `[audit]`: where the chain's head is anchored outside the database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A file the vault appends an authenticated checkpoint of the chain head to, every
+    /// `checkpoint_interval_seconds` and at shutdown; `audit verify` checks the chain against
+    /// it. Ship its lines elsewhere as they are written.
+    pub checkpoint_file: Option<PathBuf>,
+    /// How often a checkpoint is written (when the head moved).
+    pub checkpoint_interval_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_file: None,
+            checkpoint_interval_seconds: 60,
+        }
+    }
 }
 
 /// `[keys]`: where the master key comes from.
@@ -98,6 +125,12 @@ impl VaultConfig {
         if config.tokens.max_ttl_seconds == 0 {
             return Err(ConfigError::Invalid(
                 "tokens.max_ttl_seconds must be positive",
+            ));
+        }
+        config.limits.validate().map_err(ConfigError::Invalid)?;
+        if config.audit.checkpoint_interval_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.checkpoint_interval_seconds must be positive",
             ));
         }
         Ok(config)

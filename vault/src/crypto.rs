@@ -6,7 +6,7 @@
 //!   `vault init` today, a KMS or a split-key unseal later;
 //! - under it, stored only wrapped (AES-256-GCM): versioned **data keys** that seal PANs, the
 //!   **fingerprint key** (HMAC-SHA-256 of PAN per tenant, for "same card, same token") and the
-//!   **audit key** that chains the audit log;
+//!   **audit key** that chains the audit log and the **client key** that MACs client rows;
 //! - every sealed PAN records its algorithm and data-key version, and its AAD binds it to its
 //!   token, tenant and key version, so ciphertexts cannot be moved between rows.
 
@@ -15,7 +15,7 @@ mod keyring;
 mod master;
 
 pub use aead::{ALGORITHM, Sealed};
-pub use keyring::{AuditKey, FingerprintKey, KeyPurpose, Keyring, WrappedKey};
+pub use keyring::{AuditKey, ClientKey, FingerprintKey, KeyPurpose, Keyring, RowMac, WrappedKey};
 pub use master::{FileKeyProvider, KeyProvider, MasterKey};
 
 /// What can go wrong with keys and ciphertexts. Messages never contain key or card material.
@@ -29,6 +29,9 @@ pub enum CryptoError {
     /// The master key does not unwrap this vault's stored keys.
     #[error("the master key does not unwrap this vault's keys (wrong key file?)")]
     WrongMasterKey,
+    /// The database has no key of this purpose (an older vault made it: `vault upgrade`).
+    #[error("the database has no {} key", .0.as_str())]
+    MissingKey(KeyPurpose),
     /// A ciphertext names a key version this vault does not have.
     #[error("ciphertext names an unknown key version")]
     UnknownKeyVersion,

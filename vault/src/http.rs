@@ -50,6 +50,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Request counters.
     pub metrics: Arc<Metrics>,
+    /// Rate limiters and refusal tallies.
+    pub limiter: Arc<crate::limits::Limiter>,
 }
 
 /// The vault-made id of the current request.
@@ -84,11 +86,13 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     let started = Instant::now();
     let request_id = crate::token::request_id();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = metrics::route_label(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let in_flight = state.metrics.start(route);
 
     let mut response = match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await
     {
@@ -101,9 +105,14 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", value);
     }
-    let code = response.extensions().get::<ApiError>().map(|e| e.parts().1);
+    let error = response.extensions().get::<ApiError>().copied();
+    if error == Some(ApiError::Overloaded) {
+        state.metrics.shed();
+    }
+    let code = error.map(|e| e.parts().1);
     let elapsed = started.elapsed();
-    state.metrics.record(&route, status, elapsed);
+    drop(in_flight);
+    state.metrics.record(route, status, elapsed);
     tracing::info!(
         target: "vault::access",
         request_id = %request_id,

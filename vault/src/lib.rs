@@ -5,9 +5,10 @@
 //! and only after the access is durably audited.
 //!
 //! Layout: [`crypto`] (key hierarchy, AES-256-GCM), [`token`] (token, client id and API key
-//! formats), [`store`] (the storage trait and its SQLite backend), [`audit`] (the HMAC-chained
-//! log), [`auth`] (clients and scopes), [`service`] (the operations), [`http`] (routes and the
-//! error mapping), [`config`], [`startup`] (serving, shutdown, the sweeper) and [`cli`].
+//! formats), [`store`] (the storage trait, SQLite and PostgreSQL), [`audit`] (the HMAC-chained
+//! log, its head check and checkpoints), [`auth`] (clients, scopes, row MACs), [`limits`] (rate
+//! limits and refusal tallies), [`service`] (the operations), [`http`] (routes and the error
+//! mapping), [`config`], [`startup`] (serving, shutdown, background work) and [`cli`].
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod limits;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -5,15 +5,21 @@
 //! after its audit event is durably written; if that write fails, the PAN is dropped (and
 //! zeroized) and the caller gets [`VaultError::AuditUnavailable`].
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shared::Pan;
 
-use crate::audit::{Action, AuditDraft, AuditEvent, BrokenLink, Outcome, Verifier};
+use crate::audit::checkpoint::{self, Checkpoint, CheckpointError};
+use crate::audit::{
+    Action, AuditDraft, AuditEvent, BrokenLink, Expectations, Link, Outcome, Verifier,
+};
 use crate::auth::{ClientRecord, Scope, Scopes, validate_label};
 use crate::clock::now_micros;
-use crate::crypto::{CryptoError, KeyProvider, Keyring};
-use crate::store::{CardMeta, Store, StoreError, TokenRecord};
+use crate::crypto::{CryptoError, KeyProvider, KeyPurpose, Keyring};
+use crate::limits::Report;
+use crate::store::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
 use crate::token::{ApiKey, ClientId, Token};
 
 /// Domain failures. The HTTP layer maps each to a fixed status, code and message.
@@ -41,6 +47,51 @@ pub enum VaultError {
     /// Keys failed (wrong master key, RNG failure).
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// Too many writes are waiting: the request was refused at once.
+    #[error("too many writes are waiting for the database")]
+    Overloaded,
+    /// The database holds tokens, clients or audit events but no keys. Making new keys would
+    /// leave every stored card unreadable and every audit event unverifiable, so nothing is made.
+    #[error(
+        "the database holds tokens, clients or audit events but no keys: it is damaged or its keys were deleted; restore it from a backup (new keys would make every stored card unreadable)"
+    )]
+    KeysMissing,
+    /// A reading command found a database without keys: there is nothing to read yet.
+    #[error("the database has no vault keys yet (no vault has run on it)")]
+    NoKeys,
+    /// The database was made by an older vault and lacks a key this one needs.
+    #[error(
+        "this database was made by an older vault and has no client key: run `vault upgrade` once (it MACs the existing client rows; check `vault clients list` afterwards)"
+    )]
+    NeedsUpgrade,
+    /// A client row failed its MAC: it was written or edited outside the vault.
+    #[error(
+        "client {0} failed its integrity check (written or edited outside the vault): investigate before acting on it"
+    )]
+    ClientTampered(ClientId),
+    /// The checkpoint file names a link the stored chain does not hold.
+    #[error(
+        "audit checkpoint: the chain does not hold event {0} as the checkpoint file recorded it (events were cut off or the database was replaced); run `vault audit verify`, and move the checkpoint file aside only once you know why"
+    )]
+    CheckpointMismatch(u64),
+    /// The checkpoint file is unreadable, malformed or forged.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// How an API key fared. Only [`AuthOutcome::Client`] authenticates.
+#[derive(Debug)]
+pub enum AuthOutcome {
+    /// A live client whose row verifies.
+    Client(ClientRecord),
+    /// No key was presented.
+    Missing,
+    /// No client has this key.
+    Unknown,
+    /// The key's client was revoked.
+    Revoked(ClientRecord),
+    /// The key's client row does not verify: written or edited outside the vault.
+    Tampered(ClientRecord),
 }
 
 /// Who is acting, for whom, in which request.
@@ -109,12 +160,15 @@ pub struct Vault {
 pub const MAX_PURPOSE_LEN: usize = 128;
 
 impl Vault {
-    /// Opens the vault: unwraps the stored keys with the master key, or, on a new database,
-    /// generates and stores them.
+    /// Opens the vault: unwraps the stored keys with the master key or, on a new database
+    /// (no tokens, clients or audit events), generates and stores them. Remembers the stored
+    /// audit head, which the chain must keep holding.
     ///
     /// # Errors
     ///
-    /// [`CryptoError::WrongMasterKey`] when the master key is not this database's.
+    /// [`CryptoError::WrongMasterKey`] when the master key is not this database's;
+    /// [`VaultError::KeysMissing`] when the database has content but no keys;
+    /// [`VaultError::NeedsUpgrade`] for a database an older vault made.
     pub async fn open(
         store: Arc<dyn Store>,
         provider: &dyn KeyProvider,
@@ -122,24 +176,95 @@ impl Vault {
         let master = provider.master_key()?;
         let wrapped = store.wrapped_keys().await?;
         let keys = if wrapped.is_empty() {
+            if !store.is_empty().await? {
+                return Err(VaultError::KeysMissing);
+            }
             let (ring, wrapped) = Keyring::generate(&master, now_micros())?;
             let mut draft = AuditDraft::new("system", Action::KeysCreate, Outcome::Granted);
-            draft.detail = Some("data v1, fingerprint v1, audit v1".to_owned());
+            draft.detail = Some("data v1, fingerprint v1, audit v1, client v1".to_owned());
             match store.insert_keys(wrapped, ring.audit(), draft).await {
                 Ok(()) => ring,
                 // Another process initialised the database at the same moment: use its keys.
-                Err(StoreError::Duplicate) => {
-                    Keyring::unwrap(&master, &store.wrapped_keys().await?)?
-                }
+                Err(StoreError::Duplicate) => unwrap_keys(&master, &store.wrapped_keys().await?)?,
                 Err(e) => return Err(e.into()),
             }
         } else {
-            Keyring::unwrap(&master, &wrapped)?
+            unwrap_keys(&master, &wrapped)?
         };
+        store.adopt_head().await?;
         Ok(Self {
             store,
             keys: Arc::new(keys),
         })
+    }
+
+    /// Opens an existing vault for reading (a store opened read-only): never makes keys.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vault::open`], and [`VaultError::NoKeys`] for a database without keys.
+    pub async fn open_existing(
+        store: Arc<dyn Store>,
+        provider: &dyn KeyProvider,
+    ) -> Result<Self, VaultError> {
+        let master = provider.master_key()?;
+        let wrapped = store.wrapped_keys().await?;
+        if wrapped.is_empty() {
+            return Err(if store.is_empty().await? {
+                VaultError::NoKeys
+            } else {
+                VaultError::KeysMissing
+            });
+        }
+        let keys = unwrap_keys(&master, &wrapped)?;
+        store.adopt_head().await?;
+        Ok(Self {
+            store,
+            keys: Arc::new(keys),
+        })
+    }
+
+    /// Brings a database an older vault made up to date: adds the client key and MACs every
+    /// client row that has none (trusting the rows as they are now: check them first).
+    /// Returns how many rows were sealed, or `None` when there was nothing to do.
+    ///
+    /// # Errors
+    ///
+    /// A wrong master key, or storage failure.
+    pub async fn upgrade(
+        store: Arc<dyn Store>,
+        provider: &dyn KeyProvider,
+    ) -> Result<Option<usize>, VaultError> {
+        let master = provider.master_key()?;
+        let mut wrapped = store.wrapped_keys().await?;
+        if wrapped.is_empty() {
+            return Err(VaultError::NoKeys);
+        }
+        if wrapped.iter().any(|w| w.purpose == KeyPurpose::Client) {
+            Keyring::unwrap(&master, &wrapped)?;
+            return Ok(None);
+        }
+        let client_key = Keyring::generate_one(&master, KeyPurpose::Client, now_micros())?;
+        wrapped.push(client_key.clone());
+        let ring = Keyring::unwrap(&master, &wrapped)?;
+        store.adopt_head().await?;
+        let mut macs = Vec::new();
+        for mut client in store.clients().await? {
+            if client.mac.is_none() {
+                client.seal(ring.client());
+                if let Some(mac) = client.mac {
+                    macs.push((client.id.clone(), mac));
+                }
+            }
+        }
+        let sealed = macs.len();
+        let mut draft = AuditDraft::new("cli", Action::KeysCreate, Outcome::Granted);
+        draft.detail = Some(format!("client v1 (upgrade); {sealed} client rows sealed"));
+        store
+            .add_key_and_seal_clients(client_key, macs, ring.audit(), draft)
+            .await
+            .map_err(audited)?;
+        Ok(Some(sealed))
     }
 
     /// Tokenizes a card for the context's tenant.
@@ -174,10 +299,13 @@ impl Vault {
         };
         let new_token = record.token.clone();
         let draft = ctx.draft(Action::TokenCreate, Outcome::Granted, None);
+        // The row and its audit event commit together or not at all: a failed commit is a
+        // failed audit write (fail closed, 503), whichever half the database refused.
         let record = self
             .store
             .tokenize(record, self.keys.audit(), draft)
-            .await?;
+            .await
+            .map_err(audited)?;
         Ok(Tokenized {
             created: record.token == new_token,
             record,
@@ -251,11 +379,11 @@ impl Vault {
     pub async fn delete(&self, ctx: &Context, token: Option<Token>) -> Result<(), VaultError> {
         let draft = ctx.draft(Action::TokenDelete, Outcome::Granted, token.as_ref());
         let deleted = match &token {
-            Some(t) => {
-                self.store
-                    .delete_token(&ctx.tenant, t, now_micros(), self.keys.audit(), draft)
-                    .await?
-            }
+            Some(t) => self
+                .store
+                .delete_token(&ctx.tenant, t, now_micros(), self.keys.audit(), draft)
+                .await
+                .map_err(audited)?,
             None => {
                 self.audit(AuditDraft {
                     outcome: Outcome::NotFound,
@@ -292,36 +420,93 @@ impl Vault {
         VaultError::Forbidden(scope.as_str())
     }
 
-    /// Looks up the client holding `key`; records a failed authentication when there is none
-    /// or it is revoked.
+    /// Looks up the client holding `key` and checks its row's MAC. Writes nothing: the caller
+    /// decides what a failure costs (a revoked client's use is audited one by one with
+    /// [`Vault::record_revoked_use`]; anonymous failures are tallied, [`Vault::record_refusals`]).
     ///
     /// # Errors
     ///
     /// Storage failure.
-    pub async fn authenticate(
-        &self,
-        key: Option<&ApiKey>,
-        request_id: Option<String>,
-    ) -> Result<Option<ClientRecord>, VaultError> {
-        let client = match key {
-            Some(key) => self.store.client_by_key_hash(key.hash()).await?,
-            None => None,
+    pub async fn authenticate(&self, key: Option<&ApiKey>) -> Result<AuthOutcome, VaultError> {
+        let Some(key) = key else {
+            return Ok(AuthOutcome::Missing);
         };
-        let reason = match &client {
-            Some(c) if c.revoked_at.is_none() => return Ok(client),
-            Some(_) => "revoked API key",
-            None if key.is_some() => "unknown API key",
-            None => "missing API key",
+        let Some(client) = self.store.client_by_key_hash(key.hash()).await? else {
+            return Ok(AuthOutcome::Unknown);
         };
-        let mut draft = AuditDraft::new("anonymous", Action::AuthFail, Outcome::Denied);
-        draft.request_id = request_id;
-        draft.detail = Some(reason.to_owned());
-        if let Some(c) = &client {
-            draft.actor = c.id.as_str().to_owned();
-            draft.tenant = Some(c.tenant.clone());
+        if !client.is_authentic(self.keys.client()) {
+            tracing::error!(
+                client = %client.id,
+                "a client row failed its integrity check (written or edited outside the vault); its key is refused"
+            );
+            return Ok(AuthOutcome::Tampered(client));
         }
-        self.audit(draft).await?;
-        Ok(None)
+        Ok(if client.revoked_at.is_some() {
+            AuthOutcome::Revoked(client)
+        } else {
+            AuthOutcome::Client(client)
+        })
+    }
+
+    /// Audits one use of a revoked client's key (each is worth an event: the key leaked or a
+    /// deployment still holds it).
+    ///
+    /// # Errors
+    ///
+    /// The audit write failed.
+    pub async fn record_revoked_use(
+        &self,
+        client: &ClientRecord,
+        request_id: Option<String>,
+    ) -> Result<(), VaultError> {
+        let mut draft = AuditDraft::new(client.id.as_str(), Action::AuthFail, Outcome::Denied);
+        draft.tenant = Some(client.tenant.clone());
+        draft.request_id = request_id;
+        draft.detail = Some("revoked API key".to_owned());
+        self.audit(draft).await
+    }
+
+    /// Writes one interval's refusals: one `rate.limited` event per limited client and one
+    /// `auth.fail` event per reason and source address, each with its count.
+    ///
+    /// # Errors
+    ///
+    /// An audit write failed (the rest are still attempted).
+    pub async fn record_refusals(
+        &self,
+        report: Report,
+        interval: Duration,
+    ) -> Result<(), VaultError> {
+        let secs = interval.as_secs().max(1);
+        let mut result = Ok(());
+        for (client, refusals) in report.clients {
+            let counts: Vec<String> = refusals
+                .counts
+                .iter()
+                .map(|(op, n)| format!("{}={n}", op.as_str()))
+                .collect();
+            let mut draft = AuditDraft::new(client.as_str(), Action::RateLimited, Outcome::Denied);
+            draft.tenant = Some(refusals.tenant);
+            draft.detail = Some(format!(
+                "refused by rate limits within {secs} s: {}",
+                counts.join(" ")
+            ));
+            if let Err(e) = self.audit(draft).await {
+                result = Err(e);
+            }
+        }
+        for ((reason, addr), count) in report.failures {
+            let from = addr.map_or_else(|| "other addresses".to_owned(), |a| a.to_string());
+            let mut draft = AuditDraft::new("anonymous", Action::AuthFail, Outcome::Denied);
+            draft.detail = Some(format!(
+                "{}: {count} requests from {from} within {secs} s",
+                reason.as_str()
+            ));
+            if let Err(e) = self.audit(draft).await {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     /// Creates an API client; the key is returned once and stored only as a hash.
@@ -339,7 +524,7 @@ impl Vault {
         validate_label(tenant).map_err(VaultError::Invalid)?;
         let key =
             ApiKey::generate(crate::token::API_KEY_PREFIX).map_err(|_| CryptoError::Random)?;
-        let client = ClientRecord {
+        let mut client = ClientRecord {
             id: ClientId::generate()?,
             name: name.to_owned(),
             tenant: tenant.to_owned(),
@@ -347,7 +532,9 @@ impl Vault {
             key_hash: key.hash(),
             created_at: now_micros(),
             revoked_at: None,
+            mac: None,
         };
+        client.seal(self.keys.client());
         let mut draft = AuditDraft::new("cli", Action::ClientCreate, Outcome::Granted);
         draft.tenant = Some(client.tenant.clone());
         draft.detail = Some(format!(
@@ -356,8 +543,14 @@ impl Vault {
         ));
         self.store
             .insert_client(client.clone(), self.keys.audit(), draft)
-            .await?;
+            .await
+            .map_err(audited)?;
         Ok((client, key))
+    }
+
+    /// Whether a client row's MAC holds (for listing; authentication checks it itself).
+    pub fn is_authentic(&self, client: &ClientRecord) -> bool {
+        client.is_authentic(self.keys.client())
     }
 
     /// Every client.
@@ -369,43 +562,128 @@ impl Vault {
         Ok(self.store.clients().await?)
     }
 
-    /// Revokes a client; its key stops working at once.
+    /// Revokes a client; its key stops working at once. The row must verify: a row edited
+    /// outside the vault is not acted on blindly.
     ///
     /// # Errors
     ///
-    /// [`VaultError::NotFound`] when there is no such unrevoked client.
+    /// [`VaultError::NotFound`] when there is no such unrevoked client;
+    /// [`VaultError::ClientTampered`] when its row fails its MAC.
     pub async fn revoke_client(&self, id: &ClientId) -> Result<(), VaultError> {
         let mut draft = AuditDraft::new("cli", Action::ClientRevoke, Outcome::Granted);
         draft.detail = Some(id.to_string());
-        let revoked = self
+        let current = self.store.client_by_id(id).await?;
+        let (old_mac, revoked_at) = match &current {
+            Some(c) if !c.is_authentic(self.keys.client()) => {
+                draft.outcome = Outcome::Error;
+                draft.detail = Some(format!("{id}: client row failed its integrity check"));
+                self.audit(draft).await?;
+                return Err(VaultError::ClientTampered(id.clone()));
+            }
+            Some(c) if c.revoked_at.is_none() => (c.mac, now_micros()),
+            _ => (None, 0),
+        };
+        let (Some(current), Some(old_mac)) = (current, old_mac) else {
+            draft.outcome = Outcome::NotFound;
+            self.audit(draft).await?;
+            return Err(VaultError::NotFound);
+        };
+        let mut revoked = current;
+        revoked.revoked_at = Some(revoked_at);
+        revoked.seal(self.keys.client());
+        let Some(new_mac) = revoked.mac else {
+            return Err(VaultError::Invalid("client could not be sealed"));
+        };
+        let revocation = ClientRevocation {
+            id: id.clone(),
+            revoked_at,
+            old_mac,
+            new_mac,
+        };
+        let done = self
             .store
-            .revoke_client(id, now_micros(), self.keys.audit(), draft)
-            .await?;
-        if revoked {
+            .revoke_client(revocation, self.keys.audit(), draft)
+            .await
+            .map_err(audited)?;
+        if done {
             Ok(())
         } else {
             Err(VaultError::NotFound)
         }
     }
 
-    /// Walks the whole audit chain.
+    /// Walks the whole audit chain, checking every link and that the chain holds each
+    /// `expected` link (from `--expect` and checkpoint files).
     ///
     /// # Errors
     ///
     /// Storage failure (outer); the inner result is the verdict.
-    pub async fn verify_audit(&self) -> Result<Result<Verifier, BrokenLink>, VaultError> {
+    pub async fn verify_audit(
+        &self,
+        expected: &Expectations,
+    ) -> Result<Result<Verifier, BrokenLink>, VaultError> {
         let mut verifier = Verifier::new(self.keys.audit().clone());
         loop {
             let page = self.store.audit_events(verifier.checked(), 1000).await?;
             if page.is_empty() {
-                return Ok(Ok(verifier));
+                return Ok(expected.finish(verifier.checked()).map(|()| verifier));
             }
             for event in &page {
-                if let Err(broken) = verifier.check(event) {
+                if let Err(broken) = verifier.check(event).and_then(|()| expected.check(event)) {
                     return Ok(Err(broken));
                 }
             }
         }
+    }
+
+    /// The checkpoints in `path`, authenticated with this vault's audit key.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable file, a malformed or forged line.
+    pub fn read_checkpoints(&self, path: &Path) -> Result<Vec<Checkpoint>, VaultError> {
+        Ok(checkpoint::read_file(path, self.keys.audit())?)
+    }
+
+    /// Refuses to go on when the newest checkpoint in `path` is not in the stored chain
+    /// (events cut off the end, or an older database restored). Start-up calls this.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::CheckpointMismatch`], or a bad checkpoint file.
+    pub async fn check_latest_checkpoint(&self, path: &Path) -> Result<(), VaultError> {
+        let Some(last) = self.read_checkpoints(path)?.pop() else {
+            return Ok(());
+        };
+        match self.store.audit_mac_at(last.link.seq).await? {
+            Some(mac) if last.link.has_mac(&mac) => Ok(()),
+            _ => Err(VaultError::CheckpointMismatch(last.link.seq)),
+        }
+    }
+
+    /// Appends a checkpoint of the head this vault last wrote or read to `path`, unless it is
+    /// `previous` (nothing new). Returns the link checkpointed.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be written.
+    pub fn write_checkpoint(
+        &self,
+        path: &Path,
+        previous: Option<Link>,
+    ) -> Result<Option<Link>, VaultError> {
+        let Some(head) = self.store.known_head() else {
+            return Ok(previous);
+        };
+        if previous == Some(head) {
+            return Ok(previous);
+        }
+        Checkpoint {
+            link: head,
+            at: now_micros(),
+        }
+        .append_to(path, self.keys.audit())?;
+        Ok(Some(head))
     }
 
     /// Up to `limit` audit events after sequence number `after`, oldest first.
@@ -427,19 +705,20 @@ impl Vault {
     ///
     /// Storage failure.
     pub async fn sweep(&self) -> Result<u64, VaultError> {
-        Ok(self
-            .store
+        self.store
             .delete_expired(now_micros(), self.keys.audit())
-            .await?)
+            .await
+            .map_err(audited)
     }
 
-    /// Succeeds when the database accepts writes, so audit events can be written.
+    /// Succeeds when an audit event could be written now and the stored chain still holds what
+    /// this vault wrote.
     ///
     /// # Errors
     ///
-    /// Storage failure.
+    /// Storage failure, or the chain check.
     pub async fn ready(&self) -> Result<(), VaultError> {
-        Ok(self.store.check_writable().await?)
+        self.store.check_ready().await.map_err(audited)
     }
 
     async fn find(
@@ -457,6 +736,27 @@ impl Vault {
         self.store
             .append_audit(self.keys.audit(), draft)
             .await
-            .map_err(VaultError::AuditUnavailable)
+            .map_err(audited)
+    }
+}
+
+/// Unwraps the stored keys; a database without a client key was made by an older vault.
+fn unwrap_keys(
+    master: &crate::crypto::MasterKey,
+    wrapped: &[crate::crypto::WrappedKey],
+) -> Result<Keyring, VaultError> {
+    match Keyring::unwrap(master, wrapped) {
+        Err(CryptoError::MissingKey(KeyPurpose::Client)) => Err(VaultError::NeedsUpgrade),
+        other => Ok(other?),
+    }
+}
+
+/// The error of a write that carries an audit event: shedding stays shedding, a refused row
+/// stays what it is, and anything else means the event could not be written (fail closed, 503).
+fn audited(e: StoreError) -> VaultError {
+    match e {
+        StoreError::Overloaded => VaultError::Overloaded,
+        StoreError::Duplicate | StoreError::Corrupt(_) => VaultError::Store(e),
+        other => VaultError::AuditUnavailable(other),
     }
 }

@@ -1,15 +1,20 @@
-//! Building and running the server: open the store, unwrap the keys, bind, serve until SIGTERM
-//! or SIGINT, and sweep expired tokens in the background.
+//! Building and running the server: open the store, unwrap the keys, check the audit
+//! checkpoint, bind, serve until SIGTERM or SIGINT; in the background, sweep expired tokens,
+//! report refusals to the audit log and write checkpoints.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::server::ServeOptions;
 use tokio::net::TcpListener;
 
+use crate::audit::Link;
 use crate::config::VaultConfig;
 use crate::crypto::FileKeyProvider;
 use crate::http::{AppState, Limits, Metrics, router};
+use crate::limits::Limiter;
 use crate::service::{Vault, VaultError};
 use crate::store::{PgStore, SqliteStore, Store};
 
@@ -40,13 +45,31 @@ pub enum StartupError {
 ///
 /// The database cannot be reached, opened or migrated.
 pub async fn open_store(config: &VaultConfig) -> Result<Arc<dyn Store>, crate::store::StoreError> {
-    Ok(match config.database.postgres_url() {
-        Some(url) => Arc::new(PgStore::connect(url, config.database.max_connections, None).await?),
+    let db = &config.database;
+    Ok(match db.postgres_url() {
+        Some(url) => {
+            Arc::new(PgStore::connect(url, db.max_connections, None, db.max_queued_writes).await?)
+        }
         None => Arc::new(SqliteStore::open(&config.sqlite())?),
     })
 }
 
-/// Opens the configured store and vault.
+/// Opens the configured store for reading only: nothing is created, migrated or written.
+///
+/// # Errors
+///
+/// No database there, a schema of another version, or the database cannot be reached.
+pub async fn open_store_read_only(
+    config: &VaultConfig,
+) -> Result<Arc<dyn Store>, crate::store::StoreError> {
+    let db = &config.database;
+    Ok(match db.postgres_url() {
+        Some(url) => Arc::new(PgStore::connect_read_only(url, db.max_connections, None).await?),
+        None => Arc::new(SqliteStore::open_read_only(&config.sqlite())?),
+    })
+}
+
+/// Opens the configured store and vault (making keys only for a new, empty database).
 ///
 /// # Errors
 ///
@@ -57,23 +80,40 @@ pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
     Vault::open(store, &provider).await
 }
 
+/// Opens an existing vault for commands that only read (`audit verify`, `audit list`).
+///
+/// # Errors
+///
+/// No database or no keys there, or the master key does not fit it.
+pub async fn open_vault_read_only(config: &VaultConfig) -> Result<Vault, VaultError> {
+    let store = open_store_read_only(config).await?;
+    let provider = FileKeyProvider::new(&config.keys.master_key_file);
+    Vault::open_existing(store, &provider).await
+}
+
 /// A bound, ready-to-run server.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    shutdown_timeout: Duration,
+    serve: ServeOptions,
     sweep_interval: Duration,
+    report_interval: Duration,
+    checkpoints: Option<(PathBuf, Duration)>,
 }
 
 impl Application {
-    /// Opens everything and binds the listener (port 0 picks a free port).
+    /// Opens everything and binds the listener (port 0 picks a free port). With a checkpoint
+    /// file, refuses to start when the chain no longer holds its newest checkpoint.
     ///
     /// # Errors
     ///
     /// See [`StartupError`].
     pub async fn build(config: &VaultConfig) -> Result<Self, StartupError> {
         let vault = open_vault(config).await?;
+        if let Some(path) = &config.audit.checkpoint_file {
+            vault.check_latest_checkpoint(path).await?;
+        }
         let listener =
             TcpListener::bind(config.listen())
                 .await
@@ -91,9 +131,17 @@ impl Application {
                     max_ttl_seconds: config.tokens.max_ttl_seconds,
                 }),
                 metrics: Arc::new(Metrics::default()),
+                limiter: Arc::new(Limiter::new(&config.limits)),
             },
-            shutdown_timeout: Duration::from_millis(config.server.shutdown_timeout_ms),
+            serve: ServeOptions::from_config(&config.server),
             sweep_interval: Duration::from_secs(config.tokens.sweep_interval_seconds),
+            report_interval: Duration::from_secs(config.limits.report_interval_seconds),
+            checkpoints: config.audit.checkpoint_file.clone().map(|path| {
+                (
+                    path,
+                    Duration::from_secs(config.audit.checkpoint_interval_seconds),
+                )
+            }),
         })
     }
 
@@ -107,7 +155,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then gives in-flight requests the configured grace
-    /// period.
+    /// period. Background work: the sweeper, the refusal reports, the checkpoints. At the end
+    /// the last refusals are reported and a last checkpoint is written.
     ///
     /// # Errors
     ///
@@ -116,16 +165,43 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let sweeper = tokio::spawn(sweep(self.state.vault.clone(), self.sweep_interval));
-        let result = shared::server::serve(
-            self.listener,
-            router(self.state),
-            shutdown,
-            self.shutdown_timeout,
-        )
-        .await
-        .map_err(StartupError::Serve);
+        let vault = self.state.vault.clone();
+        let limiter = Arc::clone(&self.state.limiter);
+        let sweeper = tokio::spawn(sweep(vault.clone(), self.sweep_interval));
+        let reporter = tokio::spawn(report(
+            vault.clone(),
+            Arc::clone(&limiter),
+            self.report_interval,
+        ));
+        let last_checkpoint = Arc::new(parking_lot::Mutex::new(None));
+        let checkpointer = self.checkpoints.clone().map(|(path, every)| {
+            tokio::spawn(checkpoint(
+                vault.clone(),
+                path,
+                every,
+                Arc::clone(&last_checkpoint),
+            ))
+        });
+        let result = shared::server::serve(self.listener, router(self.state), shutdown, self.serve)
+            .await
+            .map_err(StartupError::Serve);
         sweeper.abort();
+        reporter.abort();
+        if let Some(task) = checkpointer {
+            task.abort();
+        }
+        if let Err(e) = vault
+            .record_refusals(limiter.drain(), self.report_interval)
+            .await
+        {
+            tracing::error!(error = %e, "could not write the last rate-limit and authentication-failure events");
+        }
+        if let Some((path, _)) = &self.checkpoints {
+            let previous = *last_checkpoint.lock();
+            if let Err(e) = vault.write_checkpoint(path, previous) {
+                tracing::error!(error = %e, "could not write the shutdown audit checkpoint");
+            }
+        }
         result
     }
 }
@@ -139,6 +215,42 @@ async fn sweep(vault: Vault, every: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "swept expired tokens"),
             Err(e) => tracing::warn!(error = %e, "sweeping expired tokens failed"),
+        }
+    }
+}
+
+/// Every interval, the refusals counted since the last one become audit events.
+async fn report(vault: Vault, limiter: Arc<Limiter>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let report = limiter.drain();
+        if report.is_empty() {
+            continue;
+        }
+        if let Err(e) = vault.record_refusals(report, every).await {
+            tracing::error!(error = %e, "could not write rate-limit and authentication-failure events");
+        }
+    }
+}
+
+/// Every interval, a checkpoint of the head (when it moved).
+async fn checkpoint(
+    vault: Vault,
+    path: PathBuf,
+    every: Duration,
+    last: Arc<parking_lot::Mutex<Option<Link>>>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let previous = *last.lock();
+        match vault.write_checkpoint(&path, previous) {
+            Ok(written) => *last.lock() = written,
+            Err(e) => tracing::error!(error = %e, "could not write an audit checkpoint"),
         }
     }
 }

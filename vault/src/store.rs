@@ -1,20 +1,20 @@
-//! Persistence: one trait, one backend per database.
+//! Persistence: one trait, one backend per database (SQLite, PostgreSQL).
 //!
 //! Methods are single statements or single transactions. Where an audit event must commit
 //! with the change it records (tokenize, delete, client changes), the method takes the draft
 //! and the audit key and writes both in one transaction, so there is never a change without its
-//! event. The trait is object-safe through `async-trait` so the service can hold
-//! `Arc<dyn Store>` and pick the backend from config; PostgreSQL is a later backend behind the
-//! same trait.
+//! event. Every append first checks that the stored chain still holds the head this store
+//! remembers ([`crate::audit::ChainHead`]). The trait is object-safe through `async-trait` so
+//! the service can hold `Arc<dyn Store>` and pick the backend from config.
 
 use std::fmt;
 
 use async_trait::async_trait;
 use shared::Brand;
 
-use crate::audit::{AuditDraft, AuditEvent};
+use crate::audit::{AuditDraft, AuditEvent, HeadMismatch, Link};
 use crate::auth::ClientRecord;
-use crate::crypto::{AuditKey, Sealed, WrappedKey};
+use crate::crypto::{AuditKey, RowMac, Sealed, WrappedKey};
 use crate::token::{ClientId, Token};
 
 mod postgres;
@@ -77,6 +77,32 @@ pub enum StoreError {
     /// The blocking task running the query died.
     #[error("storage task failed")]
     Task,
+    /// Too many writes are waiting: refused at once rather than queued (load shedding).
+    #[error("too many writes are waiting for the database")]
+    Overloaded,
+    /// The store was opened read-only.
+    #[error("the database was opened read-only")]
+    ReadOnly,
+    /// A read-only open found no database file (a reading command never creates one).
+    #[error("no vault database at {}", .0.display())]
+    Missing(std::path::PathBuf),
+    /// The stored audit chain no longer holds what this store wrote: cut or rolled back.
+    #[error(transparent)]
+    Chain(#[from] HeadMismatch),
+}
+
+/// A revocation: the row as it was read and checked (`old_mac`), and its new MAC with
+/// `revoked_at` set. The store revokes only a row that still carries `old_mac`.
+#[derive(Clone, Debug)]
+pub struct ClientRevocation {
+    /// The client.
+    pub id: ClientId,
+    /// When.
+    pub revoked_at: i64,
+    /// The MAC the row has now.
+    pub old_mac: RowMac,
+    /// The MAC of the revoked row.
+    pub new_mac: RowMac,
 }
 
 /// What the vault stores. See the module docs for the transaction rules.
@@ -143,18 +169,30 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError>;
 
+    /// The client with this id, revoked or not.
+    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError>;
+
     /// Every client, oldest first.
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
 
-    /// Revokes a client and writes the audit event (outcome `not_found` when there was no such
-    /// unrevoked client). Returns whether one was revoked.
+    /// Revokes a client whose row is still unrevoked and carries `revocation.old_mac`, and
+    /// writes the audit event (outcome `not_found` otherwise). Returns whether one was revoked.
     async fn revoke_client(
         &self,
-        id: &ClientId,
-        now: i64,
+        revocation: ClientRevocation,
         audit: &AuditKey,
         draft: AuditDraft,
     ) -> Result<bool, StoreError>;
+
+    /// Upgrade of an older database: stores a new purpose's key and gives the MAC-less client
+    /// rows their MACs, with the audit event, in one transaction.
+    async fn add_key_and_seal_clients(
+        &self,
+        key: WrappedKey,
+        macs: Vec<(ClientId, RowMac)>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<(), StoreError>;
 
     /// Appends one audit event, durably, before returning.
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError>;
@@ -162,6 +200,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Up to `limit` events with `seq > after`, in order.
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// Succeeds when the database accepts writes (readiness).
-    async fn check_writable(&self) -> Result<(), StoreError>;
+    /// Reads the stored chain head and remembers it as the head this store must keep finding
+    /// (called once, at open). Returns it.
+    async fn adopt_head(&self) -> Result<Option<Link>, StoreError>;
+
+    /// The newest head this store has written or adopted.
+    fn known_head(&self) -> Option<Link>;
+
+    /// The stored MAC of audit event `seq`.
+    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError>;
+
+    /// True when there are no tokens, clients or audit events (a new database).
+    async fn is_empty(&self) -> Result<bool, StoreError>;
+
+    /// Readiness: the stored chain still holds this store's head, and an audit event could be
+    /// written now (a probe row is inserted and rolled back).
+    async fn check_ready(&self) -> Result<(), StoreError>;
 }

@@ -33,6 +33,8 @@ pub enum ApiError {
     NotReady,
     /// 409: the payout is not waiting for a manual decision.
     NotAwaitingConfirmation,
+    /// 503: too many writes are waiting for the database; retry shortly.
+    Overloaded,
     /// 413.
     PayloadTooLarge,
     /// 404.
@@ -100,6 +102,11 @@ impl ApiError {
                 "payout_not_awaiting_confirmation",
                 "the payout is not waiting for a confirm or cancel",
             ),
+            Self::Overloaded => (
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the proxy is shedding load; retry shortly",
+            ),
             Self::PayloadTooLarge => (
                 S::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -141,6 +148,10 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        if matches!(e, crate::store::StoreError::Overloaded) {
+            tracing::warn!("shedding a request: the database writer's queue is full");
+            return Self::Overloaded;
+        }
         tracing::error!(error = %e, "storage failed");
         Self::Internal
     }

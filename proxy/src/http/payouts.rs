@@ -109,6 +109,9 @@ fn decode<T: serde::de::DeserializeOwned>(
         DecodeError::Invalid | DecodeError::Known(_) => {
             ApiError::InvalidRequest("a field of the request body has the wrong type or value")
         }
+        DecodeError::TooDeep => ApiError::InvalidRequest(
+            "the request body nests arrays and objects more than 32 levels deep",
+        ),
     })
 }
 

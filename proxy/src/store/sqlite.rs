@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
-use shared::sqlite::{CommitFailed, SqliteOptions, SqlitePool, TaskFailed, blob32};
+use shared::sqlite::{
+    CommitFailed, QueueFull, ReadOnly, SqliteOptions, SqlitePool, TaskFailed, blob32,
+};
 
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, Scopes, WebhookSecret};
@@ -47,6 +49,18 @@ impl From<CommitFailed> for StoreError {
 impl From<TaskFailed> for StoreError {
     fn from(_: TaskFailed) -> Self {
         Self::Task
+    }
+}
+
+impl From<QueueFull> for StoreError {
+    fn from(_: QueueFull) -> Self {
+        Self::Overloaded
+    }
+}
+
+impl From<ReadOnly> for StoreError {
+    fn from(e: ReadOnly) -> Self {
+        Self::Database(Box::new(e))
     }
 }
 

@@ -29,6 +29,7 @@ impl Backend {
                     path: dir.path().join("proxy.db"),
                     read_connections: 2,
                     busy_timeout: std::time::Duration::from_secs(10),
+                    max_queued_writes: 4096,
                 })
                 .unwrap(),
             ),

@@ -20,6 +20,8 @@ pub enum KeyPurpose {
     Fingerprint,
     /// Chains the audit log.
     Audit,
+    /// Authenticates client rows (id, tenant, scopes, key hash, times).
+    Client,
 }
 
 impl KeyPurpose {
@@ -29,14 +31,16 @@ impl KeyPurpose {
             Self::Data => "data",
             Self::Fingerprint => "fingerprint",
             Self::Audit => "audit",
+            Self::Client => "client",
         }
     }
 
+    /// Every purpose: a vault has a key of each.
+    pub const ALL: [Self; 4] = [Self::Data, Self::Fingerprint, Self::Audit, Self::Client];
+
     /// Parses [`KeyPurpose::as_str`].
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Data, Self::Fingerprint, Self::Audit]
-            .into_iter()
-            .find(|p| p.as_str() == name)
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
     }
 }
 
@@ -92,11 +96,68 @@ impl AuditKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// The tag of an audit checkpoint (an encoded link and time), so that a checkpoint kept
+    /// outside the database cannot be forged or altered without this key. Domain-separated from
+    /// the chain links.
+    pub fn checkpoint_tag(&self, encoded: &[u8]) -> [u8; 32] {
+        let mut mac = hmac_sha256(&self.key);
+        mac.update(b"vault.audit.checkpoint.v1");
+        mac.update(encoded);
+        mac.finalize().into_bytes().into()
+    }
+
     /// A key from raw bytes (tests and tools).
     pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
         Self {
             key: Arc::new(bytes),
         }
+    }
+}
+
+/// A 32-byte MAC over a stored row. Not secret, but an equality test on it is an
+/// authentication decision, so it compares in constant time and has no other `==`.
+#[derive(Clone, Copy)]
+pub struct RowMac(pub [u8; 32]);
+
+impl PartialEq for RowMac {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]))
+    }
+}
+
+impl Eq for RowMac {}
+
+impl std::fmt::Debug for RowMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowMac(..)")
+    }
+}
+
+/// The HMAC-SHA-256 key that authenticates client rows, so that a row written or edited by
+/// anyone without the master key (a DBA, a stolen replica credential, SQL injection elsewhere in
+/// a shared cluster) authenticates nothing (DESIGN §9.2).
+pub struct ClientKey {
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl ClientKey {
+    /// The MAC of a client row's canonical encoding.
+    pub fn mac(&self, encoded: &[u8]) -> RowMac {
+        let mut mac = hmac_sha256(&self.key);
+        mac.update(b"vault.client.v1");
+        mac.update(encoded);
+        RowMac(mac.finalize().into_bytes().into())
+    }
+
+    /// Whether `mac` is the MAC of `encoded` (constant time).
+    pub fn verify(&self, encoded: &[u8], mac: &RowMac) -> bool {
+        self.mac(encoded) == *mac
+    }
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientKey { .. }")
     }
 }
 
@@ -133,39 +194,56 @@ pub struct Keyring {
     data: BTreeMap<u32, AeadKey>,
     fingerprint: FingerprintKey,
     audit: AuditKey,
+    client: ClientKey,
 }
 
 impl Keyring {
-    /// Makes a fresh set of keys (data v1, fingerprint v1, audit v1) and their wrapped forms.
+    /// Makes a fresh set of keys (version 1 of every purpose) and their wrapped forms.
     ///
     /// # Errors
     ///
     /// The OS random generator failed.
     pub fn generate(master: &MasterKey, now: i64) -> Result<(Self, Vec<WrappedKey>), CryptoError> {
         let mut wrapped = Vec::new();
-        for purpose in [KeyPurpose::Data, KeyPurpose::Fingerprint, KeyPurpose::Audit] {
-            let mut key = Zeroizing::new([0u8; 32]);
-            random_bytes(key.as_mut_slice())?;
-            wrapped.push(WrappedKey {
-                purpose,
-                version: 1,
-                sealed: master.wrap(purpose.as_str(), 1, key.as_slice())?,
-                created_at: now,
-            });
+        for purpose in KeyPurpose::ALL {
+            wrapped.push(Self::generate_one(master, purpose, now)?);
         }
         let ring = Self::unwrap(master, &wrapped)?;
         Ok((ring, wrapped))
+    }
+
+    /// Makes version 1 of one purpose's key, wrapped (an upgrade adds a purpose an older vault
+    /// did not have).
+    ///
+    /// # Errors
+    ///
+    /// The OS random generator failed.
+    pub fn generate_one(
+        master: &MasterKey,
+        purpose: KeyPurpose,
+        now: i64,
+    ) -> Result<WrappedKey, CryptoError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        random_bytes(key.as_mut_slice())?;
+        Ok(WrappedKey {
+            purpose,
+            version: 1,
+            sealed: master.wrap(purpose.as_str(), 1, key.as_slice())?,
+            created_at: now,
+        })
     }
 
     /// Unwraps stored keys.
     ///
     /// # Errors
     ///
-    /// [`CryptoError::WrongMasterKey`] when any key fails to unwrap, or a purpose has no key.
+    /// [`CryptoError::WrongMasterKey`] when any key fails to unwrap;
+    /// [`CryptoError::MissingKey`] when a purpose has no key.
     pub fn unwrap(master: &MasterKey, wrapped: &[WrappedKey]) -> Result<Self, CryptoError> {
         let mut data = BTreeMap::new();
         let mut fingerprint = None;
         let mut audit = None;
+        let mut client = None;
         for w in wrapped {
             let key = master.unwrap_key(w.purpose.as_str(), w.version, &w.sealed)?;
             match w.purpose {
@@ -185,16 +263,18 @@ impl Keyring {
                     }
                 }
                 KeyPurpose::Audit => audit = Some(AuditKey::from_bytes(key)),
+                KeyPurpose::Client => client = Some(ClientKey { key }),
             }
         }
-        match (data.is_empty(), fingerprint, audit) {
-            (false, Some(fingerprint), Some(audit)) => Ok(Self {
-                data,
-                fingerprint,
-                audit,
-            }),
-            _ => Err(CryptoError::WrongMasterKey),
+        if data.is_empty() {
+            return Err(CryptoError::MissingKey(KeyPurpose::Data));
         }
+        Ok(Self {
+            data,
+            fingerprint: fingerprint.ok_or(CryptoError::MissingKey(KeyPurpose::Fingerprint))?,
+            audit: audit.ok_or(CryptoError::MissingKey(KeyPurpose::Audit))?,
+            client: client.ok_or(CryptoError::MissingKey(KeyPurpose::Client))?,
+        })
     }
 
     /// Seals a PAN under the current data key, bound to its token and tenant.
@@ -238,6 +318,11 @@ impl Keyring {
     /// The audit chain key.
     pub fn audit(&self) -> &AuditKey {
         &self.audit
+    }
+
+    /// The client-row key.
+    pub fn client(&self) -> &ClientKey {
+        &self.client
     }
 }
 

@@ -1,4 +1,4 @@
-//! The authenticated API client of a request.
+//! The authenticated API client of a request, and its scope and rate checks.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -8,11 +8,15 @@ use super::error::ApiError;
 use super::{AppState, RequestId};
 use crate::audit::Action;
 use crate::auth::{ClientRecord, Scope};
-use crate::service::Context;
+use crate::limits::{FailureReason, Operation};
+use crate::service::{AuthOutcome, Context};
 use crate::token::{ApiKey, Token};
 
-/// A request's authenticated client. Extracting it checks the `Authorization: Bearer` key; a
-/// missing, unknown or revoked key is recorded in the audit log and answered 401.
+/// A request's authenticated client. Extracting it checks the `Authorization: Bearer` key and
+/// the client row's MAC; anything else is 401 (429 once the source address has failed too
+/// often). A revoked client's use is audited one by one; missing, unknown and tampered keys are
+/// tallied per reason and address and audited once per interval, so an anonymous flood costs no
+/// durable write per request.
 #[derive(Debug)]
 pub struct Caller {
     /// The client.
@@ -31,28 +35,47 @@ impl FromRequestParts<AppState> for Caller {
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|k| ApiKey::presented(k.trim()));
-        match state
-            .vault
-            .authenticate(key.as_ref(), request_id.clone())
-            .await
-        {
-            Ok(Some(client)) => Ok(Self {
-                context: Context::client(&client, request_id),
-                client,
-            }),
-            Ok(None) => Err(ApiError::Unauthorized),
-            Err(e) => Err(e.into()),
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(ApiKey::presented);
+        let outcome = state.vault.authenticate(key.as_ref()).await?;
+        let reason = match outcome {
+            AuthOutcome::Client(client) => {
+                return Ok(Self {
+                    context: Context::client(&client, request_id),
+                    client,
+                });
+            }
+            AuthOutcome::Revoked(client) => {
+                state.vault.record_revoked_use(&client, request_id).await?;
+                None
+            }
+            AuthOutcome::Missing => Some(FailureReason::MissingKey),
+            AuthOutcome::Unknown => Some(FailureReason::UnknownKey),
+            AuthOutcome::Tampered(_) => Some(FailureReason::TamperedClient),
+        };
+        if reason.is_some() {
+            state.metrics.auth_failure_aggregated();
+        }
+        let peer = shared::server::peer_addr(parts).map(|a| a.ip());
+        let limited = state.limiter.note_failure(reason, peer);
+        match limited {
+            Ok(()) => Err(ApiError::Unauthorized),
+            Err(wait) => {
+                state.metrics.rate_limited(Operation::Unauthenticated);
+                Err(ApiError::rate_limited(wait))
+            }
         }
     }
 }
 
 impl Caller {
-    /// Passes when the client holds `scope`; otherwise records the denial and answers 403.
+    /// Passes when the client holds `scope` (else records the denial and answers 403) and is
+    /// within the rate limit of the operation (else 429, counted for the interval's event).
     ///
     /// # Errors
     ///
-    /// [`ApiError::Forbidden`], or the audit failure.
+    /// [`ApiError::Forbidden`], [`ApiError::RateLimited`], or the audit failure.
     pub async fn require(
         &self,
         state: &AppState,
@@ -60,13 +83,25 @@ impl Caller {
         action: Action,
         token: Option<&Token>,
     ) -> Result<(), ApiError> {
-        if self.client.scopes.contains(scope) {
-            return Ok(());
+        if !self.client.scopes.contains(scope) {
+            return Err(state
+                .vault
+                .deny(&self.context, action, token, scope)
+                .await
+                .into());
         }
-        Err(state
-            .vault
-            .deny(&self.context, action, token, scope)
-            .await
-            .into())
+        let operation = match scope {
+            Scope::TokensCreate => Operation::Tokenize,
+            Scope::TokensRead => Operation::Read,
+            Scope::TokensDetokenize => Operation::Detokenize,
+            Scope::TokensDelete | Scope::TokensReadBin => return Ok(()),
+        };
+        state
+            .limiter
+            .check_client(operation, &self.client)
+            .map_err(|wait| {
+                state.metrics.rate_limited(operation);
+                ApiError::rate_limited(wait)
+            })
     }
 }

@@ -3,7 +3,8 @@
 //! `ApiError` is `Copy` and holds only `&'static str`, so no runtime data, and so no card
 //! number, can reach a response body through it.
 
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::PanError;
 use shared::error_body::ErrorBody;
@@ -34,6 +35,13 @@ pub enum ApiError {
     NotFound,
     /// 503: the vault cannot serve (readiness).
     NotReady,
+    /// 503: too many writes are waiting; retry shortly.
+    Overloaded,
+    /// 429: a rate limit; retry after this many seconds.
+    RateLimited {
+        /// Whole seconds to wait (at least 1), also sent as `Retry-After`.
+        retry_after: u32,
+    },
     /// 413.
     PayloadTooLarge,
     /// 404: no such route.
@@ -90,6 +98,16 @@ impl ApiError {
                 "not_ready",
                 "the vault is not ready",
             ),
+            Self::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the vault is shedding load; retry shortly",
+            ),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry after the number of seconds in Retry-After",
+            ),
             Self::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -119,6 +137,14 @@ impl ApiError {
         }
     }
 
+    /// A 429 telling the caller to wait `wait` (rounded up to whole seconds, at least 1).
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self::RateLimited {
+            retry_after: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
+        }
+    }
+
     /// The message for a PAN parse failure.
     pub fn from_pan(e: PanError) -> Self {
         Self::InvalidPan(match e {
@@ -140,6 +166,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
         let mut response = (status, axum::Json(ErrorBody::fixed(code, message))).into_response();
+        if let Self::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        }
         response.extensions_mut().insert(self);
         response
     }
@@ -155,6 +186,10 @@ impl From<VaultError> for ApiError {
             VaultError::AuditUnavailable(source) => {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(&source), "audit write failed");
                 Self::AuditUnavailable
+            }
+            VaultError::Overloaded => {
+                tracing::warn!("shedding a request: the database writer's queue is full");
+                Self::Overloaded
             }
             other => {
                 tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "request failed");

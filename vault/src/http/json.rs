@@ -52,5 +52,8 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         DecodeError::Invalid => {
             ApiError::InvalidRequest("a field of the request body has the wrong type or value")
         }
+        DecodeError::TooDeep => ApiError::InvalidRequest(
+            "the request body nests arrays and objects more than 32 levels deep",
+        ),
     })
 }

@@ -1,7 +1,7 @@
 //! `/v1/tokens` routes.
 
 use axum::Json;
-use axum::extract::{RawPathParams, State};
+use axum::extract::{FromRequest, RawPathParams, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
@@ -101,15 +101,37 @@ impl<'de> Deserialize<'de> for PanField {
     }
 }
 
-/// Card metadata as the API shows it: BIN and last four, never more.
+/// Card metadata as the API shows it: last four, brand and expiry; BIN and length only to a
+/// client holding `tokens:read_bin` (they shrink what a tokenize oracle must search).
 #[derive(Debug, Serialize)]
 struct CardView<'a> {
-    bin: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bin: Option<&'a str>,
     last4: &'a str,
     brand: &'static str,
-    length: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u8>,
     exp_month: Option<u8>,
     exp_year: Option<u16>,
+}
+
+/// How much of the card a client may see.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum CardDetail {
+    /// Last four, brand, expiry.
+    Last4,
+    /// And BIN and length (`tokens:read_bin`).
+    WithBin,
+}
+
+impl CardDetail {
+    fn for_caller(caller: &Caller) -> Self {
+        if caller.client.scopes.contains(Scope::TokensReadBin) {
+            Self::WithBin
+        } else {
+            Self::Last4
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -122,15 +144,16 @@ struct TokenView<'a> {
 }
 
 impl<'a> TokenView<'a> {
-    fn new(r: &'a TokenRecord) -> Self {
+    fn new(r: &'a TokenRecord, detail: CardDetail) -> Self {
         use base64::Engine;
+        let with_bin = detail == CardDetail::WithBin;
         Self {
             token: r.token.as_str(),
             card: CardView {
-                bin: &r.card.bin,
+                bin: with_bin.then_some(r.card.bin.as_str()),
                 last4: &r.card.last4,
                 brand: r.card.brand.as_str(),
-                length: r.card.pan_length,
+                length: with_bin.then_some(r.card.pan_length),
                 exp_month: r.card.exp_month,
                 exp_year: r.card.exp_year,
             },
@@ -153,15 +176,17 @@ fn token_param(params: &RawPathParams) -> Option<Token> {
         .and_then(|(_, value)| Token::parse(value))
 }
 
-/// `POST /v1/tokens`.
+/// `POST /v1/tokens`. The body is read only once the caller is authorized (a client without
+/// the scope gets 403, audited, whatever it sent).
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    ValidJson(body): ValidJson<TokenizeBody>,
+    req: Request,
 ) -> Result<Response, ApiError> {
     caller
         .require(&state, Scope::TokensCreate, Action::TokenCreate, None)
         .await?;
+    let ValidJson(body) = ValidJson::<TokenizeBody>::from_request(req, &state).await?;
     let expiry = match (body.exp_month, body.exp_year) {
         (None, None) => None,
         (Some(m), Some(y)) if (1..=12).contains(&m) && (2000..=2099).contains(&y) => Some((m, y)),
@@ -195,7 +220,14 @@ pub(crate) async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(TokenView::new(&tokenized.record))).into_response())
+    Ok((
+        status,
+        Json(TokenView::new(
+            &tokenized.record,
+            CardDetail::for_caller(&caller),
+        )),
+    )
+        .into_response())
 }
 
 /// `GET /v1/tokens/{token}`.
@@ -209,15 +241,15 @@ pub(crate) async fn read(
         .require(&state, Scope::TokensRead, Action::TokenRead, token.as_ref())
         .await?;
     let record = state.vault.read(&caller.context, token).await?;
-    Ok(Json(TokenView::new(&record)).into_response())
+    Ok(Json(TokenView::new(&record, CardDetail::for_caller(&caller))).into_response())
 }
 
-/// `POST /v1/tokens/{token}/detokenize`.
+/// `POST /v1/tokens/{token}/detokenize`. Authorized before the body is read.
 pub(crate) async fn detokenize(
     State(state): State<AppState>,
     caller: Caller,
     params: RawPathParams,
-    ValidJson(body): ValidJson<DetokenizeBody>,
+    req: Request,
 ) -> Result<Response, ApiError> {
     let token = token_param(&params);
     caller
@@ -228,6 +260,7 @@ pub(crate) async fn detokenize(
             token.as_ref(),
         )
         .await?;
+    let ValidJson(body) = ValidJson::<DetokenizeBody>::from_request(req, &state).await?;
     validate_purpose(&body.purpose)?;
     let pan = state
         .vault
@@ -277,7 +310,8 @@ pub(crate) async fn delete(
 }
 
 /// A purpose is stored in the audit log, so it must be short, printable, and unable to carry a
-/// card number.
+/// card number in any spelling: a card has at least 13 digits, so at most 12 are allowed in all,
+/// however they are separated (`card 4242.4242.4242.4242` is refused).
 fn validate_purpose(purpose: &str) -> Result<(), ApiError> {
     let printable = purpose.bytes().all(|b| (0x20..0x7f).contains(&b));
     if purpose.trim().is_empty() || purpose.len() > MAX_PURPOSE_LEN || !printable {
@@ -285,10 +319,13 @@ fn validate_purpose(purpose: &str) -> Result<(), ApiError> {
             "purpose must be 1-128 printable ASCII characters",
         ));
     }
-    if shared::scan::has_digit_run(purpose.as_bytes(), 13) {
+    if purpose.bytes().filter(u8::is_ascii_digit).count() > MAX_PURPOSE_DIGITS {
         return Err(ApiError::InvalidRequest(
-            "purpose must not contain 13 or more digits in a row",
+            "purpose may contain at most 12 digits in all (a card number has at least 13)",
         ));
     }
     Ok(())
 }
+
+/// Most digits a purpose may hold.
+const MAX_PURPOSE_DIGITS: usize = 12;

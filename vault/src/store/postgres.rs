@@ -11,20 +11,25 @@
 
 mod group_commit;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use deadpool_postgres::{Pool, Transaction};
 use shared::Brand;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
-use super::{CardMeta, Store, StoreError, TokenRecord};
-use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
+use super::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
+use crate::audit::{Action, AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::{ClientRecord, Scopes};
 use crate::clock::now_micros;
-use crate::crypto::{AuditKey, KeyPurpose, Sealed, WrappedKey};
+use crate::crypto::{AuditKey, KeyPurpose, RowMac, Sealed, WrappedKey};
 use crate::token::{ClientId, Token};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_client_macs.sql"),
+];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
 const AUDIT_LOCK: i64 = 0x7661_756c_7402;
@@ -34,6 +39,7 @@ const AUDIT_LOCK: i64 = 0x7661_756c_7402;
 pub struct PgStore {
     pool: Pool,
     batches: group_commit::GroupCommit,
+    head: Arc<ChainHead>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -43,7 +49,8 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    /// Connects (at most `max_connections`), optionally in `schema`, and migrates.
+    /// Connects (at most `max_connections`), optionally in `schema`, and migrates. At most
+    /// `max_queued_writes` writes wait for the group commit; more are refused at once.
     ///
     /// # Errors
     ///
@@ -52,6 +59,7 @@ impl PgStore {
         url: &str,
         max_connections: usize,
         schema: Option<&str>,
+        max_queued_writes: usize,
     ) -> Result<Self, StoreError> {
         let pool = shared::postgres::connect(url, max_connections, schema)
             .await
@@ -59,10 +67,56 @@ impl PgStore {
         shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS)
             .await
             .map_err(setup)?;
+        let head = Arc::new(ChainHead::default());
         Ok(Self {
-            batches: group_commit::GroupCommit::start(pool.clone()),
+            batches: group_commit::GroupCommit::start(
+                pool.clone(),
+                Arc::clone(&head),
+                max_queued_writes,
+            ),
             pool,
+            head,
         })
+    }
+
+    /// Connects for reading only: every transaction is read-only, nothing is migrated, and the
+    /// schema must be the one this build writes.
+    ///
+    /// # Errors
+    ///
+    /// A bad URL, an unreachable server, a schema of another version.
+    pub async fn connect_read_only(
+        url: &str,
+        max_connections: usize,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let pool = shared::postgres::connect_read_only(url, max_connections, schema)
+            .await
+            .map_err(setup)?;
+        let applied = shared::postgres::applied_migrations(&pool)
+            .await
+            .map_err(setup)?;
+        if applied != MIGRATIONS.len() {
+            return Err(StoreError::Database(Box::new(
+                shared::postgres::PgSetupError::Database(format!(
+                    "the vault schema is version {applied}, this build expects {}; run `vault migrate` with the matching build",
+                    MIGRATIONS.len()
+                )),
+            )));
+        }
+        let head = Arc::new(ChainHead::default());
+        Ok(Self {
+            batches: group_commit::GroupCommit::start(pool.clone(), Arc::clone(&head), 1),
+            pool,
+            head,
+        })
+    }
+
+    /// Commits `tx` and remembers `chain`'s head as this store's.
+    async fn commit(&self, tx: Transaction<'_>, chain: &Chain) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.head.advance(chain.head());
+        Ok(())
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -214,31 +268,53 @@ struct Chain {
 }
 
 impl Chain {
-    /// Takes the audit lock for the rest of `tx` and reads the chain's head. Every audited
-    /// transaction calls this before touching any row: one lock order for all writers.
-    async fn lock(tx: &Transaction<'_>) -> Result<Self, StoreError> {
+    /// Takes the audit lock for the rest of `tx`, reads the chain's head, and checks that the
+    /// chain still holds the head this store remembers. Every audited transaction calls this
+    /// before touching any row: one lock order for all writers.
+    async fn lock(tx: &Transaction<'_>, head: &ChainHead) -> Result<Self, StoreError> {
         let lock = tx
             .prepare_cached("SELECT pg_advisory_xact_lock($1)")
             .await?;
-        let head = tx
+        let last = tx
             .prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")
             .await?;
-        // Both go out in one round trip. The server runs them in order, and under READ
-        // COMMITTED the head query takes its snapshot only once the lock is held, so it sees the
-        // last event committed by whoever held the lock before.
-        let (_, head) =
-            tokio::try_join!(tx.execute(&lock, &[&AUDIT_LOCK]), tx.query_opt(&head, &[]))?;
-        Ok(match head {
-            Some(r) => Self {
-                seq: u64::try_from(r.try_get::<_, i64>(0)?)
-                    .map_err(|_| StoreError::Corrupt("audit seq"))?,
-                mac: blob32(r.try_get(1)?, "audit mac")?,
-            },
-            None => Self {
+        let at = tx
+            .prepare_cached("SELECT mac FROM audit_events WHERE seq = $1")
+            .await?;
+        let known = head.known();
+        let known_seq: i64 = i64::try_from(known.map_or(0, |k| k.seq)).unwrap_or(i64::MAX);
+        let at_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&known_seq];
+        // All three go out in one round trip. The server runs them in order, and under READ
+        // COMMITTED the queries take their snapshots only once the lock is held, so they see
+        // the last event committed by whoever held the lock before.
+        let (_, last, at_known) = tokio::try_join!(
+            tx.execute(&lock, &[&AUDIT_LOCK]),
+            tx.query_opt(&last, &[]),
+            tx.query_opt(&at, &at_params),
+        )?;
+        let stored = last.map(|r| link_of(&r)).transpose()?;
+        let mac_at_known = at_known
+            .map(|r| blob32(r.try_get(0)?, "audit mac"))
+            .transpose()?;
+        head.check(stored, mac_at_known)?;
+        Ok(stored.map_or(
+            Self {
                 seq: 0,
                 mac: [0; 32],
             },
-        })
+            |l| Self {
+                seq: l.seq,
+                mac: l.mac,
+            },
+        ))
+    }
+
+    /// The head as it now stands (after any links added).
+    fn head(&self) -> Link {
+        Link {
+            seq: self.seq,
+            mac: self.mac,
+        }
     }
 
     /// Chains `draft` after the head and makes it the new head.
@@ -248,6 +324,14 @@ impl Chain {
         self.mac = e.mac;
         e
     }
+}
+
+fn link_of(r: &Row) -> Result<Link, StoreError> {
+    Ok(Link {
+        seq: u64::try_from(r.try_get::<_, i64>(0)?)
+            .map_err(|_| StoreError::Corrupt("audit seq"))?,
+        mac: blob32(r.try_get(1)?, "audit mac")?,
+    })
 }
 
 /// Inserts chained events with one statement (arrays unnested), however many there are.
@@ -287,7 +371,7 @@ async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<()
 /// The client columns in [`client_from_row`]'s order.
 macro_rules! client_columns {
     () => {
-        "id, name, tenant, scopes, key_hash, created_at, revoked_at"
+        "id, name, tenant, scopes, key_hash, created_at, revoked_at, mac"
     };
 }
 
@@ -302,6 +386,10 @@ fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
         key_hash: blob32(r.try_get(4)?, "client key hash")?,
         created_at: r.try_get(5)?,
         revoked_at: r.try_get(6)?,
+        mac: r
+            .try_get::<_, Option<Vec<u8>>>(7)?
+            .map(|m| blob32(m, "client mac").map(RowMac))
+            .transpose()?,
     })
 }
 
@@ -345,7 +433,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx).await?;
+        let mut chain = Chain::lock(&tx, &self.head).await?;
         for k in &keys {
             tx.execute(
                 "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -361,7 +449,7 @@ impl Store for PgStore {
             .await?;
         }
         insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        tx.commit().await?;
+        self.commit(tx, &chain).await?;
         Ok(())
     }
 
@@ -406,7 +494,7 @@ impl Store for PgStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx).await?;
+        let mut chain = Chain::lock(&tx, &self.head).await?;
         let deleted = tx
             .execute(
                 "DELETE FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)",
@@ -418,14 +506,14 @@ impl Store for PgStore {
             draft.outcome = Outcome::NotFound;
         }
         insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        tx.commit().await?;
+        self.commit(tx, &chain).await?;
         Ok(deleted)
     }
 
     async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx).await?;
+        let mut chain = Chain::lock(&tx, &self.head).await?;
         let n = tx
             .execute(
                 "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
@@ -437,7 +525,7 @@ impl Store for PgStore {
             draft.detail = Some(format!("deleted {n} expired tokens"));
             insert_events(&tx, &[chain.link(audit, draft)]).await?;
         }
-        tx.commit().await?;
+        self.commit(tx, &chain).await?;
         Ok(n)
     }
 
@@ -449,12 +537,12 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx).await?;
+        let mut chain = Chain::lock(&tx, &self.head).await?;
         tx.execute(
             concat!(
                 "INSERT INTO clients (",
                 client_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             ),
             &[
                 &c.id.as_str(),
@@ -464,11 +552,12 @@ impl Store for PgStore {
                 &c.key_hash.as_slice(),
                 &c.created_at,
                 &c.revoked_at,
+                &c.mac.map(|m| m.0.to_vec()),
             ],
         )
         .await?;
         insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        tx.commit().await?;
+        self.commit(tx, &chain).await?;
         Ok(())
     }
 
@@ -511,18 +600,23 @@ impl Store for PgStore {
 
     async fn revoke_client(
         &self,
-        id: &ClientId,
-        now: i64,
+        revocation: ClientRevocation,
         audit: &AuditKey,
         mut draft: AuditDraft,
     ) -> Result<bool, StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx).await?;
+        let mut chain = Chain::lock(&tx, &self.head).await?;
+        // Only the row as it was read and checked: one changed since is not revoked blindly.
         let revoked = tx
             .execute(
-                "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                &[&id.as_str(), &now],
+                "UPDATE clients SET revoked_at = $2, mac = $3 WHERE id = $1 AND revoked_at IS NULL AND mac = $4",
+                &[
+                    &revocation.id.as_str(),
+                    &revocation.revoked_at,
+                    &revocation.new_mac.0.as_slice(),
+                    &revocation.old_mac.0.as_slice(),
+                ],
             )
             .await?
             > 0;
@@ -530,8 +624,58 @@ impl Store for PgStore {
             draft.outcome = Outcome::NotFound;
         }
         insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        tx.commit().await?;
+        self.commit(tx, &chain).await?;
         Ok(revoked)
+    }
+
+    async fn add_key_and_seal_clients(
+        &self,
+        key: WrappedKey,
+        macs: Vec<(ClientId, RowMac)>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await?;
+        let mut chain = Chain::lock(&tx, &self.head).await?;
+        tx.execute(
+            "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &key.purpose.as_str(),
+                &i64::from(key.version),
+                &key.sealed.algorithm,
+                &key.sealed.nonce.as_slice(),
+                &key.sealed.ciphertext,
+                &key.created_at,
+            ],
+        )
+        .await?;
+        for (id, mac) in &macs {
+            tx.execute(
+                "UPDATE clients SET mac = $2 WHERE id = $1 AND mac IS NULL",
+                &[&id.as_str(), &mac.0.as_slice()],
+            )
+            .await?;
+        }
+        insert_events(&tx, &[chain.link(audit, draft)]).await?;
+        self.commit(tx, &chain).await
+    }
+
+    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM clients WHERE id = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&id.as_str()])
+            .await?
+            .as_ref()
+            .map(client_from_row)
+            .transpose()
     }
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
@@ -567,16 +711,85 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn check_writable(&self) -> Result<(), StoreError> {
+    async fn adopt_head(&self) -> Result<Option<Link>, StoreError> {
         let client = self.conn().await?;
+        let stored = client
+            .query_opt(
+                "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .map(|r| link_of(&r))
+            .transpose()?;
+        self.head.adopt(stored);
+        Ok(stored)
+    }
+
+    fn known_head(&self) -> Option<Link> {
+        self.head.known()
+    }
+
+    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        let client = self.conn().await?;
+        let seq = i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))?;
+        client
+            .query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
+            .await?
+            .map(|r| blob32(r.try_get(0)?, "audit mac"))
+            .transpose()
+    }
+
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        let client = self.conn().await?;
+        let any: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit_events) OR EXISTS (SELECT 1 FROM clients)",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        Ok(!any)
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let mut client = self.conn().await?;
         let writable: bool = client
             .query_one("SELECT NOT pg_is_in_recovery()", &[])
             .await?
             .try_get(0)?;
-        if writable {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt("the database is a read-only replica"))
+        if !writable {
+            return Err(StoreError::Corrupt("the database is a read-only replica"));
         }
+        // The chain must still hold what this store wrote, and take one more event: a probe
+        // row inserted and rolled back (the transaction is dropped uncommitted). No audit lock:
+        // nothing is chained.
+        let tx = client.transaction().await?;
+        let last = tx
+            .query_opt(
+                "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .map(|r| link_of(&r))
+            .transpose()?;
+        let mac_at_known = match (self.head.known(), last) {
+            (Some(k), Some(s)) if s.seq > k.seq => {
+                let seq = i64::try_from(k.seq).map_err(|_| StoreError::Corrupt("audit seq"))?;
+                tx.query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
+                    .await?
+                    .map(|r| blob32(r.try_get(0)?, "audit mac"))
+                    .transpose()?
+            }
+            _ => None,
+        };
+        self.head.check(last, mac_at_known)?;
+        tx.execute(
+            "INSERT INTO audit_events (seq, occurred_at, actor, action, outcome, mac) \
+             VALUES (-1 - pg_backend_pid(), 0, 'readiness-probe', 'probe', 'probe', ''::bytea)",
+            &[],
+        )
+        .await?;
+        tx.rollback().await?;
+        Ok(())
     }
 }

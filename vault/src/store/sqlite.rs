@@ -4,25 +4,33 @@
 //! token survives `kill -9` and power loss; `secure_delete` overwrites deleted rows' bytes, so a
 //! deleted ciphertext does not linger in free pages.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, params};
 use shared::Brand;
 pub use shared::sqlite::SqliteOptions;
-use shared::sqlite::{CommitFailed, SqlitePool, TaskFailed};
+use shared::sqlite::{
+    CommitFailed, OpenReadOnlyError, QueueFull, ReadOnly, SqlitePool, TaskFailed,
+};
 
-use super::{CardMeta, Store, StoreError, TokenRecord};
-use crate::audit::{AuditDraft, AuditEvent, Outcome};
+use super::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
+use crate::audit::{AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::{ClientRecord, Scopes};
 use crate::clock::now_micros;
-use crate::crypto::{AuditKey, KeyPurpose, Sealed, WrappedKey};
+use crate::crypto::{AuditKey, KeyPurpose, RowMac, Sealed, WrappedKey};
 use crate::token::{ClientId, Token};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_client_macs.sql"),
+];
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    head: Arc<ChainHead>,
 }
 
 impl SqliteStore {
@@ -34,7 +42,50 @@ impl SqliteStore {
     pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
         Ok(Self {
             pool: SqlitePool::open(options, MIGRATIONS)?,
+            head: Arc::default(),
         })
+    }
+
+    /// Opens an existing, migrated database for reading only: nothing is created or written.
+    ///
+    /// # Errors
+    ///
+    /// No file at the path, a schema of another version, or SQLite fails.
+    pub fn open_read_only(options: &SqliteOptions) -> Result<Self, StoreError> {
+        let pool = SqlitePool::open_read_only(options, MIGRATIONS.len()).map_err(|e| match e {
+            OpenReadOnlyError::Missing(path) => StoreError::Missing(path),
+            other => StoreError::Database(Box::new(other)),
+        })?;
+        Ok(Self {
+            pool,
+            head: Arc::default(),
+        })
+    }
+
+    /// Runs `f` in a write transaction with an [`Appender`] for its audit events; once the
+    /// transaction is durable, the last event appended becomes the remembered chain head.
+    async fn audited<T, F>(&self, key: &AuditKey, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut Appender) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mut appender = Appender {
+            key: key.clone(),
+            head: Arc::clone(&self.head),
+            checked: false,
+            last: None,
+        };
+        let (value, last) = self
+            .pool
+            .transaction(move |tx| {
+                let value = f(tx, &mut appender)?;
+                Ok::<_, StoreError>((value, appender.last))
+            })
+            .await?;
+        if let Some(link) = last {
+            self.head.advance(link);
+        }
+        Ok(value)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -66,34 +117,64 @@ impl From<TaskFailed> for StoreError {
     }
 }
 
+impl From<QueueFull> for StoreError {
+    fn from(_: QueueFull) -> Self {
+        Self::Overloaded
+    }
+}
+
+impl From<ReadOnly> for StoreError {
+    fn from(_: ReadOnly) -> Self {
+        Self::ReadOnly
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(ErrorCode::ConstraintViolation) => Self::Duplicate,
+        // Only a unique or primary key is a duplicate; other constraint failures (a trigger
+        // refusing the row, a CHECK) are the database refusing the write.
+        const UNIQUE: i32 = 2067;
+        const PRIMARY_KEY: i32 = 1555;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == ErrorCode::ConstraintViolation
+                    && matches!(f.extended_code, UNIQUE | PRIMARY_KEY) =>
+            {
+                Self::Duplicate
+            }
             _ => Self::Database(Box::new(e)),
         }
     }
 }
 
-/// Appends a chained audit event inside `tx`.
-fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
-    let last: Option<(i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (seq, previous) = match last {
-        Some((seq, mac)) => (
-            u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
-            blob32(mac, "audit mac")?,
-        ),
-        None => (0, [0; 32]),
-    };
-    let e = AuditEvent::chain(key, &previous, seq + 1, now_micros(), draft);
-    tx.prepare_cached(
-        "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
+/// Appends chained audit events inside one transaction, after checking the stored chain still
+/// holds the head this vault remembers ([`ChainHead`]).
+struct Appender {
+    key: AuditKey,
+    head: Arc<ChainHead>,
+    checked: bool,
+    last: Option<Link>,
+}
+
+impl Appender {
+    fn append(&mut self, tx: &Transaction<'_>, draft: AuditDraft) -> Result<(), StoreError> {
+        let stored = stored_head(tx)?;
+        if !self.checked {
+            let known = self.head.known();
+            let mac_at_known = match (known, stored) {
+                (Some(k), Some(s)) if s.seq > k.seq => mac_at(tx, k.seq)?,
+                _ => None,
+            };
+            self.head.check(stored, mac_at_known)?;
+            self.checked = true;
+        }
+        let (seq, previous) = stored.map_or((0, [0; 32]), |l| (l.seq, l.mac));
+        let e = AuditEvent::chain(&self.key, &previous, seq + 1, now_micros(), draft);
+        tx.prepare_cached(
+            "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
             i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
             e.occurred_at,
             e.actor,
@@ -105,8 +186,37 @@ fn append(tx: &Transaction<'_>, key: &AuditKey, draft: AuditDraft) -> Result<(),
             e.request_id,
             e.detail,
             e.mac.as_slice(),
-    ])?;
-    Ok(())
+        ])?;
+        self.last = Some(Link {
+            seq: e.seq,
+            mac: e.mac,
+        });
+        Ok(())
+    }
+}
+
+/// The last stored event's link (uncommitted ones of this transaction included).
+fn stored_head(conn: &Connection) -> Result<Option<Link>, StoreError> {
+    conn.prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .optional()?
+        .map(|(seq, mac)| {
+            Ok(Link {
+                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
+                mac: blob32(mac, "audit mac")?,
+            })
+        })
+        .transpose()
+}
+
+/// The stored MAC of event `seq`, if there is one.
+fn mac_at(conn: &Connection, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+    let seq = i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))?;
+    conn.prepare_cached("SELECT mac FROM audit_events WHERE seq = ?1")?
+        .query_row([seq], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?
+        .map(|mac| blob32(mac, "audit mac"))
+        .transpose()
 }
 
 fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
@@ -187,13 +297,17 @@ fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
         key_hash: blob32(r.get(4)?, "client key hash")?,
         created_at: r.get(5)?,
         revoked_at: r.get(6)?,
+        mac: r
+            .get::<_, Option<Vec<u8>>>(7)?
+            .map(|m| blob32(m, "client mac").map(RowMac))
+            .transpose()?,
     })
 }
 
 /// The client columns in [`client_from_row`]'s order.
 macro_rules! client_columns {
     () => {
-        "id, name, tenant, scopes, key_hash, created_at, revoked_at"
+        "id, name, tenant, scopes, key_hash, created_at, revoked_at, mac"
     };
 }
 
@@ -248,8 +362,7 @@ impl Store for SqliteStore {
         audit: &AuditKey,
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
-        let audit = audit.clone();
-        self.pool.transaction(move |tx| {
+        self.audited(audit, move |tx, appender| {
                 for k in &keys {
                     tx.execute(
                         "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -263,7 +376,7 @@ impl Store for SqliteStore {
                         ],
                     )?;
                 }
-                append(tx, &audit, draft)
+                appender.append(tx, draft)
             })
         .await
     }
@@ -274,41 +387,39 @@ impl Store for SqliteStore {
         audit: &AuditKey,
         mut draft: AuditDraft,
     ) -> Result<TokenRecord, StoreError> {
-        let audit = audit.clone();
-        self.pool
-            .transaction(move |tx| {
-                let existing = tx
-                    .prepare_cached(concat!(
-                        "SELECT ",
-                        token_columns!(),
-                        " FROM tokens WHERE tenant = ?1 AND fingerprint = ?2"
-                    ))?
-                    .query_row(params![new.tenant, new.fingerprint.as_slice()], |r| {
-                        Ok(token_from_row(r))
-                    })
-                    .optional()?
-                    .transpose()?;
-                let record = match existing {
-                    Some(old) if old.expires_at.is_none_or(|at| at > new.created_at) => {
-                        draft.detail = Some("existing token".to_owned());
-                        old
-                    }
-                    Some(expired) => {
-                        tx.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
-                            .execute([expired.token.as_str()])?;
-                        insert_token(tx, &new)?;
-                        new
-                    }
-                    None => {
-                        insert_token(tx, &new)?;
-                        new
-                    }
-                };
-                draft.token = Some(record.token.as_str().to_owned());
-                append(tx, &audit, draft)?;
-                Ok(record)
-            })
-            .await
+        self.audited(audit, move |tx, appender| {
+            let existing = tx
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM tokens WHERE tenant = ?1 AND fingerprint = ?2"
+                ))?
+                .query_row(params![new.tenant, new.fingerprint.as_slice()], |r| {
+                    Ok(token_from_row(r))
+                })
+                .optional()?
+                .transpose()?;
+            let record = match existing {
+                Some(old) if old.expires_at.is_none_or(|at| at > new.created_at) => {
+                    draft.detail = Some("existing token".to_owned());
+                    old
+                }
+                Some(expired) => {
+                    tx.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
+                        .execute([expired.token.as_str()])?;
+                    insert_token(tx, &new)?;
+                    new
+                }
+                None => {
+                    insert_token(tx, &new)?;
+                    new
+                }
+            };
+            draft.token = Some(record.token.as_str().to_owned());
+            appender.append(tx, draft)?;
+            Ok(record)
+        })
+        .await
     }
 
     async fn token(
@@ -341,8 +452,8 @@ impl Store for SqliteStore {
         audit: &AuditKey,
         mut draft: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let (tenant, token, audit) = (tenant.to_owned(), token.clone(), audit.clone());
-        self.pool.transaction(move |tx| {
+        let (tenant, token) = (tenant.to_owned(), token.clone());
+        self.audited(audit, move |tx, appender| {
                 let deleted = tx
                     .prepare_cached(
                         "DELETE FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
@@ -352,32 +463,30 @@ impl Store for SqliteStore {
                 if !deleted {
                     draft.outcome = Outcome::NotFound;
                 }
-                append(tx, &audit, draft)?;
+                appender.append(tx, draft)?;
                 Ok(deleted)
             })
         .await
     }
 
     async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
-        let audit = audit.clone();
-        self.pool
-            .transaction(move |tx| {
-                let n = tx.execute(
-                    "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                    [now],
-                )?;
-                if n > 0 {
-                    let mut draft = AuditDraft::new(
-                        "system",
-                        crate::audit::Action::TokenExpire,
-                        Outcome::Granted,
-                    );
-                    draft.detail = Some(format!("deleted {n} expired tokens"));
-                    append(tx, &audit, draft)?;
-                }
-                Ok(u64::try_from(n).unwrap_or(u64::MAX))
-            })
-            .await
+        self.audited(audit, move |tx, appender| {
+            let n = tx.execute(
+                "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                [now],
+            )?;
+            if n > 0 {
+                let mut draft = AuditDraft::new(
+                    "system",
+                    crate::audit::Action::TokenExpire,
+                    Outcome::Granted,
+                );
+                draft.detail = Some(format!("deleted {n} expired tokens"));
+                appender.append(tx, draft)?;
+            }
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
     }
 
     async fn insert_client(
@@ -386,28 +495,27 @@ impl Store for SqliteStore {
         audit: &AuditKey,
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
-        let audit = audit.clone();
-        self.pool
-            .transaction(move |tx| {
-                tx.execute(
-                    concat!(
-                        "INSERT INTO clients (",
-                        client_columns!(),
-                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                    ),
-                    params![
-                        c.id.as_str(),
-                        c.name,
-                        c.tenant,
-                        c.scopes.to_string(),
-                        c.key_hash.as_slice(),
-                        c.created_at,
-                        c.revoked_at
-                    ],
-                )?;
-                append(tx, &audit, draft)
-            })
-            .await
+        self.audited(audit, move |tx, appender| {
+            tx.execute(
+                concat!(
+                    "INSERT INTO clients (",
+                    client_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
+                params![
+                    c.id.as_str(),
+                    c.name,
+                    c.tenant,
+                    c.scopes.to_string(),
+                    c.key_hash.as_slice(),
+                    c.created_at,
+                    c.revoked_at,
+                    c.mac.map(|m| m.0.to_vec()),
+                ],
+            )?;
+            appender.append(tx, draft)
+        })
+        .await
     }
 
     async fn client_by_key_hash(
@@ -421,6 +529,21 @@ impl Store for SqliteStore {
                 " FROM clients WHERE key_hash = ?1"
             ))?
             .query_row([key_hash.as_slice()], |r| Ok(client_from_row(r)))
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+        let id = id.clone();
+        self.lookup(move |conn| {
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM clients WHERE id = ?1"
+            ))?
+            .query_row([id.as_str()], |r| Ok(client_from_row(r)))
             .optional()?
             .transpose()
         })
@@ -446,32 +569,89 @@ impl Store for SqliteStore {
 
     async fn revoke_client(
         &self,
-        id: &ClientId,
-        now: i64,
+        revocation: ClientRevocation,
         audit: &AuditKey,
         mut draft: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let (id, audit) = (id.clone(), audit.clone());
-        self.pool
-            .transaction(move |tx| {
-                let revoked = tx.execute(
-                    "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                    params![id.as_str(), now],
-                )? > 0;
-                if !revoked {
-                    draft.outcome = Outcome::NotFound;
-                }
-                append(tx, &audit, draft)?;
-                Ok(revoked)
-            })
-            .await
+        self.audited(audit, move |tx, appender| {
+            // Only the row as it was read and checked: one changed since is not revoked blindly.
+            let revoked = tx.execute(
+                "UPDATE clients SET revoked_at = ?2, mac = ?3 WHERE id = ?1 AND revoked_at IS NULL AND mac = ?4",
+                params![
+                    revocation.id.as_str(),
+                    revocation.revoked_at,
+                    revocation.new_mac.0.as_slice(),
+                    revocation.old_mac.0.as_slice(),
+                ],
+            )? > 0;
+            if !revoked {
+                draft.outcome = Outcome::NotFound;
+            }
+            appender.append(tx, draft)?;
+            Ok(revoked)
+        })
+        .await
+    }
+
+    async fn add_key_and_seal_clients(
+        &self,
+        key: WrappedKey,
+        macs: Vec<(ClientId, RowMac)>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<(), StoreError> {
+        self.audited(audit, move |tx, appender| {
+            tx.execute(
+                "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key.purpose.as_str(),
+                    key.version,
+                    key.sealed.algorithm,
+                    key.sealed.nonce.as_slice(),
+                    key.sealed.ciphertext,
+                    key.created_at
+                ],
+            )?;
+            for (id, mac) in &macs {
+                tx.execute(
+                    "UPDATE clients SET mac = ?2 WHERE id = ?1 AND mac IS NULL",
+                    params![id.as_str(), mac.0.as_slice()],
+                )?;
+            }
+            appender.append(tx, draft)
+        })
+        .await
     }
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
-        let audit = audit.clone();
-        self.pool
-            .transaction(move |tx| append(tx, &audit, draft))
+        self.audited(audit, move |tx, appender| appender.append(tx, draft))
             .await
+    }
+
+    async fn adopt_head(&self) -> Result<Option<Link>, StoreError> {
+        let stored = self.read(stored_head).await?;
+        self.head.adopt(stored);
+        Ok(stored)
+    }
+
+    fn known_head(&self) -> Option<Link> {
+        self.head.known()
+    }
+
+    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        self.read(move |conn| mac_at(conn, seq)).await
+    }
+
+    async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            let any: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit_events) OR EXISTS (SELECT 1 FROM clients)",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(!any)
+        })
+        .await
     }
 
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
@@ -491,7 +671,27 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn check_writable(&self) -> Result<(), StoreError> {
-        self.pool.transaction(|_| Ok(())).await
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let head = Arc::clone(&self.head);
+        self.pool
+            .transaction(move |tx| {
+                // The chain must still hold what this vault wrote ...
+                let stored = stored_head(tx)?;
+                let mac_at_known = match (head.known(), stored) {
+                    (Some(k), Some(s)) if s.seq > k.seq => mac_at(tx, k.seq)?,
+                    _ => None,
+                };
+                head.check(stored, mac_at_known)?;
+                // ... and take one more event: a probe row, rolled back at once.
+                tx.execute_batch(
+                    "SAVEPOINT probe;
+                     INSERT INTO audit_events (seq, occurred_at, actor, action, outcome, mac)
+                         VALUES (-1, 0, 'readiness-probe', 'probe', 'probe', x'');
+                     ROLLBACK TO probe;
+                     RELEASE probe;",
+                )?;
+                Ok(())
+            })
+            .await
     }
 }

@@ -12,7 +12,12 @@ async fn chain_verifies_and_tampering_is_found() {
         let token = v.token_for(&key, pan).await;
         assert_eq!(v.detokenize(&key, &token).await.status, StatusCode::OK);
     }
-    let verdict = v.admin.verify_audit().await.unwrap().unwrap();
+    let verdict = v
+        .admin
+        .verify_audit(&Default::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(verdict.checked() >= 8);
 
     let db = v.raw_db();
@@ -21,7 +26,12 @@ async fn chain_verifies_and_tampering_is_found() {
         [],
     )
     .unwrap();
-    let broken = v.admin.verify_audit().await.unwrap().unwrap_err();
+    let broken = v
+        .admin
+        .verify_audit(&Default::default())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(broken.seq, 5);
 }
 

@@ -56,6 +56,7 @@ pub(crate) struct TestVault {
     pub(crate) admin: Vault,
     pub(crate) dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), vault::startup::StartupError>>>,
 }
 
 /// A response, read whole.
@@ -102,7 +103,7 @@ impl TestVault {
         let app = Application::build(&config).await.unwrap();
         let addr = app.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until(async {
+        let server = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
         let admin = open_vault(&config).await.unwrap();
@@ -113,7 +114,33 @@ impl TestVault {
             admin,
             dir,
             stop: Some(stop),
+            server: Some(server),
         }
+    }
+
+    /// Shuts the server down as SIGTERM would and waits until it has finished (the last
+    /// refusal reports and checkpoint are written by then).
+    pub(crate) async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    /// Audit events with this action, oldest first: (outcome, actor, detail).
+    pub(crate) fn events(&self, action: &str) -> Vec<(String, String, Option<String>)> {
+        let db = self.raw_db();
+        let mut stmt = db
+            .prepare(
+                "SELECT outcome, actor, detail FROM audit_events WHERE action = ?1 ORDER BY seq",
+            )
+            .unwrap();
+        stmt.query_map([action], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     pub(crate) fn db_path(&self) -> PathBuf {

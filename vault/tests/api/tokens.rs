@@ -21,10 +21,12 @@ async fn round_trip_gives_back_the_same_pan_and_metadata_only_on_read() {
     let body = created.json();
     let token = body["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("tok_") && token.len() == 26);
-    assert_eq!(body["card"]["bin"], "555555");
+    // By default a client sees last four, brand and expiry: BIN and length only with
+    // tokens:read_bin (see bin_and_length_need_their_own_scope).
+    assert!(body["card"].get("bin").is_none(), "{body}");
+    assert!(body["card"].get("length").is_none(), "{body}");
     assert_eq!(body["card"]["last4"], "4444");
     assert_eq!(body["card"]["brand"], "mastercard");
-    assert_eq!(body["card"]["length"], 16);
     assert_eq!(body["card"]["exp_month"], 7);
     assert_eq!(body["card"]["exp_year"], 2031);
     assert!(body["fingerprint"].as_str().unwrap().starts_with("fp_"));
@@ -45,6 +47,35 @@ async fn round_trip_gives_back_the_same_pan_and_metadata_only_on_read() {
     assert_eq!(pan.status, StatusCode::OK);
     assert_eq!(pan.json()["pan"], "5555555555554444");
     assert_eq!(pan.json()["token"], token.as_str());
+}
+
+#[tokio::test]
+async fn bin_and_length_need_their_own_scope() {
+    let v = TestVault::spawn().await;
+    let plain = v.client("acme", "tokens:create,tokens:read").await;
+    let with_bin = v
+        .client("acme", "tokens:create,tokens:read,tokens:read_bin")
+        .await;
+    let bin_only = v.client("acme", "tokens:read_bin").await;
+    let token = v.token_for(&plain, "378282246310005").await;
+    let path = format!("/v1/tokens/{token}");
+
+    let shown = v.call(Method::GET, &path, Some(&with_bin), None).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json()["card"]["bin"], "378282");
+    assert_eq!(shown.json()["card"]["length"], 15);
+    assert_eq!(shown.json()["card"]["last4"], "0005");
+    let again = v.tokenize(&with_bin, "378282246310005").await;
+    assert_eq!(again.json()["card"]["bin"], "378282");
+
+    let hidden = v.call(Method::GET, &path, Some(&plain), None).await;
+    assert_eq!(
+        hidden.json()["card"],
+        serde_json::json!({"last4": "0005", "brand": "amex", "exp_month": null, "exp_year": null})
+    );
+    // tokens:read_bin widens the view; it does not grant reading.
+    let refused = v.call(Method::GET, &path, Some(&bin_only), None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -29,11 +29,32 @@ impl Backend {
                     path: dir.path().join("vault.db"),
                     read_connections: 2,
                     busy_timeout: std::time::Duration::from_secs(10),
+                    max_queued_writes: 4096,
                 })
                 .unwrap(),
             ),
             Self::Postgres { url, schema } => {
-                Arc::new(PgStore::connect(url, 8, Some(schema)).await.unwrap())
+                Arc::new(PgStore::connect(url, 8, Some(schema), 4096).await.unwrap())
+            }
+        }
+    }
+}
+
+impl Backend {
+    /// Runs SQL on the database behind the stores' backs, as someone with database access.
+    pub(crate) async fn execute(&self, sql: &str) {
+        match self {
+            Self::Sqlite(dir) => {
+                rusqlite::Connection::open(dir.path().join("vault.db"))
+                    .unwrap()
+                    .execute_batch(sql)
+                    .unwrap();
+            }
+            Self::Postgres { url, schema } => {
+                let pool = shared::postgres::connect(url, 1, Some(schema))
+                    .await
+                    .unwrap();
+                pool.get().await.unwrap().batch_execute(sql).await.unwrap();
             }
         }
     }
@@ -96,4 +117,6 @@ conformance!(
     replicas_tokenizing_one_card_make_one_token,
     replicas_appending_audit_events_keep_one_chain,
     a_refused_write_fails_alone_among_concurrent_ones,
+    the_store_refuses_to_append_after_the_chain_was_cut,
+    the_store_refuses_to_append_after_its_last_event_changed,
 );

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use shared::Pan;
-use vault::audit::{Action, AuditDraft, Outcome, Verifier};
+use vault::audit::{Action, AuditDraft, HeadMismatch, Outcome, Verifier};
 use vault::auth::{ClientRecord, Scopes};
 use vault::clock::now_micros;
 use vault::crypto::{Keyring, MasterKey};
-use vault::store::{CardMeta, Store, StoreError, TokenRecord};
+use vault::store::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
 use vault::token::{ClientId, Token};
 use zeroize::Zeroizing;
 
@@ -69,7 +69,7 @@ pub(crate) async fn keys_insert_once(b: Backend) {
         .await
         .unwrap();
     let loaded = store.wrapped_keys().await.unwrap();
-    assert_eq!(loaded.len(), 3);
+    assert_eq!(loaded.len(), 4);
     let again = Keyring::unwrap(&MasterKey::from_bytes(&Zeroizing::new([7; 32])), &loaded).unwrap();
     assert_eq!(again.fingerprint().version(), 1);
     let err = store
@@ -261,7 +261,7 @@ pub(crate) async fn delete_and_sweep(b: Backend) {
 pub(crate) async fn clients_and_revocation(b: Backend) {
     let store = b.open().await;
     let (keys, _) = keyring();
-    let client = ClientRecord {
+    let mut client = ClientRecord {
         id: ClientId::generate().unwrap(),
         name: "app".to_owned(),
         tenant: "acme".to_owned(),
@@ -269,16 +269,27 @@ pub(crate) async fn clients_and_revocation(b: Backend) {
         key_hash: [9; 32],
         created_at: now_micros(),
         revoked_at: None,
+        mac: None,
     };
+    client.seal(keys.client());
     store
         .insert_client(client.clone(), keys.audit(), draft(Action::ClientCreate))
         .await
         .unwrap();
-    assert_eq!(
-        store.client_by_key_hash([9; 32]).await.unwrap().as_ref(),
-        Some(&client)
+    let found = store.client_by_key_hash([9; 32]).await.unwrap().unwrap();
+    assert_eq!(found.encode(), client.encode());
+    assert_eq!(found.mac, client.mac);
+    assert!(found.is_authentic(keys.client()));
+    let by_id = store.client_by_id(&client.id).await.unwrap().unwrap();
+    assert_eq!(by_id.encode(), client.encode());
+    assert!(store.client_by_key_hash([8; 32]).await.unwrap().is_none());
+    assert!(
+        store
+            .client_by_id(&ClientId::generate().unwrap())
+            .await
+            .unwrap()
+            .is_none()
     );
-    assert_eq!(store.client_by_key_hash([8; 32]).await.unwrap(), None);
     let dup = ClientRecord {
         id: ClientId::generate().unwrap(),
         ..client.clone()
@@ -290,11 +301,30 @@ pub(crate) async fn clients_and_revocation(b: Backend) {
             .unwrap_err(),
         StoreError::Duplicate
     ));
+    let mut revoked = client.clone();
+    revoked.revoked_at = Some(now_micros());
+    revoked.seal(keys.client());
+    let revocation = |old: &ClientRecord| ClientRevocation {
+        id: client.id.clone(),
+        revoked_at: revoked.revoked_at.unwrap(),
+        old_mac: old.mac.unwrap(),
+        new_mac: revoked.mac.unwrap(),
+    };
+    // A revocation computed from another version of the row does nothing.
+    assert!(
+        !store
+            .revoke_client(
+                revocation(&revoked),
+                keys.audit(),
+                draft(Action::ClientRevoke)
+            )
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .revoke_client(
-                &client.id,
-                now_micros(),
+                revocation(&client),
                 keys.audit(),
                 draft(Action::ClientRevoke)
             )
@@ -304,8 +334,7 @@ pub(crate) async fn clients_and_revocation(b: Backend) {
     assert!(
         !store
             .revoke_client(
-                &client.id,
-                now_micros(),
+                revocation(&client),
                 keys.audit(),
                 draft(Action::ClientRevoke)
             )
@@ -315,7 +344,105 @@ pub(crate) async fn clients_and_revocation(b: Backend) {
     let listed = store.clients().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].revoked_at.is_some());
-    store.check_writable().await.unwrap();
+    assert!(
+        listed[0].is_authentic(keys.client()),
+        "the revoked row keeps a valid MAC"
+    );
+    store.check_ready().await.unwrap();
+}
+
+/// The store remembers the head it wrote: a cut tail or a rewritten last event makes every
+/// later append (and readiness) fail, for good; appends by another store on the same database
+/// (a replica, the command line) do not.
+pub(crate) async fn the_store_refuses_to_append_after_the_chain_was_cut(b: Backend) {
+    let (store, other) = (b.open().await, b.open().await);
+    let (keys, _) = keyring();
+    for _ in 0..5 {
+        store
+            .append_audit(keys.audit(), draft(Action::TokenRead))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.known_head().unwrap().seq, 5);
+    other.adopt_head().await.unwrap();
+    other
+        .append_audit(keys.audit(), draft(Action::TokenRead))
+        .await
+        .unwrap();
+    // The other store moved the head on: still fine for the first.
+    store
+        .append_audit(keys.audit(), draft(Action::TokenRead))
+        .await
+        .unwrap();
+    store.check_ready().await.unwrap();
+    assert_eq!(store.known_head().unwrap().seq, 7);
+    b.execute("DELETE FROM audit_events WHERE seq >= 6").await;
+    let err = store
+        .append_audit(keys.audit(), draft(Action::TokenRead))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Chain(HeadMismatch::Behind {
+                stored: 5,
+                known: 7
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(store.check_ready().await.is_err());
+    let err = store
+        .tokenize(
+            record(&keys, "acme", "4242424242424242", None),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Chain(HeadMismatch::Latched)),
+        "{err:?}"
+    );
+    assert_eq!(
+        verify(store.as_ref(), &keys).await,
+        5,
+        "nothing was appended"
+    );
+    // The other store last saw event 6, which is gone too.
+    assert!(other.check_ready().await.is_err());
+    // A fresh store (a restarted vault) adopts what is there: only a checkpoint kept elsewhere
+    // can tell it more.
+    let restarted = b.open().await;
+    restarted.adopt_head().await.unwrap();
+    restarted
+        .append_audit(keys.audit(), draft(Action::TokenRead))
+        .await
+        .unwrap();
+}
+
+/// A last event rewritten in place (same sequence number, another MAC) is caught too.
+pub(crate) async fn the_store_refuses_to_append_after_its_last_event_changed(b: Backend) {
+    let store = b.open().await;
+    let (keys, _) = keyring();
+    for _ in 0..3 {
+        store
+            .append_audit(keys.audit(), draft(Action::TokenRead))
+            .await
+            .unwrap();
+    }
+    b.execute(
+        "UPDATE audit_events SET mac = (SELECT mac FROM audit_events WHERE seq = 1) WHERE seq = 3",
+    )
+    .await;
+    let err = store
+        .append_audit(keys.audit(), draft(Action::TokenRead))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Chain(HeadMismatch::Differs { seq: 3 })),
+        "{err:?}"
+    );
 }
 
 pub(crate) async fn audit_chain_pages_and_verifies(b: Backend) {

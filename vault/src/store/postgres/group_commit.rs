@@ -7,11 +7,13 @@
 //! time: a request is answered only after the commit holding its row and its audit event.
 //! When a batch fails, its jobs are retried one by one, so one bad job cannot fail the others.
 
+use std::sync::Arc;
+
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Chain, insert_events, tokenize_in};
-use crate::audit::AuditDraft;
+use crate::audit::{AuditDraft, ChainHead};
 use crate::crypto::AuditKey;
 use crate::store::{StoreError, TokenRecord};
 
@@ -21,7 +23,7 @@ const MAX_BATCH: usize = 256;
 /// Hands jobs to the batch task. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(super) struct GroupCommit {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
 }
 
 struct Job {
@@ -39,10 +41,11 @@ enum Kind {
 }
 
 impl GroupCommit {
-    /// Starts the batch task; it ends when the last handle is dropped.
-    pub(super) fn start(pool: Pool) -> Self {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, queue));
+    /// Starts the batch task; it ends when the last handle is dropped. At most `capacity` jobs
+    /// wait; more are refused with [`StoreError::Overloaded`].
+    pub(super) fn start(pool: Pool, head: Arc<ChainHead>, capacity: usize) -> Self {
+        let (jobs, queue) = mpsc::channel(capacity.max(1));
+        tokio::spawn(run(pool, head, queue));
         Self { jobs }
     }
 
@@ -67,16 +70,19 @@ impl GroupCommit {
 
     fn submit(&self, key: &AuditKey, draft: AuditDraft, kind: Kind) -> Result<(), StoreError> {
         self.jobs
-            .send(Job {
+            .try_send(Job {
                 key: key.clone(),
                 draft,
                 kind,
             })
-            .map_err(|_| StoreError::Task)
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Task,
+            })
     }
 }
 
-async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(pool: Pool, head: Arc<ChainHead>, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -85,7 +91,7 @@ async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        match commit(&pool, &batch).await {
+        match commit(&pool, &head, &batch).await {
             Ok(records) => {
                 for (job, record) in batch.into_iter().zip(records) {
                     answer(job, Ok(record));
@@ -99,7 +105,7 @@ async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Job>) {
             Err(e) => {
                 tracing::warn!(error = %e, jobs = batch.len(), "group commit failed; retrying its jobs one by one");
                 for job in batch {
-                    let alone = commit(&pool, std::slice::from_ref(&job)).await;
+                    let alone = commit(&pool, &head, std::slice::from_ref(&job)).await;
                     answer(job, alone.map(|mut r| r.pop().flatten()));
                 }
             }
@@ -109,13 +115,17 @@ async fn run(pool: Pool, mut queue: mpsc::UnboundedReceiver<Job>) {
 
 /// One transaction for the whole batch: the audit lock, each job's rows, every audit event in
 /// one insert, one commit. Returns, per job, the token record a tokenize resolved to.
-async fn commit(pool: &Pool, batch: &[Job]) -> Result<Vec<Option<TokenRecord>>, StoreError> {
+async fn commit(
+    pool: &Pool,
+    head: &ChainHead,
+    batch: &[Job],
+) -> Result<Vec<Option<TokenRecord>>, StoreError> {
     let mut client = pool
         .get()
         .await
         .map_err(|e| StoreError::Database(Box::new(e)))?;
     let tx = client.transaction().await?;
-    let mut chain = Chain::lock(&tx).await?;
+    let mut chain = Chain::lock(&tx, head).await?;
     let mut events = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
     for job in batch {
@@ -133,6 +143,7 @@ async fn commit(pool: &Pool, batch: &[Job]) -> Result<Vec<Option<TokenRecord>>, 
     }
     insert_events(&tx, &events).await?;
     tx.commit().await?;
+    head.advance(chain.head());
     Ok(records)
 }
 

@@ -1,0 +1,422 @@
+//! Rate limits, and the tallies that turn floods of refusals into one audit event per interval.
+//!
+//! Why: tokenize answers "is this the card you already have?" (the same token, 200 instead of
+//! 201), so a client allowed to tokenize and read can search for a stored card number one guess
+//! at a time (DESIGN §9.1). Limits per client on tokenize (new and known cards alike, so the
+//! limit itself tells nothing), read and detokenize bound that search; failed authentications
+//! are limited per source address. Each refusal is counted, not written: a flood must not cost
+//! one durable audit write per request (§9.5). The counts go to the audit log once per
+//! `limits.report_interval_seconds` (and at shutdown) as one `rate.limited` event per client and
+//! one `auth.fail` event per reason and address.
+//!
+//! The limiters are `governor`'s GCRA (a token bucket without a timer): one atomic state per key,
+//! checked without taking a lock on the hot path.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+use crate::auth::ClientRecord;
+use crate::token::ClientId;
+
+/// What a limit applies to.
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub enum Operation {
+    /// `POST /v1/tokens`, whether the card is new or known.
+    Tokenize,
+    /// `GET /v1/tokens/{token}`.
+    Read,
+    /// `POST /v1/tokens/{token}/detokenize`.
+    Detokenize,
+    /// Requests that fail authentication, per source address.
+    Unauthenticated,
+}
+
+impl Operation {
+    /// Every operation, in metric order.
+    pub const ALL: [Self; 4] = [
+        Self::Tokenize,
+        Self::Read,
+        Self::Detokenize,
+        Self::Unauthenticated,
+    ];
+
+    /// The name in metrics and audit details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tokenize => "tokenize",
+            Self::Read => "read",
+            Self::Detokenize => "detokenize",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
+
+    /// Position in [`Operation::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Tokenize => 0,
+            Self::Read => 1,
+            Self::Detokenize => 2,
+            Self::Unauthenticated => 3,
+        }
+    }
+}
+
+/// `[limits]`: rates are sustained requests per second, bursts how many may come at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Tokenize requests per second per client.
+    pub tokenize_per_second: u32,
+    /// Tokenize burst per client.
+    pub tokenize_burst: u32,
+    /// Read requests per second per client.
+    pub read_per_second: u32,
+    /// Read burst per client.
+    pub read_burst: u32,
+    /// Detokenize requests per second per client.
+    pub detokenize_per_second: u32,
+    /// Detokenize burst per client.
+    pub detokenize_burst: u32,
+    /// Failed authentications per second per source address (beyond: 429, not 401).
+    pub unauthenticated_per_second: u32,
+    /// Failed-authentication burst per source address.
+    pub unauthenticated_burst: u32,
+    /// How often refusals are written to the audit log as aggregated events.
+    pub report_interval_seconds: u64,
+    /// Source addresses tracked at once; beyond, new addresses share one bucket and one tally.
+    pub max_tracked_addresses: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            tokenize_per_second: 20,
+            tokenize_burst: 200,
+            read_per_second: 100,
+            read_burst: 500,
+            detokenize_per_second: 100,
+            detokenize_burst: 500,
+            unauthenticated_per_second: 5,
+            unauthenticated_burst: 20,
+            report_interval_seconds: 60,
+            max_tracked_addresses: 10_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Checks ranges.
+    ///
+    /// # Errors
+    ///
+    /// A zero rate, burst, interval or address bound.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let rates = [
+            self.tokenize_per_second,
+            self.tokenize_burst,
+            self.read_per_second,
+            self.read_burst,
+            self.detokenize_per_second,
+            self.detokenize_burst,
+            self.unauthenticated_per_second,
+            self.unauthenticated_burst,
+        ];
+        if rates.contains(&0) {
+            return Err("every limits.*_per_second and limits.*_burst must be at least 1");
+        }
+        if self.report_interval_seconds == 0 || self.max_tracked_addresses == 0 {
+            return Err(
+                "limits.report_interval_seconds and limits.max_tracked_addresses must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
+    fn quota(per_second: u32, burst: u32) -> Quota {
+        let one = NonZeroU32::MIN;
+        Quota::per_second(NonZeroU32::new(per_second).unwrap_or(one))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(one))
+    }
+}
+
+/// Why an authentication failed, as tallied.
+#[derive(Clone, Copy, Debug, Eq, Ord, PartialEq, PartialOrd)]
+pub enum FailureReason {
+    /// No `Authorization: Bearer` key.
+    MissingKey,
+    /// A key no client has.
+    UnknownKey,
+    /// A client row whose MAC does not verify: written or edited outside the vault.
+    TamperedClient,
+}
+
+impl FailureReason {
+    /// The text in the audit event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing API key",
+            Self::UnknownKey => "unknown API key",
+            Self::TamperedClient => "client row failed its integrity check",
+        }
+    }
+}
+
+/// Refusals of one client in one interval.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct ClientRefusals {
+    /// The client's tenant.
+    pub tenant: String,
+    /// Refusals per operation.
+    pub counts: BTreeMap<Operation, u64>,
+}
+
+/// What one interval's refusals add up to.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Per limited client.
+    pub clients: BTreeMap<ClientId, ClientRefusals>,
+    /// Failed authentications per (reason, source address; `None` for unknown or overflow).
+    pub failures: BTreeMap<(FailureReason, Option<IpAddr>), u64>,
+}
+
+impl Report {
+    /// Whether nothing was refused.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty() && self.failures.is_empty()
+    }
+}
+
+/// The limiters and tallies of one vault process.
+#[derive(Debug)]
+pub struct Limiter {
+    tokenize: DefaultKeyedRateLimiter<ClientId>,
+    read: DefaultKeyedRateLimiter<ClientId>,
+    detokenize: DefaultKeyedRateLimiter<ClientId>,
+    addresses: DefaultKeyedRateLimiter<IpAddr>,
+    max_addresses: usize,
+    clock: DefaultClock,
+    tally: Mutex<Report>,
+}
+
+/// The key every address beyond `max_tracked_addresses` shares.
+const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
+impl Limiter {
+    /// Limiters with the configured quotas.
+    pub fn new(config: &LimitsConfig) -> Self {
+        let q = LimitsConfig::quota;
+        Self {
+            tokenize: DefaultKeyedRateLimiter::dashmap(q(
+                config.tokenize_per_second,
+                config.tokenize_burst,
+            )),
+            read: DefaultKeyedRateLimiter::dashmap(q(config.read_per_second, config.read_burst)),
+            detokenize: DefaultKeyedRateLimiter::dashmap(q(
+                config.detokenize_per_second,
+                config.detokenize_burst,
+            )),
+            addresses: DefaultKeyedRateLimiter::dashmap(q(
+                config.unauthenticated_per_second,
+                config.unauthenticated_burst,
+            )),
+            max_addresses: config.max_tracked_addresses,
+            clock: DefaultClock::default(),
+            tally: Mutex::new(Report::default()),
+        }
+    }
+
+    /// Admits one `operation` by `client`, or says how long to wait (and counts the refusal).
+    ///
+    /// # Errors
+    ///
+    /// The time until the client may try again.
+    pub fn check_client(
+        &self,
+        operation: Operation,
+        client: &ClientRecord,
+    ) -> Result<(), Duration> {
+        let limiter = match operation {
+            Operation::Tokenize => &self.tokenize,
+            Operation::Read => &self.read,
+            Operation::Detokenize => &self.detokenize,
+            Operation::Unauthenticated => return Ok(()),
+        };
+        let Err(not_until) = limiter.check_key(&client.id) else {
+            return Ok(());
+        };
+        let mut tally = self.tally.lock();
+        let refusals = tally.clients.entry(client.id.clone()).or_default();
+        if refusals.counts.is_empty() {
+            tracing::warn!(
+                client = %client.id,
+                tenant = %client.tenant,
+                operation = operation.as_str(),
+                "rate limit reached; further refusals this interval are counted, not logged"
+            );
+            refusals.tenant.clone_from(&client.tenant);
+        }
+        *refusals.counts.entry(operation).or_default() += 1;
+        Err(not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Charges a failed authentication to `addr`'s bucket and, when `reason` is given, counts it
+    /// into the interval's tally (a revoked key is audited on its own and passes `None`). Says
+    /// whether the address is over its limit (then the caller answers 429 instead of 401).
+    ///
+    /// # Errors
+    ///
+    /// The time until the address may fail again.
+    pub fn note_failure(
+        &self,
+        reason: Option<FailureReason>,
+        addr: Option<IpAddr>,
+    ) -> Result<(), Duration> {
+        let key = addr.map(normalize);
+        // Past the bound (a flood from very many addresses), they all share one bucket: failing
+        // requests get 429 sooner, and a valid key is never limited by this.
+        let bucket = match key {
+            Some(a) if self.addresses.len() < self.max_addresses => a,
+            _ => OVERFLOW,
+        };
+        if let Some(reason) = reason {
+            let mut tally = self.tally.lock();
+            let at_capacity = tally.failures.len() >= self.max_addresses;
+            let slot = if at_capacity && !tally.failures.contains_key(&(reason, key)) {
+                (reason, None)
+            } else {
+                (reason, key)
+            };
+            *tally.failures.entry(slot).or_default() += 1;
+        }
+        match self.addresses.check_key(&bucket) {
+            Ok(()) => Ok(()),
+            Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
+        }
+    }
+
+    /// Takes the interval's tallies, leaving them empty, and forgets idle limiter state.
+    pub fn drain(&self) -> Report {
+        for limiter in [&self.tokenize, &self.read, &self.detokenize] {
+            limiter.retain_recent();
+        }
+        self.addresses.retain_recent();
+        std::mem::take(&mut *self.tally.lock())
+    }
+}
+
+/// An IPv6 client controls its whole /64: limit the prefix, not each address in it.
+fn normalize(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Scopes;
+
+    fn client() -> ClientRecord {
+        ClientRecord {
+            id: ClientId::generate().unwrap(),
+            name: "app".to_owned(),
+            tenant: "acme".to_owned(),
+            scopes: Scopes::parse("tokens:create").unwrap(),
+            key_hash: [1; 32],
+            created_at: 0,
+            revoked_at: None,
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn a_client_gets_its_burst_then_waits_and_is_tallied_once() {
+        let limiter = Limiter::new(&LimitsConfig {
+            tokenize_per_second: 1,
+            tokenize_burst: 3,
+            ..LimitsConfig::default()
+        });
+        let (a, b) = (client(), client());
+        for _ in 0..3 {
+            assert!(limiter.check_client(Operation::Tokenize, &a).is_ok());
+        }
+        let wait = limiter.check_client(Operation::Tokenize, &a).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(limiter.check_client(Operation::Tokenize, &a).is_err());
+        // Other clients and other operations are not affected.
+        assert!(limiter.check_client(Operation::Tokenize, &b).is_ok());
+        assert!(limiter.check_client(Operation::Read, &a).is_ok());
+        let report = limiter.drain();
+        assert_eq!(report.clients.len(), 1);
+        assert_eq!(report.clients[&a.id].counts[&Operation::Tokenize], 2);
+        assert!(limiter.drain().is_empty());
+    }
+
+    #[test]
+    fn failures_are_limited_per_address_and_the_tally_is_bounded() {
+        let limiter = Limiter::new(&LimitsConfig {
+            unauthenticated_per_second: 1,
+            unauthenticated_burst: 2,
+            max_tracked_addresses: 3,
+            ..LimitsConfig::default()
+        });
+        let one: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(
+            limiter
+                .note_failure(Some(FailureReason::UnknownKey), Some(one))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .note_failure(Some(FailureReason::UnknownKey), Some(one))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .note_failure(Some(FailureReason::UnknownKey), Some(one))
+                .is_err()
+        );
+        // A /64 is one client.
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::2".parse().unwrap();
+        assert!(
+            limiter
+                .note_failure(Some(FailureReason::MissingKey), Some(v6a))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .note_failure(Some(FailureReason::MissingKey), Some(v6b))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .note_failure(Some(FailureReason::MissingKey), Some(v6b))
+                .is_err()
+        );
+        // Many addresses: the tally stays bounded.
+        for i in 0..200u8 {
+            let addr = IpAddr::from([10, 1, 0, i]);
+            let _ = limiter.note_failure(Some(FailureReason::UnknownKey), Some(addr));
+        }
+        let report = limiter.drain();
+        assert!(report.failures.len() <= 4, "{:?}", report.failures);
+        assert_eq!(report.failures[&(FailureReason::UnknownKey, Some(one))], 3);
+        let total: u64 = report.failures.values().sum();
+        assert_eq!(total, 206);
+    }
+}
