@@ -97,8 +97,8 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            tokenize_per_second: 20,
-            tokenize_burst: 200,
+            tokenize_per_second: 10,
+            tokenize_burst: 100,
             read_per_second: 100,
             read_burst: 500,
             detokenize_per_second: 100,

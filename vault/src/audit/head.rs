@@ -81,22 +81,25 @@ impl ChainHead {
         self.broken.load(Ordering::Acquire)
     }
 
-    /// Checks the stored chain against the remembered head. `stored` is the stored head;
-    /// `mac_at_known` the stored MAC at the remembered sequence number (needed only when the
-    /// stored head is past it; `None` when there is no such event).
+    /// Checks the stored chain against `known`, the head the caller took from [`Self::known`]
+    /// (a snapshot: other tasks may advance the head meanwhile, and the older link must hold
+    /// as well). `stored` is the stored head; `mac_at_known` the stored MAC at `known`'s
+    /// sequence number (needed only when the stored head is past it; `None` when there is no
+    /// such event).
     ///
     /// # Errors
     ///
     /// [`HeadMismatch`]; the first failure latches.
     pub fn check(
         &self,
+        known: Option<Link>,
         stored: Option<Link>,
         mac_at_known: Option<[u8; 32]>,
     ) -> Result<(), HeadMismatch> {
         if self.is_broken() {
             return Err(HeadMismatch::Latched);
         }
-        let Some(known) = self.known() else {
+        let Some(known) = known else {
             return Ok(());
         };
         let stored_seq = stored.map_or(0, |l| l.seq);
@@ -157,44 +160,47 @@ mod tests {
     #[test]
     fn accepts_growth_and_refuses_cuts_and_rewrites_for_good() {
         let head = ChainHead::starting_at(Some(link(5, 5)));
-        assert_eq!(head.check(Some(link(5, 5)), None), Ok(()));
+        let check = |stored, at| head.check(head.known(), stored, at);
+        assert_eq!(check(Some(link(5, 5)), None), Ok(()));
         // Another process appended: the event at 5 must still be ours.
-        assert_eq!(head.check(Some(link(7, 7)), Some([5; 32])), Ok(()));
+        assert_eq!(check(Some(link(7, 7)), Some([5; 32])), Ok(()));
+        // A snapshot taken before the head moved on is checked as it was.
+        let snapshot = head.known();
         head.advance(link(8, 8));
         head.advance(link(6, 6));
+        assert_eq!(
+            head.check(snapshot, Some(link(8, 8)), Some([5; 32])),
+            Ok(())
+        );
         assert_eq!(head.known(), Some(link(8, 8)));
         assert_eq!(
-            head.check(Some(link(7, 7)), None),
+            check(Some(link(7, 7)), None),
             Err(HeadMismatch::Behind {
                 stored: 7,
                 known: 8
             })
         );
         // Latched: even the right head is refused now.
-        assert_eq!(
-            head.check(Some(link(8, 8)), None),
-            Err(HeadMismatch::Latched)
-        );
+        assert_eq!(check(Some(link(8, 8)), None), Err(HeadMismatch::Latched));
         assert!(head.is_broken());
 
-        let head = ChainHead::starting_at(Some(link(5, 5)));
+        let fresh = || ChainHead::starting_at(Some(link(5, 5)));
+        let known = Some(link(5, 5));
         assert_eq!(
-            head.check(Some(link(5, 6)), None),
+            fresh().check(known, Some(link(5, 6)), None),
             Err(HeadMismatch::Differs { seq: 5 })
         );
-        let head = ChainHead::starting_at(Some(link(5, 5)));
         assert_eq!(
-            head.check(Some(link(9, 9)), Some([1; 32])),
+            fresh().check(known, Some(link(9, 9)), Some([1; 32])),
             Err(HeadMismatch::Differs { seq: 5 })
         );
-        let head = ChainHead::starting_at(Some(link(5, 5)));
         assert_eq!(
-            head.check(None, None),
+            fresh().check(known, None, None),
             Err(HeadMismatch::Behind {
                 stored: 0,
                 known: 5
             })
         );
-        assert_eq!(ChainHead::starting_at(None).check(None, None), Ok(()));
+        assert_eq!(ChainHead::starting_at(None).check(None, None, None), Ok(()));
     }
 }

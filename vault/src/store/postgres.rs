@@ -296,7 +296,7 @@ impl Chain {
         let mac_at_known = at_known
             .map(|r| blob32(r.try_get(0)?, "audit mac"))
             .transpose()?;
-        head.check(stored, mac_at_known)?;
+        head.check(known, stored, mac_at_known)?;
         Ok(stored.map_or(
             Self {
                 seq: 0,
@@ -772,7 +772,8 @@ impl Store for PgStore {
             .await?
             .map(|r| link_of(&r))
             .transpose()?;
-        let mac_at_known = match (self.head.known(), last) {
+        let known = self.head.known();
+        let mac_at_known = match (known, last) {
             (Some(k), Some(s)) if s.seq > k.seq => {
                 let seq = i64::try_from(k.seq).map_err(|_| StoreError::Corrupt("audit seq"))?;
                 tx.query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
@@ -782,7 +783,7 @@ impl Store for PgStore {
             }
             _ => None,
         };
-        self.head.check(last, mac_at_known)?;
+        self.head.check(known, last, mac_at_known)?;
         tx.execute(
             "INSERT INTO audit_events (seq, occurred_at, actor, action, outcome, mac) \
              VALUES (-1 - pg_backend_pid(), 0, 'readiness-probe', 'probe', 'probe', ''::bytea)",

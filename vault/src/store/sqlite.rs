@@ -165,7 +165,7 @@ impl Appender {
                 (Some(k), Some(s)) if s.seq > k.seq => mac_at(tx, k.seq)?,
                 _ => None,
             };
-            self.head.check(stored, mac_at_known)?;
+            self.head.check(known, stored, mac_at_known)?;
             self.checked = true;
         }
         let (seq, previous) = stored.map_or((0, [0; 32]), |l| (l.seq, l.mac));
@@ -677,11 +677,12 @@ impl Store for SqliteStore {
             .transaction(move |tx| {
                 // The chain must still hold what this vault wrote ...
                 let stored = stored_head(tx)?;
-                let mac_at_known = match (head.known(), stored) {
+                let known = head.known();
+                let mac_at_known = match (known, stored) {
                     (Some(k), Some(s)) if s.seq > k.seq => mac_at(tx, k.seq)?,
                     _ => None,
                 };
-                head.check(stored, mac_at_known)?;
+                head.check(known, stored, mac_at_known)?;
                 // ... and take one more event: a probe row, rolled back at once.
                 tx.execute_batch(
                     "SAVEPOINT probe;

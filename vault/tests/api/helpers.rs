@@ -44,6 +44,23 @@ pub(crate) fn logs() -> Vec<u8> {
     LOGS.lock().unwrap().clone()
 }
 
+/// Raises every rate limit out of the way, for tests that load the vault on purpose.
+pub(crate) fn unlimited(config: &mut VaultConfig) {
+    let l = &mut config.limits;
+    for (rate, burst) in [
+        (&mut l.tokenize_per_second, &mut l.tokenize_burst),
+        (&mut l.read_per_second, &mut l.read_burst),
+        (&mut l.detokenize_per_second, &mut l.detokenize_burst),
+        (
+            &mut l.unauthenticated_per_second,
+            &mut l.unauthenticated_burst,
+        ),
+    ] {
+        *rate = 1_000_000;
+        *burst = 1_000_000;
+    }
+}
+
 /// Every scope, comma-separated.
 pub(crate) const ALL_SCOPES: &str = "tokens:create,tokens:read,tokens:detokenize,tokens:delete";
 
@@ -63,6 +80,7 @@ pub(crate) struct TestVault {
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
+    pub(crate) headers: reqwest::header::HeaderMap,
     pub(crate) body: Vec<u8>,
 }
 
@@ -176,6 +194,7 @@ impl TestVault {
         let resp = req.send().await.unwrap();
         Reply {
             status: resp.status(),
+            headers: resp.headers().clone(),
             body: resp.bytes().await.unwrap().to_vec(),
         }
     }

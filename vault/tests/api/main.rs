@@ -9,6 +9,9 @@
 mod audit;
 mod auth;
 mod crypto;
+mod database;
 mod helpers;
 mod input;
+mod oracle;
+mod pci;
 mod tokens;

@@ -229,7 +229,8 @@ async fn generated_pans_round_trip_and_neighbours_get_unrelated_tokens() {
     use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::TestRunner;
 
-    let v = TestVault::spawn().await;
+    // Hundreds of cards at once: far past the default tokenize burst.
+    let v = TestVault::spawn_with(crate::helpers::unlimited).await;
     let key = v.client("acme", ALL_SCOPES).await;
     let strategy = (
         proptest::collection::vec(0u8..10, 12..=18),
