@@ -210,3 +210,36 @@ async fn another_tenants_token_reads_exactly_like_a_missing_one() {
         StatusCode::OK
     );
 }
+
+/// The scope is checked before the body is read: a client without `tokens:detokenize` posting
+/// anything (even `{}` or garbage) gets 403, and the denial is audited.
+#[tokio::test]
+async fn scope_is_checked_before_the_body_is_read() {
+    let v = TestVault::spawn().await;
+    let owner = v.client("acme", ALL_SCOPES).await;
+    let token = v.token_for(&owner, "4242424242424242").await;
+    let reader = v.client("acme", "tokens:read").await;
+    for (path, action, body) in [
+        (
+            format!("/v1/tokens/{token}/detokenize"),
+            "token.detokenize",
+            "{}",
+        ),
+        (
+            format!("/v1/tokens/{token}/detokenize"),
+            "token.detokenize",
+            "not json",
+        ),
+        ("/v1/tokens".to_owned(), "token.create", "{}"),
+        ("/v1/tokens".to_owned(), "token.create", r#"{"pan":12}"#),
+    ] {
+        let before = audit_count(&v, action, "denied");
+        let reply = v.call(Method::POST, &path, Some(&reader), Some(body)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path} {body}");
+        assert_eq!(
+            audit_count(&v, action, "denied"),
+            before + 1,
+            "{path} {body}"
+        );
+    }
+}

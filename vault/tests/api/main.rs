@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod crypto;
 mod database;
+mod flood;
 mod helpers;
 mod input;
 mod oracle;

@@ -226,15 +226,37 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let blocker = rusqlite::Connection::open(vault.path("vault.db")).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE;").unwrap();
     let (base, http) = (server.base.clone(), reqwest::Client::new());
-    let in_flight = tokio::spawn(async move {
-        http.post(format!("{base}/v1/tokens"))
-            .bearer_auth(key)
-            .json(&serde_json::json!({ "pan": "4242424242424242" }))
+    let in_flight = tokio::spawn({
+        let (base, http) = (base.clone(), http.clone());
+        async move {
+            http.post(format!("{base}/v1/tokens"))
+                .bearer_auth(key)
+                .json(&serde_json::json!({ "pan": "4242424242424242" }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    // The vault itself says when the request is in flight.
+    let deadline = std::time::Instant::now() + crate::helpers::READY_DEADLINE;
+    loop {
+        let metrics = http
+            .get(format!("{base}/metrics"))
             .send()
             .await
-            .map(|r| r.status().as_u16())
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("vault_http_requests_in_flight{route=\"/v1/tokens\"} 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tokenize never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // While we are here: the server runs with core dumps disabled.
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
     let core = limits
@@ -242,13 +264,18 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .find(|l| l.starts_with("Max core file size"))
         .unwrap();
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
-    let terminated = tokio::task::spawn_blocking(move || server.terminate());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.signal_term();
+    server.wait_for_log("shutting down: finishing in-flight requests");
     blocker.execute_batch("COMMIT;").unwrap();
     assert_eq!(
         in_flight.await.unwrap().unwrap(),
         201,
         "the in-flight request was cut off"
     );
-    assert!(terminated.await.unwrap().success());
+    assert!(
+        tokio::task::spawn_blocking(move || server.terminate_wait())
+            .await
+            .unwrap()
+            .success()
+    );
 }

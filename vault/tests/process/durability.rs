@@ -23,6 +23,7 @@ fn luhn_pan(seed: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_tokens_survive_kill_9() {
     let vault = VaultDir::new();
+    vault.unlimited();
     let (_, key) = vault.client("acme", ALL_SCOPES);
     let server = vault.serve();
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();

@@ -38,6 +38,42 @@ impl VaultDir {
         this
     }
 
+    /// Appends TOML to the config file (new sections, e.g. `[audit]`).
+    pub(crate) fn configure(&self, toml: &str) {
+        let path = self.path("vault.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push('\n');
+        text.push_str(toml);
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Raises every rate limit out of the way, for tests that load the vault on purpose.
+    pub(crate) fn unlimited(&self) {
+        self.configure(
+            "[limits]\ntokenize_per_second = 1000000\ntokenize_burst = 1000000\n\
+             read_per_second = 1000000\nread_burst = 1000000\n\
+             detokenize_per_second = 1000000\ndetokenize_burst = 1000000\n",
+        );
+    }
+
+    /// Runs SQL on the (stopped) vault's database, as someone with write access to it.
+    pub(crate) fn sql(&self, sql: &str) {
+        rusqlite::Connection::open(self.path("vault.db"))
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    }
+
+    /// Runs a command and returns (exit code, stdout, stderr).
+    pub(crate) fn outcome(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self.run(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -94,6 +130,7 @@ impl VaultDir {
         let mut server = Server {
             child,
             base: String::new(),
+            log: log.clone(),
         };
         // Readiness is the line the vault prints once it listens. The deadline only bounds a
         // hang (a loaded 2-core CI machine can be slow); a vault that exits fails at once.
@@ -146,16 +183,45 @@ fn append(path: &Path, bytes: &[u8]) {
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) base: String,
+    /// The server's log file.
+    pub(crate) log: PathBuf,
 }
 
 impl Server {
-    /// SIGTERM, then waits for the exit.
-    pub(crate) fn terminate(mut self) -> ExitStatus {
+    /// Sends SIGTERM without waiting.
+    pub(crate) fn signal_term(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits until the server's log has a line containing `needle` (a hang fails after
+    /// [`READY_DEADLINE`]).
+    pub(crate) fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.lines().any(|l| l.contains(needle)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub(crate) fn terminate(self) -> ExitStatus {
+        self.signal_term();
+        self.terminate_wait()
+    }
+
+    /// Waits for the exit of a server already told to stop.
+    pub(crate) fn terminate_wait(mut self) -> ExitStatus {
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

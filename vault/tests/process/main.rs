@@ -7,6 +7,7 @@
     reason = "test helpers fail loudly"
 )]
 
+mod anchor;
 mod boundary;
 mod cli;
 mod durability;

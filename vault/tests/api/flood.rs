@@ -1,0 +1,132 @@
+//! Every anonymous request is cheap (DESIGN §9.5): failed authentications cost no durable
+//! write each and are limited per source address; a full writer queue sheds with 503 instead of
+//! growing.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{ALL_SCOPES, TestVault};
+
+fn audit_rows(v: &TestVault) -> i64 {
+    v.raw_db()
+        .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_anonymous_flood_writes_nothing_per_request_and_is_limited_per_address() {
+    let mut v = TestVault::spawn().await;
+    let owner = v.client("acme", ALL_SCOPES).await;
+    let token = v.token_for(&owner, "4242424242424242").await;
+    let before = audit_rows(&v);
+    let path = format!("/v1/tokens/{token}/detokenize");
+    let (mut unauthorized, mut limited) = (0, 0);
+    for i in 0..200 {
+        let key = format!("vk_guess-{i}");
+        let key = if i % 2 == 0 { None } else { Some(key.as_str()) };
+        let reply = v
+            .call(Method::POST, &path, key, Some(r#"{"purpose":"x"}"#))
+            .await;
+        match reply.status {
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                assert!(reply.headers.contains_key("retry-after"));
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(
+        audit_rows(&v),
+        before,
+        "a failed authentication was written at once"
+    );
+    // The default burst is 20 per address, then 5 a second.
+    assert!(
+        (20..60).contains(&unauthorized),
+        "{unauthorized} answered 401"
+    );
+    assert_eq!(unauthorized + limited, 200);
+    // A valid key from the same address is never limited by that.
+    assert_eq!(v.detokenize(&owner, &token).await.status, StatusCode::OK);
+
+    v.stop().await;
+    let events: Vec<String> = v
+        .events("auth.fail")
+        .into_iter()
+        .filter_map(|(_, _, d)| d)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "missing API key: 100 requests from 127.0.0.1 within 60 s",
+            "unknown API key: 100 requests from 127.0.0.1 within 60 s"
+        ],
+        "one event per reason and address, with the count"
+    );
+}
+
+/// With the writer's queue bound at one and the database locked, concurrent tokenizes beyond
+/// what can wait are refused at once with 503 `overloaded` (and counted), not queued; once the
+/// lock goes, the waiting ones complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_writer_queue_sheds_with_503() {
+    let v = Arc::new(
+        TestVault::spawn_with(|c| {
+            c.database.max_queued_writes = 1;
+            c.database.busy_timeout_ms = 60_000;
+            crate::helpers::unlimited(c);
+        })
+        .await,
+    );
+    let key = v.client("acme", ALL_SCOPES).await;
+    let blocker = v.raw_db();
+    blocker.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let pans: [&'static str; 8] = [
+        "4242424242424242",
+        "5555555555554444",
+        "2200000000000004",
+        "378282246310005",
+        "6200000000000005",
+        "3530111333300000",
+        "4000056655665556",
+        "4111111111111111",
+    ];
+    let tasks: Vec<_> = pans
+        .into_iter()
+        .map(|pan| {
+            let (v, key) = (Arc::clone(&v), key.clone());
+            tokio::spawn(async move { v.tokenize(&key, pan).await })
+        })
+        .collect();
+    // The writer holds at most one batch and one queued write; the rest are refused at once,
+    // so they come back while the lock is still held.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let metrics = v.call(Method::GET, "/metrics", None, None).await.text();
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("vault_shed_total ") && !l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing was shed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    blocker.execute_batch("COMMIT;").unwrap();
+    let (mut created, mut shed) = (0, 0);
+    for t in tasks {
+        let reply = t.await.unwrap();
+        match reply.status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(reply.code(), "overloaded");
+                shed += 1;
+            }
+            other => panic!("{other}: {}", reply.text()),
+        }
+    }
+    assert!(shed >= 1 && created >= 1, "created {created}, shed {shed}");
+    assert_eq!(created + shed, pans.len());
+}

@@ -1,0 +1,261 @@
+//! The audit log's anchors outside the database, and commands that must not change what they
+//! look at: checkpoints and `audit verify --expect` catch a cut tail (PCI DSS §5 case 17),
+//! keys are never made for a database that has content, reading commands open read-only, and
+//! an older database is upgraded only on purpose.
+
+use reqwest::Client;
+
+use crate::helpers::{ALL_SCOPES, VaultDir};
+
+async fn some_events(base: &str, key: &str, n: usize) {
+    let http = Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{base}/v1/tokens"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "pan": "4242424242424242" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    for _ in 0..n {
+        let status = http
+            .post(format!("{base}/v1/tokens/{token}/detokenize"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "purpose": "anchor test" }))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+}
+
+/// `SEQ:MAC` from `audit verify`'s output.
+fn head_of(verify_stdout: &str) -> String {
+    verify_stdout
+        .split("head ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn pci_17_truncation_is_detected_by_checkpoints_and_expected_heads() {
+    let vault = VaultDir::new();
+    vault.configure(&format!(
+        "[audit]\ncheckpoint_file = \"{}\"\ncheckpoint_interval_seconds = 1\n",
+        vault.path("checkpoints.jsonl").display()
+    ));
+    let (_, key) = vault.client("acme", ALL_SCOPES);
+    let server = vault.serve();
+    some_events(&server.base, &key, 4).await;
+    assert!(server.terminate().success());
+
+    // The shutdown wrote a checkpoint of the head, which verify checks.
+    let lines = std::fs::read_to_string(vault.path("checkpoints.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    let (code, out, _) = vault.outcome(&["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    let head = head_of(&out);
+    assert_eq!(
+        head,
+        format!("{}:{}", last["seq"], last["mac"].as_str().unwrap()),
+        "the last checkpoint is the head"
+    );
+    assert!(out.contains("from checkpoints"), "{out}");
+    let (code, out, _) = vault.outcome(&["audit", "verify", "--expect", &head]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Cut the last two events off: the chain that is left is valid on its own...
+    let seq: u64 = head.split(':').next().unwrap().parse().unwrap();
+    vault.sql(&format!(
+        "DELETE FROM audit_events WHERE seq > {};",
+        seq - 2
+    ));
+    let (code, out, _) = vault.outcome(&[
+        "audit",
+        "verify",
+        "--checkpoint-file",
+        &vault.path("none.jsonl").display().to_string(),
+    ]);
+    assert_eq!(code, Some(0), "without anchors the cut is invisible: {out}");
+    // ... but not against the checkpoint file, nor against a head recorded earlier.
+    let (code, out, _) = vault.outcome(&["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    // The first checkpointed event past the cut: the shutdown's, or one an interval wrote.
+    let at_cut = [seq - 1, seq]
+        .iter()
+        .any(|s| out.contains(&format!("broken at event {s}:")));
+    assert!(at_cut && out.contains("cut off the end"), "{out}");
+    let (code, out, _) = vault.outcome(&[
+        "audit",
+        "verify",
+        "--checkpoint-file",
+        &vault.path("none.jsonl").display().to_string(),
+        "--expect",
+        &head,
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cut off the end"), "{out}");
+    // And the vault refuses to start on it.
+    let out = vault.command(&["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("the chain does not hold event {seq}")),
+        "{stderr}"
+    );
+
+    // A wrong MAC or a malformed --expect.
+    let wrong = format!("{}:{}", seq - 2, "00".repeat(32));
+    let (code, out, _) = vault.outcome(&["audit", "verify", "--expect", &wrong]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("external checkpoint"), "{out}");
+    let (code, _, err) = vault.outcome(&["audit", "verify", "--expect", "12:zz"]);
+    assert_eq!(code, Some(64), "{err}");
+
+    // A checkpoint line edited (or forged without the key) is refused.
+    let forged = lines.replace(&format!("\"seq\":{seq}"), &format!("\"seq\":{}", seq - 2));
+    std::fs::write(vault.path("forged.jsonl"), forged).unwrap();
+    let (code, out, _) = vault.outcome(&[
+        "audit",
+        "verify",
+        "--checkpoint-file",
+        &vault.path("forged.jsonl").display().to_string(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("tag does not verify"), "{out}");
+}
+
+#[tokio::test]
+async fn a_running_vault_writes_checkpoints_on_its_interval() {
+    let vault = VaultDir::new();
+    vault.configure(&format!(
+        "[audit]\ncheckpoint_file = \"{}\"\ncheckpoint_interval_seconds = 1\n",
+        vault.path("checkpoints.jsonl").display()
+    ));
+    let (_, key) = vault.client("acme", ALL_SCOPES);
+    let server = vault.serve();
+    some_events(&server.base, &key, 1).await;
+    // Progress, not time: wait until a checkpoint holds the head we made (4 events: keys,
+    // client, tokenize, detokenize), while the vault still runs.
+    let deadline = std::time::Instant::now() + crate::helpers::READY_DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(vault.path("checkpoints.jsonl")).unwrap_or_default();
+        let seqs: Vec<u64> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["seq"].as_u64())
+            .collect();
+        if seqs.contains(&4) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(vault.path("checkpoints.jsonl"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the checkpoint file is readable by others");
+    drop(server);
+}
+
+#[test]
+fn keys_are_never_made_for_a_database_with_content() {
+    let vault = VaultDir::new();
+    let _ = vault.client("acme", ALL_SCOPES);
+    vault.sql("DELETE FROM keys;");
+    for args in [
+        &["serve"][..],
+        &["clients", "list"],
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--tenant",
+            "acme",
+            "--scopes",
+            "tokens:read",
+        ],
+        &["audit", "verify"],
+        &["audit", "list"],
+    ] {
+        let (code, _, err) = vault.outcome(args);
+        assert_ne!(code, Some(0), "{args:?} succeeded");
+        assert!(
+            err.contains("holds tokens, clients or audit events but no keys"),
+            "{args:?}: {err}"
+        );
+    }
+    let keys: i64 = rusqlite::Connection::open(vault.path("vault.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 0, "a command made keys");
+}
+
+#[test]
+fn reading_commands_open_the_database_read_only() {
+    let vault = VaultDir::new();
+    // Pointed at a database that does not exist: an error, and still no file.
+    let missing = vault.path("elsewhere.db");
+    for args in [&["audit", "verify"][..], &["audit", "list"]] {
+        let out = vault
+            .command(args)
+            .env("VAULT__DATABASE__PATH", &missing)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no vault database at"), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created a database");
+    }
+    // A migrated database without keys: nothing to verify, and no keys made.
+    assert!(vault.run(&["migrate"]).status.success());
+    let (code, _, err) = vault.outcome(&["audit", "verify"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no vault keys yet"), "{err}");
+    // A real one: verify and list leave every byte of it alone.
+    let _ = vault.client("acme", ALL_SCOPES);
+    let files =
+        || ["vault.db", "vault.db-wal"].map(|f| std::fs::read(vault.path(f)).unwrap_or_default());
+    let before = files();
+    assert!(vault.run(&["audit", "verify"]).status.success());
+    assert!(vault.run(&["audit", "list"]).status.success());
+    assert!(before == files(), "a reading command changed the database");
+}
+
+#[tokio::test]
+async fn an_older_database_is_upgraded_only_on_purpose() {
+    let vault = VaultDir::new();
+    let (_, key) = vault.client("acme", ALL_SCOPES);
+    // What a database from before client MACs looks like after the migration.
+    vault.sql("DELETE FROM keys WHERE purpose = 'client'; UPDATE clients SET mac = NULL;");
+    let out = vault.command(&["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("run `vault upgrade` once"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out, err) = vault.outcome(&["upgrade"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("sealed 1 client rows"), "{out}");
+    let (_, out, _) = vault.outcome(&["upgrade"]);
+    assert!(out.contains("nothing to upgrade"), "{out}");
+    let server = vault.serve();
+    some_events(&server.base, &key, 1).await;
+    drop(server);
+    let (code, out, _) = vault.outcome(&["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+}
