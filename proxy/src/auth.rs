@@ -117,8 +117,8 @@ pub struct ClientRecord {
     pub tenant: String,
     /// What it may do.
     pub scopes: Scopes,
-    /// SHA-256 of the API key.
-    pub key_hash: [u8; 32],
+    /// SHA-256 of the API key (compared in constant time).
+    pub key_hash: shared::ct::Tag32,
     /// Where its webhooks go, if anywhere.
     pub webhook_url: Option<String>,
     /// Signs its webhooks. Kept in clear: it must be usable to sign (it guards no card data).
@@ -196,7 +196,7 @@ impl NewClient {
                 name: name.to_owned(),
                 tenant: tenant.to_owned(),
                 scopes,
-                key_hash: api_key.hash(),
+                key_hash: shared::ct::Tag32(api_key.hash()),
                 webhook_url,
                 webhook_secret: WebhookSecret::generate()?,
                 created_at: now,

@@ -69,7 +69,7 @@ async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
             name: "app".to_owned(),
             tenant: "acme".to_owned(),
             scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
-            key_hash: shared::ids::ApiKey::generate("pk_").unwrap().hash(),
+            key_hash: shared::ct::Tag32(shared::ids::ApiKey::generate("pk_").unwrap().hash()),
             webhook_url: Some(url.to_owned()),
             webhook_secret: WebhookSecret::generate().unwrap(),
             created_at: now_micros(),

@@ -97,7 +97,8 @@ pub fn load<T: DeserializeOwned>(
     }
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let setting = e.path().to_string();
-        let problem = describe(&e.inner().to_string());
+        // The message alone: toml adds where it was, which the path already says.
+        let problem = describe(e.inner().message());
         ConfigError::Setting { setting, problem }
     })
 }
@@ -143,9 +144,13 @@ fn describe(message: &str) -> String {
     } else if message.starts_with("invalid length") {
         with_expected("wrong number of elements")
     } else if message.starts_with("unknown field") {
-        match quoted_name() {
-            Some(name) => format!("`{name}` is not a setting here (check the spelling)"),
-            None => "unknown setting (check the spelling)".to_owned(),
+        let kind = match quoted_name() {
+            Some(name) => format!("`{name}` is not a setting here"),
+            None => "unknown setting".to_owned(),
+        };
+        match expected {
+            Some(e) => format!("{kind} (expected {e})"),
+            None => format!("{kind} (this section has no settings)"),
         }
     } else if message.starts_with("missing field") {
         match quoted_name() {
@@ -421,6 +426,117 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             filter: "info".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "decoded only")]
+    struct Settings {
+        #[serde(default)]
+        database: DatabaseConfig,
+        #[serde(default)]
+        server: ServerConfig,
+        #[serde(default)]
+        keys: std::collections::BTreeMap<String, u32>,
+    }
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("service.toml");
+        std::fs::write(&path, text).unwrap();
+        load(
+            Some(&path),
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            "SVC__",
+        )
+    }
+
+    /// DESIGN §9.7: an error names the setting and the kind of problem, never the value.
+    #[test]
+    fn errors_name_the_setting_and_never_quote_the_value() {
+        let secret = "SuperSecret-vk_3f9a";
+        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+            // A syntax error on the line holding a password.
+            (
+                format!("[database]\nurl = \"postgres://app:{secret}@db/vault\" trailing\n"),
+                vec![],
+                "line 2",
+            ),
+            // A string where a number goes, in the file and from the environment.
+            (
+                format!("[server]\nbody_limit_bytes = \"{secret}\"\n"),
+                vec![],
+                "server.body_limit_bytes: wrong type (expected usize)",
+            ),
+            (
+                String::new(),
+                vec![("SVC__SERVER__MAX_CONNECTIONS", secret)],
+                "server.max_connections: wrong type",
+            ),
+            // A table where a string goes; a value for an unknown variant of a map.
+            (
+                format!("[database]\nurl = {{ password = \"{secret}\" }}\n"),
+                vec![],
+                "database.url: wrong type",
+            ),
+            (
+                format!("[keys]\nacme = \"{secret}\"\n"),
+                vec![],
+                "keys.acme: wrong type (expected u32)",
+            ),
+            (
+                format!("[server]\nlisten = \"{secret}\"\n"),
+                vec![],
+                "server.listen: invalid value",
+            ),
+            (
+                "[server]\nlistn = 1\n".to_owned(),
+                vec![],
+                "`listn` is not a setting here",
+            ),
+        ];
+        for (text, env, want) in cases {
+            let err = load_text(&text, &env).unwrap_err().to_string();
+            assert!(!err.contains("SuperSecret"), "{err}");
+            assert!(!err.contains("3f9a"), "{err}");
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_database_url_debugs_without_its_password() {
+        let config = load_text(
+            "[database]\nurl = \"postgres://vault:S3cret-pw@db.internal:5432/vault?options=-c%20search_path%3Dx&password=S3cret-pw\"\n",
+            &[],
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("S3cret"), "{debug}");
+        assert!(
+            debug.contains("postgres://vault:***@db.internal:5432/vault?***"),
+            "{debug}"
+        );
+        assert_eq!(
+            config.database.postgres_url(),
+            Some(
+                "postgres://vault:S3cret-pw@db.internal:5432/vault?options=-c%20search_path%3Dx&password=S3cret-pw"
+            )
+        );
+        for (url, shown) in [
+            ("sqlite:/var/lib/vault.db", "sqlite:/var/lib/vault.db"),
+            ("postgres://db/vault", "postgres://db/vault"),
+            ("host=db password=x", "***"),
+        ] {
+            assert!(
+                format!("{:?}", DatabaseUrl::new(url)).contains(shown),
+                "{url}"
+            );
         }
     }
 }

@@ -8,12 +8,14 @@
 //!   bytes or text and reports offsets and masked values only.
 //! - [`error_body`]: the JSON error body both services answer with.
 //! - [`telemetry`]: tracing setup and a panic hook that never prints panic payloads.
+//! - [`ct`]: constant-time equality for MACs, key hashes and secrets.
 //! - [`ids`]: random prefixed ids and API keys; [`sqlite`]: the durable SQLite set-up both
 //!   services store in.
 #![forbid(unsafe_code)]
 
 pub mod card;
 pub mod config;
+pub mod ct;
 pub mod error_body;
 pub mod ids;
 pub mod json;

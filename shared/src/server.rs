@@ -262,3 +262,149 @@ mod tests {
         );
     }
 }
+
+/// The connection timers and the connection limit, against a real listener and raw sockets.
+#[cfg(test)]
+mod connection_tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Serves a trivial router with `options`; returns its address and a stop sender.
+    async fn start(options: ServeOptions) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route(
+            "/",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.ip().to_string()
+            }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            router,
+            async {
+                let _ = stopped.await;
+            },
+            options,
+        ));
+        (addr, stop)
+    }
+
+    fn options() -> ServeOptions {
+        ServeOptions {
+            grace: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 64,
+        }
+    }
+
+    /// Reads until the server closes the connection; returns what it sent and how long it took.
+    /// The socket's own timeout only bounds a hang.
+    fn read_until_closed(mut stream: TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_head_that_never_ends_is_cut_off() {
+        let (addr, _stop) = start(ServeOptions {
+            header_read_timeout: Duration::from_millis(300),
+            ..options()
+        })
+        .await;
+        let (sent, took) = tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            read_until_closed(s)
+        })
+        .await
+        .unwrap();
+        assert!(took < Duration::from_secs(60), "held for {took:?}");
+        assert!(!sent.contains("200 OK"), "{sent}");
+        // A complete request on a fresh connection is still served, with the peer address.
+        let body = tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            read_until_closed(s).0
+        })
+        .await
+        .unwrap();
+        assert!(
+            body.starts_with("HTTP/1.1 200 OK") && body.ends_with("127.0.0.1"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_that_moves_no_bytes_is_dropped_at_the_idle_timeout() {
+        // The header timer is far away: only the idle timer can close this connection.
+        let (addr, _stop) = start(ServeOptions {
+            idle_timeout: Duration::from_millis(300),
+            ..options()
+        })
+        .await;
+        let took = tokio::task::spawn_blocking(move || {
+            read_until_closed(TcpStream::connect(addr).unwrap()).1
+        })
+        .await
+        .unwrap();
+        assert!(took < Duration::from_secs(60), "held for {took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_past_the_limit_wait_for_a_free_slot() {
+        let (addr, _stop) = start(ServeOptions {
+            max_connections: 2,
+            ..options()
+        })
+        .await;
+        tokio::task::spawn_blocking(move || two_slots(addr))
+            .await
+            .unwrap();
+    }
+
+    fn two_slots(addr: SocketAddr) {
+        let get = |addr| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s
+        };
+        // Two kept-alive connections hold both slots.
+        let mut held: Vec<TcpStream> = (0..2).map(|_| get(addr)).collect();
+        for s in &mut held {
+            let mut buf = [0u8; 17];
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"HTTP/1.1 200 OK\r\n");
+        }
+        let mut third = get(addr);
+        third
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 17];
+        assert!(
+            third.read_exact(&mut buf).is_err(),
+            "a third connection was served past max_connections"
+        );
+        drop(held.pop());
+        third
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        third.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200 OK\r\n");
+    }
+}

@@ -444,6 +444,7 @@ mod tests {
     enum E {
         Db,
         Failed,
+        Full,
     }
 
     impl From<rusqlite::Error> for E {
@@ -466,7 +467,7 @@ mod tests {
 
     impl From<QueueFull> for E {
         fn from(_: QueueFull) -> Self {
-            Self::Db
+            Self::Full
         }
     }
 
@@ -510,7 +511,7 @@ mod tests {
             match t.await.unwrap() {
                 Ok(_) => {}
                 Err(E::Failed) => failed += 1,
-                Err(E::Db) => panic!("a database error"),
+                Err(E::Db | E::Full) => panic!("a database error"),
             }
         }
         assert_eq!(failed, 30);
@@ -537,6 +538,68 @@ mod tests {
             .transaction(|tx| Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (1)", [])?))
             .await;
         assert!(matches!(dup, Err(E::Db)));
+    }
+
+    /// A write arriving while `max_queued_writes` wait is refused at once, not queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_past_the_queue_bound_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = SqlitePool::open(
+            &SqliteOptions {
+                path: dir.path().join("t.db"),
+                read_connections: 1,
+                busy_timeout: Duration::from_secs(5),
+                max_queued_writes: 2,
+            },
+            &["CREATE TABLE t (n INTEGER PRIMARY KEY)"],
+        )
+        .unwrap();
+        // The first write holds the writer thread until released.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let first = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.transaction(move |tx| {
+                    let _ = started_tx.send(());
+                    let _ = held.recv();
+                    Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (0)", [])?)
+                })
+                .await
+            })
+        };
+        started.await.unwrap();
+        // Two writes, each polled once: that is when it enters the queue (the writer is busy
+        // with the first, so they stay there).
+        let mut queued: Vec<_> = (1..=2i64)
+            .map(|n| {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    pool.transaction(move |tx| {
+                        Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for q in &mut queued {
+            std::future::poll_fn(|cx| {
+                assert!(q.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+        }
+        let refused = matches!(
+            pool.transaction(|tx| Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (99)", [])?))
+                .await,
+            Err(E::Full)
+        );
+        release.send(()).unwrap();
+        assert!(refused, "a write past the bound was queued");
+        assert!(first.await.unwrap().is_ok());
+        for q in queued {
+            assert!(q.await.is_ok());
+        }
     }
 
     /// With the writer checkpointing only when the WAL is long and the checkpointer copying

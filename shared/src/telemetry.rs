@@ -84,7 +84,12 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        tracing::error!(%location, "panic (payload withheld: it may contain request data)");
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!(%location, "panic (payload withheld: it may contain request data)");
+        } else {
+            // Before logging is set up (while the configuration loads), stderr directly.
+            eprintln!("panic at {location} (payload withheld: it may contain request data)");
+        }
     }));
 }
 

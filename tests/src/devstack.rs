@@ -261,9 +261,11 @@ fn commands_sh(layout: &Layout, options: &Options) -> String {
 /// Whether `key` is the live key of vault client `id`.
 fn vault_client_live(clients: &[vault::auth::ClientRecord], key: &ClientKey) -> bool {
     let hash = ApiKey::presented(&key.key).hash();
-    clients
-        .iter()
-        .any(|c| c.id.as_str() == key.id && c.revoked_at.is_none() && c.key_hash == hash)
+    clients.iter().any(|c| {
+        c.id.as_str() == key.id
+            && c.revoked_at.is_none()
+            && shared::ct::bytes_eq(&c.key_hash, &hash)
+    })
 }
 
 /// Makes the two vault clients unless `credentials` already holds live ones. Returns how many
@@ -318,7 +320,10 @@ async fn ensure_proxy_client(
             .client(&c.id)
             .await
             .context("reading the proxy app client")?
-            .filter(|r| r.revoked_at.is_none() && r.key_hash == ApiKey::presented(&c.key).hash()),
+            .filter(|r| {
+                r.revoked_at.is_none()
+                    && shared::ct::bytes_eq(&*r.key_hash, &ApiKey::presented(&c.key).hash())
+            }),
         None => None,
     };
     let note = match (current, credentials.proxy_app.as_mut()) {
@@ -646,7 +651,7 @@ pub async fn run(
                 out: &out,
                 layout: &layout,
                 made: &made,
-                reused: credentials == before,
+                reused: credentials.same_as(&before),
                 vault_url: &vault_url,
                 proxy_url: &proxy_url,
                 sandbox_url: &sandbox_url,

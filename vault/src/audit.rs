@@ -138,7 +138,7 @@ impl AuditDraft {
 }
 
 /// A stored, chained event.
-#[derive(Clone, Debug, Eq, PartialEq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct AuditEvent {
     /// 1, 2, 3, … with no gaps.
     pub seq: u64,

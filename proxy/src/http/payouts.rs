@@ -186,7 +186,7 @@ pub(crate) async fn create(
             });
             Ok((StatusCode::CREATED, Json(PayoutView::new(&p))).into_response())
         }
-        Inserted::Existing(p) if p.request_hash == request_hash => {
+        Inserted::Existing(p) if shared::ct::bytes_eq(&p.request_hash, &request_hash) => {
             Ok(Json(PayoutView::new(&p)).into_response())
         }
         Inserted::Existing(_) => Err(ApiError::IdempotencyConflict),

@@ -127,7 +127,7 @@ fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
         name: r.try_get(1)?,
         tenant: r.try_get(2)?,
         scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
-        key_hash: blob32(r.try_get(4)?, "client key hash")?,
+        key_hash: shared::ct::Tag32(blob32(r.try_get(4)?, "client key hash")?),
         webhook_url: r.try_get(5)?,
         webhook_secret: WebhookSecret::from_stored(r.try_get(6)?),
         created_at: r.try_get(7)?,

@@ -147,7 +147,9 @@ fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
         name: r.get(1)?,
         tenant: r.get(2)?,
         scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
-        key_hash: blob32(r.get(4)?, "client key hash").map_err(StoreError::Corrupt)?,
+        key_hash: shared::ct::Tag32(
+            blob32(r.get(4)?, "client key hash").map_err(StoreError::Corrupt)?,
+        ),
         webhook_url: r.get(5)?,
         webhook_secret: WebhookSecret::from_stored(r.get(6)?),
         created_at: r.get(7)?,

@@ -17,7 +17,7 @@ async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
             name: "app".to_owned(),
             tenant: tenant.to_owned(),
             scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
-            key_hash: shared::ids::ApiKey::generate("pk_").unwrap().hash(),
+            key_hash: shared::ct::Tag32(shared::ids::ApiKey::generate("pk_").unwrap().hash()),
             webhook_url: Some("http://127.0.0.1:9/hooks".to_owned()),
             webhook_secret: WebhookSecret::generate().unwrap(),
             created_at: now_micros(),
@@ -295,7 +295,7 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
     let c = store.client("app_a").await.unwrap().unwrap();
     assert_eq!(
         store
-            .client_by_key_hash(c.key_hash)
+            .client_by_key_hash(*c.key_hash)
             .await
             .unwrap()
             .unwrap()

@@ -111,7 +111,7 @@ pub(crate) fn read_optional(path: &Path) -> anyhow::Result<Option<String>> {
 }
 
 /// One API client: its id and key.
-#[derive(Clone, Deserialize, Eq, PartialEq, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub(crate) struct ClientKey {
     /// `cli_…` (vault) or `app_…` (proxy).
     pub(crate) id: String,
@@ -128,7 +128,7 @@ impl fmt::Debug for ClientKey {
 }
 
 /// The proxy's app client: key, webhook URL and secret.
-#[derive(Clone, Deserialize, Eq, PartialEq, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub(crate) struct ProxyClientKey {
     /// `app_…`.
     pub(crate) id: String,
@@ -150,7 +150,7 @@ impl fmt::Debug for ProxyClientKey {
 }
 
 /// `credentials.json`: the keys made on the first run, shown again on every later run.
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub(crate) struct Credentials {
     /// The vault client of the demo app (`tokens:create,tokens:read,tokens:delete`).
     pub(crate) vault_app: Option<ClientKey>,
@@ -158,6 +158,14 @@ pub(crate) struct Credentials {
     pub(crate) vault_proxy: Option<ClientKey>,
     /// The proxy client of the demo app (`payouts:write,payouts:read`).
     pub(crate) proxy_app: Option<ProxyClientKey>,
+}
+
+impl Credentials {
+    /// Whether both hold the same keys (compared in constant time: they are secrets).
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        let bytes = |c: &Self| serde_json::to_vec(c).unwrap_or_default();
+        shared::ct::bytes_eq(&bytes(self), &bytes(other))
+    }
 }
 
 impl Credentials {
@@ -212,7 +220,11 @@ mod tests {
     fn credentials_round_trip_and_debug_hides_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("credentials.json");
-        assert_eq!(Credentials::load(&path).unwrap(), Credentials::default());
+        assert!(
+            Credentials::load(&path)
+                .unwrap()
+                .same_as(&Credentials::default())
+        );
         let creds = Credentials {
             vault_app: Some(ClientKey {
                 id: "cli_x".into(),
@@ -227,7 +239,7 @@ mod tests {
             }),
         };
         creds.save(&path).unwrap();
-        assert_eq!(Credentials::load(&path).unwrap(), creds);
+        assert!(Credentials::load(&path).unwrap().same_as(&creds));
         assert!(!format!("{creds:?}").contains("secret"));
     }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-/// One link of the chain: an event's sequence number and MAC.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+/// One link of the chain: an event's sequence number and MAC (compared in constant time).
+#[derive(Clone, Copy, Debug, Eq)]
 pub struct Link {
     /// The event's sequence number.
     pub seq: u64,
@@ -25,7 +25,13 @@ pub struct Link {
 impl Link {
     /// Whether `mac` is this link's MAC (constant time: it decides whether to trust the store).
     pub fn has_mac(&self, mac: &[u8; 32]) -> bool {
-        bool::from(subtle::ConstantTimeEq::ct_eq(&self.mac[..], &mac[..]))
+        shared::ct::bytes_eq(&self.mac, mac)
+    }
+}
+
+impl PartialEq for Link {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.has_mac(&other.mac)
     }
 }
 

@@ -121,7 +121,7 @@ pub struct RowMac(pub [u8; 32]);
 
 impl PartialEq for RowMac {
     fn eq(&self, other: &Self) -> bool {
-        bool::from(subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]))
+        shared::ct::bytes_eq(&self.0, &other.0)
     }
 }
 
@@ -151,7 +151,7 @@ impl ClientKey {
 
     /// Whether `mac` is the MAC of `encoded` (constant time).
     pub fn verify(&self, encoded: &[u8], mac: &RowMac) -> bool {
-        self.mac(encoded) == *mac
+        shared::ct::bytes_eq(&self.mac(encoded).0, &mac.0)
     }
 }
 
