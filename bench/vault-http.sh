@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Vault HTTP throughput and latency as a share of a trivial endpoint (/healthz) on the same
-# server, in one run: concurrency 1, 16 and 64; new and existing PANs; read; detokenize; peak RSS;
-# database bytes per token.
+# server, in one run: concurrency 1, 16 and 64; new and existing PANs; read; detokenize; the
+# vault's CPU time per request; peak RSS; database bytes per token. VAULT_BIN=<binary> measures
+# another build (BENCH_LIMITS=none for one older than [limits]), so two builds can be compared
+# in one sitting.
 #
 #   bash bench/vault-http.sh [seconds per cell, default 10]
 #   BENCH_DATABASE_URL=postgres://user:pass@host/db bash bench/vault-http.sh [seconds]
@@ -40,14 +42,14 @@ non2xx=$(grep -c 'Non-2xx' "$dir/wrk.txt" || true)
 
 echo "$backend; wrk -t2 -d${duration}s per cell; $(nproc) cores; $(date -u +%Y-%m-%d)"
 echo
-echo "| endpoint | c | req/s | share of /healthz | p50 | p99 |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| endpoint | c | req/s | share of /healthz | p50 | p99 | vault CPU µs/req |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for c in 1 16 64; do
-  read -r base _ _ <<<"${result[healthz,$c]}"
+  read -r base _ _ _ <<<"${result[healthz,$c]}"
   for name in healthz tokenize existing read detokenize; do
-    read -r r p50 p99 <<<"${result[$name,$c]}"
+    read -r r p50 p99 cpu <<<"${result[$name,$c]}"
     share=$(awk -v a="$r" -v b="$base" 'BEGIN { printf "%.3f", a / b }')
-    echo "| $name | $c | $r | $share | $p50 | $p99 |"
+    echo "| $name | $c | $r | $share | $p50 | $p99 | $cpu |"
   done
 done
 echo

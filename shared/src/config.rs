@@ -461,7 +461,9 @@ mod tests {
     #[test]
     fn errors_name_the_setting_and_never_quote_the_value() {
         let secret = "SuperSecret-vk_3f9a";
-        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+        // (file text, environment, what the error must say)
+        type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
             // A syntax error on the line holding a password.
             (
                 format!("[database]\nurl = \"postgres://app:{secret}@db/vault\" trailing\n"),

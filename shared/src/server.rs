@@ -9,7 +9,8 @@
 //!   the connection opens or the previous response was sent, so it also closes idle keep-alive
 //!   connections;
 //! - an **idle timeout** ([`conn`]): a connection that moves no byte either way for this long is
-//!   dropped, which catches a client that stops reading its responses;
+//!   dropped (within twice the timeout), which catches a client that stops reading its
+//!   responses;
 //! - a place under **max connections**: at the limit the loop stops accepting, so further
 //!   clients wait in the kernel's backlog instead of costing memory.
 //!
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -110,7 +111,7 @@ pub async fn serve(
             });
         connections.spawn(conn::serve_connection(
             Arc::clone(&builder),
-            TokioIo::new(stream),
+            stream,
             TowerToHyperService::new(service),
             options.idle_timeout,
             stop_rx.clone(),

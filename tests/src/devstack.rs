@@ -259,11 +259,16 @@ fn commands_sh(layout: &Layout, options: &Options) -> String {
 }
 
 /// Whether `key` is the live key of vault client `id`.
-fn vault_client_live(clients: &[vault::auth::ClientRecord], key: &ClientKey) -> bool {
+fn vault_client_live(
+    vault: &vault::service::Vault,
+    clients: &[vault::auth::ClientRecord],
+    key: &ClientKey,
+) -> bool {
     let hash = ApiKey::presented(&key.key).hash();
     clients.iter().any(|c| {
         c.id.as_str() == key.id
             && c.revoked_at.is_none()
+            && vault.is_authentic(c)
             && shared::ct::bytes_eq(&c.key_hash, &hash)
     })
 }
@@ -274,7 +279,18 @@ async fn ensure_vault_clients(
     config: &vault::config::VaultConfig,
     credentials: &mut Credentials,
 ) -> anyhow::Result<usize> {
-    let vault = vault::startup::open_vault(config).await.context(
+    let vault = match vault::startup::open_vault(config).await {
+        // A `.devstack` made before client rows were MACed: upgrade it, as an operator would
+        // with `vault upgrade` (it is a development stack, and its rows are its own).
+        Err(vault::service::VaultError::NeedsUpgrade) => {
+            let store = vault::startup::open_store(config).await?;
+            let provider = vault::crypto::FileKeyProvider::new(&config.keys.master_key_file);
+            vault::service::Vault::upgrade(store, &provider).await?;
+            vault::startup::open_vault(config).await
+        }
+        other => other,
+    }
+    .context(
         "opening the vault (vault.db with master.key); \
          if the key or the database was replaced, delete the directory to start over",
     )?;
@@ -290,7 +306,7 @@ async fn ensure_vault_clients(
     ] {
         if slot
             .as_ref()
-            .is_some_and(|k| vault_client_live(&clients, k))
+            .is_some_and(|k| vault_client_live(&vault, &clients, k))
         {
             continue;
         }

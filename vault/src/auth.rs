@@ -153,6 +153,23 @@ impl ClientRecord {
         out
     }
 
+    /// Whether `other` is this row, field for field (key hash and MAC compared in constant
+    /// time).
+    pub fn same_row(&self, other: &Self) -> bool {
+        let mac = match (&self.mac, &other.mac) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => true,
+            _ => false,
+        };
+        mac && self.id == other.id
+            && self.name == other.name
+            && self.tenant == other.tenant
+            && self.scopes == other.scopes
+            && shared::ct::bytes_eq(&self.key_hash, &other.key_hash)
+            && self.created_at == other.created_at
+            && self.revoked_at == other.revoked_at
+    }
+
     /// Sets the MAC for the row as it now is.
     pub fn seal(&mut self, key: &ClientKey) {
         self.mac = Some(key.mac(&self.encode()));

@@ -155,6 +155,9 @@ pub enum FailureReason {
     UnknownKey,
     /// A client row whose MAC does not verify: written or edited outside the vault.
     TamperedClient,
+    /// A revoked client's key, used past the address's limit (within it, each use is audited
+    /// on its own).
+    RevokedKey,
 }
 
 impl FailureReason {
@@ -164,6 +167,7 @@ impl FailureReason {
             Self::MissingKey => "missing API key",
             Self::UnknownKey => "unknown API key",
             Self::TamperedClient => "client row failed its integrity check",
+            Self::RevokedKey => "revoked API key",
         }
     }
 }
@@ -286,19 +290,31 @@ impl Limiter {
             _ => OVERFLOW,
         };
         if let Some(reason) = reason {
-            let mut tally = self.tally.lock();
-            let at_capacity = tally.failures.len() >= self.max_addresses;
-            let slot = if at_capacity && !tally.failures.contains_key(&(reason, key)) {
-                (reason, None)
-            } else {
-                (reason, key)
-            };
-            *tally.failures.entry(slot).or_default() += 1;
+            self.tally(reason, key);
         }
         match self.addresses.check_key(&bucket) {
             Ok(()) => Ok(()),
             Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
         }
+    }
+
+    /// Counts a failed authentication into the interval's tally only (its address was already
+    /// charged).
+    pub fn count_failure(&self, reason: FailureReason, addr: Option<IpAddr>) {
+        self.tally(reason, addr.map(normalize));
+    }
+
+    /// The tally is bounded like the limiter: past `max_tracked_addresses`, new addresses are
+    /// counted together.
+    fn tally(&self, reason: FailureReason, key: Option<IpAddr>) {
+        let mut tally = self.tally.lock();
+        let at_capacity = tally.failures.len() >= self.max_addresses;
+        let slot = if at_capacity && !tally.failures.contains_key(&(reason, key)) {
+            (reason, None)
+        } else {
+            (reason, key)
+        };
+        *tally.failures.entry(slot).or_default() += 1;
     }
 
     /// Takes the interval's tallies, leaving them empty, and forgets idle limiter state.

@@ -154,6 +154,40 @@ pub struct Tokenized {
 pub struct Vault {
     store: Arc<dyn Store>,
     keys: Arc<Keyring>,
+    verified: Arc<VerifiedClients>,
+}
+
+/// Client rows whose MAC this process has checked, as they were: a row read again field for
+/// field the same needs no second HMAC (a row changed in any field is checked afresh, so the
+/// cache never vouches for a row the vault did not write). Bounded: cleared when full.
+#[derive(Debug, Default)]
+struct VerifiedClients {
+    rows: parking_lot::RwLock<std::collections::HashMap<ClientId, ClientRecord>>,
+}
+
+/// Most rows [`VerifiedClients`] keeps.
+const VERIFIED_CLIENTS: usize = 10_000;
+
+impl VerifiedClients {
+    fn is_authentic(&self, keys: &Keyring, client: &ClientRecord) -> bool {
+        if self
+            .rows
+            .read()
+            .get(&client.id)
+            .is_some_and(|known| known.same_row(client))
+        {
+            return true;
+        }
+        if !client.is_authentic(keys.client()) {
+            return false;
+        }
+        let mut rows = self.rows.write();
+        if rows.len() >= VERIFIED_CLIENTS {
+            rows.clear();
+        }
+        rows.insert(client.id.clone(), client.clone());
+        true
+    }
 }
 
 /// Longest accepted detokenize purpose.
@@ -195,6 +229,7 @@ impl Vault {
         Ok(Self {
             store,
             keys: Arc::new(keys),
+            verified: Arc::default(),
         })
     }
 
@@ -221,6 +256,7 @@ impl Vault {
         Ok(Self {
             store,
             keys: Arc::new(keys),
+            verified: Arc::default(),
         })
     }
 
@@ -434,7 +470,7 @@ impl Vault {
         let Some(client) = self.store.client_by_key_hash(key.hash()).await? else {
             return Ok(AuthOutcome::Unknown);
         };
-        if !client.is_authentic(self.keys.client()) {
+        if !self.verified.is_authentic(&self.keys, &client) {
             tracing::error!(
                 client = %client.id,
                 "a client row failed its integrity check (written or edited outside the vault); its key is refused"

@@ -4,8 +4,7 @@
 //!
 //! - `task`: a panic inside a spawned task, as in a request handler, with the PAN in its message;
 //! - `main`: a panic on the command's own path, unwinding out of the runtime;
-//! - `abort`: `abort()` with the PAN in memory (a core dump would hold it);
-//! - `wait`: holds the PAN and waits, so a test can look at the process from outside.
+//! - `abort`: `abort()` with the PAN in memory (a core dump would hold it).
 //!
 //! The PAN comes from `PROBE_PAN`. `tests/tests/hardening.rs` runs it.
 #![forbid(unsafe_code)]
@@ -41,13 +40,7 @@ fn main() -> ExitCode {
                 }
                 "main" => probe_panic(&pan),
                 "abort" => std::process::abort(),
-                "wait" => {
-                    println!("probe ready");
-                    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
-                    drop(pan);
-                    Ok(ExitCode::SUCCESS)
-                }
-                _ => anyhow::bail!("usage: panic-probe task|main|abort|wait"),
+                _ => anyhow::bail!("usage: panic-probe task|main|abort"),
             }
         },
     )

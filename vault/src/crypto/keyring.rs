@@ -82,15 +82,21 @@ impl FingerprintKey {
 }
 
 /// The HMAC-SHA-256 key that chains audit events. Cheap to clone (shared).
+///
+/// It is kept as HMAC's keyed state (the hashes of key ⊕ ipad and key ⊕ opad) rather than as
+/// the key: every audited request links an event, and keying HMAC afresh costs two of the
+/// four or so SHA-256 blocks a link takes. That state is as secret as the key and lives as long;
+/// like the per-call state before it, the `hmac` crate does not zeroize it on drop. The raw
+/// key bytes are zeroized once keyed.
 #[derive(Clone)]
 pub struct AuditKey {
-    key: Arc<Zeroizing<[u8; 32]>>,
+    keyed: Arc<Hmac<Sha256>>,
 }
 
 impl AuditKey {
     /// `HMAC(key, previous link || event encoding)`.
     pub fn link(&self, previous: &[u8; 32], event: &[u8]) -> [u8; 32] {
-        let mut mac = hmac_sha256(&self.key);
+        let mut mac = (*self.keyed).clone();
         mac.update(previous);
         mac.update(event);
         mac.finalize().into_bytes().into()
@@ -100,16 +106,16 @@ impl AuditKey {
     /// outside the database cannot be forged or altered without this key. Domain-separated from
     /// the chain links.
     pub fn checkpoint_tag(&self, encoded: &[u8]) -> [u8; 32] {
-        let mut mac = hmac_sha256(&self.key);
+        let mut mac = (*self.keyed).clone();
         mac.update(b"vault.audit.checkpoint.v1");
         mac.update(encoded);
         mac.finalize().into_bytes().into()
     }
 
-    /// A key from raw bytes (tests and tools).
+    /// A key from raw bytes (tests and tools); the bytes are zeroized when dropped here.
     pub fn from_bytes(bytes: Zeroizing<[u8; 32]>) -> Self {
         Self {
-            key: Arc::new(bytes),
+            keyed: Arc::new(hmac_sha256(&bytes)),
         }
     }
 }

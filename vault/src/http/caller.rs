@@ -39,29 +39,35 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|k| !k.is_empty())
             .map(ApiKey::presented);
         let outcome = state.vault.authenticate(key.as_ref()).await?;
-        let reason = match outcome {
+        let peer = shared::server::peer_addr(parts).map(|a| a.ip());
+        let (reason, revoked) = match outcome {
             AuthOutcome::Client(client) => {
                 return Ok(Self {
                     context: Context::client(&client, request_id),
                     client,
                 });
             }
-            AuthOutcome::Revoked(client) => {
-                state.vault.record_revoked_use(&client, request_id).await?;
-                None
-            }
-            AuthOutcome::Missing => Some(FailureReason::MissingKey),
-            AuthOutcome::Unknown => Some(FailureReason::UnknownKey),
-            AuthOutcome::Tampered(_) => Some(FailureReason::TamperedClient),
+            AuthOutcome::Revoked(client) => (None, Some(client)),
+            AuthOutcome::Missing => (Some(FailureReason::MissingKey), None),
+            AuthOutcome::Unknown => (Some(FailureReason::UnknownKey), None),
+            AuthOutcome::Tampered(_) => (Some(FailureReason::TamperedClient), None),
         };
-        if reason.is_some() {
-            state.metrics.auth_failure_aggregated();
-        }
-        let peer = shared::server::peer_addr(parts).map(|a| a.ip());
-        let limited = state.limiter.note_failure(reason, peer);
-        match limited {
-            Ok(()) => Err(ApiError::Unauthorized),
+        // The address's budget first: within it a revoked key's use is audited on its own;
+        // past it, it is only counted like the rest, so no flood costs a write per request.
+        match state.limiter.note_failure(reason, peer) {
+            Ok(()) => {
+                if let Some(client) = revoked {
+                    state.vault.record_revoked_use(&client, request_id).await?;
+                } else {
+                    state.metrics.auth_failure_aggregated();
+                }
+                Err(ApiError::Unauthorized)
+            }
             Err(wait) => {
+                if revoked.is_some() {
+                    state.limiter.count_failure(FailureReason::RevokedKey, peer);
+                }
+                state.metrics.auth_failure_aggregated();
                 state.metrics.rate_limited(Operation::Unauthenticated);
                 Err(ApiError::rate_limited(wait))
             }

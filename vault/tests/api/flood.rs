@@ -48,6 +48,16 @@ async fn an_anonymous_flood_writes_nothing_per_request_and_is_limited_per_addres
         "{unauthorized} answered 401"
     );
     assert_eq!(unauthorized + limited, 200);
+    // A revoked key past the address's budget is counted, not written one by one.
+    let revoked = v.client("acme", ALL_SCOPES).await;
+    let revoked_id = v.admin.clients().await.unwrap().last().unwrap().id.clone();
+    v.admin.revoke_client(&revoked_id).await.unwrap();
+    let before = audit_rows(&v);
+    for _ in 0..5 {
+        let reply = v.detokenize(&revoked, &token).await;
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(audit_rows(&v), before);
     // A valid key from the same address is never limited by that.
     assert_eq!(v.detokenize(&owner, &token).await.status, StatusCode::OK);
 
@@ -61,7 +71,8 @@ async fn an_anonymous_flood_writes_nothing_per_request_and_is_limited_per_addres
         events,
         [
             "missing API key: 100 requests from 127.0.0.1 within 60 s",
-            "unknown API key: 100 requests from 127.0.0.1 within 60 s"
+            "unknown API key: 100 requests from 127.0.0.1 within 60 s",
+            "revoked API key: 5 requests from 127.0.0.1 within 60 s"
         ],
         "one event per reason and address, with the count"
     );

@@ -115,7 +115,9 @@ impl Stack {
             path("vault.toml"),
             format!(
                 "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n[database]\npath = \"{}\"\n\
-                 [keys]\nmaster_key_file = \"{}\"\n[log]\nfilter = \"warn\"\n",
+                 [keys]\nmaster_key_file = \"{}\"\n[log]\nfilter = \"warn\"\n\
+                 [limits]\ntokenize_per_second = 10000000\ntokenize_burst = 10000000\n\
+                 detokenize_per_second = 10000000\ndetokenize_burst = 10000000\n",
                 path("vault.db").display(),
                 path("master.key").display()
             ),
