@@ -16,9 +16,11 @@ use crate::crypto::AuditKey;
 
 pub mod checkpoint;
 mod head;
+mod history;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use head::{ChainHead, HeadMismatch, Link};
+pub use history::{ClientHistory, Disagreement};
 
 /// What was done.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize)]

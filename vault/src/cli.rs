@@ -142,6 +142,7 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
                 Some(n) => println!("added the client key; sealed {n} client rows"),
                 None => println!("nothing to upgrade"),
             }
+            checkpoint_cli_write(&open_vault(&config).await?, &config)?;
         }
         Command::Clients { command } => return clients(command, &config).await,
         Command::Audit {
@@ -203,18 +204,25 @@ async fn verify(
             }
         }
     }
-    Ok(match vault.verify_audit(&expected).await? {
-        Ok(verifier) => {
+    Ok(match vault.verify_audit_and_clients(&expected).await? {
+        Ok((verifier, disagreements)) if disagreements.is_empty() => {
             let head = verifier.last_link().map_or_else(
                 || "none".to_owned(),
                 |l| format!("{}:{}", l.seq, hex::encode(l.mac)),
             );
             println!(
-                "audit chain ok: {} events, head {head}; {} expected links held ({checkpoints} from checkpoints)",
+                "audit chain ok: {} events, head {head}; {} expected links held ({checkpoints} from checkpoints); client rows agree with it",
                 verifier.checked(),
                 expected.len(),
             );
             ExitCode::SUCCESS
+        }
+        Ok((_, disagreements)) => {
+            println!("audit chain ok, but client rows disagree with it:");
+            for d in disagreements {
+                println!("  {d}");
+            }
+            ExitCode::FAILURE
         }
         Err(broken) => {
             println!("{broken}");
@@ -234,6 +242,15 @@ fn parse_link(text: &str) -> Option<Link> {
     })
 }
 
+/// After a command wrote audit events: with `audit.checkpoint_file` set, a checkpoint of the
+/// head, so that cutting those events off (no running vault remembers them) is caught too.
+fn checkpoint_cli_write(vault: &Vault, config: &VaultConfig) -> anyhow::Result<()> {
+    if let Some(path) = &config.audit.checkpoint_file {
+        vault.write_checkpoint(path, None)?;
+    }
+    Ok(())
+}
+
 async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
     let vault = open_vault(config).await?;
     match command {
@@ -250,6 +267,7 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                 }
             };
             let (client, key) = vault.create_client(&name, &tenant, scopes).await?;
+            checkpoint_cli_write(&vault, config)?;
             println!("client_id: {}", client.id);
             println!("tenant:    {}", client.tenant);
             println!("scopes:    {}", client.scopes);
@@ -286,6 +304,7 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                 return Ok(ExitCode::from(EX_USAGE));
             };
             vault.revoke_client(&id).await?;
+            checkpoint_cli_write(&vault, config)?;
             println!("revoked {id}");
         }
     }

@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Rate limiters and refusal tallies.
     pub limiter: Arc<crate::limits::Limiter>,
+    /// The last readiness verdict.
+    pub readiness: Arc<health::Readiness>,
 }
 
 /// The vault-made id of the current request.

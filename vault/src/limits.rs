@@ -153,11 +153,9 @@ pub enum FailureReason {
     MissingKey,
     /// A key no client has.
     UnknownKey,
-    /// A client row whose MAC does not verify: written or edited outside the vault.
+    /// A client row whose MAC does not verify, or a revoked client's row restored as active:
+    /// written or edited outside the vault.
     TamperedClient,
-    /// A revoked client's key, used past the address's limit (within it, each use is audited
-    /// on its own).
-    RevokedKey,
 }
 
 impl FailureReason {
@@ -167,7 +165,6 @@ impl FailureReason {
             Self::MissingKey => "missing API key",
             Self::UnknownKey => "unknown API key",
             Self::TamperedClient => "client row failed its integrity check",
-            Self::RevokedKey => "revoked API key",
         }
     }
 }
@@ -298,10 +295,29 @@ impl Limiter {
         }
     }
 
-    /// Counts a failed authentication into the interval's tally only (its address was already
-    /// charged).
-    pub fn count_failure(&self, reason: FailureReason, addr: Option<IpAddr>) {
-        self.tally(reason, addr.map(normalize));
+    /// Counts a refusal of `client` into the interval's tally without consulting a limiter (a
+    /// revoked key used past its address's budget: counted under the client, so the event
+    /// names whose key is still in use).
+    pub fn count_client(&self, operation: Operation, client: &ClientRecord) {
+        let mut tally = self.tally.lock();
+        let refusals = tally.clients.entry(client.id.clone()).or_default();
+        refusals.tenant.clone_from(&client.tenant);
+        *refusals.counts.entry(operation).or_default() += 1;
+    }
+
+    /// Puts back counts that could not be written to the audit log, for the next report.
+    pub fn restore(&self, unwritten: Report) {
+        let mut tally = self.tally.lock();
+        for (client, refusals) in unwritten.clients {
+            let into = tally.clients.entry(client).or_default();
+            into.tenant = refusals.tenant;
+            for (op, n) in refusals.counts {
+                *into.counts.entry(op).or_default() += n;
+            }
+        }
+        for (key, n) in unwritten.failures {
+            *tally.failures.entry(key).or_default() += n;
+        }
     }
 
     /// The tally is bounded like the limiter: past `max_tracked_addresses`, new addresses are

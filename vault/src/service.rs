@@ -13,7 +13,8 @@ use shared::Pan;
 
 use crate::audit::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::audit::{
-    Action, AuditDraft, AuditEvent, BrokenLink, Expectations, Link, Outcome, Verifier,
+    Action, AuditDraft, AuditEvent, BrokenLink, ClientHistory, Disagreement, Expectations, Link,
+    Outcome, Verifier,
 };
 use crate::auth::{ClientRecord, Scope, Scopes, validate_label};
 use crate::clock::now_micros;
@@ -77,6 +78,9 @@ pub enum VaultError {
     /// The checkpoint file is unreadable, malformed or forged.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// `upgrade` found something the audit chain does not vouch for.
+    #[error("upgrade refused: {0}")]
+    UpgradeRefused(String),
 }
 
 /// How an API key fared. Only [`AuthOutcome::Client`] authenticates.
@@ -160,15 +164,37 @@ pub struct Vault {
 /// Client rows whose MAC this process has checked, as they were: a row read again field for
 /// field the same needs no second HMAC (a row changed in any field is checked afresh, so the
 /// cache never vouches for a row the vault did not write). Bounded: cleared when full.
+///
+/// Also the clients known to be revoked (from the audit log at start-up, and every revoked row
+/// seen since): a MAC proves the vault wrote a row once, not that it is the latest version, so
+/// a row restored from before its revocation would verify. Those ids stay refused.
 #[derive(Debug, Default)]
 struct VerifiedClients {
     rows: parking_lot::RwLock<std::collections::HashMap<ClientId, ClientRecord>>,
+    revoked: parking_lot::RwLock<std::collections::HashSet<ClientId>>,
+    /// The last `client.revoke` event read from the audit log.
+    revocations_read: std::sync::atomic::AtomicU64,
 }
 
 /// Most rows [`VerifiedClients`] keeps.
 const VERIFIED_CLIENTS: usize = 10_000;
 
 impl VerifiedClients {
+    /// Remembers revocations (ids that do not parse are ignored).
+    fn revoked<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut revoked = self.revoked.write();
+        revoked.extend(ids.into_iter().filter_map(ClientId::parse));
+    }
+
+    /// Whether an authentic row that says "active" belongs to a client known to be revoked.
+    fn revocation_undone(&self, client: &ClientRecord) -> bool {
+        if client.revoked_at.is_some() {
+            self.revoked(std::iter::once(client.id.as_str()));
+            return false;
+        }
+        self.revoked.read().contains(&client.id)
+    }
+
     fn is_authentic(&self, keys: &Keyring, client: &ClientRecord) -> bool {
         if self
             .rows
@@ -226,11 +252,34 @@ impl Vault {
             unwrap_keys(&master, &wrapped)?
         };
         store.adopt_head().await?;
-        Ok(Self {
+        let vault = Self {
             store,
             keys: Arc::new(keys),
             verified: Arc::default(),
-        })
+        };
+        vault.read_revocations().await?;
+        Ok(vault)
+    }
+
+    /// Reads the revocations the audit log gained since the last call, so that a revoked
+    /// client's row restored from before its revocation is refused (start-up reads them all; the
+    /// server then every second, which also covers revocations by the command line or other
+    /// replicas).
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    pub async fn read_revocations(&self) -> Result<(), VaultError> {
+        use std::sync::atomic::Ordering;
+        let after = self.verified.revocations_read.load(Ordering::Acquire);
+        let new = self.store.revocations_after(after).await?;
+        if let Some((last, _)) = new.last() {
+            self.verified
+                .revocations_read
+                .fetch_max(*last, Ordering::AcqRel);
+        }
+        self.verified.revoked(new.iter().map(|(_, id)| id.as_str()));
+        Ok(())
     }
 
     /// Opens an existing vault for reading (a store opened read-only): never makes keys.
@@ -284,9 +333,35 @@ impl Vault {
         wrapped.push(client_key.clone());
         let ring = Keyring::unwrap(&master, &wrapped)?;
         store.adopt_head().await?;
+        // Sealing trusts the rows: only those the verified audit chain vouches for are sealed,
+        // so a row slipped into the database (with the client key deleted to force an upgrade)
+        // is not.
+        let mut history = ClientHistory::default();
+        let verdict = walk_chain(
+            store.as_ref(),
+            ring.audit(),
+            &Expectations::default(),
+            &mut history,
+        )
+        .await?;
+        if let Err(broken) = verdict {
+            return Err(VaultError::UpgradeRefused(format!(
+                "{broken}; run `vault audit verify` and restore the database from a backup"
+            )));
+        }
+        if history.client_key_made() {
+            return Err(VaultError::UpgradeRefused(
+                "the audit log shows this database already had a client key, which is gone: someone deleted it; restore the database from a backup".to_owned(),
+            ));
+        }
         let mut macs = Vec::new();
         for mut client in store.clients().await? {
             if client.mac.is_none() {
+                if let Some(wrong) = history.check(&client) {
+                    return Err(VaultError::UpgradeRefused(format!(
+                        "{wrong}; nothing was changed"
+                    )));
+                }
                 client.seal(ring.client());
                 if let Some(mac) = client.mac {
                     macs.push((client.id.clone(), mac));
@@ -477,6 +552,13 @@ impl Vault {
             );
             return Ok(AuthOutcome::Tampered(client));
         }
+        if self.verified.revocation_undone(&client) {
+            tracing::error!(
+                client = %client.id,
+                "a revoked client's row says active (restored from before the revocation); its key is refused"
+            );
+            return Ok(AuthOutcome::Tampered(client));
+        }
         Ok(if client.revoked_at.is_some() {
             AuthOutcome::Revoked(client)
         } else {
@@ -503,18 +585,11 @@ impl Vault {
     }
 
     /// Writes one interval's refusals: one `rate.limited` event per limited client and one
-    /// `auth.fail` event per reason and source address, each with its count.
-    ///
-    /// # Errors
-    ///
-    /// An audit write failed (the rest are still attempted).
-    pub async fn record_refusals(
-        &self,
-        report: Report,
-        interval: Duration,
-    ) -> Result<(), VaultError> {
+    /// `auth.fail` event per reason and source address, each with its count. Returns what could
+    /// not be written (the caller keeps it for the next report rather than losing it).
+    pub async fn record_refusals(&self, report: Report, interval: Duration) -> Report {
         let secs = interval.as_secs().max(1);
-        let mut result = Ok(());
+        let mut unwritten = Report::default();
         for (client, refusals) in report.clients {
             let counts: Vec<String> = refusals
                 .counts
@@ -522,13 +597,14 @@ impl Vault {
                 .map(|(op, n)| format!("{}={n}", op.as_str()))
                 .collect();
             let mut draft = AuditDraft::new(client.as_str(), Action::RateLimited, Outcome::Denied);
-            draft.tenant = Some(refusals.tenant);
+            draft.tenant = Some(refusals.tenant.clone());
             draft.detail = Some(format!(
                 "refused by rate limits within {secs} s: {}",
                 counts.join(" ")
             ));
             if let Err(e) = self.audit(draft).await {
-                result = Err(e);
+                tracing::warn!(error = %e, "a rate-limit event could not be written; kept for the next report");
+                unwritten.clients.insert(client, refusals);
             }
         }
         for ((reason, addr), count) in report.failures {
@@ -539,10 +615,11 @@ impl Vault {
                 reason.as_str()
             ));
             if let Err(e) = self.audit(draft).await {
-                result = Err(e);
+                tracing::warn!(error = %e, "an authentication-failure event could not be written; kept for the next report");
+                unwritten.failures.insert((reason, addr), count);
             }
         }
-        result
+        unwritten
     }
 
     /// Creates an API client; the key is returned once and stored only as a hash.
@@ -642,6 +719,7 @@ impl Vault {
             .await
             .map_err(audited)?;
         if done {
+            self.verified.revoked(std::iter::once(id.as_str()));
             Ok(())
         } else {
             Err(VaultError::NotFound)
@@ -658,18 +736,40 @@ impl Vault {
         &self,
         expected: &Expectations,
     ) -> Result<Result<Verifier, BrokenLink>, VaultError> {
-        let mut verifier = Verifier::new(self.keys.audit().clone());
-        loop {
-            let page = self.store.audit_events(verifier.checked(), 1000).await?;
-            if page.is_empty() {
-                return Ok(expected.finish(verifier.checked()).map(|()| verifier));
-            }
-            for event in &page {
-                if let Err(broken) = verifier.check(event).and_then(|()| expected.check(event)) {
-                    return Ok(Err(broken));
-                }
-            }
-        }
+        let mut history = ClientHistory::default();
+        walk_chain(
+            self.store.as_ref(),
+            self.keys.audit(),
+            expected,
+            &mut history,
+        )
+        .await
+    }
+
+    /// [`Vault::verify_audit`], then every client row against what the verified chain says
+    /// about it (created as it is; not revoked if it is active).
+    ///
+    /// # Errors
+    ///
+    /// Storage failure (outer); the inner result is the verdict and the rows in disagreement.
+    pub async fn verify_audit_and_clients(
+        &self,
+        expected: &Expectations,
+    ) -> Result<Result<(Verifier, Vec<Disagreement>), BrokenLink>, VaultError> {
+        let mut history = ClientHistory::default();
+        let verdict = walk_chain(
+            self.store.as_ref(),
+            self.keys.audit(),
+            expected,
+            &mut history,
+        )
+        .await?;
+        let Ok(verifier) = verdict else {
+            return Ok(verdict.map(|v| (v, Vec::new())));
+        };
+        let clients = self.store.clients().await?;
+        let disagreements = clients.iter().filter_map(|c| history.check(c)).collect();
+        Ok(Ok((verifier, disagreements)))
     }
 
     /// The checkpoints in `path`, authenticated with this vault's audit key.
@@ -773,6 +873,29 @@ impl Vault {
             .append_audit(self.keys.audit(), draft)
             .await
             .map_err(audited)
+    }
+}
+
+/// Walks the chain from the first event, checking every link and every expected link, and
+/// feeds the verified events to `history`.
+async fn walk_chain(
+    store: &dyn Store,
+    key: &crate::crypto::AuditKey,
+    expected: &Expectations,
+    history: &mut ClientHistory,
+) -> Result<Result<Verifier, BrokenLink>, VaultError> {
+    let mut verifier = Verifier::new(key.clone());
+    loop {
+        let page = store.audit_events(verifier.checked(), 1000).await?;
+        if page.is_empty() {
+            return Ok(expected.finish(verifier.checked()).map(|()| verifier));
+        }
+        for event in &page {
+            if let Err(broken) = verifier.check(event).and_then(|()| expected.check(event)) {
+                return Ok(Err(broken));
+            }
+            history.observe(event);
+        }
     }
 }
 

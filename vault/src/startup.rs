@@ -132,6 +132,7 @@ impl Application {
                 }),
                 metrics: Arc::new(Metrics::default()),
                 limiter: Arc::new(Limiter::new(&config.limits)),
+                readiness: Arc::default(),
             },
             serve: ServeOptions::from_config(&config.server),
             sweep_interval: Duration::from_secs(config.tokens.sweep_interval_seconds),
@@ -155,7 +156,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then gives in-flight requests the configured grace
-    /// period. Background work: the sweeper, the refusal reports, the checkpoints. At the end
+    /// period. Background work: the sweeper, the revocation watch, the refusal reports, the
+    /// checkpoints. At the end
     /// the last refusals are reported and a last checkpoint is written.
     ///
     /// # Errors
@@ -168,10 +170,15 @@ impl Application {
         let vault = self.state.vault.clone();
         let limiter = Arc::clone(&self.state.limiter);
         let sweeper = tokio::spawn(sweep(vault.clone(), self.sweep_interval));
+        let revocations = tokio::spawn(watch_revocations(vault.clone()));
+        // The reporter is told to stop, not aborted: cut mid-report, it would lose the counts
+        // it had taken.
+        let (stop_reporting, reporting) = tokio::sync::watch::channel(false);
         let reporter = tokio::spawn(report(
             vault.clone(),
             Arc::clone(&limiter),
             self.report_interval,
+            reporting,
         ));
         let last_checkpoint = Arc::new(parking_lot::Mutex::new(None));
         let checkpointer = self.checkpoints.clone().map(|(path, every)| {
@@ -186,15 +193,21 @@ impl Application {
             .await
             .map_err(StartupError::Serve);
         sweeper.abort();
-        reporter.abort();
+        revocations.abort();
+        let _ = stop_reporting.send(true);
+        let _ = reporter.await;
         if let Some(task) = checkpointer {
             task.abort();
         }
-        if let Err(e) = vault
+        let unwritten = vault
             .record_refusals(limiter.drain(), self.report_interval)
-            .await
-        {
-            tracing::error!(error = %e, "could not write the last rate-limit and authentication-failure events");
+            .await;
+        if !unwritten.is_empty() {
+            tracing::error!(
+                clients = unwritten.clients.len(),
+                failures = unwritten.failures.len(),
+                "could not write the last rate-limit and authentication-failure events"
+            );
         }
         if let Some((path, _)) = &self.checkpoints {
             let previous = *last_checkpoint.lock();
@@ -203,6 +216,21 @@ impl Application {
             }
         }
         result
+    }
+}
+
+/// How often the audit log is asked for revocations made elsewhere (the command line, other
+/// replicas): one indexed query that usually finds nothing.
+const REVOCATION_POLL: Duration = Duration::from_secs(1);
+
+async fn watch_revocations(vault: Vault) {
+    let mut ticker = tokio::time::interval(REVOCATION_POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = vault.read_revocations().await {
+            tracing::warn!(error = %e, "reading revocations from the audit log failed");
+        }
     }
 }
 
@@ -220,18 +248,27 @@ async fn sweep(vault: Vault, every: Duration) {
 }
 
 /// Every interval, the refusals counted since the last one become audit events.
-async fn report(vault: Vault, limiter: Arc<Limiter>, every: Duration) {
+async fn report(
+    vault: Vault,
+    limiter: Arc<Limiter>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
         let report = limiter.drain();
         if report.is_empty() {
             continue;
         }
-        if let Err(e) = vault.record_refusals(report, every).await {
-            tracing::error!(error = %e, "could not write rate-limit and authentication-failure events");
+        let unwritten = vault.record_refusals(report, every).await;
+        if !unwritten.is_empty() {
+            limiter.restore(unwritten);
         }
     }
 }

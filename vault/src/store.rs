@@ -210,6 +210,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The stored MAC of audit event `seq`.
     async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError>;
 
+    /// `(seq, client id)` of the granted `client.revoke` events after `after`, in order
+    /// (unverified: the chain's MACs are checked by `audit verify`; here an attacker could
+    /// only remove one).
+    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>, StoreError>;
+
     /// True when there are no tokens, clients or audit events (a new database).
     async fn is_empty(&self) -> Result<bool, StoreError>;
 

@@ -19,3 +19,7 @@ ALTER TABLE keys_new RENAME TO keys;
 -- NULL only in rows written before this migration; such a row authenticates nothing until
 -- `vault upgrade` MACs it.
 ALTER TABLE clients ADD COLUMN mac BLOB;
+
+-- Revocations are read at start-up, so that a client row restored from before its revocation
+-- is still refused (its MAC, from the vault's own earlier write, would verify).
+CREATE INDEX audit_events_client_revoke ON audit_events (seq) WHERE action = 'client.revoke';

@@ -88,8 +88,9 @@ impl ChainHead {
     }
 
     /// Checks the stored chain against `known`, the head the caller took from [`Self::known`]
-    /// (a snapshot: other tasks may advance the head meanwhile, and the older link must hold
-    /// as well). `stored` is the stored head; `mac_at_known` the stored MAC at `known`'s
+    /// *before* reading the stored chain (a snapshot: other tasks may advance the head
+    /// meanwhile, and the older link must hold as well; taken after the read, a commit in
+    /// between would make the stored head look behind). `stored` is the stored head; `mac_at_known` the stored MAC at `known`'s
     /// sequence number (needed only when the stored head is past it; `None` when there is no
     /// such event).
     ///

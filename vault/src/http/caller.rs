@@ -64,8 +64,10 @@ impl FromRequestParts<AppState> for Caller {
                 Err(ApiError::Unauthorized)
             }
             Err(wait) => {
-                if revoked.is_some() {
-                    state.limiter.count_failure(FailureReason::RevokedKey, peer);
+                if let Some(client) = &revoked {
+                    state
+                        .limiter
+                        .count_client(Operation::Unauthenticated, client);
                 }
                 state.metrics.auth_failure_aggregated();
                 state.metrics.rate_limited(Operation::Unauthenticated);

@@ -739,6 +739,28 @@ impl Store for PgStore {
             .transpose()
     }
 
+    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        let client = self.conn().await?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, detail FROM audit_events WHERE action = 'client.revoke' AND seq > $1 \
+                 AND outcome = 'granted' AND detail IS NOT NULL ORDER BY seq",
+            )
+            .await?;
+        client
+            .query(&stmt, &[&after])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    u64::try_from(r.try_get::<_, i64>(0)?).unwrap_or(0),
+                    r.try_get::<_, String>(1)?,
+                ))
+            })
+            .collect()
+    }
+
     async fn is_empty(&self) -> Result<bool, StoreError> {
         let client = self.conn().await?;
         let any: bool = client
@@ -764,6 +786,9 @@ impl Store for PgStore {
         // row inserted and rolled back (the transaction is dropped uncommitted). No audit lock:
         // nothing is chained.
         let tx = client.transaction().await?;
+        // The snapshot of the remembered head first: a commit of this process between the two
+        // reads would otherwise make the stored head look behind it.
+        let known = self.head.known();
         let last = tx
             .query_opt(
                 "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
@@ -772,7 +797,6 @@ impl Store for PgStore {
             .await?
             .map(|r| link_of(&r))
             .transpose()?;
-        let known = self.head.known();
         let mac_at_known = match (known, last) {
             (Some(k), Some(s)) if s.seq > k.seq => {
                 let seq = i64::try_from(k.seq).map_err(|_| StoreError::Corrupt("audit seq"))?;

@@ -158,9 +158,10 @@ struct Appender {
 
 impl Appender {
     fn append(&mut self, tx: &Transaction<'_>, draft: AuditDraft) -> Result<(), StoreError> {
+        // The remembered head before the stored one, always (see `ChainHead::check`).
+        let known = self.head.known();
         let stored = stored_head(tx)?;
         if !self.checked {
-            let known = self.head.known();
             let mac_at_known = match (known, stored) {
                 (Some(k), Some(s)) if s.seq > k.seq => mac_at(tx, k.seq)?,
                 _ => None,
@@ -642,6 +643,26 @@ impl Store for SqliteStore {
         self.read(move |conn| mac_at(conn, seq)).await
     }
 
+    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, detail FROM audit_events WHERE action = 'client.revoke' AND seq > ?1 \
+                 AND outcome = 'granted' AND detail IS NOT NULL ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([after], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, id)| (u64::try_from(seq).unwrap_or(0), id))
+                .collect())
+        })
+        .await
+    }
+
     async fn is_empty(&self) -> Result<bool, StoreError> {
         self.read(|conn| {
             let any: bool = conn.query_row(
@@ -676,8 +697,8 @@ impl Store for SqliteStore {
         self.pool
             .transaction(move |tx| {
                 // The chain must still hold what this vault wrote ...
-                let stored = stored_head(tx)?;
                 let known = head.known();
+                let stored = stored_head(tx)?;
                 let mac_at_known = match (known, stored) {
                     (Some(k), Some(s)) if s.seq > k.seq => mac_at(tx, k.seq)?,
                     _ => None,

@@ -1,6 +1,6 @@
 //! The audit trail: the chain verifies, and detokenize fails closed when it cannot be written.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 
 use crate::helpers::{ALL_SCOPES, TestVault, assert_no_pan};
 
@@ -64,6 +64,5 @@ async fn detokenize_fails_closed_when_the_audit_log_cannot_be_written() {
         .execute_batch("DROP TRIGGER audit_down;")
         .unwrap();
     assert_eq!(v.detokenize(&key, &token).await.status, StatusCode::OK);
-    let reply = v.call(Method::GET, "/readyz", None, None).await;
-    assert_eq!(reply.status, StatusCode::OK);
+    v.wait_readyz(StatusCode::OK).await;
 }

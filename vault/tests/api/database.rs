@@ -116,10 +116,7 @@ async fn pci_17_a_running_vault_refuses_to_append_to_a_truncated_chain() {
     for _ in 0..3 {
         assert_eq!(v.detokenize(&key, &token).await.status, StatusCode::OK);
     }
-    assert_eq!(
-        v.call(Method::GET, "/readyz", None, None).await.status,
-        StatusCode::OK
-    );
+    v.wait_readyz(StatusCode::OK).await;
     let db = v.raw_db();
     let head: i64 = db
         .query_row("SELECT max(seq) FROM audit_events", [], |r| r.get(0))
@@ -140,8 +137,7 @@ async fn pci_17_a_running_vault_refuses_to_append_to_a_truncated_chain() {
         v.tokenize(&key, "5555555555554444").await.code(),
         "audit_unavailable"
     );
-    let ready = v.call(Method::GET, "/readyz", None, None).await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    v.wait_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
     let after: i64 = db
         .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
         .unwrap();
@@ -156,4 +152,57 @@ async fn pci_17_a_running_vault_refuses_to_append_to_a_truncated_chain() {
     );
     let log = String::from_utf8_lossy(&logs()).into_owned();
     assert!(log.contains("AUDIT CHAIN TAMPERING"));
+}
+
+/// A MAC proves the vault wrote a row once, not that it is the latest version: someone who kept
+/// a client's row from before its revocation (a backup, a read) writes it back. The running
+/// vault refuses the key anyway (it reads revocations from the audit log), and `audit verify`
+/// reports the row.
+#[tokio::test]
+async fn a_row_restored_from_before_its_revocation_is_refused() {
+    let v = TestVault::spawn().await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    let token = v.token_for(&key, "4242424242424242").await;
+    let id = v.admin.clients().await.unwrap().last().unwrap().id.clone();
+    let db = v.raw_db();
+    db.execute_batch("CREATE TABLE saved_clients AS SELECT * FROM clients;")
+        .unwrap();
+    // Revoked elsewhere (the command line's own process), and the old row put straight back,
+    // before the server ever saw the revoked one.
+    v.admin.revoke_client(&id).await.unwrap();
+    db.execute_batch("DELETE FROM clients; INSERT INTO clients SELECT * FROM saved_clients;")
+        .unwrap();
+    let row = v.admin.clients().await.unwrap().pop().unwrap();
+    assert!(
+        row.revoked_at.is_none() && v.admin.is_authentic(&row),
+        "the old row verifies"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let reply = v.detokenize(&key, &token).await;
+        if reply.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked key still works: {}",
+            reply.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = String::from_utf8_lossy(&logs()).into_owned();
+    assert!(log.contains("a revoked client's row says active"));
+    let (_, disagreements) = v
+        .admin
+        .verify_audit_and_clients(&Default::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(disagreements.len(), 1, "{disagreements:?}");
+    assert!(
+        disagreements[0]
+            .to_string()
+            .contains("revoked in the audit chain")
+    );
 }

@@ -231,6 +231,23 @@ impl TestVault {
         .await
     }
 
+    /// Polls `/readyz` until it answers `want`. A verdict is reused for up to a second, so a
+    /// change shows within about that; the deadline only bounds a hang.
+    pub(crate) async fn wait_readyz(&self, want: StatusCode) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let status = self.call(Method::GET, "/readyz", None, None).await.status;
+            if status == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/readyz stayed {status}, not {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Opens the database directly, as an attacker or a disk fault would.
     pub(crate) fn raw_db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.db_path()).unwrap()

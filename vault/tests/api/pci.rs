@@ -113,6 +113,7 @@ async fn pci_16_an_audit_outage_fails_closed_and_recovers() {
             "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
         )
         .unwrap();
+    v.wait_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
     for _ in 0..3 {
         let ready = v.call(Method::GET, "/readyz", None, None).await;
         assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -135,10 +136,7 @@ async fn pci_16_an_audit_outage_fails_closed_and_recovers() {
     v.raw_db()
         .execute_batch("DROP TRIGGER audit_down;")
         .unwrap();
-    assert_eq!(
-        v.call(Method::GET, "/readyz", None, None).await.status,
-        StatusCode::OK
-    );
+    v.wait_readyz(StatusCode::OK).await;
     assert_eq!(v.detokenize(&key, &token).await.status, StatusCode::OK);
     assert_eq!(
         v.tokenize(&key, "5555555555554444").await.status,

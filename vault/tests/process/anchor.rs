@@ -235,12 +235,28 @@ fn reading_commands_open_the_database_read_only() {
     assert!(before == files(), "a reading command changed the database");
 }
 
-#[tokio::test]
-async fn an_older_database_is_upgraded_only_on_purpose() {
+/// A vault directory holding the fixture database an older vault made (tests/fixtures/legacy).
+fn legacy_vault() -> VaultDir {
     let vault = VaultDir::new();
-    let (_, key) = vault.client("acme", ALL_SCOPES);
-    // What a database from before client MACs looks like after the migration.
-    vault.sql("DELETE FROM keys WHERE purpose = 'client'; UPDATE clients SET mac = NULL;");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy");
+    for f in ["vault.db-wal", "vault.db-shm"] {
+        let _ = std::fs::remove_file(vault.path(f));
+    }
+    std::fs::copy(fixtures.join("vault.db"), vault.path("vault.db")).unwrap();
+    std::fs::copy(fixtures.join("master.key"), vault.path("master.key")).unwrap();
+    for f in ["vault.db", "master.key"] {
+        std::fs::set_permissions(
+            vault.path(f),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    vault
+}
+
+#[test]
+fn an_older_database_is_upgraded_only_on_purpose() {
+    let vault = legacy_vault();
     let out = vault.command(&["serve"]).output().unwrap();
     assert!(!out.status.success());
     assert!(
@@ -250,12 +266,87 @@ async fn an_older_database_is_upgraded_only_on_purpose() {
     );
     let (code, out, err) = vault.outcome(&["upgrade"]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("sealed 1 client rows"), "{out}");
+    assert!(out.contains("sealed 2 client rows"), "{out}");
     let (_, out, _) = vault.outcome(&["upgrade"]);
     assert!(out.contains("nothing to upgrade"), "{out}");
-    let server = vault.serve();
-    some_events(&server.base, &key, 1).await;
-    drop(server);
+    let (code, out, _) = vault.outcome(&["clients", "list"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.matches("active").count(), 1, "{out}");
+    assert_eq!(out.matches("revoked").count(), 1, "{out}");
     let (code, out, _) = vault.outcome(&["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("client rows agree"), "{out}");
+}
+
+/// Upgrade seals the rows it finds, so an attacker with the database would slip a row in and
+/// make the vault ask for an upgrade. It seals only rows the verified audit chain vouches for.
+#[test]
+fn upgrade_refuses_rows_the_audit_chain_does_not_vouch_for() {
+    // A row slipped into an older database before its upgrade.
+    let vault = legacy_vault();
+    vault.sql(
+        "INSERT INTO clients (id, name, tenant, scopes, key_hash, created_at, revoked_at)
+         VALUES ('cli_0000000000000000Forged', 'ops', 'acme', 'tokens:detokenize', x'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 0, NULL);",
+    );
+    let (code, _, err) = vault.outcome(&["upgrade"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cli_0000000000000000Forged: no client.create event"),
+        "{err}"
+    );
+    let err = vault.outcome(&["serve"]).2;
+    assert!(
+        err.contains("run `vault upgrade` once"),
+        "nothing was upgraded: {err}"
+    );
+
+    // A revocation undone in an older database before its upgrade.
+    let vault = legacy_vault();
+    vault.sql("UPDATE clients SET revoked_at = NULL;");
+    let (code, _, err) = vault.outcome(&["upgrade"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("revoked in the audit chain"), "{err}");
+
+    // A current database whose client key was deleted to force an upgrade.
+    let vault = VaultDir::new();
+    let _ = vault.client("acme", ALL_SCOPES);
+    vault.sql(
+        "DELETE FROM keys WHERE purpose = 'client'; UPDATE clients SET mac = NULL;
+         INSERT INTO clients (id, name, tenant, scopes, key_hash, created_at, revoked_at)
+         VALUES ('cli_0000000000000000Forged', 'ops', 'acme', 'tokens:detokenize', x'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 0, NULL);",
+    );
+    let (code, _, err) = vault.outcome(&["upgrade"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already had a client key"), "{err}");
+}
+
+/// Commands write checkpoints too: a revocation made by the command line, cut off the end of
+/// the log together with the row put back as it was, is caught by `audit verify` (no running
+/// vault remembers that event).
+#[test]
+fn command_line_writes_are_checkpointed() {
+    let vault = VaultDir::new();
+    vault.configure(&format!(
+        "[audit]\ncheckpoint_file = \"{}\"\n",
+        vault.path("checkpoints.jsonl").display()
+    ));
+    let (id, _) = vault.client("acme", ALL_SCOPES);
+    vault.sql("CREATE TABLE saved AS SELECT * FROM clients;");
+    assert!(vault.run(&["clients", "revoke", &id]).status.success());
+    let lines = std::fs::read_to_string(vault.path("checkpoints.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(
+        lines.lines().last().unwrap().starts_with("{\"seq\":3,"),
+        "{lines}"
+    );
+    vault.sql(
+        "DELETE FROM audit_events WHERE seq = 3;
+         DELETE FROM clients; INSERT INTO clients SELECT * FROM saved; DROP TABLE saved;",
+    );
+    let (code, out, _) = vault.outcome(&["audit", "verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("broken at event 3") && out.contains("cut off the end"),
+        "{out}"
+    );
 }

@@ -119,4 +119,5 @@ conformance!(
     a_refused_write_fails_alone_among_concurrent_ones,
     the_store_refuses_to_append_after_the_chain_was_cut,
     the_store_refuses_to_append_after_its_last_event_changed,
+    readiness_beside_concurrent_writes_never_latches,
 );

@@ -421,6 +421,37 @@ pub(crate) async fn the_store_refuses_to_append_after_the_chain_was_cut(b: Backe
         .unwrap();
 }
 
+/// Readiness checks run beside a stream of concurrent writes (and another store's) never
+/// mistake this process's own progress for tampering.
+pub(crate) async fn readiness_beside_concurrent_writes_never_latches(b: Backend) {
+    let (store, other) = (b.open().await, b.open().await);
+    let (keys, _) = keyring();
+    let keys = Arc::new(keys);
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let store = if i % 4 == 3 {
+            Arc::clone(&other)
+        } else {
+            Arc::clone(&store)
+        };
+        let keys = Arc::clone(&keys);
+        tasks.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                store.check_ready().await
+            } else {
+                store
+                    .append_audit(keys.audit(), draft(Action::TokenRead))
+                    .await
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    store.check_ready().await.unwrap();
+    other.check_ready().await.unwrap();
+}
+
 /// A last event rewritten in place (same sequence number, another MAC) is caught too.
 pub(crate) async fn the_store_refuses_to_append_after_its_last_event_changed(b: Backend) {
     let store = b.open().await;
