@@ -75,6 +75,11 @@ pub enum VaultError {
         "audit checkpoint: the chain does not hold event {0} as the checkpoint file recorded it (events were cut off or the database was replaced); run `vault audit verify`, and move the checkpoint file aside only once you know why"
     )]
     CheckpointMismatch(u64),
+    /// The database is empty but the checkpoint file records a chain.
+    #[error(
+        "audit checkpoint: the database is empty, but the checkpoint file records an audit chain: the database was replaced or wiped; restore it from a backup, and move the checkpoint file aside only once you know why"
+    )]
+    CheckpointsWithoutChain,
     /// The checkpoint file is unreadable, malformed or forged.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),

@@ -110,7 +110,17 @@ impl Application {
     ///
     /// See [`StartupError`].
     pub async fn build(config: &VaultConfig) -> Result<Self, StartupError> {
-        let vault = open_vault(config).await?;
+        let store = open_store(config).await.map_err(VaultError::from)?;
+        if let Some(path) = &config.audit.checkpoint_file {
+            // An empty database where checkpoints say there was a chain: replaced or wiped.
+            // Refused before any key is made for it.
+            let recorded = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+            if recorded && store.is_empty().await.map_err(VaultError::from)? {
+                return Err(VaultError::CheckpointsWithoutChain.into());
+            }
+        }
+        let provider = FileKeyProvider::new(&config.keys.master_key_file);
+        let vault = Vault::open(store, &provider).await?;
         if let Some(path) = &config.audit.checkpoint_file {
             vault.check_latest_checkpoint(path).await?;
         }

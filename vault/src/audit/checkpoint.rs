@@ -154,7 +154,17 @@ pub fn read_file(path: &Path, key: &AuditKey) -> Result<Vec<Checkpoint>, Checkpo
             });
         }
     };
-    text.lines()
+    // A last line without its newline is one a crash cut short while it was being written: it
+    // never reached the disk whole, so it is not a checkpoint (every whole line must be one).
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    if whole.len() < text.len() {
+        tracing::warn!(path = %path.display(), "the audit checkpoint file ends in a partial line (a crash while writing?); ignoring it");
+    }
+    whole
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| Checkpoint::from_line(l, i + 1, key))
@@ -200,6 +210,14 @@ mod tests {
         assert!(read_file(&path, &key).unwrap().is_empty());
         cp.append_to(&path, &key).unwrap();
         cp.append_to(&path, &key).unwrap();
+        assert_eq!(read_file(&path, &key).unwrap(), vec![cp, cp]);
+        // A line cut short by a crash is not a checkpoint, and does not make the file unreadable.
+        let torn = &cp.to_line(&key)[..40];
+        std::fs::write(
+            &path,
+            format!("{}{torn}", std::fs::read_to_string(&path).unwrap()),
+        )
+        .unwrap();
         assert_eq!(read_file(&path, &key).unwrap(), vec![cp, cp]);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

@@ -101,6 +101,24 @@ async fn pci_17_truncation_is_detected_by_checkpoints_and_expected_heads() {
     ]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("cut off the end"), "{out}");
+    // A wiped database is refused too, before any key is made for it.
+    let out = vault
+        .command(&["serve"])
+        .env("VAULT__DATABASE__PATH", vault.path("wiped.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the database is empty, but the checkpoint file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: i64 = rusqlite::Connection::open(vault.path("wiped.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 0, "keys were made for the wiped database");
     // And the vault refuses to start on it.
     let out = vault.command(&["serve"]).output().unwrap();
     assert!(!out.status.success());
