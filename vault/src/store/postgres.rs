@@ -112,6 +112,22 @@ impl PgStore {
         })
     }
 
+    /// The one client a point query on `query` (one parameter) finds.
+    async fn one_client(
+        &self,
+        query: &'static str,
+        param: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client.prepare_cached(query).await?;
+        client
+            .query_opt(&stmt, &[param])
+            .await?
+            .as_ref()
+            .map(client_from_row)
+            .transpose()
+    }
+
     /// Commits `tx` and remembers `chain`'s head as this store's.
     async fn commit(&self, tx: Transaction<'_>, chain: &Chain) -> Result<(), StoreError> {
         tx.commit().await?;
@@ -368,6 +384,22 @@ async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<()
     Ok(())
 }
 
+async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &k.purpose.as_str(),
+            &i64::from(k.version),
+            &k.sealed.algorithm,
+            &k.sealed.nonce.as_slice(),
+            &k.sealed.ciphertext,
+            &k.created_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The client columns in [`client_from_row`]'s order.
 macro_rules! client_columns {
     () => {
@@ -435,18 +467,7 @@ impl Store for PgStore {
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
         for k in &keys {
-            tx.execute(
-                "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &k.purpose.as_str(),
-                    &i64::from(k.version),
-                    &k.sealed.algorithm,
-                    &k.sealed.nonce.as_slice(),
-                    &k.sealed.ciphertext,
-                    &k.created_at,
-                ],
-            )
-            .await?;
+            insert_key(&tx, k).await?;
         }
         insert_events(&tx, &[chain.link(audit, draft)]).await?;
         self.commit(tx, &chain).await?;
@@ -565,20 +586,12 @@ impl Store for PgStore {
         &self,
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                client_columns!(),
-                " FROM clients WHERE key_hash = $1"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&key_hash.as_slice()])
-            .await?
-            .as_ref()
-            .map(client_from_row)
-            .transpose()
+        let query = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM clients WHERE key_hash = $1"
+        );
+        self.one_client(query, &key_hash.as_slice()).await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
@@ -638,18 +651,7 @@ impl Store for PgStore {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
-        tx.execute(
-            "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &key.purpose.as_str(),
-                &i64::from(key.version),
-                &key.sealed.algorithm,
-                &key.sealed.nonce.as_slice(),
-                &key.sealed.ciphertext,
-                &key.created_at,
-            ],
-        )
-        .await?;
+        insert_key(&tx, &key).await?;
         for (id, mac) in &macs {
             tx.execute(
                 "UPDATE clients SET mac = $2 WHERE id = $1 AND mac IS NULL",
@@ -662,20 +664,8 @@ impl Store for PgStore {
     }
 
     async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                client_columns!(),
-                " FROM clients WHERE id = $1"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&id.as_str()])
-            .await?
-            .as_ref()
-            .map(client_from_row)
-            .transpose()
+        let query = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = $1");
+        self.one_client(query, &id.as_str()).await
     }
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {

@@ -287,6 +287,33 @@ fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError>
     Ok(())
 }
 
+fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        k.purpose.as_str(),
+        k.version,
+        k.sealed.algorithm,
+        k.sealed.nonce.as_slice(),
+        k.sealed.ciphertext,
+        k.created_at
+    ])?;
+    Ok(())
+}
+
+/// The one client a point query on `query` (one parameter) finds.
+fn one_client(
+    conn: &Connection,
+    query: &'static str,
+    param: &dyn rusqlite::ToSql,
+) -> Result<Option<ClientRecord>, StoreError> {
+    conn.prepare_cached(query)?
+        .query_row([param], |r| Ok(client_from_row(r)))
+        .optional()?
+        .transpose()
+}
+
 fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
     let id: String = r.get(0)?;
     let scopes: String = r.get(3)?;
@@ -364,21 +391,11 @@ impl Store for SqliteStore {
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
         self.audited(audit, move |tx, appender| {
-                for k in &keys {
-                    tx.execute(
-                        "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![
-                            k.purpose.as_str(),
-                            k.version,
-                            k.sealed.algorithm,
-                            k.sealed.nonce.as_slice(),
-                            k.sealed.ciphertext,
-                            k.created_at
-                        ],
-                    )?;
-                }
-                appender.append(tx, draft)
-            })
+            for k in &keys {
+                insert_key(tx, k)?;
+            }
+            appender.append(tx, draft)
+        })
         .await
     }
 
@@ -524,14 +541,12 @@ impl Store for SqliteStore {
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
         self.lookup(move |conn| {
-            conn.prepare_cached(concat!(
+            let query = concat!(
                 "SELECT ",
                 client_columns!(),
                 " FROM clients WHERE key_hash = ?1"
-            ))?
-            .query_row([key_hash.as_slice()], |r| Ok(client_from_row(r)))
-            .optional()?
-            .transpose()
+            );
+            one_client(conn, query, &key_hash.as_slice())
         })
         .await
     }
@@ -539,14 +554,8 @@ impl Store for SqliteStore {
     async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
         let id = id.clone();
         self.lookup(move |conn| {
-            conn.prepare_cached(concat!(
-                "SELECT ",
-                client_columns!(),
-                " FROM clients WHERE id = ?1"
-            ))?
-            .query_row([id.as_str()], |r| Ok(client_from_row(r)))
-            .optional()?
-            .transpose()
+            let query = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1");
+            one_client(conn, query, &id.as_str())
         })
         .await
     }
@@ -602,17 +611,7 @@ impl Store for SqliteStore {
         draft: AuditDraft,
     ) -> Result<(), StoreError> {
         self.audited(audit, move |tx, appender| {
-            tx.execute(
-                "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    key.purpose.as_str(),
-                    key.version,
-                    key.sealed.algorithm,
-                    key.sealed.nonce.as_slice(),
-                    key.sealed.ciphertext,
-                    key.created_at
-                ],
-            )?;
+            insert_key(tx, &key)?;
             for (id, mac) in &macs {
                 tx.execute(
                     "UPDATE clients SET mac = ?2 WHERE id = ?1 AND mac IS NULL",
