@@ -1,14 +1,15 @@
-//! End-to-end test helpers. The scenarios that drive the vault, the proxy and the Bank 131 sandbox
-//! together as separate processes will live here (`spawn_vault`, `spawn_proxy`,
-//! `spawn_sandbox`); the vault's own process-level tests are in `vault/tests/`.
+//! End-to-end test helpers: [`stack`] runs the vault, the proxy and the Bank 131 sandbox as
+//! separate processes for the end-to-end tests and the payout bench, with readiness from the
+//! processes ([`ready`]); the vault's own process-level tests are in `vault/tests/`.
 //!
 //! [`sandbox`] is the Bank 131 emulator (library and the `bank131-sandbox` binary); see
-//! `tests/SANDBOX.md`.
+//! `tests/SANDBOX.md`. [`devstack`] is the one-command local stack.
 #![forbid(unsafe_code)]
 
 pub mod devstack;
 pub mod ready;
 pub mod sandbox;
+pub mod stack;
 
 /// Canary card numbers for boundary tests: well-known test PANs of several brands and lengths.
 pub const CANARY_PANS: &[&str] = &[

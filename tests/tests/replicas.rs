@@ -10,9 +10,7 @@
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,89 +19,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
+use tests::stack::{Process, Sandbox, SandboxSpec, field, free_port, run_cli, with_schema};
 
 const TENANT: &str = "acme";
 const PROJECT: &str = "replicas";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn with_schema(url: &str, schema: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
-}
-
-fn field(stdout: &str, name: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .map(|v| v.trim().to_owned())
-        .unwrap()
-}
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(cmd: &mut Command, log: &Path) -> Child {
-    cmd.stdout(Stdio::from(
-        std::fs::File::create(log.with_extension("out")).unwrap(),
-    ))
-    .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
-    .spawn()
-    .unwrap()
-}
-
-async fn wait_up(http: &reqwest::Client, url: &str) {
-    wait_process_up(http, url, None).await;
-}
-
-/// Waits for `url` to answer 2xx; with a process and its log, fails at once (showing the log)
-/// if the process exits instead.
-async fn wait_process_up(http: &reqwest::Client, url: &str, process: Option<(&mut Child, &Path)>) {
-    let deadline = Instant::now() + tests::ready::READY_DEADLINE;
-    let mut process = process;
-    while Instant::now() < deadline {
-        if let Some((child, log)) = process.as_mut()
-            && let Some(status) = child.try_wait().unwrap()
-        {
-            let log = std::fs::read_to_string(*log).unwrap_or_default();
-            let tail: String = log
-                .chars()
-                .rev()
-                .take(3000)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            panic!(
-                "the process behind {url} exited ({status}) before it came up; its log ends:\n{tail}"
-            );
-        }
-        if http
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} did not come up");
-}
+const VAULT_BIN: &str = env!("CARGO_BIN_EXE_e2e-vault");
+const PROXY_BIN: &str = env!("CARGO_BIN_EXE_e2e-proxy");
 
 /// Forwards the bank's webhooks to a random live proxy replica.
 async fn balance(
@@ -153,7 +74,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut procs = Procs(Vec::new());
+    let mut procs: Vec<Process> = Vec::new();
 
     let suffix = shared::ids::random_id("").unwrap().to_ascii_lowercase();
     let (vault_schema, proxy_schema) = (format!("rv_{suffix}"), format!("rp_{suffix}"));
@@ -185,7 +106,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     tokio::spawn(async move { axum::serve(l, app).await });
 
     // The bank's webhooks go through a balancer to either proxy.
-    let proxy_ports = [free_port(), free_port()];
+    let proxy_ports = [free_port().unwrap(), free_port().unwrap()];
     let targets: Arc<Vec<String>> = Arc::new(
         proxy_ports
             .iter()
@@ -200,43 +121,36 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     tokio::spawn(async move { axum::serve(l, lb).await });
 
     // Sandbox, duplicating every webhook.
-    let (partner_private, partner_public) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
-    std::fs::write(path("partner.pem"), partner_private).unwrap();
-    std::fs::write(path("partner.pub.pem"), partner_public).unwrap();
-    let sandbox_port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"));
-    cmd.args([
-        "--listen",
-        &format!("127.0.0.1:{sandbox_port}"),
-        "--project-id",
-        PROJECT,
-    ])
-    .arg("--partner-public-key")
-    .arg(path("partner.pub.pem"))
-    .arg("--bank-public-key-out")
-    .arg(path("bank.pub.pem"))
-    .args([
-        "--webhook-url",
-        &lb_url,
-        "--ready-delay-ms",
-        "20",
-        "--finish-delay-ms",
-        "20",
-    ])
-    .args([
-        "--webhook-retry-ms",
-        "100,200,400",
-        "--webhook-max-attempts",
-        "30",
-        "--fault",
-        "webhook:*=duplicate",
-        // Held mid-flight long enough that the kill below lands on unfinished payouts.
-        "--fault",
-        "webhook:ready_to_confirm=delay:1500",
-    ]);
-    procs.0.push(spawn(&mut cmd, &path("sandbox.log")));
-    let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
-    wait_up(&http, &format!("{sandbox_url}/__sandbox/health")).await;
+    let sandbox = Sandbox::start(
+        Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
+        dir.path(),
+        &SandboxSpec {
+            project: PROJECT.to_owned(),
+            webhook_url: lb_url.clone(),
+            port: free_port().unwrap(),
+            flags: [
+                "--ready-delay-ms",
+                "20",
+                "--finish-delay-ms",
+                "20",
+                "--webhook-retry-ms",
+                "100,200,400",
+                "--webhook-max-attempts",
+                "30",
+                "--fault",
+                "webhook:*=duplicate",
+                // Held mid-flight long enough that the kill below lands on unfinished payouts.
+                "--fault",
+                "webhook:ready_to_confirm=delay:1500",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        },
+        &http,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sandbox_url = sandbox.url.clone();
 
     // Two vault replicas, one database, one master key.
     std::fs::write(
@@ -247,20 +161,10 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         ),
     )
     .unwrap();
+    let vault_env = vec![("VAULT__DATABASE__URL".to_owned(), vault_db.clone())];
     let vault = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_e2e-vault"))
-            .arg("--config")
-            .arg(path("vault.toml"))
-            .env("VAULT__DATABASE__URL", &vault_db)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "vault {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_cli(Path::new(VAULT_BIN), &path("vault.toml"), &vault_env, args)
+            .unwrap_or_else(|e| panic!("{e}"))
     };
     vault(&["init"]);
     vault(&["migrate"]);
@@ -276,7 +180,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             "tokens:create",
         ]),
         "api_key:",
-    );
+    )
+    .unwrap();
     let proxy_vault_key = field(
         &vault(&[
             "clients",
@@ -289,21 +194,30 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             "tokens:detokenize",
         ]),
         "api_key:",
-    );
+    )
+    .unwrap();
     let vault_urls: Vec<String> = (0..2)
-        .map(|_| format!("http://127.0.0.1:{}", free_port()))
+        .map(|_| format!("http://127.0.0.1:{}", free_port().unwrap()))
         .collect();
     for (i, url) in vault_urls.iter().enumerate() {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-vault"));
-        cmd.arg("--config")
-            .arg(path("vault.toml"))
-            .arg("serve")
-            .env("VAULT__DATABASE__URL", &vault_db)
-            .env("VAULT__SERVER__LISTEN", url.trim_start_matches("http://"));
-        let log = path(&format!("vault-{i}.log"));
-        procs.0.push(spawn(&mut cmd, &log));
-        let child = procs.0.last_mut().unwrap();
-        wait_process_up(&http, &format!("{url}/healthz"), Some((child, &log))).await;
+        let mut env = vault_env.clone();
+        env.push((
+            "VAULT__SERVER__LISTEN".to_owned(),
+            url.trim_start_matches("http://").to_owned(),
+        ));
+        let mut replica = Process::serve(
+            Path::new(VAULT_BIN),
+            &path("vault.toml"),
+            &env,
+            format!("vault-{i}"),
+            dir.path(),
+        )
+        .unwrap();
+        replica
+            .wait_healthy(&http, &format!("{url}/healthz"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        procs.push(replica);
     }
 
     // Two proxy replicas, one database, each with its own vault replica.
@@ -315,16 +229,17 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
              [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 1500\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [webhooks]\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 500\n[log]\nformat = \"json\"\n",
             vault_urls[0],
-            path("partner.pem").display(),
-            path("bank.pub.pem").display()
+            sandbox.partner_key.display(),
+            sandbox.bank_key.display()
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"))
-        .arg("--config")
-        .arg(path("proxy.toml"))
-        .env("PROXY__DATABASE__URL", &proxy_db)
-        .args([
+    let proxy_env = vec![("PROXY__DATABASE__URL".to_owned(), proxy_db.clone())];
+    let out = run_cli(
+        Path::new(PROXY_BIN),
+        &path("proxy.toml"),
+        &proxy_env,
+        &[
             "clients",
             "create",
             "--name",
@@ -335,34 +250,31 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             "payouts:write,payouts:read",
             "--webhook-url",
             &app_url,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let app_key = field(&String::from_utf8(out.stdout).unwrap(), "api_key:");
-    // In a `Procs` so a failure before they join `procs` still kills them.
-    let mut proxy_children = Procs(Vec::new());
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app_key = field(&out, "api_key:").unwrap();
+    let mut proxies: Vec<Process> = Vec::new();
     for (i, port) in proxy_ports.iter().enumerate() {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"));
-        cmd.arg("--config")
-            .arg(path("proxy.toml"))
-            .arg("serve")
-            .env("PROXY__DATABASE__URL", &proxy_db)
-            .env("PROXY__VAULT__URL", &vault_urls[i])
-            .env("PROXY__SERVER__LISTEN", format!("127.0.0.1:{port}"));
-        let log = path(&format!("proxy-{i}.log"));
-        proxy_children.0.push(spawn(&mut cmd, &log));
-        let child = proxy_children.0.last_mut().unwrap();
-        wait_process_up(
-            &http,
-            &format!("http://127.0.0.1:{port}/healthz"),
-            Some((child, &log)),
+        let mut env = proxy_env.clone();
+        env.push(("PROXY__VAULT__URL".to_owned(), vault_urls[i].clone()));
+        env.push((
+            "PROXY__SERVER__LISTEN".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ));
+        let mut replica = Process::serve(
+            Path::new(PROXY_BIN),
+            &path("proxy.toml"),
+            &env,
+            format!("proxy-{i}"),
+            dir.path(),
         )
-        .await;
+        .unwrap();
+        replica
+            .wait_healthy(&http, &format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        proxies.push(replica);
     }
 
     // Load: payouts created on both proxies at once; the second proxy is killed midway.
@@ -409,10 +321,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     for t in tasks {
         ids.push(t.await.unwrap());
     }
-    let mut dead = proxy_children.0.remove(1);
-    dead.kill().unwrap();
-    dead.wait().unwrap();
-    procs.0.extend(std::mem::take(&mut proxy_children.0));
+    proxies.remove(1).kill();
     // The kill landed mid-load: some payouts the dead replica was driving were not finished.
     let survivor = format!("http://127.0.0.1:{}", proxy_ports[0]);
     let mut unfinished_at_kill = 0;

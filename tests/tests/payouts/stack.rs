@@ -1,9 +1,7 @@
 //! The whole system as separate processes: the vault, the proxy and the Bank 131 sandbox, each
 //! its own binary, plus an app (this test) with a webhook receiver.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tests::stack::{Process, Sandbox, SandboxSpec, field, free_port, run_cli};
 
 pub(crate) const TENANT: &str = "acme";
 pub(crate) const PROJECT: &str = "e2e-project";
@@ -32,14 +31,6 @@ pub(crate) struct Options {
     pub(crate) proxy_env: Vec<(String, String)>,
 }
 
-/// The stack's processes.
-#[derive(Clone, Copy, Debug)]
-enum Service {
-    Vault,
-    Proxy,
-    Sandbox,
-}
-
 pub(crate) struct Stack {
     pub(crate) dir: TempDir,
     pub(crate) http: reqwest::Client,
@@ -49,28 +40,16 @@ pub(crate) struct Stack {
     pub(crate) vault_app_key: String,
     pub(crate) app_key: String,
     pub(crate) hooks: Arc<Mutex<Vec<AppHook>>>,
-    vault: Option<Child>,
-    proxy: Option<Child>,
-    sandbox: Option<Child>,
+    vault: Option<Process>,
+    proxy: Option<Process>,
+    // Held for its drop: the sandbox process stops with the stack.
+    _sandbox: Sandbox,
     proxy_runs: usize,
     options: Options,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn field(stdout: &str, name: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-}
+const VAULT_BIN: &str = env!("CARGO_BIN_EXE_e2e-vault");
+const PROXY_BIN: &str = env!("CARGO_BIN_EXE_e2e-proxy");
 
 impl Stack {
     pub(crate) async fn start() -> Self {
@@ -95,35 +74,42 @@ impl Stack {
         let app_url = format!("http://{}/hooks", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let (vault_port, proxy_port, sandbox_port) = (free_port(), free_port(), free_port());
+        let (vault_port, proxy_port, sandbox_port) = (
+            free_port().unwrap(),
+            free_port().unwrap(),
+            free_port().unwrap(),
+        );
 
         // Bank 131 sandbox.
-        let (partner_private, partner_public) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
-        std::fs::write(path("partner.pem"), &partner_private).unwrap();
-        std::fs::write(path("partner.pub.pem"), &partner_public).unwrap();
-        let mut sandbox = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"));
-        sandbox
-            .args(["--listen", &format!("127.0.0.1:{sandbox_port}")])
-            .args(["--project-id", PROJECT])
-            .arg("--partner-public-key")
-            .arg(path("partner.pub.pem"))
-            .arg("--bank-public-key-out")
-            .arg(path("bank.pub.pem"))
-            .args([
-                "--webhook-url",
-                &format!("http://127.0.0.1:{proxy_port}/webhooks/bank131"),
-            ])
-            .args(["--ready-delay-ms", "50", "--finish-delay-ms", "50"])
-            .args([
-                "--webhook-retry-ms",
-                "100,200,400,800",
-                "--webhook-max-attempts",
-                "30",
-            ])
-            .args(["--log-format", "json"])
-            .args(&options.sandbox_flags);
-        let mut sandbox = spawn_logged(&mut sandbox, &path("sandbox"));
-        let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
+        let mut flags: Vec<String> = [
+            "--ready-delay-ms",
+            "50",
+            "--finish-delay-ms",
+            "50",
+            "--webhook-retry-ms",
+            "100,200,400,800",
+            "--webhook-max-attempts",
+            "30",
+            "--log-format",
+            "json",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        flags.extend(options.sandbox_flags.iter().cloned());
+        let sandbox = Sandbox::start(
+            Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
+            dir.path(),
+            &SandboxSpec {
+                project: PROJECT.to_owned(),
+                webhook_url: format!("http://127.0.0.1:{proxy_port}/webhooks/bank131"),
+                port: sandbox_port,
+                flags,
+            },
+            &http,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let sandbox_url = sandbox.url.clone();
 
         // The vault.
         let vault_toml = format!(
@@ -133,18 +119,8 @@ impl Stack {
         );
         std::fs::write(path("vault.toml"), vault_toml).unwrap();
         let vault_cli = |args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_e2e-vault"))
-                .arg("--config")
-                .arg(path("vault.toml"))
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "vault {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
+            run_cli(Path::new(VAULT_BIN), &path("vault.toml"), &[], args)
+                .unwrap_or_else(|e| panic!("{e}"))
         };
         vault_cli(&["init"]);
         let vault_app_key = field(
@@ -159,7 +135,8 @@ impl Stack {
                 "tokens:create,tokens:read",
             ]),
             "api_key:",
-        );
+        )
+        .unwrap();
         let proxy_vault_key = field(
             &vault_cli(&[
                 "clients",
@@ -172,11 +149,21 @@ impl Stack {
                 "tokens:detokenize",
             ]),
             "api_key:",
-        );
-        let mut vault = Command::new(env!("CARGO_BIN_EXE_e2e-vault"));
-        vault.arg("--config").arg(path("vault.toml")).arg("serve");
-        let vault = spawn_logged(&mut vault, &path("vault"));
+        )
+        .unwrap();
+        let mut vault = Process::serve(
+            Path::new(VAULT_BIN),
+            &path("vault.toml"),
+            &[],
+            "vault",
+            dir.path(),
+        )
+        .unwrap();
         let vault_url = format!("http://127.0.0.1:{vault_port}");
+        vault
+            .wait_healthy(&http, &format!("{vault_url}/healthz"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
 
         // The proxy.
         let proxy_toml = format!(
@@ -187,24 +174,15 @@ impl Stack {
              [webhooks]\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [log]\nformat = \"json\"\nfilter = \"debug\"\n",
             db = path("proxy.db").display(),
-            pk = path("partner.pem").display(),
-            bk = path("bank.pub.pem").display(),
+            pk = sandbox.partner_key.display(),
+            bk = sandbox.bank_key.display(),
         );
         std::fs::write(path("proxy.toml"), proxy_toml).unwrap();
-        // The sandbox prints the key's path once it has written the key and listens.
-        tests::ready::wait_for_line(
-            &mut sandbox,
-            &path("sandbox.out"),
-            "BANK131_SANDBOX_BANK_PUBLIC_KEY=",
-            "the bank131 sandbox",
-            &[&path("sandbox.out"), &path("sandbox.log")],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        let out = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"))
-            .arg("--config")
-            .arg(path("proxy.toml"))
-            .args([
+        let stdout = run_cli(
+            Path::new(PROXY_BIN),
+            &path("proxy.toml"),
+            &[],
+            &[
                 "clients",
                 "create",
                 "--name",
@@ -215,18 +193,11 @@ impl Stack {
                 "payouts:write,payouts:read",
                 "--webhook-url",
                 &app_url,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let app_key = field(&stdout, "api_key:");
-        let webhook_secret = field(&stdout, "webhook_secret:");
-        *secret.lock().unwrap() = webhook_secret;
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let app_key = field(&stdout, "api_key:").unwrap();
+        *secret.lock().unwrap() = field(&stdout, "webhook_secret:").unwrap();
 
         let mut stack = Self {
             dir,
@@ -239,12 +210,10 @@ impl Stack {
             hooks,
             vault: Some(vault),
             proxy: None,
-            sandbox: Some(sandbox),
+            _sandbox: sandbox,
             proxy_runs: 0,
             options,
         };
-        stack.wait_healthy(Service::Vault).await;
-        stack.wait_healthy(Service::Sandbox).await;
         stack.start_proxy().await;
         stack
     }
@@ -253,64 +222,35 @@ impl Stack {
         self.dir.path().join(name)
     }
 
+    /// Starts (again) the proxy and waits until it answers; it logs to `proxy-<run>.log`.
     pub(crate) async fn start_proxy(&mut self) {
         self.proxy_runs += 1;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-proxy"));
-        cmd.arg("--config")
-            .arg(self.path("proxy.toml"))
-            .arg("serve");
-        for (k, v) in &self.options.proxy_env {
-            cmd.env(k, v);
-        }
-        self.proxy = Some(spawn_logged(
-            &mut cmd,
-            &self.path(&format!("proxy-{}", self.proxy_runs)),
-        ));
-        self.wait_healthy(Service::Proxy).await;
+        let mut proxy = Process::serve(
+            Path::new(PROXY_BIN),
+            &self.path("proxy.toml"),
+            &self.options.proxy_env,
+            format!("proxy-{}", self.proxy_runs),
+            self.dir.path(),
+        )
+        .unwrap();
+        proxy
+            .wait_healthy(&self.http, &format!("{}/healthz", self.proxy_url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.proxy = Some(proxy);
     }
 
     /// SIGKILL: no chance to finish anything.
     pub(crate) fn kill9_proxy(&mut self) {
         if let Some(mut p) = self.proxy.take() {
-            p.kill().unwrap();
-            p.wait().unwrap();
+            p.kill();
         }
     }
 
     pub(crate) fn kill9_vault(&mut self) {
         if let Some(mut p) = self.vault.take() {
-            p.kill().unwrap();
-            p.wait().unwrap();
+            p.kill();
         }
-    }
-
-    /// Waits for a service's health endpoint; fails at once, with its logs, if it exits.
-    async fn wait_healthy(&mut self, service: Service) {
-        let (url, log, child) = match service {
-            Service::Vault => (
-                format!("{}/healthz", self.vault_url),
-                "vault".to_owned(),
-                self.vault.as_mut(),
-            ),
-            Service::Proxy => (
-                format!("{}/healthz", self.proxy_url),
-                format!("proxy-{}", self.proxy_runs),
-                self.proxy.as_mut(),
-            ),
-            Service::Sandbox => (
-                format!("{}/__sandbox/health", self.sandbox_url),
-                "sandbox".to_owned(),
-                self.sandbox.as_mut(),
-            ),
-        };
-        let child = child.unwrap_or_else(|| panic!("{url}: the process is not running"));
-        let (out, err) = (
-            self.dir.path().join(format!("{log}.out")),
-            self.dir.path().join(format!("{log}.log")),
-        );
-        tests::ready::wait_healthy(&self.http, &url, child, &[&out, &err])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub(crate) async fn tokenize(&self, pan: &str) -> String {
@@ -501,30 +441,6 @@ impl Stack {
             })
             .collect()
     }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for child in [self.proxy.take(), self.vault.take(), self.sandbox.take()]
-            .into_iter()
-            .flatten()
-        {
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn spawn_logged(cmd: &mut Command, base: &std::path::Path) -> Child {
-    cmd.stdout(Stdio::from(
-        std::fs::File::create(base.with_extension("out")).unwrap(),
-    ))
-    .stderr(Stdio::from(
-        std::fs::File::create(base.with_extension("log")).unwrap(),
-    ))
-    .spawn()
-    .unwrap()
 }
 
 type Receiver = (Arc<Mutex<Vec<AppHook>>>, Arc<Mutex<String>>);

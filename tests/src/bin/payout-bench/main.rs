@@ -213,7 +213,7 @@ async fn bench(
     let ledger = Ledger::read(&http, &stack).await?;
     let profile = match (&perf_note, profiling) {
         (None, true) => {
-            let pids = stack.services().map(|s| (s.name, s.pid()));
+            let pids = stack.services().map(|s| (s.name(), s.pid()));
             Some(profile::report(&perf_data, &pids).await)
         }
         _ => None,

@@ -3,16 +3,14 @@
 //! `tests/tests/payouts/stack.rs` sets up its stack, with zero bank delay and quiet logs.
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 
 use crate::Args;
 use crate::postgres::Schemas;
 use crate::service::{Binaries, Service, cli};
+use tests::stack::{field, free_port};
 
 /// The tenant of every client the bench makes.
 const TENANT: &str = "bench";
@@ -82,26 +80,30 @@ impl Stack {
         let (vault_port, proxy_port, sandbox_port) = (free_port()?, free_port()?, free_port()?);
 
         // Bank 131 sandbox: no bank delay, a wallet that never runs dry, warnings only.
-        let (partner_private, partner_public) =
-            tests::sandbox::generate_rsa_keypair_pem().context("generating the partner key")?;
-        std::fs::write(path("partner.pem"), partner_private)?;
-        std::fs::write(path("partner.pub.pem"), partner_public)?;
-        let mut cmd = Command::new(&bins.sandbox);
-        cmd.args(["--listen", &format!("127.0.0.1:{sandbox_port}")])
-            .args(["--project-id", PROJECT])
-            .arg("--partner-public-key")
-            .arg(path("partner.pub.pem"))
-            .arg("--bank-public-key-out")
-            .arg(path("bank.pub.pem"))
-            .args([
-                "--webhook-url",
-                &format!("http://127.0.0.1:{proxy_port}/webhooks/bank131"),
-            ])
-            .args(["--ready-delay-ms", "0", "--finish-delay-ms", "0"])
-            .args(["--wallet-balance", &WALLET_BALANCE.to_string()])
-            .args(["--log", "warn"]);
-        let mut sandbox = Service::spawn(&mut cmd, "bank131-sandbox", dir)?;
-        let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
+        let sandbox = tests::stack::Sandbox::start(
+            &bins.sandbox,
+            dir,
+            &tests::stack::SandboxSpec {
+                project: PROJECT.to_owned(),
+                webhook_url: format!("http://127.0.0.1:{proxy_port}/webhooks/bank131"),
+                port: sandbox_port,
+                flags: [
+                    "--ready-delay-ms",
+                    "0",
+                    "--finish-delay-ms",
+                    "0",
+                    "--wallet-balance",
+                    &WALLET_BALANCE.to_string(),
+                    "--log",
+                    "warn",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            },
+            http,
+        )
+        .await?;
+        let sandbox_url = sandbox.url.clone();
 
         // The vault: default settings, quiet logs.
         let mut vault_env = parse_env(&args.vault_env, "VAULT__")?;
@@ -145,25 +147,14 @@ impl Stack {
              {webhooks}\
              [log]\nfilter = \"warn\"\n",
             db = path("proxy.db").display(),
-            pk = path("partner.pem").display(),
-            bk = path("bank.pub.pem").display(),
+            pk = sandbox.partner_key.display(),
+            bk = sandbox.bank_key.display(),
             webhooks = args
                 .outbox_poll_ms
                 .map(|ms| format!("[webhooks]\npoll_interval_ms = {ms}\n"))
                 .unwrap_or_default(),
         );
         std::fs::write(path("proxy.toml"), proxy_toml)?;
-        // The proxy reads the bank public key the sandbox writes; wait for all of it.
-        let bank_key = path("bank.pub.pem");
-        let key_written = async || {
-            std::fs::read_to_string(&bank_key).is_ok_and(|pem| pem.contains("END PUBLIC KEY"))
-        };
-        if !sandbox
-            .poll_until(Duration::from_millis(20), key_written)
-            .await?
-        {
-            bail!("the sandbox never wrote {}", bank_key.display());
-        }
         let proxy_cli = |a: &[&str]| cli(&bins.proxy, &path("proxy.toml"), &proxy_env, a);
         proxy_cli(&["migrate"])?;
         let out = proxy_cli(&[
@@ -181,13 +172,14 @@ impl Stack {
         let app_key = field(&out, "api_key:")?;
         let webhook_secret = field(&out, "webhook_secret:")?;
 
-        vault.wait_up(http, &format!("{vault_url}/healthz")).await?;
-        sandbox
-            .wait_up(http, &format!("{sandbox_url}/__sandbox/health"))
+        vault
+            .wait_healthy(http, &format!("{vault_url}/healthz"))
             .await?;
         let mut proxy = Service::serve(&bins.proxy, &path("proxy.toml"), &proxy_env, "proxy", dir)?;
         let proxy_url = format!("http://127.0.0.1:{proxy_port}");
-        proxy.wait_up(http, &format!("{proxy_url}/healthz")).await?;
+        proxy
+            .wait_healthy(http, &format!("{proxy_url}/healthz"))
+            .await?;
 
         let mut proxy_settings = match args.outbox_poll_ms {
             Some(ms) => format!("defaults except webhooks.poll_interval_ms = {ms}"),
@@ -204,7 +196,7 @@ impl Stack {
         Ok(Self {
             vault,
             proxy,
-            sandbox,
+            sandbox: sandbox.process,
             vault_url,
             proxy_url,
             sandbox_url,
@@ -225,19 +217,6 @@ impl Stack {
     pub(crate) fn services_mut(&mut self) -> [&mut Service; 3] {
         [&mut self.vault, &mut self.proxy, &mut self.sandbox]
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The value after `name` on the line starting with it (the CLIs' `api_key:` lines).
-fn field(stdout: &str, name: &str) -> anyhow::Result<String> {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .map(|v| v.trim().to_owned())
-        .ok_or_else(|| anyhow!("no `{name}` line in the output"))
 }
 
 /// `NAME=VALUE` overrides, each required to start with `prefix`.
