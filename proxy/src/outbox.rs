@@ -112,6 +112,9 @@ impl Deliverer {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_millis(settings.timeout_ms))
+                // A redirect from an app's endpoint would send a signed event wherever it
+                // points (loopback, a metadata service): a 3xx is a failed delivery.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             store,
             settings,

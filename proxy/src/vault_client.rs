@@ -74,6 +74,8 @@ impl VaultClient {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_millis(settings.request_timeout_ms))
+                // Never follow a redirect with the vault key (DESIGN §9.3).
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             base_url: settings.url.trim_end_matches('/').to_owned(),
             keys: settings.api_keys.clone(),
@@ -110,6 +112,12 @@ impl VaultClient {
             .await
             .map_err(|_| VaultError::Unavailable)?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            tracing::error!(
+                status,
+                "the vault answered with a redirect; not followed (check vault.url)"
+            );
+        }
         let body = Zeroizing::new(
             response
                 .bytes()

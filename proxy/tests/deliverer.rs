@@ -207,3 +207,71 @@ async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
         );
     }
 }
+
+/// A server counting the requests that reach it.
+async fn counting_server(
+    answer: axum::http::StatusCode,
+    location: Option<String>,
+) -> (String, Arc<Mutex<usize>>) {
+    let hits = Arc::new(Mutex::new(0usize));
+    let seen = Arc::clone(&hits);
+    let app = axum::Router::new().fallback(move || {
+        let (seen, location) = (Arc::clone(&seen), location.clone());
+        async move {
+            *seen.lock() += 1;
+            let mut response = axum::response::IntoResponse::into_response(answer);
+            if let Some(l) = location {
+                response
+                    .headers_mut()
+                    .insert("location", l.parse().unwrap());
+            }
+            response
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, hits)
+}
+
+/// DESIGN §9.3: an app's endpoint answering with a redirect does not make the proxy POST a
+/// signed event to wherever it points (a `307` to loopback once did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_from_an_app_endpoint_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ProxyStore> = Arc::new(
+        SqliteStore::open(&SqliteOptions {
+            path: dir.path().join("proxy.db"),
+            read_connections: 2,
+            busy_timeout: Duration::from_secs(5),
+            max_queued_writes: 4096,
+        })
+        .unwrap(),
+    );
+    let (target, stolen) = counting_server(axum::http::StatusCode::OK, None).await;
+    let (app, asked) =
+        counting_server(axum::http::StatusCode::TEMPORARY_REDIRECT, Some(target)).await;
+    client(store.as_ref(), "app_redirecting", &app).await;
+    payout_with_events(store.as_ref(), "app_redirecting", 1).await;
+    let deliverer = Deliverer::new(
+        Arc::clone(&store),
+        WebhookSettings {
+            poll_interval_ms: 20,
+            retry_initial_ms: 20,
+            retry_max_ms: 40,
+            ..WebhookSettings::default()
+        },
+    )
+    .unwrap();
+    let running = tokio::spawn(deliverer.run());
+    // Progress, not time: the event was offered (and refused by a redirect) twice.
+    let offered = tokio::time::timeout(Duration::from_secs(120), async {
+        while *asked.lock() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    running.abort();
+    assert!(offered.is_ok(), "the event was never offered again");
+    assert_eq!(*stolen.lock(), 0, "the signed event followed the redirect");
+}

@@ -72,6 +72,9 @@ impl Bank131Client {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout())
             .timeout(config.request_timeout())
+            // A redirect would re-send the signed body, card number included, wherever it points
+            // (DESIGN §9.3): never followed; a 3xx is a permanent error for the call.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ClientBuildError::Http)?;
         Ok(Self {
@@ -264,6 +267,18 @@ impl Bank131Client {
             }
         })?;
         let status = response.status();
+        if status.is_redirection() {
+            // Only the status: the Location is the redirect's target, chosen by whoever answered.
+            tracing::error!(
+                call = %call,
+                status = status.as_u16(),
+                "the bank answered with a redirect; not followed (card data goes only to bank131.base_url)"
+            );
+            return Err(Bank131Error::Redirect {
+                call,
+                status: status.as_u16(),
+            });
+        }
         let bytes = response.bytes().await.map_err(|e| {
             if e.is_timeout() {
                 Bank131Error::Timeout { call }

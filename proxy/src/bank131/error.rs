@@ -101,6 +101,15 @@ pub enum Bank131Error {
         /// HTTP status.
         status: u16,
     },
+    /// A redirect (3xx). Never followed: the body carries the card number, and goes only to the
+    /// configured base URL. Permanent for the call.
+    #[error("Bank 131 {call}: answered with a redirect (HTTP {status}), not followed")]
+    Redirect {
+        /// The call.
+        call: Call,
+        /// HTTP status.
+        status: u16,
+    },
     /// The bank's error envelope, from a non-2xx answer or a 2xx with `"status":"error"`.
     #[error("Bank 131 {call}: {code} (HTTP {status}): {description}")]
     Bank {
@@ -154,6 +163,7 @@ impl Bank131Error {
             | Self::Timeout { call }
             | Self::Transport { call, .. }
             | Self::Http { call, .. }
+            | Self::Redirect { call, .. }
             | Self::Bank { call, .. }
             | Self::BadResponse { call, .. }
             | Self::InvalidRequest { call, .. } => Some(*call),
@@ -185,18 +195,19 @@ impl Bank131Error {
             Self::Http { status, .. } if *status >= 500 || *status == 429 => {
                 unknown_unless_read_only
             }
-            Self::Http { .. } | Self::InvalidRequest { .. } | Self::Signing(_) => {
-                ErrorClass::Permanent
-            }
+            Self::Http { .. }
+            | Self::Redirect { .. }
+            | Self::InvalidRequest { .. }
+            | Self::Signing(_) => ErrorClass::Permanent,
             Self::Bank { code, .. } if READ_STATE.contains(&code.as_str()) => {
                 ErrorClass::OutcomeUnknown
             }
             Self::Bank { code, .. } if RETRY_LATER.contains(&code.as_str()) => {
                 unknown_unless_read_only
             }
-            Self::Bank { status, code, .. } if *status >= 500 && code == "api_exception" => {
-                unknown_unless_read_only
-            }
+            // A server error says nothing of what was done, whatever code it carries: the bank
+            // may have taken the call.
+            Self::Bank { status, .. } if *status >= 500 => unknown_unless_read_only,
             Self::Bank { .. } => ErrorClass::Permanent,
         }
     }
@@ -280,6 +291,25 @@ mod tests {
         );
         assert_eq!(
             bank(Call::StartPayout, 400, "declined_by_issuer_bank").class(),
+            Permanent
+        );
+        // Any 5xx on a state-changing call is unknown, whatever its code.
+        assert_eq!(
+            bank(Call::StartPayout, 503, "some_new_code").class(),
+            OutcomeUnknown
+        );
+        assert_eq!(
+            bank(Call::Confirm, 500, "invalid_request").class(),
+            OutcomeUnknown
+        );
+        assert_eq!(bank(Call::Status, 502, "whatever").class(), Retryable);
+        // A redirect is permanent: the call was not made where it should go.
+        assert_eq!(
+            Bank131Error::Redirect {
+                call: Call::StartPayout,
+                status: 307
+            }
+            .class(),
             Permanent
         );
     }

@@ -49,6 +49,11 @@ fn route(path: &str) -> Option<(ApiVersion, &'static str)> {
         .map(|m| (version, *m))
 }
 
+/// An answer without a `Location`.
+fn plain((status, body): (StatusCode, Value)) -> (StatusCode, Value, Option<String>) {
+    (status, body, None)
+}
+
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get(name)
@@ -84,7 +89,7 @@ pub(crate) async fn bank_api(
         status: None,
         response: None,
     });
-    let (status, envelope) = sandbox.answer(route, &method, &headers, &body).await;
+    let (status, envelope, location) = sandbox.answer(route, &method, &headers, &body).await;
     let text = envelope.to_string();
     sandbox.journal.finish(seq, status.as_u16(), text.clone());
     // The method name and status only: never the path as sent, a body or a header value.
@@ -95,7 +100,13 @@ pub(crate) async fn bank_api(
         status = status.as_u16(),
         "bank api request"
     );
-    (status, [(CONTENT_TYPE, "application/json")], text).into_response()
+    let mut response = (status, [(CONTENT_TYPE, "application/json")], text).into_response();
+    if let Some(value) = location.and_then(|l| axum::http::HeaderValue::from_str(&l).ok()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, value);
+    }
+    response
 }
 
 impl Sandbox {
@@ -105,31 +116,35 @@ impl Sandbox {
         method: &Method,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> (StatusCode, Value) {
+    ) -> (StatusCode, Value, Option<String>) {
         let Some((version, name)) = route else {
-            return self.error(ApiError::new("not_found", "no such method"));
+            return plain(self.error(ApiError::new("not_found", "no such method")));
         };
         if method != Method::POST {
-            return self.error(ApiError::new("method_not_allowed", "use POST"));
+            return plain(self.error(ApiError::new("method_not_allowed", "use POST")));
         }
         let fault = self.faults.fire(name);
         if !fault.delay.is_zero() && !self.sleep(fault.delay).await {
-            return self.error(ApiError::internal());
+            return plain(self.error(ApiError::internal()));
         }
         match fault.terminal {
-            Some((FaultAction::Error, status)) => return self.fault_error(status),
+            Some((FaultAction::Error, status)) => return plain(self.fault_error(status)),
             Some((FaultAction::Hang, status)) => {
                 self.sleep(self.config.hang_limit).await;
-                return self.fault_error(status);
+                return plain(self.fault_error(status));
+            }
+            Some((FaultAction::Redirect, status)) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
+                return (status, serde_json::json!({}), fault.location.clone());
             }
             _ => {}
         }
         let outcome = self.authenticated_call(version, name, headers, body);
         match fault.terminal {
-            Some((FaultAction::ErrorAfter, status)) => return self.fault_error(status),
+            Some((FaultAction::ErrorAfter, status)) => return plain(self.fault_error(status)),
             Some((FaultAction::HangAfter, status)) => {
                 self.sleep(self.config.hang_limit).await;
-                return self.fault_error(status);
+                return plain(self.fault_error(status));
             }
             _ => {}
         }
@@ -138,9 +153,9 @@ impl Sandbox {
                 if slow {
                     self.sleep(self.config.slow_delay).await;
                 }
-                (StatusCode::OK, body)
+                (StatusCode::OK, body, None)
             }
-            Err(e) => self.error(e),
+            Err(e) => plain(self.error(e)),
         }
     }
 

@@ -28,6 +28,9 @@ pub enum FaultAction {
     Hang,
     /// Calls: do the work, then hold the response as [`FaultAction::Hang`] does.
     HangAfter,
+    /// Calls: answer a redirect (`status`, default 307) to `location` without doing anything,
+    /// as a hijacked or misconfigured bank endpoint might.
+    Redirect,
     /// Webhooks: never send it.
     Drop,
     /// Webhooks: send it twice.
@@ -47,7 +50,12 @@ impl FaultAction {
     fn for_calls(self) -> bool {
         matches!(
             self,
-            Self::Delay | Self::Error | Self::ErrorAfter | Self::Hang | Self::HangAfter
+            Self::Delay
+                | Self::Error
+                | Self::ErrorAfter
+                | Self::Hang
+                | Self::HangAfter
+                | Self::Redirect
         )
     }
 }
@@ -63,9 +71,13 @@ pub struct FaultSpec {
     /// For `delay`: milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
-    /// For `error`/`error_after`: the HTTP status (500–599; default 500).
+    /// For `error`/`error_after`: the HTTP status (500–599; default 500). For `redirect`:
+    /// 300–399 (default 307).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// For `redirect`: where to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// How many times it fires; absent means until cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -91,10 +103,21 @@ impl FaultSpec {
         if self.action == FaultAction::Delay && self.delay_ms.is_none() {
             return Err("delay needs delay_ms".to_owned());
         }
-        if let Some(s) = self.status
-            && !(500..=599).contains(&s)
-        {
-            return Err("status must be 500–599".to_owned());
+        let redirect = self.action == FaultAction::Redirect;
+        if redirect && self.location.as_deref().is_none_or(str::is_empty) {
+            return Err("redirect needs location".to_owned());
+        }
+        if !redirect && self.location.is_some() {
+            return Err("only redirect takes a location".to_owned());
+        }
+        match self.status {
+            Some(s) if redirect && !(300..=399).contains(&s) => {
+                return Err("a redirect status must be 300–399".to_owned());
+            }
+            Some(s) if !redirect && !(500..=599).contains(&s) => {
+                return Err("status must be 500–599".to_owned());
+            }
+            _ => {}
         }
         if self.count == Some(0) {
             return Err("count must be at least 1".to_owned());
@@ -110,13 +133,33 @@ impl FaultSpec {
 }
 
 /// The compact form taken by `--fault`: `TARGET=ACTION[:ARG][@COUNT]`, where ARG is the delay in
-/// milliseconds for `delay` and the HTTP status for `error`/`error_after`. Examples:
-/// `session/start/payout=hang@1`, `webhook:*=delay:300`, `session/confirm=error:503@2`.
+/// milliseconds for `delay`, the HTTP status for `error`/`error_after` and the location for
+/// `redirect` (answered with 307). Examples: `session/start/payout=hang@1`,
+/// `webhook:*=delay:300`, `session/confirm=error:503@2`,
+/// `session/start/payout=redirect:http://127.0.0.1:9999/steal`.
 impl FromStr for FaultSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (on, rest) = s.split_once('=').ok_or("expected TARGET=ACTION")?;
+        if let Some(location) = rest.strip_prefix("redirect:") {
+            let (location, count) = match location.rsplit_once('@') {
+                Some((l, c)) if c.bytes().all(|b| b.is_ascii_digit()) && !c.is_empty() => {
+                    (l, Some(c.parse::<u32>().map_err(|_| "bad @COUNT")?))
+                }
+                _ => (location, None),
+            };
+            let spec = Self {
+                on: on.to_owned(),
+                action: FaultAction::Redirect,
+                delay_ms: None,
+                status: None,
+                location: Some(location.to_owned()),
+                count,
+            };
+            spec.validate()?;
+            return Ok(spec);
+        }
         let (rest, count) = match rest.split_once('@') {
             Some((r, c)) => (r, Some(c.parse::<u32>().map_err(|_| "bad @COUNT")?)),
             None => (rest, None),
@@ -132,6 +175,7 @@ impl FromStr for FaultSpec {
             action,
             delay_ms: None,
             status: None,
+            location: None,
             count,
         };
         match (action, arg) {
@@ -161,11 +205,13 @@ pub struct ActiveFault {
 }
 
 /// What the faults matching one call or webhook add up to.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Effect {
     pub(crate) delay: Duration,
     /// The first fault of the kind that decides the outcome (error, hang, drop...).
     pub(crate) terminal: Option<(FaultAction, u16)>,
+    /// Where a `redirect` fault points.
+    pub(crate) location: Option<String>,
     pub(crate) duplicate: bool,
     pub(crate) reorder: bool,
 }
@@ -223,7 +269,13 @@ impl Faults {
                 FaultAction::Reorder => effect.reorder = true,
                 action => {
                     if effect.terminal.is_none() {
-                        effect.terminal = Some((action, spec.status.unwrap_or(500)));
+                        let default = if action == FaultAction::Redirect {
+                            307
+                        } else {
+                            500
+                        };
+                        effect.terminal = Some((action, spec.status.unwrap_or(default)));
+                        effect.location.clone_from(&spec.location);
                     }
                 }
             }
@@ -251,6 +303,12 @@ mod tests {
         assert_eq!((f.action, f.delay_ms), (FaultAction::Delay, Some(300)));
         let f: FaultSpec = "session/confirm=error:503@2".parse().unwrap();
         assert_eq!((f.status, f.count), (Some(503), Some(2)));
+        let f: FaultSpec = "session/start/payout=redirect:http://127.0.0.1:9/x@2"
+            .parse()
+            .unwrap();
+        assert_eq!(f.action, FaultAction::Redirect);
+        assert_eq!(f.location.as_deref(), Some("http://127.0.0.1:9/x"));
+        assert_eq!(f.count, Some(2));
         for bad in [
             "nothing",
             "x=explode",
@@ -260,6 +318,8 @@ mod tests {
             "x=error:200",
             "x=hang@0",
             "x=hang:5",
+            "x=redirect:",
+            "webhook:*=redirect:http://a/",
         ] {
             assert!(bad.parse::<FaultSpec>().is_err(), "{bad}");
         }

@@ -9,6 +9,7 @@
 
 mod boundary;
 mod crash;
+mod egress;
 mod faults;
 mod flows;
 mod stack;

@@ -1,0 +1,59 @@
+//! The proxy's vault client never follows a redirect with its vault key (DESIGN §9.3).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proxy::config::{VaultKey, VaultSettings};
+use proxy::vault_client::VaultClient;
+
+#[tokio::test]
+async fn the_vault_client_never_follows_a_redirect() {
+    let stolen = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&stolen);
+    let thief = axum::Router::new().fallback(move || {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            r#"{"token":"tok_0000000000000000000000","pan":"4242424242424242"}"#
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let thief_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, thief).await });
+
+    let vault = axum::Router::new().fallback(move || {
+        let to = format!("{thief_url}/v1/tokens/tok_0000000000000000000000/detokenize");
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, to)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let vault_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, vault).await });
+
+    let client = VaultClient::new(&VaultSettings {
+        url: vault_url,
+        api_keys: BTreeMap::from([("acme".to_owned(), VaultKey::new("vk_secret"))]),
+        request_timeout_ms: 5_000,
+    })
+    .unwrap();
+    let result = client
+        .detokenize("acme", "tok_0000000000000000000000", "payout:pay_x")
+        .await;
+    assert!(result.is_err(), "a redirect was followed to a PAN");
+    assert_eq!(
+        stolen.load(Ordering::SeqCst),
+        0,
+        "the vault key followed the redirect"
+    );
+}
