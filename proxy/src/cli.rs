@@ -124,6 +124,7 @@ pub fn main() -> ExitCode {
 async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
+            config.warn_about_shortcuts();
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, "proxy listening");
             app.run_until(shutdown_signal()).await?;
@@ -137,6 +138,22 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
         }
         Command::Clients { command } => clients(command, &config).await,
         Command::Bank131 { command } => bank131(command),
+    }
+}
+
+/// What to tell the operator about a refused webhook URL, fix included.
+fn webhook_refusal(e: crate::egress::EgressError) -> &'static str {
+    use crate::egress::EgressError;
+    match e {
+        EgressError::PrivateAddress => {
+            "points at a loopback, private, link-local or metadata address; an app's webhooks must be reachable on a public address (for local development only, set webhooks.allow_private_networks = true)"
+        }
+        EgressError::Unresolvable => {
+            "the host does not resolve; check the name (it is resolved when the client is created and at every delivery)"
+        }
+        EgressError::NotHttp | EgressError::Insecure => {
+            "must be an http:// or https:// URL with a host"
+        }
     }
 }
 
@@ -156,6 +173,14 @@ async fn clients(command: ClientsCommand, config: &ProxyConfig) -> anyhow::Resul
                     return Ok(ExitCode::from(EX_USAGE));
                 }
             };
+            if let Some(url) = webhook_url.as_deref() {
+                let allow_private = config.webhooks.allow_private_networks;
+                if let Err(e) = crate::egress::check_webhook_url(url, allow_private).await {
+                    // The URL is not echoed: it may carry credentials.
+                    eprintln!("proxy: --webhook-url: {}", webhook_refusal(e));
+                    return Ok(ExitCode::from(EX_USAGE));
+                }
+            }
             let new = match NewClient::make(&name, &tenant, scopes, webhook_url, now_micros()) {
                 Ok(new) => new,
                 Err(NewClientError::Invalid(message)) => {

@@ -86,6 +86,9 @@ pub struct VaultSettings {
     /// Timeout of one vault call.
     #[serde(default = "default_vault_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Allow `http://` to a non-loopback `url` (development only; logged loudly).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 fn default_vault_timeout_ms() -> u64 {
@@ -140,6 +143,9 @@ pub struct WebhookSettings {
     pub timeout_ms: u64,
     /// Deliveries in flight at once (one payout's events still go one at a time, in order).
     pub concurrency: usize,
+    /// Let app webhook URLs point at loopback, private, link-local or metadata addresses
+    /// (development only: a non-PCI app must not make the proxy reach inside).
+    pub allow_private_networks: bool,
 }
 
 impl Default for WebhookSettings {
@@ -151,6 +157,7 @@ impl Default for WebhookSettings {
             max_attempts: 15,
             timeout_ms: 5_000,
             concurrency: 16,
+            allow_private_networks: false,
         }
     }
 }
@@ -185,7 +192,40 @@ impl ProxyConfig {
                 "webhooks.concurrency must be between 1 and 1024",
             ));
         }
+        config
+            .bank131
+            .checked_base_url()
+            .map_err(ConfigError::Invalid)?;
+        config.bank131.networks().map_err(ConfigError::Invalid)?;
+        crate::egress::check_upstream(&config.vault.url, config.vault.allow_insecure_http)
+            .map_err(|e| {
+                ConfigError::Invalid(match e {
+                    crate::egress::EgressError::Insecure => {
+                        "vault.url must be https (http only to loopback, or with vault.allow_insecure_http = true)"
+                    }
+                    _ => "vault.url must be an http:// or https:// URL with a host",
+                })
+            })?;
         Ok(config)
+    }
+
+    /// Warns, loudly, about every development shortcut in force.
+    pub fn warn_about_shortcuts(&self) {
+        if self.bank131.allow_insecure_http && !self.bank131.base_url.starts_with("https://") {
+            tracing::warn!(
+                "INSECURE: bank131.allow_insecure_http is set: card numbers go to the bank over plain http"
+            );
+        }
+        if self.vault.allow_insecure_http && !self.vault.url.starts_with("https://") {
+            tracing::warn!(
+                "INSECURE: vault.allow_insecure_http is set: card numbers come from the vault over plain http"
+            );
+        }
+        if self.webhooks.allow_private_networks {
+            tracing::warn!(
+                "INSECURE: webhooks.allow_private_networks is set: apps may point webhooks at internal addresses"
+            );
+        }
     }
 
     /// The address to listen on.
@@ -240,5 +280,88 @@ mod tests {
         assert_eq!(config.vault.api_keys["acme"].expose(), "vk_x");
         assert!(!format!("{config:?}").contains("vk_x"));
         assert!(ProxyConfig::load(None, []).is_err());
+    }
+
+    /// The bank and the vault are reached over https; plain http only to loopback or with the
+    /// explicit development setting; the bank's address within its allowed networks. Each
+    /// refusal names the setting and never the URL.
+    #[test]
+    fn upstreams_must_be_https_unless_loopback_or_explicitly_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        let load = |vault: &str, bank: &str| {
+            std::fs::write(
+                &file,
+                format!(
+                    "[vault]\n{vault}\n[vault.api_keys]\nacme = \"vk_x\"\n\
+                     [bank131]\n{bank}\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n"
+                ),
+            )
+            .unwrap();
+            ProxyConfig::load(Some(&file), []).map_err(|e| e.to_string())
+        };
+        let https = "url = \"https://vault.internal:8200\"";
+        assert!(load(https, "").is_ok(), "the default bank URL is https");
+        assert!(
+            load(
+                "url = \"http://127.0.0.1:8200\"",
+                "base_url = \"http://[::1]:8131\""
+            )
+            .is_ok()
+        );
+
+        let err = load("url = \"http://vault.secret-host:8200\"", "").unwrap_err();
+        assert!(
+            err.contains("vault.url must be https") && err.contains("vault.allow_insecure_http"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-host"), "{err}");
+        assert!(
+            load(
+                "url = \"http://vault.internal\"\nallow_insecure_http = true",
+                ""
+            )
+            .is_ok()
+        );
+
+        let err = load(https, "base_url = \"http://bank.secret-host\"").unwrap_err();
+        assert!(
+            err.contains("bank131.base_url must be https")
+                && err.contains("bank131.allow_insecure_http"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-host"), "{err}");
+        assert!(
+            load(
+                https,
+                "base_url = \"http://bank.example\"\nallow_insecure_http = true"
+            )
+            .is_ok()
+        );
+        let err = load(https, "base_url = \"gopher://bank.example\"").unwrap_err();
+        assert!(
+            err.contains("bank131.base_url must be an http:// or https:// URL"),
+            "{err}"
+        );
+
+        let err = load(https, "allowed_networks = [\"not-a-network\"]").unwrap_err();
+        assert!(
+            err.contains("bank131.allowed_networks must hold CIDR networks"),
+            "{err}"
+        );
+        assert!(!err.contains("not-a-network"), "{err}");
+        assert!(
+            load(
+                https,
+                "allowed_networks = [\"185.71.76.0/24\", \"2a00::1\"]"
+            )
+            .is_ok()
+        );
+        let err = load(
+            https,
+            "base_url = \"https://10.0.0.7\"\nallowed_networks = [\"185.71.76.0/24\"]",
+        )
+        .unwrap_err();
+        assert!(err.contains("outside bank131.allowed_networks"), "{err}");
     }
 }

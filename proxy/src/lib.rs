@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bank131;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod engine;
 pub mod http;
 pub mod outbox;

@@ -110,12 +110,24 @@ impl Deliverer {
         settings: WebhookSettings,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_millis(settings.timeout_ms))
-                // A redirect from an app's endpoint would send a signed event wherever it
-                // points (loopback, a metadata service): a 3xx is a failed delivery.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: {
+                let builder = reqwest::Client::builder()
+                    .timeout(Duration::from_millis(settings.timeout_ms))
+                    // A redirect from an app's endpoint would send a signed event wherever it
+                    // points (loopback, a metadata service): a 3xx is a failed delivery.
+                    .redirect(reqwest::redirect::Policy::none())
+                    // Not through an environment proxy: it would resolve, and reach, what our
+                    // resolver refuses.
+                    .no_proxy();
+                if settings.allow_private_networks {
+                    builder.build()?
+                } else {
+                    // Names that resolve inside (now, or after a DNS change) get nothing.
+                    builder
+                        .dns_resolver(Arc::new(crate::egress::PublicOnly::any_host()))
+                        .build()?
+                }
+            },
             store,
             settings,
             wake: Arc::default(),
@@ -222,6 +234,15 @@ impl Deliverer {
         event.attempts += 1;
         let outcome = match target {
             None => Err("the app client has no webhook URL".to_owned()),
+            Some((url, _))
+                if crate::egress::check_literal_destination(
+                    &url,
+                    self.settings.allow_private_networks,
+                )
+                .is_err() =>
+            {
+                Err("the webhook URL points at an internal address; not sent".to_owned())
+            }
             Some((url, secret)) => {
                 let t = now / 1_000_000;
                 let sent = self
@@ -240,6 +261,9 @@ impl Deliverer {
                     Ok(r) if r.status().is_success() => Ok(()),
                     Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
                     Err(e) if e.is_timeout() => Err("timeout".to_owned()),
+                    Err(e) if refused_by_egress(&e) => {
+                        Err("the webhook URL resolves to an internal address; not sent".to_owned())
+                    }
                     Err(_) => Err("connection failed".to_owned()),
                 }
             }
@@ -268,6 +292,18 @@ impl Deliverer {
         }
         self.store.update_event(&event).await
     }
+}
+
+/// Whether the send failed because [`crate::egress::PublicOnly`] refused the name.
+fn refused_by_egress(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<crate::egress::EgressError>().is_some() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ impl VaultClient {
                 .timeout(Duration::from_millis(settings.request_timeout_ms))
                 // Never follow a redirect with the vault key (DESIGN §9.3).
                 .redirect(reqwest::redirect::Policy::none())
+                // Nor send it through a proxy the environment names.
+                .no_proxy()
                 .build()?,
             base_url: settings.url.trim_end_matches('/').to_owned(),
             keys: settings.api_keys.clone(),

@@ -175,6 +175,7 @@ async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
             // Far longer than the test waits: only concurrency can get the fast app served.
             timeout_ms: 120_000,
             concurrency: 4,
+            allow_private_networks: true,
             ..WebhookSettings::default()
         },
     )
@@ -259,6 +260,7 @@ async fn a_redirect_from_an_app_endpoint_is_never_followed() {
             poll_interval_ms: 20,
             retry_initial_ms: 20,
             retry_max_ms: 40,
+            allow_private_networks: true,
             ..WebhookSettings::default()
         },
     )
@@ -274,4 +276,82 @@ async fn a_redirect_from_an_app_endpoint_is_never_followed() {
     running.abort();
     assert!(offered.is_ok(), "the event was never offered again");
     assert_eq!(*stolen.lock(), 0, "the signed event followed the redirect");
+}
+
+/// DESIGN §9.3: an app's webhook URL may not make the proxy reach inside (loopback, a metadata
+/// service), whether the URL names the address or a name that resolves to it, and however the
+/// row got into the database (a client created before the check, or written by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_url_pointing_inside_is_never_sent_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("proxy.db");
+    let store: Arc<dyn ProxyStore> = Arc::new(
+        SqliteStore::open(&SqliteOptions {
+            path: db.clone(),
+            read_connections: 2,
+            busy_timeout: Duration::from_secs(5),
+            max_queued_writes: 4096,
+        })
+        .unwrap(),
+    );
+    let (literal, literal_hits) = counting_server(axum::http::StatusCode::OK, None).await;
+    let (named, named_hits) = counting_server(axum::http::StatusCode::OK, None).await;
+    let named = named.replace("127.0.0.1", "localhost");
+    client(store.as_ref(), "app_literal", &literal).await;
+    client(store.as_ref(), "app_named", &named).await;
+    payout_with_events(store.as_ref(), "app_literal", 1).await;
+    payout_with_events(store.as_ref(), "app_named", 1).await;
+    let deliverer = Deliverer::new(
+        Arc::clone(&store),
+        WebhookSettings {
+            poll_interval_ms: 20,
+            retry_initial_ms: 20,
+            retry_max_ms: 40,
+            max_attempts: 2,
+            ..WebhookSettings::default()
+        },
+    )
+    .unwrap();
+    let running = tokio::spawn(deliverer.run());
+    // Progress, not time: both events were tried to the end and given up.
+    let done = tokio::time::timeout(Duration::from_secs(120), async {
+        while store.undelivered_events().await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    running.abort();
+    assert!(done.is_ok(), "the events were never given up");
+    assert_eq!(
+        *literal_hits.lock(),
+        0,
+        "an event went to a loopback address"
+    );
+    assert_eq!(
+        *named_hits.lock(),
+        0,
+        "an event went to a name resolving to loopback"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut reasons: Vec<(String, String)> = conn
+        .prepare("SELECT client_id, last_error FROM outbox WHERE abandoned_at IS NOT NULL ORDER BY client_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "app_literal".to_owned(),
+                "the webhook URL points at an internal address; not sent".to_owned()
+            ),
+            (
+                "app_named".to_owned(),
+                "the webhook URL resolves to an internal address; not sent".to_owned()
+            ),
+        ]
+    );
 }

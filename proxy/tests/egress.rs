@@ -45,6 +45,7 @@ async fn the_vault_client_never_follows_a_redirect() {
         url: vault_url,
         api_keys: BTreeMap::from([("acme".to_owned(), VaultKey::new("vk_secret"))]),
         request_timeout_ms: 5_000,
+        allow_insecure_http: false,
     })
     .unwrap();
     let result = client

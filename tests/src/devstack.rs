@@ -219,6 +219,8 @@ fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &str) -> Stri
          retry_max_ms = 5000\n\
          \n\
          [webhooks]\n\
+         # The devstack's apps listen on loopback; never set this in production.\n\
+         allow_private_networks = true\n\
          poll_interval_ms = 100\n\
          retry_initial_ms = 200\n\
          retry_max_ms = 10000\n\

@@ -8,6 +8,7 @@
 //! write the configuration files; this module runs what they configured.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, anyhow};
 
@@ -17,12 +18,36 @@ mod sandbox;
 pub use process::{Process, run_cli};
 pub use sandbox::{Sandbox, SandboxSpec};
 
-/// A port free on loopback now (bound and released; the service binds it next).
+/// A port free on loopback now, for a service to bind next (and again when it restarts).
+///
+/// Not one the kernel hands out itself: a port from `bind(127.0.0.1:0)` is in the ephemeral
+/// range, which every outgoing connection of a busy test run also draws from, so between its
+/// release and the service's bind a client socket could take it ("Address already in use").
+/// Ports come instead from below the ephemeral range, each at most once per test process (a
+/// per-process counter, started at an offset from the pid so concurrent test binaries seldom
+/// meet), and are checked free by binding them.
 ///
 /// # Errors
 ///
 /// No port could be bound.
 pub fn free_port() -> anyhow::Result<u16> {
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOW + 1_000 {
+        let span = ephemeral_low - LOW;
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let candidate = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            let port = u16::try_from(candidate).context("port range")?;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")
         .context("binding a free port")?
         .local_addr()?

@@ -3,7 +3,6 @@
 //! reaches its output or its files.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,14 +19,7 @@ struct Run {
 }
 
 fn free_ports(n: usize) -> Vec<u16> {
-    // All bound at once, so they differ; dropped before devstack binds them.
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    (0..n).map(|_| tests::stack::free_port().unwrap()).collect()
 }
 
 /// Runs devstack in `cwd` (its state goes to `cwd/.devstack`), killing it after 60 s.

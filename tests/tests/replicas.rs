@@ -227,7 +227,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             "[vault]\nurl = \"{}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
              [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\nrequest_timeout_ms = 2000\n\
              [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 1500\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
-             [webhooks]\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 500\n[log]\nformat = \"json\"\n",
+             [webhooks]\nallow_private_networks = true\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 500\n[log]\nformat = \"json\"\n",
             vault_urls[0],
             sandbox.partner_key.display(),
             sandbox.bank_key.display()

@@ -46,6 +46,9 @@ pub enum ClientBuildError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
+    /// `base_url` or `allowed_networks` is not acceptable.
+    #[error("{0}")]
+    Egress(&'static str),
 }
 
 impl Bank131Client {
@@ -69,12 +72,21 @@ impl Bank131Client {
         signer: RequestSigner,
     ) -> Result<Self, ClientBuildError> {
         let header = |v: &str| HeaderValue::from_str(v).map_err(|_| ClientBuildError::HeaderValue);
+        let base = config
+            .checked_base_url()
+            .map_err(ClientBuildError::Egress)?;
+        let networks = config.networks().map_err(ClientBuildError::Egress)?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout())
             .timeout(config.request_timeout())
+            // Only the configured host, and only to allowed addresses (DNS rebinding).
+            .dns_resolver(Arc::new(crate::egress::PublicOnly::pinned(&base, networks)))
             // A redirect would re-send the signed body, card number included, wherever it points
             // (DESIGN §9.3): never followed; a 3xx is a permanent error for the call.
             .redirect(reqwest::redirect::Policy::none())
+            // Never through a proxy named by the environment (HTTPS_PROXY): the card number
+            // would leave by a path the configuration does not show.
+            .no_proxy()
             .build()
             .map_err(ClientBuildError::Http)?;
         Ok(Self {

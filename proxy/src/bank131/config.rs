@@ -59,6 +59,13 @@ pub struct Bank131Config {
     /// Whole-request timeout.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Allow `http://` to a non-loopback `base_url` (development only; logged loudly).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// CIDR networks the bank's host may resolve to (e.g. the bank's published ranges). Empty:
+    /// any public address, never an internal one.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
 }
 
 fn default_base_url() -> String {
@@ -82,5 +89,49 @@ impl Bank131Config {
     /// The whole-request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `base_url`, checked: https, or http to loopback or with `allow_insecure_http`.
+    ///
+    /// # Errors
+    ///
+    /// A fixed message naming the setting.
+    pub fn checked_base_url(&self) -> Result<reqwest::Url, &'static str> {
+        crate::egress::check_upstream(&self.base_url, self.allow_insecure_http).map_err(|e| match e {
+            crate::egress::EgressError::Insecure => {
+                "bank131.base_url must be https (http only to loopback, or with bank131.allow_insecure_http = true)"
+            }
+            _ => "bank131.base_url must be an http:// or https:// URL with a host",
+        })
+    }
+
+    /// `allowed_networks`, parsed.
+    ///
+    /// # Errors
+    ///
+    /// A fixed message naming the setting.
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, &'static str> {
+        let networks = self
+            .allowed_networks
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| "bank131.allowed_networks must hold CIDR networks such as 185.71.76.0/24")
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // An address literal is connected to without resolving: check it here, once.
+        let literal = match self.checked_base_url()?.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && !networks.is_empty()
+            && !networks.iter().any(|n| n.contains(&ip))
+        {
+            return Err("bank131.base_url is an address outside bank131.allowed_networks");
+        }
+        Ok(networks)
     }
 }

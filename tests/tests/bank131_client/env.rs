@@ -84,6 +84,8 @@ pub(crate) fn client_config(
         submerchant: None,
         connect_timeout_ms: 2_000,
         request_timeout_ms,
+        allow_insecure_http: false,
+        allowed_networks: Vec::new(),
     }
 }
 

@@ -243,3 +243,37 @@ async fn the_card_number_goes_only_into_start_and_init_bodies() {
         "the logs carry the card number"
     );
 }
+
+/// DESIGN §9.3: when the bank's name resolves to an address outside `bank131.allowed_networks`
+/// (DNS rebinding, a poisoned resolver), the client does not connect: no card number leaves. The
+/// same name resolving inside the networks is served.
+#[tokio::test]
+async fn a_bank_name_resolving_outside_its_networks_gets_nothing() {
+    let env = Env::start(ApiVersion::V2).await;
+    let by_name = env.sandbox.base_url().replace("127.0.0.1", "localhost");
+    let client_for = |networks: &[&str]| {
+        let mut config = client_config(by_name.clone(), ApiVersion::V2, 2_000);
+        config.allowed_networks = networks.iter().map(|n| (*n).to_owned()).collect();
+        Bank131Client::with_signer(
+            &config,
+            RequestSigner::from_pem(crate::env::partner_private_pem().as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let card = pan("4242424242424242");
+    env.sandbox.clear_journal();
+    let err = client_for(&["185.71.76.0/24"])
+        .init_payout(&payout(&card, 1_000, "Ivanov Ivan"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Retryable, "not sent: {err:?}");
+    assert!(
+        env.sandbox.journal().is_empty(),
+        "a request reached an address outside the allowed networks"
+    );
+    client_for(&["127.0.0.0/8", "::1/128"])
+        .init_payout(&payout(&card, 1_000, "Ivanov Ivan"), None)
+        .await
+        .unwrap();
+    assert!(!env.sandbox.journal().is_empty());
+}

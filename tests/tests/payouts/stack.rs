@@ -171,7 +171,7 @@ impl Stack {
              [vault]\nurl = \"{vault_url}\"\nrequest_timeout_ms = 2000\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
              [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\nrequest_timeout_ms = 1500\n\
              [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 1500\nretry_initial_ms = 100\nretry_max_ms = 1000\nmax_attempts = 6\n\
-             [webhooks]\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
+             [webhooks]\nallow_private_networks = true\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [log]\nformat = \"json\"\nfilter = \"debug\"\n",
             db = path("proxy.db").display(),
             pk = sandbox.partner_key.display(),

@@ -144,14 +144,15 @@ impl Stack {
             "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n[database]\npath = \"{db}\"\n\
              [vault]\nurl = \"{vault_url}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
              [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\n\
-             {webhooks}\
+             [webhooks]\nallow_private_networks = true\n{poll}\
              [log]\nfilter = \"warn\"\n",
             db = path("proxy.db").display(),
             pk = sandbox.partner_key.display(),
             bk = sandbox.bank_key.display(),
-            webhooks = args
+            // The bench's app listens on loopback.
+            poll = args
                 .outbox_poll_ms
-                .map(|ms| format!("[webhooks]\npoll_interval_ms = {ms}\n"))
+                .map(|ms| format!("poll_interval_ms = {ms}\n"))
                 .unwrap_or_default(),
         );
         std::fs::write(path("proxy.toml"), proxy_toml)?;

@@ -1,0 +1,99 @@
+//! `proxy clients create` refuses a webhook URL that would make the proxy reach inside
+//! (DESIGN §9.3), names the flag and the fix, never echoes the URL, and stores nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn write_config(dir: &Path, allow_private: bool) -> std::path::PathBuf {
+    let file = dir.join("proxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[database]\npath = \"{}\"\n[vault]\nurl = \"http://127.0.0.1:9\"\n\
+             [bank131]\nbase_url = \"http://127.0.0.1:9\"\nproject = \"p\"\n\
+             private_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n\
+             [webhooks]\nallow_private_networks = {allow_private}\n",
+            dir.join("proxy.db").display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn proxy(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn create(config: &Path, name: &str, url: &str) -> Output {
+    proxy(
+        config,
+        &[
+            "clients",
+            "create",
+            "--name",
+            name,
+            "--tenant",
+            "acme",
+            "--scopes",
+            "payouts:write",
+            "--webhook-url",
+            url,
+        ],
+    )
+}
+
+#[test]
+fn webhook_urls_pointing_inside_are_refused_at_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), false);
+    for (i, url) in [
+        "http://169.254.169.254/latest/meta-data/iam/",
+        "http://127.0.0.1:8200/v1/detokenize",
+        "http://localhost:8300/",
+        "https://10.1.2.3/hooks",
+        "http://[::1]:8300/",
+        "http://2130706433/",
+        "http://user:s3cret@192.168.0.10/",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = create(&config, &format!("app{i}"), url);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{url}: {stderr}");
+        assert!(stderr.contains("--webhook-url"), "{stderr}");
+        assert!(
+            stderr.contains("webhooks.allow_private_networks"),
+            "{stderr}"
+        );
+        let host = url::Url::parse(url).unwrap().host_str().unwrap().to_owned();
+        assert!(!stderr.contains(&host), "the URL was echoed: {stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+    let listed = proxy(&config, &["clients", "list"]);
+    assert!(listed.status.success());
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("app"),
+        "a refused client was stored"
+    );
+
+    let out = create(&config, "ftp", "ftp://shop.example/hooks");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http:// or https://"));
+
+    // Development: the explicit setting lets a loopback app be registered.
+    let dev = tempfile::tempdir().unwrap();
+    let config = write_config(dev.path(), true);
+    let out = create(&config, "local", "http://127.0.0.1:9000/hooks");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
