@@ -104,6 +104,8 @@ pub struct PayoutSettings {
     /// How often the reconciler looks for payouts that are due.
     pub reconcile_interval_ms: u64,
     /// A payout waiting on the bank (for a webhook) is checked with `session/status` after this.
+    /// Also the lease: how long a replica holds a payout it is driving, so it must outlast a
+    /// bank call (checked at load).
     pub stuck_after_ms: u64,
     /// First retry delay after the vault or the bank was unavailable; doubles per attempt.
     pub retry_initial_ms: u64,
@@ -112,17 +114,26 @@ pub struct PayoutSettings {
     /// Attempts at one step before the payout fails (before start) or is flagged for attention
     /// (after start).
     pub max_attempts: u32,
+    /// `start/payout` re-sends (with the same idempotency key) when the bank shows the session
+    /// still without a payout; past this, the session is cancelled and the payout flagged.
+    pub max_start_resends: u32,
 }
+
+/// What a lease must outlast beyond the bank's connect and request timeouts: clock skew
+/// between replicas and the time to save the answer.
+pub const LEASE_MARGIN_MS: u64 = 1_000;
 
 impl Default for PayoutSettings {
     fn default() -> Self {
         Self {
             confirm_deadline_seconds: 3600,
             reconcile_interval_ms: 1_000,
-            stuck_after_ms: 30_000,
+            // Past the default bank timeouts (10 s connect + 30 s request) and the margin.
+            stuck_after_ms: 60_000,
             retry_initial_ms: 500,
             retry_max_ms: 60_000,
             max_attempts: 10,
+            max_start_resends: 3,
         }
     }
 }
@@ -180,6 +191,24 @@ impl ProxyConfig {
             return Err(ConfigError::Invalid(
                 "payouts.reconcile_interval_ms, retry_initial_ms and max_attempts must be positive",
             ));
+        }
+        let call = config
+            .bank131
+            .connect_timeout_ms
+            .saturating_add(config.bank131.request_timeout_ms)
+            .saturating_add(LEASE_MARGIN_MS);
+        if p.stuck_after_ms < call {
+            // A lease that ends while a bank call may still be in flight lets another replica
+            // take the payout over and send the call again.
+            return Err(ConfigError::Setting {
+                setting: "payouts.stuck_after_ms".to_owned(),
+                problem: format!(
+                    "is {} ms, but it is also the lease a replica holds on a payout while it calls the bank, \
+                     so it must be at least bank131.connect_timeout_ms + bank131.request_timeout_ms + {LEASE_MARGIN_MS} \
+                     = {call} ms; raise it or lower the bank timeouts",
+                    p.stuck_after_ms
+                ),
+            });
         }
         let w = &config.webhooks;
         if w.poll_interval_ms == 0 || w.retry_initial_ms == 0 || w.max_attempts == 0 {
@@ -272,14 +301,48 @@ mod tests {
         .unwrap();
         let config = ProxyConfig::load(
             Some(&file),
-            [("PROXY__PAYOUTS__STUCK_AFTER_MS".to_owned(), "5".to_owned())],
+            [("PROXY__PAYOUTS__MAX_ATTEMPTS".to_owned(), "5".to_owned())],
         )
         .unwrap();
-        assert_eq!(config.payouts.stuck_after_ms, 5);
+        assert_eq!(config.payouts.max_attempts, 5);
         assert_eq!(config.listen().port(), 8300);
         assert_eq!(config.vault.api_keys["acme"].expose(), "vk_x");
         assert!(!format!("{config:?}").contains("vk_x"));
         assert!(ProxyConfig::load(None, []).is_err());
+    }
+
+    /// The lease (`payouts.stuck_after_ms`) must outlast a bank call: shorter, another replica
+    /// could take a payout over while its start is in flight and send it again.
+    #[test]
+    fn a_lease_shorter_than_a_bank_call_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(
+            &file,
+            "[vault]\nurl = \"http://127.0.0.1:8200\"\n\
+             [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n\
+             connect_timeout_ms = 2000\nrequest_timeout_ms = 10000\n\
+             [payouts]\nstuck_after_ms = 3000\n",
+        )
+        .unwrap();
+        let err = ProxyConfig::load(Some(&file), []).unwrap_err().to_string();
+        assert!(
+            err.contains("payouts.stuck_after_ms")
+                && err.contains("bank131.connect_timeout_ms + bank131.request_timeout_ms")
+                && err.contains("13000 ms"),
+            "{err}"
+        );
+        let env = |v: &str| [("PROXY__PAYOUTS__STUCK_AFTER_MS".to_owned(), v.to_owned())];
+        assert!(ProxyConfig::load(Some(&file), env("12999")).is_err());
+        assert!(ProxyConfig::load(Some(&file), env("13000")).is_ok());
+        // The defaults hold together.
+        std::fs::write(
+            &file,
+            "[vault]\nurl = \"http://127.0.0.1:8200\"\n\
+             [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n",
+        )
+        .unwrap();
+        assert!(ProxyConfig::load(Some(&file), []).is_ok());
     }
 
     /// The bank and the vault are reached over https; plain http only to loopback or with the

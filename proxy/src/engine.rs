@@ -8,8 +8,16 @@
 //!    `session/cancel`.
 //! 2. A payout found in one of those states (after a crash, a timeout, a lost answer) is never
 //!    sent the call again blindly: `session/status` is read first ([`assess`]), and the call is
-//!    repeated only when the bank shows it never took effect. The bank's own session state
-//!    machine (one payout per session) backs this up.
+//!    repeated only when the bank shows it never took effect, and then with the same idempotency
+//!    key: a session may hold several payouts (API.md §14.1), so a start still being processed
+//!    must be refused as a duplicate, not paid again. Re-sends are capped; past the cap the
+//!    session is cancelled and the payout left for a person.
+//!
+//! And one rule keeps replicas from racing each other (DESIGN §5): a payout is driven only by
+//! the replica holding its lease (`lease_owner` until `next_attempt_at`, taken by a claim or a
+//! save), and every state-changing bank call follows a save that checks the row's version, which
+//! every claim and save bumps. A replica whose read is older than someone else's claim cannot
+//! send. The lease (`payouts.stuck_after_ms`) outlasts a bank call (checked at load).
 //!
 //! The card number is fetched from the vault right before the start call, lives as a `Pan` only
 //! while the request is written, and is dropped (zeroized) with it.
@@ -36,6 +44,20 @@ const STRIPES: usize = 64;
 const CANCELLED_BY_APP: &str = "cancelled_by_app";
 const CONFIRMATION_DEADLINE: &str = "confirmation_deadline";
 const CONFIRMATION_MISMATCH: &str = "confirmation_mismatch";
+/// The start was re-sent as often as allowed and the bank never showed it: the session is
+/// cancelled and a person decides.
+const START_UNCONFIRMED: &str = "start_unconfirmed";
+const START_ATTENTION: &str = "the bank never showed this payout's start after repeated sends; the session was cancelled: check with Bank 131 and close it with `proxy payouts resolve`";
+
+/// The namespace of the idempotency keys sent to the bank (UUID v5 of a stable string): the bank
+/// documents no key format (API.md §14.10), and a UUID is the one every API takes.
+const KEY_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x3f0c_6a1e_8d2b_4c57_9e41_b131_0000_0131);
+
+/// The idempotency key for `what` (`create:0`, `start`, `confirm:2`) of payout `id`: the same
+/// every time, in every replica.
+pub fn bank_key(id: &str, what: &str) -> String {
+    uuid::Uuid::new_v5(&KEY_NAMESPACE, format!("{id}:{what}").as_bytes()).to_string()
+}
 
 /// The engine. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -53,6 +75,9 @@ struct Inner {
     locks: Vec<Mutex<()>>,
     /// Signalled after a save that wrote app events, so the deliverer sends them at once.
     outbox: Arc<tokio::sync::Notify>,
+    /// This replica, as `lease_owner`: unique per process, so a restarted replica also waits out
+    /// the leases of its previous run (whose calls may still be in flight at the bank).
+    owner: String,
 }
 
 /// What the bank's session says about a payout.
@@ -161,8 +186,41 @@ impl Engine {
                 confirm_deadline,
                 locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 outbox: Arc::default(),
+                owner: shared::ids::unique_id("rep_"),
             }),
         }
+    }
+
+    /// This replica's lease-owner name.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// Whether another replica holds `p`'s lease now.
+    fn held_elsewhere(&self, p: &Payout, now: i64) -> bool {
+        p.next_attempt_at > now
+            && p.lease_owner
+                .as_deref()
+                .is_some_and(|o| o != self.inner.owner)
+    }
+
+    /// Saves `p` as this replica's (it takes the lease until `p.next_attempt_at`), checking the
+    /// version: [`StoreError::Conflict`] if anyone claimed or saved it since it was read.
+    async fn save(
+        &self,
+        p: &Payout,
+        events: Vec<crate::payout::OutboxEvent>,
+    ) -> Result<Payout, StoreError> {
+        let mut p = p.clone();
+        p.lease_owner = Some(self.inner.owner.clone());
+        self.inner.store.save(&p, events).await
+    }
+
+    /// The fence before a state-changing bank call: takes the lease for one call's length.
+    async fn fence(&self, mut p: Payout) -> Result<Payout, StoreError> {
+        p.updated_at = now_micros();
+        p.next_attempt_at = p.updated_at + millis(self.inner.settings.stuck_after_ms);
+        self.save(&p, Vec::new()).await
     }
 
     /// How long a reconciler claim on a payout lasts.
@@ -181,7 +239,7 @@ impl Engine {
     async fn save_with_events(&self, p: &Payout, now: i64) -> Result<Payout, StoreError> {
         let events: Vec<_> = event_for(p, now).into_iter().collect();
         let wrote_events = !events.is_empty();
-        let saved = self.inner.store.save(p, events).await?;
+        let saved = self.save(p, events).await?;
         if wrote_events {
             self.inner.outbox.notify_one();
         }
@@ -215,7 +273,7 @@ impl Engine {
             let Some(p) = self.inner.store.payout(id).await? else {
                 return Ok(());
             };
-            if p.state.is_final() {
+            if p.state.is_final() || self.held_elsewhere(&p, now_micros()) {
                 return Ok(());
             }
             match self.step(p).await {
@@ -249,7 +307,7 @@ impl Engine {
         };
         // A fresh key per attempt: a session whose creation answer was lost is an orphan the
         // bank never pays from, so creating another is safe.
-        let key = format!("{}:create:{}", p.id, p.attempts);
+        let key = bank_key(&p.id, &format!("create:{}", p.attempts));
         match self.inner.bank.create_session(&request, Some(&key)).await {
             Ok(session) => {
                 p.bank_session_id = Some(session.id);
@@ -303,13 +361,12 @@ impl Engine {
             }
         };
         // Rule 1: `started` (with the last four digits, which may be kept) is saved before the
-        // start call. `attempts` counts starts the bank showed it never got: it keys the next
-        // start's idempotency key.
+        // start call, fencing it.
         p.card_last4 = Some(pan.last4().to_owned());
         p.state = PayoutState::Started;
         p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
         p.updated_at = now_micros();
-        let p = self.inner.store.save(&p, Vec::new()).await?;
+        let p = self.save(&p, Vec::new()).await?;
         self.send_start(p, &session_id, pan).await
     }
 
@@ -332,7 +389,8 @@ impl Engine {
             customer: None,
             metadata: Some(serde_json::json!({ "payout_id": p.id })),
         };
-        let key = format!("{}:start:{}", p.id, p.attempts);
+        // One key for every send of this payout's start (rule 2).
+        let key = bank_key(&p.id, "start");
         let result = self
             .inner
             .bank
@@ -361,18 +419,26 @@ impl Engine {
             Err(e) => return self.reschedule(p, &e.to_string()).await,
         };
         match (p.state, assess(&session)) {
-            // The start never took effect: only now may it be sent again.
+            // The bank shows no payout: the start never arrived, or is still being processed.
+            // Sent again with the same key (a duplicate is refused, not paid), a few times.
             (PayoutState::Started, Assessment::NotStarted) => {
                 let mut p = p;
-                p.attempts += 1;
-                // `start` saves `started` again (with the next attempt's idempotency key) before
-                // it sends.
+                if p.start_sends >= self.inner.settings.max_start_resends {
+                    return self.give_up_start(p).await;
+                }
+                p.start_sends += 1;
+                // `start` saves `started` again (the fence) before it sends.
                 self.start(p).await
             }
             (PayoutState::Confirming, Assessment::AwaitingConfirmation { .. }) => {
+                let p = self.fence(p).await?;
                 self.send_confirm(p).await
             }
-            (PayoutState::Cancelling, Assessment::AwaitingConfirmation { .. }) => {
+            (
+                PayoutState::Cancelling,
+                Assessment::AwaitingConfirmation { .. } | Assessment::NotStarted,
+            ) => {
+                let p = self.fence(p).await?;
                 self.send_cancel(p).await
             }
             (_, Assessment::InProgress { .. }) => {
@@ -411,7 +477,7 @@ impl Engine {
                         p.updated_at = now_micros();
                         p.next_attempt_at =
                             now_micros() + millis(self.inner.settings.stuck_after_ms);
-                        let p = self.inner.store.save(&p, Vec::new()).await?;
+                        let p = self.save(&p, Vec::new()).await?;
                         return self.send_confirm(p).await;
                     }
                     p.failure_code = Some(CONFIRMATION_MISMATCH.to_owned());
@@ -430,15 +496,30 @@ impl Engine {
         p.state = PayoutState::Cancelling;
         p.updated_at = now_micros();
         p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
-        let p = self.inner.store.save(&p, Vec::new()).await?;
+        let p = self.save(&p, Vec::new()).await?;
         self.send_cancel(p).await
+    }
+
+    /// The start was re-sent `max_start_resends` times and the bank still shows no payout:
+    /// cancel the session so that a start still in flight cannot pay, and flag the payout. It
+    /// stays unfinished (reconciled, slowly) until the bank shows a payout or a person resolves
+    /// it: failing it would invite the app to pay again.
+    async fn give_up_start(&self, mut p: Payout) -> Result<bool, StoreError> {
+        tracing::error!(payout = %p.id, sends = p.start_sends, "the bank never showed the payout's start; cancelling the session and flagging the payout");
+        p.failure_code = Some(START_UNCONFIRMED.to_owned());
+        p.failure_message = Some(
+            "the bank never showed the payout after repeated starts; the session was cancelled"
+                .to_owned(),
+        );
+        p.attention = Some(START_ATTENTION.to_owned());
+        self.begin_cancel(p).await
     }
 
     async fn send_confirm(&self, p: Payout) -> Result<bool, StoreError> {
         let Some(session_id) = p.bank_session_id.clone() else {
             return self.fail(p, "internal_error", "no bank session").await;
         };
-        let key = format!("{}:confirm:{}", p.id, p.attempts);
+        let key = bank_key(&p.id, &format!("confirm:{}", p.attempts));
         match self.inner.bank.confirm(&session_id, Some(&key)).await {
             Ok(session) => self.apply(p, &session).await,
             Err(e) => self.reschedule(p, &e.to_string()).await,
@@ -449,7 +530,7 @@ impl Engine {
         let Some(session_id) = p.bank_session_id.clone() else {
             return self.fail(p, "internal_error", "no bank session").await;
         };
-        let key = format!("{}:cancel:{}", p.id, p.attempts);
+        let key = bank_key(&p.id, &format!("cancel:{}", p.attempts));
         match self.inner.bank.cancel(&session_id, Some(&key)).await {
             Ok(session) => self.apply(p, &session).await,
             Err(e) => self.reschedule(p, &e.to_string()).await,
@@ -479,6 +560,15 @@ impl Engine {
                 bank_payout_id,
                 code,
             } => {
+                if bank_payout_id.is_none()
+                    && p.state == PayoutState::Cancelling
+                    && p.failure_code.as_deref() == Some(START_UNCONFIRMED)
+                {
+                    // Gave up on the start: a cancelled, empty session is what we asked for, not
+                    // proof that nothing was paid. A person closes it.
+                    p.attention = Some(START_ATTENTION.to_owned());
+                    return self.reschedule(p, "").await;
+                }
                 let next = match p.failure_code.as_deref() {
                     Some(CANCELLED_BY_APP | CONFIRMATION_DEADLINE)
                         if p.state == PayoutState::Cancelling =>
@@ -588,13 +678,13 @@ impl Engine {
             p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
             if confirm {
                 p.state = PayoutState::Confirming;
-                let p = self.inner.store.save(&p, Vec::new()).await?;
+                let p = self.save(&p, Vec::new()).await?;
                 self.send_confirm(p).await?;
             } else {
                 p.failure_code = Some(CANCELLED_BY_APP.to_owned());
                 p.failure_message = Some("cancelled by the app".to_owned());
                 p.state = PayoutState::Cancelling;
-                let p = self.inner.store.save(&p, Vec::new()).await?;
+                let p = self.save(&p, Vec::new()).await?;
                 self.send_cancel(p).await?;
             }
         }
@@ -637,7 +727,7 @@ impl Engine {
         p.next_attempt_at =
             now_micros() + micros(backoff(s.retry_initial_ms, s.retry_max_ms, p.attempts));
         p.updated_at = now_micros();
-        self.inner.store.save(&p, Vec::new()).await?;
+        self.save(&p, Vec::new()).await?;
         Ok(false)
     }
 
@@ -661,7 +751,7 @@ impl Engine {
         };
         p.next_attempt_at = now_micros() + micros(delay);
         p.updated_at = now_micros();
-        self.inner.store.save(&p, Vec::new()).await?;
+        self.save(&p, Vec::new()).await?;
         Ok(false)
     }
 }

@@ -166,8 +166,13 @@ pub struct Payout {
     pub created_at: i64,
     /// Unix microseconds.
     pub updated_at: i64,
-    /// Optimistic-concurrency version, bumped by every save.
+    /// Optimistic-concurrency version, bumped by every save and every claim: the fence a bank
+    /// call's preceding save checks.
     pub version: i64,
+    /// The replica that holds the payout until `next_attempt_at` (it claimed or last saved it).
+    pub lease_owner: Option<String>,
+    /// `start/payout` re-sends after the bank showed no payout in the session.
+    pub start_sends: u32,
 }
 
 impl Payout {

@@ -141,20 +141,23 @@ impl Application {
     }
 }
 
-/// The reconciler: at start-up every unfinished payout is driven (so a restarted proxy resumes
-/// them all); then, every interval, each payout whose retry or check time has come.
+/// The reconciler: every interval, each unfinished payout whose retry or check time has come,
+/// so a restarted proxy resumes them all. Not sooner, at start-up either: a payout's
+/// `next_attempt_at` may be the lease of a replica (or this one's previous run) whose bank call
+/// is still in flight, and taking it over would send the call again.
 async fn reconcile(engine: Engine, every: Duration) {
-    let mut first = true;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let due = if first { i64::MAX } else { now_micros() };
-        first = false;
+        let now = now_micros();
         // Claimed for a lease, so two replicas do not drive the same payout at once.
-        let lease =
-            now_micros() + i64::try_from(engine.lease().as_micros()).unwrap_or(i64::MAX / 2);
-        let payouts = match engine.store().claim_due_payouts(due, lease, 100).await {
+        let lease = now + i64::try_from(engine.lease().as_micros()).unwrap_or(i64::MAX / 2);
+        let claimed = engine
+            .store()
+            .claim_due_payouts(now, lease, engine.owner(), 100)
+            .await;
+        let payouts = match claimed {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "reconciler could not read payouts");

@@ -93,12 +93,15 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     async fn save(&self, payout: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError>;
 
     /// Claims up to `limit` payouts not in a final state whose `next_attempt_at` is at or before
-    /// `due`, oldest first, by moving their `next_attempt_at` to `lease_until`: another replica
-    /// asking meanwhile does not get them (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    /// `due`, oldest first, for `owner` until `lease_until`: their `next_attempt_at` moves there,
+    /// `lease_owner` becomes `owner` and `version` is bumped, so another replica asking meanwhile
+    /// does not get them (PostgreSQL: `FOR UPDATE SKIP LOCKED`) and a replica still holding an
+    /// older read cannot save over the claim. Returns them as claimed.
     async fn claim_due_payouts(
         &self,
         due: i64,
         lease_until: i64,
+        owner: &str,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError>;
 

@@ -108,6 +108,8 @@ async fn payout_with_events(store: &dyn ProxyStore, client_id: &str, events: usi
             created_at: now,
             updated_at: now,
             version: 0,
+            lease_owner: None,
+            start_sends: 0,
         })
         .await
         .unwrap()

@@ -208,13 +208,14 @@ fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &str) -> Stri
          private_key_file = {partner}\n\
          bank_public_key_file = {bank}\n\
          api_version = \"v2\"\n\
-         connect_timeout_ms = 2000\n\
-         request_timeout_ms = 10000\n\
+         connect_timeout_ms = 1000\n\
+         request_timeout_ms = 5000\n\
          \n\
-         # Fast engine settings for a local demo.\n\
+         # Fast engine settings for a local demo. stuck_after_ms is also the lease on a payout\n\
+         # being driven: at least connect + request timeouts + 1 s.\n\
          [payouts]\n\
          reconcile_interval_ms = 500\n\
-         stuck_after_ms = 3000\n\
+         stuck_after_ms = 8000\n\
          retry_initial_ms = 200\n\
          retry_max_ms = 5000\n\
          \n\

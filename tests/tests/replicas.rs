@@ -52,20 +52,23 @@ async fn balance(
     StatusCode::BAD_GATEWAY
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
-    let Ok(db) = std::env::var("TEST_DATABASE_URL") else {
+/// `TEST_DATABASE_URL`, or `None` after saying, past the test harness's capture, that `test`
+/// is skipped.
+fn database_url(test: &str) -> Option<String> {
+    let url = std::env::var("TEST_DATABASE_URL").ok();
+    if url.is_none() {
         use std::io::Write;
-        // Written to /dev/stderr, past the test harness's capture, so the skip is seen.
         let _ = std::fs::OpenOptions::new()
             .write(true)
             .open("/dev/stderr")
-            .and_then(|mut e| {
-                writeln!(
-                    e,
-                    "TEST_DATABASE_URL is not set: the multi-replica PostgreSQL test is skipped"
-                )
-            });
+            .and_then(|mut e| writeln!(e, "TEST_DATABASE_URL is not set: {test} is skipped"));
+    }
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
+    let Some(db) = database_url("the multi-replica PostgreSQL test") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -225,8 +228,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         path("proxy.toml"),
         format!(
             "[vault]\nurl = \"{}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
-             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\nrequest_timeout_ms = 2000\n\
-             [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 1500\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
+             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 2000\n\
+             [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 3500\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [webhooks]\nallow_private_networks = true\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 500\n[log]\nformat = \"json\"\n",
             vault_urls[0],
             sandbox.partner_key.display(),
@@ -474,4 +477,260 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     // The audit chain written by two vault replicas is one valid chain.
     let verified = vault(&["audit", "verify"]);
     assert!(verified.contains("audit chain ok"), "{verified}");
+}
+
+/// DESIGN §5: a replica that starts while another's `start/payout` is still in flight at a slow
+/// bank must not take the payout over. It respects the lease (the in-flight call's owner holds
+/// the payout until its call must have ended), so the bank sees one start for the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again() {
+    let Some(db) = database_url("the lease test on PostgreSQL") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let schema = format!(
+        "rl_{}",
+        shared::ids::random_id("").unwrap().to_ascii_lowercase()
+    );
+    shared::postgres::connect(&db, 1, Some(&schema))
+        .await
+        .unwrap();
+    let proxy_db = with_schema(&db, &schema);
+    let proxy_ports = [free_port().unwrap(), free_port().unwrap()];
+
+    // The bank holds the first start 20 s before it gets to it (its key taken on arrival).
+    let sandbox = Sandbox::start(
+        Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
+        dir.path(),
+        &SandboxSpec {
+            project: PROJECT.to_owned(),
+            webhook_url: format!("http://127.0.0.1:{}/webhooks/bank131", proxy_ports[0]),
+            port: free_port().unwrap(),
+            flags: [
+                "--ready-delay-ms",
+                "20",
+                "--finish-delay-ms",
+                "20",
+                "--fault",
+                "session/start/payout=delay:20000@1",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        },
+        &http,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // One vault (SQLite): the race is between the proxies.
+    let vault_port = free_port().unwrap();
+    std::fs::write(
+        path("vault.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n[database]\npath = \"{}\"\n[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\n",
+            path("vault.db").display(),
+            path("master.key").display()
+        ),
+    )
+    .unwrap();
+    let vault = |args: &[&str]| {
+        run_cli(Path::new(VAULT_BIN), &path("vault.toml"), &[], args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    vault(&["init"]);
+    let key = |name: &str, scopes: &str| {
+        field(
+            &vault(&[
+                "clients", "create", "--name", name, "--tenant", TENANT, "--scopes", scopes,
+            ]),
+            "api_key:",
+        )
+        .unwrap()
+    };
+    let (app_vault_key, proxy_vault_key) = (
+        key("app", "tokens:create"),
+        key("proxy", "tokens:detokenize"),
+    );
+    let mut vault_process = Process::serve(
+        Path::new(VAULT_BIN),
+        &path("vault.toml"),
+        &[],
+        "vault",
+        dir.path(),
+    )
+    .unwrap();
+    let vault_url = format!("http://127.0.0.1:{vault_port}");
+    vault_process
+        .wait_healthy(&http, &format!("{vault_url}/healthz"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Two proxies whose bank calls may take 30 s: the lease outlasts that.
+    std::fs::write(
+        path("proxy.toml"),
+        format!(
+            "[vault]\nurl = \"{vault_url}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
+             [bank131]\nbase_url = \"{}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\n\
+             connect_timeout_ms = 500\nrequest_timeout_ms = 30000\n\
+             [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 31500\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
+             [log]\nformat = \"json\"\n",
+            sandbox.url,
+            sandbox.partner_key.display(),
+            sandbox.bank_key.display()
+        ),
+    )
+    .unwrap();
+    let proxy_env = vec![("PROXY__DATABASE__URL".to_owned(), proxy_db)];
+    let out = run_cli(
+        Path::new(PROXY_BIN),
+        &path("proxy.toml"),
+        &proxy_env,
+        &[
+            "clients",
+            "create",
+            "--name",
+            "app",
+            "--tenant",
+            TENANT,
+            "--scopes",
+            "payouts:write,payouts:read",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app_key = field(&out, "api_key:").unwrap();
+    let serve = |i: usize, run: usize| {
+        let mut env = proxy_env.clone();
+        env.push((
+            "PROXY__SERVER__LISTEN".to_owned(),
+            format!("127.0.0.1:{}", proxy_ports[i]),
+        ));
+        Process::serve(
+            Path::new(PROXY_BIN),
+            &path("proxy.toml"),
+            &env,
+            format!("proxy-{i}-{run}"),
+            dir.path(),
+        )
+        .unwrap()
+    };
+    let mut proxies = Vec::new();
+    for (i, port) in proxy_ports.iter().enumerate() {
+        let mut p = serve(i, 0);
+        p.wait_healthy(&http, &format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        proxies.push(p);
+    }
+
+    // A payout on the first proxy; its start reaches the bank and is held there.
+    let token: Value = http
+        .post(format!("{vault_url}/v1/tokens"))
+        .bearer_auth(&app_vault_key)
+        .json(&json!({"pan": "4242424242424242"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = format!("http://127.0.0.1:{}", proxy_ports[0]);
+    let created: Value = http
+        .post(format!("{first}/v1/payouts"))
+        .bearer_auth(&app_key)
+        .header("idempotency-key", "slow-start")
+        .json(&json!({"card_token": token["token"], "amount": 1000, "currency": "RUB", "recipient": {"full_name": "Ivanov Ivan"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let starts = |entries: &[Value]| -> Vec<Value> {
+        entries
+            .iter()
+            .filter(|e| {
+                e["kind"] == "request"
+                    && e["path"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with("session/start/payout"))
+                    && e["body"].as_str().is_some_and(|b| b.contains(id.as_str()))
+            })
+            .cloned()
+            .collect()
+    };
+    let journal = || async {
+        let v: Value = http
+            .get(format!("{}/__sandbox/journal", sandbox.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["entries"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while starts(&journal().await).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the start never reached the bank"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        starts(&journal().await)[0]["status"].is_null(),
+        "the start was answered before the restart: the bank's delay did not hold it"
+    );
+
+    // The other proxy restarts while the start is held.
+    proxies.remove(1).kill();
+    let mut restarted = serve(1, 1);
+    restarted
+        .wait_healthy(
+            &http,
+            &format!("http://127.0.0.1:{}/healthz", proxy_ports[1]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // The held start is answered, and the payout completes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let p: Value = http
+            .get(format!("{first}/v1/payouts/{id}"))
+            .bearer_auth(&app_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ["succeeded", "failed", "cancelled"]
+            .iter()
+            .any(|s| p["status"] == *s)
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "unfinished: {p}\n{}",
+            restarted.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let sent = starts(&journal().await);
+    assert_eq!(
+        sent.len(),
+        1,
+        "the restarted replica sent the start again: {sent:?}\n{}",
+        restarted.logs()
+    );
+    restarted.check_alive().unwrap();
 }

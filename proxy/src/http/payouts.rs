@@ -169,11 +169,15 @@ pub(crate) async fn create(
         failure_message: None,
         attention: None,
         confirm_deadline: None,
-        next_attempt_at: now,
+        // This replica drives it at once, holding the lease: another's reconciler does not
+        // take it meanwhile (if this one dies, the lease runs out and another does).
+        next_attempt_at: now + i64::try_from(state.engine.lease().as_micros()).unwrap_or(0),
         attempts: 0,
         created_at: now,
         updated_at: now,
         version: 0,
+        lease_owner: Some(state.engine.owner().to_owned()),
+        start_sends: 0,
     };
     match state.engine.store().insert_payout(payout).await? {
         Inserted::New(p) => {

@@ -13,7 +13,10 @@ use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, Scopes, WebhookSecret};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_leases.sql"),
+];
 const MIGRATION_LOCK: i64 = 0x7072_6f78_7901;
 
 /// The PostgreSQL store. Cheap to clone.
@@ -77,7 +80,8 @@ macro_rules! payout_columns {
     () => {
         "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
          recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, failure_code, \
-         failure_message, attention, confirm_deadline, next_attempt_at, attempts, created_at, updated_at, version"
+         failure_message, attention, confirm_deadline, next_attempt_at, attempts, created_at, updated_at, version, \
+         lease_owner, start_sends"
     };
 }
 
@@ -110,6 +114,9 @@ fn payout_from_row(r: &Row) -> Result<Payout, StoreError> {
         created_at: r.try_get(21)?,
         updated_at: r.try_get(22)?,
         version: r.try_get(23)?,
+        lease_owner: r.try_get(24)?,
+        start_sends: u32::try_from(r.try_get::<_, i64>(25)?)
+            .map_err(|_| StoreError::Corrupt("start_sends"))?,
     })
 }
 
@@ -169,7 +176,7 @@ impl ProxyStore for PgStore {
                 "INSERT INTO payouts (",
                 payout_columns!(),
                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) \
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
                  ON CONFLICT (client_id, idempotency_key) DO NOTHING"
             ))
             .await?;
@@ -201,6 +208,8 @@ impl ProxyStore for PgStore {
                     &p.created_at,
                     &p.updated_at,
                     &p.version,
+                    &p.lease_owner,
+                    &i64::from(p.start_sends),
                 ],
             )
             .await?;
@@ -287,7 +296,8 @@ impl ProxyStore for PgStore {
             .prepare_cached(
                 "UPDATE payouts SET state = $3, bank_session_id = $4, bank_payout_id = $5, card_last4 = $6, \
                  failure_code = $7, failure_message = $8, attention = $9, confirm_deadline = $10, \
-                 next_attempt_at = $11, attempts = $12, updated_at = $13, version = version + 1 \
+                 next_attempt_at = $11, attempts = $12, updated_at = $13, lease_owner = $14, \
+                 start_sends = $15, version = version + 1 \
                  WHERE id = $1 AND version = $2",
             )
             .await?;
@@ -308,6 +318,8 @@ impl ProxyStore for PgStore {
                     &p.next_attempt_at,
                     &i64::from(p.attempts),
                     &p.updated_at,
+                    &p.lease_owner,
+                    &i64::from(p.start_sends),
                 ],
             )
             .await?;
@@ -352,12 +364,13 @@ impl ProxyStore for PgStore {
         &self,
         due: i64,
         lease_until: i64,
+        owner: &str,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
         let client = self.conn().await?;
         let stmt = client
             .prepare_cached(concat!(
-                "UPDATE payouts SET next_attempt_at = $2 WHERE id IN ( \
+                "UPDATE payouts SET next_attempt_at = $2, lease_owner = $4, version = version + 1 WHERE id IN ( \
                    SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') AND next_attempt_at <= $1 \
                    ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  RETURNING ",
@@ -365,7 +378,7 @@ impl ProxyStore for PgStore {
             ))
             .await?;
         let rows = client
-            .query(&stmt, &[&due, &lease_until, &i64::from(limit)])
+            .query(&stmt, &[&due, &lease_until, &i64::from(limit), &owner])
             .await?;
         rows.iter().map(payout_from_row).collect()
     }

@@ -10,7 +10,10 @@ use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, Scopes, WebhookSecret};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_leases.sql"),
+];
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -71,7 +74,7 @@ macro_rules! payout_columns {
         "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
          recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, \
          failure_code, failure_message, attention, confirm_deadline, next_attempt_at, attempts, \
-         created_at, updated_at, version"
+         created_at, updated_at, version, lease_owner, start_sends"
     };
 }
 
@@ -103,6 +106,8 @@ fn payout_from_row(r: &Row<'_>) -> Result<Payout, StoreError> {
         created_at: r.get(21)?,
         updated_at: r.get(22)?,
         version: r.get(23)?,
+        lease_owner: r.get(24)?,
+        start_sends: r.get(25)?,
     })
 }
 
@@ -202,7 +207,7 @@ impl ProxyStore for SqliteStore {
                     "INSERT INTO payouts (",
                     payout_columns!(),
                     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                         ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+                         ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
                 ))?
                 .execute(params![
                     p.id,
@@ -229,6 +234,8 @@ impl ProxyStore for SqliteStore {
                     p.created_at,
                     p.updated_at,
                     p.version,
+                    p.lease_owner,
+                    p.start_sends,
                 ])?;
                 Ok(Inserted::New(p))
             })
@@ -300,7 +307,8 @@ impl ProxyStore for SqliteStore {
                         .prepare_cached(
                             "UPDATE payouts SET state = ?3, bank_session_id = ?4, bank_payout_id = ?5, card_last4 = ?6, \
                              failure_code = ?7, failure_message = ?8, attention = ?9, confirm_deadline = ?10, \
-                             next_attempt_at = ?11, attempts = ?12, updated_at = ?13, version = version + 1 \
+                             next_attempt_at = ?11, attempts = ?12, updated_at = ?13, lease_owner = ?14, \
+                             start_sends = ?15, version = version + 1 \
                              WHERE id = ?1 AND version = ?2",
                         )?
                         .execute(params![
@@ -317,6 +325,8 @@ impl ProxyStore for SqliteStore {
                             p.next_attempt_at,
                             p.attempts,
                             p.updated_at,
+                            p.lease_owner,
+                            p.start_sends,
                         ])?;
                     if changed == 0 {
                         return Err(StoreError::Conflict);
@@ -351,11 +361,13 @@ impl ProxyStore for SqliteStore {
         &self,
         due: i64,
         lease_until: i64,
+        owner: &str,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
+        let owner = owner.to_owned();
         self.pool
             .transaction(move |tx| {
-                let claimed = payouts(
+                let mut claimed = payouts(
                     tx,
                     concat!(
                         "SELECT ",
@@ -365,10 +377,14 @@ impl ProxyStore for SqliteStore {
                     ),
                     params![due, limit],
                 )?;
-                let mut lease =
-                    tx.prepare_cached("UPDATE payouts SET next_attempt_at = ?2 WHERE id = ?1")?;
-                for p in &claimed {
-                    lease.execute(params![p.id, lease_until])?;
+                let mut lease = tx.prepare_cached(
+                    "UPDATE payouts SET next_attempt_at = ?2, lease_owner = ?3, version = version + 1 WHERE id = ?1",
+                )?;
+                for p in &mut claimed {
+                    lease.execute(params![p.id, lease_until, owner])?;
+                    p.next_attempt_at = lease_until;
+                    p.lease_owner = Some(owner.clone());
+                    p.version += 1;
                 }
                 Ok(claimed)
             })

@@ -53,6 +53,8 @@ fn payout(client_id: &str, tenant: &str, key: &str, created_at: i64) -> Payout {
         created_at,
         updated_at: created_at,
         version: 0,
+        lease_owner: None,
+        start_sends: 0,
     }
 }
 
@@ -206,9 +208,10 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
         } else {
             Arc::clone(&c)
         };
+        let owner = format!("replica_{}", i % 2);
         tasks.push(tokio::spawn(async move {
             store
-                .claim_due_payouts(now, now + 60_000_000, 7)
+                .claim_due_payouts(now, now + 60_000_000, &owner, 7)
                 .await
                 .unwrap()
         }));
@@ -218,19 +221,35 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
     for t in tasks {
         for p in t.await.unwrap() {
             total += 1;
+            // As claimed: the lease, its owner, and a version that fences older reads.
+            let stored = a.payout(&p.id).await.unwrap().unwrap();
+            assert_eq!(stored.lease_owner, p.lease_owner);
+            assert_eq!(
+                (stored.version, stored.next_attempt_at),
+                (1, now + 60_000_000)
+            );
+            assert_eq!(p.version, 1);
             assert!(seen.insert(p.id), "a payout was claimed twice");
         }
     }
     assert_eq!(total, 30);
+    // A save from a read taken before the claim is refused: the claim fenced it.
+    let id = seen.iter().next().unwrap().clone();
+    let mut before_claim = a.payout(&id).await.unwrap().unwrap();
+    before_claim.version = 0;
+    assert!(matches!(
+        a.save(&before_claim, Vec::new()).await,
+        Err(StoreError::Conflict)
+    ));
     assert!(
-        a.claim_due_payouts(now, now + 1, 100)
+        a.claim_due_payouts(now, now + 1, "replica_0", 100)
             .await
             .unwrap()
             .is_empty(),
         "leased payouts are not due"
     );
     assert_eq!(
-        c.claim_due_payouts(now + 60_000_000, now + 60_000_001, 100)
+        c.claim_due_payouts(now + 60_000_000, now + 60_000_001, "replica_1", 100)
             .await
             .unwrap()
             .len(),

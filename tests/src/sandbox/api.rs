@@ -124,6 +124,22 @@ impl Sandbox {
             return plain(self.error(ApiError::new("method_not_allowed", "use POST")));
         }
         let fault = self.faults.fire(name);
+        let before_the_bank = matches!(
+            fault.terminal,
+            Some((
+                FaultAction::Error | FaultAction::Hang | FaultAction::Redirect,
+                _
+            ))
+        );
+        // A request that reached the bank is authenticated and its idempotency key taken on
+        // arrival, before a slow bank gets to it: a re-send meanwhile is "already in progress"
+        // (API.md §14.2). The faults that fail before the bank (a front end's 5xx, a hang, a
+        // redirect) leave no trace.
+        let admitted = if before_the_bank {
+            Ok(())
+        } else {
+            self.admit(name, headers, body)
+        };
         if !fault.delay.is_zero() && !self.sleep(fault.delay).await {
             return plain(self.error(ApiError::internal()));
         }
@@ -137,9 +153,16 @@ impl Sandbox {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
                 return (status, serde_json::json!({}), fault.location.clone());
             }
+            Some((FaultAction::Lose, status)) if admitted.is_ok() => {
+                return plain(self.fault_error(status));
+            }
             _ => {}
         }
-        let outcome = self.authenticated_call(version, name, headers, body);
+        let outcome = admitted.and_then(|()| {
+            let json = request::object(body)?;
+            let project = header(headers, "x-partner-project").unwrap_or_default();
+            self.call(name, project, version, &json)
+        });
         match fault.terminal {
             Some((FaultAction::ErrorAfter, status)) => return plain(self.fault_error(status)),
             Some((FaultAction::HangAfter, status)) => {
@@ -159,13 +182,8 @@ impl Sandbox {
         }
     }
 
-    fn authenticated_call(
-        &self,
-        version: ApiVersion,
-        name: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Reply, ApiError> {
+    /// Authenticates the request and takes its idempotency key.
+    fn admit(&self, name: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
         // [INF] An unknown or missing project is `identification_error`: the partner could not
         // be identified; `authorization_error` is kept for a known project lacking a right.
         let project = header(headers, "x-partner-project").ok_or(ApiError::new(
@@ -199,8 +217,7 @@ impl Sandbox {
                 ));
             }
         }
-        let json = request::object(body)?;
-        self.call(name, project, version, &json)
+        Ok(())
     }
 
     fn error(&self, e: ApiError) -> (StatusCode, Value) {

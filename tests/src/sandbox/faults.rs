@@ -23,6 +23,10 @@ pub enum FaultAction {
     Error,
     /// Calls: do the work, then answer `internal_error` anyway (the client cannot know).
     ErrorAfter,
+    /// Calls: take the request's idempotency key, then answer `internal_error` without doing
+    /// the work: a bank that lost a request it had admitted, so that a re-send with the same key
+    /// is refused as "already in progress or processed" while the session shows nothing.
+    Lose,
     /// Calls: hold the request without doing anything until the client gives up (bounded by
     /// the sandbox's `hang_limit`, then `internal_error`).
     Hang,
@@ -53,6 +57,7 @@ impl FaultAction {
             Self::Delay
                 | Self::Error
                 | Self::ErrorAfter
+                | Self::Lose
                 | Self::Hang
                 | Self::HangAfter
                 | Self::Redirect
@@ -71,7 +76,7 @@ pub struct FaultSpec {
     /// For `delay`: milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
-    /// For `error`/`error_after`: the HTTP status (500–599; default 500). For `redirect`:
+    /// For `error`/`error_after`/`lose`: the HTTP status (500–599; default 500). For `redirect`:
     /// 300–399 (default 307).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
@@ -133,7 +138,7 @@ impl FaultSpec {
 }
 
 /// The compact form taken by `--fault`: `TARGET=ACTION[:ARG][@COUNT]`, where ARG is the delay in
-/// milliseconds for `delay`, the HTTP status for `error`/`error_after` and the location for
+/// milliseconds for `delay`, the HTTP status for `error`/`error_after`/`lose` and the location for
 /// `redirect` (answered with 307). Examples: `session/start/payout=hang@1`,
 /// `webhook:*=delay:300`, `session/confirm=error:503@2`,
 /// `session/start/payout=redirect:http://127.0.0.1:9999/steal`.
@@ -180,7 +185,7 @@ impl FromStr for FaultSpec {
         };
         match (action, arg) {
             (FaultAction::Delay, a) => spec.delay_ms = a,
-            (FaultAction::Error | FaultAction::ErrorAfter, Some(a)) => {
+            (FaultAction::Error | FaultAction::ErrorAfter | FaultAction::Lose, Some(a)) => {
                 spec.status = Some(u16::try_from(a).map_err(|_| "bad status")?);
             }
             (_, None) => {}

@@ -10,6 +10,7 @@
 mod boundary;
 mod crash;
 mod egress;
+mod exactly_once;
 mod faults;
 mod flows;
 mod stack;

@@ -169,8 +169,8 @@ impl Stack {
         let proxy_toml = format!(
             "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n[database]\npath = \"{db}\"\n\
              [vault]\nurl = \"{vault_url}\"\nrequest_timeout_ms = 2000\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
-             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\nrequest_timeout_ms = 1500\n\
-             [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 1500\nretry_initial_ms = 100\nretry_max_ms = 1000\nmax_attempts = 6\n\
+             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1500\n\
+             [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 3000\nretry_initial_ms = 100\nretry_max_ms = 1000\nmax_attempts = 6\n\
              [webhooks]\nallow_private_networks = true\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [log]\nformat = \"json\"\nfilter = \"debug\"\n",
             db = path("proxy.db").display(),
