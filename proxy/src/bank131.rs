@@ -9,6 +9,7 @@
 mod client;
 mod config;
 mod error;
+mod lenient;
 mod models;
 mod request;
 mod signing;

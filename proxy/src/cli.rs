@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
+    /// Operator actions on payouts.
+    Payouts {
+        #[command(subcommand)]
+        command: PayoutsCommand,
+    },
     /// Bank 131 tools.
     Bank131 {
         #[command(subcommand)]
@@ -68,6 +73,26 @@ enum ClientsCommand {
     Revoke {
         /// The client id (`app_…`).
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PayoutsCommand {
+    /// Close a payout the proxy cannot finish by itself (a bank session in `error`, a start the
+    /// bank never showed) once Bank 131 has told you its outcome. Recorded in the payout's
+    /// history with the operator and the reason; the app hears the outcome as a webhook.
+    Resolve {
+        /// The payout id (`pay_…`).
+        id: String,
+        /// What the bank says happened.
+        #[arg(long = "as", value_enum)]
+        outcome: crate::resolve::Resolution,
+        /// Why, with the bank's reference (kept in the payout's history; no card numbers).
+        #[arg(long)]
+        reason: String,
+        /// Who decides (default: $USER).
+        #[arg(long, env = "USER")]
+        operator: String,
     },
 }
 
@@ -137,6 +162,7 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Clients { command } => clients(command, &config).await,
+        Command::Payouts { command } => payouts(command, &config).await,
         Command::Bank131 { command } => bank131(command),
     }
 }
@@ -235,6 +261,44 @@ async fn clients(command: ClientsCommand, config: &ProxyConfig) -> anyhow::Resul
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn payouts(command: PayoutsCommand, config: &ProxyConfig) -> anyhow::Result<ExitCode> {
+    let store = open_store(config).await?;
+    match command {
+        PayoutsCommand::Resolve {
+            id,
+            outcome,
+            reason,
+            operator,
+        } => {
+            use crate::resolve::{ResolveError, resolve};
+            match resolve(
+                store.as_ref(),
+                &id,
+                outcome,
+                &operator,
+                &reason,
+                now_micros(),
+            )
+            .await
+            {
+                Ok(p) => {
+                    println!("resolved {} as {}", p.id, p.state);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(ResolveError::Store(e)) => Err(e.into()),
+                Err(e @ (ResolveError::Reason(_) | ResolveError::Operator(_))) => {
+                    eprintln!("proxy: {e}");
+                    Ok(ExitCode::from(EX_USAGE))
+                }
+                Err(e) => {
+                    eprintln!("proxy: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
 }
 
 fn bank131(command: Bank131Command) -> anyhow::Result<ExitCode> {

@@ -29,7 +29,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::bank131::{
     Amount, Bank131Client, Bank131Error, CreateSession, ErrorClass, NextAction, Participant,
-    ParticipantDetails, PayoutRequest, PayoutStatus, Session, SessionStatus,
+    ParticipantDetails, Payout as BankPayout, PayoutRequest, PayoutStatus, RefundStatus, Session,
+    SessionStatus,
 };
 use crate::config::{PayoutSettings, backoff};
 use crate::payout::{ConfirmMode, Payout, PayoutState};
@@ -100,56 +101,141 @@ pub enum Assessment {
         /// `po_…`.
         bank_payout_id: String,
     },
+    /// The payout went out and the recipient's bank returned it (`payment_refunded`).
+    Returned {
+        /// `po_…`.
+        bank_payout_id: String,
+    },
     /// The payout did not go out.
     Failed {
         /// `po_…`, if the bank named one.
         bank_payout_id: Option<String>,
-        /// The bank's error code.
+        /// The bank's error code (see [`bank_error_code`]).
         code: String,
     },
     /// The bank's session is in `error` (not final) or something the proxy cannot interpret.
     Unclear(&'static str),
 }
 
-/// Reads a bank session (from `session/status` or a webhook).
-pub fn assess(session: &Session) -> Assessment {
-    let Some(payout) = session.payouts().first() else {
-        return match session.status {
-            SessionStatus::Created => Assessment::NotStarted,
-            SessionStatus::Cancelled => Assessment::Failed {
-                bank_payout_id: None,
-                code: session
-                    .error
-                    .as_ref()
-                    .map_or_else(|| "session_cancelled".to_owned(), |e| e.code.clone()),
-            },
-            SessionStatus::Error => {
-                Assessment::Unclear("the bank session is in error (not final): contact Bank 131")
-            }
-            _ => Assessment::Unclear("the bank session has no payout"),
-        };
+const SESSION_IN_ERROR: &str = "the bank session is in error (not final): check with Bank 131 and close it with `proxy payouts resolve`";
+
+/// Which of the session's payouts is ours (a session may hold several, API.md §14.1): the one
+/// whose id we stored, else the one echoing our `payout_id` in its metadata, else the only one
+/// if it names no other payout. `Err` when the session holds payouts none of which is
+/// identifiably ours.
+fn our_payout<'a>(
+    session: &'a Session,
+    our_id: &str,
+    bank_payout_id: Option<&str>,
+) -> Result<Option<&'a BankPayout>, &'static str> {
+    let list = session.payouts();
+    if let Some(id) = bank_payout_id {
+        return list
+            .iter()
+            .find(|b| b.id == id)
+            .map(Some)
+            .ok_or("the bank session no longer lists the payout it reported");
+    }
+    if let Some(b) = list.iter().find(|b| b.our_payout_id() == Some(our_id)) {
+        return Ok(Some(b));
+    }
+    match list {
+        [] => Ok(None),
+        [only] if only.our_payout_id().is_none() => Ok(Some(only)),
+        _ => Err("the bank session holds payouts none of which is identifiably this one"),
+    }
+}
+
+/// Reads a bank session (from `session/status`, a call's answer or a webhook) for payout
+/// `our_id`, whose bank payout id is `bank_payout_id` once known.
+pub fn assess(session: &Session, our_id: &str, bank_payout_id: Option<&str>) -> Assessment {
+    let session_code = || {
+        session
+            .error
+            .as_ref()
+            .map(|e| bank_error_code(&e.code, "session_cancelled"))
+    };
+    let payout = match our_payout(session, our_id, bank_payout_id) {
+        Ok(Some(payout)) => payout,
+        Ok(None) => {
+            return match session.status {
+                SessionStatus::Created => Assessment::NotStarted,
+                SessionStatus::Cancelled => Assessment::Failed {
+                    bank_payout_id: None,
+                    code: session_code().unwrap_or_else(|| "session_cancelled".to_owned()),
+                },
+                SessionStatus::Error => Assessment::Unclear(SESSION_IN_ERROR),
+                _ => Assessment::Unclear("the bank session has no payout"),
+            };
+        }
+        Err(why) => return Assessment::Unclear(why),
     };
     let id = payout.id.clone();
+    let returned = payout
+        .refunds
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.status == RefundStatus::Accepted);
     match (&payout.status, &session.status) {
+        (PayoutStatus::Succeeded, _) if returned => Assessment::Returned { bank_payout_id: id },
         (PayoutStatus::Succeeded, _) => Assessment::Succeeded { bank_payout_id: id },
-        (_, SessionStatus::Error) => {
-            Assessment::Unclear("the bank session is in error (not final): contact Bank 131")
-        }
+        (_, SessionStatus::Error) => Assessment::Unclear(SESSION_IN_ERROR),
         (PayoutStatus::Failed, _) => Assessment::Failed {
             bank_payout_id: Some(id),
             code: payout
                 .error
                 .as_ref()
-                .or(session.error.as_ref())
-                .map_or_else(|| "payout_failed".to_owned(), |e| e.code.clone()),
+                .map(|e| bank_error_code(&e.code, ""))
+                .filter(|c| !c.is_empty())
+                .or_else(session_code)
+                .unwrap_or_else(|| "payout_failed".to_owned()),
         },
-        (PayoutStatus::Pending, _) if session.next_action == Some(NextAction::Confirm) => {
+        // `next_action` is the signal (API.md §14.6), whatever the payout's own status says.
+        _ if session.next_action == Some(NextAction::Confirm) => {
             Assessment::AwaitingConfirmation { bank_payout_id: id }
         }
+        // A cancelled session is final (API.md §14.7): a payout it still shows pending or in
+        // progress did not go out, and waiting for it would wait forever.
+        (_, SessionStatus::Cancelled) => Assessment::Failed {
+            bank_payout_id: Some(id),
+            code: payout
+                .error
+                .as_ref()
+                .map(|e| bank_error_code(&e.code, ""))
+                .filter(|c| !c.is_empty())
+                .or_else(session_code)
+                .unwrap_or_else(|| "session_cancelled".to_owned()),
+        },
         (PayoutStatus::Pending | PayoutStatus::InProgress, _) => {
             Assessment::InProgress { bank_payout_id: id }
         }
         _ => Assessment::Unclear("the bank reports a payout status the proxy does not know"),
+    }
+}
+
+/// The bank's error code as the proxy keeps and shows it: a code is `[a-z0-9_]{1,64}` with a
+/// letter and no long digit run; anything else (text, or digits that could be a card number)
+/// becomes `bank_error`, and an empty one (`null`) `fallback`. Codes reach the app's webhooks
+/// and the database, so nothing the bank echoes can ride along.
+pub fn bank_error_code(code: &str, fallback: &str) -> String {
+    let longest_digit_run = code
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    let fits = code.len() <= 64
+        && longest_digit_run < 6
+        && code.bytes().any(|b| b.is_ascii_lowercase())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if fits {
+        code.to_owned()
+    } else if code.is_empty() {
+        fallback.to_owned()
+    } else {
+        "bank_error".to_owned()
     }
 }
 
@@ -163,6 +249,12 @@ pub enum ActionError {
     /// The payout is not waiting for a manual decision.
     #[error("the payout is not awaiting confirmation")]
     WrongState,
+    /// The bank's session no longer matches the payout: it is being cancelled, not confirmed.
+    #[error("the bank's session does not match the payout")]
+    Mismatch,
+    /// The bank's session could not be read before confirming; nothing was sent.
+    #[error("the bank could not be reached")]
+    BankUnavailable,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -296,7 +388,10 @@ impl Engine {
                 self.reconcile(p).await
             }
             PayoutState::AwaitingConfirmation => self.decide(p).await,
-            PayoutState::Succeeded | PayoutState::Failed | PayoutState::Cancelled => Ok(false),
+            PayoutState::Succeeded
+            | PayoutState::Failed
+            | PayoutState::Cancelled
+            | PayoutState::Returned => Ok(false),
         }
     }
 
@@ -315,7 +410,7 @@ impl Engine {
                 self.save_state(p, PayoutState::SessionCreated).await
             }
             Err(e) if e.class() == ErrorClass::Permanent => {
-                self.fail(p, bank_code(&e), "the bank refused the session")
+                self.fail(p, &bank_code(&e), "the bank refused the session")
                     .await
             }
             Err(e) => {
@@ -401,7 +496,7 @@ impl Engine {
         match result {
             Ok(session) => self.apply(p, &session).await,
             Err(e) if e.class() == ErrorClass::Permanent => {
-                self.fail(p, bank_code(&e), "the bank refused the payout")
+                self.fail(p, &bank_code(&e), "the bank refused the payout")
                     .await
             }
             // Outcome unknown: rule 2, read the status on the next drive.
@@ -418,7 +513,10 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return self.reschedule(p, &e.to_string()).await,
         };
-        match (p.state, assess(&session)) {
+        match (
+            p.state,
+            assess(&session, &p.id, p.bank_payout_id.as_deref()),
+        ) {
             // The bank shows no payout: the start never arrived, or is still being processed.
             // Sent again with the same key (a duplicate is refused, not paid), a few times.
             (PayoutState::Started, Assessment::NotStarted) => {
@@ -463,33 +561,47 @@ impl Engine {
                 }
                 Ok(false)
             }
-            ConfirmMode::Auto => {
-                let Some(session_id) = p.bank_session_id.clone() else {
-                    return self.fail(p, "internal_error", "no bank session").await;
-                };
-                let session = match self.inner.bank.status(&session_id).await {
-                    Ok(s) => s,
-                    Err(e) => return self.reschedule(p, &e.to_string()).await,
-                };
-                if let Assessment::AwaitingConfirmation { .. } = assess(&session) {
-                    if matches_payout(&p, &session) {
-                        p.state = PayoutState::Confirming;
-                        p.updated_at = now_micros();
-                        p.next_attempt_at =
-                            now_micros() + millis(self.inner.settings.stuck_after_ms);
-                        let p = self.save(&p, Vec::new()).await?;
-                        return self.send_confirm(p).await;
-                    }
-                    p.failure_code = Some(CONFIRMATION_MISMATCH.to_owned());
-                    p.failure_message = Some(
-                        "the bank's session did not match the payout (amount, currency or card)"
-                            .to_owned(),
-                    );
-                    return self.begin_cancel(p).await;
+            ConfirmMode::Auto => match self.check_session(&p).await {
+                Ok(Check::Matches) => {
+                    p.state = PayoutState::Confirming;
+                    p.updated_at = now_micros();
+                    p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
+                    let p = self.save(&p, Vec::new()).await?;
+                    self.send_confirm(p).await
                 }
-                self.apply(p, &session).await
-            }
+                Ok(Check::Mismatch) => self.cancel_mismatch(p).await,
+                Ok(Check::Other(session)) => self.apply(p, &session).await,
+                Err(why) => self.reschedule(p, &why).await,
+            },
         }
+    }
+
+    /// Reads the session before a confirm: auto and manual mode alike confirm only a session
+    /// that still waits and shows this payout's amount, currency and card.
+    async fn check_session(&self, p: &Payout) -> Result<Check, String> {
+        let session_id = p.bank_session_id.as_deref().ok_or("no bank session")?;
+        let session = self
+            .inner
+            .bank
+            .status(session_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match assess(&session, &p.id, p.bank_payout_id.as_deref()) {
+            Assessment::AwaitingConfirmation { .. } if matches_payout(p, &session) => {
+                Check::Matches
+            }
+            Assessment::AwaitingConfirmation { .. } => Check::Mismatch,
+            _ => Check::Other(Box::new(session)),
+        })
+    }
+
+    async fn cancel_mismatch(&self, mut p: Payout) -> Result<bool, StoreError> {
+        tracing::error!(payout = %p.id, "the bank's session does not match the payout; cancelling");
+        p.failure_code = Some(CONFIRMATION_MISMATCH.to_owned());
+        p.failure_message = Some(
+            "the bank's session did not match the payout (amount, currency or card)".to_owned(),
+        );
+        self.begin_cancel(p).await
     }
 
     async fn begin_cancel(&self, mut p: Payout) -> Result<bool, StoreError> {
@@ -544,7 +656,7 @@ impl Engine {
     ///
     /// Storage failure or a concurrent change ([`StoreError::Conflict`]).
     pub async fn apply(&self, mut p: Payout, session: &Session) -> Result<bool, StoreError> {
-        let assessment = assess(session);
+        let assessment = assess(session, &p.id, p.bank_payout_id.as_deref());
         let (next, bank_payout_id) = match &assessment {
             Assessment::NotStarted => return Ok(false),
             Assessment::InProgress { bank_payout_id } => {
@@ -555,6 +667,21 @@ impl Engine {
             }
             Assessment::Succeeded { bank_payout_id } => {
                 (PayoutState::Succeeded, Some(bank_payout_id))
+            }
+            Assessment::Returned { bank_payout_id } => {
+                if p.can_move_to(PayoutState::Succeeded) {
+                    // A return seen before the success (a missed webhook): the app hears both,
+                    // in order.
+                    p.bank_payout_id = Some(bank_payout_id.clone());
+                    p.attention = None;
+                    p.attempts = 0;
+                    let now = now_micros();
+                    p.state = PayoutState::Succeeded;
+                    p.updated_at = now;
+                    p.next_attempt_at = now;
+                    p = self.save_with_events(&p, now).await?;
+                }
+                (PayoutState::Returned, Some(bank_payout_id))
             }
             Assessment::Failed {
                 bank_payout_id,
@@ -677,9 +804,26 @@ impl Engine {
             p.updated_at = now_micros();
             p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
             if confirm {
-                p.state = PayoutState::Confirming;
-                let p = self.save(&p, Vec::new()).await?;
-                self.send_confirm(p).await?;
+                // The same check as auto mode: the session must still show this payout.
+                match self.check_session(&p).await {
+                    Ok(Check::Matches) => {
+                        p.state = PayoutState::Confirming;
+                        let p = self.save(&p, Vec::new()).await?;
+                        self.send_confirm(p).await?;
+                    }
+                    Ok(Check::Mismatch) => {
+                        self.cancel_mismatch(p).await?;
+                        return Err(ActionError::Mismatch);
+                    }
+                    Ok(Check::Other(session)) => {
+                        self.apply(p, &session).await?;
+                        return Err(ActionError::WrongState);
+                    }
+                    Err(why) => {
+                        tracing::warn!(payout = %id, reason = %why, "confirm: the bank's session could not be read; nothing sent");
+                        return Err(ActionError::BankUnavailable);
+                    }
+                }
             } else {
                 p.failure_code = Some(CANCELLED_BY_APP.to_owned());
                 p.failure_message = Some("cancelled by the app".to_owned());
@@ -759,7 +903,7 @@ impl Engine {
 /// Auto-confirm: the bank's payout must be for this amount, currency (case-insensitively) and
 /// card.
 fn matches_payout(p: &Payout, session: &Session) -> bool {
-    let Some(bank) = session.payouts().first() else {
+    let Ok(Some(bank)) = our_payout(session, &p.id, p.bank_payout_id.as_deref()) else {
         return false;
     };
     let amount_ok = bank.amount_details.as_ref().is_some_and(|a| {
@@ -769,16 +913,25 @@ fn matches_payout(p: &Payout, session: &Session) -> bool {
         })
     });
     let card_ok = bank
-        .payout_details
-        .as_ref()
+        .destination()
         .and_then(|d| d.card.as_ref())
         .and_then(|c| c.last4.as_deref())
         .is_some_and(|last4| Some(last4) == p.card_last4.as_deref());
     amount_ok && card_ok
 }
 
-fn bank_code(e: &Bank131Error) -> &str {
-    e.code().unwrap_or("bank_error")
+/// What the session read before a confirm says.
+enum Check {
+    /// Waiting, and it is this payout: confirm.
+    Matches,
+    /// Waiting, but for another amount, currency or card: cancel.
+    Mismatch,
+    /// Not waiting (any more): apply what it says.
+    Other(Box<Session>),
+}
+
+fn bank_code(e: &Bank131Error) -> String {
+    bank_error_code(e.code().unwrap_or_default(), "bank_error")
 }
 
 /// Now, Unix microseconds.
@@ -805,6 +958,10 @@ mod tests {
 
     fn session(json: &str) -> Session {
         serde_json::from_str(json).unwrap()
+    }
+
+    fn ours(json: &str) -> Assessment {
+        assess(&session(json), "pay_1", None)
     }
 
     #[test]
@@ -847,12 +1004,122 @@ mod tests {
             ),
         ];
         for (json, want) in cases {
-            assert_eq!(assess(&session(json)), want, "{json}");
+            assert_eq!(ours(json), want, "{json}");
         }
         // A session in `error` is not final, whatever the payout says (API.md §7.2).
-        let unclear = session(
+        let unclear = ours(
             r#"{"id":"ps_1","status":"error","payout_list":[{"id":"po_1","status":"failed"}]}"#,
         );
-        assert!(matches!(assess(&unclear), Assessment::Unclear(_)));
+        assert!(matches!(unclear, Assessment::Unclear(_)));
+    }
+
+    /// API.md §14: what the live bank may send that the sandbox's defaults do not.
+    #[test]
+    fn assess_reads_the_bank_as_it_is() {
+        let cases = [
+            // `next_action: confirm` is the signal, whatever the payout's status says.
+            (
+                r#"{"id":"ps_1","status":"in_progress","next_action":"confirm","payout_list":[{"id":"po_1","status":"in_progress"}]}"#,
+                Assessment::AwaitingConfirmation {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            // A cancelled session with a payout still pending or in progress is final.
+            (
+                r#"{"id":"ps_1","status":"cancelled","payout_list":[{"id":"po_1","status":"pending"}]}"#,
+                Assessment::Failed {
+                    bank_payout_id: Some("po_1".into()),
+                    code: "session_cancelled".into(),
+                },
+            ),
+            (
+                r#"{"id":"ps_1","status":"cancelled","error":{"code":"confirm_timeout"},"payout_list":[{"id":"po_1","status":"in_progress"}]}"#,
+                Assessment::Failed {
+                    bank_payout_id: Some("po_1".into()),
+                    code: "confirm_timeout".into(),
+                },
+            ),
+            // Several payouts: ours is the one echoing our id, not the first.
+            (
+                r#"{"id":"ps_1","status":"in_progress","next_action":"confirm","payout_list":[
+                    {"id":"po_0","status":"failed","metadata":{"payout_id":"pay_other"}},
+                    {"id":"po_1","status":"pending","metadata":{"payout_id":"pay_1"}}]}"#,
+                Assessment::AwaitingConfirmation {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            // Both spellings in one object (the SDK reads `payout_list` first).
+            (
+                r#"{"id":"ps_1","status":"accepted","payments":[{"id":"po_1","status":"succeeded"}],"payout_list":[{"id":"po_1","status":"succeeded"}]}"#,
+                Assessment::Succeeded {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            // Nulls and odd types where strings are expected; a float amount.
+            (
+                r#"{"id":"ps_1","status":"cancelled","error":null,"payout_list":[{"id":"po_1","status":"failed","created_at":null,"customer":{"reference":null},"amount_details":{"amount":10000.0,"currency":"rub"},"error":{"code":null,"description":null}}]}"#,
+                Assessment::Failed {
+                    bank_payout_id: Some("po_1".into()),
+                    code: "payout_failed".into(),
+                },
+            ),
+            // A code that is not a code is not kept.
+            (
+                r#"{"id":"ps_1","status":"cancelled","payout_list":[{"id":"po_1","status":"failed","error":{"code":"card 4242424242424242 refused"}}]}"#,
+                Assessment::Failed {
+                    bank_payout_id: Some("po_1".into()),
+                    code: "bank_error".into(),
+                },
+            ),
+            // Returned after success.
+            (
+                r#"{"id":"ps_1","status":"accepted","payout_list":[{"id":"po_1","status":"succeeded","refunds":[{"id":"rf_1","status":"accepted","amount_details":{"amount":"500","currency":"rub"}}]}]}"#,
+                Assessment::Returned {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            // A return still in progress is not a return yet.
+            (
+                r#"{"id":"ps_1","status":"accepted","payout_list":[{"id":"po_1","status":"succeeded","refunds":[{"id":"rf_1","status":"in_progress"}]}]}"#,
+                Assessment::Succeeded {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+        ];
+        for (json, want) in cases {
+            assert_eq!(ours(json), want, "{json}");
+        }
+        // Payouts none of which is ours: unclear, never someone else's outcome.
+        let foreign = r#"{"id":"ps_1","status":"accepted","payout_list":[
+            {"id":"po_0","status":"succeeded","metadata":{"payout_id":"pay_other"}}]}"#;
+        assert!(matches!(ours(foreign), Assessment::Unclear(_)));
+        let two = r#"{"id":"ps_1","status":"accepted","payout_list":[
+            {"id":"po_0","status":"failed"},{"id":"po_1","status":"succeeded"}]}"#;
+        assert!(matches!(ours(two), Assessment::Unclear(_)));
+        // Once the bank payout id is stored, it decides.
+        assert_eq!(
+            assess(&session(two), "pay_1", Some("po_1")),
+            Assessment::Succeeded {
+                bank_payout_id: "po_1".into()
+            }
+        );
+        assert!(matches!(
+            assess(&session(two), "pay_1", Some("po_9")),
+            Assessment::Unclear(_)
+        ));
+    }
+
+    #[test]
+    fn bank_error_codes_are_codes_or_nothing() {
+        assert_eq!(
+            bank_error_code("session_wrong_state", "x"),
+            "session_wrong_state"
+        );
+        assert_eq!(bank_error_code("", "payout_failed"), "payout_failed");
+        assert_eq!(bank_error_code("Bad Code", "x"), "bank_error");
+        assert_eq!(bank_error_code(&"a".repeat(65), "x"), "bank_error");
+        assert_eq!(bank_error_code("4242424242424242", "x"), "bank_error");
+        assert_eq!(bank_error_code("e_4242424242424242", "x"), "bank_error");
+        assert_eq!(bank_error_code("error_3ds_2", "x"), "error_3ds_2");
     }
 }

@@ -27,6 +27,10 @@ mod payouts;
 pub use caller::Caller;
 pub use error::ApiError;
 
+/// The body limit of `POST /webhooks/bank131`: 256 KiB, whatever `server.body_limit_bytes` says
+/// for the app routes (when that is larger, it applies here too).
+pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -45,7 +49,12 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/payouts/{id}", get(payouts::read))
         .route("/v1/payouts/{id}/confirm", post(payouts::confirm))
         .route("/v1/payouts/{id}/cancel", post(payouts::cancel))
-        .route("/webhooks/bank131", post(bank::receive))
+        // The bank's webhooks carry fees, refunds and fiscalisation (API.md §14.11): larger
+        // than anything an app sends.
+        .route(
+            "/webhooks/bank131",
+            post(bank::receive).layer(DefaultBodyLimit::max(body_limit.max(WEBHOOK_BODY_LIMIT))),
+        )
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .fallback(|| async { ApiError::RouteNotFound })

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod http;
 pub mod outbox;
 pub mod payout;
+pub mod resolve;
 pub mod startup;
 pub mod store;
 pub mod vault_client;

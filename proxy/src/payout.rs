@@ -28,11 +28,14 @@ pub enum PayoutState {
     Failed,
     /// Cancelled by the app, or its confirmation deadline passed.
     Cancelled,
+    /// It went out, and the recipient's bank sent it back (`payment_refunded`, API.md §6): the
+    /// money is back in the partner's balance. Reached only from `succeeded`.
+    Returned,
 }
 
 impl PayoutState {
     /// Every state.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Created,
         Self::SessionCreated,
         Self::Started,
@@ -42,6 +45,7 @@ impl PayoutState {
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
+        Self::Returned,
     ];
 
     /// The stored and shown name.
@@ -56,6 +60,7 @@ impl PayoutState {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Returned => "returned",
         }
     }
 
@@ -73,12 +78,14 @@ impl PayoutState {
             Self::AwaitingConfirmation => 3,
             Self::Confirming | Self::Cancelling => 4,
             Self::Succeeded | Self::Failed | Self::Cancelled => 9,
+            Self::Returned => 10,
         }
     }
 
-    /// No transition leaves a final state.
+    /// Final: the engine no longer drives it. Only a bank return leaves one (`succeeded` to
+    /// `returned`).
     pub fn is_final(self) -> bool {
-        self.rank() == 9
+        self.rank() >= 9
     }
 }
 
@@ -179,7 +186,8 @@ impl Payout {
     /// Moves forward to `next` (a no-op check for callers: false if that would go backwards or
     /// leave a final state).
     pub fn can_move_to(&self, next: PayoutState) -> bool {
-        !self.state.is_final() && next.rank() > self.state.rank()
+        let returned = self.state == PayoutState::Succeeded && next == PayoutState::Returned;
+        (returned || !self.state.is_final()) && next.rank() > self.state.rank()
     }
 
     /// The app event for entering the current state, if the app hears about it.
@@ -191,6 +199,7 @@ impl Payout {
             PayoutState::Succeeded => Some("payout.succeeded"),
             PayoutState::Failed => Some("payout.failed"),
             PayoutState::Cancelled => Some("payout.cancelled"),
+            PayoutState::Returned => Some("payout.returned"),
             _ => None,
         }
     }
@@ -253,16 +262,53 @@ mod tests {
 
     #[test]
     fn states_only_move_forward() {
+        let at = |state| Payout { state, ..sample() };
         for a in PayoutState::ALL {
             assert_eq!(PayoutState::from_name(a.as_str()), Some(a));
             for b in PayoutState::ALL {
+                let allowed = at(a).can_move_to(b);
                 if a.is_final() {
-                    assert!(b.rank() <= a.rank());
+                    // Out of a final state only one way: a bank return of a success.
+                    let want = a == PayoutState::Succeeded && b == PayoutState::Returned;
+                    assert_eq!(allowed, want, "{a} -> {b}");
+                } else {
+                    assert_eq!(allowed, b.rank() > a.rank(), "{a} -> {b}");
                 }
             }
         }
         assert!(PayoutState::Confirming.rank() > PayoutState::AwaitingConfirmation.rank());
         assert!(PayoutState::Succeeded.rank() > PayoutState::Confirming.rank());
+    }
+
+    fn sample() -> Payout {
+        Payout {
+            id: "pay_1".into(),
+            tenant: "t".into(),
+            client_id: "c".into(),
+            idempotency_key: "k".into(),
+            request_hash: [0; 32],
+            card_token: "tok_1".into(),
+            amount: 1,
+            currency: "rub".into(),
+            recipient_name: "A B".into(),
+            metadata: None,
+            confirm_mode: ConfirmMode::Auto,
+            state: PayoutState::Created,
+            bank_session_id: None,
+            bank_payout_id: None,
+            card_last4: None,
+            failure_code: None,
+            failure_message: None,
+            attention: None,
+            confirm_deadline: None,
+            next_attempt_at: 0,
+            attempts: 0,
+            created_at: 0,
+            updated_at: 0,
+            version: 0,
+            lease_owner: None,
+            start_sends: 0,
+        }
     }
 
     #[test]

@@ -86,6 +86,95 @@ fn keys_that_are_not_rsa_pem_are_refused() {
     assert_eq!(err, "RequestSigner { .. }");
 }
 
+/// The bank's key as the SDK's `openssl_pkey_get_public` takes it: SPKI, PKCS#1 or a
+/// certificate, all made by openssl from one key (fixtures/bank131/README.md).
+#[test]
+fn the_bank_key_may_be_spki_pkcs1_or_a_certificate() {
+    for key in [
+        "partner-public.pem",
+        "partner-public-pkcs1.pem",
+        "partner-cert.pem",
+    ] {
+        let verifier =
+            SignatureVerifier::from_pem(&read(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        for body in BODIES {
+            let bytes = read(&format!("{body}.json"));
+            assert!(
+                verifier.verify(&bytes, &expected_signature(body)),
+                "{key} {body}"
+            );
+            let mut changed = bytes.clone();
+            changed[0] ^= 0x01;
+            assert!(
+                !verifier.verify(&changed, &expected_signature(body)),
+                "{key} {body}"
+            );
+        }
+    }
+}
+
+/// `X-PARTNER-SIGN` as PHP's `base64_decode` reads it: padding optional, whitespace (folded
+/// headers, a trailing newline) ignored. The signature itself is still checked exactly.
+#[test]
+fn the_signature_header_decodes_with_or_without_padding_and_whitespace() {
+    let verifier = SignatureVerifier::from_pem(&read("partner-public.pem")).unwrap();
+    let bytes = read("body-empty.json");
+    let sig = expected_signature("body-empty");
+    assert!(sig.ends_with('='), "the fixture has padding to drop");
+    let unpadded = sig.trim_end_matches('=').to_owned();
+    let folded: String = sig
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n ");
+    for variant in [
+        sig.clone(),
+        unpadded.clone(),
+        folded,
+        format!(" {unpadded}\n"),
+    ] {
+        assert!(verifier.verify(&bytes, &variant), "{variant:?}");
+        assert!(
+            !verifier.verify(b"{ }", &variant),
+            "{variant:?} over other bytes"
+        );
+    }
+    // Not base64 at all, or a truncated signature: refused.
+    assert!(!verifier.verify(&bytes, &sig.replace('A', "*")));
+    assert!(!verifier.verify(&bytes, &sig[..sig.len() - 8]));
+}
+
+/// A passphrase-protected partner key (encrypted PKCS#8, by `openssl pkcs8 -topk8 -v2
+/// aes-256-cbc`) signs exactly as the plain one; a missing or wrong passphrase is a clear error.
+#[test]
+fn a_passphrase_protected_partner_key_signs_like_the_plain_one() {
+    let signer = RequestSigner::from_files(
+        &fixture("partner-encrypted.pem"),
+        Some(&fixture("partner-passphrase.txt")),
+    )
+    .unwrap();
+    for body in BODIES {
+        assert_eq!(
+            signer.sign(&read(&format!("{body}.json"))).unwrap(),
+            expected_signature(body),
+            "{body}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.txt");
+    std::fs::write(&wrong, "Correct horse battery staple\n").unwrap();
+    for passphrase in [None, Some(wrong.as_path())] {
+        let err = RequestSigner::from_files(&fixture("partner-encrypted.pem"), passphrase)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("passphrase") && err.contains("bank131.private_key_passphrase_file"),
+            "{err}"
+        );
+    }
+}
+
 /// Our signatures of bodies nobody prepared are accepted by openssl itself (skipped where the
 /// machine has no `openssl` binary: the fixtures above already pin the algorithm).
 #[test]
@@ -212,7 +301,7 @@ fn documented_payloads_verify_in_both_spellings() {
     let payout = &session.payouts()[0];
     assert_eq!(payout.status, PayoutStatus::Succeeded);
     let card = payout
-        .payout_details
+        .destination()
         .as_ref()
         .unwrap()
         .card
@@ -250,14 +339,14 @@ fn documented_payloads_verify_in_both_spellings() {
             .same_money(b.amount_details.as_ref().unwrap())
     );
     assert_eq!(
-        a.payout_details
+        a.destination()
             .as_ref()
             .unwrap()
             .card
             .as_ref()
             .unwrap()
             .last4,
-        b.payout_details
+        b.destination()
             .as_ref()
             .unwrap()
             .card

@@ -35,6 +35,7 @@ pub mod keys;
 mod lifecycle;
 pub mod magic;
 mod model;
+pub mod quirks;
 mod request;
 mod state;
 mod webhook;
@@ -51,6 +52,7 @@ pub use faults::{ActiveFault, FaultAction, FaultSpec};
 pub use handle::{AdvanceStep, ControlError, SandboxError, SandboxHandle, spawn};
 pub use journal::{JournalEntry, RequestRecord, WebhookRecord};
 pub use keys::{KeyError, Signer, Verifier, generate_rsa_keypair_pem};
+pub use quirks::{AmountForm, Quirks};
 pub use state::{ProjectUpdate, ProjectView};
 
 use crate::sandbox::faults::Faults;

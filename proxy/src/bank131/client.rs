@@ -58,7 +58,10 @@ impl Bank131Client {
     ///
     /// Unreadable or invalid key, bad header values.
     pub fn new(config: &Bank131Config) -> Result<Self, ClientBuildError> {
-        let signer = RequestSigner::from_pem_file(&config.private_key_file)?;
+        let signer = RequestSigner::from_files(
+            &config.private_key_file,
+            config.private_key_passphrase_file.as_deref(),
+        )?;
         Self::with_signer(config, signer)
     }
 

@@ -43,9 +43,14 @@ pub struct Bank131Config {
     pub base_url: String,
     /// `X-PARTNER-PROJECT`.
     pub project: String,
-    /// The partner's RSA private key, PEM (PKCS#1 or PKCS#8).
+    /// The partner's RSA private key, PEM (PKCS#1, PKCS#8, or encrypted PKCS#8 with
+    /// `private_key_passphrase_file`).
     pub private_key_file: PathBuf,
-    /// The bank's RSA public key, PEM (SubjectPublicKeyInfo), for webhooks.
+    /// A file whose first line is the passphrase of an encrypted `private_key_file`.
+    #[serde(default)]
+    pub private_key_passphrase_file: Option<PathBuf>,
+    /// The bank's RSA public key, PEM (SubjectPublicKeyInfo, PKCS#1 or an X.509 certificate),
+    /// for webhooks.
     pub bank_public_key_file: PathBuf,
     /// `v1` or `v2`.
     #[serde(default)]

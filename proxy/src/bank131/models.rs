@@ -1,8 +1,10 @@
 //! What the bank sends back: sessions, payouts, amounts, errors (API.md §4).
 //!
 //! Every model ignores unknown fields (the bank adds fields without notice, SG10), accepts both
-//! the v1 and v2 spellings (`payments`/`payout_list`, `payment_method`/`payout_details`), and
-//! keeps status, type and next-action values in enums with an `Unknown` catch-all. Card data is
+//! the v1 and v2 spellings (`payments`/`payout_list`, `payment_method`/`payout_details`), also
+//! both in one object, and keeps status, type and next-action values in enums with an `Unknown`
+//! catch-all. Types are read as loosely as the bank's SDK reads them ([`lenient`]): an optional
+//! field that does not fit is dropped, not fatal. Card data is
 //! modelled masked only (brand, last4, BIN, card id): a full number the bank should never send
 //! would have no field to land in.
 
@@ -10,6 +12,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+
+use crate::bank131::lenient;
 
 /// Declares a string enum whose unknown values are kept, not rejected.
 macro_rules! string_enum {
@@ -50,7 +54,8 @@ macro_rules! string_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
+                // `null` or a number is an unknown value, not an unreadable session.
+                let s = crate::bank131::lenient::string(d)?;
                 Ok(Self::from(s.as_str()))
             }
         }
@@ -136,9 +141,12 @@ string_enum!(
 /// `{"amount": <minor units>, "currency": "rub"}`.
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
 pub struct Amount {
-    /// Minor units (kopecks): 100 rubles is 10000. Must be positive.
+    /// Minor units (kopecks): 100 rubles is 10000. Must be positive. Read from an integer, an
+    /// integral float or a numeric string (the SDK coerces types), never rounded.
+    #[serde(deserialize_with = "lenient::minor_units")]
     pub amount: i64,
     /// ISO 4217, case-insensitive (`rub`, `RUB`).
+    #[serde(deserialize_with = "lenient::string")]
     pub currency: String,
 }
 
@@ -153,14 +161,14 @@ impl Amount {
 /// The bank's error object (API.md §4.1). Key logic on `code` only.
 #[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
 pub struct BankErrorBody {
-    /// Stable code, e.g. `session_wrong_state`.
-    #[serde(default)]
+    /// Stable code, e.g. `session_wrong_state` (empty when the bank sent `null`).
+    #[serde(default, deserialize_with = "lenient::string")]
     pub code: String,
     /// Human text; may vary for one code.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub description: Option<String>,
     /// Anti-fraud rejection details.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub reject_reasons: Option<Vec<Value>>,
 }
 
@@ -168,36 +176,47 @@ pub struct BankErrorBody {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Session {
     /// `ps_…` (opaque).
+    #[serde(deserialize_with = "lenient::string")]
     pub id: String,
     /// Status.
     pub status: SessionStatus,
     /// RFC 3339.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub created_at: Option<String>,
     /// RFC 3339.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub updated_at: Option<String>,
     /// RFC 3339, when final.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub finished_at: Option<String>,
-    /// Payouts (`payout_list` in v2, `payments` in v1).
-    #[serde(default, alias = "payments")]
+    /// Payouts, v2 spelling.
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub payout_list: Option<Vec<Payout>>,
-    /// Acquiring payments (`payment_list` in v2, `acquiring_payments` in v1); not modelled.
-    #[serde(default, alias = "acquiring_payments")]
+    /// Payouts, v1 spelling. An object may carry both (the SDK keeps both and reads
+    /// `payout_list ?? payments`): see [`Session::payouts`].
+    #[serde(default, deserialize_with = "lenient::optional")]
+    pub payments: Option<Vec<Payout>>,
+    /// Acquiring payments, v2 spelling; not modelled.
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub payment_list: Option<Vec<Value>>,
+    /// Acquiring payments, v1 spelling; not modelled.
+    #[serde(default, deserialize_with = "lenient::optional")]
+    pub acquiring_payments: Option<Vec<Value>>,
     /// What the bank waits for.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub next_action: Option<NextAction>,
     /// Set when the session failed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub error: Option<BankErrorBody>,
 }
 
 impl Session {
-    /// The payouts, whichever spelling carried them.
+    /// The payouts, whichever spelling carried them (`payout_list` first, as the SDK reads).
     pub fn payouts(&self) -> &[Payout] {
-        self.payout_list.as_deref().unwrap_or_default()
+        self.payout_list
+            .as_deref()
+            .or(self.payments.as_deref())
+            .unwrap_or_default()
     }
 }
 
@@ -205,55 +224,73 @@ impl Session {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Payout {
     /// `po_…` (opaque).
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// Status.
     pub status: PayoutStatus,
     /// RFC 3339.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub created_at: Option<String>,
     /// RFC 3339, when final.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub finished_at: Option<String>,
     /// Echo of the customer.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub customer: Option<Customer>,
-    /// Masked destination (`payout_details` in v2, `payment_method` in v1).
-    #[serde(default, alias = "payment_method")]
+    /// Masked destination, v2 spelling.
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub payout_details: Option<MaskedDestination>,
+    /// Masked destination, v1 spelling; see [`Payout::destination`].
+    #[serde(default, deserialize_with = "lenient::optional")]
+    pub payment_method: Option<MaskedDestination>,
     /// The amount.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub amount_details: Option<Amount>,
     /// Fee information, when enabled.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub amounts: Option<Value>,
     /// Echo of the participants.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub participant_details: Option<ParticipantDetails>,
     /// Self-employed receipts; not modelled.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub fiscalization_details: Option<Value>,
     /// Network references.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub transaction_info: Option<TransactionInfo>,
     /// Returns of this payout.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub refunds: Option<Vec<Refund>>,
     /// Echo of the metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub metadata: Option<Value>,
     /// Set when failed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub error: Option<BankErrorBody>,
+}
+
+impl Payout {
+    /// The masked destination, whichever spelling carried it (`payout_details` first).
+    pub fn destination(&self) -> Option<&MaskedDestination> {
+        self.payout_details
+            .as_ref()
+            .or(self.payment_method.as_ref())
+    }
+
+    /// The `payout_id` we put in the payout's metadata, if the bank echoed it.
+    pub fn our_payout_id(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get("payout_id")?.as_str()
+    }
 }
 
 /// A destination as the bank echoes it: masked.
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq)]
 pub struct MaskedDestination {
     /// `card`, `bank_account`, …
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "lenient::string")]
     pub kind: String,
     /// For cards.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub card: Option<MaskedCard>,
 }
 
@@ -261,19 +298,19 @@ pub struct MaskedDestination {
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq)]
 pub struct MaskedCard {
     /// `visa`, `mir`, …
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub brand: Option<String>,
     /// Last four digits.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub last4: Option<String>,
     /// First six digits.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub bin: Option<String>,
     /// Per-project card fingerprint.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub card_id: Option<String>,
     /// Issuing country.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub country_iso3: Option<String>,
 }
 
@@ -281,11 +318,17 @@ pub struct MaskedCard {
 #[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
 #[allow(missing_docs, reason = "field names are the bank's")]
 pub struct TransactionInfo {
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub rrn: Option<String>,
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub arn: Option<String>,
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub auth_code: Option<String>,
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub fp_message_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub external_subscription_token: Option<String>,
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub bank_account_ru_token: Option<String>,
 }
 
@@ -293,36 +336,38 @@ pub struct TransactionInfo {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Refund {
     /// `rf_…`.
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// Status.
     pub status: RefundStatus,
     /// RFC 3339.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub created_at: Option<String>,
     /// RFC 3339.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub finished_at: Option<String>,
     /// The amount returned.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub amount_details: Option<Amount>,
     /// Echo.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub metadata: Option<Value>,
     /// Chargeback flag.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub is_chargeback: Option<bool>,
     /// Fees.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub amounts: Option<Value>,
     /// References.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::optional")]
     pub transaction_info: Option<TransactionInfo>,
 }
 
 /// `{"reference", "contacts"?}` (API.md §4.7).
 #[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
 pub struct Customer {
-    /// Your id for the user.
+    /// Your id for the user (empty when the bank echoes `null`).
+    #[serde(default, deserialize_with = "lenient::string")]
     pub reference: String,
     /// Contacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]

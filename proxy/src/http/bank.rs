@@ -25,7 +25,32 @@ pub(crate) async fn receive(
     let signature = headers.get("x-partner-sign").and_then(|v| v.to_str().ok());
     let hook = match verify_and_parse(&state.bank_verifier, &body, signature) {
         Ok(hook) => hook,
-        Err(WebhookError::Malformed) => return Err(ApiError::MalformedWebhook),
+        Err(WebhookError::Malformed) => {
+            // Signed by the bank but unreadable: keep the body that broke it (redacted), so an
+            // operator can see what the bank sent, and say 400 so the bank retries it.
+            tracing::error!("a signed bank webhook could not be read; recorded as `malformed`");
+            let session_id = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("session")?.get("id")?.as_str().map(str::to_owned))
+                .filter(|id| looks_like_session_id(id))
+                .unwrap_or_default();
+            let payout = match session_id.as_str() {
+                "" => None,
+                id => state.engine.store().payout_by_session(id).await?,
+            };
+            state
+                .engine
+                .store()
+                .record_bank_event(BankEvent {
+                    payout_id: payout.map(|p| p.id),
+                    bank_session_id: session_id,
+                    kind: "malformed".to_owned(),
+                    body: shared::scan::redact_digit_runs(&String::from_utf8_lossy(&body)),
+                    received_at: now_micros(),
+                })
+                .await?;
+            return Err(ApiError::MalformedWebhook);
+        }
         Err(e) => {
             tracing::warn!(reason = %e, "bank webhook refused");
             return Err(ApiError::InvalidSignature);
@@ -58,7 +83,10 @@ pub(crate) async fn receive(
         return Ok(StatusCode::OK.into_response());
     };
     tracing::info!(kind, payout = %payout.id, "bank webhook");
-    if !matches!(kind, "ready_to_confirm" | "payment_finished") {
+    if !matches!(
+        kind,
+        "ready_to_confirm" | "payment_finished" | "payment_refunded"
+    ) {
         return Ok(StatusCode::OK.into_response());
     }
     let session = session.clone();
@@ -75,4 +103,14 @@ pub(crate) async fn receive(
         });
     }
     Ok(StatusCode::OK.into_response())
+}
+
+/// A bank session id as the bank writes them (`ps_` and a few dozen safe characters): anything
+/// else from an unreadable body is not kept as an id.
+fn looks_like_session_id(id: &str) -> bool {
+    id.len() <= 64
+        && id.starts_with("ps_")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

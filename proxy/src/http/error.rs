@@ -15,6 +15,10 @@ pub enum ApiError {
     IdempotencyConflict,
     /// 400: no `Idempotency-Key` header, or a malformed one.
     IdempotencyKeyRequired,
+    /// 503: the bank could not be reached to check the session before a confirm.
+    BankUnavailable,
+    /// 409: the bank's session no longer matches the payout; it is being cancelled.
+    ConfirmationMismatch,
     /// 500.
     Internal,
     /// 400: the body has the wrong shape or values.
@@ -68,6 +72,16 @@ impl ApiError {
                 S::BAD_REQUEST,
                 "idempotency_key_required",
                 "an Idempotency-Key header of 1-255 printable ASCII characters is required",
+            ),
+            Self::BankUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "bank_unavailable",
+                "Bank 131 could not be reached to check the session before confirming; nothing was sent, retry shortly",
+            ),
+            Self::ConfirmationMismatch => (
+                S::CONFLICT,
+                "confirmation_mismatch",
+                "the bank's session does not show this payout's amount, currency and card; it is being cancelled, not confirmed",
             ),
             Self::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
             Self::InvalidRequest(message) => (S::BAD_REQUEST, "invalid_request", message),

@@ -311,6 +311,8 @@ async fn decide(
         Ok(p) => Ok(Json(PayoutView::new(&p)).into_response()),
         Err(ActionError::NotFound) => Err(ApiError::NotFound),
         Err(ActionError::WrongState) => Err(ApiError::NotAwaitingConfirmation),
+        Err(ActionError::Mismatch) => Err(ApiError::ConfirmationMismatch),
+        Err(ActionError::BankUnavailable) => Err(ApiError::BankUnavailable),
         Err(ActionError::Store(e)) => Err(e.into()),
     }
 }

@@ -16,6 +16,7 @@ use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_leases.sql"),
+    include_str!("../../migrations/postgres/0003_returned.sql"),
 ];
 const MIGRATION_LOCK: i64 = 0x7072_6f78_7901;
 
@@ -371,7 +372,7 @@ impl ProxyStore for PgStore {
         let stmt = client
             .prepare_cached(concat!(
                 "UPDATE payouts SET next_attempt_at = $2, lease_owner = $4, version = version + 1 WHERE id IN ( \
-                   SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') AND next_attempt_at <= $1 \
+                   SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') AND next_attempt_at <= $1 \
                    ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  RETURNING ",
                 payout_columns!()

@@ -13,6 +13,7 @@ use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_leases.sql"),
+    include_str!("../../migrations/sqlite/0003_returned.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -372,7 +373,7 @@ impl ProxyStore for SqliteStore {
                     concat!(
                         "SELECT ",
                         payout_columns!(),
-                        " FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled') \
+                        " FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') \
                              AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
                     ),
                     params![due, limit],

@@ -64,6 +64,11 @@ struct Cli {
     /// Confirm timeout in milliseconds (default 240 minutes).
     #[arg(long, default_value_t = 240 * 60 * 1000)]
     confirm_timeout_ms: u64,
+    /// The live bank's latitude the project shows: `both_spellings`, `amounts_as=float`,
+    /// `nulls`, `other_payout_first`, `cancel_leaves_payout_pending`, `large_webhooks`
+    /// (SANDBOX.md "Quirks"); repeatable or comma-separated.
+    #[arg(long = "quirk")]
+    quirks: Vec<String>,
 
     /// From start/init to ready_to_confirm, milliseconds.
     #[arg(long, default_value_t = 50)]
@@ -162,6 +167,11 @@ fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
             webhook_api_version: cli.webhook_version,
             wallet_balance: cli.wallet_balance,
             confirm_timeout: ms(cli.confirm_timeout_ms),
+            quirks: cli
+                .quirks
+                .join(",")
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--quirk: {e}"))?,
             ..ProjectConfig::new(id.clone(), pem)
         });
     }

@@ -144,17 +144,19 @@ impl Sandbox {
             return plain(self.error(ApiError::internal()));
         }
         match fault.terminal {
-            Some((FaultAction::Error, status)) => return plain(self.fault_error(status)),
+            Some((FaultAction::Error, status)) => {
+                return plain(self.fault_error(status, fault.code.as_deref()));
+            }
             Some((FaultAction::Hang, status)) => {
                 self.sleep(self.config.hang_limit).await;
-                return plain(self.fault_error(status));
+                return plain(self.fault_error(status, fault.code.as_deref()));
             }
             Some((FaultAction::Redirect, status)) => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
                 return (status, serde_json::json!({}), fault.location.clone());
             }
             Some((FaultAction::Lose, status)) if admitted.is_ok() => {
-                return plain(self.fault_error(status));
+                return plain(self.fault_error(status, fault.code.as_deref()));
             }
             _ => {}
         }
@@ -164,10 +166,12 @@ impl Sandbox {
             self.call(name, project, version, &json)
         });
         match fault.terminal {
-            Some((FaultAction::ErrorAfter, status)) => return plain(self.fault_error(status)),
+            Some((FaultAction::ErrorAfter, status)) => {
+                return plain(self.fault_error(status, fault.code.as_deref()));
+            }
             Some((FaultAction::HangAfter, status)) => {
                 self.sleep(self.config.hang_limit).await;
-                return plain(self.fault_error(status));
+                return plain(self.fault_error(status, fault.code.as_deref()));
             }
             _ => {}
         }
@@ -224,9 +228,13 @@ impl Sandbox {
         (e.status(&self.config.error_status), e.envelope())
     }
 
-    fn fault_error(&self, status: u16) -> (StatusCode, Value) {
+    fn fault_error(&self, status: u16, code: Option<&str>) -> (StatusCode, Value) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, ApiError::internal().envelope())
+        let mut body = ApiError::internal().envelope();
+        if let Some(code) = code {
+            body["error"]["code"] = Value::from(code);
+        }
+        (status, body)
     }
 }
 

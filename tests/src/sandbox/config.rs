@@ -87,6 +87,8 @@ pub struct ProjectConfig {
     /// How long a session waits for `session/confirm` after `ready_to_confirm` before it is
     /// cancelled with `confirm_timeout`.
     pub confirm_timeout: Duration,
+    /// The live bank's latitude this project shows (SANDBOX.md "Quirks").
+    pub quirks: crate::sandbox::Quirks,
 }
 
 impl ProjectConfig {
@@ -107,6 +109,7 @@ impl ProjectConfig {
             webhook_api_version: ApiVersion::V2,
             wallet_balance: Self::DEFAULT_WALLET_BALANCE,
             confirm_timeout: Self::DEFAULT_CONFIRM_TIMEOUT,
+            quirks: crate::sandbox::Quirks::default(),
         }
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<Sandbox> {
         .route("/sessions/{id}", get(session))
         .route("/sessions/{id}/advance", post(advance))
         .route("/sessions/{id}/refund", post(refund))
+        .route("/sessions/{id}/tamper", post(tamper))
         .route("/bank-public-key", get(bank_public_key))
 }
 
@@ -166,6 +167,22 @@ async fn refund(
 ) -> Result<Response, ControlError> {
     let b: RefundBody = body(&bytes)?;
     Ok(Json(sb.refund(&id, b.amount)?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TamperBody {
+    amount: Option<i64>,
+    last4: Option<String>,
+}
+
+async fn tamper(
+    State(sb): State<Sandbox>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ControlError> {
+    let b: TamperBody = body(&bytes)?;
+    Ok(Json(sb.tamper(&id, b.amount, b.last4)?).into_response())
 }
 
 async fn bank_public_key(State(sb): State<Sandbox>) -> Response {

@@ -8,6 +8,7 @@ use crate::sandbox::config::ApiVersion;
 use crate::sandbox::error::ApiError;
 use crate::sandbox::lifecycle::{self, Effects};
 use crate::sandbox::model::{Fields, Phase, Session};
+use crate::sandbox::quirks::{Channel, Quirks};
 use crate::sandbox::request;
 
 /// A successful answer.
@@ -20,9 +21,11 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn session(s: &Session, version: ApiVersion) -> Self {
+    fn session(s: &Session, version: ApiVersion, quirks: Quirks) -> Self {
+        let mut session = s.render(version);
+        quirks.apply(&mut session, Channel::Answer);
         Self {
-            body: json!({"status": "ok", "session": s.render(version)}),
+            body: json!({"status": "ok", "session": session}),
             slow: s.slow,
         }
     }
@@ -54,7 +57,7 @@ impl Sandbox {
         let mut state = self.state.lock();
         let id = state.session_id();
         let session = Session::new(id.clone(), project, fields);
-        let reply = Reply::session(&session, version);
+        let reply = Reply::session(&session, version, state.quirks(project));
         state.sessions.insert(id, session);
         Ok(reply)
     }
@@ -119,10 +122,11 @@ impl Sandbox {
     fn status(&self, project: &str, version: ApiVersion, body: &Value) -> Result<Reply, ApiError> {
         let id = request::session_id(body)?;
         let mut state = self.state.lock();
+        let quirks = state.quirks(project);
         let session = state
             .session_mut(project, &id)
             .ok_or(ApiError::unknown_session())?;
-        Ok(Reply::session(session, version))
+        Ok(Reply::session(session, version, quirks))
     }
 
     /// `wallet/balance`: `request_datetime` is mandatory (SG7), its format is not checked.
@@ -153,10 +157,11 @@ impl Sandbox {
         version: ApiVersion,
         fx: Effects,
     ) -> Result<Reply, ApiError> {
+        let quirks = state.quirks(project);
         let session = state
             .session_mut(project, id)
             .ok_or(ApiError::unknown_session())?;
-        let reply = Reply::session(session, version);
+        let reply = Reply::session(session, version, quirks);
         drop(state);
         self.run(fx);
         Ok(reply)

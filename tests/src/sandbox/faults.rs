@@ -83,6 +83,11 @@ pub struct FaultSpec {
     /// For `redirect`: where to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// For `error`/`error_after`/`lose`/`hang`/`hang_after`: the error code of the answer
+    /// (default `internal_error`). The bank's status-to-code mapping is undocumented (API.md
+    /// §14.3): a 5xx may carry any code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// How many times it fires; absent means until cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -115,6 +120,27 @@ impl FaultSpec {
         if !redirect && self.location.is_some() {
             return Err("only redirect takes a location".to_owned());
         }
+        if let Some(code) = &self.code {
+            let answers = matches!(
+                self.action,
+                FaultAction::Error
+                    | FaultAction::ErrorAfter
+                    | FaultAction::Lose
+                    | FaultAction::Hang
+                    | FaultAction::HangAfter
+            );
+            if !answers {
+                return Err(format!("{:?} takes no code", self.action));
+            }
+            let fits = !code.is_empty()
+                && code.len() <= 64
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !fits {
+                return Err("code must be 1-64 of a-z, 0-9 and _".to_owned());
+            }
+        }
         match self.status {
             Some(s) if redirect && !(300..=399).contains(&s) => {
                 return Err("a redirect status must be 300–399".to_owned());
@@ -137,10 +163,11 @@ impl FaultSpec {
     }
 }
 
-/// The compact form taken by `--fault`: `TARGET=ACTION[:ARG][@COUNT]`, where ARG is the delay in
-/// milliseconds for `delay`, the HTTP status for `error`/`error_after`/`lose` and the location for
-/// `redirect` (answered with 307). Examples: `session/start/payout=hang@1`,
-/// `webhook:*=delay:300`, `session/confirm=error:503@2`,
+/// The compact form taken by `--fault`: `TARGET=ACTION[:ARG[:CODE]][@COUNT]`, where ARG is the
+/// delay in milliseconds for `delay`, the HTTP status for `error`/`error_after`/`lose` (then CODE
+/// the error code answered) and the location for `redirect` (answered with 307). Examples:
+/// `session/start/payout=hang@1`, `webhook:*=delay:300`, `session/confirm=error:503@2`,
+/// `session/start/payout=error_after:502:session_wrong_state@1`,
 /// `session/start/payout=redirect:http://127.0.0.1:9999/steal`.
 impl FromStr for FaultSpec {
     type Err = String;
@@ -160,6 +187,7 @@ impl FromStr for FaultSpec {
                 delay_ms: None,
                 status: None,
                 location: Some(location.to_owned()),
+                code: None,
                 count,
             };
             spec.validate()?;
@@ -169,9 +197,16 @@ impl FromStr for FaultSpec {
             Some((r, c)) => (r, Some(c.parse::<u32>().map_err(|_| "bad @COUNT")?)),
             None => (rest, None),
         };
+        let (rest, code) = match rest.split_once(':') {
+            Some((a, more)) => match more.split_once(':') {
+                Some((n, code)) => (format!("{a}:{n}"), Some(code.to_owned())),
+                None => (rest.to_owned(), None),
+            },
+            None => (rest.to_owned(), None),
+        };
         let (action, arg) = match rest.split_once(':') {
             Some((a, n)) => (a, Some(n.parse::<u64>().map_err(|_| "bad :ARG")?)),
-            None => (rest, None),
+            None => (rest.as_str(), None),
         };
         let action: FaultAction = serde_json::from_value(serde_json::Value::from(action))
             .map_err(|_| format!("unknown action {action:?}"))?;
@@ -181,6 +216,7 @@ impl FromStr for FaultSpec {
             delay_ms: None,
             status: None,
             location: None,
+            code,
             count,
         };
         match (action, arg) {
@@ -217,6 +253,8 @@ pub(crate) struct Effect {
     pub(crate) terminal: Option<(FaultAction, u16)>,
     /// Where a `redirect` fault points.
     pub(crate) location: Option<String>,
+    /// The error code of an error answer, when not `internal_error`.
+    pub(crate) code: Option<String>,
     pub(crate) duplicate: bool,
     pub(crate) reorder: bool,
 }
@@ -281,6 +319,7 @@ impl Faults {
                         };
                         effect.terminal = Some((action, spec.status.unwrap_or(default)));
                         effect.location.clone_from(&spec.location);
+                        effect.code.clone_from(&spec.code);
                     }
                 }
             }

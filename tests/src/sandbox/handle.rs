@@ -337,6 +337,44 @@ impl Sandbox {
             .ok_or(ControlError::NotFound("session"))
     }
 
+    /// Makes the session's payout show another amount or card than the partner asked for, as a
+    /// bank bug or someone else's start with the partner's key would: what the proxy's check
+    /// before confirming exists for.
+    pub(crate) fn tamper(
+        &self,
+        id: &str,
+        amount: Option<i64>,
+        last4: Option<String>,
+    ) -> Result<Value, ControlError> {
+        if last4
+            .as_deref()
+            .is_some_and(|l| l.len() != 4 || !l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ControlError::Invalid(
+                "last4 must be four digits".to_owned(),
+            ));
+        }
+        {
+            let mut state = self.state.lock();
+            let session = state
+                .sessions
+                .get_mut(id)
+                .ok_or(ControlError::NotFound("session"))?;
+            let payout = session
+                .payout
+                .as_mut()
+                .ok_or(ControlError::Conflict("the session has no payout"))?;
+            if let Some(a) = amount {
+                payout.amount.amount = a;
+            }
+            if let Some(l) = last4 {
+                payout.card.last4 = l;
+            }
+        }
+        self.session_view(id)
+            .ok_or(ControlError::NotFound("session"))
+    }
+
     pub(crate) fn refund(&self, id: &str, amount: Option<i64>) -> Result<Value, ControlError> {
         let fx = {
             let mut state = self.state.lock();

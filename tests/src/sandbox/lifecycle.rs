@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::sandbox::error::{ApiError, Decline};
 use crate::sandbox::magic;
 use crate::sandbox::model::{Amount, Decision, Fields, Payout, Phase, Refund, Session, now};
+use crate::sandbox::quirks::{Channel, Quirks};
 use crate::sandbox::state::State;
 
 /// A scheduled transition.
@@ -38,6 +39,8 @@ enum Outcome {
     /// Succeeded, debiting this amount.
     Succeeded(i64),
     Failed(Decline),
+    /// `SESSION_ERROR`: the session ends in `error`, result unknown (API.md §4.2).
+    SessionError,
 }
 
 #[derive(Debug)]
@@ -198,7 +201,9 @@ pub(crate) fn apply(
         .ok_or("the session's project is gone")?;
     let confirm_timeout = project.config.confirm_timeout;
     let version = project.config.webhook_api_version;
+    let quirks = project.config.quirks;
     let payout = session.payout.as_ref().ok_or("the session has no payout")?;
+    let session_error = session.fields.recipient_name().as_deref() == Some(magic::SESSION_ERROR);
     // Decide first, with shared borrows; then change the state.
     let outcome = match (session.phase, step) {
         (Phase::Preparing { silent: false }, Step::Ready) => Outcome::Ready,
@@ -208,6 +213,7 @@ pub(crate) fn apply(
         (Phase::Executing(Decision::Cancelled), Step::Execute) => {
             Outcome::Failed(Decline::CancelledByPartner)
         }
+        (Phase::Executing(_), Step::Execute) if session_error => Outcome::SessionError,
         (Phase::Executing(_), Step::Execute) => {
             let amount = payout.amount.amount;
             match payout
@@ -249,11 +255,18 @@ pub(crate) fn apply(
             "payment_finished"
         }
         Outcome::Failed(d) => {
-            fail(session, d);
+            let leave_pending = quirks.cancel_leaves_payout_pending
+                && matches!(d, Decline::CancelledByPartner | Decline::ConfirmTimeout);
+            fail(session, d, leave_pending);
+            "payment_finished"
+        }
+        Outcome::SessionError => {
+            in_error(session);
             "payment_finished"
         }
     };
-    fx.events.push(event(session, &project_id, kind, version));
+    fx.events
+        .push(event(session, &project_id, kind, version, quirks));
     Ok(fx)
 }
 
@@ -311,10 +324,16 @@ pub(crate) fn refund(
         .ok_or("the session's project is gone")?;
     project.config.wallet_balance += amount;
     let version = project.config.webhook_api_version;
+    let quirks = project.config.quirks;
     let session = state.sessions.get(session_id).ok_or("no such session")?;
     let mut fx = Effects::default();
-    fx.events
-        .push(event(session, &project_id, "payment_refunded", version));
+    fx.events.push(event(
+        session,
+        &project_id,
+        "payment_refunded",
+        version,
+        quirks,
+    ));
     Ok(fx)
 }
 
@@ -323,12 +342,15 @@ fn event(
     project: &str,
     kind: &'static str,
     version: crate::sandbox::ApiVersion,
+    quirks: Quirks,
 ) -> Event {
+    let mut rendered = session.render(version);
+    quirks.apply(&mut rendered, Channel::Webhook);
     Event {
         project: project.to_owned(),
         kind,
         session_id: session.id.clone(),
-        session: session.render(version),
+        session: rendered,
     }
 }
 
@@ -346,10 +368,13 @@ fn succeed(session: &mut Session, transaction: (String, String)) {
 }
 
 /// A decline ends the session `cancelled` [INF]: `error` would tell the client the result is
-/// unknown (API.md §4.2), and a decline is a known, final result.
-fn fail(session: &mut Session, decline: Decline) {
+/// unknown (API.md §4.2), and a decline is a known, final result. With `leave_pending` (the
+/// `cancel_leaves_payout_pending` quirk) the payout keeps the status it had.
+fn fail(session: &mut Session, decline: Decline, leave_pending: bool) {
     let at = now();
-    if let Some(p) = session.payout.as_mut() {
+    if let Some(p) = session.payout.as_mut()
+        && !leave_pending
+    {
         p.status = "failed";
         p.finished_at = Some(at.clone());
         p.error = Some(decline.error());
@@ -357,5 +382,17 @@ fn fail(session: &mut Session, decline: Decline) {
     session.status = "cancelled";
     session.next_action = None;
     session.finished_at = Some(at);
+    session.enter(Phase::Finished);
+}
+
+/// `SESSION_ERROR`: the session goes to `error` (not final, result unknown) with its payout
+/// `failed`, the shape a sibling API documents as not final (API.md §14.7).
+fn in_error(session: &mut Session) {
+    if let Some(p) = session.payout.as_mut() {
+        p.status = "failed";
+        p.error = Some(ApiError::internal());
+    }
+    session.status = "error";
+    session.next_action = None;
     session.enter(Phase::Finished);
 }

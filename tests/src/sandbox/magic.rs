@@ -10,6 +10,7 @@
 //! | amount `1` | `failed`, `amount_less_allowed_provider` |
 //! | recipient `full_name` `NO_CONFIRM` | no `ready_to_confirm`; the confirm timeout cancels it |
 //! | recipient `full_name` `SLOW_BANK` | every answer about the session comes `slow_delay` late |
+//! | recipient `full_name` `SESSION_ERROR` | once executed, the session ends in `error` with its payout `failed` (not final) |
 //!
 //! Declines are reported asynchronously, in `payment_finished`, once the payout executes (after
 //! the confirm, or at once under automatic confirmation).
@@ -30,6 +31,10 @@ pub const NO_CONFIRM: &str = "NO_CONFIRM";
 
 /// Recipient `full_name` that makes every answer about the session slow.
 pub const SLOW_BANK: &str = "SLOW_BANK";
+
+/// Recipient `full_name` whose session ends in `error` (not final, result unknown) once
+/// executed: the case only a person can close (`proxy payouts resolve`).
+pub const SESSION_ERROR: &str = "SESSION_ERROR";
 
 /// A Luhn-valid 16-digit card number that starts with `prefix` and ends with `ending`, the digit
 /// just before the ending chosen to fix the check digit (one of the ten always does). `None` if

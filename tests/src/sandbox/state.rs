@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::config::{ApiVersion, ProjectConfig};
 use crate::sandbox::keys::{KeyError, Verifier};
 use crate::sandbox::model::Session;
+use crate::sandbox::quirks::Quirks;
 
 /// A registered project with its parsed key and live balance.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl Project {
             webhook_api_version: c.webhook_api_version,
             wallet_balance: c.wallet_balance,
             confirm_timeout_ms: u64::try_from(c.confirm_timeout.as_millis()).unwrap_or(u64::MAX),
+            quirks: c.quirks,
         }
     }
 }
@@ -56,6 +58,8 @@ pub struct ProjectView {
     pub wallet_balance: i64,
     /// Confirm timeout in milliseconds.
     pub confirm_timeout_ms: u64,
+    /// The quirks it shows.
+    pub quirks: Quirks,
 }
 
 /// `POST /__sandbox/projects`: creates a project, or changes the given fields of an existing
@@ -79,6 +83,8 @@ pub struct ProjectUpdate {
     pub wallet_balance: Option<i64>,
     /// Confirm timeout in milliseconds.
     pub confirm_timeout_ms: Option<u64>,
+    /// Replaces the project's quirks.
+    pub quirks: Option<Quirks>,
 }
 
 impl ProjectUpdate {
@@ -104,6 +110,9 @@ impl ProjectUpdate {
         }
         if let Some(ms) = self.confirm_timeout_ms {
             base.confirm_timeout = Duration::from_millis(ms);
+        }
+        if let Some(q) = self.quirks {
+            base.quirks = q;
         }
         base
     }
@@ -152,5 +161,13 @@ impl State {
     /// a missing one).
     pub(crate) fn session_mut(&mut self, project: &str, id: &str) -> Option<&mut Session> {
         self.sessions.get_mut(id).filter(|s| s.project == project)
+    }
+
+    /// The project's quirks (none for an unknown project).
+    pub(crate) fn quirks(&self, project: &str) -> Quirks {
+        self.projects
+            .get(project)
+            .map(|p| p.config.quirks)
+            .unwrap_or_default()
     }
 }

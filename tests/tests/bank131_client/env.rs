@@ -79,6 +79,7 @@ pub(crate) fn client_config(
         project: PROJECT.to_owned(),
         // Unused: the signer is passed in already loaded.
         private_key_file: "/nonexistent".into(),
+        private_key_passphrase_file: None,
         bank_public_key_file: "/nonexistent".into(),
         api_version: version,
         submerchant: None,

@@ -34,7 +34,7 @@ async fn pay(env: &mut Env, card: &Pan, amount: i64, name: &str) -> proxy::bank1
     assert_eq!(started.status, SessionStatus::InProgress);
     assert_eq!(started.payouts()[0].status, PayoutStatus::InProgress);
     let masked = started.payouts()[0]
-        .payout_details
+        .destination()
         .as_ref()
         .unwrap()
         .card
@@ -89,7 +89,7 @@ async fn full_lifecycle_succeeds_in_both_versions() {
                 .is_some()
         );
         assert_eq!(
-            p.payout_details
+            p.destination()
                 .as_ref()
                 .unwrap()
                 .card

@@ -7,6 +7,7 @@
     reason = "tests"
 )]
 
+mod bank_quirks;
 mod boundary;
 mod crash;
 mod egress;

@@ -428,6 +428,38 @@ impl Stack {
         assert!(r.status().is_success(), "fault {spec}: {}", r.status());
     }
 
+    /// Runs a `proxy` command against this stack's configuration.
+    pub(crate) fn proxy_cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(PROXY_BIN)
+            .arg("--config")
+            .arg(self.path("proxy.toml"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `POST /__sandbox/<path>` with a JSON body; the answer.
+    pub(crate) async fn control(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/__sandbox/{path}", self.sandbox_url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// The proxy's database, opened beside the running proxy (WAL: readers do not block it).
+    pub(crate) fn proxy_store(&self) -> proxy::store::SqliteStore {
+        let config: proxy::config::ProxyConfig =
+            proxy::config::ProxyConfig::load(Some(&self.path("proxy.toml")), std::iter::empty())
+                .unwrap();
+        proxy::store::SqliteStore::open(&config.sqlite()).unwrap()
+    }
+
     /// Every file the stack wrote: databases, WAL files, logs.
     pub(crate) fn files(&self) -> Vec<(String, Vec<u8>)> {
         std::fs::read_dir(self.dir.path())
