@@ -395,7 +395,14 @@ impl Engine {
         }
     }
 
+    /// Created: the card is fetched first, so that a token the vault does not hold for this
+    /// tenant fails the payout before the bank sees a session (no orphan sessions in the bank
+    /// project); then the session is created and the start sent with that card at once.
     async fn create_session(&self, mut p: Payout) -> Result<bool, StoreError> {
+        let pan = match self.fetch_card(p.clone()).await {
+            Ok(pan) => pan,
+            Err(outcome) => return outcome,
+        };
         let request = CreateSession {
             metadata: Some(serde_json::json!({ "payout_id": p.id })),
             ..CreateSession::default()
@@ -405,9 +412,13 @@ impl Engine {
         let key = bank_key(&p.id, &format!("create:{}", p.attempts));
         match self.inner.bank.create_session(&request, Some(&key)).await {
             Ok(session) => {
-                p.bank_session_id = Some(session.id);
+                p.bank_session_id = Some(session.id.clone());
                 p.attempts = 0;
-                self.save_state(p, PayoutState::SessionCreated).await
+                p.state = PayoutState::SessionCreated;
+                p.updated_at = now_micros();
+                p.next_attempt_at = now_micros();
+                let p = self.save(&p, Vec::new()).await?;
+                self.start_with(p, &session.id, pan).await
             }
             Err(e) if e.class() == ErrorClass::Permanent => {
                 self.fail(p, &bank_code(&e), "the bank refused the session")
@@ -420,41 +431,53 @@ impl Engine {
         }
     }
 
-    async fn start(&self, mut p: Payout) -> Result<bool, StoreError> {
-        let Some(session_id) = p.bank_session_id.clone() else {
-            return self.fail(p, "internal_error", "no bank session").await;
-        };
-        let pan = match self
+    /// The card behind the payout's token, or what the payout comes to without it.
+    async fn fetch_card(&self, p: Payout) -> Result<shared::Pan, Result<bool, StoreError>> {
+        match self
             .inner
             .vault
             .detokenize(&p.tenant, &p.card_token, &format!("payout:{}", p.id))
             .await
         {
-            Ok(pan) => pan,
-            Err(VaultError::TokenNotFound) => {
-                return self
-                    .fail(
-                        p,
-                        "card_token_not_found",
-                        "the card token is not in the vault for this tenant",
-                    )
-                    .await;
-            }
-            Err(VaultError::NoKeyForTenant) => {
-                return self
-                    .fail(
-                        p,
-                        "tenant_not_configured",
-                        "the proxy has no vault key for this tenant",
-                    )
-                    .await;
-            }
-            Err(e) => {
-                return self
-                    .retry_or_fail(p, &e.to_string(), "vault_unavailable")
-                    .await;
-            }
+            Ok(pan) => Ok(pan),
+            Err(VaultError::TokenNotFound) => Err(self
+                .fail(
+                    p,
+                    "card_token_not_found",
+                    "the card token is not in the vault for this tenant",
+                )
+                .await),
+            Err(VaultError::NoKeyForTenant) => Err(self
+                .fail(
+                    p,
+                    "tenant_not_configured",
+                    "the proxy has no vault key for this tenant",
+                )
+                .await),
+            Err(e) => Err(self
+                .retry_or_fail(p, &e.to_string(), "vault_unavailable")
+                .await),
+        }
+    }
+
+    /// Session created (after a restart, or a retry): fetch the card and start.
+    async fn start(&self, p: Payout) -> Result<bool, StoreError> {
+        let Some(session_id) = p.bank_session_id.clone() else {
+            return self.fail(p, "internal_error", "no bank session").await;
         };
+        let pan = match self.fetch_card(p.clone()).await {
+            Ok(pan) => pan,
+            Err(outcome) => return outcome,
+        };
+        self.start_with(p, &session_id, pan).await
+    }
+
+    async fn start_with(
+        &self,
+        mut p: Payout,
+        session_id: &str,
+        pan: shared::Pan,
+    ) -> Result<bool, StoreError> {
         // Rule 1: `started` (with the last four digits, which may be kept) is saved before the
         // start call, fencing it.
         p.card_last4 = Some(pan.last4().to_owned());
@@ -462,7 +485,7 @@ impl Engine {
         p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
         p.updated_at = now_micros();
         let p = self.save(&p, Vec::new()).await?;
-        self.send_start(p, &session_id, pan).await
+        self.send_start(p, session_id, pan).await
     }
 
     async fn send_start(

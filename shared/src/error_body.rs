@@ -1,7 +1,9 @@
 //! The JSON error body both services answer with: `{"error":{"code","message"}}`.
 //!
 //! Codes are stable, machine-readable strings; messages are fixed text chosen by the service.
-//! Neither ever contains request input, so no card number can come back in an error.
+//! Neither ever contains request input, so no card number can come back in an error. `field`,
+//! when present, names where in the request the problem is (a JSON path of identifier keys, see
+//! [`crate::json::FieldPath`]), never what it held.
 
 use std::borrow::Cow;
 
@@ -21,6 +23,9 @@ pub struct ErrorDetail<'a> {
     pub code: Cow<'a, str>,
     /// Fixed human-readable text.
     pub message: Cow<'a, str>,
+    /// Where in the request, e.g. `metadata.card.cvv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<Cow<'a, str>>,
 }
 
 impl ErrorBody<'static> {
@@ -30,7 +35,19 @@ impl ErrorBody<'static> {
             error: ErrorDetail {
                 code: Cow::Borrowed(code),
                 message: Cow::Borrowed(message),
+                field: None,
             },
         }
+    }
+
+    /// As [`ErrorBody::fixed`], naming the field at fault.
+    pub fn at_field(
+        code: &'static str,
+        message: &'static str,
+        field: &crate::json::FieldPath,
+    ) -> Self {
+        let mut body = Self::fixed(code, message);
+        body.error.field = Some(Cow::Owned(field.as_str().to_owned()));
+        body
     }
 }

@@ -5,11 +5,13 @@
 //! name, decodes, and classifies every failure into a [`DecodeError`] that carries no input;
 //! decode messages are only ever compared with texts the caller passes in, never shown.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
+
+mod fields;
+
+pub use fields::{FieldPath, card_number_path, is_sensitive_name, sensitive_name_path};
 
 /// Why a body was refused. No variant holds request data.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -64,9 +66,9 @@ pub fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
     false
 }
 
-/// Top-level field names (lowercase, without `_` and `-`) that carry sensitive authentication
-/// data: card verification codes, magnetic-stripe track data, PINs. Payouts need none of them,
-/// so a body carrying any is refused outright (DESIGN §2.4).
+/// Field names (lowercase, without `_` and `-`) that carry sensitive authentication data: card
+/// verification codes, magnetic-stripe track data, PINs. Payouts need none of them, so a body
+/// carrying any, at any depth, is refused outright (DESIGN §2.4).
 pub const SENSITIVE_FIELDS: &[&str] = &[
     "cvv",
     "cvv2",
@@ -100,19 +102,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], known: &[&'static str]) -> Resu
     if nests_deeper_than(bytes, MAX_DEPTH) {
         return Err(DecodeError::TooDeep);
     }
-    // Field names only: values are skipped, not kept.
-    if let Ok(fields) = serde_json::from_slice::<HashMap<String, IgnoredAny>>(bytes) {
-        let sensitive = fields.keys().any(|name| {
-            let normal: String = name
-                .chars()
-                .filter(|c| *c != '_' && *c != '-')
-                .flat_map(char::to_lowercase)
-                .collect();
-            SENSITIVE_FIELDS.contains(&normal.as_str())
-        });
-        if sensitive {
-            return Err(DecodeError::SensitiveData);
-        }
+    // Field names only, at every depth: values are skipped, not kept.
+    if sensitive_name_path(bytes).is_some() {
+        return Err(DecodeError::SensitiveData);
     }
     serde_json::from_slice(bytes).map_err(|e| classify(&e, known))
 }
@@ -205,6 +197,10 @@ mod tests {
         );
         assert_eq!(
             decode::<Body>(br#"{"amount":1,"CVV2":"1"}"#, &[]).unwrap_err(),
+            DecodeError::SensitiveData
+        );
+        assert_eq!(
+            decode::<serde_json::Value>(br#"{"a":{"b":[{"cvc":"1"}]}}"#, &[]).unwrap_err(),
             DecodeError::SensitiveData
         );
         assert_eq!(

@@ -1,11 +1,16 @@
 //! The PAN scanner: finds card numbers in bytes or text.
 //!
-//! A candidate is a run of ASCII digits in which single spaces or dashes may separate digits
-//! (`4242 4242 4242 4242`, `4242-4242-4242-4242`). Inside each run every window of 13–19 digits is
+//! A candidate is a run of decimal digits (ASCII or any Unicode decimal digit, such as full-width
+//! `４２４２`) in which up to two non-alphanumeric characters may separate digits (`4242 4242`,
+//! `4242-4242`, `4242.4242`, `4242/4242`, `4242_4242`, `4242  4242`, the `,` of a JSON array of
+//! numbers, the `","` of an array of strings (quotes are not counted), the NUL bytes of UTF-16).
+//! Inside each run every window of 13–19 digits is
 //! Luhn-checked, so a PAN glued to other digits is still found. Findings carry the byte offset and
 //! a masked value only: the scanner never hands back the digits it found.
 //!
-//! Every boundary test (logs, database files, HTTP bodies, webhooks) goes through here.
+//! Every boundary test (logs, database files, HTTP bodies, webhooks) goes through here and reports
+//! every Luhn-valid window. Input checks, which must not refuse order ids and account numbers,
+//! use [`card_candidates`] instead: whole runs in an issued card range.
 
 use std::ops::Range;
 
@@ -36,13 +41,9 @@ pub fn find_pans(haystack: &[u8]) -> Vec<Finding> {
                 Some(len) => {
                     let window = run.digits.get(start..start + len).unwrap_or_default();
                     let first = run.offsets.get(start).copied().unwrap_or_default();
-                    let last = run
-                        .offsets
-                        .get(start + len - 1)
-                        .copied()
-                        .unwrap_or_default();
+                    let last = run.ends.get(start + len - 1).copied().unwrap_or_default();
                     findings.push(Finding {
-                        range: first..last + 1,
+                        range: first..last,
                         masked: mask_bin_last4(std::str::from_utf8(window).unwrap_or_default()),
                     });
                     start += len;
@@ -54,8 +55,8 @@ pub fn find_pans(haystack: &[u8]) -> Vec<Finding> {
     findings
 }
 
-/// True when `pan`'s digits appear anywhere in the haystack, also split by single spaces or
-/// dashes or surrounded by other digits. Exact, unlike [`find_pans`], whose windows may overlap a
+/// True when `pan`'s digits appear anywhere in the haystack, also split by separators (as in
+/// [`find_pans`]), in Unicode digits or surrounded by other digits. Exact, unlike [`find_pans`], whose windows may overlap a
 /// PAN with a chance Luhn-valid neighbour.
 pub fn contains_pan(haystack: &[u8], pan: &Pan) -> bool {
     let needle = pan.expose().as_bytes();
@@ -94,7 +95,7 @@ pub fn contains_pan_any_encoding(haystack: &[u8], pan: &Pan) -> bool {
         .any(|needle| !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle))
 }
 
-/// Replaces every run of 13 or more digits (single spaces or dashes allowed between them) with
+/// Replaces every run of 13 or more digits (separators allowed between them, as in [`find_pans`]) with
 /// `[redacted]`, whether or not it passes Luhn. For text that comes from outside and is about to
 /// be kept or shown (an error description from a bank, say), where a card number may hide.
 pub fn redact_digit_runs(text: &str) -> String {
@@ -105,31 +106,153 @@ pub fn redact_digit_runs(text: &str) -> String {
         if run.digits.len() < MIN_LEN {
             continue;
         }
-        let (Some(&first), Some(&last)) = (run.offsets.first(), run.offsets.last()) else {
-            continue;
-        };
+        let (first, last) = (run.start(), run.end());
         out.push_str(text.get(copied..first).unwrap_or_default());
         out.push_str("[redacted]");
-        copied = last + 1;
+        copied = last;
     }
     out.push_str(text.get(copied..).unwrap_or_default());
     out
 }
 
-/// True when the haystack holds a run of at least `min_digits` digits (single spaces or dashes
-/// allowed between them), Luhn-valid or not. Used to refuse free-text fields that could carry a
+/// True when the haystack holds a run of at least `min_digits` digits (separators allowed between
+/// them, as in [`find_pans`]), Luhn-valid or not. Used to refuse free-text fields that could carry a
 /// card number, such as a detokenize purpose.
 pub fn has_digit_run(haystack: &[u8], min_digits: usize) -> bool {
     DigitRuns::new(haystack).any(|run| run.digits.len() >= min_digits)
 }
 
-/// A run of digits with the byte offset of each digit.
+/// Card candidates for input checks: whole runs (not windows of longer runs) of 13–19 digits that
+/// pass Luhn and start in a range a card network issues ([`issued_range`]). A 20-digit account
+/// number, a millisecond timestamp, `ORD-20261201-000123` or a Luhn failure is not a candidate;
+/// `4242.4242.4242.4242` and `４２４２…` are.
+pub fn card_candidates(haystack: &[u8]) -> Vec<Finding> {
+    DigitRuns::new(haystack)
+        .filter(|run| {
+            (MIN_LEN..=MAX_LEN).contains(&run.digits.len())
+                && luhn_valid(&run.digits)
+                && issued_range(&run.digits)
+        })
+        .map(|run| Finding {
+            range: run.start()..run.end(),
+            masked: mask_bin_last4(std::str::from_utf8(&run.digits).unwrap_or_default()),
+        })
+        .collect()
+}
+
+/// Whether ASCII `digits` start in a range issued by Visa (4), Mastercard (51–55, 2221–2720), Mir
+/// (2200–2204), American Express (34, 37), Diners Club (300–305, 36, 38–39), JCB (3528–3589),
+/// Discover (6011, 644–649, 65), UnionPay (62, 81) or Maestro (50, 56–69).
+pub fn issued_range(digits: &[u8]) -> bool {
+    let prefix = |n: usize| -> u32 {
+        digits
+            .iter()
+            .take(n)
+            .fold(0, |acc, d| acc * 10 + u32::from(d.saturating_sub(b'0')))
+    };
+    matches!(prefix(1), 4..=6)
+        || matches!(prefix(2), 34 | 36..=39 | 81)
+        || matches!(prefix(3), 300..=305)
+        || matches!(prefix(4), 2200..=2204 | 2221..=2720 | 3528..=3589)
+}
+
+/// A run of digits (normalised to ASCII) with the byte range of each digit.
 struct DigitRun {
     digits: Vec<u8>,
     offsets: Vec<usize>,
+    ends: Vec<usize>,
 }
 
-/// Iterates over maximal digit runs (single space or dash separators allowed between digits).
+impl DigitRun {
+    fn start(&self) -> usize {
+        self.offsets.first().copied().unwrap_or_default()
+    }
+
+    fn end(&self) -> usize {
+        self.ends.last().copied().unwrap_or_default()
+    }
+}
+
+/// Most non-alphanumeric characters allowed between two digits of one run (quotes not counted,
+/// so that the elements of a JSON array of strings join as those of an array of numbers do).
+const MAX_SEPARATORS: usize = 2;
+
+/// What one character of the haystack is, for the run builder.
+#[derive(Clone, Copy)]
+enum Class {
+    /// A decimal digit, as its ASCII digit.
+    Digit(u8),
+    /// A letter or another numeric character: ends a run.
+    Alphanumeric,
+    /// Anything else (punctuation, spaces, controls, undecodable bytes): may separate digits.
+    Separator,
+}
+
+/// The class and byte length of the character at `i`, decoding UTF-8 leniently (an invalid byte is
+/// a one-byte separator).
+fn class_at(h: &[u8], i: usize) -> Option<(Class, usize)> {
+    let b = *h.get(i)?;
+    if b.is_ascii() {
+        let class = if b.is_ascii_digit() {
+            Class::Digit(b)
+        } else if b.is_ascii_alphanumeric() {
+            Class::Alphanumeric
+        } else {
+            Class::Separator
+        };
+        return Some((class, 1));
+    }
+    let len = match b {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return Some((Class::Separator, 1)),
+    };
+    let Some(c) = h
+        .get(i..i + len)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|s| s.chars().next())
+    else {
+        return Some((Class::Separator, 1));
+    };
+    let class = match unicode_digit(c) {
+        Some(d) => Class::Digit(d),
+        None if c.is_alphanumeric() => Class::Alphanumeric,
+        None => Class::Separator,
+    };
+    Some((class, len))
+}
+
+/// The code points of the zeros of Unicode's decimal-digit blocks (general category Nd, UCD 15):
+/// each is followed by the nine other digits in order. Written here because std has no decimal
+/// value for non-ASCII digits and no maintained crate is lighter than this table.
+const UNICODE_ZEROS: &[u32] = &[
+    0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66,
+    0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+    0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x10D30, 0x11066, 0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650,
+    0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x11F50, 0x16A60, 0x16AC0,
+    0x16B50, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E4F0, 0x1E950,
+    0x1FBF0,
+];
+
+/// A non-ASCII decimal digit as its ASCII digit.
+fn unicode_digit(c: char) -> Option<u8> {
+    if !c.is_numeric() {
+        return None;
+    }
+    let cp = u32::from(c);
+    let zero = match UNICODE_ZEROS.binary_search(&cp) {
+        Ok(i) => UNICODE_ZEROS.get(i),
+        Err(0) => None,
+        Err(i) => UNICODE_ZEROS.get(i - 1),
+    }?;
+    let value = cp - zero;
+    (value < 10).then(|| b'0' + u8::try_from(value).unwrap_or(0))
+}
+
+/// Iterates over maximal digit runs (up to [`MAX_SEPARATORS`] non-alphanumeric characters allowed
+/// between digits).
 struct DigitRuns<'a> {
     haystack: &'a [u8],
     pos: usize,
@@ -145,27 +268,46 @@ impl Iterator for DigitRuns<'_> {
     type Item = DigitRun;
 
     fn next(&mut self) -> Option<DigitRun> {
-        let at = |i: usize| self.haystack.get(i).copied();
         // Skip to the next digit.
-        while at(self.pos).is_some_and(|b| !b.is_ascii_digit()) {
-            self.pos += 1;
+        loop {
+            let (class, len) = class_at(self.haystack, self.pos)?;
+            if matches!(class, Class::Digit(_)) {
+                break;
+            }
+            self.pos += len;
         }
-        at(self.pos)?;
         let mut run = DigitRun {
             digits: Vec::new(),
             offsets: Vec::new(),
+            ends: Vec::new(),
         };
         loop {
-            match at(self.pos) {
-                Some(b) if b.is_ascii_digit() => {
-                    run.digits.push(b);
-                    run.offsets.push(self.pos);
-                    self.pos += 1;
+            let Some((Class::Digit(d), len)) = class_at(self.haystack, self.pos) else {
+                return Some(run);
+            };
+            run.digits.push(d);
+            run.offsets.push(self.pos);
+            run.ends.push(self.pos + len);
+            self.pos += len;
+            // Up to two separators, then a digit, continue the run.
+            let mut ahead = self.pos;
+            let mut separators = 0;
+            loop {
+                match class_at(self.haystack, ahead) {
+                    // A quote costs nothing: `"4242","4242"` is one run, as `4242,4242` is.
+                    Some((Class::Separator, 1)) if self.haystack.get(ahead) == Some(&b'"') => {
+                        ahead += 1;
+                    }
+                    Some((Class::Separator, len)) if separators < MAX_SEPARATORS => {
+                        separators += 1;
+                        ahead += len;
+                    }
+                    Some((Class::Digit(_), _)) => {
+                        self.pos = ahead;
+                        break;
+                    }
+                    _ => return Some(run),
                 }
-                Some(b' ' | b'-') if at(self.pos + 1).is_some_and(|b| b.is_ascii_digit()) => {
-                    self.pos += 1;
-                }
-                _ => return Some(run),
             }
         }
     }
@@ -224,7 +366,6 @@ mod tests {
     fn ignores_short_runs_non_luhn_and_double_separators() {
         assert!(find_pans(b"123456789012").is_empty());
         assert!(find_pans(b"4242424242421").is_empty());
-        assert!(find_pans(b"4242  4242  4242  4242").is_empty());
         assert!(find_pans(b"2026-11-24T23:58:10Z").is_empty());
     }
 
@@ -244,7 +385,8 @@ mod tests {
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
-        assert!(!contains_pan(&utf16, &p));
+        // UTF-16's NUL bytes are separators: the plain scan finds it too.
+        assert!(contains_pan(&utf16, &p));
         assert!(contains_pan_any_encoding(&utf16, &p));
         assert!(contains_pan_any_encoding(
             b"hex 35353535353535353535353534343434",
@@ -269,6 +411,104 @@ mod tests {
             "нет карты [redacted]."
         );
         assert_eq!(redact_digit_runs("no digits"), "no digits");
+    }
+
+    /// The attack spellings of issue 11 §4: each is found by the boundary scan and is a card
+    /// candidate for the input check.
+    #[test]
+    fn finds_the_attack_spellings() {
+        let fullwidth: String = "4242424242424242"
+            .chars()
+            .map(|c| char::from_u32(0xFF10 + u32::from(c) - u32::from('0')).unwrap())
+            .collect();
+        let arabic_indic: String = "5555555555554444"
+            .chars()
+            .map(|c| char::from_u32(0x0660 + u32::from(c) - u32::from('0')).unwrap())
+            .collect();
+        for text in [
+            "4242424242424242".to_owned(),
+            "4242.4242.4242.4242".to_owned(),
+            "5555/5555/5555/4444".to_owned(),
+            "4242_4242_4242_4242".to_owned(),
+            "4242  4242  4242  4242".to_owned(),
+            "4242-_4242-_4242-_4242".to_owned(),
+            "card: 2200 0000 0000 0004!".to_owned(),
+            fullwidth,
+            arabic_indic,
+            "[4242,4242,4242,4242]".to_owned(),
+            r#"["4000","0566","5566","5556"]"#.to_owned(),
+        ] {
+            assert_eq!(find_pans(text.as_bytes()).len(), 1, "{text}");
+            assert_eq!(card_candidates(text.as_bytes()).len(), 1, "{text}");
+            assert_eq!(
+                redact_digit_runs(&text).matches("[redacted]").count(),
+                1,
+                "{text}"
+            );
+        }
+    }
+
+    /// Ordinary marketplace data is not a card candidate, whatever the boundary scan says.
+    #[test]
+    fn card_candidates_spare_what_is_not_a_card() {
+        for text in [
+            "ORD-20261201-000123",
+            "1796134768000",
+            "40817810099910004312",
+            "1234567890123",
+            "order 1001, amount 150000",
+            "2026-12-01T18:29:54.014285Z",
+            "+7 (912) 345-67-89",
+            // Luhn-valid, but no network issues cards starting with 1, 7, 8 (but 81), 9 or 0.
+            "1000000000000008",
+            "9000000000000008",
+            // A PAN inside a longer run is not a whole-run candidate (the scan still finds it).
+            "004242424242424242424242",
+        ] {
+            assert!(card_candidates(text.as_bytes()).is_empty(), "{text}");
+        }
+        assert!(!find_pans(b"004242424242424242424242").is_empty());
+    }
+
+    #[test]
+    fn issued_ranges() {
+        for (digits, issued) in [
+            ("4", true),
+            ("51", true),
+            ("55", true),
+            ("2221", true),
+            ("2720", true),
+            ("2721", false),
+            ("2200", true),
+            ("2204", true),
+            ("2205", false),
+            ("34", true),
+            ("35", false),
+            ("3528", true),
+            ("37", true),
+            ("300", true),
+            ("306", false),
+            ("6011", true),
+            ("62", true),
+            ("81", true),
+            ("1", false),
+            ("7", false),
+            ("9", false),
+            ("0", false),
+        ] {
+            let mut padded = digits.as_bytes().to_vec();
+            padded.resize(16, b'0');
+            assert_eq!(issued_range(&padded), issued, "{digits}");
+        }
+    }
+
+    #[test]
+    fn unicode_digits() {
+        assert_eq!(unicode_digit('٣'), Some(b'3'));
+        assert_eq!(unicode_digit('９'), Some(b'9'));
+        assert_eq!(unicode_digit('½'), None);
+        assert_eq!(unicode_digit('Ⅻ'), None);
+        assert_eq!(unicode_digit('a'), None);
     }
 
     #[test]

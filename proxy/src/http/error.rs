@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use shared::error_body::ErrorBody;
 
 /// Every error the proxy answers with.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[derive(Clone, Debug, Eq, PartialEq)]
 #[non_exhaustive]
 pub enum ApiError {
     /// 403.
@@ -45,6 +45,8 @@ pub enum ApiError {
     RouteNotFound,
     /// 400: CVV, track data or a PIN was sent.
     SensitiveData,
+    /// 400: a card number or a sensitive field name at this place in the request.
+    SensitiveField(shared::json::FieldPath),
     /// 503.
     Timeout,
     /// 401.
@@ -55,7 +57,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// Status, code and message.
-    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;
         match self {
             Self::Forbidden => (
@@ -84,7 +86,7 @@ impl ApiError {
                 "the bank's session does not show this payout's amount, currency and card; it is being cancelled, not confirmed",
             ),
             Self::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
-            Self::InvalidRequest(message) => (S::BAD_REQUEST, "invalid_request", message),
+            Self::InvalidRequest(message) => (S::BAD_REQUEST, "invalid_request", *message),
             Self::InvalidSignature => (
                 S::UNAUTHORIZED,
                 "invalid_signature",
@@ -132,6 +134,11 @@ impl ApiError {
                 "sensitive_data_rejected",
                 "card numbers, CVV, track data and PINs are never accepted by the proxy",
             ),
+            Self::SensitiveField(_) => (
+                S::BAD_REQUEST,
+                "sensitive_data_rejected",
+                "card numbers, CVV, track data and PINs are never accepted by the proxy: send the card as a vault token, and no card data in metadata (see error.field)",
+            ),
             Self::Timeout => (
                 S::SERVICE_UNAVAILABLE,
                 "timeout",
@@ -154,7 +161,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        let mut response = (status, axum::Json(ErrorBody::fixed(code, message))).into_response();
+        let body = match &self {
+            Self::SensitiveField(field) => ErrorBody::at_field(code, message, field),
+            _ => ErrorBody::fixed(code, message),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
         response.extensions_mut().insert(self);
         response
     }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
-use shared::json::DecodeError;
+use shared::json::{DecodeError, FieldPath, card_number_path};
 
 use super::AppState;
 use super::caller::Caller;
@@ -48,7 +48,9 @@ const MAX_METADATA_BYTES: usize = 4096;
 
 impl CreatePayout {
     /// Fixed-message validation. Anything that will be stored, sent to the bank or to the app
-    /// must not be able to carry a card number: long digit runs are refused.
+    /// must not carry a card number: a card candidate (a whole 13–19 digit run, Luhn-valid, in an
+    /// issued range, in any spelling `shared::scan` knows) is refused with the path of the field
+    /// that held it; order ids, timestamps and account numbers pass.
     fn validate(&self) -> Result<(), ApiError> {
         if !shared::ids::is_id("tok_", &self.card_token) {
             return Err(ApiError::InvalidRequest(
@@ -71,8 +73,9 @@ impl CreatePayout {
                 "recipient.full_name must be 1-256 printable characters",
             ));
         }
-        if shared::scan::has_digit_run(name.as_bytes(), 13) {
-            return Err(ApiError::SensitiveData);
+        let name_path = FieldPath::root("recipient").child("full_name");
+        if let Some(path) = card_number_path(&Value::from(name), &name_path) {
+            return Err(ApiError::SensitiveField(path));
         }
         if let Some(m) = &self.metadata {
             let text = m.to_string();
@@ -81,8 +84,8 @@ impl CreatePayout {
                     "metadata must be at most 4096 bytes of JSON",
                 ));
             }
-            if shared::scan::has_digit_run(text.as_bytes(), 13) {
-                return Err(ApiError::SensitiveData);
+            if let Some(path) = card_number_path(m, &FieldPath::root("metadata")) {
+                return Err(ApiError::SensitiveField(path));
             }
         }
         Ok(())
@@ -99,7 +102,9 @@ fn decode<T: serde::de::DeserializeOwned>(
     }
     shared::json::decode(body, &[]).map_err(|e| match e {
         DecodeError::Malformed => ApiError::MalformedJson,
-        DecodeError::SensitiveData => ApiError::SensitiveData,
+        // A refusal is rare: the walk again, for the path to name.
+        DecodeError::SensitiveData => shared::json::sensitive_name_path(body)
+            .map_or(ApiError::SensitiveData, ApiError::SensitiveField),
         DecodeError::UnknownField => {
             ApiError::InvalidRequest("the request body has a field this route does not accept")
         }
@@ -122,8 +127,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x20..0x7f).contains(&b)))
         .ok_or(ApiError::IdempotencyKeyRequired)?;
-    if shared::scan::has_digit_run(key.as_bytes(), 13) {
-        return Err(ApiError::SensitiveData);
+    if !shared::scan::card_candidates(key.as_bytes()).is_empty() {
+        return Err(ApiError::SensitiveField(FieldPath::root("Idempotency-Key")));
     }
     Ok(key.to_owned())
 }

@@ -14,4 +14,5 @@ mod egress;
 mod exactly_once;
 mod faults;
 mod flows;
+mod inputs;
 mod stack;

@@ -1,0 +1,176 @@
+//! Inputs (issue 11 §4), through the running proxy: card data in any spelling and at any depth is
+//! refused with the path of the field that held it, never its value; what an integrator
+//! ordinarily sends is accepted.
+
+use serde_json::{Value, json};
+
+use crate::stack::Stack;
+
+fn fullwidth(digits: &str) -> String {
+    digits
+        .chars()
+        .map(|c| char::from_u32(0xFF10 + u32::from(c) - u32::from('0')).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_data_is_refused_at_any_depth_in_any_spelling_and_ordinary_data_is_not() {
+    let stack = Stack::start().await;
+    let token = stack.tokenize("4242424242424242").await;
+    let body = |name: &str, metadata: Value| {
+        json!({"card_token": token, "amount": 100, "currency": "RUB",
+               "recipient": {"full_name": name}, "metadata": metadata})
+    };
+
+    // (recipient name, metadata, the field the error must name)
+    let refused: Vec<(String, Value, &str)> = vec![
+        (
+            "A B".into(),
+            json!({"card": {"cvv": "737", "pin": "1234"}}),
+            "metadata.card.cvv",
+        ),
+        (
+            "A B".into(),
+            json!({"items": [{"sku": "x"}, {"Track_2": "x"}]}),
+            "metadata.items[1].Track_2",
+        ),
+        (
+            "4242.4242.4242.4242".into(),
+            json!({}),
+            "recipient.full_name",
+        ),
+        (
+            "Ivan 5555/5555/5555/4444".into(),
+            json!({}),
+            "recipient.full_name",
+        ),
+        (
+            "A B".into(),
+            json!({"n": "4242_4242_4242_4242"}),
+            "metadata.n",
+        ),
+        (
+            "A B".into(),
+            json!({"n": "4242  4242  4242  4242"}),
+            "metadata.n",
+        ),
+        (
+            fullwidth("2200000000000004"),
+            json!({}),
+            "recipient.full_name",
+        ),
+        (
+            "A B".into(),
+            json!({"deep": {"er": [fullwidth("5555555555554444")]}}),
+            "metadata.deep.er[0]",
+        ),
+        (
+            "A B".into(),
+            json!({"parts": [4242, 4242, 4242, 4242]}),
+            "metadata.parts",
+        ),
+        (
+            "A B".into(),
+            json!({"parts": ["4000", "0566", "5566", "5556"]}),
+            "metadata.parts",
+        ),
+        (
+            "A B".into(),
+            json!({"n": 4_000_056_655_665_556_u64}),
+            "metadata.n",
+        ),
+        ("A B".into(), json!({"4242424242424242": 1}), "metadata.*"),
+    ];
+    for (i, (name, metadata, field)) in refused.iter().enumerate() {
+        let (status, bytes) = stack
+            .create_payout(&format!("refused-{i}"), &body(name, metadata.clone()))
+            .await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status, 400, "{name} {metadata}: {text}");
+        let error: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(error["error"]["code"], "sensitive_data_rejected", "{text}");
+        assert_eq!(error["error"]["field"], *field, "{name} {metadata}: {text}");
+        for value in [name.as_str(), "737", "1234", "4242", "5555"] {
+            if value != "A B" {
+                assert!(!text.contains(value), "the error echoes {value}: {text}");
+            }
+        }
+    }
+
+    // An Idempotency-Key holding a card.
+    let (status, bytes) = stack
+        .create_payout("order-4242-4242-4242-4242", &body("A B", json!({})))
+        .await;
+    assert_eq!(status, 400);
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["error"]["field"], "Idempotency-Key");
+
+    // Ordinary marketplace data.
+    let accepted = [
+        json!({"order": "ORD-20261201-000123"}),
+        json!({"created_ms": 1_796_134_768_000_u64}),
+        json!({"account": "40817810099910004312"}),
+        json!({"ref": "1234567890123"}),
+        json!({"at": "2026-12-01T18:29:54.014285Z", "phone": "+7 (912) 345-67-89"}),
+        json!({"lines": [{"sku": "A-1", "qty": 2, "price": 150_000}]}),
+    ];
+    for (i, metadata) in accepted.iter().enumerate() {
+        let (status, bytes) = stack
+            .create_payout(
+                &format!("ORD-20261201-{i:06}"),
+                &body("Ivanov Ivan", metadata.clone()),
+            )
+            .await;
+        assert_eq!(
+            status,
+            201,
+            "{metadata}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}
+
+/// A token the vault does not hold for the tenant fails the payout before the bank hears of it:
+/// no orphan session in the bank project.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_card_token_fails_before_any_bank_session() {
+    let stack = Stack::start().await;
+    // A well-formed token the vault never issued: a real one with its last character changed.
+    let real = stack.tokenize("4242424242424242").await;
+    let last = if real.ends_with('A') { "B" } else { "A" };
+    let unknown = format!("{}{last}", &real[..real.len() - 1]);
+    let (status, bytes) = stack
+        .create_payout(
+            "unknown-token",
+            &json!({"card_token": unknown, "amount": 100, "currency": "RUB",
+                    "recipient": {"full_name": "Ivanov Ivan"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&bytes));
+    let id = serde_json::from_slice::<Value>(&bytes).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = stack
+        .wait_status(
+            &id,
+            &["failed", "succeeded", "cancelled"],
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["failure"]["code"], "card_token_not_found");
+    assert!(done["bank"]["session_id"].is_null(), "{done}");
+    let sessions = stack
+        .journal()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["kind"] == "request" && e["body"].as_str().is_some_and(|b| b.contains(id.as_str()))
+        })
+        .count();
+    assert_eq!(
+        sessions, 0,
+        "the bank heard of a payout whose token does not exist"
+    );
+}
