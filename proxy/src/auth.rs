@@ -9,19 +9,27 @@ use zeroize::Zeroizing;
 pub enum Scope {
     /// Create, confirm and cancel payouts.
     PayoutsWrite,
-    /// Read payouts.
+    /// Read the payouts this app created.
     PayoutsRead,
+    /// Read (not create, confirm or cancel) every payout of the app's tenant, whichever app
+    /// created it: for a back office, granted explicitly.
+    PayoutsReadTenant,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 2] = [Self::PayoutsWrite, Self::PayoutsRead];
+    pub const ALL: [Self; 3] = [
+        Self::PayoutsWrite,
+        Self::PayoutsRead,
+        Self::PayoutsReadTenant,
+    ];
 
-    /// `payouts:write` or `payouts:read`.
+    /// `payouts:write`, `payouts:read` or `payouts:read_tenant`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PayoutsWrite => "payouts:write",
             Self::PayoutsRead => "payouts:read",
+            Self::PayoutsReadTenant => "payouts:read_tenant",
         }
     }
 }
@@ -39,10 +47,9 @@ impl Scopes {
     pub fn parse(list: &str) -> Result<Self, &'static str> {
         let mut scopes = Vec::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let scope = Scope::ALL
-                .into_iter()
-                .find(|s| s.as_str() == name)
-                .ok_or("unknown scope (expected payouts:write, payouts:read)")?;
+            let scope = Scope::ALL.into_iter().find(|s| s.as_str() == name).ok_or(
+                "unknown scope (expected payouts:write, payouts:read, payouts:read_tenant)",
+            )?;
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }

@@ -792,8 +792,13 @@ impl Engine {
     /// # Errors
     ///
     /// [`ActionError::NotFound`] (also for another tenant's payout), [`ActionError::WrongState`].
-    pub async fn confirm_by_app(&self, tenant: &str, id: &str) -> Result<Payout, ActionError> {
-        self.app_decision(tenant, id, true).await
+    pub async fn confirm_by_app(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        id: &str,
+    ) -> Result<Payout, ActionError> {
+        self.app_decision(tenant, client_id, id, true).await
     }
 
     /// The app cancels a payout waiting in manual mode.
@@ -801,13 +806,19 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::confirm_by_app`].
-    pub async fn cancel_by_app(&self, tenant: &str, id: &str) -> Result<Payout, ActionError> {
-        self.app_decision(tenant, id, false).await
+    pub async fn cancel_by_app(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        id: &str,
+    ) -> Result<Payout, ActionError> {
+        self.app_decision(tenant, client_id, id, false).await
     }
 
     async fn app_decision(
         &self,
         tenant: &str,
+        client_id: &str,
         id: &str,
         confirm: bool,
     ) -> Result<Payout, ActionError> {
@@ -818,7 +829,7 @@ impl Engine {
                 .store
                 .payout(id)
                 .await?
-                .filter(|p| p.tenant == tenant)
+                .filter(|p| p.tenant == tenant && p.client_id == client_id)
                 .ok_or(ActionError::NotFound)?;
             if p.state != PayoutState::AwaitingConfirmation || p.confirm_mode != ConfirmMode::Manual
             {

@@ -232,7 +232,14 @@ impl Deliverer {
         });
         let now = now_micros();
         event.attempts += 1;
+        let revoked = client.as_ref().is_none_or(|c| c.revoked_at.is_some());
         let outcome = match target {
+            // A revoked app hears nothing more: its events are abandoned at once, kept in the
+            // outbox for the record.
+            _ if revoked => {
+                event.abandoned_at = Some(now);
+                Err("the app client is revoked; not sent".to_owned())
+            }
             None => Err("the app client has no webhook URL".to_owned()),
             Some((url, _))
                 if crate::egress::check_literal_destination(
@@ -277,7 +284,8 @@ impl Deliverer {
             Err(why) => {
                 tracing::warn!(event = %event.id, attempt = event.attempts, reason = %why, "app webhook not delivered");
                 event.last_error = Some(why);
-                if event.attempts >= self.settings.max_attempts {
+                if event.abandoned_at.is_some() {
+                } else if event.attempts >= self.settings.max_attempts {
                     event.abandoned_at = Some(now);
                 } else {
                     let delay = backoff(

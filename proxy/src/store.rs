@@ -66,6 +66,18 @@ pub struct BankEvent {
     pub received_at: i64,
 }
 
+impl BankEvent {
+    /// SHA-256 of the kind and the body: the identity that dedupes replays.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.kind.as_bytes());
+        h.update([0]);
+        h.update(self.body.as_bytes());
+        h.finalize().into()
+    }
+}
+
 /// What the proxy stores.
 #[async_trait]
 pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
@@ -78,10 +90,11 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// The payout of a bank session.
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError>;
 
-    /// A tenant's payouts, newest id first after the cursor (ids sort by creation).
+    /// A tenant's payouts (only `client_id`'s when given), newest first after the cursor.
     async fn list_payouts(
         &self,
         tenant: &str,
+        client_id: Option<&str>,
         state: Option<PayoutState>,
         after: Option<&str>,
         limit: u32,
@@ -105,8 +118,9 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError>;
 
-    /// Keeps a verified bank webhook.
-    async fn record_bank_event(&self, event: BankEvent) -> Result<(), StoreError>;
+    /// Keeps a verified bank webhook, once: false when the same kind and body were kept before
+    /// (a replay or a re-delivery), and nothing is written.
+    async fn record_bank_event(&self, event: BankEvent) -> Result<bool, StoreError>;
 
     /// A payout's bank webhooks, in arrival order.
     async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError>;

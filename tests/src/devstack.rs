@@ -402,7 +402,7 @@ async fn highest_session_number(store: &Arc<dyn proxy::store::ProxyStore>) -> an
         let mut after: Option<String> = None;
         loop {
             let page = store
-                .list_payouts(&tenant, None, after.as_deref(), 100)
+                .list_payouts(&tenant, None, None, after.as_deref(), 100)
                 .await
                 .context("listing payouts")?;
             for p in &page {

@@ -3,7 +3,8 @@
 //! The signature is checked over the raw bytes before anything is parsed. Anything correctly
 //! signed gets 200, also unknown types and sessions we do not know (the bank would otherwise
 //! retry forever); anything else gets 401 or 400 and changes nothing. Application is idempotent
-//! and order-proof: states only move forward.
+//! and order-proof: states only move forward. A payout's webhooks are kept once per distinct
+//! body (a replay adds nothing); those about sessions we do not know are not kept at all.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -68,20 +69,26 @@ pub(crate) async fn receive(
         crate::bank131::Webhook::ActionRequired { .. } => "action_required",
         _ => "unknown",
     };
-    // Kept for the payout's history; digit runs that could be a card number are redacted first.
-    store
+    let Some(payout) = payout else {
+        // Nothing is kept for a session that is not ours: a body we have no use for is only
+        // risk (and a replayed one would be a way to fill the database).
+        tracing::info!(kind, "bank webhook for an unknown session ignored");
+        return Ok(StatusCode::OK.into_response());
+    };
+    // Kept for the payout's history, once per distinct body; digit runs that could be a card
+    // number are redacted first.
+    let new = store
         .record_bank_event(BankEvent {
-            payout_id: payout.as_ref().map(|p| p.id.clone()),
+            payout_id: Some(payout.id.clone()),
             bank_session_id: session.id.clone(),
             kind: kind.to_owned(),
             body: shared::scan::redact_digit_runs(&String::from_utf8_lossy(&body)),
             received_at: now_micros(),
         })
         .await?;
-    let Some(payout) = payout else {
-        tracing::info!(kind, "bank webhook for an unknown session ignored");
-        return Ok(StatusCode::OK.into_response());
-    };
+    if !new {
+        tracing::info!(kind, payout = %payout.id, "bank webhook seen before (a replay or re-delivery); applied again, not kept again");
+    }
     tracing::info!(kind, payout = %payout.id, "bank webhook");
     if !matches!(
         kind,

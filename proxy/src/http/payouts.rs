@@ -210,18 +210,29 @@ fn id_param(params: &RawPathParams) -> Option<String> {
         .filter(|v| shared::ids::is_id("pay_", v))
 }
 
-async fn owned_payout(
+/// Whose payouts a caller may read: its own, or (with `payouts:read_tenant`) its tenant's.
+/// Anything else is 404, exactly as a payout that does not exist.
+fn readable_by(caller: &Caller) -> Result<Option<&str>, ApiError> {
+    if caller.0.scopes.contains(Scope::PayoutsReadTenant) {
+        return Ok(None);
+    }
+    caller.require(Scope::PayoutsRead)?;
+    Ok(Some(caller.0.id.as_str()))
+}
+
+async fn readable_payout(
     state: &AppState,
     caller: &Caller,
     params: &RawPathParams,
 ) -> Result<Payout, ApiError> {
+    let client = readable_by(caller)?;
     let id = id_param(params).ok_or(ApiError::NotFound)?;
     state
         .engine
         .store()
         .payout(&id)
         .await?
-        .filter(|p| p.tenant == caller.0.tenant)
+        .filter(|p| p.tenant == caller.0.tenant && client.is_none_or(|c| p.client_id == c))
         .ok_or(ApiError::NotFound)
 }
 
@@ -231,8 +242,7 @@ pub(crate) async fn read(
     caller: Caller,
     params: RawPathParams,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PayoutsRead)?;
-    let p = owned_payout(&state, &caller, &params).await?;
+    let p = readable_payout(&state, &caller, &params).await?;
     Ok(Json(PayoutView::new(&p)).into_response())
 }
 
@@ -250,7 +260,7 @@ pub(crate) async fn list(
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PayoutsRead)?;
+    let client = readable_by(&caller)?;
     let Ok(Query(q)) = query else {
         return Err(ApiError::InvalidRequest(
             "query: status, after (a payout id) and limit (1-100)",
@@ -272,7 +282,7 @@ pub(crate) async fn list(
     let page = state
         .engine
         .store()
-        .list_payouts(&caller.0.tenant, status, q.after.as_deref(), limit)
+        .list_payouts(&caller.0.tenant, client, status, q.after.as_deref(), limit)
         .await?;
     let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
         .then(|| page.last().map(|p| p.id.clone()))
@@ -307,10 +317,17 @@ async fn decide(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::PayoutsWrite)?;
     let id = id_param(&params).ok_or(ApiError::NotFound)?;
+    // Only the app that created a payout decides it.
     let result = if confirm {
-        state.engine.confirm_by_app(&caller.0.tenant, &id).await
+        state
+            .engine
+            .confirm_by_app(&caller.0.tenant, &caller.0.id, &id)
+            .await
     } else {
-        state.engine.cancel_by_app(&caller.0.tenant, &id).await
+        state
+            .engine
+            .cancel_by_app(&caller.0.tenant, &caller.0.id, &id)
+            .await
     };
     match result {
         Ok(p) => Ok(Json(PayoutView::new(&p)).into_response()),

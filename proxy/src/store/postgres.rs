@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_leases.sql"),
     include_str!("../../migrations/postgres/0003_returned.sql"),
+    include_str!("../../migrations/postgres/0004_bank_event_digest.sql"),
 ];
 const MIGRATION_LOCK: i64 = 0x7072_6f78_7901;
 
@@ -267,6 +268,7 @@ impl ProxyStore for PgStore {
     async fn list_payouts(
         &self,
         tenant: &str,
+        client_id: Option<&str>,
         state: Option<PayoutState>,
         after: Option<&str>,
         limit: u32,
@@ -279,11 +281,15 @@ impl ProxyStore for PgStore {
                 payout_columns!(),
                 " FROM payouts WHERE tenant = $1 AND ($2::TEXT IS NULL OR state = $2) \
                  AND ($3::TEXT IS NULL OR (created_at, id) < (SELECT created_at, id FROM payouts WHERE id = $3)) \
+                 AND ($5::TEXT IS NULL OR client_id = $5) \
                  ORDER BY created_at DESC, id DESC LIMIT $4"
             ))
             .await?;
         client
-            .query(&stmt, &[&tenant, &state, &after, &i64::from(limit)])
+            .query(
+                &stmt,
+                &[&tenant, &state, &after, &i64::from(limit), &client_id],
+            )
             .await?
             .iter()
             .map(payout_from_row)
@@ -384,14 +390,16 @@ impl ProxyStore for PgStore {
         rows.iter().map(payout_from_row).collect()
     }
 
-    async fn record_bank_event(&self, e: BankEvent) -> Result<(), StoreError> {
+    async fn record_bank_event(&self, e: BankEvent) -> Result<bool, StoreError> {
         let client = self.conn().await?;
         let stmt = client
             .prepare_cached(
-                "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at, body_sha256) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (body_sha256) DO NOTHING",
             )
             .await?;
-        client
+        let digest = e.digest().to_vec();
+        let inserted = client
             .execute(
                 &stmt,
                 &[
@@ -400,10 +408,11 @@ impl ProxyStore for PgStore {
                     &e.kind,
                     &e.body,
                     &e.received_at,
+                    &digest,
                 ],
             )
             .await?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_leases.sql"),
     include_str!("../../migrations/sqlite/0003_returned.sql"),
+    include_str!("../../migrations/sqlite/0004_bank_event_digest.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -276,11 +277,13 @@ impl ProxyStore for SqliteStore {
     async fn list_payouts(
         &self,
         tenant: &str,
+        client_id: Option<&str>,
         state: Option<PayoutState>,
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
         let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
+        let client_id = client_id.map(str::to_owned);
         let state = state.map(PayoutState::as_str);
         self.pool
             .read(move |conn| {
@@ -292,9 +295,10 @@ impl ProxyStore for SqliteStore {
                         " FROM payouts WHERE tenant = ?1 AND (?2 IS NULL OR state = ?2) \
                          AND (?3 IS NULL OR created_at < (SELECT created_at FROM payouts WHERE id = ?3) \
                               OR (created_at = (SELECT created_at FROM payouts WHERE id = ?3) AND id < ?3)) \
+                         AND (?5 IS NULL OR client_id = ?5) \
                          ORDER BY created_at DESC, id DESC LIMIT ?4"
                     ),
-                    params![tenant, state, after, limit],
+                    params![tenant, state, after, limit, client_id],
                 )
             })
             .await
@@ -392,14 +396,24 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn record_bank_event(&self, e: BankEvent) -> Result<(), StoreError> {
+    async fn record_bank_event(&self, e: BankEvent) -> Result<bool, StoreError> {
+        let digest = e.digest().to_vec();
         self.pool
             .transaction(move |tx| {
-                tx.prepare_cached(
-                    "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![e.payout_id, e.bank_session_id, e.kind, e.body, e.received_at])?;
-                Ok(())
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at, body_sha256) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (body_sha256) DO NOTHING",
+                    )?
+                    .execute(params![
+                        e.payout_id,
+                        e.bank_session_id,
+                        e.kind,
+                        e.body,
+                        e.received_at,
+                        digest
+                    ])?;
+                Ok(inserted == 1)
             })
             .await
     }

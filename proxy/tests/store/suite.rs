@@ -150,13 +150,16 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
         .insert_payout(payout("app_g", "globex", "k0", base))
         .await
         .unwrap();
-    let page1 = store.list_payouts("acme", None, None, 2).await.unwrap();
+    let page1 = store
+        .list_payouts("acme", None, None, None, 2)
+        .await
+        .unwrap();
     let page2 = store
-        .list_payouts("acme", None, Some(&page1[1].id), 2)
+        .list_payouts("acme", None, None, Some(&page1[1].id), 2)
         .await
         .unwrap();
     let page3 = store
-        .list_payouts("acme", None, Some(&page2[1].id), 2)
+        .list_payouts("acme", None, None, Some(&page2[1].id), 2)
         .await
         .unwrap();
     let listed: Vec<String> = page1
@@ -169,7 +172,7 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
     assert_eq!(listed, ids, "newest first, no gaps or repeats");
     assert_eq!(
         store
-            .list_payouts("acme", Some(PayoutState::Created), None, 100)
+            .list_payouts("acme", None, Some(PayoutState::Created), None, 100)
             .await
             .unwrap()
             .len(),
@@ -177,18 +180,46 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
     );
     assert!(
         store
-            .list_payouts("acme", Some(PayoutState::Succeeded), None, 100)
+            .list_payouts("acme", None, Some(PayoutState::Succeeded), None, 100)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         store
-            .list_payouts("globex", None, None, 100)
+            .list_payouts("globex", None, None, None, 100)
             .await
             .unwrap()
             .len(),
         1
+    );
+    // One app's payouts only, when asked.
+    client(store.as_ref(), "app_b", "acme").await;
+    store
+        .insert_payout(payout("app_b", "acme", "kb", base + 10))
+        .await
+        .unwrap();
+    let of = |client: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_payouts("acme", Some(client), None, None, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.client_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(of("app_a").await, vec!["app_a"; 5]);
+    assert_eq!(of("app_b").await, vec!["app_b"]);
+    assert_eq!(
+        store
+            .list_payouts("acme", None, None, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        6
     );
 }
 
@@ -331,17 +362,24 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
     else {
         panic!()
     };
+    let event = |kind: &str| BankEvent {
+        payout_id: Some(p.id.clone()),
+        bank_session_id: "ps_1".to_owned(),
+        kind: kind.to_owned(),
+        body: "{}".to_owned(),
+        received_at: now_micros(),
+    };
     for kind in ["ready_to_confirm", "payment_finished"] {
-        store
-            .record_bank_event(BankEvent {
-                payout_id: Some(p.id.clone()),
-                bank_session_id: "ps_1".to_owned(),
-                kind: kind.to_owned(),
-                body: "{}".to_owned(),
-                received_at: now_micros(),
-            })
-            .await
-            .unwrap();
+        assert!(store.record_bank_event(event(kind)).await.unwrap());
+    }
+    // PCI 20: a replayed webhook (same kind, same body) is kept once, whenever it comes.
+    for _ in 0..3 {
+        assert!(
+            !store
+                .record_bank_event(event("payment_finished"))
+                .await
+                .unwrap()
+        );
     }
     let kinds: Vec<String> = store
         .bank_events(&p.id)

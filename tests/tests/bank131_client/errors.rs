@@ -248,7 +248,7 @@ async fn the_card_number_goes_only_into_start_and_init_bodies() {
 /// (DNS rebinding, a poisoned resolver), the client does not connect: no card number leaves. The
 /// same name resolving inside the networks is served.
 #[tokio::test]
-async fn a_bank_name_resolving_outside_its_networks_gets_nothing() {
+async fn pci_28_a_bank_name_resolving_outside_its_networks_gets_nothing() {
     let env = Env::start(ApiVersion::V2).await;
     let by_name = env.sandbox.base_url().replace("127.0.0.1", "localhost");
     let client_for = |networks: &[&str]| {

@@ -30,7 +30,7 @@ async fn attacker() -> (String, Arc<AtomicUsize>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redirect_on_start_payout_is_never_followed() {
+async fn pci_28_a_redirect_on_start_payout_is_never_followed() {
     let stack = Stack::start().await;
     let (steal, hits) = attacker().await;
     stack

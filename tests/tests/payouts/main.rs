@@ -15,4 +15,5 @@ mod exactly_once;
 mod faults;
 mod flows;
 mod inputs;
+mod pci;
 mod stack;

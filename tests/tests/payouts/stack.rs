@@ -40,6 +40,7 @@ pub(crate) struct Stack {
     pub(crate) vault_app_key: String,
     pub(crate) app_key: String,
     pub(crate) hooks: Arc<Mutex<Vec<AppHook>>>,
+    pub(crate) app_webhook_url: String,
     vault: Option<Process>,
     proxy: Option<Process>,
     // Held for its drop: the sandbox process stops with the stack.
@@ -208,6 +209,7 @@ impl Stack {
             vault_app_key,
             app_key,
             hooks,
+            app_webhook_url: app_url,
             vault: Some(vault),
             proxy: None,
             _sandbox: sandbox,
@@ -426,6 +428,61 @@ impl Stack {
             .await
             .unwrap();
         assert!(r.status().is_success(), "fault {spec}: {}", r.status());
+    }
+
+    /// Runs a `vault` command against this stack's vault; its standard output.
+    pub(crate) fn vault_cli(&self, args: &[&str]) -> String {
+        run_cli(Path::new(VAULT_BIN), &self.path("vault.toml"), &[], args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates an app client of the proxy; its API key.
+    pub(crate) fn proxy_client(&self, name: &str, tenant: &str, scopes: &str) -> String {
+        let out = self.proxy_cli(&[
+            "clients",
+            "create",
+            "--name",
+            name,
+            "--tenant",
+            tenant,
+            "--scopes",
+            scopes,
+            "--webhook-url",
+            &self.app_webhook_url,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        field(&String::from_utf8_lossy(&out.stdout), "api_key:").unwrap()
+    }
+
+    /// Gives the proxy a vault key for one more tenant, and restarts it.
+    pub(crate) async fn add_vault_tenant(&mut self, tenant: &str) {
+        let key = field(
+            &self.vault_cli(&[
+                "clients",
+                "create",
+                "--name",
+                &format!("proxy-{tenant}"),
+                "--tenant",
+                tenant,
+                "--scopes",
+                "tokens:detokenize",
+            ]),
+            "api_key:",
+        )
+        .unwrap();
+        let toml = std::fs::read_to_string(self.path("proxy.toml")).unwrap();
+        let toml = toml.replacen(
+            "[vault.api_keys]\n",
+            &format!("[vault.api_keys]\n{tenant} = \"{key}\"\n"),
+            1,
+        );
+        std::fs::write(self.path("proxy.toml"), toml).unwrap();
+        self.kill9_proxy();
+        self.start_proxy().await;
     }
 
     /// Runs a `proxy` command against this stack's configuration.

@@ -1,0 +1,482 @@
+//! The PCI DSS §5 cases the proxy's webhooks, isolation and retries close (issue 11 §5), each a
+//! named test against the running system. Case 28 (egress) is in `egress.rs` and in the bank
+//! client's suite.
+
+use std::time::{Duration, Instant};
+
+use proxy::store::ProxyStore;
+use serde_json::{Value, json};
+
+use crate::stack::Stack;
+
+const SECS: Duration = Duration::from_secs(60);
+const FINAL: &[&str] = &["succeeded", "failed", "cancelled", "returned"];
+
+/// The webhooks the sandbox sent about `session`, oldest first: (type, body, signature).
+async fn bank_webhooks(stack: &Stack, session: &str) -> Vec<(String, String, String)> {
+    stack
+        .journal()
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "webhook" && e["session_id"] == session)
+        .map(|e| {
+            (
+                e["webhook_type"].as_str().unwrap().to_owned(),
+                e["body"].as_str().unwrap().to_owned(),
+                e["headers"]["x-partner-sign"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A stack whose sandbox signs webhooks with a key the test holds too, so the test can speak as
+/// the bank.
+async fn bank_signing_stack() -> (Stack, proxy::bank131::RequestSigner) {
+    let (private, _) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("bank.pem");
+    std::fs::write(&key_path, &private).unwrap();
+    let stack = Stack::start_with(crate::stack::Options {
+        sandbox_flags: vec!["--bank-key".into(), key_path.display().to_string()],
+        ..Default::default()
+    })
+    .await;
+    // The sandbox has read the key at start; the directory may go.
+    drop(dir);
+    let bank = proxy::bank131::RequestSigner::from_pem(private.as_bytes()).unwrap();
+    (stack, bank)
+}
+
+/// The sandbox's own view of a session (the truth, v2 spelling).
+async fn sandbox_session(stack: &Stack, session: &str) -> Value {
+    stack
+        .http
+        .get(format!(
+            "{}/__sandbox/sessions/{session}",
+            stack.sandbox_url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn post_webhook(stack: &Stack, body: &str, signature: &str) -> u16 {
+    stack
+        .http
+        .post(format!("{}/webhooks/bank131", stack.proxy_url))
+        .header("content-type", "application/json")
+        .header("x-partner-sign", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn hooks_for(stack: &Stack, id: &str) -> Vec<Value> {
+    stack
+        .hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.event["data"]["payout"]["id"] == id)
+        .map(|h| h.event.clone())
+        .collect()
+}
+
+async fn get(stack: &Stack, key: &str, path: &str) -> (u16, String) {
+    let r = stack
+        .http
+        .get(format!("{}{path}", stack.proxy_url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn post(stack: &Stack, key: &str, path: &str) -> (u16, String) {
+    let r = stack
+        .http
+        .post(format!("{}{path}", stack.proxy_url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// PCI 11, pay-out half: another tenant's token does not pay out, and another app's payout
+/// (same tenant or not) is 404 byte-identical to one that does not exist, for reading, listing,
+/// confirming and cancelling; a tenant-wide read scope is explicit and reads only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_11_tenants_and_apps_see_and_decide_only_their_own_payouts() {
+    let mut stack = Stack::start().await;
+    stack.add_vault_tenant("globex").await;
+    let same_tenant = stack.proxy_client("app-b", "acme", "payouts:write,payouts:read");
+    let other_tenant = stack.proxy_client("app-c", "globex", "payouts:write,payouts:read");
+    let back_office = stack.proxy_client("back-office", "acme", "payouts:read_tenant");
+
+    let id = stack
+        .pay("4242424242424242", 2_500, "manual", "Ivanov Ivan")
+        .await;
+    stack
+        .wait_status(&id, &["awaiting_confirmation"], SECS)
+        .await;
+    let missing = "pay_0000000000000000000000";
+    for key in [&same_tenant, &other_tenant] {
+        let (status, body) = get(&stack, key, &format!("/v1/payouts/{id}")).await;
+        let (missing_status, missing_body) =
+            get(&stack, key, &format!("/v1/payouts/{missing}")).await;
+        assert_eq!((status, &body), (404, &missing_body), "read");
+        assert_eq!(missing_status, 404);
+        for action in ["confirm", "cancel"] {
+            let (status, body) = post(&stack, key, &format!("/v1/payouts/{id}/{action}")).await;
+            let (_, missing_body) =
+                post(&stack, key, &format!("/v1/payouts/{missing}/{action}")).await;
+            assert_eq!((status, &body), (404, &missing_body), "{action}");
+        }
+        let (status, list) = get(&stack, key, "/v1/payouts?limit=100").await;
+        assert_eq!(status, 200);
+        assert!(!list.contains(&id), "listed to another app: {list}");
+    }
+    // Still waiting: nobody else decided it.
+    assert_eq!(stack.payout(&id).await["status"], "awaiting_confirmation");
+
+    // The back office reads the whole tenant, and decides nothing.
+    let (status, body) = get(&stack, &back_office, &format!("/v1/payouts/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = get(&stack, &back_office, "/v1/payouts?limit=100").await;
+    assert!(list.contains(&id));
+    let (status, _) = post(&stack, &back_office, &format!("/v1/payouts/{id}/confirm")).await;
+    assert_eq!(status, 403);
+    let (status, _) = get(&stack, &other_tenant, "/v1/payouts?limit=100").await;
+    assert_eq!(status, 200);
+
+    // Another tenant's token: the vault does not give it to globex's key; no bank call.
+    let acme_token = stack.tokenize("5555555555554444").await;
+    let r = stack
+        .http
+        .post(format!("{}/v1/payouts", stack.proxy_url))
+        .bearer_auth(&other_tenant)
+        .header("idempotency-key", "globex-1")
+        .json(
+            &json!({"card_token": acme_token, "amount": 100, "currency": "RUB",
+                      "recipient": {"full_name": "Ivanov Ivan"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let foreign: Value = r.json().await.unwrap();
+    let foreign_id = foreign["id"].as_str().unwrap();
+    let r = stack
+        .http
+        .get(format!("{}/v1/payouts/{foreign_id}", stack.proxy_url))
+        .bearer_auth(&other_tenant);
+    let deadline = Instant::now() + SECS;
+    let done = loop {
+        let p: Value = r
+            .try_clone()
+            .unwrap()
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if FINAL.iter().any(|s| p["status"] == *s) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "{p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["failure"]["code"], "card_token_not_found");
+    assert!(done["bank"]["session_id"].is_null());
+}
+
+/// Stop deliveries to revoked apps: an event written after the revocation is abandoned, not
+/// sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_app_gets_no_more_webhooks() {
+    // The bank cancels an unconfirmed session after 1.5 s: the payout ends after the revocation.
+    let stack = Stack::start_with(crate::stack::Options {
+        sandbox_flags: vec!["--confirm-timeout-ms".into(), "1500".into()],
+        ..Default::default()
+    })
+    .await;
+    let app_b = stack.proxy_client("app-b", "acme", "payouts:write,payouts:read");
+    let token = stack.tokenize("4242424242424242").await;
+    let r = stack
+        .http
+        .post(format!("{}/v1/payouts", stack.proxy_url))
+        .bearer_auth(&app_b)
+        .header("idempotency-key", "b-1")
+        .json(
+            &json!({"card_token": token, "amount": 100, "currency": "RUB", "confirm": "manual",
+                      "recipient": {"full_name": "Ivanov Ivan"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = stack.proxy_store();
+    let deadline = Instant::now() + SECS;
+    while store.payout(&id).await.unwrap().unwrap().state.as_str() != "awaiting_confirmation" {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let clients = String::from_utf8(stack.proxy_cli(&["clients", "list"]).stdout).unwrap();
+    let app_b_id = clients
+        .lines()
+        .find(|l| l.contains("app-b"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let out = stack.proxy_cli(&["clients", "revoke", &app_b_id]);
+    assert!(out.status.success());
+    // The payout still ends (the bank times the confirmation out); its event is not sent.
+    loop {
+        let p = store.payout(&id).await.unwrap().unwrap();
+        if p.state.is_final() && store.undelivered_events().await.unwrap() == 0 {
+            assert_eq!(p.state.as_str(), "failed", "{p:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let heard: Vec<Value> = hooks_for(&stack, &id)
+        .into_iter()
+        .filter(|h| h["type"] == "payout.failed")
+        .collect();
+    assert!(heard.is_empty(), "a revoked app got webhooks: {heard:?}");
+}
+
+/// PCI 20: the bank signs no timestamp (API.md §2.2), so a replay cannot be told by its age; a
+/// replayed webhook (100 times) changes nothing and is not kept again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_20_a_replayed_bank_webhook_changes_nothing_and_is_kept_once() {
+    let stack = Stack::start().await;
+    let id = stack
+        .pay("4242424242424242", 4_000, "auto", "Ivanov Ivan")
+        .await;
+    let done = stack.wait_status(&id, FINAL, SECS).await;
+    assert_eq!(done["status"], "succeeded");
+    stack.wait_hook(&id, "payout.succeeded").await;
+    let session = done["bank"]["session_id"].as_str().unwrap();
+    let store = stack.proxy_store();
+    let kept = store.bank_events(&id).await.unwrap().len();
+    let hooks = hooks_for(&stack, &id).len();
+    for (_, body, signature) in bank_webhooks(&stack, session).await {
+        for _ in 0..50 {
+            assert_eq!(post_webhook(&stack, &body, &signature).await, 200);
+        }
+    }
+    let after = stack.payout(&id).await;
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["updated_at"], done["updated_at"]);
+    assert_eq!(store.bank_events(&id).await.unwrap().len(), kept);
+    assert_eq!(hooks_for(&stack, &id).len(), hooks);
+}
+
+/// PCI 21: 50 concurrent copies of one webhook: all 2xx, one state change, one app event, one
+/// row kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_21_fifty_concurrent_duplicates_of_one_webhook_change_the_state_once() {
+    let (stack, bank) = bank_signing_stack().await;
+    // The bank's own delivery is dropped: the test delivers payment_finished, 50 times at once.
+    stack
+        .fault(json!({"on": "webhook:payment_finished", "action": "drop"}))
+        .await;
+    let id = stack
+        .pay("5555555555554444", 4_100, "auto", "Ivanov Ivan")
+        .await;
+    let deadline = Instant::now() + SECS;
+    let session = loop {
+        let p = stack.payout(&id).await;
+        if let Some(session) = p["bank"]["session_id"].as_str() {
+            let view = sandbox_session(&stack, session).await;
+            if view["session"]["status"] == "accepted" {
+                break view["session"].clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "{p}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let body = json!({"type": "payment_finished", "session": session}).to_string();
+    let signature = bank.sign(body.as_bytes()).unwrap();
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (http, url, body, signature) = (
+            stack.http.clone(),
+            format!("{}/webhooks/bank131", stack.proxy_url),
+            body.clone(),
+            signature.clone(),
+        );
+        sends.spawn(async move {
+            http.post(url)
+                .header("content-type", "application/json")
+                .header("x-partner-sign", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let statuses = sends.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let done = stack.wait_status(&id, FINAL, SECS).await;
+    assert_eq!(done["status"], "succeeded");
+    stack.wait_hook(&id, "payout.succeeded").await;
+    let succeeded = hooks_for(&stack, &id)
+        .iter()
+        .filter(|h| h["type"] == "payout.succeeded")
+        .count();
+    assert_eq!(succeeded, 1);
+    let kept = stack.proxy_store().bank_events(&id).await.unwrap();
+    assert_eq!(
+        kept.iter().filter(|e| e.kind == "payment_finished").count(),
+        1
+    );
+}
+
+/// PCI 23: a signed bank webhook carrying a full PAN is stored redacted and never reaches the
+/// app; the proxy's database holds no PAN afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() {
+    let (stack, bank) = bank_signing_stack().await;
+    let id = stack
+        .pay("2200000000000004", 4_200, "auto", "Ivanov Ivan")
+        .await;
+    let done = stack.wait_status(&id, FINAL, SECS).await;
+    let session = done["bank"]["session_id"].as_str().unwrap();
+    let leaked = "4111111111111111";
+    let bank_view = sandbox_session(&stack, session).await;
+    let mut leaky = bank_view["session"].clone();
+    leaky["payout_list"][0]["payout_details"]["card"]["number"] = json!(leaked);
+    leaky["payout_list"][0]["metadata"]["note"] = json!(format!("card {leaked}"));
+    let body = json!({"type": "payment_finished", "session": leaky}).to_string();
+    let signature = bank.sign(body.as_bytes()).unwrap();
+    assert_eq!(post_webhook(&stack, &body, &signature).await, 200);
+
+    let kept = stack.proxy_store().bank_events(&id).await.unwrap();
+    assert!(
+        kept.iter().any(|e| e.body.contains("[redacted]")),
+        "{kept:?}"
+    );
+    let pan = shared::Pan::parse(leaked).unwrap();
+    for e in &kept {
+        assert!(!shared::scan::contains_pan_any_encoding(
+            e.body.as_bytes(),
+            &pan
+        ));
+    }
+    for h in hooks_for(&stack, &id) {
+        assert!(!shared::scan::contains_pan_any_encoding(
+            h.to_string().as_bytes(),
+            &pan
+        ));
+    }
+    let (_, view) = get(&stack, &stack.app_key, &format!("/v1/payouts/{id}")).await;
+    assert!(!view.contains(leaked));
+    for (name, bytes) in stack.files() {
+        if name.starts_with("proxy.db") {
+            assert!(
+                !shared::scan::contains_pan_any_encoding(&bytes, &pan),
+                "{name} holds the PAN"
+            );
+        }
+    }
+}
+
+/// PCI 24: a webhook from before the final state (delivered late, out of order) changes
+/// nothing; the bank's own status agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_24_a_stale_webhook_after_the_final_state_changes_nothing() {
+    let stack = Stack::start().await;
+    let id = stack
+        .pay("4242424242424242", 4_300, "manual", "Ivanov Ivan")
+        .await;
+    let waiting = stack
+        .wait_status(&id, &["awaiting_confirmation"], SECS)
+        .await;
+    let session = waiting["bank"]["session_id"].as_str().unwrap().to_owned();
+    let (status, _) = stack.action(&id, "confirm").await;
+    assert_eq!(status, 200);
+    let done = stack.wait_status(&id, FINAL, SECS).await;
+    assert_eq!(done["status"], "succeeded");
+    let (_, body, signature) = bank_webhooks(&stack, &session)
+        .await
+        .into_iter()
+        .find(|(kind, _, _)| kind == "ready_to_confirm")
+        .unwrap();
+    assert_eq!(post_webhook(&stack, &body, &signature).await, 200);
+    let after = stack.payout(&id).await;
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["updated_at"], done["updated_at"]);
+    let bank = sandbox_session(&stack, &session).await;
+    assert_eq!(bank["session"]["status"], "accepted");
+    assert_eq!(bank["session"]["payout_list"][0]["status"], "succeeded");
+}
+
+/// PCI 27: a bank answering 5xx to every start: the calls are bounded, each carries the same
+/// idempotency key, and the proxy's database (its retry queue) holds no PAN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_27_bank_5xx_until_retries_run_out_is_bounded_with_one_key_and_no_pan_kept() {
+    let stack = Stack::start().await;
+    stack
+        .fault(json!({"on": "session/start/payout", "action": "error", "status": 503}))
+        .await;
+    let pan = "5555555555554444";
+    let id = stack.pay(pan, 4_400, "auto", "Ivanov Ivan").await;
+    // Past the re-send cap the session is cancelled and the payout flagged for a person.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let flagged = loop {
+        let p = stack.payout(&id).await;
+        if p["needs_attention"]
+            .as_str()
+            .is_some_and(|a| a.contains("never showed"))
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "{p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let session = flagged["bank"]["session_id"].as_str().unwrap();
+    let starts = stack.bank_calls("session/start/payout", session).await;
+    assert!(
+        (1..=4).contains(&starts.len()),
+        "one start and at most payouts.max_start_resends (3) re-sends: {}",
+        starts.len()
+    );
+    let keys: std::collections::BTreeSet<_> = starts
+        .iter()
+        .map(|s| {
+            s["headers"]["x-partner-idempotency-key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let pan = shared::Pan::parse(pan).unwrap();
+    for (name, bytes) in stack.files() {
+        if name.starts_with("proxy.db") {
+            assert!(
+                !shared::scan::contains_pan_any_encoding(&bytes, &pan),
+                "{name} holds the PAN"
+            );
+        }
+    }
+}
