@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -80,9 +80,14 @@ pub struct VaultSettings {
     /// The vault's base URL.
     pub url: String,
     /// Per tenant, the vault API key the proxy detokenizes with (scope `tokens:detokenize`,
-    /// created in that tenant). A tenant without a key cannot pay out.
+    /// created in that tenant). A tenant without a key cannot pay out. Inline keys make the
+    /// config file a secret: it must then be readable by its owner only.
     #[serde(default)]
     pub api_keys: BTreeMap<String, VaultKey>,
+    /// Per tenant, a file holding that key (its first line; mode 0600), instead of an inline
+    /// key. Read at load and merged into `api_keys`.
+    #[serde(default)]
+    pub api_key_files: BTreeMap<String, PathBuf>,
     /// Timeout of one vault call.
     #[serde(default = "default_vault_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -183,7 +188,34 @@ impl ProxyConfig {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let config: Self = shared::config::load(file, env, ENV_PREFIX)?;
+        let mut config: Self = shared::config::load(file, env, ENV_PREFIX)?;
+        if let Some(path) = file
+            && file_has_inline_vault_keys(path)
+        {
+            shared::files::ensure_private(path, "the config file (it holds vault.api_keys)")?;
+        }
+        for (tenant, path) in std::mem::take(&mut config.vault.api_key_files) {
+            if config.vault.api_keys.contains_key(&tenant) {
+                return Err(ConfigError::Setting {
+                    setting: format!("vault.api_key_files.{tenant}"),
+                    problem: "the tenant also has an inline vault.api_keys entry; keep one"
+                        .to_owned(),
+                });
+            }
+            let what = format!("vault.api_key_files.{tenant}");
+            let key = shared::files::read_secret_line(&path, &what)?;
+            if key.is_empty() {
+                return Err(ConfigError::Setting {
+                    setting: what,
+                    problem: "the file is empty; put the tenant's vault API key on its first line"
+                        .to_owned(),
+                });
+            }
+            config
+                .vault
+                .api_keys
+                .insert(tenant, VaultKey::new(key.as_str()));
+        }
         config.server.validate()?;
         config.database.validate()?;
         let p = &config.payouts;
@@ -276,9 +308,99 @@ pub fn backoff(initial_ms: u64, max_ms: u64, attempt: u32) -> Duration {
     Duration::from_millis(initial_ms.saturating_mul(factor).min(max_ms))
 }
 
+/// Whether the file itself (not the environment) sets `vault.api_keys`.
+fn file_has_inline_vault_keys(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(Zeroizing::new)
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("vault")?
+                .get("api_keys")?
+                .as_table()
+                .map(|k| !k.is_empty())
+        })
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Config files with inline keys must be the owner's only.
+    fn write_private(path: &Path, text: impl AsRef<[u8]>) -> std::io::Result<()> {
+        std::fs::write(path, text)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn inline_keys_need_a_private_file_and_key_files_are_read_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        let bank = "[bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n";
+        let open = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        // Inline keys in a world-readable file: refused, with the fix, without the key.
+        std::fs::write(
+            &file,
+            format!("[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_inline\"\n{bank}"),
+        )
+        .unwrap();
+        open(&file, 0o644);
+        let e = ProxyConfig::load(Some(&file), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chmod 600") && !e.contains("vk_inline"), "{e}");
+        open(&file, 0o600);
+        assert!(ProxyConfig::load(Some(&file), std::iter::empty()).is_ok());
+
+        // A key file instead: the config may be world-readable, the key file may not.
+        let key = dir.path().join("acme.key");
+        std::fs::write(&key, "vk_from_file\n").unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_key_files]\nacme = \"{}\"\n{bank}",
+                key.display()
+            ),
+        )
+        .unwrap();
+        open(&file, 0o644);
+        open(&key, 0o644);
+        let e = ProxyConfig::load(Some(&file), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vault.api_key_files.acme") && e.contains("chmod 600"),
+            "{e}"
+        );
+        assert!(!e.contains("vk_from_file"));
+        open(&key, 0o600);
+        let config = ProxyConfig::load(Some(&file), std::iter::empty()).unwrap();
+        assert_eq!(config.vault.api_keys["acme"].expose(), "vk_from_file");
+        // Both for one tenant: refused, naming it.
+        let both = dir.path().join("both.toml");
+        write_private(
+            &both,
+            format!(
+                "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_x\"\n[vault.api_key_files]\nacme = \"{}\"\n{bank}",
+                key.display()
+            ),
+        )
+        .unwrap();
+        let e = ProxyConfig::load(Some(&both), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vault.api_key_files.acme"), "{e}");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -293,7 +415,7 @@ mod tests {
     fn loads_with_env_overrides_and_requires_vault_and_bank() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("proxy.toml");
-        std::fs::write(
+        write_private(
             &file,
             "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_x\"\n\
              [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n",
@@ -317,7 +439,7 @@ mod tests {
     fn a_lease_shorter_than_a_bank_call_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("proxy.toml");
-        std::fs::write(
+        write_private(
             &file,
             "[vault]\nurl = \"http://127.0.0.1:8200\"\n\
              [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n\
@@ -336,7 +458,7 @@ mod tests {
         assert!(ProxyConfig::load(Some(&file), env("12999")).is_err());
         assert!(ProxyConfig::load(Some(&file), env("13000")).is_ok());
         // The defaults hold together.
-        std::fs::write(
+        write_private(
             &file,
             "[vault]\nurl = \"http://127.0.0.1:8200\"\n\
              [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n",
@@ -353,7 +475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("proxy.toml");
         let load = |vault: &str, bank: &str| {
-            std::fs::write(
+            write_private(
                 &file,
                 format!(
                     "[vault]\n{vault}\n[vault.api_keys]\nacme = \"vk_x\"\n\

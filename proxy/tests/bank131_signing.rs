@@ -149,11 +149,19 @@ fn the_signature_header_decodes_with_or_without_padding_and_whitespace() {
 /// aes-256-cbc`) signs exactly as the plain one; a missing or wrong passphrase is a clear error.
 #[test]
 fn a_passphrase_protected_partner_key_signs_like_the_plain_one() {
-    let signer = RequestSigner::from_files(
-        &fixture("partner-encrypted.pem"),
-        Some(&fixture("partner-passphrase.txt")),
-    )
-    .unwrap();
+    // Git keeps no file modes: copy the fixtures as a deployment would keep them (0600).
+    let dir = tempfile::tempdir().unwrap();
+    let private = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, read(name)).unwrap();
+        set_mode(&path, 0o600);
+        path
+    };
+    let (key, passphrase) = (
+        private("partner-encrypted.pem"),
+        private("partner-passphrase.txt"),
+    );
+    let signer = RequestSigner::from_files(&key, Some(&passphrase)).unwrap();
     for body in BODIES {
         assert_eq!(
             signer.sign(&read(&format!("{body}.json"))).unwrap(),
@@ -161,11 +169,11 @@ fn a_passphrase_protected_partner_key_signs_like_the_plain_one() {
             "{body}"
         );
     }
-    let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong.txt");
     std::fs::write(&wrong, "Correct horse battery staple\n").unwrap();
+    set_mode(&wrong, 0o600);
     for passphrase in [None, Some(wrong.as_path())] {
-        let err = RequestSigner::from_files(&fixture("partner-encrypted.pem"), passphrase)
+        let err = RequestSigner::from_files(&key, passphrase)
             .unwrap_err()
             .to_string();
         assert!(
@@ -173,6 +181,43 @@ fn a_passphrase_protected_partner_key_signs_like_the_plain_one() {
             "{err}"
         );
     }
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+}
+
+/// The partner key and its passphrase file are the owner's only, or the client does not load.
+#[cfg(unix)]
+#[test]
+fn a_partner_key_others_can_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("partner.pem");
+    std::fs::write(&key, read("partner-pkcs8.pem")).unwrap();
+    set_mode(&key, 0o644);
+    let err = RequestSigner::from_files(&key, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bank131.private_key_file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(!err.contains("PRIVATE KEY"));
+    set_mode(&key, 0o600);
+    let pass = dir.path().join("pass.txt");
+    std::fs::write(&pass, "x\n").unwrap();
+    set_mode(&pass, 0o640);
+    let err = RequestSigner::from_files(&key, Some(&pass))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bank131.private_key_passphrase_file"), "{err}");
+    assert!(RequestSigner::from_files(&key, None).is_ok());
 }
 
 /// Our signatures of bodies nobody prepared are accepted by openssl itself (skipped where the

@@ -44,6 +44,7 @@ async fn the_vault_client_never_follows_a_redirect() {
     let client = VaultClient::new(&VaultSettings {
         url: vault_url,
         api_keys: BTreeMap::from([("acme".to_owned(), VaultKey::new("vk_secret"))]),
+        api_key_files: BTreeMap::new(),
         request_timeout_ms: 5_000,
         allow_insecure_http: false,
     })

@@ -54,6 +54,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
+    /// A file holding secrets is open to others, or unreadable.
+    #[error("invalid configuration: {0}")]
+    SecretFile(#[from] crate::files::SecretFileError),
 }
 
 /// Loads `file` (if given) and applies the `prefix`ed overrides from `env`.

@@ -17,6 +17,7 @@ pub mod card;
 pub mod config;
 pub mod ct;
 pub mod error_body;
+pub mod files;
 pub mod ids;
 pub mod json;
 pub mod pan;

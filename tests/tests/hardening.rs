@@ -211,7 +211,7 @@ fn pci_40_both_services_run_with_core_dumps_off_and_not_dumpable() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (private, public) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
-    std::fs::write(d.join("partner.pem"), private).unwrap();
+    tests::stack::write_secret(&d.join("partner.pem"), private).unwrap();
     std::fs::write(d.join("bank.pub.pem"), public).unwrap();
     std::fs::write(
         d.join("proxy.toml"),

@@ -224,8 +224,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     }
 
     // Two proxy replicas, one database, each with its own vault replica.
-    std::fs::write(
-        path("proxy.toml"),
+    tests::stack::write_secret(
+        &path("proxy.toml"),
         format!(
             "[vault]\nurl = \"{}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
              [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 2000\n\
@@ -571,8 +571,8 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
         .unwrap_or_else(|e| panic!("{e}"));
 
     // Two proxies whose bank calls may take 30 s: the lease outlasts that.
-    std::fs::write(
-        path("proxy.toml"),
+    tests::stack::write_secret(
+        &path("proxy.toml"),
         format!(
             "[vault]\nurl = \"{vault_url}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
              [bank131]\nbase_url = \"{}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\n\

@@ -51,6 +51,9 @@ pub enum SigningError {
     /// The RSA operation failed.
     #[error("RSA signing failed")]
     Sign,
+    /// A key or passphrase file others can read.
+    #[error(transparent)]
+    SecretFile(#[from] shared::files::SecretFileError),
 }
 
 /// Signs request bodies with the partner's private key.
@@ -119,13 +122,18 @@ impl RequestSigner {
         Self::from_pem(&read(path)?)
     }
 
-    /// Loads a PEM private key file, encrypted or not; the passphrase is the first line of
-    /// `passphrase_file` (a trailing newline is not part of it).
+    /// Loads the partner's key for the bank client: a PEM private key file, encrypted or not;
+    /// the passphrase is the first line of `passphrase_file` (a trailing newline is not part of
+    /// it). Both must be readable by their owner only.
     ///
     /// # Errors
     ///
-    /// Unreadable files, not an RSA private key, a wrong passphrase.
+    /// Files others can read, unreadable files, not an RSA private key, a wrong passphrase.
     pub fn from_files(path: &Path, passphrase_file: Option<&Path>) -> Result<Self, SigningError> {
+        shared::files::ensure_private(path, "bank131.private_key_file")?;
+        if let Some(p) = passphrase_file {
+            shared::files::ensure_private(p, "bank131.private_key_passphrase_file")?;
+        }
         let passphrase = passphrase_file.map(read).transpose()?;
         let passphrase = passphrase.as_ref().map(|p| {
             let line = p.split(|&b| b == b'\n').next().unwrap_or_default();

@@ -52,7 +52,7 @@ impl Sandbox {
         let partner_key = dir.join("partner.pem");
         let partner_public = dir.join("partner.pub.pem");
         let bank_key = dir.join("bank.pub.pem");
-        std::fs::write(&partner_key, private)?;
+        super::write_secret(&partner_key, private)?;
         std::fs::write(&partner_public, public)?;
         let mut cmd = Command::new(bin);
         cmd.args(["--listen", &format!("127.0.0.1:{}", spec.port)])

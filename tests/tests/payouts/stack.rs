@@ -178,7 +178,7 @@ impl Stack {
             pk = sandbox.partner_key.display(),
             bk = sandbox.bank_key.display(),
         );
-        std::fs::write(path("proxy.toml"), proxy_toml).unwrap();
+        tests::stack::write_secret(&path("proxy.toml"), proxy_toml).unwrap();
         let stdout = run_cli(
             Path::new(PROXY_BIN),
             &path("proxy.toml"),

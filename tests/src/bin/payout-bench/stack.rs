@@ -155,7 +155,7 @@ impl Stack {
                 .map(|ms| format!("poll_interval_ms = {ms}\n"))
                 .unwrap_or_default(),
         );
-        std::fs::write(path("proxy.toml"), proxy_toml)?;
+        tests::stack::write_secret(&path("proxy.toml"), proxy_toml)?;
         let proxy_cli = |a: &[&str]| cli(&bins.proxy, &path("proxy.toml"), &proxy_env, a);
         proxy_cli(&["migrate"])?;
         let out = proxy_cli(&[
