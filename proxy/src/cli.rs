@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
+    /// The key app webhook secrets are wrapped under at rest.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Operator actions on payouts.
     Payouts {
         #[command(subcommand)]
@@ -73,6 +78,15 @@ enum ClientsCommand {
     Revoke {
         /// The client id (`app_…`).
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// Write a new random key file (mode 0600, never overwritten) for webhooks.secret_key_file.
+    Keygen {
+        /// Where to write it.
+        file: PathBuf,
     },
 }
 
@@ -123,6 +137,24 @@ enum Bank131Command {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Webhooks {
+        command: WebhooksCommand::Keygen { file },
+    } = &cli.command
+    {
+        return match crate::secrets::SecretBox::generate_key_file(file) {
+            Ok(()) => {
+                println!(
+                    "wrote {} (mode 0600); set webhooks.secret_key_file to it",
+                    file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("proxy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Bank131 { command } = cli.command {
         // `sign` holds the partner's private key: the same hardening as every other command.
         if let Err(e) = shared::server::harden_process() {
@@ -163,6 +195,7 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
         }
         Command::Clients { command } => clients(command, &config).await,
         Command::Payouts { command } => payouts(command, &config).await,
+        Command::Webhooks { .. } => Ok(ExitCode::SUCCESS),
         Command::Bank131 { command } => bank131(command),
     }
 }
@@ -215,8 +248,11 @@ async fn clients(command: ClientsCommand, config: &ProxyConfig) -> anyhow::Resul
                 }
                 Err(e) => return Err(e.into()),
             };
-            let client = new.record;
+            let mut client = new.record;
             let (key, secret) = (new.api_key, client.webhook_secret.clone());
+            // Stored wrapped: a reader of the database cannot sign for the proxy.
+            let secrets = crate::secrets::for_config(config)?;
+            client.webhook_secret = secrets.wrap(&secret, &client.id)?;
             store.insert_client(client.clone()).await?;
             println!("client_id:      {}", client.id);
             println!("tenant:         {}", client.tenant);

@@ -162,6 +162,9 @@ pub struct WebhookSettings {
     /// Let app webhook URLs point at loopback, private, link-local or metadata addresses
     /// (development only: a non-PCI app must not make the proxy reach inside).
     pub allow_private_networks: bool,
+    /// The key app webhook secrets are wrapped under at rest (64 hex digits, mode 0600; made by
+    /// `proxy webhooks keygen FILE`). Unset: derived from the partner private key.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl Default for WebhookSettings {
@@ -174,6 +177,7 @@ impl Default for WebhookSettings {
             timeout_ms: 5_000,
             concurrency: 16,
             allow_private_networks: false,
+            secret_key_file: None,
         }
     }
 }

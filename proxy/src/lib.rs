@@ -13,6 +13,7 @@ pub mod http;
 pub mod outbox;
 pub mod payout;
 pub mod resolve;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod vault_client;

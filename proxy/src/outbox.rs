@@ -94,6 +94,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance_secon
 #[derive(Clone, Debug)]
 pub struct Deliverer {
     store: Arc<dyn ProxyStore>,
+    secrets: Arc<crate::secrets::SecretBox>,
     http: reqwest::Client,
     settings: WebhookSettings,
     wake: Arc<Notify>,
@@ -107,6 +108,7 @@ impl Deliverer {
     /// The HTTP client could not be built.
     pub fn new(
         store: Arc<dyn ProxyStore>,
+        secrets: Arc<crate::secrets::SecretBox>,
         settings: WebhookSettings,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
@@ -129,6 +131,7 @@ impl Deliverer {
                 }
             },
             store,
+            secrets,
             settings,
             wake: Arc::default(),
         })
@@ -225,10 +228,11 @@ impl Deliverer {
 
     async fn deliver(&self, mut event: OutboxEvent) -> Result<(), crate::store::StoreError> {
         let client = self.store.client(&event.client_id).await?;
+        // The secret is stored wrapped; it is unwrapped only to sign, and only here.
         let target = client.as_ref().and_then(|c| {
             c.webhook_url
                 .clone()
-                .map(|url| (url, c.webhook_secret.clone()))
+                .map(|url| (url, self.secrets.unwrap(&c.webhook_secret, &c.id)))
         });
         let now = now_micros();
         event.attempts += 1;
@@ -241,7 +245,14 @@ impl Deliverer {
                 Err("the app client is revoked; not sent".to_owned())
             }
             None => Err("the app client has no webhook URL".to_owned()),
-            Some((url, _))
+            Some((_, Err(e))) => {
+                tracing::error!(client = %event.client_id, error = %e, "app webhook not signed");
+                Err(
+                    "the app's webhook secret does not open under this proxy's key; not sent"
+                        .to_owned(),
+                )
+            }
+            Some((url, Ok(_)))
                 if crate::egress::check_literal_destination(
                     &url,
                     self.settings.allow_private_networks,
@@ -250,7 +261,7 @@ impl Deliverer {
             {
                 Err("the webhook URL points at an internal address; not sent".to_owned())
             }
-            Some((url, secret)) => {
+            Some((url, Ok(secret))) => {
                 let t = now / 1_000_000;
                 let sent = self
                     .http

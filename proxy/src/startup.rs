@@ -28,6 +28,12 @@ pub enum StartupError {
     /// The bank's public key.
     #[error("bank131.bank_public_key_file: {0}")]
     BankKey(#[from] SigningError),
+    /// The key app webhook secrets are wrapped under.
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretBoxError),
+    /// Wrapping secrets an older version stored in clear.
+    #[error("wrapping stored app webhook secrets: {0}")]
+    Wrap(#[from] crate::secrets::WrapError),
     /// An HTTP client could not be built.
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
@@ -81,8 +87,16 @@ impl Application {
         )?);
         let vault = VaultClient::new(&config.vault)?;
         let engine = Engine::new(Arc::clone(&store), bank, vault, config.payouts.clone());
-        let deliverer =
-            Deliverer::new(store, config.webhooks.clone())?.wake_on(engine.outbox_signal());
+        let secrets = Arc::new(crate::secrets::for_config(config)?);
+        let wrapped = crate::secrets::wrap_legacy_secrets(store.as_ref(), &secrets).await?;
+        if wrapped > 0 {
+            tracing::warn!(
+                clients = wrapped,
+                "app webhook secrets stored in clear by an older version are now wrapped"
+            );
+        }
+        let deliverer = Deliverer::new(store, secrets, config.webhooks.clone())?
+            .wake_on(engine.outbox_signal());
         let listener =
             TcpListener::bind(config.listen())
                 .await

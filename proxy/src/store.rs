@@ -155,6 +155,13 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// Every client, oldest first.
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
 
+    /// Replaces a client's stored webhook secret (wrapping one an older version kept in clear).
+    async fn set_webhook_secret(
+        &self,
+        id: &str,
+        stored: &crate::auth::WebhookSecret,
+    ) -> Result<(), StoreError>;
+
     /// Revokes a client; false when there is no such unrevoked client.
     async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
 

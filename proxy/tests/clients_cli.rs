@@ -6,6 +6,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn write_config(dir: &Path, allow_private: bool) -> std::path::PathBuf {
+    let key = dir.join("webhook.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["webhooks", "keygen"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let file = dir.join("proxy.toml");
     std::fs::write(
         &file,
@@ -13,8 +24,9 @@ fn write_config(dir: &Path, allow_private: bool) -> std::path::PathBuf {
             "[database]\npath = \"{}\"\n[vault]\nurl = \"http://127.0.0.1:9\"\n\
              [bank131]\nbase_url = \"http://127.0.0.1:9\"\nproject = \"p\"\n\
              private_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n\
-             [webhooks]\nallow_private_networks = {allow_private}\n",
-            dir.join("proxy.db").display()
+             [webhooks]\nallow_private_networks = {allow_private}\nsecret_key_file = \"{}\"\n",
+            dir.join("proxy.db").display(),
+            key.display()
         ),
     )
     .unwrap();
@@ -96,4 +108,21 @@ fn webhook_urls_pointing_inside_are_refused_at_create() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The secret shown once is not what the database holds: a reader of proxy.db cannot sign
+    // a webhook the app would trust.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let shown = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("webhook_secret:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let db = std::fs::read(dev.path().join("proxy.db")).unwrap();
+    let wal = std::fs::read(dev.path().join("proxy.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(shown.len()).any(|w| w == shown.as_bytes()),
+            "the webhook secret is stored in clear"
+        );
+    }
 }

@@ -62,6 +62,12 @@ async fn stuck_app(release: Arc<Notify>) -> String {
     url
 }
 
+/// The key the tests' secrets would be wrapped under (those stored here are in clear, as an
+/// older version stored them: the deliverer reads both).
+fn secrets() -> Arc<proxy::secrets::SecretBox> {
+    Arc::new(proxy::secrets::SecretBox::from_key(&[1; 32]).unwrap())
+}
+
 async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
     store
         .insert_client(ClientRecord {
@@ -172,6 +178,7 @@ async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
 
     let deliverer = Deliverer::new(
         Arc::clone(&store),
+        secrets(),
         WebhookSettings {
             poll_interval_ms: 20,
             // Far longer than the test waits: only concurrency can get the fast app served.
@@ -258,6 +265,7 @@ async fn a_redirect_from_an_app_endpoint_is_never_followed() {
     payout_with_events(store.as_ref(), "app_redirecting", 1).await;
     let deliverer = Deliverer::new(
         Arc::clone(&store),
+        secrets(),
         WebhookSettings {
             poll_interval_ms: 20,
             retry_initial_ms: 20,
@@ -305,6 +313,7 @@ async fn a_webhook_url_pointing_inside_is_never_sent_to() {
     payout_with_events(store.as_ref(), "app_named", 1).await;
     let deliverer = Deliverer::new(
         Arc::clone(&store),
+        secrets(),
         WebhookSettings {
             poll_interval_ms: 20,
             retry_initial_ms: 20,

@@ -331,6 +331,7 @@ async fn ensure_vault_clients(
 /// Returns what was done, for the report.
 async fn ensure_proxy_client(
     store: &Arc<dyn proxy::store::ProxyStore>,
+    secrets: &proxy::secrets::SecretBox,
     credentials: &mut Credentials,
     webhook_url: &str,
 ) -> anyhow::Result<Option<&'static str>> {
@@ -347,9 +348,10 @@ async fn ensure_proxy_client(
     };
     let note = match (current, credentials.proxy_app.as_mut()) {
         (Some(record), Some(stored)) if record.webhook_url.as_deref() == Some(webhook_url) => {
-            // The secret in the database is the one the proxy signs with.
-            record
-                .webhook_secret
+            // The secret the proxy signs with is the one in the database (stored wrapped).
+            secrets
+                .unwrap(&record.webhook_secret, &record.id)
+                .context("the proxy app client's webhook secret")?
                 .expose()
                 .clone_into(&mut stored.webhook_secret);
             return Ok(None);
@@ -364,7 +366,7 @@ async fn ensure_proxy_client(
         (None, _) => "proxy app client",
     };
     let scopes = proxy::auth::Scopes::parse(PROXY_APP_SCOPES).map_err(anyhow::Error::msg)?;
-    let new = proxy::auth::NewClient::make(
+    let mut new = proxy::auth::NewClient::make(
         "demo-app",
         TENANT,
         scopes,
@@ -372,12 +374,16 @@ async fn ensure_proxy_client(
         proxy::engine::now_micros(),
     )
     .context("making the proxy app client")?;
+    let clear = new.record.webhook_secret.clone();
     let key = ProxyClientKey {
         id: new.record.id.clone(),
         key: new.api_key.expose().to_owned(),
         webhook_url: webhook_url.to_owned(),
-        webhook_secret: new.record.webhook_secret.expose().to_owned(),
+        webhook_secret: clear.expose().to_owned(),
     };
+    new.record.webhook_secret = secrets
+        .wrap(&clear, &new.record.id)
+        .context("wrapping the webhook secret")?;
     store
         .insert_client(new.record)
         .await
@@ -566,7 +572,10 @@ pub async fn run(
     let proxy_store = proxy::startup::open_store(&proxy_config)
         .await
         .context("opening proxy.db")?;
-    if let Some(note) = ensure_proxy_client(&proxy_store, &mut credentials, &app_url).await? {
+    let secrets = proxy::secrets::for_config(&proxy_config).context("the webhook secret key")?;
+    if let Some(note) =
+        ensure_proxy_client(&proxy_store, &secrets, &mut credentials, &app_url).await?
+    {
         made.push(note.to_owned());
     }
     credentials.save(&layout.credentials())?;

@@ -142,6 +142,30 @@ impl RequestSigner {
         Self::from_pem_with_passphrase(&read(path)?, passphrase)
     }
 
+    /// A 256-bit key derived from the private key (HKDF-SHA-256 over its PKCS#8 form, which is
+    /// the same whichever PEM form the file has) for `purpose`: cryptographically separate from
+    /// the signing key, held only by whoever holds that key.
+    ///
+    /// # Errors
+    ///
+    /// [`SigningError::Sign`] if the key cannot be encoded.
+    pub fn derive_key(&self, purpose: &[u8]) -> Result<Zeroizing<[u8; 32]>, SigningError> {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::hkdf;
+        let der: aws_lc_rs::encoding::Pkcs8V1Der<'static> =
+            self.key.as_der().map_err(|_| SigningError::Sign)?;
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"bank131-proxy key derivation")
+            .extract(der.as_ref());
+        let info = [purpose];
+        let okm = prk
+            .expand(&info, hkdf::HKDF_SHA256)
+            .map_err(|_| SigningError::Sign)?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        okm.fill(out.as_mut_slice())
+            .map_err(|_| SigningError::Sign)?;
+        Ok(out)
+    }
+
     /// The `X-PARTNER-SIGN` value for exactly these bytes.
     ///
     /// # Errors

@@ -574,6 +574,17 @@ impl ProxyStore for PgStore {
             .collect()
     }
 
+    async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<(), StoreError> {
+        let client = self.conn().await?;
+        client
+            .execute(
+                "UPDATE clients SET webhook_secret = $2 WHERE id = $1",
+                &[&id, &stored.expose()],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let client = self.conn().await?;
         Ok(client

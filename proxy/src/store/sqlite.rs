@@ -571,6 +571,17 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
+    async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<(), StoreError> {
+        let (id, stored) = (id.to_owned(), stored.expose().to_owned());
+        self.pool
+            .transaction(move |tx| {
+                tx.prepare_cached("UPDATE clients SET webhook_secret = ?2 WHERE id = ?1")?
+                    .execute(params![id, stored])?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.pool

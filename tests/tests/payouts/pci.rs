@@ -480,3 +480,58 @@ async fn pci_27_bank_5xx_until_retries_run_out_is_bounded_with_one_key_and_no_pa
         }
     }
 }
+
+/// App webhook secrets are wrapped at rest: a reader of proxy.db cannot sign a webhook the app
+/// would trust. A secret an older version stored in clear is wrapped at the next start, and is
+/// still the same secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_webhook_secrets_are_wrapped_at_rest_and_old_clear_ones_at_start() {
+    let mut stack = Stack::start().await;
+    let store = stack.proxy_store();
+    let config =
+        proxy::config::ProxyConfig::load(Some(&stack.path("proxy.toml")), std::iter::empty())
+            .unwrap();
+    let secrets = proxy::secrets::for_config(&config).unwrap();
+    for client in store.clients().await.unwrap() {
+        assert!(
+            !proxy::secrets::is_clear(&client.webhook_secret),
+            "{}",
+            client.id
+        );
+        assert!(secrets.unwrap(&client.webhook_secret, &client.id).is_ok());
+    }
+    // As an older version stored it.
+    let clear = proxy::auth::WebhookSecret::generate().unwrap();
+    let mut legacy = proxy::auth::NewClient::make(
+        "legacy",
+        "acme",
+        proxy::auth::Scopes::parse("payouts:read").unwrap(),
+        None,
+        proxy::engine::now_micros(),
+    )
+    .unwrap()
+    .record;
+    legacy.webhook_secret = clear.clone();
+    store.insert_client(legacy.clone()).await.unwrap();
+    stack.kill9_proxy();
+    stack.start_proxy().await;
+    let stored = store
+        .client(&legacy.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .webhook_secret;
+    assert!(!proxy::secrets::is_clear(&stored));
+    assert_ne!(stored, clear);
+    assert_eq!(secrets.unwrap(&stored, &legacy.id).unwrap(), clear);
+    // And the app webhooks still verify with the secret the app was given.
+    let id = stack
+        .pay("4242424242424242", 100, "auto", "Ivanov Ivan")
+        .await;
+    assert!(
+        stack
+            .wait_hook(&id, "payout.succeeded")
+            .await
+            .signature_valid
+    );
+}

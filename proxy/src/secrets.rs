@@ -1,0 +1,279 @@
+//! App webhook secrets at rest: wrapped (AES-256-GCM, bound to the client id), so that a reader
+//! of the database, or of a backup, cannot sign a `payout.succeeded` the app would trust.
+//!
+//! The wrapping key is `webhooks.secret_key_file` (64 hex digits, mode 0600) when set; otherwise
+//! it is derived with HKDF-SHA-256 from the partner private key the proxy already holds (a
+//! separate key by construction, in a file the proxy already protects). A deployment that will
+//! rotate its partner key sets the file first. Secrets stored by older versions in clear
+//! (`whsec_…`) are still read, and wrapped in place at start ([`wrap_legacy_secrets`]).
+
+use std::fmt;
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use zeroize::Zeroizing;
+
+use crate::auth::WebhookSecret;
+use crate::store::{ProxyStore, StoreError};
+
+/// The prefix of a wrapped secret as stored.
+const WRAPPED_PREFIX: &str = "wsk1:";
+/// The prefix of a secret stored in clear by an older version.
+const CLEAR_PREFIX: &str = "whsec_";
+
+/// Why a secret could not be wrapped or unwrapped. No secret material in it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretBoxError {
+    /// The key file is missing, open to others or not 64 hex digits.
+    #[error("webhooks.secret_key_file: {0}")]
+    KeyFile(String),
+    /// The stored secret does not open under this key (another key, or a changed row).
+    #[error(
+        "an app webhook secret does not open under this proxy's key (was webhooks.secret_key_file or the partner key changed?); rotate the app's secret"
+    )]
+    WrongKey,
+    /// The system random generator failed.
+    #[error("the random generator failed")]
+    Random,
+}
+
+/// The key app webhook secrets are wrapped under.
+pub struct SecretBox {
+    key: LessSafeKey,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBox { .. }")
+    }
+}
+
+impl SecretBox {
+    /// A box from 32 key bytes.
+    ///
+    /// # Errors
+    ///
+    /// Never for 32 bytes; kept for the key type's contract.
+    pub fn from_key(bytes: &[u8; 32]) -> Result<Self, SecretBoxError> {
+        let key = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| SecretBoxError::KeyFile("not a 256-bit key".to_owned()))?;
+        Ok(Self {
+            key: LessSafeKey::new(key),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// A box from a key file: 64 hex digits on its first line, mode 0600.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretBoxError::KeyFile`].
+    pub fn from_key_file(path: &Path) -> Result<Self, SecretBoxError> {
+        let line = shared::files::read_secret_line(path, "webhooks.secret_key_file")
+            .map_err(|e| SecretBoxError::KeyFile(e.to_string()))?;
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(line.as_bytes(), bytes.as_mut_slice()).map_err(|_| {
+            SecretBoxError::KeyFile(
+                "must hold 64 hex digits (32 random bytes), e.g. from `proxy webhooks keygen FILE`"
+                    .to_owned(),
+            )
+        })?;
+        Self::from_key(&bytes)
+    }
+
+    /// Writes a new random key file (mode 0600); refuses to overwrite.
+    ///
+    /// # Errors
+    ///
+    /// The file exists or cannot be written.
+    pub fn generate_key_file(path: &Path) -> Result<(), SecretBoxError> {
+        use std::io::Write;
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        SystemRandom::new()
+            .fill(bytes.as_mut_slice())
+            .map_err(|_| SecretBoxError::Random)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(path)
+            .map_err(|e| SecretBoxError::KeyFile(format!("{}: {e}", path.display())))?;
+        let text = Zeroizing::new(format!("{}\n", hex::encode(bytes.as_slice())));
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| SecretBoxError::KeyFile(format!("{}: {e}", path.display())))
+    }
+
+    /// The stored form of `secret` for client `client_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretBoxError::Random`].
+    pub fn wrap(
+        &self,
+        secret: &WebhookSecret,
+        client_id: &str,
+    ) -> Result<WebhookSecret, SecretBoxError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| SecretBoxError::Random)?;
+        let mut sealed = Zeroizing::new(secret.expose().as_bytes().to_vec());
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(client_id.as_bytes()),
+                &mut *sealed,
+            )
+            .map_err(|_| SecretBoxError::Random)?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        Ok(WebhookSecret::from_stored(format!(
+            "{WRAPPED_PREFIX}{}",
+            STANDARD_NO_PAD.encode(blob)
+        )))
+    }
+
+    /// The secret itself, from its stored form (wrapped, or clear from an older version).
+    ///
+    /// # Errors
+    ///
+    /// [`SecretBoxError::WrongKey`].
+    pub fn unwrap(
+        &self,
+        stored: &WebhookSecret,
+        client_id: &str,
+    ) -> Result<WebhookSecret, SecretBoxError> {
+        let text = stored.expose();
+        if is_clear(stored) {
+            return Ok(stored.clone());
+        }
+        let blob = text
+            .strip_prefix(WRAPPED_PREFIX)
+            .and_then(|b| STANDARD_NO_PAD.decode(b).ok())
+            .filter(|b| b.len() > NONCE_LEN)
+            .ok_or(SecretBoxError::WrongKey)?;
+        let (nonce, sealed) = blob.split_at(NONCE_LEN);
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| SecretBoxError::WrongKey)?;
+        let mut sealed = Zeroizing::new(sealed.to_vec());
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(client_id.as_bytes()), &mut sealed)
+            .map_err(|_| SecretBoxError::WrongKey)?;
+        let text = std::str::from_utf8(plain).map_err(|_| SecretBoxError::WrongKey)?;
+        Ok(WebhookSecret::from_stored(text.to_owned()))
+    }
+}
+
+/// The box this configuration names: `webhooks.secret_key_file`, or a key derived from the
+/// partner private key.
+///
+/// # Errors
+///
+/// The key file or the partner key cannot be read.
+pub fn for_config(config: &crate::config::ProxyConfig) -> Result<SecretBox, SecretBoxError> {
+    if let Some(path) = &config.webhooks.secret_key_file {
+        return SecretBox::from_key_file(path);
+    }
+    let signer = crate::bank131::RequestSigner::from_files(
+        &config.bank131.private_key_file,
+        config.bank131.private_key_passphrase_file.as_deref(),
+    )
+    .map_err(|e| SecretBoxError::KeyFile(format!("unset, and the partner key: {e}")))?;
+    let key = signer
+        .derive_key(b"app webhook secrets v1")
+        .map_err(|e| SecretBoxError::KeyFile(format!("unset, and the partner key: {e}")))?;
+    SecretBox::from_key(&key)
+}
+
+/// Whether a stored secret is in clear (written by a version before wrapping).
+pub fn is_clear(stored: &WebhookSecret) -> bool {
+    stored.expose().starts_with(CLEAR_PREFIX)
+}
+
+/// Wraps every secret an older version stored in clear; returns how many.
+///
+/// # Errors
+///
+/// Storage or random failure.
+pub async fn wrap_legacy_secrets(
+    store: &dyn ProxyStore,
+    secrets: &SecretBox,
+) -> Result<usize, WrapError> {
+    let mut wrapped = 0;
+    for client in store.clients().await? {
+        if is_clear(&client.webhook_secret) {
+            let stored = secrets.wrap(&client.webhook_secret, &client.id)?;
+            store.set_webhook_secret(&client.id, &stored).await?;
+            wrapped += 1;
+        }
+    }
+    Ok(wrapped)
+}
+
+/// Why [`wrap_legacy_secrets`] stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WrapError {
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Wrapping.
+    #[error(transparent)]
+    Box(#[from] SecretBoxError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_bound_to_the_client_and_the_key() {
+        let secrets = SecretBox::from_key(&[7; 32]).unwrap();
+        let secret = WebhookSecret::from_stored("whsec_abcdef".to_owned());
+        let stored = secrets.wrap(&secret, "app_1").unwrap();
+        assert!(stored.expose().starts_with(WRAPPED_PREFIX));
+        assert!(!stored.expose().contains("abcdef"));
+        assert_eq!(secrets.unwrap(&stored, "app_1").unwrap(), secret);
+        // Another client's row, another key, a changed byte: refused.
+        assert!(secrets.unwrap(&stored, "app_2").is_err());
+        let other = SecretBox::from_key(&[8; 32]).unwrap();
+        assert!(other.unwrap(&stored, "app_1").is_err());
+        let mut changed = stored.expose().to_owned();
+        changed.pop();
+        changed.push('A');
+        assert!(
+            secrets
+                .unwrap(&WebhookSecret::from_stored(changed), "app_1")
+                .is_err()
+        );
+        // Two wraps of one secret differ (fresh nonces).
+        assert_ne!(secrets.wrap(&secret, "app_1").unwrap(), stored);
+        // A secret stored in clear by an older version still reads.
+        assert_eq!(secrets.unwrap(&secret, "app_1").unwrap(), secret);
+    }
+
+    #[test]
+    fn key_files_are_made_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhook.key");
+        SecretBox::generate_key_file(&path).unwrap();
+        assert!(SecretBox::generate_key_file(&path).is_err(), "no overwrite");
+        let a = SecretBox::from_key_file(&path).unwrap();
+        let b = SecretBox::from_key_file(&path).unwrap();
+        let secret = WebhookSecret::from_stored("whsec_x".to_owned());
+        assert_eq!(
+            b.unwrap(&a.wrap(&secret, "app").unwrap(), "app").unwrap(),
+            secret
+        );
+        std::fs::write(&path, "not hex\n").unwrap();
+        assert!(SecretBox::from_key_file(&path).is_err());
+    }
+}
