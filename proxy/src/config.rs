@@ -194,9 +194,12 @@ impl ProxyConfig {
     ) -> Result<Self, ConfigError> {
         let mut config: Self = shared::config::load(file, env, ENV_PREFIX)?;
         if let Some(path) = file
-            && file_has_inline_vault_keys(path)
+            && file_holds_secrets(path)
         {
-            shared::files::ensure_private(path, "the config file (it holds vault.api_keys)")?;
+            shared::files::ensure_private(
+                path,
+                "the config file (it holds vault.api_keys or a database password)",
+            )?;
         }
         for (tenant, path) in std::mem::take(&mut config.vault.api_key_files) {
             if config.vault.api_keys.contains_key(&tenant) {
@@ -312,19 +315,28 @@ pub fn backoff(initial_ms: u64, max_ms: u64, attempt: u32) -> Duration {
     Duration::from_millis(initial_ms.saturating_mul(factor).min(max_ms))
 }
 
-/// Whether the file itself (not the environment) sets `vault.api_keys`.
-fn file_has_inline_vault_keys(path: &Path) -> bool {
-    std::fs::read_to_string(path)
+/// Whether the file itself (not the environment) holds secrets: inline `vault.api_keys`, or a
+/// `database.url` with a password.
+fn file_holds_secrets(path: &Path) -> bool {
+    let Some(table) = std::fs::read_to_string(path)
         .ok()
         .map(Zeroizing::new)
         .and_then(|text| text.parse::<toml::Table>().ok())
-        .and_then(|t| {
-            t.get("vault")?
-                .get("api_keys")?
-                .as_table()
-                .map(|k| !k.is_empty())
-        })
-        .unwrap_or(false)
+    else {
+        return false;
+    };
+    let keys = table
+        .get("vault")
+        .and_then(|v| v.get("api_keys"))
+        .and_then(|k| k.as_table())
+        .is_some_and(|k| !k.is_empty());
+    let password = table
+        .get("database")
+        .and_then(|d| d.get("url"))
+        .and_then(|u| u.as_str())
+        .and_then(|u| url::Url::parse(u).ok())
+        .is_some_and(|u| u.password().is_some());
+    keys || password
 }
 
 #[cfg(test)]

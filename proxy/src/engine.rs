@@ -48,6 +48,7 @@ const CONFIRMATION_MISMATCH: &str = "confirmation_mismatch";
 /// The start was re-sent as often as allowed and the bank never showed it: the session is
 /// cancelled and a person decides.
 const START_UNCONFIRMED: &str = "start_unconfirmed";
+const PAID_AFTER_CLOSE: &str = "the bank reports this payout paid after it was closed as failed or cancelled (the app was told it was not paid): reconcile with Bank 131 and the app";
 const START_ATTENTION: &str = "the bank never showed this payout's start after repeated sends; the session was cancelled: check with Bank 131 and close it with `proxy payouts resolve`";
 
 /// The namespace of the idempotency keys sent to the bank (UUID v5 of a stable string): the bank
@@ -129,6 +130,16 @@ fn our_payout<'a>(
     bank_payout_id: Option<&str>,
 ) -> Result<Option<&'a BankPayout>, &'static str> {
     let list = session.payouts();
+    let echoing: Vec<&BankPayout> = list
+        .iter()
+        .filter(|b| b.our_payout_id() == Some(our_id))
+        .collect();
+    if echoing.len() > 1 || bank_payout_id.is_some_and(|id| echoing.iter().any(|b| b.id != id)) {
+        // More than one payout carries our id: the sign of a second start. Never pick one.
+        return Err(
+            "the bank session holds more than one payout for this payout: check with Bank 131 at once",
+        );
+    }
     if let Some(id) = bank_payout_id {
         return list
             .iter()
@@ -136,7 +147,7 @@ fn our_payout<'a>(
             .map(Some)
             .ok_or("the bank session no longer lists the payout it reported");
     }
-    if let Some(b) = list.iter().find(|b| b.our_payout_id() == Some(our_id)) {
+    if let Some(b) = echoing.first() {
         return Ok(Some(b));
     }
     match list {
@@ -171,12 +182,21 @@ pub fn assess(session: &Session, our_id: &str, bank_payout_id: Option<&str>) -> 
         Err(why) => return Assessment::Unclear(why),
     };
     let id = payout.id.clone();
-    let returned = payout
+    // Returned when the accepted refunds cover the whole payout; a partial return leaves it
+    // succeeded (the app's money mostly went out).
+    let refunded: i64 = payout
         .refunds
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .any(|r| r.status == RefundStatus::Accepted);
+        .filter(|r| r.status == RefundStatus::Accepted)
+        .map(|r| r.amount_details.as_ref().map_or(i64::MAX, |a| a.amount))
+        .fold(0, i64::saturating_add);
+    let returned = refunded > 0
+        && payout
+            .amount_details
+            .as_ref()
+            .is_none_or(|a| refunded >= a.amount);
     match (&payout.status, &session.status) {
         (PayoutStatus::Succeeded, _) if returned => Assessment::Returned { bank_payout_id: id },
         (PayoutStatus::Succeeded, _) => Assessment::Succeeded { bank_payout_id: id },
@@ -460,11 +480,28 @@ impl Engine {
         }
     }
 
-    /// Session created (after a restart, or a retry): fetch the card and start.
+    /// Session created (after a restart, or a retry), or a start to re-send: fetch the card and
+    /// start.
     async fn start(&self, p: Payout) -> Result<bool, StoreError> {
         let Some(session_id) = p.bank_session_id.clone() else {
             return self.fail(p, "internal_error", "no bank session").await;
         };
+        if p.state == PayoutState::Started {
+            // A re-send: the first start may still be processed at the bank, so a vault that
+            // now refuses or fails must not fail the payout (the app would pay again).
+            return match self
+                .inner
+                .vault
+                .detokenize(&p.tenant, &p.card_token, &format!("payout:{}", p.id))
+                .await
+            {
+                Ok(pan) => self.start_with(p, &session_id, pan).await,
+                Err(VaultError::TokenNotFound | VaultError::NoKeyForTenant) => {
+                    self.give_up_start(p).await
+                }
+                Err(e) => self.reschedule(p, &e.to_string()).await,
+            };
+        }
         let pan = match self.fetch_card(p.clone()).await {
             Ok(pan) => pan,
             Err(outcome) => return outcome,
@@ -745,6 +782,16 @@ impl Engine {
             p.bank_payout_id = Some(id.clone());
         }
         if !p.can_move_to(next) {
+            if matches!(p.state, PayoutState::Failed | PayoutState::Cancelled)
+                && matches!(next, PayoutState::Succeeded | PayoutState::Returned)
+                && p.attention.is_none()
+            {
+                // The bank paid a payout the app was told had not been: never silent.
+                tracing::error!(payout = %p.id, state = %p.state, "the bank reports a payout paid that was closed as not paid");
+                p.attention = Some(PAID_AFTER_CLOSE.to_owned());
+                p.updated_at = now_micros();
+                self.save(&p, Vec::new()).await?;
+            }
             // Nothing new (a duplicate or late report); keep what we learned without moving.
             return Ok(false);
         }
@@ -1105,10 +1152,24 @@ mod tests {
                     code: "bank_error".into(),
                 },
             ),
+            // One unreadable element does not hide ours.
+            (
+                r#"{"id":"ps_1","status":"accepted","payout_list":[{"id":"po_9","status":{}},{"id":"po_1","status":"succeeded"}]}"#,
+                Assessment::Succeeded {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
             // Returned after success.
             (
                 r#"{"id":"ps_1","status":"accepted","payout_list":[{"id":"po_1","status":"succeeded","refunds":[{"id":"rf_1","status":"accepted","amount_details":{"amount":"500","currency":"rub"}}]}]}"#,
                 Assessment::Returned {
+                    bank_payout_id: "po_1".into(),
+                },
+            ),
+            // A partial return leaves the payout succeeded.
+            (
+                r#"{"id":"ps_1","status":"accepted","payout_list":[{"id":"po_1","status":"succeeded","amount_details":{"amount":10000,"currency":"rub"},"refunds":[{"id":"rf_1","status":"accepted","amount_details":{"amount":500,"currency":"rub"}}]}]}"#,
+                Assessment::Succeeded {
                     bank_payout_id: "po_1".into(),
                 },
             ),
@@ -1130,6 +1191,15 @@ mod tests {
         let two = r#"{"id":"ps_1","status":"accepted","payout_list":[
             {"id":"po_0","status":"failed"},{"id":"po_1","status":"succeeded"}]}"#;
         assert!(matches!(ours(two), Assessment::Unclear(_)));
+        // Two payouts carrying our id: the sign of a second start; never picked.
+        let doubled = r#"{"id":"ps_1","status":"accepted","payout_list":[
+            {"id":"po_0","status":"succeeded","metadata":{"payout_id":"pay_1"}},
+            {"id":"po_1","status":"succeeded","metadata":{"payout_id":"pay_1"}}]}"#;
+        assert!(matches!(ours(doubled), Assessment::Unclear(_)));
+        assert!(matches!(
+            assess(&session(doubled), "pay_1", Some("po_1")),
+            Assessment::Unclear(_)
+        ));
         // Once the bank payout id is stored, it decides.
         assert_eq!(
             assess(&session(two), "pay_1", Some("po_1")),

@@ -5,8 +5,9 @@
 //! trail: the operator, the reason and the state it left are kept in the payout's history (its
 //! bank events, kind `operator_resolved`), logged on the `proxy::audit` target, and the app
 //! hears the outcome as it would from the bank (`payout.succeeded` / `payout.failed`). Only a
-//! payout whose start may have reached the bank can be resolved: before that, nothing can have
-//! been paid and the engine finishes it alone.
+//! payout whose start may have reached the bank, and that the engine has flagged for a person
+//! (`needs_attention`), can be resolved: before that the engine is still finishing it, and a
+//! late bank success after a resolve to failed is flagged again, never dropped.
 
 use crate::payout::{Payout, PayoutState};
 use crate::store::{BankEvent, ProxyStore, StoreError};
@@ -31,6 +32,11 @@ pub enum ResolveError {
     /// Already final.
     #[error("the payout is already {0}; nothing to resolve")]
     Final(PayoutState),
+    /// The proxy has not flagged it: it is still finishing it.
+    #[error(
+        "the payout is {0} and not flagged for a person (needs_attention is empty): the proxy is still finishing it with the bank; resolve only what it flagged"
+    )]
+    NotFlagged(PayoutState),
     /// Never started at the bank.
     #[error(
         "the payout is {0}: its start was never sent to the bank, so the engine finishes it by itself"
@@ -77,6 +83,11 @@ pub async fn resolve(
         if matches!(p.state, PayoutState::Created | PayoutState::SessionCreated) {
             return Err(ResolveError::NotStarted(p.state));
         }
+        // A payout the engine has not given up on may have a bank call in flight: closing it
+        // under that call could hide a payment.
+        if p.attention.is_none() {
+            return Err(ResolveError::NotFlagged(p.state));
+        }
         let previous = p.state;
         p.state = match resolution {
             Resolution::Succeeded => PayoutState::Succeeded,
@@ -102,7 +113,7 @@ pub async fn resolve(
                     "resolved_as": saved.state.as_str(),
                     "previous_state": previous.as_str(),
                 });
-                store
+                let kept = store
                     .record_bank_event(BankEvent {
                         payout_id: Some(saved.id.clone()),
                         bank_session_id: saved.bank_session_id.clone().unwrap_or_default(),
@@ -111,6 +122,9 @@ pub async fn resolve(
                         received_at: now,
                     })
                     .await?;
+                if !kept {
+                    tracing::error!(payout = %saved.id, "the resolve record was not kept (a duplicate)");
+                }
                 tracing::warn!(
                     target: "proxy::audit",
                     payout = %saved.id,

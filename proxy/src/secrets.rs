@@ -33,7 +33,7 @@ pub enum SecretBoxError {
     KeyFile(String),
     /// The stored secret does not open under this key (another key, or a changed row).
     #[error(
-        "an app webhook secret does not open under this proxy's key (was webhooks.secret_key_file or the partner key changed?); rotate the app's secret"
+        "an app webhook secret does not open under this proxy's key (was webhooks.secret_key_file or the partner key changed?); restore the key, or revoke the client and create it again"
     )]
     WrongKey,
     /// The system random generator failed.
@@ -208,12 +208,21 @@ pub async fn wrap_legacy_secrets(
     secrets: &SecretBox,
 ) -> Result<usize, WrapError> {
     let mut wrapped = 0;
+    let mut unopenable = Vec::new();
     for client in store.clients().await? {
         if is_clear(&client.webhook_secret) {
             let stored = secrets.wrap(&client.webhook_secret, &client.id)?;
             store.set_webhook_secret(&client.id, &stored).await?;
             wrapped += 1;
+        } else if client.revoked_at.is_none()
+            && secrets.unwrap(&client.webhook_secret, &client.id).is_err()
+        {
+            unopenable.push(client.id);
         }
+    }
+    // Starting anyway would abandon every event of those apps, one by one.
+    if !unopenable.is_empty() {
+        return Err(WrapError::WrongKey(unopenable));
     }
     Ok(wrapped)
 }
@@ -228,6 +237,12 @@ pub enum WrapError {
     /// Wrapping.
     #[error(transparent)]
     Box(#[from] SecretBoxError),
+    /// Secrets that do not open under this key.
+    #[error(
+        "the webhook secrets of {} do not open under this proxy's key (was webhooks.secret_key_file or the partner key changed?); restore the key, or revoke those clients and create them again",
+        .0.join(", ")
+    )]
+    WrongKey(Vec<String>),
 }
 
 #[cfg(test)]
@@ -246,9 +261,11 @@ mod tests {
         assert!(secrets.unwrap(&stored, "app_2").is_err());
         let other = SecretBox::from_key(&[8; 32]).unwrap();
         assert!(other.unwrap(&stored, "app_1").is_err());
-        let mut changed = stored.expose().to_owned();
-        changed.pop();
-        changed.push('A');
+        // One character of the ciphertext changed (always to a different one).
+        let mut changed: Vec<char> = stored.expose().chars().collect();
+        let at = changed.len() / 2;
+        changed[at] = if changed[at] == 'A' { 'B' } else { 'A' };
+        let changed: String = changed.into_iter().collect();
         assert!(
             secrets
                 .unwrap(&WebhookSecret::from_stored(changed), "app_1")

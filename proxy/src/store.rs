@@ -67,13 +67,20 @@ pub struct BankEvent {
 }
 
 impl BankEvent {
-    /// SHA-256 of the kind and the body: the identity that dedupes replays.
+    /// SHA-256 of the payout, session, kind and body: the identity that dedupes replays (the
+    /// same body about the same payout), never two payouts' records.
     pub fn digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        h.update(self.kind.as_bytes());
-        h.update([0]);
-        h.update(self.body.as_bytes());
+        for part in [
+            self.payout_id.as_deref().unwrap_or_default(),
+            &self.bank_session_id,
+            &self.kind,
+            &self.body,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
         h.finalize().into()
     }
 }

@@ -122,27 +122,44 @@ pub fn has_digit_run(haystack: &[u8], min_digits: usize) -> bool {
     DigitRuns::new(haystack).any(|run| run.digits.len() >= min_digits)
 }
 
-/// Card candidates for input checks: whole runs (not windows of longer runs) of 13–19 digits that
-/// pass Luhn and start in a range a card network issues ([`issued_range`]). A 20-digit account
-/// number, a millisecond timestamp, `ORD-20261201-000123` or a Luhn failure is not a candidate;
-/// `4242.4242.4242.4242` and `４２４２…` are.
+/// Card candidates for input checks: within each run, every span of whole digit groups (the
+/// digits between separators) that holds 13–19 digits, passes Luhn and starts in a range a card
+/// network issues ([`issued_range`]). A number glued to other digits without a separator (a
+/// 20-digit account number, a PAN inside a longer number) is not split, so account numbers,
+/// millisecond timestamps, `ORD-20261201-000123` and Luhn failures are not candidates, while
+/// `4242.4242.4242.4242`, `４２４２…`, `4242424242424242 12/25` and `4242424242424242.0` are.
 pub fn card_candidates(haystack: &[u8]) -> Vec<Finding> {
-    DigitRuns::new(haystack)
-        .filter(|run| {
-            (MIN_LEN..=MAX_LEN).contains(&run.digits.len())
-                && luhn_valid(&run.digits)
-                && issued_range(&run.digits)
-        })
-        .map(|run| Finding {
-            range: run.start()..run.end(),
-            masked: mask_bin_last4(std::str::from_utf8(&run.digits).unwrap_or_default()),
-        })
-        .collect()
+    let mut found = Vec::new();
+    for run in DigitRuns::new(haystack) {
+        let mut bounds = run.groups.clone();
+        bounds.push(run.digits.len());
+        for (i, &start) in bounds.iter().enumerate() {
+            for &end in bounds.iter().skip(i + 1) {
+                let len = end - start;
+                if len > MAX_LEN {
+                    break;
+                }
+                let Some(digits) = run.digits.get(start..end) else {
+                    continue;
+                };
+                if len >= MIN_LEN && luhn_valid(digits) && issued_range(digits) {
+                    found.push(Finding {
+                        range: run.offsets.get(start).copied().unwrap_or_default()
+                            ..run.ends.get(end - 1).copied().unwrap_or_default(),
+                        masked: mask_bin_last4(std::str::from_utf8(digits).unwrap_or_default()),
+                    });
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Whether ASCII `digits` start in a range issued by Visa (4), Mastercard (51–55, 2221–2720), Mir
 /// (2200–2204), American Express (34, 37), Diners Club (300–305, 36, 38–39), JCB (3528–3589),
-/// Discover (6011, 644–649, 65), UnionPay (62, 81) or Maestro (50, 56–69).
+/// Discover (6011, 644–649, 65), UnionPay (62, 81), Maestro (50, 56–69), or a national scheme a
+/// Russian bank pays to: UzCard (8600), Humo (9860), Belkart (9112), ArCa (9051), Troy (9792); or
+/// UATP (1, 15 digits only, so that 13-digit millisecond timestamps are not cards).
 pub fn issued_range(digits: &[u8]) -> bool {
     let prefix = |n: usize| -> u32 {
         digits
@@ -153,7 +170,11 @@ pub fn issued_range(digits: &[u8]) -> bool {
     matches!(prefix(1), 4..=6)
         || matches!(prefix(2), 34 | 36..=39 | 81)
         || matches!(prefix(3), 300..=305)
-        || matches!(prefix(4), 2200..=2204 | 2221..=2720 | 3528..=3589)
+        || matches!(
+            prefix(4),
+            2200..=2204 | 2221..=2720 | 3528..=3589 | 8600 | 9051 | 9112 | 9792 | 9860
+        )
+        || (prefix(1) == 1 && digits.len() == 15)
 }
 
 /// A run of digits (normalised to ASCII) with the byte range of each digit.
@@ -161,6 +182,8 @@ struct DigitRun {
     digits: Vec<u8>,
     offsets: Vec<usize>,
     ends: Vec<usize>,
+    /// The index in `digits` where each group (digits between separators) starts.
+    groups: Vec<usize>,
 }
 
 impl DigitRun {
@@ -280,6 +303,7 @@ impl Iterator for DigitRuns<'_> {
             digits: Vec::new(),
             offsets: Vec::new(),
             ends: Vec::new(),
+            groups: vec![0],
         };
         loop {
             let Some((Class::Digit(d), len)) = class_at(self.haystack, self.pos) else {
@@ -303,6 +327,9 @@ impl Iterator for DigitRuns<'_> {
                         ahead += len;
                     }
                     Some((Class::Digit(_), _)) => {
+                        if ahead != self.pos {
+                            run.groups.push(run.digits.len());
+                        }
                         self.pos = ahead;
                         break;
                     }
@@ -425,7 +452,7 @@ mod tests {
             .chars()
             .map(|c| char::from_u32(0x0660 + u32::from(c) - u32::from('0')).unwrap())
             .collect();
-        for text in [
+        let spellings = [
             "4242424242424242".to_owned(),
             "4242.4242.4242.4242".to_owned(),
             "5555/5555/5555/4444".to_owned(),
@@ -437,14 +464,27 @@ mod tests {
             arabic_indic,
             "[4242,4242,4242,4242]".to_owned(),
             r#"["4000","0566","5566","5556"]"#.to_owned(),
-        ] {
+        ];
+        for text in &spellings {
             assert_eq!(find_pans(text.as_bytes()).len(), 1, "{text}");
             assert_eq!(card_candidates(text.as_bytes()).len(), 1, "{text}");
             assert_eq!(
-                redact_digit_runs(&text).matches("[redacted]").count(),
+                redact_digit_runs(text).matches("[redacted]").count(),
                 1,
                 "{text}"
             );
+        }
+        // Other digits beside the card, after a separator, do not hide it from the input check.
+        for text in [
+            "4242424242424242 12/25",
+            "4242424242424242 123",
+            "4242424242424242.0",
+            "Ivan 4242424242424242 1",
+            "pan-4242424242424242-1",
+            "9860000000000000",
+            "8600000000000007",
+        ] {
+            assert!(!card_candidates(text.as_bytes()).is_empty(), "{text}");
         }
     }
 
@@ -459,9 +499,11 @@ mod tests {
             "order 1001, amount 150000",
             "2026-12-01T18:29:54.014285Z",
             "+7 (912) 345-67-89",
-            // Luhn-valid, but no network issues cards starting with 1, 7, 8 (but 81), 9 or 0.
+            // Luhn-valid, but no network issues cards starting with 7, 9 (but its national
+            // schemes) or 0, nor 16 digits starting with 1.
             "1000000000000008",
             "9000000000000008",
+            "7000000000000005",
             // A PAN inside a longer run is not a whole-run candidate (the scan still finds it).
             "004242424242424242424242",
         ] {

@@ -25,6 +25,30 @@ where
     Ok(serde_json::from_value(value).ok())
 }
 
+/// An optional list: `None` when absent, `null` or not a list; elements that do not fit `T`
+/// are skipped (logged by count), so one odd payout does not hide the others.
+pub(crate) fn list<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let Value::Array(items) = Value::deserialize(d)? else {
+        return Ok(None);
+    };
+    let total = items.len();
+    let kept: Vec<T> = items
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    if kept.len() < total {
+        tracing::warn!(
+            skipped = total - kept.len(),
+            "bank list elements that could not be read were skipped"
+        );
+    }
+    Ok(Some(kept))
+}
+
 /// A string: `null` is empty, a number or a boolean is its text. Anything else is an error.
 pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match Value::deserialize(d)? {

@@ -190,11 +190,11 @@ pub struct Session {
     #[serde(default, deserialize_with = "lenient::optional")]
     pub finished_at: Option<String>,
     /// Payouts, v2 spelling.
-    #[serde(default, deserialize_with = "lenient::optional")]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub payout_list: Option<Vec<Payout>>,
     /// Payouts, v1 spelling. An object may carry both (the SDK keeps both and reads
     /// `payout_list ?? payments`): see [`Session::payouts`].
-    #[serde(default, deserialize_with = "lenient::optional")]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub payments: Option<Vec<Payout>>,
     /// Acquiring payments, v2 spelling; not modelled.
     #[serde(default, deserialize_with = "lenient::optional")]

@@ -30,6 +30,20 @@ impl FieldPath {
         self.child_key(key)
     }
 
+    /// The path with every digit hidden when its keys and indexes together spell a long digit
+    /// run (`metadata.4242.4242.4242.4242` would otherwise hand back a card number).
+    #[must_use]
+    fn scrubbed(mut self) -> Self {
+        if crate::scan::has_digit_run(self.0.as_bytes(), 13) {
+            self.0 = self
+                .0
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .collect();
+        }
+        self
+    }
+
     /// The path as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -94,13 +108,17 @@ pub fn sensitive_name_path(bytes: &[u8]) -> Option<FieldPath> {
     }
     .deserialize(&mut de)
     .ok()?;
-    found
+    found.map(FieldPath::scrubbed)
 }
 
 /// The path of the first value under `root` that holds a card number (a card candidate of
 /// [`crate::scan::card_candidates`]): a string, a number, a key, or the scalar elements of an
 /// array read together (`[4242, 4242, 4242, 4242]`).
 pub fn card_number_path(value: &Value, root: &FieldPath) -> Option<FieldPath> {
+    card_path(value, root).map(FieldPath::scrubbed)
+}
+
+fn card_path(value: &Value, root: &FieldPath) -> Option<FieldPath> {
     let holds_card = |text: &str| !crate::scan::card_candidates(text.as_bytes()).is_empty();
     match value {
         Value::String(s) => holds_card(s).then(|| root.clone()),
@@ -118,7 +136,7 @@ pub fn card_number_path(value: &Value, root: &FieldPath) -> Option<FieldPath> {
             items
                 .iter()
                 .enumerate()
-                .find_map(|(i, v)| card_number_path(v, &root.child_index(i)))
+                .find_map(|(i, v)| card_path(v, &root.child_index(i)))
                 .or_else(|| holds_card(&scalars.join(",")).then(|| root.clone()))
         }
         Value::Object(map) => map.iter().find_map(|(k, v)| {
@@ -126,7 +144,7 @@ pub fn card_number_path(value: &Value, root: &FieldPath) -> Option<FieldPath> {
             if holds_card(k) {
                 return Some(child);
             }
-            card_number_path(v, &child)
+            card_path(v, &child)
         }),
         Value::Bool(_) | Value::Null => None,
     }
@@ -240,6 +258,11 @@ mod tests {
                 None,
             ),
             (r#"not json"#, None),
+            // Short numeric keys that together spell a card number are not handed back.
+            (
+                r#"{"metadata":{"4242":{"4242":{"4242":{"4242":{"cvv":1}}}}}}"#,
+                Some("metadata.####.####.####.####.cvv"),
+            ),
         ] {
             assert_eq!(
                 sensitive_name_path(body.as_bytes())
