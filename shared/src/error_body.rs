@@ -1,8 +1,8 @@
 //! The JSON error body both services answer with: `{"error":{"code","message"}}`.
 //!
 //! Codes are stable, machine-readable strings; messages are fixed text chosen by the service.
-//! Neither ever contains request input, so no card number can come back in an error. `field`,
-//! when present, names where in the request the problem is (a JSON path of identifier keys, see
+//! Neither ever contains request input, so no card number can come back in an error. `param`,
+//! when present, names where in the request the problem is (Stripe's shape) (a JSON path of identifier keys, see
 //! [`crate::json::FieldPath`]), never what it held.
 
 use std::borrow::Cow;
@@ -23,9 +23,9 @@ pub struct ErrorDetail<'a> {
     pub code: Cow<'a, str>,
     /// Fixed human-readable text.
     pub message: Cow<'a, str>,
-    /// Where in the request, e.g. `metadata.card.cvv`.
+    /// Where in the request, e.g. `amount` or `metadata.card.cvv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<Cow<'a, str>>,
+    pub param: Option<Cow<'a, str>>,
 }
 
 impl ErrorBody<'static> {
@@ -35,9 +35,16 @@ impl ErrorBody<'static> {
             error: ErrorDetail {
                 code: Cow::Borrowed(code),
                 message: Cow::Borrowed(message),
-                field: None,
+                param: None,
             },
         }
+    }
+
+    /// As [`ErrorBody::fixed`], naming the parameter at fault (a fixed name such as `amount`).
+    pub fn at_param(code: &'static str, message: &'static str, param: &'static str) -> Self {
+        let mut body = Self::fixed(code, message);
+        body.error.param = Some(Cow::Borrowed(param));
+        body
     }
 
     /// As [`ErrorBody::fixed`], naming the field at fault.
@@ -47,7 +54,7 @@ impl ErrorBody<'static> {
         field: &crate::json::FieldPath,
     ) -> Self {
         let mut body = Self::fixed(code, message);
-        body.error.field = Some(Cow::Owned(field.as_str().to_owned()));
+        body.error.param = Some(Cow::Owned(field.as_str().to_owned()));
         body
     }
 }

@@ -157,9 +157,30 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// The credential of an `Authorization: Bearer <credential>` header value. The scheme is
+/// case-insensitive (RFC 9110 §11.1: `bearer` and `BEARER` are `Bearer`) and may be followed by
+/// more than one space; an empty credential is none.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(rest.trim()).filter(|k| !k.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer k1", "bearer k1", "BEARER  k1", "BeArEr k1 "] {
+            assert_eq!(bearer_token(header), Some("k1"), "{header}");
+        }
+        for header in ["Basic k1", "Bearer", "Bearer   ", "Bearerk1", "k1"] {
+            assert_eq!(bearer_token(header), None, "{header}");
+        }
+    }
 
     #[test]
     fn ids_never_hold_a_card_numbers_worth_of_digits() {

@@ -21,8 +21,8 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|k| ApiKey::presented(k.trim()));
+            .and_then(shared::ids::bearer_token)
+            .map(ApiKey::presented);
         let Some(key) = key else {
             return Err(ApiError::Unauthorized);
         };

@@ -23,6 +23,8 @@ pub enum ApiError {
     Internal,
     /// 400: the body has the wrong shape or values.
     InvalidRequest(&'static str),
+    /// 400: this parameter (a JSON path or a query parameter) breaks this rule.
+    InvalidParam(&'static str, &'static str),
     /// 401: a bank webhook without a valid signature.
     InvalidSignature,
     /// 400: not JSON.
@@ -86,7 +88,9 @@ impl ApiError {
                 "the bank's session does not show this payout's amount, currency and card; it is being cancelled, not confirmed",
             ),
             Self::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
-            Self::InvalidRequest(message) => (S::BAD_REQUEST, "invalid_request", *message),
+            Self::InvalidRequest(message) | Self::InvalidParam(_, message) => {
+                (S::BAD_REQUEST, "invalid_request", *message)
+            }
             Self::InvalidSignature => (
                 S::UNAUTHORIZED,
                 "invalid_signature",
@@ -137,7 +141,7 @@ impl ApiError {
             Self::SensitiveField(_) => (
                 S::BAD_REQUEST,
                 "sensitive_data_rejected",
-                "card numbers, CVV, track data and PINs are never accepted by the proxy: send the card as a vault token, and no card data in metadata (see error.field)",
+                "card numbers, CVV, track data and PINs are never accepted by the proxy: send the card as a vault token, and no card data in metadata (see error.param)",
             ),
             Self::Timeout => (
                 S::SERVICE_UNAVAILABLE,
@@ -163,6 +167,7 @@ impl IntoResponse for ApiError {
         let (status, code, message) = self.parts();
         let body = match &self {
             Self::SensitiveField(field) => ErrorBody::at_field(code, message, field),
+            Self::InvalidParam(param, _) => ErrorBody::at_param(code, message, param),
             _ => ErrorBody::fixed(code, message),
         };
         let mut response = (status, axum::Json(body)).into_response();

@@ -53,23 +53,27 @@ impl CreatePayout {
     /// that held it; order ids, timestamps and account numbers pass.
     fn validate(&self) -> Result<(), ApiError> {
         if !shared::ids::is_id("tok_", &self.card_token) {
-            return Err(ApiError::InvalidRequest(
+            return Err(ApiError::InvalidParam(
+                "card_token",
                 "card_token must be a vault token (tok_ and 22 letters or digits)",
             ));
         }
         if self.amount <= 0 {
-            return Err(ApiError::InvalidRequest(
+            return Err(ApiError::InvalidParam(
+                "amount",
                 "amount must be a positive integer in minor units",
             ));
         }
-        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(ApiError::InvalidRequest(
-                "currency must be a three-letter ISO 4217 code",
+        if iso_currency::Currency::from_code(&self.currency.to_ascii_uppercase()).is_none() {
+            return Err(ApiError::InvalidParam(
+                "currency",
+                "currency must be an ISO 4217 currency code, such as RUB",
             ));
         }
         let name = self.recipient.full_name.trim();
         if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
-            return Err(ApiError::InvalidRequest(
+            return Err(ApiError::InvalidParam(
+                "recipient.full_name",
                 "recipient.full_name must be 1-256 printable characters",
             ));
         }
@@ -80,7 +84,8 @@ impl CreatePayout {
         if let Some(m) = &self.metadata {
             let text = m.to_string();
             if text.len() > MAX_METADATA_BYTES {
-                return Err(ApiError::InvalidRequest(
+                return Err(ApiError::InvalidParam(
+                    "metadata",
                     "metadata must be at most 4096 bytes of JSON",
                 ));
             }
@@ -162,7 +167,8 @@ pub(crate) async fn create(
         request_hash,
         card_token: req.card_token,
         amount: req.amount,
-        currency: req.currency,
+        // Stored as ISO 4217 writes it; compared case-insensitively with the bank's echo.
+        currency: req.currency.to_ascii_uppercase(),
         recipient_name: req.recipient.full_name.trim().to_owned(),
         metadata: req.metadata.map(|m| m.to_string()),
         confirm_mode: req.confirm,
@@ -196,7 +202,8 @@ pub(crate) async fn create(
             Ok((StatusCode::CREATED, Json(PayoutView::new(&p))).into_response())
         }
         Inserted::Existing(p) if shared::ct::bytes_eq(&p.request_hash, &request_hash) => {
-            Ok(Json(PayoutView::new(&p)).into_response())
+            // The same request again: the first answer, marked as a replay (as Stripe does).
+            Ok(([("idempotent-replayed", "true")], Json(PayoutView::new(&p))).into_response())
         }
         Inserted::Existing(_) => Err(ApiError::IdempotencyConflict),
     }
@@ -268,17 +275,24 @@ pub(crate) async fn list(
     };
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => {
-            Some(PayoutState::from_name(s).ok_or(ApiError::InvalidRequest("unknown status"))?)
-        }
+        Some(s) => Some(PayoutState::from_name(s).ok_or(ApiError::InvalidParam(
+            "status",
+            "status must be a payout status (created, started, awaiting_confirmation, succeeded, failed, cancelled, returned, …)",
+        ))?),
     };
     if q.after
         .as_deref()
         .is_some_and(|a| !shared::ids::is_id("pay_", a))
     {
-        return Err(ApiError::InvalidRequest("after must be a payout id"));
+        return Err(ApiError::InvalidParam("after", "after must be a payout id"));
     }
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    if q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
+        return Err(ApiError::InvalidParam(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let limit = q.limit.unwrap_or(20);
     let page = state
         .engine
         .store()

@@ -24,7 +24,11 @@ const EX_USAGE: u8 = 64;
 
 /// The Bank 131 sandbox: a stateful emulator of the bank's card-payout API.
 #[derive(Debug, Parser)]
-#[command(name = "bank131-sandbox", version, about)]
+#[command(
+    name = "bank131-sandbox",
+    version,
+    about = "A stateful emulator of Bank 131's card-payout API (sessions, signed webhooks, faults, magic inputs) for developing and testing against; see tests/SANDBOX.md"
+)]
 struct Cli {
     /// Address to listen on (port 0 picks a free one; the URL is printed).
     #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:8131")]
@@ -95,7 +99,11 @@ struct Cli {
     /// Timeout of one webhook attempt, milliseconds.
     #[arg(long, default_value_t = 5000)]
     webhook_timeout_ms: u64,
-    /// A fault active from the start, `TARGET=ACTION[:ARG][@COUNT]`; repeatable.
+    /// Put after `ps_`/`po_`/`rf_` in every id. Default: a random run tag and `_`, so ids stay
+    /// unique when the sandbox restarts under a running proxy; `--id-prefix ''` gives `ps_1`.
+    #[arg(long)]
+    id_prefix: Option<String>,
+    /// A fault active from the start, `TARGET=ACTION[:ARG[:CODE]][@COUNT]`; repeatable.
     #[arg(long = "fault")]
     faults: Vec<FaultSpec>,
 
@@ -156,6 +164,18 @@ fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
         slow_delay: ms(cli.slow_delay_ms),
         hang_limit: ms(cli.hang_ms),
         faults: cli.faults.clone(),
+        id_prefix: match &cli.id_prefix {
+            Some(p) => p.clone(),
+            None => format!(
+                "{}_",
+                shared::ids::random_id("")
+                    .map_err(|_| anyhow::anyhow!("no randomness"))?
+                    .chars()
+                    .filter(char::is_ascii_alphabetic)
+                    .take(6)
+                    .collect::<String>()
+            ),
+        },
         ..SandboxConfig::default()
     };
     if let (Some(id), Some(key)) = (&cli.project_id, &cli.partner_public_key) {

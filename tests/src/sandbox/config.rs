@@ -147,6 +147,9 @@ pub struct SandboxConfig {
     pub faults: Vec<FaultSpec>,
     /// HTTP status overrides by error code (e.g. `"authentication_error" => 403`).
     pub error_status: BTreeMap<String, u16>,
+    /// Put after `ps_`/`po_`/`rf_` in every id; empty gives `ps_1`, `ps_2`, … (the binary uses a
+    /// random run tag, so ids stay unique when it restarts).
+    pub id_prefix: String,
 }
 
 impl SandboxConfig {
@@ -176,6 +179,7 @@ impl Default for SandboxConfig {
             projects: Vec::new(),
             faults: Vec::new(),
             error_status: BTreeMap::new(),
+            id_prefix: String::new(),
         }
     }
 }

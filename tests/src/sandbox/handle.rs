@@ -94,6 +94,7 @@ pub async fn spawn(config: SandboxConfig) -> Result<SandboxHandle, SandboxError>
     }
     .map_err(SandboxError::BankKey)?;
     let mut state = State::default();
+    state.id_prefix.clone_from(&config.id_prefix);
     for p in &config.projects {
         let project = Project::new(p.clone()).map_err(|source| SandboxError::PartnerKey {
             id: p.id.clone(),

@@ -125,6 +125,9 @@ pub(crate) struct State {
     pub(crate) sessions: HashMap<String, Session>,
     /// (project, method, key) of every idempotency key seen.
     pub(crate) idempotency: HashSet<(String, String, String)>,
+    /// Put after `ps_`, `po_` and `rf_` (`ps_<prefix>1`): a run tag makes ids unique across
+    /// restarts, so a proxy that outlives the sandbox never meets a session id twice.
+    pub(crate) id_prefix: String,
     next_session: u64,
     next_payout: u64,
     next_refund: u64,
@@ -134,17 +137,17 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn session_id(&mut self) -> String {
         self.next_session += 1;
-        format!("ps_{}", self.next_session)
+        format!("ps_{}{}", self.id_prefix, self.next_session)
     }
 
     pub(crate) fn payout_id(&mut self) -> String {
         self.next_payout += 1;
-        format!("po_{}", self.next_payout)
+        format!("po_{}{}", self.id_prefix, self.next_payout)
     }
 
     pub(crate) fn refund_id(&mut self) -> String {
         self.next_refund += 1;
-        format!("rf_{}", self.next_refund)
+        format!("rf_{}{}", self.id_prefix, self.next_refund)
     }
 
     /// A fresh `(rrn, auth_code)`: 12 and 6 digits, deterministic.

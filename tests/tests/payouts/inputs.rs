@@ -89,7 +89,7 @@ async fn card_data_is_refused_at_any_depth_in_any_spelling_and_ordinary_data_is_
         assert_eq!(status, 400, "{name} {metadata}: {text}");
         let error: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(error["error"]["code"], "sensitive_data_rejected", "{text}");
-        assert_eq!(error["error"]["field"], *field, "{name} {metadata}: {text}");
+        assert_eq!(error["error"]["param"], *field, "{name} {metadata}: {text}");
         for value in [name.as_str(), "737", "1234", "4242", "5555"] {
             if value != "A B" {
                 assert!(!text.contains(value), "the error echoes {value}: {text}");
@@ -103,7 +103,7 @@ async fn card_data_is_refused_at_any_depth_in_any_spelling_and_ordinary_data_is_
         .await;
     assert_eq!(status, 400);
     let error: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(error["error"]["field"], "Idempotency-Key");
+    assert_eq!(error["error"]["param"], "Idempotency-Key");
 
     // Ordinary marketplace data.
     let accepted = [
@@ -173,4 +173,98 @@ async fn an_unknown_card_token_fails_before_any_bank_session() {
         sessions, 0,
         "the bank heard of a payout whose token does not exist"
     );
+}
+
+/// Issue 12 §2: errors name the parameter and the rule, never the value; currencies are ISO
+/// 4217 and stored upper-case; `limit=0` is refused; the `Bearer` scheme is case-insensitive; a
+/// replayed create says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
+    let stack = Stack::start().await;
+    let token = stack.tokenize("4242424242424242").await;
+    let body = |amount: Value, currency: &str, name: &str, card: &str| {
+        json!({"card_token": card, "amount": amount, "currency": currency,
+               "recipient": {"full_name": name}})
+    };
+    for (i, (b, param)) in [
+        (body(json!(0), "RUB", "A B", &token), "amount"),
+        (body(json!(-5), "RUB", "A B", &token), "amount"),
+        (body(json!(100), "XYZ", "A B", &token), "currency"),
+        (body(json!(100), "RUBLES", "A B", &token), "currency"),
+        (body(json!(100), "RUB", " ", &token), "recipient.full_name"),
+        (body(json!(100), "RUB", "A B", "tok_short"), "card_token"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, bytes) = stack.create_payout(&format!("bad-{i}"), &b).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status, 400, "{b}: {text}");
+        let e: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(e["error"]["code"], "invalid_request", "{text}");
+        assert_eq!(e["error"]["param"], param, "{b}: {text}");
+        for value in ["XYZ", "RUBLES", "tok_short", "-5"] {
+            assert!(!text.contains(value), "echoed {value}: {text}");
+        }
+    }
+
+    // ISO 4217, any case in, upper case stored; a replay says it is one.
+    let good = body(json!(100), "rub", "Ivanov Ivan", &token);
+    let first = stack
+        .http
+        .post(format!("{}/v1/payouts", stack.proxy_url))
+        .bearer_auth(&stack.app_key)
+        .header("idempotency-key", "replay-1")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let created: Value = first.json().await.unwrap();
+    assert_eq!(created["currency"], "RUB");
+    let again = stack
+        .http
+        .post(format!("{}/v1/payouts", stack.proxy_url))
+        // The scheme in lower case (RFC 9110: case-insensitive).
+        .header("authorization", format!("bearer {}", stack.app_key))
+        .header("idempotency-key", "replay-1")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let replayed: Value = again.json().await.unwrap();
+    assert_eq!(replayed["id"], created["id"]);
+
+    // The list's query parameters.
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("status=bogus", "status"),
+        ("after=nope", "after"),
+    ] {
+        let r = stack
+            .http
+            .get(format!("{}/v1/payouts?{query}", stack.proxy_url))
+            .header("authorization", format!("BEARER {}", stack.app_key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["param"], param, "{query}");
+    }
+
+    // The vault takes the scheme in any case too.
+    let r = stack
+        .http
+        .post(format!("{}/v1/tokens", stack.vault_url))
+        .header("authorization", format!("bearer {}", stack.vault_app_key))
+        .json(&json!({"pan": "5555555555554444"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
 }

@@ -159,3 +159,58 @@ fn unusable_keys_and_faults_exit_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap rejects a bad --fault");
 }
+
+/// Issue 12 §4: a restarted sandbox never hands out a session id it gave before (a proxy that
+/// outlives it would meet a "duplicate" session), unless stable ids are asked for.
+#[tokio::test]
+async fn session_ids_stay_unique_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner_key = dir.path().join("partner.pem");
+    std::fs::write(&partner_key, &partner_keys().1).unwrap();
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+            .args(["--listen", "127.0.0.1:0", "--project-id", PROJECT])
+            .arg("--partner-public-key")
+            .arg(&partner_key)
+            .arg("--bank-public-key-out")
+            .arg(dir.path().join("bank.pem"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .strip_prefix("BANK131_SANDBOX_URL=")
+            .unwrap()
+            .to_owned();
+        // The key line comes once it listens; the reader stays open (a closed pipe would end
+        // the sandbox at its next line).
+        let key = lines.next().unwrap().unwrap();
+        assert!(key.starts_with("BANK131_SANDBOX_BANK_PUBLIC_KEY="));
+        (child, url, lines)
+    };
+    let mut ids = Vec::new();
+    for extra in [&[][..], &[][..], &["--id-prefix", ""][..]] {
+        let (mut child, url, _lines) = run(extra);
+        let p = Partner::new(&url, PROJECT, &partner_keys().0);
+        let (s, b) = p.post("/api/v2/session/create", json!({})).await;
+        assert_eq!(s, 200, "{b}");
+        ids.push(b["session"]["id"].as_str().unwrap().to_owned());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(
+        ids[0].starts_with("ps_") && ids[1].starts_with("ps_"),
+        "{ids:?}"
+    );
+    assert_ne!(ids[0], ids[1], "a restart repeated a session id");
+    assert!(
+        !shared::scan::has_digit_run(ids[0].as_bytes(), 6),
+        "{ids:?}"
+    );
+    assert_eq!(ids[2], "ps_1");
+}

@@ -34,9 +34,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
+            .and_then(shared::ids::bearer_token)
             .map(ApiKey::presented);
         let outcome = state.vault.authenticate(key.as_ref()).await?;
         let peer = shared::server::peer_addr(parts).map(|a| a.ip());
