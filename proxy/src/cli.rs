@@ -179,6 +179,25 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> {
+    // The first line says which database this is; managing commands never create one.
+    eprintln!("proxy: {}", config.describe_database());
+    // `clients create` may start a new deployment; listing, revoking and resolving only make
+    // sense on a database that exists.
+    let manages = matches!(
+        command,
+        Command::Payouts { .. }
+            | Command::Clients {
+                command: ClientsCommand::List | ClientsCommand::Revoke { .. }
+            }
+    );
+    let path = config.sqlite().path;
+    if manages && config.database.postgres_url().is_none() && !path.exists() {
+        eprintln!(
+            "proxy: the database {} does not exist; check --config (relative paths are the config file's), or create it with `proxy migrate`",
+            path.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     match command {
         Command::Serve => {
             config.warn_about_shortcuts();

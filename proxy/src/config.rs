@@ -193,6 +193,7 @@ impl ProxyConfig {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut config: Self = shared::config::load(file, env, ENV_PREFIX)?;
+        config.anchor_paths(shared::config::config_dir(file).as_deref());
         if let Some(path) = file
             && file_holds_secrets(path)
         {
@@ -304,6 +305,36 @@ impl ProxyConfig {
     /// The SQLite options.
     pub fn sqlite(&self) -> shared::sqlite::SqliteOptions {
         self.database.sqlite(DEFAULT_DATABASE)
+    }
+
+    /// Relative paths of a config file are the file's, not the shell's: a command run from
+    /// another directory must not open (or create) another database or read another key.
+    fn anchor_paths(&mut self, base: Option<&Path>) {
+        use shared::config::anchored;
+        self.database.base_dir = base.map(Path::to_path_buf);
+        let b = &mut self.bank131;
+        b.private_key_file = anchored(base, &b.private_key_file);
+        b.bank_public_key_file = anchored(base, &b.bank_public_key_file);
+        b.private_key_passphrase_file = b
+            .private_key_passphrase_file
+            .as_deref()
+            .map(|p| anchored(base, p));
+        self.webhooks.secret_key_file = self
+            .webhooks
+            .secret_key_file
+            .as_deref()
+            .map(|p| anchored(base, p));
+        for path in self.vault.api_key_files.values_mut() {
+            *path = anchored(base, path);
+        }
+    }
+
+    /// Where this configuration keeps its data, for the first line of every command.
+    pub fn describe_database(&self) -> String {
+        match self.database.postgres_url() {
+            Some(_) => "database: PostgreSQL (database.url)".to_owned(),
+            None => format!("database: {}", self.sqlite().path.display()),
+        }
     }
 }
 

@@ -126,3 +126,76 @@ fn webhook_urls_pointing_inside_are_refused_at_create() {
         );
     }
 }
+
+/// Issue 12 §1: relative paths in a config file are the file's, whatever the working directory;
+/// every command names its database first; listing never creates a database.
+#[test]
+fn relative_paths_are_the_config_files_and_listing_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("deploy");
+    std::fs::create_dir(&sub).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["webhooks", "keygen"])
+        .arg(sub.join("webhook.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let config = sub.join("proxy.toml");
+    std::fs::write(
+        &config,
+        "[database]\npath = \"proxy.db\"\n[vault]\nurl = \"http://127.0.0.1:9\"\n\
+         [bank131]\nbase_url = \"http://127.0.0.1:9\"\nproject = \"p\"\n\
+         private_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n\
+         [webhooks]\nallow_private_networks = true\nsecret_key_file = \"webhook.key\"\n",
+    )
+    .unwrap();
+    // Run from the parent directory, as the trap had it.
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .current_dir(dir.path())
+            .arg("--config")
+            .arg("deploy/proxy.toml")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = run(&["clients", "list"]);
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert_eq!(listed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.lines().next().unwrap().contains("deploy/proxy.db"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(
+        !dir.path().join("proxy.db").exists(),
+        "a database appeared in the working directory"
+    );
+    assert!(!sub.join("proxy.db").exists(), "listing created a database");
+
+    let created = run(&[
+        "clients",
+        "create",
+        "--name",
+        "shop",
+        "--tenant",
+        "acme",
+        "--scopes",
+        "payouts:read",
+        "--webhook-url",
+        "http://127.0.0.1:9000/hooks",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(
+        sub.join("proxy.db").exists(),
+        "the database is the config file's"
+    );
+    assert!(!dir.path().join("proxy.db").exists());
+    let listed = run(&["clients", "list"]);
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("shop"));
+}

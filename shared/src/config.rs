@@ -59,6 +59,26 @@ pub enum ConfigError {
     SecretFile(#[from] crate::files::SecretFileError),
 }
 
+/// The directory a config file's relative paths resolve against: the file's own directory, made
+/// absolute (so a command run from elsewhere still finds the same files). `None` without a file:
+/// paths then resolve against the working directory, as the shell's do.
+pub fn config_dir(file: Option<&Path>) -> Option<PathBuf> {
+    let file = file?;
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Some(std::path::absolute(&dir).unwrap_or(dir))
+}
+
+/// `path` resolved against `base` when it is relative and there is a base.
+pub fn anchored(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Loads `file` (if given) and applies the `prefix`ed overrides from `env`.
 ///
 /// # Errors
@@ -342,6 +362,10 @@ pub struct DatabaseConfig {
     /// Writes waiting for the writer (SQLite) or the group commit (PostgreSQL); a write
     /// arriving when this many wait is refused at once (503) instead of queueing without bound.
     pub max_queued_writes: usize,
+    /// The directory relative SQLite paths (and the default file) resolve against: the config
+    /// file's, set by the service when it loads one. Not a setting.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
@@ -353,6 +377,7 @@ impl Default for DatabaseConfig {
             read_connections: 4,
             busy_timeout_ms: 5_000,
             max_queued_writes: 4_096,
+            base_dir: None,
         }
     }
 }
@@ -374,10 +399,11 @@ impl DatabaseConfig {
             .as_ref()
             .and_then(|u| u.expose().strip_prefix("sqlite:"))
             .map(PathBuf::from);
+        let path = from_url
+            .or_else(|| self.path.clone())
+            .unwrap_or_else(|| PathBuf::from(default_file));
         SqliteOptions {
-            path: from_url
-                .or_else(|| self.path.clone())
-                .unwrap_or_else(|| PathBuf::from(default_file)),
+            path: anchored(self.base_dir.as_deref(), &path),
             read_connections: self.read_connections,
             busy_timeout: Duration::from_millis(self.busy_timeout_ms),
             max_queued_writes: self.max_queued_writes,

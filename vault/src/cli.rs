@@ -117,7 +117,44 @@ pub fn main() -> ExitCode {
     )
 }
 
+/// The first line of every command that uses the database: which database and key, so that a
+/// command run against the wrong configuration says so at once. Commands that only read or
+/// manage refuse to create a database that is not there.
+fn state_files(command: &Command, config: &VaultConfig) -> Option<ExitCode> {
+    let database = match config.database.postgres_url() {
+        Some(_) => "PostgreSQL (database.url)".to_owned(),
+        None => config.sqlite().path.display().to_string(),
+    };
+    eprintln!(
+        "vault: database {database}, master key {}",
+        config.keys.master_key_file.display()
+    );
+    // `clients create` may start a new deployment; listing, revoking and auditing only make
+    // sense on a database that exists.
+    let manages = matches!(
+        command,
+        Command::Audit { .. }
+            | Command::Clients {
+                command: ClientsCommand::List | ClientsCommand::Revoke { .. }
+            }
+    );
+    let path = config.sqlite().path;
+    if manages && config.database.postgres_url().is_none() && !path.exists() {
+        eprintln!(
+            "vault: no vault database at {} (it does not exist); check --config (relative paths are the config file's), or create it with `vault init` and `vault migrate`",
+            path.display()
+        );
+        return Some(ExitCode::FAILURE);
+    }
+    None
+}
+
 async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> {
+    if !matches!(command, Command::Init { .. })
+        && let Some(code) = state_files(&command, &config)
+    {
+        return Ok(code);
+    }
     match command {
         Command::Init { key_file } => {
             let path = key_file.unwrap_or_else(|| config.keys.master_key_file.clone());

@@ -114,7 +114,17 @@ impl VaultConfig {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let config: Self = shared::config::load(file, env, ENV_PREFIX)?;
+        let mut config: Self = shared::config::load(file, env, ENV_PREFIX)?;
+        // Relative paths of a config file are the file's, not the shell's.
+        let base = shared::config::config_dir(file);
+        config.database.base_dir.clone_from(&base);
+        config.keys.master_key_file =
+            shared::config::anchored(base.as_deref(), &config.keys.master_key_file);
+        config.audit.checkpoint_file = config
+            .audit
+            .checkpoint_file
+            .as_deref()
+            .map(|p| shared::config::anchored(base.as_deref(), p));
         config.server.validate()?;
         config.database.validate()?;
         if config.tokens.sweep_interval_seconds == 0 {

@@ -279,3 +279,66 @@ async fn sigterm_lets_in_flight_requests_finish() {
             .success()
     );
 }
+
+/// Issue 12 §1: relative paths in a config file are the file's, whatever the working directory:
+/// `audit verify` run from elsewhere neither finds "a missing key" nor creates a fresh, empty
+/// vault to call healthy; every command names its database and key first.
+#[test]
+fn relative_paths_are_the_config_files_and_audit_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("deploy");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(
+        sub.join("vault.toml"),
+        "[database]\npath = \"vault.db\"\n[keys]\nmaster_key_file = \"master.key\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vault"))
+            .current_dir(dir.path())
+            .arg("--config")
+            .arg("deploy/vault.toml")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["audit", "verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let first = stderr.lines().next().unwrap();
+    assert!(
+        first.contains("deploy/vault.db") && first.contains("deploy/master.key"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!sub.join("vault.db").exists() && !dir.path().join("vault.db").exists());
+
+    assert!(run(&["init"]).status.success());
+    assert!(
+        sub.join("master.key").exists(),
+        "the key is the config file's"
+    );
+    assert!(!dir.path().join("master.key").exists());
+    let created = run(&[
+        "clients",
+        "create",
+        "--name",
+        "app",
+        "--tenant",
+        "acme",
+        "--scopes",
+        "tokens:create",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(sub.join("vault.db").exists());
+    let verified = run(&["audit", "verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
