@@ -41,12 +41,12 @@ impl Caller {
     ///
     /// # Errors
     ///
-    /// [`ApiError::Forbidden`].
+    /// [`ApiError::MissingScope`], naming the scope.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.0.scopes.contains(scope) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden)
+            Err(ApiError::MissingScope(scope.as_str()))
         }
     }
 }

@@ -11,6 +11,8 @@ use shared::error_body::ErrorBody;
 pub enum ApiError {
     /// 403.
     Forbidden,
+    /// 403: the key lacks this scope (named in `param`).
+    MissingScope(&'static str),
     /// 409: same `Idempotency-Key`, different body.
     IdempotencyConflict,
     /// 400: no `Idempotency-Key` header, or a malformed one.
@@ -66,6 +68,11 @@ impl ApiError {
                 S::FORBIDDEN,
                 "forbidden",
                 "this API key does not have the scope this operation needs",
+            ),
+            Self::MissingScope(_) => (
+                S::FORBIDDEN,
+                "forbidden",
+                "this API key does not have the scope this operation needs (named in error.param); create a client with it",
             ),
             Self::IdempotencyConflict => (
                 S::CONFLICT,
@@ -167,7 +174,9 @@ impl IntoResponse for ApiError {
         let (status, code, message) = self.parts();
         let body = match &self {
             Self::SensitiveField(field) => ErrorBody::at_field(code, message, field),
-            Self::InvalidParam(param, _) => ErrorBody::at_param(code, message, param),
+            Self::InvalidParam(param, _) | Self::MissingScope(param) => {
+                ErrorBody::at_param(code, message, param)
+            }
             _ => ErrorBody::fixed(code, message),
         };
         let mut response = (status, axum::Json(body)).into_response();

@@ -257,6 +257,21 @@ async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
         assert_eq!(e["error"]["param"], param, "{query}");
     }
 
+    // A 403 names the scope the key lacks.
+    let reader = stack.proxy_client("reader", "acme", "payouts:read");
+    let r = stack
+        .http
+        .post(format!("{}/v1/payouts", stack.proxy_url))
+        .bearer_auth(&reader)
+        .header("idempotency-key", "reader-1")
+        .json(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["param"], "payouts:write", "{e}");
+
     // The vault takes the scheme in any case too.
     let r = stack
         .http
