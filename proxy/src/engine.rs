@@ -474,6 +474,21 @@ impl Engine {
                     "the proxy has no vault key for this tenant",
                 )
                 .await),
+            // Configuration, not an outage: retrying cannot help, and nothing reached the bank.
+            Err(VaultError::Refused(status)) => {
+                let (code, message) = if status == 401 {
+                    (
+                        "vault_key_unauthorized",
+                        "the vault does not know the proxy's key for this tenant (vault.api_keys)",
+                    )
+                } else {
+                    (
+                        "vault_key_forbidden",
+                        "the proxy's vault key for this tenant may not detokenize (it needs tokens:detokenize in this tenant; see vault.api_keys)",
+                    )
+                };
+                Err(self.fail(p, code, message).await)
+            }
             Err(e) => Err(self
                 .retry_or_fail(p, &e.to_string(), "vault_unavailable")
                 .await),

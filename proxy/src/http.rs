@@ -21,7 +21,7 @@ use crate::engine::Engine;
 mod bank;
 mod caller;
 mod error;
-mod health;
+pub mod health;
 mod payouts;
 
 pub use caller::Caller;
@@ -40,6 +40,8 @@ pub struct AppState {
     pub bank_verifier: Arc<SignatureVerifier>,
     /// Deadline per request.
     pub request_timeout: Duration,
+    /// The vault keys' last check, for `/readyz`.
+    pub vault_check: Arc<health::VaultCheck>,
 }
 
 /// The API router.

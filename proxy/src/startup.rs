@@ -86,6 +86,11 @@ impl Application {
             &config.bank131.bank_public_key_file,
         )?);
         let vault = VaultClient::new(&config.vault)?;
+        let vault_check = Arc::new(crate::http::health::VaultCheck::new(vault.clone()));
+        // Said at start, not found by the first payout: a broken vault key fails every payout.
+        for problem in vault_check.problems().await {
+            tracing::error!(problem = %problem, "vault configuration");
+        }
         let engine = Engine::new(Arc::clone(&store), bank, vault, config.payouts.clone());
         let secrets = Arc::new(crate::secrets::for_config(config)?);
         let wrapped = crate::secrets::wrap_legacy_secrets(store.as_ref(), &secrets).await?;
@@ -110,6 +115,7 @@ impl Application {
                 engine,
                 bank_verifier,
                 request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+                vault_check,
             },
             deliverer,
             body_limit: config.server.body_limit_bytes,

@@ -136,4 +136,59 @@ impl VaultClient {
             _ => Err(VaultError::Unavailable),
         }
     }
+
+    /// What the vault says each configured key is, as a list of problems (empty when every key
+    /// is valid, of its tenant, and holds `tokens:detokenize`). Each names the setting and the
+    /// fix; none holds a key.
+    pub async fn check_keys(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (tenant, key) in &self.keys {
+            let setting = format!("vault.api_keys.{tenant}");
+            let answer = self
+                .http
+                .get(format!("{}/v1/clients/me", self.base_url))
+                .bearer_auth(key.expose())
+                .send()
+                .await;
+            let response = match answer {
+                Ok(r) => r,
+                Err(_) => {
+                    problems.push(format!(
+                        "vault.url: the vault cannot be reached to check {setting}"
+                    ));
+                    continue;
+                }
+            };
+            match response.status().as_u16() {
+                200 => {}
+                401 => {
+                    problems.push(format!(
+                        "{setting}: the vault does not know this key (revoked, mistyped, or another vault's)"
+                    ));
+                    continue;
+                }
+                status => {
+                    problems.push(format!(
+                        "{setting}: the vault answered HTTP {status} to the key check (is vault.url the vault?)"
+                    ));
+                    continue;
+                }
+            }
+            let me: serde_json::Value = response.json().await.unwrap_or_default();
+            if me["tenant"].as_str() != Some(tenant.as_str()) {
+                problems.push(format!(
+                    "{setting}: the key belongs to another tenant; create one with `vault clients create --tenant {tenant} --scopes tokens:detokenize`"
+                ));
+            }
+            let detokenizes = me["scopes"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s == "tokens:detokenize"));
+            if !detokenizes {
+                problems.push(format!(
+                    "{setting}: the key lacks the tokens:detokenize scope the proxy needs"
+                ));
+            }
+        }
+        problems
+    }
 }

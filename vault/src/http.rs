@@ -20,6 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::service::Vault;
 
 mod caller;
+mod clients;
 mod error;
 mod health;
 mod json;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
             get(tokens::read).delete(tokens::delete),
         )
         .route("/v1/tokens/{token}/detokenize", post(tokens::detokenize))
+        .route("/v1/clients/me", get(clients::me))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))

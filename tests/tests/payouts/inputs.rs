@@ -283,3 +283,60 @@ async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
 }
+
+/// Issue 12 §1: a vault key that cannot detokenize is named by `/readyz` (and at start), and a
+/// payout it fails says so, instead of "vault unavailable" after repeated retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_in_the_failure() {
+    let mut stack = Stack::start().await;
+    let ready = stack
+        .http
+        .get(format!("{}/readyz", stack.proxy_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    // Swap the proxy's vault key for the app's (tokens:create, tokens:read: no detokenize).
+    let toml = std::fs::read_to_string(stack.path("proxy.toml")).unwrap();
+    let start =
+        toml.find("[vault.api_keys]\nacme = \"").unwrap() + "[vault.api_keys]\nacme = \"".len();
+    let end = start + toml[start..].find('"').unwrap();
+    let swapped = format!("{}{}{}", &toml[..start], stack.vault_app_key, &toml[end..]);
+    tests::stack::write_secret(&stack.path("proxy.toml"), swapped).unwrap();
+    stack.kill9_proxy();
+    stack.start_proxy().await;
+
+    let ready = stack
+        .http
+        .get(format!("{}/readyz", stack.proxy_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    let problems = body["problems"].to_string();
+    assert!(
+        problems.contains("vault.api_keys.acme") && problems.contains("tokens:detokenize"),
+        "{body}"
+    );
+    assert!(
+        !problems.contains(&stack.vault_app_key),
+        "a key in the readiness answer"
+    );
+
+    let id = stack
+        .pay("4242424242424242", 100, "auto", "Ivanov Ivan")
+        .await;
+    let done = stack
+        .wait_status(
+            &id,
+            &["failed", "succeeded"],
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(done["failure"]["code"], "vault_key_forbidden", "{done}");
+    assert!(
+        done["bank"]["session_id"].is_null(),
+        "the bank heard of it: {done}"
+    );
+}

@@ -243,3 +243,24 @@ async fn scope_is_checked_before_the_body_is_read() {
         );
     }
 }
+
+/// `GET /v1/clients/me` tells a key who it is (id, tenant, scopes), for a caller to check its
+/// own configuration; without a valid key it is 401 like everything else.
+#[tokio::test]
+async fn a_key_can_ask_who_it_is() {
+    let v = TestVault::spawn().await;
+    let key = v.client("globex", "tokens:detokenize").await;
+    let me = v
+        .call(Method::GET, "/v1/clients/me", Some(&key), None)
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text());
+    let body = me.json();
+    assert_eq!(body["tenant"], "globex");
+    assert_eq!(body["scopes"], serde_json::json!(["tokens:detokenize"]));
+    assert!(body["id"].as_str().unwrap().starts_with("cli_"));
+    assert!(body.get("key_hash").is_none() && body.get("mac").is_none());
+    for key in [None, Some("vk_not_a_key")] {
+        let r = v.call(Method::GET, "/v1/clients/me", key, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+}
