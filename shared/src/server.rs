@@ -206,8 +206,9 @@ where
     };
     match runtime.block_on(command(config)) {
         Ok(code) => code,
+        // One line saying what failed (and, in the errors' own words, how to fix it): not a log
+        // event as well, which would say it twice.
         Err(e) => {
-            tracing::error!(error = %e, "{name} failed");
             eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }

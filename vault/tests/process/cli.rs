@@ -342,3 +342,36 @@ fn relative_paths_are_the_config_files_and_audit_creates_nothing() {
         String::from_utf8_lossy(&verified.stderr)
     );
 }
+
+/// Issue 12 §2: a startup failure is one line saying what failed and how to fix it, with the
+/// documented exit code; a command line that does not parse exits 2.
+#[test]
+fn a_startup_failure_is_one_line_with_the_documented_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vault.toml"),
+        "[database]\npath = \"vault.db\"\n[keys]\nmaster_key_file = \"missing.key\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vault"))
+        .arg("--config")
+        .arg(dir.path().join("vault.toml"))
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failures: Vec<&str> = stderr.lines().filter(|l| l.contains("key file")).collect();
+    assert_eq!(failures.len(), 1, "{stderr}");
+    assert!(failures[0].contains("vault init"), "{stderr}");
+    assert_eq!(
+        failures[0].matches("not found").count(),
+        1,
+        "the cause said more than once: {stderr}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vault"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
