@@ -244,7 +244,12 @@ impl Deliverer {
                 event.abandoned_at = Some(now);
                 Err("the app client is revoked; not sent".to_owned())
             }
-            None => Err("the app client has no webhook URL".to_owned()),
+            // Nowhere to send it, now or later: set aside at once (kept in the outbox, for an app
+            // that adds a URL and asks), not retried with a warning every few seconds.
+            None => {
+                event.abandoned_at = Some(now);
+                Err("the app client has no webhook URL".to_owned())
+            }
             Some((_, Err(e))) => {
                 tracing::error!(client = %event.client_id, error = %e, "app webhook not signed");
                 Err(
@@ -292,11 +297,14 @@ impl Deliverer {
                 event.last_error = None;
                 tracing::info!(event = %event.id, kind = %event.event_type, payout = %event.payout_id, "app webhook delivered");
             }
+            Err(why) if event.abandoned_at.is_some() => {
+                tracing::info!(event = %event.id, reason = %why, "app webhook set aside, not sent");
+                event.last_error = Some(why);
+            }
             Err(why) => {
                 tracing::warn!(event = %event.id, attempt = event.attempts, reason = %why, "app webhook not delivered");
                 event.last_error = Some(why);
-                if event.abandoned_at.is_some() {
-                } else if event.attempts >= self.settings.max_attempts {
+                if event.attempts >= self.settings.max_attempts {
                     event.abandoned_at = Some(now);
                 } else {
                     let delay = backoff(

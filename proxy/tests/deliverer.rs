@@ -366,3 +366,58 @@ async fn a_webhook_url_pointing_inside_is_never_sent_to() {
         ]
     );
 }
+
+/// Issue 12 §3: an app without a webhook URL is not retried (and warned about) every few
+/// seconds: its events are set aside at the first look, in one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_an_app_without_a_webhook_url_are_set_aside_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ProxyStore> = Arc::new(
+        SqliteStore::open(&SqliteOptions {
+            path: dir.path().join("proxy.db"),
+            read_connections: 2,
+            busy_timeout: Duration::from_secs(5),
+            max_queued_writes: 4096,
+        })
+        .unwrap(),
+    );
+    store
+        .insert_client(ClientRecord {
+            id: "app_quiet".to_owned(),
+            name: "app".to_owned(),
+            tenant: "acme".to_owned(),
+            scopes: Scopes::parse("payouts:write").unwrap(),
+            key_hash: shared::ct::Tag32(shared::ids::ApiKey::generate("pk_").unwrap().hash()),
+            webhook_url: None,
+            webhook_secret: WebhookSecret::generate().unwrap(),
+            created_at: now_micros(),
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    payout_with_events(store.as_ref(), "app_quiet", 3).await;
+    let deliverer = Deliverer::new(
+        Arc::clone(&store),
+        secrets(),
+        WebhookSettings {
+            poll_interval_ms: 20,
+            // Far longer than the wait below: only setting them aside can empty the outbox.
+            retry_initial_ms: 600_000,
+            max_attempts: 15,
+            ..WebhookSettings::default()
+        },
+    )
+    .unwrap();
+    let running = tokio::spawn(deliverer.run());
+    let done = tokio::time::timeout(Duration::from_secs(60), async {
+        while store.undelivered_events().await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    running.abort();
+    assert!(
+        done.is_ok(),
+        "events of an app without a URL stayed pending"
+    );
+}
