@@ -197,19 +197,23 @@ pub fn assess(session: &Session, our_id: &str, bank_payout_id: Option<&str>) -> 
             .amount_details
             .as_ref()
             .is_none_or(|a| refunded >= a.amount);
+    // The payout's own code, else the session's, else `fallback`.
+    let failure_code = |fallback: &str| {
+        payout
+            .error
+            .as_ref()
+            .map(|e| bank_error_code(&e.code, ""))
+            .filter(|c| !c.is_empty())
+            .or_else(session_code)
+            .unwrap_or_else(|| fallback.to_owned())
+    };
     match (&payout.status, &session.status) {
         (PayoutStatus::Succeeded, _) if returned => Assessment::Returned { bank_payout_id: id },
         (PayoutStatus::Succeeded, _) => Assessment::Succeeded { bank_payout_id: id },
         (_, SessionStatus::Error) => Assessment::Unclear(SESSION_IN_ERROR),
         (PayoutStatus::Failed, _) => Assessment::Failed {
             bank_payout_id: Some(id),
-            code: payout
-                .error
-                .as_ref()
-                .map(|e| bank_error_code(&e.code, ""))
-                .filter(|c| !c.is_empty())
-                .or_else(session_code)
-                .unwrap_or_else(|| "payout_failed".to_owned()),
+            code: failure_code("payout_failed"),
         },
         // `next_action` is the signal (API.md §14.6), whatever the payout's own status says.
         _ if session.next_action == Some(NextAction::Confirm) => {
@@ -219,13 +223,7 @@ pub fn assess(session: &Session, our_id: &str, bank_payout_id: Option<&str>) -> 
         // progress did not go out, and waiting for it would wait forever.
         (_, SessionStatus::Cancelled) => Assessment::Failed {
             bank_payout_id: Some(id),
-            code: payout
-                .error
-                .as_ref()
-                .map(|e| bank_error_code(&e.code, ""))
-                .filter(|c| !c.is_empty())
-                .or_else(session_code)
-                .unwrap_or_else(|| "session_cancelled".to_owned()),
+            code: failure_code("session_cancelled"),
         },
         (PayoutStatus::Pending | PayoutStatus::InProgress, _) => {
             Assessment::InProgress { bank_payout_id: id }

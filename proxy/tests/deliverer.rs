@@ -62,6 +62,19 @@ async fn stuck_app(release: Arc<Notify>) -> String {
     url
 }
 
+/// A fresh SQLite store at `path`.
+fn open_store(path: &std::path::Path) -> Arc<dyn ProxyStore> {
+    Arc::new(
+        SqliteStore::open(&SqliteOptions {
+            path: path.to_path_buf(),
+            read_connections: 2,
+            busy_timeout: Duration::from_secs(5),
+            max_queued_writes: 4096,
+        })
+        .unwrap(),
+    )
+}
+
 /// The key the tests' secrets would be wrapped under (those stored here are in clear, as an
 /// older version stored them: the deliverer reads both).
 fn secrets() -> Arc<proxy::secrets::SecretBox> {
@@ -148,15 +161,7 @@ async fn payout_with_events(store: &dyn ProxyStore, client_id: &str, events: usi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ProxyStore> = Arc::new(
-        SqliteStore::open(&SqliteOptions {
-            path: dir.path().join("proxy.db"),
-            read_connections: 2,
-            busy_timeout: Duration::from_secs(5),
-            max_queued_writes: 4096,
-        })
-        .unwrap(),
-    );
+    let store = open_store(&dir.path().join("proxy.db"));
     let release = Arc::new(Notify::new());
     let (fast_url, received) = fast_app().await;
     client(
@@ -249,15 +254,7 @@ async fn counting_server(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_from_an_app_endpoint_is_never_followed() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ProxyStore> = Arc::new(
-        SqliteStore::open(&SqliteOptions {
-            path: dir.path().join("proxy.db"),
-            read_connections: 2,
-            busy_timeout: Duration::from_secs(5),
-            max_queued_writes: 4096,
-        })
-        .unwrap(),
-    );
+    let store = open_store(&dir.path().join("proxy.db"));
     let (target, stolen) = counting_server(axum::http::StatusCode::OK, None).await;
     let (app, asked) =
         counting_server(axum::http::StatusCode::TEMPORARY_REDIRECT, Some(target)).await;
@@ -372,15 +369,7 @@ async fn a_webhook_url_pointing_inside_is_never_sent_to() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_an_app_without_a_webhook_url_are_set_aside_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ProxyStore> = Arc::new(
-        SqliteStore::open(&SqliteOptions {
-            path: dir.path().join("proxy.db"),
-            read_connections: 2,
-            busy_timeout: Duration::from_secs(5),
-            max_queued_writes: 4096,
-        })
-        .unwrap(),
-    );
+    let store = open_store(&dir.path().join("proxy.db"));
     store
         .insert_client(ClientRecord {
             id: "app_quiet".to_owned(),

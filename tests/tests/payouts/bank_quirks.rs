@@ -168,18 +168,7 @@ async fn a_cancelled_session_with_its_payout_still_pending_ends_the_payout() {
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["failure"]["code"], "session_cancelled", "{done}");
     let session = done["bank"]["session_id"].as_str().unwrap();
-    let bank: Value = stack
-        .http
-        .get(format!(
-            "{}/__sandbox/sessions/{session}",
-            stack.sandbox_url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bank = stack.sandbox_session(session).await;
     assert_eq!(bank["session"]["status"], "cancelled");
     assert_eq!(bank["session"]["payout_list"][0]["status"], "pending");
 }

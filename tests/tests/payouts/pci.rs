@@ -47,22 +47,6 @@ async fn bank_signing_stack() -> (Stack, proxy::bank131::RequestSigner) {
     (stack, bank)
 }
 
-/// The sandbox's own view of a session (the truth, v2 spelling).
-async fn sandbox_session(stack: &Stack, session: &str) -> Value {
-    stack
-        .http
-        .get(format!(
-            "{}/__sandbox/sessions/{session}",
-            stack.sandbox_url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn post_webhook(stack: &Stack, body: &str, signature: &str) -> u16 {
     stack
         .http
@@ -304,7 +288,7 @@ async fn pci_21_fifty_concurrent_duplicates_of_one_webhook_change_the_state_once
     let session = loop {
         let p = stack.payout(&id).await;
         if let Some(session) = p["bank"]["session_id"].as_str() {
-            let view = sandbox_session(&stack, session).await;
+            let view = stack.sandbox_session(session).await;
             if view["session"]["status"] == "accepted" {
                 break view["session"].clone();
             }
@@ -362,7 +346,7 @@ async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() 
     let done = stack.wait_status(&id, FINAL, SECS).await;
     let session = done["bank"]["session_id"].as_str().unwrap();
     let leaked = "4111111111111111";
-    let bank_view = sandbox_session(&stack, session).await;
+    let bank_view = stack.sandbox_session(session).await;
     let mut leaky = bank_view["session"].clone();
     leaky["payout_list"][0]["payout_details"]["card"]["number"] = json!(leaked);
     leaky["payout_list"][0]["metadata"]["note"] = json!(format!("card {leaked}"));
@@ -425,7 +409,7 @@ async fn pci_24_a_stale_webhook_after_the_final_state_changes_nothing() {
     let after = stack.payout(&id).await;
     assert_eq!(after["status"], "succeeded");
     assert_eq!(after["updated_at"], done["updated_at"]);
-    let bank = sandbox_session(&stack, &session).await;
+    let bank = stack.sandbox_session(&session).await;
     assert_eq!(bank["session"]["status"], "accepted");
     assert_eq!(bank["session"]["payout_list"][0]["status"], "succeeded");
 }

@@ -430,6 +430,18 @@ impl Stack {
         assert!(r.status().is_success(), "fault {spec}: {}", r.status());
     }
 
+    /// The sandbox's own view of a session (the truth, v2 spelling, never reshaped by quirks).
+    pub(crate) async fn sandbox_session(&self, session: &str) -> Value {
+        self.http
+            .get(format!("{}/__sandbox/sessions/{session}", self.sandbox_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Runs a `vault` command against this stack's vault; its standard output.
     pub(crate) fn vault_cli(&self, args: &[&str]) -> String {
         run_cli(Path::new(VAULT_BIN), &self.path("vault.toml"), &[], args)
