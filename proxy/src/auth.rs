@@ -134,6 +134,32 @@ pub struct ClientRecord {
     pub created_at: i64,
     /// Set once revoked.
     pub revoked_at: Option<i64>,
+    /// The key before the last rotation, while it still works.
+    pub previous_key: Option<PreviousKey>,
+}
+
+/// A rotated-out API key that keeps working until `expires_at` (Unix microseconds).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct PreviousKey {
+    /// SHA-256 of the old key.
+    pub hash: shared::ct::Tag32,
+    /// When it stops working.
+    pub expires_at: i64,
+}
+
+impl ClientRecord {
+    /// Whether `key_hash` (of a presented key) opens this client at `now`: its key, or the
+    /// previous one until that expires. Compared in constant time.
+    pub fn accepts(&self, key_hash: &[u8; 32], now: i64) -> bool {
+        if self.revoked_at.is_some() {
+            return false;
+        }
+        let current = shared::ct::bytes_eq(self.key_hash.as_slice(), key_hash);
+        let previous = self.previous_key.is_some_and(|p| {
+            p.expires_at > now && shared::ct::bytes_eq(p.hash.as_slice(), key_hash)
+        });
+        current | previous
+    }
 }
 
 /// The prefix of proxy API keys.
@@ -208,6 +234,7 @@ impl NewClient {
                 webhook_secret: WebhookSecret::generate()?,
                 created_at: now,
                 revoked_at: None,
+                previous_key: None,
             },
             api_key,
         })

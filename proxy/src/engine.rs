@@ -264,9 +264,16 @@ pub enum ActionError {
     /// No such payout.
     #[error("no such payout")]
     NotFound,
-    /// The payout is not waiting for a manual decision.
+    /// The payout is not waiting for a manual decision (yet).
     #[error("the payout is not awaiting confirmation")]
     WrongState,
+    /// A confirm of a payout created with `confirm: auto`.
+    #[error("the payout is confirmed by the proxy")]
+    NotManual,
+    /// The request contradicts what already happened (cancel after confirm, confirm after
+    /// cancel).
+    #[error("{0}")]
+    Contradicts(&'static str),
     /// The bank's session no longer matches the payout: it is being cancelled, not confirmed.
     #[error("the bank's session does not match the payout")]
     Mismatch,
@@ -354,6 +361,11 @@ impl Engine {
             self.inner.outbox.notify_one();
         }
         Ok(saved)
+    }
+
+    /// The vault client.
+    pub fn vault(&self) -> &VaultClient {
+        &self.inner.vault
     }
 
     /// The store.
@@ -487,6 +499,11 @@ impl Engine {
                 };
                 Err(self.fail(p, code, message).await)
             }
+            // No answer at all is told apart from an answer of "not now": the first is most
+            // often a wrong `vault.url`.
+            Err(e @ VaultError::Unreachable) => Err(self
+                .retry_or_fail(p, &e.to_string(), "vault_unreachable")
+                .await),
             Err(e) => Err(self
                 .retry_or_fail(p, &e.to_string(), "vault_unavailable")
                 .await),
@@ -839,9 +856,16 @@ impl Engine {
             let Some(p) = self.inner.store.payout(id).await? else {
                 return Ok(false);
             };
+            // A cancel asked for while the bank was still processing the start is sent when
+            // the bank asks for the confirmation: drive on to send it now.
+            let cancel_now = p.state == PayoutState::Cancelling
+                && matches!(
+                    assess(session, &p.id, p.bank_payout_id.as_deref()),
+                    Assessment::AwaitingConfirmation { .. }
+                );
             match self.apply(p, session).await {
                 Err(StoreError::Conflict) => continue,
-                other => return other,
+                other => return other.map(|moved| moved || cancel_now),
             }
         }
         Ok(false)
@@ -851,7 +875,9 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`ActionError::NotFound`] (also for another tenant's payout), [`ActionError::WrongState`].
+    /// [`ActionError::NotFound`] (also for another tenant's payout), [`ActionError::WrongState`]
+    /// before the bank asks, [`ActionError::NotManual`], [`ActionError::Contradicts`] after a
+    /// cancel or failure.
     pub async fn confirm_by_app(
         &self,
         tenant: &str,
@@ -861,11 +887,11 @@ impl Engine {
         self.app_decision(tenant, client_id, id, true).await
     }
 
-    /// The app cancels a payout waiting in manual mode.
+    /// The app cancels a payout before it is confirmed (see `cancel_decision`).
     ///
     /// # Errors
     ///
-    /// As [`Engine::confirm_by_app`].
+    /// As [`Engine::confirm_by_app`], and [`ActionError::Contradicts`] after a confirm.
     pub async fn cancel_by_app(
         &self,
         tenant: &str,
@@ -884,46 +910,27 @@ impl Engine {
     ) -> Result<Payout, ActionError> {
         {
             let _guard = self.lock(id).await;
-            let mut p = self
-                .inner
-                .store
-                .payout(id)
-                .await?
-                .filter(|p| p.tenant == tenant && p.client_id == client_id)
-                .ok_or(ActionError::NotFound)?;
-            if p.state != PayoutState::AwaitingConfirmation || p.confirm_mode != ConfirmMode::Manual
-            {
-                return Err(ActionError::WrongState);
-            }
-            p.updated_at = now_micros();
-            p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
-            if confirm {
-                // The same check as auto mode: the session must still show this payout.
-                match self.check_session(&p).await {
-                    Ok(Check::Matches) => {
-                        p.state = PayoutState::Confirming;
-                        let p = self.save(&p, Vec::new()).await?;
-                        self.send_confirm(p).await?;
-                    }
-                    Ok(Check::Mismatch) => {
-                        self.cancel_mismatch(p).await?;
-                        return Err(ActionError::Mismatch);
-                    }
-                    Ok(Check::Other(session)) => {
-                        self.apply(p, &session).await?;
-                        return Err(ActionError::WrongState);
-                    }
-                    Err(why) => {
-                        tracing::warn!(payout = %id, reason = %why, "confirm: the bank's session could not be read; nothing sent");
-                        return Err(ActionError::BankUnavailable);
-                    }
+            // Another replica may save the payout between our read and our save (its version
+            // check refuses ours): read again and decide on what it became.
+            let mut tries = 0;
+            loop {
+                let p = self
+                    .inner
+                    .store
+                    .payout(id)
+                    .await?
+                    .filter(|p| p.tenant == tenant && p.client_id == client_id)
+                    .ok_or(ActionError::NotFound)?;
+                let outcome = if confirm {
+                    self.confirm_decision(p).await
+                } else {
+                    self.cancel_decision(p).await
+                };
+                match outcome {
+                    Err(ActionError::Store(StoreError::Conflict)) if tries < 3 => tries += 1,
+                    Err(e) => return Err(e),
+                    Ok(()) => break,
                 }
-            } else {
-                p.failure_code = Some(CANCELLED_BY_APP.to_owned());
-                p.failure_message = Some("cancelled by the app".to_owned());
-                p.state = PayoutState::Cancelling;
-                let p = self.save(&p, Vec::new()).await?;
-                self.send_cancel(p).await?;
             }
         }
         self.inner
@@ -931,6 +938,92 @@ impl Engine {
             .payout(id)
             .await?
             .ok_or(ActionError::NotFound)
+    }
+
+    /// The app's confirm. Repeating one that took effect is answered with the payout as it is.
+    async fn confirm_decision(&self, mut p: Payout) -> Result<(), ActionError> {
+        if p.confirm_mode != ConfirmMode::Manual {
+            return Err(ActionError::NotManual);
+        }
+        match p.state {
+            PayoutState::AwaitingConfirmation => {}
+            PayoutState::Confirming | PayoutState::Succeeded | PayoutState::Returned => {
+                return Ok(());
+            }
+            PayoutState::Created | PayoutState::SessionCreated | PayoutState::Started => {
+                return Err(ActionError::WrongState);
+            }
+            PayoutState::Cancelling | PayoutState::Cancelled | PayoutState::Failed => {
+                return Err(ActionError::Contradicts(
+                    "the payout was cancelled or failed; it cannot be confirmed",
+                ));
+            }
+        }
+        p.updated_at = now_micros();
+        p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
+        // The same check as auto mode: the session must still show this payout.
+        match self.check_session(&p).await {
+            Ok(Check::Matches) => {
+                p.state = PayoutState::Confirming;
+                let p = self.save(&p, Vec::new()).await?;
+                self.send_confirm(p).await?;
+                Ok(())
+            }
+            Ok(Check::Mismatch) => {
+                self.cancel_mismatch(p).await?;
+                Err(ActionError::Mismatch)
+            }
+            Ok(Check::Other(session)) => {
+                self.apply(p, &session).await?;
+                Err(ActionError::WrongState)
+            }
+            Err(why) => {
+                tracing::warn!(payout = %p.id, reason = %why, "confirm: the bank's session could not be read; nothing sent");
+                Err(ActionError::BankUnavailable)
+            }
+        }
+    }
+
+    /// The app's cancel, in either confirm mode, at any point before the confirm: nothing sent
+    /// yet ends it at once; a session with no payout waiting is cancelled now; a start the bank
+    /// is still processing is cancelled when the bank asks for the confirmation (the bank
+    /// refuses a cancel before that, and never pays without a confirm). Repeating a cancel, or
+    /// cancelling a payout that already ended unpaid, answers the payout as it is.
+    async fn cancel_decision(&self, mut p: Payout) -> Result<(), ActionError> {
+        match p.state {
+            PayoutState::Cancelling | PayoutState::Cancelled | PayoutState::Failed => {
+                return Ok(());
+            }
+            PayoutState::Confirming | PayoutState::Succeeded | PayoutState::Returned => {
+                return Err(ActionError::Contradicts(
+                    "the payout was confirmed; it can no longer be cancelled",
+                ));
+            }
+            PayoutState::Created
+            | PayoutState::SessionCreated
+            | PayoutState::Started
+            | PayoutState::AwaitingConfirmation => {}
+        }
+        p.failure_code = Some(CANCELLED_BY_APP.to_owned());
+        p.failure_message = Some("cancelled by the app".to_owned());
+        p.attention = None;
+        if p.state == PayoutState::Created {
+            // Nothing reached the bank; a drive racing this one finds the payout final.
+            self.save_state(p, PayoutState::Cancelled).await?;
+            return Ok(());
+        }
+        let was = p.state;
+        p.state = PayoutState::Cancelling;
+        p.updated_at = now_micros();
+        p.next_attempt_at = now_micros() + millis(self.inner.settings.stuck_after_ms);
+        let p = self.save(&p, Vec::new()).await?;
+        if was == PayoutState::Started {
+            // The bank may still be processing the start: read where it is and act on that.
+            self.reconcile(p).await?;
+        } else {
+            self.send_cancel(p).await?;
+        }
+        Ok(())
     }
 
     async fn save_state(&self, mut p: Payout, state: PayoutState) -> Result<bool, StoreError> {
@@ -958,7 +1051,19 @@ impl Engine {
     ) -> Result<bool, StoreError> {
         p.attempts += 1;
         if p.attempts >= self.inner.settings.max_attempts {
-            return self.fail(p, code, "gave up after repeated failures").await;
+            let message = match code {
+                "vault_unreachable" => {
+                    "gave up after repeated failures: the vault could not be reached (check vault.url and that the vault is running)"
+                }
+                "vault_unavailable" => {
+                    "gave up after repeated failures: the vault answered that it could not serve (see the vault's log)"
+                }
+                "bank_unavailable" => {
+                    "gave up after repeated failures: Bank 131 could not be reached or could not serve; nothing was started"
+                }
+                _ => "gave up after repeated failures",
+            };
+            return self.fail(p, code, message).await;
         }
         tracing::warn!(payout = %p.id, attempt = p.attempts, reason = why, "will retry");
         let s = &self.inner.settings;

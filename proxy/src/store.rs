@@ -94,6 +94,13 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// A payout by id.
     async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError>;
 
+    /// The payout a client made with an idempotency key.
+    async fn payout_by_idempotency_key(
+        &self,
+        client_id: &str,
+        key: &str,
+    ) -> Result<Option<Payout>, StoreError>;
+
     /// The payout of a bank session.
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError>;
 
@@ -171,6 +178,20 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
 
     /// Revokes a client; false when there is no such unrevoked client.
     async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Gives an active client a new API key hash; the old key keeps working until
+    /// `previous_until` (Unix microseconds) when given, else stops at once. False if there is no
+    /// such active client.
+    async fn rotate_client_key(
+        &self,
+        id: &str,
+        key_hash: [u8; 32],
+        previous_until: Option<i64>,
+    ) -> Result<bool, StoreError>;
+
+    /// Sets (or with `None` removes) an active client's webhook URL. False if there is no such
+    /// active client.
+    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool, StoreError>;
 
     /// Succeeds when the database accepts writes.
     async fn check_writable(&self) -> Result<(), StoreError>;

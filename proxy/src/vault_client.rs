@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::config::{VaultKey, VaultSettings};
 
 /// Why the vault gave no card number. Nothing here carries card data.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VaultError {
     /// No vault key is configured for the payout's tenant.
@@ -23,7 +23,10 @@ pub enum VaultError {
     /// The vault refused the proxy's key (401/403): a configuration error.
     #[error("the vault refused the proxy's API key (HTTP {0})")]
     Refused(u16),
-    /// The vault could not be reached or could not serve (timeouts, 5xx, audit unavailable).
+    /// No answer: the connection failed or timed out (a wrong `vault.url`, or the vault down).
+    #[error("the vault could not be reached")]
+    Unreachable,
+    /// The vault answered that it cannot serve now (5xx: audit unavailable, overloaded).
     #[error("the vault is unavailable")]
     Unavailable,
     /// An answer that is not a detokenize response.
@@ -112,14 +115,8 @@ impl VaultClient {
             .json(&serde_json::json!({ "purpose": purpose }))
             .send()
             .await
-            .map_err(|_| VaultError::Unavailable)?;
-        let status = response.status().as_u16();
-        if response.status().is_redirection() {
-            tracing::error!(
-                status,
-                "the vault answered with a redirect; not followed (check vault.url)"
-            );
-        }
+            .map_err(|_| VaultError::Unreachable)?;
+        let status = answered(&response)?;
         let body = Zeroizing::new(
             response
                 .bytes()
@@ -131,10 +128,30 @@ impl VaultClient {
             200 => serde_json::from_slice::<DetokenizeResponse>(&body)
                 .map(|r| r.pan.0)
                 .map_err(|_| VaultError::BadResponse),
-            404 => Err(VaultError::TokenNotFound),
-            401 | 403 => Err(VaultError::Refused(status)),
-            _ => Err(VaultError::Unavailable),
+            _ => Err(VaultError::BadResponse),
         }
+    }
+
+    /// Whether `token` is a card of `tenant` in the vault, asked before a payout is accepted
+    /// (metadata only: the detokenize key may read it, and no card number moves).
+    ///
+    /// # Errors
+    ///
+    /// See [`VaultError`]; [`VaultError::TokenNotFound`] for a missing, expired, deleted or
+    /// other tenant's token alike.
+    pub async fn check_token(&self, tenant: &str, token: &str) -> Result<(), VaultError> {
+        let key = self.keys.get(tenant).ok_or(VaultError::NoKeyForTenant)?;
+        if !shared::ids::is_id("tok_", token) {
+            return Err(VaultError::TokenNotFound);
+        }
+        let response = self
+            .http
+            .get(format!("{}/v1/tokens/{token}", self.base_url))
+            .bearer_auth(key.expose())
+            .send()
+            .await
+            .map_err(|_| VaultError::Unreachable)?;
+        answered(&response).map(|_| ())
     }
 
     /// What the vault says each configured key is, as a list of problems (empty when every key
@@ -190,5 +207,22 @@ impl VaultClient {
             }
         }
         problems
+    }
+}
+
+/// The status of a vault answer that is a success, or the error it means.
+fn answered(response: &reqwest::Response) -> Result<u16, VaultError> {
+    let status = response.status().as_u16();
+    if response.status().is_redirection() {
+        tracing::error!(
+            status,
+            "the vault answered with a redirect; not followed (check vault.url)"
+        );
+    }
+    match status {
+        200..=299 => Ok(status),
+        404 => Err(VaultError::TokenNotFound),
+        401 | 403 => Err(VaultError::Refused(status)),
+        _ => Err(VaultError::Unavailable),
     }
 }

@@ -93,6 +93,7 @@ async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
             webhook_secret: WebhookSecret::generate().unwrap(),
             created_at: now_micros(),
             revoked_at: None,
+            previous_key: None,
         })
         .await
         .unwrap();
@@ -381,6 +382,7 @@ async fn events_of_an_app_without_a_webhook_url_are_set_aside_at_once() {
             webhook_secret: WebhookSecret::generate().unwrap(),
             created_at: now_micros(),
             revoked_at: None,
+            previous_key: None,
         })
         .await
         .unwrap();

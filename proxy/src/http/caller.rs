@@ -26,8 +26,9 @@ impl FromRequestParts<AppState> for Caller {
         let Some(key) = key else {
             return Err(ApiError::Unauthorized);
         };
-        match state.engine.store().client_by_key_hash(key.hash()).await? {
-            Some(client) if client.revoked_at.is_none() => Ok(Self(client)),
+        let hash = key.hash();
+        match state.engine.store().client_by_key_hash(hash).await? {
+            Some(client) if client.accepts(&hash, crate::engine::now_micros()) => Ok(Self(client)),
             _ => {
                 tracing::info!("app authentication failed");
                 Err(ApiError::Unauthorized)

@@ -21,6 +21,9 @@ pub enum ApiError {
     BankUnavailable,
     /// 409: the bank's session no longer matches the payout; it is being cancelled.
     ConfirmationMismatch,
+    /// 404: the payout's card token is not in the vault for this tenant (missing, expired,
+    /// deleted and another tenant's alike).
+    CardTokenNotFound,
     /// 500.
     Internal,
     /// 400: the body has the wrong shape or values.
@@ -39,10 +42,18 @@ pub enum ApiError {
     NotFound,
     /// 503.
     NotReady,
-    /// 409: the payout is not waiting for a manual decision.
+    /// 409: the payout is not waiting for a manual decision (yet).
     NotAwaitingConfirmation,
+    /// 409: a confirm of a payout the proxy confirms itself (`confirm: auto`).
+    NotManual,
+    /// 409: the request contradicts what already happened (cancel after confirm, confirm
+    /// after cancel).
+    PayoutStateConflict(&'static str),
     /// 503: too many writes are waiting for the database; retry shortly.
     Overloaded,
+    /// 503: the proxy cannot check the card token: its vault setting is wrong or the vault is
+    /// down. Nothing was created.
+    Vault(crate::vault_client::VaultError),
     /// 413.
     PayloadTooLarge,
     /// 404.
@@ -94,6 +105,11 @@ impl ApiError {
                 "confirmation_mismatch",
                 "the bank's session does not show this payout's amount, currency and card; it is being cancelled, not confirmed",
             ),
+            Self::CardTokenNotFound => (
+                S::NOT_FOUND,
+                "card_token_not_found",
+                "no such card token in the vault for this tenant (tokenize the card first; see error.param)",
+            ),
             Self::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
             Self::InvalidRequest(message) | Self::InvalidParam(_, message) => {
                 (S::BAD_REQUEST, "invalid_request", *message)
@@ -127,8 +143,14 @@ impl ApiError {
             Self::NotAwaitingConfirmation => (
                 S::CONFLICT,
                 "payout_not_awaiting_confirmation",
-                "the payout is not waiting for a confirm or cancel",
+                "the bank has not asked to confirm this payout yet; confirm after payout.awaiting_confirmation",
             ),
+            Self::NotManual => (
+                S::CONFLICT,
+                "payout_confirmed_automatically",
+                "this payout was created with confirm: auto; the proxy confirms it, the app cannot",
+            ),
+            Self::PayoutStateConflict(message) => (S::CONFLICT, "payout_state_conflict", *message),
             Self::Overloaded => (
                 S::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -139,6 +161,32 @@ impl ApiError {
                 "payload_too_large",
                 "the request body is too large",
             ),
+            Self::Vault(e) => {
+                use crate::vault_client::VaultError as V;
+                let (code, message) = match e {
+                    V::NoKeyForTenant => (
+                        "tenant_not_configured",
+                        "the proxy has no vault key for this app's tenant (vault.api_keys); nothing was created",
+                    ),
+                    V::Refused(401) => (
+                        "vault_key_unauthorized",
+                        "the vault does not know the proxy's key for this tenant (vault.api_keys); nothing was created",
+                    ),
+                    V::Refused(_) => (
+                        "vault_key_forbidden",
+                        "the proxy's vault key for this tenant lacks tokens:detokenize (vault.api_keys); nothing was created",
+                    ),
+                    V::Unreachable => (
+                        "vault_unreachable",
+                        "the vault could not be reached to check the card token (vault.url); nothing was created, retry with the same Idempotency-Key",
+                    ),
+                    V::Unavailable | V::BadResponse | V::TokenNotFound => (
+                        "vault_unavailable",
+                        "the vault could not check the card token now; nothing was created, retry with the same Idempotency-Key",
+                    ),
+                };
+                (S::SERVICE_UNAVAILABLE, code, message)
+            }
             Self::RouteNotFound => (S::NOT_FOUND, "route_not_found", "no such route"),
             Self::SensitiveData => (
                 S::BAD_REQUEST,
@@ -177,6 +225,7 @@ impl IntoResponse for ApiError {
             Self::InvalidParam(param, _) | Self::MissingScope(param) => {
                 ErrorBody::at_param(code, message, param)
             }
+            Self::CardTokenNotFound => ErrorBody::at_param(code, message, "card_token"),
             _ => ErrorBody::fixed(code, message),
         };
         let mut response = (status, axum::Json(body)).into_response();

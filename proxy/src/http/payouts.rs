@@ -17,6 +17,7 @@ use crate::auth::Scope;
 use crate::engine::{ActionError, now_micros};
 use crate::payout::{ConfirmMode, Payout, PayoutState, RequestFingerprint};
 use crate::store::Inserted;
+use crate::vault_client::VaultError;
 use crate::view::PayoutView;
 
 /// `POST /v1/payouts` body.
@@ -190,6 +191,27 @@ pub(crate) async fn create(
         lease_owner: Some(state.engine.owner().to_owned()),
         start_sends: 0,
     };
+    // A token the vault does not hold for this tenant is refused now, not failed later. A
+    // replay is answered as before even if the token went away since (or the vault is down).
+    if let Err(e) = state
+        .engine
+        .vault()
+        .check_token(&payout.tenant, &payout.card_token)
+        .await
+    {
+        let store = state.engine.store();
+        return match store
+            .payout_by_idempotency_key(&payout.client_id, &payout.idempotency_key)
+            .await?
+        {
+            Some(p) => replay(&p, &request_hash),
+            None if matches!(e, VaultError::TokenNotFound) => Err(ApiError::CardTokenNotFound),
+            None => {
+                tracing::warn!(error = %e, "a payout was refused: the card token could not be checked");
+                Err(ApiError::Vault(e))
+            }
+        };
+    }
     match state.engine.store().insert_payout(payout).await? {
         Inserted::New(p) => {
             let engine = state.engine.clone();
@@ -201,12 +223,17 @@ pub(crate) async fn create(
             });
             Ok((StatusCode::CREATED, Json(PayoutView::new(&p))).into_response())
         }
-        Inserted::Existing(p) if shared::ct::bytes_eq(&p.request_hash, &request_hash) => {
-            // The same request again: the first answer, marked as a replay (as Stripe does).
-            Ok(([("idempotent-replayed", "true")], Json(PayoutView::new(&p))).into_response())
-        }
-        Inserted::Existing(_) => Err(ApiError::IdempotencyConflict),
+        Inserted::Existing(p) => replay(&p, &request_hash),
     }
+}
+
+/// The answer to a request whose idempotency key was used before: the first answer, marked as
+/// a replay (as Stripe does), when it is the same request.
+fn replay(p: &Payout, request_hash: &[u8; 32]) -> Result<Response, ApiError> {
+    if !shared::ct::bytes_eq(&p.request_hash, request_hash) {
+        return Err(ApiError::IdempotencyConflict);
+    }
+    Ok(([("idempotent-replayed", "true")], Json(PayoutView::new(p))).into_response())
 }
 
 fn id_param(params: &RawPathParams) -> Option<String> {
@@ -347,6 +374,8 @@ async fn decide(
         Ok(p) => Ok(Json(PayoutView::new(&p)).into_response()),
         Err(ActionError::NotFound) => Err(ApiError::NotFound),
         Err(ActionError::WrongState) => Err(ApiError::NotAwaitingConfirmation),
+        Err(ActionError::NotManual) => Err(ApiError::NotManual),
+        Err(ActionError::Contradicts(why)) => Err(ApiError::PayoutStateConflict(why)),
         Err(ActionError::Mismatch) => Err(ApiError::ConfirmationMismatch),
         Err(ActionError::BankUnavailable) => Err(ApiError::BankUnavailable),
         Err(ActionError::Store(e)) => Err(e.into()),

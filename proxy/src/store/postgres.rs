@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
-use crate::auth::{ClientRecord, Scopes, WebhookSecret};
+use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 
 const MIGRATIONS: &[&str] = &[
@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_leases.sql"),
     include_str!("../../migrations/postgres/0003_returned.sql"),
     include_str!("../../migrations/postgres/0004_bank_event_digest.sql"),
+    include_str!("../../migrations/postgres/0005_operations.sql"),
 ];
 const MIGRATION_LOCK: i64 = 0x7072_6f78_7901;
 
@@ -125,7 +126,8 @@ fn payout_from_row(r: &Row) -> Result<Payout, StoreError> {
 /// The client columns in [`client_from_row`]'s order.
 macro_rules! client_columns {
     () => {
-        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at"
+        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at, \
+         previous_key_hash, previous_key_expires_at"
     };
 }
 
@@ -141,6 +143,16 @@ fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
         webhook_secret: WebhookSecret::from_stored(r.try_get(6)?),
         created_at: r.try_get(7)?,
         revoked_at: r.try_get(8)?,
+        previous_key: match (
+            r.try_get::<_, Option<Vec<u8>>>(9)?,
+            r.try_get::<_, Option<i64>>(10)?,
+        ) {
+            (Some(hash), Some(expires_at)) => Some(PreviousKey {
+                hash: shared::ct::Tag32(blob32(hash, "client previous key hash")?),
+                expires_at,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -242,6 +254,27 @@ impl ProxyStore for PgStore {
             .await?;
         client
             .query_opt(&stmt, &[&id])
+            .await?
+            .as_ref()
+            .map(payout_from_row)
+            .transpose()
+    }
+
+    async fn payout_by_idempotency_key(
+        &self,
+        client_id: &str,
+        key: &str,
+    ) -> Result<Option<Payout>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                payout_columns!(),
+                " FROM payouts WHERE client_id = $1 AND idempotency_key = $2"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&client_id, &key])
             .await?
             .as_ref()
             .map(payout_from_row)
@@ -496,13 +529,14 @@ impl ProxyStore for PgStore {
     // Admin statements below (client management, readiness) are rare: sent as text.
 
     async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
+        let previous_hash = c.previous_key.map(|k| k.hash.0.to_vec());
         let client = self.conn().await?;
         client
             .execute(
                 concat!(
                     "INSERT INTO clients (",
                     client_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 ),
                 &[
                     &c.id,
@@ -514,6 +548,8 @@ impl ProxyStore for PgStore {
                     &c.webhook_secret.expose(),
                     &c.created_at,
                     &c.revoked_at,
+                    &previous_hash,
+                    &c.previous_key.map(|k| k.expires_at),
                 ],
             )
             .await?;
@@ -529,7 +565,7 @@ impl ProxyStore for PgStore {
             .prepare_cached(concat!(
                 "SELECT ",
                 client_columns!(),
-                " FROM clients WHERE key_hash = $1"
+                " FROM clients WHERE key_hash = $1 OR previous_key_hash = $1"
             ))
             .await?;
         client
@@ -591,6 +627,37 @@ impl ProxyStore for PgStore {
             .execute(
                 "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
                 &[&id, &now],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn rotate_client_key(
+        &self,
+        id: &str,
+        key_hash: [u8; 32],
+        previous_until: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let client = self.conn().await?;
+        // The old hash is kept only with a time it stops at.
+        Ok(client
+            .execute(
+                "UPDATE clients SET \
+                   previous_key_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE key_hash END, \
+                   previous_key_expires_at = $3, key_hash = $2 \
+                 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id, &key_hash.as_slice(), &previous_until],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool, StoreError> {
+        let client = self.conn().await?;
+        Ok(client
+            .execute(
+                "UPDATE clients SET webhook_url = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id, &url],
             )
             .await?
             > 0)

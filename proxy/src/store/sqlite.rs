@@ -7,7 +7,7 @@ use shared::sqlite::{
 };
 
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
-use crate::auth::{ClientRecord, Scopes, WebhookSecret};
+use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 
 const MIGRATIONS: &[&str] = &[
@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_leases.sql"),
     include_str!("../../migrations/sqlite/0003_returned.sql"),
     include_str!("../../migrations/sqlite/0004_bank_event_digest.sql"),
+    include_str!("../../migrations/sqlite/0005_operations.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -143,7 +144,8 @@ fn payouts(
 /// The client columns in [`client_from_row`]'s order.
 macro_rules! client_columns {
     () => {
-        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at"
+        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at, \
+         previous_key_hash, previous_key_expires_at"
     };
 }
 
@@ -161,6 +163,18 @@ fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
         webhook_secret: WebhookSecret::from_stored(r.get(6)?),
         created_at: r.get(7)?,
         revoked_at: r.get(8)?,
+        previous_key: match (
+            r.get::<_, Option<Vec<u8>>>(9)?,
+            r.get::<_, Option<i64>>(10)?,
+        ) {
+            (Some(hash), Some(expires_at)) => Some(PreviousKey {
+                hash: shared::ct::Tag32(
+                    blob32(hash, "client previous key hash").map_err(StoreError::Corrupt)?,
+                ),
+                expires_at,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -252,6 +266,27 @@ impl ProxyStore for SqliteStore {
                     conn,
                     concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = ?1"),
                     [id],
+                )
+            })
+            .await
+    }
+
+    async fn payout_by_idempotency_key(
+        &self,
+        client_id: &str,
+        key: &str,
+    ) -> Result<Option<Payout>, StoreError> {
+        let (client_id, key) = (client_id.to_owned(), key.to_owned());
+        self.pool
+            .lookup(move |conn| {
+                one_payout(
+                    conn,
+                    concat!(
+                        "SELECT ",
+                        payout_columns!(),
+                        " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
+                    ),
+                    params![client_id, key],
                 )
             })
             .await
@@ -500,7 +535,7 @@ impl ProxyStore for SqliteStore {
                     concat!(
                         "INSERT INTO clients (",
                         client_columns!(),
-                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                     ),
                     params![
                         c.id,
@@ -511,7 +546,9 @@ impl ProxyStore for SqliteStore {
                         c.webhook_url,
                         c.webhook_secret.expose(),
                         c.created_at,
-                        c.revoked_at
+                        c.revoked_at,
+                        c.previous_key.map(|k| k.hash.0.to_vec()),
+                        c.previous_key.map(|k| k.expires_at)
                     ],
                 )?;
                 Ok(())
@@ -528,7 +565,7 @@ impl ProxyStore for SqliteStore {
                 conn.prepare_cached(concat!(
                     "SELECT ",
                     client_columns!(),
-                    " FROM clients WHERE key_hash = ?1"
+                    " FROM clients WHERE key_hash = ?1 OR previous_key_hash = ?1"
                 ))?
                 .query_row([key_hash.as_slice()], |r| Ok(client_from_row(r)))
                 .optional()?
@@ -591,6 +628,43 @@ impl ProxyStore for SqliteStore {
                         "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                     )?
                     .execute(params![id, now])?
+                    > 0)
+            })
+            .await
+    }
+
+    async fn rotate_client_key(
+        &self,
+        id: &str,
+        key_hash: [u8; 32],
+        previous_until: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.pool
+            .transaction(move |tx| {
+                // The old hash is kept only with a time it stops at.
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE clients SET \
+                           previous_key_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE key_hash END, \
+                           previous_key_expires_at = ?3, key_hash = ?2 \
+                         WHERE id = ?1 AND revoked_at IS NULL",
+                    )?
+                    .execute(params![id, key_hash.as_slice(), previous_until])?
+                    > 0)
+            })
+            .await
+    }
+
+    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool, StoreError> {
+        let (id, url) = (id.to_owned(), url.map(str::to_owned));
+        self.pool
+            .transaction(move |tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE clients SET webhook_url = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    )?
+                    .execute(params![id, url])?
                     > 0)
             })
             .await

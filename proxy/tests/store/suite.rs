@@ -22,6 +22,7 @@ async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
             webhook_secret: WebhookSecret::generate().unwrap(),
             created_at: now_micros(),
             revoked_at: None,
+            previous_key: None,
         })
         .await
         .unwrap();
@@ -98,6 +99,24 @@ pub(crate) async fn idempotency_keys_are_per_client(b: Backend) {
             .unwrap(),
         Inserted::New(_)
     ));
+    // Found again by the key, only for the client that used it.
+    let found = store
+        .payout_by_idempotency_key("app_a", "k1")
+        .await
+        .unwrap();
+    assert_eq!(found.as_ref(), Some(&first));
+    assert!(
+        store
+            .payout_by_idempotency_key("app_a", "k2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let other = store
+        .payout_by_idempotency_key("app_b", "k1")
+        .await
+        .unwrap();
+    assert_ne!(other.map(|p| p.id), Some(first.id));
 }
 
 pub(crate) async fn save_is_compare_and_set_with_its_events(b: Backend) {
@@ -352,8 +371,74 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
             .id,
         "app_a"
     );
+    // Rotated with an overlap: both hashes find the client, the old one with its end; rotated
+    // again without one, the oldest finds nothing and the overlap is gone.
+    let (k2, k3) = ([2u8; 32], [3u8; 32]);
+    let until = now_micros() + 60_000_000;
+    assert!(
+        store
+            .rotate_client_key("app_a", k2, Some(until))
+            .await
+            .unwrap()
+    );
+    let found = store
+        .client_by_key_hash(*c.key_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.previous_key.map(|k| (k.hash.0, k.expires_at)),
+        Some((c.key_hash.0, until))
+    );
+    assert!(found.accepts(&c.key_hash.0, now_micros()));
+    assert!(!found.accepts(&c.key_hash.0, until));
+    assert!(found.accepts(&k2, until));
+    assert!(store.rotate_client_key("app_a", k3, None).await.unwrap());
+    assert!(
+        store
+            .client_by_key_hash(*c.key_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let found = store.client_by_key_hash(k3).await.unwrap().unwrap();
+    assert_eq!(found.previous_key, None);
+    assert!(!found.accepts(&k2, now_micros()));
+    assert!(!store.rotate_client_key("app_none", k2, None).await.unwrap());
+    assert!(store.set_webhook_url("app_a", None).await.unwrap());
+    assert_eq!(
+        store.client("app_a").await.unwrap().unwrap().webhook_url,
+        None
+    );
+    assert!(
+        store
+            .set_webhook_url("app_a", Some("https://hooks.example/x"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .client("app_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .webhook_url
+            .as_deref(),
+        Some("https://hooks.example/x")
+    );
     assert!(store.revoke_client("app_a", now_micros()).await.unwrap());
     assert!(!store.revoke_client("app_a", now_micros()).await.unwrap());
+    // A revoked client is neither rotated nor updated, and no key opens it.
+    assert!(!store.rotate_client_key("app_a", k2, None).await.unwrap());
+    assert!(!store.set_webhook_url("app_a", None).await.unwrap());
+    assert!(
+        !store
+            .client_by_key_hash(k3)
+            .await
+            .unwrap()
+            .unwrap()
+            .accepts(&k3, now_micros())
+    );
     assert!(store.clients().await.unwrap()[0].revoked_at.is_some());
     let Inserted::New(p) = store
         .insert_payout(payout("app_a", "acme", "k", now_micros()))

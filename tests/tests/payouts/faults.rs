@@ -146,36 +146,84 @@ async fn bank_5xx_and_timeouts_on_every_call_never_double_a_payout() {
     }
 }
 
+/// A dead vault: a payout is refused while the token cannot be checked (nothing created, the
+/// same key works once the vault is back); one accepted before the vault died fails
+/// `vault_unreachable`, naming the setting, before the bank sees a card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unavailable_vault_fails_the_payout_cleanly_before_the_bank_sees_a_card() {
-    let mut stack = Stack::start().await;
+async fn an_unreachable_vault_refuses_payouts_and_fails_accepted_ones_before_the_bank_sees_a_card()
+{
+    // Slow retries: the vault is killed long before the attempts run out.
+    let mut stack = Stack::start_with(crate::stack::Options {
+        proxy_env: vec![
+            ("PROXY__PAYOUTS__RETRY_INITIAL_MS".into(), "1000".into()),
+            ("PROXY__PAYOUTS__RETRY_MAX_MS".into(), "2000".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
     let token = stack.tokenize("4242424242424242").await;
+    let body = json!({"card_token": token, "amount": 1000, "currency": "RUB", "recipient": {"full_name": "A B"}});
     stack.kill9_vault();
-    let (status, body) = stack
-        .create_payout(
-            "vault-down",
-            &json!({"card_token": token, "amount": 1000, "currency": "RUB", "recipient": {"full_name": "A B"}}),
-        )
+    let (status, refused) = stack.create_payout("vault-down", &body).await;
+    let refused: serde_json::Value = serde_json::from_slice(&refused).unwrap();
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "vault_unreachable");
+    stack.start_vault().await;
+    let (status, _) = stack.create_payout("vault-down", &body).await;
+    assert_eq!(
+        status, 201,
+        "the retry after the outage was not taken as new"
+    );
+
+    // Accepted, then the vault dies while the bank keeps refusing the session (each retry
+    // fetches the card again first).
+    stack
+        .fault(json!({"on": "session/create", "action": "error", "status": 503, "count": 1000}))
         .await;
+    let (status, created) = stack.create_payout("vault-dies", &body).await;
     assert_eq!(status, 201);
-    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+    let id = serde_json::from_slice::<serde_json::Value>(&created).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
+    let deadline = std::time::Instant::now() + SECS;
+    while !stack.journal().await.iter().any(|e| {
+        e["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("session/create"))
+            && e["body"].as_str().is_some_and(|b| b.contains(id.as_str()))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session/create for {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stack.kill9_vault();
     let done = stack
         .wait_status(&id, &["failed", "succeeded"], Duration::from_secs(90))
         .await;
     assert_eq!(done["status"], "failed");
-    assert_eq!(done["failure"]["code"], "vault_unavailable");
-    let session = done["bank"]["session_id"].as_str().unwrap_or_default();
-    assert_eq!(
-        stack
-            .bank_calls("session/start/payout", session)
-            .await
-            .len(),
-        0,
-        "half-started"
+    assert_eq!(done["failure"]["code"], "vault_unreachable", "{done}");
+    assert!(
+        done["failure"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("vault.url")),
+        "{done}"
     );
+    assert!(done["bank"]["session_id"].is_null(), "{done}");
+    let starts = stack
+        .journal()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("session/start/payout"))
+        })
+        .filter(|e| e["body"].as_str().is_some_and(|b| b.contains(id.as_str())))
+        .count();
+    assert_eq!(starts, 0, "half-started");
     assert!(stack.wait_hook(&id, "payout.failed").await.signature_valid);
 }
 

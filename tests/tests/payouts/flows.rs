@@ -179,3 +179,118 @@ async fn a_manual_payout_past_its_deadline_is_cancelled() {
     let (status, _) = stack.action(&id, "confirm").await;
     assert_eq!(status, 409, "too late to confirm");
 }
+
+/// Confirm and cancel are idempotent, a cancel before the bank asks for the confirmation cancels
+/// the payout (in either mode), and only a contradictory decision is refused (issue 12 §3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirm_and_cancel_are_idempotent_and_a_cancel_before_the_confirmation_cancels() {
+    // The bank asks for the confirmation only when the test says so.
+    let stack = Stack::start_with(crate::stack::Options {
+        sandbox_flags: vec!["--ready-delay-ms".into(), "3600000".into()],
+        ..Default::default()
+    })
+    .await;
+    let started = |id: String| {
+        let stack = &stack;
+        async move {
+            let p = stack.wait_status(&id, &["started"], SECS).await;
+            p["bank"]["session_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let ask_to_confirm = |session: String| {
+        let stack = &stack;
+        async move {
+            stack
+                .control(
+                    &format!("sessions/{session}/advance"),
+                    json!({"step": "ready_to_confirm"}),
+                )
+                .await;
+        }
+    };
+
+    // Confirmed twice, then once more after success: one confirm reaches the bank; a cancel
+    // then contradicts it.
+    let id = stack
+        .pay("4242424242424242", 5_000, "manual", "Petrov Petr")
+        .await;
+    let session = started(id.clone()).await;
+    let (status, body) = stack.action(&id, "confirm").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "payout_not_awaiting_confirmation");
+    ask_to_confirm(session.clone()).await;
+    stack
+        .wait_status(&id, &["awaiting_confirmation"], SECS)
+        .await;
+    for _ in 0..2 {
+        let (status, body) = stack.action(&id, "confirm").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            ["confirming", "succeeded"].contains(&body["status"].as_str().unwrap()),
+            "{body}"
+        );
+    }
+    stack.wait_status(&id, &["succeeded"], SECS).await;
+    let (status, body) = stack.action(&id, "confirm").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("succeeded")));
+    let (status, body) = stack.action(&id, "cancel").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "payout_state_conflict");
+    assert_eq!(stack.bank_calls("session/confirm", &session).await.len(), 1);
+
+    // Cancelled while the bank still processes the start: answered `cancelling` at once; the
+    // cancel goes out when the bank asks for the confirmation, and nothing is confirmed.
+    let id = stack
+        .pay("5555555555554444", 5_000, "manual", "Petrov Petr")
+        .await;
+    let session = started(id.clone()).await;
+    for _ in 0..2 {
+        let (status, body) = stack.action(&id, "cancel").await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("cancelling")));
+    }
+    ask_to_confirm(session.clone()).await;
+    let done = stack
+        .wait_status(&id, &["cancelled", "failed", "succeeded"], SECS)
+        .await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["failure"]["code"], "cancelled_by_app");
+    assert!(
+        stack
+            .wait_hook(&id, "payout.cancelled")
+            .await
+            .signature_valid
+    );
+    let (status, body) = stack.action(&id, "cancel").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")));
+    let (status, body) = stack.action(&id, "confirm").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "payout_state_conflict");
+    assert_eq!(stack.bank_calls("session/confirm", &session).await.len(), 0);
+    assert_eq!(stack.bank_calls("session/cancel", &session).await.len(), 1);
+
+    // An auto-mode payout the bank has no session for yet (its creation keeps failing): the
+    // cancel ends it at once, and the app may not confirm what the proxy confirms.
+    stack
+        .fault(json!({"on": "session/create", "action": "error", "status": 503, "count": 1000}))
+        .await;
+    let id = stack
+        .pay("4111111111111111", 5_000, "auto", "Petrov Petr")
+        .await;
+    let (status, body) = stack.action(&id, "confirm").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "payout_confirmed_automatically");
+    let (status, body) = stack.action(&id, "cancel").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("cancelled")),
+        "{body}"
+    );
+    assert_eq!(body["failure"]["code"], "cancelled_by_app");
+    assert!(body["bank"]["session_id"].is_null(), "{body}");
+    assert!(
+        stack
+            .wait_hook(&id, "payout.cancelled")
+            .await
+            .signature_valid
+    );
+}

@@ -132,47 +132,85 @@ async fn card_data_is_refused_at_any_depth_in_any_spelling_and_ordinary_data_is_
 
 /// A token the vault does not hold for the tenant fails the payout before the bank hears of it:
 /// no orphan session in the bank project.
+/// Issue 12 §3: a token the vault does not hold is refused at create (404, naming the field),
+/// not accepted and failed later; a replay of an accepted payout is still answered after its
+/// token is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_card_token_fails_before_any_bank_session() {
+async fn an_unknown_card_token_is_refused_at_create_and_the_bank_hears_nothing() {
     let stack = Stack::start().await;
     // A well-formed token the vault never issued: a real one with its last character changed.
     let real = stack.tokenize("4242424242424242").await;
     let last = if real.ends_with('A') { "B" } else { "A" };
     let unknown = format!("{}{last}", &real[..real.len() - 1]);
-    let (status, bytes) = stack
-        .create_payout(
-            "unknown-token",
-            &json!({"card_token": unknown, "amount": 100, "currency": "RUB",
-                    "recipient": {"full_name": "Ivanov Ivan"}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&bytes));
-    let id = serde_json::from_slice::<Value>(&bytes).unwrap()["id"]
-        .as_str()
+    let body = |token: &str| {
+        json!({"card_token": token, "amount": 100, "currency": "RUB",
+               "recipient": {"full_name": "Ivanov Ivan"}, "confirm": "manual"})
+    };
+    let (status, bytes) = stack.create_payout("unknown-token", &body(&unknown)).await;
+    let refused: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, 404, "{refused}");
+    assert_eq!(refused["error"]["code"], "card_token_not_found");
+    assert_eq!(refused["error"]["param"], "card_token");
+    assert!(!refused.to_string().contains(&unknown), "echoed: {refused}");
+    let listed = stack
+        .http
+        .get(format!("{}/v1/payouts", stack.proxy_url))
+        .bearer_auth(&stack.app_key)
+        .send()
+        .await
         .unwrap()
-        .to_owned();
-    let done = stack
-        .wait_status(
-            &id,
-            &["failed", "succeeded", "cancelled"],
-            std::time::Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(done["status"], "failed", "{done}");
-    assert_eq!(done["failure"]["code"], "card_token_not_found");
-    assert!(done["bank"]["session_id"].is_null(), "{done}");
-    let sessions = stack
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"], json!([]), "a refused payout was kept");
+    let session_creates = stack
         .journal()
         .await
         .into_iter()
         .filter(|e| {
-            e["kind"] == "request" && e["body"].as_str().is_some_and(|b| b.contains(id.as_str()))
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("session/create"))
         })
         .count();
     assert_eq!(
-        sessions, 0,
+        session_creates, 0,
         "the bank heard of a payout whose token does not exist"
     );
+
+    // Accepted with a real token, which is then deleted: the same request again is the first
+    // answer, replayed, not a 404.
+    let (status, first) = stack.create_payout("real-token", &body(&real)).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&first));
+    let first: Value = serde_json::from_slice(&first).unwrap();
+    let deleter = tests::stack::field(
+        &stack.vault_cli(&[
+            "clients",
+            "create",
+            "--name",
+            "ops",
+            "--tenant",
+            "acme",
+            "--scopes",
+            "tokens:delete",
+        ]),
+        "api_key:",
+    )
+    .unwrap();
+    let deleted = stack
+        .http
+        .delete(format!("{}/v1/tokens/{real}", stack.vault_url))
+        .bearer_auth(&deleter)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let (status, again) = stack.create_payout("real-token", &body(&real)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&again));
+    let again: Value = serde_json::from_slice(&again).unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let (status, _) = stack.create_payout("real-token-2", &body(&real)).await;
+    assert_eq!(status, 404, "a deleted token was accepted");
 }
 
 /// Issue 12 §2: errors name the parameter and the rule, never the value; currencies are ISO

@@ -15,5 +15,6 @@ mod exactly_once;
 mod faults;
 mod flows;
 mod inputs;
+mod operations;
 mod pci;
 mod stack;

@@ -40,11 +40,14 @@ pub(crate) struct Stack {
     pub(crate) vault_app_key: String,
     pub(crate) app_key: String,
     pub(crate) hooks: Arc<Mutex<Vec<AppHook>>>,
+    /// The secret the app's webhook receiver checks signatures with.
+    pub(crate) webhook_secret: Arc<Mutex<String>>,
     pub(crate) app_webhook_url: String,
     vault: Option<Process>,
     proxy: Option<Process>,
     // Held for its drop: the sandbox process stops with the stack.
     _sandbox: Sandbox,
+    vault_runs: usize,
     proxy_runs: usize,
     options: Options,
 }
@@ -82,20 +85,18 @@ impl Stack {
         );
 
         // Bank 131 sandbox.
+        // The test's own flags replace these defaults (the sandbox takes each flag once).
         let mut flags: Vec<String> = [
-            "--ready-delay-ms",
-            "50",
-            "--finish-delay-ms",
-            "50",
-            "--webhook-retry-ms",
-            "100,200,400,800",
-            "--webhook-max-attempts",
-            "30",
-            "--log-format",
-            "json",
+            ("--ready-delay-ms", "50"),
+            ("--finish-delay-ms", "50"),
+            ("--webhook-retry-ms", "100,200,400,800"),
+            ("--webhook-max-attempts", "30"),
+            ("--log-format", "json"),
         ]
-        .map(str::to_owned)
-        .to_vec();
+        .into_iter()
+        .filter(|(flag, _)| !options.sandbox_flags.iter().any(|f| f == flag))
+        .flat_map(|(flag, value)| [flag.to_owned(), value.to_owned()])
+        .collect();
         flags.extend(options.sandbox_flags.iter().cloned());
         let sandbox = Sandbox::start(
             Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
@@ -152,19 +153,7 @@ impl Stack {
             "api_key:",
         )
         .unwrap();
-        let mut vault = Process::serve(
-            Path::new(VAULT_BIN),
-            &path("vault.toml"),
-            &[],
-            "vault",
-            dir.path(),
-        )
-        .unwrap();
         let vault_url = format!("http://127.0.0.1:{vault_port}");
-        vault
-            .wait_healthy(&http, &format!("{vault_url}/healthz"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
 
         // The proxy.
         let proxy_toml = format!(
@@ -209,13 +198,16 @@ impl Stack {
             vault_app_key,
             app_key,
             hooks,
+            webhook_secret: secret,
             app_webhook_url: app_url,
-            vault: Some(vault),
+            vault: None,
             proxy: None,
             _sandbox: sandbox,
+            vault_runs: 0,
             proxy_runs: 0,
             options,
         };
+        stack.start_vault().await;
         stack.start_proxy().await;
         stack
     }
@@ -225,6 +217,24 @@ impl Stack {
     }
 
     /// Starts (again) the proxy and waits until it answers; it logs to `proxy-<run>.log`.
+    /// Starts the vault (again, after [`Stack::kill9_vault`]) and waits for its health check.
+    pub(crate) async fn start_vault(&mut self) {
+        self.vault_runs += 1;
+        let mut vault = Process::serve(
+            Path::new(VAULT_BIN),
+            &self.path("vault.toml"),
+            &[],
+            format!("vault-{}", self.vault_runs),
+            self.dir.path(),
+        )
+        .unwrap();
+        vault
+            .wait_healthy(&self.http, &format!("{}/healthz", self.vault_url))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.vault = Some(vault);
+    }
+
     pub(crate) async fn start_proxy(&mut self) {
         self.proxy_runs += 1;
         let mut proxy = Process::serve(

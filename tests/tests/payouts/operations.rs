@@ -1,0 +1,169 @@
+//! Day-two operations (issue 12 §3): credentials rotated in place, webhook URLs changed, app
+//! events listed and redelivered.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::stack::Stack;
+
+const SECS: Duration = Duration::from_secs(60);
+
+/// The app clients, from `proxy clients list --json`.
+fn clients(stack: &Stack) -> Vec<Value> {
+    let out = stack.proxy_cli(&["clients", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn cli_ok(stack: &Stack, args: &[&str]) -> String {
+    let out = stack.proxy_cli(args);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn get_status(stack: &Stack, key: &str, path: &str) -> u16 {
+    stack
+        .http
+        .get(format!("{}{path}", stack.proxy_url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn create_with(
+    stack: &Stack,
+    key: &str,
+    idempotency_key: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let r = stack
+        .http
+        .post(format!("{}/v1/payouts", stack.proxy_url))
+        .bearer_auth(key)
+        .header("idempotency-key", idempotency_key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_keys() {
+    let stack = Stack::start().await;
+    let before = clients(&stack);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let id = before[0]["id"].as_str().unwrap().to_owned();
+    let token = stack.tokenize("4242424242424242").await;
+    let body = json!({"card_token": token, "amount": 700, "currency": "RUB",
+                      "recipient": {"full_name": "Ivanov Ivan"}, "confirm": "manual"});
+    let key1 = stack.app_key.clone();
+    let (status, first) = create_with(&stack, &key1, "order-1", &body).await;
+    assert_eq!(status, 201, "{first}");
+    let payout = first["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/payouts/{payout}");
+    stack
+        .wait_status(&payout, &["awaiting_confirmation"], SECS)
+        .await;
+
+    // With an overlap, both keys work until it ends, and the new one replays the old one's
+    // request instead of paying again.
+    let out = cli_ok(
+        &stack,
+        &["clients", "rotate-key", &id, "--old-key-valid-for", "3600"],
+    );
+    let key2 = tests::stack::field(&out, "api_key:").unwrap();
+    assert!(out.contains("old key valid until"), "{out}");
+    assert_eq!(get_status(&stack, &key1, &path).await, 200);
+    assert_eq!(get_status(&stack, &key2, &path).await, 200);
+    let (status, again) = create_with(&stack, &key2, "order-1", &body).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    assert!(clients(&stack)[0]["old_key_valid_until"].is_string());
+
+    // Without one, every earlier key stops at once.
+    let out = cli_ok(&stack, &["clients", "rotate-key", &id]);
+    let key3 = tests::stack::field(&out, "api_key:").unwrap();
+    for old in [&key1, &key2] {
+        assert_eq!(get_status(&stack, old, &path).await, 401);
+    }
+    let (status, again) = create_with(&stack, &key3, "order-1", &body).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    let after = clients(&stack);
+    assert_eq!(after.len(), 1, "rotation made a new client: {after:?}");
+    assert_eq!(after[0]["id"], id.as_str());
+    assert!(after[0]["old_key_valid_until"].is_null());
+
+    // A new webhook secret signs every delivery from now on.
+    let out = cli_ok(&stack, &["clients", "rotate-webhook-secret", &id]);
+    let secret = tests::stack::field(&out, "webhook_secret:").unwrap();
+    *stack.webhook_secret.lock().unwrap() = secret;
+    let r = stack
+        .http
+        .post(format!("{}{path}/confirm", stack.proxy_url))
+        .bearer_auth(&key3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        stack
+            .wait_hook(&payout, "payout.succeeded")
+            .await
+            .signature_valid,
+        "not signed with the rotated secret"
+    );
+
+    // The webhook URL changes in place; a refused URL is not echoed and changes nothing.
+    let out = stack.proxy_cli(&[
+        "clients",
+        "update",
+        &id,
+        "--webhook-url",
+        "ftp://user:hunter2@127.0.0.1/x",
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+    cli_ok(&stack, &["clients", "update", &id, "--no-webhook-url"]);
+    assert!(clients(&stack)[0]["webhook_url"].is_null());
+    cli_ok(
+        &stack,
+        &[
+            "clients",
+            "update",
+            &id,
+            "--webhook-url",
+            &stack.app_webhook_url,
+        ],
+    );
+    assert_eq!(
+        clients(&stack)[0]["webhook_url"],
+        stack.app_webhook_url.as_str()
+    );
+
+    // Unknown and revoked clients are refused.
+    assert_eq!(
+        stack
+            .proxy_cli(&["clients", "rotate-key", "app_nope"])
+            .status
+            .code(),
+        Some(1)
+    );
+    cli_ok(&stack, &["clients", "revoke", &id]);
+    assert_eq!(get_status(&stack, &key3, &path).await, 401);
+    assert_eq!(
+        stack
+            .proxy_cli(&["clients", "rotate-key", &id])
+            .status
+            .code(),
+        Some(1),
+        "a revoked client was given a key"
+    );
+}
