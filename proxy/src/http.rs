@@ -21,6 +21,7 @@ use crate::engine::Engine;
 mod bank;
 mod caller;
 mod error;
+mod events;
 pub mod health;
 mod payouts;
 
@@ -51,6 +52,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/payouts/{id}", get(payouts::read))
         .route("/v1/payouts/{id}/confirm", post(payouts::confirm))
         .route("/v1/payouts/{id}/cancel", post(payouts::cancel))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}/redeliver", post(events::redeliver))
         // The bank's webhooks carry fees, refunds and fiscalisation (API.md §14.11): larger
         // than anything an app sends.
         .route(

@@ -85,6 +85,17 @@ impl BankEvent {
     }
 }
 
+/// Which events [`ProxyStore::list_events`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Only this payout's.
+    pub payout_id: Option<String>,
+    /// Only this type (`payout.succeeded`, …).
+    pub event_type: Option<String>,
+    /// Older than this event.
+    pub after: Option<String>,
+}
+
 /// What the proxy stores.
 #[async_trait]
 pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
@@ -153,6 +164,24 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
 
     /// Records a delivery attempt: delivered, or failed with when to try next (or abandoned).
     async fn update_event(&self, event: &OutboxEvent) -> Result<(), StoreError>;
+
+    /// One client's events, newest first after the cursor (an event id), of one payout and one
+    /// type when given.
+    async fn list_events(
+        &self,
+        client_id: &str,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Sends a client's event again as if new (attempts reset, due now, delivered or abandoned
+    /// cleared). `None` if the client has no such event.
+    async fn redeliver_event(
+        &self,
+        client_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<OutboxEvent>, StoreError>;
 
     /// Stores a new client.
     async fn insert_client(&self, client: ClientRecord) -> Result<(), StoreError>;

@@ -24,6 +24,8 @@ pub enum ApiError {
     /// 404: the payout's card token is not in the vault for this tenant (missing, expired,
     /// deleted and another tenant's alike).
     CardTokenNotFound,
+    /// 404: no such event for this app.
+    EventNotFound,
     /// 500.
     Internal,
     /// 400: the body has the wrong shape or values.
@@ -42,6 +44,8 @@ pub enum ApiError {
     NotFound,
     /// 503.
     NotReady,
+    /// 409: a redelivery asked by an app that has no webhook URL.
+    NoWebhookUrl,
     /// 409: the payout is not waiting for a manual decision (yet).
     NotAwaitingConfirmation,
     /// 409: a confirm of a payout the proxy confirms itself (`confirm: auto`).
@@ -109,6 +113,12 @@ impl ApiError {
                 S::NOT_FOUND,
                 "card_token_not_found",
                 "no such card token in the vault for this tenant (tokenize the card first; see error.param)",
+            ),
+            Self::EventNotFound => (S::NOT_FOUND, "not_found", "no such event"),
+            Self::NoWebhookUrl => (
+                S::CONFLICT,
+                "webhook_url_not_set",
+                "this app has no webhook URL to deliver to; set one with `proxy clients update ID --webhook-url URL`",
             ),
             Self::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
             Self::InvalidRequest(message) | Self::InvalidParam(_, message) => {

@@ -12,6 +12,7 @@ use tokio_postgres::error::SqlState;
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use crate::store::EventFilter;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -489,6 +490,61 @@ impl ProxyStore for PgStore {
             .query(&stmt, &[&now, &lease_until, &i64::from(limit)])
             .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn list_events(
+        &self,
+        client_id: &str,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM outbox WHERE client_id = $1 AND ($2::TEXT IS NULL OR payout_id = $2) \
+                 AND ($3::TEXT IS NULL OR event_type = $3) \
+                 AND ($4::TEXT IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = $4) \
+                      OR (created_at = (SELECT created_at FROM outbox WHERE id = $4) AND id < $4)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $5"
+            ))
+            .await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &client_id,
+                    &filter.payout_id,
+                    &filter.event_type,
+                    &filter.after,
+                    &i64::from(limit),
+                ],
+            )
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn redeliver_event(
+        &self,
+        client_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<OutboxEvent>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE outbox SET attempts = 0, next_attempt_at = $3, delivered_at = NULL, \
+                 abandoned_at = NULL WHERE id = $2 AND client_id = $1 RETURNING ",
+                event_columns!()
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&client_id, &id, &now])
+            .await?
+            .as_ref()
+            .map(event_from_row)
+            .transpose()
     }
 
     async fn undelivered_events(&self) -> Result<u64, StoreError> {

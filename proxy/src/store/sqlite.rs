@@ -9,6 +9,7 @@ use shared::sqlite::{
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use crate::store::EventFilter;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
@@ -497,6 +498,56 @@ impl ProxyStore for SqliteStore {
                     lease.execute(params![e.id, lease_until])?;
                 }
                 Ok(claimed)
+            })
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        client_id: &str,
+        filter: EventFilter,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let client_id = client_id.to_owned();
+        self.pool
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM outbox WHERE client_id = ?1 AND (?2 IS NULL OR payout_id = ?2) \
+                     AND (?3 IS NULL OR event_type = ?3) \
+                     AND (?4 IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = ?4) \
+                          OR (created_at = (SELECT created_at FROM outbox WHERE id = ?4) AND id < ?4)) \
+                     ORDER BY created_at DESC, id DESC LIMIT ?5"
+                ))?;
+                let rows = stmt
+                    .query_map(
+                        params![client_id, filter.payout_id, filter.event_type, filter.after, limit],
+                        event_from_row,
+                    )?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn redeliver_event(
+        &self,
+        client_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<OutboxEvent>, StoreError> {
+        let (client_id, id) = (client_id.to_owned(), id.to_owned());
+        self.pool
+            .transaction(move |tx| {
+                Ok(tx
+                    .prepare_cached(concat!(
+                        "UPDATE outbox SET attempts = 0, next_attempt_at = ?3, delivered_at = NULL, \
+                         abandoned_at = NULL WHERE id = ?2 AND client_id = ?1 RETURNING ",
+                        event_columns!()
+                    ))?
+                    .query_row(params![client_id, id, now], event_from_row)
+                    .optional()?)
             })
             .await
     }

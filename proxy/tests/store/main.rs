@@ -93,4 +93,5 @@ conformance!(
     replicas_never_claim_the_same_payout,
     replicas_never_claim_the_same_event,
     clients_and_bank_events,
+    events_are_listed_per_client_and_redelivered,
 );

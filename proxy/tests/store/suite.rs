@@ -6,7 +6,7 @@ use std::sync::Arc;
 use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
 use proxy::engine::now_micros;
 use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
-use proxy::store::{BankEvent, Inserted, ProxyStore, StoreError};
+use proxy::store::{BankEvent, EventFilter, Inserted, ProxyStore, StoreError};
 
 use crate::Backend;
 
@@ -475,4 +475,97 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
         .collect();
     assert_eq!(kinds, ["ready_to_confirm", "payment_finished"]);
     store.check_writable().await.unwrap();
+}
+
+pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
+    let store = b.open().await;
+    client(store.as_ref(), "app_a", "acme").await;
+    client(store.as_ref(), "app_b", "acme").await;
+    let mut payouts = Vec::new();
+    for (i, client_id) in ["app_a", "app_a", "app_b"].into_iter().enumerate() {
+        let Inserted::New(p) = store
+            .insert_payout(payout(client_id, "acme", &format!("k{i}"), now_micros()))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let mut moved = p.clone();
+        moved.state = PayoutState::Failed;
+        let mut e = event(&moved, 1_000 + i64::try_from(i).unwrap());
+        e.event_type = "payout.failed".to_owned();
+        store.save(&moved, vec![e]).await.unwrap();
+        payouts.push(p);
+    }
+    let ids =
+        |events: Vec<OutboxEvent>| events.into_iter().map(|e| e.payout_id).collect::<Vec<_>>();
+    let all = store
+        .list_events("app_a", EventFilter::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(all.clone()),
+        [payouts[1].id.clone(), payouts[0].id.clone()]
+    );
+    let page = store
+        .list_events(
+            "app_a",
+            EventFilter {
+                after: Some(all[0].id.clone()),
+                ..EventFilter::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(page), [payouts[0].id.clone()]);
+    let one = store
+        .list_events(
+            "app_a",
+            EventFilter {
+                payout_id: Some(payouts[0].id.clone()),
+                ..EventFilter::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    let none = store
+        .list_events(
+            "app_a",
+            EventFilter {
+                event_type: Some("payout.succeeded".to_owned()),
+                ..EventFilter::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    // Delivered, then asked for again: due now with fresh attempts; only by its own client.
+    let mut delivered = all[0].clone();
+    delivered.attempts = 3;
+    delivered.delivered_at = Some(now_micros());
+    delivered.next_attempt_at = i64::MAX;
+    store.update_event(&delivered).await.unwrap();
+    assert!(
+        store
+            .redeliver_event("app_b", &delivered.id, 5)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let again = store
+        .redeliver_event("app_a", &delivered.id, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.attempts, again.next_attempt_at, again.delivered_at),
+        (0, 5, None)
+    );
+    let due = store.claim_due_events(10, 20, 10).await.unwrap();
+    assert!(due.iter().any(|e| e.id == delivered.id));
 }

@@ -167,3 +167,151 @@ async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_k
         "a revoked client was given a key"
     );
 }
+
+async fn get_json(stack: &Stack, key: &str, path: &str) -> (u16, Value) {
+    let r = stack
+        .http
+        .get(format!("{}{path}", stack.proxy_url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn post_json(stack: &Stack, key: &str, path: &str) -> (u16, Value) {
+    let r = stack
+        .http
+        .post(format!("{}{path}", stack.proxy_url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn hooks_with_id(stack: &Stack, event_id: &str) -> usize {
+    stack
+        .hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.event["id"] == event_id && h.signature_valid)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_listed_with_their_delivery_and_redelivered_on_request() {
+    let stack = Stack::start().await;
+    let key = stack.app_key.clone();
+    let mut payouts = Vec::new();
+    for pan in ["4242424242424242", "5555555555554444"] {
+        let id = stack.pay(pan, 300, "auto", "Ivanov Ivan").await;
+        stack.wait_status(&id, &["succeeded"], SECS).await;
+        stack.wait_hook(&id, "payout.succeeded").await;
+        payouts.push(id);
+    }
+
+    // One payout's succeeded event, as sent, with its delivery.
+    let (status, page) = get_json(
+        &stack,
+        &key,
+        &format!("/v1/events?payout={}&type=payout.succeeded", payouts[0]),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let events = page["data"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    let event = &events[0];
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    assert_eq!(event["type"], "payout.succeeded");
+    assert_eq!(event["payout_id"], payouts[0].as_str());
+    assert_eq!(event["payload"]["id"], event_id.as_str());
+    assert_eq!(
+        event["payload"]["data"]["payout"]["id"],
+        payouts[0].as_str()
+    );
+    assert_eq!(event["delivery"]["status"], "delivered", "{event}");
+    assert!(event["delivery"]["delivered_at"].is_string());
+    assert!(!page.to_string().contains("4242424242424242"));
+
+    // Newest first, a page at a time.
+    let (_, first) = get_json(&stack, &key, "/v1/events?limit=1").await;
+    let cursor = first["next_after"].as_str().unwrap().to_owned();
+    assert_eq!(
+        first["data"][0]["payout_id"],
+        payouts[1].as_str(),
+        "{first}"
+    );
+    let (_, all) = get_json(&stack, &key, "/v1/events?limit=100").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 2, "{all}");
+    assert!(all["next_after"].is_null());
+    let (_, second) = get_json(&stack, &key, &format!("/v1/events?limit=1&after={cursor}")).await;
+    assert_eq!(
+        second["data"][0]["payout_id"],
+        payouts[0].as_str(),
+        "{second}"
+    );
+
+    // Bad filters name the parameter.
+    for (query, param) in [
+        ("type=payout.paid", "type"),
+        ("payout=42", "payout"),
+        ("after=pay_x", "after"),
+        ("limit=0", "limit"),
+    ] {
+        let (status, body) = get_json(&stack, &key, &format!("/v1/events?{query}")).await;
+        assert_eq!(
+            (status, &body["error"]["param"]),
+            (400, &json!(param)),
+            "{body}"
+        );
+    }
+
+    // Redelivered on request: sent again, signed, with the same id.
+    assert_eq!(hooks_with_id(&stack, &event_id), 1);
+    let (status, body) = post_json(&stack, &key, &format!("/v1/events/{event_id}/redeliver")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["delivery"]["status"], "pending");
+    let deadline = std::time::Instant::now() + SECS;
+    while hooks_with_id(&stack, &event_id) < 2 {
+        assert!(std::time::Instant::now() < deadline, "never redelivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Another app of the tenant sees none of it, and cannot redeliver it: 404 as for a missing
+    // event. A reader may list but not redeliver.
+    let other = stack.proxy_client("other", "acme", "payouts:write,payouts:read");
+    let (_, theirs) = get_json(&stack, &other, "/v1/events").await;
+    assert_eq!(theirs["data"], json!([]), "{theirs}");
+    let (status, foreign) =
+        post_json(&stack, &other, &format!("/v1/events/{event_id}/redeliver")).await;
+    let (_, missing) = post_json(
+        &stack,
+        &other,
+        "/v1/events/evt_0000000000000000000000/redeliver",
+    )
+    .await;
+    assert_eq!((status, &foreign), (404, &missing));
+    let reader = stack.proxy_client("reader", "acme", "payouts:read");
+    let (status, body) =
+        post_json(&stack, &reader, &format!("/v1/events/{event_id}/redeliver")).await;
+    assert_eq!(
+        (status, &body["error"]["param"]),
+        (403, &json!("payouts:write")),
+        "{body}"
+    );
+
+    // An app with no webhook URL is told why nothing can be redelivered.
+    let id = clients(&stack)
+        .into_iter()
+        .find(|c| c["name"] == "app")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cli_ok(&stack, &["clients", "update", &id, "--no-webhook-url"]);
+    let (status, body) = post_json(&stack, &key, &format!("/v1/events/{event_id}/redeliver")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "webhook_url_not_set");
+}

@@ -1,0 +1,175 @@
+//! `GET /v1/events` and `POST /v1/events/{id}/redeliver`: an app reads the webhook events the
+//! proxy wrote for it, with how their delivery went, and asks for one again (after fixing its
+//! endpoint, or to replay what it lost). An app sees only its own events; another app's event
+//! is 404 exactly like a missing one.
+
+use axum::Json;
+use axum::extract::{Query, RawPathParams, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::caller::Caller;
+use super::error::ApiError;
+use crate::auth::Scope;
+use crate::engine::now_micros;
+use crate::payout::OutboxEvent;
+use crate::store::EventFilter;
+use crate::view::rfc3339;
+
+/// The event types an app can hear.
+const EVENT_TYPES: [&str; 5] = [
+    "payout.awaiting_confirmation",
+    "payout.succeeded",
+    "payout.failed",
+    "payout.cancelled",
+    "payout.returned",
+];
+
+/// An event as the app reads it: what was (or will be) sent, and how delivery went.
+#[derive(Serialize)]
+struct EventView {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    payout_id: String,
+    created_at: String,
+    delivery: DeliveryView,
+    /// The exact body POSTed to the webhook URL.
+    payload: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct DeliveryView {
+    /// `pending`, `delivered` or `abandoned`.
+    status: &'static str,
+    attempts: u32,
+    delivered_at: Option<String>,
+    next_attempt_at: Option<String>,
+    /// Fixed text and the HTTP status of the last failed attempt; never the URL.
+    last_error: Option<String>,
+}
+
+impl EventView {
+    fn new(e: OutboxEvent) -> Self {
+        let status = if e.delivered_at.is_some() {
+            "delivered"
+        } else if e.abandoned_at.is_some() {
+            "abandoned"
+        } else {
+            "pending"
+        };
+        Self {
+            delivery: DeliveryView {
+                status,
+                attempts: e.attempts,
+                delivered_at: e.delivered_at.map(rfc3339),
+                next_attempt_at: (status == "pending").then(|| rfc3339(e.next_attempt_at)),
+                last_error: e.last_error,
+            },
+            payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
+            created_at: rfc3339(e.created_at),
+            id: e.id,
+            event_type: e.event_type,
+            payout_id: e.payout_id,
+        }
+    }
+}
+
+/// `GET /v1/events` query.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    payout: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/events?payout=&type=&after=&limit=`: newest first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PayoutsRead)?;
+    let Ok(Query(q)) = query else {
+        return Err(ApiError::InvalidRequest(
+            "query: payout (a payout id), type (an event type), after (an event id) and limit (1-100)",
+        ));
+    };
+    if q.payout
+        .as_deref()
+        .is_some_and(|p| !shared::ids::is_id("pay_", p))
+    {
+        return Err(ApiError::InvalidParam(
+            "payout",
+            "payout must be a payout id",
+        ));
+    }
+    if q.event_type
+        .as_deref()
+        .is_some_and(|t| !EVENT_TYPES.contains(&t))
+    {
+        return Err(ApiError::InvalidParam(
+            "type",
+            "type must be an event type (payout.awaiting_confirmation, payout.succeeded, payout.failed, payout.cancelled, payout.returned)",
+        ));
+    }
+    if q.after
+        .as_deref()
+        .is_some_and(|a| !shared::ids::is_id("evt_", a))
+    {
+        return Err(ApiError::InvalidParam("after", "after must be an event id"));
+    }
+    if q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
+        return Err(ApiError::InvalidParam(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let limit = q.limit.unwrap_or(20);
+    let filter = EventFilter {
+        payout_id: q.payout,
+        event_type: q.event_type,
+        after: q.after,
+    };
+    let page = state
+        .engine
+        .store()
+        .list_events(&caller.0.id, filter, limit)
+        .await?;
+    let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
+        .then(|| page.last().map(|e| e.id.clone()))
+        .flatten();
+    let data: Vec<EventView> = page.into_iter().map(EventView::new).collect();
+    Ok(Json(serde_json::json!({ "data": data, "next_after": next })).into_response())
+}
+
+/// `POST /v1/events/{id}/redeliver`: due again now, with fresh attempts (202: it is sent by the
+/// deliverer, at least once; dedupe on the event id).
+pub(crate) async fn redeliver(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: RawPathParams,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PayoutsWrite)?;
+    let id = params
+        .iter()
+        .find(|(name, _)| *name == "id")
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| shared::ids::is_id("evt_", v))
+        .ok_or(ApiError::EventNotFound)?;
+    if caller.0.webhook_url.is_none() {
+        return Err(ApiError::NoWebhookUrl);
+    }
+    let event = state
+        .engine
+        .store()
+        .redeliver_event(&caller.0.id, &id, now_micros())
+        .await?
+        .ok_or(ApiError::EventNotFound)?;
+    state.engine.outbox_signal().notify_one();
+    Ok((StatusCode::ACCEPTED, Json(EventView::new(event))).into_response())
+}
