@@ -71,7 +71,11 @@ enum ClientsCommand {
         scopes: String,
     },
     /// List clients.
-    List,
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a client: its key stops working at once.
     Revoke {
         /// The client id (`cli_…`).
@@ -99,10 +103,32 @@ enum AuditCommand {
         /// Only events after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: u64,
-        /// At most this many events.
+        /// At most this many events (that pass the filters).
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+        /// Only this action (`token.detokenize`, `auth.fail`, `client.create`, …).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only events about this token.
+        #[arg(long)]
+        token: Option<String>,
+        /// Only events at or after this time: RFC 3339 (`2026-12-01T09:00:00Z`) or an age
+        /// (`24h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
     },
+}
+
+/// `audit list --since`: an RFC 3339 time or an age before now, as Unix microseconds.
+fn parse_since(text: &str) -> Option<i64> {
+    let at = match humantime::parse_rfc3339_weak(text) {
+        Ok(at) => at,
+        Err(_) => {
+            std::time::SystemTime::now().checked_sub(humantime::parse_duration(text).ok()?)?
+        }
+    };
+    let micros = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros();
+    i64::try_from(micros).ok()
 }
 
 /// Runs the command line.
@@ -135,7 +161,7 @@ fn state_files(command: &Command, config: &VaultConfig) -> Option<ExitCode> {
         command,
         Command::Audit { .. }
             | Command::Clients {
-                command: ClientsCommand::List | ClientsCommand::Revoke { .. }
+                command: ClientsCommand::List { .. } | ClientsCommand::Revoke { .. }
             }
     );
     let path = config.sqlite().path;
@@ -183,13 +209,51 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
         }
         Command::Clients { command } => return clients(command, &config).await,
         Command::Audit {
-            command: AuditCommand::List { after, limit },
+            command:
+                AuditCommand::List {
+                    after,
+                    limit,
+                    action,
+                    token,
+                    since,
+                },
         } => {
+            let since = match since.as_deref().map(parse_since) {
+                None => None,
+                Some(Some(t)) => Some(t),
+                Some(None) => {
+                    eprintln!(
+                        "vault: --since: expected an RFC 3339 time (2026-12-01T09:00:00Z) or an age (24h, 7d)"
+                    );
+                    return Ok(ExitCode::from(EX_USAGE));
+                }
+            };
             let vault = open_vault_read_only(&config).await?;
-            for event in vault.audit_events(after, limit).await? {
-                let mut line = serde_json::to_value(&event)?;
-                line["occurred_at"] = serde_json::Value::String(rfc3339_micros(event.occurred_at));
-                println!("{line}");
+            // Read in pages and filtered here: the chain is read in order anyway, and a filter
+            // never changes what `verify` sees.
+            let (mut cursor, mut printed) = (after, 0u32);
+            'pages: loop {
+                let page = vault.audit_events(cursor, 1000).await?;
+                let Some(last) = page.last() else { break };
+                cursor = last.seq;
+                for event in page {
+                    let keep = action.as_deref().is_none_or(|a| event.action == a)
+                        && token
+                            .as_deref()
+                            .is_none_or(|t| event.token.as_deref() == Some(t))
+                        && since.is_none_or(|t| event.occurred_at >= t);
+                    if !keep {
+                        continue;
+                    }
+                    if printed == limit {
+                        break 'pages;
+                    }
+                    let mut line = serde_json::to_value(&event)?;
+                    line["occurred_at"] =
+                        serde_json::Value::String(rfc3339_micros(event.occurred_at));
+                    println!("{line}");
+                    printed += 1;
+                }
             }
         }
         Command::Audit {
@@ -311,11 +375,13 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
             println!("api_key:   {}", key.expose());
             println!("The API key is shown only now; the vault stores only its hash.");
         }
-        ClientsCommand::List => {
-            println!(
-                "{:<26}  {:<20}  {:<16}  {:<20}  {:<10}  scopes",
-                "id", "name", "tenant", "created", "status"
-            );
+        ClientsCommand::List { json } => {
+            if !json {
+                println!(
+                    "{:<26}  {:<20}  {:<16}  {:<20}  {:<10}  scopes",
+                    "id", "name", "tenant", "created", "status"
+                );
+            }
             for c in vault.clients().await? {
                 let status = if !vault.is_authentic(&c) {
                     "TAMPERED"
@@ -324,6 +390,18 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                 } else {
                     "active"
                 };
+                if json {
+                    let line = serde_json::json!({
+                        "id": c.id.as_str(),
+                        "name": c.name,
+                        "tenant": c.tenant,
+                        "scopes": c.scopes.to_string(),
+                        "created_at": rfc3339(c.created_at),
+                        "status": status,
+                    });
+                    println!("{line}");
+                    continue;
+                }
                 println!(
                     "{:<26}  {:<20}  {:<16}  {:<20}  {:<10}  {}",
                     c.id,

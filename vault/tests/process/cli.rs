@@ -375,3 +375,72 @@ fn a_startup_failure_is_one_line_with_the_documented_code() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Issue 12 §3: listings have `--json`; `audit list` filters by action, token and time.
+#[tokio::test]
+async fn listings_speak_json_and_audit_list_filters() {
+    let vault = VaultDir::new();
+    let (id, key) = vault.client("acme", ALL_SCOPES);
+    let server = vault.serve();
+    let http = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    for pan in ["4242424242424242", "5555555555554444"] {
+        let created: serde_json::Value = http
+            .post(format!("{}/v1/tokens", server.base))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({ "pan": pan }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        tokens.push(created["token"].as_str().unwrap().to_owned());
+    }
+    let read = http
+        .get(format!("{}/v1/tokens/{}", server.base, tokens[0]))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+
+    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = vault.run(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let clients = lines(&["clients", "list", "--json"]);
+    assert_eq!(clients.len(), 1);
+    assert_eq!(clients[0]["id"], id.as_str());
+    assert_eq!(clients[0]["status"], "active");
+    assert!(!clients[0].to_string().contains(&key));
+
+    let actions = |events: &[serde_json::Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let about_first = lines(&["audit", "list", "--token", &tokens[0]]);
+    assert_eq!(actions(&about_first), ["token.create", "token.read"]);
+    let reads = lines(&["audit", "list", "--action", "token.read"]);
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0]["token"], tokens[0].as_str());
+    let creates = lines(&["audit", "list", "--action", "token.create", "--limit", "1"]);
+    assert_eq!(creates.len(), 1);
+    assert_eq!(creates[0]["token"], tokens[0].as_str());
+    let recent = lines(&["audit", "list", "--since", "1h", "--action", "token.create"]);
+    assert_eq!(recent.len(), 2);
+    assert!(lines(&["audit", "list", "--since", "2999-01-01T00:00:00Z"]).is_empty());
+    let bad = vault.run(&["audit", "list", "--since", "yesterday-ish"]);
+    assert_eq!(bad.status.code(), Some(64), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--since"),
+        "{bad:?}"
+    );
+}
