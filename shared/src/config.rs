@@ -134,6 +134,19 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// What serde says was expected, in words a person configuring a service reads: Rust's own
+/// type names (`usize`, `u32`, `i64`, `f64`, `bool`) never reach a message.
+pub fn plain_expected(expected: &str) -> &str {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" | "a boolean" => "true or false",
+        "char" => "a single character",
+        other => other,
+    }
+}
+
 /// Rewrites a serde error message into one that names the kind of problem and what was
 /// expected, and drops everything that came from the input. serde's messages have the shapes
 /// `invalid type: <what> "<value>", expected <type>`, `invalid value: …, expected …`,
@@ -142,7 +155,7 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 fn describe(message: &str) -> String {
     let expected = message
         .rfind(", expected ")
-        .map(|i| &message[i + ", expected ".len()..])
+        .map(|i| plain_expected(&message[i + ", expected ".len()..]))
         .filter(|e| !e.contains('"'));
     let with_expected = |kind: &str| match expected {
         Some(e) => format!("{kind} (expected {e})"),
@@ -503,7 +516,7 @@ mod tests {
             (
                 format!("[server]\nbody_limit_bytes = \"{secret}\"\n"),
                 vec![],
-                "server.body_limit_bytes: wrong type (expected usize)",
+                "server.body_limit_bytes: wrong type (expected a whole number, 0 or more)",
             ),
             (
                 String::new(),
@@ -519,7 +532,7 @@ mod tests {
             (
                 format!("[keys]\nacme = \"{secret}\"\n"),
                 vec![],
-                "keys.acme: wrong type (expected u32)",
+                "keys.acme: wrong type (expected a whole number, 0 or more)",
             ),
             (
                 format!("[server]\nlisten = \"{secret}\"\n"),

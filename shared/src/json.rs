@@ -109,6 +109,61 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], known: &[&'static str]) -> Resu
     serde_json::from_slice(bytes).map_err(|e| classify(&e, known))
 }
 
+/// [`decode`], and for a field that is missing, unknown or of the wrong type or value, its JSON
+/// path (`recipient.full_name`, `metadata.items[2]`) for `error.param`. The path holds names
+/// only, never a value: keys that are not plain identifiers show as `*`, and a path whose digits
+/// spell a long run has them hidden. An unknown field is named when it is a plain identifier.
+///
+/// # Errors
+///
+/// The [`DecodeError`], with the path where one is known.
+pub fn decode_at<T: DeserializeOwned>(
+    bytes: &[u8],
+    known: &[&'static str],
+) -> Result<T, (DecodeError, Option<FieldPath>)> {
+    if nests_deeper_than(bytes, MAX_DEPTH) {
+        return Err((DecodeError::TooDeep, None));
+    }
+    if let Some(path) = sensitive_name_path(bytes) {
+        return Err((DecodeError::SensitiveData, Some(path)));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let decoded: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let error = classify(e.inner(), known);
+        let path = match error {
+            DecodeError::Malformed | DecodeError::TooDeep | DecodeError::SensitiveData => None,
+            _ => field_path(&e),
+        };
+        (error, path)
+    })?;
+    // Trailing bytes after the value, as `serde_json::from_slice` refuses them.
+    de.end().map_err(|_| (DecodeError::Malformed, None))?;
+    Ok(decoded)
+}
+
+/// The path of a decode error, with the missing field's own name appended (serde reports a
+/// missing field at its parent object; the name in its message is the program's, not input).
+fn field_path(e: &serde_path_to_error::Error<serde_json::Error>) -> Option<FieldPath> {
+    use serde_path_to_error::Segment;
+    let mut path = FieldPath::default();
+    for segment in e.path().iter() {
+        path = match segment {
+            Segment::Map { key } => path.child(key),
+            Segment::Seq { index } => path.index(*index),
+            Segment::Enum { .. } | Segment::Unknown => path,
+        };
+    }
+    let mut message = e.inner().to_string();
+    if message.starts_with("missing field `")
+        && let Some(name) = message.split('`').nth(1)
+    {
+        path = path.child(name);
+    }
+    message.zeroize();
+    let path = path.scrubbed();
+    (!path.as_str().is_empty()).then_some(path)
+}
+
 fn classify(e: &serde_json::Error, known: &[&'static str]) -> DecodeError {
     use serde_json::error::Category;
     match e.classify() {
@@ -149,6 +204,87 @@ pub fn wipe(bytes: Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "decoded only")]
+    struct PayBody {
+        amount: i64,
+        recipient: Recipient,
+        #[serde(default)]
+        items: Vec<u32>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "decoded only")]
+    struct Recipient {
+        full_name: String,
+    }
+
+    fn param(body: &str) -> (DecodeError, Option<String>) {
+        let (e, path) = decode_at::<PayBody>(body.as_bytes(), &[]).unwrap_err();
+        (e, path.map(|p| p.as_str().to_owned()))
+    }
+
+    #[test]
+    fn decode_errors_name_the_field_and_never_the_value() {
+        let named = |body: &str, kind: DecodeError, path: &str| {
+            assert_eq!(param(body), (kind, Some(path.to_owned())), "{body}");
+        };
+        named(
+            r#"{"amount":1,"recipient":{}}"#,
+            DecodeError::MissingField,
+            "recipient.full_name",
+        );
+        named(
+            r#"{"recipient":{"full_name":"A"}}"#,
+            DecodeError::MissingField,
+            "amount",
+        );
+        named(
+            r#"{"amount":"4242424242424242","recipient":{"full_name":"A"}}"#,
+            DecodeError::Invalid,
+            "amount",
+        );
+        named(
+            r#"{"amount":1,"recipient":{"full_name":7}}"#,
+            DecodeError::Invalid,
+            "recipient.full_name",
+        );
+        named(
+            r#"{"amount":1,"recipient":{"full_name":"A"},"items":[1,"x"]}"#,
+            DecodeError::Invalid,
+            "items[1]",
+        );
+        named(
+            r#"{"amount":1,"recipient":{"full_name":"A"},"colour":1}"#,
+            DecodeError::UnknownField,
+            "colour",
+        );
+        // An unknown key that is a card number is not handed back.
+        let (kind, path) =
+            param(r#"{"amount":1,"recipient":{"full_name":"A"},"4242424242424242":1}"#);
+        assert_eq!(kind, DecodeError::UnknownField);
+        assert!(
+            path.as_deref().is_none_or(|p| !p.contains("4242")),
+            "{path:?}"
+        );
+        let (kind, path) = param(r#"{"amount":1,"recipient":{"full_name":"A"},"a b":1}"#);
+        assert_eq!(
+            (kind, path.as_deref()),
+            (DecodeError::UnknownField, Some("*"))
+        );
+        // Not JSON, trailing bytes: no path.
+        assert_eq!(param("{"), (DecodeError::Malformed, None));
+        assert_eq!(
+            param(r#"{"amount":1,"recipient":{"full_name":"A"}} x"#),
+            (DecodeError::Malformed, None)
+        );
+        assert!(
+            decode_at::<PayBody>(br#"{"amount":1,"recipient":{"full_name":"A"}}"#, &[]).is_ok()
+        );
+    }
 
     /// `{"a":` then arrays to reach `depth` levels in all.
     fn nested(depth: usize) -> String {

@@ -32,6 +32,8 @@ pub enum ApiError {
     InvalidRequest(&'static str),
     /// 400: this parameter (a JSON path or a query parameter) breaks this rule.
     InvalidParam(&'static str, &'static str),
+    /// 400: the field at this path (names only) breaks this rule.
+    InvalidField(shared::json::FieldPath, &'static str),
     /// 401: a bank webhook without a valid signature.
     InvalidSignature,
     /// 400: not JSON.
@@ -121,9 +123,9 @@ impl ApiError {
                 "this app has no webhook URL to deliver to; set one with `proxy clients update ID --webhook-url URL`",
             ),
             Self::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
-            Self::InvalidRequest(message) | Self::InvalidParam(_, message) => {
-                (S::BAD_REQUEST, "invalid_request", *message)
-            }
+            Self::InvalidRequest(message)
+            | Self::InvalidParam(_, message)
+            | Self::InvalidField(_, message) => (S::BAD_REQUEST, "invalid_request", *message),
             Self::InvalidSignature => (
                 S::UNAUTHORIZED,
                 "invalid_signature",
@@ -231,7 +233,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
         let body = match &self {
-            Self::SensitiveField(field) => ErrorBody::at_field(code, message, field),
+            Self::SensitiveField(field) | Self::InvalidField(field, _) => {
+                ErrorBody::at_field(code, message, field)
+            }
             Self::InvalidParam(param, _) | Self::MissingScope(param) => {
                 ErrorBody::at_param(code, message, param)
             }

@@ -106,25 +106,70 @@ fn decode<T: serde::de::DeserializeOwned>(
     if !shared::json::is_json_content_type(content_type) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    shared::json::decode(body, &[]).map_err(|e| match e {
-        DecodeError::Malformed => ApiError::MalformedJson,
-        // A refusal is rare: the walk again, for the path to name.
-        DecodeError::SensitiveData => shared::json::sensitive_name_path(body)
-            .map_or(ApiError::SensitiveData, ApiError::SensitiveField),
-        DecodeError::UnknownField => {
-            ApiError::InvalidRequest("the request body has a field this route does not accept")
+    shared::json::decode_at(body, &[]).map_err(|(e, path)| {
+        // The create body's own fields get their rule; any other path is named as it is (a
+        // `FieldPath` holds names only, never values).
+        let rule = |name: &str| {
+            CREATE_FIELDS
+                .iter()
+                .find(|(field, _)| *field == name)
+                .map(|(_, rule)| *rule)
+        };
+        match (e, path) {
+            (DecodeError::Malformed, _) => ApiError::MalformedJson,
+            (DecodeError::SensitiveData, Some(path)) => ApiError::SensitiveField(path),
+            (DecodeError::SensitiveData, None) => ApiError::SensitiveData,
+            (DecodeError::UnknownField, Some(path)) => ApiError::InvalidField(
+                path,
+                "the request body has a field this route does not accept (named in error.param)",
+            ),
+            (DecodeError::MissingField, Some(path)) => {
+                let message = rule(path.as_str()).unwrap_or("a required field is missing");
+                ApiError::InvalidField(path, message)
+            }
+            (DecodeError::Invalid | DecodeError::Known(_), Some(path)) => {
+                let message = rule(path.as_str())
+                    .unwrap_or("a field of the request body has the wrong type or value");
+                ApiError::InvalidField(path, message)
+            }
+            (DecodeError::UnknownField, None) => {
+                ApiError::InvalidRequest("the request body has a field this route does not accept")
+            }
+            (DecodeError::MissingField, None) => {
+                ApiError::InvalidRequest("the request body lacks a required field")
+            }
+            (DecodeError::Invalid | DecodeError::Known(_), None) => ApiError::InvalidRequest(
+                "the request body must be a JSON object of the fields this route takes",
+            ),
+            (DecodeError::TooDeep, _) => ApiError::InvalidRequest(
+                "the request body nests arrays and objects more than 32 levels deep",
+            ),
         }
-        DecodeError::MissingField => {
-            ApiError::InvalidRequest("the request body lacks a required field")
-        }
-        DecodeError::Invalid | DecodeError::Known(_) => {
-            ApiError::InvalidRequest("a field of the request body has the wrong type or value")
-        }
-        DecodeError::TooDeep => ApiError::InvalidRequest(
-            "the request body nests arrays and objects more than 32 levels deep",
-        ),
     })
 }
+
+/// The create body's fields and the rule each must meet, for decode errors.
+const CREATE_FIELDS: &[(&str, &str)] = &[
+    (
+        "card_token",
+        "card_token must be a vault token (tok_ and 22 letters or digits), as a string",
+    ),
+    ("amount", "amount must be a positive integer in minor units"),
+    (
+        "currency",
+        "currency must be an ISO 4217 currency code, as a string, such as RUB",
+    ),
+    ("recipient", "recipient must be an object with full_name"),
+    (
+        "recipient.full_name",
+        "recipient.full_name must be the recipient's full name, as a string",
+    ),
+    (
+        "metadata",
+        "metadata must be a JSON value of at most 4096 bytes",
+    ),
+    ("confirm", "confirm must be \"auto\" or \"manual\""),
+];
 
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let key = headers

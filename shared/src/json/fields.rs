@@ -33,7 +33,7 @@ impl FieldPath {
     /// The path with every digit hidden when its keys and indexes together spell a long digit
     /// run (`metadata.4242.4242.4242.4242` would otherwise hand back a card number).
     #[must_use]
-    fn scrubbed(mut self) -> Self {
+    pub(super) fn scrubbed(mut self) -> Self {
         if crate::scan::has_digit_run(self.0.as_bytes(), 13) {
             self.0 = self
                 .0
@@ -42,6 +42,12 @@ impl FieldPath {
                 .collect();
         }
         self
+    }
+
+    /// This path with array index `i` appended.
+    #[must_use]
+    pub fn index(&self, i: usize) -> Self {
+        self.child_index(i)
     }
 
     /// The path as text.

@@ -246,6 +246,56 @@ async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
         }
     }
 
+    // Bodies of the wrong shape name the field too, and say the rule in words (no Rust type
+    // names, no values).
+    let shapes = [
+        (
+            json!({"card_token": token, "amount": "100", "currency": "RUB", "recipient": {"full_name": "A B"}}),
+            "amount",
+        ),
+        (
+            json!({"card_token": token, "amount": 1.5, "currency": "RUB", "recipient": {"full_name": "A B"}}),
+            "amount",
+        ),
+        (
+            json!({"card_token": token, "currency": "RUB", "recipient": {"full_name": "A B"}}),
+            "amount",
+        ),
+        (
+            json!({"card_token": token, "amount": 100, "currency": "RUB", "recipient": {}}),
+            "recipient.full_name",
+        ),
+        (
+            json!({"card_token": token, "amount": 100, "currency": "RUB", "recipient": {"full_name": "A B"}, "confirm": "maybe"}),
+            "confirm",
+        ),
+        (
+            json!({"card_token": token, "amount": 100, "currency": "RUB", "recipient": {"full_name": "A B"}, "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"card_token": token, "amount": 100, "currency": 643, "recipient": {"full_name": "A B"}}),
+            "currency",
+        ),
+    ];
+    for (i, (b, param)) in shapes.into_iter().enumerate() {
+        let (status, bytes) = stack.create_payout(&format!("shape-{i}"), &b).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status, 400, "{b}: {text}");
+        let e: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(e["error"]["param"], param, "{b}: {text}");
+        let message = e["error"]["message"].as_str().unwrap();
+        for word in message.split(|c: char| !c.is_ascii_alphanumeric()) {
+            assert!(
+                !["i64", "u64", "u32", "usize", "f64", "str", "String"].contains(&word),
+                "a Rust type in {message}"
+            );
+        }
+        for value in ["red", "maybe", "643", "1.5"] {
+            assert!(!text.contains(value), "echoed {value}: {text}");
+        }
+    }
+
     // ISO 4217, any case in, upper case stored; a replay says it is one.
     let good = body(json!(100), "rub", "Ivanov Ivan", &token);
     let first = stack

@@ -17,14 +17,16 @@ use crate::service::VaultError;
 pub enum ApiError {
     /// 503: the audit event could not be written, so nothing was done.
     AuditUnavailable,
-    /// 403: the API key lacks the scope.
-    Forbidden,
+    /// 403: the API key lacks this scope (named in `param`).
+    Forbidden(&'static str),
     /// 500: something failed inside; details are in the log.
     Internal,
     /// 500: a stored ciphertext failed its integrity check.
     Integrity,
     /// 400: the body is valid JSON of the wrong shape or value.
     InvalidRequest(&'static str),
+    /// 400: this field (one of the route's own names, in `param`) breaks this rule.
+    InvalidParam(&'static str, &'static str),
     /// 400: the `pan` field is not a card number.
     InvalidPan(&'static str),
     /// 400: the body is not JSON.
@@ -65,10 +67,10 @@ impl ApiError {
                 "audit_unavailable",
                 "the audit log cannot be written, so the request was refused",
             ),
-            Self::Forbidden => (
+            Self::Forbidden(_) => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "this API key does not have the scope this operation needs",
+                "this API key does not have the scope this operation needs (named in error.param); create a client with it",
             ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,7 +82,9 @@ impl ApiError {
                 "integrity_error",
                 "the stored card data failed its integrity check",
             ),
-            Self::InvalidRequest(message) => (StatusCode::BAD_REQUEST, "invalid_request", message),
+            Self::InvalidRequest(message) | Self::InvalidParam(_, message) => {
+                (StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
             Self::InvalidPan(message) => (StatusCode::BAD_REQUEST, "invalid_pan", message),
             Self::MalformedJson => (
                 StatusCode::BAD_REQUEST,
@@ -165,7 +169,14 @@ pub(crate) const PAN_NOT_STRING: &str = "pan must be a JSON string";
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        let mut response = (status, axum::Json(ErrorBody::fixed(code, message))).into_response();
+        let body = match self {
+            Self::Forbidden(param) | Self::InvalidParam(param, _) => {
+                ErrorBody::at_param(code, message, param)
+            }
+            Self::InvalidPan(_) => ErrorBody::at_param(code, message, "pan"),
+            _ => ErrorBody::fixed(code, message),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
         if let Self::RateLimited { retry_after } = self {
             response
                 .headers_mut()
@@ -180,7 +191,7 @@ impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
         match e {
             VaultError::NotFound => Self::NotFound,
-            VaultError::Forbidden(_) => Self::Forbidden,
+            VaultError::Forbidden(scope) => Self::Forbidden(scope),
             VaultError::Integrity => Self::Integrity,
             VaultError::Invalid(message) => Self::InvalidRequest(message),
             VaultError::AuditUnavailable(source) => {

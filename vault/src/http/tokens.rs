@@ -190,13 +190,27 @@ pub(crate) async fn create(
     let expiry = match (body.exp_month, body.exp_year) {
         (None, None) => None,
         (Some(m), Some(y)) if (1..=12).contains(&m) && (2000..=2099).contains(&y) => Some((m, y)),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest(
-                "exp_month must be 1-12 and exp_year a four-digit year from 2000 to 2099",
+        (Some(m), Some(_)) if !(1..=12).contains(&m) => {
+            return Err(ApiError::InvalidParam(
+                "exp_month",
+                "exp_month must be a whole number from 1 to 12",
             ));
         }
-        _ => {
-            return Err(ApiError::InvalidRequest(
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidParam(
+                "exp_year",
+                "exp_year must be a four-digit year from 2000 to 2099",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(ApiError::InvalidParam(
+                "exp_year",
+                "exp_month and exp_year go together: send both or neither",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::InvalidParam(
+                "exp_month",
                 "exp_month and exp_year go together: send both or neither",
             ));
         }
@@ -205,7 +219,8 @@ pub(crate) async fn create(
         .ttl_seconds
         .is_some_and(|ttl| ttl == 0 || ttl > state.limits.max_ttl_seconds)
     {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::InvalidParam(
+            "ttl_seconds",
             "ttl_seconds must be positive and at most the configured maximum",
         ));
     }
@@ -315,12 +330,14 @@ pub(crate) async fn delete(
 fn validate_purpose(purpose: &str) -> Result<(), ApiError> {
     let printable = purpose.bytes().all(|b| (0x20..0x7f).contains(&b));
     if purpose.trim().is_empty() || purpose.len() > MAX_PURPOSE_LEN || !printable {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::InvalidParam(
+            "purpose",
             "purpose must be 1-128 printable ASCII characters",
         ));
     }
     if purpose.bytes().filter(u8::is_ascii_digit).count() > MAX_PURPOSE_DIGITS {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::InvalidParam(
+            "purpose",
             "purpose may contain at most 12 digits in all (a card number has at least 13)",
         ));
     }

@@ -386,3 +386,94 @@ async fn a_purpose_holds_at_most_twelve_digits() {
         .unwrap();
     assert_eq!(stored, 0);
 }
+
+/// Issue 12 §2: an error names the field (`error.param`) and the rule, in words: never a Rust
+/// type name, never the value; a 403 names the scope it lacks.
+#[tokio::test]
+async fn errors_name_the_field_and_the_rule_in_words() {
+    let v = TestVault::spawn().await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    let token = v.token_for(&key, "4242424242424242").await;
+    let rust_types = [
+        "u8", "u16", "u32", "u64", "usize", "i64", "isize", "f64", "bool",
+    ];
+    let detokenize = format!("/v1/tokens/{token}/detokenize");
+    let cases: &[(&str, &str, &str)] = &[
+        ("/v1/tokens", r#"{}"#, "pan"),
+        (
+            "/v1/tokens",
+            r#"{"pan":"4242424242424242","exp_month":"x","exp_year":2030}"#,
+            "exp_month",
+        ),
+        (
+            "/v1/tokens",
+            r#"{"pan":"4242424242424242","exp_month":300,"exp_year":2030}"#,
+            "exp_month",
+        ),
+        (
+            "/v1/tokens",
+            r#"{"pan":"4242424242424242","exp_month":13,"exp_year":2030}"#,
+            "exp_month",
+        ),
+        (
+            "/v1/tokens",
+            r#"{"pan":"4242424242424242","exp_month":1,"exp_year":1999}"#,
+            "exp_year",
+        ),
+        (
+            "/v1/tokens",
+            r#"{"pan":"4242424242424242","exp_month":1}"#,
+            "exp_year",
+        ),
+        (
+            "/v1/tokens",
+            r#"{"pan":"4242424242424242","ttl_seconds":-1}"#,
+            "ttl_seconds",
+        ),
+        (
+            "/v1/tokens",
+            r#"{"pan":"4242424242424242","ttl_seconds":0}"#,
+            "ttl_seconds",
+        ),
+        ("/v1/tokens", r#"{"pan":"4242424242424243"}"#, "pan"),
+        (&detokenize, r#"{}"#, "purpose"),
+        (&detokenize, r#"{"purpose":7}"#, "purpose"),
+        (&detokenize, r#"{"purpose":""}"#, "purpose"),
+    ];
+    for (path, body, param) in cases {
+        let reply = v.call(Method::POST, path, Some(&key), Some(body)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.text()
+        );
+        let json = reply.json();
+        assert_eq!(json["error"]["param"], *param, "{body}: {json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(param), "{body}: {message}");
+        for word in message.split(|c: char| !c.is_ascii_alphanumeric()) {
+            assert!(
+                !rust_types.contains(&word),
+                "{body}: a Rust type in {message}"
+            );
+        }
+        assert!(
+            !reply.text().contains("2030") && !reply.text().contains("300"),
+            "{body}: echoed"
+        );
+    }
+
+    // A scope the key lacks is named.
+    let reader = v.client("acme", "tokens:read").await;
+    let reply = v
+        .call(
+            Method::POST,
+            &detokenize,
+            Some(&reader),
+            Some(r#"{"purpose":"payout"}"#),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["error"]["param"], "tokens:detokenize");
+}
