@@ -41,8 +41,8 @@ pub struct AppState {
     pub bank_verifier: Arc<SignatureVerifier>,
     /// Deadline per request.
     pub request_timeout: Duration,
-    /// The vault keys' last check, for `/readyz`.
-    pub vault_check: Arc<health::VaultCheck>,
+    /// The vault keys' and the bank's last check, for `/readyz`.
+    pub dependencies: Arc<health::DependencyCheck>,
 }
 
 /// The API router.

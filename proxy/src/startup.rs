@@ -86,10 +86,14 @@ impl Application {
             &config.bank131.bank_public_key_file,
         )?);
         let vault = VaultClient::new(&config.vault)?;
-        let vault_check = Arc::new(crate::http::health::VaultCheck::new(vault.clone()));
-        // Said at start, not found by the first payout: a broken vault key fails every payout.
-        for problem in vault_check.problems().await {
-            tracing::error!(problem = %problem, "vault configuration");
+        let dependencies = Arc::new(crate::http::health::DependencyCheck::new(
+            vault.clone(),
+            bank.clone(),
+        ));
+        // Said at start, not found by the first payout: a broken vault key or bank setting
+        // fails every payout.
+        for problem in dependencies.problems().await {
+            tracing::error!(problem = %problem, "configuration");
         }
         let engine = Engine::new(Arc::clone(&store), bank, vault, config.payouts.clone());
         let secrets = Arc::new(crate::secrets::for_config(config)?);
@@ -115,7 +119,7 @@ impl Application {
                 engine,
                 bank_verifier,
                 request_timeout: Duration::from_millis(config.server.request_timeout_ms),
-                vault_check,
+                dependencies,
             },
             deliverer,
             body_limit: config.server.body_limit_bytes,

@@ -209,10 +209,27 @@ where
         // One line saying what failed (and, in the errors' own words, how to fix it): not a log
         // event as well, which would say it twice.
         Err(e) => {
-            eprintln!("{name}: {e:#}");
+            eprintln!("{name}: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: an error that already quotes its
+/// source (`"wrapping secrets: {0}"`) would otherwise print it twice.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// The process could not be hardened.
@@ -262,6 +279,18 @@ mod tests {
             rustix::process::dumpable_behavior().unwrap(),
             rustix::process::DumpableBehavior::NotDumpable
         );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the key: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn a_failure_is_one_line_with_each_cause_once() {
+        let quoting = anyhow::Error::new(Quoting(std::io::Error::other("no such file")));
+        assert_eq!(one_line(&quoting), "reading the key: no such file");
+        let chained = anyhow::Error::new(std::io::Error::other("no such file")).context("opening");
+        assert_eq!(one_line(&chained), "opening: no such file");
     }
 }
 

@@ -11,27 +11,35 @@ pub(crate) async fn live() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-/// The configured vault keys, checked against the vault at most every [`VaultCheck::EVERY`].
+/// What the proxy depends on, checked at most every [`DependencyCheck::EVERY`]: each configured
+/// vault key against the vault (`GET /v1/clients/me`), and the bank's reachability, project and
+/// signature (a signed `wallet/balance`, which changes nothing).
 #[derive(Debug)]
-pub struct VaultCheck {
+pub struct DependencyCheck {
     vault: crate::vault_client::VaultClient,
+    bank: crate::bank131::Bank131Client,
     last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
 
-impl VaultCheck {
-    /// How long a verdict is reused: a readiness probe every second must not become a vault
-    /// request every second per key.
+impl DependencyCheck {
+    /// How long a verdict is reused: a readiness probe every second must not become a vault and
+    /// a bank request every second.
     pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-    /// A check of `vault`'s keys.
-    pub fn new(vault: crate::vault_client::VaultClient) -> Self {
+    /// A check of `vault`'s keys and of `bank`.
+    pub fn new(
+        vault: crate::vault_client::VaultClient,
+        bank: crate::bank131::Bank131Client,
+    ) -> Self {
         Self {
             vault,
+            bank,
             last: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// The problems found (fresh, or from the last check within [`VaultCheck::EVERY`]).
+    /// The problems found (fresh, or from the last check within [`DependencyCheck::EVERY`]),
+    /// each naming the setting and the fix; none holds a secret.
     pub async fn problems(&self) -> Vec<String> {
         let mut last = self.last.lock().await;
         if let Some((at, problems)) = last.as_ref()
@@ -39,20 +47,53 @@ impl VaultCheck {
         {
             return problems.clone();
         }
-        let problems = self.vault.check_keys().await;
+        let (mut problems, bank) = tokio::join!(self.vault.check_keys(), self.bank_problem());
+        problems.extend(bank);
         *last = Some((std::time::Instant::now(), problems.clone()));
         problems
     }
+
+    async fn bank_problem(&self) -> Option<String> {
+        use crate::bank131::Bank131Error as E;
+        let e = self.bank.wallet_balance().await.err()?;
+        Some(match &e {
+            E::Connect { .. } | E::Timeout { .. } | E::Transport { .. } => {
+                "bank131.base_url: Bank 131 cannot be reached (check the URL and the network)"
+                    .to_owned()
+            }
+            E::Bank { code, .. } if code == "identification_error" => {
+                "bank131.project: Bank 131 does not know this project id".to_owned()
+            }
+            E::Bank { code, .. } if code == "authentication_error" => {
+                "bank131.private_key_file: Bank 131 refused the request's signature (is this key's public half the one registered for bank131.project?)".to_owned()
+            }
+            E::Redirect { .. } => {
+                "bank131.base_url: answered with a redirect (not followed); use the API's own URL"
+                    .to_owned()
+            }
+            E::Signing(_) => {
+                "bank131.private_key_file: the partner key cannot sign".to_owned()
+            }
+            E::Bank { code, status, .. } => {
+                format!("bank131: the balance check was refused ({code}, HTTP {status})")
+            }
+            E::Http { status, .. } => format!(
+                "bank131.base_url: HTTP {status} without Bank 131's error body (is this the bank's API?)"
+            ),
+            _ => "bank131: the balance check's answer could not be read".to_owned(),
+        })
+    }
 }
 
-/// Readiness: the database accepts writes, and every vault key is what the proxy needs (a
-/// broken key would otherwise fail every payout while the proxy said it was ready).
+/// Readiness: the database accepts writes, every vault key is what the proxy needs, and the bank
+/// takes the proxy's signed requests (a broken setting would otherwise fail every payout while
+/// the proxy said it was ready).
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if let Err(e) = state.engine.store().check_writable().await {
         tracing::warn!(error = %e, "not ready");
         return ApiError::NotReady.into_response();
     }
-    let problems = state.vault_check.problems().await;
+    let problems = state.dependencies.problems().await;
     if problems.is_empty() {
         return Json(serde_json::json!({"status": "ready"})).into_response();
     }

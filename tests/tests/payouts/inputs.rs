@@ -428,3 +428,80 @@ async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_in_the_failur
         "the bank heard of it: {done}"
     );
 }
+
+/// Issue 12 §1: a bank setting that cannot work (an unknown project, a partner key the bank does
+/// not hold for the project, an unreachable URL) is named by `/readyz`, checked with a signed
+/// `wallet/balance`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
+    let mut stack = Stack::start().await;
+    let original = std::fs::read_to_string(stack.path("proxy.toml")).unwrap();
+    let dead_port = tests::stack::free_port().unwrap();
+    let project =
+        |key_pem: &str| json!({"id": crate::stack::PROJECT, "partner_public_key_pem": key_pem});
+    let partner_key = original
+        .lines()
+        .find_map(|l| l.strip_prefix("private_key_file = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let ours = tests::sandbox::Signer::from_pem(&std::fs::read_to_string(partner_key).unwrap())
+        .unwrap()
+        .public_key_pem()
+        .to_owned();
+    let (_, stranger) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
+    let cases = [
+        (
+            original.replace(
+                &format!("project = \"{}\"", crate::stack::PROJECT),
+                "project = \"not-our-project\"",
+            ),
+            None,
+            "bank131.project",
+        ),
+        // The bank holds another public key for the project than the proxy's partner key.
+        (
+            original.clone(),
+            Some(stranger.as_str()),
+            "bank131.private_key_file",
+        ),
+        (
+            original.replace(&stack.sandbox_url, &format!("http://127.0.0.1:{dead_port}")),
+            None,
+            "bank131.base_url",
+        ),
+    ];
+    for (toml, registered, setting) in cases {
+        if let Some(pem) = registered {
+            stack.control("projects", project(pem)).await;
+        }
+        tests::stack::write_secret(&stack.path("proxy.toml"), toml).unwrap();
+        stack.kill9_proxy();
+        stack.start_proxy().await;
+        let ready = stack
+            .http
+            .get(format!("{}/readyz", stack.proxy_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503, "{setting}");
+        let body: Value = ready.json().await.unwrap();
+        let problems = body["problems"].as_array().unwrap();
+        assert_eq!(problems.len(), 1, "{body}");
+        assert!(
+            problems[0].as_str().unwrap().starts_with(setting),
+            "{setting}: {body}"
+        );
+        stack.control("projects", project(&ours)).await;
+    }
+    tests::stack::write_secret(&stack.path("proxy.toml"), original).unwrap();
+    stack.kill9_proxy();
+    stack.start_proxy().await;
+    let ready = stack
+        .http
+        .get(format!("{}/readyz", stack.proxy_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
