@@ -33,6 +33,10 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit (`serve` also does this at start-up).
     Migrate,
+    /// Print the configuration in effect (secrets masked) and every problem found: key files,
+    /// the vault keys against the vault, the bank's project and signature. Exit 1 on a problem.
+    /// Writes nothing.
+    Check,
     /// Manage app clients.
     Clients {
         #[command(subcommand)]
@@ -245,6 +249,7 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
             tracing::info!("proxy stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check => check(&config).await,
         Command::Migrate => {
             open_store(&config).await?;
             println!("database schema is up to date");
@@ -255,6 +260,65 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
         Command::Webhooks { .. } => Ok(ExitCode::SUCCESS),
         Command::Bank131 { command } => bank131(command),
     }
+}
+
+/// `proxy check`: every problem a `serve` would meet, collected rather than stopping at the
+/// first, and the dependencies asked as `/readyz` asks them.
+async fn check(config: &ProxyConfig) -> anyhow::Result<ExitCode> {
+    let (mut notes, mut problems) = (Vec::new(), Vec::new());
+    if config.database.postgres_url().is_none() {
+        let path = config.sqlite().path;
+        if !path.exists() {
+            notes.push(format!(
+                "database.path: {} does not exist yet (`proxy migrate` or the first `serve` creates it)",
+                path.display()
+            ));
+        }
+    }
+    // Each problem starts with the setting it is about, once.
+    let about = |setting: &str, e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        if text.starts_with(setting) {
+            text
+        } else {
+            format!("{setting}: {text}")
+        }
+    };
+    if let Err(e) = SignatureVerifier::from_pem_file(&config.bank131.bank_public_key_file) {
+        problems.push(about("bank131.bank_public_key_file", &e));
+    }
+    if let Err(e) = crate::secrets::for_config(config) {
+        problems.push(about("webhooks", &e));
+    }
+    let bank = match crate::bank131::Bank131Client::new(&config.bank131) {
+        Ok(bank) => Some(bank),
+        Err(e) => {
+            problems.push(about("bank131", &e));
+            None
+        }
+    };
+    match (crate::vault_client::VaultClient::new(&config.vault), bank) {
+        (Ok(vault), Some(bank)) => {
+            let dependencies = crate::http::health::DependencyCheck::new(vault, bank);
+            problems.extend(dependencies.problems().await);
+        }
+        (Ok(vault), None) => problems.extend(vault.check_keys().await),
+        (Err(e), _) => problems.push(about("vault", &e)),
+    }
+    // Shown as it takes effect: the database file resolved against the config file's directory.
+    let mut shown = config.clone();
+    if shown.database.postgres_url().is_none() {
+        shown.database.path = Some(config.sqlite().path);
+    }
+    print!(
+        "{}",
+        shared::config::check_report("proxy", &shown, &notes, &problems)?
+    );
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// What to tell the operator about a refused webhook URL, fix included.

@@ -21,7 +21,7 @@ pub const DEFAULT_PORT: u16 = 8300;
 pub const DEFAULT_DATABASE: &str = "proxy.db";
 
 /// All settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     /// `[server]`.
@@ -55,6 +55,14 @@ impl<'de> Deserialize<'de> for VaultKey {
     }
 }
 
+/// Shown (by `proxy check`) as its prefix and length only.
+impl serde::Serialize for VaultKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let prefix: String = self.0.chars().take_while(|c| *c != '_').collect();
+        s.serialize_str(&format!("{prefix}_*** ({} characters)", self.0.len()))
+    }
+}
+
 impl VaultKey {
     /// The key text.
     pub fn expose(&self) -> &str {
@@ -74,7 +82,7 @@ impl fmt::Debug for VaultKey {
 }
 
 /// `[vault]`: where the card numbers are.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultSettings {
     /// The vault's base URL.
@@ -101,7 +109,7 @@ fn default_vault_timeout_ms() -> u64 {
 }
 
 /// `[payouts]`: the engine.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PayoutSettings {
     /// Manual mode: how long a payout may wait for the app's confirm or cancel.
@@ -144,7 +152,7 @@ impl Default for PayoutSettings {
 }
 
 /// `[webhooks]`: app webhook delivery.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookSettings {
     /// How often the outbox is polled.

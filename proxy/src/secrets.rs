@@ -31,6 +31,9 @@ pub enum SecretBoxError {
     /// The key file is missing, open to others or not 64 hex digits.
     #[error("webhooks.secret_key_file: {0}")]
     KeyFile(String),
+    /// As [`SecretBoxError::KeyFile`], in words that already name the setting.
+    #[error("{0}")]
+    KeyFileNamed(String),
     /// The stored secret does not open under this key (another key, or a changed row).
     #[error(
         "an app webhook secret does not open under this proxy's key (was webhooks.secret_key_file or the partner key changed?); restore the key, or revoke the client and create it again"
@@ -75,7 +78,7 @@ impl SecretBox {
     /// [`SecretBoxError::KeyFile`].
     pub fn from_key_file(path: &Path) -> Result<Self, SecretBoxError> {
         let line = shared::files::read_secret_line(path, "webhooks.secret_key_file")
-            .map_err(|e| SecretBoxError::KeyFile(e.to_string()))?;
+            .map_err(|e| SecretBoxError::KeyFileNamed(e.to_string()))?;
         let mut bytes = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(line.as_bytes(), bytes.as_mut_slice()).map_err(|_| {
             SecretBoxError::KeyFile(

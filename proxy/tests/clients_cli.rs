@@ -199,3 +199,55 @@ fn relative_paths_are_the_config_files_and_listing_creates_nothing() {
     assert!(listed.status.success());
     assert!(String::from_utf8_lossy(&listed.stdout).contains("shop"));
 }
+
+/// Issue 12 §1: `proxy check` prints the configuration in effect with the vault key masked and
+/// every problem (not only the first), each naming its setting; it exits 1 and writes nothing.
+#[test]
+fn check_masks_secrets_and_names_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    let key = "vk_SuperSecretKeyMaterial0123456";
+    std::fs::write(
+        &config,
+        format!(
+            "[vault]\nurl = \"http://127.0.0.1:9\"\n[vault.api_keys]\nacme = \"{key}\"\n\
+             [bank131]\nbase_url = \"http://127.0.0.1:9\"\nproject = \"p\"\n\
+             private_key_file = \"missing.pem\"\nbank_public_key_file = \"missing-bank.pem\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = proxy(&config, &["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        !stdout.contains("SuperSecret"),
+        "a key in the report: {stdout}"
+    );
+    assert!(
+        stdout.contains("acme = \"vk_*** (32 characters)\""),
+        "{stdout}"
+    );
+    for setting in [
+        "bank131.bank_public_key_file",
+        "bank131.private_key_file",
+        "vault.url",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("# - {setting}"))),
+            "{setting}: {stdout}"
+        );
+    }
+    // Defaults filled in, the database resolved against the config file's directory.
+    assert!(stdout.contains("max_attempts = 10"), "{stdout}");
+    assert!(
+        stdout.contains(&dir.path().join("proxy.db").display().to_string()),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path().join("proxy.db").exists(),
+        "check created the database"
+    );
+}

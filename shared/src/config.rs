@@ -227,7 +227,7 @@ fn override_key(table: &mut toml::Table, keys: &[String], value: toml::Value) ->
 }
 
 /// `[server]`: the HTTP listener.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on; each service has its own default port.
@@ -316,6 +316,13 @@ impl<'de> Deserialize<'de> for DatabaseUrl {
     }
 }
 
+/// Shown (by `check`) with the password replaced, as `Debug` shows it.
+impl serde::Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact_password(&self.0))
+    }
+}
+
 impl DatabaseUrl {
     /// The URL, password included: only for connecting.
     pub fn expose(&self) -> &str {
@@ -358,7 +365,7 @@ fn redact_password(url: &str) -> String {
 }
 
 /// `[database]`: the SQLite file or the PostgreSQL server.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `postgres://user:password@host:port/dbname` selects PostgreSQL (never logged); absent or
@@ -454,7 +461,7 @@ impl DatabaseConfig {
 }
 
 /// `[log]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` or `json`.
@@ -470,6 +477,37 @@ impl Default for LogConfig {
             filter: "info".to_owned(),
         }
     }
+}
+
+/// `check`'s report: the resolved configuration as TOML (secrets shown masked by their own
+/// `Serialize`), then notes (what is fine but worth knowing), then each problem or a verdict.
+///
+/// # Errors
+///
+/// The configuration could not be written as TOML.
+pub fn check_report<C: serde::Serialize>(
+    name: &str,
+    config: &C,
+    notes: &[String],
+    problems: &[String],
+) -> Result<String, toml::ser::Error> {
+    let mut out = format!(
+        "# {name}: the configuration in effect (defaults filled in, relative paths resolved, secrets masked)\n"
+    );
+    out.push_str(&toml::to_string(config)?);
+    out.push('\n');
+    for n in notes {
+        out.push_str(&format!("# note: {n}\n"));
+    }
+    if problems.is_empty() {
+        out.push_str("# no problems found\n");
+    } else {
+        out.push_str(&format!("# {} problem(s):\n", problems.len()));
+        for p in problems {
+            out.push_str(&format!("# - {p}\n"));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

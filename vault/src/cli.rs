@@ -40,6 +40,9 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit (`serve` also does this at start-up).
     Migrate,
+    /// Print the configuration in effect (secrets masked) and every problem found: the master
+    /// key file, the database, whether the key opens it. Exit 1 on a problem. Writes nothing.
+    Check,
     /// Bring a database an older vault made up to date: add the client key and MAC the existing
     /// client rows (audited). Check `clients list` first: the rows are trusted as they are.
     Upgrade,
@@ -193,6 +196,50 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             tracing::info!(addr = %app.local_addr()?, "vault listening");
             app.run_until(shutdown_signal()).await?;
             tracing::info!("vault stopped");
+        }
+        Command::Check => {
+            let (mut notes, mut problems) = (Vec::new(), Vec::new());
+            let key_file = &config.keys.master_key_file;
+            match std::fs::metadata(key_file) {
+                Err(_) => problems.push(format!(
+                    "keys.master_key_file: {} cannot be read (`vault init` writes one)",
+                    key_file.display()
+                )),
+                Ok(meta) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    if meta.permissions().mode() & 0o077 != 0 {
+                        problems.push(format!(
+                            "keys.master_key_file: {} is readable by others; chmod 600 it",
+                            key_file.display()
+                        ));
+                    }
+                }
+            }
+            let sqlite = config.database.postgres_url().is_none();
+            let path = config.sqlite().path;
+            if sqlite && !path.exists() {
+                notes.push(format!(
+                    "database.path: {} does not exist yet (`vault migrate` or the first `serve` creates it)",
+                    path.display()
+                ));
+            } else if problems.is_empty()
+                && let Err(e) = open_vault_read_only(&config).await
+            {
+                problems.push(format!("the master key and the database: {e}"));
+            }
+            // Shown as it takes effect: the database file resolved against the config file's
+            // directory.
+            let mut shown = config.clone();
+            if sqlite {
+                shown.database.path = Some(path);
+            }
+            print!(
+                "{}",
+                shared::config::check_report("vault", &shown, &notes, &problems)?
+            );
+            if !problems.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Migrate => {
             crate::startup::open_store(&config).await?;

@@ -11,7 +11,7 @@ pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
 pub use crate::limits::LimitsConfig;
 
 /// All settings.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VaultConfig {
     /// `[server]`.
@@ -31,7 +31,7 @@ pub struct VaultConfig {
 }
 
 /// `[audit]`: where the chain's head is anchored outside the database.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// A file the vault appends an authenticated checkpoint of the chain head to, every
@@ -52,7 +52,7 @@ impl Default for AuditConfig {
 }
 
 /// `[keys]`: where the master key comes from.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
     /// The master key file written by `vault init` (mode 0600).
@@ -68,7 +68,7 @@ impl Default for KeysConfig {
 }
 
 /// `[tokens]`: lifetimes.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
     /// Longest `ttl_seconds` a tokenize request may ask for.

@@ -69,7 +69,7 @@ impl Operation {
 }
 
 /// `[limits]`: rates are sustained requests per second, bursts how many may come at once.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Tokenize requests per second per client.

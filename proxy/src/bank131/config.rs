@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Which spelling of the session API to speak (API.md §0.2).
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, Eq, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiVersion {
     /// `/api/v1/session/…`, `payment_method`, `payments`.
@@ -35,7 +35,7 @@ impl ApiVersion {
 }
 
 /// How to reach and authenticate to Bank 131.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bank131Config {
     /// `https://demo.bank131.ru` (demo) or `https://proxy.bank131.ru` (live), or the sandbox.

@@ -444,3 +444,36 @@ async fn listings_speak_json_and_audit_list_filters() {
         "{bad:?}"
     );
 }
+
+/// Issue 12 §1: `vault check` names a master key others can read and a key that does not open
+/// the database, exits 1, and creates nothing.
+#[test]
+fn check_names_key_problems_and_creates_nothing() {
+    let vault = VaultDir::new();
+    let ok = vault.run(&["check"]);
+    assert!(ok.status.success(), "{ok:?}");
+    let report = String::from_utf8_lossy(&ok.stdout);
+    assert!(report.contains("# no problems found"), "{report}");
+    assert!(report.contains("max_ttl_seconds"), "{report}");
+    vault.client("acme", ALL_SCOPES);
+    std::fs::set_permissions(
+        vault.path("master.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let open = vault.run(&["check"]);
+    assert_eq!(open.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&open.stdout).contains("# - keys.master_key_file"),
+        "{open:?}"
+    );
+    // Another key over the same database.
+    std::fs::remove_file(vault.path("master.key")).unwrap();
+    assert!(vault.run(&["init"]).status.success());
+    let wrong = vault.run(&["check"]);
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    assert!(
+        String::from_utf8_lossy(&wrong.stdout).contains("# - the master key and the database"),
+        "{wrong:?}"
+    );
+}
