@@ -34,8 +34,13 @@ struct Cli {
     #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:8131")]
     listen: SocketAddr,
     /// The bank's RSA private key (PKCS#1 or PKCS#8 PEM); a fresh 2048-bit key if absent.
-    #[arg(long, env = "SANDBOX_BANK_KEY")]
+    #[arg(long, env = "SANDBOX_BANK_KEY", conflicts_with = "state_dir")]
     bank_key: Option<PathBuf>,
+    /// A directory the sandbox keeps what must survive a restart in: the bank's key
+    /// (`bank-private.pem`, mode 0600, made on first use), so a proxy that holds the bank's
+    /// public key keeps accepting webhooks after the sandbox restarts. Sessions live in memory.
+    #[arg(long, env = "SANDBOX_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Where to write the bank's public key (SPKI PEM) for the partner to verify webhooks with.
     #[arg(
         long,
@@ -147,15 +152,35 @@ fn main() -> ExitCode {
     runtime.block_on(run(config, &cli.bank_public_key_out))
 }
 
+/// The bank's private key kept in `dir`: read when there, else made and written (0600, never
+/// overwritten).
+fn kept_bank_key(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("bank-private.pem");
+    if path.exists() {
+        return std::fs::read_to_string(&path)
+            .with_context(|| format!("--state-dir: {}", path.display()));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("--state-dir: {}", dir.display()))?;
+    let pem = tests::sandbox::Signer::generate()
+        .and_then(|s| s.private_key_pem())
+        .map_err(|e| anyhow::anyhow!("--state-dir: cannot make the bank key: {e}"))?;
+    tests::stack::write_secret(&path, &pem)
+        .with_context(|| format!("--state-dir: {}", path.display()))?;
+    Ok(pem)
+}
+
 fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
     let ms = Duration::from_millis;
     let mut config = SandboxConfig {
         listen: cli.listen,
-        bank_private_key_pem: cli
-            .bank_key
-            .as_ref()
-            .map(|p| std::fs::read_to_string(p).with_context(|| format!("{}", p.display())))
-            .transpose()?,
+        bank_private_key_pem: match (&cli.bank_key, &cli.state_dir) {
+            (Some(p), _) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("--bank-key {}", p.display()))?,
+            ),
+            (None, Some(dir)) => Some(kept_bank_key(dir)?),
+            (None, None) => None,
+        },
         webhook_retry: cli.webhook_retry_ms.iter().copied().map(ms).collect(),
         webhook_max_attempts: cli.webhook_max_attempts,
         webhook_timeout: ms(cli.webhook_timeout_ms),

@@ -214,3 +214,43 @@ async fn session_ids_stay_unique_across_restarts() {
     );
     assert_eq!(ids[2], "ps_1");
 }
+
+/// Issue 12 §4: with `--state-dir` the bank's key survives a restart, so a proxy holding its
+/// public key keeps accepting webhooks; without it each start makes a new one.
+#[tokio::test]
+async fn the_bank_key_survives_a_restart_with_a_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let public_key = |extra: &[&std::ffi::OsStr]| {
+        let out = dir.path().join("bank.pem");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--bank-public-key-out")
+            .arg(&out)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // The key is written before its line is printed.
+        for _ in 0..2 {
+            lines.next().unwrap().unwrap();
+        }
+        let pem = std::fs::read_to_string(&out).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        pem
+    };
+    let state = dir.path().join("state");
+    let kept = [std::ffi::OsStr::new("--state-dir"), state.as_os_str()];
+    let first = public_key(&kept);
+    let again = public_key(&kept);
+    assert_eq!(first, again, "the bank key changed across a restart");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(state.join("bank-private.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert_ne!(public_key(&[]), first, "without a state dir the key is new");
+}
