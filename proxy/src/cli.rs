@@ -300,13 +300,19 @@ async fn check(config: &ProxyConfig) -> anyhow::Result<ExitCode> {
     match (crate::vault_client::VaultClient::new(&config.vault), bank) {
         (Ok(vault), Some(bank)) => {
             let dependencies = crate::http::health::DependencyCheck::new(vault, bank);
-            problems.extend(dependencies.problems().await);
+            // Here an unreachable bank is a problem too: most often the URL is wrong.
+            let findings = dependencies.findings().await;
+            problems.extend(findings.problems);
+            problems.extend(findings.warnings);
         }
         (Ok(vault), None) => problems.extend(vault.check_keys().await),
         (Err(e), _) => problems.push(about("vault", &e)),
     }
     // Shown as it takes effect: the database file resolved against the config file's directory.
     let mut shown = config.clone();
+    // Credentials written into a URL are not shown either.
+    shown.vault.url = shared::config::redact_password(&config.vault.url);
+    shown.bank131.base_url = shared::config::redact_password(&config.bank131.base_url);
     if shown.database.postgres_url().is_none() {
         shown.database.path = Some(config.sqlite().path);
     }

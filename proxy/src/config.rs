@@ -58,8 +58,9 @@ impl<'de> Deserialize<'de> for VaultKey {
 /// Shown (by `proxy check`) as its prefix and length only.
 impl serde::Serialize for VaultKey {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let prefix: String = self.0.chars().take_while(|c| *c != '_').collect();
-        s.serialize_str(&format!("{prefix}_*** ({} characters)", self.0.len()))
+        // Only the prefix a vault key is known to have: anything else may be key material.
+        let prefix = if self.0.starts_with("vk_") { "vk_" } else { "" };
+        s.serialize_str(&format!("{prefix}*** ({} characters)", self.0.len()))
     }
 }
 

@@ -19,8 +19,10 @@
 //! every claim and save bumps. A replica whose read is older than someone else's claim cannot
 //! send. The lease (`payouts.stuck_after_ms`) outlasts a bank call (checked at load).
 //!
-//! The card number is fetched from the vault right before the start call, lives as a `Pan` only
-//! while the request is written, and is dropped (zeroized) with it.
+//! The card number is fetched from the vault when the payout is created (or, for a payout the
+//! reconciler resumes, right before its session is created), lives as a `Pan` in memory only
+//! until the start request is written (through the payout's insert and `session/create`), and is
+//! dropped (zeroized) with it; if the payout cannot start now it is dropped and fetched again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -425,14 +427,58 @@ impl Engine {
         }
     }
 
+    /// The card behind a new payout's token, fetched by `POST /v1/payouts` before the payout
+    /// is kept (audited with the payout's id as purpose), for [`Engine::drive_new`].
+    ///
+    /// # Errors
+    ///
+    /// See [`VaultError`].
+    pub async fn fetch_card_for(&self, p: &Payout) -> Result<shared::Pan, VaultError> {
+        self.inner
+            .vault
+            .detokenize(&p.tenant, &p.card_token, &format!("payout:{}", p.id))
+            .await
+    }
+
+    /// Drives a payout just created with the card already fetched for it: the session is
+    /// created and the start sent with that card (no second vault call), then as
+    /// [`Engine::drive`]. The card is dropped (zeroized) if the payout moved meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::drive`].
+    pub async fn drive_new(&self, id: &str, pan: shared::Pan) -> Result<(), StoreError> {
+        {
+            let _guard = self.lock(id).await;
+            if let Some(p) = self.inner.store.payout(id).await?
+                && p.state == PayoutState::Created
+                && !self.held_elsewhere(&p, now_micros())
+            {
+                match self.create_session_with(p, pan).await {
+                    Ok(_) | Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.drive(id).await
+    }
+
     /// Created: the card is fetched first, so that a token the vault does not hold for this
     /// tenant fails the payout before the bank sees a session (no orphan sessions in the bank
     /// project); then the session is created and the start sent with that card at once.
-    async fn create_session(&self, mut p: Payout) -> Result<bool, StoreError> {
+    async fn create_session(&self, p: Payout) -> Result<bool, StoreError> {
         let pan = match self.fetch_card(p.clone()).await {
             Ok(pan) => pan,
             Err(outcome) => return outcome,
         };
+        self.create_session_with(p, pan).await
+    }
+
+    async fn create_session_with(
+        &self,
+        mut p: Payout,
+        pan: shared::Pan,
+    ) -> Result<bool, StoreError> {
         let request = CreateSession {
             metadata: Some(serde_json::json!({ "payout_id": p.id })),
             ..CreateSession::default()
@@ -1006,7 +1052,8 @@ impl Engine {
         }
         p.failure_code = Some(CANCELLED_BY_APP.to_owned());
         p.failure_message = Some("cancelled by the app".to_owned());
-        p.attention = None;
+        // A flag a person must see (several payouts in the session, …) stays until the bank's
+        // answer settles it.
         if p.state == PayoutState::Created {
             // Nothing reached the bank; a drive racing this one finds the payout final.
             self.save_state(p, PayoutState::Cancelled).await?;

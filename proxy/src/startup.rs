@@ -92,8 +92,12 @@ impl Application {
         ));
         // Said at start, not found by the first payout: a broken vault key or bank setting
         // fails every payout.
-        for problem in dependencies.problems().await {
+        let findings = dependencies.findings().await;
+        for problem in findings.problems {
             tracing::error!(problem = %problem, "configuration");
+        }
+        for warning in findings.warnings {
+            tracing::warn!(warning = %warning, "dependency");
         }
         let engine = Engine::new(Arc::clone(&store), bank, vault, config.payouts.clone());
         let secrets = Arc::new(crate::secrets::for_config(config)?);

@@ -132,28 +132,6 @@ impl VaultClient {
         }
     }
 
-    /// Whether `token` is a card of `tenant` in the vault, asked before a payout is accepted
-    /// (metadata only: the detokenize key may read it, and no card number moves).
-    ///
-    /// # Errors
-    ///
-    /// See [`VaultError`]; [`VaultError::TokenNotFound`] for a missing, expired, deleted or
-    /// other tenant's token alike.
-    pub async fn check_token(&self, tenant: &str, token: &str) -> Result<(), VaultError> {
-        let key = self.keys.get(tenant).ok_or(VaultError::NoKeyForTenant)?;
-        if !shared::ids::is_id("tok_", token) {
-            return Err(VaultError::TokenNotFound);
-        }
-        let response = self
-            .http
-            .get(format!("{}/v1/tokens/{token}", self.base_url))
-            .bearer_auth(key.expose())
-            .send()
-            .await
-            .map_err(|_| VaultError::Unreachable)?;
-        answered(&response).map(|_| ())
-    }
-
     /// What the vault says each configured key is, as a list of problems (empty when every key
     /// is valid, of its tenant, and holds `tokens:detokenize`). Each names the setting and the
     /// fix; none holds a key.

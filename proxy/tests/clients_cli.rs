@@ -207,10 +207,11 @@ fn check_masks_secrets_and_names_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
     let key = "vk_SuperSecretKeyMaterial0123456";
+    let other = "SuperSecretNoPrefix";
     std::fs::write(
         &config,
         format!(
-            "[vault]\nurl = \"http://127.0.0.1:9\"\n[vault.api_keys]\nacme = \"{key}\"\n\
+            "[vault]\nurl = \"http://user:SuperSecretPw@127.0.0.1:9\"\n[vault.api_keys]\nacme = \"{key}\"\nglobex = \"{other}\"\n\
              [bank131]\nbase_url = \"http://127.0.0.1:9\"\nproject = \"p\"\n\
              private_key_file = \"missing.pem\"\nbank_public_key_file = \"missing-bank.pem\"\n"
         ),

@@ -343,7 +343,7 @@ impl std::fmt::Debug for DatabaseUrl {
 
 /// `scheme://user:password@host/…` with the password (and any query string, which may carry
 /// one too) replaced by `***`; anything it cannot read is shown as `***` whole.
-fn redact_password(url: &str) -> String {
+pub fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return if url.starts_with("sqlite:") {
             url.to_owned()
@@ -351,13 +351,20 @@ fn redact_password(url: &str) -> String {
             "***".to_owned()
         };
     };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    // The credentials run to the *last* `@` (a password may hold `/`, `?` or `@`, and the
+    // driver reads it so); a user name that is not plain is hidden too.
+    let (user, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{user}:***@{host}")
+            let plain = !user.contains(['/', '?', '#']);
+            (Some(if plain { user } else { "***" }), after)
         }
-        None => authority.to_owned(),
+        None => (None, rest),
+    };
+    let (host, tail) = after.split_at(after.find('/').unwrap_or(after.len()));
+    let authority = match user {
+        Some(user) => format!("{user}:***@{host}"),
+        None => host.to_owned(),
     };
     let path = tail.split('?').next().unwrap_or_default();
     let query = if tail.contains('?') { "?***" } else { "" };
@@ -513,6 +520,39 @@ pub fn check_report<C: serde::Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shown_database_url_never_holds_the_password() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/vault",
+                "postgres://app:***@db:5432/vault",
+            ),
+            (
+                "postgres://app:ab/cd@db/vault",
+                "postgres://app:***@db/vault",
+            ),
+            (
+                "postgres://app:a@b?c/d@db/vault?sslmode=require",
+                "postgres://app:***@db/vault?***",
+            ),
+            (
+                "postgres://db/vault?password=s3cret@x",
+                "postgres://***:***@x",
+            ),
+            (
+                "postgres://db/vault?password=s3cret",
+                "postgres://db/vault?***",
+            ),
+        ] {
+            assert_eq!(redact_password(url), shown, "{url}");
+            let debug = format!("{:?}", DatabaseUrl::new(url));
+            assert!(
+                !debug.contains("s3cret") && !debug.contains("cd@"),
+                "{debug}"
+            );
+        }
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -18,7 +18,7 @@ pub(crate) async fn live() -> Response {
 pub struct DependencyCheck {
     vault: crate::vault_client::VaultClient,
     bank: crate::bank131::Bank131Client,
-    last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Findings)>>,
 }
 
 impl DependencyCheck {
@@ -38,51 +38,87 @@ impl DependencyCheck {
         }
     }
 
-    /// The problems found (fresh, or from the last check within [`DependencyCheck::EVERY`]),
-    /// each naming the setting and the fix; none holds a secret.
-    pub async fn problems(&self) -> Vec<String> {
+    /// What was found (fresh, or from the last check within [`DependencyCheck::EVERY`]), each
+    /// naming the setting and the fix; none holds a secret.
+    pub async fn findings(&self) -> Findings {
         let mut last = self.last.lock().await;
-        if let Some((at, problems)) = last.as_ref()
+        if let Some((at, findings)) = last.as_ref()
             && at.elapsed() < Self::EVERY
         {
-            return problems.clone();
+            return findings.clone();
         }
-        let (mut problems, bank) = tokio::join!(self.vault.check_keys(), self.bank_problem());
-        problems.extend(bank);
-        *last = Some((std::time::Instant::now(), problems.clone()));
-        problems
+        let (problems, bank) = tokio::join!(self.vault.check_keys(), self.bank_problem());
+        let mut findings = Findings {
+            problems,
+            warnings: Vec::new(),
+        };
+        match bank {
+            Some((text, true)) => findings.problems.push(text),
+            Some((text, false)) => findings.warnings.push(text),
+            None => {}
+        }
+        *last = Some((std::time::Instant::now(), findings.clone()));
+        findings
     }
 
-    async fn bank_problem(&self) -> Option<String> {
+    /// The bank's answer to a signed `wallet/balance`, when it is not a plain success: the text,
+    /// and whether it is configuration (no retry helps) rather than the bank being unreachable
+    /// or failing now.
+    async fn bank_problem(&self) -> Option<(String, bool)> {
         use crate::bank131::Bank131Error as E;
         let e = self.bank.wallet_balance().await.err()?;
         Some(match &e {
-            E::Connect { .. } | E::Timeout { .. } | E::Transport { .. } => {
-                "bank131.base_url: Bank 131 cannot be reached (check the URL and the network)"
-                    .to_owned()
-            }
-            E::Bank { code, .. } if code == "identification_error" => {
-                "bank131.project: Bank 131 does not know this project id".to_owned()
-            }
-            E::Bank { code, .. } if code == "authentication_error" => {
-                "bank131.private_key_file: Bank 131 refused the request's signature (is this key's public half the one registered for bank131.project?)".to_owned()
-            }
-            E::Redirect { .. } => {
-                "bank131.base_url: answered with a redirect (not followed); use the API's own URL"
-                    .to_owned()
-            }
-            E::Signing(_) => {
-                "bank131.private_key_file: the partner key cannot sign".to_owned()
-            }
-            E::Bank { code, status, .. } => {
-                format!("bank131: the balance check was refused ({code}, HTTP {status})")
-            }
-            E::Http { status, .. } => format!(
-                "bank131.base_url: HTTP {status} without Bank 131's error body (is this the bank's API?)"
+            E::Connect { .. } | E::Timeout { .. } | E::Transport { .. } => (
+                "bank131.base_url: Bank 131 cannot be reached now (check the URL and the network)"
+                    .to_owned(),
+                false,
             ),
-            _ => "bank131: the balance check's answer could not be read".to_owned(),
+            E::Bank { code, .. } if code == "identification_error" => (
+                "bank131.project: Bank 131 does not know this project id".to_owned(),
+                true,
+            ),
+            E::Bank { code, .. } if code == "authentication_error" => (
+                "bank131.private_key_file: Bank 131 refused the request's signature (is this key's public half the one registered for bank131.project?)".to_owned(),
+                true,
+            ),
+            E::Redirect { .. } => (
+                "bank131.base_url: answered with a redirect (not followed); use the API's own URL"
+                    .to_owned(),
+                true,
+            ),
+            E::Signing(_) => (
+                "bank131.private_key_file: the partner key cannot sign".to_owned(),
+                true,
+            ),
+            E::Bank { code, status, .. } => (
+                format!(
+                    "bank131: the balance check failed ({}, HTTP {status})",
+                    crate::engine::bank_error_code(code, "bank_error")
+                ),
+                false,
+            ),
+            E::Http { status, .. } => (
+                format!(
+                    "bank131.base_url: HTTP {status} without Bank 131's error body (is this the bank's API?)"
+                ),
+                false,
+            ),
+            _ => (
+                "bank131: the balance check's answer could not be read".to_owned(),
+                false,
+            ),
         })
     }
+}
+
+/// What a [`DependencyCheck`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Findings {
+    /// Configuration that cannot work: the proxy is not ready.
+    pub problems: Vec<String>,
+    /// The bank unreachable or failing now: said, but the proxy stays ready (apps still read,
+    /// confirm and cancel, and the bank's webhooks still arrive, through a bank incident).
+    pub warnings: Vec<String>,
 }
 
 /// Readiness: the database accepts writes, every vault key is what the proxy needs, and the bank
@@ -93,13 +129,19 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %e, "not ready");
         return ApiError::NotReady.into_response();
     }
-    let problems = state.dependencies.problems().await;
+    let Findings { problems, warnings } = state.dependencies.findings().await;
     if problems.is_empty() {
-        return Json(serde_json::json!({"status": "ready"})).into_response();
+        let mut body = serde_json::json!({"status": "ready"});
+        if !warnings.is_empty() {
+            body["warnings"] = warnings.into();
+        }
+        return Json(body).into_response();
     }
     (
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        Json(serde_json::json!({"status": "not_ready", "problems": problems})),
+        Json(
+            serde_json::json!({"status": "not_ready", "problems": problems, "warnings": warnings}),
+        ),
     )
         .into_response()
 }

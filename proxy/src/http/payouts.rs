@@ -236,39 +236,45 @@ pub(crate) async fn create(
         lease_owner: Some(state.engine.owner().to_owned()),
         start_sends: 0,
     };
-    // A token the vault does not hold for this tenant is refused now, not failed later. A
-    // replay is answered as before even if the token went away since (or the vault is down).
-    if let Err(e) = state
-        .engine
-        .vault()
-        .check_token(&payout.tenant, &payout.card_token)
-        .await
+    // A request seen before is answered as it was, without asking the vault again.
+    let store = state.engine.store();
+    if let Some(p) = store
+        .payout_by_idempotency_key(&payout.client_id, &payout.idempotency_key)
+        .await?
     {
-        let store = state.engine.store();
-        return match store
-            .payout_by_idempotency_key(&payout.client_id, &payout.idempotency_key)
-            .await?
-        {
-            Some(p) => replay(&p, &request_hash),
-            None if matches!(e, VaultError::TokenNotFound) => Err(ApiError::CardTokenNotFound),
-            None => {
-                tracing::warn!(error = %e, "a payout was refused: the card token could not be checked");
-                Err(ApiError::Vault(e))
-            }
-        };
+        return replay(&p, &request_hash);
     }
-    match state.engine.store().insert_payout(payout).await? {
+    // The card is fetched now, once: a token the vault does not hold for this tenant is refused
+    // here (nothing kept, the bank hears nothing), and the card goes straight to the session's
+    // start, so checking costs no second vault call.
+    let pan = match state.engine.fetch_card_for(&payout).await {
+        Ok(pan) => pan,
+        Err(VaultError::TokenNotFound) => {
+            // Kept nowhere else: a run of these from one app is someone probing for tokens.
+            tracing::info!(client = %payout.client_id, "a payout was refused: card token not found");
+            return Err(ApiError::CardTokenNotFound);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a payout was refused: the card could not be fetched");
+            return Err(ApiError::Vault(e));
+        }
+    };
+    match store.insert_payout(payout).await? {
         Inserted::New(p) => {
             let engine = state.engine.clone();
             let id = p.id.clone();
             tokio::spawn(async move {
-                if let Err(e) = engine.drive(&id).await {
+                if let Err(e) = engine.drive_new(&id, pan).await {
                     tracing::warn!(payout = %id, error = %e, "drive failed; the reconciler will resume it");
                 }
             });
             Ok((StatusCode::CREATED, Json(PayoutView::new(&p))).into_response())
         }
-        Inserted::Existing(p) => replay(&p, &request_hash),
+        // The same key at the same moment from another request: its payout, ours never made.
+        Inserted::Existing(p) => {
+            drop(pan);
+            replay(&p, &request_hash)
+        }
     }
 }
 

@@ -516,8 +516,8 @@ impl ProxyStore for SqliteStore {
                     event_columns!(),
                     " FROM outbox WHERE client_id = ?1 AND (?2 IS NULL OR payout_id = ?2) \
                      AND (?3 IS NULL OR event_type = ?3) \
-                     AND (?4 IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = ?4) \
-                          OR (created_at = (SELECT created_at FROM outbox WHERE id = ?4) AND id < ?4)) \
+                     AND (?4 IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) \
+                          OR (created_at = (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) AND id < ?4)) \
                      ORDER BY created_at DESC, id DESC LIMIT ?5"
                 ))?;
                 let rows = stmt

@@ -375,7 +375,7 @@ async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
 /// Issue 12 §1: a vault key that cannot detokenize is named by `/readyz` (and at start), and a
 /// payout it fails says so, instead of "vault unavailable" after repeated retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_in_the_failure() {
+async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_at_create() {
     let mut stack = Stack::start().await;
     let ready = stack
         .http
@@ -412,26 +412,40 @@ async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_in_the_failur
         "a key in the readiness answer"
     );
 
-    let id = stack
-        .pay("4242424242424242", 100, "auto", "Ivanov Ivan")
-        .await;
-    let done = stack
-        .wait_status(
-            &id,
-            &["failed", "succeeded"],
-            std::time::Duration::from_secs(60),
+    // A payout is refused at once, naming the setting, and nothing is kept.
+    let token = stack.tokenize("4242424242424242").await;
+    let (status, body) = stack
+        .create_payout(
+            "forbidden-key",
+            &json!({"card_token": token, "amount": 100, "currency": "RUB",
+                    "recipient": {"full_name": "Ivanov Ivan"}}),
         )
         .await;
-    assert_eq!(done["failure"]["code"], "vault_key_forbidden", "{done}");
+    let refused: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "vault_key_forbidden", "{refused}");
     assert!(
-        done["bank"]["session_id"].is_null(),
-        "the bank heard of it: {done}"
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("vault.api_keys")),
+        "{refused}"
     );
+    let listed: Value = stack
+        .http
+        .get(format!("{}/v1/payouts", stack.proxy_url))
+        .bearer_auth(&stack.app_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"], json!([]), "a refused payout was kept");
 }
 
 /// Issue 12 §1: a bank setting that cannot work (an unknown project, a partner key the bank does
-/// not hold for the project, an unreachable URL) is named by `/readyz`, checked with a signed
-/// `wallet/balance`.
+/// not hold for the project) makes `/readyz` fail naming it, checked with a signed
+/// `wallet/balance`; an unreachable bank is named as a warning while the proxy stays ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
     let mut stack = Stack::start().await;
@@ -458,20 +472,24 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
             ),
             None,
             "bank131.project",
+            503,
         ),
         // The bank holds another public key for the project than the proxy's partner key.
         (
             original.clone(),
             Some(stranger.as_str()),
             "bank131.private_key_file",
+            503,
         ),
         (
             original.replace(&stack.sandbox_url, &format!("http://127.0.0.1:{dead_port}")),
             None,
             "bank131.base_url",
+            // Unreachable is an outage, not configuration: said, and still ready.
+            200,
         ),
     ];
-    for (toml, registered, setting) in cases {
+    for (toml, registered, setting, status) in cases {
         if let Some(pem) = registered {
             stack.control("projects", project(pem)).await;
         }
@@ -484,9 +502,14 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
             .send()
             .await
             .unwrap();
-        assert_eq!(ready.status(), 503, "{setting}");
+        assert_eq!(ready.status(), status, "{setting}");
         let body: Value = ready.json().await.unwrap();
-        let problems = body["problems"].as_array().unwrap();
+        let list = if status == 503 {
+            "problems"
+        } else {
+            "warnings"
+        };
+        let problems = body[list].as_array().unwrap();
         assert_eq!(problems.len(), 1, "{body}");
         assert!(
             problems[0].as_str().unwrap().starts_with(setting),

@@ -89,12 +89,7 @@ impl Caller {
         action: Action,
         token: Option<&Token>,
     ) -> Result<(), ApiError> {
-        // A key that may see the card number may see what is stored beside it (last four,
-        // brand, fingerprint): the proxy checks a token exists before it accepts a payout with
-        // the detokenize key it already has. Limited as a read.
-        let held = self.client.scopes.contains(scope)
-            || (scope == Scope::TokensRead && self.client.scopes.contains(Scope::TokensDetokenize));
-        if !held {
+        if !self.client.scopes.contains(scope) {
             return Err(state
                 .vault
                 .deny(&self.context, action, token, scope)
