@@ -448,19 +448,26 @@ impl Engine {
     ///
     /// As [`Engine::drive`].
     pub async fn drive_new(&self, id: &str, pan: shared::Pan) -> Result<(), StoreError> {
-        {
+        let more = {
             let _guard = self.lock(id).await;
-            if let Some(p) = self.inner.store.payout(id).await?
-                && p.state == PayoutState::Created
-                && !self.held_elsewhere(&p, now_micros())
-            {
-                match self.create_session_with(p, pan).await {
-                    Ok(_) | Err(StoreError::Conflict) => {}
-                    Err(e) => return Err(e),
+            match self.inner.store.payout(id).await? {
+                Some(p)
+                    if p.state == PayoutState::Created
+                        && !self.held_elsewhere(&p, now_micros()) =>
+                {
+                    match self.create_session_with(p, pan).await {
+                        Ok(more) => more,
+                        // Someone else moved it: read again.
+                        Err(StoreError::Conflict) => true,
+                        Err(e) => return Err(e),
+                    }
                 }
+                _ => true,
             }
-        }
-        self.drive(id).await
+        };
+        // Only when there is a next step now: a payout waiting on the bank is not asked about
+        // at once (that would be a `session/status` call per payout).
+        if more { self.drive(id).await } else { Ok(()) }
     }
 
     /// Created: the card is fetched first, so that a token the vault does not hold for this
