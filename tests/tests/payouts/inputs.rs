@@ -377,13 +377,7 @@ async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_at_create() {
     let mut stack = Stack::start().await;
-    let ready = stack
-        .http
-        .get(format!("{}/readyz", stack.proxy_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(stack.get_as("", "/readyz").await.0, 200);
     // Swap the proxy's vault key for the app's (tokens:create, tokens:read: no detokenize).
     let toml = std::fs::read_to_string(stack.path("proxy.toml")).unwrap();
     let start =
@@ -394,14 +388,9 @@ async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_at_create() {
     stack.kill9_proxy();
     stack.start_proxy().await;
 
-    let ready = stack
-        .http
-        .get(format!("{}/readyz", stack.proxy_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
+    let (ready, body) = stack.get_as("", "/readyz").await;
+    assert_eq!(ready, 503);
+    let body: Value = serde_json::from_str(&body).unwrap();
     let problems = body["problems"].to_string();
     assert!(
         problems.contains("vault.api_keys.acme") && problems.contains("tokens:detokenize"),
@@ -496,14 +485,9 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
         tests::stack::write_secret(&stack.path("proxy.toml"), toml).unwrap();
         stack.kill9_proxy();
         stack.start_proxy().await;
-        let ready = stack
-            .http
-            .get(format!("{}/readyz", stack.proxy_url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(ready.status(), status, "{setting}");
-        let body: Value = ready.json().await.unwrap();
+        let (ready, body) = stack.get_as("", "/readyz").await;
+        assert_eq!(ready, status, "{setting}");
+        let body: Value = serde_json::from_str(&body).unwrap();
         let list = if status == 503 {
             "problems"
         } else {
@@ -520,11 +504,5 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
     tests::stack::write_secret(&stack.path("proxy.toml"), original).unwrap();
     stack.kill9_proxy();
     stack.start_proxy().await;
-    let ready = stack
-        .http
-        .get(format!("{}/readyz", stack.proxy_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(stack.get_as("", "/readyz").await.0, 200);
 }

@@ -27,15 +27,7 @@ fn cli_ok(stack: &Stack, args: &[&str]) -> String {
 }
 
 async fn get_status(stack: &Stack, key: &str, path: &str) -> u16 {
-    stack
-        .http
-        .get(format!("{}{path}", stack.proxy_url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    stack.get_as(key, path).await.0
 }
 
 async fn create_with(
@@ -169,25 +161,13 @@ async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_k
 }
 
 async fn get_json(stack: &Stack, key: &str, path: &str) -> (u16, Value) {
-    let r = stack
-        .http
-        .get(format!("{}{path}", stack.proxy_url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    let (status, body) = stack.get_as(key, path).await;
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 async fn post_json(stack: &Stack, key: &str, path: &str) -> (u16, Value) {
-    let r = stack
-        .http
-        .post(format!("{}{path}", stack.proxy_url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    let (status, body) = stack.post_as(key, path).await;
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 fn hooks_with_id(stack: &Stack, event_id: &str) -> usize {

@@ -72,28 +72,6 @@ fn hooks_for(stack: &Stack, id: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn get(stack: &Stack, key: &str, path: &str) -> (u16, String) {
-    let r = stack
-        .http
-        .get(format!("{}{path}", stack.proxy_url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn post(stack: &Stack, key: &str, path: &str) -> (u16, String) {
-    let r = stack
-        .http
-        .post(format!("{}{path}", stack.proxy_url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 /// PCI 11, pay-out half: another tenant's token does not pay out, and another app's payout
 /// (same tenant or not) is 404 byte-identical to one that does not exist, for reading, listing,
 /// confirming and cancelling; a tenant-wide read scope is explicit and reads only.
@@ -113,18 +91,21 @@ async fn pci_11_tenants_and_apps_see_and_decide_only_their_own_payouts() {
         .await;
     let missing = "pay_0000000000000000000000";
     for key in [&same_tenant, &other_tenant] {
-        let (status, body) = get(&stack, key, &format!("/v1/payouts/{id}")).await;
+        let (status, body) = stack.get_as(key, &format!("/v1/payouts/{id}")).await;
         let (missing_status, missing_body) =
-            get(&stack, key, &format!("/v1/payouts/{missing}")).await;
+            stack.get_as(key, &format!("/v1/payouts/{missing}")).await;
         assert_eq!((status, &body), (404, &missing_body), "read");
         assert_eq!(missing_status, 404);
         for action in ["confirm", "cancel"] {
-            let (status, body) = post(&stack, key, &format!("/v1/payouts/{id}/{action}")).await;
-            let (_, missing_body) =
-                post(&stack, key, &format!("/v1/payouts/{missing}/{action}")).await;
+            let (status, body) = stack
+                .post_as(key, &format!("/v1/payouts/{id}/{action}"))
+                .await;
+            let (_, missing_body) = stack
+                .post_as(key, &format!("/v1/payouts/{missing}/{action}"))
+                .await;
             assert_eq!((status, &body), (404, &missing_body), "{action}");
         }
-        let (status, list) = get(&stack, key, "/v1/payouts?limit=100").await;
+        let (status, list) = stack.get_as(key, "/v1/payouts?limit=100").await;
         assert_eq!(status, 200);
         assert!(!list.contains(&id), "listed to another app: {list}");
     }
@@ -132,13 +113,17 @@ async fn pci_11_tenants_and_apps_see_and_decide_only_their_own_payouts() {
     assert_eq!(stack.payout(&id).await["status"], "awaiting_confirmation");
 
     // The back office reads the whole tenant, and decides nothing.
-    let (status, body) = get(&stack, &back_office, &format!("/v1/payouts/{id}")).await;
+    let (status, body) = stack
+        .get_as(&back_office, &format!("/v1/payouts/{id}"))
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (_, list) = get(&stack, &back_office, "/v1/payouts?limit=100").await;
+    let (_, list) = stack.get_as(&back_office, "/v1/payouts?limit=100").await;
     assert!(list.contains(&id));
-    let (status, _) = post(&stack, &back_office, &format!("/v1/payouts/{id}/confirm")).await;
+    let (status, _) = stack
+        .post_as(&back_office, &format!("/v1/payouts/{id}/confirm"))
+        .await;
     assert_eq!(status, 403);
-    let (status, _) = get(&stack, &other_tenant, "/v1/payouts?limit=100").await;
+    let (status, _) = stack.get_as(&other_tenant, "/v1/payouts?limit=100").await;
     assert_eq!(status, 200);
 
     // Another tenant's token: refused at create exactly as a token that does not exist (the
@@ -169,7 +154,7 @@ async fn pci_11_tenants_and_apps_see_and_decide_only_their_own_payouts() {
     assert_eq!(answers[0].0, 404, "{refused}");
     assert_eq!(refused["error"]["code"], "card_token_not_found");
     assert_eq!(refused["error"]["param"], "card_token");
-    let (_, list) = get(&stack, &other_tenant, "/v1/payouts?limit=100").await;
+    let (_, list) = stack.get_as(&other_tenant, "/v1/payouts?limit=100").await;
     assert!(!list.contains("pay_"), "a refused payout was kept: {list}");
 }
 
@@ -361,7 +346,9 @@ async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() 
             &pan
         ));
     }
-    let (_, view) = get(&stack, &stack.app_key, &format!("/v1/payouts/{id}")).await;
+    let (_, view) = stack
+        .get_as(&stack.app_key, &format!("/v1/payouts/{id}"))
+        .await;
     assert!(!view.contains(leaked));
     for (name, bytes) in stack.files() {
         if name.starts_with("proxy.db") {

@@ -349,6 +349,30 @@ impl Stack {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET` a proxy path with an app key: the status and the body as text.
+    pub(crate) async fn get_as(&self, key: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.proxy_url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// `POST` to a proxy path, without a body, with an app key: the status and the body as text.
+    pub(crate) async fn post_as(&self, key: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.proxy_url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     /// Waits for an app webhook of `kind` about `payout`.
     pub(crate) async fn wait_hook(&self, payout: &str, kind: &str) -> AppHook {
         let deadline = Instant::now() + Duration::from_secs(60);
