@@ -117,19 +117,12 @@ pub(crate) async fn list(
             "type must be an event type (payout.awaiting_confirmation, payout.succeeded, payout.failed, payout.cancelled, payout.returned)",
         ));
     }
-    if q.after
-        .as_deref()
-        .is_some_and(|a| !shared::ids::is_id("evt_", a))
-    {
-        return Err(ApiError::InvalidParam("after", "after must be an event id"));
-    }
-    if q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
-        return Err(ApiError::InvalidParam(
-            "limit",
-            "limit must be between 1 and 100",
-        ));
-    }
-    let limit = q.limit.unwrap_or(20);
+    let limit = super::payouts::page(
+        q.after.as_deref(),
+        "evt_",
+        "after must be an event id",
+        q.limit,
+    )?;
     let filter = EventFilter {
         payout_id: q.payout,
         event_type: q.event_type,

@@ -287,6 +287,26 @@ fn replay(p: &Payout, request_hash: &[u8; 32]) -> Result<Response, ApiError> {
     Ok(([("idempotent-replayed", "true")], Json(PayoutView::new(p))).into_response())
 }
 
+/// A list's paging parameters checked: `after` an id with `prefix` (else `after_rule`), `limit`
+/// 1-100; the page size (20 by default).
+pub(super) fn page(
+    after: Option<&str>,
+    prefix: &str,
+    after_rule: &'static str,
+    limit: Option<u32>,
+) -> Result<u32, ApiError> {
+    if after.is_some_and(|a| !shared::ids::is_id(prefix, a)) {
+        return Err(ApiError::InvalidParam("after", after_rule));
+    }
+    if limit.is_some_and(|l| !(1..=100).contains(&l)) {
+        return Err(ApiError::InvalidParam(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    Ok(limit.unwrap_or(20))
+}
+
 fn id_param(params: &RawPathParams) -> Option<String> {
     params
         .iter()
@@ -358,19 +378,12 @@ pub(crate) async fn list(
             "status must be a payout status (created, started, awaiting_confirmation, succeeded, failed, cancelled, returned, …)",
         ))?),
     };
-    if q.after
-        .as_deref()
-        .is_some_and(|a| !shared::ids::is_id("pay_", a))
-    {
-        return Err(ApiError::InvalidParam("after", "after must be a payout id"));
-    }
-    if q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
-        return Err(ApiError::InvalidParam(
-            "limit",
-            "limit must be between 1 and 100",
-        ));
-    }
-    let limit = q.limit.unwrap_or(20);
+    let limit = page(
+        q.after.as_deref(),
+        "pay_",
+        "after must be a payout id",
+        q.limit,
+    )?;
     let page = state
         .engine
         .store()
