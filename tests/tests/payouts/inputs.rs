@@ -152,16 +152,8 @@ async fn an_unknown_card_token_is_refused_at_create_and_the_bank_hears_nothing()
     assert_eq!(refused["error"]["code"], "card_token_not_found");
     assert_eq!(refused["error"]["param"], "card_token");
     assert!(!refused.to_string().contains(&unknown), "echoed: {refused}");
-    let listed = stack
-        .http
-        .get(format!("{}/v1/payouts", stack.proxy_url))
-        .bearer_auth(&stack.app_key)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let listed: Value =
+        serde_json::from_str(&stack.get_as(&stack.app_key, "/v1/payouts").await.1).unwrap();
     assert_eq!(listed["data"], json!([]), "a refused payout was kept");
     let session_creates = stack
         .journal()
@@ -419,16 +411,8 @@ async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_at_create() {
             .is_some_and(|m| m.contains("vault.api_keys")),
         "{refused}"
     );
-    let listed: Value = stack
-        .http
-        .get(format!("{}/v1/payouts", stack.proxy_url))
-        .bearer_auth(&stack.app_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value =
+        serde_json::from_str(&stack.get_as(&stack.app_key, "/v1/payouts").await.1).unwrap();
     assert_eq!(listed["data"], json!([]), "a refused payout was kept");
 }
 

@@ -220,36 +220,47 @@ impl Stack {
     /// Starts the vault (again, after [`Stack::kill9_vault`]) and waits for its health check.
     pub(crate) async fn start_vault(&mut self) {
         self.vault_runs += 1;
-        let mut vault = Process::serve(
-            Path::new(VAULT_BIN),
-            &self.path("vault.toml"),
-            &[],
-            format!("vault-{}", self.vault_runs),
-            self.dir.path(),
-        )
-        .unwrap();
-        vault
-            .wait_healthy(&self.http, &format!("{}/healthz", self.vault_url))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        self.vault = Some(vault);
+        let name = format!("vault-{}", self.vault_runs);
+        let health = format!("{}/healthz", self.vault_url);
+        self.vault = Some(
+            self.serve(VAULT_BIN, "vault.toml", &[], name, &health)
+                .await,
+        );
     }
 
     pub(crate) async fn start_proxy(&mut self) {
         self.proxy_runs += 1;
-        let mut proxy = Process::serve(
-            Path::new(PROXY_BIN),
-            &self.path("proxy.toml"),
-            &self.options.proxy_env,
-            format!("proxy-{}", self.proxy_runs),
+        let name = format!("proxy-{}", self.proxy_runs);
+        let health = format!("{}/healthz", self.proxy_url);
+        let env = self.options.proxy_env.clone();
+        self.proxy = Some(
+            self.serve(PROXY_BIN, "proxy.toml", &env, name, &health)
+                .await,
+        );
+    }
+
+    /// `bin --config <dir>/<config> serve`, once its health check answers.
+    async fn serve(
+        &self,
+        bin: &str,
+        config: &str,
+        env: &[(String, String)],
+        name: String,
+        health: &str,
+    ) -> Process {
+        let mut process = Process::serve(
+            Path::new(bin),
+            &self.path(config),
+            env,
+            name,
             self.dir.path(),
         )
         .unwrap();
-        proxy
-            .wait_healthy(&self.http, &format!("{}/healthz", self.proxy_url))
+        process
+            .wait_healthy(&self.http, health)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        self.proxy = Some(proxy);
+        process
     }
 
     /// SIGKILL: no chance to finish anything.
