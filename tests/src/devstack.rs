@@ -245,11 +245,12 @@ fn commands_sh(layout: &Layout, options: &Options) -> String {
         "#!/bin/sh\n\
          # Written by devstack: the same stack as separate processes, from the repository root.\n\
          # (The app webhook receiver is devstack's own; without it the proxy retries its webhooks.\n\
-         # The sandbox numbers sessions from ps_1 at every start and devstack skips the ids\n\
-         # proxy.db already holds; this script does not, so use it with a fresh proxy.db.)\n\
+         # The sandbox keeps its sessions and id counters in {dir}/bank131-sandbox, as devstack's\n\
+         # does, so payouts in flight carry on across restarts of either.)\n\
          cargo build --release --bin vault --bin proxy --bin bank131-sandbox || exit 1\n\
          ./target/release/bank131-sandbox --listen {sandbox} \\\n  \
            --bank-key {dir}/bank131-sandbox.pem --bank-public-key-out {dir}/bank131-sandbox.pub.pem \\\n  \
+           --state-dir {dir}/bank131-sandbox \\\n  \
            --project-id {PROJECT} --partner-public-key {dir}/partner.pub.pem \\\n  \
            --webhook-url http://{proxy}/webhooks/bank131 --wallet-balance {WALLET_BALANCE} &\n\
          ./target/release/vault --config {dir}/vault.toml serve &\n\
@@ -430,8 +431,8 @@ async fn highest_session_number(store: &Arc<dyn proxy::store::ProxyStore>) -> an
     Ok(highest)
 }
 
-/// The sandbox numbers its sessions from `ps_1` at every start, while the proxy database keeps
-/// the payouts of earlier runs. A bank webhook for a reused session id would be matched to an
+/// A sandbox that starts without its state file numbers its sessions from `ps_1`, while the
+/// proxy database keeps the payouts of earlier runs. A bank webhook for a reused session id would be matched to an
 /// old payout, so the ids earlier runs used are consumed here first (with signed
 /// `session/create` calls, as a partner would make them).
 async fn skip_used_session_ids(
@@ -596,10 +597,21 @@ pub async fn run(
     project.webhook_url = Some(format!("http://{proxy_addr}/webhooks/bank131"));
     project.wallet_balance = WALLET_BALANCE;
     project.webhook_api_version = sandbox::ApiVersion::V2;
+    let state_dir = layout.sandbox_state_dir();
+    files::make_private_dir(&state_dir)?;
+    let state_file = state_dir.join("state.json");
+    // A kept state carries the id counters on; only a sandbox that starts empty meets the ids
+    // of earlier runs still in proxy.db.
+    let used_sessions = if state_file.exists() {
+        0
+    } else {
+        used_sessions
+    };
     let sandbox = sandbox::spawn(SandboxConfig {
         listen: sandbox_addr,
         bank_private_key_pem: Some(bank_private),
         projects: vec![project],
+        state_file: Some(state_file),
         ..SandboxConfig::default()
     })
     .await

@@ -9,6 +9,7 @@
 //! - `engine` and `lifecycle`: the methods and the session/payout state machine.
 //! - `webhook`: signed deliveries with retries and faults.
 //! - [`faults`], [`journal`], [`magic`]: fault switches, the journal, the magic inputs.
+//! - `keep`: the state file that carries sessions across a restart (`--state-dir`).
 //! - `control`: the unsigned control API under `/__sandbox/`.
 //!
 //! ```no_run
@@ -31,6 +32,7 @@ mod error;
 pub mod faults;
 mod handle;
 pub mod journal;
+mod keep;
 pub mod keys;
 mod lifecycle;
 pub mod magic;
@@ -51,21 +53,22 @@ pub use config::{ApiVersion, ProjectConfig, SandboxConfig};
 pub use faults::{ActiveFault, FaultAction, FaultSpec};
 pub use handle::{AdvanceStep, ControlError, SandboxError, SandboxHandle, spawn};
 pub use journal::{JournalEntry, RequestRecord, WebhookRecord};
+pub use keep::StateFileError;
 pub use keys::{KeyError, Signer, Verifier, generate_rsa_keypair_pem};
 pub use quirks::{AmountForm, Quirks};
 pub use state::{ProjectUpdate, ProjectView};
 
 use crate::sandbox::faults::Faults;
 use crate::sandbox::journal::Journal;
+use crate::sandbox::keep::StateCell;
 use crate::sandbox::lifecycle::{Delays, Effects};
-use crate::sandbox::state::State;
 use crate::sandbox::webhook::Held;
 
 /// Everything the handlers, timers and webhook tasks share.
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) config: SandboxConfig,
-    pub(crate) state: Mutex<State>,
+    pub(crate) state: StateCell,
     pub(crate) journal: Journal,
     pub(crate) faults: Faults,
     pub(crate) bank: Signer,

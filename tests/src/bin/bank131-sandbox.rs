@@ -33,12 +33,15 @@ struct Cli {
     /// Address to listen on (port 0 picks a free one; the URL is printed).
     #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:8131")]
     listen: SocketAddr,
-    /// The bank's RSA private key (PKCS#1 or PKCS#8 PEM); a fresh 2048-bit key if absent.
-    #[arg(long, env = "SANDBOX_BANK_KEY", conflicts_with = "state_dir")]
+    /// The bank's RSA private key (PKCS#1 or PKCS#8 PEM); a fresh 2048-bit key if absent (or
+    /// the one kept in `--state-dir`).
+    #[arg(long, env = "SANDBOX_BANK_KEY")]
     bank_key: Option<PathBuf>,
     /// A directory the sandbox keeps what must survive a restart in: the bank's key
     /// (`bank-private.pem`, mode 0600, made on first use), so a proxy that holds the bank's
-    /// public key keeps accepting webhooks after the sandbox restarts. Sessions live in memory.
+    /// public key keeps accepting webhooks, and its projects, sessions, counters and idempotency
+    /// keys (`state.json`, written on every change), so payouts in flight carry on. Without it
+    /// everything lives in memory. With `--bank-key` that key is used and none is kept here.
     #[arg(long, env = "SANDBOX_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Where to write the bank's public key (SPKI PEM) for the partner to verify webhooks with.
@@ -152,15 +155,14 @@ fn main() -> ExitCode {
     runtime.block_on(run(config, &cli.bank_public_key_out))
 }
 
-/// The bank's private key kept in `dir`: read when there, else made and written (0600, never
-/// overwritten).
+/// The bank's private key kept in `dir` (which exists): read when there, else made and written
+/// (0600, never overwritten).
 fn kept_bank_key(dir: &std::path::Path) -> anyhow::Result<String> {
     let path = dir.join("bank-private.pem");
     if path.exists() {
         return std::fs::read_to_string(&path)
             .with_context(|| format!("--state-dir: {}", path.display()));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("--state-dir: {}", dir.display()))?;
     let pem = tests::sandbox::Signer::generate()
         .and_then(|s| s.private_key_pem())
         .map_err(|e| anyhow::anyhow!("--state-dir: cannot make the bank key: {e}"))?;
@@ -171,6 +173,11 @@ fn kept_bank_key(dir: &std::path::Path) -> anyhow::Result<String> {
 
 fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
     let ms = Duration::from_millis;
+    if let Some(dir) = &cli.state_dir {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .with_context(|| format!("--state-dir: {}", dir.display()))?;
+    }
     let mut config = SandboxConfig {
         listen: cli.listen,
         bank_private_key_pem: match (&cli.bank_key, &cli.state_dir) {
@@ -189,6 +196,7 @@ fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
         slow_delay: ms(cli.slow_delay_ms),
         hang_limit: ms(cli.hang_ms),
         faults: cli.faults.clone(),
+        state_file: cli.state_dir.as_ref().map(|d| d.join("state.json")),
         id_prefix: match &cli.id_prefix {
             Some(p) => p.clone(),
             None => format!(

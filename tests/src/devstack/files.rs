@@ -22,11 +22,7 @@ pub(crate) struct Layout {
 impl Layout {
     /// Creates the directory (mode 0700) if needed and resolves it to an absolute path.
     pub(crate) fn open(dir: &Path) -> anyhow::Result<Self> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        make_private_dir(dir)?;
         let dir = dir
             .canonicalize()
             .with_context(|| format!("cannot resolve {}", dir.display()))?;
@@ -70,9 +66,22 @@ impl Layout {
     pub(crate) fn commands(&self) -> PathBuf {
         self.file("commands.sh")
     }
+    /// The sandbox's `--state-dir`: its sessions and counters outlive a restart.
+    pub(crate) fn sandbox_state_dir(&self) -> PathBuf {
+        self.file("bank131-sandbox")
+    }
 }
 
 /// Writes `contents` to `path` with `mode`, atomically (temporary file, fsync, rename).
+/// Creates `dir` and its parents (mode 0700) if needed.
+pub(crate) fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
 pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

@@ -150,6 +150,9 @@ pub struct SandboxConfig {
     /// Put after `ps_`/`po_`/`rf_` in every id; empty gives `ps_1`, `ps_2`, … (the binary uses a
     /// random run tag, so ids stay unique when it restarts).
     pub id_prefix: String,
+    /// The file the state (projects, sessions, counters, idempotency keys) is kept in: read at
+    /// start when it exists, written through on every change. `None` keeps it in memory only.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl SandboxConfig {
@@ -180,6 +183,7 @@ impl Default for SandboxConfig {
             faults: Vec::new(),
             error_status: BTreeMap::new(),
             id_prefix: String::new(),
+            state_file: None,
         }
     }
 }

@@ -151,7 +151,7 @@ impl Sandbox {
     /// never built while the lock is held).
     fn reply_and_run(
         &self,
-        mut state: parking_lot::MutexGuard<'_, crate::sandbox::state::State>,
+        mut state: crate::sandbox::keep::StateGuard<'_>,
         project: &str,
         id: &str,
         version: ApiVersion,
@@ -162,6 +162,7 @@ impl Sandbox {
             .session_mut(project, id)
             .ok_or(ApiError::unknown_session())?;
         let reply = Reply::session(session, version, quirks);
+        // Dropping the guard writes the state file (with `--state-dir`): before the answer.
         drop(state);
         self.run(fx);
         Ok(reply)

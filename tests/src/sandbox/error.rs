@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Value, json};
 
 /// A `{"status":"error","error":{...}}` answer.
@@ -69,8 +70,28 @@ impl ApiError {
     }
 }
 
+/// A payout's error is kept in the state directory by its code alone: the codes a payout can
+/// end with are the declines' and `internal_error`, and each maps back to its fixed text.
+impl Serialize for ApiError {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code)
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiError {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        Decline::ALL
+            .iter()
+            .map(|d| d.error())
+            .chain([Self::internal()])
+            .find(|e| e.code == code)
+            .ok_or_else(|| serde::de::Error::custom("an error code no payout ends with"))
+    }
+}
+
 /// Why a payout failed or a session ended unsuccessfully (the payout's `error` object).
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
 pub(crate) enum Decline {
     CardNumber,
     IssuerDeclined,
@@ -83,6 +104,17 @@ pub(crate) enum Decline {
 }
 
 impl Decline {
+    const ALL: [Self; 8] = [
+        Self::CardNumber,
+        Self::IssuerDeclined,
+        Self::CardExpired,
+        Self::AmountTooSmall,
+        Self::AmountLimit,
+        Self::InsufficientWallet,
+        Self::CancelledByPartner,
+        Self::ConfirmTimeout,
+    ];
+
     pub(crate) fn error(self) -> ApiError {
         match self {
             Self::CardNumber => ApiError::new("card_number_does_not_exist", "Invalid card number"),

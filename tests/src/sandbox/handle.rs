@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::sandbox::config::{ProjectConfig, SandboxConfig};
 use crate::sandbox::faults::{ActiveFault, FaultSpec, Faults};
 use crate::sandbox::journal::{Journal, JournalEntry};
+use crate::sandbox::keep::{self, StateCell};
 use crate::sandbox::keys::{KeyError, Signer};
 use crate::sandbox::lifecycle::{self, Step};
 use crate::sandbox::model::Phase;
@@ -41,6 +42,9 @@ pub enum SandboxError {
     /// The listen address could not be bound.
     #[error("cannot listen: {0}")]
     Bind(#[source] std::io::Error),
+    /// The state file could not be read.
+    #[error("state file {0}")]
+    StateFile(#[source] keep::StateFileError),
     /// The webhook HTTP client could not be built.
     #[error("webhook client: {0}")]
     Client(#[source] reqwest::Error),
@@ -93,15 +97,42 @@ pub async fn spawn(config: SandboxConfig) -> Result<SandboxHandle, SandboxError>
         None => Signer::generate(),
     }
     .map_err(SandboxError::BankKey)?;
-    let mut state = State::default();
-    state.id_prefix.clone_from(&config.id_prefix);
+    let kept = match &config.state_file {
+        Some(path) => keep::load(path).map_err(SandboxError::StateFile)?,
+        None => None,
+    };
+    let mut state = match kept {
+        Some(snapshot) => State::restored(snapshot, config.id_prefix.clone())
+            .map_err(|(id, source)| SandboxError::PartnerKey { id, source })?,
+        None => State::empty(config.id_prefix.clone()),
+    };
     for p in &config.projects {
+        let mut p = p.clone();
+        // A kept project's balance is state (payouts moved it); its settings come from here.
+        if let Some(kept) = state.projects.get(&p.id) {
+            p.wallet_balance = kept.config.wallet_balance;
+        }
         let project = Project::new(p.clone()).map_err(|source| SandboxError::PartnerKey {
             id: p.id.clone(),
             source,
         })?;
         state.projects.insert(p.id.clone(), project);
     }
+    let delays = lifecycle::Delays {
+        ready: config.ready_delay,
+        finish: config.finish_delay,
+    };
+    let resumed = lifecycle::Effects {
+        timers: state
+            .sessions
+            .values()
+            .filter_map(|s| {
+                let project = state.projects.get(&s.project)?;
+                lifecycle::resume(s, delays, project.config.confirm_timeout)
+            })
+            .collect(),
+        events: Vec::new(),
+    };
     let faults = Faults::default();
     for f in &config.faults {
         faults
@@ -121,8 +152,8 @@ pub async fn spawn(config: SandboxConfig) -> Result<SandboxHandle, SandboxError>
     let (stop, shutdown) = watch::channel(false);
     let sandbox = Sandbox(Arc::new(Core {
         journal: Journal::new(config.journal_limit),
+        state: StateCell::new(state, config.state_file.clone()),
         config,
-        state: Mutex::new(state),
         faults,
         bank,
         http,
@@ -145,6 +176,10 @@ pub async fn spawn(config: SandboxConfig) -> Result<SandboxHandle, SandboxError>
             tracing::error!(error = %e, "sandbox server failed");
         }
     });
+    if !resumed.timers.is_empty() {
+        tracing::info!(sessions = resumed.timers.len(), "resuming kept sessions");
+    }
+    sandbox.run(resumed);
     tracing::info!(%addr, "bank131 sandbox listening");
     Ok(SandboxHandle {
         sandbox,

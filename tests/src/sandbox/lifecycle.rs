@@ -270,6 +270,28 @@ pub(crate) fn apply(
     Ok(fx)
 }
 
+/// The timer a session read back from the state file waits on, armed afresh: its whole delay
+/// runs again from the restart.
+pub(crate) fn resume(
+    session: &Session,
+    delays: Delays,
+    confirm_timeout: Duration,
+) -> Option<Timer> {
+    let (step, after) = match session.phase {
+        Phase::Preparing { silent: false } => (Step::Ready, delays.ready),
+        Phase::Preparing { silent: true } => (Step::ConfirmTimeout, delays.ready + confirm_timeout),
+        Phase::AwaitingConfirm => (Step::ConfirmTimeout, confirm_timeout),
+        Phase::Executing(_) => (Step::Execute, delays.finish),
+        Phase::Created | Phase::Finished => return None,
+    };
+    Some(Timer {
+        session: session.id.clone(),
+        epoch: session.epoch,
+        step,
+        after,
+    })
+}
+
 /// The natural next step of a session, for the control API's advance.
 pub(crate) fn next_step(session: &Session) -> Result<Step, &'static str> {
     match session.phase {

@@ -6,6 +6,7 @@
 
 use std::time::SystemTime;
 
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -17,10 +18,52 @@ pub(crate) fn now() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
+/// Every status, action and brand name the sandbox sets. A session read back from the state
+/// directory maps its names onto these, so the model keeps its `&'static str` fields.
+const NAMES: &[&str] = &[
+    "created",
+    "in_progress",
+    "accepted",
+    "cancelled",
+    "error",
+    "pending",
+    "succeeded",
+    "failed",
+    "confirm",
+    "mir",
+    "visa",
+    "mastercard",
+    "unknown",
+];
+
+/// A name from [`NAMES`]. The alias matters: serde's derive takes a field spelled `&str` as
+/// borrowed from the input (and would demand input that lives forever), an alias it does not.
+type Name = &'static str;
+
+fn known_name(name: &str) -> Option<&'static str> {
+    NAMES.iter().copied().find(|n| *n == name)
+}
+
+fn name<'de, D: Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+    let s = String::deserialize(d)?;
+    known_name(&s)
+        .ok_or_else(|| serde::de::Error::custom("a status or brand the sandbox never sets"))
+}
+
+fn optional_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Name>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => known_name(&s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("a next action the sandbox never sets")),
+    }
+}
+
 /// What the sandbox keeps about a card: never more than BIN and last four.
-#[derive(Clone, Debug, Eq, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
 pub(crate) struct CardFacts {
-    pub(crate) brand: &'static str,
+    #[serde(deserialize_with = "name")]
+    pub(crate) brand: Name,
     pub(crate) bin: String,
     pub(crate) last4: String,
     /// hex(SHA-256(project id + number)): a per-project fingerprint.
@@ -70,7 +113,7 @@ impl CardFacts {
 }
 
 /// An amount as sent: minor units, currency in the client's case.
-#[derive(Clone, Debug, Eq, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
 pub(crate) struct Amount {
     pub(crate) amount: i64,
     pub(crate) currency: String,
@@ -83,7 +126,7 @@ impl Amount {
 }
 
 /// The optional payout fields of create/start/init; start's override create's.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub(crate) struct Fields {
     pub(crate) amount: Option<Amount>,
     pub(crate) card: Option<CardFacts>,
@@ -120,7 +163,7 @@ impl Fields {
 }
 
 /// Where a session is in the lifecycle (finer than its public status).
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
 pub(crate) enum Phase {
     Created,
     /// Started; `ready_to_confirm` comes next, unless `silent` (`NO_CONFIRM`).
@@ -133,24 +176,25 @@ pub(crate) enum Phase {
     Finished,
 }
 
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
 pub(crate) enum Decision {
     Confirmed,
     Automatic,
     Cancelled,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Refund {
     pub(crate) id: String,
     pub(crate) at: String,
     pub(crate) amount: Amount,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Payout {
     pub(crate) id: String,
-    pub(crate) status: &'static str,
+    #[serde(deserialize_with = "name")]
+    pub(crate) status: Name,
     pub(crate) created_at: String,
     pub(crate) finished_at: Option<String>,
     pub(crate) card: CardFacts,
@@ -201,15 +245,17 @@ impl Payout {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) project: String,
-    pub(crate) status: &'static str,
+    #[serde(deserialize_with = "name")]
+    pub(crate) status: Name,
     pub(crate) created_at: String,
     pub(crate) updated_at: String,
     pub(crate) finished_at: Option<String>,
-    pub(crate) next_action: Option<&'static str>,
+    #[serde(deserialize_with = "optional_name")]
+    pub(crate) next_action: Option<Name>,
     pub(crate) phase: Phase,
     /// Bumped on every phase change, so a timer armed for an older phase does nothing.
     pub(crate) epoch: u64,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::config::{ApiVersion, ProjectConfig};
+use crate::sandbox::keep::{Counters, Snapshot};
 use crate::sandbox::keys::{KeyError, Verifier};
 use crate::sandbox::model::Session;
 use crate::sandbox::quirks::Quirks;
@@ -134,7 +135,79 @@ pub(crate) struct State {
     next_transaction: u64,
 }
 
+impl ProjectView {
+    /// The settings back as configuration (a project read from the state file).
+    pub(crate) fn into_config(self) -> ProjectConfig {
+        ProjectConfig {
+            id: self.id,
+            partner_public_key_pem: self.partner_public_key_pem,
+            webhook_url: self.webhook_url,
+            auto_confirm: self.auto_confirm,
+            single_request_payouts: self.single_request_payouts,
+            webhook_api_version: self.webhook_api_version,
+            wallet_balance: self.wallet_balance,
+            confirm_timeout: Duration::from_millis(self.confirm_timeout_ms),
+            quirks: self.quirks,
+        }
+    }
+}
+
 impl State {
+    /// No projects, no sessions; ids made after `id_prefix`.
+    pub(crate) fn empty(id_prefix: String) -> Self {
+        Self {
+            id_prefix,
+            ..Self::default()
+        }
+    }
+
+    /// Everything the state file keeps.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut projects: Vec<ProjectView> = self.projects.values().map(Project::view).collect();
+        projects.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut sessions: Vec<Session> = self.sessions.values().cloned().collect();
+        sessions.sort_by(|a, b| a.id.cmp(&b.id));
+        Snapshot {
+            format: Snapshot::FORMAT,
+            counters: Counters {
+                session: self.next_session,
+                payout: self.next_payout,
+                refund: self.next_refund,
+                transaction: self.next_transaction,
+            },
+            projects,
+            sessions,
+            idempotency: self.idempotency.iter().cloned().collect(),
+        }
+    }
+
+    /// The state a snapshot describes, with ids made after `id_prefix`.
+    pub(crate) fn restored(
+        snapshot: Snapshot,
+        id_prefix: String,
+    ) -> Result<Self, (String, KeyError)> {
+        let mut projects = HashMap::new();
+        for view in snapshot.projects {
+            let id = view.id.clone();
+            let project = Project::new(view.into_config()).map_err(|e| (id.clone(), e))?;
+            projects.insert(id, project);
+        }
+        Ok(Self {
+            projects,
+            sessions: snapshot
+                .sessions
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            idempotency: snapshot.idempotency.into_iter().collect(),
+            id_prefix,
+            next_session: snapshot.counters.session,
+            next_payout: snapshot.counters.payout,
+            next_refund: snapshot.counters.refund,
+            next_transaction: snapshot.counters.transaction,
+        })
+    }
+
     pub(crate) fn session_id(&mut self) -> String {
         self.next_session += 1;
         format!("ps_{}{}", self.id_prefix, self.next_session)

@@ -7,6 +7,9 @@ use anyhow::Context;
 
 use super::Process;
 
+/// The partner's public key, beside its private key in the stack's directory.
+const PARTNER_PUBLIC: &str = "partner.pub.pem";
+
 /// How to start the sandbox.
 #[derive(Clone, Debug)]
 pub struct SandboxSpec {
@@ -23,14 +26,18 @@ pub struct SandboxSpec {
 /// A running sandbox.
 #[derive(Debug)]
 pub struct Sandbox {
-    /// The process.
-    pub process: Process,
+    /// The process (`None` only between a kill and its restart).
+    process: Option<Process>,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     /// The partner's private key (PEM), for the proxy's `bank131.private_key_file`.
     pub partner_key: PathBuf,
     /// The bank's public key (PEM) the sandbox wrote, for `bank131.bank_public_key_file`.
     pub bank_key: PathBuf,
+    bin: PathBuf,
+    dir: PathBuf,
+    spec: SandboxSpec,
+    runs: usize,
 }
 
 impl Sandbox {
@@ -50,32 +57,75 @@ impl Sandbox {
         let (private, public) =
             crate::sandbox::generate_rsa_keypair_pem().context("generating the partner key")?;
         let partner_key = dir.join("partner.pem");
-        let partner_public = dir.join("partner.pub.pem");
+        let partner_public = dir.join(PARTNER_PUBLIC);
         let bank_key = dir.join("bank.pub.pem");
         super::write_secret(&partner_key, private)?;
         std::fs::write(&partner_public, public)?;
-        let mut cmd = Command::new(bin);
+        let mut sandbox = Self {
+            process: None,
+            url: format!("http://127.0.0.1:{}", spec.port),
+            partner_key,
+            bank_key,
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            spec: spec.clone(),
+            runs: 0,
+        };
+        sandbox.launch(http).await?;
+        Ok(sandbox)
+    }
+
+    /// The running process, for a caller that keeps only it.
+    pub fn into_process(mut self) -> Process {
+        self.process
+            .take()
+            .unwrap_or_else(|| unreachable!("a Sandbox exists only once launched"))
+    }
+
+    /// Kills the sandbox with SIGKILL (so nothing is written on the way out) and starts it again
+    /// with the same keys and port and these `flags` in place of the first run's, waiting as
+    /// [`Sandbox::start`] does.
+    ///
+    /// # Errors
+    ///
+    /// It did not come up again (with its logs).
+    pub async fn restart(
+        &mut self,
+        http: &reqwest::Client,
+        flags: Vec<String>,
+    ) -> anyhow::Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+        self.spec.flags = flags;
+        self.launch(http).await
+    }
+
+    async fn launch(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        self.runs += 1;
+        let spec = &self.spec;
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["--listen", &format!("127.0.0.1:{}", spec.port)])
             .args(["--project-id", &spec.project])
             .arg("--partner-public-key")
-            .arg(&partner_public)
+            .arg(self.dir.join(PARTNER_PUBLIC))
             .arg("--bank-public-key-out")
-            .arg(&bank_key)
+            .arg(&self.bank_key)
             .args(["--webhook-url", &spec.webhook_url])
             .args(&spec.flags);
-        let mut process = Process::spawn(&mut cmd, "sandbox", dir)?;
+        // Each run its own log, so a restart keeps the first run's for the failure message.
+        let name = match self.runs {
+            1 => "sandbox".to_owned(),
+            n => format!("sandbox-{n}"),
+        };
+        let process = self
+            .process
+            .insert(Process::spawn(&mut cmd, name, &self.dir)?);
         process
             .wait_for_line("BANK131_SANDBOX_BANK_PUBLIC_KEY=")
             .await?;
-        let url = format!("http://127.0.0.1:{}", spec.port);
         process
-            .wait_healthy(http, &format!("{url}/__sandbox/health"))
-            .await?;
-        Ok(Self {
-            process,
-            url,
-            partner_key,
-            bank_key,
-        })
+            .wait_healthy(http, &format!("{}/__sandbox/health", self.url))
+            .await
     }
 }

@@ -305,3 +305,99 @@ async fn bank_5xx_and_timeouts_on_cancel_still_cancel_once() {
         );
     }
 }
+
+/// Issue 12 §4: a sandbox kept in a state directory is killed (SIGKILL) with a payout in flight
+/// and started again under the running proxy. Its session, the step it waited on, the bank key,
+/// the id counters and the wallet balance come back: the payout succeeds once, the next session
+/// gets a new id, and the state file holds no card number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_in_flight_carries_on_across_a_sandbox_restart_with_a_state_dir() {
+    let kept = tempfile::tempdir().unwrap();
+    let state_dir = kept.path().join("bank");
+    let flags = |ready_ms: &str| -> Vec<String> {
+        let dir = state_dir.to_str().unwrap();
+        [
+            "--state-dir",
+            dir,
+            "--id-prefix",
+            "",
+            "--ready-delay-ms",
+            ready_ms,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    // No ready_to_confirm before the restart: the payout waits at the bank, `preparing`.
+    let mut stack = Stack::start_with(crate::stack::Options {
+        sandbox_flags: flags("3600000"),
+        ..Default::default()
+    })
+    .await;
+    let pan = "4242424242424242";
+    let id = stack.pay(pan, 4_200, "auto", "Ivanov Ivan").await;
+    let session = loop {
+        let p = stack.payout(&id).await;
+        if let Some(s) = p["bank"]["session_id"].as_str()
+            && stack.sandbox_session(s).await["phase"] == "preparing"
+        {
+            break s.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(session, "ps_1");
+    let project = |stack: &Stack| {
+        let url = format!(
+            "{}/__sandbox/projects/{}",
+            stack.sandbox_url,
+            crate::stack::PROJECT
+        );
+        let http = stack.http.clone();
+        async move {
+            let v: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            v["wallet_balance"].as_i64().unwrap()
+        }
+    };
+    let balance = project(&stack).await;
+
+    stack.restart_sandbox(&flags("50")).await;
+    let done = stack
+        .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["bank"]["session_id"], session.as_str(), "{done}");
+    // The journal starts empty with the new process: the session is the count of payouts.
+    let at_bank = stack.sandbox_session(&session).await;
+    assert_eq!(
+        at_bank["session"]["payout_list"].as_array().map(Vec::len),
+        Some(1),
+        "{at_bank}"
+    );
+    assert_eq!(
+        stack.payouts_at_bank(&id).await,
+        0,
+        "the proxy started the payout again"
+    );
+    assert_eq!(
+        project(&stack).await,
+        balance - 4_200,
+        "the balance was not kept"
+    );
+
+    let next = stack.pay(pan, 1_000, "auto", "Ivanov Ivan").await;
+    let next = stack
+        .wait_status(&next, &["succeeded", "failed", "cancelled"], SECS)
+        .await;
+    assert_eq!(next["status"], "succeeded", "{next}");
+    assert_eq!(
+        next["bank"]["session_id"], "ps_2",
+        "the id counter started again"
+    );
+
+    let file = state_dir.join("state.json");
+    let bytes = std::fs::read(&file).unwrap();
+    let pan = shared::Pan::parse(pan).unwrap();
+    assert!(!shared::scan::contains_pan_any_encoding(&bytes, &pan));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -45,8 +45,8 @@ pub(crate) struct Stack {
     pub(crate) app_webhook_url: String,
     vault: Option<Process>,
     proxy: Option<Process>,
-    // Held for its drop: the sandbox process stops with the stack.
-    _sandbox: Sandbox,
+    /// Stops with the stack.
+    sandbox: Sandbox,
     vault_runs: usize,
     proxy_runs: usize,
     options: Options,
@@ -85,19 +85,7 @@ impl Stack {
         );
 
         // Bank 131 sandbox.
-        // The test's own flags replace these defaults (the sandbox takes each flag once).
-        let mut flags: Vec<String> = [
-            ("--ready-delay-ms", "50"),
-            ("--finish-delay-ms", "50"),
-            ("--webhook-retry-ms", "100,200,400,800"),
-            ("--webhook-max-attempts", "30"),
-            ("--log-format", "json"),
-        ]
-        .into_iter()
-        .filter(|(flag, _)| !options.sandbox_flags.iter().any(|f| f == flag))
-        .flat_map(|(flag, value)| [flag.to_owned(), value.to_owned()])
-        .collect();
-        flags.extend(options.sandbox_flags.iter().cloned());
+        let flags = sandbox_flags(&options.sandbox_flags);
         let sandbox = Sandbox::start(
             Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
             dir.path(),
@@ -202,7 +190,7 @@ impl Stack {
             app_webhook_url: app_url,
             vault: None,
             proxy: None,
-            _sandbox: sandbox,
+            sandbox,
             vault_runs: 0,
             proxy_runs: 0,
             options,
@@ -264,6 +252,15 @@ impl Stack {
     }
 
     /// SIGKILL: no chance to finish anything.
+    /// Kills the sandbox (SIGKILL) and starts it again on its port with the same partner key,
+    /// with `flags` over the defaults in place of the first run's.
+    pub(crate) async fn restart_sandbox(&mut self, flags: &[String]) {
+        self.sandbox
+            .restart(&self.http, sandbox_flags(flags))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     pub(crate) fn kill9_proxy(&mut self) {
         if let Some(mut p) = self.proxy.take() {
             p.kill();
@@ -590,6 +587,24 @@ impl Stack {
 }
 
 type Receiver = (Arc<Mutex<Vec<AppHook>>>, Arc<Mutex<String>>);
+
+/// The sandbox's flags: fast delays and retries, replaced flag by flag by the test's own (the
+/// sandbox takes each flag once).
+fn sandbox_flags(own: &[String]) -> Vec<String> {
+    let mut flags: Vec<String> = [
+        ("--ready-delay-ms", "50"),
+        ("--finish-delay-ms", "50"),
+        ("--webhook-retry-ms", "100,200,400,800"),
+        ("--webhook-max-attempts", "30"),
+        ("--log-format", "json"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| !own.iter().any(|f| f == flag))
+    .flat_map(|(flag, value)| [flag.to_owned(), value.to_owned()])
+    .collect();
+    flags.extend(own.iter().cloned());
+    flags
+}
 
 async fn receive(
     State((hooks, secret)): State<Receiver>,

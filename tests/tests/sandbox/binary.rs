@@ -160,6 +160,32 @@ fn unusable_keys_and_faults_exit_64() {
     assert_eq!(out.status.code(), Some(2), "clap rejects a bad --fault");
 }
 
+/// A state file the sandbox did not write stops the start (exit 64) with the place in the file,
+/// never its content.
+#[test]
+fn a_foreign_state_file_exits_64_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("state.json"),
+        format!(r#"{{"format":1,"counters":{{"session":"{VISA}"}}}}"#),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path())
+        .arg("--bank-public-key-out")
+        .arg(dir.path().join("bank.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("counters.session"), "{stderr}");
+    assert!(
+        !contains_pan(&out.stderr, &Pan::parse(VISA).unwrap()),
+        "{stderr}"
+    );
+}
+
 /// Issue 12 §4: a restarted sandbox never hands out a session id it gave before (a proxy that
 /// outlives it would meet a "duplicate" session), unless stable ids are asked for.
 #[tokio::test]

@@ -197,7 +197,7 @@ impl Stack {
         Ok(Self {
             vault,
             proxy,
-            sandbox: sandbox.process,
+            sandbox: sandbox.into_process(),
             vault_url,
             proxy_url,
             sandbox_url,
