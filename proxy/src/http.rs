@@ -1,19 +1,17 @@
 //! The proxy's HTTP API: the app routes, the bank's webhook receiver, health.
 //!
-//! Each request gets a proxy-made request id (`x-request-id`), a deadline,
-//! `Cache-Control: no-store`, and one access-log line naming the route template, never the URI.
+//! Each request passes `shared::http`'s edge: a proxy-made request id (`x-request-id`), a
+//! deadline, `Cache-Control: no-store` on every answer, and one access-log line naming the route
+//! template, never the URI.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderValue;
-use axum::http::header::CACHE_CONTROL;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::bank131::SignatureVerifier;
 use crate::engine::Engine;
@@ -47,7 +45,7 @@ pub struct AppState {
 
 /// The API router.
 pub fn router(state: AppState, body_limit: usize) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/payouts", post(payouts::create).get(payouts::list))
         .route("/v1/payouts/{id}", get(payouts::read))
         .route("/v1/payouts/{id}/confirm", post(payouts::confirm))
@@ -60,19 +58,15 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
             "/webhooks/bank131",
             post(bank::receive).layer(DefaultBodyLimit::max(body_limit.max(WEBHOOK_BODY_LIMIT))),
         )
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-        .fallback(|| async { ApiError::RouteNotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .route("/healthz", get(shared::http::live))
+        .route("/readyz", get(health::ready));
+    let routes = shared::http::with_edge::<ApiError, _>(routes)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
-        }))
-        .with_state(state)
+        ));
+    shared::http::catch_panics::<ApiError, _>(routes).with_state(state)
 }
 
 async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -80,34 +74,19 @@ async fn request_context(State(state): State<AppState>, req: Request, next: Next
     let request_id =
         shared::ids::random_id("req_").unwrap_or_else(|_| "req_unavailable".to_owned());
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let mut response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout.into_response(),
-    };
-    let status = response.status();
-    let code = response.extensions().get::<ApiError>().map(|e| e.parts().1);
-    let headers = response.headers_mut();
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-request-id", value);
-    }
-    // A body too large for the limit surfaces as axum's plain 413: give it our body.
-    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE && code.is_none() {
-        response = ApiError::PayloadTooLarge.into_response();
-    }
-    tracing::info!(
-        target: "proxy::access",
-        request_id = %request_id,
-        method = %method,
-        route = %route,
-        status = status.as_u16(),
-        error = code.unwrap_or(""),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request"
+    let route = shared::http::route_template(&req)
+        .unwrap_or("unmatched")
+        .to_owned();
+    let (response, error) =
+        shared::http::exchange::<ApiError>(req, next, state.request_timeout, &request_id).await;
+    shared::access_log!(
+        "proxy::access",
+        request_id,
+        method,
+        route,
+        response.status(),
+        error.as_ref().map(shared::http::EdgeError::code),
+        started.elapsed()
     );
     response
 }

@@ -6,7 +6,8 @@
 //! - [`card`]: brand detection from the BIN and masking helpers.
 //! - [`scan`]: the PAN scanner every boundary test uses: finds Luhn-valid runs of 13–19 digits in
 //!   bytes or text and reports offsets and masked values only.
-//! - [`error_body`]: the JSON error body both services answer with.
+//! - [`error_body`]: the JSON error body both services answer with; [`http`]: the HTTP edge
+//!   every request passes (deadline, headers, fallbacks, access log, `/healthz`).
 //! - [`telemetry`]: tracing setup and a panic hook that never prints panic payloads.
 //! - [`ct`]: constant-time equality for MACs, key hashes and secrets.
 //! - [`ids`]: random prefixed ids and API keys; [`sqlite`]: the durable SQLite set-up both
@@ -18,6 +19,7 @@ pub mod config;
 pub mod ct;
 pub mod error_body;
 pub mod files;
+pub mod http;
 pub mod ids;
 pub mod json;
 pub mod pan;

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use std::ffi::c_int;
+
+use rusqlite::hooks::CheckpointMode;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 /// How to open a database.
@@ -127,7 +130,7 @@ impl SqlitePool {
         // last few pages left to copy. The writer must still make it: only a checkpoint that
         // catches up with the last commit lets the next transaction restart the WAL from the
         // start, and only the writer can stop commits while it does.
-        writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+        writer.wal_hook(Some(writer_checkpoint));
         // A WAL that grew during a burst is cut back to this size when it restarts.
         writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let checkpointer = connect(options, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
@@ -336,9 +339,29 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), rusqlite::
 }
 
 /// WAL pages after which the writer checkpoints (SQLite's default is 1,000).
-const WRITER_CHECKPOINT_PAGES: u32 = 8_000;
+const WRITER_CHECKPOINT_PAGES: c_int = 8_000;
+/// WAL pages after which the writer's checkpoint waits for readers (RESTART) instead of taking
+/// what it can (PASSIVE). Readers that never pause would otherwise always hold a snapshot inside
+/// the WAL, so it could never start over and would grow without end; waiting for them to move
+/// on (each read is short) is what bounds it: at most this many pages plus one batch.
+const WRITER_RESTART_PAGES: c_int = 12_000;
 /// Bytes a restarted WAL is truncated to.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
+/// The writer's commit hook (in place of `wal_autocheckpoint`, which is the same hook with
+/// PASSIVE only): `pages` is the WAL's length after the commit. A failed checkpoint is left to
+/// the next commit; the hook must not fail, or the commit that did happen would report an error.
+fn writer_checkpoint(wal: &rusqlite::hooks::Wal, pages: c_int) -> rusqlite::Result<()> {
+    let mode = match pages {
+        p if p >= WRITER_RESTART_PAGES => CheckpointMode::RESTART,
+        p if p >= WRITER_CHECKPOINT_PAGES => CheckpointMode::PASSIVE,
+        _ => return Ok(()),
+    };
+    if let Err(e) = wal.checkpoint_v2(mode) {
+        tracing::debug!(error = %e, pages, "WAL checkpoint left to the next commit");
+    }
+    Ok(())
+}
 
 /// How often, at most, the checkpointer copies the WAL back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
@@ -617,25 +640,24 @@ mod tests {
             &["CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB NOT NULL)"],
         )
         .unwrap();
+        // Two readers that never pause, so that one of them nearly always holds a snapshot
+        // inside the WAL: without the writer waiting for them, the WAL could never start over.
         let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let reader = {
-            let (pool, reading) = (pool.clone(), Arc::clone(&reading));
-            tokio::spawn(async move {
-                while reading.load(Ordering::Relaxed) {
-                    let _: i64 = pool
-                        .lookup(|c| {
-                            Ok::<_, E>(c.query_row(
-                                "SELECT count(*) FROM t WHERE n = 1",
-                                [],
-                                |r| r.get(0),
-                            )?)
-                        })
-                        .await
-                        .unwrap();
-                    tokio::task::yield_now().await;
-                }
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (pool, reading) = (pool.clone(), Arc::clone(&reading));
+                tokio::spawn(async move {
+                    while reading.load(Ordering::Relaxed) {
+                        let _: i64 = pool
+                            .lookup(|c| {
+                                Ok::<_, E>(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+                            })
+                            .await
+                            .unwrap();
+                    }
+                })
             })
-        };
+            .collect();
         // 160 MiB through the WAL, far more than it may keep.
         let blob = vec![7u8; 16 * 1024];
         let wal = dir.path().join("t.db-wal");
@@ -656,7 +678,9 @@ mod tests {
             largest = largest.max(std::fs::metadata(&wal).unwrap().len());
         }
         reading.store(false, Ordering::Relaxed);
-        reader.await.unwrap();
+        for reader in readers {
+            reader.await.unwrap();
+        }
         let limit = u64::try_from(WAL_SIZE_LIMIT).unwrap() + (5 << 20);
         assert!(largest < limit, "the WAL grew to {largest} bytes");
     }

@@ -248,6 +248,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl shared::http::EdgeError for ApiError {
+    fn timeout() -> Self {
+        Self::Timeout
+    }
+    fn payload_too_large() -> Self {
+        Self::PayloadTooLarge
+    }
+    fn route_not_found() -> Self {
+        Self::RouteNotFound
+    }
+    fn method_not_allowed() -> Self {
+        Self::MethodNotAllowed
+    }
+    fn internal() -> Self {
+        Self::Internal
+    }
+    fn code(&self) -> &'static str {
+        self.parts().1
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         if matches!(e, crate::store::StoreError::Overloaded) {

@@ -1,15 +1,10 @@
-//! `/healthz` and `/readyz`.
+//! `/readyz` (`/healthz` is `shared::http::live`).
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
-
-/// Liveness.
-pub(crate) async fn live() -> Response {
-    Json(serde_json::json!({"status": "ok"})).into_response()
-}
 
 /// What the proxy depends on, checked at most every [`DependencyCheck::EVERY`]: each configured
 /// vault key against the vault (`GET /v1/clients/me`), and the bank's reachability, project and

@@ -490,3 +490,68 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
     stack.start_proxy().await;
     assert_eq!(stack.get_as("", "/readyz").await.0, 200);
 }
+
+/// Issue 13 §1: every answer, whatever made it (a handler, a fallback, axum's own body limit on
+/// the app routes and on the bank's webhook route), leaves with `Cache-Control: no-store` and a
+/// request id, and the error ones in the proxy's body. The proxy once set both headers and then
+/// replaced its 413, which went out without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_no_store_and_a_request_id() {
+    let stack = Stack::start().await;
+    // Over the limits (16 KiB for the app routes, 256 KiB for the webhook route) but small
+    // enough that the request is sent whole before the proxy answers.
+    let big = |n: usize| format!(r#"{{"metadata":"{}"}}"#, "x".repeat(n));
+    let base = &stack.proxy_url;
+    let cases = [
+        ("GET", "/healthz", false, None, 200, None),
+        ("GET", "/readyz", false, None, 200, None),
+        ("GET", "/v1/payouts", false, None, 401, Some("unauthorized")),
+        ("GET", "/nowhere", false, None, 404, Some("route_not_found")),
+        (
+            "DELETE",
+            "/v1/payouts",
+            true,
+            None,
+            405,
+            Some("method_not_allowed"),
+        ),
+        (
+            "POST",
+            "/v1/payouts",
+            true,
+            Some(big(20_000)),
+            413,
+            Some("payload_too_large"),
+        ),
+        (
+            "POST",
+            "/webhooks/bank131",
+            false,
+            Some(big(300_000)),
+            413,
+            Some("payload_too_large"),
+        ),
+    ];
+    for (method, path, authed, body, status, code) in cases {
+        let mut req = stack
+            .http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .header("idempotency-key", "k-1");
+        if authed {
+            req = req.bearer_auth(&stack.app_key);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req.send().await.unwrap();
+        let what = format!("{method} {path}");
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{what}");
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(id.starts_with("req_"), "{what}: {id}");
+        let body: Value = resp.json().await.unwrap();
+        if let Some(code) = code {
+            assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        }
+    }
+}

@@ -187,6 +187,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl shared::http::EdgeError for ApiError {
+    fn timeout() -> Self {
+        Self::Timeout
+    }
+    fn payload_too_large() -> Self {
+        Self::PayloadTooLarge
+    }
+    fn route_not_found() -> Self {
+        Self::RouteNotFound
+    }
+    fn method_not_allowed() -> Self {
+        Self::MethodNotAllowed
+    }
+    fn internal() -> Self {
+        Self::Internal
+    }
+    fn code(&self) -> &'static str {
+        self.parts().1
+    }
+}
+
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
         match e {

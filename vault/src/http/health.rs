@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz`, `/metrics`: no authentication, no card data.
+//! `/readyz` and `/metrics` (`/healthz` is `shared::http::live`): no authentication, no card
+//! data.
 
 use std::time::{Duration, Instant};
 
@@ -39,11 +40,6 @@ impl Readiness {
         *last = Some((Instant::now(), ready));
         ready
     }
-}
-
-/// Liveness: the process answers.
-pub(crate) async fn live() -> Response {
-    Json(json!({"status": "ok"})).into_response()
 }
 
 /// Readiness: the keys are loaded (they are, or the process would not have started), an audit

@@ -13,10 +13,11 @@ use crate::limits::Operation;
 
 /// The route templates the router has, and `unmatched` for everything else. A fixed list, so a
 /// request's label is a `&'static str` found without allocating.
-pub(crate) const ROUTES: [&str; 7] = [
+pub(crate) const ROUTES: [&str; 8] = [
     "/v1/tokens",
     "/v1/tokens/{token}",
     "/v1/tokens/{token}/detokenize",
+    "/v1/clients/me",
     "/healthz",
     "/readyz",
     "/metrics",

@@ -477,3 +477,69 @@ async fn errors_name_the_field_and_the_rule_in_words() {
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.json()["error"]["param"], "tokens:detokenize");
 }
+
+/// Issue 13 §1: every answer, whatever made it (a handler, an extractor, a fallback, axum's own
+/// body limit), leaves with `Cache-Control: no-store` and a request id, and the error ones in the
+/// vault's body.
+#[tokio::test]
+async fn every_answer_carries_no_store_and_a_request_id() {
+    let v = TestVault::spawn().await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    let huge = format!(r#"{{"pan":"{}"}}"#, "9".repeat(1024 * 1024));
+    for (method, path, key, body, status, code) in [
+        (Method::GET, "/healthz", None, None, 200, None),
+        (Method::GET, "/metrics", None, None, 200, None),
+        (
+            Method::GET,
+            "/v1/clients/me",
+            None,
+            None,
+            401,
+            Some("unauthorized"),
+        ),
+        (
+            Method::GET,
+            "/nowhere",
+            None,
+            None,
+            404,
+            Some("route_not_found"),
+        ),
+        (
+            Method::PUT,
+            "/v1/tokens",
+            Some(&key),
+            None,
+            405,
+            Some("method_not_allowed"),
+        ),
+        (
+            Method::POST,
+            "/v1/tokens",
+            Some(&key),
+            Some("{"),
+            400,
+            Some("malformed_json"),
+        ),
+        (
+            Method::POST,
+            "/v1/tokens",
+            Some(&key),
+            Some(huge.as_str()),
+            413,
+            Some("payload_too_large"),
+        ),
+    ] {
+        let reply = v
+            .call(method.clone(), path, key.map(String::as_str), body)
+            .await;
+        let what = format!("{method} {path}");
+        assert_eq!(reply.status.as_u16(), status, "{what}: {}", reply.text());
+        assert_eq!(reply.headers["cache-control"], "no-store", "{what}");
+        let id = reply.headers["x-request-id"].to_str().unwrap();
+        assert!(id.starts_with("req_"), "{what}: {id}");
+        if let Some(code) = code {
+            assert_eq!(reply.code(), code, "{what}");
+        }
+    }
+}

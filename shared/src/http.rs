@@ -1,0 +1,121 @@
+//! The HTTP edge both services stand on: what every request passes through whatever the route.
+//!
+//! - [`EdgeError`]: what a service's error type gives the edge (its timeout, 413, 404 and 405
+//!   answers, and its stable code for the access log).
+//! - [`with_edge`] and [`catch_panics`]: unknown routes and methods answer in the service's
+//!   error body, and a panic anywhere becomes its 500.
+//! - [`exchange`]: the middleware core: the request deadline, axum's own 413 (a
+//!   `DefaultBodyLimit` rejection) turned into the service's body, and then, on whatever answer
+//!   goes out, `Cache-Control: no-store` and the request id. The headers come last so that no
+//!   rewrite can drop them (the proxy once set them and then replaced its 413).
+//! - [`route_template`] and [`access_log!`](crate::access_log): the access log names the route
+//!   *template*, never the raw URI: a caller can put anything in a path or query string,
+//!   including a card number.
+//! - [`live`], the `/healthz` handler.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// The response header that carries the service-made request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// What a service's API error gives the edge. The service inserts the error into the extensions
+/// of every response it makes from one, which is how the edge tells its own answers from axum's.
+pub trait EdgeError: IntoResponse + Clone + Send + Sync + 'static {
+    /// 503: the request outlived its deadline.
+    fn timeout() -> Self;
+    /// 413: the body is over the limit.
+    fn payload_too_large() -> Self;
+    /// 404: no such route.
+    fn route_not_found() -> Self;
+    /// 405: the route does not take that method.
+    fn method_not_allowed() -> Self;
+    /// 500: a handler panicked.
+    fn internal() -> Self;
+    /// The stable code, for the access log.
+    fn code(&self) -> &'static str;
+}
+
+/// The 404 and 405 fallbacks, in the service's error. Call it after the routes and before the
+/// middleware layers, so that these answers pass through the middleware too.
+pub fn with_edge<E: EdgeError, S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
+        .fallback(|| async { E::route_not_found() })
+        .method_not_allowed_fallback(|| async { E::method_not_allowed() })
+}
+
+/// The panic guard. Call it last, so that it is outermost and a panic anywhere inside answers
+/// the service's 500.
+pub fn catch_panics<E: EdgeError, S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+) -> Router<S> {
+    router.layer(CatchPanicLayer::custom(|_| E::internal().into_response()))
+}
+
+/// The matched route template, or `unmatched`.
+pub fn route_template(req: &Request) -> Option<&str> {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+}
+
+/// Runs the rest of the stack under `deadline`, then makes the answer the edge's: axum's bare
+/// 413 becomes the service's, and every answer gets `Cache-Control: no-store` and `request_id`.
+/// Returns the response and the service error it was made from, if any.
+pub async fn exchange<E: EdgeError>(
+    req: Request,
+    next: Next,
+    deadline: Duration,
+    request_id: &str,
+) -> (Response, Option<E>) {
+    let mut response = match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => E::timeout().into_response(),
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<E>().is_none()
+    {
+        response = E::payload_too_large().into_response();
+    }
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    let error = response.extensions().get::<E>().cloned();
+    (response, error)
+}
+
+/// One access-log line: `target` is the service's (`vault::access`), the rest fixed fields
+/// (request id, method, route template, status, error code, latency in microseconds). A macro
+/// because a tracing target must be a constant at the call site.
+#[macro_export]
+macro_rules! access_log {
+    ($target:literal, $request_id:expr, $method:expr, $route:expr, $status:expr, $code:expr, $elapsed:expr) => {
+        $crate::http::__tracing::info!(
+            target: $target,
+            request_id = %$request_id,
+            method = %$method,
+            route = %$route,
+            status = $status.as_u16(),
+            error = $code.unwrap_or(""),
+            latency_us = u64::try_from($elapsed.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        )
+    };
+}
+
+#[doc(hidden)]
+pub use tracing as __tracing;
+
+/// `/healthz`: the process answers.
+pub async fn live() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
