@@ -4,7 +4,6 @@
 //! deadline, `Cache-Control: no-store` on every answer, and one access-log line naming the route
 //! template, never the URI.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -13,8 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use crate::bank131::SignatureVerifier;
-use crate::engine::Engine;
+use crate::service::Proxy;
 
 mod bank;
 mod caller;
@@ -33,14 +31,10 @@ pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// The payout engine (and through it the store).
-    pub engine: Engine,
-    /// The bank's webhook key.
-    pub bank_verifier: Arc<SignatureVerifier>,
+    /// The operations: the only way to the engine and the store.
+    pub proxy: Proxy,
     /// Deadline per request.
     pub request_timeout: Duration,
-    /// The vault keys' and the bank's last check, for `/readyz`.
-    pub dependencies: Arc<health::DependencyCheck>,
 }
 
 /// The API router.

@@ -1,6 +1,16 @@
 //! The payout proxy: token-based card payouts through Bank 131 for applications outside the
-//! card-data environment. So far: the Bank 131 client ([`bank131`]) and the support command line
-//! ([`cli`]).
+//! card-data environment. An app sends a vault token; the proxy fetches the card from the vault,
+//! drives the bank's session to a final state exactly once, and tells the app by signed webhook.
+//!
+//! - [`http`]: the app API and the bank's webhook receiver, over [`service`], the operations
+//!   (the only way to the engine and the store); [`auth`]: app clients and scopes; [`view`]:
+//!   what apps see of a payout.
+//! - [`engine`]: the payout state machine and its driver; [`payout`]: the payout as stored.
+//! - [`bank131`]: the signed Bank 131 client; [`vault_client`]: detokenize over HTTP.
+//! - [`store`]: SQLite and PostgreSQL; [`outbox`]: app webhook delivery; [`resolve`]: payouts
+//!   a person closes by hand; [`egress`]: where outbound requests may go; [`secrets`]: webhook
+//!   secrets sealed at rest.
+//! - [`config`], [`startup`], [`cli`]: configuration, start-up checks, and the commands.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -14,6 +24,7 @@ pub mod outbox;
 pub mod payout;
 pub mod resolve;
 pub mod secrets;
+pub mod service;
 pub mod startup;
 pub mod store;
 pub mod vault_client;

@@ -232,7 +232,7 @@ impl Deliverer {
         let target = client.as_ref().and_then(|c| {
             c.webhook_url
                 .clone()
-                .map(|url| (url, self.secrets.unwrap(&c.webhook_secret, &c.id)))
+                .map(|url| (url, self.secrets.open(&c.webhook_secret, &c.id)))
         });
         let now = now_micros();
         event.attempts += 1;

@@ -148,7 +148,7 @@ impl SecretBox {
     /// # Errors
     ///
     /// [`SecretBoxError::WrongKey`].
-    pub fn unwrap(
+    pub fn open(
         &self,
         stored: &WebhookSecret,
         client_id: &str,
@@ -218,7 +218,7 @@ pub async fn wrap_legacy_secrets(
             store.set_webhook_secret(&client.id, &stored).await?;
             wrapped += 1;
         } else if client.revoked_at.is_none()
-            && secrets.unwrap(&client.webhook_secret, &client.id).is_err()
+            && secrets.open(&client.webhook_secret, &client.id).is_err()
         {
             unopenable.push(client.id);
         }
@@ -259,11 +259,11 @@ mod tests {
         let stored = secrets.wrap(&secret, "app_1").unwrap();
         assert!(stored.expose().starts_with(WRAPPED_PREFIX));
         assert!(!stored.expose().contains("abcdef"));
-        assert_eq!(secrets.unwrap(&stored, "app_1").unwrap(), secret);
+        assert_eq!(secrets.open(&stored, "app_1").unwrap(), secret);
         // Another client's row, another key, a changed byte: refused.
-        assert!(secrets.unwrap(&stored, "app_2").is_err());
+        assert!(secrets.open(&stored, "app_2").is_err());
         let other = SecretBox::from_key(&[8; 32]).unwrap();
-        assert!(other.unwrap(&stored, "app_1").is_err());
+        assert!(other.open(&stored, "app_1").is_err());
         // One character of the ciphertext changed (always to a different one).
         let mut changed: Vec<char> = stored.expose().chars().collect();
         let at = changed.len() / 2;
@@ -271,13 +271,13 @@ mod tests {
         let changed: String = changed.into_iter().collect();
         assert!(
             secrets
-                .unwrap(&WebhookSecret::from_stored(changed), "app_1")
+                .open(&WebhookSecret::from_stored(changed), "app_1")
                 .is_err()
         );
         // Two wraps of one secret differ (fresh nonces).
         assert_ne!(secrets.wrap(&secret, "app_1").unwrap(), stored);
         // A secret stored in clear by an older version still reads.
-        assert_eq!(secrets.unwrap(&secret, "app_1").unwrap(), secret);
+        assert_eq!(secrets.open(&secret, "app_1").unwrap(), secret);
     }
 
     #[test]
@@ -290,7 +290,7 @@ mod tests {
         let b = SecretBox::from_key_file(&path).unwrap();
         let secret = WebhookSecret::from_stored("whsec_x".to_owned());
         assert_eq!(
-            b.unwrap(&a.wrap(&secret, "app").unwrap(), "app").unwrap(),
+            b.open(&a.wrap(&secret, "app").unwrap(), "app").unwrap(),
             secret
         );
         std::fs::write(&path, "not hex\n").unwrap();

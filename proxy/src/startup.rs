@@ -67,6 +67,8 @@ pub async fn open_store(config: &ProxyConfig) -> Result<Arc<dyn ProxyStore>, Sto
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// For the reconciler; the routes reach it only through `state.proxy`.
+    engine: Engine,
     deliverer: Deliverer,
     body_limit: usize,
     reconcile_interval: Duration,
@@ -119,11 +121,10 @@ impl Application {
                 })?;
         Ok(Self {
             listener,
+            engine: engine.clone(),
             state: AppState {
-                engine,
-                bank_verifier,
+                proxy: crate::service::Proxy::new(engine, bank_verifier, dependencies),
                 request_timeout: Duration::from_millis(config.server.request_timeout_ms),
-                dependencies,
             },
             deliverer,
             body_limit: config.server.body_limit_bytes,
@@ -150,10 +151,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let reconciler = tokio::spawn(reconcile(
-            self.state.engine.clone(),
-            self.reconcile_interval,
-        ));
+        let reconciler = tokio::spawn(reconcile(self.engine, self.reconcile_interval));
         let deliverer = tokio::spawn(self.deliverer.run());
         let result = shared::server::serve(
             self.listener,

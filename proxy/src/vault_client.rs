@@ -87,11 +87,6 @@ impl VaultClient {
         })
     }
 
-    /// Whether a key is configured for `tenant`.
-    pub fn serves(&self, tenant: &str) -> bool {
-        self.keys.contains_key(tenant)
-    }
-
     /// The card number behind `token`, for `purpose` (recorded in the vault's audit log).
     ///
     /// # Errors

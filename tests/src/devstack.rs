@@ -351,7 +351,7 @@ async fn ensure_proxy_client(
         (Some(record), Some(stored)) if record.webhook_url.as_deref() == Some(webhook_url) => {
             // The secret the proxy signs with is the one in the database (stored wrapped).
             secrets
-                .unwrap(&record.webhook_secret, &record.id)
+                .open(&record.webhook_secret, &record.id)
                 .context("the proxy app client's webhook secret")?
                 .expose()
                 .clone_into(&mut stored.webhook_secret);

@@ -10,12 +10,3 @@ pub mod devstack;
 pub mod ready;
 pub mod sandbox;
 pub mod stack;
-
-/// Canary card numbers for boundary tests: well-known test PANs of several brands and lengths.
-pub const CANARY_PANS: &[&str] = &[
-    "4242424242424242",
-    "5555555555554444",
-    "2200000000000004",
-    "378282246310005",
-    "6200000000000005",
-];

@@ -88,11 +88,6 @@ impl Scopes {
     pub fn contains(&self, scope: Scope) -> bool {
         self.0.contains(&scope)
     }
-
-    /// The scopes.
-    pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
-        self.0.iter().copied()
-    }
 }
 
 impl fmt::Display for Scopes {

@@ -331,12 +331,12 @@ impl Vault {
             return Err(VaultError::NoKeys);
         }
         if wrapped.iter().any(|w| w.purpose == KeyPurpose::Client) {
-            Keyring::unwrap(&master, &wrapped)?;
+            Keyring::open(&master, &wrapped)?;
             return Ok(None);
         }
         let client_key = Keyring::generate_one(&master, KeyPurpose::Client, now_micros())?;
         wrapped.push(client_key.clone());
-        let ring = Keyring::unwrap(&master, &wrapped)?;
+        let ring = Keyring::open(&master, &wrapped)?;
         store.adopt_head().await?;
         // Sealing trusts the rows: only those the verified audit chain vouches for are sealed,
         // so a row slipped into the database (with the client key deleted to force an upgrade)
@@ -909,7 +909,7 @@ fn unwrap_keys(
     master: &crate::crypto::MasterKey,
     wrapped: &[crate::crypto::WrappedKey],
 ) -> Result<Keyring, VaultError> {
-    match Keyring::unwrap(master, wrapped) {
+    match Keyring::open(master, wrapped) {
         Err(CryptoError::MissingKey(KeyPurpose::Client)) => Err(VaultError::NeedsUpgrade),
         other => Ok(other?),
     }

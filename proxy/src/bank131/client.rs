@@ -107,11 +107,6 @@ impl Bank131Client {
         })
     }
 
-    /// The API version this client speaks.
-    pub fn version(&self) -> ApiVersion {
-        self.version
-    }
-
     /// `session/create`.
     ///
     /// # Errors

@@ -7,7 +7,7 @@ use shared::ids::ApiKey;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{ClientRecord, Scope};
+use crate::auth::ClientRecord;
 
 /// A request's app client; extracting it checks `Authorization: Bearer <key>`.
 #[derive(Debug)]
@@ -26,28 +26,12 @@ impl FromRequestParts<AppState> for Caller {
         let Some(key) = key else {
             return Err(ApiError::Unauthorized);
         };
-        let hash = key.hash();
-        match state.engine.store().client_by_key_hash(hash).await? {
-            Some(client) if client.accepts(&hash, crate::engine::now_micros()) => Ok(Self(client)),
-            _ => {
+        match state.proxy.authenticate(&key).await? {
+            Some(client) => Ok(Self(client)),
+            None => {
                 tracing::info!("app authentication failed");
                 Err(ApiError::Unauthorized)
             }
-        }
-    }
-}
-
-impl Caller {
-    /// Passes when the client holds `scope`.
-    ///
-    /// # Errors
-    ///
-    /// [`ApiError::MissingScope`], naming the scope.
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.0.scopes.contains(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::MissingScope(scope.as_str()))
         }
     }
 }

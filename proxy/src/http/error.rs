@@ -269,6 +269,34 @@ impl shared::http::EdgeError for ApiError {
     }
 }
 
+impl From<crate::service::ServiceError> for ApiError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        use crate::engine::ActionError as A;
+        use crate::service::ServiceError as E;
+        match e {
+            E::MissingScope(scope) => Self::MissingScope(scope),
+            E::NotFound | E::Action(A::NotFound) => Self::NotFound,
+            E::IdempotencyConflict => Self::IdempotencyConflict,
+            E::CardTokenNotFound => Self::CardTokenNotFound,
+            E::Vault(e) => Self::Vault(e),
+            E::EventNotFound => Self::EventNotFound,
+            E::NoWebhookUrl => Self::NoWebhookUrl,
+            E::Action(A::WrongState) => Self::NotAwaitingConfirmation,
+            E::Action(A::NotManual) => Self::NotManual,
+            E::Action(A::Contradicts(why)) => Self::PayoutStateConflict(why),
+            E::Action(A::Mismatch) => Self::ConfirmationMismatch,
+            E::Action(A::BankUnavailable) => Self::BankUnavailable,
+            E::Action(A::Store(e)) | E::Store(e) => e.into(),
+            E::InvalidSignature => Self::InvalidSignature,
+            E::MalformedWebhook => Self::MalformedWebhook,
+            E::NoRandomness => {
+                tracing::error!("no randomness for an id");
+                Self::Internal
+            }
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         if matches!(e, crate::store::StoreError::Overloaded) {

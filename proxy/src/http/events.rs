@@ -12,9 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
-use crate::auth::Scope;
-use crate::engine::now_micros;
 use crate::payout::OutboxEvent;
+use crate::service::Operation;
 use crate::store::EventFilter;
 use crate::view::rfc3339;
 
@@ -93,7 +92,7 @@ pub(crate) async fn list(
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PayoutsRead)?;
+    state.proxy.permits(&caller.0, Operation::ReadEvents)?;
     let Ok(Query(q)) = query else {
         return Err(ApiError::InvalidRequest(
             "query: payout (a payout id), type (an event type), after (an event id) and limit (1-100)",
@@ -128,11 +127,7 @@ pub(crate) async fn list(
         event_type: q.event_type,
         after: q.after,
     };
-    let page = state
-        .engine
-        .store()
-        .list_events(&caller.0.id, filter, limit)
-        .await?;
+    let page = state.proxy.events(&caller.0, filter, limit).await?;
     let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
         .then(|| page.last().map(|e| e.id.clone()))
         .flatten();
@@ -147,22 +142,13 @@ pub(crate) async fn redeliver(
     caller: Caller,
     params: RawPathParams,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PayoutsWrite)?;
+    state.proxy.permits(&caller.0, Operation::WritePayouts)?;
     let id = params
         .iter()
         .find(|(name, _)| *name == "id")
         .map(|(_, v)| v.to_owned())
         .filter(|v| shared::ids::is_id("evt_", v))
         .ok_or(ApiError::EventNotFound)?;
-    if caller.0.webhook_url.is_none() {
-        return Err(ApiError::NoWebhookUrl);
-    }
-    let event = state
-        .engine
-        .store()
-        .redeliver_event(&caller.0.id, &id, now_micros())
-        .await?
-        .ok_or(ApiError::EventNotFound)?;
-    state.engine.outbox_signal().notify_one();
+    let event = state.proxy.redeliver(&caller.0, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(EventView::new(event))).into_response())
 }

@@ -120,11 +120,13 @@ pub struct Findings {
 /// takes the proxy's signed requests (a broken setting would otherwise fail every payout while
 /// the proxy said it was ready).
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    if let Err(e) = state.engine.store().check_writable().await {
-        tracing::warn!(error = %e, "not ready");
-        return ApiError::NotReady.into_response();
-    }
-    let Findings { problems, warnings } = state.dependencies.findings().await;
+    let Findings { problems, warnings } = match state.proxy.readiness().await {
+        Ok(findings) => findings,
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            return ApiError::NotReady.into_response();
+        }
+    };
     if problems.is_empty() {
         let mut body = serde_json::json!({"status": "ready"});
         if !warnings.is_empty() {

@@ -1,4 +1,5 @@
-//! `/v1/payouts`: the app API.
+//! `/v1/payouts`: the app API's payout routes: input checked and decoded here, the operation
+//! done by `service::Proxy`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,11 +14,8 @@ use shared::json::{DecodeError, FieldPath, card_number_path};
 use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
-use crate::auth::Scope;
-use crate::engine::{ActionError, now_micros};
-use crate::payout::{ConfirmMode, Payout, PayoutState, RequestFingerprint};
-use crate::store::Inserted;
-use crate::vault_client::VaultError;
+use crate::payout::{ConfirmMode, PayoutState};
+use crate::service::{AppDecision, Created, NewPayout, Operation};
 use crate::view::PayoutView;
 
 /// `POST /v1/payouts` body.
@@ -191,100 +189,27 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PayoutsWrite)?;
+    state.proxy.permits(&caller.0, Operation::WritePayouts)?;
     let key = idempotency_key(&headers)?;
     let req: CreatePayout = decode(&headers, &body)?;
     req.validate()?;
-    let request_hash = RequestFingerprint {
-        card_token: &req.card_token,
-        amount: req.amount,
-        currency: req.currency.to_ascii_lowercase(),
-        recipient_full_name: req.recipient.full_name.trim(),
-        metadata: req.metadata.as_ref(),
-        confirm: req.confirm,
-    }
-    .hash();
-    let now = now_micros();
-    let payout = Payout {
-        id: shared::ids::random_id("pay_").map_err(|_| ApiError::Internal)?,
-        tenant: caller.0.tenant.clone(),
-        client_id: caller.0.id.clone(),
-        idempotency_key: key,
-        request_hash,
+    let new = NewPayout {
         card_token: req.card_token,
         amount: req.amount,
-        // Stored as ISO 4217 writes it; compared case-insensitively with the bank's echo.
-        currency: req.currency.to_ascii_uppercase(),
+        currency: req.currency,
         recipient_name: req.recipient.full_name.trim().to_owned(),
-        metadata: req.metadata.map(|m| m.to_string()),
-        confirm_mode: req.confirm,
-        state: PayoutState::Created,
-        bank_session_id: None,
-        bank_payout_id: None,
-        card_last4: None,
-        failure_code: None,
-        failure_message: None,
-        attention: None,
-        confirm_deadline: None,
-        // This replica drives it at once, holding the lease: another's reconciler does not
-        // take it meanwhile (if this one dies, the lease runs out and another does).
-        next_attempt_at: now + i64::try_from(state.engine.lease().as_micros()).unwrap_or(0),
-        attempts: 0,
-        created_at: now,
-        updated_at: now,
-        version: 0,
-        lease_owner: Some(state.engine.owner().to_owned()),
-        start_sends: 0,
+        metadata: req.metadata,
+        confirm: req.confirm,
     };
-    // A request seen before is answered as it was, without asking the vault again.
-    let store = state.engine.store();
-    if let Some(p) = store
-        .payout_by_idempotency_key(&payout.client_id, &payout.idempotency_key)
-        .await?
-    {
-        return replay(&p, &request_hash);
-    }
-    // The card is fetched now, once: a token the vault does not hold for this tenant is refused
-    // here (nothing kept, the bank hears nothing), and the card goes straight to the session's
-    // start, so checking costs no second vault call.
-    let pan = match state.engine.fetch_card_for(&payout).await {
-        Ok(pan) => pan,
-        Err(VaultError::TokenNotFound) => {
-            // Kept nowhere else: a run of these from one app is someone probing for tokens.
-            tracing::info!(client = %payout.client_id, "a payout was refused: card token not found");
-            return Err(ApiError::CardTokenNotFound);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "a payout was refused: the card could not be fetched");
-            return Err(ApiError::Vault(e));
-        }
-    };
-    match store.insert_payout(payout).await? {
-        Inserted::New(p) => {
-            let engine = state.engine.clone();
-            let id = p.id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = engine.drive_new(&id, pan).await {
-                    tracing::warn!(payout = %id, error = %e, "drive failed; the reconciler will resume it");
-                }
-            });
-            Ok((StatusCode::CREATED, Json(PayoutView::new(&p))).into_response())
-        }
-        // The same key at the same moment from another request: its payout, ours never made.
-        Inserted::Existing(p) => {
-            drop(pan);
-            replay(&p, &request_hash)
-        }
-    }
-}
-
-/// The answer to a request whose idempotency key was used before: the first answer, marked as
-/// a replay (as Stripe does), when it is the same request.
-fn replay(p: &Payout, request_hash: &[u8; 32]) -> Result<Response, ApiError> {
-    if !shared::ct::bytes_eq(&p.request_hash, request_hash) {
-        return Err(ApiError::IdempotencyConflict);
-    }
-    Ok(([("idempotent-replayed", "true")], Json(PayoutView::new(p))).into_response())
+    Ok(
+        match state.proxy.create_payout(&caller.0, key, new).await? {
+            Created::New(p) => (StatusCode::CREATED, Json(PayoutView::new(&p))).into_response(),
+            // Marked as a replay, as Stripe does.
+            Created::Replayed(p) => {
+                ([("idempotent-replayed", "true")], Json(PayoutView::new(&p))).into_response()
+            }
+        },
+    )
 }
 
 /// A list's paging parameters checked: `after` an id with `prefix` (else `after_rule`), `limit`
@@ -315,39 +240,15 @@ fn id_param(params: &RawPathParams) -> Option<String> {
         .filter(|v| shared::ids::is_id("pay_", v))
 }
 
-/// Whose payouts a caller may read: its own, or (with `payouts:read_tenant`) its tenant's.
-/// Anything else is 404, exactly as a payout that does not exist.
-fn readable_by(caller: &Caller) -> Result<Option<&str>, ApiError> {
-    if caller.0.scopes.contains(Scope::PayoutsReadTenant) {
-        return Ok(None);
-    }
-    caller.require(Scope::PayoutsRead)?;
-    Ok(Some(caller.0.id.as_str()))
-}
-
-async fn readable_payout(
-    state: &AppState,
-    caller: &Caller,
-    params: &RawPathParams,
-) -> Result<Payout, ApiError> {
-    let client = readable_by(caller)?;
-    let id = id_param(params).ok_or(ApiError::NotFound)?;
-    state
-        .engine
-        .store()
-        .payout(&id)
-        .await?
-        .filter(|p| p.tenant == caller.0.tenant && client.is_none_or(|c| p.client_id == c))
-        .ok_or(ApiError::NotFound)
-}
-
 /// `GET /v1/payouts/{id}`.
 pub(crate) async fn read(
     State(state): State<AppState>,
     caller: Caller,
     params: RawPathParams,
 ) -> Result<Response, ApiError> {
-    let p = readable_payout(&state, &caller, &params).await?;
+    state.proxy.permits(&caller.0, Operation::ReadPayouts)?;
+    let id = id_param(&params).ok_or(ApiError::NotFound)?;
+    let p = state.proxy.payout(&caller.0, &id).await?;
     Ok(Json(PayoutView::new(&p)).into_response())
 }
 
@@ -365,7 +266,7 @@ pub(crate) async fn list(
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let client = readable_by(&caller)?;
+    state.proxy.permits(&caller.0, Operation::ReadPayouts)?;
     let Ok(Query(q)) = query else {
         return Err(ApiError::InvalidRequest(
             "query: status, after (a payout id) and limit (1-100)",
@@ -385,9 +286,8 @@ pub(crate) async fn list(
         q.limit,
     )?;
     let page = state
-        .engine
-        .store()
-        .list_payouts(&caller.0.tenant, client, status, q.after.as_deref(), limit)
+        .proxy
+        .payouts(&caller.0, status, q.after.as_deref(), limit)
         .await?;
     let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
         .then(|| page.last().map(|p| p.id.clone()))
@@ -402,7 +302,7 @@ pub(crate) async fn confirm(
     caller: Caller,
     params: RawPathParams,
 ) -> Result<Response, ApiError> {
-    decide(state, caller, params, true).await
+    decide(&state, &caller, &params, AppDecision::Confirm).await
 }
 
 /// `POST /v1/payouts/{id}/cancel`.
@@ -411,37 +311,17 @@ pub(crate) async fn cancel(
     caller: Caller,
     params: RawPathParams,
 ) -> Result<Response, ApiError> {
-    decide(state, caller, params, false).await
+    decide(&state, &caller, &params, AppDecision::Cancel).await
 }
 
 async fn decide(
-    state: AppState,
-    caller: Caller,
-    params: RawPathParams,
-    confirm: bool,
+    state: &AppState,
+    caller: &Caller,
+    params: &RawPathParams,
+    decision: AppDecision,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PayoutsWrite)?;
-    let id = id_param(&params).ok_or(ApiError::NotFound)?;
-    // Only the app that created a payout decides it.
-    let result = if confirm {
-        state
-            .engine
-            .confirm_by_app(&caller.0.tenant, &caller.0.id, &id)
-            .await
-    } else {
-        state
-            .engine
-            .cancel_by_app(&caller.0.tenant, &caller.0.id, &id)
-            .await
-    };
-    match result {
-        Ok(p) => Ok(Json(PayoutView::new(&p)).into_response()),
-        Err(ActionError::NotFound) => Err(ApiError::NotFound),
-        Err(ActionError::WrongState) => Err(ApiError::NotAwaitingConfirmation),
-        Err(ActionError::NotManual) => Err(ApiError::NotManual),
-        Err(ActionError::Contradicts(why)) => Err(ApiError::PayoutStateConflict(why)),
-        Err(ActionError::Mismatch) => Err(ApiError::ConfirmationMismatch),
-        Err(ActionError::BankUnavailable) => Err(ApiError::BankUnavailable),
-        Err(ActionError::Store(e)) => Err(e.into()),
-    }
+    state.proxy.permits(&caller.0, Operation::WritePayouts)?;
+    let id = id_param(params).ok_or(ApiError::NotFound)?;
+    let p = state.proxy.decide(&caller.0, &id, decision).await?;
+    Ok(Json(PayoutView::new(&p)).into_response())
 }

@@ -214,7 +214,7 @@ impl Keyring {
         for purpose in KeyPurpose::ALL {
             wrapped.push(Self::generate_one(master, purpose, now)?);
         }
-        let ring = Self::unwrap(master, &wrapped)?;
+        let ring = Self::open(master, &wrapped)?;
         Ok((ring, wrapped))
     }
 
@@ -239,13 +239,13 @@ impl Keyring {
         })
     }
 
-    /// Unwraps stored keys.
+    /// The keyring the stored (wrapped) keys hold, opened with the master key.
     ///
     /// # Errors
     ///
     /// [`CryptoError::WrongMasterKey`] when any key fails to unwrap;
     /// [`CryptoError::MissingKey`] when a purpose has no key.
-    pub fn unwrap(master: &MasterKey, wrapped: &[WrappedKey]) -> Result<Self, CryptoError> {
+    pub fn open(master: &MasterKey, wrapped: &[WrappedKey]) -> Result<Self, CryptoError> {
         let mut data = BTreeMap::new();
         let mut fingerprint = None;
         let mut audit = None;
@@ -355,12 +355,12 @@ mod tests {
     #[test]
     fn generated_keys_unwrap_only_under_their_master() {
         let (ring, wrapped) = Keyring::generate(&master(1), 0).unwrap();
-        let again = Keyring::unwrap(&master(1), &wrapped).unwrap();
+        let again = Keyring::open(&master(1), &wrapped).unwrap();
         let pan = Pan::parse("4242424242424242").unwrap();
         let sealed = ring.seal_pan(&pan, "tok_a", "t1").unwrap();
         assert_eq!(again.open_pan(&sealed, "tok_a", "t1").unwrap(), pan);
         assert!(matches!(
-            Keyring::unwrap(&master(2), &wrapped),
+            Keyring::open(&master(2), &wrapped),
             Err(CryptoError::WrongMasterKey)
         ));
     }

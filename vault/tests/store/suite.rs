@@ -70,7 +70,7 @@ pub(crate) async fn keys_insert_once(b: Backend) {
         .unwrap();
     let loaded = store.wrapped_keys().await.unwrap();
     assert_eq!(loaded.len(), 4);
-    let again = Keyring::unwrap(&MasterKey::from_bytes(&Zeroizing::new([7; 32])), &loaded).unwrap();
+    let again = Keyring::open(&MasterKey::from_bytes(&Zeroizing::new([7; 32])), &loaded).unwrap();
     assert_eq!(again.fingerprint().version(), 1);
     let err = store
         .insert_keys(wrapped, keys.audit(), draft(Action::KeysCreate))
