@@ -34,45 +34,17 @@ impl Scope {
     }
 }
 
+impl shared::scopes::ScopeName for Scope {
+    const EVERY: &'static [Self] = &Self::ALL;
+    const UNKNOWN: &'static str =
+        "unknown scope (expected payouts:write, payouts:read, payouts:read_tenant)";
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 /// A set of scopes.
-#[derive(Clone, Debug, Default, Eq, PartialEq)]
-pub struct Scopes(Vec<Scope>);
-
-impl Scopes {
-    /// Parses `a,b`.
-    ///
-    /// # Errors
-    ///
-    /// An empty list or an unknown name (fixed message).
-    pub fn parse(list: &str) -> Result<Self, &'static str> {
-        let mut scopes = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let scope = Scope::ALL.into_iter().find(|s| s.as_str() == name).ok_or(
-                "unknown scope (expected payouts:write, payouts:read, payouts:read_tenant)",
-            )?;
-            if !scopes.contains(&scope) {
-                scopes.push(scope);
-            }
-        }
-        if scopes.is_empty() {
-            return Err("at least one scope is required");
-        }
-        scopes.sort();
-        Ok(Self(scopes))
-    }
-
-    /// Whether the set holds `scope`.
-    pub fn contains(&self, scope: Scope) -> bool {
-        self.0.contains(&scope)
-    }
-}
-
-impl fmt::Display for Scopes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.0.iter().map(|s| s.as_str()).collect();
-        f.write_str(&names.join(","))
-    }
-}
+pub type Scopes = shared::scopes::ScopeSet<Scope>;
 
 /// The secret an app verifies our webhooks with (HMAC-SHA-256). Shown once at creation.
 #[derive(Clone)]

@@ -9,7 +9,8 @@
 //! - [`error_body`]: the JSON error body both services answer with; [`http`]: the HTTP edge
 //!   every request passes (deadline, headers, fallbacks, access log, `/healthz`).
 //! - [`telemetry`]: tracing setup and a panic hook that never prints panic payloads.
-//! - [`ct`]: constant-time equality for MACs, key hashes and secrets.
+//! - [`ct`]: constant-time equality for MACs, key hashes and secrets; [`scopes`]: a client's set
+//!   of permissions, whichever service's names.
 //! - [`ids`]: random prefixed ids and API keys; [`sqlite`]: the durable SQLite set-up both
 //!   services store in.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod json;
 pub mod pan;
 pub mod postgres;
 pub mod scan;
+pub mod scopes;
 pub mod server;
 pub mod sqlite;
 pub mod telemetry;

@@ -1,7 +1,5 @@
 //! API clients, their scopes and tenants, and the request extractor that authenticates them.
 
-use std::fmt;
-
 use serde::Serialize;
 
 use crate::crypto::{ClientKey, RowMac};
@@ -57,45 +55,16 @@ impl Scope {
     }
 }
 
+impl shared::scopes::ScopeName for Scope {
+    const EVERY: &'static [Self] = &Self::ALL;
+    const UNKNOWN: &'static str = "unknown scope (expected tokens:create, tokens:read, tokens:read_bin, tokens:detokenize, tokens:delete)";
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 /// A set of scopes.
-#[derive(Clone, Debug, Default, Eq, PartialEq)]
-pub struct Scopes(Vec<Scope>);
-
-impl Scopes {
-    /// Parses `a,b,c`. Unknown names are an error naming no input (the list is fixed).
-    ///
-    /// # Errors
-    ///
-    /// An empty list or an unknown scope name.
-    pub fn parse(list: &str) -> Result<Self, &'static str> {
-        let mut scopes = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let scope = Scope::from_name(name).ok_or(
-                "unknown scope (expected tokens:create, tokens:read, tokens:read_bin, tokens:detokenize, tokens:delete)",
-            )?;
-            if !scopes.contains(&scope) {
-                scopes.push(scope);
-            }
-        }
-        if scopes.is_empty() {
-            return Err("at least one scope is required");
-        }
-        scopes.sort();
-        Ok(Self(scopes))
-    }
-
-    /// Whether the set holds `scope`.
-    pub fn contains(&self, scope: Scope) -> bool {
-        self.0.contains(&scope)
-    }
-}
-
-impl fmt::Display for Scopes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.0.iter().map(|s| s.as_str()).collect();
-        f.write_str(&names.join(","))
-    }
-}
+pub type Scopes = shared::scopes::ScopeSet<Scope>;
 
 /// A stored API client. The key itself is never stored, only its hash. Every row carries a MAC
 /// under the vault's client key ([`ClientRecord::encode`] is what it covers), so a row the vault
