@@ -1,4 +1,6 @@
-//! The `proxy` command line: `serve`, `clients`, and `bank131 sign|verify` for support work.
+//! The `proxy` command line: serve, migrate, and check the configuration against the vault and
+//! the bank; manage app clients and the key their webhook secrets are wrapped under; close by
+//! hand a payout the engine flagged for a person; sign and verify bank messages for support work.
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
 use std::io::Read;

@@ -3,14 +3,15 @@
 //! drives the bank's session to a final state exactly once, and tells the app by signed webhook.
 //!
 //! - [`http`]: the app API and the bank's webhook receiver, over [`service`], the operations
-//!   (the only way to the engine and the store); [`auth`]: app clients and scopes; [`view`]:
+//!   (the only way the routes reach the engine and the store); [`auth`]: app clients and scopes; [`view`]:
 //!   what apps see of a payout.
 //! - [`engine`]: the payout state machine and its driver; [`payout`]: the payout as stored.
 //! - [`bank131`]: the signed Bank 131 client; [`vault_client`]: detokenize over HTTP.
 //! - [`store`]: SQLite and PostgreSQL; [`outbox`]: app webhook delivery; [`resolve`]: payouts
 //!   a person closes by hand; [`egress`]: where outbound requests may go; [`secrets`]: webhook
 //!   secrets sealed at rest.
-//! - [`config`], [`startup`], [`cli`]: configuration, start-up checks, and the commands.
+//! - [`config`], [`startup`], [`cli`]: configuration, building and running the proxy, and the
+//!   commands.
 #![forbid(unsafe_code)]
 
 pub mod auth;

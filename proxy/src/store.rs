@@ -1,4 +1,4 @@
-//! Persistence: one trait, SQLite today (PostgreSQL later, behind the same trait).
+//! Persistence: one trait, with a SQLite and a PostgreSQL backend.
 //!
 //! The rule that makes payouts crash-safe lives in [`ProxyStore::save`]: a payout's new state
 //! and the app events it produces are written in one transaction, guarded by the payout's

@@ -1,4 +1,7 @@
-//! The vault, as the proxy uses it: detokenize, once per payout start.
+//! The vault, as the proxy uses it: detokenize with the tenant's key (when a payout is created,
+//! and again when one that could not start then is resumed), and check that each configured key
+//! is known, of its tenant and allowed to detokenize (`GET /v1/clients/me`: `proxy check`,
+//! start-up, `/readyz`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

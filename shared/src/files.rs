@@ -1,8 +1,9 @@
 //! Files that hold secrets: readable by their owner only.
 //!
 //! A key or a config holding keys that the group or everyone can read is a key everyone on the
-//! host has. Both services refuse such files at start, with the fix in the message, as the vault
-//! does for its master key.
+//! host has. The proxy refuses such files at start (partner key, passphrase, vault key files, a
+//! config with inline keys), naming the file and the chmod; the vault checks its master key file
+//! the same way in its own code.
 
 use std::path::Path;
 

@@ -11,8 +11,11 @@
 //! - [`telemetry`]: tracing setup and a panic hook that never prints panic payloads.
 //! - [`ct`]: constant-time equality for MACs, key hashes and secrets; [`scopes`]: a client's set
 //!   of permissions, whichever service's names.
-//! - [`ids`]: random prefixed ids and API keys; [`sqlite`]: the durable SQLite set-up both
-//!   services store in.
+//! - [`ids`]: random prefixed ids and API keys; [`sqlite`] and [`postgres`]: the durable
+//!   storage set-ups both services use.
+//! - [`config`]: loading and checking configuration (values never echoed); [`json`]: decoding
+//!   that never echoes input; [`files`]: owner-only secret files; [`server`]: the accept loop
+//!   with its timers and limits.
 #![forbid(unsafe_code)]
 
 pub mod card;

@@ -8,7 +8,7 @@
 //! - a **header-read timeout** (hyper's own): a request head must be complete this long after
 //!   the connection opens or the previous response was sent, so it also closes idle keep-alive
 //!   connections;
-//! - an **idle timeout** ([`conn`]): a connection that moves no byte either way for this long is
+//! - an **idle timeout** (`conn`): a connection that moves no byte either way for this long is
 //!   dropped (within twice the timeout), which catches a client that stops reading its
 //!   responses;
 //! - a place under **max connections**: at the limit the loop stops accepting, so further

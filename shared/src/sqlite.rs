@@ -1,14 +1,20 @@
 //! SQLite as both services use it: one file in WAL mode with `synchronous=FULL` (a commit returns
 //! only after its fsync, so nothing acknowledged is lost to `kill -9` or power loss) and
 //! `secure_delete=ON` (deleted rows are overwritten, not left in free pages); migrations numbered
-//! by `PRAGMA user_version`; a few reader connections on tokio's blocking pool.
+//! by `PRAGMA user_version`; a read-only open for commands that only look; a few reader
+//! connections (point reads run inline on a free one, scans on tokio's blocking pool).
 //!
 //! Writes go through **group commit**: one writer thread owns the write connection, takes every
 //! write waiting in its queue (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
 //! transaction, and commits once, so concurrent writes share one fsync. A write is answered only
 //! after the commit holding it is durable; a write that fails rolls back to its savepoint and
 //! leaves the others alone. A write arriving alone is committed at once: nobody waits for a batch
-//! to fill.
+//! to fill. A full queue sheds load (`QueueFull`).
+//!
+//! The WAL stays bounded: a checkpointer thread copies it back beside the writer, and the
+//! writer's own checkpoint turns to waiting for readers (RESTART) past a bound, so readers that
+//! never pause cannot keep it from starting over. (Long for a module because the pool, the
+//! writer and their tests belong together.)
 
 use std::path::PathBuf;
 use std::sync::Arc;

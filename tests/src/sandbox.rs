@@ -2,12 +2,15 @@
 //! end-to-end tests over real HTTP and for developers without bank access. `tests/SANDBOX.md`
 //! is the user's manual; this is the map of the code.
 //!
-//! - [`config`]: [`SandboxConfig`], [`ProjectConfig`], [`ApiVersion`].
+//! - [`config`]: [`SandboxConfig`], [`ProjectConfig`], [`ApiVersion`]; `handle`: starting it
+//!   ([`spawn`]) and the in-process [`SandboxHandle`].
 //! - [`keys`]: the bank's RSA key (signs webhooks) and partner keys (check requests), plus
 //!   [`generate_rsa_keypair_pem`] and [`Signer`]/[`Verifier`] for tests that play the partner.
-//! - `api`: the bank API (`/api/v1`, `/api/v2`): signature first, then JSON, then the method.
-//! - `engine` and `lifecycle`: the methods and the session/payout state machine.
-//! - `webhook`: signed deliveries with retries and faults.
+//! - `api` and `request`: the bank API (`/api/v1`, `/api/v2`): route, method, faults, project,
+//!   signature, idempotency, then the JSON body and the method (the order SANDBOX.md lists).
+//! - `engine`, `lifecycle`, `model`, `state`, `error`: the methods, the session/payout state
+//!   machine, what a session holds, the one state lock, and the bank's errors.
+//! - `webhook`: signed deliveries with retries and faults; [`quirks`]: the live bank's latitude.
 //! - [`faults`], [`journal`], [`magic`]: fault switches, the journal, the magic inputs.
 //! - `keep`: the state file that carries sessions across a restart (`--state-dir`).
 //! - `control`: the unsigned control API under `/__sandbox/`.

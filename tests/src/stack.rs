@@ -2,7 +2,8 @@
 //! `tests/tests/replicas.rs`) and the payout bench: one way to start a binary with its output
 //! in files, run its command line, wait for it to be ready and stop it, so that every user gets
 //! readiness from the process itself ([`crate::ready`]) and the ends of its logs on every
-//! failure.
+//! failure. The other process tests (`hardening.rs`, `examples.rs`, `devstack.rs`) share its
+//! small helpers too: free ports, output fields, per-run schemas, owner-only files.
 //!
 //! What differs between users (settings, how many replicas, which faults) stays with them: they
 //! write the configuration files; this module runs what they configured.

@@ -1,4 +1,6 @@
-//! API clients, their scopes and tenants, and the request extractor that authenticates them.
+//! API clients as the vault stores them: scopes, tenant, key hash, and a MAC under the client key
+//! so that a row edited or slipped into the database is refused; and the check on the labels
+//! operators choose. Authenticating a request is `http::caller`'s.
 
 use serde::Serialize;
 

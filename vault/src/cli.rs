@@ -1,4 +1,5 @@
-//! The `vault` command line: `init`, `serve`, `migrate`, `upgrade`, `clients`, `audit`.
+//! The `vault` command line: write the master key, serve, migrate, check the configuration,
+//! bring an older database up to date, manage clients, and verify or list the audit log.
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
 //! Layout: [`crypto`] (key hierarchy, AES-256-GCM), [`token`] (token, client id and API key
 //! formats), [`store`] (the storage trait, SQLite and PostgreSQL), [`audit`] (the HMAC-chained
 //! log, its head check and checkpoints), [`auth`] (clients, scopes, row MACs), [`limits`] (rate
-//! limits and refusal tallies), [`service`] (the operations), [`http`] (routes and the error
+//! limits and refusal tallies), [`clock`] (time as stored: Unix µs), [`service`] (the operations), [`http`] (routes and the error
 //! mapping), [`config`], [`startup`] (serving, shutdown, background work) and [`cli`].
 #![forbid(unsafe_code)]
 

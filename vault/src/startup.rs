@@ -1,6 +1,7 @@
 //! Building and running the server: open the store, unwrap the keys, check the audit
 //! checkpoint, bind, serve until SIGTERM or SIGINT; in the background, sweep expired tokens,
-//! report refusals to the audit log and write checkpoints.
+//! pick up revocations made elsewhere (the command line, other replicas), report refusals to the
+//! audit log and write checkpoints.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Identifiers the vault hands out: tokens, client ids and API keys.
+//! Identifiers the vault hands out: tokens, client ids, API keys and request ids.
 
 use std::fmt;
 

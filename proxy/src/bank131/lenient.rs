@@ -5,8 +5,8 @@
 //! `None`, strings take `null` and numbers, amounts take exact integral values only.
 //!
 //! Written here rather than taken from a crate: `serde_with` has pieces of this
-//! (`DefaultOnError`, `PickFirst`), but not the exact-integral rule for money, and the three
-//! functions below are all the client needs.
+//! (`DefaultOnError`, `PickFirst`), but not the exact-integral rule for money, nor lists that
+//! drop only their unreadable elements; four small functions are all the client needs.
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};

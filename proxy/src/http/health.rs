@@ -1,4 +1,6 @@
-//! `/readyz` (`/healthz` is `shared::http::live`).
+//! `/readyz` (`/healthz` is `shared::http::live`), and the dependency check behind it: the vault
+//! keys against the vault and a signed `wallet/balance` at the bank, reused for a few seconds so
+//! a probe a second is not a request a second. `proxy check` and start-up run the same check.
 
 use axum::Json;
 use axum::extract::State;

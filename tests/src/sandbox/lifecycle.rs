@@ -8,6 +8,10 @@
 //!                            └──────────────────▶ finished ◀──(finish_delay)── executing
 //! ```
 //!
+//! A finished payout may later be refunded (`payment_refunded`); `SESSION_ERROR` ends a session
+//! in `error` instead; after a restart with a state file, `resume` arms each session's pending
+//! step again.
+//!
 //! Every function here runs under the state lock and returns the [`Effects`] (timers to arm,
 //! webhooks to send) that the caller carries out after releasing it.
 
