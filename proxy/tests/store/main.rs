@@ -10,30 +10,24 @@
 
 mod suite;
 
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use proxy::store::{PgStore, ProxyStore, SqliteStore};
-use shared::sqlite::SqliteOptions;
-use tempfile::TempDir;
+pub(crate) use testkit::Database as Backend;
 
-pub(crate) enum Backend {
-    Sqlite(TempDir),
-    Postgres { url: String, schema: String },
+/// Opens a store (a replica) on a test's database.
+pub(crate) trait Open {
+    async fn open(&self) -> Arc<dyn ProxyStore>;
 }
 
-impl Backend {
-    pub(crate) async fn open(&self) -> Arc<dyn ProxyStore> {
-        match self {
-            Self::Sqlite(dir) => Arc::new(
-                SqliteStore::open(&SqliteOptions {
-                    path: dir.path().join("proxy.db"),
-                    read_connections: 2,
-                    busy_timeout: std::time::Duration::from_secs(10),
-                    max_queued_writes: 4096,
-                })
-                .unwrap(),
-            ),
-            Self::Postgres { url, schema } => {
+impl Open for Backend {
+    async fn open(&self) -> Arc<dyn ProxyStore> {
+        match self.sqlite_path() {
+            Some(path) => Arc::new(SqliteStore::open(&Self::sqlite_options(path)).unwrap()),
+            None => {
+                let Self::Postgres { url, schema } = self else {
+                    unreachable!("a database is SQLite or PostgreSQL")
+                };
                 Arc::new(PgStore::connect(url, 8, Some(schema)).await.unwrap())
             }
         }
@@ -41,50 +35,14 @@ impl Backend {
 }
 
 pub(crate) fn sqlite() -> Backend {
-    Backend::Sqlite(tempfile::tempdir().unwrap())
+    Backend::sqlite("proxy.db")
 }
 
 pub(crate) fn postgres() -> Option<Backend> {
-    static SKIP: Once = Once::new();
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        SKIP.call_once(|| {
-            // Written to /dev/stderr, past the test harness's capture, so it is seen once.
-            use std::io::Write;
-            let _ = std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/stderr")
-                .and_then(|mut e| {
-                    writeln!(
-                        e,
-                        "TEST_DATABASE_URL is not set: the PostgreSQL store tests are skipped"
-                    )
-                });
-        });
-        return None;
-    };
-    let schema = shared::ids::random_id("pt_").unwrap().to_ascii_lowercase();
-    Some(Backend::Postgres { url, schema })
+    Backend::postgres("pt_")
 }
 
-macro_rules! conformance {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    crate::suite::$name(crate::sqlite()).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    if let Some(backend) = crate::postgres() {
-                        crate::suite::$name(backend).await;
-                    }
-                }
-            }
-        )+
-    };
-}
+use testkit::conformance;
 
 conformance!(
     idempotency_keys_are_per_client,

@@ -8,7 +8,7 @@ use proxy::engine::now_micros;
 use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 use proxy::store::{BankEvent, EventFilter, Inserted, ProxyStore, StoreError};
 
-use crate::Backend;
+use crate::{Backend, Open};
 
 async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
     store

@@ -11,7 +11,7 @@ use vault::store::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
 use vault::token::{ClientId, Token};
 use zeroize::Zeroizing;
 
-use crate::Backend;
+use crate::{Backend, Open};
 
 fn keyring() -> (Keyring, Vec<vault::crypto::WrappedKey>) {
     Keyring::generate(

@@ -1,0 +1,152 @@
+//! What the store conformance suites of both services share (dev-only): a fresh database per
+//! test, on SQLite (a temporary directory) or on PostgreSQL (a fresh schema in the database
+//! `TEST_DATABASE_URL` names, skipped with one visible line when it is not set), SQL run behind
+//! the stores' backs, and [`conformance!`], which declares each check once for both backends.
+//! Each suite opens its own store on a [`Database`]; two stores on one database stand for two
+//! replicas.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use shared::sqlite::SqliteOptions;
+use tempfile::TempDir;
+
+/// One test's database.
+#[derive(Debug)]
+pub enum Database {
+    /// A SQLite file in its own directory.
+    Sqlite {
+        /// Removed with the test.
+        dir: TempDir,
+        /// The file's name in `dir`.
+        file: &'static str,
+    },
+    /// A schema of its own in a PostgreSQL database.
+    Postgres {
+        /// `TEST_DATABASE_URL`.
+        url: String,
+        /// A fresh schema name.
+        schema: String,
+    },
+}
+
+impl Database {
+    /// A SQLite database named `file` in a fresh temporary directory.
+    ///
+    /// # Panics
+    ///
+    /// No temporary directory can be made.
+    #[allow(clippy::expect_used, reason = "test set-up")]
+    pub fn sqlite(file: &'static str) -> Self {
+        Self::Sqlite {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            file,
+        }
+    }
+
+    /// A fresh schema, its name starting with `prefix`, in the `TEST_DATABASE_URL` database; `None`
+    /// (said once on stderr) when the variable is not set.
+    ///
+    /// # Panics
+    ///
+    /// No randomness for the schema name.
+    #[allow(clippy::expect_used, reason = "test set-up")]
+    pub fn postgres(prefix: &str) -> Option<Self> {
+        static SKIP: Once = Once::new();
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            SKIP.call_once(|| {
+                // Written to /dev/stderr, past the test harness's capture, so it is seen once.
+                use std::io::Write;
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/stderr")
+                    .and_then(|mut e| {
+                        writeln!(
+                            e,
+                            "TEST_DATABASE_URL is not set: the PostgreSQL store tests are skipped"
+                        )
+                    });
+            });
+            return None;
+        };
+        let schema = shared::ids::random_id(prefix)
+            .expect("randomness")
+            .to_ascii_lowercase();
+        Some(Self::Postgres { url, schema })
+    }
+
+    /// The SQLite file (`None` on PostgreSQL).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match self {
+            Self::Sqlite { dir, file } => Some(dir.path().join(file)),
+            Self::Postgres { .. } => None,
+        }
+    }
+
+    /// The options a suite opens its SQLite store with: two readers, a patient busy timeout.
+    pub fn sqlite_options(path: PathBuf) -> SqliteOptions {
+        SqliteOptions {
+            path,
+            read_connections: 2,
+            busy_timeout: Duration::from_secs(10),
+            max_queued_writes: 4096,
+        }
+    }
+
+    /// Runs SQL on the database behind the stores' backs, as someone with database access.
+    ///
+    /// # Panics
+    ///
+    /// The SQL fails.
+    #[allow(clippy::expect_used, reason = "tests")]
+    pub async fn execute(&self, sql: &str) {
+        match self {
+            Self::Sqlite { dir, file } => {
+                rusqlite::Connection::open(dir.path().join(file))
+                    .expect("the SQLite file")
+                    .execute_batch(sql)
+                    .expect("the SQL");
+            }
+            Self::Postgres { url, schema } => {
+                let pool = shared::postgres::connect(url, 1, Some(schema))
+                    .await
+                    .expect("PostgreSQL");
+                pool.get()
+                    .await
+                    .expect("a connection")
+                    .batch_execute(sql)
+                    .await
+                    .expect("the SQL");
+            }
+        }
+    }
+}
+
+/// Declares `name::sqlite` and `name::postgres` tests running `crate::suite::name` on a database
+/// from `crate::sqlite()` and `crate::postgres()` (the suite's own constructors).
+#[macro_export]
+#[allow(
+    clippy::crate_in_macro_def,
+    reason = "`crate` is meant: the suite and constructors of the test crate that calls it"
+)]
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    crate::suite::$name(crate::sqlite()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(backend) = crate::postgres() {
+                        crate::suite::$name(backend).await;
+                    }
+                }
+            }
+        )+
+    };
+}
