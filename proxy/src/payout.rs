@@ -182,7 +182,80 @@ pub struct Payout {
     pub start_sends: u32,
 }
 
+/// What an app asked for: the part of a payout fixed when it is created.
+#[derive(Clone, Debug)]
+pub struct PayoutRequest {
+    /// `pay_…`.
+    pub id: String,
+    /// The tenant whose token pays out.
+    pub tenant: String,
+    /// The app client that asked.
+    pub client_id: String,
+    /// The app's `Idempotency-Key`.
+    pub idempotency_key: String,
+    /// SHA-256 of the canonical request.
+    pub request_hash: [u8; 32],
+    /// The vault token.
+    pub card_token: String,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// The recipient's full name.
+    pub recipient_name: String,
+    /// The app's metadata, JSON text.
+    pub metadata: Option<String>,
+    /// Who confirms.
+    pub confirm_mode: ConfirmMode,
+}
+
 impl Payout {
+    /// A new payout for `request` at `now` (Unix microseconds): `created`, due at once, nothing
+    /// from the bank yet, held by no replica.
+    pub fn created(request: PayoutRequest, now: i64) -> Self {
+        let PayoutRequest {
+            id,
+            tenant,
+            client_id,
+            idempotency_key,
+            request_hash,
+            card_token,
+            amount,
+            currency,
+            recipient_name,
+            metadata,
+            confirm_mode,
+        } = request;
+        Self {
+            id,
+            tenant,
+            client_id,
+            idempotency_key,
+            request_hash,
+            card_token,
+            amount,
+            currency,
+            recipient_name,
+            metadata,
+            confirm_mode,
+            state: PayoutState::Created,
+            bank_session_id: None,
+            bank_payout_id: None,
+            card_last4: None,
+            failure_code: None,
+            failure_message: None,
+            attention: None,
+            confirm_deadline: None,
+            next_attempt_at: now,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+            lease_owner: None,
+            start_sends: 0,
+        }
+    }
+
     /// Moves forward to `next` (a no-op check for callers: false if that would go backwards or
     /// leave a final state).
     pub fn can_move_to(&self, next: PayoutState) -> bool {
@@ -281,34 +354,22 @@ mod tests {
     }
 
     fn sample() -> Payout {
-        Payout {
-            id: "pay_1".into(),
-            tenant: "t".into(),
-            client_id: "c".into(),
-            idempotency_key: "k".into(),
-            request_hash: [0; 32],
-            card_token: "tok_1".into(),
-            amount: 1,
-            currency: "rub".into(),
-            recipient_name: "A B".into(),
-            metadata: None,
-            confirm_mode: ConfirmMode::Auto,
-            state: PayoutState::Created,
-            bank_session_id: None,
-            bank_payout_id: None,
-            card_last4: None,
-            failure_code: None,
-            failure_message: None,
-            attention: None,
-            confirm_deadline: None,
-            next_attempt_at: 0,
-            attempts: 0,
-            created_at: 0,
-            updated_at: 0,
-            version: 0,
-            lease_owner: None,
-            start_sends: 0,
-        }
+        Payout::created(
+            PayoutRequest {
+                id: "pay_1".into(),
+                tenant: "t".into(),
+                client_id: "c".into(),
+                idempotency_key: "k".into(),
+                request_hash: [0; 32],
+                card_token: "tok_1".into(),
+                amount: 1,
+                currency: "rub".into(),
+                recipient_name: "A B".into(),
+                metadata: None,
+                confirm_mode: ConfirmMode::Auto,
+            },
+            0,
+        )
     }
 
     #[test]

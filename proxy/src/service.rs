@@ -14,7 +14,9 @@ use crate::auth::{ClientRecord, Scope};
 use crate::bank131::{SignatureVerifier, Webhook, WebhookError, verify_and_parse};
 use crate::engine::{ActionError, Engine, now_micros};
 use crate::http::health::{DependencyCheck, Findings};
-use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState, RequestFingerprint};
+use crate::payout::{
+    ConfirmMode, OutboxEvent, Payout, PayoutRequest, PayoutState, RequestFingerprint,
+};
 use crate::store::{BankEvent, EventFilter, Inserted, StoreError};
 use crate::vault_client::VaultError;
 
@@ -227,7 +229,7 @@ impl Proxy {
         req: NewPayout,
     ) -> Result<Payout, ServiceError> {
         let now = now_micros();
-        Ok(Payout {
+        let request = PayoutRequest {
             id: shared::ids::random_id("pay_").map_err(|_| ServiceError::NoRandomness)?,
             tenant: client.tenant.clone(),
             client_id: client.id.clone(),
@@ -240,23 +242,13 @@ impl Proxy {
             recipient_name: req.recipient_name,
             metadata: req.metadata.map(|m| m.to_string()),
             confirm_mode: req.confirm,
-            state: PayoutState::Created,
-            bank_session_id: None,
-            bank_payout_id: None,
-            card_last4: None,
-            failure_code: None,
-            failure_message: None,
-            attention: None,
-            confirm_deadline: None,
+        };
+        Ok(Payout {
             // This replica drives it at once, holding the lease: another's reconciler does not
             // take it meanwhile (if this one dies, the lease runs out and another does).
             next_attempt_at: now + i64::try_from(self.engine.lease().as_micros()).unwrap_or(0),
-            attempts: 0,
-            created_at: now,
-            updated_at: now,
-            version: 0,
             lease_owner: Some(self.engine.owner().to_owned()),
-            start_sends: 0,
+            ..Payout::created(request, now)
         })
     }
 

@@ -18,7 +18,7 @@ use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
 use proxy::config::WebhookSettings;
 use proxy::engine::now_micros;
 use proxy::outbox::Deliverer;
-use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest};
 use proxy::store::{Inserted, ProxyStore, SqliteStore};
 use shared::sqlite::SqliteOptions;
 use tokio::sync::Notify;
@@ -103,34 +103,22 @@ async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
 async fn payout_with_events(store: &dyn ProxyStore, client_id: &str, events: usize) -> Vec<String> {
     let now = now_micros();
     let Inserted::New(p) = store
-        .insert_payout(Payout {
-            id: shared::ids::random_id("pay_").unwrap(),
-            tenant: "acme".to_owned(),
-            client_id: client_id.to_owned(),
-            idempotency_key: shared::ids::random_id("idem_").unwrap(),
-            request_hash: [1; 32],
-            card_token: "tok_0000000000000000000000".to_owned(),
-            amount: 100,
-            currency: "RUB".to_owned(),
-            recipient_name: "A B".to_owned(),
-            metadata: None,
-            confirm_mode: ConfirmMode::Manual,
-            state: PayoutState::Created,
-            bank_session_id: None,
-            bank_payout_id: None,
-            card_last4: None,
-            failure_code: None,
-            failure_message: None,
-            attention: None,
-            confirm_deadline: None,
-            next_attempt_at: now,
-            attempts: 0,
-            created_at: now,
-            updated_at: now,
-            version: 0,
-            lease_owner: None,
-            start_sends: 0,
-        })
+        .insert_payout(Payout::created(
+            PayoutRequest {
+                id: shared::ids::random_id("pay_").unwrap(),
+                tenant: "acme".to_owned(),
+                client_id: client_id.to_owned(),
+                idempotency_key: shared::ids::random_id("idem_").unwrap(),
+                request_hash: [1; 32],
+                card_token: "tok_0000000000000000000000".to_owned(),
+                amount: 100,
+                currency: "RUB".to_owned(),
+                recipient_name: "A B".to_owned(),
+                metadata: None,
+                confirm_mode: ConfirmMode::Manual,
+            },
+            now,
+        ))
         .await
         .unwrap()
     else {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
 use proxy::engine::now_micros;
-use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest, PayoutState};
 use proxy::store::{BankEvent, EventFilter, Inserted, ProxyStore, StoreError};
 
 use crate::{Backend, Open};
@@ -29,34 +29,22 @@ async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
 }
 
 fn payout(client_id: &str, tenant: &str, key: &str, created_at: i64) -> Payout {
-    Payout {
-        id: shared::ids::random_id("pay_").unwrap(),
-        tenant: tenant.to_owned(),
-        client_id: client_id.to_owned(),
-        idempotency_key: key.to_owned(),
-        request_hash: [1; 32],
-        card_token: "tok_0000000000000000000000".to_owned(),
-        amount: 100,
-        currency: "RUB".to_owned(),
-        recipient_name: "A B".to_owned(),
-        metadata: Some(r#"{"o":1}"#.to_owned()),
-        confirm_mode: ConfirmMode::Auto,
-        state: PayoutState::Created,
-        bank_session_id: None,
-        bank_payout_id: None,
-        card_last4: None,
-        failure_code: None,
-        failure_message: None,
-        attention: None,
-        confirm_deadline: None,
-        next_attempt_at: created_at,
-        attempts: 0,
+    Payout::created(
+        PayoutRequest {
+            id: shared::ids::random_id("pay_").unwrap(),
+            tenant: tenant.to_owned(),
+            client_id: client_id.to_owned(),
+            idempotency_key: key.to_owned(),
+            request_hash: [1; 32],
+            card_token: "tok_0000000000000000000000".to_owned(),
+            amount: 100,
+            currency: "RUB".to_owned(),
+            recipient_name: "A B".to_owned(),
+            metadata: Some(r#"{"o":1}"#.to_owned()),
+            confirm_mode: ConfirmMode::Auto,
+        },
         created_at,
-        updated_at: created_at,
-        version: 0,
-        lease_owner: None,
-        start_sends: 0,
-    }
+    )
 }
 
 fn event(p: &Payout, n: i64) -> OutboxEvent {
