@@ -1,7 +1,7 @@
 //! The HTTP edge both services stand on: what every request passes through whatever the route.
 //!
-//! - [`EdgeError`]: what a service's error type gives the edge (its timeout, 413, 404 and 405
-//!   answers, and its stable code for the access log).
+//! - [`Common`] and [`EdgeError`]: the errors every service answers alike (timeout, 413, 404,
+//!   405, 500, malformed JSON, wrong media type), and what a service's error type gives the edge.
 //! - [`with_edge`] and [`catch_panics`]: unknown routes and methods answer in the service's
 //!   error body, and a panic anywhere becomes its 500.
 //! - [`exchange`]: the middleware core: the request deadline, axum's own 413 (a
@@ -26,19 +26,69 @@ use tower_http::catch_panic::CatchPanicLayer;
 /// The response header that carries the service-made request id.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The errors every service answers alike: the same status, code and message in both.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Common {
+    /// 503: the request outlived its deadline.
+    Timeout,
+    /// 413: the body is over the limit.
+    PayloadTooLarge,
+    /// 404: no such route.
+    RouteNotFound,
+    /// 405: the route does not take that method.
+    MethodNotAllowed,
+    /// 500: something failed inside (a handler panicked); details are in the log.
+    Internal,
+    /// 400: the body is not JSON.
+    MalformedJson,
+    /// 415: not `application/json`.
+    UnsupportedMediaType,
+}
+
+impl Common {
+    /// Status, code and message.
+    pub const fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long",
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            ),
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "no such route"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ),
+            Self::MalformedJson => (
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "the request body is not valid JSON",
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be application/json",
+            ),
+        }
+    }
+}
+
 /// What a service's API error gives the edge. The service inserts the error into the extensions
 /// of every response it makes from one, which is how the edge tells its own answers from axum's.
 pub trait EdgeError: IntoResponse + Clone + Send + Sync + 'static {
-    /// 503: the request outlived its deadline.
-    fn timeout() -> Self;
-    /// 413: the body is over the limit.
-    fn payload_too_large() -> Self;
-    /// 404: no such route.
-    fn route_not_found() -> Self;
-    /// 405: the route does not take that method.
-    fn method_not_allowed() -> Self;
-    /// 500: a handler panicked.
-    fn internal() -> Self;
+    /// The service's variant for a common error.
+    fn common(common: Common) -> Self;
     /// The stable code, for the access log.
     fn code(&self) -> &'static str;
 }
@@ -47,8 +97,8 @@ pub trait EdgeError: IntoResponse + Clone + Send + Sync + 'static {
 /// middleware layers, so that these answers pass through the middleware too.
 pub fn with_edge<E: EdgeError, S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router
-        .fallback(|| async { E::route_not_found() })
-        .method_not_allowed_fallback(|| async { E::method_not_allowed() })
+        .fallback(|| async { E::common(Common::RouteNotFound) })
+        .method_not_allowed_fallback(|| async { E::common(Common::MethodNotAllowed) })
 }
 
 /// The panic guard. Call it last, so that it is outermost and a panic anywhere inside answers
@@ -56,7 +106,9 @@ pub fn with_edge<E: EdgeError, S: Clone + Send + Sync + 'static>(router: Router<
 pub fn catch_panics<E: EdgeError, S: Clone + Send + Sync + 'static>(
     router: Router<S>,
 ) -> Router<S> {
-    router.layer(CatchPanicLayer::custom(|_| E::internal().into_response()))
+    router.layer(CatchPanicLayer::custom(|_| {
+        E::common(Common::Internal).into_response()
+    }))
 }
 
 /// The matched route template, or `unmatched`.
@@ -77,12 +129,12 @@ pub async fn exchange<E: EdgeError>(
 ) -> (Response, Option<E>) {
     let mut response = match tokio::time::timeout(deadline, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => E::timeout().into_response(),
+        Err(_) => E::common(Common::Timeout).into_response(),
     };
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE
         && response.extensions().get::<E>().is_none()
     {
-        response = E::payload_too_large().into_response();
+        response = E::common(Common::PayloadTooLarge).into_response();
     }
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use shared::error_body::ErrorBody;
+use shared::http::Common;
 
 /// Every error the proxy answers with.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -122,7 +123,7 @@ impl ApiError {
                 "webhook_url_not_set",
                 "this app has no webhook URL to deliver to; set one with `proxy clients update ID --webhook-url URL`",
             ),
-            Self::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
+            Self::Internal => Common::Internal.parts(),
             Self::InvalidRequest(message)
             | Self::InvalidParam(_, message)
             | Self::InvalidField(_, message) => (S::BAD_REQUEST, "invalid_request", *message),
@@ -131,21 +132,13 @@ impl ApiError {
                 "invalid_signature",
                 "missing or invalid X-PARTNER-SIGN",
             ),
-            Self::MalformedJson => (
-                S::BAD_REQUEST,
-                "malformed_json",
-                "the request body is not valid JSON",
-            ),
+            Self::MalformedJson => Common::MalformedJson.parts(),
             Self::MalformedWebhook => (
                 S::BAD_REQUEST,
                 "malformed_webhook",
                 "the webhook payload cannot be read",
             ),
-            Self::MethodNotAllowed => (
-                S::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not accept that method",
-            ),
+            Self::MethodNotAllowed => Common::MethodNotAllowed.parts(),
             Self::NotFound => (S::NOT_FOUND, "not_found", "no such payout"),
             Self::NotReady => (
                 S::SERVICE_UNAVAILABLE,
@@ -168,11 +161,7 @@ impl ApiError {
                 "overloaded",
                 "the proxy is shedding load; retry shortly",
             ),
-            Self::PayloadTooLarge => (
-                S::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is too large",
-            ),
+            Self::PayloadTooLarge => Common::PayloadTooLarge.parts(),
             Self::Vault(e) => {
                 use crate::vault_client::VaultError as V;
                 let (code, message) = match e {
@@ -199,7 +188,7 @@ impl ApiError {
                 };
                 (S::SERVICE_UNAVAILABLE, code, message)
             }
-            Self::RouteNotFound => (S::NOT_FOUND, "route_not_found", "no such route"),
+            Self::RouteNotFound => Common::RouteNotFound.parts(),
             Self::SensitiveData => (
                 S::BAD_REQUEST,
                 "sensitive_data_rejected",
@@ -210,21 +199,13 @@ impl ApiError {
                 "sensitive_data_rejected",
                 "card numbers, CVV, track data and PINs are never accepted by the proxy: send the card as a vault token, and no card data in metadata (see error.param)",
             ),
-            Self::Timeout => (
-                S::SERVICE_UNAVAILABLE,
-                "timeout",
-                "the request took too long",
-            ),
+            Self::Timeout => Common::Timeout.parts(),
             Self::Unauthorized => (
                 S::UNAUTHORIZED,
                 "unauthorized",
                 "a valid API key is required (Authorization: Bearer <key>)",
             ),
-            Self::UnsupportedMediaType => (
-                S::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be application/json",
-            ),
+            Self::UnsupportedMediaType => Common::UnsupportedMediaType.parts(),
         }
     }
 }
@@ -249,20 +230,16 @@ impl IntoResponse for ApiError {
 }
 
 impl shared::http::EdgeError for ApiError {
-    fn timeout() -> Self {
-        Self::Timeout
-    }
-    fn payload_too_large() -> Self {
-        Self::PayloadTooLarge
-    }
-    fn route_not_found() -> Self {
-        Self::RouteNotFound
-    }
-    fn method_not_allowed() -> Self {
-        Self::MethodNotAllowed
-    }
-    fn internal() -> Self {
-        Self::Internal
+    fn common(common: Common) -> Self {
+        match common {
+            Common::Timeout => Self::Timeout,
+            Common::PayloadTooLarge => Self::PayloadTooLarge,
+            Common::RouteNotFound => Self::RouteNotFound,
+            Common::MethodNotAllowed => Self::MethodNotAllowed,
+            Common::Internal => Self::Internal,
+            Common::MalformedJson => Self::MalformedJson,
+            Common::UnsupportedMediaType => Self::UnsupportedMediaType,
+        }
     }
     fn code(&self) -> &'static str {
         self.parts().1

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::PanError;
 use shared::error_body::ErrorBody;
+use shared::http::Common;
 
 use crate::service::VaultError;
 
@@ -72,11 +73,7 @@ impl ApiError {
                 "forbidden",
                 "this API key does not have the scope this operation needs (named in error.param); create a client with it",
             ),
-            Self::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            ),
+            Self::Internal => Common::Internal.parts(),
             Self::Integrity => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "integrity_error",
@@ -86,16 +83,8 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_request", message)
             }
             Self::InvalidPan(message) => (StatusCode::BAD_REQUEST, "invalid_pan", message),
-            Self::MalformedJson => (
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "the request body is not valid JSON",
-            ),
-            Self::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not accept that method",
-            ),
+            Self::MalformedJson => Common::MalformedJson.parts(),
+            Self::MethodNotAllowed => Common::MethodNotAllowed.parts(),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such token"),
             Self::NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -112,32 +101,20 @@ impl ApiError {
                 "rate_limited",
                 "too many requests; retry after the number of seconds in Retry-After",
             ),
-            Self::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is too large",
-            ),
-            Self::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "no such route"),
+            Self::PayloadTooLarge => Common::PayloadTooLarge.parts(),
+            Self::RouteNotFound => Common::RouteNotFound.parts(),
             Self::SensitiveData => (
                 StatusCode::BAD_REQUEST,
                 "sensitive_data_rejected",
                 "CVV, track data and PINs are never accepted",
             ),
-            Self::Timeout => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "the request took too long",
-            ),
+            Self::Timeout => Common::Timeout.parts(),
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid API key is required (Authorization: Bearer <key>)",
             ),
-            Self::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be application/json",
-            ),
+            Self::UnsupportedMediaType => Common::UnsupportedMediaType.parts(),
         }
     }
 
@@ -188,20 +165,16 @@ impl IntoResponse for ApiError {
 }
 
 impl shared::http::EdgeError for ApiError {
-    fn timeout() -> Self {
-        Self::Timeout
-    }
-    fn payload_too_large() -> Self {
-        Self::PayloadTooLarge
-    }
-    fn route_not_found() -> Self {
-        Self::RouteNotFound
-    }
-    fn method_not_allowed() -> Self {
-        Self::MethodNotAllowed
-    }
-    fn internal() -> Self {
-        Self::Internal
+    fn common(common: Common) -> Self {
+        match common {
+            Common::Timeout => Self::Timeout,
+            Common::PayloadTooLarge => Self::PayloadTooLarge,
+            Common::RouteNotFound => Self::RouteNotFound,
+            Common::MethodNotAllowed => Self::MethodNotAllowed,
+            Common::Internal => Self::Internal,
+            Common::MalformedJson => Self::MalformedJson,
+            Common::UnsupportedMediaType => Self::UnsupportedMediaType,
+        }
     }
     fn code(&self) -> &'static str {
         self.parts().1
