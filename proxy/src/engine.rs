@@ -34,7 +34,7 @@ use crate::bank131::{
     ParticipantDetails, PayoutRequest, Session,
 };
 use crate::config::{PayoutSettings, backoff};
-use crate::payout::{ConfirmMode, Payout, PayoutState};
+use crate::payout::{CancelReason, ConfirmMode, Payout, PayoutState};
 use crate::store::{ProxyStore, StoreError};
 use crate::vault_client::{VaultClient, VaultError};
 use crate::view::event_for;
@@ -47,13 +47,6 @@ pub use assess::{Assessment, assess, bank_error_code};
 /// Lock stripes: payouts hashing to the same stripe are driven one at a time in this process.
 const STRIPES: usize = 64;
 
-/// Why the cancel reason is recorded before the cancel is sent: the final state depends on it.
-const CANCELLED_BY_APP: &str = "cancelled_by_app";
-const CONFIRMATION_DEADLINE: &str = "confirmation_deadline";
-const CONFIRMATION_MISMATCH: &str = "confirmation_mismatch";
-/// The start was re-sent as often as allowed and the bank never showed it: the session is
-/// cancelled and a person decides.
-const START_UNCONFIRMED: &str = "start_unconfirmed";
 const PAID_AFTER_CLOSE: &str = "the bank reports this payout paid after it was closed as failed or cancelled (the app was told it was not paid): reconcile with Bank 131 and the app";
 const START_ATTENTION: &str = "the bank never showed this payout's start after repeated sends; the session was cancelled: check with Bank 131 and close it with `proxy payouts resolve`";
 
@@ -526,7 +519,7 @@ impl Engine {
         match p.confirm_mode {
             ConfirmMode::Manual => {
                 if p.confirm_deadline.is_some_and(|d| now_micros() >= d) {
-                    p.failure_code = Some(CONFIRMATION_DEADLINE.to_owned());
+                    p.set_cancel_reason(CancelReason::ConfirmationDeadline);
                     p.failure_message =
                         Some("the app did not confirm before the deadline".to_owned());
                     return self.begin_cancel(p).await;
@@ -569,7 +562,7 @@ impl Engine {
 
     async fn cancel_mismatch(&self, mut p: Payout) -> Result<bool, StoreError> {
         tracing::error!(payout = %p.id, "the bank's session does not match the payout; cancelling");
-        p.failure_code = Some(CONFIRMATION_MISMATCH.to_owned());
+        p.set_cancel_reason(CancelReason::ConfirmationMismatch);
         p.failure_message = Some(
             "the bank's session did not match the payout (amount, currency or card)".to_owned(),
         );
@@ -590,7 +583,7 @@ impl Engine {
     /// it: failing it would invite the app to pay again.
     async fn give_up_start(&self, mut p: Payout) -> Result<bool, StoreError> {
         tracing::error!(payout = %p.id, sends = p.start_sends, "the bank never showed the payout's start; cancelling the session and flagging the payout");
-        p.failure_code = Some(START_UNCONFIRMED.to_owned());
+        p.set_cancel_reason(CancelReason::StartUnconfirmed);
         p.failure_message = Some(
             "the bank never showed the payout after repeated starts; the session was cancelled"
                 .to_owned(),
@@ -661,20 +654,22 @@ impl Engine {
             } => {
                 if bank_payout_id.is_none()
                     && p.state == PayoutState::Cancelling
-                    && p.failure_code.as_deref() == Some(START_UNCONFIRMED)
+                    && p.cancel_reason() == Some(CancelReason::StartUnconfirmed)
                 {
                     // Gave up on the start: a cancelled, empty session is what we asked for, not
                     // proof that nothing was paid. A person closes it.
                     p.attention = Some(START_ATTENTION.to_owned());
                     return self.reschedule(p, "").await;
                 }
-                let next = match p.failure_code.as_deref() {
-                    Some(CANCELLED_BY_APP | CONFIRMATION_DEADLINE)
+                let next = match p.cancel_reason() {
+                    Some(CancelReason::ByApp | CancelReason::ConfirmationDeadline)
                         if p.state == PayoutState::Cancelling =>
                     {
                         PayoutState::Cancelled
                     }
-                    Some(CONFIRMATION_MISMATCH) if p.state == PayoutState::Cancelling => {
+                    Some(CancelReason::ConfirmationMismatch)
+                        if p.state == PayoutState::Cancelling =>
+                    {
                         PayoutState::Failed
                     }
                     _ => {
@@ -886,7 +881,7 @@ impl Engine {
             | PayoutState::Started
             | PayoutState::AwaitingConfirmation => {}
         }
-        p.failure_code = Some(CANCELLED_BY_APP.to_owned());
+        p.set_cancel_reason(CancelReason::ByApp);
         p.failure_message = Some("cancelled by the app".to_owned());
         // A flag a person must see (several payouts in the session, …) stays until the bank's
         // answer settles it.

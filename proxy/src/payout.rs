@@ -182,6 +182,40 @@ pub struct Payout {
     pub start_sends: u32,
 }
 
+/// Why the proxy cancels a bank session. Recorded in the payout's `failure_code` before the
+/// cancel is sent, because the state the payout ends in depends on it (and a crash may come
+/// between the two).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum CancelReason {
+    /// The app cancelled (`POST /v1/payouts/{id}/cancel`): ends `cancelled`.
+    ByApp,
+    /// A manual payout was not decided in time: ends `cancelled`.
+    ConfirmationDeadline,
+    /// The bank's payout was not ours (amount, currency or card): ends `failed`.
+    ConfirmationMismatch,
+    /// The start was re-sent as often as allowed and the bank never showed it: a person decides.
+    StartUnconfirmed,
+}
+
+impl CancelReason {
+    const ALL: [Self; 4] = [
+        Self::ByApp,
+        Self::ConfirmationDeadline,
+        Self::ConfirmationMismatch,
+        Self::StartUnconfirmed,
+    ];
+
+    /// The code kept in `failure_code` (and shown to the app).
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::ByApp => "cancelled_by_app",
+            Self::ConfirmationDeadline => "confirmation_deadline",
+            Self::ConfirmationMismatch => "confirmation_mismatch",
+            Self::StartUnconfirmed => "start_unconfirmed",
+        }
+    }
+}
+
 /// What an app asked for: the part of a payout fixed when it is created.
 #[derive(Clone, Debug)]
 pub struct PayoutRequest {
@@ -254,6 +288,17 @@ impl Payout {
             lease_owner: None,
             start_sends: 0,
         }
+    }
+
+    /// Why the proxy is cancelling (or cancelled) this payout's session, if it did.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        let code = self.failure_code.as_deref()?;
+        CancelReason::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// Records why the session is being cancelled, before the cancel is sent.
+    pub fn set_cancel_reason(&mut self, reason: CancelReason) {
+        self.failure_code = Some(reason.code().to_owned());
     }
 
     /// Moves forward to `next` (a no-op check for callers: false if that would go backwards or
@@ -370,6 +415,18 @@ mod tests {
             },
             0,
         )
+    }
+
+    #[test]
+    fn a_cancel_reason_reads_back_and_a_bank_code_is_none() {
+        let mut p = sample();
+        assert_eq!(p.cancel_reason(), None);
+        for r in CancelReason::ALL {
+            p.set_cancel_reason(r);
+            assert_eq!(p.cancel_reason(), Some(r));
+        }
+        p.failure_code = Some("declined_by_issuer_bank".to_owned());
+        assert_eq!(p.cancel_reason(), None);
     }
 
     #[test]
