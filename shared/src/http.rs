@@ -93,6 +93,32 @@ pub trait EdgeError: IntoResponse + Clone + Send + Sync + 'static {
     fn code(&self) -> &'static str;
 }
 
+/// Implements [`EdgeError`] for a service's error enum that has a variant of the same name for
+/// each [`Common`] error and a `parts()` returning `(status, code, message)`.
+#[macro_export]
+macro_rules! edge_error {
+    ($error:ty) => {
+        impl $crate::http::EdgeError for $error {
+            fn common(common: $crate::http::Common) -> Self {
+                use $crate::http::Common;
+                match common {
+                    Common::Timeout => Self::Timeout,
+                    Common::PayloadTooLarge => Self::PayloadTooLarge,
+                    Common::RouteNotFound => Self::RouteNotFound,
+                    Common::MethodNotAllowed => Self::MethodNotAllowed,
+                    Common::Internal => Self::Internal,
+                    Common::MalformedJson => Self::MalformedJson,
+                    Common::UnsupportedMediaType => Self::UnsupportedMediaType,
+                }
+            }
+
+            fn code(&self) -> &'static str {
+                self.parts().1
+            }
+        }
+    };
+}
+
 /// The 404 and 405 fallbacks, in the service's error. Call it after the routes and before the
 /// middleware layers, so that these answers pass through the middleware too.
 pub fn with_edge<E: EdgeError, S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {

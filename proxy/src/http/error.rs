@@ -229,22 +229,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl shared::http::EdgeError for ApiError {
-    fn common(common: Common) -> Self {
-        match common {
-            Common::Timeout => Self::Timeout,
-            Common::PayloadTooLarge => Self::PayloadTooLarge,
-            Common::RouteNotFound => Self::RouteNotFound,
-            Common::MethodNotAllowed => Self::MethodNotAllowed,
-            Common::Internal => Self::Internal,
-            Common::MalformedJson => Self::MalformedJson,
-            Common::UnsupportedMediaType => Self::UnsupportedMediaType,
-        }
-    }
-    fn code(&self) -> &'static str {
-        self.parts().1
-    }
-}
+shared::edge_error!(ApiError);
 
 impl From<crate::service::ServiceError> for ApiError {
     fn from(e: crate::service::ServiceError) -> Self {
