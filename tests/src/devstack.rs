@@ -638,9 +638,6 @@ pub async fn run(
     let vault_app_server = vault::startup::Application::build(&vault_config)
         .await
         .with_context(|| format!("the vault cannot start on {vault_addr} (see --vault-port)"))?;
-    let proxy_app_server = proxy::startup::Application::build(&proxy_config)
-        .await
-        .with_context(|| format!("the proxy cannot start on {proxy_addr} (see --proxy-port)"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -660,12 +657,6 @@ pub async fn run(
         });
         let tx = exit_tx.clone();
         let until = stopped();
-        tokio::spawn(async move {
-            let r = proxy_app_server.run_until(until).await;
-            let _ = tx.send(("proxy", r.map_err(anyhow::Error::from)));
-        });
-        let tx = exit_tx;
-        let until = stopped();
         let secret = proxy_app.webhook_secret.clone();
         let (quiet, out) = (Arc::clone(&quiet), out.clone());
         tokio::spawn(async move {
@@ -676,12 +667,27 @@ pub async fn run(
     let vault_url = format!("http://{vault_addr}");
     let proxy_url = format!("http://{proxy_addr}");
     let sandbox_url = sandbox.base_url();
+    // The proxy checks its vault keys against the vault as it starts: the vault must answer
+    // by then, or the proxy's first verdict is "vault unreachable".
     let ready = async {
         wait_ready(&http, "vault", &format!("{vault_url}/readyz")).await?;
+        let proxy_app_server = proxy::startup::Application::build(&proxy_config)
+            .await
+            .with_context(|| {
+                format!("the proxy cannot start on {proxy_addr} (see --proxy-port)")
+            })?;
+        let tx = exit_tx.clone();
+        let until = stopped();
+        tokio::spawn(async move {
+            let r = proxy_app_server.run_until(until).await;
+            let _ = tx.send(("proxy", r.map_err(anyhow::Error::from)));
+        });
         wait_ready(&http, "proxy", &format!("{proxy_url}/readyz")).await?;
         wait_ready(&http, "sandbox", &format!("{sandbox_url}/__sandbox/health")).await
     }
     .await;
+    // Each service task holds its own sender: the channel closes when the last one ends.
+    drop(exit_tx);
 
     let result = match ready {
         Err(e) => Err(e),

@@ -22,6 +22,8 @@ impl DependencyCheck {
     /// How long a verdict is reused: a readiness probe every second must not become a vault and
     /// a bank request every second.
     pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    /// How long a verdict that found a problem is reused.
+    pub const RECHECK_PROBLEMS: std::time::Duration = std::time::Duration::from_secs(1);
 
     /// A check of `vault`'s keys and of `bank`.
     pub fn new(
@@ -35,12 +37,13 @@ impl DependencyCheck {
         }
     }
 
-    /// What was found (fresh, or from the last check within [`DependencyCheck::EVERY`]), each
+    /// What was found (fresh, or from the last check within [`DependencyCheck::EVERY`], or
+    /// [`DependencyCheck::RECHECK_PROBLEMS`] when it found a problem), each
     /// naming the setting and the fix; none holds a secret.
     pub async fn findings(&self) -> Findings {
         let mut last = self.last.lock().await;
         if let Some((at, findings)) = last.as_ref()
-            && at.elapsed() < Self::EVERY
+            && findings.still_fresh(at.elapsed())
         {
             return findings.clone();
         }
@@ -118,6 +121,20 @@ pub struct Findings {
     pub warnings: Vec<String>,
 }
 
+impl Findings {
+    /// Whether a verdict this old may be reused. One that found a problem is checked again
+    /// sooner: a vault that was not up yet when the proxy started must not keep the proxy
+    /// unready for the whole interval.
+    fn still_fresh(&self, age: std::time::Duration) -> bool {
+        let reuse = if self.problems.is_empty() {
+            DependencyCheck::EVERY
+        } else {
+            DependencyCheck::RECHECK_PROBLEMS
+        };
+        age < reuse
+    }
+}
+
 /// Readiness: the database accepts writes, every vault key is what the proxy needs, and the bank
 /// takes the proxy's signed requests (a broken setting would otherwise fail every payout while
 /// the proxy said it was ready).
@@ -143,4 +160,29 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
         ),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Findings;
+
+    #[test]
+    fn a_verdict_with_a_problem_is_checked_again_within_a_second() {
+        let clean = Findings::default();
+        let broken = Findings {
+            problems: vec!["vault.url: the vault cannot be reached".to_owned()],
+            warnings: Vec::new(),
+        };
+        let warned = Findings {
+            problems: Vec::new(),
+            warnings: vec!["bank131.base_url: unreachable".to_owned()],
+        };
+        assert!(clean.still_fresh(Duration::from_secs(9)));
+        assert!(warned.still_fresh(Duration::from_secs(9)));
+        assert!(!clean.still_fresh(Duration::from_secs(10)));
+        assert!(broken.still_fresh(Duration::from_millis(500)));
+        assert!(!broken.still_fresh(Duration::from_secs(1)));
+    }
 }
