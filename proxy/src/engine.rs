@@ -81,6 +81,15 @@ struct Inner {
     owner: String,
 }
 
+/// An app's decision on a manual payout.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum AppDecision {
+    /// `POST /v1/payouts/{id}/confirm`.
+    Confirm,
+    /// `POST /v1/payouts/{id}/cancel`.
+    Cancel,
+}
+
 /// Errors of app-initiated actions.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -748,42 +757,21 @@ impl Engine {
         Ok(false)
     }
 
-    /// The app confirms a payout waiting in manual mode.
+    /// The app's decision on a payout it created: a confirm (see `confirm_decision`) or a cancel
+    /// before it is confirmed (see `cancel_decision`).
     ///
     /// # Errors
     ///
-    /// [`ActionError::NotFound`] (also for another tenant's payout), [`ActionError::WrongState`]
-    /// before the bank asks, [`ActionError::NotManual`], [`ActionError::Contradicts`] after a
-    /// cancel or failure.
-    pub async fn confirm_by_app(
+    /// [`ActionError::NotFound`] (also another app's payout), [`ActionError::WrongState`],
+    /// [`ActionError::NotManual`], [`ActionError::Contradicts`] (a cancel after a confirm, a
+    /// confirm after a cancel), [`ActionError::Mismatch`], [`ActionError::BankUnavailable`],
+    /// storage.
+    pub async fn decide_by_app(
         &self,
         tenant: &str,
         client_id: &str,
         id: &str,
-    ) -> Result<Payout, ActionError> {
-        self.app_decision(tenant, client_id, id, true).await
-    }
-
-    /// The app cancels a payout before it is confirmed (see `cancel_decision`).
-    ///
-    /// # Errors
-    ///
-    /// As [`Engine::confirm_by_app`], and [`ActionError::Contradicts`] after a confirm.
-    pub async fn cancel_by_app(
-        &self,
-        tenant: &str,
-        client_id: &str,
-        id: &str,
-    ) -> Result<Payout, ActionError> {
-        self.app_decision(tenant, client_id, id, false).await
-    }
-
-    async fn app_decision(
-        &self,
-        tenant: &str,
-        client_id: &str,
-        id: &str,
-        confirm: bool,
+        decision: AppDecision,
     ) -> Result<Payout, ActionError> {
         {
             let _guard = self.lock(id).await;
@@ -798,10 +786,9 @@ impl Engine {
                     .await?
                     .filter(|p| p.tenant == tenant && p.client_id == client_id)
                     .ok_or(ActionError::NotFound)?;
-                let outcome = if confirm {
-                    self.confirm_decision(p).await
-                } else {
-                    self.cancel_decision(p).await
+                let outcome = match decision {
+                    AppDecision::Confirm => self.confirm_decision(p).await,
+                    AppDecision::Cancel => self.cancel_decision(p).await,
                 };
                 match outcome {
                     Err(ActionError::Store(StoreError::Conflict)) if tries < 3 => tries += 1,

@@ -12,6 +12,7 @@ use shared::ids::ApiKey;
 
 use crate::auth::{ClientRecord, Scope};
 use crate::bank131::{SignatureVerifier, Webhook, WebhookError, verify_and_parse};
+pub use crate::engine::AppDecision;
 use crate::engine::{ActionError, Engine, now_micros};
 use crate::http::health::{DependencyCheck, Findings};
 use crate::payout::{
@@ -97,15 +98,6 @@ pub enum Operation {
     ReadPayouts,
     /// Read its own webhook events (`payouts:read`).
     ReadEvents,
-}
-
-/// Confirm or cancel.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub enum AppDecision {
-    /// `POST /v1/payouts/{id}/confirm`.
-    Confirm,
-    /// `POST /v1/payouts/{id}/cancel`.
-    Cancel,
 }
 
 /// The proxy's operations. Cheap to clone.
@@ -301,19 +293,10 @@ impl Proxy {
         decision: AppDecision,
     ) -> Result<Payout, ServiceError> {
         self.permits(client, Operation::WritePayouts)?;
-        let result = match decision {
-            AppDecision::Confirm => {
-                self.engine
-                    .confirm_by_app(&client.tenant, &client.id, id)
-                    .await
-            }
-            AppDecision::Cancel => {
-                self.engine
-                    .cancel_by_app(&client.tenant, &client.id, id)
-                    .await
-            }
-        };
-        result.map_err(ServiceError::Action)
+        self.engine
+            .decide_by_app(&client.tenant, &client.id, id, decision)
+            .await
+            .map_err(ServiceError::Action)
     }
 
     /// `GET /v1/events`: one page of the client's own webhook events, newest first.
