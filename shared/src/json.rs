@@ -32,6 +32,23 @@ pub enum DecodeError {
     TooDeep,
 }
 
+impl DecodeError {
+    /// The fixed text for this problem when it is told of the body as a whole (no field of the
+    /// route's own to name): the same words in both services.
+    pub const fn whole_body_rule(self) -> &'static str {
+        match self {
+            Self::Malformed => "the request body is not valid JSON",
+            Self::SensitiveData => "card data, CVV, track data and PINs are never accepted",
+            Self::UnknownField => "the request body has a field this route does not accept",
+            Self::MissingField => "the request body lacks a required field",
+            Self::Invalid | Self::Known(_) => {
+                "the request body must be a JSON object of the fields this route takes"
+            }
+            Self::TooDeep => "the request body nests arrays and objects more than 32 levels deep",
+        }
+    }
+}
+
 /// The deepest nesting of arrays and objects a body may have (the top-level object is depth 1).
 /// No request of either service needs more than a few levels; the limit keeps recursion in the
 /// decoder, and the work a body can cause, small whatever serde_json's own limit is (128).

@@ -130,18 +130,7 @@ fn decode<T: serde::de::DeserializeOwned>(
                     .unwrap_or("a field of the request body has the wrong type or value");
                 ApiError::InvalidField(path, message)
             }
-            (DecodeError::UnknownField, None) => {
-                ApiError::InvalidRequest("the request body has a field this route does not accept")
-            }
-            (DecodeError::MissingField, None) => {
-                ApiError::InvalidRequest("the request body lacks a required field")
-            }
-            (DecodeError::Invalid | DecodeError::Known(_), None) => ApiError::InvalidRequest(
-                "the request body must be a JSON object of the fields this route takes",
-            ),
-            (DecodeError::TooDeep, _) => ApiError::InvalidRequest(
-                "the request body nests arrays and objects more than 32 levels deep",
-            ),
+            (e, _) => ApiError::InvalidRequest(e.whole_body_rule()),
         }
     })
 }

@@ -81,24 +81,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             (DecodeError::Malformed, _) => ApiError::MalformedJson,
             (DecodeError::SensitiveData, _) => ApiError::SensitiveData,
             (DecodeError::Known(message), _) => ApiError::InvalidPan(message),
-            (DecodeError::UnknownField, _) => {
-                ApiError::InvalidRequest("the request body has a field this route does not accept")
-            }
             (DecodeError::MissingField, Some((name, _, missing))) => {
                 ApiError::InvalidParam(name, missing)
-            }
-            (DecodeError::MissingField, None) => {
-                ApiError::InvalidRequest("the request body lacks a required field")
             }
             (DecodeError::Invalid, Some((name, invalid, _))) => {
                 ApiError::InvalidParam(name, invalid)
             }
-            (DecodeError::Invalid, None) => ApiError::InvalidRequest(
-                "the request body must be a JSON object of the fields this route takes",
-            ),
-            (DecodeError::TooDeep, _) => ApiError::InvalidRequest(
-                "the request body nests arrays and objects more than 32 levels deep",
-            ),
+            (e, _) => ApiError::InvalidRequest(e.whole_body_rule()),
         }
     })
 }
