@@ -130,14 +130,7 @@ pub async fn migrate(pool: &Pool, lock_id: i64, migrations: &[&str]) -> Result<(
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         .await
         .map_err(db)?;
-    let done: i64 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            &[],
-        )
-        .await
-        .map_err(db)?
-        .get(0);
+    let done = highest_applied(&tx).await.map_err(db)?;
     for (i, sql) in migrations.iter().enumerate() {
         let version = i64::try_from(i).unwrap_or(i64::MAX) + 1;
         if version <= done {
@@ -173,15 +166,21 @@ pub async fn applied_migrations(pool: &Pool) -> Result<usize, PgSetupError> {
     if !exists {
         return Ok(0);
     }
-    let done: i64 = client
+    let done = highest_applied(&client).await.map_err(db)?;
+    Ok(usize::try_from(done).unwrap_or(0))
+}
+
+/// The highest migration version recorded in `schema_migrations` (0 for none).
+async fn highest_applied<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
         .query_one(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
             &[],
         )
-        .await
-        .map_err(db)?
-        .get(0);
-    Ok(usize::try_from(done).unwrap_or(0))
+        .await?
+        .get(0))
 }
 
 /// True when `url` names PostgreSQL.
