@@ -119,16 +119,22 @@ macro_rules! edge_error {
     };
 }
 
-/// The 404 and 405 fallbacks, in the service's error. Call it after the routes and before the
-/// middleware layers, so that these answers pass through the middleware too.
+/// The 404 and 405 fallbacks, in the service's error, and a panic guard around the handlers.
+/// Call it after the routes and before the middleware layers, so that these answers pass
+/// through the middleware too.
 pub fn with_edge<E: EdgeError, S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router
         .fallback(|| async { E::common(Common::RouteNotFound) })
         .method_not_allowed_fallback(|| async { E::common(Common::MethodNotAllowed) })
+        // Inside the middleware, so a handler's panic is answered like any error: the service's
+        // 500 with the edge's headers and an access-log line.
+        .layer(CatchPanicLayer::custom(|_| {
+            E::common(Common::Internal).into_response()
+        }))
 }
 
-/// The panic guard. Call it last, so that it is outermost and a panic anywhere inside answers
-/// the service's 500.
+/// The outer panic guard. Call it last, so that it is outermost and a panic in the middleware
+/// itself still answers the service's 500.
 pub fn catch_panics<E: EdgeError, S: Clone + Send + Sync + 'static>(
     router: Router<S>,
 ) -> Router<S> {
@@ -180,7 +186,7 @@ macro_rules! access_log {
         $crate::http::__tracing::info!(
             target: $target,
             request_id = %$request_id,
-            method = %$method,
+            method = $crate::http::method_label(&$method),
             route = %$route,
             status = $status.as_u16(),
             error = $code.unwrap_or(""),
@@ -193,7 +199,96 @@ macro_rules! access_log {
 #[doc(hidden)]
 pub use tracing as __tracing;
 
+/// The method as the access log names it: one of the standard methods, else `other`. The method
+/// is the caller's to choose (digits are valid method characters), so as sent it could carry a
+/// card number into the log.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    [
+        M::GET,
+        M::POST,
+        M::PUT,
+        M::DELETE,
+        M::PATCH,
+        M::HEAD,
+        M::OPTIONS,
+        M::TRACE,
+        M::CONNECT,
+    ]
+    .into_iter()
+    .find(|m| m == method)
+    .map_or("other", |m| match m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::TRACE => "TRACE",
+        _ => "CONNECT",
+    })
+}
+
 /// `/healthz`: the process answers.
 pub async fn live() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(Clone, Copy, Debug)]
+    struct TestError(Common);
+
+    impl IntoResponse for TestError {
+        fn into_response(self) -> Response {
+            let mut r = (self.0.parts().0, self.0.parts().1).into_response();
+            r.extensions_mut().insert(self);
+            r
+        }
+    }
+
+    impl EdgeError for TestError {
+        fn common(common: Common) -> Self {
+            Self(common)
+        }
+        fn code(&self) -> &'static str {
+            self.0.parts().1
+        }
+    }
+
+    #[allow(clippy::panic, reason = "the panic is the test")]
+    async fn panics() -> &'static str {
+        panic!("a handler bug")
+    }
+
+    /// A handler's panic is answered like any error: the service's 500, through the edge.
+    #[tokio::test]
+    async fn a_panic_is_answered_through_the_edge() {
+        let routes = with_edge::<TestError, ()>(Router::new().route("/boom", get(panics)));
+        let app = catch_panics::<TestError, ()>(routes.layer(axum::middleware::from_fn(
+            |req: Request, next: Next| async move {
+                exchange::<TestError>(req, next, Duration::from_secs(5), "req_t")
+                    .await
+                    .0
+            },
+        )));
+        for path in ["/boom", "/missing"] {
+            let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            let want = if path == "/boom" { 500 } else { 404 };
+            assert_eq!(resp.status().as_u16(), want, "{path}");
+            assert_eq!(resp.headers()[CACHE_CONTROL], "no-store", "{path}");
+            assert_eq!(resp.headers()[REQUEST_ID], "req_t", "{path}");
+        }
+        assert_eq!(method_label(&axum::http::Method::POST), "POST");
+        let odd = axum::http::Method::from_bytes(b"4970100000130001").unwrap();
+        assert_eq!(method_label(&odd), "other");
+    }
 }

@@ -72,7 +72,6 @@ impl Layout {
     }
 }
 
-/// Writes `contents` to `path` with `mode`, atomically (temporary file, fsync, rename).
 /// Creates `dir` and its parents (mode 0700) if needed.
 pub(crate) fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
     DirBuilder::new()
@@ -82,6 +81,7 @@ pub(crate) fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", dir.display()))
 }
 
+/// Writes `contents` to `path` with `mode`, atomically (temporary file, fsync, rename).
 pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

@@ -155,12 +155,65 @@ impl Drop for StateGuard<'_> {
 }
 
 fn write(file: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(snapshot).map_err(std::io::Error::other)?;
+    let mut snapshot = Snapshot {
+        format: snapshot.format,
+        counters: snapshot.counters,
+        projects: snapshot.projects.clone(),
+        sessions: snapshot.sessions.clone(),
+        idempotency: snapshot.idempotency.clone(),
+    };
+    mask_card_numbers(&mut snapshot);
+    let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
     let mut tmp = file.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     crate::stack::write_secret(&tmp, bytes)?;
     std::fs::rename(&tmp, file)
+}
+
+/// A partner may send anything in the free fields the bank echoes (`participant_details`,
+/// `customer`, `metadata`) and in its idempotency keys; a card number there is masked to BIN and
+/// last four before the state reaches the disk (the card itself is kept only as [`CardFacts`]).
+///
+/// [`CardFacts`]: crate::sandbox::model::CardFacts
+fn mask_card_numbers(snapshot: &mut Snapshot) {
+    use crate::sandbox::journal::masked_text;
+    for session in &mut snapshot.sessions {
+        let payout_fields = session.payout.as_mut().map(|p| &mut p.fields);
+        for fields in std::iter::once(&mut session.fields).chain(payout_fields) {
+            for value in [
+                &mut fields.participant_details,
+                &mut fields.customer,
+                &mut fields.metadata,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                mask_value(value);
+            }
+        }
+    }
+    for (_, _, key) in &mut snapshot.idempotency {
+        *key = masked_text(key.as_bytes());
+    }
+}
+
+fn mask_value(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => *s = crate::sandbox::journal::masked_text(s.as_bytes()),
+        // A number that is a card number becomes its masked text.
+        Value::Number(n) => {
+            let text = n.to_string();
+            let masked = crate::sandbox::journal::masked_text(text.as_bytes());
+            if masked != text {
+                *value = Value::String(masked);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_value),
+        Value::Object(map) => map.values_mut().for_each(mask_value),
+        Value::Bool(_) | Value::Null => {}
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +222,36 @@ mod tests {
     use crate::sandbox::config::ApiVersion;
     use crate::sandbox::error::{ApiError, Decline};
     use crate::sandbox::model::{Amount, CardFacts, Decision, Fields, Payout, Phase, Refund};
+
+    /// A card number a partner put in a free field or an idempotency key is masked on disk.
+    #[test]
+    fn card_numbers_in_free_fields_are_masked_on_disk() {
+        let pan = "4970100000130001";
+        let fields = Fields {
+            customer: Some(serde_json::json!({"reference": format!("card {pan}")})),
+            metadata: Some(serde_json::json!({"n": 4_970_100_000_130_001_u64, "ok": 42})),
+            participant_details: Some(serde_json::json!([pan])),
+            ..Fields::default()
+        };
+        let mut state = State::default();
+        state.sessions.insert(
+            "ps_1".to_owned(),
+            Session::new("ps_1".to_owned(), "p", fields),
+        );
+        state
+            .idempotency
+            .insert(("p".to_owned(), "session/create".to_owned(), pan.to_owned()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write(&path, &state.snapshot()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!shared::scan::contains_pan(
+            &bytes,
+            &shared::Pan::parse(pan).unwrap()
+        ));
+        let back = load(&path).unwrap().unwrap();
+        assert_eq!(back.sessions[0].fields.metadata.as_ref().unwrap()["ok"], 42);
+    }
 
     /// Every name, phase and error a session can hold reads back as the same session.
     #[test]

@@ -543,3 +543,29 @@ async fn every_answer_carries_no_store_and_a_request_id() {
         }
     }
 }
+
+/// Digits are valid method characters: a card number sent as the HTTP method is answered (405 or
+/// 404) and logged as `other`, never as sent.
+#[tokio::test]
+async fn a_card_number_sent_as_the_method_never_reaches_the_log() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let v = TestVault::spawn().await;
+    let addr = v.base.trim_start_matches("http://").to_owned();
+    for path in ["/v1/tokens", "/nowhere"] {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request =
+            format!("4970100000130001 {path} HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 4"), "{path}: {text}");
+        assert_not_echoed(&answer, &["4970100000130001"], "answer");
+    }
+    let logs = logs();
+    assert_not_echoed(&logs, &["4970100000130001"], "logs");
+    assert!(
+        String::from_utf8_lossy(&logs).contains(r#""method":"other""#),
+        "the request was not logged"
+    );
+}
