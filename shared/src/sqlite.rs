@@ -11,9 +11,9 @@
 //! leaves the others alone. A write arriving alone is committed at once: nobody waits for a batch
 //! to fill. A full queue sheds load (`QueueFull`).
 //!
-//! The WAL stays bounded: a checkpointer thread copies it back beside the writer, and the
-//! writer's own checkpoint turns to waiting for readers (RESTART) past a bound, so readers that
-//! never pause cannot keep it from starting over. (Long for a module because the pool, the
+//! The WAL stays bounded: a checkpointer thread copies it back beside the writer, and past a
+//! bound the writer, once a batch is answered, waits briefly for readers (RESTART), so readers
+//! that never pause cannot keep it from starting over. (Long for a module because the pool, the
 //! writer and their tests belong together.)
 
 use std::path::PathBuf;
@@ -145,11 +145,12 @@ impl SqlitePool {
             .collect::<Result<_, _>>()?;
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(options.max_queued_writes.max(1));
         let (committed, commits) = std::sync::mpsc::sync_channel::<()>(1);
+        let busy_timeout = options.busy_timeout;
         spawn("sqlite-checkpoint", move || {
             checkpoint_loop(&checkpointer, &commits)
         })?;
         spawn("sqlite-writer", move || {
-            write_loop(writer, &queue, &committed)
+            write_loop(writer, &queue, &committed, busy_timeout)
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -346,27 +347,57 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), rusqlite::
 
 /// WAL pages after which the writer checkpoints (SQLite's default is 1,000).
 const WRITER_CHECKPOINT_PAGES: c_int = 8_000;
-/// WAL pages after which the writer's checkpoint waits for readers (RESTART) instead of taking
-/// what it can (PASSIVE). Readers that never pause would otherwise always hold a snapshot inside
-/// the WAL, so it could never start over and would grow without end; waiting for them to move
-/// on (each read is short) is what bounds it: at most this many pages plus one batch.
+/// WAL pages after which the writer, once the batch is answered, waits briefly for readers
+/// (RESTART) so the WAL can start over ([`restart_wal`]): with short reads, the WAL stays at
+/// about this many pages plus one batch.
 const WRITER_RESTART_PAGES: c_int = 12_000;
 /// Bytes a restarted WAL is truncated to.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
+std::thread_local! {
+    /// The WAL's length after the writer thread's last commit, as its hook saw it.
+    static WAL_PAGES: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
+}
+
+/// How long the writer waits for readers to move on when the WAL is past
+/// [`WRITER_RESTART_PAGES`]. Short, and only after the batch is answered: a reader holding a
+/// snapshot open for long (an operator's shell in a transaction) then costs each later batch at
+/// most this, and the WAL grows on until it lets go, instead of every commit stalling for the
+/// whole busy timeout.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
+
 /// The writer's commit hook (in place of `wal_autocheckpoint`, which is the same hook with
-/// PASSIVE only): `pages` is the WAL's length after the commit. A failed checkpoint is left to
-/// the next commit; the hook must not fail, or the commit that did happen would report an error.
+/// PASSIVE only): `pages` is the WAL's length after the commit. It takes what it can without
+/// waiting (PASSIVE) and notes the length, so the writer can wait for readers after answering
+/// (see [`restart_wal`]). The hook must not fail, or the commit that did happen would report an
+/// error; a failed checkpoint is left to the next commit.
 fn writer_checkpoint(wal: &rusqlite::hooks::Wal, pages: c_int) -> rusqlite::Result<()> {
-    let mode = match pages {
-        p if p >= WRITER_RESTART_PAGES => CheckpointMode::RESTART,
-        p if p >= WRITER_CHECKPOINT_PAGES => CheckpointMode::PASSIVE,
-        _ => return Ok(()),
-    };
-    if let Err(e) = wal.checkpoint_v2(mode) {
+    WAL_PAGES.set(pages);
+    if pages >= WRITER_CHECKPOINT_PAGES
+        && let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE)
+    {
         tracing::debug!(error = %e, pages, "WAL checkpoint left to the next commit");
     }
     Ok(())
+}
+
+/// Past [`WRITER_RESTART_PAGES`], a checkpoint that waits (at most [`RESTART_WAIT`]) for readers
+/// to leave the WAL, so the next transaction starts it over. Readers that never pause would
+/// otherwise always hold a snapshot inside it, and it would grow without end.
+fn restart_wal(conn: &Connection, busy_timeout: Duration) {
+    if WAL_PAGES.get() < WRITER_RESTART_PAGES {
+        return;
+    }
+    let restarted = conn
+        .busy_timeout(RESTART_WAIT)
+        .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())));
+    if let Err(e) = restarted {
+        tracing::debug!(error = %e, "WAL restart left to a later batch");
+    }
+    if let Err(e) = conn.busy_timeout(busy_timeout) {
+        tracing::warn!(error = %e, "could not restore the writer's busy timeout");
+    }
+    WAL_PAGES.set(0);
 }
 
 /// How often, at most, the checkpointer copies the WAL back into the database file.
@@ -390,6 +421,7 @@ fn write_loop(
     mut conn: Connection,
     queue: &std::sync::mpsc::Receiver<Job>,
     committed: &std::sync::mpsc::SyncSender<()>,
+    busy_timeout: Duration,
 ) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -417,6 +449,7 @@ fn write_loop(
         for finish in finishes {
             finish(commit.clone());
         }
+        restart_wal(&conn, busy_timeout);
     }
 }
 
