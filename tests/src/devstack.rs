@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use shared::ids::ApiKey;
 use tokio::sync::{mpsc, watch};
 
-use crate::sandbox::{self, ProjectConfig, SandboxConfig, SandboxHandle, Signer};
+use crate::sandbox::{self, ProjectConfig, SandboxConfig, SandboxHandle};
 use files::{ClientKey, Credentials, Layout, ProxyClientKey};
 
 /// The tenant of every client devstack makes.
@@ -431,39 +431,6 @@ async fn highest_session_number(store: &Arc<dyn proxy::store::ProxyStore>) -> an
     Ok(highest)
 }
 
-/// A sandbox that starts without its state file numbers its sessions from `ps_1`, while the
-/// proxy database keeps the payouts of earlier runs. A bank webhook for a reused session id would be matched to an
-/// old payout, so the ids earlier runs used are consumed here first (with signed
-/// `session/create` calls, as a partner would make them).
-async fn skip_used_session_ids(
-    http: &reqwest::Client,
-    sandbox: &SandboxHandle,
-    partner_private_pem: &str,
-    count: u64,
-) -> anyhow::Result<()> {
-    if count == 0 {
-        return Ok(());
-    }
-    let signer = Signer::from_pem(partner_private_pem).context("the partner private key")?;
-    let body: &'static [u8] = b"{}";
-    let signature = signer.sign(body).context("signing")?;
-    let url = format!("{}/api/v2/session/create", sandbox.base_url());
-    for _ in 0..count {
-        http.post(&url)
-            .header("content-type", "application/json")
-            .header("x-partner-project", PROJECT)
-            .header("x-partner-sign", &signature)
-            .body(body)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .context("skipping used sandbox session ids")?;
-    }
-    sandbox.clear_journal();
-    tracing::info!(count, "skipped sandbox session ids used by earlier runs");
-    Ok(())
-}
-
 /// Waits until `url` answers 200.
 async fn wait_ready(http: &reqwest::Client, what: &str, url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -520,7 +487,8 @@ pub async fn run(
         made.push("vault master key".to_owned());
     }
     let mut fresh = false;
-    let (partner_private, partner_public) = key_pair(
+    // The proxy reads the private half from its file; only the public half is needed here.
+    let (_, partner_public) = key_pair(
         &layout.partner_key(),
         &layout.partner_public_key(),
         &mut fresh,
@@ -600,13 +568,6 @@ pub async fn run(
     let state_dir = layout.sandbox_state_dir();
     files::make_private_dir(&state_dir)?;
     let state_file = state_dir.join("state.json");
-    // A kept state carries the id counters on; only a sandbox that starts empty meets the ids
-    // of earlier runs still in proxy.db.
-    let used_sessions = if state_file.exists() {
-        0
-    } else {
-        used_sessions
-    };
     let sandbox = sandbox::spawn(SandboxConfig {
         listen: sandbox_addr,
         bank_private_key_pem: Some(bank_private),
@@ -631,7 +592,10 @@ pub async fn run(
         .timeout(Duration::from_secs(10))
         .build()
         .context("building the HTTP client")?;
-    skip_used_session_ids(&http, &sandbox, &partner_private, used_sessions).await?;
+    // The proxy database keeps the payouts of earlier runs: a bank webhook for a reused
+    // session id would be matched to an old payout, so the sandbox numbers on past them (its
+    // state file usually has it further on already; a failed state write would not).
+    sandbox.skip_session_ids_through(used_sessions);
 
     // The services.
     let vault_addr = loopback(options.vault_port);

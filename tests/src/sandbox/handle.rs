@@ -289,6 +289,13 @@ impl SandboxHandle {
         self.sandbox.refund(id, amount)
     }
 
+    /// Counts session ids up to `ps_<prefix><highest>` as handed out, so the next session gets
+    /// a higher number: for a partner that holds sessions from an earlier run (with or without a
+    /// state file, whichever is further on wins).
+    pub fn skip_session_ids_through(&self, highest: u64) {
+        self.sandbox.state.lock().skip_session_ids_through(highest);
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

@@ -208,6 +208,11 @@ impl State {
         })
     }
 
+    /// Session ids up to `ps_<prefix><highest>` count as handed out already.
+    pub(crate) fn skip_session_ids_through(&mut self, highest: u64) {
+        self.next_session = self.next_session.max(highest);
+    }
+
     pub(crate) fn session_id(&mut self) -> String {
         self.next_session += 1;
         format!("ps_{}{}", self.id_prefix, self.next_session)
