@@ -1,6 +1,9 @@
 //! Settings: a TOML file, then `PROXY__SECTION__KEY` environment overrides (for example
 //! `PROXY__VAULT__URL=http://vault:8200`), then validation (`shared::config` does the loading).
 //! Unknown keys are errors. The README lists every setting.
+//!
+//! Long because each setting's check, with the message naming the setting and the fix, sits
+//! beside its type; over a third of the file is the tests of those messages.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -5,6 +5,9 @@
 //! in `[section]`; its value is read as a TOML value when it parses as one (numbers, booleans)
 //! and as a string otherwise. Unknown keys are errors, so a typo does not silently fall back to
 //! a default.
+//!
+//! Long because the loading, the shared `[server]`, `[database]` and `[log]` sections, the masked
+//! `check` report and their tests belong together; both services' settings build on it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,9 @@
 //! field that does not fit is dropped, not fatal. Card data is
 //! modelled masked only (brand, last4, BIN, card id): a full number the bank should never send
 //! would have no field to land in.
+//!
+//! Long because it is the bank's whole vocabulary (sessions, payouts, amounts, errors, webhooks
+//! in both spellings) in one place; issue 13 trims it to what the proxy reads.
 
 use std::fmt;
 
