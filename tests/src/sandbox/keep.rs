@@ -20,7 +20,7 @@ use crate::sandbox::model::Session;
 use crate::sandbox::state::{ProjectView, State};
 
 /// What the state file holds.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Snapshot {
     pub(crate) format: u32,
@@ -146,7 +146,7 @@ impl DerefMut for StateGuard<'_> {
 impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         if let (true, Some(file)) = (self.changed, self.file)
-            && let Err(e) = write(file, &self.guard.snapshot())
+            && let Err(e) = write(file, self.guard.snapshot())
         {
             // Nothing to hand the error to from here; the sandbox goes on in memory.
             tracing::error!(error = %e, path = %file.display(), "cannot write the state file");
@@ -154,14 +154,7 @@ impl Drop for StateGuard<'_> {
     }
 }
 
-fn write(file: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
-    let mut snapshot = Snapshot {
-        format: snapshot.format,
-        counters: snapshot.counters,
-        projects: snapshot.projects.clone(),
-        sessions: snapshot.sessions.clone(),
-        idempotency: snapshot.idempotency.clone(),
-    };
+fn write(file: &Path, mut snapshot: Snapshot) -> std::io::Result<()> {
     mask_card_numbers(&mut snapshot);
     let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
     let mut tmp = file.as_os_str().to_owned();
@@ -243,7 +236,7 @@ mod tests {
             .insert(("p".to_owned(), "session/create".to_owned(), pan.to_owned()));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        write(&path, &state.snapshot()).unwrap();
+        write(&path, state.snapshot()).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(!shared::scan::contains_pan(
             &bytes,
@@ -303,7 +296,7 @@ mod tests {
         state.sessions = sessions.iter().map(|s| (s.id.clone(), s.clone())).collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        write(&path, &state.snapshot()).unwrap();
+        write(&path, state.snapshot()).unwrap();
         let back = State::restored(load(&path).unwrap().unwrap(), String::new()).unwrap();
         for s in &sessions {
             let b = &back.sessions[&s.id];
@@ -320,10 +313,10 @@ mod tests {
         let path = dir.path().join("state.json");
         assert!(load(&path).unwrap().is_none(), "no file is an empty start");
         let mut snapshot = State::default().snapshot();
-        write(&path, &snapshot).unwrap();
+        write(&path, snapshot.clone()).unwrap();
         assert!(load(&path).unwrap().is_some());
         snapshot.format = 7;
-        write(&path, &snapshot).unwrap();
+        write(&path, snapshot).unwrap();
         let e = load(&path).unwrap_err().to_string();
         assert!(e.contains("format 7"), "{e}");
         std::fs::write(
