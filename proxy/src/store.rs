@@ -13,6 +13,7 @@ use crate::auth::ClientRecord;
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::PgStore;

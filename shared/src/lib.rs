@@ -12,7 +12,8 @@
 //! - [`ct`]: constant-time equality for MACs, key hashes and secrets; [`scopes`]: a client's set
 //!   of permissions, whichever service's names.
 //! - [`ids`]: random prefixed ids and API keys; [`sqlite`] and [`postgres`]: the durable
-//!   storage set-ups both services use.
+//!   storage set-ups both services use; [`row`]: a row of either backend read one way, so each
+//!   store maps rows to domain values once.
 //! - [`config`]: loading and checking configuration (values never echoed); [`json`]: decoding
 //!   that never echoes input; [`files`]: owner-only secret files; [`server`]: the accept loop
 //!   with its timers and limits.
@@ -28,6 +29,7 @@ pub mod ids;
 pub mod json;
 pub mod pan;
 pub mod postgres;
+pub mod row;
 pub mod scan;
 pub mod scopes;
 pub mod server;

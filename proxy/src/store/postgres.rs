@@ -6,12 +6,12 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
+use super::rows::{self, client_columns, event_columns, payout_changes_sql, payout_columns};
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
-use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
-use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use crate::auth::{ClientRecord, WebhookSecret};
+use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::EventFilter;
 
 const MIGRATIONS: &[&str] = &[
@@ -74,114 +74,6 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
-    shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
-}
-
-/// The payout columns in [`payout_from_row`]'s order; a macro so queries stay `&'static str`
-/// (statements are prepared once per connection and cached).
-macro_rules! payout_columns {
-    () => {
-        "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
-         recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, failure_code, \
-         failure_message, attention, confirm_deadline, next_attempt_at, attempts, created_at, updated_at, version, \
-         lease_owner, start_sends"
-    };
-}
-
-fn payout_from_row(r: &Row) -> Result<Payout, StoreError> {
-    let mode: String = r.try_get(10)?;
-    let state: String = r.try_get(11)?;
-    Ok(Payout {
-        id: r.try_get(0)?,
-        tenant: r.try_get(1)?,
-        client_id: r.try_get(2)?,
-        idempotency_key: r.try_get(3)?,
-        request_hash: blob32(r.try_get(4)?, "request hash")?,
-        card_token: r.try_get(5)?,
-        amount: r.try_get(6)?,
-        currency: r.try_get(7)?,
-        recipient_name: r.try_get(8)?,
-        metadata: r.try_get(9)?,
-        confirm_mode: ConfirmMode::from_name(&mode).ok_or(StoreError::Corrupt("confirm mode"))?,
-        state: PayoutState::from_name(&state).ok_or(StoreError::Corrupt("payout state"))?,
-        bank_session_id: r.try_get(12)?,
-        bank_payout_id: r.try_get(13)?,
-        card_last4: r.try_get(14)?,
-        failure_code: r.try_get(15)?,
-        failure_message: r.try_get(16)?,
-        attention: r.try_get(17)?,
-        confirm_deadline: r.try_get(18)?,
-        next_attempt_at: r.try_get(19)?,
-        attempts: u32::try_from(r.try_get::<_, i64>(20)?)
-            .map_err(|_| StoreError::Corrupt("attempts"))?,
-        created_at: r.try_get(21)?,
-        updated_at: r.try_get(22)?,
-        version: r.try_get(23)?,
-        lease_owner: r.try_get(24)?,
-        start_sends: u32::try_from(r.try_get::<_, i64>(25)?)
-            .map_err(|_| StoreError::Corrupt("start_sends"))?,
-    })
-}
-
-/// The client columns in [`client_from_row`]'s order.
-macro_rules! client_columns {
-    () => {
-        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at, \
-         previous_key_hash, previous_key_expires_at"
-    };
-}
-
-fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
-    let scopes: String = r.try_get(3)?;
-    Ok(ClientRecord {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        tenant: r.try_get(2)?,
-        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
-        key_hash: shared::ct::Tag32(blob32(r.try_get(4)?, "client key hash")?),
-        webhook_url: r.try_get(5)?,
-        webhook_secret: WebhookSecret::from_stored(r.try_get(6)?),
-        created_at: r.try_get(7)?,
-        revoked_at: r.try_get(8)?,
-        previous_key: match (
-            r.try_get::<_, Option<Vec<u8>>>(9)?,
-            r.try_get::<_, Option<i64>>(10)?,
-        ) {
-            (Some(hash), Some(expires_at)) => Some(PreviousKey {
-                hash: shared::ct::Tag32(blob32(hash, "client previous key hash")?),
-                expires_at,
-            }),
-            _ => None,
-        },
-    })
-}
-
-/// The outbox columns in [`event_from_row`]'s order.
-macro_rules! event_columns {
-    () => {
-        "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, \
-         abandoned_at, last_error, created_at"
-    };
-}
-
-fn event_from_row(r: &Row) -> Result<OutboxEvent, StoreError> {
-    Ok(OutboxEvent {
-        id: r.try_get(0)?,
-        payout_id: r.try_get(1)?,
-        client_id: r.try_get(2)?,
-        event_type: r.try_get(3)?,
-        payload: r.try_get(4)?,
-        attempts: u32::try_from(r.try_get::<_, i64>(5)?)
-            .map_err(|_| StoreError::Corrupt("attempts"))?,
-        next_attempt_at: r.try_get(6)?,
-        delivered_at: r.try_get(7)?,
-        abandoned_at: r.try_get(8)?,
-        last_error: r.try_get(9)?,
-        created_at: r.try_get(10)?,
-    })
-}
-
 #[async_trait]
 impl ProxyStore for PgStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
@@ -195,39 +87,7 @@ impl ProxyStore for PgStore {
                  ON CONFLICT (client_id, idempotency_key) DO NOTHING"
             ))
             .await?;
-        let inserted = client
-            .execute(
-                &stmt,
-                &[
-                    &p.id,
-                    &p.tenant,
-                    &p.client_id,
-                    &p.idempotency_key,
-                    &p.request_hash.as_slice(),
-                    &p.card_token,
-                    &p.amount,
-                    &p.currency,
-                    &p.recipient_name,
-                    &p.metadata,
-                    &p.confirm_mode.as_str(),
-                    &p.state.as_str(),
-                    &p.bank_session_id,
-                    &p.bank_payout_id,
-                    &p.card_last4,
-                    &p.failure_code,
-                    &p.failure_message,
-                    &p.attention,
-                    &p.confirm_deadline,
-                    &p.next_attempt_at,
-                    &i64::from(p.attempts),
-                    &p.created_at,
-                    &p.updated_at,
-                    &p.version,
-                    &p.lease_owner,
-                    &i64::from(p.start_sends),
-                ],
-            )
-            .await?;
+        let inserted = client.execute_raw(&stmt, rows::payout_values(&p)).await?;
         if inserted == 1 {
             return Ok(Inserted::New(p));
         }
@@ -241,7 +101,7 @@ impl ProxyStore for PgStore {
         let row = client
             .query_one(&stmt, &[&p.client_id, &p.idempotency_key])
             .await?;
-        Ok(Inserted::Existing(payout_from_row(&row)?))
+        Ok(Inserted::Existing(rows::payout(&row)?))
     }
 
     async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
@@ -257,7 +117,7 @@ impl ProxyStore for PgStore {
             .query_opt(&stmt, &[&id])
             .await?
             .as_ref()
-            .map(payout_from_row)
+            .map(rows::payout)
             .transpose()
     }
 
@@ -278,7 +138,7 @@ impl ProxyStore for PgStore {
             .query_opt(&stmt, &[&client_id, &key])
             .await?
             .as_ref()
-            .map(payout_from_row)
+            .map(rows::payout)
             .transpose()
     }
 
@@ -295,7 +155,7 @@ impl ProxyStore for PgStore {
             .query_opt(&stmt, &[&session_id])
             .await?
             .as_ref()
-            .map(payout_from_row)
+            .map(rows::payout)
             .transpose()
     }
 
@@ -326,44 +186,15 @@ impl ProxyStore for PgStore {
             )
             .await?
             .iter()
-            .map(payout_from_row)
+            .map(rows::payout)
             .collect()
     }
 
     async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare_cached(
-                "UPDATE payouts SET state = $3, bank_session_id = $4, bank_payout_id = $5, card_last4 = $6, \
-                 failure_code = $7, failure_message = $8, attention = $9, confirm_deadline = $10, \
-                 next_attempt_at = $11, attempts = $12, updated_at = $13, lease_owner = $14, \
-                 start_sends = $15, version = version + 1 \
-                 WHERE id = $1 AND version = $2",
-            )
-            .await?;
-        let changed = tx
-            .execute(
-                &stmt,
-                &[
-                    &p.id,
-                    &p.version,
-                    &p.state.as_str(),
-                    &p.bank_session_id,
-                    &p.bank_payout_id,
-                    &p.card_last4,
-                    &p.failure_code,
-                    &p.failure_message,
-                    &p.attention,
-                    &p.confirm_deadline,
-                    &p.next_attempt_at,
-                    &i64::from(p.attempts),
-                    &p.updated_at,
-                    &p.lease_owner,
-                    &i64::from(p.start_sends),
-                ],
-            )
-            .await?;
+        let stmt = tx.prepare_cached(payout_changes_sql!("$")).await?;
+        let changed = tx.execute_raw(&stmt, rows::payout_changes(p)).await?;
         if changed == 0 {
             return Err(StoreError::Conflict);
         }
@@ -376,23 +207,7 @@ impl ProxyStore for PgStore {
                 ))
                 .await?;
             for e in &events {
-                tx.execute(
-                    &stmt,
-                    &[
-                        &e.id,
-                        &e.payout_id,
-                        &e.client_id,
-                        &e.event_type,
-                        &e.payload,
-                        &i64::from(e.attempts),
-                        &e.next_attempt_at,
-                        &e.delivered_at,
-                        &e.abandoned_at,
-                        &e.last_error,
-                        &e.created_at,
-                    ],
-                )
-                .await?;
+                tx.execute_raw(&stmt, rows::event_values(e)).await?;
             }
         }
         tx.commit().await?;
@@ -421,7 +236,7 @@ impl ProxyStore for PgStore {
         let rows = client
             .query(&stmt, &[&due, &lease_until, &i64::from(limit), &owner])
             .await?;
-        rows.iter().map(payout_from_row).collect()
+        rows.iter().map(rows::payout).collect()
     }
 
     async fn record_bank_event(&self, e: BankEvent) -> Result<bool, StoreError> {
@@ -489,7 +304,7 @@ impl ProxyStore for PgStore {
         let rows = client
             .query(&stmt, &[&now, &lease_until, &i64::from(limit)])
             .await?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter().map(rows::event).collect()
     }
 
     async fn list_events(
@@ -522,7 +337,7 @@ impl ProxyStore for PgStore {
                 ],
             )
             .await?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter().map(rows::event).collect()
     }
 
     async fn redeliver_event(
@@ -543,7 +358,7 @@ impl ProxyStore for PgStore {
             .query_opt(&stmt, &[&client_id, &id, &now])
             .await?
             .as_ref()
-            .map(event_from_row)
+            .map(rows::event)
             .transpose()
     }
 
@@ -628,7 +443,7 @@ impl ProxyStore for PgStore {
             .query_opt(&stmt, &[&key_hash.as_slice()])
             .await?
             .as_ref()
-            .map(client_from_row)
+            .map(rows::client)
             .transpose()
     }
 
@@ -645,7 +460,7 @@ impl ProxyStore for PgStore {
             .query_opt(&stmt, &[&id])
             .await?
             .as_ref()
-            .map(client_from_row)
+            .map(rows::client)
             .transpose()
     }
 
@@ -662,7 +477,7 @@ impl ProxyStore for PgStore {
             )
             .await?
             .iter()
-            .map(client_from_row)
+            .map(rows::client)
             .collect()
     }
 

@@ -2,13 +2,12 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
-use shared::sqlite::{
-    CommitFailed, QueueFull, ReadOnly, SqliteOptions, SqlitePool, TaskFailed, blob32,
-};
+use shared::sqlite::{CommitFailed, QueueFull, ReadOnly, SqliteOptions, SqlitePool, TaskFailed};
 
+use super::rows::{self, client_columns, event_columns, payout_changes_sql, payout_columns};
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
-use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
-use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use crate::auth::{ClientRecord, WebhookSecret};
+use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::EventFilter;
 
 const MIGRATIONS: &[&str] = &[
@@ -71,136 +70,36 @@ impl From<ReadOnly> for StoreError {
     }
 }
 
-/// The payout columns in [`payout_from_row`]'s order. A macro so the queries stay `&'static str`
-/// (each is prepared once per connection and cached by its text).
-macro_rules! payout_columns {
-    () => {
-        "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
-         recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, \
-         failure_code, failure_message, attention, confirm_deadline, next_attempt_at, attempts, \
-         created_at, updated_at, version, lease_owner, start_sends"
-    };
-}
+/// A row mapping of [`rows`].
+type Map<T> = fn(&Row<'_>) -> Result<T, StoreError>;
 
-fn payout_from_row(r: &Row<'_>) -> Result<Payout, StoreError> {
-    let mode: String = r.get(10)?;
-    let state: String = r.get(11)?;
-    Ok(Payout {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        client_id: r.get(2)?,
-        idempotency_key: r.get(3)?,
-        request_hash: blob32(r.get(4)?, "request hash").map_err(StoreError::Corrupt)?,
-        card_token: r.get(5)?,
-        amount: r.get(6)?,
-        currency: r.get(7)?,
-        recipient_name: r.get(8)?,
-        metadata: r.get(9)?,
-        confirm_mode: ConfirmMode::from_name(&mode).ok_or(StoreError::Corrupt("confirm mode"))?,
-        state: PayoutState::from_name(&state).ok_or(StoreError::Corrupt("payout state"))?,
-        bank_session_id: r.get(12)?,
-        bank_payout_id: r.get(13)?,
-        card_last4: r.get(14)?,
-        failure_code: r.get(15)?,
-        failure_message: r.get(16)?,
-        attention: r.get(17)?,
-        confirm_deadline: r.get(18)?,
-        next_attempt_at: r.get(19)?,
-        attempts: r.get(20)?,
-        created_at: r.get(21)?,
-        updated_at: r.get(22)?,
-        version: r.get(23)?,
-        lease_owner: r.get(24)?,
-        start_sends: r.get(25)?,
-    })
-}
-
-/// The one payout `sql` (a query selecting `payout_columns!()`) finds with `params`.
-fn one_payout(
+/// The one row `sql` finds with `params`, mapped by `map`.
+fn one<T>(
     conn: &Connection,
     sql: &'static str,
     params: impl rusqlite::Params,
-) -> Result<Option<Payout>, StoreError> {
+    map: Map<T>,
+) -> Result<Option<T>, StoreError> {
     conn.prepare_cached(sql)?
-        .query_row(params, |r| Ok(payout_from_row(r)))
+        .query_row(params, |r| Ok(map(r)))
         .optional()?
         .transpose()
 }
 
-/// The payouts `sql` (a query selecting `payout_columns!()`) finds with `params`.
-fn payouts(
+/// Every row `sql` finds with `params`, mapped by `map`.
+fn all<T>(
     conn: &Connection,
     sql: &'static str,
     params: impl rusqlite::Params,
-) -> Result<Vec<Payout>, StoreError> {
+    map: Map<T>,
+) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
+    let mut found = stmt.query(params)?;
     let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(payout_from_row(r)?);
+    while let Some(r) = found.next()? {
+        out.push(map(r)?);
     }
     Ok(out)
-}
-
-/// The client columns in [`client_from_row`]'s order.
-macro_rules! client_columns {
-    () => {
-        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at, \
-         previous_key_hash, previous_key_expires_at"
-    };
-}
-
-fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
-    let scopes: String = r.get(3)?;
-    Ok(ClientRecord {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        tenant: r.get(2)?,
-        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
-        key_hash: shared::ct::Tag32(
-            blob32(r.get(4)?, "client key hash").map_err(StoreError::Corrupt)?,
-        ),
-        webhook_url: r.get(5)?,
-        webhook_secret: WebhookSecret::from_stored(r.get(6)?),
-        created_at: r.get(7)?,
-        revoked_at: r.get(8)?,
-        previous_key: match (
-            r.get::<_, Option<Vec<u8>>>(9)?,
-            r.get::<_, Option<i64>>(10)?,
-        ) {
-            (Some(hash), Some(expires_at)) => Some(PreviousKey {
-                hash: shared::ct::Tag32(
-                    blob32(hash, "client previous key hash").map_err(StoreError::Corrupt)?,
-                ),
-                expires_at,
-            }),
-            _ => None,
-        },
-    })
-}
-
-/// The outbox columns in [`event_from_row`]'s order.
-macro_rules! event_columns {
-    () => {
-        "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, \
-         abandoned_at, last_error, created_at"
-    };
-}
-
-fn event_from_row(r: &Row<'_>) -> Result<OutboxEvent, rusqlite::Error> {
-    Ok(OutboxEvent {
-        id: r.get(0)?,
-        payout_id: r.get(1)?,
-        client_id: r.get(2)?,
-        event_type: r.get(3)?,
-        payload: r.get(4)?,
-        attempts: r.get(5)?,
-        next_attempt_at: r.get(6)?,
-        delivered_at: r.get(7)?,
-        abandoned_at: r.get(8)?,
-        last_error: r.get(9)?,
-        created_at: r.get(10)?,
-    })
 }
 
 #[async_trait]
@@ -208,7 +107,7 @@ impl ProxyStore for SqliteStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
         self.pool
             .transaction(move |tx| {
-                let existing = one_payout(
+                let existing = one(
                     tx,
                     concat!(
                         "SELECT ",
@@ -216,6 +115,7 @@ impl ProxyStore for SqliteStore {
                         " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
                     ),
                     params![p.client_id, p.idempotency_key],
+                    |r| rows::payout(r),
                 )?;
                 if let Some(existing) = existing {
                     return Ok(Inserted::Existing(existing));
@@ -226,34 +126,7 @@ impl ProxyStore for SqliteStore {
                     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
                          ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
                 ))?
-                .execute(params![
-                    p.id,
-                    p.tenant,
-                    p.client_id,
-                    p.idempotency_key,
-                    p.request_hash.as_slice(),
-                    p.card_token,
-                    p.amount,
-                    p.currency,
-                    p.recipient_name,
-                    p.metadata,
-                    p.confirm_mode.as_str(),
-                    p.state.as_str(),
-                    p.bank_session_id,
-                    p.bank_payout_id,
-                    p.card_last4,
-                    p.failure_code,
-                    p.failure_message,
-                    p.attention,
-                    p.confirm_deadline,
-                    p.next_attempt_at,
-                    p.attempts,
-                    p.created_at,
-                    p.updated_at,
-                    p.version,
-                    p.lease_owner,
-                    p.start_sends,
-                ])?;
+                .execute(rows::payout_values(&p))?;
                 Ok(Inserted::New(p))
             })
             .await
@@ -263,10 +136,11 @@ impl ProxyStore for SqliteStore {
         let id = id.to_owned();
         self.pool
             .lookup(move |conn| {
-                one_payout(
+                one(
                     conn,
                     concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = ?1"),
                     [id],
+                    |r| rows::payout(r),
                 )
             })
             .await
@@ -280,7 +154,7 @@ impl ProxyStore for SqliteStore {
         let (client_id, key) = (client_id.to_owned(), key.to_owned());
         self.pool
             .lookup(move |conn| {
-                one_payout(
+                one(
                     conn,
                     concat!(
                         "SELECT ",
@@ -288,6 +162,7 @@ impl ProxyStore for SqliteStore {
                         " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
                     ),
                     params![client_id, key],
+                    |r| rows::payout(r),
                 )
             })
             .await
@@ -297,7 +172,7 @@ impl ProxyStore for SqliteStore {
         let id = session_id.to_owned();
         self.pool
             .lookup(move |conn| {
-                one_payout(
+                one(
                     conn,
                     concat!(
                         "SELECT ",
@@ -305,6 +180,7 @@ impl ProxyStore for SqliteStore {
                         " FROM payouts WHERE bank_session_id = ?1"
                     ),
                     [id],
+                    |r| rows::payout(r),
                 )
             })
             .await
@@ -323,7 +199,7 @@ impl ProxyStore for SqliteStore {
         let state = state.map(PayoutState::as_str);
         self.pool
             .read(move |conn| {
-                payouts(
+                all(
                     conn,
                     concat!(
                         "SELECT ",
@@ -334,8 +210,7 @@ impl ProxyStore for SqliteStore {
                          AND (?5 IS NULL OR client_id = ?5) \
                          ORDER BY created_at DESC, id DESC LIMIT ?4"
                     ),
-                    params![tenant, state, after, limit, client_id],
-                )
+                    params![tenant, state, after, limit, client_id], |r| rows::payout(r))
             })
             .await
     }
@@ -344,57 +219,23 @@ impl ProxyStore for SqliteStore {
         let mut p = p.clone();
         self.pool
             .transaction(move |tx| {
-                    let changed = tx
-                        .prepare_cached(
-                            "UPDATE payouts SET state = ?3, bank_session_id = ?4, bank_payout_id = ?5, card_last4 = ?6, \
-                             failure_code = ?7, failure_message = ?8, attention = ?9, confirm_deadline = ?10, \
-                             next_attempt_at = ?11, attempts = ?12, updated_at = ?13, lease_owner = ?14, \
-                             start_sends = ?15, version = version + 1 \
-                             WHERE id = ?1 AND version = ?2",
-                        )?
-                        .execute(params![
-                            p.id,
-                            p.version,
-                            p.state.as_str(),
-                            p.bank_session_id,
-                            p.bank_payout_id,
-                            p.card_last4,
-                            p.failure_code,
-                            p.failure_message,
-                            p.attention,
-                            p.confirm_deadline,
-                            p.next_attempt_at,
-                            p.attempts,
-                            p.updated_at,
-                            p.lease_owner,
-                            p.start_sends,
-                        ])?;
-                    if changed == 0 {
-                        return Err(StoreError::Conflict);
-                    }
-                    let mut insert = tx.prepare_cached(concat!(
-                        "INSERT INTO outbox (",
-                        event_columns!(),
-                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                    ))?;
-                    for e in &events {
-                        insert.execute(params![
-                                e.id,
-                                e.payout_id,
-                                e.client_id,
-                                e.event_type,
-                                e.payload,
-                                e.attempts,
-                                e.next_attempt_at,
-                                e.delivered_at,
-                                e.abandoned_at,
-                                e.last_error,
-                                e.created_at
-                            ])?;
-                    }
-                    p.version += 1;
-                    Ok(p)
-                })
+                let changed = tx
+                    .prepare_cached(payout_changes_sql!("?"))?
+                    .execute(rows::payout_changes(&p))?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict);
+                }
+                let mut insert = tx.prepare_cached(concat!(
+                    "INSERT INTO outbox (",
+                    event_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))?;
+                for e in &events {
+                    insert.execute(rows::event_values(e))?;
+                }
+                p.version += 1;
+                Ok(p)
+            })
             .await
     }
 
@@ -408,7 +249,7 @@ impl ProxyStore for SqliteStore {
         let owner = owner.to_owned();
         self.pool
             .transaction(move |tx| {
-                let mut claimed = payouts(
+                let mut claimed = all(
                     tx,
                     concat!(
                         "SELECT ",
@@ -416,8 +257,7 @@ impl ProxyStore for SqliteStore {
                         " FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') \
                              AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
                     ),
-                    params![due, limit],
-                )?;
+                    params![due, limit], |r| rows::payout(r))?;
                 let mut lease = tx.prepare_cached(
                     "UPDATE payouts SET next_attempt_at = ?2, lease_owner = ?3, version = version + 1 WHERE id = ?1",
                 )?;
@@ -483,15 +323,17 @@ impl ProxyStore for SqliteStore {
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         self.pool
             .transaction(move |tx| {
-                let mut stmt = tx.prepare_cached(concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
+                let claimed = all(
+                    tx,
+                    concat!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
                          AND next_attempt_at <= ?1 ORDER BY next_attempt_at, created_at LIMIT ?2"
-                ))?;
-                let claimed: Vec<OutboxEvent> = stmt
-                    .query_map(params![now, limit], event_from_row)?
-                    .collect::<Result<_, _>>()?;
+                    ),
+                    params![now, limit],
+                    |r| rows::event(r),
+                )?;
                 let mut lease =
                     tx.prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1")?;
                 for e in &claimed {
@@ -511,7 +353,9 @@ impl ProxyStore for SqliteStore {
         let client_id = client_id.to_owned();
         self.pool
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached(concat!(
+                all(
+                    conn,
+                    concat!(
                     "SELECT ",
                     event_columns!(),
                     " FROM outbox WHERE client_id = ?1 AND (?2 IS NULL OR payout_id = ?2) \
@@ -519,14 +363,10 @@ impl ProxyStore for SqliteStore {
                      AND (?4 IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) \
                           OR (created_at = (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) AND id < ?4)) \
                      ORDER BY created_at DESC, id DESC LIMIT ?5"
-                ))?;
-                let rows = stmt
-                    .query_map(
-                        params![client_id, filter.payout_id, filter.event_type, filter.after, limit],
-                        event_from_row,
-                    )?
-                    .collect::<Result<_, _>>()?;
-                Ok(rows)
+                    ),
+                    params![client_id, filter.payout_id, filter.event_type, filter.after, limit],
+                    |r| rows::event(r),
+                )
             })
             .await
     }
@@ -540,14 +380,16 @@ impl ProxyStore for SqliteStore {
         let (client_id, id) = (client_id.to_owned(), id.to_owned());
         self.pool
             .transaction(move |tx| {
-                Ok(tx
-                    .prepare_cached(concat!(
+                one(
+                    tx,
+                    concat!(
                         "UPDATE outbox SET attempts = 0, next_attempt_at = ?3, delivered_at = NULL, \
                          abandoned_at = NULL WHERE id = ?2 AND client_id = ?1 RETURNING ",
                         event_columns!()
-                    ))?
-                    .query_row(params![client_id, id, now], event_from_row)
-                    .optional()?)
+                    ),
+                    params![client_id, id, now],
+                    |r| rows::event(r),
+                )
             })
             .await
     }
@@ -613,14 +455,16 @@ impl ProxyStore for SqliteStore {
     ) -> Result<Option<ClientRecord>, StoreError> {
         self.pool
             .lookup(move |conn| {
-                conn.prepare_cached(concat!(
-                    "SELECT ",
-                    client_columns!(),
-                    " FROM clients WHERE key_hash = ?1 OR previous_key_hash = ?1"
-                ))?
-                .query_row([key_hash.as_slice()], |r| Ok(client_from_row(r)))
-                .optional()?
-                .transpose()
+                one(
+                    conn,
+                    concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients WHERE key_hash = ?1 OR previous_key_hash = ?1"
+                    ),
+                    [key_hash.as_slice()],
+                    |r| rows::client(r),
+                )
             })
             .await
     }
@@ -629,14 +473,12 @@ impl ProxyStore for SqliteStore {
         let id = id.to_owned();
         self.pool
             .lookup(move |conn| {
-                conn.prepare_cached(concat!(
-                    "SELECT ",
-                    client_columns!(),
-                    " FROM clients WHERE id = ?1"
-                ))?
-                .query_row([id], |r| Ok(client_from_row(r)))
-                .optional()?
-                .transpose()
+                one(
+                    conn,
+                    concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1"),
+                    [id],
+                    |r| rows::client(r),
+                )
             })
             .await
     }
@@ -644,17 +486,16 @@ impl ProxyStore for SqliteStore {
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
         self.pool
             .read(|conn| {
-                let mut stmt = conn.prepare_cached(concat!(
-                    "SELECT ",
-                    client_columns!(),
-                    " FROM clients ORDER BY created_at, id"
-                ))?;
-                let mut rows = stmt.query([])?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(client_from_row(r)?);
-                }
-                Ok(out)
+                all(
+                    conn,
+                    concat!(
+                        "SELECT ",
+                        client_columns!(),
+                        " FROM clients ORDER BY created_at, id"
+                    ),
+                    [],
+                    |r| rows::client(r),
+                )
             })
             .await
     }

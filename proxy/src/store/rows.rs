@@ -1,0 +1,248 @@
+//! The one mapping between the proxy's rows and its domain values, used by both backends: each
+//! table's column list, the function reading a row of it (through [`shared::row::Row`]), and the
+//! values a write binds, in the order of its statement (as [`shared::row::Value`]s).
+//!
+//! The column lists are macros so the queries that splice them in stay `&'static str` (each
+//! statement is prepared once per connection and cached by its text).
+
+use shared::row::{Row, Value, count};
+
+use super::StoreError;
+use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
+use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+
+/// The payout columns in [`payout`]'s order.
+macro_rules! payout_columns {
+    () => {
+        "id, tenant, client_id, idempotency_key, request_hash, card_token, amount, currency, \
+         recipient_name, metadata, confirm_mode, state, bank_session_id, bank_payout_id, card_last4, \
+         failure_code, failure_message, attention, confirm_deadline, next_attempt_at, attempts, \
+         created_at, updated_at, version, lease_owner, start_sends"
+    };
+}
+pub(super) use payout_columns;
+
+/// The client columns in [`client`]'s order.
+macro_rules! client_columns {
+    () => {
+        "id, name, tenant, scopes, key_hash, webhook_url, webhook_secret, created_at, revoked_at, \
+         previous_key_hash, previous_key_expires_at"
+    };
+}
+pub(super) use client_columns;
+
+/// The outbox columns in [`event`]'s order.
+macro_rules! event_columns {
+    () => {
+        "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, \
+         abandoned_at, last_error, created_at"
+    };
+}
+pub(super) use event_columns;
+
+fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
+    shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
+}
+
+fn stored_count<R: Row>(r: &R, i: usize, what: &'static str) -> Result<u32, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    count(r.column(i)?, what).map_err(StoreError::Corrupt)
+}
+
+/// A row of `payout_columns!()`.
+pub(super) fn payout<R: Row>(r: &R) -> Result<Payout, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    let mode: String = r.column(10)?;
+    let state: String = r.column(11)?;
+    Ok(Payout {
+        id: r.column(0)?,
+        tenant: r.column(1)?,
+        client_id: r.column(2)?,
+        idempotency_key: r.column(3)?,
+        request_hash: blob32(r.column(4)?, "request hash")?,
+        card_token: r.column(5)?,
+        amount: r.column(6)?,
+        currency: r.column(7)?,
+        recipient_name: r.column(8)?,
+        metadata: r.column(9)?,
+        confirm_mode: ConfirmMode::from_name(&mode).ok_or(StoreError::Corrupt("confirm mode"))?,
+        state: PayoutState::from_name(&state).ok_or(StoreError::Corrupt("payout state"))?,
+        bank_session_id: r.column(12)?,
+        bank_payout_id: r.column(13)?,
+        card_last4: r.column(14)?,
+        failure_code: r.column(15)?,
+        failure_message: r.column(16)?,
+        attention: r.column(17)?,
+        confirm_deadline: r.column(18)?,
+        next_attempt_at: r.column(19)?,
+        attempts: stored_count(r, 20, "attempts")?,
+        created_at: r.column(21)?,
+        updated_at: r.column(22)?,
+        version: r.column(23)?,
+        lease_owner: r.column(24)?,
+        start_sends: stored_count(r, 25, "start_sends")?,
+    })
+}
+
+/// A row of `client_columns!()`.
+pub(super) fn client<R: Row>(r: &R) -> Result<ClientRecord, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    let scopes: String = r.column(3)?;
+    Ok(ClientRecord {
+        id: r.column(0)?,
+        name: r.column(1)?,
+        tenant: r.column(2)?,
+        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
+        key_hash: shared::ct::Tag32(blob32(r.column(4)?, "client key hash")?),
+        webhook_url: r.column(5)?,
+        webhook_secret: WebhookSecret::from_stored(r.column(6)?),
+        created_at: r.column(7)?,
+        revoked_at: r.column(8)?,
+        previous_key: match (r.column::<Option<Vec<u8>>>(9)?, r.column(10)?) {
+            (Some(hash), Some(expires_at)) => Some(PreviousKey {
+                hash: shared::ct::Tag32(blob32(hash, "client previous key hash")?),
+                expires_at,
+            }),
+            _ => None,
+        },
+    })
+}
+
+/// A row of `event_columns!()`.
+pub(super) fn event<R: Row>(r: &R) -> Result<OutboxEvent, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    Ok(OutboxEvent {
+        id: r.column(0)?,
+        payout_id: r.column(1)?,
+        client_id: r.column(2)?,
+        event_type: r.column(3)?,
+        payload: r.column(4)?,
+        attempts: stored_count(r, 5, "attempts")?,
+        next_attempt_at: r.column(6)?,
+        delivered_at: r.column(7)?,
+        abandoned_at: r.column(8)?,
+        last_error: r.column(9)?,
+        created_at: r.column(10)?,
+    })
+}
+
+/// A payout's values in `payout_columns!()` order, for the insert.
+pub(super) fn payout_values(p: &Payout) -> [Value<'_>; 26] {
+    [
+        Value::from(&p.id),
+        Value::from(&p.tenant),
+        Value::from(&p.client_id),
+        Value::from(&p.idempotency_key),
+        Value::from(&p.request_hash),
+        Value::from(&p.card_token),
+        Value::from(p.amount),
+        Value::from(&p.currency),
+        Value::from(&p.recipient_name),
+        Value::from(&p.metadata),
+        Value::from(p.confirm_mode.as_str()),
+        Value::from(p.state.as_str()),
+        Value::from(&p.bank_session_id),
+        Value::from(&p.bank_payout_id),
+        Value::from(&p.card_last4),
+        Value::from(&p.failure_code),
+        Value::from(&p.failure_message),
+        Value::from(&p.attention),
+        Value::from(p.confirm_deadline),
+        Value::from(p.next_attempt_at),
+        Value::from(p.attempts),
+        Value::from(p.created_at),
+        Value::from(p.updated_at),
+        Value::from(p.version),
+        Value::from(&p.lease_owner),
+        Value::from(p.start_sends),
+    ]
+}
+
+/// What a save may change, for `UPDATE payouts SET state = ?3 … start_sends = ?15, version =
+/// version + 1 WHERE id = ?1 AND version = ?2` (each backend writes that statement in its own
+/// placeholders).
+pub(super) fn payout_changes(p: &Payout) -> [Value<'_>; 15] {
+    [
+        Value::from(&p.id),
+        Value::from(p.version),
+        Value::from(p.state.as_str()),
+        Value::from(&p.bank_session_id),
+        Value::from(&p.bank_payout_id),
+        Value::from(&p.card_last4),
+        Value::from(&p.failure_code),
+        Value::from(&p.failure_message),
+        Value::from(&p.attention),
+        Value::from(p.confirm_deadline),
+        Value::from(p.next_attempt_at),
+        Value::from(p.attempts),
+        Value::from(p.updated_at),
+        Value::from(&p.lease_owner),
+        Value::from(p.start_sends),
+    ]
+}
+
+/// The columns [`payout_changes`] sets, after `UPDATE payouts SET `, in either backend's
+/// placeholders (`?` or `$`).
+macro_rules! payout_changes_sql {
+    ($p:literal) => {
+        concat!(
+            "UPDATE payouts SET state = ",
+            $p,
+            "3, bank_session_id = ",
+            $p,
+            "4, bank_payout_id = ",
+            $p,
+            "5, card_last4 = ",
+            $p,
+            "6, failure_code = ",
+            $p,
+            "7, failure_message = ",
+            $p,
+            "8, attention = ",
+            $p,
+            "9, confirm_deadline = ",
+            $p,
+            "10, next_attempt_at = ",
+            $p,
+            "11, attempts = ",
+            $p,
+            "12, updated_at = ",
+            $p,
+            "13, lease_owner = ",
+            $p,
+            "14, start_sends = ",
+            $p,
+            "15, version = version + 1 WHERE id = ",
+            $p,
+            "1 AND version = ",
+            $p,
+            "2"
+        )
+    };
+}
+pub(super) use payout_changes_sql;
+
+/// An outbox event's values in `event_columns!()` order, for the insert.
+pub(super) fn event_values(e: &OutboxEvent) -> [Value<'_>; 11] {
+    [
+        Value::from(&e.id),
+        Value::from(&e.payout_id),
+        Value::from(&e.client_id),
+        Value::from(&e.event_type),
+        Value::from(&e.payload),
+        Value::from(e.attempts),
+        Value::from(e.next_attempt_at),
+        Value::from(e.delivered_at),
+        Value::from(e.abandoned_at),
+        Value::from(&e.last_error),
+        Value::from(e.created_at),
+    ]
+}

@@ -1,0 +1,208 @@
+//! One way to read a stored row, whichever backend it came from, so each store maps a row to a
+//! domain value once (in its `store/rows.rs`) instead of once per backend.
+//!
+//! Both backends store the same column types (TEXT, BIGINT/INTEGER, BYTEA/BLOB, NULL), so a
+//! column readable by rusqlite and by tokio-postgres is read the same way from either, and a
+//! [`Value`] binds as a parameter to either: a store lists a row's values once.
+
+use std::error::Error;
+
+use bytes::BytesMut;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+
+/// A value both backends can read from a column: `String`, `i64`, `Vec<u8>`, `bool`, and
+/// `Option` of those.
+pub trait Column: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
+
+impl<T> Column for T where T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
+
+/// A row of either backend, read by column position (the stores' column lists fix the order).
+pub trait Row {
+    /// The backend's error, which each store's error enum converts from.
+    type Error;
+
+    /// Column `i` as `T`.
+    ///
+    /// # Errors
+    ///
+    /// The column is missing or holds another type.
+    fn column<T: Column>(&self, i: usize) -> Result<T, Self::Error>;
+}
+
+impl Row for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn column<T: Column>(&self, i: usize) -> Result<T, rusqlite::Error> {
+        self.get(i)
+    }
+}
+
+impl Row for tokio_postgres::Row {
+    type Error = tokio_postgres::Error;
+
+    fn column<T: Column>(&self, i: usize) -> Result<T, tokio_postgres::Error> {
+        self.try_get(i)
+    }
+}
+
+/// A parameter either backend binds: text, an integer or bytes, each possibly NULL.
+#[derive(Clone, Copy, Debug)]
+pub enum Value<'a> {
+    /// TEXT.
+    Text(Option<&'a str>),
+    /// BIGINT (PostgreSQL), INTEGER (SQLite).
+    Int(Option<i64>),
+    /// BYTEA (PostgreSQL), BLOB (SQLite).
+    Bytes(Option<&'a [u8]>),
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Self::Text(Some(v))
+    }
+}
+
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(v: &'a String) -> Self {
+        Self::Text(Some(v))
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Value<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Self::Text(v.as_deref())
+    }
+}
+
+impl From<i64> for Value<'_> {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Value<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl From<u32> for Value<'_> {
+    fn from(v: u32) -> Self {
+        Self::Int(Some(i64::from(v)))
+    }
+}
+
+impl<'a> From<&'a [u8]> for Value<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Self::Bytes(Some(v))
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Value<'a> {
+    fn from(v: &'a [u8; N]) -> Self {
+        Self::Bytes(Some(v))
+    }
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Self::Text(v) => rusqlite::ToSql::to_sql(v),
+            Self::Int(v) => rusqlite::ToSql::to_sql(v),
+            Self::Bytes(v) => rusqlite::ToSql::to_sql(v),
+        }
+    }
+}
+
+impl ToSql for Value<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self {
+            Self::Text(v) => ToSql::to_sql(v, ty, out),
+            Self::Int(v) => ToSql::to_sql(v, ty, out),
+            Self::Bytes(v) => ToSql::to_sql(v, ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as ToSql>::accepts(ty) || <i64 as ToSql>::accepts(ty) || <&[u8] as ToSql>::accepts(ty)
+    }
+
+    // Checked per variant, so a text value bound to a BIGINT column is refused as it would be
+    // unwrapped.
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self {
+            Self::Text(v) => ToSql::to_sql_checked(v, ty, out),
+            Self::Int(v) => ToSql::to_sql_checked(v, ty, out),
+            Self::Bytes(v) => ToSql::to_sql_checked(v, ty, out),
+        }
+    }
+}
+
+/// A stored count (BIGINT in PostgreSQL) as the `u32` the domain holds; `what` names the column
+/// when it does not fit.
+///
+/// # Errors
+///
+/// The value is negative or larger than `u32::MAX`: the row is corrupt.
+pub fn count(value: i64, what: &'static str) -> Result<u32, &'static str> {
+    u32::try_from(value).map_err(|_| what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_two<R: Row>(r: &R) -> Result<(String, Option<i64>), R::Error> {
+        Ok((r.column(0)?, r.column(1)?))
+    }
+
+    #[test]
+    fn a_sqlite_row_reads_through_the_trait() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let got = conn
+            .query_row("SELECT 'a', NULL", [], |r| first_two(r))
+            .unwrap();
+        assert_eq!(got, ("a".to_owned(), None));
+    }
+
+    #[test]
+    fn values_bind_to_sqlite_as_their_variant() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let text = Some("x".to_owned());
+        let values = [
+            Value::from(&text),
+            Value::from(7_u32),
+            Value::from(&[1_u8, 2][..]),
+            Value::from(None::<i64>),
+        ];
+        let got: (String, i64, Vec<u8>, Option<i64>) = conn
+            .query_row("SELECT ?1, ?2, ?3, ?4", values, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        assert_eq!(got, ("x".to_owned(), 7, vec![1, 2], None));
+    }
+
+    #[test]
+    fn a_value_refuses_a_column_of_another_type_in_postgres() {
+        let mut out = BytesMut::new();
+        assert!(ToSql::to_sql_checked(&Value::from(7_i64), &Type::INT8, &mut out).is_ok());
+        assert!(ToSql::to_sql_checked(&Value::from("x"), &Type::INT8, &mut out).is_err());
+        assert!(ToSql::to_sql_checked(&Value::from(7_i64), &Type::TEXT, &mut out).is_err());
+    }
+
+    #[test]
+    fn counts_out_of_range_name_their_column() {
+        assert_eq!(count(7, "attempts"), Ok(7));
+        assert_eq!(count(-1, "attempts"), Err("attempts"));
+        assert_eq!(count(i64::from(u32::MAX) + 1, "attempts"), Err("attempts"));
+    }
+}
