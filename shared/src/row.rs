@@ -5,13 +5,14 @@
 //! column readable by rusqlite and by tokio-postgres is read the same way from either, and a
 //! [`Value`] binds as a parameter to either: a store lists a row's values once.
 
+use std::borrow::Cow;
 use std::error::Error;
 
 use bytes::BytesMut;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
-/// A value both backends can read from a column: `String`, `i64`, `Vec<u8>`, `bool`, and
-/// `Option` of those.
+/// A value both backends can read from a column: `String`, `i16`, `i32`, `i64`, `Vec<u8>`,
+/// `bool`, and `Option` of those.
 pub trait Column: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
 
 impl<T> Column for T where T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
@@ -45,56 +46,91 @@ impl Row for tokio_postgres::Row {
     }
 }
 
-/// A parameter either backend binds: text, an integer or bytes, each possibly NULL.
-#[derive(Clone, Copy, Debug)]
+/// A parameter either backend binds: text, an integer of one of PostgreSQL's widths, or bytes,
+/// each possibly NULL (SQLite stores every width as INTEGER).
+#[derive(Clone, Debug)]
 pub enum Value<'a> {
     /// TEXT.
-    Text(Option<&'a str>),
-    /// BIGINT (PostgreSQL), INTEGER (SQLite).
-    Int(Option<i64>),
+    Text(Option<Cow<'a, str>>),
+    /// SMALLINT.
+    SmallInt(Option<i16>),
+    /// INTEGER.
+    Integer(Option<i32>),
+    /// BIGINT.
+    BigInt(Option<i64>),
     /// BYTEA (PostgreSQL), BLOB (SQLite).
     Bytes(Option<&'a [u8]>),
 }
 
 impl<'a> From<&'a str> for Value<'a> {
     fn from(v: &'a str) -> Self {
-        Self::Text(Some(v))
+        Self::Text(Some(Cow::Borrowed(v)))
     }
 }
 
 impl<'a> From<&'a String> for Value<'a> {
     fn from(v: &'a String) -> Self {
-        Self::Text(Some(v))
+        Self::Text(Some(Cow::Borrowed(v)))
+    }
+}
+
+impl From<String> for Value<'_> {
+    fn from(v: String) -> Self {
+        Self::Text(Some(Cow::Owned(v)))
     }
 }
 
 impl<'a> From<&'a Option<String>> for Value<'a> {
     fn from(v: &'a Option<String>) -> Self {
-        Self::Text(v.as_deref())
+        Self::Text(v.as_deref().map(Cow::Borrowed))
+    }
+}
+
+impl From<Option<u8>> for Value<'_> {
+    fn from(v: Option<u8>) -> Self {
+        Self::SmallInt(v.map(i16::from))
+    }
+}
+
+impl From<u8> for Value<'_> {
+    fn from(v: u8) -> Self {
+        Some(v).into()
+    }
+}
+
+impl From<Option<u16>> for Value<'_> {
+    fn from(v: Option<u16>) -> Self {
+        Self::Integer(v.map(i32::from))
     }
 }
 
 impl From<i64> for Value<'_> {
     fn from(v: i64) -> Self {
-        Self::Int(Some(v))
+        Self::BigInt(Some(v))
     }
 }
 
 impl From<Option<i64>> for Value<'_> {
     fn from(v: Option<i64>) -> Self {
-        Self::Int(v)
+        Self::BigInt(v)
     }
 }
 
 impl From<u32> for Value<'_> {
     fn from(v: u32) -> Self {
-        Self::Int(Some(i64::from(v)))
+        Self::BigInt(Some(i64::from(v)))
     }
 }
 
 impl<'a> From<&'a [u8]> for Value<'a> {
     fn from(v: &'a [u8]) -> Self {
         Self::Bytes(Some(v))
+    }
+}
+
+impl<'a> From<Option<&'a [u8]>> for Value<'a> {
+    fn from(v: Option<&'a [u8]>) -> Self {
+        Self::Bytes(v)
     }
 }
 
@@ -108,7 +144,9 @@ impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         match self {
             Self::Text(v) => rusqlite::ToSql::to_sql(v),
-            Self::Int(v) => rusqlite::ToSql::to_sql(v),
+            Self::SmallInt(v) => rusqlite::ToSql::to_sql(v),
+            Self::Integer(v) => rusqlite::ToSql::to_sql(v),
+            Self::BigInt(v) => rusqlite::ToSql::to_sql(v),
             Self::Bytes(v) => rusqlite::ToSql::to_sql(v),
         }
     }
@@ -122,13 +160,19 @@ impl ToSql for Value<'_> {
     ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match self {
             Self::Text(v) => ToSql::to_sql(v, ty, out),
-            Self::Int(v) => ToSql::to_sql(v, ty, out),
+            Self::SmallInt(v) => ToSql::to_sql(v, ty, out),
+            Self::Integer(v) => ToSql::to_sql(v, ty, out),
+            Self::BigInt(v) => ToSql::to_sql(v, ty, out),
             Self::Bytes(v) => ToSql::to_sql(v, ty, out),
         }
     }
 
     fn accepts(ty: &Type) -> bool {
-        <&str as ToSql>::accepts(ty) || <i64 as ToSql>::accepts(ty) || <&[u8] as ToSql>::accepts(ty)
+        <&str as ToSql>::accepts(ty)
+            || <i16 as ToSql>::accepts(ty)
+            || <i32 as ToSql>::accepts(ty)
+            || <i64 as ToSql>::accepts(ty)
+            || <&[u8] as ToSql>::accepts(ty)
     }
 
     // Checked per variant, so a text value bound to a BIGINT column is refused as it would be
@@ -140,10 +184,21 @@ impl ToSql for Value<'_> {
     ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match self {
             Self::Text(v) => ToSql::to_sql_checked(v, ty, out),
-            Self::Int(v) => ToSql::to_sql_checked(v, ty, out),
+            Self::SmallInt(v) => ToSql::to_sql_checked(v, ty, out),
+            Self::Integer(v) => ToSql::to_sql_checked(v, ty, out),
+            Self::BigInt(v) => ToSql::to_sql_checked(v, ty, out),
             Self::Bytes(v) => ToSql::to_sql_checked(v, ty, out),
         }
     }
+}
+
+/// A 32-byte BLOB/BYTEA column (a MAC, a hash); `what` names it when it is another length.
+///
+/// # Errors
+///
+/// The column is not 32 bytes: the row is corrupt.
+pub fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], &'static str> {
+    bytes.try_into().map_err(|_| what)
 }
 
 /// A stored count (BIGINT in PostgreSQL) as the `u32` the domain holds; `what` names the column
@@ -197,6 +252,8 @@ mod tests {
         assert!(ToSql::to_sql_checked(&Value::from(7_i64), &Type::INT8, &mut out).is_ok());
         assert!(ToSql::to_sql_checked(&Value::from("x"), &Type::INT8, &mut out).is_err());
         assert!(ToSql::to_sql_checked(&Value::from(7_i64), &Type::TEXT, &mut out).is_err());
+        assert!(ToSql::to_sql_checked(&Value::from(7_u8), &Type::INT2, &mut out).is_ok());
+        assert!(ToSql::to_sql_checked(&Value::from(7_u8), &Type::INT8, &mut out).is_err());
     }
 
     #[test]

@@ -453,13 +453,45 @@ fn write_loop(
     }
 }
 
-/// A 32-byte BLOB column.
+/// A row mapping (a store's `rows::…` function) as the query helpers take it.
+pub type MapRow<T, E> = fn(&rusqlite::Row<'_>) -> Result<T, E>;
+
+/// The one row `sql` finds with `params`, mapped by `map`.
 ///
 /// # Errors
 ///
-/// The column is not 32 bytes: `what` names it.
-pub fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], &'static str> {
-    bytes.try_into().map_err(|_| what)
+/// The query fails, or `map` refuses the row.
+pub fn query_one<T, E: From<rusqlite::Error>>(
+    conn: &Connection,
+    sql: &'static str,
+    params: impl rusqlite::Params,
+    map: MapRow<T, E>,
+) -> Result<Option<T>, E> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(sql)?
+        .query_row(params, |r| Ok(map(r)))
+        .optional()?
+        .transpose()
+}
+
+/// Every row `sql` finds with `params`, mapped by `map`.
+///
+/// # Errors
+///
+/// The query fails, or `map` refuses a row.
+pub fn query_all<T, E: From<rusqlite::Error>>(
+    conn: &Connection,
+    sql: &'static str,
+    params: impl rusqlite::Params,
+    map: MapRow<T, E>,
+) -> Result<Vec<T>, E> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut found = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = found.next()? {
+        out.push(map(r)?);
+    }
+    Ok(out)
 }
 
 fn connect(options: &SqliteOptions, flags: OpenFlags) -> Result<Connection, rusqlite::Error> {

@@ -18,6 +18,7 @@ use crate::crypto::{AuditKey, RowMac, Sealed, WrappedKey};
 use crate::token::{ClientId, Token};
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::PgStore;

@@ -41,7 +41,7 @@ macro_rules! event_columns {
 pub(super) use event_columns;
 
 fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
-    shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
+    shared::row::blob32(bytes, what).map_err(StoreError::Corrupt)
 }
 
 fn stored_count<R: Row>(r: &R, i: usize, what: &'static str) -> Result<u32, StoreError>

@@ -1,8 +1,10 @@
 //! The SQLite backend on the shared durable set-up (`shared::sqlite`).
 
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
-use shared::sqlite::{CommitFailed, QueueFull, ReadOnly, SqliteOptions, SqlitePool, TaskFailed};
+use rusqlite::{ErrorCode, params};
+use shared::sqlite::{
+    CommitFailed, QueueFull, ReadOnly, SqliteOptions, SqlitePool, TaskFailed, query_all, query_one,
+};
 
 use super::rows::{self, client_columns, event_columns, payout_changes_sql, payout_columns};
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
@@ -70,44 +72,12 @@ impl From<ReadOnly> for StoreError {
     }
 }
 
-/// A row mapping of [`rows`].
-type Map<T> = fn(&Row<'_>) -> Result<T, StoreError>;
-
-/// The one row `sql` finds with `params`, mapped by `map`.
-fn one<T>(
-    conn: &Connection,
-    sql: &'static str,
-    params: impl rusqlite::Params,
-    map: Map<T>,
-) -> Result<Option<T>, StoreError> {
-    conn.prepare_cached(sql)?
-        .query_row(params, |r| Ok(map(r)))
-        .optional()?
-        .transpose()
-}
-
-/// Every row `sql` finds with `params`, mapped by `map`.
-fn all<T>(
-    conn: &Connection,
-    sql: &'static str,
-    params: impl rusqlite::Params,
-    map: Map<T>,
-) -> Result<Vec<T>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut found = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(r) = found.next()? {
-        out.push(map(r)?);
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl ProxyStore for SqliteStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
         self.pool
             .transaction(move |tx| {
-                let existing = one(
+                let existing = query_one(
                     tx,
                     concat!(
                         "SELECT ",
@@ -136,7 +106,7 @@ impl ProxyStore for SqliteStore {
         let id = id.to_owned();
         self.pool
             .lookup(move |conn| {
-                one(
+                query_one(
                     conn,
                     concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = ?1"),
                     [id],
@@ -154,7 +124,7 @@ impl ProxyStore for SqliteStore {
         let (client_id, key) = (client_id.to_owned(), key.to_owned());
         self.pool
             .lookup(move |conn| {
-                one(
+                query_one(
                     conn,
                     concat!(
                         "SELECT ",
@@ -172,7 +142,7 @@ impl ProxyStore for SqliteStore {
         let id = session_id.to_owned();
         self.pool
             .lookup(move |conn| {
-                one(
+                query_one(
                     conn,
                     concat!(
                         "SELECT ",
@@ -199,7 +169,7 @@ impl ProxyStore for SqliteStore {
         let state = state.map(PayoutState::as_str);
         self.pool
             .read(move |conn| {
-                all(
+                query_all(
                     conn,
                     concat!(
                         "SELECT ",
@@ -249,7 +219,7 @@ impl ProxyStore for SqliteStore {
         let owner = owner.to_owned();
         self.pool
             .transaction(move |tx| {
-                let mut claimed = all(
+                let mut claimed = query_all(
                     tx,
                     concat!(
                         "SELECT ",
@@ -323,7 +293,7 @@ impl ProxyStore for SqliteStore {
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         self.pool
             .transaction(move |tx| {
-                let claimed = all(
+                let claimed = query_all(
                     tx,
                     concat!(
                         "SELECT ",
@@ -353,7 +323,7 @@ impl ProxyStore for SqliteStore {
         let client_id = client_id.to_owned();
         self.pool
             .read(move |conn| {
-                all(
+                query_all(
                     conn,
                     concat!(
                     "SELECT ",
@@ -380,7 +350,7 @@ impl ProxyStore for SqliteStore {
         let (client_id, id) = (client_id.to_owned(), id.to_owned());
         self.pool
             .transaction(move |tx| {
-                one(
+                query_one(
                     tx,
                     concat!(
                         "UPDATE outbox SET attempts = 0, next_attempt_at = ?3, delivered_at = NULL, \
@@ -455,7 +425,7 @@ impl ProxyStore for SqliteStore {
     ) -> Result<Option<ClientRecord>, StoreError> {
         self.pool
             .lookup(move |conn| {
-                one(
+                query_one(
                     conn,
                     concat!(
                         "SELECT ",
@@ -473,7 +443,7 @@ impl ProxyStore for SqliteStore {
         let id = id.to_owned();
         self.pool
             .lookup(move |conn| {
-                one(
+                query_one(
                     conn,
                     concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1"),
                     [id],
@@ -486,7 +456,7 @@ impl ProxyStore for SqliteStore {
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
         self.pool
             .read(|conn| {
-                all(
+                query_all(
                     conn,
                     concat!(
                         "SELECT ",

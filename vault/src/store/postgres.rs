@@ -15,15 +15,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Pool, Transaction};
-use shared::Brand;
-use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
-use super::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
+use super::rows::{self, blob32, client_columns, event_columns, key_columns, token_columns};
+use super::{ClientRevocation, Store, StoreError, TokenRecord};
 use crate::audit::{Action, AuditDraft, AuditEvent, ChainHead, Link, Outcome};
-use crate::auth::{ClientRecord, Scopes};
+use crate::auth::ClientRecord;
 use crate::clock::now_micros;
-use crate::crypto::{AuditKey, KeyPurpose, RowMac, Sealed, WrappedKey};
+use crate::crypto::{AuditKey, RowMac, WrappedKey};
 use crate::token::{ClientId, Token};
 
 const MIGRATIONS: &[&str] = &[
@@ -124,7 +123,7 @@ impl PgStore {
             .query_opt(&stmt, &[param])
             .await?
             .as_ref()
-            .map(client_from_row)
+            .map(rows::client)
             .transpose()
     }
 
@@ -157,56 +156,6 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-fn u32_of(v: i64, what: &'static str) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt(what))
-}
-
-fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
-    shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
-}
-
-/// The token columns in [`token_from_row`]'s order; a macro so queries stay `&'static str`.
-macro_rules! token_columns {
-    () => {
-        "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
-         exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at"
-    };
-}
-
-fn token_from_row(r: &Row) -> Result<TokenRecord, StoreError> {
-    let token: String = r.try_get(0)?;
-    let nonce: Vec<u8> = r.try_get(12)?;
-    Ok(TokenRecord {
-        token: Token::parse(&token).ok_or(StoreError::Corrupt("token"))?,
-        tenant: r.try_get(1)?,
-        fingerprint: blob32(r.try_get(2)?, "fingerprint")?,
-        fingerprint_key_version: u32_of(r.try_get(3)?, "fingerprint key version")?,
-        card: CardMeta {
-            bin: r.try_get(4)?,
-            brand: Brand::from_name(&r.try_get::<_, String>(5)?),
-            last4: r.try_get(6)?,
-            pan_length: u8::try_from(r.try_get::<_, i16>(7)?)
-                .map_err(|_| StoreError::Corrupt("pan length"))?,
-            exp_month: r
-                .try_get::<_, Option<i16>>(8)?
-                .map(|m| u8::try_from(m).map_err(|_| StoreError::Corrupt("exp month")))
-                .transpose()?,
-            exp_year: r
-                .try_get::<_, Option<i32>>(9)?
-                .map(|y| u16::try_from(y).map_err(|_| StoreError::Corrupt("exp year")))
-                .transpose()?,
-        },
-        sealed: Sealed {
-            algorithm: r.try_get(10)?,
-            key_version: u32_of(r.try_get(11)?, "key version")?,
-            nonce: nonce.try_into().map_err(|_| StoreError::Corrupt("nonce"))?,
-            ciphertext: r.try_get(13)?,
-        },
-        created_at: r.try_get(14)?,
-        expires_at: r.try_get(15)?,
-    })
-}
-
 async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool, StoreError> {
     let stmt = tx
         .prepare_cached(concat!(
@@ -216,29 +165,7 @@ async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool, Sto
              ON CONFLICT (tenant, fingerprint) DO NOTHING"
         ))
         .await?;
-    let n = tx
-        .execute(
-            &stmt,
-            &[
-                &t.token.as_str(),
-                &t.tenant,
-                &t.fingerprint.as_slice(),
-                &i64::from(t.fingerprint_key_version),
-                &t.card.bin,
-                &t.card.brand.as_str(),
-                &t.card.last4,
-                &i16::from(t.card.pan_length),
-                &t.card.exp_month.map(i16::from),
-                &t.card.exp_year.map(i32::from),
-                &t.sealed.algorithm,
-                &i64::from(t.sealed.key_version),
-                &t.sealed.nonce.as_slice(),
-                &t.sealed.ciphertext,
-                &t.created_at,
-                &t.expires_at,
-            ],
-        )
-        .await?;
+    let n = tx.execute_raw(&stmt, rows::token_values(t)).await?;
     Ok(n == 1)
 }
 
@@ -263,7 +190,7 @@ async fn tokenize_in(
     let row = tx
         .query_one(&stmt, &[&new.tenant, &new.fingerprint.as_slice()])
         .await?;
-    let old = token_from_row(&row)?;
+    let old = rows::token(&row)?;
     if old.expires_at.is_none_or(|at| at > new.created_at) {
         draft.detail = Some("existing token".to_owned());
         return Ok(old);
@@ -308,7 +235,7 @@ impl Chain {
             tx.query_opt(&last, &[]),
             tx.query_opt(&at, &at_params),
         )?;
-        let stored = last.map(|r| link_of(&r)).transpose()?;
+        let stored = last.map(|r| rows::link(&r)).transpose()?;
         let mac_at_known = at_known
             .map(|r| blob32(r.try_get(0)?, "audit mac"))
             .transpose()?;
@@ -342,19 +269,11 @@ impl Chain {
     }
 }
 
-fn link_of(r: &Row) -> Result<Link, StoreError> {
-    Ok(Link {
-        seq: u64::try_from(r.try_get::<_, i64>(0)?)
-            .map_err(|_| StoreError::Corrupt("audit seq"))?,
-        mac: blob32(r.try_get(1)?, "audit mac")?,
-    })
-}
-
 /// Inserts chained events with one statement (arrays unnested), however many there are.
 async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
     let seqs = events
         .iter()
-        .map(|e| i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit seq")))
+        .map(|e| rows::stored_seq(e.seq))
         .collect::<Result<Vec<_>, _>>()?;
     let occurred: Vec<i64> = events.iter().map(|e| e.occurred_at).collect();
     let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
@@ -367,11 +286,12 @@ async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<()
     let details: Vec<Option<&str>> = events.iter().map(|e| e.detail.as_deref()).collect();
     let macs: Vec<&[u8]> = events.iter().map(|e| e.mac.as_slice()).collect();
     let stmt = tx
-        .prepare_cached(
-            "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac) \
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])",
-        )
+        .prepare_cached(concat!(
+            "INSERT INTO audit_events (",
+            event_columns!(),
+            ") SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])"
+        ))
         .await?;
     tx.execute(
         &stmt,
@@ -385,44 +305,16 @@ async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<()
 }
 
 async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[
-            &k.purpose.as_str(),
-            &i64::from(k.version),
-            &k.sealed.algorithm,
-            &k.sealed.nonce.as_slice(),
-            &k.sealed.ciphertext,
-            &k.created_at,
-        ],
+    tx.execute_raw(
+        concat!(
+            "INSERT INTO keys (",
+            key_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6)"
+        ),
+        rows::key_values(k),
     )
     .await?;
     Ok(())
-}
-
-/// The client columns in [`client_from_row`]'s order.
-macro_rules! client_columns {
-    () => {
-        "id, name, tenant, scopes, key_hash, created_at, revoked_at, mac"
-    };
-}
-
-fn client_from_row(r: &Row) -> Result<ClientRecord, StoreError> {
-    let id: String = r.try_get(0)?;
-    let scopes: String = r.try_get(3)?;
-    Ok(ClientRecord {
-        id: ClientId::parse(&id).ok_or(StoreError::Corrupt("client id"))?,
-        name: r.try_get(1)?,
-        tenant: r.try_get(2)?,
-        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
-        key_hash: blob32(r.try_get(4)?, "client key hash")?,
-        created_at: r.try_get(5)?,
-        revoked_at: r.try_get(6)?,
-        mac: r
-            .try_get::<_, Option<Vec<u8>>>(7)?
-            .map(|m| blob32(m, "client mac").map(RowMac))
-            .transpose()?,
-    })
 }
 
 #[async_trait]
@@ -431,30 +323,15 @@ impl Store for PgStore {
         let client = self.conn().await?;
         let rows = client
             .query(
-                "SELECT purpose, version, algorithm, wrap_nonce, wrapped, created_at FROM keys ORDER BY purpose, version",
+                concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM keys ORDER BY purpose, version"
+                ),
                 &[],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                let purpose: String = r.try_get(0)?;
-                let nonce: Vec<u8> = r.try_get(3)?;
-                Ok(WrappedKey {
-                    purpose: KeyPurpose::from_name(&purpose)
-                        .ok_or(StoreError::Corrupt("key purpose"))?,
-                    version: u32_of(r.try_get(1)?, "key version")?,
-                    sealed: Sealed {
-                        algorithm: r.try_get(2)?,
-                        key_version: 0,
-                        nonce: nonce
-                            .try_into()
-                            .map_err(|_| StoreError::Corrupt("key nonce"))?,
-                        ciphertext: r.try_get(4)?,
-                    },
-                    created_at: r.try_get(5)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::wrapped_key).collect()
     }
 
     async fn insert_keys(
@@ -501,7 +378,7 @@ impl Store for PgStore {
             .query_opt(&stmt, &[&token.as_str(), &tenant, &now])
             .await?
             .as_ref()
-            .map(token_from_row)
+            .map(rows::token)
             .transpose()
     }
 
@@ -559,22 +436,13 @@ impl Store for PgStore {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
-        tx.execute(
+        tx.execute_raw(
             concat!(
                 "INSERT INTO clients (",
                 client_columns!(),
                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             ),
-            &[
-                &c.id.as_str(),
-                &c.name,
-                &c.tenant,
-                &c.scopes.to_string(),
-                &c.key_hash.as_slice(),
-                &c.created_at,
-                &c.revoked_at,
-                &c.mac.map(|m| m.0.to_vec()),
-            ],
+            rows::client_values(&c),
         )
         .await?;
         insert_events(&tx, &[chain.link(audit, draft)]).await?;
@@ -607,7 +475,7 @@ impl Store for PgStore {
             )
             .await?
             .iter()
-            .map(client_from_row)
+            .map(rows::client)
             .collect()
     }
 
@@ -676,29 +544,15 @@ impl Store for PgStore {
         let client = self.conn().await?;
         let rows = client
             .query(
-                "SELECT seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac \
-                 FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+                ),
                 &[&i64::try_from(after).unwrap_or(i64::MAX), &i64::from(limit)],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    seq: u64::try_from(r.try_get::<_, i64>(0)?)
-                        .map_err(|_| StoreError::Corrupt("audit seq"))?,
-                    occurred_at: r.try_get(1)?,
-                    actor: r.try_get(2)?,
-                    tenant: r.try_get(3)?,
-                    action: r.try_get(4)?,
-                    token: r.try_get(5)?,
-                    purpose: r.try_get(6)?,
-                    outcome: r.try_get(7)?,
-                    request_id: r.try_get(8)?,
-                    detail: r.try_get(9)?,
-                    mac: blob32(r.try_get(10)?, "audit mac")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::event).collect()
     }
 
     async fn adopt_head(&self) -> Result<Option<Link>, StoreError> {
@@ -709,7 +563,7 @@ impl Store for PgStore {
                 &[],
             )
             .await?
-            .map(|r| link_of(&r))
+            .map(|r| rows::link(&r))
             .transpose()?;
         self.head.adopt(stored);
         Ok(stored)
@@ -721,7 +575,7 @@ impl Store for PgStore {
 
     async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
         let client = self.conn().await?;
-        let seq = i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))?;
+        let seq = rows::stored_seq(seq)?;
         client
             .query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
             .await?
@@ -785,11 +639,11 @@ impl Store for PgStore {
                 &[],
             )
             .await?
-            .map(|r| link_of(&r))
+            .map(|r| rows::link(&r))
             .transpose()?;
         let mac_at_known = match (known, last) {
             (Some(k), Some(s)) if s.seq > k.seq => {
-                let seq = i64::try_from(k.seq).map_err(|_| StoreError::Corrupt("audit seq"))?;
+                let seq = rows::stored_seq(k.seq)?;
                 tx.query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
                     .await?
                     .map(|r| blob32(r.try_get(0)?, "audit mac"))

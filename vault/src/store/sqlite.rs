@@ -7,18 +7,19 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, params};
-use shared::Brand;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 pub use shared::sqlite::SqliteOptions;
 use shared::sqlite::{
-    CommitFailed, OpenReadOnlyError, QueueFull, ReadOnly, SqlitePool, TaskFailed,
+    CommitFailed, OpenReadOnlyError, QueueFull, ReadOnly, SqlitePool, TaskFailed, query_all,
+    query_one,
 };
 
-use super::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
+use super::rows::{self, blob32, client_columns, event_columns, key_columns, token_columns};
+use super::{ClientRevocation, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, Link, Outcome};
-use crate::auth::{ClientRecord, Scopes};
+use crate::auth::ClientRecord;
 use crate::clock::now_micros;
-use crate::crypto::{AuditKey, KeyPurpose, RowMac, Sealed, WrappedKey};
+use crate::crypto::{AuditKey, RowMac, WrappedKey};
 use crate::token::{ClientId, Token};
 
 const MIGRATIONS: &[&str] = &[
@@ -171,12 +172,13 @@ impl Appender {
         }
         let (seq, previous) = stored.map_or((0, [0; 32]), |l| (l.seq, l.mac));
         let e = AuditEvent::chain(&self.key, &previous, seq + 1, now_micros(), draft);
-        tx.prepare_cached(
-            "INSERT INTO audit_events (seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?
+        tx.prepare_cached(concat!(
+            "INSERT INTO audit_events (",
+            event_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ))?
         .execute(params![
-            i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
+            rows::stored_seq(e.seq)?,
             e.occurred_at,
             e.actor,
             e.tenant,
@@ -199,65 +201,19 @@ impl Appender {
 /// The last stored event's link (uncommitted ones of this transaction included).
 fn stored_head(conn: &Connection) -> Result<Option<Link>, StoreError> {
     conn.prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .query_row([], |r| Ok(rows::link(r)))
         .optional()?
-        .map(|(seq, mac)| {
-            Ok(Link {
-                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))?,
-                mac: blob32(mac, "audit mac")?,
-            })
-        })
         .transpose()
 }
 
 /// The stored MAC of event `seq`, if there is one.
 fn mac_at(conn: &Connection, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
-    let seq = i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))?;
+    let seq = rows::stored_seq(seq)?;
     conn.prepare_cached("SELECT mac FROM audit_events WHERE seq = ?1")?
         .query_row([seq], |r| r.get::<_, Vec<u8>>(0))
         .optional()?
         .map(|mac| blob32(mac, "audit mac"))
         .transpose()
-}
-
-fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
-    shared::sqlite::blob32(bytes, what).map_err(StoreError::Corrupt)
-}
-
-/// The token columns in [`token_from_row`]'s order. A macro so the queries stay `&'static str`
-/// (each is prepared once and cached by its text).
-macro_rules! token_columns {
-    () => {
-        "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
-         exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at"
-    };
-}
-
-fn token_from_row(r: &Row<'_>) -> Result<TokenRecord, StoreError> {
-    let token: String = r.get(0)?;
-    let nonce: Vec<u8> = r.get(12)?;
-    Ok(TokenRecord {
-        token: Token::parse(&token).ok_or(StoreError::Corrupt("token"))?,
-        tenant: r.get(1)?,
-        fingerprint: blob32(r.get(2)?, "fingerprint")?,
-        fingerprint_key_version: r.get(3)?,
-        card: CardMeta {
-            bin: r.get(4)?,
-            brand: Brand::from_name(&r.get::<_, String>(5)?),
-            last4: r.get(6)?,
-            pan_length: r.get(7)?,
-            exp_month: r.get(8)?,
-            exp_year: r.get(9)?,
-        },
-        sealed: Sealed {
-            algorithm: r.get(10)?,
-            key_version: r.get(11)?,
-            nonce: nonce.try_into().map_err(|_| StoreError::Corrupt("nonce"))?,
-            ciphertext: r.get(13)?,
-        },
-        created_at: r.get(14)?,
-        expires_at: r.get(15)?,
-    })
 }
 
 fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError> {
@@ -266,120 +222,34 @@ fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError>
         token_columns!(),
         ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     ))?
-    .execute(params![
-        t.token.as_str(),
-        t.tenant,
-        t.fingerprint.as_slice(),
-        t.fingerprint_key_version,
-        t.card.bin,
-        t.card.brand.as_str(),
-        t.card.last4,
-        t.card.pan_length,
-        t.card.exp_month,
-        t.card.exp_year,
-        t.sealed.algorithm,
-        t.sealed.key_version,
-        t.sealed.nonce.as_slice(),
-        t.sealed.ciphertext,
-        t.created_at,
-        t.expires_at,
-    ])?;
+    .execute(rows::token_values(t))?;
     Ok(())
 }
 
 fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        k.purpose.as_str(),
-        k.version,
-        k.sealed.algorithm,
-        k.sealed.nonce.as_slice(),
-        k.sealed.ciphertext,
-        k.created_at
-    ])?;
+    tx.prepare_cached(concat!(
+        "INSERT INTO keys (",
+        key_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    ))?
+    .execute(rows::key_values(k))?;
     Ok(())
-}
-
-/// The one client a point query on `query` (one parameter) finds.
-fn one_client(
-    conn: &Connection,
-    query: &'static str,
-    param: &dyn rusqlite::ToSql,
-) -> Result<Option<ClientRecord>, StoreError> {
-    conn.prepare_cached(query)?
-        .query_row([param], |r| Ok(client_from_row(r)))
-        .optional()?
-        .transpose()
-}
-
-fn client_from_row(r: &Row<'_>) -> Result<ClientRecord, StoreError> {
-    let id: String = r.get(0)?;
-    let scopes: String = r.get(3)?;
-    Ok(ClientRecord {
-        id: ClientId::parse(&id).ok_or(StoreError::Corrupt("client id"))?,
-        name: r.get(1)?,
-        tenant: r.get(2)?,
-        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
-        key_hash: blob32(r.get(4)?, "client key hash")?,
-        created_at: r.get(5)?,
-        revoked_at: r.get(6)?,
-        mac: r
-            .get::<_, Option<Vec<u8>>>(7)?
-            .map(|m| blob32(m, "client mac").map(RowMac))
-            .transpose()?,
-    })
-}
-
-/// The client columns in [`client_from_row`]'s order.
-macro_rules! client_columns {
-    () => {
-        "id, name, tenant, scopes, key_hash, created_at, revoked_at, mac"
-    };
-}
-
-fn event_from_row(r: &Row<'_>) -> Result<AuditEvent, StoreError> {
-    Ok(AuditEvent {
-        seq: u64::try_from(r.get::<_, i64>(0)?).map_err(|_| StoreError::Corrupt("audit seq"))?,
-        occurred_at: r.get(1)?,
-        actor: r.get(2)?,
-        tenant: r.get(3)?,
-        action: r.get(4)?,
-        token: r.get(5)?,
-        purpose: r.get(6)?,
-        outcome: r.get(7)?,
-        request_id: r.get(8)?,
-        detail: r.get(9)?,
-        mac: blob32(r.get(10)?, "audit mac")?,
-    })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT purpose, version, algorithm, wrap_nonce, wrapped, created_at FROM keys ORDER BY purpose, version",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut keys = Vec::new();
-            while let Some(r) = rows.next()? {
-                let purpose: String = r.get(0)?;
-                let nonce: Vec<u8> = r.get(3)?;
-                keys.push(WrappedKey {
-                    purpose: KeyPurpose::from_name(&purpose).ok_or(StoreError::Corrupt("key purpose"))?,
-                    version: r.get(1)?,
-                    sealed: Sealed {
-                        algorithm: r.get(2)?,
-                        key_version: 0,
-                        nonce: nonce.try_into().map_err(|_| StoreError::Corrupt("key nonce"))?,
-                        ciphertext: r.get(4)?,
-                    },
-                    created_at: r.get(5)?,
-                });
-            }
-            Ok(keys)
+            query_all(
+                conn,
+                concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM keys ORDER BY purpose, version"
+                ),
+                [],
+                |r| rows::wrapped_key(r),
+            )
         })
         .await
     }
@@ -406,17 +276,16 @@ impl Store for SqliteStore {
         mut draft: AuditDraft,
     ) -> Result<TokenRecord, StoreError> {
         self.audited(audit, move |tx, appender| {
-            let existing = tx
-                .prepare_cached(concat!(
+            let existing = query_one(
+                tx,
+                concat!(
                     "SELECT ",
                     token_columns!(),
                     " FROM tokens WHERE tenant = ?1 AND fingerprint = ?2"
-                ))?
-                .query_row(params![new.tenant, new.fingerprint.as_slice()], |r| {
-                    Ok(token_from_row(r))
-                })
-                .optional()?
-                .transpose()?;
+                ),
+                params![new.tenant, new.fingerprint.as_slice()],
+                |r| rows::token(r),
+            )?;
             let record = match existing {
                 Some(old) if old.expires_at.is_none_or(|at| at > new.created_at) => {
                     draft.detail = Some("existing token".to_owned());
@@ -448,16 +317,17 @@ impl Store for SqliteStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let (tenant, token) = (tenant.to_owned(), token.clone());
         self.lookup(move |conn| {
-            conn.prepare_cached(concat!(
-                "SELECT ",
-                token_columns!(),
-                " FROM tokens WHERE token = ?1 AND tenant = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
-            ))?
-            .query_row(params![token.as_str(), tenant, now], |r| {
-                Ok(token_from_row(r))
-            })
-            .optional()?
-            .transpose()
+            query_one(
+                conn,
+                concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM tokens WHERE token = ?1 AND tenant = ?2 \
+                     AND (expires_at IS NULL OR expires_at > ?3)"
+                ),
+                params![token.as_str(), tenant, now],
+                |r| rows::token(r),
+            )
         })
         .await
     }
@@ -520,16 +390,7 @@ impl Store for SqliteStore {
                     client_columns!(),
                     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
                 ),
-                params![
-                    c.id.as_str(),
-                    c.name,
-                    c.tenant,
-                    c.scopes.to_string(),
-                    c.key_hash.as_slice(),
-                    c.created_at,
-                    c.revoked_at,
-                    c.mac.map(|m| m.0.to_vec()),
-                ],
+                rows::client_values(&c),
             )?;
             appender.append(tx, draft)
         })
@@ -546,7 +407,7 @@ impl Store for SqliteStore {
                 client_columns!(),
                 " FROM clients WHERE key_hash = ?1"
             );
-            one_client(conn, query, &key_hash.as_slice())
+            query_one(conn, query, [key_hash.as_slice()], |r| rows::client(r))
         })
         .await
     }
@@ -555,24 +416,23 @@ impl Store for SqliteStore {
         let id = id.clone();
         self.lookup(move |conn| {
             let query = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1");
-            one_client(conn, query, &id.as_str())
+            query_one(conn, query, [id.as_str()], |r| rows::client(r))
         })
         .await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(concat!(
-                "SELECT ",
-                client_columns!(),
-                " FROM clients ORDER BY created_at, id"
-            ))?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(client_from_row(r)?);
-            }
-            Ok(out)
+            query_all(
+                conn,
+                concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients ORDER BY created_at, id"
+                ),
+                [],
+                |r| rows::client(r),
+            )
         })
         .await
     }
@@ -677,16 +537,16 @@ impl Store for SqliteStore {
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.read(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac
-                 FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let mut rows = stmt.query(params![after, limit])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(event_from_row(r)?);
-            }
-            Ok(out)
+            query_all(
+                conn,
+                concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ),
+                params![after, limit],
+                |r| rows::event(r),
+            )
         })
         .await
     }

@@ -1,0 +1,230 @@
+//! The one mapping between the vault's rows and its domain values, used by both backends: each
+//! table's column list, the function reading a row of it (through [`shared::row::Row`]), and the
+//! values an insert binds, in column order (as [`shared::row::Value`]s).
+//!
+//! The column lists are macros so the queries that splice them in stay `&'static str` (each
+//! statement is prepared once per connection and cached by its text).
+
+use shared::Brand;
+use shared::row::{Row, Value, count};
+
+use super::{CardMeta, StoreError, TokenRecord};
+use crate::audit::{AuditEvent, Link};
+use crate::auth::{ClientRecord, Scopes};
+use crate::crypto::{KeyPurpose, RowMac, Sealed, WrappedKey};
+use crate::token::{ClientId, Token};
+
+/// The token columns in [`token`]'s order.
+macro_rules! token_columns {
+    () => {
+        "token, tenant, fingerprint, fingerprint_key_version, bin, brand, last4, pan_length, \
+         exp_month, exp_year, algorithm, key_version, nonce, ciphertext, created_at, expires_at"
+    };
+}
+pub(super) use token_columns;
+
+/// The client columns in [`client`]'s order.
+macro_rules! client_columns {
+    () => {
+        "id, name, tenant, scopes, key_hash, created_at, revoked_at, mac"
+    };
+}
+pub(super) use client_columns;
+
+/// The audit event columns in [`event`]'s order.
+macro_rules! event_columns {
+    () => {
+        "seq, occurred_at, actor, tenant, action, token, purpose, outcome, request_id, detail, mac"
+    };
+}
+pub(super) use event_columns;
+
+/// The key columns in [`wrapped_key`]'s order.
+macro_rules! key_columns {
+    () => {
+        "purpose, version, algorithm, wrap_nonce, wrapped, created_at"
+    };
+}
+pub(super) use key_columns;
+
+pub(super) fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
+    shared::row::blob32(bytes, what).map_err(StoreError::Corrupt)
+}
+
+/// A stored audit sequence number (BIGINT) as the chain's `u64`.
+pub(super) fn seq_of(stored: i64) -> Result<u64, StoreError> {
+    u64::try_from(stored).map_err(|_| StoreError::Corrupt("audit seq"))
+}
+
+/// An audit sequence number as stored.
+pub(super) fn stored_seq(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))
+}
+
+fn stored_u32<R: Row>(r: &R, i: usize, what: &'static str) -> Result<u32, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    count(r.column(i)?, what).map_err(StoreError::Corrupt)
+}
+
+/// A row of `token_columns!()`.
+pub(super) fn token<R: Row>(r: &R) -> Result<TokenRecord, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    let token: String = r.column(0)?;
+    let nonce: Vec<u8> = r.column(12)?;
+    let exp_month: Option<i16> = r.column(8)?;
+    let exp_year: Option<i32> = r.column(9)?;
+    Ok(TokenRecord {
+        token: Token::parse(&token).ok_or(StoreError::Corrupt("token"))?,
+        tenant: r.column(1)?,
+        fingerprint: blob32(r.column(2)?, "fingerprint")?,
+        fingerprint_key_version: stored_u32(r, 3, "fingerprint key version")?,
+        card: CardMeta {
+            bin: r.column(4)?,
+            brand: Brand::from_name(&r.column::<String>(5)?),
+            last4: r.column(6)?,
+            pan_length: u8::try_from(r.column::<i16>(7)?)
+                .map_err(|_| StoreError::Corrupt("pan length"))?,
+            exp_month: exp_month
+                .map(|m| u8::try_from(m).map_err(|_| StoreError::Corrupt("exp month")))
+                .transpose()?,
+            exp_year: exp_year
+                .map(|y| u16::try_from(y).map_err(|_| StoreError::Corrupt("exp year")))
+                .transpose()?,
+        },
+        sealed: Sealed {
+            algorithm: r.column(10)?,
+            key_version: stored_u32(r, 11, "key version")?,
+            nonce: nonce.try_into().map_err(|_| StoreError::Corrupt("nonce"))?,
+            ciphertext: r.column(13)?,
+        },
+        created_at: r.column(14)?,
+        expires_at: r.column(15)?,
+    })
+}
+
+/// A token's values in `token_columns!()` order.
+pub(super) fn token_values(t: &TokenRecord) -> [Value<'_>; 16] {
+    [
+        Value::from(t.token.as_str()),
+        Value::from(&t.tenant),
+        Value::from(&t.fingerprint),
+        Value::from(t.fingerprint_key_version),
+        Value::from(&t.card.bin),
+        Value::from(t.card.brand.as_str()),
+        Value::from(&t.card.last4),
+        Value::from(t.card.pan_length),
+        Value::from(t.card.exp_month),
+        Value::from(t.card.exp_year),
+        Value::from(&t.sealed.algorithm),
+        Value::from(t.sealed.key_version),
+        Value::from(&t.sealed.nonce),
+        Value::from(&t.sealed.ciphertext[..]),
+        Value::from(t.created_at),
+        Value::from(t.expires_at),
+    ]
+}
+
+/// A row of `client_columns!()`.
+pub(super) fn client<R: Row>(r: &R) -> Result<ClientRecord, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    let id: String = r.column(0)?;
+    let scopes: String = r.column(3)?;
+    Ok(ClientRecord {
+        id: ClientId::parse(&id).ok_or(StoreError::Corrupt("client id"))?,
+        name: r.column(1)?,
+        tenant: r.column(2)?,
+        scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
+        key_hash: blob32(r.column(4)?, "client key hash")?,
+        created_at: r.column(5)?,
+        revoked_at: r.column(6)?,
+        mac: r
+            .column::<Option<Vec<u8>>>(7)?
+            .map(|m| blob32(m, "client mac").map(RowMac))
+            .transpose()?,
+    })
+}
+
+/// A client's values in `client_columns!()` order.
+pub(super) fn client_values(c: &ClientRecord) -> [Value<'_>; 8] {
+    [
+        Value::from(c.id.as_str()),
+        Value::from(&c.name),
+        Value::from(&c.tenant),
+        Value::from(c.scopes.to_string()),
+        Value::from(&c.key_hash),
+        Value::from(c.created_at),
+        Value::from(c.revoked_at),
+        Value::from(c.mac.as_ref().map(|m| &m.0[..])),
+    ]
+}
+
+/// A row of `event_columns!()`.
+pub(super) fn event<R: Row>(r: &R) -> Result<AuditEvent, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    Ok(AuditEvent {
+        seq: seq_of(r.column(0)?)?,
+        occurred_at: r.column(1)?,
+        actor: r.column(2)?,
+        tenant: r.column(3)?,
+        action: r.column(4)?,
+        token: r.column(5)?,
+        purpose: r.column(6)?,
+        outcome: r.column(7)?,
+        request_id: r.column(8)?,
+        detail: r.column(9)?,
+        mac: blob32(r.column(10)?, "audit mac")?,
+    })
+}
+
+/// A row of `seq, mac`: a link of the audit chain.
+pub(super) fn link<R: Row>(r: &R) -> Result<Link, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    Ok(Link {
+        seq: seq_of(r.column(0)?)?,
+        mac: blob32(r.column(1)?, "audit mac")?,
+    })
+}
+
+/// A row of `key_columns!()`.
+pub(super) fn wrapped_key<R: Row>(r: &R) -> Result<WrappedKey, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    let purpose: String = r.column(0)?;
+    let nonce: Vec<u8> = r.column(3)?;
+    Ok(WrappedKey {
+        purpose: KeyPurpose::from_name(&purpose).ok_or(StoreError::Corrupt("key purpose"))?,
+        version: stored_u32(r, 1, "key version")?,
+        sealed: Sealed {
+            algorithm: r.column(2)?,
+            key_version: 0,
+            nonce: nonce
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("key nonce"))?,
+            ciphertext: r.column(4)?,
+        },
+        created_at: r.column(5)?,
+    })
+}
+
+/// A wrapped key's values in `key_columns!()` order.
+pub(super) fn key_values(k: &WrappedKey) -> [Value<'_>; 6] {
+    [
+        Value::from(k.purpose.as_str()),
+        Value::from(k.version),
+        Value::from(&k.sealed.algorithm),
+        Value::from(&k.sealed.nonce),
+        Value::from(&k.sealed.ciphertext[..]),
+        Value::from(k.created_at),
+    ]
+}
