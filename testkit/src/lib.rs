@@ -3,8 +3,12 @@
 //! `TEST_DATABASE_URL` names, skipped with one visible line when it is not set), SQL run behind
 //! the stores' backs, and [`conformance!`], which declares each check once for both backends.
 //! Each suite opens its own store on a [`Database`]; two stores on one database stand for two
-//! replicas.
+//! replicas. Also what the HTTP-level tests of every crate share: [`logs`] (a test binary's
+//! logs, captured to scan for card data) and [`http`] (a request's body in one call).
 #![forbid(unsafe_code)]
+
+pub mod http;
+pub mod logs;
 
 use std::path::PathBuf;
 use std::sync::Once;

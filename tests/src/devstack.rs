@@ -43,7 +43,7 @@ const VAULT_APP_SCOPES: &str = "tokens:create,tokens:read,tokens:delete";
 /// Scope of the proxy's vault client.
 const VAULT_PROXY_SCOPES: &str = "tokens:detokenize";
 /// Scopes of the app's proxy client.
-const PROXY_APP_SCOPES: &str = "payouts:write,payouts:read";
+const PROXY_APP_SCOPES: &str = crate::stack::APP_SCOPES;
 /// How long the services get to finish in-flight requests when devstack stops.
 const SHUTDOWN_GRACE_MS: u64 = 2_000;
 

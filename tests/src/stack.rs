@@ -69,6 +69,44 @@ pub fn field(stdout: &str, name: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("no `{name}` line in the output"))
 }
 
+/// An app's credentials, as `proxy clients create` prints them once.
+#[derive(Debug)]
+pub struct AppClient {
+    /// The app's proxy API key.
+    pub api_key: String,
+    /// The secret its webhooks are signed with (a client without a webhook URL has one too).
+    pub webhook_secret: String,
+}
+
+/// Creates, with the proxy's command line, a client `name` of `tenant` holding `scopes`, with
+/// `webhook_url` when given.
+///
+/// # Errors
+///
+/// The command failed, or did not print both credentials.
+pub fn create_app(
+    proxy: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(String, String)],
+    client: (&str, &str, &str),
+    webhook_url: Option<&str>,
+) -> anyhow::Result<AppClient> {
+    let (name, tenant, scopes) = client;
+    let mut args = vec!["clients", "create", "--name", name, "--tenant", tenant];
+    args.extend(["--scopes", scopes]);
+    if let Some(url) = webhook_url {
+        args.extend(["--webhook-url", url]);
+    }
+    let out = run_cli(proxy, config, env, &args)?;
+    Ok(AppClient {
+        api_key: field(&out, "api_key:")?,
+        webhook_secret: field(&out, "webhook_secret:")?,
+    })
+}
+
+/// The scopes an app that pays out and reads its payouts holds.
+pub const APP_SCOPES: &str = "payouts:write,payouts:read";
+
 /// `url` with `search_path` set to `schema` (PostgreSQL tests give each run its own schemas).
 pub fn with_schema(url: &str, schema: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };

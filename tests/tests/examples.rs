@@ -21,6 +21,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
+use testkit::http::Fetch;
 use tests::stack::{Process, field, free_port, write_secret};
 
 const README: &str = include_str!("../../README.md");
@@ -240,12 +241,8 @@ async fn the_readme_walk_through_deploys_both_services_from_the_examples() {
         .post(format!("http://127.0.0.1:{vault_port}/v1/tokens"))
         .bearer_auth(&app_key)
         .json(&json!({"pan": "4242424242424242"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     let created = http
         .post(format!("{proxy_url}/v1/payouts"))
         .bearer_auth(&shop_key)

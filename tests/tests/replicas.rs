@@ -19,7 +19,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
-use tests::stack::{Process, Sandbox, SandboxSpec, field, free_port, run_cli, with_schema};
+use testkit::http::Fetch;
+use tests::stack::{
+    APP_SCOPES, Process, Sandbox, SandboxSpec, create_app, field, free_port, run_cli, with_schema,
+};
 
 const TENANT: &str = "acme";
 const PROJECT: &str = "replicas";
@@ -238,25 +241,15 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     )
     .unwrap();
     let proxy_env = vec![("PROXY__DATABASE__URL".to_owned(), proxy_db.clone())];
-    let out = run_cli(
+    let app_key = create_app(
         Path::new(PROXY_BIN),
         &path("proxy.toml"),
         &proxy_env,
-        &[
-            "clients",
-            "create",
-            "--name",
-            "app",
-            "--tenant",
-            TENANT,
-            "--scopes",
-            "payouts:write,payouts:read",
-            "--webhook-url",
-            &app_url,
-        ],
+        ("app", TENANT, APP_SCOPES),
+        Some(&app_url),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let app_key = field(&out, "api_key:").unwrap();
+    .unwrap_or_else(|e| panic!("{e}"))
+    .api_key;
     let mut proxies: Vec<Process> = Vec::new();
     for (i, port) in proxy_ports.iter().enumerate() {
         let mut env = proxy_env.clone();
@@ -299,12 +292,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
                 .post(format!("{vault_url}/v1/tokens"))
                 .bearer_auth(&app_vault_key)
                 .json(&json!({"pan": card}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .json_body().await;
             let r = http
                 .post(format!("{proxy}/v1/payouts"))
                 .bearer_auth(&app_key)
@@ -332,12 +320,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         let p: Value = http
             .get(format!("{survivor}/v1/payouts/{id}"))
             .bearer_auth(&app_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         if !["succeeded", "failed", "cancelled"]
             .iter()
             .any(|s| p["status"] == *s)
@@ -368,12 +352,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             let p: Value = http
                 .get(format!("{survivor}/v1/payouts/{id}"))
                 .bearer_auth(&app_key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .json_body()
+                .await;
             if ["succeeded", "failed", "cancelled"]
                 .iter()
                 .any(|s| p["status"] == *s)
@@ -390,12 +370,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     // The bank: exactly one payout per payout, at most one processed confirm per session.
     let journal: Value = http
         .get(format!("{sandbox_url}/__sandbox/journal"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     let entries = journal["entries"].as_array().unwrap();
     for (id, p) in &finals {
         let session = p["bank"]["session_id"].as_str().unwrap();
@@ -422,12 +398,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         assert_eq!(started.len(), 1, "{id}: starts went to {started:?}");
         let s: Value = http
             .get(format!("{sandbox_url}/__sandbox/sessions/{session}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         assert_eq!(
             s["session"]["payout_list"].as_array().map_or(0, Vec::len),
             1,
@@ -586,23 +558,15 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
     )
     .unwrap();
     let proxy_env = vec![("PROXY__DATABASE__URL".to_owned(), proxy_db)];
-    let out = run_cli(
+    let app_key = create_app(
         Path::new(PROXY_BIN),
         &path("proxy.toml"),
         &proxy_env,
-        &[
-            "clients",
-            "create",
-            "--name",
-            "app",
-            "--tenant",
-            TENANT,
-            "--scopes",
-            "payouts:write,payouts:read",
-        ],
+        ("app", TENANT, APP_SCOPES),
+        None,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let app_key = field(&out, "api_key:").unwrap();
+    .unwrap_or_else(|e| panic!("{e}"))
+    .api_key;
     let serve = |i: usize, run: usize| {
         let mut env = proxy_env.clone();
         env.push((
@@ -632,24 +596,15 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
         .post(format!("{vault_url}/v1/tokens"))
         .bearer_auth(&app_vault_key)
         .json(&json!({"pan": "4242424242424242"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     let first = format!("http://127.0.0.1:{}", proxy_ports[0]);
     let created: Value = http
         .post(format!("{first}/v1/payouts"))
         .bearer_auth(&app_key)
         .header("idempotency-key", "slow-start")
         .json(&json!({"card_token": token["token"], "amount": 1000, "currency": "RUB", "recipient": {"full_name": "Ivanov Ivan"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body().await;
     let id = created["id"].as_str().unwrap().to_owned();
     let starts = |entries: &[Value]| -> Vec<Value> {
         entries
@@ -667,12 +622,8 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
     let journal = || async {
         let v: Value = http
             .get(format!("{}/__sandbox/journal", sandbox.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         v["entries"].as_array().cloned().unwrap_or_default()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -705,12 +656,8 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
         let p: Value = http
             .get(format!("{first}/v1/payouts/{id}"))
             .bearer_auth(&app_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         if ["succeeded", "failed", "cancelled"]
             .iter()
             .any(|s| p["status"] == *s)

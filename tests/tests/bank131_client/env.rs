@@ -1,8 +1,7 @@
 //! A sandbox, a proxy client configured for it, and a webhook receiver that verifies with the
 //! proxy's own `verify_and_parse`.
 
-use std::io::Write;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -19,33 +18,7 @@ use tokio::sync::mpsc;
 
 pub(crate) const PROJECT: &str = "proxy-e2e";
 
-/// Every log line of this test binary (client and sandbox alike).
-static LOGS: LazyLock<Arc<Mutex<Vec<u8>>>> = LazyLock::new(|| {
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&logs);
-    shared::telemetry::init(shared::telemetry::LogFormat::Json, "debug", move || {
-        LogWriter(Arc::clone(&sink))
-    })
-    .unwrap();
-    logs
-});
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-pub(crate) fn logs() -> Vec<u8> {
-    LOGS.lock().unwrap().clone()
-}
+pub(crate) use testkit::logs::logs;
 
 /// RSA key generation is slow in debug builds: one partner and one bank key per binary.
 fn keys() -> &'static ((String, String), (String, String)) {
@@ -99,7 +72,7 @@ impl Env {
         version: ApiVersion,
         tweak: impl FnOnce(&mut ProjectConfig),
     ) -> Self {
-        LazyLock::force(&LOGS);
+        testkit::logs::capture();
         let ((_, partner_public), (bank_private, _)) = keys();
 
         // The webhook receiver: verifies with the proxy's code, answers 200, forwards the hook.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use shared::Pan;
+use testkit::http::Fetch;
 
 use crate::stack::Stack;
 
@@ -76,12 +77,8 @@ async fn no_canary_leaves_the_boundary() {
         .http
         .get(format!("{}/v1/payouts?limit=100", stack.proxy_url))
         .bearer_auth(&stack.app_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text_body()
+        .await;
     responses.push(list);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let hooks: Vec<u8> = stack

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use testkit::http::Fetch;
 
 use crate::stack::Stack;
 
@@ -353,7 +354,7 @@ async fn a_payout_in_flight_carries_on_across_a_sandbox_restart_with_a_state_dir
         );
         let http = stack.http.clone();
         async move {
-            let v: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            let v: serde_json::Value = http.get(url).json_body().await;
             v["wallet_balance"].as_i64().unwrap()
         }
     };

@@ -11,7 +11,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tests::stack::{Process, Sandbox, SandboxSpec, field, free_port, run_cli};
+use testkit::http::Fetch;
+use tests::stack::{
+    APP_SCOPES, Process, Sandbox, SandboxSpec, create_app, field, free_port, run_cli,
+};
 
 pub(crate) const TENANT: &str = "acme";
 pub(crate) const PROJECT: &str = "e2e-project";
@@ -156,26 +159,16 @@ impl Stack {
             bk = sandbox.bank_key.display(),
         );
         tests::stack::write_secret(&path("proxy.toml"), proxy_toml).unwrap();
-        let stdout = run_cli(
+        let app = create_app(
             Path::new(PROXY_BIN),
             &path("proxy.toml"),
             &[],
-            &[
-                "clients",
-                "create",
-                "--name",
-                "app",
-                "--tenant",
-                TENANT,
-                "--scopes",
-                "payouts:write,payouts:read",
-                "--webhook-url",
-                &app_url,
-            ],
+            ("app", TENANT, APP_SCOPES),
+            Some(&app_url),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let app_key = field(&stdout, "api_key:").unwrap();
-        *secret.lock().unwrap() = field(&stdout, "webhook_secret:").unwrap();
+        let app_key = app.api_key;
+        *secret.lock().unwrap() = app.webhook_secret;
 
         let mut stack = Self {
             dir,
@@ -279,12 +272,8 @@ impl Stack {
             .post(format!("{}/v1/tokens", self.vault_url))
             .bearer_auth(&self.vault_app_key)
             .json(&json!({ "pan": pan }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         r["token"].as_str().unwrap().to_owned()
     }
 
@@ -322,12 +311,8 @@ impl Stack {
         self.http
             .get(format!("{}/v1/payouts/{id}", self.proxy_url))
             .bearer_auth(&self.app_key)
-            .send()
+            .json_body()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     /// Polls until the payout's status is one of `want`.
@@ -404,12 +389,8 @@ impl Stack {
         let v: Value = self
             .http
             .get(format!("{}/__sandbox/journal", self.sandbox_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         v["entries"].as_array().cloned().unwrap_or_default()
     }
 
@@ -450,12 +431,8 @@ impl Stack {
             let v: Value = self
                 .http
                 .get(format!("{}/__sandbox/sessions/{s}", self.sandbox_url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .json_body()
+                .await;
             count += v["session"]["payout_list"].as_array().map_or(0, Vec::len);
         }
         count
@@ -476,12 +453,8 @@ impl Stack {
     pub(crate) async fn sandbox_session(&self, session: &str) -> Value {
         self.http
             .get(format!("{}/__sandbox/sessions/{session}", self.sandbox_url))
-            .send()
+            .json_body()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     /// Runs a `vault` command against this stack's vault; its standard output.

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use serde_json::json;
 use shared::Pan;
 use shared::scan::contains_pan;
+use testkit::http::Fetch;
 
 use crate::helpers::{PROJECT, Partner, VISA, partner_keys, payout_body};
 
@@ -51,22 +52,14 @@ async fn binary_serves_a_project_from_flags() {
     let served: String = p
         .http
         .get(format!("{url}/__sandbox/bank-public-key"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text_body()
+        .await;
     assert_eq!(served, pem);
     let project: serde_json::Value = p
         .http
         .get(format!("{url}/__sandbox/projects/{PROJECT}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     assert_eq!(
         (
             project["wallet_balance"].as_i64(),

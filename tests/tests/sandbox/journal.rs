@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 use shared::Pan;
 use shared::scan::contains_pan;
+use testkit::http::Fetch;
 
 use crate::helpers::{VISA, env, journal_when, payout, payout_body, webhook_count};
 
@@ -55,12 +56,8 @@ async fn journal_holds_the_pan_only_in_start_and_init_bodies() {
     let journal: Value = p
         .http
         .get(format!("{}/__sandbox/journal", p.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     let entries = journal["entries"].as_array().unwrap();
     let pans = [Pan::parse(VISA).unwrap(), Pan::parse(mir).unwrap()];
     let has_pan = |text: &str| pans.iter().any(|pan| contains_pan(text.as_bytes(), pan));

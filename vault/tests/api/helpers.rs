@@ -1,8 +1,6 @@
 //! An in-process vault on a real socket and a real SQLite file, with its logs captured.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -15,34 +13,7 @@ use vault::crypto::FileKeyProvider;
 use vault::service::Vault;
 use vault::startup::{Application, open_vault};
 
-/// Every log line every in-process vault of this test binary wrote.
-static LOGS: LazyLock<Arc<Mutex<Vec<u8>>>> = LazyLock::new(|| {
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&logs);
-    shared::telemetry::init(shared::telemetry::LogFormat::Json, "debug", move || {
-        LogWriter(Arc::clone(&sink))
-    })
-    .expect("logging starts once");
-    logs
-});
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// All captured logs so far.
-pub(crate) fn logs() -> Vec<u8> {
-    LOGS.lock().unwrap().clone()
-}
+pub(crate) use testkit::logs::logs;
 
 /// Raises every rate limit out of the way, for tests that load the vault on purpose.
 pub(crate) fn unlimited(config: &mut VaultConfig) {
@@ -108,7 +79,7 @@ impl TestVault {
     }
 
     pub(crate) async fn spawn_with(adjust: impl FnOnce(&mut VaultConfig)) -> Self {
-        LazyLock::force(&LOGS);
+        testkit::logs::capture();
         let dir = tempfile::tempdir().unwrap();
         let key_file = dir.path().join("master.key");
         FileKeyProvider::create(&key_file).unwrap();

@@ -4,6 +4,7 @@
 //! an older database is upgraded only on purpose.
 
 use reqwest::Client;
+use testkit::http::Fetch;
 
 use crate::helpers::{ALL_SCOPES, VaultDir};
 
@@ -13,12 +14,8 @@ async fn some_events(base: &str, key: &str, n: usize) {
         .post(format!("{base}/v1/tokens"))
         .bearer_auth(key)
         .json(&serde_json::json!({ "pan": "4242424242424242" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_body()
+        .await;
     let token = token["token"].as_str().unwrap().to_owned();
     for _ in 0..n {
         let status = http

@@ -1,5 +1,7 @@
 //! The command line: init, clients, audit verify against a tampered log, bad keys and config.
 
+use testkit::http::Fetch;
+
 use std::os::unix::fs::PermissionsExt;
 
 use crate::helpers::{ALL_SCOPES, VaultDir};
@@ -114,12 +116,8 @@ async fn audit_verify_finds_edits_deletions_and_reordering() {
             .post(format!("{}/v1/tokens", server.base))
             .bearer_auth(&key)
             .json(&serde_json::json!({ "pan": pan }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         let token = resp["token"].as_str().unwrap();
         let status = http
             .post(format!("{}/v1/tokens/{token}/detokenize", server.base))
@@ -240,14 +238,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     // The vault itself says when the request is in flight.
     let deadline = std::time::Instant::now() + crate::helpers::READY_DEADLINE;
     loop {
-        let metrics = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = http.get(format!("{base}/metrics")).text_body().await;
         if metrics.contains("vault_http_requests_in_flight{route=\"/v1/tokens\"} 1") {
             break;
         }
@@ -389,12 +380,8 @@ async fn listings_speak_json_and_audit_list_filters() {
             .post(format!("{}/v1/tokens", server.base))
             .bearer_auth(&key)
             .json(&serde_json::json!({ "pan": pan }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_body()
+            .await;
         tokens.push(created["token"].as_str().unwrap().to_owned());
     }
     let read = http

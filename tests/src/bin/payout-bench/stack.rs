@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow, bail};
 use crate::Args;
 use crate::postgres::Schemas;
 use crate::service::{Binaries, Service, cli};
-use tests::stack::{field, free_port};
+use tests::stack::{APP_SCOPES, AppClient, create_app, field, free_port};
 
 /// The tenant of every client the bench makes.
 const TENANT: &str = "bench";
@@ -158,20 +158,16 @@ impl Stack {
         tests::stack::write_secret(&path("proxy.toml"), proxy_toml)?;
         let proxy_cli = |a: &[&str]| cli(&bins.proxy, &path("proxy.toml"), &proxy_env, a);
         proxy_cli(&["migrate"])?;
-        let out = proxy_cli(&[
-            "clients",
-            "create",
-            "--name",
-            "app",
-            "--tenant",
-            TENANT,
-            "--scopes",
-            "payouts:write,payouts:read",
-            "--webhook-url",
-            app_url,
-        ])?;
-        let app_key = field(&out, "api_key:")?;
-        let webhook_secret = field(&out, "webhook_secret:")?;
+        let AppClient {
+            api_key: app_key,
+            webhook_secret,
+        } = create_app(
+            &bins.proxy,
+            &path("proxy.toml"),
+            &proxy_env,
+            ("app", TENANT, APP_SCOPES),
+            Some(app_url),
+        )?;
 
         vault
             .wait_healthy(http, &format!("{vault_url}/healthz"))
