@@ -1,5 +1,11 @@
 //! The one-line fetches the tests make over and over: send a request and read its body as JSON
 //! or text, panicking with the URL when either fails (a test's failure names what it fetched).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure here is the test's failure"
+)]
 
 use std::future::Future;
 

@@ -1,5 +1,11 @@
 //! The logs of a test binary, captured: the services under test run in-process and log through
 //! `shared::telemetry` (JSON, `debug`) into one buffer the tests scan for card data.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failure here is the test's failure"
+)]
 
 use std::io::Write;
 use std::sync::{Arc, LazyLock, Mutex};
