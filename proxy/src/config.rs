@@ -1,6 +1,7 @@
 //! Settings: a TOML file, then `PROXY__SECTION__KEY` environment overrides (for example
 //! `PROXY__VAULT__URL=http://vault:8200`), then validation (`shared::config` does the loading).
-//! Unknown keys are errors. The README lists every setting.
+//! Unknown keys are errors. `docs/CONFIGURATION.md` lists every setting, generated from these
+//! types and [`reference`]'s explanations.
 //!
 //! Long because each setting's check, with the message naming the setting and the fix, sits
 //! beside its type; over a third of the file is the tests of those messages.
@@ -15,6 +16,9 @@ pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
 use zeroize::Zeroizing;
 
 use crate::bank131::Bank131Config;
+
+mod reference;
+pub use reference::reference;
 
 /// The environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "PROXY__";

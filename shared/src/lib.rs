@@ -14,7 +14,8 @@
 //! - [`ids`]: random prefixed ids and API keys; [`sqlite`] and [`postgres`]: the durable
 //!   storage set-ups both services use; [`row`]: a row of either backend read one way, so each
 //!   store maps rows to domain values once.
-//! - [`config`]: loading and checking configuration (values never echoed); [`json`]: decoding
+//! - [`config`]: loading and checking configuration (values never echoed); [`reference`]: the
+//!   configuration reference generated from the configuration types; [`json`]: decoding
 //!   that never echoes input; [`files`]: owner-only secret files; [`server`]: the accept loop
 //!   with its timers and limits.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod ids;
 pub mod json;
 pub mod pan;
 pub mod postgres;
+pub mod reference;
 pub mod row;
 pub mod scan;
 pub mod scopes;

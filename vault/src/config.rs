@@ -1,7 +1,8 @@
 //! Settings: a TOML file, then `VAULT__SECTION__KEY` environment overrides (for example
 //! `VAULT__SERVER__LISTEN=0.0.0.0:8200`), then validation (`shared::config` does the loading).
 //! Every setting has a default, so an empty file works for development; unknown keys are errors.
-//! The README lists every setting.
+//! `docs/CONFIGURATION.md` lists every setting, generated from these types and [`reference`]'s
+//! explanations.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,9 @@ use serde::Deserialize;
 pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
 
 pub use crate::limits::LimitsConfig;
+
+mod reference;
+pub use reference::reference;
 
 /// All settings.
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]

@@ -1,0 +1,120 @@
+//! What each vault setting means, for the generated reference (`docs/CONFIGURATION.md`, see
+//! `shared::reference`): the types give the keys and defaults, this table the explanations.
+
+use shared::reference::{Reference, Setting};
+
+use super::{DEFAULT_DATABASE, DEFAULT_PORT, ENV_PREFIX, VaultConfig};
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "keys.master_key_file",
+        meaning: "master key from `vault init`; must be mode 0600",
+    },
+    Setting {
+        key: "tokens.max_ttl_seconds",
+        meaning: "largest `ttl_seconds` accepted (the default is 10 years)",
+    },
+    Setting {
+        key: "tokens.sweep_interval_seconds",
+        meaning: "how often expired tokens are deleted",
+    },
+    Setting {
+        key: "limits.tokenize_per_second",
+        meaning: "per client: tokenize requests a second, new and known cards alike",
+    },
+    Setting {
+        key: "limits.tokenize_burst",
+        meaning: "per client: tokenize requests at once above the rate",
+    },
+    Setting {
+        key: "limits.read_per_second",
+        meaning: "per client: token reads a second",
+    },
+    Setting {
+        key: "limits.read_burst",
+        meaning: "per client: token reads at once above the rate",
+    },
+    Setting {
+        key: "limits.detokenize_per_second",
+        meaning: "per client: detokenizes a second (raise it for a proxy paying out faster)",
+    },
+    Setting {
+        key: "limits.detokenize_burst",
+        meaning: "per client: detokenizes at once above the rate",
+    },
+    Setting {
+        key: "limits.unauthenticated_per_second",
+        meaning: "per source address (IPv6: per /64): failed authentications a second; beyond \
+                  it they get 429 instead of 401; a valid key is never limited by it",
+    },
+    Setting {
+        key: "limits.unauthenticated_burst",
+        meaning: "per source address: failed authentications at once above the rate",
+    },
+    Setting {
+        key: "limits.report_interval_seconds",
+        meaning: "how often refusals are written to the audit log as aggregated events (and at \
+                  shutdown)",
+    },
+    Setting {
+        key: "limits.max_tracked_addresses",
+        meaning: "source addresses tracked at once; beyond, new ones share one bucket and one \
+                  count",
+    },
+    Setting {
+        key: "audit.checkpoint_file",
+        meaning: "a file the vault appends an authenticated checkpoint of the audit head to \
+                  (docs/OPERATIONS.md, audit anchoring); `serve` refuses to start when the chain \
+                  no longer holds the newest one",
+    },
+    Setting {
+        key: "audit.checkpoint_interval_seconds",
+        meaning: "how often a checkpoint is written (when the head moved), besides one at \
+                  shutdown",
+    },
+];
+
+const INTRO: &str = "
+`vault` reads an optional TOML file (`--config`), then environment variables
+`VAULT__SECTION__KEY` override single settings (e.g. `VAULT__SERVER__LISTEN=0.0.0.0:8200`).
+Relative paths (and the default `vault.db` and `master.key`) resolve against the config file's
+directory, not the shell's, so a command run from elsewhere uses the same files; without a config
+file they resolve against the working directory. Every command names the database and master key
+it uses on its first line (stderr), and `clients list`, `clients revoke` and `audit …` refuse a
+database that does not exist instead of creating one.
+";
+
+const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8200"
+
+[database]
+path = "/var/lib/vault/vault.db"
+
+[keys]
+master_key_file = "/etc/vault/master.key"
+
+[log]
+format = "json"
+"#;
+
+/// The vault's part of the configuration reference.
+///
+/// # Errors
+///
+/// The defaults do not serialize (a bug).
+pub fn reference() -> Result<Reference, serde_json::Error> {
+    Ok(Reference {
+        service: "vault",
+        env_prefix: ENV_PREFIX,
+        intro: INTRO,
+        defaults: serde_json::to_value(VaultConfig::default())?,
+        required: &[],
+        computed: vec![
+            ("server.listen", format!("127.0.0.1:{DEFAULT_PORT}")),
+            ("database.path", DEFAULT_DATABASE.to_owned()),
+        ],
+        settings: SETTINGS,
+        example: EXAMPLE,
+    })
+}
