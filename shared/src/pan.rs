@@ -94,8 +94,9 @@ impl Pan {
         Ok(pan)
     }
 
-    /// The digits, for the few places that must have them: encryption, the fingerprint HMAC and
-    /// the detokenize response. Every call site is a boundary crossing; keep them greppable.
+    /// The digits, for the few places that must have them: encryption, the fingerprint HMAC, the
+    /// detokenize response, the bank's start body, and the scanner looking for them. Every call
+    /// site is a boundary crossing; keep them greppable.
     pub fn expose(&self) -> &str {
         // The array holds only ASCII digits (checked in `parse_bytes`), so this cannot fail.
         std::str::from_utf8(self.digits_slice()).unwrap_or_default()

@@ -1,9 +1,9 @@
-//! The README's separate deployment, run as written (issue 12 §1, §5): the committed
+//! The operator guide's separate deployment (docs/OPERATIONS.md), run as written (issue 12 §1, §5): the committed
 //! `examples/vault.toml` and `examples/proxy.toml` copied as they are, every command of the
-//! walk-through checked to be in the README word for word and then run, both services started
+//! walk-through checked to be in docs/OPERATIONS.md word for word and then run, both services started
 //! from those files against the sandbox, and a payout made through them. The only changes are
 //! the ones a test machine needs: free ports (through the documented environment overrides) and
-//! an app webhook receiver on loopback (`webhooks.allow_private_networks`, the README's
+//! an app webhook receiver on loopback (`webhooks.allow_private_networks`, the guide's
 //! development switch).
 #![allow(
     clippy::unwrap_used,
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use testkit::http::Fetch;
 use tests::stack::{Process, field, free_port, write_secret};
 
-const README: &str = include_str!("../../README.md");
+const GUIDE: &str = include_str!("../../docs/OPERATIONS.md");
 const VAULT_TOML: &str = include_str!("../../examples/vault.toml");
 const PROXY_TOML: &str = include_str!("../../examples/proxy.toml");
 
@@ -32,16 +32,16 @@ const VAULT_BIN: &str = env!("CARGO_BIN_EXE_e2e-vault");
 const PROXY_BIN: &str = env!("CARGO_BIN_EXE_e2e-proxy");
 const SANDBOX_BIN: &str = env!("CARGO_BIN_EXE_bank131-sandbox");
 
-/// The README line, asserted to be there verbatim: the walk-through cannot drift from the test.
+/// The guide's line, asserted to be there verbatim: the walk-through cannot drift from the test.
 fn readme(line: &str) -> &str {
     assert!(
-        README.lines().any(|l| l.trim() == line),
-        "README.md no longer has this walk-through line: {line}"
+        GUIDE.lines().any(|l| l.trim() == line),
+        "docs/OPERATIONS.md no longer has this walk-through line: {line}"
     );
     line
 }
 
-/// A walk-through line as a command here: the README's binaries are this build's, its ports and
+/// A walk-through line as a command here: the guide's binaries are this build's, its ports and
 /// webhook URL the test's.
 struct Machine<'a> {
     dir: &'a Path,

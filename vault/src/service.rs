@@ -3,7 +3,8 @@
 //!
 //! The rule that matters most lives here: a plaintext PAN leaves [`Vault::detokenize`] only
 //! after its audit event is durably written; if that write fails, the PAN is dropped (and
-//! zeroized) and the caller gets [`VaultError::AuditUnavailable`].
+//! zeroized) and the caller gets [`VaultError::AuditUnavailable`] (or
+//! [`VaultError::Overloaded`] when the write was refused because too many were waiting).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
-//! The proxy's HTTP errors: fixed status, stable code, fixed message. `Copy` and `&'static str`
-//! only, so no request data (and no card number) can reach a response through them.
+//! The proxy's HTTP errors: fixed status, stable code, fixed message. What a variant carries is
+//! chosen, never copied from the request: `&'static str` names, the vault's own error, and
+//! field paths (`FieldPath`, the names of JSON fields, never their values), so no request value
+//! (and no card number) can reach a response through them.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
