@@ -244,6 +244,13 @@ pub struct PayoutRequest {
 }
 
 impl Payout {
+    /// The bookkeeping of every change: changed `now`, next looked at `after` microseconds
+    /// later (0: at once).
+    pub fn touch(&mut self, now: i64, after: i64) {
+        self.updated_at = now;
+        self.next_attempt_at = now.saturating_add(after);
+    }
+
     /// A new payout for `request` at `now` (Unix microseconds): `created`, due at once, nothing
     /// from the bank yet, held by no replica.
     pub fn created(request: PayoutRequest, now: i64) -> Self {
