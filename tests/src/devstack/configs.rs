@@ -1,0 +1,125 @@
+//! The files devstack writes for running the stack as separate processes: `vault.toml`,
+//! `proxy.toml`, `commands.sh`, and the partner and sandbox-bank RSA key pairs.
+
+use super::*;
+
+/// Reads a key pair, or makes one (private key 0600) when either half is missing.
+pub(super) fn key_pair(
+    private: &Path,
+    public: &Path,
+    made: &mut bool,
+) -> anyhow::Result<(String, String)> {
+    if let (Some(private_pem), Some(public_pem)) = (
+        files::read_optional(private)?,
+        files::read_optional(public)?,
+    ) {
+        return Ok((private_pem, public_pem));
+    }
+    let (private_pem, public_pem) =
+        sandbox::generate_rsa_keypair_pem().context("generating an RSA key pair")?;
+    files::write_secret(private, private_pem.as_bytes())?;
+    files::write_file(public, public_pem.as_bytes(), 0o644)?;
+    *made = true;
+    Ok((private_pem, public_pem))
+}
+
+pub(super) fn vault_toml(layout: &Layout, port: u16) -> String {
+    format!(
+        "# Written by devstack at every start. To run this vault on its own:\n\
+         #   vault --config {config} serve\n\
+         [server]\n\
+         listen = \"{listen}\"\n\
+         shutdown_timeout_ms = {SHUTDOWN_GRACE_MS}\n\
+         \n\
+         [database]\n\
+         path = {db}\n\
+         \n\
+         [keys]\n\
+         master_key_file = {key}\n\
+         \n\
+         [log]\n\
+         filter = \"info\"\n",
+        config = layout.vault_toml().display(),
+        listen = loopback(port),
+        db = files::toml_path(&layout.vault_db()),
+        key = files::toml_path(&layout.master_key()),
+    )
+}
+
+pub(super) fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &str) -> String {
+    format!(
+        "# Written by devstack at every start (it holds a vault key: mode 0600). To run this\n\
+         # proxy on its own:\n\
+         #   proxy --config {config} serve\n\
+         [server]\n\
+         listen = \"{listen}\"\n\
+         shutdown_timeout_ms = {SHUTDOWN_GRACE_MS}\n\
+         \n\
+         [database]\n\
+         path = {db}\n\
+         \n\
+         [vault]\n\
+         url = \"http://{vault}\"\n\
+         \n\
+         [vault.api_keys]\n\
+         {TENANT} = {key}\n\
+         \n\
+         [bank131]\n\
+         base_url = \"http://{sandbox}\"\n\
+         project = \"{PROJECT}\"\n\
+         private_key_file = {partner}\n\
+         bank_public_key_file = {bank}\n\
+         api_version = \"v2\"\n\
+         connect_timeout_ms = 1000\n\
+         request_timeout_ms = 5000\n\
+         \n\
+         # Fast engine settings for a local demo. stuck_after_ms is also the lease on a payout\n\
+         # being driven: at least connect + request timeouts + 1 s.\n\
+         [payouts]\n\
+         reconcile_interval_ms = 500\n\
+         stuck_after_ms = 8000\n\
+         retry_initial_ms = 200\n\
+         retry_max_ms = 5000\n\
+         \n\
+         [webhooks]\n\
+         # The devstack's apps listen on loopback; never set this in production.\n\
+         allow_private_networks = true\n\
+         poll_interval_ms = 100\n\
+         retry_initial_ms = 200\n\
+         retry_max_ms = 10000\n\
+         \n\
+         [log]\n\
+         filter = \"info\"\n",
+        config = layout.proxy_toml().display(),
+        listen = loopback(options.proxy_port),
+        db = files::toml_path(&layout.proxy_db()),
+        vault = loopback(options.vault_port),
+        key = files::toml_string(vault_proxy_key),
+        sandbox = loopback(options.sandbox_port),
+        partner = files::toml_path(&layout.partner_key()),
+        bank = files::toml_path(&layout.bank_public_key()),
+    )
+}
+
+pub(super) fn commands_sh(layout: &Layout, options: &Options) -> String {
+    let dir = layout.dir.display();
+    format!(
+        "#!/bin/sh\n\
+         # Written by devstack: the same stack as separate processes, from the repository root.\n\
+         # (The app webhook receiver is devstack's own; without it the proxy retries its webhooks.\n\
+         # The sandbox keeps its sessions and id counters in {dir}/bank131-sandbox, as devstack's\n\
+         # does, so payouts in flight carry on across restarts of either.)\n\
+         cargo build --release --bin vault --bin proxy --bin bank131-sandbox || exit 1\n\
+         ./target/release/bank131-sandbox --listen {sandbox} \\\n  \
+           --bank-key {dir}/bank131-sandbox.pem --bank-public-key-out {dir}/bank131-sandbox.pub.pem \\\n  \
+           --state-dir {dir}/bank131-sandbox \\\n  \
+           --project-id {PROJECT} --partner-public-key {dir}/partner.pub.pem \\\n  \
+           --webhook-url http://{proxy}/webhooks/bank131 --wallet-balance {WALLET_BALANCE} &\n\
+         ./target/release/vault --config {dir}/vault.toml serve &\n\
+         sleep 1\n\
+         ./target/release/proxy --config {dir}/proxy.toml serve &\n\
+         wait\n",
+        sandbox = loopback(options.sandbox_port),
+        proxy = loopback(options.proxy_port),
+    )
+}
