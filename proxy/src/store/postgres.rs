@@ -3,6 +3,10 @@
 //! Replicas coordinate through the database only: `save` is a compare-and-set on the payout's
 //! version (two replicas never both move a payout, so never both start, confirm or cancel it),
 //! and the reconciler and the outbox claim work with `FOR UPDATE SKIP LOCKED` and a lease.
+//!
+//! Long because it is one backend of the whole store trait: each operation is one transaction
+//! with its SQL beside it. The mapping of rows to domain values is not here but in `rows`,
+//! shared with the other backend.
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;

@@ -1,4 +1,8 @@
 //! The SQLite backend on the shared durable set-up (`shared::sqlite`).
+//!
+//! Long because it is one backend of the whole store trait: each operation is one transaction
+//! with its SQL beside it. The mapping of rows to domain values is not here but in `rows`,
+//! shared with the other backend.
 
 use async_trait::async_trait;
 use rusqlite::{ErrorCode, params};

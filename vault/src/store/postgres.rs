@@ -8,6 +8,10 @@
 //!
 //! Tokenize and plain audit appends (every read and detokenize) go through group commit
 //! ([`group_commit`]): one transaction, one lock and one commit for all that are waiting.
+//!
+//! Long because it is one backend of the whole store trait: each operation is one transaction
+//! with its SQL beside it. The mapping of rows to domain values is not here but in `rows`,
+//! shared with the other backend.
 
 mod group_commit;
 

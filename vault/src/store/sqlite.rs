@@ -3,6 +3,10 @@
 //! With `synchronous=FULL` a commit returns only after the WAL is fsynced, so an acknowledged
 //! token survives `kill -9` and power loss; `secure_delete` overwrites deleted rows' bytes, so a
 //! deleted ciphertext does not linger in free pages.
+//!
+//! Long because it is one backend of the whole store trait: each operation is one transaction
+//! with its SQL beside it. The mapping of rows to domain values is not here but in `rows`,
+//! shared with the other backend.
 
 use std::sync::Arc;
 
