@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use zeroize::Zeroizing;
+use shared::secret::{ExposeSecret, SecretString, secret};
 
 /// One permission an app key can hold.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -48,7 +48,7 @@ pub type Scopes = shared::scopes::ScopeSet<Scope>;
 
 /// The secret an app verifies our webhooks with (HMAC-SHA-256). Shown once at creation.
 #[derive(Clone)]
-pub struct WebhookSecret(Zeroizing<String>);
+pub struct WebhookSecret(SecretString);
 
 impl WebhookSecret {
     /// A fresh `whsec_…` secret (256 random bits).
@@ -57,17 +57,17 @@ impl WebhookSecret {
     ///
     /// The OS random generator failed.
     pub fn generate() -> Result<Self, shared::ids::RandomFailed> {
-        shared::ids::ApiKey::generate("whsec_").map(|k| Self(Zeroizing::new(k.expose().to_owned())))
+        shared::ids::ApiKey::generate("whsec_").map(|k| Self(SecretString::from(k.expose())))
     }
 
     /// From storage.
     pub fn from_stored(text: String) -> Self {
-        Self(Zeroizing::new(text))
+        Self(secret(text))
     }
 
     /// The secret text.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -79,7 +79,7 @@ impl fmt::Debug for WebhookSecret {
 
 impl PartialEq for WebhookSecret {
     fn eq(&self, other: &Self) -> bool {
-        subtle::ConstantTimeEq::ct_eq(self.0.as_bytes(), other.0.as_bytes()).into()
+        subtle::ConstantTimeEq::ct_eq(self.expose().as_bytes(), other.expose().as_bytes()).into()
     }
 }
 

@@ -125,7 +125,7 @@ pub fn main() -> ExitCode {
         command: WebhooksCommand::Keygen { file },
     } = &cli.command
     {
-        return match crate::secrets::SecretBox::generate_key_file(file) {
+        return match crate::secrets::WrapKey::generate_key_file(file) {
             Ok(()) => {
                 println!(
                     "wrote {} (mode 0600); set webhooks.secret_key_file to it",

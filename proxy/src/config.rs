@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
+use shared::secret::{ExposeSecret, SecretString, secret};
 use zeroize::Zeroizing;
 
 use crate::bank131::Bank131Config;
@@ -54,7 +55,7 @@ pub struct ProxyConfig {
 
 /// A vault API key (holds `tokens:detokenize` for one tenant).
 #[derive(Clone)]
-pub struct VaultKey(Zeroizing<String>);
+pub struct VaultKey(SecretString);
 
 impl<'de> Deserialize<'de> for VaultKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -66,20 +67,21 @@ impl<'de> Deserialize<'de> for VaultKey {
 impl serde::Serialize for VaultKey {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // Only the prefix a vault key is known to have: anything else may be key material.
-        let prefix = if self.0.starts_with("vk_") { "vk_" } else { "" };
-        s.serialize_str(&format!("{prefix}*** ({} characters)", self.0.len()))
+        let text = self.expose();
+        let prefix = if text.starts_with("vk_") { "vk_" } else { "" };
+        s.serialize_str(&format!("{prefix}*** ({} characters)", text.len()))
     }
 }
 
 impl VaultKey {
     /// The key text.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// From text (tests and tools).
     pub fn new(text: impl Into<String>) -> Self {
-        Self(Zeroizing::new(text.into()))
+        Self(secret(text.into()))
     }
 }
 

@@ -94,7 +94,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now: i64, tolerance_secon
 #[derive(Clone, Debug)]
 pub struct Deliverer {
     store: Arc<dyn ProxyStore>,
-    secrets: Arc<crate::secrets::SecretBox>,
+    secrets: Arc<crate::secrets::WrapKey>,
     http: reqwest::Client,
     settings: WebhookSettings,
     wake: Arc<Notify>,
@@ -108,7 +108,7 @@ impl Deliverer {
     /// The HTTP client could not be built.
     pub fn new(
         store: Arc<dyn ProxyStore>,
-        secrets: Arc<crate::secrets::SecretBox>,
+        secrets: Arc<crate::secrets::WrapKey>,
         settings: WebhookSettings,
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {

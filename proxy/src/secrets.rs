@@ -27,11 +27,11 @@ const CLEAR_PREFIX: &str = "whsec_";
 /// Why a secret could not be wrapped or unwrapped. No secret material in it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SecretBoxError {
+pub enum WrapKeyError {
     /// The key file is missing, open to others or not 64 hex digits.
     #[error("webhooks.secret_key_file: {0}")]
     KeyFile(String),
-    /// As [`SecretBoxError::KeyFile`], in words that already name the setting.
+    /// As [`WrapKeyError::KeyFile`], in words that already name the setting.
     #[error("{0}")]
     KeyFileNamed(String),
     /// The stored secret does not open under this key (another key, or a changed row).
@@ -44,44 +44,44 @@ pub enum SecretBoxError {
     Random,
 }
 
-/// The key app webhook secrets are wrapped under.
-pub struct SecretBox {
+/// The key app webhook secrets are wrapped under (not a `secrecy::SecretBox`: a key, not a secret value).
+pub struct WrapKey {
     key: LessSafeKey,
     rng: SystemRandom,
 }
 
-impl fmt::Debug for SecretBox {
+impl fmt::Debug for WrapKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretBox { .. }")
+        f.write_str("WrapKey { .. }")
     }
 }
 
-impl SecretBox {
-    /// A box from 32 key bytes.
+impl WrapKey {
+    /// The key from 32 bytes.
     ///
     /// # Errors
     ///
     /// Never for 32 bytes; kept for the key type's contract.
-    pub fn from_key(bytes: &[u8; 32]) -> Result<Self, SecretBoxError> {
+    pub fn from_key(bytes: &[u8; 32]) -> Result<Self, WrapKeyError> {
         let key = UnboundKey::new(&AES_256_GCM, bytes)
-            .map_err(|_| SecretBoxError::KeyFile("not a 256-bit key".to_owned()))?;
+            .map_err(|_| WrapKeyError::KeyFile("not a 256-bit key".to_owned()))?;
         Ok(Self {
             key: LessSafeKey::new(key),
             rng: SystemRandom::new(),
         })
     }
 
-    /// A box from a key file: 64 hex digits on its first line, mode 0600.
+    /// The key from a key file: 64 hex digits on its first line, mode 0600.
     ///
     /// # Errors
     ///
-    /// [`SecretBoxError::KeyFile`].
-    pub fn from_key_file(path: &Path) -> Result<Self, SecretBoxError> {
+    /// [`WrapKeyError::KeyFile`].
+    pub fn from_key_file(path: &Path) -> Result<Self, WrapKeyError> {
         let line = shared::files::read_secret_line(path, "webhooks.secret_key_file")
-            .map_err(|e| SecretBoxError::KeyFileNamed(e.to_string()))?;
+            .map_err(|e| WrapKeyError::KeyFileNamed(e.to_string()))?;
         let mut bytes = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(line.as_bytes(), bytes.as_mut_slice()).map_err(|_| {
-            SecretBoxError::KeyFile(
+            WrapKeyError::KeyFile(
                 "must hold 64 hex digits (32 random bytes), e.g. from `proxy webhooks keygen FILE`"
                     .to_owned(),
             )
@@ -94,39 +94,39 @@ impl SecretBox {
     /// # Errors
     ///
     /// The file exists or cannot be written.
-    pub fn generate_key_file(path: &Path) -> Result<(), SecretBoxError> {
+    pub fn generate_key_file(path: &Path) -> Result<(), WrapKeyError> {
         use std::io::Write;
         let mut bytes = Zeroizing::new([0u8; 32]);
         SystemRandom::new()
             .fill(bytes.as_mut_slice())
-            .map_err(|_| SecretBoxError::Random)?;
+            .map_err(|_| WrapKeyError::Random)?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options
             .open(path)
-            .map_err(|e| SecretBoxError::KeyFile(format!("{}: {e}", path.display())))?;
+            .map_err(|e| WrapKeyError::KeyFile(format!("{}: {e}", path.display())))?;
         let text = Zeroizing::new(format!("{}\n", hex::encode(bytes.as_slice())));
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(|e| SecretBoxError::KeyFile(format!("{}: {e}", path.display())))
+            .map_err(|e| WrapKeyError::KeyFile(format!("{}: {e}", path.display())))
     }
 
     /// The stored form of `secret` for client `client_id`.
     ///
     /// # Errors
     ///
-    /// [`SecretBoxError::Random`].
+    /// [`WrapKeyError::Random`].
     pub fn wrap(
         &self,
         secret: &WebhookSecret,
         client_id: &str,
-    ) -> Result<WebhookSecret, SecretBoxError> {
+    ) -> Result<WebhookSecret, WrapKeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
             .fill(&mut nonce)
-            .map_err(|_| SecretBoxError::Random)?;
+            .map_err(|_| WrapKeyError::Random)?;
         let mut sealed = Zeroizing::new(secret.expose().as_bytes().to_vec());
         self.key
             .seal_in_place_append_tag(
@@ -134,7 +134,7 @@ impl SecretBox {
                 Aad::from(client_id.as_bytes()),
                 &mut *sealed,
             )
-            .map_err(|_| SecretBoxError::Random)?;
+            .map_err(|_| WrapKeyError::Random)?;
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&sealed);
         Ok(WebhookSecret::from_stored(format!(
@@ -147,12 +147,12 @@ impl SecretBox {
     ///
     /// # Errors
     ///
-    /// [`SecretBoxError::WrongKey`].
+    /// [`WrapKeyError::WrongKey`].
     pub fn open(
         &self,
         stored: &WebhookSecret,
         client_id: &str,
-    ) -> Result<WebhookSecret, SecretBoxError> {
+    ) -> Result<WebhookSecret, WrapKeyError> {
         let text = stored.expose();
         if is_clear(stored) {
             return Ok(stored.clone());
@@ -161,39 +161,38 @@ impl SecretBox {
             .strip_prefix(WRAPPED_PREFIX)
             .and_then(|b| STANDARD_NO_PAD.decode(b).ok())
             .filter(|b| b.len() > NONCE_LEN)
-            .ok_or(SecretBoxError::WrongKey)?;
+            .ok_or(WrapKeyError::WrongKey)?;
         let (nonce, sealed) = blob.split_at(NONCE_LEN);
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| SecretBoxError::WrongKey)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| WrapKeyError::WrongKey)?;
         let mut sealed = Zeroizing::new(sealed.to_vec());
         let plain = self
             .key
             .open_in_place(nonce, Aad::from(client_id.as_bytes()), &mut sealed)
-            .map_err(|_| SecretBoxError::WrongKey)?;
-        let text = std::str::from_utf8(plain).map_err(|_| SecretBoxError::WrongKey)?;
+            .map_err(|_| WrapKeyError::WrongKey)?;
+        let text = std::str::from_utf8(plain).map_err(|_| WrapKeyError::WrongKey)?;
         Ok(WebhookSecret::from_stored(text.to_owned()))
     }
 }
 
-/// The box this configuration names: `webhooks.secret_key_file`, or a key derived from the
+/// The key this configuration names: `webhooks.secret_key_file`, or a key derived from the
 /// partner private key.
 ///
 /// # Errors
 ///
 /// The key file or the partner key cannot be read.
-pub fn for_config(config: &crate::config::ProxyConfig) -> Result<SecretBox, SecretBoxError> {
+pub fn for_config(config: &crate::config::ProxyConfig) -> Result<WrapKey, WrapKeyError> {
     if let Some(path) = &config.webhooks.secret_key_file {
-        return SecretBox::from_key_file(path);
+        return WrapKey::from_key_file(path);
     }
     let signer = crate::bank131::RequestSigner::from_files(
         &config.bank131.private_key_file,
         config.bank131.private_key_passphrase_file.as_deref(),
     )
-    .map_err(|e| SecretBoxError::KeyFile(format!("unset, and the partner key: {e}")))?;
+    .map_err(|e| WrapKeyError::KeyFile(format!("unset, and the partner key: {e}")))?;
     let key = signer
         .derive_key(b"app webhook secrets v1")
-        .map_err(|e| SecretBoxError::KeyFile(format!("unset, and the partner key: {e}")))?;
-    SecretBox::from_key(&key)
+        .map_err(|e| WrapKeyError::KeyFile(format!("unset, and the partner key: {e}")))?;
+    WrapKey::from_key(&key)
 }
 
 /// Whether a stored secret is in clear (written by a version before wrapping).
@@ -208,7 +207,7 @@ pub fn is_clear(stored: &WebhookSecret) -> bool {
 /// Storage or random failure.
 pub async fn wrap_legacy_secrets(
     store: &dyn ProxyStore,
-    secrets: &SecretBox,
+    secrets: &WrapKey,
 ) -> Result<usize, WrapError> {
     let mut wrapped = 0;
     let mut unopenable = Vec::new();
@@ -239,7 +238,7 @@ pub enum WrapError {
     Store(#[from] StoreError),
     /// Wrapping.
     #[error(transparent)]
-    Box(#[from] SecretBoxError),
+    Box(#[from] WrapKeyError),
     /// Secrets that do not open under this key.
     #[error(
         "the webhook secrets of {} do not open under this proxy's key (was webhooks.secret_key_file or the partner key changed?); restore the key, or revoke those clients and create them again",
@@ -254,7 +253,7 @@ mod tests {
 
     #[test]
     fn wraps_bound_to_the_client_and_the_key() {
-        let secrets = SecretBox::from_key(&[7; 32]).unwrap();
+        let secrets = WrapKey::from_key(&[7; 32]).unwrap();
         let secret = WebhookSecret::from_stored("whsec_abcdef".to_owned());
         let stored = secrets.wrap(&secret, "app_1").unwrap();
         assert!(stored.expose().starts_with(WRAPPED_PREFIX));
@@ -262,7 +261,7 @@ mod tests {
         assert_eq!(secrets.open(&stored, "app_1").unwrap(), secret);
         // Another client's row, another key, a changed byte: refused.
         assert!(secrets.open(&stored, "app_2").is_err());
-        let other = SecretBox::from_key(&[8; 32]).unwrap();
+        let other = WrapKey::from_key(&[8; 32]).unwrap();
         assert!(other.open(&stored, "app_1").is_err());
         // One character of the ciphertext changed (always to a different one).
         let mut changed: Vec<char> = stored.expose().chars().collect();
@@ -284,16 +283,16 @@ mod tests {
     fn key_files_are_made_private_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("webhook.key");
-        SecretBox::generate_key_file(&path).unwrap();
-        assert!(SecretBox::generate_key_file(&path).is_err(), "no overwrite");
-        let a = SecretBox::from_key_file(&path).unwrap();
-        let b = SecretBox::from_key_file(&path).unwrap();
+        WrapKey::generate_key_file(&path).unwrap();
+        assert!(WrapKey::generate_key_file(&path).is_err(), "no overwrite");
+        let a = WrapKey::from_key_file(&path).unwrap();
+        let b = WrapKey::from_key_file(&path).unwrap();
         let secret = WebhookSecret::from_stored("whsec_x".to_owned());
         assert_eq!(
             b.open(&a.wrap(&secret, "app").unwrap(), "app").unwrap(),
             secret
         );
         std::fs::write(&path, "not hex\n").unwrap();
-        assert!(SecretBox::from_key_file(&path).is_err());
+        assert!(WrapKey::from_key_file(&path).is_err());
     }
 }

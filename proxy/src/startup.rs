@@ -30,7 +30,7 @@ pub enum StartupError {
     BankKey(#[from] SigningError),
     /// The key app webhook secrets are wrapped under.
     #[error("{0}")]
-    Secrets(#[from] crate::secrets::SecretBoxError),
+    Secrets(#[from] crate::secrets::WrapKeyError),
     /// Wrapping secrets an older version stored in clear.
     #[error("wrapping stored app webhook secrets: {0}")]
     Wrap(#[from] crate::secrets::WrapError),

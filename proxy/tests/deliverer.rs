@@ -77,8 +77,8 @@ fn open_store(path: &std::path::Path) -> Arc<dyn ProxyStore> {
 
 /// The key the tests' secrets would be wrapped under (those stored here are in clear, as an
 /// older version stored them: the deliverer reads both).
-fn secrets() -> Arc<proxy::secrets::SecretBox> {
-    Arc::new(proxy::secrets::SecretBox::from_key(&[1; 32]).unwrap())
+fn secrets() -> Arc<proxy::secrets::WrapKey> {
+    Arc::new(proxy::secrets::WrapKey::from_key(&[1; 32]).unwrap())
 }
 
 async fn client(store: &dyn ProxyStore, id: &str, url: &str) {

@@ -311,7 +311,7 @@ impl ServerConfig {
 /// A `database.url`. It may hold a password, so its `Debug` shows the URL with the password
 /// replaced, and the text itself is reached only through [`DatabaseUrl::expose`].
 #[derive(Clone)]
-pub struct DatabaseUrl(zeroize::Zeroizing<String>);
+pub struct DatabaseUrl(crate::secret::SecretString);
 
 impl<'de> Deserialize<'de> for DatabaseUrl {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -322,25 +322,25 @@ impl<'de> Deserialize<'de> for DatabaseUrl {
 /// Shown (by `check`) with the password replaced, as `Debug` shows it.
 impl serde::Serialize for DatabaseUrl {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&redact_password(&self.0))
+        s.serialize_str(&redact_password(self.expose()))
     }
 }
 
 impl DatabaseUrl {
     /// The URL, password included: only for connecting.
     pub fn expose(&self) -> &str {
-        &self.0
+        crate::secret::ExposeSecret::expose_secret(&self.0)
     }
 
     /// From text (tests and tools).
     pub fn new(url: impl Into<String>) -> Self {
-        Self(zeroize::Zeroizing::new(url.into()))
+        Self(crate::secret::secret(url.into()))
     }
 }
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatabaseUrl({:?})", redact_password(&self.0))
+        write!(f, "DatabaseUrl({:?})", redact_password(self.expose()))
     }
 }
 

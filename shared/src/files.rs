@@ -23,6 +23,16 @@ pub enum SecretFileError {
         /// Its permission bits.
         mode: u32,
     },
+    /// It is larger than any secret it could hold.
+    #[error("{what} {path} is larger than {max} bytes; it should hold one line")]
+    TooLarge {
+        /// What the file is.
+        what: String,
+        /// The file.
+        path: String,
+        /// The most it may hold.
+        max: usize,
+    },
     /// It cannot be read.
     #[error("{what} {path}: {source}")]
     Unreadable {
@@ -63,7 +73,37 @@ pub fn ensure_private(path: &Path, what: &str) -> Result<(), SecretFileError> {
     Ok(())
 }
 
-/// Reads a secret file (after [`ensure_private`]): its first line, without the line end.
+/// The most a secret file read by [`read_secret_line`] may hold.
+pub const SECRET_FILE_MAX: usize = 4096;
+
+/// Reads all of `from` into `buf`, which never grows (a growing buffer leaves copies of what it
+/// held in freed memory, unzeroized): the length read, or `None` when the content does not fit.
+///
+/// # Errors
+///
+/// The read fails.
+pub fn read_bounded(
+    from: &mut impl std::io::Read,
+    buf: &mut [u8],
+) -> std::io::Result<Option<usize>> {
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            // Full: one more byte means it did not fit.
+            let mut probe = [0u8; 1];
+            return Ok((from.read(&mut probe)? == 0).then_some(len));
+        }
+        match from.read(&mut buf[len..]) {
+            Ok(0) => return Ok(Some(len)),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads a secret file (after [`ensure_private`]): its first line, without the line end, read
+/// into a buffer that never grows (at most [`SECRET_FILE_MAX`] bytes).
 ///
 /// # Errors
 ///
@@ -73,19 +113,41 @@ pub fn read_secret_line(
     what: &str,
 ) -> Result<zeroize::Zeroizing<String>, SecretFileError> {
     ensure_private(path, what)?;
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-        SecretFileError::Unreadable {
+    let unreadable = |source| SecretFileError::Unreadable {
+        what: what.to_owned(),
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; SECRET_FILE_MAX]);
+    let len = read_bounded(&mut file, &mut buf)
+        .map_err(unreadable)?
+        .ok_or_else(|| SecretFileError::TooLarge {
             what: what.to_owned(),
             path: path.display().to_string(),
-            source,
-        }
-    })?);
+            max: SECRET_FILE_MAX,
+        })?;
+    let text = std::str::from_utf8(&buf[..len]).map_err(|_| {
+        unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
+    })?;
     let line = text.lines().next().unwrap_or_default().trim();
     Ok(zeroize::Zeroizing::new(line.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bounded_read_fills_its_buffer_and_refuses_one_byte_more() {
+        let mut buf = [0u8; 4];
+        assert_eq!(read_bounded(&mut &b""[..], &mut buf).unwrap(), Some(0));
+        assert_eq!(read_bounded(&mut &b"abcd"[..], &mut buf).unwrap(), Some(4));
+        assert_eq!(&buf, b"abcd");
+        assert_eq!(read_bounded(&mut &b"abcde"[..], &mut buf).unwrap(), None);
+    }
+
     use super::*;
 
     #[cfg(unix)]

@@ -7,6 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::secret::{ExposeSecret, SecretString, secret};
+
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 /// 62^22 > 2^128, so 22 characters hold any 128-bit value.
 pub const ID_CHARS: usize = 22;
@@ -117,7 +119,7 @@ pub fn is_id(prefix: &str, s: &str) -> bool {
 
 /// An API key: a prefix and 43 base64url characters (256 random bits). Shown once at creation;
 /// services keep only [`ApiKey::hash`].
-pub struct ApiKey(Zeroizing<String>);
+pub struct ApiKey(SecretString);
 
 impl ApiKey {
     /// A fresh random key with `prefix` (`vk_` for the vault, `pk_` for the proxy).
@@ -131,23 +133,23 @@ impl ApiKey {
         let mut text = Zeroizing::new(String::with_capacity(prefix.len() + 43));
         text.push_str(prefix);
         URL_SAFE_NO_PAD.encode_string(bytes.as_slice(), &mut text);
-        Ok(Self(text))
+        Ok(Self(secret(std::mem::take(&mut *text))))
     }
 
     /// Wraps a presented key (from an `Authorization` header) for hashing.
     pub fn presented(text: &str) -> Self {
-        Self(Zeroizing::new(text.to_owned()))
+        Self(SecretString::from(text))
     }
 
     /// SHA-256 of the key text. The key has 256 random bits, so a fast hash is enough: there is
     /// nothing to brute-force, and lookups stay cheap on every request.
     pub fn hash(&self) -> [u8; 32] {
-        Sha256::digest(self.0.as_bytes()).into()
+        Sha256::digest(self.expose().as_bytes()).into()
     }
 
     /// The key text, for showing it once to the operator who created it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 

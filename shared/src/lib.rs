@@ -9,7 +9,8 @@
 //! - [`error_body`]: the JSON error body both services answer with; [`http`]: the HTTP edge
 //!   every request passes (deadline, headers, fallbacks, access log, `/healthz`).
 //! - [`telemetry`]: tracing setup and a panic hook that never prints panic payloads.
-//! - [`ct`]: constant-time equality for MACs, key hashes and secrets; [`scopes`]: a client's set
+//! - [`secret`]: secret strings, all `secrecy::SecretString`; [`ct`]: constant-time equality for
+//!   MACs, key hashes and secrets; [`scopes`]: a client's set
 //!   of permissions, whichever service's names.
 //! - [`ids`]: random prefixed ids and API keys; [`sqlite`] and [`postgres`]: the durable
 //!   storage set-ups both services use; [`row`]: a row of either backend read one way, so each
@@ -34,6 +35,7 @@ pub mod reference;
 pub mod row;
 pub mod scan;
 pub mod scopes;
+pub mod secret;
 pub mod server;
 pub mod sqlite;
 pub mod telemetry;

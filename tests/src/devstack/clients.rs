@@ -74,7 +74,7 @@ pub(super) async fn ensure_vault_clients(
 /// Returns what was done, for the report.
 pub(super) async fn ensure_proxy_client(
     store: &Arc<dyn proxy::store::ProxyStore>,
-    secrets: &proxy::secrets::SecretBox,
+    secrets: &proxy::secrets::WrapKey,
     credentials: &mut Credentials,
     webhook_url: &str,
 ) -> anyhow::Result<Option<&'static str>> {

@@ -1,7 +1,7 @@
 //! The master key (KEK) and where it comes from.
 
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -134,8 +134,13 @@ impl KeyProvider for FileKeyProvider {
                 "readable by group or others; chmod 600 it",
             ));
         }
-        let mut text = Zeroizing::new(String::new());
-        file.read_to_string(&mut text).map_err(CryptoError::Io)?;
+        // Read into a fixed buffer: a growing one would leave key digits in freed memory.
+        let mut buf = Zeroizing::new([0u8; 128]);
+        let len = shared::files::read_bounded(&mut file, buf.as_mut_slice())
+            .map_err(CryptoError::Io)?
+            .ok_or(CryptoError::KeyFile("expected 64 hex digits"))?;
+        let text = std::str::from_utf8(&buf[..len])
+            .map_err(|_| CryptoError::KeyFile("expected 64 hex digits"))?;
         let mut key = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(text.trim(), key.as_mut_slice())
             .map_err(|_| CryptoError::KeyFile("expected 64 hex digits"))?;
@@ -186,6 +191,16 @@ mod tests {
         assert!(matches!(
             FileKeyProvider::new(&path).master_key(),
             Err(CryptoError::KeyFile(_))
+        ));
+        // A key with trailing space still reads; a file larger than the read buffer is refused
+        // rather than read by growing it.
+        let key = "ab".repeat(32);
+        std::fs::write(&path, format!("{key}\n\n")).unwrap();
+        assert!(FileKeyProvider::new(&path).master_key().is_ok());
+        std::fs::write(&path, format!("{key}{}", " ".repeat(200))).unwrap();
+        assert!(matches!(
+            FileKeyProvider::new(&path).master_key(),
+            Err(CryptoError::KeyFile("expected 64 hex digits"))
         ));
         assert!(matches!(
             FileKeyProvider::new(dir.path().join("missing")).master_key(),
