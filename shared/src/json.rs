@@ -3,7 +3,9 @@
 //! serde's errors quote the offending value (`invalid type: string "4242…", expected u8`), and
 //! web frameworks put that text in responses and logs. [`decode`] refuses card-security fields by
 //! name, decodes, and classifies every failure into a [`DecodeError`] that carries no input;
-//! decode messages are only ever compared with texts the caller passes in, never shown.
+//! serde's messages are only read to tell a missing or unknown field from a wrong value, never
+//! shown. A field whose value must not fail with serde's words (the vault's `pan`) decodes into
+//! a value that holds its own fixed error, which the route reports after decoding.
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -26,8 +28,6 @@ pub enum DecodeError {
     MissingField,
     /// A field has the wrong type or value.
     Invalid,
-    /// A decode error whose message starts with one of the caller's fixed texts (returned as is).
-    Known(&'static str),
     /// Arrays and objects nested more than [`MAX_DEPTH`] deep.
     TooDeep,
 }
@@ -41,7 +41,7 @@ impl DecodeError {
             Self::SensitiveData => "card data, CVV, track data and PINs are never accepted",
             Self::UnknownField => "the request body has a field this route does not accept",
             Self::MissingField => "the request body lacks a required field",
-            Self::Invalid | Self::Known(_) => {
+            Self::Invalid => {
                 "the request body must be a JSON object of the fields this route takes"
             }
             Self::TooDeep => "the request body nests arrays and objects more than 32 levels deep",
@@ -109,13 +109,12 @@ pub const SENSITIVE_FIELDS: &[&str] = &[
     "pinblock",
 ];
 
-/// Decodes `bytes` as `T`. `known` are fixed texts the caller's own deserializers fail with
-/// (e.g. "pan must be a JSON string"): such failures come back as [`DecodeError::Known`].
+/// Decodes `bytes` as `T`.
 ///
 /// # Errors
 ///
 /// [`DecodeError`], never containing input.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], known: &[&'static str]) -> Result<T, DecodeError> {
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if nests_deeper_than(bytes, MAX_DEPTH) {
         return Err(DecodeError::TooDeep);
     }
@@ -123,7 +122,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], known: &[&'static str]) -> Resu
     if sensitive_name_path(bytes).is_some() {
         return Err(DecodeError::SensitiveData);
     }
-    serde_json::from_slice(bytes).map_err(|e| classify(&e, known))
+    serde_json::from_slice(bytes).map_err(|e| classify(&e))
 }
 
 /// [`decode`], and for a field that is missing, unknown or of the wrong type or value, its JSON
@@ -134,10 +133,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], known: &[&'static str]) -> Resu
 /// # Errors
 ///
 /// The [`DecodeError`], with the path where one is known.
-pub fn decode_at<T: DeserializeOwned>(
-    bytes: &[u8],
-    known: &[&'static str],
-) -> Result<T, (DecodeError, Option<FieldPath>)> {
+pub fn decode_at<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, (DecodeError, Option<FieldPath>)> {
     if nests_deeper_than(bytes, MAX_DEPTH) {
         return Err((DecodeError::TooDeep, None));
     }
@@ -146,7 +142,7 @@ pub fn decode_at<T: DeserializeOwned>(
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let decoded: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let error = classify(e.inner(), known);
+        let error = classify(e.inner());
         let path = match error {
             DecodeError::Malformed | DecodeError::TooDeep | DecodeError::SensitiveData => None,
             _ => field_path(&e),
@@ -181,17 +177,15 @@ fn field_path(e: &serde_path_to_error::Error<serde_json::Error>) -> Option<Field
     (!path.as_str().is_empty()).then_some(path)
 }
 
-fn classify(e: &serde_json::Error, known: &[&'static str]) -> DecodeError {
+fn classify(e: &serde_json::Error) -> DecodeError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Io | Category::Syntax | Category::Eof => DecodeError::Malformed,
         Category::Data => {
-            // The message may quote the input: it is only compared with fixed texts, never shown
-            // or logged, and wiped.
+            // The message may quote the input: it is only compared with serde's own fixed
+            // openings, never shown or logged, and wiped.
             let mut message = e.to_string();
-            let error = if let Some(k) = known.iter().find(|k| message.starts_with(*k)) {
-                DecodeError::Known(k)
-            } else if message.starts_with("unknown field") {
+            let error = if message.starts_with("unknown field") {
                 DecodeError::UnknownField
             } else if message.starts_with("missing field") {
                 DecodeError::MissingField
@@ -240,7 +234,7 @@ mod tests {
     }
 
     fn param(body: &str) -> (DecodeError, Option<String>) {
-        let (e, path) = decode_at::<PayBody>(body.as_bytes(), &[]).unwrap_err();
+        let (e, path) = decode_at::<PayBody>(body.as_bytes()).unwrap_err();
         (e, path.map(|p| p.as_str().to_owned()))
     }
 
@@ -298,9 +292,7 @@ mod tests {
             param(r#"{"amount":1,"recipient":{"full_name":"A"}} x"#),
             (DecodeError::Malformed, None)
         );
-        assert!(
-            decode_at::<PayBody>(br#"{"amount":1,"recipient":{"full_name":"A"}}"#, &[]).is_ok()
-        );
+        assert!(decode_at::<PayBody>(br#"{"amount":1,"recipient":{"full_name":"A"}}"#).is_ok());
     }
 
     /// `{"a":` then arrays to reach `depth` levels in all.
@@ -316,21 +308,21 @@ mod tests {
     fn pci_03_nesting_is_refused_past_the_limit_and_accepted_at_it() {
         let at_limit = nested(MAX_DEPTH);
         assert!(!nests_deeper_than(at_limit.as_bytes(), MAX_DEPTH));
-        assert!(decode::<serde_json::Value>(at_limit.as_bytes(), &[]).is_ok());
+        assert!(decode::<serde_json::Value>(at_limit.as_bytes()).is_ok());
         let past = nested(MAX_DEPTH + 1);
         assert!(nests_deeper_than(past.as_bytes(), MAX_DEPTH));
         assert_eq!(
-            decode::<serde_json::Value>(past.as_bytes(), &[]).unwrap_err(),
+            decode::<serde_json::Value>(past.as_bytes()).unwrap_err(),
             DecodeError::TooDeep
         );
         // Brackets inside strings (escaped quotes too) do not count.
         let quoted = format!("{{\"a\":\"\\\"{}\"}}", "[".repeat(100));
         assert!(!nests_deeper_than(quoted.as_bytes(), 2));
-        assert!(decode::<serde_json::Value>(quoted.as_bytes(), &[]).is_ok());
+        assert!(decode::<serde_json::Value>(quoted.as_bytes()).is_ok());
         // Far past serde_json's own limit: refused by ours, without recursion.
         let huge = "[".repeat(100_000);
         assert_eq!(
-            decode::<serde_json::Value>(huge.as_bytes(), &[]).unwrap_err(),
+            decode::<serde_json::Value>(huge.as_bytes()).unwrap_err(),
             DecodeError::TooDeep
         );
     }
@@ -344,33 +336,30 @@ mod tests {
 
     #[test]
     fn classifies_without_echo() {
+        assert_eq!(decode::<Body>(b"{").unwrap_err(), DecodeError::Malformed);
         assert_eq!(
-            decode::<Body>(b"{", &[]).unwrap_err(),
-            DecodeError::Malformed
-        );
-        assert_eq!(
-            decode::<Body>(br#"{"amount":1,"CVV2":"1"}"#, &[]).unwrap_err(),
+            decode::<Body>(br#"{"amount":1,"CVV2":"1"}"#).unwrap_err(),
             DecodeError::SensitiveData
         );
         assert_eq!(
-            decode::<serde_json::Value>(br#"{"a":{"b":[{"cvc":"1"}]}}"#, &[]).unwrap_err(),
+            decode::<serde_json::Value>(br#"{"a":{"b":[{"cvc":"1"}]}}"#).unwrap_err(),
             DecodeError::SensitiveData
         );
         assert_eq!(
-            decode::<Body>(br#"{"amount":1,"x":1}"#, &[]).unwrap_err(),
+            decode::<Body>(br#"{"amount":1,"x":1}"#).unwrap_err(),
             DecodeError::UnknownField
         );
         assert_eq!(
-            decode::<Body>(br#"{}"#, &[]).unwrap_err(),
+            decode::<Body>(br#"{}"#).unwrap_err(),
             DecodeError::MissingField
         );
         assert_eq!(
-            decode::<Body>(br#"{"amount":"4242424242424242"}"#, &[]).unwrap_err(),
+            decode::<Body>(br#"{"amount":"4242424242424242"}"#).unwrap_err(),
             DecodeError::Invalid
         );
-        assert!(decode::<Body>(br#"{"amount":7}"#, &[]).is_ok());
+        assert!(decode::<Body>(br#"{"amount":7}"#).is_ok());
         assert_eq!(
-            decode::<Body>(br#"{"amount":[[1]]}"#, &[]).unwrap_err(),
+            decode::<Body>(br#"{"amount":[[1]]}"#).unwrap_err(),
             DecodeError::Invalid
         );
         assert!(is_json_content_type(Some(

@@ -104,7 +104,7 @@ fn decode<T: serde::de::DeserializeOwned>(
     if !shared::json::is_json_content_type(content_type) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    shared::json::decode_at(body, &[]).map_err(|(e, path)| {
+    shared::json::decode_at(body).map_err(|(e, path)| {
         // The create body's own fields get their rule; any other path is named as it is (a
         // `FieldPath` holds names only, never values).
         let rule = |name: &str| {
@@ -125,7 +125,7 @@ fn decode<T: serde::de::DeserializeOwned>(
                 let message = rule(path.as_str()).unwrap_or("a required field is missing");
                 ApiError::InvalidField(path, message)
             }
-            (DecodeError::Invalid | DecodeError::Known(_), Some(path)) => {
+            (DecodeError::Invalid, Some(path)) => {
                 let message = rule(path.as_str())
                     .unwrap_or("a field of the request body has the wrong type or value");
                 ApiError::InvalidField(path, message)

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use shared::json::DecodeError;
 
 use super::AppState;
-use super::error::{ApiError, PAN_CHARACTERS, PAN_LENGTH, PAN_LUHN, PAN_NOT_STRING};
+use super::error::{ApiError, PAN_NOT_STRING};
 
 /// A decoded JSON body.
 #[derive(Debug)]
@@ -66,11 +66,7 @@ const FIELDS: &[(&str, &str, &str)] = &[
 
 /// Decodes a body, mapping every failure to a fixed error naming the field where it can.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    shared::json::decode_at(
-        bytes,
-        &[PAN_CHARACTERS, PAN_LENGTH, PAN_LUHN, PAN_NOT_STRING],
-    )
-    .map_err(|(e, path)| {
+    shared::json::decode_at(bytes).map_err(|(e, path)| {
         let field = path.and_then(|p| {
             FIELDS
                 .iter()
@@ -80,7 +76,6 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         match (e, field) {
             (DecodeError::Malformed, _) => ApiError::MalformedJson,
             (DecodeError::SensitiveData, _) => ApiError::SensitiveData,
-            (DecodeError::Known(message), _) => ApiError::InvalidPan(message),
             (DecodeError::MissingField, Some((name, _, missing))) => {
                 ApiError::InvalidParam(name, missing)
             }

@@ -42,10 +42,11 @@ pub(crate) struct DetokenizeBody {
     purpose: String,
 }
 
-/// A PAN decoded straight from the JSON string into [`Pan`]; the errors are fixed texts that
-/// the JSON layer recognises.
+/// A PAN decoded straight from the JSON string into [`Pan`], or the fixed error it breaks. It
+/// never fails to decode: a wrong PAN is reported by the route from the value itself (not from
+/// a serde message, which could quote the digits).
 #[derive(Debug)]
-struct PanField(Pan);
+struct PanField(Result<Pan, ApiError>);
 
 impl<'de> Deserialize<'de> for PanField {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -58,41 +59,39 @@ impl<'de> Deserialize<'de> for PanField {
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<PanField, E> {
-                Pan::parse(v)
-                    .map(PanField)
-                    .map_err(|e| E::custom(ApiError::from_pan(e).parts().2))
+                Ok(PanField(Pan::parse(v).map_err(ApiError::from_pan)))
             }
 
             // Numbers would otherwise produce serde's `invalid type: integer `4242…``, which
             // quotes the digits.
             fn visit_u64<E: de::Error>(self, _: u64) -> Result<PanField, E> {
-                Err(E::custom(PAN_NOT_STRING))
+                Ok(PanField(Err(ApiError::InvalidPan(PAN_NOT_STRING))))
             }
 
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<PanField, E> {
-                Err(E::custom(PAN_NOT_STRING))
+                Ok(PanField(Err(ApiError::InvalidPan(PAN_NOT_STRING))))
             }
 
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<PanField, E> {
-                Err(E::custom(PAN_NOT_STRING))
+                Ok(PanField(Err(ApiError::InvalidPan(PAN_NOT_STRING))))
             }
 
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<PanField, E> {
-                Err(E::custom(PAN_NOT_STRING))
+                Ok(PanField(Err(ApiError::InvalidPan(PAN_NOT_STRING))))
             }
 
             fn visit_unit<E: de::Error>(self) -> Result<PanField, E> {
-                Err(E::custom(PAN_NOT_STRING))
+                Ok(PanField(Err(ApiError::InvalidPan(PAN_NOT_STRING))))
             }
 
             fn visit_seq<A: de::SeqAccess<'v>>(self, mut seq: A) -> Result<PanField, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Err(de::Error::custom(PAN_NOT_STRING))
+                Ok(PanField(Err(ApiError::InvalidPan(PAN_NOT_STRING))))
             }
 
             fn visit_map<A: de::MapAccess<'v>>(self, mut map: A) -> Result<PanField, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Err(de::Error::custom(PAN_NOT_STRING))
+                Ok(PanField(Err(ApiError::InvalidPan(PAN_NOT_STRING))))
             }
         }
         // `deserialize_any`, so a number reaches `visit_u64` (and a fixed message) instead of
@@ -187,6 +186,7 @@ pub(crate) async fn create(
         .require(&state, Scope::TokensCreate, Action::TokenCreate, None)
         .await?;
     let ValidJson(body) = ValidJson::<TokenizeBody>::from_request(req, &state).await?;
+    let pan = body.pan.0?;
     let expiry = match (body.exp_month, body.exp_year) {
         (None, None) => None,
         (Some(m), Some(y)) if (1..=12).contains(&m) && (2000..=2099).contains(&y) => Some((m, y)),
@@ -225,7 +225,7 @@ pub(crate) async fn create(
         ));
     }
     let card = NewCard {
-        pan: body.pan.0,
+        pan,
         expiry,
         ttl_seconds: body.ttl_seconds,
     };
