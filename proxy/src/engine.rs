@@ -34,10 +34,9 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::bank131::{
-    Amount, Bank131Client, Bank131Error, CreateSession, ErrorClass, Participant,
-    ParticipantDetails, PayoutRequest, Session,
-};
+// The bank's request types qualified (`bank131::PayoutRequest`), beside the proxy's own
+// `Payout`.
+use crate::bank131::{self, Bank131Client, Bank131Error, ErrorClass, Session};
 use crate::config::{PayoutSettings, backoff};
 use crate::payout::{CancelReason, ConfirmMode, Payout, PayoutState};
 use crate::store::{ProxyStore, StoreError};

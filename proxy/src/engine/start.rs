@@ -66,9 +66,9 @@ impl Engine {
         mut p: Payout,
         pan: shared::Pan,
     ) -> Result<bool, StoreError> {
-        let request = CreateSession {
+        let request = bank131::CreateSession {
             metadata: Some(serde_json::json!({ "payout_id": p.id })),
-            ..CreateSession::default()
+            ..bank131::CreateSession::default()
         };
         // A fresh key per attempt: a session whose creation answer was lost is an orphan the
         // bank never pays from, so creating another is safe.
@@ -192,15 +192,15 @@ impl Engine {
         session_id: &str,
         pan: shared::Pan,
     ) -> Result<bool, StoreError> {
-        let request = PayoutRequest {
+        let request = bank131::PayoutRequest {
             card: &pan,
-            amount: Amount {
+            amount: bank131::Amount {
                 amount: p.amount,
                 currency: p.currency.clone(),
             },
-            participant_details: ParticipantDetails {
+            participant_details: bank131::ParticipantDetails {
                 sender: None,
-                recipient: Some(Participant::full_name(p.recipient_name.clone())),
+                recipient: Some(bank131::Participant::full_name(p.recipient_name.clone())),
             },
             customer: None,
             metadata: Some(serde_json::json!({ "payout_id": p.id })),
