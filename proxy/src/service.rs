@@ -23,7 +23,6 @@ use crate::vault_client::VaultError;
 
 /// Why an operation was refused. The HTTP layer maps each to a fixed status, code and message.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ServiceError {
     /// The client lacks this scope.
     #[error("the client lacks the scope {0}")]

@@ -6,7 +6,6 @@ use super::signing::SigningError;
 
 /// The bank call that failed.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
-#[non_exhaustive]
 pub enum Call {
     /// `session/create`.
     CreateSession,

@@ -9,7 +9,6 @@ use super::signing::SignatureVerifier;
 
 /// A verified webhook.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub enum Webhook {
     /// The bank is ready and waits for `session/confirm` or `session/cancel`.
     ReadyToConfirm {

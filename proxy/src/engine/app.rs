@@ -17,7 +17,6 @@ pub enum AppDecision {
 
 /// Errors of app-initiated actions.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ActionError {
     /// No such payout.
     #[error("no such payout")]

@@ -10,7 +10,6 @@ use shared::http::Common;
 
 /// Every error the proxy answers with.
 #[derive(Clone, Debug, Eq, PartialEq)]
-#[non_exhaustive]
 pub enum ApiError {
     /// 403.
     Forbidden,

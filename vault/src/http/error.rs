@@ -14,7 +14,6 @@ use crate::service::VaultError;
 
 /// Every error the API answers with.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
-#[non_exhaustive]
 pub enum ApiError {
     /// 503: the audit event could not be written, so nothing was done.
     AuditUnavailable,
