@@ -18,7 +18,7 @@ use crate::http::health::{DependencyCheck, Findings};
 use crate::payout::{
     ConfirmMode, OutboxEvent, Payout, PayoutRequest, PayoutState, RequestFingerprint,
 };
-use crate::store::{BankEvent, EventFilter, Inserted, StoreError};
+use crate::store::{BankEvent, EventFilter, Inserted, PayoutFilter, StoreError};
 use crate::vault_client::VaultError;
 
 /// Why an operation was refused. The HTTP layer maps each to a fixed status, code and message.
@@ -276,7 +276,15 @@ impl Proxy {
         Ok(self
             .engine
             .store()
-            .list_payouts(&client.tenant, only, status, after, limit)
+            .list_payouts(
+                &client.tenant,
+                PayoutFilter {
+                    client_id: only.map(str::to_owned),
+                    state: status,
+                    after: after.map(str::to_owned),
+                },
+                limit,
+            )
             .await?)
     }
 

@@ -97,6 +97,17 @@ pub struct EventFilter {
     pub after: Option<String>,
 }
 
+/// Which payouts [`ProxyStore::list_payouts`] returns, beside the tenant.
+#[derive(Clone, Debug, Default)]
+pub struct PayoutFilter {
+    /// Only this client's.
+    pub client_id: Option<String>,
+    /// Only in this state.
+    pub state: Option<PayoutState>,
+    /// Older than this payout (the cursor).
+    pub after: Option<String>,
+}
+
 /// What the proxy stores.
 #[async_trait]
 pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
@@ -116,13 +127,11 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// The payout of a bank session.
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError>;
 
-    /// A tenant's payouts (only `client_id`'s when given), newest first after the cursor.
+    /// A tenant's payouts that pass `filter`, newest first, at most `limit`.
     async fn list_payouts(
         &self,
         tenant: &str,
-        client_id: Option<&str>,
-        state: Option<PayoutState>,
-        after: Option<&str>,
+        filter: PayoutFilter,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError>;
 

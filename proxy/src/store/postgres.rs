@@ -16,7 +16,7 @@ use super::rows::{self, client_columns, event_columns, payout_changes_sql, payou
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
-use crate::store::EventFilter;
+use crate::store::{EventFilter, PayoutFilter};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -166,13 +166,11 @@ impl ProxyStore for PgStore {
     async fn list_payouts(
         &self,
         tenant: &str,
-        client_id: Option<&str>,
-        state: Option<PayoutState>,
-        after: Option<&str>,
+        filter: PayoutFilter,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
         let client = self.conn().await?;
-        let state = state.map(PayoutState::as_str);
+        let state = filter.state.map(PayoutState::as_str);
         let stmt = client
             .prepare_cached(concat!(
                 "SELECT ",
@@ -186,7 +184,13 @@ impl ProxyStore for PgStore {
         client
             .query(
                 &stmt,
-                &[&tenant, &state, &after, &i64::from(limit), &client_id],
+                &[
+                    &tenant,
+                    &state,
+                    &filter.after,
+                    &i64::from(limit),
+                    &filter.client_id,
+                ],
             )
             .await?
             .iter()

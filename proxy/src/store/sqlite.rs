@@ -14,7 +14,7 @@ use super::rows::{self, client_columns, event_columns, payout_changes_sql, payou
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
-use crate::store::EventFilter;
+use crate::store::{EventFilter, PayoutFilter};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
@@ -163,13 +163,15 @@ impl ProxyStore for SqliteStore {
     async fn list_payouts(
         &self,
         tenant: &str,
-        client_id: Option<&str>,
-        state: Option<PayoutState>,
-        after: Option<&str>,
+        filter: PayoutFilter,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
-        let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
-        let client_id = client_id.map(str::to_owned);
+        let tenant = tenant.to_owned();
+        let PayoutFilter {
+            client_id,
+            state,
+            after,
+        } = filter;
         let state = state.map(PayoutState::as_str);
         self.pool
             .read(move |conn| {

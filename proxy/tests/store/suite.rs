@@ -6,7 +6,7 @@ use std::sync::Arc;
 use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
 use proxy::engine::now_micros;
 use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest, PayoutState};
-use proxy::store::{BankEvent, EventFilter, Inserted, ProxyStore, StoreError};
+use proxy::store::{BankEvent, EventFilter, Inserted, PayoutFilter, ProxyStore, StoreError};
 
 use crate::{Backend, Open};
 
@@ -158,15 +158,15 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
         .await
         .unwrap();
     let page1 = store
-        .list_payouts("acme", None, None, None, 2)
+        .list_payouts("acme", PayoutFilter::default(), 2)
         .await
         .unwrap();
     let page2 = store
-        .list_payouts("acme", None, None, Some(&page1[1].id), 2)
+        .list_payouts("acme", after(&page1[1].id), 2)
         .await
         .unwrap();
     let page3 = store
-        .list_payouts("acme", None, None, Some(&page2[1].id), 2)
+        .list_payouts("acme", after(&page2[1].id), 2)
         .await
         .unwrap();
     let listed: Vec<String> = page1
@@ -179,7 +179,7 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
     assert_eq!(listed, ids, "newest first, no gaps or repeats");
     assert_eq!(
         store
-            .list_payouts("acme", None, Some(PayoutState::Created), None, 100)
+            .list_payouts("acme", in_state(PayoutState::Created), 100)
             .await
             .unwrap()
             .len(),
@@ -187,14 +187,14 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
     );
     assert!(
         store
-            .list_payouts("acme", None, Some(PayoutState::Succeeded), None, 100)
+            .list_payouts("acme", in_state(PayoutState::Succeeded), 100)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
         store
-            .list_payouts("globex", None, None, None, 100)
+            .list_payouts("globex", PayoutFilter::default(), 100)
             .await
             .unwrap()
             .len(),
@@ -210,7 +210,14 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
         let store = store.clone();
         async move {
             store
-                .list_payouts("acme", Some(client), None, None, 100)
+                .list_payouts(
+                    "acme",
+                    PayoutFilter {
+                        client_id: Some(client.to_owned()),
+                        ..Default::default()
+                    },
+                    100,
+                )
                 .await
                 .unwrap()
                 .into_iter()
@@ -222,7 +229,7 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
     assert_eq!(of("app_b").await, vec!["app_b"]);
     assert_eq!(
         store
-            .list_payouts("acme", None, None, None, 100)
+            .list_payouts("acme", PayoutFilter::default(), 100)
             .await
             .unwrap()
             .len(),
@@ -556,4 +563,18 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     );
     let due = store.claim_due_events(10, 20, 10).await.unwrap();
     assert!(due.iter().any(|e| e.id == delivered.id));
+}
+
+fn after(id: &str) -> PayoutFilter {
+    PayoutFilter {
+        after: Some(id.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn in_state(state: PayoutState) -> PayoutFilter {
+    PayoutFilter {
+        state: Some(state),
+        ..Default::default()
+    }
 }

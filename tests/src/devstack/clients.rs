@@ -153,7 +153,14 @@ pub(super) async fn highest_session_number(
         let mut after: Option<String> = None;
         loop {
             let page = store
-                .list_payouts(&tenant, None, None, after.as_deref(), 100)
+                .list_payouts(
+                    &tenant,
+                    proxy::store::PayoutFilter {
+                        after: after.clone(),
+                        ..Default::default()
+                    },
+                    100,
+                )
                 .await
                 .context("listing payouts")?;
             for p in &page {
