@@ -78,7 +78,24 @@ pub struct AppClient {
     pub webhook_secret: String,
 }
 
-/// Creates, with the proxy's command line, a client `name` of `tenant` holding `scopes`, with
+/// Runs `clients create` of either service for a client `(name, tenant, scopes)`, with
+/// `--webhook-url` when given (the proxy's); what it printed.
+fn create_client(
+    bin: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(String, String)],
+    (name, tenant, scopes): (&str, &str, &str),
+    webhook_url: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut args = vec!["clients", "create", "--name", name, "--tenant", tenant];
+    args.extend(["--scopes", scopes]);
+    if let Some(url) = webhook_url {
+        args.extend(["--webhook-url", url]);
+    }
+    run_cli(bin, config, env, &args)
+}
+
+/// Creates, with the proxy's command line, a client `(name, tenant, scopes)`, with
 /// `webhook_url` when given.
 ///
 /// # Errors
@@ -91,17 +108,28 @@ pub fn create_app(
     client: (&str, &str, &str),
     webhook_url: Option<&str>,
 ) -> anyhow::Result<AppClient> {
-    let (name, tenant, scopes) = client;
-    let mut args = vec!["clients", "create", "--name", name, "--tenant", tenant];
-    args.extend(["--scopes", scopes]);
-    if let Some(url) = webhook_url {
-        args.extend(["--webhook-url", url]);
-    }
-    let out = run_cli(proxy, config, env, &args)?;
+    let out = create_client(proxy, config, env, client, webhook_url)?;
     Ok(AppClient {
         api_key: field(&out, "api_key:")?,
         webhook_secret: field(&out, "webhook_secret:")?,
     })
+}
+
+/// Creates, with the vault's command line, a client `(name, tenant, scopes)`; its API key.
+///
+/// # Errors
+///
+/// The command failed, or printed no key.
+pub fn vault_client(
+    vault: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(String, String)],
+    client: (&str, &str, &str),
+) -> anyhow::Result<String> {
+    field(
+        &create_client(vault, config, env, client, None)?,
+        "api_key:",
+    )
 }
 
 /// The scopes an app that pays out and reads its payouts holds.

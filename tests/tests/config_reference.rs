@@ -31,10 +31,10 @@ fn the_reference_examples_load() {
     std::fs::write(&vault_file, vault::config::reference().unwrap().example).unwrap();
     vault::config::VaultConfig::load(Some(&vault_file), []).unwrap_or_else(|e| panic!("{e}"));
     // The example's files, placed here.
-    let example = proxy::config::reference().unwrap().example.replace(
-        "/etc/proxy/",
-        &format!("{}/", dir.path().display()),
-    );
+    let example = proxy::config::reference()
+        .unwrap()
+        .example
+        .replace("/etc/proxy/", &format!("{}/", dir.path().display()));
     tests::stack::write_secret(&dir.path().join("vault-acme.key"), "vk_example\n").unwrap();
     let proxy_file = dir.path().join("proxy.toml");
     std::fs::write(&proxy_file, example).unwrap();

@@ -21,7 +21,8 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use testkit::http::Fetch;
 use tests::stack::{
-    APP_SCOPES, Process, Sandbox, SandboxSpec, create_app, field, free_port, run_cli, with_schema,
+    APP_SCOPES, Process, Sandbox, SandboxSpec, create_app, free_port, run_cli, vault_client,
+    with_schema,
 };
 
 const TENANT: &str = "acme";
@@ -174,34 +175,17 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     };
     vault(&["init"]);
     vault(&["migrate"]);
-    let app_vault_key = field(
-        &vault(&[
-            "clients",
-            "create",
-            "--name",
-            "app",
-            "--tenant",
-            TENANT,
-            "--scopes",
-            "tokens:create",
-        ]),
-        "api_key:",
-    )
-    .unwrap();
-    let proxy_vault_key = field(
-        &vault(&[
-            "clients",
-            "create",
-            "--name",
-            "proxy",
-            "--tenant",
-            TENANT,
-            "--scopes",
-            "tokens:detokenize",
-        ]),
-        "api_key:",
-    )
-    .unwrap();
+    let key = |name: &str, scopes: &str| {
+        vault_client(
+            Path::new(VAULT_BIN),
+            &path("vault.toml"),
+            &vault_env,
+            (name, TENANT, scopes),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let app_vault_key = key("app", "tokens:create");
+    let proxy_vault_key = key("proxy", "tokens:detokenize");
     let vault_urls: Vec<String> = (0..2)
         .map(|_| format!("http://127.0.0.1:{}", free_port().unwrap()))
         .collect();
@@ -516,13 +500,13 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
     };
     vault(&["init"]);
     let key = |name: &str, scopes: &str| {
-        field(
-            &vault(&[
-                "clients", "create", "--name", name, "--tenant", TENANT, "--scopes", scopes,
-            ]),
-            "api_key:",
+        vault_client(
+            Path::new(VAULT_BIN),
+            &path("vault.toml"),
+            &[],
+            (name, TENANT, scopes),
         )
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
     };
     let (app_vault_key, proxy_vault_key) = (
         key("app", "tokens:create"),

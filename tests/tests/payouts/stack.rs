@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use testkit::http::Fetch;
 use tests::stack::{
-    APP_SCOPES, Process, Sandbox, SandboxSpec, create_app, field, free_port, run_cli,
+    APP_SCOPES, Process, Sandbox, SandboxSpec, create_app, field, free_port, run_cli, vault_client,
 };
 
 pub(crate) const TENANT: &str = "acme";
@@ -116,34 +116,17 @@ impl Stack {
                 .unwrap_or_else(|e| panic!("{e}"))
         };
         vault_cli(&["init"]);
-        let vault_app_key = field(
-            &vault_cli(&[
-                "clients",
-                "create",
-                "--name",
-                "app",
-                "--tenant",
-                TENANT,
-                "--scopes",
-                "tokens:create,tokens:read",
-            ]),
-            "api_key:",
-        )
-        .unwrap();
-        let proxy_vault_key = field(
-            &vault_cli(&[
-                "clients",
-                "create",
-                "--name",
-                "proxy",
-                "--tenant",
-                TENANT,
-                "--scopes",
-                "tokens:detokenize",
-            ]),
-            "api_key:",
-        )
-        .unwrap();
+        let key = |name: &str, scopes: &str| {
+            vault_client(
+                Path::new(VAULT_BIN),
+                &path("vault.toml"),
+                &[],
+                (name, TENANT, scopes),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let vault_app_key = key("app", "tokens:create,tokens:read");
+        let proxy_vault_key = key("proxy", "tokens:detokenize");
         let vault_url = format!("http://127.0.0.1:{vault_port}");
 
         // The proxy.
@@ -487,20 +470,13 @@ impl Stack {
 
     /// Gives the proxy a vault key for one more tenant, and restarts it.
     pub(crate) async fn add_vault_tenant(&mut self, tenant: &str) {
-        let key = field(
-            &self.vault_cli(&[
-                "clients",
-                "create",
-                "--name",
-                &format!("proxy-{tenant}"),
-                "--tenant",
-                tenant,
-                "--scopes",
-                "tokens:detokenize",
-            ]),
-            "api_key:",
+        let key = vault_client(
+            Path::new(VAULT_BIN),
+            &self.path("vault.toml"),
+            &[],
+            (&format!("proxy-{tenant}"), tenant, "tokens:detokenize"),
         )
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
         let toml = std::fs::read_to_string(self.path("proxy.toml")).unwrap();
         let toml = toml.replacen(
             "[vault.api_keys]\n",
