@@ -1,4 +1,4 @@
-//! Where the proxy may send card data and signed events (DESIGN §9.3).
+//! Where the proxy may send card data and signed events (docs/ARCHITECTURE.md §9.3).
 //!
 //! - The bank and the vault are upstreams of the card-data environment: `https` only, but for
 //!   loopback addresses in development or an explicit, loudly logged `allow_insecure_http`.

@@ -1,5 +1,5 @@
 //! The payout engine: drives each payout through the Bank 131 session, one persisted step at a
-//! time (DESIGN §5).
+//! time.
 //!
 //! Two rules keep a payout exactly-once:
 //!
@@ -13,7 +13,7 @@
 //!    must be refused as a duplicate, not paid again. Re-sends are capped; past the cap the
 //!    session is cancelled and the payout left for a person.
 //!
-//! And one rule keeps replicas from racing each other (DESIGN §5): a payout is driven only by
+//! And one rule keeps replicas from racing each other: a payout is driven only by
 //! the replica holding its lease (`lease_owner` until `next_attempt_at`, taken by a claim or a
 //! save), and every state-changing bank call follows a save that checks the row's version, which
 //! every claim and save bumps. A replica whose read is older than someone else's claim cannot

@@ -1,4 +1,4 @@
-//! The payout: its states (DESIGN §5), its record, and the events the app hears about.
+//! The payout: its states, its record, and the events the app hears about.
 
 use std::fmt;
 

@@ -3,7 +3,8 @@
 //! one method here, and render what it returns (mirroring `vault::service::Vault`).
 //!
 //! Authorization is decided here too: every app operation takes the calling client and checks
-//! its scope and its tenant, so no route can forget to.
+//! its scope and its tenant, so no route can forget to. (Long because every operation of both
+//! routes' callers is here with its check, so that the handlers stay thin.)
 
 use std::sync::Arc;
 

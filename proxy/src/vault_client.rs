@@ -80,7 +80,7 @@ impl VaultClient {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_millis(settings.request_timeout_ms))
-                // Never follow a redirect with the vault key (DESIGN §9.3).
+                // Never follow a redirect with the vault key (docs/ARCHITECTURE.md §9.3).
                 .redirect(reqwest::redirect::Policy::none())
                 // Nor send it through a proxy the environment names.
                 .no_proxy()

@@ -218,6 +218,19 @@ fn a_partner_key_others_can_read_is_refused() {
         .to_string();
     assert!(err.contains("bank131.private_key_passphrase_file"), "{err}");
     assert!(RequestSigner::from_files(&key, None).is_ok());
+    // A key file is read into a fixed buffer, never grown: a file larger than any key is
+    // refused, naming the file and not quoting it.
+    let mut huge = read("partner-pkcs8.pem");
+    huge.resize(70 * 1024, b'\n');
+    std::fs::write(&key, &huge).unwrap();
+    let err = RequestSigner::from_files(&key, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("64 KiB") && err.contains("partner.pem"),
+        "{err}"
+    );
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
 
 /// Our signatures of bodies nobody prepared are accepted by openssl itself (skipped where the

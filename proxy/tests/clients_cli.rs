@@ -1,5 +1,5 @@
 //! `proxy clients create` refuses a webhook URL that would make the proxy reach inside
-//! (DESIGN §9.3), names the flag and the fix, never echoes the URL, and stores nothing.
+//! (docs/ARCHITECTURE.md §9.3), names the flag and the fix, never echoes the URL, and stores nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::path::Path;

@@ -238,7 +238,7 @@ async fn counting_server(
     (url, hits)
 }
 
-/// DESIGN §9.3: an app's endpoint answering with a redirect does not make the proxy POST a
+/// docs/ARCHITECTURE.md §9.3: an app's endpoint answering with a redirect does not make the proxy POST a
 /// signed event to wherever it points (a `307` to loopback once did).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_from_an_app_endpoint_is_never_followed() {
@@ -274,7 +274,7 @@ async fn a_redirect_from_an_app_endpoint_is_never_followed() {
     assert_eq!(*stolen.lock(), 0, "the signed event followed the redirect");
 }
 
-/// DESIGN §9.3: an app's webhook URL may not make the proxy reach inside (loopback, a metadata
+/// docs/ARCHITECTURE.md §9.3: an app's webhook URL may not make the proxy reach inside (loopback, a metadata
 /// service), whether the URL names the address or a name that resolves to it, and however the
 /// row got into the database (a client created before the check, or written by hand).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! The proxy's vault client never follows a redirect with its vault key (DESIGN §9.3).
+//! The proxy's vault client never follows a redirect with its vault key (docs/ARCHITECTURE.md §9.3).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -21,7 +21,7 @@ use crate::telemetry::LogFormat;
 
 /// Why the configuration was refused. No variant holds a value from the file or the
 /// environment: a value may be a password or an API key, so errors name the setting and the kind
-/// of problem only (DESIGN §9.7).
+/// of problem only (docs/ARCHITECTURE.md §9.7).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -580,7 +580,7 @@ mod tests {
         )
     }
 
-    /// DESIGN §9.7: an error names the setting and the kind of problem, never the value.
+    /// docs/ARCHITECTURE.md §9.7: an error names the setting and the kind of problem, never the value.
     #[test]
     fn errors_name_the_setting_and_never_quote_the_value() {
         let secret = "SuperSecret-vk_3f9a";

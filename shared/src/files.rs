@@ -90,8 +90,14 @@ pub fn read_bounded(
     loop {
         if len == buf.len() {
             // Full: one more byte means it did not fit.
-            let mut probe = [0u8; 1];
-            return Ok((from.read(&mut probe)? == 0).then_some(len));
+            let mut probe = zeroize::Zeroizing::new([0u8; 1]);
+            loop {
+                match from.read(probe.as_mut_slice()) {
+                    Ok(n) => return Ok((n == 0).then_some(len)),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
         match from.read(&mut buf[len..]) {
             Ok(0) => return Ok(Some(len)),

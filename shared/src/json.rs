@@ -85,7 +85,7 @@ pub fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
 
 /// Field names (lowercase, without `_` and `-`) that carry sensitive authentication data: card
 /// verification codes, magnetic-stripe track data, PINs. Payouts need none of them, so a body
-/// carrying any, at any depth, is refused outright (DESIGN §2.4).
+/// carrying any, at any depth, is refused outright (docs/ARCHITECTURE.md §2.4).
 pub const SENSITIVE_FIELDS: &[&str] = &[
     "cvv",
     "cvv2",

@@ -26,7 +26,6 @@ pub struct Pan {
 
 /// Why a string is not a PAN. Messages are fixed and never contain the input.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
-#[non_exhaustive]
 pub enum PanError {
     /// Something other than ASCII digits and single spaces or dashes between them.
     #[error(

@@ -2,7 +2,7 @@
 //!
 //! The accept loop is ours rather than `axum::serve` because axum's gives no timers: with it, a
 //! connection that never finishes its request head, or never reads its response, stays open
-//! forever, and the number of connections is unbounded (DESIGN §9.5: every anonymous request is
+//! forever, and the number of connections is unbounded (docs/ARCHITECTURE.md §9.5: every anonymous request is
 //! cheap). Here each connection has:
 //!
 //! - a **header-read timeout** (hyper's own): a request head must be complete this long after

@@ -1,4 +1,4 @@
-//! The one-command local stack (`cargo run --release --bin devstack`, DESIGN §8): the vault, the
+//! The one-command local stack (`cargo run --release --bin devstack`): the vault, the
 //! proxy, the Bank 131 sandbox and a small app webhook receiver on loopback, in one process, with
 //! their state under one directory (`./.devstack/` by default).
 //!

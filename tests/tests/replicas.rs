@@ -435,7 +435,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     assert!(verified.contains("audit chain ok"), "{verified}");
 }
 
-/// DESIGN §5: a replica that starts while another's `start/payout` is still in flight at a slow
+/// A replica that starts while another's `start/payout` is still in flight at a slow
 /// bank must not take the payout over. It respects the lease (the in-flight call's owner holds
 /// the payout until its call must have ended), so the bank sees one start for the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

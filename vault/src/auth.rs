@@ -25,7 +25,7 @@ pub enum Scope {
     TokensDelete,
     /// Not a route of its own: lets token views (read and tokenize answers) show the card's BIN
     /// and length. Without it a client sees last four, brand and expiry only, since BIN and
-    /// length shrink the space a tokenize oracle must search (DESIGN §9.1).
+    /// length shrink the space a tokenize oracle must search (docs/ARCHITECTURE.md §9.1).
     #[serde(rename = "tokens:read_bin")]
     TokensReadBin,
 }

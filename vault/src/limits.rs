@@ -2,7 +2,7 @@
 //!
 //! Why: tokenize answers "is this the card you already have?" (the same token, 200 instead of
 //! 201), so a client allowed to tokenize and read can search for a stored card number one guess
-//! at a time (DESIGN §9.1). Limits per client on tokenize (new and known cards alike, so the
+//! at a time (docs/ARCHITECTURE.md §9.1). Limits per client on tokenize (new and known cards alike, so the
 //! limit itself tells nothing), read and detokenize bound that search; failed authentications
 //! are limited per source address. Each refusal is counted, not written: a flood must not cost
 //! one durable audit write per request (§9.5). The counts go to the audit log once per

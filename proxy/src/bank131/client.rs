@@ -85,7 +85,7 @@ impl Bank131Client {
             // Only the configured host, and only to allowed addresses (DNS rebinding).
             .dns_resolver(Arc::new(crate::egress::PublicOnly::pinned(&base, networks)))
             // A redirect would re-send the signed body, card number included, wherever it points
-            // (DESIGN §9.3): never followed; a 3xx is a permanent error for the call.
+            // (docs/ARCHITECTURE.md §9.3): never followed; a 3xx is a permanent error for the call.
             .redirect(reqwest::redirect::Policy::none())
             // Never through a proxy named by the environment (HTTPS_PROXY): the card number
             // would leave by a path the configuration does not show.

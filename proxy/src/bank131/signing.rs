@@ -258,11 +258,26 @@ fn pem_has(pem: &[u8], needle: &str) -> bool {
     pem.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// The most a key file may hold: a PEM RSA-8192 key, encrypted, is under 7 KiB.
+const KEY_FILE_MAX: usize = 64 * 1024;
+
+/// Reads a key file into a buffer that never grows, so no copy of the key is left in freed
+/// memory.
 fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, SigningError> {
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|source| SigningError::Read {
-            path: path.display().to_string(),
-            source,
-        })
+    let failed = |source| SigningError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(failed)?;
+    let mut buf = Zeroizing::new(vec![0u8; KEY_FILE_MAX]);
+    let len = shared::files::read_bounded(&mut file, &mut buf)
+        .map_err(failed)?
+        .ok_or_else(|| {
+            failed(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "larger than 64 KiB: not a key file",
+            ))
+        })?;
+    buf.truncate(len);
+    Ok(buf)
 }

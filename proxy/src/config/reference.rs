@@ -27,8 +27,8 @@ const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "vault.api_key_files.<tenant>",
-        meaning: "per tenant, a file (mode 0600) whose first line is that key, instead of an \
-                  inline one; a tenant may not have both",
+        meaning: "per tenant, a file (mode 0600, at most 4 KiB) whose first line is that key, \
+                  instead of an inline one; a tenant may not have both",
     },
     Setting {
         key: "vault.request_timeout_ms",
@@ -56,8 +56,9 @@ const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "bank131.private_key_file",
-        meaning: "partner RSA private key, PEM: PKCS#1, PKCS#8, or encrypted PKCS#8 (`BEGIN \
-                  ENCRYPTED PRIVATE KEY`, e.g. `openssl pkcs8 -topk8 -v2 aes-256-cbc`)",
+        meaning: "partner RSA private key, PEM (at most 64 KiB): PKCS#1, PKCS#8, or encrypted \
+                  PKCS#8 (`BEGIN ENCRYPTED PRIVATE KEY`, e.g. `openssl pkcs8 -topk8 -v2 \
+                  aes-256-cbc`)",
     },
     Setting {
         key: "bank131.private_key_passphrase_file",
@@ -154,7 +155,7 @@ const SETTINGS: &[Setting] = &[
         key: "webhooks.secret_key_file",
         meaning: "the key app webhook secrets are stored wrapped under (AES-256-GCM, bound to the \
                   client), so a reader of the database cannot sign a webhook; 64 hex digits, mode \
-                  0600, from `proxy webhooks keygen FILE`. Unset, the key is derived from \
+                  0600 (at most 4 KiB), from `proxy webhooks keygen FILE`. Unset, the key is derived from \
                   `bank131.private_key_file` (HKDF): set this file before you ever rotate the \
                   partner key, or existing apps' secrets no longer open. Secrets an older version \
                   stored in clear are wrapped at start",

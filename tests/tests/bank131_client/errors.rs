@@ -244,7 +244,7 @@ async fn the_card_number_goes_only_into_start_and_init_bodies() {
     );
 }
 
-/// DESIGN §9.3: when the bank's name resolves to an address outside `bank131.allowed_networks`
+/// docs/ARCHITECTURE.md §9.3: when the bank's name resolves to an address outside `bank131.allowed_networks`
 /// (DNS rebinding, a poisoned resolver), the client does not connect: no card number leaves. The
 /// same name resolving inside the networks is served.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! DESIGN §2 over the whole system: canary card numbers paid out through every path; afterwards
+//! docs/ARCHITECTURE.md §2 over the whole system: canary card numbers paid out through every path; afterwards
 //! none is in the proxy's database or WAL, any log, any app API response or app webhook, or the
 //! vault's files; in the sandbox journal they appear only inside start/payout bodies.
 

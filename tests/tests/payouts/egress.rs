@@ -1,4 +1,4 @@
-//! Egress (DESIGN §9.3): card data goes only where it is configured to go. A bank endpoint that
+//! Egress (docs/ARCHITECTURE.md §9.3): card data goes only where it is configured to go. A bank endpoint that
 //! answers with a redirect must not make the proxy re-send the signed body, card number
 //! included, to wherever the redirect points.
 

@@ -7,7 +7,7 @@
 //! on because another process appended, the stored MAC at the remembered sequence number). If the
 //! stored chain is shorter or different, the vault refuses to append for the rest of its life:
 //! every audited request gets 503 and `/readyz` says not ready, until an operator has looked
-//! (DESIGN §9.2).
+//! (docs/ARCHITECTURE.md §9.2).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -141,7 +141,7 @@ impl std::fmt::Debug for RowMac {
 
 /// The HMAC-SHA-256 key that authenticates client rows, so that a row written or edited by
 /// anyone without the master key (a DBA, a stolen replica credential, SQL injection elsewhere in
-/// a shared cluster) authenticates nothing (DESIGN §9.2).
+/// a shared cluster) authenticates nothing (docs/ARCHITECTURE.md §9.2).
 pub struct ClientKey {
     key: Zeroizing<[u8; 32]>,
 }

@@ -130,12 +130,12 @@ impl ApiError {
         Self::InvalidPan(match e {
             PanError::InvalidCharacter => PAN_CHARACTERS,
             PanError::Length => PAN_LENGTH,
-            _ => PAN_LUHN,
+            PanError::Luhn => PAN_LUHN,
         })
     }
 }
 
-/// Fixed PAN messages; the JSON layer recognises them in decode errors.
+/// Fixed PAN messages, answered from the decoded `pan` field (`tokens::PanField`).
 pub(crate) const PAN_CHARACTERS: &str =
     "pan may contain only ASCII digits, with single spaces or dashes between them";
 pub(crate) const PAN_LENGTH: &str = "pan must have 13 to 19 digits";

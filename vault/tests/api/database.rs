@@ -1,4 +1,4 @@
-//! The database is not trusted for authorization (DESIGN §9.2): rows written or edited behind
+//! The database is not trusted for authorization (docs/ARCHITECTURE.md §9.2): rows written or edited behind
 //! the vault's back grant nothing, and a running vault notices an audit log cut short.
 
 use reqwest::{Method, StatusCode};

@@ -1,4 +1,4 @@
-//! Every anonymous request is cheap (DESIGN §9.5): failed authentications cost no durable
+//! Every anonymous request is cheap (docs/ARCHITECTURE.md §9.5): failed authentications cost no durable
 //! write each and are limited per source address; a full writer queue sheds with 503 instead of
 //! growing.
 

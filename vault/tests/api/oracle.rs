@@ -1,4 +1,4 @@
-//! Tokenize as a PAN oracle (DESIGN §9.1), and enumeration: a client may not search for card
+//! Tokenize as a PAN oracle (docs/ARCHITECTURE.md §9.1), and enumeration: a client may not search for card
 //! numbers or tokens faster than its limits, and the vault records that it tried.
 
 use reqwest::{Method, StatusCode};

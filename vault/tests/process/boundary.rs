@@ -1,4 +1,4 @@
-//! DESIGN §2 over a whole run of the real binary: canary PANs go in through every door; none
+//! docs/ARCHITECTURE.md §2 over a whole run of the real binary: canary PANs go in through every door; none
 //! may come out anywhere but a detokenize response: not the database file or its WAL, not the
 //! logs, not the command line's output, not any other response body or header.
 
