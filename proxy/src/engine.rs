@@ -55,6 +55,24 @@ use assess::matches_payout;
 pub use assess::{Assessment, assess, bank_error_code};
 use transition::{NextCall, START_ATTENTION, Verdict, next_call, verdict};
 
+/// The bank session of a payout past `session/create`. The calls that need one take it as an
+/// argument, so none can be made without it; it is looked up once, where a step begins
+/// (`Engine::step`, the app's decisions), and a payout without one is failed there.
+#[derive(Clone, Debug)]
+struct SessionId(String);
+
+impl SessionId {
+    /// The payout's session, if it has one.
+    fn of(p: &Payout) -> Option<Self> {
+        p.bank_session_id.clone().map(Self)
+    }
+
+    /// The bank's id, `ps_…`.
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Lock stripes: payouts hashing to the same stripe are driven one at a time in this process.
 const STRIPES: usize = 64;
 
@@ -223,18 +241,36 @@ impl Engine {
 
     /// One step. `Ok(true)`: the payout moved and may move again at once.
     async fn step(&self, p: Payout) -> Result<bool, StoreError> {
-        match p.state {
-            PayoutState::Created => self.create_session(p).await,
-            PayoutState::SessionCreated => self.start(p).await,
-            PayoutState::Started | PayoutState::Confirming | PayoutState::Cancelling => {
-                self.reconcile(p).await
+        // Past `session/create`, every step needs the bank session: looked up once, here.
+        match (p.state, SessionId::of(&p)) {
+            (PayoutState::Created, _) => self.create_session(p).await,
+            (PayoutState::SessionCreated, Some(s)) => self.start(p, &s).await,
+            (PayoutState::Started | PayoutState::Confirming | PayoutState::Cancelling, Some(s)) => {
+                self.reconcile(p, &s).await
             }
-            PayoutState::AwaitingConfirmation => self.decide(p).await,
-            PayoutState::Succeeded
-            | PayoutState::Failed
-            | PayoutState::Cancelled
-            | PayoutState::Returned => Ok(false),
+            (PayoutState::AwaitingConfirmation, Some(s)) => self.decide(p, &s).await,
+            (
+                PayoutState::SessionCreated
+                | PayoutState::Started
+                | PayoutState::Confirming
+                | PayoutState::Cancelling
+                | PayoutState::AwaitingConfirmation,
+                None,
+            ) => self.no_session(p).await,
+            (
+                PayoutState::Succeeded
+                | PayoutState::Failed
+                | PayoutState::Cancelled
+                | PayoutState::Returned,
+                _,
+            ) => Ok(false),
         }
+    }
+
+    /// A row past `session/create` that names no session was not written by this engine:
+    /// nothing can be sent for it.
+    async fn no_session(&self, p: Payout) -> Result<bool, StoreError> {
+        self.fail(p, "internal_error", "no bank session").await
     }
 
     async fn save_state(&self, mut p: Payout, state: PayoutState) -> Result<bool, StoreError> {

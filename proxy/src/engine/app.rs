@@ -110,16 +110,20 @@ impl Engine {
             }
         }
         self.wait_for_bank(&mut p);
+        let Some(s) = SessionId::of(&p) else {
+            tracing::warn!(payout = %p.id, "confirm: the payout names no bank session; nothing sent");
+            return Err(ActionError::BankUnavailable);
+        };
         // The same check as auto mode: the session must still show this payout.
-        match self.check_session(&p).await {
+        match self.check_session(&p, &s).await {
             Ok(Check::Matches) => {
                 p.state = PayoutState::Confirming;
                 let p = self.save(&p, Vec::new()).await?;
-                self.send_confirm(p).await?;
+                self.send_confirm(p, &s).await?;
                 Ok(())
             }
             Ok(Check::Mismatch) => {
-                self.cancel_mismatch(p).await?;
+                self.cancel_mismatch(p, &s).await?;
                 Err(ActionError::Mismatch)
             }
             Ok(Check::Other(session)) => {
@@ -166,12 +170,12 @@ impl Engine {
         p.state = PayoutState::Cancelling;
         self.wait_for_bank(&mut p);
         let p = self.save(&p, Vec::new()).await?;
-        if was == PayoutState::Started {
+        match SessionId::of(&p) {
             // The bank may still be processing the start: read where it is and act on that.
-            self.reconcile(p).await?;
-        } else {
-            self.send_cancel(p).await?;
-        }
+            Some(s) if was == PayoutState::Started => self.reconcile(p, &s).await?,
+            Some(s) => self.send_cancel(p, &s).await?,
+            None => self.no_session(p).await?,
+        };
         Ok(())
     }
 }

@@ -17,11 +17,8 @@ pub(super) enum Check {
 
 impl Engine {
     /// Started / confirming / cancelling: read the status, then act on what it says.
-    pub(super) async fn reconcile(&self, p: Payout) -> Result<bool, StoreError> {
-        let Some(session_id) = p.bank_session_id.clone() else {
-            return self.fail(p, "internal_error", "no bank session").await;
-        };
-        let session = match self.inner.bank.status(&session_id).await {
+    pub(super) async fn reconcile(&self, p: Payout, s: &SessionId) -> Result<bool, StoreError> {
+        let session = match self.inner.bank.status(s.as_str()).await {
             Ok(s) => s,
             Err(e) => return self.retry_later(p, &e.to_string()).await,
         };
@@ -31,16 +28,16 @@ impl Engine {
                 let mut p = p;
                 p.start_sends += 1;
                 // `start` saves `started` again (the fence) before it sends.
-                self.start(p).await
+                self.start(p, s).await
             }
-            NextCall::GiveUpStart => self.give_up_start(p).await,
+            NextCall::GiveUpStart => self.give_up_start(p, s).await,
             NextCall::Confirm => {
                 let p = self.fence(p).await?;
-                self.send_confirm(p).await
+                self.send_confirm(p, s).await
             }
             NextCall::Cancel => {
                 let p = self.fence(p).await?;
-                self.send_cancel(p).await
+                self.send_cancel(p, s).await
             }
             NextCall::Wait => {
                 let mut p = p;
@@ -53,25 +50,25 @@ impl Engine {
 
     /// Awaiting confirmation: auto mode checks and confirms or cancels; manual mode waits for
     /// the app until the deadline.
-    pub(super) async fn decide(&self, mut p: Payout) -> Result<bool, StoreError> {
+    pub(super) async fn decide(&self, mut p: Payout, s: &SessionId) -> Result<bool, StoreError> {
         match p.confirm_mode {
             ConfirmMode::Manual => {
                 if p.confirm_deadline.is_some_and(|d| now_micros() >= d) {
                     p.set_cancel_reason(CancelReason::ConfirmationDeadline);
                     p.failure_message =
                         Some("the app did not confirm before the deadline".to_owned());
-                    return self.begin_cancel(p).await;
+                    return self.begin_cancel(p, s).await;
                 }
                 Ok(false)
             }
-            ConfirmMode::Auto => match self.check_session(&p).await {
+            ConfirmMode::Auto => match self.check_session(&p, s).await {
                 Ok(Check::Matches) => {
                     p.state = PayoutState::Confirming;
                     self.wait_for_bank(&mut p);
                     let p = self.save(&p, Vec::new()).await?;
-                    self.send_confirm(p).await
+                    self.send_confirm(p, s).await
                 }
-                Ok(Check::Mismatch) => self.cancel_mismatch(p).await,
+                Ok(Check::Mismatch) => self.cancel_mismatch(p, s).await,
                 Ok(Check::Other(session)) => self.apply(p, &session).await,
                 Err(why) => self.retry_later(p, &why).await,
             },
@@ -80,12 +77,11 @@ impl Engine {
 
     /// Reads the session before a confirm: auto and manual mode alike confirm only a session
     /// that still waits and shows this payout's amount, currency and card.
-    pub(super) async fn check_session(&self, p: &Payout) -> Result<Check, String> {
-        let session_id = p.bank_session_id.as_deref().ok_or("no bank session")?;
+    pub(super) async fn check_session(&self, p: &Payout, s: &SessionId) -> Result<Check, String> {
         let session = self
             .inner
             .bank
-            .status(session_id)
+            .status(s.as_str())
             .await
             .map_err(|e| e.to_string())?;
         Ok(match assess(&session, &p.id, p.bank_payout_id.as_deref()) {
@@ -97,27 +93,35 @@ impl Engine {
         })
     }
 
-    pub(super) async fn cancel_mismatch(&self, mut p: Payout) -> Result<bool, StoreError> {
+    pub(super) async fn cancel_mismatch(
+        &self,
+        mut p: Payout,
+        s: &SessionId,
+    ) -> Result<bool, StoreError> {
         tracing::error!(payout = %p.id, "the bank's session does not match the payout; cancelling");
         p.set_cancel_reason(CancelReason::ConfirmationMismatch);
         p.failure_message = Some(
             "the bank's session did not match the payout (amount, currency or card)".to_owned(),
         );
-        self.begin_cancel(p).await
+        self.begin_cancel(p, s).await
     }
 
-    async fn begin_cancel(&self, mut p: Payout) -> Result<bool, StoreError> {
+    async fn begin_cancel(&self, mut p: Payout, s: &SessionId) -> Result<bool, StoreError> {
         p.state = PayoutState::Cancelling;
         self.wait_for_bank(&mut p);
         let p = self.save(&p, Vec::new()).await?;
-        self.send_cancel(p).await
+        self.send_cancel(p, s).await
     }
 
     /// The start was re-sent `max_start_resends` times and the bank still shows no payout:
     /// cancel the session so that a start still in flight cannot pay, and flag the payout. It
     /// stays unfinished (reconciled, slowly) until the bank shows a payout or a person resolves
     /// it: failing it would invite the app to pay again.
-    pub(super) async fn give_up_start(&self, mut p: Payout) -> Result<bool, StoreError> {
+    pub(super) async fn give_up_start(
+        &self,
+        mut p: Payout,
+        s: &SessionId,
+    ) -> Result<bool, StoreError> {
         tracing::error!(payout = %p.id, sends = p.start_sends, "the bank never showed the payout's start; cancelling the session and flagging the payout");
         p.set_cancel_reason(CancelReason::StartUnconfirmed);
         p.failure_message = Some(
@@ -125,26 +129,20 @@ impl Engine {
                 .to_owned(),
         );
         p.attention = Some(START_ATTENTION.to_owned());
-        self.begin_cancel(p).await
+        self.begin_cancel(p, s).await
     }
 
-    pub(super) async fn send_confirm(&self, p: Payout) -> Result<bool, StoreError> {
-        let Some(session_id) = p.bank_session_id.clone() else {
-            return self.fail(p, "internal_error", "no bank session").await;
-        };
+    pub(super) async fn send_confirm(&self, p: Payout, s: &SessionId) -> Result<bool, StoreError> {
         let key = bank_key(&p.id, &format!("confirm:{}", p.attempts));
-        match self.inner.bank.confirm(&session_id, Some(&key)).await {
+        match self.inner.bank.confirm(s.as_str(), Some(&key)).await {
             Ok(session) => self.apply(p, &session).await,
             Err(e) => self.retry_later(p, &e.to_string()).await,
         }
     }
 
-    pub(super) async fn send_cancel(&self, p: Payout) -> Result<bool, StoreError> {
-        let Some(session_id) = p.bank_session_id.clone() else {
-            return self.fail(p, "internal_error", "no bank session").await;
-        };
+    pub(super) async fn send_cancel(&self, p: Payout, s: &SessionId) -> Result<bool, StoreError> {
         let key = bank_key(&p.id, &format!("cancel:{}", p.attempts));
-        match self.inner.bank.cancel(&session_id, Some(&key)).await {
+        match self.inner.bank.cancel(s.as_str(), Some(&key)).await {
             Ok(session) => self.apply(p, &session).await,
             Err(e) => self.retry_later(p, &e.to_string()).await,
         }

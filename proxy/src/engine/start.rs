@@ -80,7 +80,7 @@ impl Engine {
                 p.state = PayoutState::SessionCreated;
                 p.touch(now_micros(), 0);
                 let p = self.save(&p, Vec::new()).await?;
-                self.start_with(p, &session.id, pan).await
+                self.start_with(p, &SessionId(session.id), pan).await
             }
             Err(e) if e.class() == ErrorClass::Permanent => {
                 self.fail(p, &bank_code(&e), "the bank refused the session")
@@ -144,10 +144,7 @@ impl Engine {
 
     /// Session created (after a restart, or a retry), or a start to re-send: fetch the card and
     /// start.
-    pub(super) async fn start(&self, p: Payout) -> Result<bool, StoreError> {
-        let Some(session_id) = p.bank_session_id.clone() else {
-            return self.fail(p, "internal_error", "no bank session").await;
-        };
+    pub(super) async fn start(&self, p: Payout, s: &SessionId) -> Result<bool, StoreError> {
         if p.state == PayoutState::Started {
             // A re-send: the first start may still be processed at the bank, so a vault that
             // now refuses or fails must not fail the payout (the app would pay again).
@@ -157,9 +154,9 @@ impl Engine {
                 .detokenize(&p.tenant, &p.card_token, &format!("payout:{}", p.id))
                 .await
             {
-                Ok(pan) => self.start_with(p, &session_id, pan).await,
+                Ok(pan) => self.start_with(p, s, pan).await,
                 Err(VaultError::TokenNotFound | VaultError::NoKeyForTenant) => {
-                    self.give_up_start(p).await
+                    self.give_up_start(p, s).await
                 }
                 Err(e) => self.retry_later(p, &e.to_string()).await,
             };
@@ -168,13 +165,13 @@ impl Engine {
             Ok(pan) => pan,
             Err(outcome) => return outcome,
         };
-        self.start_with(p, &session_id, pan).await
+        self.start_with(p, s, pan).await
     }
 
     async fn start_with(
         &self,
         mut p: Payout,
-        session_id: &str,
+        session: &SessionId,
         pan: shared::Pan,
     ) -> Result<bool, StoreError> {
         // Rule 1: `started` (with the last four digits, which may be kept) is saved before the
@@ -183,13 +180,13 @@ impl Engine {
         p.state = PayoutState::Started;
         self.wait_for_bank(&mut p);
         let p = self.save(&p, Vec::new()).await?;
-        self.send_start(p, session_id, pan).await
+        self.send_start(p, session, pan).await
     }
 
     async fn send_start(
         &self,
         p: Payout,
-        session_id: &str,
+        session: &SessionId,
         pan: shared::Pan,
     ) -> Result<bool, StoreError> {
         let request = bank131::PayoutRequest {
@@ -210,7 +207,7 @@ impl Engine {
         let result = self
             .inner
             .bank
-            .start_payout(session_id, &request, Some(&key))
+            .start_payout(session.as_str(), &request, Some(&key))
             .await;
         drop(request);
         drop(pan);
