@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 
-use super::rows::{self, client_columns, event_columns, payout_changes_sql, payout_columns};
+use super::rows::{
+    self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
+};
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
@@ -275,22 +277,14 @@ impl ProxyStore for PgStore {
     async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {
         let client = self.conn().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT payout_id, bank_session_id, kind, body, received_at FROM bank_events WHERE payout_id = $1 ORDER BY seq",
-            )
+            .prepare_cached(concat!(
+                "SELECT ",
+                bank_event_columns!(),
+                " FROM bank_events WHERE payout_id = $1 ORDER BY seq"
+            ))
             .await?;
         let rows = client.query(&stmt, &[&payout_id]).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BankEvent {
-                    payout_id: r.try_get(0)?,
-                    bank_session_id: r.try_get(1)?,
-                    kind: r.try_get(2)?,
-                    body: r.try_get(3)?,
-                    received_at: r.try_get(4)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::bank_event).collect()
     }
 
     async fn claim_due_events(

@@ -7,7 +7,7 @@
 
 use shared::row::{Row, Value, count};
 
-use super::StoreError;
+use super::{BankEvent, StoreError};
 use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 
@@ -30,6 +30,14 @@ macro_rules! client_columns {
     };
 }
 pub(super) use client_columns;
+
+/// The verified bank webhook columns in [`bank_event`]'s order.
+macro_rules! bank_event_columns {
+    () => {
+        "payout_id, bank_session_id, kind, body, received_at"
+    };
+}
+pub(super) use bank_event_columns;
 
 /// The outbox columns in [`event`]'s order.
 macro_rules! event_columns {
@@ -131,6 +139,20 @@ where
         abandoned_at: r.column(8)?,
         last_error: r.column(9)?,
         created_at: r.column(10)?,
+    })
+}
+
+/// A row of `bank_event_columns!()`.
+pub(super) fn bank_event<R: Row>(r: &R) -> Result<BankEvent, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    Ok(BankEvent {
+        payout_id: r.column(0)?,
+        bank_session_id: r.column(1)?,
+        kind: r.column(2)?,
+        body: r.column(3)?,
+        received_at: r.column(4)?,
     })
 }
 

@@ -10,7 +10,9 @@ use shared::sqlite::{
     CommitFailed, QueueFull, ReadOnly, SqliteOptions, SqlitePool, TaskFailed, query_all, query_one,
 };
 
-use super::rows::{self, client_columns, event_columns, payout_changes_sql, payout_columns};
+use super::rows::{
+    self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
+};
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
@@ -274,19 +276,16 @@ impl ProxyStore for SqliteStore {
         let id = payout_id.to_owned();
         self.pool
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT payout_id, bank_session_id, kind, body, received_at FROM bank_events WHERE payout_id = ?1 ORDER BY seq",
-                )?;
-                let rows = stmt.query_map([id], |r| {
-                    Ok(BankEvent {
-                        payout_id: r.get(0)?,
-                        bank_session_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        body: r.get(3)?,
-                        received_at: r.get(4)?,
-                    })
-                })?;
-                Ok(rows.collect::<Result<_, _>>()?)
+                query_all(
+                    conn,
+                    concat!(
+                        "SELECT ",
+                        bank_event_columns!(),
+                        " FROM bank_events WHERE payout_id = ?1 ORDER BY seq"
+                    ),
+                    [id],
+                    |r| rows::bank_event(r),
+                )
             })
             .await
     }
