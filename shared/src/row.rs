@@ -28,6 +28,47 @@ pub trait Row {
     ///
     /// The column is missing or holds another type.
     fn column<T: Column>(&self, i: usize) -> Result<T, Self::Error>;
+
+    /// Column `i`, a stored count (BIGINT), as the `u32` the domain holds.
+    ///
+    /// # Errors
+    ///
+    /// The column does not read, or holds a value out of range (the row is corrupt).
+    fn count(&self, i: usize, what: &'static str) -> Result<u32, RowError<Self::Error>> {
+        let value = self.column(i).map_err(RowError::Backend)?;
+        Ok(count(value, what)?)
+    }
+
+    /// Column `i`, a 32-byte BLOB/BYTEA (a MAC, a hash).
+    ///
+    /// # Errors
+    ///
+    /// The column does not read, or is another length (the row is corrupt).
+    fn blob32(&self, i: usize, what: &'static str) -> Result<[u8; 32], RowError<Self::Error>> {
+        let value = self.column(i).map_err(RowError::Backend)?;
+        Ok(blob32(value, what)?)
+    }
+}
+
+/// A stored value that does not decode into its domain type; names the column. Each store's
+/// error converts from it (`StoreError::Corrupt`).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Corrupt(pub &'static str);
+
+/// Why a column could not be read as a domain value: the backend failed, or the value is
+/// corrupt. Each store's error converts from it.
+#[derive(Debug)]
+pub enum RowError<E> {
+    /// The backend's error.
+    Backend(E),
+    /// The value does not decode (names the column).
+    Corrupt(&'static str),
+}
+
+impl<E> From<Corrupt> for RowError<E> {
+    fn from(c: Corrupt) -> Self {
+        Self::Corrupt(c.0)
+    }
 }
 
 impl Row for rusqlite::Row<'_> {
@@ -197,8 +238,8 @@ impl ToSql for Value<'_> {
 /// # Errors
 ///
 /// The column is not 32 bytes: the row is corrupt.
-pub fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], &'static str> {
-    bytes.try_into().map_err(|_| what)
+pub fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], Corrupt> {
+    bytes.try_into().map_err(|_| Corrupt(what))
 }
 
 /// A stored count (BIGINT in PostgreSQL) as the `u32` the domain holds; `what` names the column
@@ -207,8 +248,8 @@ pub fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], &'static s
 /// # Errors
 ///
 /// The value is negative or larger than `u32::MAX`: the row is corrupt.
-pub fn count(value: i64, what: &'static str) -> Result<u32, &'static str> {
-    u32::try_from(value).map_err(|_| what)
+pub fn count(value: i64, what: &'static str) -> Result<u32, Corrupt> {
+    u32::try_from(value).map_err(|_| Corrupt(what))
 }
 
 #[cfg(test)]
@@ -259,7 +300,10 @@ mod tests {
     #[test]
     fn counts_out_of_range_name_their_column() {
         assert_eq!(count(7, "attempts"), Ok(7));
-        assert_eq!(count(-1, "attempts"), Err("attempts"));
-        assert_eq!(count(i64::from(u32::MAX) + 1, "attempts"), Err("attempts"));
+        assert_eq!(count(-1, "attempts"), Err(Corrupt("attempts")));
+        assert_eq!(
+            count(i64::from(u32::MAX) + 1, "attempts"),
+            Err(Corrupt("attempts"))
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! The column lists are macros so the queries that splice them in stay `&'static str` (each
 //! statement is prepared once per connection and cached by its text).
 
-use shared::row::{Row, Value, count};
+use shared::row::{Row, Value};
 
 use super::{BankEvent, StoreError};
 use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
@@ -48,17 +48,6 @@ macro_rules! event_columns {
 }
 pub(super) use event_columns;
 
-fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
-    shared::row::blob32(bytes, what).map_err(StoreError::Corrupt)
-}
-
-fn stored_count<R: Row>(r: &R, i: usize, what: &'static str) -> Result<u32, StoreError>
-where
-    StoreError: From<R::Error>,
-{
-    count(r.column(i)?, what).map_err(StoreError::Corrupt)
-}
-
 /// A row of `payout_columns!()`.
 pub(super) fn payout<R: Row>(r: &R) -> Result<Payout, StoreError>
 where
@@ -71,7 +60,7 @@ where
         tenant: r.column(1)?,
         client_id: r.column(2)?,
         idempotency_key: r.column(3)?,
-        request_hash: blob32(r.column(4)?, "request hash")?,
+        request_hash: r.blob32(4, "request hash")?,
         card_token: r.column(5)?,
         amount: r.column(6)?,
         currency: r.column(7)?,
@@ -87,12 +76,12 @@ where
         attention: r.column(17)?,
         confirm_deadline: r.column(18)?,
         next_attempt_at: r.column(19)?,
-        attempts: stored_count(r, 20, "attempts")?,
+        attempts: r.count(20, "attempts")?,
         created_at: r.column(21)?,
         updated_at: r.column(22)?,
         version: r.column(23)?,
         lease_owner: r.column(24)?,
-        start_sends: stored_count(r, 25, "start_sends")?,
+        start_sends: r.count(25, "start_sends")?,
     })
 }
 
@@ -107,14 +96,14 @@ where
         name: r.column(1)?,
         tenant: r.column(2)?,
         scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
-        key_hash: shared::ct::Tag32(blob32(r.column(4)?, "client key hash")?),
+        key_hash: shared::ct::Tag32(r.blob32(4, "client key hash")?),
         webhook_url: r.column(5)?,
         webhook_secret: WebhookSecret::from_stored(r.column(6)?),
         created_at: r.column(7)?,
         revoked_at: r.column(8)?,
         previous_key: match (r.column::<Option<Vec<u8>>>(9)?, r.column(10)?) {
             (Some(hash), Some(expires_at)) => Some(PreviousKey {
-                hash: shared::ct::Tag32(blob32(hash, "client previous key hash")?),
+                hash: shared::ct::Tag32(shared::row::blob32(hash, "client previous key hash")?),
                 expires_at,
             }),
             _ => None,
@@ -133,7 +122,7 @@ where
         client_id: r.column(2)?,
         event_type: r.column(3)?,
         payload: r.column(4)?,
-        attempts: stored_count(r, 5, "attempts")?,
+        attempts: r.count(5, "attempts")?,
         next_attempt_at: r.column(6)?,
         delivered_at: r.column(7)?,
         abandoned_at: r.column(8)?,

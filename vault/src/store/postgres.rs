@@ -19,9 +19,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Pool, Transaction};
+use shared::row::Row as _;
 use tokio_postgres::error::SqlState;
 
-use super::rows::{self, blob32, client_columns, event_columns, key_columns, token_columns};
+use super::rows::{self, client_columns, event_columns, key_columns, token_columns};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
 use crate::audit::{Action, AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
@@ -241,7 +242,7 @@ impl Chain {
         )?;
         let stored = last.map(|r| rows::link(&r)).transpose()?;
         let mac_at_known = at_known
-            .map(|r| blob32(r.try_get(0)?, "audit mac"))
+            .map(|r| r.blob32(0, "audit mac").map_err(StoreError::from))
             .transpose()?;
         head.check(known, stored, mac_at_known)?;
         Ok(stored.map_or(
@@ -583,7 +584,7 @@ impl Store for PgStore {
         client
             .query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
             .await?
-            .map(|r| blob32(r.try_get(0)?, "audit mac"))
+            .map(|r| r.blob32(0, "audit mac").map_err(StoreError::from))
             .transpose()
     }
 
@@ -650,7 +651,7 @@ impl Store for PgStore {
                 let seq = rows::stored_seq(k.seq)?;
                 tx.query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
                     .await?
-                    .map(|r| blob32(r.try_get(0)?, "audit mac"))
+                    .map(|r| r.blob32(0, "audit mac").map_err(StoreError::from))
                     .transpose()?
             }
             _ => None,

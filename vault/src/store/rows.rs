@@ -6,7 +6,7 @@
 //! statement is prepared once per connection and cached by its text).
 
 use shared::Brand;
-use shared::row::{Row, Value, count};
+use shared::row::{Row, Value};
 
 use super::{CardMeta, StoreError, TokenRecord};
 use crate::audit::{AuditEvent, Link};
@@ -47,10 +47,6 @@ macro_rules! key_columns {
 }
 pub(super) use key_columns;
 
-pub(super) fn blob32(bytes: Vec<u8>, what: &'static str) -> Result<[u8; 32], StoreError> {
-    shared::row::blob32(bytes, what).map_err(StoreError::Corrupt)
-}
-
 /// A stored audit sequence number (BIGINT) as the chain's `u64`.
 pub(super) fn seq_of(stored: i64) -> Result<u64, StoreError> {
     u64::try_from(stored).map_err(|_| StoreError::Corrupt("audit seq"))
@@ -59,13 +55,6 @@ pub(super) fn seq_of(stored: i64) -> Result<u64, StoreError> {
 /// An audit sequence number as stored.
 pub(super) fn stored_seq(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))
-}
-
-fn stored_u32<R: Row>(r: &R, i: usize, what: &'static str) -> Result<u32, StoreError>
-where
-    StoreError: From<R::Error>,
-{
-    count(r.column(i)?, what).map_err(StoreError::Corrupt)
 }
 
 /// A row of `token_columns!()`.
@@ -80,8 +69,8 @@ where
     Ok(TokenRecord {
         token: Token::parse(&token).ok_or(StoreError::Corrupt("token"))?,
         tenant: r.column(1)?,
-        fingerprint: blob32(r.column(2)?, "fingerprint")?,
-        fingerprint_key_version: stored_u32(r, 3, "fingerprint key version")?,
+        fingerprint: r.blob32(2, "fingerprint")?,
+        fingerprint_key_version: r.count(3, "fingerprint key version")?,
         card: CardMeta {
             bin: r.column(4)?,
             brand: Brand::from_name(&r.column::<String>(5)?),
@@ -97,7 +86,7 @@ where
         },
         sealed: Sealed {
             algorithm: r.column(10)?,
-            key_version: stored_u32(r, 11, "key version")?,
+            key_version: r.count(11, "key version")?,
             nonce: nonce.try_into().map_err(|_| StoreError::Corrupt("nonce"))?,
             ciphertext: r.column(13)?,
         },
@@ -140,12 +129,12 @@ where
         name: r.column(1)?,
         tenant: r.column(2)?,
         scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
-        key_hash: blob32(r.column(4)?, "client key hash")?,
+        key_hash: r.blob32(4, "client key hash")?,
         created_at: r.column(5)?,
         revoked_at: r.column(6)?,
         mac: r
             .column::<Option<Vec<u8>>>(7)?
-            .map(|m| blob32(m, "client mac").map(RowMac))
+            .map(|m| shared::row::blob32(m, "client mac").map(RowMac))
             .transpose()?,
     })
 }
@@ -180,7 +169,7 @@ where
         outcome: r.column(7)?,
         request_id: r.column(8)?,
         detail: r.column(9)?,
-        mac: blob32(r.column(10)?, "audit mac")?,
+        mac: r.blob32(10, "audit mac")?,
     })
 }
 
@@ -191,7 +180,7 @@ where
 {
     Ok(Link {
         seq: seq_of(r.column(0)?)?,
-        mac: blob32(r.column(1)?, "audit mac")?,
+        mac: r.blob32(1, "audit mac")?,
     })
 }
 
@@ -204,7 +193,7 @@ where
     let nonce: Vec<u8> = r.column(3)?;
     Ok(WrappedKey {
         purpose: KeyPurpose::from_name(&purpose).ok_or(StoreError::Corrupt("key purpose"))?,
-        version: stored_u32(r, 1, "key version")?,
+        version: r.count(1, "key version")?,
         sealed: Sealed {
             algorithm: r.column(2)?,
             key_version: 0,

@@ -18,7 +18,7 @@ use shared::sqlite::{
     query_one,
 };
 
-use super::rows::{self, blob32, client_columns, event_columns, key_columns, token_columns};
+use super::rows::{self, client_columns, event_columns, key_columns, token_columns};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
@@ -216,7 +216,7 @@ fn mac_at(conn: &Connection, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
     conn.prepare_cached("SELECT mac FROM audit_events WHERE seq = ?1")?
         .query_row([seq], |r| r.get::<_, Vec<u8>>(0))
         .optional()?
-        .map(|mac| blob32(mac, "audit mac"))
+        .map(|mac| Ok(shared::row::blob32(mac, "audit mac")?))
         .transpose()
 }
 
