@@ -43,23 +43,7 @@ pub enum StoreError {
     Overloaded,
 }
 
-impl From<shared::row::Corrupt> for StoreError {
-    fn from(c: shared::row::Corrupt) -> Self {
-        Self::Corrupt(c.0)
-    }
-}
-
-impl<E> From<shared::row::RowError<E>> for StoreError
-where
-    Self: From<E>,
-{
-    fn from(e: shared::row::RowError<E>) -> Self {
-        match e {
-            shared::row::RowError::Backend(e) => e.into(),
-            shared::row::RowError::Corrupt(what) => Self::Corrupt(what),
-        }
-    }
-}
+shared::row::corrupt_rows_are!(StoreError::Corrupt);
 
 /// The result of inserting a payout under an idempotency key.
 #[derive(Debug)]

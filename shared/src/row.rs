@@ -65,6 +65,32 @@ pub enum RowError<E> {
     Corrupt(&'static str),
 }
 
+/// Makes a store's error convert from [`Corrupt`] and [`RowError`]: `corrupt_rows_are!(StoreError::Corrupt)`,
+/// where the variant holds the column's name.
+#[macro_export]
+macro_rules! corrupt_rows_are {
+    ($error:ident :: $variant:ident) => {
+        impl From<$crate::row::Corrupt> for $error {
+            fn from(c: $crate::row::Corrupt) -> Self {
+                Self::$variant(c.0)
+            }
+        }
+
+        impl<E> From<$crate::row::RowError<E>> for $error
+        where
+            Self: From<E>,
+        {
+            fn from(e: $crate::row::RowError<E>) -> Self {
+                match e {
+                    $crate::row::RowError::Backend(e) => e.into(),
+                    $crate::row::RowError::Corrupt(what) => Self::$variant(what),
+                }
+            }
+        }
+    };
+}
+pub use corrupt_rows_are;
+
 impl<E> From<Corrupt> for RowError<E> {
     fn from(c: Corrupt) -> Self {
         Self::Corrupt(c.0)

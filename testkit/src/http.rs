@@ -19,8 +19,7 @@ pub trait Fetch {
 
 impl Fetch for reqwest::RequestBuilder {
     async fn json_body(self) -> serde_json::Value {
-        let response = self.send().await.expect("the request is answered");
-        let url = response.url().clone();
+        let (url, response) = answered(self).await;
         response
             .json()
             .await
@@ -28,11 +27,15 @@ impl Fetch for reqwest::RequestBuilder {
     }
 
     async fn text_body(self) -> String {
-        let response = self.send().await.expect("the request is answered");
-        let url = response.url().clone();
+        let (url, response) = answered(self).await;
         response
             .text()
             .await
             .unwrap_or_else(|e| panic!("{url} answered no text: {e}"))
     }
+}
+
+async fn answered(request: reqwest::RequestBuilder) -> (reqwest::Url, reqwest::Response) {
+    let response = request.send().await.expect("the request is answered");
+    (response.url().clone(), response)
 }

@@ -92,23 +92,7 @@ pub enum StoreError {
     Chain(#[from] HeadMismatch),
 }
 
-impl From<shared::row::Corrupt> for StoreError {
-    fn from(c: shared::row::Corrupt) -> Self {
-        Self::Corrupt(c.0)
-    }
-}
-
-impl<E> From<shared::row::RowError<E>> for StoreError
-where
-    Self: From<E>,
-{
-    fn from(e: shared::row::RowError<E>) -> Self {
-        match e {
-            shared::row::RowError::Backend(e) => e.into(),
-            shared::row::RowError::Corrupt(what) => Self::Corrupt(what),
-        }
-    }
-}
+shared::row::corrupt_rows_are!(StoreError::Corrupt);
 
 /// A revocation: the row as it was read and checked (`old_mac`), and its new MAC with
 /// `revoked_at` set. The store revokes only a row that still carries `old_mac`.
