@@ -19,9 +19,9 @@ pub use client::{Bank131Client, ClientBuildError};
 pub use config::{ApiVersion, Bank131Config};
 pub use error::{Bank131Error, Call, ErrorClass};
 pub use models::{
-    Amount, BankErrorBody, Customer, CustomerContact, IdentityDocument, MaskedCard,
-    MaskedDestination, NextAction, Participant, ParticipantDetails, Payout, PayoutStatus, Refund,
-    RefundStatus, Session, SessionStatus, TransactionInfo, Wallet, WebhookType,
+    Amount, BankErrorBody, Customer, MaskedCard, MaskedDestination, NextAction, Participant,
+    ParticipantDetails, Payout, PayoutStatus, Refund, RefundStatus, Session, SessionStatus, Wallet,
+    WebhookType,
 };
 pub use request::{CreateSession, PayoutRequest};
 pub use signing::{RequestSigner, SignatureVerifier, SigningError};

@@ -367,7 +367,7 @@ fn documented_payloads_verify_in_both_spellings() {
         .unwrap();
     assert_eq!(card.last4.as_deref(), Some("4940"));
     assert_eq!(
-        payout.transaction_info.as_ref().unwrap().rrn.as_deref(),
+        payout.transaction_info.as_ref().unwrap()["rrn"].as_str(),
         Some("425307614918")
     );
 

@@ -5,11 +5,11 @@
 //! both in one object, and keeps status, type and next-action values in enums with an `Unknown`
 //! catch-all. Types are read as loosely as the bank's SDK reads them ([`lenient`]): an optional
 //! field that does not fit is dropped, not fatal. Card data is
-//! modelled masked only (brand, last4, BIN, card id): a full number the bank should never send
-//! would have no field to land in.
+//! modelled masked only (brand, last4): a full number the bank should never send would have no
+//! field to land in.
 //!
-//! Long because it is the bank's whole vocabulary (sessions, payouts, amounts, errors, webhooks
-//! in both spellings) in one place; issue 13 trims it to what the proxy reads.
+//! Only what the proxy reads is modelled; everything else the bank sends is ignored by serde,
+//! and the two fields it reports without deciding on stay as the bank's JSON.
 
 use std::fmt;
 
@@ -170,12 +170,10 @@ pub struct BankErrorBody {
     /// Human text; may vary for one code.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub description: Option<String>,
-    /// Anti-fraud rejection details.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub reject_reasons: Option<Vec<Value>>,
 }
 
-/// A session (API.md §4.2).
+/// A session (API.md §4.2): what the proxy decides on. Timestamps and acquiring payments are
+/// not read, so not modelled.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Session {
     /// `ps_…` (opaque).
@@ -183,15 +181,6 @@ pub struct Session {
     pub id: String,
     /// Status.
     pub status: SessionStatus,
-    /// RFC 3339.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub created_at: Option<String>,
-    /// RFC 3339.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub updated_at: Option<String>,
-    /// RFC 3339, when final.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub finished_at: Option<String>,
     /// Payouts, v2 spelling.
     #[serde(default, deserialize_with = "lenient::list")]
     pub payout_list: Option<Vec<Payout>>,
@@ -199,12 +188,6 @@ pub struct Session {
     /// `payout_list ?? payments`): see [`Session::payouts`].
     #[serde(default, deserialize_with = "lenient::list")]
     pub payments: Option<Vec<Payout>>,
-    /// Acquiring payments, v2 spelling; not modelled.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub payment_list: Option<Vec<Value>>,
-    /// Acquiring payments, v1 spelling; not modelled.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub acquiring_payments: Option<Vec<Value>>,
     /// What the bank waits for.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub next_action: Option<NextAction>,
@@ -223,7 +206,8 @@ impl Session {
     }
 }
 
-/// A payout (API.md §4.3).
+/// A payout (API.md §4.3): the fields the proxy matches and decides on, typed; two it reports
+/// but never decides on, as the bank sent them.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Payout {
     /// `po_…` (opaque).
@@ -231,45 +215,31 @@ pub struct Payout {
     pub id: String,
     /// Status.
     pub status: PayoutStatus,
-    /// RFC 3339.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub created_at: Option<String>,
-    /// RFC 3339, when final.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub finished_at: Option<String>,
-    /// Echo of the customer.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub customer: Option<Customer>,
     /// Masked destination, v2 spelling.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub payout_details: Option<MaskedDestination>,
     /// Masked destination, v1 spelling; see [`Payout::destination`].
     #[serde(default, deserialize_with = "lenient::optional")]
     pub payment_method: Option<MaskedDestination>,
-    /// The amount.
+    /// The amount, matched against ours before an automatic confirm.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub amount_details: Option<Amount>,
-    /// Fee information, when enabled.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub amounts: Option<Value>,
-    /// Echo of the participants.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub participant_details: Option<ParticipantDetails>,
-    /// Self-employed receipts; not modelled.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub fiscalization_details: Option<Value>,
-    /// Network references.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub transaction_info: Option<TransactionInfo>,
-    /// Returns of this payout.
+    /// Returns of this payout: accepted ones covering the amount make it `returned`.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub refunds: Option<Vec<Refund>>,
-    /// Echo of the metadata.
+    /// Echo of our metadata, which names our payout id.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub metadata: Option<Value>,
     /// Set when failed.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub error: Option<BankErrorBody>,
+    /// RFC 3339, when final. Reported, not decided on.
+    #[serde(default, deserialize_with = "lenient::optional")]
+    pub finished_at: Option<String>,
+    /// Network references (`rrn`, `auth_code`, …), kept as the bank's JSON. Reported, not
+    /// decided on.
+    #[serde(default, deserialize_with = "lenient::optional")]
+    pub transaction_info: Option<Value>,
 }
 
 impl Payout {
@@ -297,7 +267,8 @@ pub struct MaskedDestination {
     pub card: Option<MaskedCard>,
 }
 
-/// A card as the bank echoes it.
+/// A card as the bank echoes it: what the proxy matches (last4) and reports (brand). BIN and
+/// card id are not read, so have no field.
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq)]
 pub struct MaskedCard {
     /// `visa`, `mir`, …
@@ -306,36 +277,9 @@ pub struct MaskedCard {
     /// Last four digits.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub last4: Option<String>,
-    /// First six digits.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub bin: Option<String>,
-    /// Per-project card fingerprint.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub card_id: Option<String>,
-    /// Issuing country.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub country_iso3: Option<String>,
 }
 
-/// Network references of a payout.
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
-#[allow(missing_docs, reason = "field names are the bank's")]
-pub struct TransactionInfo {
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub rrn: Option<String>,
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub arn: Option<String>,
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub auth_code: Option<String>,
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub fp_message_id: Option<String>,
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub external_subscription_token: Option<String>,
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub bank_account_ru_token: Option<String>,
-}
-
-/// A return of a payout.
+/// A return of a payout: its state and how much it returned.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Refund {
     /// `rf_…`.
@@ -343,134 +287,36 @@ pub struct Refund {
     pub id: String,
     /// Status.
     pub status: RefundStatus,
-    /// RFC 3339.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub created_at: Option<String>,
-    /// RFC 3339.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub finished_at: Option<String>,
     /// The amount returned.
     #[serde(default, deserialize_with = "lenient::optional")]
     pub amount_details: Option<Amount>,
-    /// Echo.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub metadata: Option<Value>,
-    /// Chargeback flag.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub is_chargeback: Option<bool>,
-    /// Fees.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub amounts: Option<Value>,
-    /// References.
-    #[serde(default, deserialize_with = "lenient::optional")]
-    pub transaction_info: Option<TransactionInfo>,
 }
 
-/// `{"reference", "contacts"?}` (API.md §4.7).
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+/// `{"reference"}` (API.md §4.7), as the proxy may send it.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize)]
 pub struct Customer {
-    /// Your id for the user (empty when the bank echoes `null`).
-    #[serde(default, deserialize_with = "lenient::string")]
+    /// Your id for the user.
     pub reference: String,
-    /// Contacts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contacts: Option<Vec<CustomerContact>>,
-}
-
-/// A customer contact.
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
-pub struct CustomerContact {
-    /// E-mail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// Phone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
 }
 
 /// `{"sender"?, "recipient"?}` (API.md §4.6).
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize)]
 pub struct ParticipantDetails {
     /// The sender.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sender: Option<Participant>,
     /// The recipient: for Russian cards `full_name` is mandatory (passport name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub recipient: Option<Participant>,
 }
 
-/// A participant: every field the bank lists, all optional (API.md §4.6).
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
-#[allow(missing_docs, reason = "field names are the bank's (API.md §4.6)")]
+/// A participant, as the proxy sends one: by full name (API.md §4.6 lists many more fields;
+/// the proxy sets none of them).
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize)]
 pub struct Participant {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The passport name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub middle_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub company_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tax_reference: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country_iso2: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country_iso3: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub city: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postal_code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address_line: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub building: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub street: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flat: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv4: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv6: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub document: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bank_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registration_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub date_of_incorporation: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub msisdn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swift_bic_code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity_document: Option<IdentityDocument>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub beneficiary_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wallet_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub citizenship_country_iso_3: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub date_of_birth: Option<String>,
 }
 
 impl Participant {
@@ -478,25 +324,8 @@ impl Participant {
     pub fn full_name(name: impl Into<String>) -> Self {
         Self {
             full_name: Some(name.into()),
-            ..Self::default()
         }
     }
-}
-
-/// An identity document; dates as `Y-m-d`.
-#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
-#[allow(missing_docs, reason = "field names are the bank's (API.md §4.6)")]
-pub struct IdentityDocument {
-    pub id_type: String,
-    pub id_number: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_expiration_date: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issue_date: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub division_code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issued_by: Option<String>,
 }
 
 /// A wallet in `wallet/balance` (API.md §3.7).

@@ -56,12 +56,10 @@ impl PayoutRequest<'_> {
             .participant_details
             .recipient
             .as_ref()
-            .is_some_and(|r| {
-                r.full_name.as_deref().is_some_and(|n| !n.trim().is_empty())
-                    || (r.first_name.is_some() && r.last_name.is_some())
-            });
+            .and_then(|r| r.full_name.as_deref())
+            .is_some_and(|n| !n.trim().is_empty());
         if !named {
-            return Err("recipient.full_name (or first_name and last_name) is required");
+            return Err("recipient.full_name is required");
         }
         Ok(())
     }
@@ -185,7 +183,6 @@ mod tests {
             },
             customer: Some(Customer {
                 reference: "user123".to_owned(),
-                contacts: None,
             }),
             metadata: Some(Value::String("good".to_owned())),
         }

@@ -85,7 +85,7 @@ async fn full_lifecycle_succeeds_in_both_versions() {
         assert!(
             p.transaction_info
                 .as_ref()
-                .and_then(|t| t.rrn.as_ref())
+                .and_then(|t| t["rrn"].as_str())
                 .is_some()
         );
         assert_eq!(
