@@ -4,6 +4,8 @@ use std::fmt;
 
 use shared::secret::{ExposeSecret, SecretString, secret};
 
+use crate::ids::AppClientId;
+
 /// One permission an app key can hold.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
 pub enum Scope {
@@ -89,7 +91,7 @@ impl Eq for WebhookSecret {}
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct ClientRecord {
     /// `app_…`.
-    pub id: String,
+    pub id: AppClientId,
     /// A name for people.
     pub name: String,
     /// The tenant whose tokens it may pay out to.
@@ -136,8 +138,6 @@ impl ClientRecord {
 
 /// The prefix of proxy API keys.
 pub const API_KEY_PREFIX: &str = "pk_";
-/// The prefix of app client ids.
-pub const CLIENT_ID_PREFIX: &str = "app_";
 
 /// Why a client could not be created (fixed messages).
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +197,7 @@ impl NewClient {
         let api_key = shared::ids::ApiKey::generate(API_KEY_PREFIX)?;
         Ok(Self {
             record: ClientRecord {
-                id: shared::ids::random_id(CLIENT_ID_PREFIX)?,
+                id: AppClientId::generate()?,
                 name: name.to_owned(),
                 tenant: tenant.to_owned(),
                 scopes,

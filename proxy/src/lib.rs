@@ -5,7 +5,8 @@
 //! - [`http`]: the app API and the bank's webhook receiver, over [`service`], the operations
 //!   (the only way the routes reach the engine and the store); [`auth`]: app clients and scopes; [`view`]:
 //!   what apps see of a payout.
-//! - [`engine`]: the payout state machine and its driver; [`payout`]: the payout as stored.
+//! - [`engine`]: the payout state machine and its driver; [`payout`]: the payout as stored;
+//!   [`ids`]: payout and app client ids.
 //! - [`bank131`]: the signed Bank 131 client; [`vault_client`]: detokenize over HTTP.
 //! - [`store`]: SQLite and PostgreSQL; [`outbox`]: app webhook delivery; [`resolve`]: payouts
 //!   a person closes by hand; [`egress`]: where outbound requests may go; [`secrets`]: webhook
@@ -21,6 +22,7 @@ pub mod config;
 pub mod egress;
 pub mod engine;
 pub mod http;
+pub mod ids;
 pub mod outbox;
 pub mod payout;
 pub mod resolve;

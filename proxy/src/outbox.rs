@@ -21,7 +21,8 @@ use crate::store::ProxyStore;
 /// the lists in the order of their first event.
 fn by_payout(events: Vec<OutboxEvent>) -> Vec<Vec<OutboxEvent>> {
     let mut groups: Vec<Vec<OutboxEvent>> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut index: std::collections::HashMap<crate::ids::PayoutId, usize> =
+        std::collections::HashMap::new();
     for event in events {
         match index.get(&event.payout_id) {
             Some(&i) => {
@@ -227,12 +228,12 @@ impl Deliverer {
     }
 
     async fn deliver(&self, mut event: OutboxEvent) -> Result<(), crate::store::StoreError> {
-        let client = self.store.client(&event.client_id).await?;
+        let client = self.store.client(event.client_id.as_str()).await?;
         // The secret is stored wrapped; it is unwrapped only to sign, and only here.
         let target = client.as_ref().and_then(|c| {
             c.webhook_url
                 .clone()
-                .map(|url| (url, self.secrets.open(&c.webhook_secret, &c.id)))
+                .map(|url| (url, self.secrets.open(&c.webhook_secret, c.id.as_str())))
         });
         let now = now_micros();
         event.attempts += 1;

@@ -5,6 +5,8 @@ use std::fmt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::ids::{AppClientId, PayoutId};
+
 /// Where a payout is. Transitions only move forward (see [`PayoutState::rank`]).
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,11 +130,11 @@ impl ConfirmMode {
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Payout {
     /// `pay_…`.
-    pub id: String,
+    pub id: PayoutId,
     /// The tenant whose token pays out.
     pub tenant: String,
     /// The app client that asked.
-    pub client_id: String,
+    pub client_id: AppClientId,
     /// The app's `Idempotency-Key`.
     pub idempotency_key: String,
     /// SHA-256 of the canonical request: same key + other body is a conflict.
@@ -220,11 +222,11 @@ impl CancelReason {
 #[derive(Clone, Debug)]
 pub struct PayoutRequest {
     /// `pay_…`.
-    pub id: String,
+    pub id: PayoutId,
     /// The tenant whose token pays out.
     pub tenant: String,
     /// The app client that asked.
-    pub client_id: String,
+    pub client_id: AppClientId,
     /// The app's `Idempotency-Key`.
     pub idempotency_key: String,
     /// SHA-256 of the canonical request.
@@ -360,9 +362,9 @@ pub struct OutboxEvent {
     /// `evt_…`.
     pub id: String,
     /// The payout.
-    pub payout_id: String,
+    pub payout_id: PayoutId,
     /// The app client to tell.
-    pub client_id: String,
+    pub client_id: AppClientId,
     /// `payout.succeeded`, …
     pub event_type: String,
     /// The exact JSON body to send.
@@ -408,9 +410,9 @@ mod tests {
     fn sample() -> Payout {
         Payout::created(
             PayoutRequest {
-                id: "pay_1".into(),
+                id: PayoutId::generate().unwrap(),
                 tenant: "t".into(),
-                client_id: "c".into(),
+                client_id: AppClientId::generate().unwrap(),
                 idempotency_key: "k".into(),
                 request_hash: [0; 32],
                 card_token: "tok_1".into(),

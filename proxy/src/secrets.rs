@@ -213,11 +213,15 @@ pub async fn wrap_legacy_secrets(
     let mut unopenable = Vec::new();
     for client in store.clients().await? {
         if is_clear(&client.webhook_secret) {
-            let stored = secrets.wrap(&client.webhook_secret, &client.id)?;
-            store.set_webhook_secret(&client.id, &stored).await?;
+            let stored = secrets.wrap(&client.webhook_secret, client.id.as_str())?;
+            store
+                .set_webhook_secret(client.id.as_str(), &stored)
+                .await?;
             wrapped += 1;
         } else if client.revoked_at.is_none()
-            && secrets.open(&client.webhook_secret, &client.id).is_err()
+            && secrets
+                .open(&client.webhook_secret, client.id.as_str())
+                .is_err()
         {
             unopenable.push(client.id);
         }
@@ -242,9 +246,9 @@ pub enum WrapError {
     /// Secrets that do not open under this key.
     #[error(
         "the webhook secrets of {} do not open under this proxy's key (was webhooks.secret_key_file or the partner key changed?); restore the key, or revoke those clients and create them again",
-        .0.join(", ")
+        .0.iter().map(|id| id.as_str()).collect::<Vec<_>>().join(", ")
     )]
-    WrongKey(Vec<String>),
+    WrongKey(Vec<crate::ids::AppClientId>),
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ impl Proxy {
         .hash();
         let store = self.engine.store();
         if let Some(p) = store
-            .payout_by_idempotency_key(&client.id, &idempotency_key)
+            .payout_by_idempotency_key(client.id.as_str(), &idempotency_key)
             .await?
         {
             return replayed(p, &request_hash);
@@ -199,7 +199,7 @@ impl Proxy {
                 let engine = self.engine.clone();
                 let id = p.id.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = engine.drive_new(&id, pan).await {
+                    if let Err(e) = engine.drive_new(id.as_str(), pan).await {
                         tracing::warn!(payout = %id, error = %e, "drive failed; the reconciler will resume it");
                     }
                 });
@@ -222,7 +222,7 @@ impl Proxy {
     ) -> Result<Payout, ServiceError> {
         let now = now_micros();
         let request = PayoutRequest {
-            id: shared::ids::random_id("pay_").map_err(|_| ServiceError::NoRandomness)?,
+            id: crate::ids::PayoutId::generate().map_err(|_| ServiceError::NoRandomness)?,
             tenant: client.tenant.clone(),
             client_id: client.id.clone(),
             idempotency_key,
@@ -257,7 +257,7 @@ impl Proxy {
             .store()
             .payout(id)
             .await?
-            .filter(|p| p.tenant == client.tenant && only.is_none_or(|c| p.client_id == c))
+            .filter(|p| p.tenant == client.tenant && only.is_none_or(|c| p.client_id.as_str() == c))
             .ok_or(ServiceError::NotFound)
     }
 
@@ -302,7 +302,7 @@ impl Proxy {
     ) -> Result<Payout, ServiceError> {
         self.permits(client, Operation::WritePayouts)?;
         self.engine
-            .decide_by_app(&client.tenant, &client.id, id, decision)
+            .decide_by_app(&client.tenant, client.id.as_str(), id, decision)
             .await
             .map_err(ServiceError::Action)
     }
@@ -322,7 +322,7 @@ impl Proxy {
         Ok(self
             .engine
             .store()
-            .list_events(&client.id, filter, limit)
+            .list_events(client.id.as_str(), filter, limit)
             .await?)
     }
 
@@ -344,7 +344,7 @@ impl Proxy {
         let event = self
             .engine
             .store()
-            .redeliver_event(&client.id, id, now_micros())
+            .redeliver_event(client.id.as_str(), id, now_micros())
             .await?
             .ok_or(ServiceError::EventNotFound)?;
         self.engine.outbox_signal().notify_one();
@@ -417,11 +417,15 @@ impl Proxy {
         }
         // Applied under the payout's lock; a conflict means another path moved it: drive reads
         // the fresh state (and `session/status` if needed).
-        if self.engine.apply_webhook(&payout.id, session).await? {
+        if self
+            .engine
+            .apply_webhook(payout.id.as_str(), session)
+            .await?
+        {
             let engine = self.engine.clone();
             let id = payout.id;
             tokio::spawn(async move {
-                if let Err(e) = engine.drive(&id).await {
+                if let Err(e) = engine.drive(id.as_str()).await {
                     tracing::warn!(payout = %id, error = %e, "drive after webhook failed; the reconciler will resume it");
                 }
             });

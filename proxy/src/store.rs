@@ -58,7 +58,7 @@ pub enum Inserted {
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct BankEvent {
     /// The payout, when one matched.
-    pub payout_id: Option<String>,
+    pub payout_id: Option<crate::ids::PayoutId>,
     /// The bank session.
     pub bank_session_id: String,
     /// The webhook type.
@@ -76,7 +76,7 @@ impl BankEvent {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         for part in [
-            self.payout_id.as_deref().unwrap_or_default(),
+            self.payout_id.as_ref().map_or("", |id| id.as_str()),
             &self.bank_session_id,
             &self.kind,
             &self.body,

@@ -58,7 +58,7 @@ impl<'a> PayoutView<'a> {
     /// The view of `p`.
     pub fn new(p: &'a Payout) -> Self {
         Self {
-            id: &p.id,
+            id: p.id.as_str(),
             status: p.state.as_str(),
             amount: p.amount,
             currency: &p.currency,

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
 use proxy::config::WebhookSettings;
 use proxy::engine::now_micros;
+use proxy::ids::{AppClientId, PayoutId};
 use proxy::outbox::Deliverer;
 use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest};
 use proxy::store::{Inserted, ProxyStore, SqliteStore};
@@ -81,10 +82,15 @@ fn secrets() -> Arc<proxy::secrets::WrapKey> {
     Arc::new(proxy::secrets::WrapKey::from_key(&[1; 32]).unwrap())
 }
 
+/// A readable app client id (`app("a")` is `app_…0a`).
+fn app(name: &str) -> String {
+    testkit::named_id("app_", name)
+}
+
 async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
     store
         .insert_client(ClientRecord {
-            id: id.to_owned(),
+            id: AppClientId::parse(id).unwrap(),
             name: "app".to_owned(),
             tenant: "acme".to_owned(),
             scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
@@ -105,9 +111,9 @@ async fn payout_with_events(store: &dyn ProxyStore, client_id: &str, events: usi
     let Inserted::New(p) = store
         .insert_payout(Payout::created(
             PayoutRequest {
-                id: shared::ids::random_id("pay_").unwrap(),
+                id: PayoutId::generate().unwrap(),
                 tenant: "acme".to_owned(),
-                client_id: client_id.to_owned(),
+                client_id: AppClientId::parse(client_id).unwrap(),
                 idempotency_key: shared::ids::random_id("idem_").unwrap(),
                 request_hash: [1; 32],
                 card_token: "tok_0000000000000000000000".to_owned(),
@@ -130,7 +136,7 @@ async fn payout_with_events(store: &dyn ProxyStore, client_id: &str, events: usi
             OutboxEvent {
                 id: shared::ids::random_id("evt_").unwrap(),
                 payout_id: p.id.clone(),
-                client_id: client_id.to_owned(),
+                client_id: AppClientId::parse(client_id).unwrap(),
                 event_type: "payout.awaiting_confirmation".to_owned(),
                 payload: "{}".to_owned(),
                 attempts: 0,
@@ -155,19 +161,19 @@ async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
     let (fast_url, received) = fast_app().await;
     client(
         store.as_ref(),
-        "app_stuck",
+        &app("stuck"),
         &stuck_app(Arc::clone(&release)).await,
     )
     .await;
-    client(store.as_ref(), "app_fast", &fast_url).await;
+    client(store.as_ref(), &app("fast"), &fast_url).await;
 
     // The stuck app's events are the oldest, so a one-at-a-time deliverer would sit on them.
     for _ in 0..3 {
-        payout_with_events(store.as_ref(), "app_stuck", 1).await;
+        payout_with_events(store.as_ref(), &app("stuck"), 1).await;
     }
     let mut expected = Vec::new();
     for _ in 0..5 {
-        expected.push(payout_with_events(store.as_ref(), "app_fast", 3).await);
+        expected.push(payout_with_events(store.as_ref(), &app("fast"), 3).await);
     }
 
     let deliverer = Deliverer::new(
@@ -245,10 +251,10 @@ async fn a_redirect_from_an_app_endpoint_is_never_followed() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir.path().join("proxy.db"));
     let (target, stolen) = counting_server(axum::http::StatusCode::OK, None).await;
-    let (app, asked) =
+    let (endpoint, asked) =
         counting_server(axum::http::StatusCode::TEMPORARY_REDIRECT, Some(target)).await;
-    client(store.as_ref(), "app_redirecting", &app).await;
-    payout_with_events(store.as_ref(), "app_redirecting", 1).await;
+    client(store.as_ref(), &app("redirecting"), &endpoint).await;
+    payout_with_events(store.as_ref(), &app("redirecting"), 1).await;
     let deliverer = Deliverer::new(
         Arc::clone(&store),
         secrets(),
@@ -293,10 +299,10 @@ async fn a_webhook_url_pointing_inside_is_never_sent_to() {
     let (literal, literal_hits) = counting_server(axum::http::StatusCode::OK, None).await;
     let (named, named_hits) = counting_server(axum::http::StatusCode::OK, None).await;
     let named = named.replace("127.0.0.1", "localhost");
-    client(store.as_ref(), "app_literal", &literal).await;
-    client(store.as_ref(), "app_named", &named).await;
-    payout_with_events(store.as_ref(), "app_literal", 1).await;
-    payout_with_events(store.as_ref(), "app_named", 1).await;
+    client(store.as_ref(), &app("literal"), &literal).await;
+    client(store.as_ref(), &app("named"), &named).await;
+    payout_with_events(store.as_ref(), &app("literal"), 1).await;
+    payout_with_events(store.as_ref(), &app("named"), 1).await;
     let deliverer = Deliverer::new(
         Arc::clone(&store),
         secrets(),
@@ -338,19 +344,18 @@ async fn a_webhook_url_pointing_inside_is_never_sent_to() {
         .collect::<Result<_, _>>()
         .unwrap();
     reasons.sort();
-    assert_eq!(
-        reasons,
-        [
-            (
-                "app_literal".to_owned(),
-                "the webhook URL points at an internal address; not sent".to_owned()
-            ),
-            (
-                "app_named".to_owned(),
-                "the webhook URL resolves to an internal address; not sent".to_owned()
-            ),
-        ]
-    );
+    let mut expected = [
+        (
+            app("literal"),
+            "the webhook URL points at an internal address; not sent".to_owned(),
+        ),
+        (
+            app("named"),
+            "the webhook URL resolves to an internal address; not sent".to_owned(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(reasons, expected);
 }
 
 /// Issue 12 §3: an app without a webhook URL is not retried (and warned about) every few
@@ -361,7 +366,7 @@ async fn events_of_an_app_without_a_webhook_url_are_set_aside_at_once() {
     let store = open_store(&dir.path().join("proxy.db"));
     store
         .insert_client(ClientRecord {
-            id: "app_quiet".to_owned(),
+            id: AppClientId::parse(&app("quiet")).unwrap(),
             name: "app".to_owned(),
             tenant: "acme".to_owned(),
             scopes: Scopes::parse("payouts:write").unwrap(),
@@ -374,7 +379,7 @@ async fn events_of_an_app_without_a_webhook_url_are_set_aside_at_once() {
         })
         .await
         .unwrap();
-    payout_with_events(store.as_ref(), "app_quiet", 3).await;
+    payout_with_events(store.as_ref(), &app("quiet"), 3).await;
     let deliverer = Deliverer::new(
         Arc::clone(&store),
         secrets(),

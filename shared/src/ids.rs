@@ -117,6 +117,67 @@ pub fn is_id(prefix: &str, s: &str) -> bool {
     true
 }
 
+/// For [`random_id_type!`]: ids serialize as their text, in crates that do not name serde.
+#[doc(hidden)]
+pub use serde as __serde;
+
+/// Defines a random, prefixed identifier type: the prefix and 22 base62 characters encoding 128
+/// bits from the OS CSPRNG ([`random_id`]). `parse` takes only that exact spelling, so a PAN,
+/// a forged row or another kind of id never becomes one.
+#[macro_export]
+macro_rules! random_id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+        pub struct $name(String);
+
+        impl $name {
+            /// What every id of this kind starts with.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A fresh random id.
+            ///
+            /// # Errors
+            ///
+            /// The OS random generator failed.
+            pub fn generate() -> Result<Self, $crate::ids::RandomFailed> {
+                $crate::ids::random_id(Self::PREFIX).map(Self)
+            }
+
+            /// Parses an id. Anything else (including a PAN) is `None`.
+            pub fn parse(s: &str) -> Option<Self> {
+                $crate::ids::is_id(Self::PREFIX, s).then(|| Self(s.to_owned()))
+            }
+
+            /// The id text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl $crate::ids::__serde::Serialize for $name {
+            fn serialize<S: $crate::ids::__serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl ::std::convert::AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
 /// An API key: a prefix and 43 base64url characters (256 random bits). Shown once at creation;
 /// services keep only [`ApiKey::hash`].
 pub struct ApiKey(SecretString);

@@ -4,7 +4,8 @@
 //! the stores' backs, and [`conformance!`], which declares each check once for both backends.
 //! Each suite opens its own store on a [`Database`]; two stores on one database stand for two
 //! replicas. Also what the HTTP-level tests of every crate share: [`logs`] (a test binary's
-//! logs, captured to scan for card data) and [`http`] (a request's body in one call).
+//! logs, captured to scan for card data) and [`http`] (a request's body in one call), and
+//! [`named_id`] (a readable id that the services' strict id parsers accept).
 #![forbid(unsafe_code)]
 
 pub mod http;
@@ -16,6 +17,20 @@ use std::time::Duration;
 
 use shared::sqlite::SqliteOptions;
 use tempfile::TempDir;
+
+/// `prefix` and `name` left-padded with `0` to a well-formed id (`app_a` is
+/// `app_000000000000000000000a`): a fixture that reads as its name, where the services parse
+/// ids strictly. `name` is base62 and at most 22 characters; ids of equal-length names order as
+/// the names do.
+///
+/// # Panics
+///
+/// When the result is not a well-formed id.
+pub fn named_id(prefix: &str, name: &str) -> String {
+    let id = format!("{prefix}{name:0>width$}", width = shared::ids::ID_CHARS);
+    assert!(shared::ids::is_id(prefix, &id), "{id} is not an id");
+    id
+}
 
 /// One test's database.
 #[derive(Debug)]

@@ -49,6 +49,12 @@ pub enum CryptoError {
     Io(#[source] std::io::Error),
 }
 
+impl From<shared::ids::RandomFailed> for CryptoError {
+    fn from(_: shared::ids::RandomFailed) -> Self {
+        Self::Random
+    }
+}
+
 /// Fills `buf` from the OS CSPRNG.
 ///
 /// # Errors

@@ -187,7 +187,7 @@ impl Vault {
     ///
     /// Storage or RNG failure.
     pub async fn tokenize(&self, ctx: &Context, card: NewCard) -> Result<Tokenized, VaultError> {
-        let token = Token::generate()?;
+        let token = Token::generate().map_err(CryptoError::from)?;
         let now = now_micros();
         let ttl_micros = card.ttl_seconds.map(|s| {
             i64::try_from(s)

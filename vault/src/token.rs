@@ -1,58 +1,13 @@
 //! Identifiers the vault hands out: tokens, client ids, API keys and request ids.
 
-use std::fmt;
-
-use crate::crypto::CryptoError;
-
-/// Defines a random, prefixed identifier type: the prefix and 22 base62 characters encoding 128
-/// bits from the OS CSPRNG.
-macro_rules! random_id_type {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
-        pub struct $name(String);
-
-        impl $name {
-            const PREFIX: &'static str = $prefix;
-
-            /// A fresh random id.
-            ///
-            /// # Errors
-            ///
-            /// The OS random generator failed.
-            pub fn generate() -> Result<Self, CryptoError> {
-                shared::ids::random_id(Self::PREFIX)
-                    .map(Self)
-                    .map_err(|_| CryptoError::Random)
-            }
-
-            /// Parses an id. Anything else (including a PAN) is `None`.
-            pub fn parse(s: &str) -> Option<Self> {
-                shared::ids::is_id(Self::PREFIX, s).then(|| Self(s.to_owned()))
-            }
-
-            /// The id text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-random_id_type!(
+shared::random_id_type!(
     /// A card token: `tok_` and 22 base62 characters. Never derived from the PAN, and never
     /// mistakable for one (it has letters and a prefix).
     Token,
     "tok_"
 );
 
-random_id_type!(
+shared::random_id_type!(
     /// An API client id: `cli_` and 22 base62 characters.
     ClientId,
     "cli_"

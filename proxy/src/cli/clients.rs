@@ -120,7 +120,7 @@ pub(super) async fn clients(
             let (key, secret) = (new.api_key, client.webhook_secret.clone());
             // Stored wrapped: a reader of the database cannot sign for the proxy.
             let secrets = crate::secrets::for_config(config)?;
-            client.webhook_secret = secrets.wrap(&secret, &client.id)?;
+            client.webhook_secret = secrets.wrap(&secret, client.id.as_str())?;
             store.insert_client(client.clone()).await?;
             println!("client_id:      {}", client.id);
             println!("tenant:         {}", client.tenant);

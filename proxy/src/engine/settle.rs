@@ -22,7 +22,7 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return self.retry_later(p, &e.to_string()).await,
         };
-        let assessment = assess(&session, &p.id, p.bank_payout_id.as_deref());
+        let assessment = assess(&session, p.id.as_str(), p.bank_payout_id.as_deref());
         match next_call(&p, &assessment, self.inner.settings.max_start_resends) {
             NextCall::ResendStart => {
                 let mut p = p;
@@ -84,13 +84,15 @@ impl Engine {
             .status(s.as_str())
             .await
             .map_err(|e| e.to_string())?;
-        Ok(match assess(&session, &p.id, p.bank_payout_id.as_deref()) {
-            Assessment::AwaitingConfirmation { .. } if matches_payout(p, &session) => {
-                Check::Matches
-            }
-            Assessment::AwaitingConfirmation { .. } => Check::Mismatch,
-            _ => Check::Other(Box::new(session)),
-        })
+        Ok(
+            match assess(&session, p.id.as_str(), p.bank_payout_id.as_deref()) {
+                Assessment::AwaitingConfirmation { .. } if matches_payout(p, &session) => {
+                    Check::Matches
+                }
+                Assessment::AwaitingConfirmation { .. } => Check::Mismatch,
+                _ => Check::Other(Box::new(session)),
+            },
+        )
     }
 
     pub(super) async fn cancel_mismatch(
@@ -133,7 +135,7 @@ impl Engine {
     }
 
     pub(super) async fn send_confirm(&self, p: Payout, s: &SessionId) -> Result<bool, StoreError> {
-        let key = bank_key(&p.id, &format!("confirm:{}", p.attempts));
+        let key = bank_key(p.id.as_str(), &format!("confirm:{}", p.attempts));
         match self.inner.bank.confirm(s.as_str(), Some(&key)).await {
             Ok(session) => self.apply(p, &session).await,
             Err(e) => self.retry_later(p, &e.to_string()).await,
@@ -141,7 +143,7 @@ impl Engine {
     }
 
     pub(super) async fn send_cancel(&self, p: Payout, s: &SessionId) -> Result<bool, StoreError> {
-        let key = bank_key(&p.id, &format!("cancel:{}", p.attempts));
+        let key = bank_key(p.id.as_str(), &format!("cancel:{}", p.attempts));
         match self.inner.bank.cancel(s.as_str(), Some(&key)).await {
             Ok(session) => self.apply(p, &session).await,
             Err(e) => self.retry_later(p, &e.to_string()).await,
@@ -155,7 +157,7 @@ impl Engine {
     ///
     /// Storage failure or a concurrent change ([`StoreError::Conflict`]).
     pub async fn apply(&self, mut p: Payout, session: &Session) -> Result<bool, StoreError> {
-        let assessment = assess(session, &p.id, p.bank_payout_id.as_deref());
+        let assessment = assess(session, p.id.as_str(), p.bank_payout_id.as_deref());
         let (next, bank_payout_id, via_success, failure) = match verdict(&p, &assessment) {
             Verdict::Nothing => return Ok(false),
             Verdict::Hold { attention } => {
@@ -237,7 +239,7 @@ impl Engine {
             // the bank asks for the confirmation: drive on to send it now.
             let cancel_now = p.state == PayoutState::Cancelling
                 && matches!(
-                    assess(session, &p.id, p.bank_payout_id.as_deref()),
+                    assess(session, p.id.as_str(), p.bank_payout_id.as_deref()),
                     Assessment::AwaitingConfirmation { .. }
                 );
             match self.apply(p, session).await {

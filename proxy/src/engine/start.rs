@@ -72,7 +72,7 @@ impl Engine {
         };
         // A fresh key per attempt: a session whose creation answer was lost is an orphan the
         // bank never pays from, so creating another is safe.
-        let key = bank_key(&p.id, &format!("create:{}", p.attempts));
+        let key = bank_key(p.id.as_str(), &format!("create:{}", p.attempts));
         match self.inner.bank.create_session(&request, Some(&key)).await {
             Ok(session) => {
                 p.bank_session_id = Some(session.id.clone());
@@ -203,7 +203,7 @@ impl Engine {
             metadata: Some(serde_json::json!({ "payout_id": p.id })),
         };
         // One key for every send of this payout's start (rule 2).
-        let key = bank_key(&p.id, "start");
+        let key = bank_key(p.id.as_str(), "start");
         let result = self
             .inner
             .bank

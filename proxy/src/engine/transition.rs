@@ -143,9 +143,9 @@ mod tests {
     fn payout(state: PayoutState, reason: Option<CancelReason>) -> Payout {
         let mut p = Payout::created(
             PayoutRequest {
-                id: "pay_1".into(),
+                id: crate::ids::PayoutId::generate().unwrap(),
                 tenant: "acme".into(),
-                client_id: "cl_1".into(),
+                client_id: crate::ids::AppClientId::generate().unwrap(),
                 idempotency_key: "k".into(),
                 request_hash: [0; 32],
                 card_token: "tok_1".into(),

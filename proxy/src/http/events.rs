@@ -32,7 +32,7 @@ struct EventView {
     id: String,
     #[serde(rename = "type")]
     event_type: String,
-    payout_id: String,
+    payout_id: crate::ids::PayoutId,
     created_at: String,
     delivery: DeliveryView,
     /// The exact body POSTed to the webhook URL.
@@ -100,7 +100,7 @@ pub(crate) async fn list(
     };
     if q.payout
         .as_deref()
-        .is_some_and(|p| !shared::ids::is_id("pay_", p))
+        .is_some_and(|p| crate::ids::PayoutId::parse(p).is_none())
     {
         return Err(ApiError::InvalidParam(
             "payout",

@@ -226,7 +226,7 @@ fn id_param(params: &RawPathParams) -> Option<String> {
         .iter()
         .find(|(name, _)| *name == "id")
         .map(|(_, v)| v.to_owned())
-        .filter(|v| shared::ids::is_id("pay_", v))
+        .filter(|v| crate::ids::PayoutId::parse(v).is_some())
 }
 
 /// `GET /v1/payouts/{id}`.
@@ -270,7 +270,7 @@ pub(crate) async fn list(
     };
     let limit = page(
         q.after.as_deref(),
-        "pay_",
+        crate::ids::PayoutId::PREFIX,
         "after must be a payout id",
         q.limit,
     )?;

@@ -105,7 +105,7 @@ impl ProxyStore for PgStore {
             ))
             .await?;
         let row = client
-            .query_one(&stmt, &[&p.client_id, &p.idempotency_key])
+            .query_one(&stmt, &[&p.client_id.as_str(), &p.idempotency_key])
             .await?;
         Ok(Inserted::Existing(rows::payout(&row)?))
     }
@@ -262,7 +262,7 @@ impl ProxyStore for PgStore {
             .execute(
                 &stmt,
                 &[
-                    &e.payout_id,
+                    &e.payout_id.as_ref().map(|id| id.as_str()),
                     &e.bank_session_id,
                     &e.kind,
                     &e.body,
@@ -412,7 +412,7 @@ impl ProxyStore for PgStore {
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 ),
                 &[
-                    &c.id,
+                    &c.id.as_str(),
                     &c.name,
                     &c.tenant,
                     &c.scopes.to_string(),

@@ -9,6 +9,7 @@ use shared::row::{Row, Value};
 
 use super::{BankEvent, StoreError};
 use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
+use crate::ids::{AppClientId, PayoutId};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
 
 /// The payout columns in [`payout`]'s order.
@@ -48,6 +49,21 @@ macro_rules! event_columns {
 }
 pub(super) use event_columns;
 
+/// An id column, parsed strictly: a forged or mangled id makes the row corrupt rather than
+/// reaching the engine or an app.
+fn id<R: Row, T>(
+    r: &R,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+    what: &'static str,
+) -> Result<T, StoreError>
+where
+    StoreError: From<R::Error>,
+{
+    let text: String = r.column(i)?;
+    parse(&text).ok_or(StoreError::Corrupt(what))
+}
+
 /// A row of `payout_columns!()`.
 pub(super) fn payout<R: Row>(r: &R) -> Result<Payout, StoreError>
 where
@@ -56,9 +72,9 @@ where
     let mode: String = r.column(10)?;
     let state: String = r.column(11)?;
     Ok(Payout {
-        id: r.column(0)?,
+        id: id(r, 0, PayoutId::parse, "payout id")?,
         tenant: r.column(1)?,
-        client_id: r.column(2)?,
+        client_id: id(r, 2, AppClientId::parse, "client id")?,
         idempotency_key: r.column(3)?,
         request_hash: r.blob32(4, "request hash")?,
         card_token: r.column(5)?,
@@ -92,7 +108,7 @@ where
 {
     let scopes: String = r.column(3)?;
     Ok(ClientRecord {
-        id: r.column(0)?,
+        id: id(r, 0, AppClientId::parse, "client id")?,
         name: r.column(1)?,
         tenant: r.column(2)?,
         scopes: Scopes::parse(&scopes).map_err(|_| StoreError::Corrupt("client scopes"))?,
@@ -118,8 +134,8 @@ where
 {
     Ok(OutboxEvent {
         id: r.column(0)?,
-        payout_id: r.column(1)?,
-        client_id: r.column(2)?,
+        payout_id: id(r, 1, PayoutId::parse, "payout id")?,
+        client_id: id(r, 2, AppClientId::parse, "client id")?,
         event_type: r.column(3)?,
         payload: r.column(4)?,
         attempts: r.count(5, "attempts")?,
@@ -136,8 +152,12 @@ pub(super) fn bank_event<R: Row>(r: &R) -> Result<BankEvent, StoreError>
 where
     StoreError: From<R::Error>,
 {
+    let payout_id: Option<String> = r.column(0)?;
     Ok(BankEvent {
-        payout_id: r.column(0)?,
+        payout_id: match payout_id {
+            Some(text) => Some(PayoutId::parse(&text).ok_or(StoreError::Corrupt("payout id"))?),
+            None => None,
+        },
         bank_session_id: r.column(1)?,
         kind: r.column(2)?,
         body: r.column(3)?,
@@ -148,9 +168,9 @@ where
 /// A payout's values in `payout_columns!()` order, for the insert.
 pub(super) fn payout_values(p: &Payout) -> [Value<'_>; 26] {
     [
-        Value::from(&p.id),
+        Value::from(p.id.as_str()),
         Value::from(&p.tenant),
-        Value::from(&p.client_id),
+        Value::from(p.client_id.as_str()),
         Value::from(&p.idempotency_key),
         Value::from(&p.request_hash),
         Value::from(&p.card_token),
@@ -182,7 +202,7 @@ pub(super) fn payout_values(p: &Payout) -> [Value<'_>; 26] {
 /// placeholders).
 pub(super) fn payout_changes(p: &Payout) -> [Value<'_>; 15] {
     [
-        Value::from(&p.id),
+        Value::from(p.id.as_str()),
         Value::from(p.version),
         Value::from(p.state.as_str()),
         Value::from(&p.bank_session_id),
@@ -245,8 +265,8 @@ pub(super) use payout_changes_sql;
 pub(super) fn event_values(e: &OutboxEvent) -> [Value<'_>; 11] {
     [
         Value::from(&e.id),
-        Value::from(&e.payout_id),
-        Value::from(&e.client_id),
+        Value::from(e.payout_id.as_str()),
+        Value::from(e.client_id.as_str()),
         Value::from(&e.event_type),
         Value::from(&e.payload),
         Value::from(e.attempts),

@@ -90,7 +90,7 @@ impl ProxyStore for SqliteStore {
                         payout_columns!(),
                         " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
                     ),
-                    params![p.client_id, p.idempotency_key],
+                    params![p.client_id.as_str(), p.idempotency_key],
                     |r| rows::payout(r),
                 )?;
                 if let Some(existing) = existing {
@@ -240,7 +240,7 @@ impl ProxyStore for SqliteStore {
                     "UPDATE payouts SET next_attempt_at = ?2, lease_owner = ?3, version = version + 1 WHERE id = ?1",
                 )?;
                 for p in &mut claimed {
-                    lease.execute(params![p.id, lease_until, owner])?;
+                    lease.execute(params![p.id.as_str(), lease_until, owner])?;
                     p.next_attempt_at = lease_until;
                     p.lease_owner = Some(owner.clone());
                     p.version += 1;
@@ -260,7 +260,7 @@ impl ProxyStore for SqliteStore {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (body_sha256) DO NOTHING",
                     )?
                     .execute(params![
-                        e.payout_id,
+                        e.payout_id.as_ref().map(|id| id.as_str()),
                         e.bank_session_id,
                         e.kind,
                         e.body,
@@ -406,7 +406,7 @@ impl ProxyStore for SqliteStore {
                         ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                     ),
                     params![
-                        c.id,
+                        c.id.as_str(),
                         c.name,
                         c.tenant,
                         c.scopes.to_string(),

@@ -5,15 +5,21 @@ use std::sync::Arc;
 
 use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
 use proxy::engine::now_micros;
+use proxy::ids::{AppClientId, PayoutId};
 use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest, PayoutState};
 use proxy::store::{BankEvent, EventFilter, Inserted, PayoutFilter, ProxyStore, StoreError};
 
 use crate::{Backend, Open};
 
+/// A readable app client id (`app("a")` is `app_…0a`).
+fn app(name: &str) -> String {
+    testkit::named_id("app_", name)
+}
+
 async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
     store
         .insert_client(ClientRecord {
-            id: id.to_owned(),
+            id: AppClientId::parse(id).unwrap(),
             name: "app".to_owned(),
             tenant: tenant.to_owned(),
             scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
@@ -31,9 +37,9 @@ async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
 fn payout(client_id: &str, tenant: &str, key: &str, created_at: i64) -> Payout {
     Payout::created(
         PayoutRequest {
-            id: shared::ids::random_id("pay_").unwrap(),
+            id: PayoutId::generate().unwrap(),
             tenant: tenant.to_owned(),
-            client_id: client_id.to_owned(),
+            client_id: AppClientId::parse(client_id).unwrap(),
             idempotency_key: key.to_owned(),
             request_hash: [1; 32],
             card_token: "tok_0000000000000000000000".to_owned(),
@@ -65,15 +71,15 @@ fn event(p: &Payout, n: i64) -> OutboxEvent {
 
 pub(crate) async fn idempotency_keys_are_per_client(b: Backend) {
     let store = b.open().await;
-    client(store.as_ref(), "app_a", "acme").await;
-    client(store.as_ref(), "app_b", "acme").await;
-    let first = payout("app_a", "acme", "k1", now_micros());
+    client(store.as_ref(), &app("a"), "acme").await;
+    client(store.as_ref(), &app("b"), "acme").await;
+    let first = payout(&app("a"), "acme", "k1", now_micros());
     assert!(matches!(
         store.insert_payout(first.clone()).await.unwrap(),
         Inserted::New(_)
     ));
     match store
-        .insert_payout(payout("app_a", "acme", "k1", now_micros()))
+        .insert_payout(payout(&app("a"), "acme", "k1", now_micros()))
         .await
         .unwrap()
     {
@@ -82,26 +88,26 @@ pub(crate) async fn idempotency_keys_are_per_client(b: Backend) {
     }
     assert!(matches!(
         store
-            .insert_payout(payout("app_b", "acme", "k1", now_micros()))
+            .insert_payout(payout(&app("b"), "acme", "k1", now_micros()))
             .await
             .unwrap(),
         Inserted::New(_)
     ));
     // Found again by the key, only for the client that used it.
     let found = store
-        .payout_by_idempotency_key("app_a", "k1")
+        .payout_by_idempotency_key(&app("a"), "k1")
         .await
         .unwrap();
     assert_eq!(found.as_ref(), Some(&first));
     assert!(
         store
-            .payout_by_idempotency_key("app_a", "k2")
+            .payout_by_idempotency_key(&app("a"), "k2")
             .await
             .unwrap()
             .is_none()
     );
     let other = store
-        .payout_by_idempotency_key("app_b", "k1")
+        .payout_by_idempotency_key(&app("b"), "k1")
         .await
         .unwrap();
     assert_ne!(other.map(|p| p.id), Some(first.id));
@@ -109,9 +115,9 @@ pub(crate) async fn idempotency_keys_are_per_client(b: Backend) {
 
 pub(crate) async fn save_is_compare_and_set_with_its_events(b: Backend) {
     let store = b.open().await;
-    client(store.as_ref(), "app_a", "acme").await;
+    client(store.as_ref(), &app("a"), "acme").await;
     let Inserted::New(p) = store
-        .insert_payout(payout("app_a", "acme", "k", now_micros()))
+        .insert_payout(payout(&app("a"), "acme", "k", now_micros()))
         .await
         .unwrap()
     else {
@@ -132,7 +138,7 @@ pub(crate) async fn save_is_compare_and_set_with_its_events(b: Backend) {
             .unwrap_err(),
         StoreError::Conflict
     ));
-    let read = store.payout(&p.id).await.unwrap().unwrap();
+    let read = store.payout(p.id.as_str()).await.unwrap().unwrap();
     assert_eq!(read.state, PayoutState::SessionCreated);
     assert_eq!(read.version, 1);
     assert_eq!(
@@ -144,17 +150,17 @@ pub(crate) async fn save_is_compare_and_set_with_its_events(b: Backend) {
 
 pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
     let store = b.open().await;
-    client(store.as_ref(), "app_a", "acme").await;
-    client(store.as_ref(), "app_g", "globex").await;
+    client(store.as_ref(), &app("a"), "acme").await;
+    client(store.as_ref(), &app("g"), "globex").await;
     let base = now_micros();
     let mut ids = Vec::new();
     for i in 0..5 {
-        let p = payout("app_a", "acme", &format!("k{i}"), base + i);
+        let p = payout(&app("a"), "acme", &format!("k{i}"), base + i);
         ids.push(p.id.clone());
         store.insert_payout(p).await.unwrap();
     }
     store
-        .insert_payout(payout("app_g", "globex", "k0", base))
+        .insert_payout(payout(&app("g"), "globex", "k0", base))
         .await
         .unwrap();
     let page1 = store
@@ -162,14 +168,14 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
         .await
         .unwrap();
     let page2 = store
-        .list_payouts("acme", after(&page1[1].id), 2)
+        .list_payouts("acme", after(page1[1].id.as_str()), 2)
         .await
         .unwrap();
     let page3 = store
-        .list_payouts("acme", after(&page2[1].id), 2)
+        .list_payouts("acme", after(page2[1].id.as_str()), 2)
         .await
         .unwrap();
-    let listed: Vec<String> = page1
+    let listed: Vec<PayoutId> = page1
         .iter()
         .chain(&page2)
         .chain(&page3)
@@ -201,19 +207,19 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
         1
     );
     // One app's payouts only, when asked.
-    client(store.as_ref(), "app_b", "acme").await;
+    client(store.as_ref(), &app("b"), "acme").await;
     store
-        .insert_payout(payout("app_b", "acme", "kb", base + 10))
+        .insert_payout(payout(&app("b"), "acme", "kb", base + 10))
         .await
         .unwrap();
-    let of = |client: &'static str| {
+    let of = |client: String| {
         let store = store.clone();
         async move {
             store
                 .list_payouts(
                     "acme",
                     PayoutFilter {
-                        client_id: Some(client.to_owned()),
+                        client_id: Some(client),
                         ..Default::default()
                     },
                     100,
@@ -221,12 +227,12 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|p| p.client_id)
+                .map(|p| p.client_id.to_string())
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(of("app_a").await, vec!["app_a"; 5]);
-    assert_eq!(of("app_b").await, vec!["app_b"]);
+    assert_eq!(of(app("a")).await, vec![app("a"); 5]);
+    assert_eq!(of(app("b")).await, vec![app("b")]);
     assert_eq!(
         store
             .list_payouts("acme", PayoutFilter::default(), 100)
@@ -239,10 +245,10 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
 
 pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
     let (a, c) = (b.open().await, b.open().await);
-    client(a.as_ref(), "app_a", "acme").await;
+    client(a.as_ref(), &app("a"), "acme").await;
     let now = now_micros();
     for i in 0..30 {
-        a.insert_payout(payout("app_a", "acme", &format!("k{i}"), now - 1000 + i))
+        a.insert_payout(payout(&app("a"), "acme", &format!("k{i}"), now - 1000 + i))
             .await
             .unwrap();
     }
@@ -267,7 +273,7 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
         for p in t.await.unwrap() {
             total += 1;
             // As claimed: the lease, its owner, and a version that fences older reads.
-            let stored = a.payout(&p.id).await.unwrap().unwrap();
+            let stored = a.payout(p.id.as_str()).await.unwrap().unwrap();
             assert_eq!(stored.lease_owner, p.lease_owner);
             assert_eq!(
                 (stored.version, stored.next_attempt_at),
@@ -280,7 +286,7 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
     assert_eq!(total, 30);
     // A save from a read taken before the claim is refused: the claim fenced it.
     let id = seen.iter().next().unwrap().clone();
-    let mut before_claim = a.payout(&id).await.unwrap().unwrap();
+    let mut before_claim = a.payout(id.as_str()).await.unwrap().unwrap();
     before_claim.version = 0;
     assert!(matches!(
         a.save(&before_claim, Vec::new()).await,
@@ -304,10 +310,10 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
 
 pub(crate) async fn replicas_never_claim_the_same_event(b: Backend) {
     let (a, c) = (b.open().await, b.open().await);
-    client(a.as_ref(), "app_a", "acme").await;
+    client(a.as_ref(), &app("a"), "acme").await;
     let now = now_micros();
     let Inserted::New(p) = a
-        .insert_payout(payout("app_a", "acme", "k", now))
+        .insert_payout(payout(&app("a"), "acme", "k", now))
         .await
         .unwrap()
     else {
@@ -355,16 +361,17 @@ pub(crate) async fn replicas_never_claim_the_same_event(b: Backend) {
 
 pub(crate) async fn clients_and_bank_events(b: Backend) {
     let store = b.open().await;
-    client(store.as_ref(), "app_a", "acme").await;
-    let c = store.client("app_a").await.unwrap().unwrap();
+    client(store.as_ref(), &app("a"), "acme").await;
+    let c = store.client(&app("a")).await.unwrap().unwrap();
     assert_eq!(
         store
             .client_by_key_hash(*c.key_hash)
             .await
             .unwrap()
             .unwrap()
-            .id,
-        "app_a"
+            .id
+            .as_str(),
+        app("a")
     );
     // Rotated with an overlap: both hashes find the client, the old one with its end; rotated
     // again without one, the oldest finds nothing and the overlap is gone.
@@ -372,7 +379,7 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
     let until = now_micros() + 60_000_000;
     assert!(
         store
-            .rotate_client_key("app_a", k2, Some(until))
+            .rotate_client_key(&app("a"), k2, Some(until))
             .await
             .unwrap()
     );
@@ -388,7 +395,7 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
     assert!(found.accepts(&c.key_hash.0, now_micros()));
     assert!(!found.accepts(&c.key_hash.0, until));
     assert!(found.accepts(&k2, until));
-    assert!(store.rotate_client_key("app_a", k3, None).await.unwrap());
+    assert!(store.rotate_client_key(&app("a"), k3, None).await.unwrap());
     assert!(
         store
             .client_by_key_hash(*c.key_hash)
@@ -399,21 +406,26 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
     let found = store.client_by_key_hash(k3).await.unwrap().unwrap();
     assert_eq!(found.previous_key, None);
     assert!(!found.accepts(&k2, now_micros()));
-    assert!(!store.rotate_client_key("app_none", k2, None).await.unwrap());
-    assert!(store.set_webhook_url("app_a", None).await.unwrap());
+    assert!(
+        !store
+            .rotate_client_key(&app("none"), k2, None)
+            .await
+            .unwrap()
+    );
+    assert!(store.set_webhook_url(&app("a"), None).await.unwrap());
     assert_eq!(
-        store.client("app_a").await.unwrap().unwrap().webhook_url,
+        store.client(&app("a")).await.unwrap().unwrap().webhook_url,
         None
     );
     assert!(
         store
-            .set_webhook_url("app_a", Some("https://hooks.example/x"))
+            .set_webhook_url(&app("a"), Some("https://hooks.example/x"))
             .await
             .unwrap()
     );
     assert_eq!(
         store
-            .client("app_a")
+            .client(&app("a"))
             .await
             .unwrap()
             .unwrap()
@@ -421,11 +433,11 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
             .as_deref(),
         Some("https://hooks.example/x")
     );
-    assert!(store.revoke_client("app_a", now_micros()).await.unwrap());
-    assert!(!store.revoke_client("app_a", now_micros()).await.unwrap());
+    assert!(store.revoke_client(&app("a"), now_micros()).await.unwrap());
+    assert!(!store.revoke_client(&app("a"), now_micros()).await.unwrap());
     // A revoked client is neither rotated nor updated, and no key opens it.
-    assert!(!store.rotate_client_key("app_a", k2, None).await.unwrap());
-    assert!(!store.set_webhook_url("app_a", None).await.unwrap());
+    assert!(!store.rotate_client_key(&app("a"), k2, None).await.unwrap());
+    assert!(!store.set_webhook_url(&app("a"), None).await.unwrap());
     assert!(
         !store
             .client_by_key_hash(k3)
@@ -436,7 +448,7 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
     );
     assert!(store.clients().await.unwrap()[0].revoked_at.is_some());
     let Inserted::New(p) = store
-        .insert_payout(payout("app_a", "acme", "k", now_micros()))
+        .insert_payout(payout(&app("a"), "acme", "k", now_micros()))
         .await
         .unwrap()
     else {
@@ -462,7 +474,7 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
         );
     }
     let kinds: Vec<String> = store
-        .bank_events(&p.id)
+        .bank_events(p.id.as_str())
         .await
         .unwrap()
         .into_iter()
@@ -474,10 +486,10 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
 
 pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     let store = b.open().await;
-    client(store.as_ref(), "app_a", "acme").await;
-    client(store.as_ref(), "app_b", "acme").await;
+    client(store.as_ref(), &app("a"), "acme").await;
+    client(store.as_ref(), &app("b"), "acme").await;
     let mut payouts = Vec::new();
-    for (i, client_id) in ["app_a", "app_a", "app_b"].into_iter().enumerate() {
+    for (i, client_id) in [&app("a"), &app("a"), &app("b")].into_iter().enumerate() {
         let Inserted::New(p) = store
             .insert_payout(payout(client_id, "acme", &format!("k{i}"), now_micros()))
             .await
@@ -495,7 +507,7 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     let ids =
         |events: Vec<OutboxEvent>| events.into_iter().map(|e| e.payout_id).collect::<Vec<_>>();
     let all = store
-        .list_events("app_a", EventFilter::default(), 10)
+        .list_events(&app("a"), EventFilter::default(), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -504,7 +516,7 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     );
     let page = store
         .list_events(
-            "app_a",
+            &app("a"),
             EventFilter {
                 after: Some(all[0].id.clone()),
                 ..EventFilter::default()
@@ -516,9 +528,9 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     assert_eq!(ids(page), [payouts[0].id.clone()]);
     let one = store
         .list_events(
-            "app_a",
+            &app("a"),
             EventFilter {
-                payout_id: Some(payouts[0].id.clone()),
+                payout_id: Some(payouts[0].id.to_string()),
                 ..EventFilter::default()
             },
             10,
@@ -528,7 +540,7 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     assert_eq!(one.len(), 1);
     let none = store
         .list_events(
-            "app_a",
+            &app("a"),
             EventFilter {
                 event_type: Some("payout.succeeded".to_owned()),
                 ..EventFilter::default()
@@ -547,13 +559,13 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     store.update_event(&delivered).await.unwrap();
     assert!(
         store
-            .redeliver_event("app_b", &delivered.id, 5)
+            .redeliver_event(&app("b"), &delivered.id, 5)
             .await
             .unwrap()
             .is_none()
     );
     let again = store
-        .redeliver_event("app_a", &delivered.id, 5)
+        .redeliver_event(&app("a"), &delivered.id, 5)
         .await
         .unwrap()
         .unwrap();

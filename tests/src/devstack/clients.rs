@@ -93,7 +93,7 @@ pub(super) async fn ensure_proxy_client(
         (Some(record), Some(stored)) if record.webhook_url.as_deref() == Some(webhook_url) => {
             // The secret the proxy signs with is the one in the database (stored wrapped).
             secrets
-                .open(&record.webhook_secret, &record.id)
+                .open(&record.webhook_secret, record.id.as_str())
                 .context("the proxy app client's webhook secret")?
                 .expose()
                 .clone_into(&mut stored.webhook_secret);
@@ -101,7 +101,7 @@ pub(super) async fn ensure_proxy_client(
         }
         (Some(record), _) => {
             store
-                .revoke_client(&record.id, proxy::engine::now_micros())
+                .revoke_client(record.id.as_str(), proxy::engine::now_micros())
                 .await
                 .context("revoking the old proxy app client")?;
             "a new proxy app client (the app port changed; the old client is revoked)"
@@ -119,13 +119,13 @@ pub(super) async fn ensure_proxy_client(
     .context("making the proxy app client")?;
     let clear = new.record.webhook_secret.clone();
     let key = ProxyClientKey {
-        id: new.record.id.clone(),
+        id: new.record.id.to_string(),
         key: new.api_key.expose().to_owned(),
         webhook_url: webhook_url.to_owned(),
         webhook_secret: clear.expose().to_owned(),
     };
     new.record.webhook_secret = secrets
-        .wrap(&clear, &new.record.id)
+        .wrap(&clear, new.record.id.as_str())
         .context("wrapping the webhook secret")?;
     store
         .insert_client(new.record)
@@ -174,7 +174,7 @@ pub(super) async fn highest_session_number(
                 }
             }
             match page.last() {
-                Some(last) if page.len() == 100 => after = Some(last.id.clone()),
+                Some(last) if page.len() == 100 => after = Some(last.id.to_string()),
                 _ => break,
             }
         }

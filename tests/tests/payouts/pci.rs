@@ -458,7 +458,11 @@ async fn app_webhook_secrets_are_wrapped_at_rest_and_old_clear_ones_at_start() {
             "{}",
             client.id
         );
-        assert!(secrets.open(&client.webhook_secret, &client.id).is_ok());
+        assert!(
+            secrets
+                .open(&client.webhook_secret, client.id.as_str())
+                .is_ok()
+        );
     }
     // As an older version stored it.
     let clear = proxy::auth::WebhookSecret::generate().unwrap();
@@ -476,14 +480,14 @@ async fn app_webhook_secrets_are_wrapped_at_rest_and_old_clear_ones_at_start() {
     stack.kill9_proxy();
     stack.start_proxy().await;
     let stored = store
-        .client(&legacy.id)
+        .client(legacy.id.as_str())
         .await
         .unwrap()
         .unwrap()
         .webhook_secret;
     assert!(!proxy::secrets::is_clear(&stored));
     assert_ne!(stored, clear);
-    assert_eq!(secrets.open(&stored, &legacy.id).unwrap(), clear);
+    assert_eq!(secrets.open(&stored, legacy.id.as_str()).unwrap(), clear);
     // And the app webhooks still verify with the secret the app was given.
     let id = stack
         .pay("4242424242424242", 100, "auto", "Ivanov Ivan")

@@ -150,7 +150,7 @@ impl Vault {
         let key =
             ApiKey::generate(crate::token::API_KEY_PREFIX).map_err(|_| CryptoError::Random)?;
         let mut client = ClientRecord {
-            id: ClientId::generate()?,
+            id: ClientId::generate().map_err(CryptoError::from)?,
             name: name.to_owned(),
             tenant: tenant.to_owned(),
             scopes,
