@@ -7,10 +7,7 @@ use std::time::Duration;
 use proxy::store::ProxyStore;
 use serde_json::{Value, json};
 
-use crate::stack::{Options, Stack};
-
-const SECS: Duration = Duration::from_secs(60);
-const FINAL: &[&str] = &["succeeded", "failed", "cancelled", "returned"];
+use crate::stack::{FINAL, Options, SECS, Stack, bank_session};
 
 fn flags(items: &[&str]) -> Options {
     Options {
@@ -43,13 +40,12 @@ fn hooks_of(stack: &Stack, id: &str, kind: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payout_the_recipients_bank_returns_ends_returned_and_the_app_hears_it() {
     let stack = Stack::start().await;
-    let id = stack
-        .pay("4242424242424242", 7_000, "auto", "Ivanov Ivan")
+    let (id, done) = stack
+        .pay_to_end("4242424242424242", 7_000, "auto", "Ivanov Ivan")
         .await;
-    let done = stack.wait_status(&id, FINAL, SECS).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     stack.wait_hook(&id, "payout.succeeded").await;
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
 
     stack
         .control(&format!("sessions/{session}/refund"), json!({}))
@@ -107,7 +103,7 @@ async fn the_bank_with_all_its_latitude_still_pays_exactly_once() {
             po.starts_with("po_") && !po.starts_with("po_other"),
             "{done}"
         );
-        let session = done["bank"]["session_id"].as_str().unwrap();
+        let session = &bank_session(&done);
         assert_eq!(
             stack
                 .bank_calls("session/start/payout", session)
@@ -167,7 +163,7 @@ async fn a_cancelled_session_with_its_payout_still_pending_ends_the_payout() {
     let done = stack.wait_status(&timed_out, FINAL, SECS).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["failure"]["code"], "session_cancelled", "{done}");
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
     let bank = stack.sandbox_session(session).await;
     assert_eq!(bank["session"]["status"], "cancelled");
     assert_eq!(bank["session"]["payout_list"][0]["status"], "pending");
@@ -184,12 +180,11 @@ async fn a_5xx_with_any_error_code_is_reconciled_not_failed() {
         "session/confirm=error_after:503:invalid_request@1",
     ]))
     .await;
-    let id = stack
-        .pay("4242424242424242", 3_300, "auto", "Ivanov Ivan")
+    let (id, done) = stack
+        .pay_to_end("4242424242424242", 3_300, "auto", "Ivanov Ivan")
         .await;
-    let done = stack.wait_status(&id, FINAL, SECS).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
     let starts = stack.bank_calls("session/start/payout", session).await;
     assert_eq!(
         starts.len(),
@@ -205,13 +200,10 @@ async fn a_5xx_with_any_error_code_is_reconciled_not_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_confirm_rechecks_the_session_before_confirming() {
     let stack = Stack::start().await;
-    let id = stack
-        .pay("4242424242424242", 9_000, "manual", "Ivanov Ivan")
+    let (id, waiting) = stack
+        .awaiting_confirmation("4242424242424242", 9_000, "Ivanov Ivan")
         .await;
-    let waiting = stack
-        .wait_status(&id, &["awaiting_confirmation"], SECS)
-        .await;
-    let session = waiting["bank"]["session_id"].as_str().unwrap().to_owned();
+    let session = &bank_session(&waiting);
 
     // The bank cannot be read: 503, nothing sent, still waiting.
     stack
@@ -241,8 +233,8 @@ async fn a_manual_confirm_rechecks_the_session_before_confirming() {
     let done = stack.wait_status(&id, FINAL, SECS).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["failure"]["code"], "confirmation_mismatch");
-    assert_eq!(stack.bank_calls("session/confirm", &session).await.len(), 0);
-    assert_eq!(stack.bank_calls("session/cancel", &session).await.len(), 1);
+    assert_eq!(stack.bank_calls("session/confirm", session).await.len(), 0);
+    assert_eq!(stack.bank_calls("session/cancel", session).await.len(), 1);
 }
 
 /// A session in `error` is not final: the proxy keeps reconciling and flags it; a person closes
@@ -371,13 +363,10 @@ async fn large_and_unreadable_bank_webhooks() {
     let (options, bank_key) = with_bank_key(&keys, Options::default());
     let stack = Stack::start_with(options).await;
     let bank = proxy::bank131::RequestSigner::from_pem(bank_key.as_bytes()).unwrap();
-    let id = stack
-        .pay("4242424242424242", 6_000, "manual", "Ivanov Ivan")
+    let (id, waiting) = stack
+        .awaiting_confirmation("4242424242424242", 6_000, "Ivanov Ivan")
         .await;
-    let waiting = stack
-        .wait_status(&id, &["awaiting_confirmation"], SECS)
-        .await;
-    let session = waiting["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&waiting);
     let send = |body: String| {
         let signature = bank.sign(body.as_bytes()).unwrap();
         stack

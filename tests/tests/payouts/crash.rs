@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::stack::Stack;
+use crate::stack::{Stack, bank_session};
 
 /// Waits until the sandbox holds a request to `method` open (the proxy is inside that step).
 async fn wait_for_held(stack: &Stack, method: &str) {
@@ -59,7 +59,7 @@ async fn kill_9_after_each_step_then_restart_completes_exactly_once() {
             1,
             "{step}: not exactly one payout at the bank"
         );
-        let session = done["bank"]["session_id"].as_str().unwrap();
+        let session = &bank_session(&done);
         let confirms = stack.bank_calls("session/confirm", session).await;
         let processed = confirms.iter().filter(|r| r["status"] == 200).count()
             + usize::from(action == "hang_after" && method == "session/confirm");

@@ -4,13 +4,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use serde_json::json;
 
-use crate::stack::Stack;
-
-const SECS: Duration = Duration::from_secs(60);
+use crate::stack::{SECS, Stack, bank_session};
 
 /// A server that counts what reaches it: where a hijacked redirect would send the card.
 async fn attacker() -> (String, Arc<AtomicUsize>) {
@@ -46,7 +43,7 @@ async fn pci_28_a_redirect_on_start_payout_is_never_followed() {
         0,
         "the card went to the redirect's target"
     );
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
     let starts = stack.bank_calls("session/start/payout", session).await;
     assert_eq!(starts.len(), 1, "the start was re-sent: {starts:?}");
     // The proxy says what happened, without the target.

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::stack::Stack;
-
-const SECS: Duration = Duration::from_secs(90);
+use crate::stack::{SECS, Stack, bank_session};
 
 fn idempotency_keys(calls: &[Value]) -> BTreeSet<String> {
     calls
@@ -42,14 +40,11 @@ async fn a_start_is_resent_only_with_its_own_idempotency_key() {
     stack
         .fault(json!({"on": "session/start/payout", "action": "error", "status": 502, "count": 2}))
         .await;
-    let id = stack
-        .pay("4242424242424242", 1_000, "auto", "Ivanov Ivan")
-        .await;
-    let done = stack
-        .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
+    let (id, done) = stack
+        .pay_to_end("4242424242424242", 1_000, "auto", "Ivanov Ivan")
         .await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
     let starts = stack.bank_calls("session/start/payout", session).await;
     assert_eq!(starts.len(), 3, "{starts:?}");
     let keys = idempotency_keys(&starts);
@@ -87,7 +82,7 @@ async fn a_start_the_bank_admitted_but_never_shows_is_capped_then_cancelled_and_
         assert!(Instant::now() < deadline, "never flagged: {p}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let session = flagged["bank"]["session_id"].as_str().unwrap().to_owned();
+    let session = bank_session(&flagged);
     // The cancel has gone through: the session is cancelled and still holds no payout.
     let deadline = Instant::now() + SECS;
     while !stack

@@ -6,9 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use testkit::http::Fetch;
 
-use crate::stack::Stack;
-
-const SECS: Duration = Duration::from_secs(60);
+use crate::stack::{SECS, Stack, bank_session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_faults_do_not_break_or_double_a_payout() {
@@ -26,14 +24,11 @@ async fn webhook_faults_do_not_break_or_double_a_payout() {
             spec["delay_ms"] = json!(700);
         }
         stack.fault(spec).await;
-        let id = stack
-            .pay("4242424242424242", 2_000, "auto", "Ivanov Ivan")
-            .await;
-        let done = stack
-            .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
+        let (id, done) = stack
+            .pay_to_end("4242424242424242", 2_000, "auto", "Ivanov Ivan")
             .await;
         assert_eq!(done["status"], "succeeded", "{target} {action}: {done}");
-        let session = done["bank"]["session_id"].as_str().unwrap();
+        let session = &bank_session(&done);
         assert_eq!(stack.payouts_at_bank(&id).await, 1, "{target} {action}");
         assert!(
             stack
@@ -62,13 +57,10 @@ async fn webhook_faults_do_not_break_or_double_a_payout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_webhook_is_rejected_and_changes_nothing() {
     let stack = Stack::start().await;
-    let id = stack
-        .pay("4242424242424242", 3_000, "manual", "Ivanov Ivan")
+    let (id, waiting) = stack
+        .awaiting_confirmation("4242424242424242", 3_000, "Ivanov Ivan")
         .await;
-    let waiting = stack
-        .wait_status(&id, &["awaiting_confirmation"], SECS)
-        .await;
-    let session = waiting["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&waiting);
     let forged =
         json!({"type": "payment_finished", "session": {"id": session, "status": "accepted",
         "payout_list": [{"id": "po_1", "status": "succeeded"}]}})
@@ -276,11 +268,8 @@ async fn fifty_identical_concurrent_requests_make_one_payout() {
 async fn bank_5xx_and_timeouts_on_cancel_still_cancel_once() {
     let stack = Stack::start().await;
     for action in ["error", "error_after", "hang", "hang_after"] {
-        let id = stack
-            .pay("4242424242424242", 1_500, "manual", "Ivanov Ivan")
-            .await;
-        stack
-            .wait_status(&id, &["awaiting_confirmation"], SECS)
+        let (id, _) = stack
+            .awaiting_confirmation("4242424242424242", 1_500, "Ivanov Ivan")
             .await;
         stack
             .fault(json!({"on": "session/cancel", "action": action, "count": 1}))
@@ -296,7 +285,7 @@ async fn bank_5xx_and_timeouts_on_cancel_still_cancel_once() {
             .await;
         assert_eq!(done["status"], "cancelled", "{action}: {done}");
         assert_eq!(stack.payouts_at_bank(&id).await, 1, "{action}");
-        let session = done["bank"]["session_id"].as_str().unwrap();
+        let session = &bank_session(&done);
         assert!(
             stack
                 .bank_calls("session/confirm", session)
@@ -384,10 +373,7 @@ async fn a_payout_in_flight_carries_on_across_a_sandbox_restart_with_a_state_dir
         "the balance was not kept"
     );
 
-    let next = stack.pay(pan, 1_000, "auto", "Ivanov Ivan").await;
-    let next = stack
-        .wait_status(&next, &["succeeded", "failed", "cancelled"], SECS)
-        .await;
+    let (_, next) = stack.pay_to_end(pan, 1_000, "auto", "Ivanov Ivan").await;
     assert_eq!(next["status"], "succeeded", "{next}");
     assert_eq!(
         next["bank"]["session_id"], "ps_2",

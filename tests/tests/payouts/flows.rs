@@ -1,21 +1,15 @@
 //! Payouts that go as they should: auto confirm, manual confirm and cancel, declines.
 
-use std::time::Duration;
 
 use serde_json::json;
 
-use crate::stack::Stack;
-
-const SECS: Duration = Duration::from_secs(60);
+use crate::stack::{SECS, Stack, bank_session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_confirm_pays_once_and_tells_the_app() {
     let stack = Stack::start().await;
-    let id = stack
-        .pay("2200000000000004", 150_000, "auto", "Ivanov Ivan")
-        .await;
-    let done = stack
-        .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
+    let (id, done) = stack
+        .pay_to_end("2200000000000004", 150_000, "auto", "Ivanov Ivan")
         .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["card"]["last4"], "0004");
@@ -39,7 +33,7 @@ async fn auto_confirm_pays_once_and_tells_the_app() {
     );
     assert_eq!(hook.event["data"]["payout"]["amount"], 150_000);
 
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
     let starts = stack.bank_calls("session/start/payout", session).await;
     assert_eq!(starts.len(), 1, "exactly one start/payout");
     assert!(
@@ -60,11 +54,8 @@ async fn auto_confirm_pays_once_and_tells_the_app() {
 async fn manual_confirm_and_manual_cancel() {
     let stack = Stack::start().await;
 
-    let confirmed = stack
-        .pay("4242424242424242", 5_000, "manual", "Petrov Petr")
-        .await;
-    let waiting = stack
-        .wait_status(&confirmed, &["awaiting_confirmation"], SECS)
+    let (confirmed, waiting) = stack
+        .awaiting_confirmation("4242424242424242", 5_000, "Petrov Petr")
         .await;
     assert!(waiting["confirm_deadline"].is_string());
     let hook = stack
@@ -81,11 +72,8 @@ async fn manual_confirm_and_manual_cancel() {
     let (status, body) = stack.action(&confirmed, "cancel").await;
     assert_eq!(status, 409, "{body}");
 
-    let cancelled = stack
-        .pay("5555555555554444", 5_000, "manual", "Petrov Petr")
-        .await;
-    stack
-        .wait_status(&cancelled, &["awaiting_confirmation"], SECS)
+    let (cancelled, _) = stack
+        .awaiting_confirmation("5555555555554444", 5_000, "Petrov Petr")
         .await;
     let (status, _) = stack.action(&cancelled, "cancel").await;
     assert_eq!(status, 200);
@@ -99,7 +87,7 @@ async fn manual_confirm_and_manual_cancel() {
             .await
             .signature_valid
     );
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
     assert_eq!(stack.bank_calls("session/confirm", session).await.len(), 0);
     assert_eq!(stack.bank_calls("session/cancel", session).await.len(), 1);
 }
@@ -132,10 +120,7 @@ async fn declines_insufficient_balance_and_confirm_timeout() {
         ),
     ];
     for (card, amount, name, code) in cases {
-        let id = stack.pay(&card, amount, "auto", name).await;
-        let done = stack
-            .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
-            .await;
+        let (id, done) = stack.pay_to_end(&card, amount, "auto", name).await;
         assert_eq!(done["status"], "failed", "{code}: {done}");
         assert_eq!(done["failure"]["code"], code, "{done}");
         let hook = stack.wait_hook(&id, "payout.failed").await;
@@ -163,11 +148,8 @@ async fn a_manual_payout_past_its_deadline_is_cancelled() {
         ..Default::default()
     })
     .await;
-    let id = stack
-        .pay("4242424242424242", 900, "manual", "Ivanov Ivan")
-        .await;
-    stack
-        .wait_status(&id, &["awaiting_confirmation"], SECS)
+    let (id, _) = stack
+        .awaiting_confirmation("4242424242424242", 900, "Ivanov Ivan")
         .await;
     let done = stack
         .wait_status(&id, &["cancelled", "failed", "succeeded"], SECS)

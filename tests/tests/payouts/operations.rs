@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::stack::Stack;
-
-const SECS: Duration = Duration::from_secs(60);
+use crate::stack::{SECS, Stack};
 
 /// The app clients, from `proxy clients list --json`.
 fn clients(stack: &Stack) -> Vec<Value> {

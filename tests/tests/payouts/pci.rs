@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 use proxy::store::ProxyStore;
 use serde_json::{Value, json};
 
-use crate::stack::Stack;
-
-const SECS: Duration = Duration::from_secs(60);
-const FINAL: &[&str] = &["succeeded", "failed", "cancelled", "returned"];
+use crate::stack::{FINAL, SECS, Stack, bank_session};
 
 /// The webhooks the sandbox sent about `session`, oldest first: (type, body, signature).
 async fn bank_webhooks(stack: &Stack, session: &str) -> Vec<(String, String, String)> {
@@ -83,11 +80,8 @@ async fn pci_11_tenants_and_apps_see_and_decide_only_their_own_payouts() {
     let other_tenant = stack.proxy_client("app-c", "globex", "payouts:write,payouts:read");
     let back_office = stack.proxy_client("back-office", "acme", "payouts:read_tenant");
 
-    let id = stack
-        .pay("4242424242424242", 2_500, "manual", "Ivanov Ivan")
-        .await;
-    stack
-        .wait_status(&id, &["awaiting_confirmation"], SECS)
+    let (id, _) = stack
+        .awaiting_confirmation("4242424242424242", 2_500, "Ivanov Ivan")
         .await;
     let missing = "pay_0000000000000000000000";
     for key in [&same_tenant, &other_tenant] {
@@ -224,13 +218,12 @@ async fn a_revoked_app_gets_no_more_webhooks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pci_20_a_replayed_bank_webhook_changes_nothing_and_is_kept_once() {
     let stack = Stack::start().await;
-    let id = stack
-        .pay("4242424242424242", 4_000, "auto", "Ivanov Ivan")
+    let (id, done) = stack
+        .pay_to_end("4242424242424242", 4_000, "auto", "Ivanov Ivan")
         .await;
-    let done = stack.wait_status(&id, FINAL, SECS).await;
     assert_eq!(done["status"], "succeeded");
     stack.wait_hook(&id, "payout.succeeded").await;
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
     let store = stack.proxy_store();
     let kept = store.bank_events(&id).await.unwrap().len();
     let hooks = hooks_for(&stack, &id).len();
@@ -314,11 +307,10 @@ async fn pci_21_fifty_concurrent_duplicates_of_one_webhook_change_the_state_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() {
     let (stack, bank) = bank_signing_stack().await;
-    let id = stack
-        .pay("2200000000000004", 4_200, "auto", "Ivanov Ivan")
+    let (id, done) = stack
+        .pay_to_end("2200000000000004", 4_200, "auto", "Ivanov Ivan")
         .await;
-    let done = stack.wait_status(&id, FINAL, SECS).await;
-    let session = done["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&done);
     let leaked = "4111111111111111";
     let bank_view = stack.sandbox_session(session).await;
     let mut leaky = bank_view["session"].clone();
@@ -365,13 +357,10 @@ async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pci_24_a_stale_webhook_after_the_final_state_changes_nothing() {
     let stack = Stack::start().await;
-    let id = stack
-        .pay("4242424242424242", 4_300, "manual", "Ivanov Ivan")
+    let (id, waiting) = stack
+        .awaiting_confirmation("4242424242424242", 4_300, "Ivanov Ivan")
         .await;
-    let waiting = stack
-        .wait_status(&id, &["awaiting_confirmation"], SECS)
-        .await;
-    let session = waiting["bank"]["session_id"].as_str().unwrap().to_owned();
+    let session = bank_session(&waiting);
     let (status, _) = stack.action(&id, "confirm").await;
     assert_eq!(status, 200);
     let done = stack.wait_status(&id, FINAL, SECS).await;
@@ -413,7 +402,7 @@ async fn pci_27_bank_5xx_until_retries_run_out_is_bounded_with_one_key_and_no_pa
         assert!(Instant::now() < deadline, "{p}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let session = flagged["bank"]["session_id"].as_str().unwrap();
+    let session = &bank_session(&flagged);
     let starts = stack.bank_calls("session/start/payout", session).await;
     assert!(
         (1..=4).contains(&starts.len()),

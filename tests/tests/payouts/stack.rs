@@ -18,6 +18,18 @@ use tests::stack::{
 
 pub(crate) const TENANT: &str = "acme";
 pub(crate) const PROJECT: &str = "e2e-project";
+/// How long a payout may take to reach a state on a loaded CI machine: a ceiling, never a pace.
+pub(crate) const SECS: Duration = Duration::from_secs(90);
+/// The states a payout ends in.
+pub(crate) const FINAL: &[&str] = &["succeeded", "failed", "cancelled", "returned"];
+
+/// The bank session id of a payout as the app API shows it.
+pub(crate) fn bank_session(payout: &Value) -> String {
+    payout["bank"]["session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no bank session: {payout}"))
+        .to_owned()
+}
 
 /// One received app webhook.
 #[derive(Clone, Debug)]
@@ -288,6 +300,34 @@ impl Stack {
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
         let v: Value = serde_json::from_slice(&body).unwrap();
         v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A manual payout for `pan`, once it awaits confirmation: its id and the payout as read
+    /// then.
+    pub(crate) async fn awaiting_confirmation(
+        &self,
+        pan: &str,
+        amount: i64,
+        name: &str,
+    ) -> (String, Value) {
+        let id = self.pay(pan, amount, "manual", name).await;
+        let waiting = self
+            .wait_status(&id, &["awaiting_confirmation"], SECS)
+            .await;
+        (id, waiting)
+    }
+
+    /// A payout for `pan`, once it has ended: its id and the final payout.
+    pub(crate) async fn pay_to_end(
+        &self,
+        pan: &str,
+        amount: i64,
+        confirm: &str,
+        name: &str,
+    ) -> (String, Value) {
+        let id = self.pay(pan, amount, confirm, name).await;
+        let done = self.wait_status(&id, FINAL, SECS).await;
+        (id, done)
     }
 
     pub(crate) async fn payout(&self, id: &str) -> Value {
