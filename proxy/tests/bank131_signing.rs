@@ -358,13 +358,7 @@ fn documented_payloads_verify_in_both_spellings() {
     assert_eq!(session.status, SessionStatus::Accepted);
     let payout = &session.payouts()[0];
     assert_eq!(payout.status, PayoutStatus::Succeeded);
-    let card = payout
-        .destination()
-        .as_ref()
-        .unwrap()
-        .card
-        .as_ref()
-        .unwrap();
+    let card = payout.card().unwrap();
     assert_eq!(card.last4.as_deref(), Some("4940"));
     assert_eq!(
         payout.transaction_info.as_ref().unwrap()["rrn"].as_str(),
@@ -396,22 +390,7 @@ fn documented_payloads_verify_in_both_spellings() {
             .unwrap()
             .same_money(b.amount_details.as_ref().unwrap())
     );
-    assert_eq!(
-        a.destination()
-            .as_ref()
-            .unwrap()
-            .card
-            .as_ref()
-            .unwrap()
-            .last4,
-        b.destination()
-            .as_ref()
-            .unwrap()
-            .card
-            .as_ref()
-            .unwrap()
-            .last4
-    );
+    assert_eq!(a.card().unwrap().last4, b.card().unwrap().last4);
 
     // Unknown types are tolerated.
     let other =

@@ -143,6 +143,16 @@ pub fn catch_panics<E: EdgeError, S: Clone + Send + Sync + 'static>(
     }))
 }
 
+/// The API key a request presents as `Authorization: Bearer …`, if it presents one. Never
+/// logged or echoed: the services only hash it.
+pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<crate::ids::ApiKey> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::ids::bearer_token)
+        .map(crate::ids::ApiKey::presented)
+}
+
 /// The matched route template, or `unmatched`.
 pub fn route_template(req: &Request) -> Option<&str> {
     req.extensions()

@@ -194,23 +194,33 @@ where
         eprintln!("{name}: {e}");
         return ExitCode::from(EX_USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    block_on(name, async move {
+        match command(config).await {
+            Ok(code) => code,
+            // One line saying what failed (and, in the errors' own words, how to fix it): not a
+            // log event as well, which would say it twice.
+            Err(e) => {
+                eprintln!("{name}: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Runs `main` to its end on a multi-threaded runtime; when no runtime can be made, says so
+/// (as `name`) and fails.
+pub fn block_on(
+    name: &str,
+    main: impl Future<Output = std::process::ExitCode>,
+) -> std::process::ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(runtime) => runtime.block_on(main),
         Err(e) => {
             eprintln!("{name}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(command(config)) {
-        Ok(code) => code,
-        // One line saying what failed (and, in the errors' own words, how to fix it): not a log
-        // event as well, which would say it twice.
-        Err(e) => {
-            eprintln!("{name}: {}", one_line(&e));
-            ExitCode::FAILURE
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -5,7 +5,7 @@
 //! Each suite opens its own store on a [`Database`]; two stores on one database stand for two
 //! replicas. Also what the HTTP-level tests of every crate share: [`logs`] (a test binary's
 //! logs, captured to scan for card data) and [`http`] (a request's body in one call), and
-//! [`named_id`] (a readable id that the services' strict id parsers accept).
+//! [`named_id`] (a readable id that the services' strict id parsers accept) and [`TEST_CARDS`].
 #![forbid(unsafe_code)]
 
 pub mod http;
@@ -17,6 +17,18 @@ use std::time::Duration;
 
 use shared::sqlite::SqliteOptions;
 use tempfile::TempDir;
+
+/// Luhn-valid test card numbers: Visa, Mastercard, Mir, American Express, UnionPay, JCB and a
+/// Visa debit, so that a check runs over every brand and length the vault knows.
+pub const TEST_CARDS: [&str; 7] = [
+    "4242424242424242",
+    "5555555555554444",
+    "2200000000000004",
+    "378282246310005",
+    "6200000000000005",
+    "3530111333300000",
+    "4000056655665556",
+];
 
 /// `prefix` and `name` left-padded with `0` to a well-formed id (`app_a` is
 /// `app_000000000000000000000a`): a fixture that reads as its name, where the services parse
@@ -94,6 +106,19 @@ impl Database {
             .expect("randomness")
             .to_ascii_lowercase();
         Some(Self::Postgres { url, schema })
+    }
+
+    /// Opens a store (a replica) on this database: `sqlite` with the suite's options for the
+    /// file, or `postgres` with the URL and the schema.
+    pub async fn open_with<T>(
+        &self,
+        sqlite: impl FnOnce(&SqliteOptions) -> T,
+        postgres: impl AsyncFnOnce(&str, &str) -> T,
+    ) -> T {
+        match self {
+            Self::Sqlite { dir, file } => sqlite(&Self::sqlite_options(dir.path().join(file))),
+            Self::Postgres { url, schema } => postgres(url, schema).await,
+        }
     }
 
     /// The SQLite file (`None` on PostgreSQL).

@@ -276,13 +276,7 @@ async fn the_readme_walk_through_deploys_both_services_from_the_examples() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let signature = headers["x-signature"].to_str().unwrap();
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
+    let now = proxy::engine::now_micros() / 1_000_000;
     assert!(proxy::outbox::verify(
         &webhook_secret,
         signature,

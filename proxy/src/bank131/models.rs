@@ -250,6 +250,11 @@ impl Payout {
             .or(self.payment_method.as_ref())
     }
 
+    /// The masked card, if the bank echoed one.
+    pub fn card(&self) -> Option<&MaskedCard> {
+        self.destination()?.card.as_ref()
+    }
+
     /// The `payout_id` we put in the payout's metadata, if the bank echoed it.
     pub fn our_payout_id(&self) -> Option<&str> {
         self.metadata.as_ref()?.get("payout_id")?.as_str()

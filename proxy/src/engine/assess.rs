@@ -195,8 +195,7 @@ pub(super) fn matches_payout(p: &Payout, session: &Session) -> bool {
         })
     });
     let card_ok = bank
-        .destination()
-        .and_then(|d| d.card.as_ref())
+        .card()
         .and_then(|c| c.last4.as_deref())
         .is_some_and(|last4| Some(last4) == p.card_last4.as_deref());
     amount_ok && card_ok

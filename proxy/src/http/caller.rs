@@ -1,9 +1,7 @@
 //! The authenticated app client of a request.
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use shared::ids::ApiKey;
 
 use super::AppState;
 use super::error::ApiError;
@@ -17,12 +15,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(shared::ids::bearer_token)
-            .map(ApiKey::presented);
+        let key = shared::http::presented_key(&parts.headers);
         let Some(key) = key else {
             return Err(ApiError::Unauthorized);
         };

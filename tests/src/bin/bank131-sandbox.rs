@@ -142,17 +142,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(run(config, &cli.bank_public_key_out))
+    shared::server::block_on("bank131-sandbox", run(config, &cli.bank_public_key_out))
 }
 
 /// The bank's private key kept in `dir` (which exists): read when there, else made and written

@@ -67,13 +67,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    )
-    .unwrap_or(i64::MAX);
+    let now = proxy::engine::now_micros() / 1_000_000;
     let signature = headers.get("x-signature").and_then(|v| v.to_str().ok());
     let valid = signature.is_some_and(|header| {
         proxy::outbox::verify(&state.secret, header, &body, now, TOLERANCE_SECONDS)

@@ -33,13 +33,7 @@ async fn pay(env: &mut Env, card: &Pan, amount: i64, name: &str) -> proxy::bank1
         .unwrap();
     assert_eq!(started.status, SessionStatus::InProgress);
     assert_eq!(started.payouts()[0].status, PayoutStatus::InProgress);
-    let masked = started.payouts()[0]
-        .destination()
-        .as_ref()
-        .unwrap()
-        .card
-        .as_ref()
-        .unwrap();
+    let masked = started.payouts()[0].card().unwrap();
     assert_eq!(masked.last4.as_deref(), Some(card.last4()));
 
     let Webhook::ReadyToConfirm { session, .. } = env.next_hook().await else {
@@ -88,17 +82,7 @@ async fn full_lifecycle_succeeds_in_both_versions() {
                 .and_then(|t| t["rrn"].as_str())
                 .is_some()
         );
-        assert_eq!(
-            p.destination()
-                .as_ref()
-                .unwrap()
-                .card
-                .as_ref()
-                .unwrap()
-                .brand
-                .as_deref(),
-            Some("mir")
-        );
+        assert_eq!(p.card().unwrap().brand.as_deref(), Some("mir"));
         assert_eq!(p.metadata, Some(serde_json::json!({"payout": "po-test"})));
 
         let status = env.client.status(&session.id).await.unwrap();

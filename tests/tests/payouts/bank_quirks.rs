@@ -213,12 +213,7 @@ async fn a_manual_confirm_rechecks_the_session_before_confirming() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "bank_unavailable", "{body}");
     assert_eq!(stack.payout(&id).await["status"], "awaiting_confirmation");
-    stack
-        .http
-        .delete(format!("{}/__sandbox/faults", stack.sandbox_url))
-        .send()
-        .await
-        .unwrap();
+    stack.clear_faults().await;
 
     // The bank's session now shows another amount.
     stack

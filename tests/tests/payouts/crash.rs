@@ -72,11 +72,6 @@ async fn kill_9_after_each_step_then_restart_completes_exactly_once() {
             "{step}"
         );
         // Let the held request time out at the sandbox side before the next round.
-        stack
-            .http
-            .delete(format!("{}/__sandbox/faults", stack.sandbox_url))
-            .send()
-            .await
-            .unwrap();
+        stack.clear_faults().await;
     }
 }

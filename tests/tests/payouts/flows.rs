@@ -1,6 +1,5 @@
 //! Payouts that go as they should: auto confirm, manual confirm and cancel, declines.
 
-
 use serde_json::json;
 
 use crate::stack::{SECS, Stack, bank_session};

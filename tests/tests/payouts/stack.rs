@@ -472,6 +472,17 @@ impl Stack {
         assert!(r.status().is_success(), "fault {spec}: {}", r.status());
     }
 
+    /// Drops every fault the sandbox still holds.
+    pub(crate) async fn clear_faults(&self) {
+        let r = self
+            .http
+            .delete(format!("{}/__sandbox/faults", self.sandbox_url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "clearing faults: {}", r.status());
+    }
+
     /// The sandbox's own view of a session (the truth, v2 spelling, never reshaped by quirks).
     pub(crate) async fn sandbox_session(&self, session: &str) -> Value {
         self.http
@@ -605,13 +616,7 @@ async fn receive(
         .get("x-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
+    let now = proxy::engine::now_micros() / 1_000_000;
     let signature_valid = proxy::outbox::verify(&secret, header, &body, now, 300);
     let event = serde_json::from_slice(&body).unwrap_or(Value::Null);
     hooks.lock().unwrap().push(AppHook {

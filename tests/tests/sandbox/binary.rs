@@ -187,18 +187,15 @@ async fn session_ids_stay_unique_across_restarts() {
     let partner_key = dir.path().join("partner.pem");
     std::fs::write(&partner_key, &partner_keys().1).unwrap();
     let run = |extra: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
-            .args(["--listen", "127.0.0.1:0", "--project-id", PROJECT])
-            .arg("--partner-public-key")
-            .arg(&partner_key)
-            .arg("--bank-public-key-out")
-            .arg(dir.path().join("bank.pem"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (child, mut lines) = listening(
+            Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+                .args(["--project-id", PROJECT])
+                .arg("--partner-public-key")
+                .arg(&partner_key)
+                .arg("--bank-public-key-out")
+                .arg(dir.path().join("bank.pem"))
+                .args(extra),
+        );
         let url = lines
             .next()
             .unwrap()
@@ -241,16 +238,12 @@ async fn the_bank_key_survives_a_restart_with_a_state_dir() {
     let dir = tempfile::tempdir().unwrap();
     let public_key = |extra: &[&std::ffi::OsStr]| {
         let out = dir.path().join("bank.pem");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--bank-public-key-out")
-            .arg(&out)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut child, mut lines) = listening(
+            Command::new(env!("CARGO_BIN_EXE_bank131-sandbox"))
+                .arg("--bank-public-key-out")
+                .arg(&out)
+                .args(extra),
+        );
         // The key is written before its line is printed.
         for _ in 0..2 {
             lines.next().unwrap().unwrap();
@@ -272,4 +265,22 @@ async fn the_bank_key_survives_a_restart_with_a_state_dir() {
     );
     assert_eq!(mode & 0o777, 0o600);
     assert_ne!(public_key(&[]), first, "without a state dir the key is new");
+}
+
+/// The sandbox `command` describes, started on a free port: the child and its stdout lines
+/// (kept open: a closed pipe would end the sandbox at its next line).
+fn listening(
+    command: &mut Command,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
 }

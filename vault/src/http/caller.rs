@@ -1,7 +1,6 @@
 //! The authenticated API client of a request, and its scope and rate checks.
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
@@ -10,7 +9,7 @@ use crate::audit::Action;
 use crate::auth::{ClientRecord, Scope};
 use crate::limits::{FailureReason, Operation};
 use crate::service::{AuthOutcome, Context};
-use crate::token::{ApiKey, Token};
+use crate::token::Token;
 
 /// A request's authenticated client. Extracting it checks the `Authorization: Bearer` key and
 /// the client row's MAC; anything else is 401 (429 once the source address has failed too
@@ -30,12 +29,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        let key = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(shared::ids::bearer_token)
-            .map(ApiKey::presented);
+        let key = shared::http::presented_key(&parts.headers);
         let outcome = state.vault.authenticate(key.as_ref()).await?;
         let peer = shared::server::peer_addr(parts).map(|a| a.ip());
         let (reason, revoked) = match outcome {

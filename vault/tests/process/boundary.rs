@@ -6,15 +6,7 @@ use reqwest::{Client, Method};
 
 use crate::helpers::{ALL_SCOPES, VaultDir, contains};
 
-const CANARIES: &[&str] = &[
-    "4242424242424242",
-    "5555555555554444",
-    "2200000000000004",
-    "378282246310005",
-    "6200000000000005",
-    "3530111333300000",
-    "4000056655665556",
-];
+use testkit::TEST_CARDS as CANARIES;
 
 struct Recorder {
     http: Client,

@@ -22,15 +22,15 @@ pub(crate) trait Open {
 
 impl Open for Backend {
     async fn open(&self) -> Arc<dyn Store> {
-        match self.sqlite_path() {
-            Some(path) => Arc::new(SqliteStore::open(&Self::sqlite_options(path)).unwrap()),
-            None => {
-                let Self::Postgres { url, schema } = self else {
-                    unreachable!("a database is SQLite or PostgreSQL")
-                };
-                Arc::new(PgStore::connect(url, 8, Some(schema), 4096).await.unwrap())
-            }
-        }
+        self.open_with(
+            |options| -> Arc<dyn Store> { Arc::new(SqliteStore::open(options).unwrap()) },
+            async |url, schema| {
+                let store = PgStore::connect(url, 8, Some(schema), 4096).await.unwrap();
+                let store: Arc<dyn Store> = Arc::new(store);
+                store
+            },
+        )
+        .await
     }
 }
 

@@ -97,27 +97,19 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("payout-bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+    shared::server::block_on("payout-bench", async move {
+        match run(args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("payout-bench: the run had problems (see the report)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("payout-bench: {e:#}");
+                ExitCode::FAILURE
+            }
         }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("payout-bench: the run had problems (see the report)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("payout-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// Sets up, runs and reports; `Ok(false)` when the run completed but something went wrong in it.
