@@ -4,7 +4,7 @@
 //! the stores' backs, and [`conformance!`], which declares each check once for both backends.
 //! Each suite opens its own store on a [`Database`]; two stores on one database stand for two
 //! replicas. Also what the HTTP-level tests of every crate share: [`logs`] (a test binary's
-//! logs, captured to scan for card data) and [`http`] (a request's body in one call), and
+//! logs, captured to scan for card data), [`http`] (a request's body in one call),
 //! [`named_id`] (a readable id that the services' strict id parsers accept) and [`TEST_CARDS`].
 #![forbid(unsafe_code)]
 

@@ -154,10 +154,9 @@ where
 {
     let payout_id: Option<String> = r.column(0)?;
     Ok(BankEvent {
-        payout_id: match payout_id {
-            Some(text) => Some(PayoutId::parse(&text).ok_or(StoreError::Corrupt("payout id"))?),
-            None => None,
-        },
+        payout_id: payout_id
+            .map(|text| PayoutId::parse(&text).ok_or(StoreError::Corrupt("payout id")))
+            .transpose()?,
         bank_session_id: r.column(1)?,
         kind: r.column(2)?,
         body: r.column(3)?,

@@ -52,4 +52,5 @@ conformance!(
     replicas_never_claim_the_same_event,
     clients_and_bank_events,
     events_are_listed_per_client_and_redelivered,
+    forged_ids_in_rows_are_corrupt,
 );

@@ -590,3 +590,38 @@ fn in_state(state: PayoutState) -> PayoutFilter {
         ..Default::default()
     }
 }
+
+/// A row forged behind the store's back with an id that is not one (here a card number where a
+/// payout id belongs, a short string where a client id belongs) is refused as corrupt: it never
+/// reaches the engine, a listing or an app.
+pub(crate) async fn forged_ids_in_rows_are_corrupt(b: Backend) {
+    let store = b.open().await;
+    client(store.as_ref(), &app("a"), "acme").await;
+    let p = payout(&app("a"), "acme", "k", now_micros());
+    let id = p.id.clone();
+    store.insert_payout(p).await.unwrap();
+    b.execute(&format!(
+        "UPDATE payouts SET id = '4242424242424242' WHERE id = '{id}'"
+    ))
+    .await;
+    assert!(matches!(
+        store.payout("4242424242424242").await,
+        Err(StoreError::Corrupt("payout id"))
+    ));
+    assert!(matches!(
+        store
+            .list_payouts("acme", PayoutFilter::default(), 10)
+            .await,
+        Err(StoreError::Corrupt("payout id"))
+    ));
+    client(store.as_ref(), &app("b"), "acme").await;
+    b.execute(&format!(
+        "UPDATE clients SET id = 'app_1' WHERE id = '{}'",
+        app("b")
+    ))
+    .await;
+    assert!(matches!(
+        store.client("app_1").await,
+        Err(StoreError::Corrupt("client id"))
+    ));
+}
