@@ -357,6 +357,8 @@ const WAL_SIZE_LIMIT: i64 = 64 << 20;
 std::thread_local! {
     /// The WAL's length after the writer thread's last commit, as its hook saw it.
     static WAL_PAGES: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
+    /// How long the writer thread's next restart waits for readers.
+    static RESTART_WAITS: std::cell::Cell<Duration> = const { std::cell::Cell::new(RESTART_WAIT) };
 }
 
 /// How long the writer waits for readers to move on when the WAL is past
@@ -365,6 +367,11 @@ std::thread_local! {
 /// most this, and the WAL grows on until it lets go, instead of every commit stalling for the
 /// whole busy timeout.
 const RESTART_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait for readers, reached by doubling [`RESTART_WAIT`] after each restart that
+/// readers prevented: on a loaded machine, readers that do pause may need more than 100 ms to
+/// all let go, and without it the WAL would grow past its bound; a snapshot held for long then
+/// costs each later batch at most this.
+const RESTART_WAIT_MAX: Duration = Duration::from_millis(1_600);
 
 /// The writer's commit hook (in place of `wal_autocheckpoint`, which is the same hook with
 /// PASSIVE only): `pages` is the WAL's length after the commit. It takes what it can without
@@ -381,18 +388,24 @@ fn writer_checkpoint(wal: &rusqlite::hooks::Wal, pages: c_int) -> rusqlite::Resu
     Ok(())
 }
 
-/// Past [`WRITER_RESTART_PAGES`], a checkpoint that waits (at most [`RESTART_WAIT`]) for readers
+/// Past [`WRITER_RESTART_PAGES`], a checkpoint that waits (at most [`RESTART_WAIT`], doubled up
+/// to [`RESTART_WAIT_MAX`] while readers keep preventing it) for readers
 /// to leave the WAL, so the next transaction starts it over. Readers that never pause would
 /// otherwise always hold a snapshot inside it, and it would grow without end.
 fn restart_wal(conn: &Connection, busy_timeout: Duration) {
     if WAL_PAGES.get() < WRITER_RESTART_PAGES {
         return;
     }
-    let restarted = conn
-        .busy_timeout(RESTART_WAIT)
-        .and_then(|()| conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())));
-    if let Err(e) = restarted {
-        tracing::debug!(error = %e, "WAL restart left to a later batch");
+    let wait = RESTART_WAITS.get();
+    // SQLITE_BUSY does not make the pragma fail: its first column says whether readers
+    // prevented the restart.
+    let restarted = conn.busy_timeout(wait).and_then(|()| {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+    });
+    match restarted {
+        Ok(0) => RESTART_WAITS.set(RESTART_WAIT),
+        Ok(_) => RESTART_WAITS.set((wait * 2).min(RESTART_WAIT_MAX)),
+        Err(e) => tracing::debug!(error = %e, "WAL restart left to a later batch"),
     }
     if let Err(e) = conn.busy_timeout(busy_timeout) {
         tracing::warn!(error = %e, "could not restore the writer's busy timeout");
