@@ -1,5 +1,6 @@
 //! The conformance tests themselves, backend-agnostic.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use shared::Pan;
@@ -47,6 +48,66 @@ fn record(keys: &Keyring, tenant: &str, pan: &str, expires_at: Option<i64>) -> T
     }
 }
 
+/// Tokenizes `pan` for `tenant` as the service does: a fresh record and its audited event.
+async fn tokenize(
+    store: &dyn Store,
+    keys: &Keyring,
+    tenant: &str,
+    pan: &str,
+    expires_at: Option<i64>,
+) -> Result<TokenRecord, StoreError> {
+    store
+        .tokenize(
+            record(keys, tenant, pan, expires_at),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+}
+
+/// Appends one audit event (a token read): the write the chain tests count.
+async fn append(store: &dyn Store, keys: &Keyring) -> Result<(), StoreError> {
+    store
+        .append_audit(keys.audit(), draft(Action::TokenRead))
+        .await
+}
+
+/// Whether deleting `tenant`'s `token` found it (the delete is audited either way).
+async fn delete(store: &dyn Store, keys: &Keyring, tenant: &str, token: &Token, now: i64) -> bool {
+    store
+        .delete_token(tenant, token, now, keys.audit(), draft(Action::TokenDelete))
+        .await
+        .unwrap()
+}
+
+/// Runs `n` tasks at once, task `i` on the store `on(i)` picks (a replica, or one store under
+/// concurrent load), and returns what each task returned, in order.
+async fn concurrently<T, F>(
+    n: u32,
+    keys: &Arc<Keyring>,
+    on: impl Fn(u32) -> Arc<dyn Store>,
+    task: impl Fn(Arc<dyn Store>, Arc<Keyring>, u32) -> F,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(task(on(i), Arc::clone(keys), i)))
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results
+}
+
+/// Two replicas taking turns: even tasks on `a`, odd ones on `c`.
+fn alternating(a: &Arc<dyn Store>, c: &Arc<dyn Store>) -> impl Fn(u32) -> Arc<dyn Store> {
+    let (a, c) = (Arc::clone(a), Arc::clone(c));
+    move |i| Arc::clone(if i % 2 == 0 { &a } else { &c })
+}
+
 async fn verify(store: &dyn Store, keys: &Keyring) -> u64 {
     let mut v = Verifier::new(keys.audit().clone());
     loop {
@@ -87,50 +148,20 @@ pub(crate) async fn keys_insert_once(b: Backend) {
 pub(crate) async fn tokenize_returns_the_existing_token_and_replaces_expired_ones(b: Backend) {
     let store = b.open().await;
     let (keys, _) = keyring();
-    let first = store
-        .tokenize(
-            record(&keys, "acme", "4242424242424242", None),
-            keys.audit(),
-            draft(Action::TokenCreate),
-        )
-        .await
-        .unwrap();
-    let second = store
-        .tokenize(
-            record(&keys, "acme", "4242424242424242", None),
-            keys.audit(),
-            draft(Action::TokenCreate),
-        )
-        .await
-        .unwrap();
+    let make = async |tenant: &str, pan: &str, expires_at: Option<i64>| {
+        tokenize(store.as_ref(), &keys, tenant, pan, expires_at)
+            .await
+            .unwrap()
+    };
+    let first = make("acme", "4242424242424242", None).await;
+    let second = make("acme", "4242424242424242", None).await;
     assert_eq!(first.token, second.token);
     assert_eq!(first, second);
-    let other_tenant = store
-        .tokenize(
-            record(&keys, "globex", "4242424242424242", None),
-            keys.audit(),
-            draft(Action::TokenCreate),
-        )
-        .await
-        .unwrap();
+    let other_tenant = make("globex", "4242424242424242", None).await;
     assert_ne!(other_tenant.token, first.token);
 
-    let expired = store
-        .tokenize(
-            record(&keys, "acme", "5555555555554444", Some(now_micros() - 1)),
-            keys.audit(),
-            draft(Action::TokenCreate),
-        )
-        .await
-        .unwrap();
-    let fresh = store
-        .tokenize(
-            record(&keys, "acme", "5555555555554444", None),
-            keys.audit(),
-            draft(Action::TokenCreate),
-        )
-        .await
-        .unwrap();
+    let expired = make("acme", "5555555555554444", Some(now_micros() - 1)).await;
+    let fresh = make("acme", "5555555555554444", None).await;
     assert_ne!(expired.token, fresh.token, "an expired token is replaced");
     let opened = keys
         .open_pan(&fresh.sealed, fresh.token.as_str(), "acme")
@@ -142,19 +173,16 @@ pub(crate) async fn tokenize_returns_the_existing_token_and_replaces_expired_one
 pub(crate) async fn tokens_are_isolated_by_tenant_and_expiry(b: Backend) {
     let store = b.open().await;
     let (keys, _) = keyring();
-    let t = store
-        .tokenize(
-            record(
-                &keys,
-                "acme",
-                "4242424242424242",
-                Some(now_micros() + 60_000_000),
-            ),
-            keys.audit(),
-            draft(Action::TokenCreate),
-        )
-        .await
-        .unwrap();
+    let in_a_minute = Some(now_micros() + 60_000_000);
+    let t = tokenize(
+        store.as_ref(),
+        &keys,
+        "acme",
+        "4242424242424242",
+        in_a_minute,
+    )
+    .await
+    .unwrap();
     let now = now_micros();
     assert_eq!(
         store.token("acme", &t.token, now).await.unwrap().as_ref(),
@@ -181,58 +209,15 @@ pub(crate) async fn tokens_are_isolated_by_tenant_and_expiry(b: Backend) {
 pub(crate) async fn delete_and_sweep(b: Backend) {
     let store = b.open().await;
     let (keys, _) = keyring();
-    let t = store
-        .tokenize(
-            record(&keys, "acme", "4242424242424242", None),
-            keys.audit(),
-            draft(Action::TokenCreate),
-        )
+    let t = tokenize(store.as_ref(), &keys, "acme", "4242424242424242", None)
         .await
         .unwrap();
     let now = now_micros();
-    assert!(
-        !store
-            .delete_token(
-                "globex",
-                &t.token,
-                now,
-                keys.audit(),
-                draft(Action::TokenDelete)
-            )
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .delete_token(
-                "acme",
-                &t.token,
-                now,
-                keys.audit(),
-                draft(Action::TokenDelete)
-            )
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .delete_token(
-                "acme",
-                &t.token,
-                now,
-                keys.audit(),
-                draft(Action::TokenDelete)
-            )
-            .await
-            .unwrap()
-    );
+    assert!(!delete(store.as_ref(), &keys, "globex", &t.token, now).await);
+    assert!(delete(store.as_ref(), &keys, "acme", &t.token, now).await);
+    assert!(!delete(store.as_ref(), &keys, "acme", &t.token, now).await);
     for pan in ["5555555555554444", "2200000000000004"] {
-        store
-            .tokenize(
-                record(&keys, "acme", pan, Some(now + 1)),
-                keys.audit(),
-                draft(Action::TokenCreate),
-            )
+        tokenize(store.as_ref(), &keys, "acme", pan, Some(now + 1))
             .await
             .unwrap();
     }
@@ -304,43 +289,23 @@ pub(crate) async fn clients_and_revocation(b: Backend) {
     let mut revoked = client.clone();
     revoked.revoked_at = Some(now_micros());
     revoked.seal(keys.client());
-    let revocation = |old: &ClientRecord| ClientRevocation {
-        id: client.id.clone(),
-        revoked_at: revoked.revoked_at.unwrap(),
-        old_mac: old.mac.unwrap(),
-        new_mac: revoked.mac.unwrap(),
+    // Whether revoking, computed from `old` (a version of the row), changed the row.
+    let revoke = async |old: &ClientRecord| {
+        let revocation = ClientRevocation {
+            id: client.id.clone(),
+            revoked_at: revoked.revoked_at.unwrap(),
+            old_mac: old.mac.unwrap(),
+            new_mac: revoked.mac.unwrap(),
+        };
+        store
+            .revoke_client(revocation, keys.audit(), draft(Action::ClientRevoke))
+            .await
+            .unwrap()
     };
     // A revocation computed from another version of the row does nothing.
-    assert!(
-        !store
-            .revoke_client(
-                revocation(&revoked),
-                keys.audit(),
-                draft(Action::ClientRevoke)
-            )
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .revoke_client(
-                revocation(&client),
-                keys.audit(),
-                draft(Action::ClientRevoke)
-            )
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .revoke_client(
-                revocation(&client),
-                keys.audit(),
-                draft(Action::ClientRevoke)
-            )
-            .await
-            .unwrap()
-    );
+    assert!(!revoke(&revoked).await);
+    assert!(revoke(&client).await);
+    assert!(!revoke(&client).await);
     let listed = store.clients().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].revoked_at.is_some());
@@ -358,29 +323,17 @@ pub(crate) async fn the_store_refuses_to_append_after_the_chain_was_cut(b: Backe
     let (store, other) = (b.open().await, b.open().await);
     let (keys, _) = keyring();
     for _ in 0..5 {
-        store
-            .append_audit(keys.audit(), draft(Action::TokenRead))
-            .await
-            .unwrap();
+        append(store.as_ref(), &keys).await.unwrap();
     }
     assert_eq!(store.known_head().unwrap().seq, 5);
     other.adopt_head().await.unwrap();
-    other
-        .append_audit(keys.audit(), draft(Action::TokenRead))
-        .await
-        .unwrap();
+    append(other.as_ref(), &keys).await.unwrap();
     // The other store moved the head on: still fine for the first.
-    store
-        .append_audit(keys.audit(), draft(Action::TokenRead))
-        .await
-        .unwrap();
+    append(store.as_ref(), &keys).await.unwrap();
     store.check_ready().await.unwrap();
     assert_eq!(store.known_head().unwrap().seq, 7);
     b.execute("DELETE FROM audit_events WHERE seq >= 6").await;
-    let err = store
-        .append_audit(keys.audit(), draft(Action::TokenRead))
-        .await
-        .unwrap_err();
+    let err = append(store.as_ref(), &keys).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -392,12 +345,7 @@ pub(crate) async fn the_store_refuses_to_append_after_the_chain_was_cut(b: Backe
         "{err:?}"
     );
     assert!(store.check_ready().await.is_err());
-    let err = store
-        .tokenize(
-            record(&keys, "acme", "4242424242424242", None),
-            keys.audit(),
-            draft(Action::TokenCreate),
-        )
+    let err = tokenize(store.as_ref(), &keys, "acme", "4242424242424242", None)
         .await
         .unwrap_err();
     assert!(
@@ -415,38 +363,25 @@ pub(crate) async fn the_store_refuses_to_append_after_the_chain_was_cut(b: Backe
     // can tell it more.
     let restarted = b.open().await;
     restarted.adopt_head().await.unwrap();
-    restarted
-        .append_audit(keys.audit(), draft(Action::TokenRead))
-        .await
-        .unwrap();
+    append(restarted.as_ref(), &keys).await.unwrap();
 }
 
 /// Readiness checks run beside a stream of concurrent writes (and another store's) never
 /// mistake this process's own progress for tampering.
 pub(crate) async fn readiness_beside_concurrent_writes_never_latches(b: Backend) {
     let (store, other) = (b.open().await, b.open().await);
-    let (keys, _) = keyring();
-    let keys = Arc::new(keys);
-    let mut tasks = Vec::new();
-    for i in 0..120 {
-        let store = if i % 4 == 3 {
-            Arc::clone(&other)
+    let keys = Arc::new(keyring().0);
+    let on = |i| Arc::clone(if i % 4 == 3 { &other } else { &store });
+    let results = concurrently(120, &keys, on, |store, keys, i| async move {
+        if i % 3 == 0 {
+            store.check_ready().await
         } else {
-            Arc::clone(&store)
-        };
-        let keys = Arc::clone(&keys);
-        tasks.push(tokio::spawn(async move {
-            if i % 3 == 0 {
-                store.check_ready().await
-            } else {
-                store
-                    .append_audit(keys.audit(), draft(Action::TokenRead))
-                    .await
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
+            append(store.as_ref(), &keys).await
+        }
+    })
+    .await;
+    for r in results {
+        r.unwrap();
     }
     store.check_ready().await.unwrap();
     other.check_ready().await.unwrap();
@@ -457,19 +392,13 @@ pub(crate) async fn the_store_refuses_to_append_after_its_last_event_changed(b: 
     let store = b.open().await;
     let (keys, _) = keyring();
     for _ in 0..3 {
-        store
-            .append_audit(keys.audit(), draft(Action::TokenRead))
-            .await
-            .unwrap();
+        append(store.as_ref(), &keys).await.unwrap();
     }
     b.execute(
         "UPDATE audit_events SET mac = (SELECT mac FROM audit_events WHERE seq = 1) WHERE seq = 3",
     )
     .await;
-    let err = store
-        .append_audit(keys.audit(), draft(Action::TokenRead))
-        .await
-        .unwrap_err();
+    let err = append(store.as_ref(), &keys).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Chain(HeadMismatch::Differs { seq: 3 })),
         "{err:?}"
@@ -491,58 +420,40 @@ pub(crate) async fn audit_chain_pages_and_verifies(b: Backend) {
 
 pub(crate) async fn replicas_tokenizing_one_card_make_one_token(b: Backend) {
     let (a, c) = (b.open().await, b.open().await);
-    let (keys, _) = keyring();
-    let keys = Arc::new(keys);
-    let mut tasks = Vec::new();
-    for i in 0..16 {
-        let store = if i % 2 == 0 {
-            Arc::clone(&a)
-        } else {
-            Arc::clone(&c)
-        };
-        let keys = Arc::clone(&keys);
-        tasks.push(tokio::spawn(async move {
-            store
-                .tokenize(
-                    record(&keys, "acme", "4242424242424242", None),
-                    keys.audit(),
-                    draft(Action::TokenCreate),
-                )
+    let keys = Arc::new(keyring().0);
+    let tokens = concurrently(
+        16,
+        &keys,
+        alternating(&a, &c),
+        |store, keys, _| async move {
+            tokenize(store.as_ref(), &keys, "acme", "4242424242424242", None)
                 .await
                 .unwrap()
                 .token
-        }));
-    }
-    let mut tokens = std::collections::BTreeSet::new();
-    for t in tasks {
-        tokens.insert(t.await.unwrap().as_str().to_owned());
-    }
+        },
+    )
+    .await;
+    let tokens: std::collections::BTreeSet<_> =
+        tokens.iter().map(|t| t.as_str().to_owned()).collect();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
     assert_eq!(verify(a.as_ref(), &keys).await, 16);
 }
 
 pub(crate) async fn replicas_appending_audit_events_keep_one_chain(b: Backend) {
     let (a, c) = (b.open().await, b.open().await);
-    let (keys, _) = keyring();
-    let keys = Arc::new(keys);
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let store = if i % 2 == 0 {
-            Arc::clone(&a)
-        } else {
-            Arc::clone(&c)
-        };
-        let keys = Arc::clone(&keys);
-        tasks.push(tokio::spawn(async move {
+    let keys = Arc::new(keyring().0);
+    concurrently(
+        40,
+        &keys,
+        alternating(&a, &c),
+        |store, keys, _| async move {
             store
                 .append_audit(keys.audit(), draft(Action::TokenDetokenize))
                 .await
                 .unwrap()
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+        },
+    )
+    .await;
     assert_eq!(verify(c.as_ref(), &keys).await, 40);
 }
 
@@ -550,41 +461,28 @@ pub(crate) async fn replicas_appending_audit_events_keep_one_chain(b: Backend) {
 /// rejects a NUL in text) must fail alone: every other write lands and the chain verifies.
 pub(crate) async fn a_refused_write_fails_alone_among_concurrent_ones(b: Backend) {
     let store = b.open().await;
-    let (keys, _) = keyring();
-    let keys = Arc::new(keys);
-    let mut tasks = Vec::new();
-    for i in 0..60u32 {
-        let (store, keys) = (Arc::clone(&store), Arc::clone(&keys));
-        tasks.push(tokio::spawn(async move {
-            match i % 3 {
-                0 => {
-                    let pan = format!("4{:014}", 1000 + i);
-                    let pan = luhn_complete(&pan);
-                    store
-                        .tokenize(
-                            record(&keys, "acme", &pan, None),
-                            keys.audit(),
-                            draft(Action::TokenCreate),
-                        )
-                        .await
-                        .map(drop)
-                }
-                _ if i == 31 => {
-                    let mut poison = draft(Action::TokenRead);
-                    poison.detail = Some("bad\0byte".to_owned());
-                    store.append_audit(keys.audit(), poison).await
-                }
-                _ => {
-                    store
-                        .append_audit(keys.audit(), draft(Action::TokenRead))
-                        .await
-                }
+    let keys = Arc::new(keyring().0);
+    let on = |_| Arc::clone(&store);
+    let results = concurrently(60, &keys, on, |store, keys, i| async move {
+        match i % 3 {
+            0 => {
+                let pan = luhn_complete(&format!("4{:014}", 1000 + i));
+                tokenize(store.as_ref(), &keys, "acme", &pan, None)
+                    .await
+                    .map(drop)
             }
-        }));
-    }
+            _ if i == 31 => {
+                let mut poison = draft(Action::TokenRead);
+                poison.detail = Some("bad\0byte".to_owned());
+                store.append_audit(keys.audit(), poison).await
+            }
+            _ => append(store.as_ref(), &keys).await,
+        }
+    })
+    .await;
     let mut landed = 0u64;
-    for (i, t) in tasks.into_iter().enumerate() {
-        match t.await.unwrap() {
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
             Ok(()) => landed += 1,
             Err(e) => assert_eq!(i, 31, "write {i} failed: {e}"),
         }
