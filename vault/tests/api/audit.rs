@@ -12,12 +12,7 @@ async fn chain_verifies_and_tampering_is_found() {
         let token = v.token_for(&key, pan).await;
         assert_eq!(v.detokenize(&key, &token).await.status, StatusCode::OK);
     }
-    let verdict = v
-        .admin
-        .verify_audit(&Default::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let verdict = v.verify_audit().await.unwrap();
     assert!(verdict.checked() >= 8);
 
     let db = v.raw_db();
@@ -26,26 +21,15 @@ async fn chain_verifies_and_tampering_is_found() {
         [],
     )
     .unwrap();
-    let broken = v
-        .admin
-        .verify_audit(&Default::default())
-        .await
-        .unwrap()
-        .unwrap_err();
+    let broken = v.verify_audit().await.unwrap_err();
     assert_eq!(broken.seq, 5);
 }
 
 #[tokio::test]
 async fn detokenize_fails_closed_when_the_audit_log_cannot_be_written() {
-    let v = TestVault::spawn().await;
-    let key = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&key, "4242424242424242").await;
+    let (v, key, token) = TestVault::with_token("4242424242424242").await;
 
-    v.raw_db()
-        .execute_batch(
-            "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
-        )
-        .unwrap();
+    v.fail_audit_writes();
     let reply = v.detokenize(&key, &token).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.code(), "audit_unavailable");
@@ -54,15 +38,10 @@ async fn detokenize_fails_closed_when_the_audit_log_cannot_be_written() {
     // Tokenize commits with its audit event or not at all.
     let reply = v.tokenize(&key, "5555555555554444").await;
     assert!(reply.status.is_server_error());
-    let rows: i64 = v
-        .raw_db()
-        .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
-        .unwrap();
+    let rows: i64 = v.scalar("SELECT count(*) FROM tokens", []);
     assert_eq!(rows, 1, "a token was stored without its audit event");
 
-    v.raw_db()
-        .execute_batch("DROP TRIGGER audit_down;")
-        .unwrap();
+    v.restore_audit_writes();
     assert_eq!(v.detokenize(&key, &token).await.status, StatusCode::OK);
     v.wait_readyz(StatusCode::OK).await;
 }

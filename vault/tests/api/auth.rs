@@ -48,13 +48,10 @@ fn routes() -> Vec<Route> {
 }
 
 fn audit_count(v: &TestVault, action: &str, outcome: &str) -> i64 {
-    v.raw_db()
-        .query_row(
-            "SELECT count(*) FROM audit_events WHERE action = ?1 AND outcome = ?2",
-            [action, outcome],
-            |r| r.get(0),
-        )
-        .unwrap()
+    v.scalar(
+        "SELECT count(*) FROM audit_events WHERE action = ?1 AND outcome = ?2",
+        [action, outcome],
+    )
 }
 
 async fn call(v: &TestVault, route: &Route, token: &str, key: Option<&str>) -> Reply {
@@ -69,11 +66,8 @@ async fn call(v: &TestVault, route: &Route, token: &str, key: Option<&str>) -> R
 
 #[tokio::test]
 async fn every_route_requires_a_valid_key() {
-    let mut v = TestVault::spawn().await;
-    let owner = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&owner, "5555555555554444").await;
-    let revoked_key = v.client("acme", ALL_SCOPES).await;
-    let revoked_id = v.admin.clients().await.unwrap().last().unwrap().id.clone();
+    let (mut v, _, token) = TestVault::with_token("5555555555554444").await;
+    let (revoked_id, revoked_key) = v.client_with_id("acme", ALL_SCOPES).await;
     v.admin.revoke_client(&revoked_id).await.unwrap();
 
     for route in routes() {
@@ -101,14 +95,10 @@ async fn every_route_requires_a_valid_key() {
         }
     }
     // A revoked key's failures name the client.
-    let actor: String = v
-        .raw_db()
-        .query_row(
-            "SELECT actor FROM audit_events WHERE action = 'auth.fail' ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let actor: String = v.scalar(
+        "SELECT actor FROM audit_events WHERE action = 'auth.fail' ORDER BY seq DESC LIMIT 1",
+        [],
+    );
     assert_eq!(actor, revoked_id.as_str());
 
     // At shutdown (or every limits.report_interval_seconds) the tallies become one event per
@@ -133,9 +123,7 @@ async fn every_route_requires_a_valid_key() {
 
 #[tokio::test]
 async fn every_route_refuses_every_other_scope() {
-    let v = TestVault::spawn().await;
-    let owner = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&owner, "5555555555554444").await;
+    let (v, owner, token) = TestVault::with_token("5555555555554444").await;
 
     for route in routes() {
         for scope in Scope::ALL {
@@ -177,9 +165,7 @@ async fn every_route_refuses_every_other_scope() {
 
 #[tokio::test]
 async fn another_tenants_token_reads_exactly_like_a_missing_one() {
-    let v = TestVault::spawn().await;
-    let acme = v.client("acme", ALL_SCOPES).await;
-    let globex = v.client("globex", ALL_SCOPES).await;
+    let (v, acme, globex) = TestVault::with_two_tenants().await;
     let acme_token = v.token_for(&acme, "4242424242424242").await;
     let missing = "tok_0000000000000000000000";
 
@@ -215,9 +201,7 @@ async fn another_tenants_token_reads_exactly_like_a_missing_one() {
 /// anything (even `{}` or garbage) gets 403, and the denial is audited.
 #[tokio::test]
 async fn scope_is_checked_before_the_body_is_read() {
-    let v = TestVault::spawn().await;
-    let owner = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&owner, "4242424242424242").await;
+    let (v, _, token) = TestVault::with_token("4242424242424242").await;
     let reader = v.client("acme", "tokens:read").await;
     for (path, action, body) in [
         (

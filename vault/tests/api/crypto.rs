@@ -12,9 +12,7 @@ use crate::helpers::{ALL_SCOPES, TestVault, assert_no_pan};
 
 #[tokio::test]
 async fn tampered_ciphertext_is_an_integrity_error() {
-    let v = TestVault::spawn().await;
-    let key = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&key, "4242424242424242").await;
+    let (v, key, token) = TestVault::with_token("4242424242424242").await;
 
     for (column, offset) in [("ciphertext", 0), ("ciphertext", 17), ("nonce", 3)] {
         let db = v.raw_db();
@@ -77,9 +75,7 @@ async fn tampered_ciphertext_is_an_integrity_error() {
 
 #[tokio::test]
 async fn swapped_ciphertexts_do_not_open() {
-    let v = TestVault::spawn().await;
-    let key = v.client("acme", ALL_SCOPES).await;
-    let a = v.token_for(&key, "4242424242424242").await;
+    let (v, key, a) = TestVault::with_token("4242424242424242").await;
     let b = v.token_for(&key, "5555555555554444").await;
 
     let db = v.raw_db();
@@ -125,9 +121,7 @@ async fn swapped_ciphertexts_do_not_open() {
 
 #[tokio::test]
 async fn a_wrong_master_key_is_refused_at_open() {
-    let v = TestVault::spawn().await;
-    let key = v.client("acme", ALL_SCOPES).await;
-    let _ = v.token_for(&key, "4242424242424242").await;
+    let (v, _, _) = TestVault::with_token("4242424242424242").await;
 
     let other_key = v.dir.path().join("other.key");
     FileKeyProvider::create(&other_key).unwrap();

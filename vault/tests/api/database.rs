@@ -11,9 +11,7 @@ use crate::helpers::{ALL_SCOPES, TestVault, logs};
 /// revocation undone. None of it authenticates.
 #[tokio::test]
 async fn client_rows_written_or_edited_outside_the_vault_authenticate_nothing() {
-    let mut v = TestVault::spawn().await;
-    let owner = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&owner, "4242424242424242").await;
+    let (mut v, owner, token) = TestVault::with_token("4242424242424242").await;
 
     // A forged row: the attacker's key, every scope, no MAC (or someone else's).
     let forged_key = "vk_attacker-chosen-key-0000000000000000000000";
@@ -61,8 +59,7 @@ async fn client_rows_written_or_edited_outside_the_vault_authenticate_nothing() 
     );
 
     // A revocation undone by hand.
-    let revoked = v.client("acme", ALL_SCOPES).await;
-    let revoked_id = v.admin.clients().await.unwrap().last().unwrap().id.clone();
+    let (revoked_id, revoked) = v.client_with_id("acme", ALL_SCOPES).await;
     v.admin.revoke_client(&revoked_id).await.unwrap();
     db.execute(
         "UPDATE clients SET revoked_at = NULL WHERE id = ?1",
@@ -110,9 +107,7 @@ async fn client_rows_written_or_edited_outside_the_vault_authenticate_nothing() 
 /// again; only a restart, after an operator looked, does).
 #[tokio::test]
 async fn pci_17_a_running_vault_refuses_to_append_to_a_truncated_chain() {
-    let v = TestVault::spawn().await;
-    let key = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&key, "4242424242424242").await;
+    let (v, key, token) = TestVault::with_token("4242424242424242").await;
     for _ in 0..3 {
         assert_eq!(v.detokenize(&key, &token).await.status, StatusCode::OK);
     }
@@ -161,9 +156,8 @@ async fn pci_17_a_running_vault_refuses_to_append_to_a_truncated_chain() {
 #[tokio::test]
 async fn a_row_restored_from_before_its_revocation_is_refused() {
     let v = TestVault::spawn().await;
-    let key = v.client("acme", ALL_SCOPES).await;
+    let (id, key) = v.client_with_id("acme", ALL_SCOPES).await;
     let token = v.token_for(&key, "4242424242424242").await;
-    let id = v.admin.clients().await.unwrap().last().unwrap().id.clone();
     let db = v.raw_db();
     db.execute_batch("CREATE TABLE saved_clients AS SELECT * FROM clients;")
         .unwrap();

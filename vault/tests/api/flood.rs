@@ -16,9 +16,7 @@ fn audit_rows(v: &TestVault) -> i64 {
 
 #[tokio::test]
 async fn an_anonymous_flood_writes_nothing_per_request_and_is_limited_per_address() {
-    let mut v = TestVault::spawn().await;
-    let owner = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&owner, "4242424242424242").await;
+    let (mut v, owner, token) = TestVault::with_token("4242424242424242").await;
     let before = audit_rows(&v);
     let path = format!("/v1/tokens/{token}/detokenize");
     let (mut unauthorized, mut limited) = (0, 0);
@@ -49,8 +47,7 @@ async fn an_anonymous_flood_writes_nothing_per_request_and_is_limited_per_addres
     );
     assert_eq!(unauthorized + limited, 200);
     // A revoked key past the address's budget is counted, not written one by one.
-    let revoked = v.client("acme", ALL_SCOPES).await;
-    let revoked_id = v.admin.clients().await.unwrap().last().unwrap().id.clone();
+    let (revoked_id, revoked) = v.client_with_id("acme", ALL_SCOPES).await;
     v.admin.revoke_client(&revoked_id).await.unwrap();
     // (The budget refills at 5 a second, so the first few may still be within it: those are
     // 401 and audited one by one.)

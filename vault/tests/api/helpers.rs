@@ -7,11 +7,13 @@ use serde_json::Value;
 use shared::Pan;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
+use vault::audit::{BrokenLink, Verifier};
 use vault::auth::Scopes;
 use vault::config::VaultConfig;
 use vault::crypto::FileKeyProvider;
 use vault::service::Vault;
 use vault::startup::{Application, open_vault};
+use vault::token::ClientId;
 
 pub(crate) use testkit::logs::logs;
 
@@ -78,6 +80,24 @@ impl TestVault {
         Self::spawn_with(|_| {}).await
     }
 
+    /// A vault with one client of `acme` holding every scope and a token it made for `pan`:
+    /// `(vault, the client's key, the token)`, where most tests start.
+    pub(crate) async fn with_token(pan: &str) -> (Self, String, String) {
+        let v = Self::spawn().await;
+        let key = v.client("acme", ALL_SCOPES).await;
+        let token = v.token_for(&key, pan).await;
+        (v, key, token)
+    }
+
+    /// A vault with a client holding every scope in each of two tenants: `(vault, acme's key,
+    /// globex's key)`, for what one tenant may not see of the other's.
+    pub(crate) async fn with_two_tenants() -> (Self, String, String) {
+        let v = Self::spawn().await;
+        let acme = v.client("acme", ALL_SCOPES).await;
+        let globex = v.client("globex", ALL_SCOPES).await;
+        (v, acme, globex)
+    }
+
     pub(crate) async fn spawn_with(adjust: impl FnOnce(&mut VaultConfig)) -> Self {
         testkit::logs::capture();
         let dir = tempfile::tempdir().unwrap();
@@ -138,12 +158,23 @@ impl TestVault {
 
     /// Creates a client and returns its API key.
     pub(crate) async fn client(&self, tenant: &str, scopes: &str) -> String {
-        let (_, key) = self
+        self.client_with_id(tenant, scopes).await.1
+    }
+
+    /// Creates a client and returns its id (to revoke it, or find it in the audit log) and its
+    /// API key.
+    pub(crate) async fn client_with_id(&self, tenant: &str, scopes: &str) -> (ClientId, String) {
+        let (record, key) = self
             .admin
             .create_client("test-client", tenant, Scopes::parse(scopes).unwrap())
             .await
             .unwrap();
-        key.expose().to_owned()
+        (record.id, key.expose().to_owned())
+    }
+
+    /// The audit chain as `audit verify` sees it (no checkpoints, no expected head).
+    pub(crate) async fn verify_audit(&self) -> Result<Verifier, BrokenLink> {
+        self.admin.verify_audit(&Default::default()).await.unwrap()
     }
 
     pub(crate) async fn call(
@@ -171,13 +202,14 @@ impl TestVault {
     }
 
     pub(crate) async fn tokenize(&self, key: &str, pan: &str) -> Reply {
-        self.call(
-            Method::POST,
-            "/v1/tokens",
-            Some(key),
-            Some(&format!(r#"{{"pan":"{pan}"}}"#)),
-        )
-        .await
+        self.tokenize_body(key, &format!(r#"{{"pan":"{pan}"}}"#))
+            .await
+    }
+
+    /// `POST /v1/tokens` with exactly `body`.
+    pub(crate) async fn tokenize_body(&self, key: &str, body: &str) -> Reply {
+        self.call(Method::POST, "/v1/tokens", Some(key), Some(body))
+            .await
     }
 
     /// Tokenizes and returns the token, asserting success.
@@ -190,6 +222,18 @@ impl TestVault {
             reply.text()
         );
         reply.json()["token"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET /v1/tokens/{token}`: the card's metadata.
+    pub(crate) async fn read(&self, key: &str, token: &str) -> Reply {
+        let path = format!("/v1/tokens/{token}");
+        self.call(Method::GET, &path, Some(key), None).await
+    }
+
+    /// `DELETE /v1/tokens/{token}`.
+    pub(crate) async fn delete(&self, key: &str, token: &str) -> Reply {
+        let path = format!("/v1/tokens/{token}");
+        self.call(Method::DELETE, &path, Some(key), None).await
     }
 
     pub(crate) async fn detokenize(&self, key: &str, token: &str) -> Reply {
@@ -222,6 +266,34 @@ impl TestVault {
     /// Opens the database directly, as an attacker or a disk fault would.
     pub(crate) fn raw_db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.db_path()).unwrap()
+    }
+
+    /// The one value `sql` selects, read straight from the database (a count, a column).
+    pub(crate) fn scalar<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> T {
+        self.raw_db()
+            .query_row(sql, params, |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Makes the database refuse every audit event from now on, as a full audit disk would,
+    /// until [`Self::restore_audit_writes`].
+    pub(crate) fn fail_audit_writes(&self) {
+        self.raw_db()
+            .execute_batch(
+                "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
+            )
+            .unwrap();
+    }
+
+    /// Ends what [`Self::fail_audit_writes`] started.
+    pub(crate) fn restore_audit_writes(&self) {
+        self.raw_db()
+            .execute_batch("DROP TRIGGER audit_down;")
+            .unwrap();
     }
 }
 

@@ -27,21 +27,13 @@ fn candidates(last4: &str) -> impl Iterator<Item = String> + '_ {
 async fn tokenize_is_not_a_pan_oracle_with_the_default_settings() {
     let mut v = TestVault::spawn().await;
     let victim = v.client("acme", "tokens:create").await;
-    let attacker = v.client("acme", "tokens:create,tokens:read").await;
-    let attacker_id = v.admin.clients().await.unwrap().last().unwrap().id.clone();
+    let (attacker_id, attacker) = v.client_with_id("acme", "tokens:create,tokens:read").await;
 
     let target = candidates("2222").nth(599).unwrap();
     let token = v.token_for(&victim, &target).await;
 
     // What the attacker learns from reading the token.
-    let read = v
-        .call(
-            Method::GET,
-            &format!("/v1/tokens/{token}"),
-            Some(&attacker),
-            None,
-        )
-        .await;
+    let read = v.read(&attacker, &token).await;
     assert_eq!(read.status, StatusCode::OK);
     let card = &read.json()["card"];
     assert_eq!(card["last4"], "2222");
@@ -205,13 +197,9 @@ async fn pci_36_enumeration_is_limited() {
         "{detail}"
     );
     // Every answered guess is in the audit log as not found; none was granted.
-    let granted: i64 = v
-        .raw_db()
-        .query_row(
-            "SELECT count(*) FROM audit_events WHERE action IN ('token.read', 'token.detokenize') AND outcome = 'granted'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let granted: i64 = v.scalar(
+        "SELECT count(*) FROM audit_events WHERE action IN ('token.read', 'token.detokenize') AND outcome = 'granted'",
+        [],
+    );
     assert_eq!(granted, 0);
 }

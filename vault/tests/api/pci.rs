@@ -18,23 +18,11 @@ async fn pci_03_nesting_is_limited_explicitly() {
             "]".repeat(depth - 1)
         )
     };
-    let at_limit = v
-        .call(
-            Method::POST,
-            "/v1/tokens",
-            Some(&key),
-            Some(&body(shared::json::MAX_DEPTH)),
-        )
-        .await;
+    let at_limit = v.tokenize_body(&key, &body(shared::json::MAX_DEPTH)).await;
     assert_eq!(at_limit.status, StatusCode::BAD_REQUEST);
     assert_eq!(at_limit.code(), "invalid_pan", "{}", at_limit.text());
     let past = v
-        .call(
-            Method::POST,
-            "/v1/tokens",
-            Some(&key),
-            Some(&body(shared::json::MAX_DEPTH + 1)),
-        )
+        .tokenize_body(&key, &body(shared::json::MAX_DEPTH + 1))
         .await;
     assert_eq!(past.status, StatusCode::BAD_REQUEST);
     assert_eq!(past.code(), "invalid_request");
@@ -55,14 +43,10 @@ async fn pci_15_each_detokenize_is_one_audit_event_with_its_request_id() {
     let no_scope = v.client("acme", "tokens:read").await;
     let other_tenant = v.client("globex", ALL_SCOPES).await;
     let token = v.token_for(&owner, "4242424242424242").await;
-    let before: i64 = v
-        .raw_db()
-        .query_row(
-            "SELECT count(*) FROM audit_events WHERE action = 'token.detokenize'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let before: i64 = v.scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'token.detokenize'",
+        [],
+    );
     assert_eq!(before, 0);
 
     let mut expected = Vec::new();
@@ -100,19 +84,13 @@ async fn pci_15_each_detokenize_is_one_audit_event_with_its_request_id() {
 /// comes back when the store recovers.
 #[tokio::test]
 async fn pci_16_an_audit_outage_fails_closed_and_recovers() {
-    let v = TestVault::spawn().await;
-    let key = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&key, "4242424242424242").await;
+    let (v, key, token) = TestVault::with_token("4242424242424242").await;
     assert_eq!(
         v.call(Method::GET, "/readyz", None, None).await.status,
         StatusCode::OK
     );
 
-    v.raw_db()
-        .execute_batch(
-            "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
-        )
-        .unwrap();
+    v.fail_audit_writes();
     v.wait_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
     for _ in 0..3 {
         let ready = v.call(Method::GET, "/readyz", None, None).await;
@@ -127,21 +105,16 @@ async fn pci_16_an_audit_outage_fails_closed_and_recovers() {
         assert_eq!(tokenized.code(), "audit_unavailable");
         assert_no_pan(&tokenized.body, &["5555555555554444"], "503 body");
     }
-    let tokens: i64 = v
-        .raw_db()
-        .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
-        .unwrap();
+    let tokens: i64 = v.scalar("SELECT count(*) FROM tokens", []);
     assert_eq!(tokens, 1, "a token was stored without its audit event");
 
-    v.raw_db()
-        .execute_batch("DROP TRIGGER audit_down;")
-        .unwrap();
+    v.restore_audit_writes();
     v.wait_readyz(StatusCode::OK).await;
     assert_eq!(v.detokenize(&key, &token).await.status, StatusCode::OK);
     assert_eq!(
         v.tokenize(&key, "5555555555554444").await.status,
         StatusCode::CREATED
     );
-    let verdict = v.admin.verify_audit(&Default::default()).await.unwrap();
+    let verdict = v.verify_audit().await;
     assert!(verdict.is_ok(), "{verdict:?}");
 }

@@ -10,11 +10,9 @@ async fn round_trip_gives_back_the_same_pan_and_metadata_only_on_read() {
     let key = v.client("acme", ALL_SCOPES).await;
 
     let created = v
-        .call(
-            Method::POST,
-            "/v1/tokens",
-            Some(&key),
-            Some(r#"{"pan":"5555 5555 5555 4444","exp_month":7,"exp_year":2031}"#),
+        .tokenize_body(
+            &key,
+            r#"{"pan":"5555 5555 5555 4444","exp_month":7,"exp_year":2031}"#,
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
@@ -31,14 +29,7 @@ async fn round_trip_gives_back_the_same_pan_and_metadata_only_on_read() {
     assert_eq!(body["card"]["exp_year"], 2031);
     assert!(body["fingerprint"].as_str().unwrap().starts_with("fp_"));
 
-    let read = v
-        .call(
-            Method::GET,
-            &format!("/v1/tokens/{token}"),
-            Some(&key),
-            None,
-        )
-        .await;
+    let read = v.read(&key, &token).await;
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.json()["card"], body["card"]);
     assert!(!read.text().contains("5555555555554444"));
@@ -80,9 +71,7 @@ async fn bin_and_length_need_their_own_scope() {
 
 #[tokio::test]
 async fn same_pan_same_tenant_same_token_and_unrelated_otherwise() {
-    let v = TestVault::spawn().await;
-    let acme = v.client("acme", ALL_SCOPES).await;
-    let globex = v.client("globex", ALL_SCOPES).await;
+    let (v, acme, globex) = TestVault::with_two_tenants().await;
 
     let first = v.tokenize(&acme, "4242424242424242").await;
     assert_eq!(first.status, StatusCode::CREATED);
@@ -122,36 +111,17 @@ async fn same_pan_same_tenant_same_token_and_unrelated_otherwise() {
 
 #[tokio::test]
 async fn delete_destroys_the_ciphertext() {
-    let v = TestVault::spawn().await;
-    let key = v.client("acme", ALL_SCOPES).await;
-    let token = v.token_for(&key, "4242424242424242").await;
+    let (v, key, token) = TestVault::with_token("4242424242424242").await;
 
-    let deleted = v
-        .call(
-            Method::DELETE,
-            &format!("/v1/tokens/{token}"),
-            Some(&key),
-            None,
-        )
-        .await;
+    let deleted = v.delete(&key, &token).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let rows: i64 = v
-        .raw_db()
-        .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
-        .unwrap();
+    let rows: i64 = v.scalar("SELECT count(*) FROM tokens", []);
     assert_eq!(rows, 0);
     assert_eq!(
         v.detokenize(&key, &token).await.status,
         StatusCode::NOT_FOUND
     );
-    let again = v
-        .call(
-            Method::DELETE,
-            &format!("/v1/tokens/{token}"),
-            Some(&key),
-            None,
-        )
-        .await;
+    let again = v.delete(&key, &token).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
     // A new tokenize of the same card makes a new token.
     assert_ne!(v.token_for(&key, "4242424242424242").await, token);
@@ -162,12 +132,7 @@ async fn expired_tokens_are_refused_at_once_and_swept() {
     let v = TestVault::spawn_with(|c| c.tokens.sweep_interval_seconds = 1).await;
     let key = v.client("acme", ALL_SCOPES).await;
     let reply = v
-        .call(
-            Method::POST,
-            "/v1/tokens",
-            Some(&key),
-            Some(r#"{"pan":"4242424242424242","ttl_seconds":1}"#),
-        )
+        .tokenize_body(&key, r#"{"pan":"4242424242424242","ttl_seconds":1}"#)
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert!(reply.json()["expires_at"].is_string());
@@ -179,25 +144,12 @@ async fn expired_tokens_are_refused_at_once_and_swept() {
         v.detokenize(&key, &token).await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        v.call(
-            Method::GET,
-            &format!("/v1/tokens/{token}"),
-            Some(&key),
-            None
-        )
-        .await
-        .status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(v.read(&key, &token).await.status, StatusCode::NOT_FOUND);
 
     // The sweeper runs every second; give it a few.
     let mut rows = 2;
     for _ in 0..50 {
-        rows = v
-            .raw_db()
-            .query_row("SELECT count(*) FROM tokens", [], |r| r.get::<_, i64>(0))
-            .unwrap();
+        rows = v.scalar::<i64>("SELECT count(*) FROM tokens", []);
         if rows == 1 {
             break;
         }
