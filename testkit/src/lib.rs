@@ -3,13 +3,16 @@
 //! `TEST_DATABASE_URL` names, skipped with one visible line when it is not set), SQL run behind
 //! the stores' backs, and [`conformance!`], which declares each check once for both backends.
 //! Each suite opens its own store on a [`Database`]; two stores on one database stand for two
-//! replicas. Also what the HTTP-level tests of every crate share: [`logs`] (a test binary's
-//! logs, captured to scan for card data), [`http`] (a request's body in one call),
-//! [`named_id`] (a readable id that the services' strict id parsers accept) and [`TEST_CARDS`].
+//! replicas. Also what the HTTP-level and command-line tests of every crate share: [`logs`] (a
+//! test binary's logs, captured to scan for card data), [`http`] (a request's body in one call),
+//! [`output`] (a finished command's output as text, and its success asserted with its stderr
+//! shown), [`named_id`] (a readable id that the services' strict id parsers accept) and
+//! [`TEST_CARDS`].
 #![forbid(unsafe_code)]
 
 pub mod http;
 pub mod logs;
+pub mod output;
 
 use std::path::PathBuf;
 use std::sync::Once;

@@ -3,31 +3,45 @@
 //! keys are never made for a database that has content, reading commands open read-only, and
 //! an older database is upgraded only on purpose.
 
-use reqwest::Client;
-use testkit::http::Fetch;
+use crate::helpers::{ALL_SCOPES, Server, VaultDir, create_client};
 
-use crate::helpers::{ALL_SCOPES, VaultDir};
-
-async fn some_events(base: &str, key: &str, n: usize) {
-    let http = Client::new();
-    let token: serde_json::Value = http
-        .post(format!("{base}/v1/tokens"))
-        .bearer_auth(key)
-        .json(&serde_json::json!({ "pan": "4242424242424242" }))
-        .json_body()
-        .await;
-    let token = token["token"].as_str().unwrap().to_owned();
-    for _ in 0..n {
-        let status = http
-            .post(format!("{base}/v1/tokens/{token}/detokenize"))
-            .bearer_auth(key)
-            .json(&serde_json::json!({ "purpose": "anchor test" }))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success());
+/// Makes the vault write checkpoints to `checkpoints.jsonl`: at shutdown and after command-line
+/// writes, and every `interval_seconds` too when given.
+fn write_checkpoints(vault: &VaultDir, interval_seconds: Option<u64>) {
+    let file = vault.path("checkpoints.jsonl");
+    let mut audit = format!("[audit]\ncheckpoint_file = \"{}\"\n", file.display());
+    if let Some(seconds) = interval_seconds {
+        audit.push_str(&format!("checkpoint_interval_seconds = {seconds}\n"));
     }
+    vault.configure(&audit);
+}
+
+/// A vault checkpointing every second, serving, whose log holds a client, a token and `n`
+/// detokenizes of it.
+async fn serving_with_events(n: usize) -> (VaultDir, Server) {
+    let vault = VaultDir::new();
+    write_checkpoints(&vault, Some(1));
+    let (_, key) = vault.client("acme", ALL_SCOPES);
+    let server = vault.serve();
+    let token = server.token_for(&key, "4242424242424242").await;
+    for _ in 0..n {
+        server.detokenize(&key, &token, "anchor test").await;
+    }
+    (vault, server)
+}
+
+/// `audit verify` against the checkpoint file `name` instead of the configured one.
+fn verify_against(vault: &VaultDir, name: &str) -> (Option<i32>, String, String) {
+    let file = vault.path(name).display().to_string();
+    vault.outcome(&["audit", "verify", "--checkpoint-file", &file])
+}
+
+/// How many keys the database file `name` holds.
+fn keys_in(vault: &VaultDir, name: &str) -> i64 {
+    rusqlite::Connection::open(vault.path(name))
+        .unwrap()
+        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
+        .unwrap()
 }
 
 /// `SEQ:MAC` from `audit verify`'s output.
@@ -42,14 +56,7 @@ fn head_of(verify_stdout: &str) -> String {
 
 #[tokio::test]
 async fn pci_17_truncation_is_detected_by_checkpoints_and_expected_heads() {
-    let vault = VaultDir::new();
-    vault.configure(&format!(
-        "[audit]\ncheckpoint_file = \"{}\"\ncheckpoint_interval_seconds = 1\n",
-        vault.path("checkpoints.jsonl").display()
-    ));
-    let (_, key) = vault.client("acme", ALL_SCOPES);
-    let server = vault.serve();
-    some_events(&server.base, &key, 4).await;
+    let (vault, server) = serving_with_events(4).await;
     assert!(server.terminate().success());
 
     // The shutdown wrote a checkpoint of the head, which verify checks.
@@ -73,12 +80,7 @@ async fn pci_17_truncation_is_detected_by_checkpoints_and_expected_heads() {
         "DELETE FROM audit_events WHERE seq > {};",
         seq - 2
     ));
-    let (code, out, _) = vault.outcome(&[
-        "audit",
-        "verify",
-        "--checkpoint-file",
-        &vault.path("none.jsonl").display().to_string(),
-    ]);
+    let (code, out, _) = verify_against(&vault, "none.jsonl");
     assert_eq!(code, Some(0), "without anchors the cut is invisible: {out}");
     // ... but not against the checkpoint file, nor against a head recorded earlier.
     let (code, out, _) = vault.outcome(&["audit", "verify"]);
@@ -99,27 +101,20 @@ async fn pci_17_truncation_is_detected_by_checkpoints_and_expected_heads() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("cut off the end"), "{out}");
     // A wiped database is refused too, before any key is made for it.
-    let out = vault
-        .command(&["serve"])
-        .env("VAULT__DATABASE__PATH", vault.path("wiped.db"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let mut wiped = vault.command(&["serve"]);
+    wiped.env("VAULT__DATABASE__PATH", vault.path("wiped.db"));
+    let stderr = VaultDir::refused(wiped);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("the database is empty, but the checkpoint file"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("the database is empty, but the checkpoint file"),
+        "{stderr}"
     );
-    let keys: i64 = rusqlite::Connection::open(vault.path("wiped.db"))
-        .unwrap()
-        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(keys, 0, "keys were made for the wiped database");
+    assert_eq!(
+        keys_in(&vault, "wiped.db"),
+        0,
+        "keys were made for the wiped database"
+    );
     // And the vault refuses to start on it.
-    let out = vault.command(&["serve"]).output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = VaultDir::refused(vault.command(&["serve"]));
     assert!(
         stderr.contains(&format!("the chain does not hold event {seq}")),
         "{stderr}"
@@ -136,26 +131,14 @@ async fn pci_17_truncation_is_detected_by_checkpoints_and_expected_heads() {
     // A checkpoint line edited (or forged without the key) is refused.
     let forged = lines.replace(&format!("\"seq\":{seq}"), &format!("\"seq\":{}", seq - 2));
     std::fs::write(vault.path("forged.jsonl"), forged).unwrap();
-    let (code, out, _) = vault.outcome(&[
-        "audit",
-        "verify",
-        "--checkpoint-file",
-        &vault.path("forged.jsonl").display().to_string(),
-    ]);
+    let (code, out, _) = verify_against(&vault, "forged.jsonl");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("tag does not verify"), "{out}");
 }
 
 #[tokio::test]
 async fn a_running_vault_writes_checkpoints_on_its_interval() {
-    let vault = VaultDir::new();
-    vault.configure(&format!(
-        "[audit]\ncheckpoint_file = \"{}\"\ncheckpoint_interval_seconds = 1\n",
-        vault.path("checkpoints.jsonl").display()
-    ));
-    let (_, key) = vault.client("acme", ALL_SCOPES);
-    let server = vault.serve();
-    some_events(&server.base, &key, 1).await;
+    let (vault, server) = serving_with_events(1).await;
     // Progress, not time: wait until a checkpoint holds the head we made (4 events: keys,
     // client, tokenize, detokenize), while the vault still runs.
     let deadline = std::time::Instant::now() + crate::helpers::READY_DEADLINE;
@@ -192,16 +175,7 @@ fn keys_are_never_made_for_a_database_with_content() {
     for args in [
         &["serve"][..],
         &["clients", "list"],
-        &[
-            "clients",
-            "create",
-            "--name",
-            "x",
-            "--tenant",
-            "acme",
-            "--scopes",
-            "tokens:read",
-        ],
+        &create_client("x", "acme", "tokens:read"),
         &["audit", "verify"],
         &["audit", "list"],
     ] {
@@ -212,11 +186,7 @@ fn keys_are_never_made_for_a_database_with_content() {
             "{args:?}: {err}"
         );
     }
-    let keys: i64 = rusqlite::Connection::open(vault.path("vault.db"))
-        .unwrap()
-        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(keys, 0, "a command made keys");
+    assert_eq!(keys_in(&vault, "vault.db"), 0, "a command made keys");
 }
 
 #[test]
@@ -225,13 +195,9 @@ fn reading_commands_open_the_database_read_only() {
     // Pointed at a database that does not exist: an error, and still no file.
     let missing = vault.path("elsewhere.db");
     for args in [&["audit", "verify"][..], &["audit", "list"]] {
-        let out = vault
-            .command(args)
-            .env("VAULT__DATABASE__PATH", &missing)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let mut elsewhere = vault.command(args);
+        elsewhere.env("VAULT__DATABASE__PATH", &missing);
+        let err = VaultDir::refused(elsewhere);
         assert!(err.contains("no vault database at"), "{args:?}: {err}");
         assert!(!missing.exists(), "{args:?} created a database");
     }
@@ -272,13 +238,8 @@ fn legacy_vault() -> VaultDir {
 #[test]
 fn an_older_database_is_upgraded_only_on_purpose() {
     let vault = legacy_vault();
-    let out = vault.command(&["serve"]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("run `vault upgrade` once"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = VaultDir::refused(vault.command(&["serve"]));
+    assert!(stderr.contains("run `vault upgrade` once"), "{stderr}");
     let (code, out, err) = vault.outcome(&["upgrade"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("sealed 2 client rows"), "{out}");
@@ -341,10 +302,7 @@ fn upgrade_refuses_rows_the_audit_chain_does_not_vouch_for() {
 #[test]
 fn command_line_writes_are_checkpointed() {
     let vault = VaultDir::new();
-    vault.configure(&format!(
-        "[audit]\ncheckpoint_file = \"{}\"\n",
-        vault.path("checkpoints.jsonl").display()
-    ));
+    write_checkpoints(&vault, None);
     let (id, _) = vault.client("acme", ALL_SCOPES);
     vault.sql("CREATE TABLE saved AS SELECT * FROM clients;");
     assert!(vault.run(&["clients", "revoke", &id]).status.success());

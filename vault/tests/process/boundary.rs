@@ -52,6 +52,14 @@ impl Recorder {
         }
         json
     }
+
+    async fn get(&mut self, path: &str, key: &str) -> serde_json::Value {
+        self.call(Method::GET, path, key, None, &[]).await
+    }
+
+    async fn post(&mut self, path: &str, key: &str, body: String) -> serde_json::Value {
+        self.call(Method::POST, path, key, Some(body), &[]).await
+    }
 }
 
 #[tokio::test]
@@ -80,56 +88,23 @@ async fn no_canary_pan_leaves_the_boundary() {
                 }
             })
             .collect();
-        let created = r
-            .call(
-                Method::POST,
-                "/v1/tokens",
-                &acme,
-                Some(format!(
-                    r#"{{"pan":"{pan}","exp_month":1,"exp_year":2030}}"#
-                )),
-                &[],
-            )
-            .await;
+        let with_expiry = format!(r#"{{"pan":"{pan}","exp_month":1,"exp_year":2030}}"#);
+        let created = r.post("/v1/tokens", &acme, with_expiry).await;
         let token = created["token"].as_str().unwrap().to_owned();
-        r.call(
-            Method::POST,
-            "/v1/tokens",
+        let (token_path, detokenize_path) = (
+            format!("/v1/tokens/{token}"),
+            format!("/v1/tokens/{token}/detokenize"),
+        );
+        r.post("/v1/tokens", &acme, format!(r#"{{"pan":"{spaced}"}}"#))
+            .await;
+        r.get(&token_path, &acme).await;
+        r.get(&token_path, &globex).await;
+        r.post(&detokenize_path, &reader, r#"{"purpose":"x"}"#.to_owned())
+            .await;
+        r.post(
+            &detokenize_path,
             &acme,
-            Some(format!(r#"{{"pan":"{spaced}"}}"#)),
-            &[],
-        )
-        .await;
-        r.call(
-            Method::GET,
-            &format!("/v1/tokens/{token}"),
-            &acme,
-            None,
-            &[],
-        )
-        .await;
-        r.call(
-            Method::GET,
-            &format!("/v1/tokens/{token}"),
-            &globex,
-            None,
-            &[],
-        )
-        .await;
-        r.call(
-            Method::POST,
-            &format!("/v1/tokens/{token}/detokenize"),
-            &reader,
-            Some(r#"{"purpose":"x"}"#.to_owned()),
-            &[],
-        )
-        .await;
-        r.call(
-            Method::POST,
-            &format!("/v1/tokens/{token}/detokenize"),
-            &acme,
-            Some(r#"{"purpose":"payout"}"#.to_owned()),
-            &[],
+            r#"{"purpose":"payout"}"#.to_owned(),
         )
         .await;
 
@@ -144,51 +119,22 @@ async fn no_canary_pan_leaves_the_boundary() {
             format!(r#"{{"pan":"{pan}""#),
             format!(r#"{{"{pan}":"{pan}"}}"#),
         ] {
-            r.call(Method::POST, "/v1/tokens", &acme, Some(body), &[])
-                .await;
+            r.post("/v1/tokens", &acme, body).await;
         }
-        r.call(
-            Method::POST,
-            &format!("/v1/tokens/{token}/detokenize"),
-            &acme,
-            Some(format!(r#"{{"purpose":"{pan}"}}"#)),
-            &[],
-        )
-        .await;
-        r.call(Method::GET, &format!("/v1/tokens/{pan}"), &acme, None, &[])
+        r.post(&detokenize_path, &acme, format!(r#"{{"purpose":"{pan}"}}"#))
             .await;
-        r.call(
-            Method::GET,
-            &format!("/v1/tokens?pan={pan}"),
-            &acme,
-            None,
-            &[],
-        )
-        .await;
-        r.call(Method::GET, &format!("/{pan}"), &acme, None, &[])
+        r.get(&format!("/v1/tokens/{pan}"), &acme).await;
+        r.get(&format!("/v1/tokens?pan={pan}"), &acme).await;
+        r.get(&format!("/{pan}"), &acme).await;
+        r.get(&token_path, pan).await;
+        let in_headers = [("x-request-id", *pan), ("x-card", *pan)];
+        r.call(Method::GET, &token_path, &acme, None, &in_headers)
             .await;
-        r.call(Method::GET, &format!("/v1/tokens/{token}"), pan, None, &[])
-            .await;
-        r.call(
-            Method::GET,
-            &format!("/v1/tokens/{token}"),
-            &acme,
-            None,
-            &[("x-request-id", pan), ("x-card", pan)],
-        )
-        .await;
         if i % 2 == 0 {
-            r.call(
-                Method::DELETE,
-                &format!("/v1/tokens/{token}"),
-                &acme,
-                None,
-                &[],
-            )
-            .await;
+            r.call(Method::DELETE, &token_path, &acme, None, &[]).await;
         }
     }
-    r.call(Method::GET, "/metrics", &acme, None, &[]).await;
+    r.get("/metrics", &acme).await;
 
     // Every canary came back through detokenize, and only there.
     assert_eq!(r.detokenized.len(), CANARIES.len());

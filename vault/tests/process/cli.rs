@@ -1,10 +1,11 @@
 //! The command line: init, clients, audit verify against a tampered log, bad keys and config.
 
 use testkit::http::Fetch;
+use testkit::output::{assert_success, stderr};
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::helpers::{ALL_SCOPES, VaultDir};
+use crate::helpers::{ALL_SCOPES, VaultDir, create_client};
 
 #[test]
 fn init_writes_a_private_key_and_refuses_to_overwrite() {
@@ -31,22 +32,14 @@ async fn clients_are_listed_and_revoked_keys_stop_working() {
     assert!(!listed.contains(&key), "list shows the API key");
 
     let server = vault.serve();
-    let http = reqwest::Client::new();
-    let read = |k: String| {
-        let (http, base) = (http.clone(), server.base.clone());
-        async move {
-            http.get(format!("{base}/v1/tokens/tok_0000000000000000000000"))
-                .bearer_auth(k)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(read(key.clone()).await, 404);
+    let missing = "tok_0000000000000000000000";
+    assert_eq!(server.read_status(&key, missing).await, 404);
     assert!(vault.run(&["clients", "revoke", &id]).status.success());
-    assert_eq!(read(key.clone()).await, 401, "a revoked key still works");
+    assert_eq!(
+        server.read_status(&key, missing).await,
+        401,
+        "a revoked key still works"
+    );
     let listed = String::from_utf8(vault.run(&["clients", "list"]).stdout).unwrap();
     assert!(listed.contains("revoked"));
     assert!(
@@ -55,27 +48,9 @@ async fn clients_are_listed_and_revoked_keys_stop_working() {
     );
 
     // Bad scopes and labels are refused without creating anything.
-    let bad = vault.run(&[
-        "clients",
-        "create",
-        "--name",
-        "x",
-        "--tenant",
-        "acme",
-        "--scopes",
-        "tokens:all",
-    ]);
+    let bad = vault.run(&create_client("x", "acme", "tokens:all"));
     assert_eq!(bad.status.code(), Some(64));
-    let bad = vault.run(&[
-        "clients",
-        "create",
-        "--name",
-        "4242424242424242",
-        "--tenant",
-        "acme",
-        "--scopes",
-        "tokens:read",
-    ]);
+    let bad = vault.run(&create_client("4242424242424242", "acme", "tokens:read"));
     assert!(!bad.status.success());
     let all = vault.run(&["clients", "list"]);
     assert_eq!(String::from_utf8(all.stdout).unwrap().lines().count(), 2);
@@ -110,24 +85,9 @@ async fn audit_verify_finds_edits_deletions_and_reordering() {
     let vault = VaultDir::new();
     let (_, key) = vault.client("acme", ALL_SCOPES);
     let server = vault.serve();
-    let http = reqwest::Client::new();
     for pan in ["4242424242424242", "5555555555554444", "2200000000000004"] {
-        let resp: serde_json::Value = http
-            .post(format!("{}/v1/tokens", server.base))
-            .bearer_auth(&key)
-            .json(&serde_json::json!({ "pan": pan }))
-            .json_body()
-            .await;
-        let token = resp["token"].as_str().unwrap();
-        let status = http
-            .post(format!("{}/v1/tokens/{token}/detokenize", server.base))
-            .bearer_auth(&key)
-            .json(&serde_json::json!({ "purpose": "payout" }))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success());
+        let token = server.token_for(&key, pan).await;
+        server.detokenize(&key, &token, "payout").await;
     }
     assert!(server.terminate().success());
 
@@ -135,11 +95,7 @@ async fn audit_verify_finds_edits_deletions_and_reordering() {
     let text = String::from_utf8(ok.stdout).unwrap();
     assert!(ok.status.success(), "{text}");
     assert!(text.contains("audit chain ok: 8 events"), "{text}");
-    let listed = String::from_utf8(vault.run(&["audit", "list"]).stdout).unwrap();
-    let events: Vec<serde_json::Value> = listed
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = vault.json_lines(&["audit", "list"]);
     assert_eq!(events.len(), 8);
     let detokenize = events
         .iter()
@@ -197,22 +153,17 @@ fn a_wrong_master_key_or_bad_config_stops_startup() {
     let _ = vault.client("acme", ALL_SCOPES);
     std::fs::remove_file(vault.path("master.key")).unwrap();
     assert!(vault.run(&["init"]).status.success());
-    let out = vault.command(&["serve"]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("master key does not unwrap"));
+    let stderr = VaultDir::refused(vault.command(&["serve"]));
+    assert!(stderr.contains("master key does not unwrap"), "{stderr}");
 
-    let out = vault
-        .command(&["serve"])
-        .env("VAULT__SERVER__LISTEN", "not an address")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let out = vault
-        .command(&["serve"])
-        .env("VAULT__SERVER__TYPO", "1")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    // A setting that does not parse, and one that does not exist: a configuration error (64).
+    for (name, value) in [
+        ("VAULT__SERVER__LISTEN", "not an address"),
+        ("VAULT__SERVER__TYPO", "1"),
+    ] {
+        let out = vault.command(&["serve"]).env(name, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +245,7 @@ fn relative_paths_are_the_config_files_and_audit_creates_nothing() {
             .unwrap()
     };
     let out = run(&["audit", "verify"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let first = stderr.lines().next().unwrap();
     assert!(
@@ -310,28 +261,9 @@ fn relative_paths_are_the_config_files_and_audit_creates_nothing() {
         "the key is the config file's"
     );
     assert!(!dir.path().join("master.key").exists());
-    let created = run(&[
-        "clients",
-        "create",
-        "--name",
-        "app",
-        "--tenant",
-        "acme",
-        "--scopes",
-        "tokens:create",
-    ]);
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    assert_success(&run(&create_client("app", "acme", "tokens:create")));
     assert!(sub.join("vault.db").exists());
-    let verified = run(&["audit", "verify"]);
-    assert!(
-        verified.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    assert_success(&run(&["audit", "verify"]));
 }
 
 /// Issue 12 §2: a startup failure is one line saying what failed and how to fix it, with the
@@ -351,7 +283,7 @@ fn a_startup_failure_is_one_line_with_the_documented_code() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     let failures: Vec<&str> = stderr.lines().filter(|l| l.contains("key file")).collect();
     assert_eq!(failures.len(), 1, "{stderr}");
     assert!(failures[0].contains("vault init"), "{stderr}");
@@ -373,34 +305,13 @@ async fn listings_speak_json_and_audit_list_filters() {
     let vault = VaultDir::new();
     let (id, key) = vault.client("acme", ALL_SCOPES);
     let server = vault.serve();
-    let http = reqwest::Client::new();
     let mut tokens = Vec::new();
     for pan in ["4242424242424242", "5555555555554444"] {
-        let created: serde_json::Value = http
-            .post(format!("{}/v1/tokens", server.base))
-            .bearer_auth(&key)
-            .json(&serde_json::json!({ "pan": pan }))
-            .json_body()
-            .await;
-        tokens.push(created["token"].as_str().unwrap().to_owned());
+        tokens.push(server.token_for(&key, pan).await);
     }
-    let read = http
-        .get(format!("{}/v1/tokens/{}", server.base, tokens[0]))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200);
+    assert_eq!(server.read_status(&key, &tokens[0]).await, 200);
 
-    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
-        let out = vault.run(args);
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let lines = |args: &[&str]| vault.json_lines(args);
     let clients = lines(&["clients", "list", "--json"]);
     assert_eq!(clients.len(), 1);
     assert_eq!(clients[0]["id"], id.as_str());

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use shared::Pan;
 use tempfile::TempDir;
+use testkit::http::Fetch;
+use testkit::output::assert_success;
 
 /// How long a process may take to start or stop before the test gives up: long, because it only
 /// bounds a hang on a loaded CI machine.
@@ -29,12 +31,7 @@ impl VaultDir {
         );
         std::fs::write(dir.path().join("vault.toml"), config).unwrap();
         let this = Self { dir };
-        let out = this.run(&["init"]);
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&this.run(&["init"]));
         this
     }
 
@@ -95,14 +92,8 @@ impl VaultDir {
 
     /// Creates a client and returns `(id, api key)`.
     pub(crate) fn client(&self, tenant: &str, scopes: &str) -> (String, String) {
-        let out = self.run(&[
-            "clients", "create", "--name", "app", "--tenant", tenant, "--scopes", scopes,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = self.run(&create_client("app", tenant, scopes));
+        assert_success(&out);
         let stdout = String::from_utf8(out.stdout).unwrap();
         let field = |name: &str| {
             stdout
@@ -112,6 +103,24 @@ impl VaultDir {
                 .unwrap()
         };
         (field("client_id:"), field("api_key:"))
+    }
+
+    /// Runs `cmd` (one of [`Self::command`]'s), which must fail, and returns its stderr.
+    pub(crate) fn refused(mut cmd: Command) -> String {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{cmd:?} succeeded");
+        testkit::output::stderr(&out)
+    }
+
+    /// Runs a command that prints one JSON value a line (`--json` listings, `audit list`),
+    /// and returns the values.
+    pub(crate) fn json_lines(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        testkit::output::stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// Starts `vault serve`, logs to `serve-N.log`, and waits until it listens.
@@ -130,6 +139,7 @@ impl VaultDir {
         let mut server = Server {
             child,
             base: String::new(),
+            http: reqwest::Client::new(),
             log: log.clone(),
         };
         // Readiness is the line the vault prints once it listens. The deadline only bounds a
@@ -169,6 +179,13 @@ impl VaultDir {
     }
 }
 
+/// `vault clients create`'s arguments.
+pub(crate) fn create_client<'a>(name: &'a str, tenant: &'a str, scopes: &'a str) -> [&'a str; 8] {
+    [
+        "clients", "create", "--name", name, "--tenant", tenant, "--scopes", scopes,
+    ]
+}
+
 fn append(path: &Path, bytes: &[u8]) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -183,11 +200,51 @@ fn append(path: &Path, bytes: &[u8]) {
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) base: String,
+    /// A client for its API.
+    pub(crate) http: reqwest::Client,
     /// The server's log file.
     pub(crate) log: PathBuf,
 }
 
 impl Server {
+    /// Tokenizes `pan` with `key`; returns the token.
+    pub(crate) async fn token_for(&self, key: &str, pan: &str) -> String {
+        let created: serde_json::Value = self
+            .http
+            .post(format!("{}/v1/tokens", self.base))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "pan": pan }))
+            .json_body()
+            .await;
+        created["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Detokenizes `token` with `key` for `purpose`, which must succeed.
+    pub(crate) async fn detokenize(&self, key: &str, token: &str, purpose: &str) {
+        let status = self
+            .http
+            .post(format!("{}/v1/tokens/{token}/detokenize", self.base))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "purpose": purpose }))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "detokenize: {status}");
+    }
+
+    /// The status `GET /v1/tokens/{token}` answers `key`.
+    pub(crate) async fn read_status(&self, key: &str, token: &str) -> u16 {
+        self.http
+            .get(format!("{}/v1/tokens/{token}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Sends SIGTERM without waiting.
     pub(crate) fn signal_term(&self) {
         let status = Command::new("kill")
