@@ -14,15 +14,19 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use parking_lot::Mutex;
-use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
+use proxy::auth::{ClientRecord, Scopes};
 use proxy::config::WebhookSettings;
 use proxy::engine::now_micros;
-use proxy::ids::{AppClientId, PayoutId};
 use proxy::outbox::Deliverer;
-use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest};
+use proxy::payout::{ConfirmMode, OutboxEvent};
 use proxy::store::{Inserted, ProxyStore, SqliteStore};
 use shared::sqlite::SqliteOptions;
 use tokio::sync::Notify;
+
+#[path = "store/rows.rs"]
+mod rows;
+
+use rows::app;
 
 /// Event ids in arrival order.
 type Received = Arc<Mutex<Vec<String>>>;
@@ -40,10 +44,7 @@ async fn fast_app() -> (String, Received) {
             }),
         )
         .with_state(Arc::clone(&received));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
+    (serve(app).await, received)
 }
 
 /// An app endpoint that holds every request until `release` is notified.
@@ -57,6 +58,11 @@ async fn stuck_app(release: Arc<Notify>) -> String {
             }),
         )
         .with_state(release);
+    serve(app).await
+}
+
+/// Serves `app` on a loopback port; returns its `/hooks` URL.
+async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -82,25 +88,10 @@ fn secrets() -> Arc<proxy::secrets::WrapKey> {
     Arc::new(proxy::secrets::WrapKey::from_key(&[1; 32]).unwrap())
 }
 
-/// A readable app client id (`app("a")` is `app_…0a`).
-fn app(name: &str) -> String {
-    testkit::named_id("app_", name)
-}
-
+/// Adds an app client `id` whose webhooks go to `url`.
 async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
     store
-        .insert_client(ClientRecord {
-            id: AppClientId::parse(id).unwrap(),
-            name: "app".to_owned(),
-            tenant: "acme".to_owned(),
-            scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
-            key_hash: shared::ct::Tag32(shared::ids::ApiKey::generate("pk_").unwrap().hash()),
-            webhook_url: Some(url.to_owned()),
-            webhook_secret: WebhookSecret::generate().unwrap(),
-            created_at: now_micros(),
-            revoked_at: None,
-            previous_key: None,
-        })
+        .insert_client(rows::client(id, "acme", Some(url)))
         .await
         .unwrap();
 }
@@ -108,49 +99,51 @@ async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
 /// A payout of `client_id` with `events` outbox rows, oldest first; returns their ids.
 async fn payout_with_events(store: &dyn ProxyStore, client_id: &str, events: usize) -> Vec<String> {
     let now = now_micros();
-    let Inserted::New(p) = store
-        .insert_payout(Payout::created(
-            PayoutRequest {
-                id: PayoutId::generate().unwrap(),
-                tenant: "acme".to_owned(),
-                client_id: AppClientId::parse(client_id).unwrap(),
-                idempotency_key: shared::ids::random_id("idem_").unwrap(),
-                request_hash: [1; 32],
-                card_token: "tok_0000000000000000000000".to_owned(),
-                amount: 100,
-                currency: "RUB".to_owned(),
-                recipient_name: "A B".to_owned(),
-                metadata: None,
-                confirm_mode: ConfirmMode::Manual,
-            },
-            now,
-        ))
-        .await
-        .unwrap()
-    else {
+    let mut payout = rows::payout(
+        client_id,
+        "acme",
+        &shared::ids::random_id("idem_").unwrap(),
+        now,
+    );
+    (payout.metadata, payout.confirm_mode) = (None, ConfirmMode::Manual);
+    let Inserted::New(p) = store.insert_payout(payout).await.unwrap() else {
         panic!("a new payout was expected")
     };
-    let rows: Vec<OutboxEvent> = (0..events)
-        .map(|i| {
-            let at = now + i64::try_from(i).unwrap();
-            OutboxEvent {
-                id: shared::ids::random_id("evt_").unwrap(),
-                payout_id: p.id.clone(),
-                client_id: AppClientId::parse(client_id).unwrap(),
-                event_type: "payout.awaiting_confirmation".to_owned(),
-                payload: "{}".to_owned(),
-                attempts: 0,
-                next_attempt_at: at,
-                delivered_at: None,
-                abandoned_at: None,
-                last_error: None,
-                created_at: at,
-            }
+    let outbox: Vec<OutboxEvent> = (0..events)
+        .map(|i| OutboxEvent {
+            event_type: "payout.awaiting_confirmation".to_owned(),
+            ..rows::event(&p, now + i64::try_from(i).unwrap())
         })
         .collect();
-    let ids = rows.iter().map(|e| e.id.clone()).collect();
-    store.save(&p, rows).await.unwrap();
+    let ids = outbox.iter().map(|e| e.id.clone()).collect();
+    store.save(&p, outbox).await.unwrap();
     ids
+}
+
+/// Runs a deliverer with `settings` over `store` until `done` holds (looked at every 10 ms) or
+/// `within` has passed, then stops it; returns whether `done` came. The deadline only bounds a
+/// hang: the tests wait for progress, not time.
+async fn deliver_until(
+    store: &Arc<dyn ProxyStore>,
+    settings: WebhookSettings,
+    within: Duration,
+    done: impl AsyncFn() -> bool,
+) -> bool {
+    let deliverer = Deliverer::new(Arc::clone(store), secrets(), settings).unwrap();
+    let running = tokio::spawn(deliverer.run());
+    let waited = tokio::time::timeout(within, async {
+        while !done().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    running.abort();
+    waited.is_ok()
+}
+
+/// Whether every event in `store` was delivered or given up.
+async fn outbox_empty(store: &Arc<dyn ProxyStore>) -> bool {
+    store.undelivered_events().await.unwrap() == 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,32 +169,20 @@ async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
         expected.push(payout_with_events(store.as_ref(), &app("fast"), 3).await);
     }
 
-    let deliverer = Deliverer::new(
-        Arc::clone(&store),
-        secrets(),
-        WebhookSettings {
-            poll_interval_ms: 20,
-            // Far longer than the test waits: only concurrency can get the fast app served.
-            timeout_ms: 120_000,
-            concurrency: 4,
-            allow_private_networks: true,
-            ..WebhookSettings::default()
-        },
-    )
-    .unwrap();
-    let running = tokio::spawn(deliverer.run());
-
     let all: usize = expected.iter().map(Vec::len).sum();
-    let waited = tokio::time::timeout(Duration::from_secs(30), async {
-        while received.lock().len() < all {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let settings = WebhookSettings {
+        poll_interval_ms: 20,
+        // Far longer than the test waits: only concurrency can get the fast app served.
+        timeout_ms: 120_000,
+        concurrency: 4,
+        allow_private_networks: true,
+        ..WebhookSettings::default()
+    };
+    let all_arrived = async || received.lock().len() >= all;
+    let waited = deliver_until(&store, settings, Duration::from_secs(30), all_arrived).await;
     release.notify_waiters();
-    running.abort();
     assert!(
-        waited.is_ok(),
+        waited,
         "the fast app got {} of {all} webhooks while the stuck app held its deliveries",
         received.lock().len()
     );
@@ -238,10 +219,7 @@ async fn counting_server(
             response
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, hits)
+    (serve(app).await, hits)
 }
 
 /// docs/ARCHITECTURE.md §9.3: an app's endpoint answering with a redirect does not make the proxy POST a
@@ -255,28 +233,17 @@ async fn a_redirect_from_an_app_endpoint_is_never_followed() {
         counting_server(axum::http::StatusCode::TEMPORARY_REDIRECT, Some(target)).await;
     client(store.as_ref(), &app("redirecting"), &endpoint).await;
     payout_with_events(store.as_ref(), &app("redirecting"), 1).await;
-    let deliverer = Deliverer::new(
-        Arc::clone(&store),
-        secrets(),
-        WebhookSettings {
-            poll_interval_ms: 20,
-            retry_initial_ms: 20,
-            retry_max_ms: 40,
-            allow_private_networks: true,
-            ..WebhookSettings::default()
-        },
-    )
-    .unwrap();
-    let running = tokio::spawn(deliverer.run());
+    let settings = WebhookSettings {
+        poll_interval_ms: 20,
+        retry_initial_ms: 20,
+        retry_max_ms: 40,
+        allow_private_networks: true,
+        ..WebhookSettings::default()
+    };
     // Progress, not time: the event was offered (and refused by a redirect) twice.
-    let offered = tokio::time::timeout(Duration::from_secs(120), async {
-        while *asked.lock() < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    running.abort();
-    assert!(offered.is_ok(), "the event was never offered again");
+    let offered_twice = async || *asked.lock() >= 2;
+    let offered = deliver_until(&store, settings, Duration::from_secs(120), offered_twice).await;
+    assert!(offered, "the event was never offered again");
     assert_eq!(*stolen.lock(), 0, "the signed event followed the redirect");
 }
 
@@ -287,15 +254,7 @@ async fn a_redirect_from_an_app_endpoint_is_never_followed() {
 async fn a_webhook_url_pointing_inside_is_never_sent_to() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("proxy.db");
-    let store: Arc<dyn ProxyStore> = Arc::new(
-        SqliteStore::open(&SqliteOptions {
-            path: db.clone(),
-            read_connections: 2,
-            busy_timeout: Duration::from_secs(5),
-            max_queued_writes: 4096,
-        })
-        .unwrap(),
-    );
+    let store = open_store(&db);
     let (literal, literal_hits) = counting_server(axum::http::StatusCode::OK, None).await;
     let (named, named_hits) = counting_server(axum::http::StatusCode::OK, None).await;
     let named = named.replace("127.0.0.1", "localhost");
@@ -303,28 +262,17 @@ async fn a_webhook_url_pointing_inside_is_never_sent_to() {
     client(store.as_ref(), &app("named"), &named).await;
     payout_with_events(store.as_ref(), &app("literal"), 1).await;
     payout_with_events(store.as_ref(), &app("named"), 1).await;
-    let deliverer = Deliverer::new(
-        Arc::clone(&store),
-        secrets(),
-        WebhookSettings {
-            poll_interval_ms: 20,
-            retry_initial_ms: 20,
-            retry_max_ms: 40,
-            max_attempts: 2,
-            ..WebhookSettings::default()
-        },
-    )
-    .unwrap();
-    let running = tokio::spawn(deliverer.run());
+    let settings = WebhookSettings {
+        poll_interval_ms: 20,
+        retry_initial_ms: 20,
+        retry_max_ms: 40,
+        max_attempts: 2,
+        ..WebhookSettings::default()
+    };
     // Progress, not time: both events were tried to the end and given up.
-    let done = tokio::time::timeout(Duration::from_secs(120), async {
-        while store.undelivered_events().await.unwrap() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    running.abort();
-    assert!(done.is_ok(), "the events were never given up");
+    let emptied = async || outbox_empty(&store).await;
+    let done = deliver_until(&store, settings, Duration::from_secs(120), emptied).await;
+    assert!(done, "the events were never given up");
     assert_eq!(
         *literal_hits.lock(),
         0,
@@ -366,42 +314,20 @@ async fn events_of_an_app_without_a_webhook_url_are_set_aside_at_once() {
     let store = open_store(&dir.path().join("proxy.db"));
     store
         .insert_client(ClientRecord {
-            id: AppClientId::parse(&app("quiet")).unwrap(),
-            name: "app".to_owned(),
-            tenant: "acme".to_owned(),
             scopes: Scopes::parse("payouts:write").unwrap(),
-            key_hash: shared::ct::Tag32(shared::ids::ApiKey::generate("pk_").unwrap().hash()),
-            webhook_url: None,
-            webhook_secret: WebhookSecret::generate().unwrap(),
-            created_at: now_micros(),
-            revoked_at: None,
-            previous_key: None,
+            ..rows::client(&app("quiet"), "acme", None)
         })
         .await
         .unwrap();
     payout_with_events(store.as_ref(), &app("quiet"), 3).await;
-    let deliverer = Deliverer::new(
-        Arc::clone(&store),
-        secrets(),
-        WebhookSettings {
-            poll_interval_ms: 20,
-            // Far longer than the wait below: only setting them aside can empty the outbox.
-            retry_initial_ms: 600_000,
-            max_attempts: 15,
-            ..WebhookSettings::default()
-        },
-    )
-    .unwrap();
-    let running = tokio::spawn(deliverer.run());
-    let done = tokio::time::timeout(Duration::from_secs(60), async {
-        while store.undelivered_events().await.unwrap() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    running.abort();
-    assert!(
-        done.is_ok(),
-        "events of an app without a URL stayed pending"
-    );
+    let settings = WebhookSettings {
+        poll_interval_ms: 20,
+        // Far longer than the wait below: only setting them aside can empty the outbox.
+        retry_initial_ms: 600_000,
+        max_attempts: 15,
+        ..WebhookSettings::default()
+    };
+    let emptied = async || outbox_empty(&store).await;
+    let done = deliver_until(&store, settings, Duration::from_secs(60), emptied).await;
+    assert!(done, "events of an app without a URL stayed pending");
 }

@@ -8,6 +8,7 @@
     reason = "tests"
 )]
 
+mod rows;
 mod suite;
 
 use std::sync::Arc;

@@ -1,72 +1,42 @@
 //! The conformance tests, backend-agnostic.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 
-use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
 use proxy::engine::now_micros;
-use proxy::ids::{AppClientId, PayoutId};
-use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest, PayoutState};
+use proxy::ids::PayoutId;
+use proxy::payout::{OutboxEvent, PayoutState};
 use proxy::store::{BankEvent, EventFilter, Inserted, PayoutFilter, ProxyStore, StoreError};
 
+use crate::rows::{self, app, event, payout};
 use crate::{Backend, Open};
 
-/// A readable app client id (`app("a")` is `app_…0a`).
-fn app(name: &str) -> String {
-    testkit::named_id("app_", name)
-}
-
+/// Adds an app client `id` of `tenant` (its webhook URL a closed port: nothing is delivered here).
 async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
-    store
-        .insert_client(ClientRecord {
-            id: AppClientId::parse(id).unwrap(),
-            name: "app".to_owned(),
-            tenant: tenant.to_owned(),
-            scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
-            key_hash: shared::ct::Tag32(shared::ids::ApiKey::generate("pk_").unwrap().hash()),
-            webhook_url: Some("http://127.0.0.1:9/hooks".to_owned()),
-            webhook_secret: WebhookSecret::generate().unwrap(),
-            created_at: now_micros(),
-            revoked_at: None,
-            previous_key: None,
-        })
-        .await
-        .unwrap();
+    let record = rows::client(id, tenant, Some("http://127.0.0.1:9/hooks"));
+    store.insert_client(record).await.unwrap();
 }
 
-fn payout(client_id: &str, tenant: &str, key: &str, created_at: i64) -> Payout {
-    Payout::created(
-        PayoutRequest {
-            id: PayoutId::generate().unwrap(),
-            tenant: tenant.to_owned(),
-            client_id: AppClientId::parse(client_id).unwrap(),
-            idempotency_key: key.to_owned(),
-            request_hash: [1; 32],
-            card_token: "tok_0000000000000000000000".to_owned(),
-            amount: 100,
-            currency: "RUB".to_owned(),
-            recipient_name: "A B".to_owned(),
-            metadata: Some(r#"{"o":1}"#.to_owned()),
-            confirm_mode: ConfirmMode::Auto,
-        },
-        created_at,
-    )
-}
-
-fn event(p: &Payout, n: i64) -> OutboxEvent {
-    OutboxEvent {
-        id: shared::ids::random_id("evt_").unwrap(),
-        payout_id: p.id.clone(),
-        client_id: p.client_id.clone(),
-        event_type: "payout.succeeded".to_owned(),
-        payload: "{}".to_owned(),
-        attempts: 0,
-        next_attempt_at: n,
-        delivered_at: None,
-        abandoned_at: None,
-        last_error: None,
-        created_at: n,
+/// Runs `n` claims at once, claim `i` by replica `i % 2` (`a` or `c`), and returns everything
+/// they claimed.
+async fn claimed_on_replicas<T, F>(
+    (a, c): (&Arc<dyn ProxyStore>, &Arc<dyn ProxyStore>),
+    n: usize,
+    claim: impl Fn(Arc<dyn ProxyStore>, usize) -> F,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Vec<T>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(claim(Arc::clone(if i % 2 == 0 { a } else { c }), i)))
+        .collect();
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
     }
+    claimed
 }
 
 pub(crate) async fn idempotency_keys_are_per_client(b: Backend) {
@@ -252,36 +222,27 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
             .await
             .unwrap();
     }
-    let mut tasks = Vec::new();
-    for i in 0..6 {
-        let store: Arc<dyn ProxyStore> = if i % 2 == 0 {
-            Arc::clone(&a)
-        } else {
-            Arc::clone(&c)
-        };
+    let claimed = claimed_on_replicas((&a, &c), 6, |store, i| async move {
         let owner = format!("replica_{}", i % 2);
-        tasks.push(tokio::spawn(async move {
-            store
-                .claim_due_payouts(now, now + 60_000_000, &owner, 7)
-                .await
-                .unwrap()
-        }));
-    }
+        store
+            .claim_due_payouts(now, now + 60_000_000, &owner, 7)
+            .await
+            .unwrap()
+    })
+    .await;
     let mut seen = BTreeSet::new();
     let mut total = 0;
-    for t in tasks {
-        for p in t.await.unwrap() {
-            total += 1;
-            // As claimed: the lease, its owner, and a version that fences older reads.
-            let stored = a.payout(p.id.as_str()).await.unwrap().unwrap();
-            assert_eq!(stored.lease_owner, p.lease_owner);
-            assert_eq!(
-                (stored.version, stored.next_attempt_at),
-                (1, now + 60_000_000)
-            );
-            assert_eq!(p.version, 1);
-            assert!(seen.insert(p.id), "a payout was claimed twice");
-        }
+    for p in claimed {
+        total += 1;
+        // As claimed: the lease, its owner, and a version that fences older reads.
+        let stored = a.payout(p.id.as_str()).await.unwrap().unwrap();
+        assert_eq!(stored.lease_owner, p.lease_owner);
+        assert_eq!(
+            (stored.version, stored.next_attempt_at),
+            (1, now + 60_000_000)
+        );
+        assert_eq!(p.version, 1);
+        assert!(seen.insert(p.id), "a payout was claimed twice");
     }
     assert_eq!(total, 30);
     // A save from a read taken before the claim is refused: the claim fenced it.
@@ -327,24 +288,13 @@ pub(crate) async fn replicas_never_claim_the_same_event(b: Backend) {
     )
     .await
     .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..4 {
-        let store: Arc<dyn ProxyStore> = if i % 2 == 0 {
-            Arc::clone(&a)
-        } else {
-            Arc::clone(&c)
-        };
-        tasks.push(tokio::spawn(async move {
-            store
-                .claim_due_events(now, now + 60_000_000, 6)
-                .await
-                .unwrap()
-        }));
-    }
-    let mut claimed = Vec::new();
-    for t in tasks {
-        claimed.extend(t.await.unwrap());
-    }
+    let claimed = claimed_on_replicas((&a, &c), 4, |store, _| async move {
+        store
+            .claim_due_events(now, now + 60_000_000, 6)
+            .await
+            .unwrap()
+    })
+    .await;
     let ids: BTreeSet<_> = claimed.iter().map(|e| e.id.clone()).collect();
     assert_eq!(ids.len(), claimed.len(), "an event was claimed twice");
     assert_eq!(claimed.len(), 20);

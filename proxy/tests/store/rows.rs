@@ -1,0 +1,67 @@
+//! The rows the proxy's tests write straight into a store: an app client, a payout, an outbox
+//! event. The store suite and `tests/deliverer.rs` (which takes this file with `#[path]`) both
+//! need them, and one definition keeps both in step with the row types.
+
+use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
+use proxy::engine::now_micros;
+use proxy::ids::{AppClientId, PayoutId};
+use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest};
+
+/// A readable app client id (`app("a")` is `app_…0a`).
+pub(crate) fn app(name: &str) -> String {
+    testkit::named_id("app_", name)
+}
+
+/// An active app client `id` of `tenant` that may write and read payouts, with a fresh key and
+/// webhook secret.
+pub(crate) fn client(id: &str, tenant: &str, webhook_url: Option<&str>) -> ClientRecord {
+    ClientRecord {
+        id: AppClientId::parse(id).unwrap(),
+        name: "app".to_owned(),
+        tenant: tenant.to_owned(),
+        scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
+        key_hash: shared::ct::Tag32(shared::ids::ApiKey::generate("pk_").unwrap().hash()),
+        webhook_url: webhook_url.map(str::to_owned),
+        webhook_secret: WebhookSecret::generate().unwrap(),
+        created_at: now_micros(),
+        revoked_at: None,
+        previous_key: None,
+    }
+}
+
+/// A new payout of 100 RUB by `client_id` under idempotency key `key`, confirmed automatically.
+pub(crate) fn payout(client_id: &str, tenant: &str, key: &str, created_at: i64) -> Payout {
+    Payout::created(
+        PayoutRequest {
+            id: PayoutId::generate().unwrap(),
+            tenant: tenant.to_owned(),
+            client_id: AppClientId::parse(client_id).unwrap(),
+            idempotency_key: key.to_owned(),
+            request_hash: [1; 32],
+            card_token: "tok_0000000000000000000000".to_owned(),
+            amount: 100,
+            currency: "RUB".to_owned(),
+            recipient_name: "A B".to_owned(),
+            metadata: Some(r#"{"o":1}"#.to_owned()),
+            confirm_mode: ConfirmMode::Auto,
+        },
+        created_at,
+    )
+}
+
+/// An undelivered `payout.succeeded` event of `p`, made and due at `at`.
+pub(crate) fn event(p: &Payout, at: i64) -> OutboxEvent {
+    OutboxEvent {
+        id: shared::ids::random_id("evt_").unwrap(),
+        payout_id: p.id.clone(),
+        client_id: p.client_id.clone(),
+        event_type: "payout.succeeded".to_owned(),
+        payload: "{}".to_owned(),
+        attempts: 0,
+        next_attempt_at: at,
+        delivered_at: None,
+        abandoned_at: None,
+        last_error: None,
+        created_at: at,
+    }
+}
