@@ -1,13 +1,13 @@
 //! What the store conformance suites of both services share (dev-only): a fresh database per
 //! test, on SQLite (a temporary directory) or on PostgreSQL (a fresh schema in the database
 //! `TEST_DATABASE_URL` names, skipped with one visible line when it is not set), SQL run behind
-//! the stores' backs, and [`conformance!`], which declares each check once for both backends.
-//! Each suite opens its own store on a [`Database`]; two stores on one database stand for two
-//! replicas. Also what the HTTP-level and command-line tests of every crate share: [`logs`] (a
-//! test binary's logs, captured to scan for card data), [`http`] (a request's body in one call),
-//! [`output`] (a finished command's output as text, and its success asserted with its stderr
-//! shown), [`named_id`] (a readable id that the services' strict id parsers accept) and
-//! [`TEST_CARDS`].
+//! the stores' backs, and [`conformance!`], which declares a suite's harness from its store's two
+//! constructors and runs each check once on each backend. Each suite opens its own store on a
+//! [`Database`]; two stores on one database stand for two replicas. Also what the HTTP-level and
+//! command-line tests of every crate share: [`logs`] (a test binary's logs, captured to scan for
+//! card data), [`http`] (a request's body in one call), [`output`] (a finished command's output
+//! as text, and its success asserted with its stderr shown), [`named_id`] (a readable id that the
+//! services' strict id parsers accept) and [`TEST_CARDS`].
 #![forbid(unsafe_code)]
 
 pub mod http;
@@ -171,25 +171,66 @@ impl Database {
     }
 }
 
-/// Declares `name::sqlite` and `name::postgres` tests running `crate::suite::name` on a database
-/// from `crate::sqlite()` and `crate::postgres()` (the suite's own constructors).
+/// Declares a store conformance suite's harness, in the test crate that calls it: `Backend` (a
+/// test's [`Database`]); a trait `Open` whose `open()` makes a store (a replica) on that
+/// database, with the `sqlite` constructor on the SQLite file named or the `postgres` one (given
+/// the URL and the schema) on a fresh schema with the prefix named; and, for each check,
+/// `name::sqlite` and `name::postgres` tests running `crate::suite::name`.
+///
+/// ```ignore
+/// testkit::conformance! {
+///     store: dyn Store,
+///     sqlite: "vault.db" => |options| SqliteStore::open(options).unwrap(),
+///     postgres: "vt_" => async |url, schema| PgStore::connect(url, 8, Some(schema)).await.unwrap(),
+///     checks: [keys_insert_once, delete_and_sweep],
+/// }
+/// ```
 #[macro_export]
 #[allow(
     clippy::crate_in_macro_def,
-    reason = "`crate` is meant: the suite and constructors of the test crate that calls it"
+    reason = "`crate` is meant: the suite of the test crate that calls it"
 )]
 macro_rules! conformance {
-    ($($name:ident),+ $(,)?) => {
+    (
+        store: $store:ty,
+        sqlite: $file:literal => $sqlite:expr,
+        postgres: $prefix:literal => $postgres:expr,
+        checks: [$($name:ident),+ $(,)?] $(,)?
+    ) => {
+        pub(crate) use $crate::Database as Backend;
+
+        /// Opens a store (a replica) on a test's database.
+        pub(crate) trait Open {
+            async fn open(&self) -> ::std::sync::Arc<$store>;
+        }
+
+        impl Open for Backend {
+            async fn open(&self) -> ::std::sync::Arc<$store> {
+                self.open_with(
+                    |options| -> ::std::sync::Arc<$store> {
+                        ::std::sync::Arc::new(($sqlite)(options))
+                    },
+                    async |url, schema| {
+                        // Bound with its type: the coercion to the trait object happens here.
+                        let store: ::std::sync::Arc<$store> =
+                            ::std::sync::Arc::new(($postgres)(url, schema).await);
+                        store
+                    },
+                )
+                .await
+            }
+        }
+
         $(
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    crate::suite::$name(crate::sqlite()).await;
+                    crate::suite::$name($crate::Database::sqlite($file)).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    if let Some(backend) = crate::postgres() {
+                    if let Some(backend) = $crate::Database::postgres($prefix) {
                         crate::suite::$name(backend).await;
                     }
                 }

@@ -1,60 +1,30 @@
 //! One store conformance suite, run unchanged against SQLite and PostgreSQL (when
 //! `TEST_DATABASE_URL` is set; each PostgreSQL test gets a fresh schema). Two store instances on
 //! one database stand for two vault replicas.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests"
-)]
+#![allow(clippy::unwrap_used, reason = "tests")]
 
 mod suite;
 
-use std::sync::Arc;
-
-pub(crate) use testkit::Database as Backend;
 use vault::store::{PgStore, SqliteStore, Store};
 
-/// Opens a store (a replica) on a test's database.
-pub(crate) trait Open {
-    async fn open(&self) -> Arc<dyn Store>;
+testkit::conformance! {
+    store: dyn Store,
+    sqlite: "vault.db" => |options| SqliteStore::open(options).unwrap(),
+    postgres: "vt_" => async |url, schema| {
+        PgStore::connect(url, 8, Some(schema), 4096).await.unwrap()
+    },
+    checks: [
+        keys_insert_once,
+        tokenize_returns_the_existing_token_and_replaces_expired_ones,
+        tokens_are_isolated_by_tenant_and_expiry,
+        delete_and_sweep,
+        clients_and_revocation,
+        audit_chain_pages_and_verifies,
+        replicas_tokenizing_one_card_make_one_token,
+        replicas_appending_audit_events_keep_one_chain,
+        a_refused_write_fails_alone_among_concurrent_ones,
+        the_store_refuses_to_append_after_the_chain_was_cut,
+        the_store_refuses_to_append_after_its_last_event_changed,
+        readiness_beside_concurrent_writes_never_latches,
+    ],
 }
-
-impl Open for Backend {
-    async fn open(&self) -> Arc<dyn Store> {
-        self.open_with(
-            |options| -> Arc<dyn Store> { Arc::new(SqliteStore::open(options).unwrap()) },
-            async |url, schema| {
-                let store = PgStore::connect(url, 8, Some(schema), 4096).await.unwrap();
-                let store: Arc<dyn Store> = Arc::new(store);
-                store
-            },
-        )
-        .await
-    }
-}
-
-pub(crate) fn sqlite() -> Backend {
-    Backend::sqlite("vault.db")
-}
-
-pub(crate) fn postgres() -> Option<Backend> {
-    Backend::postgres("vt_")
-}
-
-use testkit::conformance;
-
-conformance!(
-    keys_insert_once,
-    tokenize_returns_the_existing_token_and_replaces_expired_ones,
-    tokens_are_isolated_by_tenant_and_expiry,
-    delete_and_sweep,
-    clients_and_revocation,
-    audit_chain_pages_and_verifies,
-    replicas_tokenizing_one_card_make_one_token,
-    replicas_appending_audit_events_keep_one_chain,
-    a_refused_write_fails_alone_among_concurrent_ones,
-    the_store_refuses_to_append_after_the_chain_was_cut,
-    the_store_refuses_to_append_after_its_last_event_changed,
-    readiness_beside_concurrent_writes_never_latches,
-);
