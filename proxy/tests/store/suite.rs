@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proxy::engine::now_micros;
 use proxy::ids::PayoutId;
-use proxy::payout::{OutboxEvent, PayoutState};
+use proxy::payout::{OutboxEvent, Payout, PayoutState};
 use proxy::store::{BankEvent, EventFilter, Inserted, PayoutFilter, ProxyStore, StoreError};
 
 use crate::rows::{self, app, event, payout};
@@ -16,6 +16,28 @@ use crate::{Backend, Open};
 async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
     let record = rows::client(id, tenant, Some("http://127.0.0.1:9/hooks"));
     store.insert_client(record).await.unwrap();
+}
+
+/// Inserts a new payout of acme's `client_id` under idempotency key `key`; returns it.
+async fn new_payout(store: &dyn ProxyStore, client_id: &str, key: &str, at: i64) -> Payout {
+    let inserted = store
+        .insert_payout(payout(client_id, "acme", key, at))
+        .await
+        .unwrap();
+    let Inserted::New(p) = inserted else {
+        panic!("{key} found an existing payout")
+    };
+    p
+}
+
+/// Up to 100 of `tenant`'s payouts that `filter` lets through, newest first.
+async fn listed(store: &dyn ProxyStore, tenant: &str, filter: PayoutFilter) -> Vec<Payout> {
+    store.list_payouts(tenant, filter, 100).await.unwrap()
+}
+
+/// Up to 10 of app `a`'s events that `filter` lets through.
+async fn events_of_a(store: &dyn ProxyStore, filter: EventFilter) -> Vec<OutboxEvent> {
+    store.list_events(&app("a"), filter, 10).await.unwrap()
 }
 
 /// Runs `n` claims at once, claim `i` by replica `i % 2` (`a` or `c`), and returns everything
@@ -86,13 +108,7 @@ pub(crate) async fn idempotency_keys_are_per_client(b: Backend) {
 pub(crate) async fn save_is_compare_and_set_with_its_events(b: Backend) {
     let store = b.open().await;
     client(store.as_ref(), &app("a"), "acme").await;
-    let Inserted::New(p) = store
-        .insert_payout(payout(&app("a"), "acme", "k", now_micros()))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let p = new_payout(store.as_ref(), &app("a"), "k", now_micros()).await;
     let mut moved = p.clone();
     moved.state = PayoutState::SessionCreated;
     moved.bank_session_id = Some("ps_1".to_owned());
@@ -145,72 +161,41 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
         .list_payouts("acme", after(page2[1].id.as_str()), 2)
         .await
         .unwrap();
-    let listed: Vec<PayoutId> = page1
+    let paged: Vec<PayoutId> = page1
         .iter()
         .chain(&page2)
         .chain(&page3)
         .map(|p| p.id.clone())
         .collect();
     ids.reverse();
-    assert_eq!(listed, ids, "newest first, no gaps or repeats");
-    assert_eq!(
-        store
-            .list_payouts("acme", in_state(PayoutState::Created), 100)
-            .await
-            .unwrap()
-            .len(),
-        5
-    );
-    assert!(
-        store
-            .list_payouts("acme", in_state(PayoutState::Succeeded), 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .list_payouts("globex", PayoutFilter::default(), 100)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(paged, ids, "newest first, no gaps or repeats");
+    let created = listed(store.as_ref(), "acme", in_state(PayoutState::Created)).await;
+    assert_eq!(created.len(), 5);
+    let succeeded = listed(store.as_ref(), "acme", in_state(PayoutState::Succeeded)).await;
+    assert!(succeeded.is_empty());
+    let globex = listed(store.as_ref(), "globex", PayoutFilter::default()).await;
+    assert_eq!(globex.len(), 1);
     // One app's payouts only, when asked.
     client(store.as_ref(), &app("b"), "acme").await;
     store
         .insert_payout(payout(&app("b"), "acme", "kb", base + 10))
         .await
         .unwrap();
-    let of = |client: String| {
-        let store = store.clone();
-        async move {
-            store
-                .list_payouts(
-                    "acme",
-                    PayoutFilter {
-                        client_id: Some(client),
-                        ..Default::default()
-                    },
-                    100,
-                )
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|p| p.client_id.to_string())
-                .collect::<Vec<_>>()
-        }
+    let of = async |client: String| {
+        let filter = PayoutFilter {
+            client_id: Some(client),
+            ..Default::default()
+        };
+        let payouts = listed(store.as_ref(), "acme", filter).await;
+        payouts
+            .into_iter()
+            .map(|p| p.client_id.to_string())
+            .collect::<Vec<_>>()
     };
     assert_eq!(of(app("a")).await, vec![app("a"); 5]);
     assert_eq!(of(app("b")).await, vec![app("b")]);
-    assert_eq!(
-        store
-            .list_payouts("acme", PayoutFilter::default(), 100)
-            .await
-            .unwrap()
-            .len(),
-        6
-    );
+    let all = listed(store.as_ref(), "acme", PayoutFilter::default()).await;
+    assert_eq!(all.len(), 6);
 }
 
 pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
@@ -273,13 +258,7 @@ pub(crate) async fn replicas_never_claim_the_same_event(b: Backend) {
     let (a, c) = (b.open().await, b.open().await);
     client(a.as_ref(), &app("a"), "acme").await;
     let now = now_micros();
-    let Inserted::New(p) = a
-        .insert_payout(payout(&app("a"), "acme", "k", now))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let p = new_payout(a.as_ref(), &app("a"), "k", now).await;
     let mut moved = p.clone();
     moved.state = PayoutState::Succeeded;
     a.save(
@@ -397,13 +376,7 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
             .accepts(&k3, now_micros())
     );
     assert!(store.clients().await.unwrap()[0].revoked_at.is_some());
-    let Inserted::New(p) = store
-        .insert_payout(payout(&app("a"), "acme", "k", now_micros()))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let p = new_payout(store.as_ref(), &app("a"), "k", now_micros()).await;
     let event = |kind: &str| BankEvent {
         payout_id: Some(p.id.clone()),
         bank_session_id: "ps_1".to_owned(),
@@ -440,13 +413,7 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     client(store.as_ref(), &app("b"), "acme").await;
     let mut payouts = Vec::new();
     for (i, client_id) in [&app("a"), &app("a"), &app("b")].into_iter().enumerate() {
-        let Inserted::New(p) = store
-            .insert_payout(payout(client_id, "acme", &format!("k{i}"), now_micros()))
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
+        let p = new_payout(store.as_ref(), client_id, &format!("k{i}"), now_micros()).await;
         let mut moved = p.clone();
         moved.state = PayoutState::Failed;
         let mut e = event(&moved, 1_000 + i64::try_from(i).unwrap());
@@ -456,49 +423,28 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
     }
     let ids =
         |events: Vec<OutboxEvent>| events.into_iter().map(|e| e.payout_id).collect::<Vec<_>>();
-    let all = store
-        .list_events(&app("a"), EventFilter::default(), 10)
-        .await
-        .unwrap();
+    let all = events_of_a(store.as_ref(), EventFilter::default()).await;
     assert_eq!(
         ids(all.clone()),
         [payouts[1].id.clone(), payouts[0].id.clone()]
     );
-    let page = store
-        .list_events(
-            &app("a"),
-            EventFilter {
-                after: Some(all[0].id.clone()),
-                ..EventFilter::default()
-            },
-            10,
-        )
-        .await
-        .unwrap();
+    let after_newest = EventFilter {
+        after: Some(all[0].id.clone()),
+        ..EventFilter::default()
+    };
+    let page = events_of_a(store.as_ref(), after_newest).await;
     assert_eq!(ids(page), [payouts[0].id.clone()]);
-    let one = store
-        .list_events(
-            &app("a"),
-            EventFilter {
-                payout_id: Some(payouts[0].id.to_string()),
-                ..EventFilter::default()
-            },
-            10,
-        )
-        .await
-        .unwrap();
+    let of_first = EventFilter {
+        payout_id: Some(payouts[0].id.to_string()),
+        ..EventFilter::default()
+    };
+    let one = events_of_a(store.as_ref(), of_first).await;
     assert_eq!(one.len(), 1);
-    let none = store
-        .list_events(
-            &app("a"),
-            EventFilter {
-                event_type: Some("payout.succeeded".to_owned()),
-                ..EventFilter::default()
-            },
-            10,
-        )
-        .await
-        .unwrap();
+    let succeeded = EventFilter {
+        event_type: Some("payout.succeeded".to_owned()),
+        ..EventFilter::default()
+    };
+    let none = events_of_a(store.as_ref(), succeeded).await;
     assert!(none.is_empty());
 
     // Delivered, then asked for again: due now with fresh attempts; only by its own client.
