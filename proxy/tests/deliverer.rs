@@ -141,6 +141,24 @@ async fn deliver_until(
     waited.is_ok()
 }
 
+/// Settings that look for due events every 20 ms: the tests wait for progress, so the sooner the
+/// better.
+fn polling_fast() -> WebhookSettings {
+    WebhookSettings {
+        poll_interval_ms: 20,
+        ..WebhookSettings::default()
+    }
+}
+
+/// [`polling_fast`], and a refused event is offered again after 20 ms, then 40 ms.
+fn retrying_fast() -> WebhookSettings {
+    WebhookSettings {
+        retry_initial_ms: 20,
+        retry_max_ms: 40,
+        ..polling_fast()
+    }
+}
+
 /// Whether every event in `store` was delivered or given up.
 async fn outbox_empty(store: &Arc<dyn ProxyStore>) -> bool {
     store.undelivered_events().await.unwrap() == 0
@@ -171,12 +189,11 @@ async fn a_stuck_app_endpoint_holds_up_only_its_own_webhooks() {
 
     let all: usize = expected.iter().map(Vec::len).sum();
     let settings = WebhookSettings {
-        poll_interval_ms: 20,
         // Far longer than the test waits: only concurrency can get the fast app served.
         timeout_ms: 120_000,
         concurrency: 4,
         allow_private_networks: true,
-        ..WebhookSettings::default()
+        ..polling_fast()
     };
     let all_arrived = async || received.lock().len() >= all;
     let waited = deliver_until(&store, settings, Duration::from_secs(30), all_arrived).await;
@@ -234,11 +251,8 @@ async fn a_redirect_from_an_app_endpoint_is_never_followed() {
     client(store.as_ref(), &app("redirecting"), &endpoint).await;
     payout_with_events(store.as_ref(), &app("redirecting"), 1).await;
     let settings = WebhookSettings {
-        poll_interval_ms: 20,
-        retry_initial_ms: 20,
-        retry_max_ms: 40,
         allow_private_networks: true,
-        ..WebhookSettings::default()
+        ..retrying_fast()
     };
     // Progress, not time: the event was offered (and refused by a redirect) twice.
     let offered_twice = async || *asked.lock() >= 2;
@@ -263,11 +277,8 @@ async fn a_webhook_url_pointing_inside_is_never_sent_to() {
     payout_with_events(store.as_ref(), &app("literal"), 1).await;
     payout_with_events(store.as_ref(), &app("named"), 1).await;
     let settings = WebhookSettings {
-        poll_interval_ms: 20,
-        retry_initial_ms: 20,
-        retry_max_ms: 40,
         max_attempts: 2,
-        ..WebhookSettings::default()
+        ..retrying_fast()
     };
     // Progress, not time: both events were tried to the end and given up.
     let emptied = async || outbox_empty(&store).await;
@@ -321,11 +332,10 @@ async fn events_of_an_app_without_a_webhook_url_are_set_aside_at_once() {
         .unwrap();
     payout_with_events(store.as_ref(), &app("quiet"), 3).await;
     let settings = WebhookSettings {
-        poll_interval_ms: 20,
         // Far longer than the wait below: only setting them aside can empty the outbox.
         retry_initial_ms: 600_000,
         max_attempts: 15,
-        ..WebhookSettings::default()
+        ..polling_fast()
     };
     let emptied = async || outbox_empty(&store).await;
     let done = deliver_until(&store, settings, Duration::from_secs(60), emptied).await;
