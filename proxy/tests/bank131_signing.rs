@@ -7,7 +7,7 @@
     reason = "tests"
 )]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use proxy::bank131::{
@@ -151,12 +151,7 @@ fn the_signature_header_decodes_with_or_without_padding_and_whitespace() {
 fn a_passphrase_protected_partner_key_signs_like_the_plain_one() {
     // Git keeps no file modes: copy the fixtures as a deployment would keep them (0600).
     let dir = tempfile::tempdir().unwrap();
-    let private = |name: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, read(name)).unwrap();
-        set_mode(&path, 0o600);
-        path
-    };
+    let private = |name: &str| written(&dir.path().join(name), &read(name), 0o600);
     let (key, passphrase) = (
         private("partner-encrypted.pem"),
         private("partner-passphrase.txt"),
@@ -169,13 +164,13 @@ fn a_passphrase_protected_partner_key_signs_like_the_plain_one() {
             "{body}"
         );
     }
-    let wrong = dir.path().join("wrong.txt");
-    std::fs::write(&wrong, "Correct horse battery staple\n").unwrap();
-    set_mode(&wrong, 0o600);
+    let wrong = written(
+        &dir.path().join("wrong.txt"),
+        b"Correct horse battery staple\n",
+        0o600,
+    );
     for passphrase in [None, Some(wrong.as_path())] {
-        let err = RequestSigner::from_files(&key, passphrase)
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&key, passphrase);
         assert!(
             err.contains("passphrase") && err.contains("bank131.private_key_passphrase_file"),
             "{err}"
@@ -183,7 +178,21 @@ fn a_passphrase_protected_partner_key_signs_like_the_plain_one() {
     }
 }
 
-fn set_mode(path: &std::path::Path, mode: u32) {
+/// Why the partner key at `key` (with `passphrase`) does not load.
+fn refusal(key: &Path, passphrase: Option<&Path>) -> String {
+    RequestSigner::from_files(key, passphrase)
+        .unwrap_err()
+        .to_string()
+}
+
+/// Writes `contents` to `path` with permissions `mode`; returns the path.
+fn written(path: &Path, contents: &[u8], mode: u32) -> PathBuf {
+    std::fs::write(path, contents).unwrap();
+    set_mode(path, mode);
+    path.to_path_buf()
+}
+
+fn set_mode(path: &Path, mode: u32) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -198,24 +207,20 @@ fn set_mode(path: &std::path::Path, mode: u32) {
 #[test]
 fn a_partner_key_others_can_read_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("partner.pem");
-    std::fs::write(&key, read("partner-pkcs8.pem")).unwrap();
-    set_mode(&key, 0o644);
-    let err = RequestSigner::from_files(&key, None)
-        .unwrap_err()
-        .to_string();
+    let key = written(
+        &dir.path().join("partner.pem"),
+        &read("partner-pkcs8.pem"),
+        0o644,
+    );
+    let err = refusal(&key, None);
     assert!(
         err.contains("bank131.private_key_file") && err.contains("chmod 600"),
         "{err}"
     );
     assert!(!err.contains("PRIVATE KEY"));
     set_mode(&key, 0o600);
-    let pass = dir.path().join("pass.txt");
-    std::fs::write(&pass, "x\n").unwrap();
-    set_mode(&pass, 0o640);
-    let err = RequestSigner::from_files(&key, Some(&pass))
-        .unwrap_err()
-        .to_string();
+    let pass = written(&dir.path().join("pass.txt"), b"x\n", 0o640);
+    let err = refusal(&key, Some(&pass));
     assert!(err.contains("bank131.private_key_passphrase_file"), "{err}");
     assert!(RequestSigner::from_files(&key, None).is_ok());
     // A key file is read into a fixed buffer, never grown: a file larger than any key is
@@ -223,9 +228,7 @@ fn a_partner_key_others_can_read_is_refused() {
     let mut huge = read("partner-pkcs8.pem");
     huge.resize(70 * 1024, b'\n');
     std::fs::write(&key, &huge).unwrap();
-    let err = RequestSigner::from_files(&key, None)
-        .unwrap_err()
-        .to_string();
+    let err = refusal(&key, None);
     assert!(
         err.contains("64 KiB") && err.contains("partner.pem"),
         "{err}"

@@ -5,18 +5,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use testkit::output::{assert_success, stderr, stdout};
+
 fn write_config(dir: &Path, allow_private: bool) -> std::path::PathBuf {
     let key = dir.join("webhook.key");
-    let out = Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .args(["webhooks", "keygen"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&keygen(&key));
     let file = dir.join("proxy.toml");
     std::fs::write(
         &file,
@@ -31,6 +24,15 @@ fn write_config(dir: &Path, allow_private: bool) -> std::path::PathBuf {
     )
     .unwrap();
     file
+}
+
+/// `proxy webhooks keygen`: a webhook secret key at `key`.
+fn keygen(key: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .args(["webhooks", "keygen"])
+        .arg(key)
+        .output()
+        .unwrap()
 }
 
 fn proxy(config: &Path, args: &[&str]) -> Output {
@@ -77,7 +79,7 @@ fn webhook_urls_pointing_inside_are_refused_at_create() {
     .enumerate()
     {
         let out = create(&config, &format!("app{i}"), url);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr(&out);
         assert_eq!(out.status.code(), Some(64), "{url}: {stderr}");
         assert!(stderr.contains("--webhook-url"), "{stderr}");
         assert!(
@@ -91,27 +93,22 @@ fn webhook_urls_pointing_inside_are_refused_at_create() {
     let listed = proxy(&config, &["clients", "list"]);
     assert!(listed.status.success());
     assert!(
-        !String::from_utf8_lossy(&listed.stdout).contains("app"),
+        !stdout(&listed).contains("app"),
         "a refused client was stored"
     );
 
     let out = create(&config, "ftp", "ftp://shop.example/hooks");
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("http:// or https://"));
+    assert!(stderr(&out).contains("http:// or https://"));
 
     // Development: the explicit setting lets a loopback app be registered.
     let dev = tempfile::tempdir().unwrap();
     let config = write_config(dev.path(), true);
     let out = create(&config, "local", "http://127.0.0.1:9000/hooks");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // The secret shown once is not what the database holds: a reader of proxy.db cannot sign
     // a webhook the app would trust.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let shown = stdout
+    let shown = stdout(&out)
         .lines()
         .find_map(|l| l.strip_prefix("webhook_secret:"))
         .unwrap()
@@ -134,12 +131,7 @@ fn relative_paths_are_the_config_files_and_listing_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("deploy");
     std::fs::create_dir(&sub).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .args(["webhooks", "keygen"])
-        .arg(sub.join("webhook.key"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    assert!(keygen(&sub.join("webhook.key")).status.success());
     let config = sub.join("proxy.toml");
     std::fs::write(
         &config,
@@ -160,7 +152,7 @@ fn relative_paths_are_the_config_files_and_listing_creates_nothing() {
             .unwrap()
     };
     let listed = run(&["clients", "list"]);
-    let stderr = String::from_utf8_lossy(&listed.stderr);
+    let stderr = stderr(&listed);
     assert_eq!(listed.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.lines().next().unwrap().contains("deploy/proxy.db"),
@@ -185,11 +177,7 @@ fn relative_paths_are_the_config_files_and_listing_creates_nothing() {
         "--webhook-url",
         "http://127.0.0.1:9000/hooks",
     ]);
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    assert_success(&created);
     assert!(
         sub.join("proxy.db").exists(),
         "the database is the config file's"
@@ -197,7 +185,7 @@ fn relative_paths_are_the_config_files_and_listing_creates_nothing() {
     assert!(!dir.path().join("proxy.db").exists());
     let listed = run(&["clients", "list"]);
     assert!(listed.status.success());
-    assert!(String::from_utf8_lossy(&listed.stdout).contains("shop"));
+    assert!(stdout(&listed).contains("shop"));
 }
 
 /// Issue 12 §1: `proxy check` prints the configuration in effect with the vault key masked and
@@ -219,7 +207,7 @@ fn check_masks_secrets_and_names_every_problem() {
     .unwrap();
     std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = proxy(&config, &["check"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
         !stdout.contains("SuperSecret"),
