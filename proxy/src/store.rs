@@ -41,9 +41,12 @@ pub enum StoreError {
     /// Too many writes are waiting for the database: refused at once (load shedding).
     #[error("too many writes are waiting for the database")]
     Overloaded,
+    /// The store was opened read-only.
+    #[error("the database was opened read-only")]
+    ReadOnly,
 }
 
-shared::row::corrupt_rows_are!(StoreError::Corrupt);
+shared::store_error::store_error_from_backends!(StoreError);
 
 /// The result of inserting a payout under an idempotency key.
 #[derive(Debug)]

@@ -14,7 +14,8 @@
 //!   of permissions, whichever service's names.
 //! - [`ids`]: random prefixed ids and API keys; [`sqlite`] and [`postgres`]: the durable
 //!   storage set-ups both services use; [`row`]: a row of either backend read one way, so each
-//!   store maps rows to domain values once.
+//!   store maps rows to domain values once; [`store_error`]: what each store's error converts
+//!   from, whichever backend failed.
 //! - [`config`]: loading and checking configuration (values never echoed); [`reference`]: the
 //!   configuration reference generated from the configuration types; [`json`]: decoding
 //!   that never echoes input; [`files`]: owner-only secret files; [`server`]: the accept loop
@@ -38,6 +39,7 @@ pub mod scopes;
 pub mod secret;
 pub mod server;
 pub mod sqlite;
+pub mod store_error;
 pub mod telemetry;
 
 pub use card::Brand;

@@ -1,12 +1,14 @@
 //! PostgreSQL as both services use it: a connection pool built from a `postgres://` URL (parsed
 //! into options field by field; the URL, which may hold a password, is never logged or put in an
 //! error), migrations applied once under an advisory lock so replicas starting together do not
-//! race, and an optional schema (tests give each run its own).
+//! race, and an optional schema (tests give each run its own); and [`Db`], the pool with the
+//! few ways both stores run one statement, so a store method is its SQL and its row mapping.
 
 use std::str::FromStr;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 /// Why PostgreSQL could not be set up. Never contains the URL.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +183,122 @@ async fn highest_applied<C: deadpool_postgres::GenericClient + Sync>(
         )
         .await?
         .get(0))
+}
+
+/// A statement's parameters, in `$1, $2, …` order.
+pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A pool of connections to one database, and the statements a store runs on it outside a
+/// transaction, each prepared once per connection and cached by its text. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The pool's own `Debug` would show its configuration, URL password included.
+        f.write_str("Db { .. }")
+    }
+}
+
+impl From<Pool> for Db {
+    fn from(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+impl Db {
+    /// The pool, for work that needs a connection of its own (a transaction, a batch writer).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A connection from the pool.
+    ///
+    /// # Errors
+    ///
+    /// The pool cannot give one (the server is unreachable, the pool is closed).
+    pub async fn conn<E: From<PoolError>>(&self) -> Result<Object, E> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// The row `sql` finds with `params`, if any, mapped by `map`.
+    ///
+    /// # Errors
+    ///
+    /// No connection, the statement fails, or `map` refuses the row.
+    pub async fn opt<T, E>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        map: impl FnOnce(&Row) -> Result<T, E>,
+    ) -> Result<Option<T>, E>
+    where
+        E: From<PoolError> + From<tokio_postgres::Error>,
+    {
+        let client = self.conn::<E>().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        client
+            .query_opt(&stmt, params)
+            .await?
+            .as_ref()
+            .map(map)
+            .transpose()
+    }
+
+    /// Every row `sql` finds (or returns) with `params`, mapped by `map`.
+    ///
+    /// # Errors
+    ///
+    /// No connection, the statement fails, or `map` refuses a row.
+    pub async fn all<T, E>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        map: impl Fn(&Row) -> Result<T, E>,
+    ) -> Result<Vec<T>, E>
+    where
+        E: From<PoolError> + From<tokio_postgres::Error>,
+    {
+        let client = self.conn::<E>().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        client.query(&stmt, params).await?.iter().map(map).collect()
+    }
+
+    /// Runs `sql`, a write, and says how many rows it changed.
+    ///
+    /// # Errors
+    ///
+    /// No connection, or the statement fails.
+    pub async fn execute<E>(&self, sql: &str, params: Params<'_>) -> Result<u64, E>
+    where
+        E: From<PoolError> + From<tokio_postgres::Error>,
+    {
+        let client = self.conn::<E>().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.execute(&stmt, params).await?)
+    }
+}
+
+/// True when the server `client` talks to takes writes (it is a primary, not a standby in
+/// recovery): a promoted standby's old primary, or a replica named by mistake, answers false.
+///
+/// # Errors
+///
+/// The query fails.
+pub async fn is_primary<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+) -> Result<bool, tokio_postgres::Error> {
+    client
+        .query_one("SELECT NOT pg_is_in_recovery()", &[])
+        .await?
+        .try_get(0)
+}
+
+/// True when a PostgreSQL error is a unique constraint refusing a row: the store's duplicate.
+pub fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 /// True when `url` names PostgreSQL.

@@ -278,6 +278,69 @@ impl SqlitePool {
         self.read(f).await
     }
 
+    /// The row `sql` finds with `params`, if any, mapped by `map`: a point query, run as
+    /// [`Self::lookup`] runs one.
+    ///
+    /// # Errors
+    ///
+    /// The query fails, `map` refuses the row, or [`TaskFailed`] converted.
+    pub async fn lookup_one<T, E, P>(
+        &self,
+        sql: &'static str,
+        params: P,
+        map: MapRow<T, E>,
+    ) -> Result<Option<T>, E>
+    where
+        T: Send + 'static,
+        E: From<TaskFailed> + From<rusqlite::Error> + Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+    {
+        self.lookup(move |conn| query_one(conn, sql, params, map))
+            .await
+    }
+
+    /// Every row `sql` finds with `params`, mapped by `map`: a scan, run as [`Self::read`] runs
+    /// one.
+    ///
+    /// # Errors
+    ///
+    /// The query fails, `map` refuses a row, or [`TaskFailed`] converted.
+    pub async fn read_all<T, E, P>(
+        &self,
+        sql: &'static str,
+        params: P,
+        map: MapRow<T, E>,
+    ) -> Result<Vec<T>, E>
+    where
+        T: Send + 'static,
+        E: From<TaskFailed> + From<rusqlite::Error> + Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+    {
+        self.read(move |conn| query_all(conn, sql, params, map))
+            .await
+    }
+
+    /// Runs `sql`, one write, as a [`Self::transaction`] of its own, and says how many rows it
+    /// changed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::transaction`].
+    pub async fn execute<E, P>(&self, sql: &'static str, params: P) -> Result<usize, E>
+    where
+        E: From<TaskFailed>
+            + From<CommitFailed>
+            + From<QueueFull>
+            + From<ReadOnly>
+            + From<rusqlite::Error>
+            + Send
+            + 'static,
+        P: rusqlite::Params + Send + 'static,
+    {
+        self.transaction(move |tx| Ok(tx.prepare_cached(sql)?.execute(params)?))
+            .await
+    }
+
     /// Runs `f` on a reader connection on tokio's blocking pool.
     ///
     /// # Errors

@@ -92,7 +92,7 @@ pub enum StoreError {
     Chain(#[from] HeadMismatch),
 }
 
-shared::row::corrupt_rows_are!(StoreError::Corrupt);
+shared::store_error::store_error_from_backends!(StoreError);
 
 /// A revocation: the row as it was read and checked (`old_mac`), and its new MAC with
 /// `revoked_at` set. The store revokes only a row that still carries `old_mac`.

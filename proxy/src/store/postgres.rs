@@ -9,8 +9,7 @@
 //! shared with the other backend.
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
-use tokio_postgres::error::SqlState;
+use shared::postgres::{Db, Params};
 
 use super::rows::{
     self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
@@ -30,15 +29,9 @@ const MIGRATIONS: &[&str] = &[
 const MIGRATION_LOCK: i64 = 0x7072_6f78_7901;
 
 /// The PostgreSQL store. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PgStore {
-    pool: Pool,
-}
-
-impl std::fmt::Debug for PgStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PgStore { .. }")
-    }
+    db: Db,
 }
 
 impl PgStore {
@@ -59,31 +52,14 @@ impl PgStore {
         shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS)
             .await
             .map_err(setup)?;
-        Ok(Self { pool })
-    }
-
-    async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))
-    }
-}
-
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-            Self::Duplicate
-        } else {
-            Self::Database(Box::new(e))
-        }
+        Ok(Self { db: pool.into() })
     }
 }
 
 #[async_trait]
 impl ProxyStore for PgStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
-        let client = self.conn().await?;
+        let client = self.db.conn::<StoreError>().await?;
         let stmt = client
             .prepare_cached(concat!(
                 "INSERT INTO payouts (",
@@ -97,34 +73,19 @@ impl ProxyStore for PgStore {
         if inserted == 1 {
             return Ok(Inserted::New(p));
         }
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                payout_columns!(),
-                " FROM payouts WHERE client_id = $1 AND idempotency_key = $2"
+        // Another request holds the key: the store's own lookup, on its own connection.
+        drop(client);
+        self.payout_by_idempotency_key(p.client_id.as_str(), &p.idempotency_key)
+            .await?
+            .map(Inserted::Existing)
+            .ok_or(StoreError::Corrupt(
+                "payout refused as a duplicate but not found",
             ))
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&p.client_id.as_str(), &p.idempotency_key])
-            .await?;
-        Ok(Inserted::Existing(rows::payout(&row)?))
     }
 
     async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                payout_columns!(),
-                " FROM payouts WHERE id = $1"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&id])
-            .await?
-            .as_ref()
-            .map(rows::payout)
-            .transpose()
+        let sql = concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = $1");
+        self.db.opt(sql, &[&id], rows::payout).await
     }
 
     async fn payout_by_idempotency_key(
@@ -132,37 +93,21 @@ impl ProxyStore for PgStore {
         client_id: &str,
         key: &str,
     ) -> Result<Option<Payout>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                payout_columns!(),
-                " FROM payouts WHERE client_id = $1 AND idempotency_key = $2"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&client_id, &key])
-            .await?
-            .as_ref()
-            .map(rows::payout)
-            .transpose()
+        let sql = concat!(
+            "SELECT ",
+            payout_columns!(),
+            " FROM payouts WHERE client_id = $1 AND idempotency_key = $2"
+        );
+        self.db.opt(sql, &[&client_id, &key], rows::payout).await
     }
 
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                payout_columns!(),
-                " FROM payouts WHERE bank_session_id = $1"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&session_id])
-            .await?
-            .as_ref()
-            .map(rows::payout)
-            .transpose()
+        let sql = concat!(
+            "SELECT ",
+            payout_columns!(),
+            " FROM payouts WHERE bank_session_id = $1"
+        );
+        self.db.opt(sql, &[&session_id], rows::payout).await
     }
 
     async fn list_payouts(
@@ -171,37 +116,22 @@ impl ProxyStore for PgStore {
         filter: PayoutFilter,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
-        let client = self.conn().await?;
+        let sql = concat!(
+            "SELECT ",
+            payout_columns!(),
+            " FROM payouts WHERE tenant = $1 AND ($2::TEXT IS NULL OR state = $2) \
+             AND ($3::TEXT IS NULL OR (created_at, id) < (SELECT created_at, id FROM payouts WHERE id = $3)) \
+             AND ($5::TEXT IS NULL OR client_id = $5) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
         let state = filter.state.map(PayoutState::as_str);
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                payout_columns!(),
-                " FROM payouts WHERE tenant = $1 AND ($2::TEXT IS NULL OR state = $2) \
-                 AND ($3::TEXT IS NULL OR (created_at, id) < (SELECT created_at, id FROM payouts WHERE id = $3)) \
-                 AND ($5::TEXT IS NULL OR client_id = $5) \
-                 ORDER BY created_at DESC, id DESC LIMIT $4"
-            ))
-            .await?;
-        client
-            .query(
-                &stmt,
-                &[
-                    &tenant,
-                    &state,
-                    &filter.after,
-                    &i64::from(limit),
-                    &filter.client_id,
-                ],
-            )
-            .await?
-            .iter()
-            .map(rows::payout)
-            .collect()
+        let limit = i64::from(limit);
+        let params: Params<'_> = &[&tenant, &state, &filter.after, &limit, &filter.client_id];
+        self.db.all(sql, params, rows::payout).await
     }
 
     async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
-        let mut client = self.conn().await?;
+        let mut client = self.db.conn::<StoreError>().await?;
         let tx = client.transaction().await?;
         let stmt = tx.prepare_cached(payout_changes_sql!("$")).await?;
         let changed = tx.execute_raw(&stmt, rows::payout_changes(p)).await?;
@@ -233,58 +163,40 @@ impl ProxyStore for PgStore {
         owner: &str,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "UPDATE payouts SET next_attempt_at = $2, lease_owner = $4, version = version + 1 WHERE id IN ( \
-                   SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') AND next_attempt_at <= $1 \
-                   ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                 RETURNING ",
-                payout_columns!()
-            ))
-            .await?;
-        let rows = client
-            .query(&stmt, &[&due, &lease_until, &i64::from(limit), &owner])
-            .await?;
-        rows.iter().map(rows::payout).collect()
+        let sql = concat!(
+            "UPDATE payouts SET next_attempt_at = $2, lease_owner = $4, version = version + 1 WHERE id IN ( \
+               SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') AND next_attempt_at <= $1 \
+               ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            payout_columns!()
+        );
+        let params: Params<'_> = &[&due, &lease_until, &i64::from(limit), &owner];
+        self.db.all(sql, params, rows::payout).await
     }
 
     async fn record_bank_event(&self, e: BankEvent) -> Result<bool, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at, body_sha256) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (body_sha256) DO NOTHING",
-            )
-            .await?;
+        let sql = "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at, body_sha256) \
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (body_sha256) DO NOTHING";
+        let payout_id = e.payout_id.as_ref().map(|id| id.as_str());
         let digest = e.digest().to_vec();
-        let inserted = client
-            .execute(
-                &stmt,
-                &[
-                    &e.payout_id.as_ref().map(|id| id.as_str()),
-                    &e.bank_session_id,
-                    &e.kind,
-                    &e.body,
-                    &e.received_at,
-                    &digest,
-                ],
-            )
-            .await?;
-        Ok(inserted == 1)
+        let params: Params<'_> = &[
+            &payout_id,
+            &e.bank_session_id,
+            &e.kind,
+            &e.body,
+            &e.received_at,
+            &digest,
+        ];
+        Ok(self.db.execute::<StoreError>(sql, params).await? == 1)
     }
 
     async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                bank_event_columns!(),
-                " FROM bank_events WHERE payout_id = $1 ORDER BY seq"
-            ))
-            .await?;
-        let rows = client.query(&stmt, &[&payout_id]).await?;
-        rows.iter().map(rows::bank_event).collect()
+        let sql = concat!(
+            "SELECT ",
+            bank_event_columns!(),
+            " FROM bank_events WHERE payout_id = $1 ORDER BY seq"
+        );
+        self.db.all(sql, &[&payout_id], rows::bank_event).await
     }
 
     async fn claim_due_events(
@@ -293,20 +205,15 @@ impl ProxyStore for PgStore {
         lease_until: i64,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
-                   SELECT id FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1 \
-                   ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                 RETURNING ",
-                event_columns!()
-            ))
-            .await?;
-        let rows = client
-            .query(&stmt, &[&now, &lease_until, &i64::from(limit)])
-            .await?;
-        rows.iter().map(rows::event).collect()
+        let sql = concat!(
+            "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
+               SELECT id FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1 \
+               ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            event_columns!()
+        );
+        let params: Params<'_> = &[&now, &lease_until, &i64::from(limit)];
+        self.db.all(sql, params, rows::event).await
     }
 
     async fn list_events(
@@ -315,31 +222,23 @@ impl ProxyStore for PgStore {
         filter: EventFilter,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                event_columns!(),
-                " FROM outbox WHERE client_id = $1 AND ($2::TEXT IS NULL OR payout_id = $2) \
-                 AND ($3::TEXT IS NULL OR event_type = $3) \
-                 AND ($4::TEXT IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = $4 AND client_id = $1) \
-                      OR (created_at = (SELECT created_at FROM outbox WHERE id = $4 AND client_id = $1) AND id < $4)) \
-                 ORDER BY created_at DESC, id DESC LIMIT $5"
-            ))
-            .await?;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &client_id,
-                    &filter.payout_id,
-                    &filter.event_type,
-                    &filter.after,
-                    &i64::from(limit),
-                ],
-            )
-            .await?;
-        rows.iter().map(rows::event).collect()
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM outbox WHERE client_id = $1 AND ($2::TEXT IS NULL OR payout_id = $2) \
+             AND ($3::TEXT IS NULL OR event_type = $3) \
+             AND ($4::TEXT IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = $4 AND client_id = $1) \
+                  OR (created_at = (SELECT created_at FROM outbox WHERE id = $4 AND client_id = $1) AND id < $4)) \
+             ORDER BY created_at DESC, id DESC LIMIT $5"
+        );
+        let limit = i64::from(limit);
+        let EventFilter {
+            payout_id,
+            event_type,
+            after,
+        } = &filter;
+        let params: Params<'_> = &[&client_id, payout_id, event_type, after, &limit];
+        self.db.all(sql, params, rows::event).await
     }
 
     async fn redeliver_event(
@@ -348,84 +247,48 @@ impl ProxyStore for PgStore {
         id: &str,
         now: i64,
     ) -> Result<Option<OutboxEvent>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "UPDATE outbox SET attempts = 0, next_attempt_at = $3, delivered_at = NULL, \
-                 abandoned_at = NULL WHERE id = $2 AND client_id = $1 RETURNING ",
-                event_columns!()
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&client_id, &id, &now])
-            .await?
-            .as_ref()
-            .map(rows::event)
-            .transpose()
+        let sql = concat!(
+            "UPDATE outbox SET attempts = 0, next_attempt_at = $3, delivered_at = NULL, \
+             abandoned_at = NULL WHERE id = $2 AND client_id = $1 RETURNING ",
+            event_columns!()
+        );
+        self.db
+            .opt(sql, &[&client_id, &id, &now], rows::event)
+            .await
     }
 
     async fn undelivered_events(&self) -> Result<u64, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL",
-            )
+        let sql = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL";
+        let n = self
+            .db
+            .opt(sql, &[], |r| Ok::<i64, StoreError>(r.try_get(0)?))
             .await?;
-        let n: i64 = client.query_one(&stmt, &[]).await?.try_get(0)?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
     async fn update_event(&self, e: &OutboxEvent) -> Result<(), StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE outbox SET attempts = $2, next_attempt_at = $3, delivered_at = $4, abandoned_at = $5, last_error = $6 \
-                 WHERE id = $1",
-            )
-            .await?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &e.id,
-                    &i64::from(e.attempts),
-                    &e.next_attempt_at,
-                    &e.delivered_at,
-                    &e.abandoned_at,
-                    &e.last_error,
-                ],
-            )
-            .await?;
+        let sql = "UPDATE outbox SET attempts = $2, next_attempt_at = $3, delivered_at = $4, abandoned_at = $5, last_error = $6 \
+                   WHERE id = $1";
+        let params: Params<'_> = &[
+            &e.id,
+            &i64::from(e.attempts),
+            &e.next_attempt_at,
+            &e.delivered_at,
+            &e.abandoned_at,
+            &e.last_error,
+        ];
+        self.db.execute::<StoreError>(sql, params).await?;
         Ok(())
     }
 
-    // Admin statements below (client management, readiness) are rare: sent as text.
-
     async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
-        let previous_hash = c.previous_key.map(|k| k.hash.0.to_vec());
-        let client = self.conn().await?;
-        client
-            .execute(
-                concat!(
-                    "INSERT INTO clients (",
-                    client_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                ),
-                &[
-                    &c.id.as_str(),
-                    &c.name,
-                    &c.tenant,
-                    &c.scopes.to_string(),
-                    &c.key_hash.as_slice(),
-                    &c.webhook_url,
-                    &c.webhook_secret.expose(),
-                    &c.created_at,
-                    &c.revoked_at,
-                    &previous_hash,
-                    &c.previous_key.map(|k| k.expires_at),
-                ],
-            )
-            .await?;
+        let sql = concat!(
+            "INSERT INTO clients (",
+            client_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        );
+        let client = self.db.conn::<StoreError>().await?;
+        client.execute_raw(sql, rows::client_values(&c)).await?;
         Ok(())
     }
 
@@ -433,76 +296,41 @@ impl ProxyStore for PgStore {
         &self,
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                client_columns!(),
-                " FROM clients WHERE key_hash = $1 OR previous_key_hash = $1"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&key_hash.as_slice()])
-            .await?
-            .as_ref()
-            .map(rows::client)
-            .transpose()
+        let sql = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM clients WHERE key_hash = $1 OR previous_key_hash = $1"
+        );
+        self.db
+            .opt(sql, &[&key_hash.as_slice()], rows::client)
+            .await
     }
 
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                client_columns!(),
-                " FROM clients WHERE id = $1"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&id])
-            .await?
-            .as_ref()
-            .map(rows::client)
-            .transpose()
+        let sql = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = $1");
+        self.db.opt(sql, &[&id], rows::client).await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let client = self.conn().await?;
-        client
-            .query(
-                concat!(
-                    "SELECT ",
-                    client_columns!(),
-                    " FROM clients ORDER BY created_at, id"
-                ),
-                &[],
-            )
-            .await?
-            .iter()
-            .map(rows::client)
-            .collect()
+        let sql = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM clients ORDER BY created_at, id"
+        );
+        self.db.all(sql, &[], rows::client).await
     }
 
     async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<(), StoreError> {
-        let client = self.conn().await?;
-        client
-            .execute(
-                "UPDATE clients SET webhook_secret = $2 WHERE id = $1",
-                &[&id, &stored.expose()],
-            )
+        let sql = "UPDATE clients SET webhook_secret = $2 WHERE id = $1";
+        self.db
+            .execute::<StoreError>(sql, &[&id, &stored.expose()])
             .await?;
         Ok(())
     }
 
     async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let client = self.conn().await?;
-        Ok(client
-            .execute(
-                "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                &[&id, &now],
-            )
-            .await?
-            > 0)
+        let sql = "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+        Ok(self.db.execute::<StoreError>(sql, &[&id, &now]).await? > 0)
     }
 
     async fn rotate_client_key(
@@ -511,38 +339,23 @@ impl ProxyStore for PgStore {
         key_hash: [u8; 32],
         previous_until: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let client = self.conn().await?;
         // The old hash is kept only with a time it stops at.
-        Ok(client
-            .execute(
-                "UPDATE clients SET \
-                   previous_key_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE key_hash END, \
-                   previous_key_expires_at = $3, key_hash = $2 \
-                 WHERE id = $1 AND revoked_at IS NULL",
-                &[&id, &key_hash.as_slice(), &previous_until],
-            )
-            .await?
-            > 0)
+        let sql = "UPDATE clients SET \
+                     previous_key_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE key_hash END, \
+                     previous_key_expires_at = $3, key_hash = $2 \
+                   WHERE id = $1 AND revoked_at IS NULL";
+        let params: Params<'_> = &[&id, &key_hash.as_slice(), &previous_until];
+        Ok(self.db.execute::<StoreError>(sql, params).await? > 0)
     }
 
     async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool, StoreError> {
-        let client = self.conn().await?;
-        Ok(client
-            .execute(
-                "UPDATE clients SET webhook_url = $2 WHERE id = $1 AND revoked_at IS NULL",
-                &[&id, &url],
-            )
-            .await?
-            > 0)
+        let sql = "UPDATE clients SET webhook_url = $2 WHERE id = $1 AND revoked_at IS NULL";
+        Ok(self.db.execute::<StoreError>(sql, &[&id, &url]).await? > 0)
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
-        let client = self.conn().await?;
-        let writable: bool = client
-            .query_one("SELECT NOT pg_is_in_recovery()", &[])
-            .await?
-            .try_get(0)?;
-        if writable {
+        let client = self.db.conn::<StoreError>().await?;
+        if shared::postgres::is_primary(&client).await? {
             Ok(())
         } else {
             Err(StoreError::Corrupt("the database is a read-only replica"))

@@ -127,6 +127,23 @@ where
     })
 }
 
+/// A client's values in `client_columns!()` order, for the insert.
+pub(super) fn client_values(c: &ClientRecord) -> [Value<'_>; 11] {
+    [
+        Value::from(c.id.as_str()),
+        Value::from(&c.name),
+        Value::from(&c.tenant),
+        Value::from(c.scopes.to_string()),
+        Value::from(c.key_hash.as_slice()),
+        Value::from(&c.webhook_url),
+        Value::from(c.webhook_secret.expose()),
+        Value::from(c.created_at),
+        Value::from(c.revoked_at),
+        Value::from(c.previous_key.as_ref().map(|k| k.hash.as_slice())),
+        Value::from(c.previous_key.as_ref().map(|k| k.expires_at)),
+    ]
+}
+
 /// A row of `event_columns!()`.
 pub(super) fn event<R: Row>(r: &R) -> Result<OutboxEvent, StoreError>
 where

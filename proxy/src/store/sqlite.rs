@@ -5,10 +5,8 @@
 //! shared with the other backend.
 
 use async_trait::async_trait;
-use rusqlite::{ErrorCode, params};
-use shared::sqlite::{
-    CommitFailed, QueueFull, ReadOnly, SqliteOptions, SqlitePool, TaskFailed, query_all, query_one,
-};
+use rusqlite::params;
+use shared::sqlite::{SqliteOptions, SqlitePool, query_all, query_one};
 
 use super::rows::{
     self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
@@ -45,39 +43,6 @@ impl SqliteStore {
     }
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(ErrorCode::ConstraintViolation) => Self::Duplicate,
-            _ => Self::Database(Box::new(e)),
-        }
-    }
-}
-
-impl From<CommitFailed> for StoreError {
-    fn from(e: CommitFailed) -> Self {
-        Self::Database(Box::new(e))
-    }
-}
-
-impl From<TaskFailed> for StoreError {
-    fn from(_: TaskFailed) -> Self {
-        Self::Task
-    }
-}
-
-impl From<QueueFull> for StoreError {
-    fn from(_: QueueFull) -> Self {
-        Self::Overloaded
-    }
-}
-
-impl From<ReadOnly> for StoreError {
-    fn from(e: ReadOnly) -> Self {
-        Self::Database(Box::new(e))
-    }
-}
-
 #[async_trait]
 impl ProxyStore for SqliteStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
@@ -109,16 +74,9 @@ impl ProxyStore for SqliteStore {
     }
 
     async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
-        let id = id.to_owned();
+        let sql = concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = ?1");
         self.pool
-            .lookup(move |conn| {
-                query_one(
-                    conn,
-                    concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = ?1"),
-                    [id],
-                    |r| rows::payout(r),
-                )
-            })
+            .lookup_one(sql, [id.to_owned()], |r| rows::payout(r))
             .await
     }
 
@@ -127,38 +85,23 @@ impl ProxyStore for SqliteStore {
         client_id: &str,
         key: &str,
     ) -> Result<Option<Payout>, StoreError> {
-        let (client_id, key) = (client_id.to_owned(), key.to_owned());
-        self.pool
-            .lookup(move |conn| {
-                query_one(
-                    conn,
-                    concat!(
-                        "SELECT ",
-                        payout_columns!(),
-                        " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
-                    ),
-                    params![client_id, key],
-                    |r| rows::payout(r),
-                )
-            })
-            .await
+        let sql = concat!(
+            "SELECT ",
+            payout_columns!(),
+            " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
+        );
+        let params = (client_id.to_owned(), key.to_owned());
+        self.pool.lookup_one(sql, params, |r| rows::payout(r)).await
     }
 
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
-        let id = session_id.to_owned();
+        let sql = concat!(
+            "SELECT ",
+            payout_columns!(),
+            " FROM payouts WHERE bank_session_id = ?1"
+        );
         self.pool
-            .lookup(move |conn| {
-                query_one(
-                    conn,
-                    concat!(
-                        "SELECT ",
-                        payout_columns!(),
-                        " FROM payouts WHERE bank_session_id = ?1"
-                    ),
-                    [id],
-                    |r| rows::payout(r),
-                )
-            })
+            .lookup_one(sql, [session_id.to_owned()], |r| rows::payout(r))
             .await
     }
 
@@ -168,29 +111,24 @@ impl ProxyStore for SqliteStore {
         filter: PayoutFilter,
         limit: u32,
     ) -> Result<Vec<Payout>, StoreError> {
-        let tenant = tenant.to_owned();
-        let PayoutFilter {
-            client_id,
+        let sql = concat!(
+            "SELECT ",
+            payout_columns!(),
+            " FROM payouts WHERE tenant = ?1 AND (?2 IS NULL OR state = ?2) \
+             AND (?3 IS NULL OR created_at < (SELECT created_at FROM payouts WHERE id = ?3) \
+                  OR (created_at = (SELECT created_at FROM payouts WHERE id = ?3) AND id < ?3)) \
+             AND (?5 IS NULL OR client_id = ?5) \
+             ORDER BY created_at DESC, id DESC LIMIT ?4"
+        );
+        let state = filter.state.map(PayoutState::as_str);
+        let params = (
+            tenant.to_owned(),
             state,
-            after,
-        } = filter;
-        let state = state.map(PayoutState::as_str);
-        self.pool
-            .read(move |conn| {
-                query_all(
-                    conn,
-                    concat!(
-                        "SELECT ",
-                        payout_columns!(),
-                        " FROM payouts WHERE tenant = ?1 AND (?2 IS NULL OR state = ?2) \
-                         AND (?3 IS NULL OR created_at < (SELECT created_at FROM payouts WHERE id = ?3) \
-                              OR (created_at = (SELECT created_at FROM payouts WHERE id = ?3) AND id < ?3)) \
-                         AND (?5 IS NULL OR client_id = ?5) \
-                         ORDER BY created_at DESC, id DESC LIMIT ?4"
-                    ),
-                    params![tenant, state, after, limit, client_id], |r| rows::payout(r))
-            })
-            .await
+            filter.after,
+            limit,
+            filter.client_id,
+        );
+        self.pool.read_all(sql, params, |r| rows::payout(r)).await
     }
 
     async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
@@ -251,42 +189,29 @@ impl ProxyStore for SqliteStore {
     }
 
     async fn record_bank_event(&self, e: BankEvent) -> Result<bool, StoreError> {
+        let sql = "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at, body_sha256) \
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (body_sha256) DO NOTHING";
         let digest = e.digest().to_vec();
-        self.pool
-            .transaction(move |tx| {
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at, body_sha256) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (body_sha256) DO NOTHING",
-                    )?
-                    .execute(params![
-                        e.payout_id.as_ref().map(|id| id.as_str()),
-                        e.bank_session_id,
-                        e.kind,
-                        e.body,
-                        e.received_at,
-                        digest
-                    ])?;
-                Ok(inserted == 1)
-            })
-            .await
+        let payout_id = e.payout_id.map(|id| id.as_str().to_owned());
+        let params = (
+            payout_id,
+            e.bank_session_id,
+            e.kind,
+            e.body,
+            e.received_at,
+            digest,
+        );
+        Ok(self.pool.execute::<StoreError, _>(sql, params).await? == 1)
     }
 
     async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {
-        let id = payout_id.to_owned();
+        let sql = concat!(
+            "SELECT ",
+            bank_event_columns!(),
+            " FROM bank_events WHERE payout_id = ?1 ORDER BY seq"
+        );
         self.pool
-            .read(move |conn| {
-                query_all(
-                    conn,
-                    concat!(
-                        "SELECT ",
-                        bank_event_columns!(),
-                        " FROM bank_events WHERE payout_id = ?1 ORDER BY seq"
-                    ),
-                    [id],
-                    |r| rows::bank_event(r),
-                )
-            })
+            .read_all(sql, [payout_id.to_owned()], |r| rows::bank_event(r))
             .await
     }
 
@@ -325,25 +250,22 @@ impl ProxyStore for SqliteStore {
         filter: EventFilter,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let client_id = client_id.to_owned();
-        self.pool
-            .read(move |conn| {
-                query_all(
-                    conn,
-                    concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM outbox WHERE client_id = ?1 AND (?2 IS NULL OR payout_id = ?2) \
-                     AND (?3 IS NULL OR event_type = ?3) \
-                     AND (?4 IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) \
-                          OR (created_at = (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) AND id < ?4)) \
-                     ORDER BY created_at DESC, id DESC LIMIT ?5"
-                    ),
-                    params![client_id, filter.payout_id, filter.event_type, filter.after, limit],
-                    |r| rows::event(r),
-                )
-            })
-            .await
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM outbox WHERE client_id = ?1 AND (?2 IS NULL OR payout_id = ?2) \
+             AND (?3 IS NULL OR event_type = ?3) \
+             AND (?4 IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) \
+                  OR (created_at = (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) AND id < ?4)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5"
+        );
+        let EventFilter {
+            payout_id,
+            event_type,
+            after,
+        } = filter;
+        let params = (client_id.to_owned(), payout_id, event_type, after, limit);
+        self.pool.read_all(sql, params, |r| rows::event(r)).await
     }
 
     async fn redeliver_event(
@@ -383,42 +305,30 @@ impl ProxyStore for SqliteStore {
     }
 
     async fn update_event(&self, e: &OutboxEvent) -> Result<(), StoreError> {
+        let sql = "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, delivered_at = ?4, abandoned_at = ?5, last_error = ?6 \
+                   WHERE id = ?1";
         let e = e.clone();
-        self.pool
-            .transaction(move |tx| {
-                tx.prepare_cached(
-                    "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, delivered_at = ?4, abandoned_at = ?5, last_error = ?6 \
-                     WHERE id = ?1",
-                )?
-                .execute(params![e.id, e.attempts, e.next_attempt_at, e.delivered_at, e.abandoned_at, e.last_error])?;
-                Ok(())
-            })
-            .await
+        let params = (
+            e.id,
+            e.attempts,
+            e.next_attempt_at,
+            e.delivered_at,
+            e.abandoned_at,
+            e.last_error,
+        );
+        self.pool.execute::<StoreError, _>(sql, params).await?;
+        Ok(())
     }
 
     async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
         self.pool
             .transaction(move |tx| {
-                tx.execute(
-                    concat!(
-                        "INSERT INTO clients (",
-                        client_columns!(),
-                        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                    ),
-                    params![
-                        c.id.as_str(),
-                        c.name,
-                        c.tenant,
-                        c.scopes.to_string(),
-                        c.key_hash.as_slice(),
-                        c.webhook_url,
-                        c.webhook_secret.expose(),
-                        c.created_at,
-                        c.revoked_at,
-                        c.previous_key.map(|k| k.hash.0.to_vec()),
-                        c.previous_key.map(|k| k.expires_at)
-                    ],
-                )?;
+                tx.prepare_cached(concat!(
+                    "INSERT INTO clients (",
+                    client_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ))?
+                .execute(rows::client_values(&c))?;
                 Ok(())
             })
             .await
@@ -428,76 +338,43 @@ impl ProxyStore for SqliteStore {
         &self,
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM clients WHERE key_hash = ?1 OR previous_key_hash = ?1"
+        );
         self.pool
-            .lookup(move |conn| {
-                query_one(
-                    conn,
-                    concat!(
-                        "SELECT ",
-                        client_columns!(),
-                        " FROM clients WHERE key_hash = ?1 OR previous_key_hash = ?1"
-                    ),
-                    [key_hash.as_slice()],
-                    |r| rows::client(r),
-                )
-            })
+            .lookup_one(sql, [key_hash], |r| rows::client(r))
             .await
     }
 
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        let id = id.to_owned();
+        let sql = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1");
         self.pool
-            .lookup(move |conn| {
-                query_one(
-                    conn,
-                    concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1"),
-                    [id],
-                    |r| rows::client(r),
-                )
-            })
+            .lookup_one(sql, [id.to_owned()], |r| rows::client(r))
             .await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        self.pool
-            .read(|conn| {
-                query_all(
-                    conn,
-                    concat!(
-                        "SELECT ",
-                        client_columns!(),
-                        " FROM clients ORDER BY created_at, id"
-                    ),
-                    [],
-                    |r| rows::client(r),
-                )
-            })
-            .await
+        let sql = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM clients ORDER BY created_at, id"
+        );
+        self.pool.read_all(sql, [], |r| rows::client(r)).await
     }
 
     async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<(), StoreError> {
-        let (id, stored) = (id.to_owned(), stored.expose().to_owned());
-        self.pool
-            .transaction(move |tx| {
-                tx.prepare_cached("UPDATE clients SET webhook_secret = ?2 WHERE id = ?1")?
-                    .execute(params![id, stored])?;
-                Ok(())
-            })
-            .await
+        let sql = "UPDATE clients SET webhook_secret = ?2 WHERE id = ?1";
+        let params = (id.to_owned(), stored.expose().to_owned());
+        self.pool.execute::<StoreError, _>(sql, params).await?;
+        Ok(())
     }
 
     async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.pool
-            .transaction(move |tx| {
-                Ok(tx
-                    .prepare_cached(
-                        "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                    )?
-                    .execute(params![id, now])?
-                    > 0)
-            })
-            .await
+        let sql = "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL";
+        let params = (id.to_owned(), now);
+        Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)
     }
 
     async fn rotate_client_key(
@@ -506,35 +383,19 @@ impl ProxyStore for SqliteStore {
         key_hash: [u8; 32],
         previous_until: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let id = id.to_owned();
-        self.pool
-            .transaction(move |tx| {
-                // The old hash is kept only with a time it stops at.
-                Ok(tx
-                    .prepare_cached(
-                        "UPDATE clients SET \
-                           previous_key_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE key_hash END, \
-                           previous_key_expires_at = ?3, key_hash = ?2 \
-                         WHERE id = ?1 AND revoked_at IS NULL",
-                    )?
-                    .execute(params![id, key_hash.as_slice(), previous_until])?
-                    > 0)
-            })
-            .await
+        // The old hash is kept only with a time it stops at.
+        let sql = "UPDATE clients SET \
+                     previous_key_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE key_hash END, \
+                     previous_key_expires_at = ?3, key_hash = ?2 \
+                   WHERE id = ?1 AND revoked_at IS NULL";
+        let params = (id.to_owned(), key_hash, previous_until);
+        Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)
     }
 
     async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool, StoreError> {
-        let (id, url) = (id.to_owned(), url.map(str::to_owned));
-        self.pool
-            .transaction(move |tx| {
-                Ok(tx
-                    .prepare_cached(
-                        "UPDATE clients SET webhook_url = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                    )?
-                    .execute(params![id, url])?
-                    > 0)
-            })
-            .await
+        let sql = "UPDATE clients SET webhook_url = ?2 WHERE id = ?1 AND revoked_at IS NULL";
+        let params = (id.to_owned(), url.map(str::to_owned));
+        Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {

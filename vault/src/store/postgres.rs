@@ -18,9 +18,9 @@ mod group_commit;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Transaction;
+use shared::postgres::{Db, Params};
 use shared::row::Row as _;
-use tokio_postgres::error::SqlState;
 
 use super::rows::{self, client_columns, event_columns, key_columns, token_columns};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
@@ -41,14 +41,14 @@ const AUDIT_LOCK: i64 = 0x7661_756c_7402;
 /// The PostgreSQL store. Cheap to clone.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: Pool,
+    db: Db,
     batches: group_commit::GroupCommit,
     head: Arc<ChainHead>,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PgStore { .. }")
+        f.debug_struct("PgStore").finish_non_exhaustive()
     }
 }
 
@@ -78,7 +78,7 @@ impl PgStore {
                 Arc::clone(&head),
                 max_queued_writes,
             ),
-            pool,
+            db: pool.into(),
             head,
         })
     }
@@ -111,25 +111,9 @@ impl PgStore {
         let head = Arc::new(ChainHead::default());
         Ok(Self {
             batches: group_commit::GroupCommit::start(pool.clone(), Arc::clone(&head), 1),
-            pool,
+            db: pool.into(),
             head,
         })
-    }
-
-    /// The one client a point query on `query` (one parameter) finds.
-    async fn one_client(
-        &self,
-        query: &'static str,
-        param: &(dyn tokio_postgres::types::ToSql + Sync),
-    ) -> Result<Option<ClientRecord>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client.prepare_cached(query).await?;
-        client
-            .query_opt(&stmt, &[param])
-            .await?
-            .as_ref()
-            .map(rows::client)
-            .transpose()
     }
 
     /// Commits `tx` and remembers `chain`'s head as this store's.
@@ -140,25 +124,21 @@ impl PgStore {
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))
+        self.db.conn().await
     }
+}
+
+/// The audit chain's last link, and the MAC of the event at a sequence number.
+const LAST_LINK: &str = "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1";
+const MAC_AT: &str = "SELECT mac FROM audit_events WHERE seq = $1";
+
+/// A row of [`MAC_AT`].
+fn audit_mac(r: &tokio_postgres::Row) -> Result<[u8; 32], StoreError> {
+    Ok(r.blob32(0, "audit mac")?)
 }
 
 fn setup(e: shared::postgres::PgSetupError) -> StoreError {
     StoreError::Database(Box::new(e))
-}
-
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-            Self::Duplicate
-        } else {
-            Self::Database(Box::new(e))
-        }
-    }
 }
 
 async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool, StoreError> {
@@ -223,12 +203,8 @@ impl Chain {
         let lock = tx
             .prepare_cached("SELECT pg_advisory_xact_lock($1)")
             .await?;
-        let last = tx
-            .prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .await?;
-        let at = tx
-            .prepare_cached("SELECT mac FROM audit_events WHERE seq = $1")
-            .await?;
+        let last = tx.prepare_cached(LAST_LINK).await?;
+        let at = tx.prepare_cached(MAC_AT).await?;
         let known = head.known();
         let known_seq: i64 = i64::try_from(known.map_or(0, |k| k.seq)).unwrap_or(i64::MAX);
         let at_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&known_seq];
@@ -241,9 +217,7 @@ impl Chain {
             tx.query_opt(&at, &at_params),
         )?;
         let stored = last.map(|r| rows::link(&r)).transpose()?;
-        let mac_at_known = at_known
-            .map(|r| r.blob32(0, "audit mac").map_err(StoreError::from))
-            .transpose()?;
+        let mac_at_known = at_known.as_ref().map(audit_mac).transpose()?;
         head.check(known, stored, mac_at_known)?;
         Ok(stored.map_or(
             Self {
@@ -325,18 +299,12 @@ async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreErr
 #[async_trait]
 impl Store for PgStore {
     async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        let client = self.conn().await?;
-        let rows = client
-            .query(
-                concat!(
-                    "SELECT ",
-                    key_columns!(),
-                    " FROM keys ORDER BY purpose, version"
-                ),
-                &[],
-            )
-            .await?;
-        rows.iter().map(rows::wrapped_key).collect()
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys ORDER BY purpose, version"
+        );
+        self.db.all(sql, &[], rows::wrapped_key).await
     }
 
     async fn insert_keys(
@@ -371,20 +339,13 @@ impl Store for PgStore {
         token: &Token,
         now: i64,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(concat!(
-                "SELECT ",
-                token_columns!(),
-                " FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)"
-            ))
-            .await?;
-        client
-            .query_opt(&stmt, &[&token.as_str(), &tenant, &now])
-            .await?
-            .as_ref()
-            .map(rows::token)
-            .transpose()
+        let sql = concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)"
+        );
+        let params: Params<'_> = &[&token.as_str(), &tenant, &now];
+        self.db.opt(sql, params, rows::token).await
     }
 
     async fn delete_token(
@@ -459,29 +420,23 @@ impl Store for PgStore {
         &self,
         key_hash: [u8; 32],
     ) -> Result<Option<ClientRecord>, StoreError> {
-        let query = concat!(
+        let sql = concat!(
             "SELECT ",
             client_columns!(),
             " FROM clients WHERE key_hash = $1"
         );
-        self.one_client(query, &key_hash.as_slice()).await
+        self.db
+            .opt(sql, &[&key_hash.as_slice()], rows::client)
+            .await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let client = self.conn().await?;
-        client
-            .query(
-                concat!(
-                    "SELECT ",
-                    client_columns!(),
-                    " FROM clients ORDER BY created_at, id"
-                ),
-                &[],
-            )
-            .await?
-            .iter()
-            .map(rows::client)
-            .collect()
+        let sql = concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM clients ORDER BY created_at, id"
+        );
+        self.db.all(sql, &[], rows::client).await
     }
 
     async fn revoke_client(
@@ -537,8 +492,8 @@ impl Store for PgStore {
     }
 
     async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        let query = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = $1");
-        self.one_client(query, &id.as_str()).await
+        let sql = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = $1");
+        self.db.opt(sql, &[&id.as_str()], rows::client).await
     }
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
@@ -546,30 +501,19 @@ impl Store for PgStore {
     }
 
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        let client = self.conn().await?;
-        let rows = client
-            .query(
-                concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
-                ),
-                &[&i64::try_from(after).unwrap_or(i64::MAX), &i64::from(limit)],
-            )
-            .await?;
-        rows.iter().map(rows::event).collect()
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.db
+            .all(sql, &[&after, &i64::from(limit)], rows::event)
+            .await
     }
 
     async fn adopt_head(&self) -> Result<Option<Link>, StoreError> {
-        let client = self.conn().await?;
-        let stored = client
-            .query_opt(
-                "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
-                &[],
-            )
-            .await?
-            .map(|r| rows::link(&r))
-            .transpose()?;
+        let stored = self.db.opt(LAST_LINK, &[], rows::link).await?;
         self.head.adopt(stored);
         Ok(stored)
     }
@@ -579,56 +523,37 @@ impl Store for PgStore {
     }
 
     async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
-        let client = self.conn().await?;
         let seq = rows::stored_seq(seq)?;
-        client
-            .query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
-            .await?
-            .map(|r| r.blob32(0, "audit mac").map_err(StoreError::from))
-            .transpose()
+        self.db.opt(MAC_AT, &[&seq], audit_mac).await
     }
 
     async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>, StoreError> {
-        let client = self.conn().await?;
+        let sql = "SELECT seq, detail FROM audit_events WHERE action = 'client.revoke' AND seq > $1 \
+                   AND outcome = 'granted' AND detail IS NOT NULL ORDER BY seq";
         let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let stmt = client
-            .prepare_cached(
-                "SELECT seq, detail FROM audit_events WHERE action = 'client.revoke' AND seq > $1 \
-                 AND outcome = 'granted' AND detail IS NOT NULL ORDER BY seq",
-            )
-            .await?;
-        client
-            .query(&stmt, &[&after])
-            .await?
-            .iter()
-            .map(|r| {
+        self.db
+            .all(sql, &[&after], |r| {
                 Ok((
                     u64::try_from(r.try_get::<_, i64>(0)?).unwrap_or(0),
                     r.try_get::<_, String>(1)?,
                 ))
             })
-            .collect()
+            .await
     }
 
     async fn is_empty(&self) -> Result<bool, StoreError> {
-        let client = self.conn().await?;
-        let any: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit_events) OR EXISTS (SELECT 1 FROM clients)",
-                &[],
-            )
-            .await?
-            .try_get(0)?;
-        Ok(!any)
+        let sql = "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit_events) \
+                   OR EXISTS (SELECT 1 FROM clients)";
+        let any = self
+            .db
+            .opt(sql, &[], |r| Ok::<bool, StoreError>(r.try_get(0)?))
+            .await?;
+        Ok(any == Some(false))
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
         let mut client = self.conn().await?;
-        let writable: bool = client
-            .query_one("SELECT NOT pg_is_in_recovery()", &[])
-            .await?
-            .try_get(0)?;
-        if !writable {
+        if !shared::postgres::is_primary(&client).await? {
             return Err(StoreError::Corrupt("the database is a read-only replica"));
         }
         // The chain must still hold what this store wrote, and take one more event: a probe
@@ -639,19 +564,17 @@ impl Store for PgStore {
         // reads would otherwise make the stored head look behind it.
         let known = self.head.known();
         let last = tx
-            .query_opt(
-                "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1",
-                &[],
-            )
+            .query_opt(LAST_LINK, &[])
             .await?
             .map(|r| rows::link(&r))
             .transpose()?;
         let mac_at_known = match (known, last) {
             (Some(k), Some(s)) if s.seq > k.seq => {
                 let seq = rows::stored_seq(k.seq)?;
-                tx.query_opt("SELECT mac FROM audit_events WHERE seq = $1", &[&seq])
+                tx.query_opt(MAC_AT, &[&seq])
                     .await?
-                    .map(|r| r.blob32(0, "audit mac").map_err(StoreError::from))
+                    .as_ref()
+                    .map(audit_mac)
                     .transpose()?
             }
             _ => None,

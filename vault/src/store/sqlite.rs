@@ -11,12 +11,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 pub use shared::sqlite::SqliteOptions;
-use shared::sqlite::{
-    CommitFailed, OpenReadOnlyError, QueueFull, ReadOnly, SqlitePool, TaskFailed, query_all,
-    query_one,
-};
+use shared::sqlite::{OpenReadOnlyError, SqlitePool, query_all, query_one};
 
 use super::rows::{self, client_columns, event_columns, key_columns, token_columns};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
@@ -107,48 +104,6 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.pool.lookup(f).await
-    }
-}
-
-impl From<CommitFailed> for StoreError {
-    fn from(e: CommitFailed) -> Self {
-        Self::Database(Box::new(e))
-    }
-}
-
-impl From<TaskFailed> for StoreError {
-    fn from(_: TaskFailed) -> Self {
-        Self::Task
-    }
-}
-
-impl From<QueueFull> for StoreError {
-    fn from(_: QueueFull) -> Self {
-        Self::Overloaded
-    }
-}
-
-impl From<ReadOnly> for StoreError {
-    fn from(_: ReadOnly) -> Self {
-        Self::ReadOnly
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        // Only a unique or primary key is a duplicate; other constraint failures (a trigger
-        // refusing the row, a CHECK) are the database refusing the write.
-        const UNIQUE: i32 = 2067;
-        const PRIMARY_KEY: i32 = 1555;
-        match &e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == ErrorCode::ConstraintViolation
-                    && matches!(f.extended_code, UNIQUE | PRIMARY_KEY) =>
-            {
-                Self::Duplicate
-            }
-            _ => Self::Database(Box::new(e)),
-        }
     }
 }
 

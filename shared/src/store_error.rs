@@ -1,0 +1,112 @@
+//! The conversions every store's error enum takes from the two backends and the pools over them,
+//! written once for both services: a unique or primary key refusing a row is `Duplicate`, a full
+//! write queue `Overloaded`, a dead storage thread `Task`, a write to a read-only open
+//! `ReadOnly`, a row that does not decode `Corrupt`, anything else `Database` (boxed: its message
+//! is logged, never answered).
+
+#[doc(hidden)]
+pub use deadpool_postgres::PoolError;
+#[doc(hidden)]
+pub use rusqlite::Error as SqliteError;
+#[doc(hidden)]
+pub use tokio_postgres::Error as PgError;
+
+/// True when a SQLite error is a unique or primary key refusing a row. Other constraint
+/// failures (a trigger refusing the row, a CHECK) are the database refusing the write, not a
+/// duplicate the caller may resolve by reading the winner.
+pub fn sqlite_duplicate(e: &rusqlite::Error) -> bool {
+    const UNIQUE: i32 = 2067;
+    const PRIMARY_KEY: i32 = 1555;
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation
+                && matches!(f.extended_code, UNIQUE | PRIMARY_KEY)
+    )
+}
+
+/// Makes a store's error enum convert from every backend error: `store_error_from_backends!(StoreError)`.
+/// The enum needs the variants `Duplicate`, `Corrupt(&'static str)`, `Database(Box<dyn Error +
+/// Send + Sync>)`, `Task`, `Overloaded` and `ReadOnly`.
+#[macro_export]
+macro_rules! store_error_from_backends {
+    ($error:ident) => {
+        $crate::row::corrupt_rows_are!($error::Corrupt);
+
+        impl From<$crate::store_error::SqliteError> for $error {
+            fn from(e: $crate::store_error::SqliteError) -> Self {
+                if $crate::store_error::sqlite_duplicate(&e) {
+                    Self::Duplicate
+                } else {
+                    Self::Database(Box::new(e))
+                }
+            }
+        }
+
+        impl From<$crate::store_error::PgError> for $error {
+            fn from(e: $crate::store_error::PgError) -> Self {
+                if $crate::postgres::is_unique_violation(&e) {
+                    Self::Duplicate
+                } else {
+                    Self::Database(Box::new(e))
+                }
+            }
+        }
+
+        impl From<$crate::store_error::PoolError> for $error {
+            fn from(e: $crate::store_error::PoolError) -> Self {
+                Self::Database(Box::new(e))
+            }
+        }
+
+        impl From<$crate::sqlite::CommitFailed> for $error {
+            fn from(e: $crate::sqlite::CommitFailed) -> Self {
+                Self::Database(Box::new(e))
+            }
+        }
+
+        impl From<$crate::sqlite::TaskFailed> for $error {
+            fn from(_: $crate::sqlite::TaskFailed) -> Self {
+                Self::Task
+            }
+        }
+
+        impl From<$crate::sqlite::QueueFull> for $error {
+            fn from(_: $crate::sqlite::QueueFull) -> Self {
+                Self::Overloaded
+            }
+        }
+
+        impl From<$crate::sqlite::ReadOnly> for $error {
+            fn from(_: $crate::sqlite::ReadOnly) -> Self {
+                Self::ReadOnly
+            }
+        }
+    };
+}
+pub use store_error_from_backends;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unique_and_primary_keys_are_duplicates() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, n INTEGER CHECK (n > 0));
+             INSERT INTO t VALUES (1, 'a', 1);",
+        )
+        .unwrap();
+        let refused = |sql: &str| conn.execute(sql, []).unwrap_err();
+        assert!(sqlite_duplicate(&refused(
+            "INSERT INTO t VALUES (1, 'b', 1)"
+        )));
+        assert!(sqlite_duplicate(&refused(
+            "INSERT INTO t VALUES (2, 'a', 1)"
+        )));
+        assert!(!sqlite_duplicate(&refused(
+            "INSERT INTO t VALUES (3, 'c', 0)"
+        )));
+    }
+}
