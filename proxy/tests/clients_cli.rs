@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use testkit::output::{assert_success, stderr, stdout};
+use testkit::output::{assert_success, failed_with, run_in, stderr, stdout};
+
+/// The `proxy` binary under test.
+const PROXY: &str = env!("CARGO_BIN_EXE_proxy");
 
 fn write_config(dir: &Path, allow_private: bool) -> std::path::PathBuf {
     let key = dir.join("webhook.key");
@@ -28,7 +31,7 @@ fn write_config(dir: &Path, allow_private: bool) -> std::path::PathBuf {
 
 /// `proxy webhooks keygen`: a webhook secret key at `key`.
 fn keygen(key: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_proxy"))
+    Command::new(PROXY)
         .args(["webhooks", "keygen"])
         .arg(key)
         .output()
@@ -36,7 +39,7 @@ fn keygen(key: &Path) -> Output {
 }
 
 fn proxy(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_proxy"))
+    Command::new(PROXY)
         .arg("--config")
         .arg(config)
         .args(args)
@@ -142,18 +145,8 @@ fn relative_paths_are_the_config_files_and_listing_creates_nothing() {
     )
     .unwrap();
     // Run from the parent directory, as the trap had it.
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_proxy"))
-            .current_dir(dir.path())
-            .arg("--config")
-            .arg("deploy/proxy.toml")
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let listed = run(&["clients", "list"]);
-    let stderr = stderr(&listed);
-    assert_eq!(listed.status.code(), Some(1), "{stderr}");
+    let run = |args: &[&str]| run_in(dir.path(), PROXY, "deploy/proxy.toml", args);
+    let stderr = failed_with(&run(&["clients", "list"]), 1);
     assert!(
         stderr.lines().next().unwrap().contains("deploy/proxy.db"),
         "{stderr}"

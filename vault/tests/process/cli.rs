@@ -1,11 +1,11 @@
 //! The command line: init, clients, audit verify against a tampered log, bad keys and config.
 
 use testkit::http::Fetch;
-use testkit::output::{assert_success, stderr};
+use testkit::output::{assert_success, failed_with, run_in};
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::helpers::{ALL_SCOPES, VaultDir, create_client};
+use crate::helpers::{ALL_SCOPES, VAULT, VaultDir, create_client};
 
 #[test]
 fn init_writes_a_private_key_and_refuses_to_overwrite() {
@@ -235,18 +235,8 @@ fn relative_paths_are_the_config_files_and_audit_creates_nothing() {
         "[database]\npath = \"vault.db\"\n[keys]\nmaster_key_file = \"master.key\"\n",
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vault"))
-            .current_dir(dir.path())
-            .arg("--config")
-            .arg("deploy/vault.toml")
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["audit", "verify"]);
-    let stderr = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let run = |args: &[&str]| run_in(dir.path(), VAULT, "deploy/vault.toml", args);
+    let stderr = failed_with(&run(&["audit", "verify"]), 1);
     let first = stderr.lines().next().unwrap();
     assert!(
         first.contains("deploy/vault.db") && first.contains("deploy/master.key"),
@@ -276,14 +266,13 @@ fn a_startup_failure_is_one_line_with_the_documented_code() {
         "[database]\npath = \"vault.db\"\n[keys]\nmaster_key_file = \"missing.key\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vault"))
+    let out = std::process::Command::new(VAULT)
         .arg("--config")
         .arg(dir.path().join("vault.toml"))
         .arg("serve")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = stderr(&out);
+    let stderr = failed_with(&out, 1);
     let failures: Vec<&str> = stderr.lines().filter(|l| l.contains("key file")).collect();
     assert_eq!(failures.len(), 1, "{stderr}");
     assert!(failures[0].contains("vault init"), "{stderr}");
@@ -292,7 +281,7 @@ fn a_startup_failure_is_one_line_with_the_documented_code() {
         1,
         "the cause said more than once: {stderr}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vault"))
+    let out = std::process::Command::new(VAULT)
         .arg("--no-such-flag")
         .output()
         .unwrap();

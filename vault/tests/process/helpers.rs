@@ -13,6 +13,9 @@ use testkit::output::assert_success;
 /// bounds a hang on a loaded CI machine.
 pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(180);
 
+/// The `vault` binary under test.
+pub(crate) const VAULT: &str = env!("CARGO_BIN_EXE_vault");
+
 pub(crate) const ALL_SCOPES: &str = "tokens:create,tokens:read,tokens:detokenize,tokens:delete";
 
 /// A vault's files: config, master key, database, logs.
@@ -76,7 +79,7 @@ impl VaultDir {
     }
 
     pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vault"));
+        let mut cmd = Command::new(VAULT);
         cmd.arg("--config").arg(self.path("vault.toml")).args(args);
         cmd.env_remove("VAULT_CONFIG");
         cmd
