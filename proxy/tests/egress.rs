@@ -10,23 +10,32 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use axum::extract::State;
 use proxy::config::{VaultKey, VaultSettings};
 use proxy::vault_client::VaultClient;
+
+/// Serves `app` on a loopback port; returns its base URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The thief's every answer: counts the request that reached it, and answers as the vault would,
+/// with a card number.
+async fn steal(State(stolen): State<Arc<AtomicUsize>>) -> &'static str {
+    stolen.fetch_add(1, Ordering::SeqCst);
+    r#"{"token":"tok_0000000000000000000000","pan":"4242424242424242"}"#
+}
 
 #[tokio::test]
 async fn the_vault_client_never_follows_a_redirect() {
     let stolen = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&stolen);
-    let thief = axum::Router::new().fallback(move || {
-        let seen = Arc::clone(&seen);
-        async move {
-            seen.fetch_add(1, Ordering::SeqCst);
-            r#"{"token":"tok_0000000000000000000000","pan":"4242424242424242"}"#
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let thief_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, thief).await });
+    let thief = axum::Router::new()
+        .fallback(steal)
+        .with_state(Arc::clone(&stolen));
+    let thief_url = serve(thief).await;
 
     let vault = axum::Router::new().fallback(move || {
         let to = format!("{thief_url}/v1/tokens/tok_0000000000000000000000/detokenize");
@@ -37,9 +46,7 @@ async fn the_vault_client_never_follows_a_redirect() {
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let vault_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, vault).await });
+    let vault_url = serve(vault).await;
 
     let client = VaultClient::new(&VaultSettings {
         url: vault_url,
