@@ -12,6 +12,45 @@ use async_trait::async_trait;
 use crate::auth::ClientRecord;
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 
+/// The schema migrations in order, for one backend (`"postgres"` or `"sqlite"`): both backends
+/// have the same steps under the same names, each in its own dialect.
+macro_rules! migrations {
+    ($backend:literal) => {
+        &[
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/",
+                $backend,
+                "/0001_init.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/",
+                $backend,
+                "/0002_leases.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/",
+                $backend,
+                "/0003_returned.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/",
+                $backend,
+                "/0004_bank_event_digest.sql"
+            )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/",
+                $backend,
+                "/0005_operations.sql"
+            )),
+        ]
+    };
+}
+
 mod postgres;
 mod rows;
 mod sqlite;

@@ -96,6 +96,30 @@ type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// started), says whether it succeeded, and how to answer once the commit is known.
 type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> (bool, Finish) + Send>;
 
+/// What an error type must convert from to carry every way a write can fail: the statement,
+/// the commit, a full queue, a read-only open, a lost writer thread.
+pub trait WriteError:
+    From<TaskFailed>
+    + From<CommitFailed>
+    + From<QueueFull>
+    + From<ReadOnly>
+    + From<rusqlite::Error>
+    + Send
+    + 'static
+{
+}
+
+impl<E> WriteError for E where
+    E: From<TaskFailed>
+        + From<CommitFailed>
+        + From<QueueFull>
+        + From<ReadOnly>
+        + From<rusqlite::Error>
+        + Send
+        + 'static
+{
+}
+
 /// A group-committing writer and readers over one database file. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqlitePool {
@@ -211,13 +235,7 @@ impl SqlitePool {
     pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        E: From<TaskFailed>
-            + From<CommitFailed>
-            + From<QueueFull>
-            + From<ReadOnly>
-            + From<rusqlite::Error>
-            + Send
-            + 'static,
+        E: WriteError,
         F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
@@ -278,48 +296,6 @@ impl SqlitePool {
         self.read(f).await
     }
 
-    /// The row `sql` finds with `params`, if any, mapped by `map`: a point query, run as
-    /// [`Self::lookup`] runs one.
-    ///
-    /// # Errors
-    ///
-    /// The query fails, `map` refuses the row, or [`TaskFailed`] converted.
-    pub async fn lookup_one<T, E, P>(
-        &self,
-        sql: &'static str,
-        params: P,
-        map: MapRow<T, E>,
-    ) -> Result<Option<T>, E>
-    where
-        T: Send + 'static,
-        E: From<TaskFailed> + From<rusqlite::Error> + Send + 'static,
-        P: rusqlite::Params + Send + 'static,
-    {
-        self.lookup(move |conn| query_one(conn, sql, params, map))
-            .await
-    }
-
-    /// Every row `sql` finds with `params`, mapped by `map`: a scan, run as [`Self::read`] runs
-    /// one.
-    ///
-    /// # Errors
-    ///
-    /// The query fails, `map` refuses a row, or [`TaskFailed`] converted.
-    pub async fn read_all<T, E, P>(
-        &self,
-        sql: &'static str,
-        params: P,
-        map: MapRow<T, E>,
-    ) -> Result<Vec<T>, E>
-    where
-        T: Send + 'static,
-        E: From<TaskFailed> + From<rusqlite::Error> + Send + 'static,
-        P: rusqlite::Params + Send + 'static,
-    {
-        self.read(move |conn| query_all(conn, sql, params, map))
-            .await
-    }
-
     /// Runs `sql`, one write, as a [`Self::transaction`] of its own, and says how many rows it
     /// changed.
     ///
@@ -328,13 +304,7 @@ impl SqlitePool {
     /// As [`Self::transaction`].
     pub async fn execute<E, P>(&self, sql: &'static str, params: P) -> Result<usize, E>
     where
-        E: From<TaskFailed>
-            + From<CommitFailed>
-            + From<QueueFull>
-            + From<ReadOnly>
-            + From<rusqlite::Error>
-            + Send
-            + 'static,
+        E: WriteError,
         P: rusqlite::Params + Send + 'static,
     {
         self.transaction(move |tx| Ok(tx.prepare_cached(sql)?.execute(params)?))

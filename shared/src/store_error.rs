@@ -32,55 +32,29 @@ pub fn sqlite_duplicate(e: &rusqlite::Error) -> bool {
 macro_rules! store_error_from_backends {
     ($error:ident) => {
         $crate::row::corrupt_rows_are!($error::Corrupt);
-
-        impl From<$crate::store_error::SqliteError> for $error {
-            fn from(e: $crate::store_error::SqliteError) -> Self {
-                if $crate::store_error::sqlite_duplicate(&e) {
-                    Self::Duplicate
-                } else {
-                    Self::Database(Box::new(e))
-                }
+        $crate::store_error_from_backends!(@duplicate $error, $crate::store_error::SqliteError, $crate::store_error::sqlite_duplicate);
+        $crate::store_error_from_backends!(@duplicate $error, $crate::store_error::PgError, $crate::postgres::is_unique_violation);
+        $crate::store_error_from_backends!(@boxed $error, $crate::store_error::PoolError);
+        $crate::store_error_from_backends!(@boxed $error, $crate::sqlite::CommitFailed);
+        $crate::store_error_from_backends!(@unit $error, $crate::sqlite::TaskFailed => Task);
+        $crate::store_error_from_backends!(@unit $error, $crate::sqlite::QueueFull => Overloaded);
+        $crate::store_error_from_backends!(@unit $error, $crate::sqlite::ReadOnly => ReadOnly);
+    };
+    (@duplicate $error:ident, $from:ty, $is_duplicate:path) => {
+        impl From<$from> for $error {
+            fn from(e: $from) -> Self {
+                if $is_duplicate(&e) { Self::Duplicate } else { Self::Database(Box::new(e)) }
             }
         }
-
-        impl From<$crate::store_error::PgError> for $error {
-            fn from(e: $crate::store_error::PgError) -> Self {
-                if $crate::postgres::is_unique_violation(&e) {
-                    Self::Duplicate
-                } else {
-                    Self::Database(Box::new(e))
-                }
-            }
+    };
+    (@boxed $error:ident, $from:ty) => {
+        impl From<$from> for $error {
+            fn from(e: $from) -> Self { Self::Database(Box::new(e)) }
         }
-
-        impl From<$crate::store_error::PoolError> for $error {
-            fn from(e: $crate::store_error::PoolError) -> Self {
-                Self::Database(Box::new(e))
-            }
-        }
-
-        impl From<$crate::sqlite::CommitFailed> for $error {
-            fn from(e: $crate::sqlite::CommitFailed) -> Self {
-                Self::Database(Box::new(e))
-            }
-        }
-
-        impl From<$crate::sqlite::TaskFailed> for $error {
-            fn from(_: $crate::sqlite::TaskFailed) -> Self {
-                Self::Task
-            }
-        }
-
-        impl From<$crate::sqlite::QueueFull> for $error {
-            fn from(_: $crate::sqlite::QueueFull) -> Self {
-                Self::Overloaded
-            }
-        }
-
-        impl From<$crate::sqlite::ReadOnly> for $error {
-            fn from(_: $crate::sqlite::ReadOnly) -> Self {
-                Self::ReadOnly
-            }
+    };
+    (@unit $error:ident, $from:ty => $variant:ident) => {
+        impl From<$from> for $error {
+            fn from(_: $from) -> Self { Self::$variant }
         }
     };
 }

@@ -19,13 +19,7 @@ use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::{EventFilter, PayoutFilter};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/postgres/0001_init.sql"),
-    include_str!("../../migrations/postgres/0002_leases.sql"),
-    include_str!("../../migrations/postgres/0003_returned.sql"),
-    include_str!("../../migrations/postgres/0004_bank_event_digest.sql"),
-    include_str!("../../migrations/postgres/0005_operations.sql"),
-];
+const MIGRATIONS: &[&str] = migrations!("postgres");
 const MIGRATION_LOCK: i64 = 0x7072_6f78_7901;
 
 /// The PostgreSQL store. Cheap to clone.

@@ -215,25 +215,13 @@ pub(super) fn payout_values(p: &Payout) -> [Value<'_>; 26] {
 
 /// What a save may change, for `UPDATE payouts SET state = ?3 … start_sends = ?15, version =
 /// version + 1 WHERE id = ?1 AND version = ?2` (each backend writes that statement in its own
-/// placeholders).
+/// placeholders): the id and the version read, then the changing columns, picked from
+/// [`payout_values`] by their place in `payout_columns!()`.
 pub(super) fn payout_changes(p: &Payout) -> [Value<'_>; 15] {
-    [
-        Value::from(p.id.as_str()),
-        Value::from(p.version),
-        Value::from(p.state.as_str()),
-        Value::from(&p.bank_session_id),
-        Value::from(&p.bank_payout_id),
-        Value::from(&p.card_last4),
-        Value::from(&p.failure_code),
-        Value::from(&p.failure_message),
-        Value::from(&p.attention),
-        Value::from(p.confirm_deadline),
-        Value::from(p.next_attempt_at),
-        Value::from(p.attempts),
-        Value::from(p.updated_at),
-        Value::from(&p.lease_owner),
-        Value::from(p.start_sends),
-    ]
+    const CHANGES: [usize; 15] = [0, 23, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 24, 25];
+    let values = payout_values(p);
+    // Every index is below 26, the length of `values`: the `Text(None)` is never bound.
+    CHANGES.map(|i| values.get(i).cloned().unwrap_or(Value::Text(None)))
 }
 
 /// The columns [`payout_changes`] sets, after `UPDATE payouts SET `, in either backend's

@@ -16,13 +16,7 @@ use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::{EventFilter, PayoutFilter};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0002_leases.sql"),
-    include_str!("../../migrations/sqlite/0003_returned.sql"),
-    include_str!("../../migrations/sqlite/0004_bank_event_digest.sql"),
-    include_str!("../../migrations/sqlite/0005_operations.sql"),
-];
+const MIGRATIONS: &[&str] = migrations!("sqlite");
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -75,8 +69,9 @@ impl ProxyStore for SqliteStore {
 
     async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
         let sql = concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = ?1");
+        let params = [id.to_owned()];
         self.pool
-            .lookup_one(sql, [id.to_owned()], |r| rows::payout(r))
+            .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
             .await
     }
 
@@ -91,7 +86,9 @@ impl ProxyStore for SqliteStore {
             " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
         );
         let params = (client_id.to_owned(), key.to_owned());
-        self.pool.lookup_one(sql, params, |r| rows::payout(r)).await
+        self.pool
+            .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
+            .await
     }
 
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
@@ -100,8 +97,9 @@ impl ProxyStore for SqliteStore {
             payout_columns!(),
             " FROM payouts WHERE bank_session_id = ?1"
         );
+        let params = [session_id.to_owned()];
         self.pool
-            .lookup_one(sql, [session_id.to_owned()], |r| rows::payout(r))
+            .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
             .await
     }
 
@@ -128,7 +126,9 @@ impl ProxyStore for SqliteStore {
             limit,
             filter.client_id,
         );
-        self.pool.read_all(sql, params, |r| rows::payout(r)).await
+        self.pool
+            .read(move |c| query_all(c, sql, params, |r| rows::payout(r)))
+            .await
     }
 
     async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
@@ -210,8 +210,9 @@ impl ProxyStore for SqliteStore {
             bank_event_columns!(),
             " FROM bank_events WHERE payout_id = ?1 ORDER BY seq"
         );
+        let params = [payout_id.to_owned()];
         self.pool
-            .read_all(sql, [payout_id.to_owned()], |r| rows::bank_event(r))
+            .read(move |c| query_all(c, sql, params, |r| rows::bank_event(r)))
             .await
     }
 
@@ -265,7 +266,9 @@ impl ProxyStore for SqliteStore {
             after,
         } = filter;
         let params = (client_id.to_owned(), payout_id, event_type, after, limit);
-        self.pool.read_all(sql, params, |r| rows::event(r)).await
+        self.pool
+            .read(move |c| query_all(c, sql, params, |r| rows::event(r)))
+            .await
     }
 
     async fn redeliver_event(
@@ -344,14 +347,15 @@ impl ProxyStore for SqliteStore {
             " FROM clients WHERE key_hash = ?1 OR previous_key_hash = ?1"
         );
         self.pool
-            .lookup_one(sql, [key_hash], |r| rows::client(r))
+            .lookup(move |c| query_one(c, sql, [key_hash], |r| rows::client(r)))
             .await
     }
 
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let sql = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1");
+        let params = [id.to_owned()];
         self.pool
-            .lookup_one(sql, [id.to_owned()], |r| rows::client(r))
+            .lookup(move |c| query_one(c, sql, params, |r| rows::client(r)))
             .await
     }
 
@@ -361,7 +365,9 @@ impl ProxyStore for SqliteStore {
             client_columns!(),
             " FROM clients ORDER BY created_at, id"
         );
-        self.pool.read_all(sql, [], |r| rows::client(r)).await
+        self.pool
+            .read(move |c| query_all(c, sql, [], |r| rows::client(r)))
+            .await
     }
 
     async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<(), StoreError> {
