@@ -58,6 +58,9 @@ mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// What a store operation returns: its value, or why storage failed.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
 /// Storage failures. Messages name tables and constraints, never values.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -156,20 +159,17 @@ pub struct PayoutFilter {
 #[async_trait]
 pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// Inserts a payout unless the same client already used its idempotency key.
-    async fn insert_payout(&self, payout: Payout) -> Result<Inserted, StoreError>;
+    async fn insert_payout(&self, payout: Payout) -> Result<Inserted>;
 
     /// A payout by id.
-    async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError>;
+    async fn payout(&self, id: &str) -> Result<Option<Payout>>;
 
     /// The payout a client made with an idempotency key.
-    async fn payout_by_idempotency_key(
-        &self,
-        client_id: &str,
-        key: &str,
-    ) -> Result<Option<Payout>, StoreError>;
+    async fn payout_by_idempotency_key(&self, client_id: &str, key: &str)
+    -> Result<Option<Payout>>;
 
     /// The payout of a bank session.
-    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError>;
+    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>>;
 
     /// A tenant's payouts that pass `filter`, newest first, at most `limit`.
     async fn list_payouts(
@@ -177,12 +177,12 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
         tenant: &str,
         filter: PayoutFilter,
         limit: u32,
-    ) -> Result<Vec<Payout>, StoreError>;
+    ) -> Result<Vec<Payout>>;
 
     /// Writes `payout` (all mutable fields) if its stored version is still `payout.version`,
     /// with `events` in the same transaction. Returns the payout with its new version.
     /// [`StoreError::Conflict`] when someone else saved first.
-    async fn save(&self, payout: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError>;
+    async fn save(&self, payout: &Payout, events: Vec<OutboxEvent>) -> Result<Payout>;
 
     /// Claims up to `limit` payouts not in a final state whose `next_attempt_at` is at or before
     /// `due`, oldest first, for `owner` until `lease_until`: their `next_attempt_at` moves there,
@@ -195,14 +195,14 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
         lease_until: i64,
         owner: &str,
         limit: u32,
-    ) -> Result<Vec<Payout>, StoreError>;
+    ) -> Result<Vec<Payout>>;
 
     /// Keeps a verified bank webhook, once: false when the same kind and body were kept before
     /// (a replay or a re-delivery), and nothing is written.
-    async fn record_bank_event(&self, event: BankEvent) -> Result<bool, StoreError>;
+    async fn record_bank_event(&self, event: BankEvent) -> Result<bool>;
 
     /// A payout's bank webhooks, in arrival order.
-    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError>;
+    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>>;
 
     /// Claims up to `limit` undelivered, unabandoned app events due at `now`, oldest first, by
     /// moving their `next_attempt_at` to `lease_until` (one replica delivers an event at a time).
@@ -211,13 +211,13 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
         now: i64,
         lease_until: i64,
         limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError>;
+    ) -> Result<Vec<OutboxEvent>>;
 
     /// How many app events are neither delivered nor abandoned (read-only; claims nothing).
-    async fn undelivered_events(&self) -> Result<u64, StoreError>;
+    async fn undelivered_events(&self) -> Result<u64>;
 
     /// Records a delivery attempt: delivered, or failed with when to try next (or abandoned).
-    async fn update_event(&self, event: &OutboxEvent) -> Result<(), StoreError>;
+    async fn update_event(&self, event: &OutboxEvent) -> Result<()>;
 
     /// One client's events, newest first after the cursor (an event id), of one payout and one
     /// type when given.
@@ -226,7 +226,7 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
         client_id: &str,
         filter: EventFilter,
         limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError>;
+    ) -> Result<Vec<OutboxEvent>>;
 
     /// Sends a client's event again as if new (attempts reset, due now, delivered or abandoned
     /// cleared). `None` if the client has no such event.
@@ -235,32 +235,26 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
         client_id: &str,
         id: &str,
         now: i64,
-    ) -> Result<Option<OutboxEvent>, StoreError>;
+    ) -> Result<Option<OutboxEvent>>;
 
     /// Stores a new client.
-    async fn insert_client(&self, client: ClientRecord) -> Result<(), StoreError>;
+    async fn insert_client(&self, client: ClientRecord) -> Result<()>;
 
     /// The client holding the key with this hash, revoked or not.
-    async fn client_by_key_hash(
-        &self,
-        key_hash: [u8; 32],
-    ) -> Result<Option<ClientRecord>, StoreError>;
+    async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>>;
 
     /// A client by id.
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>>;
 
     /// Every client, oldest first.
-    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    async fn clients(&self) -> Result<Vec<ClientRecord>>;
 
     /// Replaces a client's stored webhook secret (wrapping one an older version kept in clear).
-    async fn set_webhook_secret(
-        &self,
-        id: &str,
-        stored: &crate::auth::WebhookSecret,
-    ) -> Result<(), StoreError>;
+    async fn set_webhook_secret(&self, id: &str, stored: &crate::auth::WebhookSecret)
+    -> Result<()>;
 
     /// Revokes a client; false when there is no such unrevoked client.
-    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool>;
 
     /// Gives an active client a new API key hash; the old key keeps working until
     /// `previous_until` (Unix microseconds) when given, else stops at once. False if there is no
@@ -270,12 +264,12 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
         id: &str,
         key_hash: [u8; 32],
         previous_until: Option<i64>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool>;
 
     /// Sets (or with `None` removes) an active client's webhook URL. False if there is no such
     /// active client.
-    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool, StoreError>;
+    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool>;
 
     /// Succeeds when the database accepts writes.
-    async fn check_writable(&self) -> Result<(), StoreError>;
+    async fn check_writable(&self) -> Result<()>;
 }

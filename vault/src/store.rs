@@ -62,6 +62,9 @@ pub struct TokenRecord {
     pub expires_at: Option<i64>,
 }
 
+/// What a store operation returns: its value, or why storage failed.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
 /// Storage failures. Messages name tables and constraints, never values.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -112,7 +115,7 @@ pub struct ClientRevocation {
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Every stored (wrapped) key.
-    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>, StoreError>;
+    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>>;
 
     /// Stores the first key set and its audit event. [`StoreError::Duplicate`] if any key of
     /// the same purpose and version exists (another process initialised the vault first).
@@ -121,7 +124,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         keys: Vec<WrappedKey>,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError>;
+    ) -> Result<()>;
 
     /// Stores `new` unless a live token for the same tenant and fingerprint exists, in which
     /// case that one is returned unchanged (an expired one is replaced). Writes the audit event
@@ -131,16 +134,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         new: TokenRecord,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<TokenRecord, StoreError>;
+    ) -> Result<TokenRecord>;
 
     /// The live (unexpired at `now`) token of `tenant`. A token of another tenant is `None`,
     /// exactly like a missing one.
-    async fn token(
-        &self,
-        tenant: &str,
-        token: &Token,
-        now: i64,
-    ) -> Result<Option<TokenRecord>, StoreError>;
+    async fn token(&self, tenant: &str, token: &Token, now: i64) -> Result<Option<TokenRecord>>;
 
     /// Deletes the live token of `tenant` and writes the audit event in the same transaction,
     /// with its outcome set to `not_found` when there was nothing to delete. Returns whether a
@@ -152,11 +150,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: i64,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool>;
 
     /// Deletes tokens expired at `now`; when any were, writes one `token.expire` event with the
     /// count. Returns the count.
-    async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError>;
+    async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64>;
 
     /// Stores a new client and its audit event.
     async fn insert_client(
@@ -164,19 +162,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         client: ClientRecord,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError>;
+    ) -> Result<()>;
 
     /// The client whose API key hashes to `key_hash`, revoked or not.
-    async fn client_by_key_hash(
-        &self,
-        key_hash: [u8; 32],
-    ) -> Result<Option<ClientRecord>, StoreError>;
+    async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>>;
 
     /// The client with this id, revoked or not.
-    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError>;
+    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>>;
 
     /// Every client, oldest first.
-    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    async fn clients(&self) -> Result<Vec<ClientRecord>>;
 
     /// Revokes a client whose row is still unrevoked and carries `revocation.old_mac`, and
     /// writes the audit event (outcome `not_found` otherwise). Returns whether one was revoked.
@@ -185,7 +180,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         revocation: ClientRevocation,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool>;
 
     /// Upgrade of an older database: stores a new purpose's key and gives the MAC-less client
     /// rows their MACs, with the audit event, in one transaction.
@@ -195,33 +190,33 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         macs: Vec<(ClientId, RowMac)>,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError>;
+    ) -> Result<()>;
 
     /// Appends one audit event, durably, before returning.
-    async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError>;
+    async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()>;
 
     /// Up to `limit` events with `seq > after`, in order.
-    async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError>;
+    async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>>;
 
     /// Reads the stored chain head and remembers it as the head this store must keep finding
     /// (called once, at open). Returns it.
-    async fn adopt_head(&self) -> Result<Option<Link>, StoreError>;
+    async fn adopt_head(&self) -> Result<Option<Link>>;
 
     /// The newest head this store has written or adopted.
     fn known_head(&self) -> Option<Link>;
 
     /// The stored MAC of audit event `seq`.
-    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError>;
+    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>>;
 
     /// `(seq, client id)` of the granted `client.revoke` events after `after`, in order
     /// (unverified: the chain's MACs are checked by `audit verify`; here an attacker could
     /// only remove one).
-    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>, StoreError>;
+    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>>;
 
     /// True when there are no tokens, clients or audit events (a new database).
-    async fn is_empty(&self) -> Result<bool, StoreError>;
+    async fn is_empty(&self) -> Result<bool>;
 
     /// Readiness: the stored chain still holds this store's head, and an audit event could be
     /// written now (a probe row is inserted and rolled back).
-    async fn check_ready(&self) -> Result<(), StoreError>;
+    async fn check_ready(&self) -> Result<()>;
 }

@@ -13,10 +13,12 @@ use shared::postgres::{Db, Params};
 
 use super::rows::{
     self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
+    select,
 };
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
+use crate::store::Result;
 use crate::store::{EventFilter, PayoutFilter};
 
 const MIGRATIONS: &[&str] = migrations!("postgres");
@@ -34,11 +36,7 @@ impl PgStore {
     /// # Errors
     ///
     /// A bad URL, an unreachable server, a failed migration.
-    pub async fn connect(
-        url: &str,
-        max_connections: usize,
-        schema: Option<&str>,
-    ) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, max_connections: usize, schema: Option<&str>) -> Result<Self> {
         let setup = |e: shared::postgres::PgSetupError| StoreError::Database(Box::new(e));
         let pool = shared::postgres::connect(url, max_connections, schema)
             .await
@@ -52,7 +50,7 @@ impl PgStore {
 
 #[async_trait]
 impl ProxyStore for PgStore {
-    async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
+    async fn insert_payout(&self, p: Payout) -> Result<Inserted> {
         let client = self.db.conn::<StoreError>().await?;
         let stmt = client
             .prepare_cached(concat!(
@@ -77,8 +75,8 @@ impl ProxyStore for PgStore {
             ))
     }
 
-    async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
-        let sql = concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = $1");
+    async fn payout(&self, id: &str) -> Result<Option<Payout>> {
+        let sql = select!(payouts, "WHERE id = $1");
         self.db.opt(sql, &[&id], rows::payout).await
     }
 
@@ -86,21 +84,13 @@ impl ProxyStore for PgStore {
         &self,
         client_id: &str,
         key: &str,
-    ) -> Result<Option<Payout>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            payout_columns!(),
-            " FROM payouts WHERE client_id = $1 AND idempotency_key = $2"
-        );
+    ) -> Result<Option<Payout>> {
+        let sql = select!(payouts, "WHERE client_id = $1 AND idempotency_key = $2");
         self.db.opt(sql, &[&client_id, &key], rows::payout).await
     }
 
-    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            payout_columns!(),
-            " FROM payouts WHERE bank_session_id = $1"
-        );
+    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>> {
+        let sql = select!(payouts, "WHERE bank_session_id = $1");
         self.db.opt(sql, &[&session_id], rows::payout).await
     }
 
@@ -109,11 +99,10 @@ impl ProxyStore for PgStore {
         tenant: &str,
         filter: PayoutFilter,
         limit: u32,
-    ) -> Result<Vec<Payout>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            payout_columns!(),
-            " FROM payouts WHERE tenant = $1 AND ($2::TEXT IS NULL OR state = $2) \
+    ) -> Result<Vec<Payout>> {
+        let sql = select!(
+            payouts,
+            "WHERE tenant = $1 AND ($2::TEXT IS NULL OR state = $2) \
              AND ($3::TEXT IS NULL OR (created_at, id) < (SELECT created_at, id FROM payouts WHERE id = $3)) \
              AND ($5::TEXT IS NULL OR client_id = $5) \
              ORDER BY created_at DESC, id DESC LIMIT $4"
@@ -124,7 +113,7 @@ impl ProxyStore for PgStore {
         self.db.all(sql, params, rows::payout).await
     }
 
-    async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
+    async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout> {
         let mut client = self.db.conn::<StoreError>().await?;
         let tx = client.transaction().await?;
         let stmt = tx.prepare_cached(payout_changes_sql!("$")).await?;
@@ -156,7 +145,7 @@ impl ProxyStore for PgStore {
         lease_until: i64,
         owner: &str,
         limit: u32,
-    ) -> Result<Vec<Payout>, StoreError> {
+    ) -> Result<Vec<Payout>> {
         let sql = concat!(
             "UPDATE payouts SET next_attempt_at = $2, lease_owner = $4, version = version + 1 WHERE id IN ( \
                SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') AND next_attempt_at <= $1 \
@@ -168,7 +157,7 @@ impl ProxyStore for PgStore {
         self.db.all(sql, params, rows::payout).await
     }
 
-    async fn record_bank_event(&self, e: BankEvent) -> Result<bool, StoreError> {
+    async fn record_bank_event(&self, e: BankEvent) -> Result<bool> {
         let sql = "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at, body_sha256) \
                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (body_sha256) DO NOTHING";
         let payout_id = e.payout_id.as_ref().map(|id| id.as_str());
@@ -184,12 +173,8 @@ impl ProxyStore for PgStore {
         Ok(self.db.execute::<StoreError>(sql, params).await? == 1)
     }
 
-    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            bank_event_columns!(),
-            " FROM bank_events WHERE payout_id = $1 ORDER BY seq"
-        );
+    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>> {
+        let sql = select!(bank_events, "WHERE payout_id = $1 ORDER BY seq");
         self.db.all(sql, &[&payout_id], rows::bank_event).await
     }
 
@@ -198,7 +183,7 @@ impl ProxyStore for PgStore {
         now: i64,
         lease_until: i64,
         limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
+    ) -> Result<Vec<OutboxEvent>> {
         let sql = concat!(
             "UPDATE outbox SET next_attempt_at = $2 WHERE id IN ( \
                SELECT id FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1 \
@@ -215,11 +200,10 @@ impl ProxyStore for PgStore {
         client_id: &str,
         filter: EventFilter,
         limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM outbox WHERE client_id = $1 AND ($2::TEXT IS NULL OR payout_id = $2) \
+    ) -> Result<Vec<OutboxEvent>> {
+        let sql = select!(
+            outbox,
+            "WHERE client_id = $1 AND ($2::TEXT IS NULL OR payout_id = $2) \
              AND ($3::TEXT IS NULL OR event_type = $3) \
              AND ($4::TEXT IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = $4 AND client_id = $1) \
                   OR (created_at = (SELECT created_at FROM outbox WHERE id = $4 AND client_id = $1) AND id < $4)) \
@@ -240,7 +224,7 @@ impl ProxyStore for PgStore {
         client_id: &str,
         id: &str,
         now: i64,
-    ) -> Result<Option<OutboxEvent>, StoreError> {
+    ) -> Result<Option<OutboxEvent>> {
         let sql = concat!(
             "UPDATE outbox SET attempts = 0, next_attempt_at = $3, delivered_at = NULL, \
              abandoned_at = NULL WHERE id = $2 AND client_id = $1 RETURNING ",
@@ -251,7 +235,7 @@ impl ProxyStore for PgStore {
             .await
     }
 
-    async fn undelivered_events(&self) -> Result<u64, StoreError> {
+    async fn undelivered_events(&self) -> Result<u64> {
         let sql = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL";
         let n = self
             .db
@@ -260,7 +244,7 @@ impl ProxyStore for PgStore {
         Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
-    async fn update_event(&self, e: &OutboxEvent) -> Result<(), StoreError> {
+    async fn update_event(&self, e: &OutboxEvent) -> Result<()> {
         let sql = "UPDATE outbox SET attempts = $2, next_attempt_at = $3, delivered_at = $4, abandoned_at = $5, last_error = $6 \
                    WHERE id = $1";
         let params: Params<'_> = &[
@@ -275,7 +259,7 @@ impl ProxyStore for PgStore {
         Ok(())
     }
 
-    async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
+    async fn insert_client(&self, c: ClientRecord) -> Result<()> {
         let sql = concat!(
             "INSERT INTO clients (",
             client_columns!(),
@@ -286,35 +270,24 @@ impl ProxyStore for PgStore {
         Ok(())
     }
 
-    async fn client_by_key_hash(
-        &self,
-        key_hash: [u8; 32],
-    ) -> Result<Option<ClientRecord>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            client_columns!(),
-            " FROM clients WHERE key_hash = $1 OR previous_key_hash = $1"
-        );
+    async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
+        let sql = select!(clients, "WHERE key_hash = $1 OR previous_key_hash = $1");
         self.db
             .opt(sql, &[&key_hash.as_slice()], rows::client)
             .await
     }
 
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        let sql = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = $1");
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        let sql = select!(clients, "WHERE id = $1");
         self.db.opt(sql, &[&id], rows::client).await
     }
 
-    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            client_columns!(),
-            " FROM clients ORDER BY created_at, id"
-        );
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
+        let sql = select!(clients, "ORDER BY created_at, id");
         self.db.all(sql, &[], rows::client).await
     }
 
-    async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<(), StoreError> {
+    async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<()> {
         let sql = "UPDATE clients SET webhook_secret = $2 WHERE id = $1";
         self.db
             .execute::<StoreError>(sql, &[&id, &stored.expose()])
@@ -322,7 +295,7 @@ impl ProxyStore for PgStore {
         Ok(())
     }
 
-    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool> {
         let sql = "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
         Ok(self.db.execute::<StoreError>(sql, &[&id, &now]).await? > 0)
     }
@@ -332,7 +305,7 @@ impl ProxyStore for PgStore {
         id: &str,
         key_hash: [u8; 32],
         previous_until: Option<i64>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         // The old hash is kept only with a time it stops at.
         let sql = "UPDATE clients SET \
                      previous_key_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE key_hash END, \
@@ -342,12 +315,12 @@ impl ProxyStore for PgStore {
         Ok(self.db.execute::<StoreError>(sql, params).await? > 0)
     }
 
-    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool, StoreError> {
+    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool> {
         let sql = "UPDATE clients SET webhook_url = $2 WHERE id = $1 AND revoked_at IS NULL";
         Ok(self.db.execute::<StoreError>(sql, &[&id, &url]).await? > 0)
     }
 
-    async fn check_writable(&self) -> Result<(), StoreError> {
+    async fn check_writable(&self) -> Result<()> {
         let client = self.db.conn::<StoreError>().await?;
         if shared::postgres::is_primary(&client).await? {
             Ok(())

@@ -11,6 +11,7 @@ use super::{BankEvent, StoreError};
 use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
 use crate::ids::{AppClientId, PayoutId};
 use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use crate::store::Result;
 
 /// The payout columns in [`payout`]'s order.
 macro_rules! payout_columns {
@@ -49,14 +50,32 @@ macro_rules! event_columns {
 }
 pub(super) use event_columns;
 
+/// `SELECT` a table's columns, in the order its mapping reads them, `FROM` the table, then the
+/// rest of the query: `select!(clients, "WHERE id = $1")`.
+macro_rules! select {
+    (payouts, $rest:literal) => {
+        concat!("SELECT ", payout_columns!(), " FROM payouts ", $rest)
+    };
+    (clients, $rest:literal) => {
+        concat!("SELECT ", client_columns!(), " FROM clients ", $rest)
+    };
+    (outbox, $rest:literal) => {
+        concat!("SELECT ", event_columns!(), " FROM outbox ", $rest)
+    };
+    (bank_events, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            bank_event_columns!(),
+            " FROM bank_events ",
+            $rest
+        )
+    };
+}
+pub(super) use select;
+
 /// An id column, parsed strictly: a forged or mangled id makes the row corrupt rather than
 /// reaching the engine or an app.
-fn id<R: Row, T>(
-    r: &R,
-    i: usize,
-    parse: fn(&str) -> Option<T>,
-    what: &'static str,
-) -> Result<T, StoreError>
+fn id<R: Row, T>(r: &R, i: usize, parse: fn(&str) -> Option<T>, what: &'static str) -> Result<T>
 where
     StoreError: From<R::Error>,
 {
@@ -65,7 +84,7 @@ where
 }
 
 /// A row of `payout_columns!()`.
-pub(super) fn payout<R: Row>(r: &R) -> Result<Payout, StoreError>
+pub(super) fn payout<R: Row>(r: &R) -> Result<Payout>
 where
     StoreError: From<R::Error>,
 {
@@ -102,7 +121,7 @@ where
 }
 
 /// A row of `client_columns!()`.
-pub(super) fn client<R: Row>(r: &R) -> Result<ClientRecord, StoreError>
+pub(super) fn client<R: Row>(r: &R) -> Result<ClientRecord>
 where
     StoreError: From<R::Error>,
 {
@@ -145,7 +164,7 @@ pub(super) fn client_values(c: &ClientRecord) -> [Value<'_>; 11] {
 }
 
 /// A row of `event_columns!()`.
-pub(super) fn event<R: Row>(r: &R) -> Result<OutboxEvent, StoreError>
+pub(super) fn event<R: Row>(r: &R) -> Result<OutboxEvent>
 where
     StoreError: From<R::Error>,
 {
@@ -165,7 +184,7 @@ where
 }
 
 /// A row of `bank_event_columns!()`.
-pub(super) fn bank_event<R: Row>(r: &R) -> Result<BankEvent, StoreError>
+pub(super) fn bank_event<R: Row>(r: &R) -> Result<BankEvent>
 where
     StoreError: From<R::Error>,
 {

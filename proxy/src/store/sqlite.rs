@@ -10,10 +10,12 @@ use shared::sqlite::{SqliteOptions, SqlitePool, query_all, query_one};
 
 use super::rows::{
     self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
+    select,
 };
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
+use crate::store::Result;
 use crate::store::{EventFilter, PayoutFilter};
 
 const MIGRATIONS: &[&str] = migrations!("sqlite");
@@ -30,7 +32,7 @@ impl SqliteStore {
     /// # Errors
     ///
     /// The file cannot be opened or migrated.
-    pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
+    pub fn open(options: &SqliteOptions) -> Result<Self> {
         Ok(Self {
             pool: SqlitePool::open(options, MIGRATIONS)?,
         })
@@ -39,16 +41,12 @@ impl SqliteStore {
 
 #[async_trait]
 impl ProxyStore for SqliteStore {
-    async fn insert_payout(&self, p: Payout) -> Result<Inserted, StoreError> {
+    async fn insert_payout(&self, p: Payout) -> Result<Inserted> {
         self.pool
             .transaction(move |tx| {
                 let existing = query_one(
                     tx,
-                    concat!(
-                        "SELECT ",
-                        payout_columns!(),
-                        " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
-                    ),
+                    select!(payouts, "WHERE client_id = ?1 AND idempotency_key = ?2"),
                     params![p.client_id.as_str(), p.idempotency_key],
                     |r| rows::payout(r),
                 )?;
@@ -67,8 +65,8 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn payout(&self, id: &str) -> Result<Option<Payout>, StoreError> {
-        let sql = concat!("SELECT ", payout_columns!(), " FROM payouts WHERE id = ?1");
+    async fn payout(&self, id: &str) -> Result<Option<Payout>> {
+        let sql = select!(payouts, "WHERE id = ?1");
         let params = [id.to_owned()];
         self.pool
             .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
@@ -79,24 +77,16 @@ impl ProxyStore for SqliteStore {
         &self,
         client_id: &str,
         key: &str,
-    ) -> Result<Option<Payout>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            payout_columns!(),
-            " FROM payouts WHERE client_id = ?1 AND idempotency_key = ?2"
-        );
+    ) -> Result<Option<Payout>> {
+        let sql = select!(payouts, "WHERE client_id = ?1 AND idempotency_key = ?2");
         let params = (client_id.to_owned(), key.to_owned());
         self.pool
             .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
             .await
     }
 
-    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            payout_columns!(),
-            " FROM payouts WHERE bank_session_id = ?1"
-        );
+    async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>> {
+        let sql = select!(payouts, "WHERE bank_session_id = ?1");
         let params = [session_id.to_owned()];
         self.pool
             .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
@@ -108,11 +98,10 @@ impl ProxyStore for SqliteStore {
         tenant: &str,
         filter: PayoutFilter,
         limit: u32,
-    ) -> Result<Vec<Payout>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            payout_columns!(),
-            " FROM payouts WHERE tenant = ?1 AND (?2 IS NULL OR state = ?2) \
+    ) -> Result<Vec<Payout>> {
+        let sql = select!(
+            payouts,
+            "WHERE tenant = ?1 AND (?2 IS NULL OR state = ?2) \
              AND (?3 IS NULL OR created_at < (SELECT created_at FROM payouts WHERE id = ?3) \
                   OR (created_at = (SELECT created_at FROM payouts WHERE id = ?3) AND id < ?3)) \
              AND (?5 IS NULL OR client_id = ?5) \
@@ -131,7 +120,7 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout, StoreError> {
+    async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout> {
         let mut p = p.clone();
         self.pool
             .transaction(move |tx| {
@@ -161,18 +150,14 @@ impl ProxyStore for SqliteStore {
         lease_until: i64,
         owner: &str,
         limit: u32,
-    ) -> Result<Vec<Payout>, StoreError> {
+    ) -> Result<Vec<Payout>> {
         let owner = owner.to_owned();
         self.pool
             .transaction(move |tx| {
                 let mut claimed = query_all(
                     tx,
-                    concat!(
-                        "SELECT ",
-                        payout_columns!(),
-                        " FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') \
-                             AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
-                    ),
+                    select!(payouts, "WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') \
+                             AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"),
                     params![due, limit], |r| rows::payout(r))?;
                 let mut lease = tx.prepare_cached(
                     "UPDATE payouts SET next_attempt_at = ?2, lease_owner = ?3, version = version + 1 WHERE id = ?1",
@@ -188,7 +173,7 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn record_bank_event(&self, e: BankEvent) -> Result<bool, StoreError> {
+    async fn record_bank_event(&self, e: BankEvent) -> Result<bool> {
         let sql = "INSERT INTO bank_events (payout_id, bank_session_id, kind, body, received_at, body_sha256) \
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (body_sha256) DO NOTHING";
         let digest = e.digest().to_vec();
@@ -204,12 +189,8 @@ impl ProxyStore for SqliteStore {
         Ok(self.pool.execute::<StoreError, _>(sql, params).await? == 1)
     }
 
-    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            bank_event_columns!(),
-            " FROM bank_events WHERE payout_id = ?1 ORDER BY seq"
-        );
+    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>> {
+        let sql = select!(bank_events, "WHERE payout_id = ?1 ORDER BY seq");
         let params = [payout_id.to_owned()];
         self.pool
             .read(move |c| query_all(c, sql, params, |r| rows::bank_event(r)))
@@ -221,15 +202,14 @@ impl ProxyStore for SqliteStore {
         now: i64,
         lease_until: i64,
         limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
+    ) -> Result<Vec<OutboxEvent>> {
         self.pool
             .transaction(move |tx| {
                 let claimed = query_all(
                     tx,
-                    concat!(
-                        "SELECT ",
-                        event_columns!(),
-                        " FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL \
+                    select!(
+                        outbox,
+                        "WHERE delivered_at IS NULL AND abandoned_at IS NULL \
                          AND next_attempt_at <= ?1 ORDER BY next_attempt_at, created_at LIMIT ?2"
                     ),
                     params![now, limit],
@@ -250,11 +230,10 @@ impl ProxyStore for SqliteStore {
         client_id: &str,
         filter: EventFilter,
         limit: u32,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM outbox WHERE client_id = ?1 AND (?2 IS NULL OR payout_id = ?2) \
+    ) -> Result<Vec<OutboxEvent>> {
+        let sql = select!(
+            outbox,
+            "WHERE client_id = ?1 AND (?2 IS NULL OR payout_id = ?2) \
              AND (?3 IS NULL OR event_type = ?3) \
              AND (?4 IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) \
                   OR (created_at = (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) AND id < ?4)) \
@@ -276,7 +255,7 @@ impl ProxyStore for SqliteStore {
         client_id: &str,
         id: &str,
         now: i64,
-    ) -> Result<Option<OutboxEvent>, StoreError> {
+    ) -> Result<Option<OutboxEvent>> {
         let (client_id, id) = (client_id.to_owned(), id.to_owned());
         self.pool
             .transaction(move |tx| {
@@ -294,7 +273,7 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn undelivered_events(&self) -> Result<u64, StoreError> {
+    async fn undelivered_events(&self) -> Result<u64> {
         self.pool
             .read(|conn| {
                 let n: i64 = conn
@@ -307,7 +286,7 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn update_event(&self, e: &OutboxEvent) -> Result<(), StoreError> {
+    async fn update_event(&self, e: &OutboxEvent) -> Result<()> {
         let sql = "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, delivered_at = ?4, abandoned_at = ?5, last_error = ?6 \
                    WHERE id = ?1";
         let e = e.clone();
@@ -323,7 +302,7 @@ impl ProxyStore for SqliteStore {
         Ok(())
     }
 
-    async fn insert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
+    async fn insert_client(&self, c: ClientRecord) -> Result<()> {
         self.pool
             .transaction(move |tx| {
                 tx.prepare_cached(concat!(
@@ -337,47 +316,36 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn client_by_key_hash(
-        &self,
-        key_hash: [u8; 32],
-    ) -> Result<Option<ClientRecord>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            client_columns!(),
-            " FROM clients WHERE key_hash = ?1 OR previous_key_hash = ?1"
-        );
+    async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
+        let sql = select!(clients, "WHERE key_hash = ?1 OR previous_key_hash = ?1");
         self.pool
             .lookup(move |c| query_one(c, sql, [key_hash], |r| rows::client(r)))
             .await
     }
 
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        let sql = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1");
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        let sql = select!(clients, "WHERE id = ?1");
         let params = [id.to_owned()];
         self.pool
             .lookup(move |c| query_one(c, sql, params, |r| rows::client(r)))
             .await
     }
 
-    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            client_columns!(),
-            " FROM clients ORDER BY created_at, id"
-        );
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
+        let sql = select!(clients, "ORDER BY created_at, id");
         self.pool
             .read(move |c| query_all(c, sql, [], |r| rows::client(r)))
             .await
     }
 
-    async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<(), StoreError> {
+    async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<()> {
         let sql = "UPDATE clients SET webhook_secret = ?2 WHERE id = ?1";
         let params = (id.to_owned(), stored.expose().to_owned());
         self.pool.execute::<StoreError, _>(sql, params).await?;
         Ok(())
     }
 
-    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool> {
         let sql = "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL";
         let params = (id.to_owned(), now);
         Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)
@@ -388,7 +356,7 @@ impl ProxyStore for SqliteStore {
         id: &str,
         key_hash: [u8; 32],
         previous_until: Option<i64>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         // The old hash is kept only with a time it stops at.
         let sql = "UPDATE clients SET \
                      previous_key_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE key_hash END, \
@@ -398,13 +366,13 @@ impl ProxyStore for SqliteStore {
         Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)
     }
 
-    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool, StoreError> {
+    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool> {
         let sql = "UPDATE clients SET webhook_url = ?2 WHERE id = ?1 AND revoked_at IS NULL";
         let params = (id.to_owned(), url.map(str::to_owned));
         Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)
     }
 
-    async fn check_writable(&self) -> Result<(), StoreError> {
+    async fn check_writable(&self) -> Result<()> {
         self.pool.transaction(|_| Ok(())).await
     }
 }

@@ -22,12 +22,13 @@ use deadpool_postgres::Transaction;
 use shared::postgres::{Db, Params};
 use shared::row::Row as _;
 
-use super::rows::{self, client_columns, event_columns, key_columns, token_columns};
+use super::rows::{self, client_columns, event_columns, key_columns, select, token_columns};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
 use crate::audit::{Action, AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
 use crate::crypto::{AuditKey, RowMac, WrappedKey};
+use crate::store::Result;
 use crate::token::{ClientId, Token};
 
 const MIGRATIONS: &[&str] = &[
@@ -64,7 +65,7 @@ impl PgStore {
         max_connections: usize,
         schema: Option<&str>,
         max_queued_writes: usize,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self> {
         let pool = shared::postgres::connect(url, max_connections, schema)
             .await
             .map_err(setup)?;
@@ -93,7 +94,7 @@ impl PgStore {
         url: &str,
         max_connections: usize,
         schema: Option<&str>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self> {
         let pool = shared::postgres::connect_read_only(url, max_connections, schema)
             .await
             .map_err(setup)?;
@@ -117,13 +118,13 @@ impl PgStore {
     }
 
     /// Commits `tx` and remembers `chain`'s head as this store's.
-    async fn commit(&self, tx: Transaction<'_>, chain: &Chain) -> Result<(), StoreError> {
+    async fn commit(&self, tx: Transaction<'_>, chain: &Chain) -> Result<()> {
         tx.commit().await?;
         self.head.advance(chain.head());
         Ok(())
     }
 
-    async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    async fn conn(&self) -> Result<deadpool_postgres::Object> {
         self.db.conn().await
     }
 }
@@ -133,7 +134,7 @@ const LAST_LINK: &str = "SELECT seq, mac FROM audit_events ORDER BY seq DESC LIM
 const MAC_AT: &str = "SELECT mac FROM audit_events WHERE seq = $1";
 
 /// A row of [`MAC_AT`].
-fn audit_mac(r: &tokio_postgres::Row) -> Result<[u8; 32], StoreError> {
+fn audit_mac(r: &tokio_postgres::Row) -> Result<[u8; 32]> {
     Ok(r.blob32(0, "audit mac")?)
 }
 
@@ -141,7 +142,7 @@ fn setup(e: shared::postgres::PgSetupError) -> StoreError {
     StoreError::Database(Box::new(e))
 }
 
-async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool, StoreError> {
+async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool> {
     let stmt = tx
         .prepare_cached(concat!(
             "INSERT INTO tokens (",
@@ -160,16 +161,15 @@ async fn tokenize_in(
     tx: &Transaction<'_>,
     new: TokenRecord,
     draft: &mut AuditDraft,
-) -> Result<TokenRecord, StoreError> {
+) -> Result<TokenRecord> {
     if insert_token(tx, &new).await? {
         return Ok(new);
     }
     // Another request (maybe another replica) holds this card: lock its row and decide.
     let stmt = tx
-        .prepare_cached(concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM tokens WHERE tenant = $1 AND fingerprint = $2 FOR UPDATE"
+        .prepare_cached(select!(
+            tokens,
+            "WHERE tenant = $1 AND fingerprint = $2 FOR UPDATE"
         ))
         .await?;
     let row = tx
@@ -199,7 +199,7 @@ impl Chain {
     /// Takes the audit lock for the rest of `tx`, reads the chain's head, and checks that the
     /// chain still holds the head this store remembers. Every audited transaction calls this
     /// before touching any row: one lock order for all writers.
-    async fn lock(tx: &Transaction<'_>, head: &ChainHead) -> Result<Self, StoreError> {
+    async fn lock(tx: &Transaction<'_>, head: &ChainHead) -> Result<Self> {
         let lock = tx
             .prepare_cached("SELECT pg_advisory_xact_lock($1)")
             .await?;
@@ -249,7 +249,7 @@ impl Chain {
 }
 
 /// Inserts chained events with one statement (arrays unnested), however many there are.
-async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<()> {
     let seqs = events
         .iter()
         .map(|e| rows::stored_seq(e.seq))
@@ -283,7 +283,7 @@ async fn insert_events(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<()
     Ok(())
 }
 
-async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreError> {
+async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
     tx.execute_raw(
         concat!(
             "INSERT INTO keys (",
@@ -298,12 +298,8 @@ async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreErr
 
 #[async_trait]
 impl Store for PgStore {
-    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM keys ORDER BY purpose, version"
-        );
+    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>> {
+        let sql = select!(keys, "ORDER BY purpose, version");
         self.db.all(sql, &[], rows::wrapped_key).await
     }
 
@@ -312,7 +308,7 @@ impl Store for PgStore {
         keys: Vec<WrappedKey>,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
@@ -329,20 +325,14 @@ impl Store for PgStore {
         new: TokenRecord,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<TokenRecord, StoreError> {
+    ) -> Result<TokenRecord> {
         self.batches.tokenize(audit, new, draft).await
     }
 
-    async fn token(
-        &self,
-        tenant: &str,
-        token: &Token,
-        now: i64,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)"
+    async fn token(&self, tenant: &str, token: &Token, now: i64) -> Result<Option<TokenRecord>> {
+        let sql = select!(
+            tokens,
+            "WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)"
         );
         let params: Params<'_> = &[&token.as_str(), &tenant, &now];
         self.db.opt(sql, params, rows::token).await
@@ -355,7 +345,7 @@ impl Store for PgStore {
         now: i64,
         audit: &AuditKey,
         mut draft: AuditDraft,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
@@ -374,7 +364,7 @@ impl Store for PgStore {
         Ok(deleted)
     }
 
-    async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
+    async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
@@ -398,7 +388,7 @@ impl Store for PgStore {
         c: ClientRecord,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
@@ -416,26 +406,15 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn client_by_key_hash(
-        &self,
-        key_hash: [u8; 32],
-    ) -> Result<Option<ClientRecord>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            client_columns!(),
-            " FROM clients WHERE key_hash = $1"
-        );
+    async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
+        let sql = select!(clients, "WHERE key_hash = $1");
         self.db
             .opt(sql, &[&key_hash.as_slice()], rows::client)
             .await
     }
 
-    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            client_columns!(),
-            " FROM clients ORDER BY created_at, id"
-        );
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
+        let sql = select!(clients, "ORDER BY created_at, id");
         self.db.all(sql, &[], rows::client).await
     }
 
@@ -444,7 +423,7 @@ impl Store for PgStore {
         revocation: ClientRevocation,
         audit: &AuditKey,
         mut draft: AuditDraft,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
@@ -475,7 +454,7 @@ impl Store for PgStore {
         macs: Vec<(ClientId, RowMac)>,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         let mut client = self.conn().await?;
         let tx = client.transaction().await?;
         let mut chain = Chain::lock(&tx, &self.head).await?;
@@ -491,28 +470,24 @@ impl Store for PgStore {
         self.commit(tx, &chain).await
     }
 
-    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
-        let sql = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = $1");
+    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>> {
+        let sql = select!(clients, "WHERE id = $1");
         self.db.opt(sql, &[&id.as_str()], rows::client).await
     }
 
-    async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
+    async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()> {
         self.batches.append(audit, draft).await
     }
 
-    async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
-        );
+    async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>> {
+        let sql = select!(audit_events, "WHERE seq > $1 ORDER BY seq LIMIT $2");
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.db
             .all(sql, &[&after, &i64::from(limit)], rows::event)
             .await
     }
 
-    async fn adopt_head(&self) -> Result<Option<Link>, StoreError> {
+    async fn adopt_head(&self) -> Result<Option<Link>> {
         let stored = self.db.opt(LAST_LINK, &[], rows::link).await?;
         self.head.adopt(stored);
         Ok(stored)
@@ -522,12 +497,12 @@ impl Store for PgStore {
         self.head.known()
     }
 
-    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>> {
         let seq = rows::stored_seq(seq)?;
         self.db.opt(MAC_AT, &[&seq], audit_mac).await
     }
 
-    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>, StoreError> {
+    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>> {
         let sql = "SELECT seq, detail FROM audit_events WHERE action = 'client.revoke' AND seq > $1 \
                    AND outcome = 'granted' AND detail IS NOT NULL ORDER BY seq";
         let after = i64::try_from(after).unwrap_or(i64::MAX);
@@ -541,7 +516,7 @@ impl Store for PgStore {
             .await
     }
 
-    async fn is_empty(&self) -> Result<bool, StoreError> {
+    async fn is_empty(&self) -> Result<bool> {
         let sql = "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit_events) \
                    OR EXISTS (SELECT 1 FROM clients)";
         let any = self
@@ -551,7 +526,7 @@ impl Store for PgStore {
         Ok(any == Some(false))
     }
 
-    async fn check_ready(&self) -> Result<(), StoreError> {
+    async fn check_ready(&self) -> Result<()> {
         let mut client = self.conn().await?;
         if !shared::postgres::is_primary(&client).await? {
             return Err(StoreError::Corrupt("the database is a read-only replica"));

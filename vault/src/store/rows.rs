@@ -12,6 +12,7 @@ use super::{CardMeta, StoreError, TokenRecord};
 use crate::audit::{AuditEvent, Link};
 use crate::auth::{ClientRecord, Scopes};
 use crate::crypto::{KeyPurpose, RowMac, Sealed, WrappedKey};
+use crate::store::Result;
 use crate::token::{ClientId, Token};
 
 /// The token columns in [`token`]'s order.
@@ -47,18 +48,36 @@ macro_rules! key_columns {
 }
 pub(super) use key_columns;
 
+/// `SELECT` a table's columns, in the order its mapping reads them, `FROM` the table, then the
+/// rest of the query: `select!(clients, "WHERE id = $1")`.
+macro_rules! select {
+    (tokens, $rest:literal) => {
+        concat!("SELECT ", token_columns!(), " FROM tokens ", $rest)
+    };
+    (clients, $rest:literal) => {
+        concat!("SELECT ", client_columns!(), " FROM clients ", $rest)
+    };
+    (audit_events, $rest:literal) => {
+        concat!("SELECT ", event_columns!(), " FROM audit_events ", $rest)
+    };
+    (keys, $rest:literal) => {
+        concat!("SELECT ", key_columns!(), " FROM keys ", $rest)
+    };
+}
+pub(super) use select;
+
 /// A stored audit sequence number (BIGINT) as the chain's `u64`.
-pub(super) fn seq_of(stored: i64) -> Result<u64, StoreError> {
+pub(super) fn seq_of(stored: i64) -> Result<u64> {
     u64::try_from(stored).map_err(|_| StoreError::Corrupt("audit seq"))
 }
 
 /// An audit sequence number as stored.
-pub(super) fn stored_seq(seq: u64) -> Result<i64, StoreError> {
+pub(super) fn stored_seq(seq: u64) -> Result<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt("audit seq"))
 }
 
 /// A row of `token_columns!()`.
-pub(super) fn token<R: Row>(r: &R) -> Result<TokenRecord, StoreError>
+pub(super) fn token<R: Row>(r: &R) -> Result<TokenRecord>
 where
     StoreError: From<R::Error>,
 {
@@ -118,7 +137,7 @@ pub(super) fn token_values(t: &TokenRecord) -> [Value<'_>; 16] {
 }
 
 /// A row of `client_columns!()`.
-pub(super) fn client<R: Row>(r: &R) -> Result<ClientRecord, StoreError>
+pub(super) fn client<R: Row>(r: &R) -> Result<ClientRecord>
 where
     StoreError: From<R::Error>,
 {
@@ -154,7 +173,7 @@ pub(super) fn client_values(c: &ClientRecord) -> [Value<'_>; 8] {
 }
 
 /// A row of `event_columns!()`.
-pub(super) fn event<R: Row>(r: &R) -> Result<AuditEvent, StoreError>
+pub(super) fn event<R: Row>(r: &R) -> Result<AuditEvent>
 where
     StoreError: From<R::Error>,
 {
@@ -174,7 +193,7 @@ where
 }
 
 /// A row of `seq, mac`: a link of the audit chain.
-pub(super) fn link<R: Row>(r: &R) -> Result<Link, StoreError>
+pub(super) fn link<R: Row>(r: &R) -> Result<Link>
 where
     StoreError: From<R::Error>,
 {
@@ -185,7 +204,7 @@ where
 }
 
 /// A row of `key_columns!()`.
-pub(super) fn wrapped_key<R: Row>(r: &R) -> Result<WrappedKey, StoreError>
+pub(super) fn wrapped_key<R: Row>(r: &R) -> Result<WrappedKey>
 where
     StoreError: From<R::Error>,
 {

@@ -15,12 +15,13 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 pub use shared::sqlite::SqliteOptions;
 use shared::sqlite::{OpenReadOnlyError, SqlitePool, query_all, query_one};
 
-use super::rows::{self, client_columns, event_columns, key_columns, token_columns};
+use super::rows::{self, client_columns, event_columns, key_columns, select, token_columns};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
 use crate::crypto::{AuditKey, RowMac, WrappedKey};
+use crate::store::Result;
 use crate::token::{ClientId, Token};
 
 const MIGRATIONS: &[&str] = &[
@@ -41,7 +42,7 @@ impl SqliteStore {
     /// # Errors
     ///
     /// The file cannot be opened or migrated.
-    pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
+    pub fn open(options: &SqliteOptions) -> Result<Self> {
         Ok(Self {
             pool: SqlitePool::open(options, MIGRATIONS)?,
             head: Arc::default(),
@@ -53,7 +54,7 @@ impl SqliteStore {
     /// # Errors
     ///
     /// No file at the path, a schema of another version, or SQLite fails.
-    pub fn open_read_only(options: &SqliteOptions) -> Result<Self, StoreError> {
+    pub fn open_read_only(options: &SqliteOptions) -> Result<Self> {
         let pool = SqlitePool::open_read_only(options, MIGRATIONS.len()).map_err(|e| match e {
             OpenReadOnlyError::Missing(path) => StoreError::Missing(path),
             other => StoreError::Database(Box::new(other)),
@@ -66,10 +67,10 @@ impl SqliteStore {
 
     /// Runs `f` in a write transaction with an [`Appender`] for its audit events; once the
     /// transaction is durable, the last event appended becomes the remembered chain head.
-    async fn audited<T, F>(&self, key: &AuditKey, f: F) -> Result<T, StoreError>
+    async fn audited<T, F>(&self, key: &AuditKey, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, &mut Appender) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut Appender) -> Result<T> + Send + 'static,
     {
         let mut appender = Appender {
             key: key.clone(),
@@ -90,18 +91,18 @@ impl SqliteStore {
         Ok(value)
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         self.pool.read(f).await
     }
 
-    async fn lookup<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn lookup<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         self.pool.lookup(f).await
     }
@@ -117,7 +118,7 @@ struct Appender {
 }
 
 impl Appender {
-    fn append(&mut self, tx: &Transaction<'_>, draft: AuditDraft) -> Result<(), StoreError> {
+    fn append(&mut self, tx: &Transaction<'_>, draft: AuditDraft) -> Result<()> {
         // The remembered head before the stored one, always (see `ChainHead::check`).
         let known = self.head.known();
         let stored = stored_head(tx)?;
@@ -158,7 +159,7 @@ impl Appender {
 }
 
 /// The last stored event's link (uncommitted ones of this transaction included).
-fn stored_head(conn: &Connection) -> Result<Option<Link>, StoreError> {
+fn stored_head(conn: &Connection) -> Result<Option<Link>> {
     conn.prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok(rows::link(r)))
         .optional()?
@@ -166,7 +167,7 @@ fn stored_head(conn: &Connection) -> Result<Option<Link>, StoreError> {
 }
 
 /// The stored MAC of event `seq`, if there is one.
-fn mac_at(conn: &Connection, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+fn mac_at(conn: &Connection, seq: u64) -> Result<Option<[u8; 32]>> {
     let seq = rows::stored_seq(seq)?;
     conn.prepare_cached("SELECT mac FROM audit_events WHERE seq = ?1")?
         .query_row([seq], |r| r.get::<_, Vec<u8>>(0))
@@ -175,7 +176,7 @@ fn mac_at(conn: &Connection, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
         .transpose()
 }
 
-fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError> {
+fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<()> {
     tx.prepare_cached(concat!(
         "INSERT INTO tokens (",
         token_columns!(),
@@ -185,7 +186,7 @@ fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError>
     Ok(())
 }
 
-fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreError> {
+fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
     tx.prepare_cached(concat!(
         "INSERT INTO keys (",
         key_columns!(),
@@ -197,18 +198,11 @@ fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>, StoreError> {
+    async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>> {
         self.read(|conn| {
-            query_all(
-                conn,
-                concat!(
-                    "SELECT ",
-                    key_columns!(),
-                    " FROM keys ORDER BY purpose, version"
-                ),
-                [],
-                |r| rows::wrapped_key(r),
-            )
+            query_all(conn, select!(keys, "ORDER BY purpose, version"), [], |r| {
+                rows::wrapped_key(r)
+            })
         })
         .await
     }
@@ -218,7 +212,7 @@ impl Store for SqliteStore {
         keys: Vec<WrappedKey>,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         self.audited(audit, move |tx, appender| {
             for k in &keys {
                 insert_key(tx, k)?;
@@ -233,15 +227,11 @@ impl Store for SqliteStore {
         new: TokenRecord,
         audit: &AuditKey,
         mut draft: AuditDraft,
-    ) -> Result<TokenRecord, StoreError> {
+    ) -> Result<TokenRecord> {
         self.audited(audit, move |tx, appender| {
             let existing = query_one(
                 tx,
-                concat!(
-                    "SELECT ",
-                    token_columns!(),
-                    " FROM tokens WHERE tenant = ?1 AND fingerprint = ?2"
-                ),
+                select!(tokens, "WHERE tenant = ?1 AND fingerprint = ?2"),
                 params![new.tenant, new.fingerprint.as_slice()],
                 |r| rows::token(r),
             )?;
@@ -268,20 +258,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn token(
-        &self,
-        tenant: &str,
-        token: &Token,
-        now: i64,
-    ) -> Result<Option<TokenRecord>, StoreError> {
+    async fn token(&self, tenant: &str, token: &Token, now: i64) -> Result<Option<TokenRecord>> {
         let (tenant, token) = (tenant.to_owned(), token.clone());
         self.lookup(move |conn| {
             query_one(
                 conn,
-                concat!(
-                    "SELECT ",
-                    token_columns!(),
-                    " FROM tokens WHERE token = ?1 AND tenant = ?2 \
+                select!(
+                    tokens,
+                    "WHERE token = ?1 AND tenant = ?2 \
                      AND (expires_at IS NULL OR expires_at > ?3)"
                 ),
                 params![token.as_str(), tenant, now],
@@ -298,7 +282,7 @@ impl Store for SqliteStore {
         now: i64,
         audit: &AuditKey,
         mut draft: AuditDraft,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         let (tenant, token) = (tenant.to_owned(), token.clone());
         self.audited(audit, move |tx, appender| {
                 let deleted = tx
@@ -316,7 +300,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64, StoreError> {
+    async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64> {
         self.audited(audit, move |tx, appender| {
             let n = tx.execute(
                 "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?1",
@@ -341,7 +325,7 @@ impl Store for SqliteStore {
         c: ClientRecord,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         self.audited(audit, move |tx, appender| {
             tx.execute(
                 concat!(
@@ -356,42 +340,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn client_by_key_hash(
-        &self,
-        key_hash: [u8; 32],
-    ) -> Result<Option<ClientRecord>, StoreError> {
+    async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
         self.lookup(move |conn| {
-            let query = concat!(
-                "SELECT ",
-                client_columns!(),
-                " FROM clients WHERE key_hash = ?1"
-            );
+            let query = select!(clients, "WHERE key_hash = ?1");
             query_one(conn, query, [key_hash.as_slice()], |r| rows::client(r))
         })
         .await
     }
 
-    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+    async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>> {
         let id = id.clone();
         self.lookup(move |conn| {
-            let query = concat!("SELECT ", client_columns!(), " FROM clients WHERE id = ?1");
+            let query = select!(clients, "WHERE id = ?1");
             query_one(conn, query, [id.as_str()], |r| rows::client(r))
         })
         .await
     }
 
-    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
         self.read(|conn| {
-            query_all(
-                conn,
-                concat!(
-                    "SELECT ",
-                    client_columns!(),
-                    " FROM clients ORDER BY created_at, id"
-                ),
-                [],
-                |r| rows::client(r),
-            )
+            query_all(conn, select!(clients, "ORDER BY created_at, id"), [], |r| {
+                rows::client(r)
+            })
         })
         .await
     }
@@ -401,7 +371,7 @@ impl Store for SqliteStore {
         revocation: ClientRevocation,
         audit: &AuditKey,
         mut draft: AuditDraft,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         self.audited(audit, move |tx, appender| {
             // Only the row as it was read and checked: one changed since is not revoked blindly.
             let revoked = tx.execute(
@@ -428,7 +398,7 @@ impl Store for SqliteStore {
         macs: Vec<(ClientId, RowMac)>,
         audit: &AuditKey,
         draft: AuditDraft,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         self.audited(audit, move |tx, appender| {
             insert_key(tx, &key)?;
             for (id, mac) in &macs {
@@ -442,12 +412,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
+    async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()> {
         self.audited(audit, move |tx, appender| appender.append(tx, draft))
             .await
     }
 
-    async fn adopt_head(&self) -> Result<Option<Link>, StoreError> {
+    async fn adopt_head(&self) -> Result<Option<Link>> {
         let stored = self.read(stored_head).await?;
         self.head.adopt(stored);
         Ok(stored)
@@ -457,11 +427,11 @@ impl Store for SqliteStore {
         self.head.known()
     }
 
-    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+    async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>> {
         self.read(move |conn| mac_at(conn, seq)).await
     }
 
-    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>, StoreError> {
+    async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -481,7 +451,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn is_empty(&self) -> Result<bool, StoreError> {
+    async fn is_empty(&self) -> Result<bool> {
         self.read(|conn| {
             let any: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit_events) OR EXISTS (SELECT 1 FROM clients)",
@@ -493,16 +463,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.read(move |conn| {
             query_all(
                 conn,
-                concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                ),
+                select!(audit_events, "WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
                 params![after, limit],
                 |r| rows::event(r),
             )
@@ -510,7 +476,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn check_ready(&self) -> Result<(), StoreError> {
+    async fn check_ready(&self) -> Result<()> {
         let head = Arc::clone(&self.head);
         self.pool
             .transaction(move |tx| {

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Chain, insert_events, tokenize_in};
 use crate::audit::{AuditDraft, ChainHead};
 use crate::crypto::AuditKey;
+use crate::store::Result;
 use crate::store::{StoreError, TokenRecord};
 
 /// The most jobs committed together.
@@ -33,11 +34,8 @@ struct Job {
 }
 
 enum Kind {
-    Append(oneshot::Sender<Result<(), StoreError>>),
-    Tokenize(
-        Box<TokenRecord>,
-        oneshot::Sender<Result<TokenRecord, StoreError>>,
-    ),
+    Append(oneshot::Sender<Result<()>>),
+    Tokenize(Box<TokenRecord>, oneshot::Sender<Result<TokenRecord>>),
 }
 
 impl GroupCommit {
@@ -50,7 +48,7 @@ impl GroupCommit {
     }
 
     /// Appends one audit event; returns once it is committed.
-    pub(super) async fn append(&self, key: &AuditKey, draft: AuditDraft) -> Result<(), StoreError> {
+    pub(super) async fn append(&self, key: &AuditKey, draft: AuditDraft) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.submit(key, draft, Kind::Append(reply))?;
         answer.await.map_err(|_| StoreError::Task)?
@@ -62,13 +60,13 @@ impl GroupCommit {
         key: &AuditKey,
         new: TokenRecord,
         draft: AuditDraft,
-    ) -> Result<TokenRecord, StoreError> {
+    ) -> Result<TokenRecord> {
         let (reply, answer) = oneshot::channel();
         self.submit(key, draft, Kind::Tokenize(Box::new(new), reply))?;
         answer.await.map_err(|_| StoreError::Task)?
     }
 
-    fn submit(&self, key: &AuditKey, draft: AuditDraft, kind: Kind) -> Result<(), StoreError> {
+    fn submit(&self, key: &AuditKey, draft: AuditDraft, kind: Kind) -> Result<()> {
         self.jobs
             .try_send(Job {
                 key: key.clone(),
@@ -115,11 +113,7 @@ async fn run(pool: Pool, head: Arc<ChainHead>, mut queue: mpsc::Receiver<Job>) {
 
 /// One transaction for the whole batch: the audit lock, each job's rows, every audit event in
 /// one insert, one commit. Returns, per job, the token record a tokenize resolved to.
-async fn commit(
-    pool: &Pool,
-    head: &ChainHead,
-    batch: &[Job],
-) -> Result<Vec<Option<TokenRecord>>, StoreError> {
+async fn commit(pool: &Pool, head: &ChainHead, batch: &[Job]) -> Result<Vec<Option<TokenRecord>>> {
     let mut client = pool
         .get()
         .await
@@ -147,7 +141,7 @@ async fn commit(
     Ok(records)
 }
 
-fn answer(job: Job, result: Result<Option<TokenRecord>, StoreError>) {
+fn answer(job: Job, result: Result<Option<TokenRecord>>) {
     // A caller that gave up (its request timed out) no longer listens: nothing to tell.
     match job.kind {
         Kind::Append(reply) => {
