@@ -580,42 +580,20 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), rusqlite::E
 mod tests {
     use super::*;
 
+    /// A store's error, as the services declare theirs, and `Failed`: a job refusing itself.
     #[derive(Debug)]
-    enum E {
-        Db,
+    #[allow(dead_code, reason = "the variants' values are only shown by Debug")]
+    enum Failure {
+        Duplicate,
+        Corrupt(&'static str),
+        Database(Box<dyn std::error::Error + Send + Sync>),
+        Task,
+        Overloaded,
+        ReadOnly,
         Failed,
-        Full,
     }
 
-    impl From<rusqlite::Error> for E {
-        fn from(_: rusqlite::Error) -> Self {
-            Self::Db
-        }
-    }
-
-    impl From<TaskFailed> for E {
-        fn from(_: TaskFailed) -> Self {
-            Self::Db
-        }
-    }
-
-    impl From<CommitFailed> for E {
-        fn from(_: CommitFailed) -> Self {
-            Self::Db
-        }
-    }
-
-    impl From<QueueFull> for E {
-        fn from(_: QueueFull) -> Self {
-            Self::Full
-        }
-    }
-
-    impl From<ReadOnly> for E {
-        fn from(_: ReadOnly) -> Self {
-            Self::Db
-        }
-    }
+    crate::store_error_from_backends!(Failure);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writes_all_commit_and_a_failing_one_is_undone_alone() {
@@ -639,7 +617,7 @@ mod tests {
                     // Every tenth write changes something, then fails: only it is undone.
                     if n % 10 == 0 {
                         tx.execute("INSERT INTO t (n) VALUES (?1)", [n + 1000])?;
-                        return Err(E::Failed);
+                        return Err(Failure::Failed);
                     }
                     Ok(n)
                 })
@@ -650,8 +628,8 @@ mod tests {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(_) => {}
-                Err(E::Failed) => failed += 1,
-                Err(E::Db | E::Full) => panic!("a database error"),
+                Err(Failure::Failed) => failed += 1,
+                Err(e) => panic!("a database error: {e:?}"),
             }
         }
         assert_eq!(failed, 30);
@@ -665,7 +643,7 @@ mod tests {
         }
         let (count, max): (i64, i64) = pool
             .read(|c| {
-                Ok::<_, E>(c.query_row("SELECT count(*), max(n) FROM t", [], |r| {
+                Ok::<_, Failure>(c.query_row("SELECT count(*), max(n) FROM t", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?)
             })
@@ -675,9 +653,9 @@ mod tests {
         assert!(max < 1000, "a failed write left a row");
         // A duplicate key fails only its own write.
         let dup = pool
-            .transaction(|tx| Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (1)", [])?))
+            .transaction(|tx| Ok::<_, Failure>(tx.execute("INSERT INTO t (n) VALUES (1)", [])?))
             .await;
-        assert!(matches!(dup, Err(E::Db)));
+        assert!(matches!(dup, Err(Failure::Duplicate)), "{dup:?}");
     }
 
     /// A write arriving while `max_queued_writes` wait is refused at once, not queued.
@@ -703,7 +681,7 @@ mod tests {
                 pool.transaction(move |tx| {
                     let _ = started_tx.send(());
                     let _ = held.recv();
-                    Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (0)", [])?)
+                    Ok::<_, Failure>(tx.execute("INSERT INTO t (n) VALUES (0)", [])?)
                 })
                 .await
             })
@@ -716,7 +694,7 @@ mod tests {
                 let pool = pool.clone();
                 Box::pin(async move {
                     pool.transaction(move |tx| {
-                        Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?)
+                        Ok::<_, Failure>(tx.execute("INSERT INTO t (n) VALUES (?1)", [n])?)
                     })
                     .await
                 })
@@ -730,9 +708,11 @@ mod tests {
             .await;
         }
         let refused = matches!(
-            pool.transaction(|tx| Ok::<_, E>(tx.execute("INSERT INTO t (n) VALUES (99)", [])?))
-                .await,
-            Err(E::Full)
+            pool.transaction(|tx| Ok::<_, Failure>(
+                tx.execute("INSERT INTO t (n) VALUES (99)", [])?
+            ))
+            .await,
+            Err(Failure::Overloaded)
         );
         release.send(()).unwrap();
         assert!(refused, "a write past the bound was queued");
@@ -767,7 +747,11 @@ mod tests {
                     while reading.load(Ordering::Relaxed) {
                         let _: i64 = pool
                             .lookup(|c| {
-                                Ok::<_, E>(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+                                Ok::<_, Failure>(c.query_row(
+                                    "SELECT count(*) FROM t",
+                                    [],
+                                    |r| r.get(0),
+                                )?)
                             })
                             .await
                             .unwrap();
@@ -788,7 +772,7 @@ mod tests {
                         rusqlite::params![round * 256 + i, blob],
                     )?;
                 }
-                Ok::<_, E>(())
+                Ok::<_, Failure>(())
             })
             .await
             .unwrap();
