@@ -117,6 +117,24 @@ impl PgStore {
         })
     }
 
+    /// Begins an audited transaction on `client`: the audit lock held, the chain's head read.
+    async fn audited<'a>(&self, client: &'a mut deadpool_postgres::Object) -> Result<Audited<'a>> {
+        let tx = client.transaction().await?;
+        let chain = Chain::lock(&tx, &self.head).await?;
+        Ok(Audited { tx, chain })
+    }
+
+    /// Chains `draft` after the transaction's changes and commits them together.
+    async fn commit_with(
+        &self,
+        Audited { tx, mut chain }: Audited<'_>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<()> {
+        insert_events(&tx, &[chain.link(audit, draft)]).await?;
+        self.commit(tx, &chain).await
+    }
+
     /// Commits `tx` and remembers `chain`'s head as this store's.
     async fn commit(&self, tx: Transaction<'_>, chain: &Chain) -> Result<()> {
         tx.commit().await?;
@@ -187,6 +205,12 @@ async fn tokenize_in(
     .await?;
     insert_token(tx, &new).await?;
     Ok(new)
+}
+
+/// A transaction holding the audit lock, and the chain as it stands in it.
+struct Audited<'a> {
+    tx: Transaction<'a>,
+    chain: Chain,
 }
 
 /// The audit chain's last link, read under the advisory lock that serializes appends.
@@ -310,13 +334,11 @@ impl Store for PgStore {
         draft: AuditDraft,
     ) -> Result<()> {
         let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx, &self.head).await?;
+        let w = self.audited(&mut client).await?;
         for k in &keys {
-            insert_key(&tx, k).await?;
+            insert_key(&w.tx, k).await?;
         }
-        insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        self.commit(tx, &chain).await?;
+        self.commit_with(w, audit, draft).await?;
         Ok(())
     }
 
@@ -347,9 +369,8 @@ impl Store for PgStore {
         mut draft: AuditDraft,
     ) -> Result<bool> {
         let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx, &self.head).await?;
-        let deleted = tx
+        let w = self.audited(&mut client).await?;
+        let deleted = w.tx
             .execute(
                 "DELETE FROM tokens WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)",
                 &[&token.as_str(), &tenant, &now],
@@ -359,15 +380,13 @@ impl Store for PgStore {
         if !deleted {
             draft.outcome = Outcome::NotFound;
         }
-        insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        self.commit(tx, &chain).await?;
+        self.commit_with(w, audit, draft).await?;
         Ok(deleted)
     }
 
     async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64> {
         let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx, &self.head).await?;
+        let Audited { tx, mut chain } = self.audited(&mut client).await?;
         let n = tx
             .execute(
                 "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
@@ -390,9 +409,8 @@ impl Store for PgStore {
         draft: AuditDraft,
     ) -> Result<()> {
         let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx, &self.head).await?;
-        tx.execute_raw(
+        let w = self.audited(&mut client).await?;
+        w.tx.execute_raw(
             concat!(
                 "INSERT INTO clients (",
                 client_columns!(),
@@ -401,8 +419,7 @@ impl Store for PgStore {
             rows::client_values(&c),
         )
         .await?;
-        insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        self.commit(tx, &chain).await?;
+        self.commit_with(w, audit, draft).await?;
         Ok(())
     }
 
@@ -425,10 +442,9 @@ impl Store for PgStore {
         mut draft: AuditDraft,
     ) -> Result<bool> {
         let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx, &self.head).await?;
+        let w = self.audited(&mut client).await?;
         // Only the row as it was read and checked: one changed since is not revoked blindly.
-        let revoked = tx
+        let revoked = w.tx
             .execute(
                 "UPDATE clients SET revoked_at = $2, mac = $3 WHERE id = $1 AND revoked_at IS NULL AND mac = $4",
                 &[
@@ -443,8 +459,7 @@ impl Store for PgStore {
         if !revoked {
             draft.outcome = Outcome::NotFound;
         }
-        insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        self.commit(tx, &chain).await?;
+        self.commit_with(w, audit, draft).await?;
         Ok(revoked)
     }
 
@@ -456,18 +471,16 @@ impl Store for PgStore {
         draft: AuditDraft,
     ) -> Result<()> {
         let mut client = self.conn().await?;
-        let tx = client.transaction().await?;
-        let mut chain = Chain::lock(&tx, &self.head).await?;
-        insert_key(&tx, &key).await?;
+        let w = self.audited(&mut client).await?;
+        insert_key(&w.tx, &key).await?;
         for (id, mac) in &macs {
-            tx.execute(
+            w.tx.execute(
                 "UPDATE clients SET mac = $2 WHERE id = $1 AND mac IS NULL",
                 &[&id.as_str(), &mac.0.as_slice()],
             )
             .await?;
         }
-        insert_events(&tx, &[chain.link(audit, draft)]).await?;
-        self.commit(tx, &chain).await
+        self.commit_with(w, audit, draft).await
     }
 
     async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>> {
