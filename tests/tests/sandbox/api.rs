@@ -107,27 +107,36 @@ async fn each_prefix_answers_in_its_spelling() {
     let e = env().await;
     let p = &e.partner;
 
-    let (s, v1) = p
-        .post(
-            "/api/v1/session/init/payout",
-            payout_body("payment_method", VISA, 100, "Ivan"),
-        )
-        .await;
-    assert_eq!(s, 200, "{v1}");
-    let po = &v1["session"]["payments"][0];
-    assert!(v1["session"].get("payout_list").is_none());
-    assert_eq!(po["payment_method"]["card"]["last4"], "4242");
-    assert!(po.get("payout_details").is_none());
+    // (prefix, its destination and list keys, the other spelling's)
+    let spellings = [
+        (
+            "v1",
+            "payment_method",
+            "payments",
+            "payout_details",
+            "payout_list",
+        ),
+        (
+            "v2",
+            "payout_details",
+            "payout_list",
+            "payment_method",
+            "payments",
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (v, destination, list, other_destination, other_list) in spellings {
+        let (s, b) = p.init(v, payout_body(destination, VISA, 100, "Ivan")).await;
+        assert_eq!(s, 200, "{b}");
+        let po = &b["session"][list][0];
+        assert!(b["session"].get(other_list).is_none(), "{v}: {b}");
+        assert_eq!(po[destination]["card"]["last4"], "4242", "{v}");
+        assert!(po.get(other_destination).is_none(), "{v}: {b}");
+        answers.push(b);
+    }
 
-    let (s, v2) = p
-        .post(
-            "/api/v2/session/init/payout",
-            payout_body("payout_details", VISA, 100, "Ivan"),
-        )
-        .await;
-    assert_eq!(s, 200, "{v2}");
+    let v2 = &answers[1];
     let po = &v2["session"]["payout_list"][0];
-    assert!(v2["session"].get("payments").is_none());
     let card = &po["payout_details"]["card"];
     assert_eq!(po["payout_details"]["type"], "card");
     assert_eq!(card["brand"], "visa");
@@ -139,17 +148,12 @@ async fn each_prefix_answers_in_its_spelling() {
 
     // Lenient: each prefix accepts the other spelling in requests, answers in its own.
     let (s, mixed) = p
-        .post(
-            "/api/v2/session/init/payout",
-            payout_body("payment_method", VISA, 100, "Ivan"),
-        )
+        .init("v2", payout_body("payment_method", VISA, 100, "Ivan"))
         .await;
     assert_eq!(s, 200, "{mixed}");
     assert!(mixed["session"]["payout_list"][0]["payout_details"].is_object());
     let id = mixed["session"]["id"].as_str().unwrap();
-    let (_, as_v1) = p
-        .post("/api/v1/session/status", json!({"session_id": id}))
-        .await;
+    let (_, as_v1) = p.on_session("v1", "status", id).await;
     assert!(payout(&as_v1["session"])["payment_method"].is_object());
 
     // Brands by first digit.
@@ -158,10 +162,7 @@ async fn each_prefix_answers_in_its_spelling() {
         ("5555555555554444", "mastercard"),
     ] {
         let (_, b) = p
-            .post(
-                "/api/v2/session/init/payout",
-                payout_body("payout_details", number, 100, "I"),
-            )
+            .init("v2", payout_body("payout_details", number, 100, "I"))
             .await;
         assert_eq!(
             payout(&b["session"])["payout_details"]["card"]["brand"],
@@ -184,14 +185,12 @@ async fn validation_and_routing() {
     no_amount.as_object_mut().unwrap().remove("amount_details");
     bad_amount["amount_details"]["currency"] = json!("rub");
     for body in [no_name, bad_amount, short_card, no_amount] {
-        let (s, b) = p.post("/api/v2/session/init/payout", body).await;
+        let (s, b) = p.init("v2", body).await;
         assert_eq!((s, code(&b).as_str()), (400, "invalid_request"), "{b}");
         assert!(!b.to_string().contains("424242424242"));
     }
 
-    let (s, b) = p
-        .post("/api/v2/session/status", json!({"session_id": "ps_999"}))
-        .await;
+    let (s, b) = p.on_session("v2", "status", "ps_999").await;
     assert_eq!((s, code(&b).as_str()), (400, "invalid_request"));
     let (s, b) = p.post("/api/v2/session/confirm", json!({})).await;
     assert_eq!((s, code(&b).as_str()), (400, "invalid_request"));
@@ -209,13 +208,10 @@ async fn validation_and_routing() {
         let (s, _) = p.post(path, json!({})).await;
         assert_eq!(s, 404, "{path}");
     }
-    let r = p
-        .http
-        .get(format!("{}/api/v1/session/create", p.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 405);
+    let get = p
+        .status_of(reqwest::Method::GET, "/api/v1/session/create")
+        .await;
+    assert_eq!(get, 405);
 
     let (s, b) = p.post("/api/v1/wallet/balance", json!({})).await;
     assert_eq!((s, code(&b).as_str()), (400, "invalid_request"));

@@ -8,7 +8,7 @@ use shared::Pan;
 use shared::scan::contains_pan;
 use testkit::http::Fetch;
 
-use crate::helpers::{PROJECT, Partner, VISA, partner_keys, payout_body};
+use crate::helpers::{PROJECT, Partner, VISA, partner_keys, payout_body, session_id};
 
 #[tokio::test]
 async fn binary_serves_a_project_from_flags() {
@@ -68,15 +68,10 @@ async fn binary_serves_a_project_from_flags() {
         (Some(777), Some(true))
     );
     let (s, b) = p
-        .post(
-            "/api/v1/session/init/payout",
-            payout_body("payment_method", VISA, 100, "I"),
-        )
+        .init("v1", payout_body("payment_method", VISA, 100, "I"))
         .await;
     assert_eq!(s, 200, "{b}");
-    let (s, _) = p
-        .post("/api/v1/session/status", json!({"session_id": "ps_1"}))
-        .await;
+    let (s, _) = p.on_session("v1", "status", "ps_1").await;
     assert_eq!(s, 500, "the --fault flag is active");
 
     child.kill().unwrap();
@@ -215,7 +210,7 @@ async fn session_ids_stay_unique_across_restarts() {
         let p = Partner::new(&url, PROJECT, &partner_keys().0);
         let (s, b) = p.post("/api/v2/session/create", json!({})).await;
         assert_eq!(s, 200, "{b}");
-        ids.push(b["session"]["id"].as_str().unwrap().to_owned());
+        ids.push(session_id(&b));
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PROJECT, Partner, VISA, env_with, partner_keys, payout, payout_body};
+use crate::helpers::{
+    PROJECT, Partner, VISA, env_with, partner_keys, payout, payout_body, session_id,
+};
 
 async fn call(
     p: &Partner,
@@ -25,6 +27,17 @@ async fn call(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// `POST /__sandbox/sessions/{id}/{action}`.
+async fn session_action(p: &Partner, id: &str, action: &str, body: Option<Value>) -> (u16, Value) {
+    call(
+        p,
+        reqwest::Method::POST,
+        &format!("/sessions/{id}/{action}"),
+        body,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -113,35 +126,24 @@ async fn manual_advance_and_refund() {
     })
     .await;
     let p = &e.partner;
-    use reqwest::Method as M;
 
     let (_, b) = p
-        .post(
-            "/api/v2/session/init/payout",
-            payout_body("payout_details", VISA, 300, "I"),
-        )
+        .init("v2", payout_body("payout_details", VISA, 300, "I"))
         .await;
-    let id = b["session"]["id"].as_str().unwrap().to_owned();
+    let id = session_id(&b);
     e.hooks.quiet(Duration::from_millis(100)).await;
-    let (s, b) = call(p, M::POST, &format!("/sessions/{id}/advance"), None).await;
+    let (s, b) = session_action(p, &id, "advance", None).await;
     assert_eq!(
         (s, b["phase"].as_str()),
         (200, Some("awaiting_confirm")),
         "{b}"
     );
     e.hooks.expect("ready_to_confirm").await;
-    let (s, _) = call(p, M::POST, &format!("/sessions/{id}/advance"), None).await;
+    let (s, _) = session_action(p, &id, "advance", None).await;
     assert_eq!(s, 409, "waits for the partner");
 
-    p.post("/api/v2/session/confirm", json!({"session_id": id}))
-        .await;
-    let (s, b) = call(
-        p,
-        M::POST,
-        &format!("/sessions/{id}/advance"),
-        Some(json!({"step": "finish"})),
-    )
-    .await;
+    p.on_session("v2", "confirm", &id).await;
+    let (s, b) = session_action(p, &id, "advance", Some(json!({"step": "finish"}))).await;
     assert_eq!(
         (s, b["session"]["status"].as_str()),
         (200, Some("accepted"))
@@ -149,13 +151,7 @@ async fn manual_advance_and_refund() {
     e.hooks.expect("payment_finished").await;
     let spent = e.sandbox.project(PROJECT).unwrap().wallet_balance;
 
-    let (s, b) = call(
-        p,
-        M::POST,
-        &format!("/sessions/{id}/refund"),
-        Some(json!({"amount": 100})),
-    )
-    .await;
+    let (s, b) = session_action(p, &id, "refund", Some(json!({"amount": 100}))).await;
     assert_eq!(s, 200, "{b}");
     let refunded = e.hooks.expect("payment_refunded").await;
     let refunds = &payout(&refunded)["refunds"];
@@ -165,30 +161,13 @@ async fn manual_advance_and_refund() {
         e.sandbox.project(PROJECT).unwrap().wallet_balance,
         spent + 100
     );
-    let (s, _) = call(
-        p,
-        M::POST,
-        &format!("/sessions/{id}/refund"),
-        Some(json!({"amount": 201})),
-    )
-    .await;
+    let (s, _) = session_action(p, &id, "refund", Some(json!({"amount": 201}))).await;
     assert_eq!(s, 409, "only 200 left");
-    let (_, st) = p
-        .post("/api/v2/session/status", json!({"session_id": id}))
-        .await;
+    let (_, st) = p.on_session("v2", "status", &id).await;
     assert_eq!(payout(&st["session"])["refunds"][0]["status"], "accepted");
 
-    assert_eq!(
-        call(p, M::POST, "/sessions/ps_404/advance", None).await.0,
-        404
-    );
-    let (s, _) = call(
-        p,
-        M::POST,
-        &format!("/sessions/{id}/advance"),
-        Some(json!({"step": "bogus"})),
-    )
-    .await;
+    assert_eq!(session_action(p, "ps_404", "advance", None).await.0, 404);
+    let (s, _) = session_action(p, &id, "advance", Some(json!({"step": "bogus"}))).await;
     assert_eq!(s, 400);
 }
 

@@ -34,19 +34,14 @@ async fn call_faults_error_delay_and_hang() {
         .set_fault(fault("session/init/payout=error_after:503@1"))
         .unwrap();
     let (s, _) = p
-        .post(
-            "/api/v2/session/init/payout",
-            payout_body("payout_details", VISA, 100, "I"),
-        )
+        .init("v2", payout_body("payout_details", VISA, 100, "I"))
         .await;
     assert_eq!(s, 503);
     wait_phase(&e.sandbox, "ps_2", "awaiting_confirm").await;
 
     e.sandbox.set_fault(fault("*=delay:200@1")).unwrap();
     let t = Instant::now();
-    let (s, _) = p
-        .post("/api/v2/session/status", json!({"session_id": "ps_2"}))
-        .await;
+    let (s, _) = p.on_session("v2", "status", "ps_2").await;
     assert!(s == 200 && t.elapsed() >= Duration::from_millis(200));
 
     // hang: the client times out and nothing was done.
@@ -76,10 +71,7 @@ async fn webhooks_are_retried_until_200() {
     let mut e = env().await;
     e.hooks.answer_with(&[500, 404]);
     e.partner
-        .post(
-            "/api/v2/session/init/payout",
-            payout_body("payout_details", VISA, 100, "I"),
-        )
+        .init("v2", payout_body("payout_details", VISA, 100, "I"))
         .await;
     e.hooks.expect("ready_to_confirm").await;
     let attempts: Vec<(u32, Option<u16>)> = journal_when(&e.sandbox, |j| webhook_count(j) == 3)
@@ -98,16 +90,17 @@ async fn webhook_faults_drop_duplicate_reorder() {
     let mut e = env_with(|c| c.projects[0].auto_confirm = true).await;
     let p = &e.partner;
     let init = || payout_body("payout_details", VISA, 100, "I");
+    // One payout with the webhook fault `spec` switched on.
+    let pay_under = async |spec: &str| {
+        e.sandbox.set_fault(fault(spec)).unwrap();
+        p.init("v2", init()).await;
+    };
 
-    e.sandbox
-        .set_fault(fault("webhook:payment_finished=drop@1"))
-        .unwrap();
-    p.post("/api/v2/session/init/payout", init()).await;
+    pay_under("webhook:payment_finished=drop@1").await;
     wait_phase(&e.sandbox, "ps_1", "finished").await;
     e.hooks.quiet(Duration::from_millis(150)).await;
 
-    e.sandbox.set_fault(fault("webhook:*=duplicate@1")).unwrap();
-    p.post("/api/v2/session/init/payout", init()).await;
+    pay_under("webhook:*=duplicate@1").await;
     let a = e.hooks.expect("payment_finished").await;
     let b = e.hooks.expect("payment_finished").await;
     assert_eq!(
@@ -116,13 +109,10 @@ async fn webhook_faults_drop_duplicate_reorder() {
     );
 
     // ps_3's webhook is held until ps_4's has gone out.
-    e.sandbox
-        .set_fault(fault("webhook:payment_finished=reorder@1"))
-        .unwrap();
-    p.post("/api/v2/session/init/payout", init()).await;
+    pay_under("webhook:payment_finished=reorder@1").await;
     wait_phase(&e.sandbox, "ps_3", "finished").await;
     e.hooks.quiet(Duration::from_millis(100)).await;
-    p.post("/api/v2/session/init/payout", init()).await;
+    p.init("v2", init()).await;
     assert_eq!(e.hooks.expect("payment_finished").await["id"], "ps_4");
     let late = e.hooks.expect("payment_finished").await;
     assert_eq!(late["id"], "ps_3");

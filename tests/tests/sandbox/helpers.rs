@@ -144,8 +144,40 @@ impl Partner {
             .post(&format!("/api/{v}/session/create"), json!({}))
             .await;
         assert_eq!(status, 200, "{body}");
-        body["session"]["id"].as_str().unwrap().to_owned()
+        session_id(&body)
     }
+
+    /// `session/init/payout` under the `v` prefix (the body may use either spelling).
+    pub(crate) async fn init(&self, v: &str, body: Value) -> (u16, Value) {
+        self.post(&format!("/api/{v}/session/init/payout"), body)
+            .await
+    }
+
+    /// A method whose body is only the session id (`status`, `confirm`, `cancel`).
+    pub(crate) async fn on_session(&self, v: &str, method: &str, id: &str) -> (u16, Value) {
+        self.post(
+            &format!("/api/{v}/session/{method}"),
+            json!({"session_id": id}),
+        )
+        .await
+    }
+
+    /// The HTTP status of an unsigned, bodiless `method` request to `path`: for what is refused
+    /// or answered before any signature check, and for the control API.
+    pub(crate) async fn status_of(&self, method: reqwest::Method, path: &str) -> u16 {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+}
+
+/// The session id in an answer's envelope.
+pub(crate) fn session_id(body: &Value) -> String {
+    body["session"]["id"].as_str().unwrap().to_owned()
 }
 
 /// A start/init body in the given spelling.

@@ -6,7 +6,7 @@ use shared::Pan;
 use shared::scan::contains_pan;
 use testkit::http::Fetch;
 
-use crate::helpers::{VISA, env, journal_when, payout, payout_body, webhook_count};
+use crate::helpers::{VISA, env, journal_when, payout, payout_body, session_id, webhook_count};
 
 #[tokio::test]
 async fn journal_holds_the_pan_only_in_start_and_init_bodies() {
@@ -18,14 +18,13 @@ async fn journal_holds_the_pan_only_in_start_and_init_bodies() {
     let mut create = payout_body("payout_details", mir, 700, "Ivan");
     create["metadata"] = json!("order-1");
     let (_, b) = p.post("/api/v2/session/create", create).await;
-    let id = b["session"]["id"].as_str().unwrap().to_owned();
+    let id = session_id(&b);
     let (s, b) = p
         .post("/api/v2/session/start/payout", json!({"session_id": id}))
         .await;
     assert_eq!(s, 200, "{b}");
     e.hooks.expect("ready_to_confirm").await;
-    p.post("/api/v2/session/confirm", json!({"session_id": id}))
-        .await;
+    p.on_session("v2", "confirm", &id).await;
     e.hooks.expect("payment_finished").await;
 
     let mut start = payout_body("payment_method", VISA, 100, "Ivan");
@@ -33,11 +32,8 @@ async fn journal_holds_the_pan_only_in_start_and_init_bodies() {
     start["session_id"] = json!(id2);
     p.post("/api/v1/session/start/payout", start).await;
     e.hooks.expect("ready_to_confirm").await;
-    p.post(
-        "/api/v2/session/init/payout",
-        payout_body("payout_details", VISA, 100, "I"),
-    )
-    .await;
+    p.init("v2", payout_body("payout_details", VISA, 100, "I"))
+        .await;
     e.hooks.expect("ready_to_confirm").await;
     // A PAN sent where none belongs: to an unknown path, and to status.
     p.post(
@@ -111,12 +107,9 @@ async fn journal_holds_the_pan_only_in_start_and_init_bodies() {
         "0004"
     );
 
-    let r = p
-        .http
-        .delete(format!("{}/__sandbox/journal", p.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    let cleared = p
+        .status_of(reqwest::Method::DELETE, "/__sandbox/journal")
+        .await;
+    assert_eq!(cleared, 204);
     assert!(e.sandbox.journal().is_empty());
 }

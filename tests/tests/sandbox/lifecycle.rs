@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tests::sandbox::ApiVersion;
 
-use crate::helpers::{PROJECT, VISA, env, env_with, payout, payout_body};
+use crate::helpers::{PROJECT, VISA, env, env_with, payout, payout_body, session_id};
 
 fn is_timestamp(v: &Value) -> bool {
     let s = v.as_str().unwrap_or_default();
@@ -52,14 +52,10 @@ async fn full_payout_with_signed_webhooks() {
     );
     assert_eq!(po["payout_details"]["card"]["last4"], "4242");
 
-    let (_, st) = p
-        .post("/api/v2/session/status", json!({"session_id": id}))
-        .await;
+    let (_, st) = p.on_session("v2", "status", &id).await;
     assert_eq!(st["session"]["next_action"], "confirm");
 
-    let (s, b) = p
-        .post("/api/v2/session/confirm", json!({"session_id": id}))
-        .await;
+    let (s, b) = p.on_session("v2", "confirm", &id).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["session"]["status"], "in_progress");
     assert!(b["session"].get("next_action").is_none());
@@ -93,9 +89,7 @@ async fn cancel_wrong_state_and_timeouts() {
 
     // A created session cancels at once, with no webhook; starting it afterwards is wrong.
     let id = p.create("v2").await;
-    let (s, b) = p
-        .post("/api/v2/session/cancel", json!({"session_id": id}))
-        .await;
+    let (s, b) = p.on_session("v2", "cancel", &id).await;
     assert_eq!(
         (s, b["session"]["status"].as_str()),
         (200, Some("cancelled"))
@@ -107,24 +101,15 @@ async fn cancel_wrong_state_and_timeouts() {
 
     // Confirm before ready_to_confirm, then cancel after it.
     let (_, b) = p
-        .post(
-            "/api/v2/session/init/payout",
-            payout_body("payout_details", VISA, 500, "Ivan"),
-        )
+        .init("v2", payout_body("payout_details", VISA, 500, "Ivan"))
         .await;
-    let id = b["session"]["id"].as_str().unwrap().to_owned();
-    let (s, b) = p
-        .post("/api/v2/session/confirm", json!({"session_id": id}))
-        .await;
+    let id = session_id(&b);
+    let (s, b) = p.on_session("v2", "confirm", &id).await;
     assert!(s == 400 && wrong(&b), "{b}");
     e.hooks.expect("ready_to_confirm").await;
-    let (s, _) = p
-        .post("/api/v2/session/cancel", json!({"session_id": id}))
-        .await;
+    let (s, _) = p.on_session("v2", "cancel", &id).await;
     assert_eq!(s, 200);
-    let (s, b) = p
-        .post("/api/v2/session/confirm", json!({"session_id": id}))
-        .await;
+    let (s, b) = p.on_session("v2", "confirm", &id).await;
     assert!(s == 400 && wrong(&b), "{b}");
     let done = e.hooks.expect("payment_finished").await;
     assert_eq!(done["status"], "cancelled");
@@ -133,17 +118,12 @@ async fn cancel_wrong_state_and_timeouts() {
         payout(&done)["error"]["code"],
         "session_cancelled_by_partner"
     );
-    let (s, b) = p
-        .post("/api/v2/session/cancel", json!({"session_id": id}))
-        .await;
+    let (s, b) = p.on_session("v2", "cancel", &id).await;
     assert!(s == 400 && wrong(&b), "{b}");
 
     // Nobody confirms: confirm_timeout after ready_to_confirm.
-    p.post(
-        "/api/v2/session/init/payout",
-        payout_body("payout_details", VISA, 500, "Ivan"),
-    )
-    .await;
+    p.init("v2", payout_body("payout_details", VISA, 500, "Ivan"))
+        .await;
     e.hooks.expect("ready_to_confirm").await;
     let done = e.hooks.expect("payment_finished").await;
     assert_eq!(done["status"], "cancelled");
@@ -184,10 +164,7 @@ async fn idempotency_keys_are_rejected_on_reuse_never_replayed() {
 async fn automatic_and_single_request_confirmation() {
     let mut e = env_with(|c| c.projects[0].auto_confirm = true).await;
     e.partner
-        .post(
-            "/api/v2/session/init/payout",
-            payout_body("payout_details", VISA, 100, "Ivan"),
-        )
+        .init("v2", payout_body("payout_details", VISA, 100, "Ivan"))
         .await;
     let done = e.hooks.expect("payment_finished").await;
     assert_eq!(payout(&done)["status"], "succeeded");
@@ -198,11 +175,8 @@ async fn automatic_and_single_request_confirmation() {
     })
     .await;
     let p = &e.partner;
-    p.post(
-        "/api/v2/session/init/payout",
-        payout_body("payout_details", VISA, 100, "Ivan"),
-    )
-    .await;
+    p.init("v2", payout_body("payout_details", VISA, 100, "Ivan"))
+        .await;
     let done = e.hooks.expect("payment_finished").await;
     // v1 webhooks, whatever prefix the requests used.
     assert_eq!(done["payments"][0]["status"], "succeeded");

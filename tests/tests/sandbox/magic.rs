@@ -2,10 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tests::sandbox::magic::{self, luhn_card};
 
-use crate::helpers::{PROJECT, VISA, env_with, payout, payout_body, wait_phase};
+use crate::helpers::{PROJECT, VISA, env_with, payout, payout_body, session_id, wait_phase};
 
 #[tokio::test]
 async fn declines_by_card_number_and_amount() {
@@ -28,10 +27,7 @@ async fn declines_by_card_number_and_amount() {
     for (number, amount, code) in &cases {
         let (s, b) = e
             .partner
-            .post(
-                "/api/v2/session/init/payout",
-                payout_body("payout_details", number, *amount, "I"),
-            )
+            .init("v2", payout_body("payout_details", number, *amount, "I"))
             .await;
         assert_eq!(s, 200, "declines are asynchronous: {b}");
         let done = e.hooks.expect("payment_finished").await;
@@ -45,10 +41,7 @@ async fn declines_by_card_number_and_amount() {
     assert_eq!(e.sandbox.project(PROJECT).unwrap().wallet_balance, 1000);
     // The balance covers exactly this one, then it is spent.
     e.partner
-        .post(
-            "/api/v2/session/init/payout",
-            payout_body("payout_details", VISA, 1000, "I"),
-        )
+        .init("v2", payout_body("payout_details", VISA, 1000, "I"))
         .await;
     assert_eq!(
         payout(&e.hooks.expect("payment_finished").await)["status"],
@@ -62,16 +55,13 @@ async fn no_confirm_never_gets_ready_and_times_out() {
     let mut e = env_with(|c| c.projects[0].confirm_timeout = Duration::from_millis(200)).await;
     let (_, b) = e
         .partner
-        .post(
-            "/api/v2/session/init/payout",
+        .init(
+            "v2",
             payout_body("payout_details", VISA, 100, magic::NO_CONFIRM),
         )
         .await;
-    let id = b["session"]["id"].as_str().unwrap().to_owned();
-    let (s, b) = e
-        .partner
-        .post("/api/v2/session/confirm", json!({"session_id": id}))
-        .await;
+    let id = session_id(&b);
+    let (s, b) = e.partner.on_session("v2", "confirm", &id).await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
         (400, Some("session_wrong_state"))
@@ -87,13 +77,10 @@ async fn slow_bank_does_the_work_then_answers_late() {
     let e = env_with(|_| {}).await;
     let body = payout_body("payout_details", VISA, 100, magic::SLOW_BANK);
     let started = Instant::now();
-    let (s, b) = e
-        .partner
-        .post("/api/v2/session/init/payout", body.clone())
-        .await;
+    let (s, b) = e.partner.init("v2", body.clone()).await;
     assert_eq!(s, 200);
     assert!(started.elapsed() >= Duration::from_millis(400));
-    let id = b["session"]["id"].as_str().unwrap().to_owned();
+    let id = session_id(&b);
 
     // A client that gives up sooner sees a timeout, yet the session exists and moves on.
     let r = e
