@@ -143,20 +143,17 @@ impl Sandbox {
         if !fault.delay.is_zero() && !self.sleep(fault.delay).await {
             return plain(self.error(ApiError::internal()));
         }
+        let code = fault.code.as_deref();
         match fault.terminal {
-            Some((FaultAction::Error, status)) => {
-                return plain(self.fault_error(status, fault.code.as_deref()));
-            }
-            Some((FaultAction::Hang, status)) => {
-                self.sleep(self.config.hang_limit).await;
-                return plain(self.fault_error(status, fault.code.as_deref()));
+            Some((action @ (FaultAction::Error | FaultAction::Hang), status)) => {
+                return self.fault_answer(action, status, code).await;
             }
             Some((FaultAction::Redirect, status)) => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
                 return (status, serde_json::json!({}), fault.location.clone());
             }
-            Some((FaultAction::Lose, status)) if admitted.is_ok() => {
-                return plain(self.fault_error(status, fault.code.as_deref()));
+            Some((action @ FaultAction::Lose, status)) if admitted.is_ok() => {
+                return self.fault_answer(action, status, code).await;
             }
             _ => {}
         }
@@ -165,15 +162,10 @@ impl Sandbox {
             let project = header(headers, "x-partner-project").unwrap_or_default();
             self.call(name, project, version, &json)
         });
-        match fault.terminal {
-            Some((FaultAction::ErrorAfter, status)) => {
-                return plain(self.fault_error(status, fault.code.as_deref()));
-            }
-            Some((FaultAction::HangAfter, status)) => {
-                self.sleep(self.config.hang_limit).await;
-                return plain(self.fault_error(status, fault.code.as_deref()));
-            }
-            _ => {}
+        if let Some((action @ (FaultAction::ErrorAfter | FaultAction::HangAfter), status)) =
+            fault.terminal
+        {
+            return self.fault_answer(action, status, code).await;
         }
         match outcome {
             Ok(Reply { body, slow }) => {
@@ -228,13 +220,23 @@ impl Sandbox {
         (e.status(&self.config.error_status), e.envelope())
     }
 
-    fn fault_error(&self, status: u16, code: Option<&str>) -> (StatusCode, Value) {
+    /// The error answer of an `error`, `lose` or `hang` fault (before the work or after it); a
+    /// hang first holds the request for `hang_limit`.
+    async fn fault_answer(
+        &self,
+        action: FaultAction,
+        status: u16,
+        code: Option<&str>,
+    ) -> (StatusCode, Value, Option<String>) {
+        if matches!(action, FaultAction::Hang | FaultAction::HangAfter) {
+            self.sleep(self.config.hang_limit).await;
+        }
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = ApiError::internal().envelope();
         if let Some(code) = code {
             body["error"]["code"] = Value::from(code);
         }
-        (status, body)
+        (status, body, None)
     }
 }
 

@@ -8,10 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::sandbox::Sandbox;
 use crate::sandbox::faults::FaultSpec;
@@ -28,9 +28,18 @@ pub(crate) fn router() -> Router<Sandbox> {
         .route("/projects", post(upsert_project))
         .route("/projects/{id}", get(project))
         .route("/sessions/{id}", get(session))
-        .route("/sessions/{id}/advance", post(advance))
-        .route("/sessions/{id}/refund", post(refund))
-        .route("/sessions/{id}/tamper", post(tamper))
+        .route(
+            "/sessions/{id}/advance",
+            session_action(|sb, id, b: AdvanceBody| sb.advance(id, b.step)),
+        )
+        .route(
+            "/sessions/{id}/refund",
+            session_action(|sb, id, b: RefundBody| sb.refund(id, b.amount)),
+        )
+        .route(
+            "/sessions/{id}/tamper",
+            session_action(|sb, id, b: TamperBody| sb.tamper(id, b.amount, b.last4)),
+        )
         .route("/bank-public-key", get(bank_public_key))
 }
 
@@ -50,6 +59,11 @@ fn body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ControlError> 
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    required_body(bytes)
+}
+
+/// Parses a JSON body that must be there.
+fn required_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ControlError> {
     serde_json::from_slice(bytes).map_err(|e| ControlError::Invalid(e.to_string()))
 }
 
@@ -83,8 +97,7 @@ async fn faults(State(sb): State<Sandbox>) -> Response {
 }
 
 async fn add_fault(State(sb): State<Sandbox>, bytes: Bytes) -> Result<Response, ControlError> {
-    let spec: FaultSpec =
-        serde_json::from_slice(&bytes).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let spec: FaultSpec = required_body(&bytes)?;
     let id = sb.faults.add(spec).map_err(ControlError::Invalid)?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
@@ -106,8 +119,7 @@ async fn remove_fault(
 }
 
 async fn upsert_project(State(sb): State<Sandbox>, bytes: Bytes) -> Result<Response, ControlError> {
-    let update: ProjectUpdate =
-        serde_json::from_slice(&bytes).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let update: ProjectUpdate = required_body(&bytes)?;
     let (view, created) = sb.upsert_project(update)?;
     let status = if created {
         StatusCode::CREATED
@@ -145,28 +157,10 @@ struct AdvanceBody {
     step: Option<AdvanceStep>,
 }
 
-async fn advance(
-    State(sb): State<Sandbox>,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> Result<Response, ControlError> {
-    let b: AdvanceBody = body(&bytes)?;
-    Ok(Json(sb.advance(&id, b.step)?).into_response())
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RefundBody {
     amount: Option<i64>,
-}
-
-async fn refund(
-    State(sb): State<Sandbox>,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> Result<Response, ControlError> {
-    let b: RefundBody = body(&bytes)?;
-    Ok(Json(sb.refund(&id, b.amount)?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,13 +170,20 @@ struct TamperBody {
     last4: Option<String>,
 }
 
-async fn tamper(
-    State(sb): State<Sandbox>,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> Result<Response, ControlError> {
-    let b: TamperBody = body(&bytes)?;
-    Ok(Json(sb.tamper(&id, b.amount, b.last4)?).into_response())
+/// `POST /sessions/{id}/<action>`: the optional body read as `B`, then `act` on the session;
+/// the answer is the session view it returns.
+fn session_action<B>(
+    act: fn(&Sandbox, &str, B) -> Result<Value, ControlError>,
+) -> MethodRouter<Sandbox>
+where
+    B: DeserializeOwned + Default + Send + 'static,
+{
+    post(
+        move |State(sb): State<Sandbox>, Path(id): Path<String>, bytes: Bytes| async move {
+            let b: B = body(&bytes)?;
+            Ok::<_, ControlError>(Json(act(&sb, &id, b)?))
+        },
+    )
 }
 
 async fn bank_public_key(State(sb): State<Sandbox>) -> Response {
