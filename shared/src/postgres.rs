@@ -188,6 +188,25 @@ async fn highest_applied<C: deadpool_postgres::GenericClient + Sync>(
 /// A statement's parameters, in `$1, $2, …` order.
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// What [`Db::fetch`] collects a query's mapped rows into.
+pub trait Rows<T> {
+    /// These rows, as this collection.
+    fn from_rows(rows: Vec<T>) -> Self;
+}
+
+impl<T> Rows<T> for Vec<T> {
+    fn from_rows(rows: Self) -> Self {
+        rows
+    }
+}
+
+/// The first row, for a point query (on a unique key: there is at most one).
+impl<T> Rows<T> for Option<T> {
+    fn from_rows(rows: Vec<T>) -> Self {
+        rows.into_iter().next()
+    }
+}
+
 /// A pool of connections to one database, and the statements a store runs on it outside a
 /// transaction, each prepared once per connection and cached by its text. Cheap to clone.
 #[derive(Clone)]
@@ -223,47 +242,28 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 
-    /// The row `sql` finds with `params`, if any, mapped by `map`.
-    ///
-    /// # Errors
-    ///
-    /// No connection, the statement fails, or `map` refuses the row.
-    pub async fn opt<T, E>(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-        map: impl FnOnce(&Row) -> Result<T, E>,
-    ) -> Result<Option<T>, E>
-    where
-        E: From<PoolError> + From<tokio_postgres::Error>,
-    {
-        let client = self.conn::<E>().await?;
-        let stmt = client.prepare_cached(sql).await?;
-        client
-            .query_opt(&stmt, params)
-            .await?
-            .as_ref()
-            .map(map)
-            .transpose()
-    }
-
-    /// Every row `sql` finds (or returns) with `params`, mapped by `map`.
+    /// What `sql` finds (or returns) with `params`, each row mapped by `map`: every row into a
+    /// `Vec`, or the first into an `Option` (point queries, on a unique key).
     ///
     /// # Errors
     ///
     /// No connection, the statement fails, or `map` refuses a row.
-    pub async fn all<T, E>(
+    pub async fn fetch<T, E, Found>(
         &self,
         sql: &str,
         params: Params<'_>,
         map: impl Fn(&Row) -> Result<T, E>,
-    ) -> Result<Vec<T>, E>
+    ) -> Result<Found, E>
     where
         E: From<PoolError> + From<tokio_postgres::Error>,
+        Found: Rows<T>,
     {
         let client = self.conn::<E>().await?;
         let stmt = client.prepare_cached(sql).await?;
-        client.query(&stmt, params).await?.iter().map(map).collect()
+        let rows = client.query(&stmt, params).await?;
+        Ok(Found::from_rows(
+            rows.iter().map(map).collect::<Result<_, E>>()?,
+        ))
     }
 
     /// Runs `sql`, a write, and says how many rows it changed.

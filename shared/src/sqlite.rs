@@ -595,19 +595,26 @@ mod tests {
 
     crate::store_error_from_backends!(Failure);
 
+    /// A pool on `t.db` in `dir`, its schema the one statement `table`.
+    fn open(
+        dir: &tempfile::TempDir,
+        read_connections: usize,
+        max_queued_writes: usize,
+        table: &str,
+    ) -> SqlitePool {
+        let options = SqliteOptions {
+            path: dir.path().join("t.db"),
+            read_connections,
+            busy_timeout: Duration::from_secs(5),
+            max_queued_writes,
+        };
+        SqlitePool::open(&options, &[table]).unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writes_all_commit_and_a_failing_one_is_undone_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = SqlitePool::open(
-            &SqliteOptions {
-                path: dir.path().join("t.db"),
-                read_connections: 1,
-                busy_timeout: Duration::from_secs(5),
-                max_queued_writes: 4096,
-            },
-            &["CREATE TABLE t (n INTEGER PRIMARY KEY)"],
-        )
-        .unwrap();
+        let pool = open(&dir, 1, 4096, "CREATE TABLE t (n INTEGER PRIMARY KEY)");
         let mut tasks = Vec::new();
         for n in 0..300i64 {
             let pool = pool.clone();
@@ -662,16 +669,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_past_the_queue_bound_are_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = SqlitePool::open(
-            &SqliteOptions {
-                path: dir.path().join("t.db"),
-                read_connections: 1,
-                busy_timeout: Duration::from_secs(5),
-                max_queued_writes: 2,
-            },
-            &["CREATE TABLE t (n INTEGER PRIMARY KEY)"],
-        )
-        .unwrap();
+        let pool = open(&dir, 1, 2, "CREATE TABLE t (n INTEGER PRIMARY KEY)");
         // The first write holds the writer thread until released.
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
@@ -727,16 +725,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_bounded_under_writes_and_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = SqlitePool::open(
-            &SqliteOptions {
-                path: dir.path().join("t.db"),
-                read_connections: 2,
-                busy_timeout: Duration::from_secs(5),
-                max_queued_writes: 4096,
-            },
-            &["CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB NOT NULL)"],
-        )
-        .unwrap();
+        let pool = open(
+            &dir,
+            2,
+            4096,
+            "CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB NOT NULL)",
+        );
         // Two readers that never pause, so that one of them nearly always holds a snapshot
         // inside the WAL: without the writer waiting for them, the WAL could never start over.
         let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));

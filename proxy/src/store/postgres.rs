@@ -77,7 +77,7 @@ impl ProxyStore for PgStore {
 
     async fn payout(&self, id: &str) -> Result<Option<Payout>> {
         let sql = select!(payouts, "WHERE id = $1");
-        self.db.opt(sql, &[&id], rows::payout).await
+        self.db.fetch(sql, &[&id], rows::payout).await
     }
 
     async fn payout_by_idempotency_key(
@@ -86,12 +86,12 @@ impl ProxyStore for PgStore {
         key: &str,
     ) -> Result<Option<Payout>> {
         let sql = select!(payouts, "WHERE client_id = $1 AND idempotency_key = $2");
-        self.db.opt(sql, &[&client_id, &key], rows::payout).await
+        self.db.fetch(sql, &[&client_id, &key], rows::payout).await
     }
 
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>> {
         let sql = select!(payouts, "WHERE bank_session_id = $1");
-        self.db.opt(sql, &[&session_id], rows::payout).await
+        self.db.fetch(sql, &[&session_id], rows::payout).await
     }
 
     async fn list_payouts(
@@ -110,7 +110,7 @@ impl ProxyStore for PgStore {
         let state = filter.state.map(PayoutState::as_str);
         let limit = i64::from(limit);
         let params: Params<'_> = &[&tenant, &state, &filter.after, &limit, &filter.client_id];
-        self.db.all(sql, params, rows::payout).await
+        self.db.fetch(sql, params, rows::payout).await
     }
 
     async fn save(&self, p: &Payout, events: Vec<OutboxEvent>) -> Result<Payout> {
@@ -154,7 +154,7 @@ impl ProxyStore for PgStore {
             payout_columns!()
         );
         let params: Params<'_> = &[&due, &lease_until, &i64::from(limit), &owner];
-        self.db.all(sql, params, rows::payout).await
+        self.db.fetch(sql, params, rows::payout).await
     }
 
     async fn record_bank_event(&self, e: BankEvent) -> Result<bool> {
@@ -175,7 +175,7 @@ impl ProxyStore for PgStore {
 
     async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>> {
         let sql = select!(bank_events, "WHERE payout_id = $1 ORDER BY seq");
-        self.db.all(sql, &[&payout_id], rows::bank_event).await
+        self.db.fetch(sql, &[&payout_id], rows::bank_event).await
     }
 
     async fn claim_due_events(
@@ -192,7 +192,7 @@ impl ProxyStore for PgStore {
             event_columns!()
         );
         let params: Params<'_> = &[&now, &lease_until, &i64::from(limit)];
-        self.db.all(sql, params, rows::event).await
+        self.db.fetch(sql, params, rows::event).await
     }
 
     async fn list_events(
@@ -216,7 +216,7 @@ impl ProxyStore for PgStore {
             after,
         } = &filter;
         let params: Params<'_> = &[&client_id, payout_id, event_type, after, &limit];
-        self.db.all(sql, params, rows::event).await
+        self.db.fetch(sql, params, rows::event).await
     }
 
     async fn redeliver_event(
@@ -231,15 +231,15 @@ impl ProxyStore for PgStore {
             event_columns!()
         );
         self.db
-            .opt(sql, &[&client_id, &id, &now], rows::event)
+            .fetch(sql, &[&client_id, &id, &now], rows::event)
             .await
     }
 
     async fn undelivered_events(&self) -> Result<u64> {
         let sql = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND abandoned_at IS NULL";
-        let n = self
+        let n: Option<i64> = self
             .db
-            .opt(sql, &[], |r| Ok::<i64, StoreError>(r.try_get(0)?))
+            .fetch(sql, &[], |r| Ok::<i64, StoreError>(r.try_get(0)?))
             .await?;
         Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
@@ -273,18 +273,18 @@ impl ProxyStore for PgStore {
     async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
         let sql = select!(clients, "WHERE key_hash = $1 OR previous_key_hash = $1");
         self.db
-            .opt(sql, &[&key_hash.as_slice()], rows::client)
+            .fetch(sql, &[&key_hash.as_slice()], rows::client)
             .await
     }
 
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
         let sql = select!(clients, "WHERE id = $1");
-        self.db.opt(sql, &[&id], rows::client).await
+        self.db.fetch(sql, &[&id], rows::client).await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>> {
         let sql = select!(clients, "ORDER BY created_at, id");
-        self.db.all(sql, &[], rows::client).await
+        self.db.fetch(sql, &[], rows::client).await
     }
 
     async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<()> {

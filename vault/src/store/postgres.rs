@@ -324,7 +324,7 @@ async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
 impl Store for PgStore {
     async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>> {
         let sql = select!(keys, "ORDER BY purpose, version");
-        self.db.all(sql, &[], rows::wrapped_key).await
+        self.db.fetch(sql, &[], rows::wrapped_key).await
     }
 
     async fn insert_keys(
@@ -357,7 +357,7 @@ impl Store for PgStore {
             "WHERE token = $1 AND tenant = $2 AND (expires_at IS NULL OR expires_at > $3)"
         );
         let params: Params<'_> = &[&token.as_str(), &tenant, &now];
-        self.db.opt(sql, params, rows::token).await
+        self.db.fetch(sql, params, rows::token).await
     }
 
     async fn delete_token(
@@ -426,13 +426,13 @@ impl Store for PgStore {
     async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
         let sql = select!(clients, "WHERE key_hash = $1");
         self.db
-            .opt(sql, &[&key_hash.as_slice()], rows::client)
+            .fetch(sql, &[&key_hash.as_slice()], rows::client)
             .await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>> {
         let sql = select!(clients, "ORDER BY created_at, id");
-        self.db.all(sql, &[], rows::client).await
+        self.db.fetch(sql, &[], rows::client).await
     }
 
     async fn revoke_client(
@@ -485,7 +485,7 @@ impl Store for PgStore {
 
     async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>> {
         let sql = select!(clients, "WHERE id = $1");
-        self.db.opt(sql, &[&id.as_str()], rows::client).await
+        self.db.fetch(sql, &[&id.as_str()], rows::client).await
     }
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()> {
@@ -496,12 +496,12 @@ impl Store for PgStore {
         let sql = select!(audit_events, "WHERE seq > $1 ORDER BY seq LIMIT $2");
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.db
-            .all(sql, &[&after, &i64::from(limit)], rows::event)
+            .fetch(sql, &[&after, &i64::from(limit)], rows::event)
             .await
     }
 
     async fn adopt_head(&self) -> Result<Option<Link>> {
-        let stored = self.db.opt(LAST_LINK, &[], rows::link).await?;
+        let stored = self.db.fetch(LAST_LINK, &[], rows::link).await?;
         self.head.adopt(stored);
         Ok(stored)
     }
@@ -512,7 +512,7 @@ impl Store for PgStore {
 
     async fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>> {
         let seq = rows::stored_seq(seq)?;
-        self.db.opt(MAC_AT, &[&seq], audit_mac).await
+        self.db.fetch(MAC_AT, &[&seq], audit_mac).await
     }
 
     async fn revocations_after(&self, after: u64) -> Result<Vec<(u64, String)>> {
@@ -520,7 +520,7 @@ impl Store for PgStore {
                    AND outcome = 'granted' AND detail IS NOT NULL ORDER BY seq";
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.db
-            .all(sql, &[&after], |r| {
+            .fetch(sql, &[&after], |r| {
                 Ok((
                     u64::try_from(r.try_get::<_, i64>(0)?).unwrap_or(0),
                     r.try_get::<_, String>(1)?,
@@ -532,9 +532,9 @@ impl Store for PgStore {
     async fn is_empty(&self) -> Result<bool> {
         let sql = "SELECT EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit_events) \
                    OR EXISTS (SELECT 1 FROM clients)";
-        let any = self
+        let any: Option<bool> = self
             .db
-            .opt(sql, &[], |r| Ok::<bool, StoreError>(r.try_get(0)?))
+            .fetch(sql, &[], |r| Ok::<bool, StoreError>(r.try_get(0)?))
             .await?;
         Ok(any == Some(false))
     }
