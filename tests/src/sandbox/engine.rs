@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::sandbox::Sandbox;
 use crate::sandbox::config::ApiVersion;
 use crate::sandbox::error::ApiError;
+use crate::sandbox::keep::StateGuard;
 use crate::sandbox::lifecycle::{self, Effects};
 use crate::sandbox::model::{Fields, Phase, Session};
 use crate::sandbox::quirks::{Channel, Quirks};
@@ -76,8 +77,7 @@ impl Sandbox {
             id.clone(),
             Session::new(id.clone(), project, Fields::default()),
         );
-        let fx = lifecycle::begin_payout(&mut state, self.delays(), &id, fields, true)?;
-        self.reply_and_run(state, project, &id, version, fx)
+        self.begin(state, project, &id, version, fields, true)
     }
 
     fn start_payout(
@@ -89,16 +89,28 @@ impl Sandbox {
         let id = request::session_id(body)?;
         let fields = request::fields(project, version, body)?;
         let mut state = self.state.lock();
-        let session = state
-            .session_mut(project, &id)
-            .ok_or(ApiError::unknown_session())?;
+        let session = state.session_mut(project, &id)?;
         if session.phase != Phase::Created {
             return Err(ApiError::wrong_state());
         }
         let merged = session.fields.merged(fields);
         request::require_payout(&merged)?;
-        let fx = lifecycle::begin_payout(&mut state, self.delays(), &id, merged, false)?;
-        self.reply_and_run(state, project, &id, version, fx)
+        self.begin(state, project, &id, version, merged, false)
+    }
+
+    /// Starts the payout of session `id` with its checked fields (`via_init` for
+    /// `session/init/payout`), then answers.
+    fn begin(
+        &self,
+        mut state: StateGuard<'_>,
+        project: &str,
+        id: &str,
+        version: ApiVersion,
+        fields: Fields,
+        via_init: bool,
+    ) -> Result<Reply, ApiError> {
+        let fx = lifecycle::begin_payout(&mut state, self.delays(), id, fields, via_init)?;
+        self.reply_and_run(state, project, id, version, fx)
     }
 
     /// confirm and cancel: the same shape, a different transition.
@@ -112,9 +124,7 @@ impl Sandbox {
         let id = request::session_id(body)?;
         let delays = self.delays();
         let mut state = self.state.lock();
-        let session = state
-            .session_mut(project, &id)
-            .ok_or(ApiError::unknown_session())?;
+        let session = state.session_mut(project, &id)?;
         let fx = transition(session, delays)?;
         self.reply_and_run(state, project, &id, version, fx)
     }
@@ -123,9 +133,7 @@ impl Sandbox {
         let id = request::session_id(body)?;
         let mut state = self.state.lock();
         let quirks = state.quirks(project);
-        let session = state
-            .session_mut(project, &id)
-            .ok_or(ApiError::unknown_session())?;
+        let session = state.session_mut(project, &id)?;
         Ok(Reply::session(session, version, quirks))
     }
 
@@ -151,16 +159,14 @@ impl Sandbox {
     /// never built while the lock is held).
     fn reply_and_run(
         &self,
-        mut state: crate::sandbox::keep::StateGuard<'_>,
+        mut state: StateGuard<'_>,
         project: &str,
         id: &str,
         version: ApiVersion,
         fx: Effects,
     ) -> Result<Reply, ApiError> {
         let quirks = state.quirks(project);
-        let session = state
-            .session_mut(project, id)
-            .ok_or(ApiError::unknown_session())?;
+        let session = state.session_mut(project, id)?;
         let reply = Reply::session(session, version, quirks);
         // Dropping the guard writes the state file (with `--state-dir`): before the answer.
         drop(state);

@@ -92,9 +92,7 @@ fn amount(v: &Value) -> Result<Amount, ApiError> {
         .ok_or(ApiError::invalid(
             "amount_details.amount must be an integer greater than zero",
         ))?;
-    let currency = v
-        .get("currency")
-        .and_then(Value::as_str)
+    let currency = text(v, "currency")
         .filter(|c| c.len() == 3 || c.eq_ignore_ascii_case("tonc"))
         .filter(|c| c.bytes().all(|b| b.is_ascii_alphabetic()))
         .ok_or(ApiError::invalid(
@@ -107,21 +105,19 @@ fn amount(v: &Value) -> Result<Amount, ApiError> {
 }
 
 fn card(project: &str, destination: &Value) -> Result<CardFacts, ApiError> {
-    if destination.get("type").and_then(Value::as_str) != Some("card") {
+    if text(destination, "type") != Some("card") {
         return Err(ApiError::invalid(
             "the sandbox pays out to cards only: type must be \"card\"",
         ));
     }
     let card = destination
         .get("card")
-        .filter(|c| c.get("type").and_then(Value::as_str) == Some("bank_card"))
+        .filter(|c| text(c, "type") == Some("bank_card"))
         .and_then(|c| c.get("bank_card"))
         .ok_or(ApiError::invalid(
             "the sandbox supports card.type \"bank_card\" with a bank_card object only",
         ))?;
-    let number = card
-        .get("number")
-        .and_then(Value::as_str)
+    let number = text(card, "number")
         .filter(|n| (14..=19).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
         .ok_or(ApiError::invalid(
             "bank_card.number must be 14 to 19 digits",
@@ -148,6 +144,11 @@ fn card(project: &str, destination: &Value) -> Result<CardFacts, ApiError> {
         ));
     }
     Ok(CardFacts::from_number(project, number))
+}
+
+/// The string at `key`; `None` when it is missing or not a string.
+fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key).and_then(Value::as_str)
 }
 
 fn digits(s: &str, lens: &[usize]) -> bool {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::config::{ApiVersion, ProjectConfig};
+use crate::sandbox::error::ApiError;
 use crate::sandbox::keep::{Counters, Snapshot};
 use crate::sandbox::keys::{KeyError, Verifier};
 use crate::sandbox::model::Session;
@@ -240,8 +241,15 @@ impl State {
 
     /// The project's session, or `invalid_request` (another project's session is as unknown as
     /// a missing one).
-    pub(crate) fn session_mut(&mut self, project: &str, id: &str) -> Option<&mut Session> {
-        self.sessions.get_mut(id).filter(|s| s.project == project)
+    pub(crate) fn session_mut(
+        &mut self,
+        project: &str,
+        id: &str,
+    ) -> Result<&mut Session, ApiError> {
+        self.sessions
+            .get_mut(id)
+            .filter(|s| s.project == project)
+            .ok_or(ApiError::unknown_session())
     }
 
     /// The project's quirks (none for an unknown project).
