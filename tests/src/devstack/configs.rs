@@ -23,16 +23,25 @@ pub(super) fn key_pair(
     Ok((private_pem, public_pem))
 }
 
-pub(super) fn vault_toml(layout: &Layout, port: u16) -> String {
+/// The `[server]` and `[database]` sections both services take, the same way.
+fn server_and_database(port: u16, db: &Path) -> String {
     format!(
-        "# Written by devstack at every start. To run this vault on its own:\n\
-         #   vault --config {config} serve\n\
-         [server]\n\
+        "[server]\n\
          listen = \"{listen}\"\n\
          shutdown_timeout_ms = {SHUTDOWN_GRACE_MS}\n\
          \n\
          [database]\n\
-         path = {db}\n\
+         path = {db}\n",
+        listen = loopback(port),
+        db = files::toml_path(db),
+    )
+}
+
+pub(super) fn vault_toml(layout: &Layout, port: u16) -> String {
+    format!(
+        "# Written by devstack at every start. To run this vault on its own:\n\
+         #   vault --config {config} serve\n\
+         {server_and_database}\
          \n\
          [keys]\n\
          master_key_file = {key}\n\
@@ -40,8 +49,7 @@ pub(super) fn vault_toml(layout: &Layout, port: u16) -> String {
          [log]\n\
          filter = \"info\"\n",
         config = layout.vault_toml().display(),
-        listen = loopback(port),
-        db = files::toml_path(&layout.vault_db()),
+        server_and_database = server_and_database(port, &layout.vault_db()),
         key = files::toml_path(&layout.master_key()),
     )
 }
@@ -51,12 +59,7 @@ pub(super) fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &s
         "# Written by devstack at every start (it holds a vault key: mode 0600). To run this\n\
          # proxy on its own:\n\
          #   proxy --config {config} serve\n\
-         [server]\n\
-         listen = \"{listen}\"\n\
-         shutdown_timeout_ms = {SHUTDOWN_GRACE_MS}\n\
-         \n\
-         [database]\n\
-         path = {db}\n\
+         {server_and_database}\
          \n\
          [vault]\n\
          url = \"http://{vault}\"\n\
@@ -91,8 +94,7 @@ pub(super) fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &s
          [log]\n\
          filter = \"info\"\n",
         config = layout.proxy_toml().display(),
-        listen = loopback(options.proxy_port),
-        db = files::toml_path(&layout.proxy_db()),
+        server_and_database = server_and_database(options.proxy_port, &layout.proxy_db()),
         vault = loopback(options.vault_port),
         key = files::toml_string(vault_proxy_key),
         sandbox = loopback(options.sandbox_port),

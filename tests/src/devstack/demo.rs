@@ -181,6 +181,39 @@ impl Demo<'_> {
         Ok(Seen::from_json(&body))
     }
 
+    /// Sends one step's request, bounded by the step's timeout; the error names the step.
+    async fn send(
+        &self,
+        step: &Step,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(u16, Value)> {
+        let response = request
+            .timeout(self.step_timeout)
+            .send()
+            .await
+            .map_err(|e| step.fail(e))?;
+        answer(response).await.map_err(|e| step.fail(e))
+    }
+
+    /// Looks at the payout until `reached` gives what the step waits for, failing the step when
+    /// the payout is lost or the step's time is up.
+    async fn watch<T>(
+        &self,
+        step: &Step,
+        id: &str,
+        mut reached: impl FnMut(&Seen) -> Option<T>,
+    ) -> anyhow::Result<(Seen, T)> {
+        loop {
+            let seen = self.payout(id).await.map_err(|e| step.fail(e))?;
+            seen.check_not_lost(id).map_err(|e| step.fail(e))?;
+            if let Some(t) = reached(&seen) {
+                return Ok((seen, t));
+            }
+            step.tick(|| format!("payout {id} is {}", seen.status))
+                .await?;
+        }
+    }
+
     /// Runs the demo; the error names the step that failed.
     pub(crate) async fn run(self) -> anyhow::Result<Outcome> {
         let started = Instant::now();
@@ -192,16 +225,12 @@ impl Demo<'_> {
 
         // 1. Tokenize.
         let step = Step::new(1, "tokenize at the vault", self.step_timeout);
-        let response = self
+        let request = self
             .http
             .post(format!("{}/v1/tokens", self.vault_url))
             .bearer_auth(self.vault_key)
-            .json(&json!({ "pan": TEST_CARD, "exp_month": 12, "exp_year": 2030 }))
-            .timeout(self.step_timeout)
-            .send()
-            .await
-            .map_err(|e| step.fail(e))?;
-        let (status, body) = answer(response).await.map_err(|e| step.fail(e))?;
+            .json(&json!({ "pan": TEST_CARD, "exp_month": 12, "exp_year": 2030 }));
+        let (status, body) = self.send(&step, request).await?;
         let token = body["token"]
             .as_str()
             .ok_or_else(|| step.fail(anyhow!("the vault's answer has no token")))?
@@ -221,7 +250,7 @@ impl Demo<'_> {
         let step = Step::new(2, "create the payout at the proxy", self.step_timeout);
         let idempotency_key =
             shared::ids::random_id("demo-").map_err(|_| step.fail(anyhow!("no randomness")))?;
-        let response = self
+        let request = self
             .http
             .post(format!("{}/v1/payouts", self.proxy_url))
             .bearer_auth(self.proxy_key)
@@ -233,12 +262,8 @@ impl Demo<'_> {
                 "recipient": { "full_name": RECIPIENT },
                 "metadata": { "order": "devstack-demo" },
                 "confirm": "auto",
-            }))
-            .timeout(self.step_timeout)
-            .send()
-            .await
-            .map_err(|e| step.fail(e))?;
-        let (_, body) = answer(response).await.map_err(|e| step.fail(e))?;
+            }));
+        let (_, body) = self.send(&step, request).await?;
         let id = body["id"]
             .as_str()
             .ok_or_else(|| step.fail(anyhow!("the proxy's answer has no id")))?
@@ -250,20 +275,15 @@ impl Demo<'_> {
 
         // 3. ready_to_confirm reaches the proxy.
         let step = Step::new(3, "ready_to_confirm", self.step_timeout);
-        let (session, seen) = loop {
-            let seen = self.payout(&id).await.map_err(|e| step.fail(e))?;
-            seen.check_not_lost(&id).map_err(|e| step.fail(e))?;
-            if let Some(session) = seen.session_id.clone() {
+        let (seen, session) = self
+            .watch(&step, &id, |seen| {
+                let session = seen.session_id.clone()?;
                 let journal = self.sandbox.journal();
-                if webhook_accepted(&journal, &session, "ready_to_confirm")
-                    || matches!(seen.status.as_str(), "confirming" | "succeeded")
-                {
-                    break (session, seen);
-                }
-            }
-            step.tick(|| format!("payout {id} is {}", seen.status))
-                .await?;
-        };
+                (webhook_accepted(&journal, &session, "ready_to_confirm")
+                    || matches!(seen.status.as_str(), "confirming" | "succeeded"))
+                .then_some(session)
+            })
+            .await?;
         out.line(format!(
             "  [3] ready_to_confirm: the bank's signed webhook for session {session} reached the proxy (payout now {})",
             seen.status
@@ -271,15 +291,11 @@ impl Demo<'_> {
 
         // 4. The proxy confirms.
         let step = Step::new(4, "confirmed", self.step_timeout);
-        let seen = loop {
-            let seen = self.payout(&id).await.map_err(|e| step.fail(e))?;
-            seen.check_not_lost(&id).map_err(|e| step.fail(e))?;
-            if call_accepted(&self.sandbox.journal(), &session, "/session/confirm") {
-                break seen;
-            }
-            step.tick(|| format!("payout {id} is {}", seen.status))
-                .await?;
-        };
+        let (seen, ()) = self
+            .watch(&step, &id, |_| {
+                call_accepted(&self.sandbox.journal(), &session, "/session/confirm").then_some(())
+            })
+            .await?;
         out.line(format!(
             "  [4] confirmed: amount, currency and last4 matched, the proxy called session/confirm and the bank accepted (payout now {})",
             seen.status
@@ -288,22 +304,19 @@ impl Demo<'_> {
         // 5. payment_finished: succeeded.
         let step = Step::new(5, "payment_finished", self.step_timeout);
         let mut final_since: Option<Instant> = None;
-        let (seen, by_webhook) = loop {
-            let seen = self.payout(&id).await.map_err(|e| step.fail(e))?;
-            seen.check_not_lost(&id).map_err(|e| step.fail(e))?;
-            if seen.is_final() {
+        let (seen, by_webhook) = self
+            .watch(&step, &id, |seen| {
+                if !seen.is_final() {
+                    return None;
+                }
                 // The sandbox journals a webhook once the proxy has answered it, which can be a
                 // moment after the payout moved: give the journal a little time to catch up.
                 let since = *final_since.get_or_insert_with(Instant::now);
                 let by_webhook =
                     webhook_accepted(&self.sandbox.journal(), &session, "payment_finished");
-                if by_webhook || since.elapsed() > Duration::from_secs(1) {
-                    break (seen, by_webhook);
-                }
-            }
-            step.tick(|| format!("payout {id} is {}", seen.status))
-                .await?;
-        };
+                (by_webhook || since.elapsed() > Duration::from_secs(1)).then_some(by_webhook)
+            })
+            .await?;
         let finished_webhook = if by_webhook {
             "the bank's signed payment_finished webhook reached the proxy"
         } else {
