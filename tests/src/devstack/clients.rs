@@ -80,12 +80,12 @@ pub(super) async fn ensure_proxy_client(
 ) -> anyhow::Result<Option<&'static str>> {
     let current = match &credentials.proxy_app {
         Some(c) => store
-            .client(&c.id)
+            .client(&c.client.id)
             .await
             .context("reading the proxy app client")?
             .filter(|r| {
                 r.revoked_at.is_none()
-                    && shared::ct::bytes_eq(&*r.key_hash, &ApiKey::presented(&c.key).hash())
+                    && shared::ct::bytes_eq(&*r.key_hash, &ApiKey::presented(&c.client.key).hash())
             }),
         None => None,
     };
@@ -119,8 +119,10 @@ pub(super) async fn ensure_proxy_client(
     .context("making the proxy app client")?;
     let clear = new.record.webhook_secret.clone();
     let key = ProxyClientKey {
-        id: new.record.id.to_string(),
-        key: new.api_key.expose().to_owned(),
+        client: ClientKey {
+            id: new.record.id.to_string(),
+            key: new.api_key.expose().to_owned(),
+        },
         webhook_url: webhook_url.to_owned(),
         webhook_secret: clear.expose().to_owned(),
     };

@@ -139,10 +139,9 @@ impl fmt::Debug for ClientKey {
 /// The proxy's app client: key, webhook URL and secret.
 #[derive(Clone, Deserialize, Serialize)]
 pub(crate) struct ProxyClientKey {
-    /// `app_…`.
-    pub(crate) id: String,
-    /// `pk_…`.
-    pub(crate) key: String,
+    /// `app_…` and its `pk_…` key (flattened: the file holds `id` and `key` beside the rest).
+    #[serde(flatten)]
+    pub(crate) client: ClientKey,
     /// Where its webhooks go.
     pub(crate) webhook_url: String,
     /// `whsec_…`.
@@ -151,8 +150,9 @@ pub(crate) struct ProxyClientKey {
 
 impl fmt::Debug for ProxyClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client's own Debug hides its key.
         f.debug_struct("ProxyClientKey")
-            .field("id", &self.id)
+            .field("client", &self.client)
             .field("webhook_url", &self.webhook_url)
             .finish_non_exhaustive()
     }
@@ -241,8 +241,10 @@ mod tests {
             }),
             vault_proxy: None,
             proxy_app: Some(ProxyClientKey {
-                id: "app_x".into(),
-                key: "pk_secret".into(),
+                client: ClientKey {
+                    id: "app_x".into(),
+                    key: "pk_secret".into(),
+                },
                 webhook_url: "http://127.0.0.1:1/webhooks".into(),
                 webhook_secret: "whsec_secret".into(),
             }),

@@ -75,7 +75,7 @@ impl Running<'_> {
                 vault_url: self.vault_url,
                 vault_key: &self.vault_app.key,
                 proxy_url: self.proxy_url,
-                proxy_key: &self.proxy_app.key,
+                proxy_key: &self.proxy_app.client.key,
                 sandbox: self.sandbox,
                 events,
                 out,
@@ -152,7 +152,7 @@ impl Running<'_> {
         ));
         out.line(format!(
             "  proxy app key    {}   (tenant {TENANT}: {PROXY_APP_SCOPES})",
-            self.proxy_app.key
+            self.proxy_app.client.key
         ));
         out.line(format!(
             "  webhook secret   {}   (X-Signature: t=<unix>,v1=<hex HMAC-SHA-256(secret, \"t.body\")>)",
@@ -183,7 +183,7 @@ impl Running<'_> {
         out.line("try it (paste into a shell):");
         out.line(format!(
             "  export VAULT={} PROXY={} VAULT_KEY={} PROXY_KEY={}",
-            self.vault_url, self.proxy_url, self.vault_app.key, self.proxy_app.key
+            self.vault_url, self.proxy_url, self.vault_app.key, self.proxy_app.client.key
         ));
         out.line("  # tokenize a test card at the vault");
         out.line(TOKENIZE);
