@@ -9,14 +9,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use proxy::bank131::{
-    Amount, ApiVersion, Bank131Client, Bank131Config, Participant, ParticipantDetails,
-    PayoutRequest, RequestSigner, SignatureVerifier, Webhook, verify_and_parse,
+    Amount, ApiVersion, Bank131Client, Bank131Config, CreateSession, Participant,
+    ParticipantDetails, PayoutRequest, RequestSigner, Session, SignatureVerifier, Webhook,
+    verify_and_parse,
 };
 use shared::Pan;
-use tests::sandbox::{self, ProjectConfig, SandboxConfig, SandboxHandle};
+use tests::sandbox::{self, FaultSpec, ProjectConfig, SandboxConfig, SandboxHandle};
 use tokio::sync::mpsc;
 
 pub(crate) const PROJECT: &str = "proxy-e2e";
+/// Every test runs in both API versions.
+pub(crate) const VERSIONS: [ApiVersion; 2] = [ApiVersion::V1, ApiVersion::V2];
 
 pub(crate) use testkit::logs::logs;
 
@@ -109,11 +112,7 @@ impl Env {
         let _ = verifier
             .set(SignatureVerifier::from_pem(sandbox.bank_public_key_pem().as_bytes()).unwrap());
 
-        let client = Bank131Client::with_signer(
-            &client_config(sandbox.base_url(), version, 1_000),
-            RequestSigner::from_pem(partner_private_pem().as_bytes()).unwrap(),
-        )
-        .unwrap();
+        let client = partner_client(&client_config(sandbox.base_url(), version, 1_000));
         Self {
             sandbox,
             client,
@@ -129,6 +128,57 @@ impl Env {
             .expect("no webhook within 60 s")
             .expect("receiver closed")
     }
+
+    /// The next webhook, which must be `ready_to_confirm`: its session.
+    pub(crate) async fn ready_to_confirm(&mut self) -> Session {
+        match self.next_hook().await {
+            Webhook::ReadyToConfirm { session, .. } => session,
+            other => panic!("expected ready_to_confirm, got {other:?}"),
+        }
+    }
+
+    /// The next webhook, which must be `payment_finished` (`after` says what it follows): its
+    /// session.
+    pub(crate) async fn payment_finished(&mut self, after: &str) -> Session {
+        match self.next_hook().await {
+            Webhook::PaymentFinished { session } => session,
+            other => panic!("expected payment_finished {after}, got {other:?}"),
+        }
+    }
+
+    /// A new session, with no idempotency key of the test's.
+    pub(crate) async fn create(&self) -> Session {
+        self.client
+            .create_session(&CreateSession::default(), None)
+            .await
+            .unwrap()
+    }
+
+    /// A new session with a payout of `amount` to `card` started in it: the created session.
+    pub(crate) async fn started(&self, card: &Pan, amount: i64, name: &str) -> Session {
+        let created = self.create().await;
+        self.client
+            .start_payout(&created.id, &payout(card, amount, name), None)
+            .await
+            .unwrap();
+        created
+    }
+
+    /// Arms a sandbox fault, written as the sandbox's `--fault` flag takes it.
+    pub(crate) fn fault(&self, spec: &str) {
+        self.sandbox
+            .set_fault(spec.parse::<FaultSpec>().unwrap())
+            .unwrap();
+    }
+}
+
+/// A client that signs as the partner the sandbox knows.
+pub(crate) fn partner_client(config: &Bank131Config) -> Bank131Client {
+    Bank131Client::with_signer(
+        config,
+        RequestSigner::from_pem(partner_private_pem().as_bytes()).unwrap(),
+    )
+    .unwrap()
 }
 
 async fn receive(

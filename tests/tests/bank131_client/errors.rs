@@ -7,11 +7,9 @@ use proxy::bank131::{
     ApiVersion, Bank131Client, Bank131Error, CreateSession, ErrorClass, RequestSigner,
     SessionStatus,
 };
-use tests::sandbox::{FaultSpec, JournalEntry, magic};
+use tests::sandbox::{JournalEntry, magic};
 
-use crate::env::{Env, client_config, logs, pan, payout};
-
-const VERSIONS: [ApiVersion; 2] = [ApiVersion::V1, ApiVersion::V2];
+use crate::env::{Env, VERSIONS, client_config, logs, pan, partner_client, payout};
 
 #[tokio::test]
 async fn wrong_state_idempotency_and_bad_signature() {
@@ -89,19 +87,16 @@ async fn timeouts_and_5xx_are_classified_for_reconciliation() {
         let card = pan("4242424242424242");
 
         // A hanging start: the client times out (1 s); the payout did not start; status says so.
-        let created = env
-            .client
-            .create_session(&CreateSession::default(), None)
-            .await
-            .unwrap();
-        env.sandbox
-            .set_fault("session/start/payout=hang@1".parse::<FaultSpec>().unwrap())
-            .unwrap();
-        let err = env
-            .client
-            .start_payout(&created.id, &payout(&card, 1_000, "Ivanov Ivan"), None)
-            .await
-            .unwrap_err();
+        let created = env.create().await;
+        // The one start this test makes fail, one way after another: its error.
+        let failed_start = async |client: &Bank131Client| {
+            client
+                .start_payout(&created.id, &payout(&card, 1_000, "Ivanov Ivan"), None)
+                .await
+                .unwrap_err()
+        };
+        env.fault("session/start/payout=hang@1");
+        let err = failed_start(&env.client).await;
         assert!(matches!(err, Bank131Error::Timeout { .. }), "{err}");
         assert_eq!(err.class(), ErrorClass::OutcomeUnknown);
         assert_eq!(
@@ -110,18 +105,8 @@ async fn timeouts_and_5xx_are_classified_for_reconciliation() {
         );
 
         // The bank does the work, then the answer is lost: status shows the payout started.
-        env.sandbox
-            .set_fault(
-                "session/start/payout=hang_after@1"
-                    .parse::<FaultSpec>()
-                    .unwrap(),
-            )
-            .unwrap();
-        let err = env
-            .client
-            .start_payout(&created.id, &payout(&card, 1_000, "Ivanov Ivan"), None)
-            .await
-            .unwrap_err();
+        env.fault("session/start/payout=hang_after@1");
+        let err = failed_start(&env.client).await;
         assert_eq!(err.class(), ErrorClass::OutcomeUnknown);
         assert_eq!(
             env.client.status(&created.id).await.unwrap().status,
@@ -129,14 +114,10 @@ async fn timeouts_and_5xx_are_classified_for_reconciliation() {
         );
 
         // 5xx on confirm: outcome unknown; on status: retryable.
-        env.sandbox
-            .set_fault("session/confirm=error:503@1".parse::<FaultSpec>().unwrap())
-            .unwrap();
+        env.fault("session/confirm=error:503@1");
         let err = env.client.confirm(&created.id, None).await.unwrap_err();
         assert_eq!(err.class(), ErrorClass::OutcomeUnknown, "{err}");
-        env.sandbox
-            .set_fault("session/status=error@1".parse::<FaultSpec>().unwrap())
-            .unwrap();
+        env.fault("session/status=error@1");
         let err = env.client.status(&created.id).await.unwrap_err();
         assert_eq!(err.class(), ErrorClass::Retryable, "{err}");
 
@@ -149,15 +130,12 @@ async fn timeouts_and_5xx_are_classified_for_reconciliation() {
         assert!(matches!(err, Bank131Error::Timeout { .. }), "{err}");
 
         // Nothing listens: a connect error is retryable.
-        let dead = Bank131Client::with_signer(
-            &client_config("http://127.0.0.1:9".to_owned(), version, 1_000),
-            RequestSigner::from_pem(crate::env::partner_private_pem().as_bytes()).unwrap(),
-        )
-        .unwrap();
-        let err = dead
-            .start_payout(&created.id, &payout(&card, 1_000, "Ivanov Ivan"), None)
-            .await
-            .unwrap_err();
+        let dead = partner_client(&client_config(
+            "http://127.0.0.1:9".to_owned(),
+            version,
+            1_000,
+        ));
+        let err = failed_start(&dead).await;
         assert_eq!(err.class(), ErrorClass::Retryable, "{err:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -169,28 +147,14 @@ async fn timeouts_and_5xx_are_classified_for_reconciliation() {
 async fn the_card_number_goes_only_into_start_and_init_bodies() {
     let canary = pan("5555555555554444");
     let env = Env::start(ApiVersion::V2).await;
-    let created = env
-        .client
-        .create_session(&CreateSession::default(), None)
-        .await
-        .unwrap();
-    env.client
-        .start_payout(&created.id, &payout(&canary, 1_000, "Ivanov Ivan"), None)
-        .await
-        .unwrap();
+    env.started(&canary, 1_000, "Ivanov Ivan").await;
     env.client
         .init_payout(&payout(&canary, 1_000, "Ivanov Ivan"), None)
         .await
         .unwrap();
     let mut errors = String::new();
-    env.sandbox
-        .set_fault("session/start/payout=error@1".parse::<FaultSpec>().unwrap())
-        .unwrap();
-    let created2 = env
-        .client
-        .create_session(&CreateSession::default(), None)
-        .await
-        .unwrap();
+    env.fault("session/start/payout=error@1");
+    let created2 = env.create().await;
     let err = env
         .client
         .start_payout(&created2.id, &payout(&canary, 1_000, "Ivanov Ivan"), None)
@@ -254,11 +218,7 @@ async fn pci_28_a_bank_name_resolving_outside_its_networks_gets_nothing() {
     let client_for = |networks: &[&str]| {
         let mut config = client_config(by_name.clone(), ApiVersion::V2, 2_000);
         config.allowed_networks = networks.iter().map(|n| (*n).to_owned()).collect();
-        Bank131Client::with_signer(
-            &config,
-            RequestSigner::from_pem(crate::env::partner_private_pem().as_bytes()).unwrap(),
-        )
-        .unwrap()
+        partner_client(&config)
     };
     let card = pan("4242424242424242");
     env.sandbox.clear_journal();

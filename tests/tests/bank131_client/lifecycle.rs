@@ -4,13 +4,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use proxy::bank131::{ApiVersion, CreateSession, NextAction, PayoutStatus, SessionStatus, Webhook};
+use proxy::bank131::{CreateSession, NextAction, PayoutStatus, SessionStatus};
 use shared::Pan;
 use tests::sandbox::magic;
 
-use crate::env::{Env, magic_card, pan, payout};
-
-const VERSIONS: [ApiVersion; 2] = [ApiVersion::V1, ApiVersion::V2];
+use crate::env::{Env, VERSIONS, magic_card, pan, payout};
 
 /// Drives create → start → ready_to_confirm → confirm and returns the final webhook's session.
 async fn pay(env: &mut Env, card: &Pan, amount: i64, name: &str) -> proxy::bank131::Session {
@@ -36,9 +34,7 @@ async fn pay(env: &mut Env, card: &Pan, amount: i64, name: &str) -> proxy::bank1
     let masked = started.payouts()[0].card().unwrap();
     assert_eq!(masked.last4.as_deref(), Some(card.last4()));
 
-    let Webhook::ReadyToConfirm { session, .. } = env.next_hook().await else {
-        panic!("expected ready_to_confirm")
-    };
+    let session = env.ready_to_confirm().await;
     assert_eq!(session.id, created.id);
     assert_eq!(session.next_action, Some(NextAction::Confirm));
     let p = &session.payouts()[0];
@@ -57,10 +53,7 @@ async fn pay(env: &mut Env, card: &Pan, amount: i64, name: &str) -> proxy::bank1
         .await
         .unwrap();
     assert_eq!(confirmed.id, created.id);
-    let Webhook::PaymentFinished { session } = env.next_hook().await else {
-        panic!("expected payment_finished")
-    };
-    session
+    env.payment_finished("after the confirm").await
 }
 
 #[tokio::test]
@@ -106,23 +99,10 @@ async fn cancel_instead_of_confirm() {
     for version in VERSIONS {
         let mut env = Env::start(version).await;
         let card = pan("4242424242424242");
-        let created = env
-            .client
-            .create_session(&CreateSession::default(), None)
-            .await
-            .unwrap();
-        env.client
-            .start_payout(&created.id, &payout(&card, 5_000, "Petrov Petr"), None)
-            .await
-            .unwrap();
-        assert!(matches!(
-            env.next_hook().await,
-            Webhook::ReadyToConfirm { .. }
-        ));
+        let created = env.started(&card, 5_000, "Petrov Petr").await;
+        env.ready_to_confirm().await;
         env.client.cancel(&created.id, None).await.unwrap();
-        let Webhook::PaymentFinished { session } = env.next_hook().await else {
-            panic!("expected payment_finished after cancel")
-        };
+        let session = env.payment_finished("after cancel").await;
         assert_eq!(session.status, SessionStatus::Cancelled);
         let p = &session.payouts()[0];
         assert_eq!(p.status, PayoutStatus::Failed);
@@ -145,14 +125,9 @@ async fn init_payout_and_project_modes() {
             .await
             .unwrap();
         assert_eq!(session.status, SessionStatus::InProgress);
-        assert!(matches!(
-            env.next_hook().await,
-            Webhook::ReadyToConfirm { .. }
-        ));
+        env.ready_to_confirm().await;
         env.client.confirm(&session.id, None).await.unwrap();
-        let Webhook::PaymentFinished { session } = env.next_hook().await else {
-            panic!()
-        };
+        let session = env.payment_finished("after the confirm").await;
         assert_eq!(session.payouts()[0].status, PayoutStatus::Succeeded);
 
         // Single-request payouts: no ready_to_confirm.
@@ -161,26 +136,14 @@ async fn init_payout_and_project_modes() {
             .init_payout(&payout(&card, 1_000, "Sidorov Sidor"), None)
             .await
             .unwrap();
-        let Webhook::PaymentFinished { session } = env.next_hook().await else {
-            panic!("single-request payouts skip ready_to_confirm")
-        };
+        // Single-request payouts skip ready_to_confirm.
+        let session = env.payment_finished("at once").await;
         assert_eq!(session.status, SessionStatus::Accepted);
 
         // Auto-confirm: create + start, then straight to payment_finished.
         let mut env = Env::start_with(version, |p| p.auto_confirm = true).await;
-        let created = env
-            .client
-            .create_session(&CreateSession::default(), None)
-            .await
-            .unwrap();
-        env.client
-            .start_payout(&created.id, &payout(&card, 1_000, "Sidorov Sidor"), None)
-            .await
-            .unwrap();
-        assert!(matches!(
-            env.next_hook().await,
-            Webhook::PaymentFinished { .. }
-        ));
+        env.started(&card, 1_000, "Sidorov Sidor").await;
+        env.payment_finished("after the start").await;
     }
 }
 
@@ -219,18 +182,8 @@ async fn every_magic_outcome() {
             p.confirm_timeout = std::time::Duration::from_millis(300)
         })
         .await;
-        let created = env
-            .client
-            .create_session(&CreateSession::default(), None)
-            .await
-            .unwrap();
-        env.client
-            .start_payout(&created.id, &payout(&card, 1_000, magic::NO_CONFIRM), None)
-            .await
-            .unwrap();
-        let Webhook::PaymentFinished { session } = env.next_hook().await else {
-            panic!("expected payment_finished after the confirm timeout")
-        };
+        env.started(&card, 1_000, magic::NO_CONFIRM).await;
+        let session = env.payment_finished("after the confirm timeout").await;
         assert_eq!(
             session.payouts()[0].error.as_ref().unwrap().code,
             "confirm_timeout"
