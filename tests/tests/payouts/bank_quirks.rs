@@ -2,49 +2,43 @@
 //! turns on the latitude the live bank has and shows the proxy still pays exactly once, ends
 //! every payout, and leaves a person the last word where only the bank knows.
 
-use std::time::Duration;
-
 use proxy::store::ProxyStore;
 use serde_json::{Value, json};
 
-use crate::stack::{FINAL, Options, SECS, Stack, bank_session};
-
-fn flags(items: &[&str]) -> Options {
-    Options {
-        sandbox_flags: items.iter().map(|s| (*s).to_owned()).collect(),
-        ..Default::default()
-    }
-}
-
-/// The sandbox's bank key, written by the test so that it can sign webhooks as the bank.
-fn with_bank_key(dir: &tempfile::TempDir, mut options: Options) -> (Options, String) {
-    let (private, _) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
-    let path = dir.path().join("bank.pem");
-    std::fs::write(&path, &private).unwrap();
-    options
-        .sandbox_flags
-        .extend(["--bank-key".to_owned(), path.display().to_string()]);
-    (options, private)
-}
+use crate::stack::{FINAL, SECS, Stack, bank_session};
 
 fn hooks_of(stack: &Stack, id: &str, kind: &str) -> usize {
     stack
-        .hooks
-        .lock()
-        .unwrap()
+        .hooks_about(id)
         .iter()
-        .filter(|h| h.event["type"] == kind && h.event["data"]["payout"]["id"] == id)
+        .filter(|h| h.event["type"] == kind)
         .count()
+}
+
+/// `proxy payouts resolve <id> --as <outcome> --operator <operator> --reason <reason>`.
+fn resolve(
+    stack: &Stack,
+    id: &str,
+    outcome: &str,
+    operator: &str,
+    reason: &str,
+) -> std::process::Output {
+    stack.proxy_cli(&[
+        "payouts",
+        "resolve",
+        id,
+        "--as",
+        outcome,
+        "--operator",
+        operator,
+        "--reason",
+        reason,
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payout_the_recipients_bank_returns_ends_returned_and_the_app_hears_it() {
-    let stack = Stack::start().await;
-    let (id, done) = stack
-        .pay_to_end("4242424242424242", 7_000, "auto", "Ivanov Ivan")
-        .await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-    stack.wait_hook(&id, "payout.succeeded").await;
+    let (stack, id, done) = Stack::start_paid("4242424242424242", 7_000, "Ivanov Ivan").await;
     let session = &bank_session(&done);
 
     stack
@@ -66,12 +60,12 @@ async fn a_payout_the_recipients_bank_returns_ends_returned_and_the_app_hears_it
 /// listed first in every session, 200 KiB webhooks, and v1-spelled webhooks to a v2 client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bank_with_all_its_latitude_still_pays_exactly_once() {
-    let stack = Stack::start_with(flags(&[
+    let stack = Stack::with_sandbox_flags(&[
         "--quirk",
         "both_spellings,amounts_as=string,nulls,other_payout_first,large_webhooks",
         "--webhook-version",
         "v1",
-    ]))
+    ])
     .await;
     let auto = stack
         .pay("2200000000000004", 12_300, "auto", "Ivanov Ivan")
@@ -95,7 +89,7 @@ async fn the_bank_with_all_its_latitude_still_pays_exactly_once() {
     assert_eq!(status, 200, "{body}");
 
     for id in [&auto, &manual] {
-        let done = stack.wait_status(id, FINAL, SECS).await;
+        let done = stack.wait_final(id).await;
         assert_eq!(done["status"], "succeeded", "{done}");
         // Ours, not the other payout listed first.
         let po = done["bank"]["payout_id"].as_str().unwrap();
@@ -103,19 +97,15 @@ async fn the_bank_with_all_its_latitude_still_pays_exactly_once() {
             po.starts_with("po_") && !po.starts_with("po_other"),
             "{done}"
         );
-        let session = &bank_session(&done);
         assert_eq!(
-            stack
-                .bank_calls("session/start/payout", session)
-                .await
-                .len(),
+            stack.calls_for("session/start/payout", &done).await.len(),
             1
         );
-        assert_eq!(stack.bank_calls("session/confirm", session).await.len(), 1);
+        assert_eq!(stack.calls_for("session/confirm", &done).await.len(), 1);
         assert_eq!(stack.payouts_at_bank(id).await, 1);
     }
     // A decline whose code came as `null`: failed, with a code of ours, not stalled.
-    let done = stack.wait_status(&declined, FINAL, SECS).await;
+    let done = stack.wait_final(&declined).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["failure"]["code"], "payout_failed", "{done}");
 
@@ -138,12 +128,12 @@ async fn the_bank_with_all_its_latitude_still_pays_exactly_once() {
 /// payout instead of waiting forever; amounts come as floats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_session_with_its_payout_still_pending_ends_the_payout() {
-    let stack = Stack::start_with(flags(&[
+    let stack = Stack::with_sandbox_flags(&[
         "--quirk",
         "cancel_leaves_payout_pending,amounts_as=float",
         "--confirm-timeout-ms",
         "1500",
-    ]))
+    ])
     .await;
     let by_app = stack
         .pay("4242424242424242", 2_000, "manual", "Ivanov Ivan")
@@ -156,11 +146,11 @@ async fn a_cancelled_session_with_its_payout_still_pending_ends_the_payout() {
         .await;
     let (status, _) = stack.action(&by_app, "cancel").await;
     assert_eq!(status, 200);
-    let done = stack.wait_status(&by_app, FINAL, SECS).await;
+    let done = stack.wait_final(&by_app).await;
     assert_eq!(done["status"], "cancelled", "{done}");
 
     // The bank's confirm timeout cancels the other; its payout stays `pending` at the bank.
-    let done = stack.wait_status(&timed_out, FINAL, SECS).await;
+    let done = stack.wait_final(&timed_out).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["failure"]["code"], "session_cancelled", "{done}");
     let session = &bank_session(&done);
@@ -173,19 +163,17 @@ async fn a_cancelled_session_with_its_payout_still_pending_ends_the_payout() {
 /// did its work, so the payout is reconciled and paid once, not failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5xx_with_any_error_code_is_reconciled_not_failed() {
-    let stack = Stack::start_with(flags(&[
+    let stack = Stack::with_sandbox_flags(&[
         "--fault",
         "session/start/payout=error_after:502:session_wrong_state@1",
         "--fault",
         "session/confirm=error_after:503:invalid_request@1",
-    ]))
+    ])
     .await;
     let (id, done) = stack
-        .pay_to_end("4242424242424242", 3_300, "auto", "Ivanov Ivan")
+        .pay_succeeded("4242424242424242", 3_300, "Ivanov Ivan")
         .await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-    let session = &bank_session(&done);
-    let starts = stack.bank_calls("session/start/payout", session).await;
+    let starts = stack.calls_for("session/start/payout", &done).await;
     assert_eq!(
         starts.len(),
         1,
@@ -199,19 +187,15 @@ async fn a_5xx_with_any_error_code_is_reconciled_not_failed() {
 /// another amount is cancelled, not confirmed; a bank that cannot be read gets nothing sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_confirm_rechecks_the_session_before_confirming() {
-    let stack = Stack::start().await;
-    let (id, waiting) = stack
-        .awaiting_confirmation("4242424242424242", 9_000, "Ivanov Ivan")
-        .await;
+    let (stack, id, waiting) =
+        Stack::start_awaiting("4242424242424242", 9_000, "Ivanov Ivan").await;
     let session = &bank_session(&waiting);
 
     // The bank cannot be read: 503, nothing sent, still waiting.
     stack
         .fault(json!({"on": "session/status", "action": "error", "status": 503}))
         .await;
-    let (status, body) = stack.action(&id, "confirm").await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "bank_unavailable", "{body}");
+    stack.refuses(&id, "confirm", 503, "bank_unavailable").await;
     assert_eq!(stack.payout(&id).await["status"], "awaiting_confirmation");
     stack.clear_faults().await;
 
@@ -222,10 +206,10 @@ async fn a_manual_confirm_rechecks_the_session_before_confirming() {
             json!({"amount": 90_000}),
         )
         .await;
-    let (status, body) = stack.action(&id, "confirm").await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["error"]["code"], "confirmation_mismatch", "{body}");
-    let done = stack.wait_status(&id, FINAL, SECS).await;
+    stack
+        .refuses(&id, "confirm", 409, "confirmation_mismatch")
+        .await;
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["failure"]["code"], "confirmation_mismatch");
     assert_eq!(stack.bank_calls("session/confirm", session).await.len(), 0);
@@ -245,18 +229,13 @@ async fn a_session_in_error_waits_for_a_person_who_resolves_it() {
             tests::sandbox::magic::SESSION_ERROR,
         )
         .await;
-    let deadline = std::time::Instant::now() + SECS;
-    let flagged = loop {
-        let p = stack.payout(&id).await;
-        if p["needs_attention"]
-            .as_str()
-            .is_some_and(|a| a.contains("error"))
-        {
-            break p;
-        }
-        assert!(std::time::Instant::now() < deadline, "never flagged: {p}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let flagged = stack
+        .wait_payout(&id, SECS, "flagged", |p| {
+            p["needs_attention"]
+                .as_str()
+                .is_some_and(|a| a.contains("error"))
+        })
+        .await;
     assert!(
         !FINAL.contains(&flagged["status"].as_str().unwrap()),
         "{flagged}"
@@ -270,53 +249,20 @@ async fn a_session_in_error_waits_for_a_person_who_resolves_it() {
 
     // Refused: a reason with a card number (not echoed), none at all, a payout not started.
     let card = "4242424242424242";
-    let out = stack.proxy_cli(&[
-        "payouts",
-        "resolve",
-        &id,
-        "--as",
-        "failed",
-        "--operator",
-        "ops",
-        "--reason",
-        card,
-    ]);
+    let out = resolve(&stack, &id, "failed", "ops", card);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("--reason") && !stderr.contains(card),
         "{stderr}"
     );
-    let out = stack.proxy_cli(&[
-        "payouts",
-        "resolve",
-        &id,
-        "--as",
-        "failed",
-        "--operator",
-        "ops",
-        "--reason",
-        " ",
-    ]);
+    let out = resolve(&stack, &id, "failed", "ops", " ");
     assert_eq!(out.status.code(), Some(64));
 
-    let out = stack.proxy_cli(&[
-        "payouts",
-        "resolve",
-        &id,
-        "--as",
-        "failed",
-        "--operator",
-        "ops-anna",
-        "--reason",
-        "Bank 131 support ticket T-4711: not paid",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let done = stack.wait_status(&id, FINAL, SECS).await;
+    let reason = "Bank 131 support ticket T-4711: not paid";
+    let out = resolve(&stack, &id, "failed", "ops-anna", reason);
+    assert!(out.status.success(), "{out:?}");
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "failed");
     assert_eq!(done["failure"]["code"], "resolved_failed_by_operator");
     assert!(done["needs_attention"].is_null(), "{done}");
@@ -332,20 +278,10 @@ async fn a_session_in_error_waits_for_a_person_who_resolves_it() {
     let record: Value = serde_json::from_str(&resolved[0].body).unwrap();
     assert_eq!(record["operator"], "ops-anna");
     assert_eq!(record["resolved_as"], "failed");
-    assert_eq!(record["reason"], "Bank 131 support ticket T-4711: not paid");
+    assert_eq!(record["reason"], reason);
 
     // Once final, not again.
-    let out = stack.proxy_cli(&[
-        "payouts",
-        "resolve",
-        &id,
-        "--as",
-        "succeeded",
-        "--operator",
-        "ops",
-        "--reason",
-        "again",
-    ]);
+    let out = resolve(&stack, &id, "succeeded", "ops", "again");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already failed"));
 }
@@ -354,31 +290,22 @@ async fn a_session_in_error_waits_for_a_person_who_resolves_it() {
 /// limit), and a signed webhook that cannot be read is kept, redacted, not lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_and_unreadable_bank_webhooks() {
-    let keys = tempfile::tempdir().unwrap();
-    let (options, bank_key) = with_bank_key(&keys, Options::default());
-    let stack = Stack::start_with(options).await;
-    let bank = proxy::bank131::RequestSigner::from_pem(bank_key.as_bytes()).unwrap();
+    let (stack, bank) = Stack::signing_as_bank().await;
     let (id, waiting) = stack
         .awaiting_confirmation("4242424242424242", 6_000, "Ivanov Ivan")
         .await;
     let session = &bank_session(&waiting);
     let send = |body: String| {
         let signature = bank.sign(body.as_bytes()).unwrap();
-        stack
-            .http
-            .post(format!("{}/webhooks/bank131", stack.proxy_url))
-            .header("content-type", "application/json")
-            .header("x-partner-sign", signature)
-            .body(body)
-            .send()
+        stack.bank_webhook(body, signature)
     };
     let padded = |bytes: usize| {
         json!({"type": "action_required", "session": {"id": session, "status": "in_progress",
                "padding": "x".repeat(bytes)}})
         .to_string()
     };
-    assert_eq!(send(padded(250_000)).await.unwrap().status(), 200);
-    assert_eq!(send(padded(300_000)).await.unwrap().status(), 413);
+    assert_eq!(send(padded(250_000)).await, 200);
+    assert_eq!(send(padded(300_000)).await, 413);
     // The app API keeps its own limit.
     let (status, _) = stack
         .create_payout("k-large", &json!({"metadata": {"x": "x".repeat(100_000)}}))
@@ -390,7 +317,7 @@ async fn large_and_unreadable_bank_webhooks() {
     let broken = json!({"type": "payment_finished", "session": {"id": session,
         "status": ["accepted"], "note": format!("card {card}")}})
     .to_string();
-    assert_eq!(send(broken).await.unwrap().status(), 400);
+    assert_eq!(send(broken).await, 400);
     let history = stack.proxy_store().bank_events(&id).await.unwrap();
     let kept: Vec<_> = history.iter().filter(|e| e.kind == "malformed").collect();
     assert_eq!(kept.len(), 1, "{history:?}");

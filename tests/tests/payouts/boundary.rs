@@ -65,15 +65,11 @@ async fn no_canary_leaves_the_boundary() {
             .await;
         assert_eq!(status, 400);
         responses.push(String::from_utf8_lossy(&body).into_owned());
-        let r = stack
-            .http
-            .get(format!("{}/v1/payouts/{pan}", stack.proxy_url))
-            .bearer_auth(&stack.app_key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 404);
-        responses.push(r.text().await.unwrap());
+        let (status, body) = stack
+            .get_as(&stack.app_key, &format!("/v1/payouts/{pan}"))
+            .await;
+        assert_eq!(status, 404);
+        responses.push(body);
     }
     let list = stack
         .http

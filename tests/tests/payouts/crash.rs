@@ -1,27 +1,21 @@
 //! `kill -9` of the proxy right after each step; after a restart the payout completes, and the
 //! bank saw exactly one payout and at most one processed confirm.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::json;
-
-use crate::stack::{Stack, bank_session};
+use crate::stack::{Stack, until};
 
 /// Waits until the sandbox holds a request to `method` open (the proxy is inside that step).
 async fn wait_for_held(stack: &Stack, method: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let held = stack.journal().await.into_iter().any(|e| {
-            e["kind"] == "request"
-                && e["path"].as_str().is_some_and(|p| p.ends_with(method))
-                && e["status"].is_null()
-        });
-        if held {
-            return;
+    until(Duration::from_secs(60), async || {
+        let requests = stack.requests(method).await;
+        if requests.iter().any(|r| r["status"].is_null()) {
+            Ok(())
+        } else {
+            Err(format!("no held {method} request"))
         }
-        assert!(Instant::now() < deadline, "no held {method} request");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,30 +31,20 @@ async fn kill_9_after_each_step_then_restart_completes_exactly_once() {
         ("after confirm sent", "session/confirm", "hang_after"),
     ];
     for (step, method, action) in steps {
-        stack
-            .fault(json!({"on": method, "action": action, "count": 1}))
-            .await;
+        stack.fault_once(method, action).await;
         let id = stack
             .pay("4242424242424242", 4_200, "auto", "Ivanov Ivan")
             .await;
         wait_for_held(&stack, method).await;
-        stack.kill9_proxy();
-        stack.start_proxy().await;
-        let done = stack
-            .wait_status(
-                &id,
-                &["succeeded", "failed", "cancelled"],
-                Duration::from_secs(90),
-            )
-            .await;
+        stack.restart_proxy().await;
+        let done = stack.wait_final(&id).await;
         assert_eq!(done["status"], "succeeded", "{step}: {done}");
         assert_eq!(
             stack.payouts_at_bank(&id).await,
             1,
             "{step}: not exactly one payout at the bank"
         );
-        let session = &bank_session(&done);
-        let confirms = stack.bank_calls("session/confirm", session).await;
+        let confirms = stack.calls_for("session/confirm", &done).await;
         let processed = confirms.iter().filter(|r| r["status"] == 200).count()
             + usize::from(action == "hang_after" && method == "session/confirm");
         assert!(processed <= 1, "{step}: {processed} confirms processed");

@@ -5,25 +5,25 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use axum::extract::State;
 use serde_json::json;
 
-use crate::stack::{SECS, Stack, bank_session};
+use crate::stack::{SECS, Stack, serve_local};
 
 /// A server that counts what reaches it: where a hijacked redirect would send the card.
 async fn attacker() -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&hits);
-    let app = axum::Router::new().fallback(move || {
-        let seen = Arc::clone(&seen);
-        async move {
-            seen.fetch_add(1, Ordering::SeqCst);
-            "{}"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/steal", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = axum::Router::new()
+        .fallback(steal)
+        .with_state(Arc::clone(&hits));
+    let url = format!("http://{}/steal", serve_local(app).await);
     (url, hits)
+}
+
+/// Counts one request that reached the attacker.
+async fn steal(State(hits): State<Arc<AtomicUsize>>) -> &'static str {
+    hits.fetch_add(1, Ordering::SeqCst);
+    "{}"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,8 +43,7 @@ async fn pci_28_a_redirect_on_start_payout_is_never_followed() {
         0,
         "the card went to the redirect's target"
     );
-    let session = &bank_session(&done);
-    let starts = stack.bank_calls("session/start/payout", session).await;
+    let starts = stack.calls_for("session/start/payout", &done).await;
     assert_eq!(starts.len(), 1, "the start was re-sent: {starts:?}");
     // The proxy says what happened, without the target.
     let log = std::fs::read_to_string(stack.path("proxy-1.log")).unwrap();

@@ -3,11 +3,10 @@
 //! the session is cancelled and the payout left to a person, never failed or paid twice.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::stack::{SECS, Stack, bank_session};
+use crate::stack::{SECS, Stack, bank_session, until};
 
 fn idempotency_keys(calls: &[Value]) -> BTreeSet<String> {
     calls
@@ -41,11 +40,9 @@ async fn a_start_is_resent_only_with_its_own_idempotency_key() {
         .fault(json!({"on": "session/start/payout", "action": "error", "status": 502, "count": 2}))
         .await;
     let (id, done) = stack
-        .pay_to_end("4242424242424242", 1_000, "auto", "Ivanov Ivan")
+        .pay_succeeded("4242424242424242", 1_000, "Ivanov Ivan")
         .await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-    let session = &bank_session(&done);
-    let starts = stack.bank_calls("session/start/payout", session).await;
+    let starts = stack.calls_for("session/start/payout", &done).await;
     assert_eq!(starts.len(), 3, "{starts:?}");
     let keys = idempotency_keys(&starts);
     assert_eq!(
@@ -62,38 +59,30 @@ async fn a_start_the_bank_admitted_but_never_shows_is_capped_then_cancelled_and_
     let stack = Stack::start().await;
     // The bank takes the start's key and loses the request: every re-send with that key is
     // "already in progress or processed", and the session never shows a payout.
-    stack
-        .fault(json!({"on": "session/start/payout", "action": "lose", "count": 1}))
-        .await;
+    stack.fault_once("session/start/payout", "lose").await;
     let id = stack
         .pay("4242424242424242", 1_000, "auto", "Ivanov Ivan")
         .await;
     // Progress, not time: the proxy gives up and asks for a person.
-    let deadline = Instant::now() + SECS;
-    let flagged = loop {
-        let p = stack.payout(&id).await;
-        if p["status"] == "cancelling"
-            && p["needs_attention"]
-                .as_str()
-                .is_some_and(|a| a.contains("proxy payouts resolve"))
-        {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "never flagged: {p}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let flagged = stack
+        .wait_payout(&id, SECS, "flagged", |p| {
+            p["status"] == "cancelling"
+                && p["needs_attention"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("proxy payouts resolve"))
+        })
+        .await;
     let session = bank_session(&flagged);
     // The cancel has gone through: the session is cancelled and still holds no payout.
-    let deadline = Instant::now() + SECS;
-    while !stack
-        .bank_calls("session/cancel", &session)
-        .await
-        .iter()
-        .any(|r| r["status"] == 200)
-    {
-        assert!(Instant::now() < deadline, "the session was never cancelled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(SECS, async || {
+        let cancels = stack.bank_calls("session/cancel", &session).await;
+        if cancels.iter().any(|r| r["status"] == 200) {
+            Ok(())
+        } else {
+            Err("the session was never cancelled".to_owned())
+        }
+    })
+    .await;
     let starts = stack.bank_calls("session/start/payout", &session).await;
     // The first send and max_start_resends (3) re-sends, all with one key.
     assert_eq!(starts.len(), 4, "{starts:?}");

@@ -1,12 +1,9 @@
 //! Faults: lost, duplicated, reordered, delayed and forged webhooks; 5xx and timeouts on every
 //! bank call; a dead vault. No payout is ever paid twice, and every one ends in a final state.
 
-use std::time::Duration;
-
 use serde_json::json;
-use testkit::http::Fetch;
 
-use crate::stack::{SECS, Stack, bank_session};
+use crate::stack::{Options, PROJECT, SECS, Stack, assert_names_setting, bank_session, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_faults_do_not_break_or_double_a_payout() {
@@ -28,11 +25,10 @@ async fn webhook_faults_do_not_break_or_double_a_payout() {
             .pay_to_end("4242424242424242", 2_000, "auto", "Ivanov Ivan")
             .await;
         assert_eq!(done["status"], "succeeded", "{target} {action}: {done}");
-        let session = &bank_session(&done);
         assert_eq!(stack.payouts_at_bank(&id).await, 1, "{target} {action}");
         assert!(
             stack
-                .bank_calls("session/confirm", session)
+                .calls_for("session/confirm", &done)
                 .await
                 .iter()
                 .filter(|r| r["status"] == 200)
@@ -40,13 +36,7 @@ async fn webhook_faults_do_not_break_or_double_a_payout() {
                 <= 1
         );
         stack.wait_hook(&id, "payout.succeeded").await;
-        let count = stack
-            .hooks
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|h| h.event["data"]["payout"]["id"] == id.as_str())
-            .count();
+        let count = stack.hooks_about(&id).len();
         assert_eq!(
             count, 1,
             "{target} {action}: the app heard about the payout {count} times"
@@ -56,10 +46,8 @@ async fn webhook_faults_do_not_break_or_double_a_payout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_webhook_is_rejected_and_changes_nothing() {
-    let stack = Stack::start().await;
-    let (id, waiting) = stack
-        .awaiting_confirmation("4242424242424242", 3_000, "Ivanov Ivan")
-        .await;
+    let (stack, id, waiting) =
+        Stack::start_awaiting("4242424242424242", 3_000, "Ivanov Ivan").await;
     let session = &bank_session(&waiting);
     let forged =
         json!({"type": "payment_finished", "session": {"id": session, "status": "accepted",
@@ -109,20 +97,12 @@ async fn bank_5xx_and_timeouts_on_every_call_never_double_a_payout() {
             if method == "session/status" && action.ends_with("after") {
                 continue;
             }
-            stack
-                .fault(json!({"on": method, "action": action, "count": 1}))
-                .await;
+            stack.fault_once(method, action).await;
             let id = stack
                 .pay("5555555555554444", 1_000, "auto", "Ivanov Ivan")
                 .await;
             // Payouts are taken one fault at a time so each fault hits its own payout.
-            let done = stack
-                .wait_status(
-                    &id,
-                    &["succeeded", "failed", "cancelled"],
-                    Duration::from_secs(90),
-                )
-                .await;
+            let done = stack.wait_final(&id).await;
             ids.push((method, action, id, done));
         }
     }
@@ -146,13 +126,10 @@ async fn bank_5xx_and_timeouts_on_every_call_never_double_a_payout() {
 async fn an_unreachable_vault_refuses_payouts_and_fails_accepted_ones_before_the_bank_sees_a_card()
 {
     // Slow retries: the vault is killed long before the attempts run out.
-    let mut stack = Stack::start_with(crate::stack::Options {
-        proxy_env: vec![
-            ("PROXY__PAYOUTS__RETRY_INITIAL_MS".into(), "1000".into()),
-            ("PROXY__PAYOUTS__RETRY_MAX_MS".into(), "2000".into()),
-        ],
-        ..Default::default()
-    })
+    let mut stack = Stack::with_proxy_env(&[
+        ("PROXY__PAYOUTS__RETRY_INITIAL_MS", "1000"),
+        ("PROXY__PAYOUTS__RETRY_MAX_MS", "2000"),
+    ])
     .await;
     let token = stack.tokenize("4242424242424242").await;
     let body = json!({"card_token": token, "amount": 1000, "currency": "RUB", "recipient": {"full_name": "A B"}});
@@ -179,43 +156,24 @@ async fn an_unreachable_vault_refuses_payouts_and_fails_accepted_ones_before_the
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = std::time::Instant::now() + SECS;
-    while !stack.journal().await.iter().any(|e| {
-        e["path"]
-            .as_str()
-            .is_some_and(|p| p.ends_with("session/create"))
-            && e["body"].as_str().is_some_and(|b| b.contains(id.as_str()))
-    }) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no session/create for {id}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(SECS, async || {
+        let creates = stack.requests_holding("session/create", &id).await;
+        if creates.is_empty() {
+            Err(format!("no session/create for {id}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     stack.kill9_vault();
-    let done = stack
-        .wait_status(&id, &["failed", "succeeded"], Duration::from_secs(90))
-        .await;
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "failed");
-    assert_eq!(done["failure"]["code"], "vault_unreachable", "{done}");
-    assert!(
-        done["failure"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("vault.url")),
-        "{done}"
-    );
+    assert_names_setting(&done["failure"], "vault_unreachable", "vault.url", &done);
     assert!(done["bank"]["session_id"].is_null(), "{done}");
     let starts = stack
-        .journal()
+        .requests_holding("session/start/payout", &id)
         .await
-        .into_iter()
-        .filter(|e| {
-            e["path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with("session/start/payout"))
-        })
-        .filter(|e| e["body"].as_str().is_some_and(|b| b.contains(id.as_str())))
-        .count();
+        .len();
     assert_eq!(starts, 0, "half-started");
     assert!(stack.wait_hook(&id, "payout.failed").await.signature_valid);
 }
@@ -248,19 +206,9 @@ async fn fifty_identical_concurrent_requests_make_one_payout() {
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(created, 1);
     let id = ids.into_iter().next().unwrap();
-    let done = stack.wait_status(&id, &["succeeded", "failed"], SECS).await;
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "succeeded");
-    let creates = stack
-        .journal()
-        .await
-        .into_iter()
-        .filter(|e| {
-            e["kind"] == "request"
-                && e["path"]
-                    .as_str()
-                    .is_some_and(|p| p.ends_with("session/create"))
-        })
-        .count();
+    let creates = stack.requests("session/create").await.len();
     assert_eq!(creates, 1, "one bank session");
 }
 
@@ -271,26 +219,14 @@ async fn bank_5xx_and_timeouts_on_cancel_still_cancel_once() {
         let (id, _) = stack
             .awaiting_confirmation("4242424242424242", 1_500, "Ivanov Ivan")
             .await;
-        stack
-            .fault(json!({"on": "session/cancel", "action": action, "count": 1}))
-            .await;
+        stack.fault_once("session/cancel", action).await;
         let (status, _) = stack.action(&id, "cancel").await;
         assert_eq!(status, 200, "{action}");
-        let done = stack
-            .wait_status(
-                &id,
-                &["cancelled", "failed", "succeeded"],
-                Duration::from_secs(90),
-            )
-            .await;
+        let done = stack.wait_final(&id).await;
         assert_eq!(done["status"], "cancelled", "{action}: {done}");
         assert_eq!(stack.payouts_at_bank(&id).await, 1, "{action}");
-        let session = &bank_session(&done);
         assert!(
-            stack
-                .bank_calls("session/confirm", session)
-                .await
-                .is_empty(),
+            stack.calls_for("session/confirm", &done).await.is_empty(),
             "{action}: confirmed a cancelled payout"
         );
     }
@@ -318,41 +254,32 @@ async fn a_payout_in_flight_carries_on_across_a_sandbox_restart_with_a_state_dir
         .to_vec()
     };
     // No ready_to_confirm before the restart: the payout waits at the bank, `preparing`.
-    let mut stack = Stack::start_with(crate::stack::Options {
+    let mut stack = Stack::start_with(Options {
         sandbox_flags: flags("3600000"),
-        ..Default::default()
+        ..Options::default()
     })
     .await;
     let pan = "4242424242424242";
     let id = stack.pay(pan, 4_200, "auto", "Ivanov Ivan").await;
-    let session = loop {
+    let session = until(SECS, async || {
         let p = stack.payout(&id).await;
         if let Some(s) = p["bank"]["session_id"].as_str()
             && stack.sandbox_session(s).await["phase"] == "preparing"
         {
-            break s.to_owned();
+            return Ok(s.to_owned());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        Err(format!("never preparing at the bank: {p}"))
+    })
+    .await;
     assert_eq!(session, "ps_1");
-    let project = |stack: &Stack| {
-        let url = format!(
-            "{}/__sandbox/projects/{}",
-            stack.sandbox_url,
-            crate::stack::PROJECT
-        );
-        let http = stack.http.clone();
-        async move {
-            let v: serde_json::Value = http.get(url).json_body().await;
-            v["wallet_balance"].as_i64().unwrap()
-        }
+    let project = async |stack: &Stack| {
+        let v = stack.sandbox_get(&format!("projects/{PROJECT}")).await;
+        v["wallet_balance"].as_i64().unwrap()
     };
     let balance = project(&stack).await;
 
     stack.restart_sandbox(&flags("50")).await;
-    let done = stack
-        .wait_status(&id, &["succeeded", "failed", "cancelled"], SECS)
-        .await;
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["bank"]["session_id"], session.as_str(), "{done}");
     // The journal starts empty with the new process: the session is the count of payouts.
@@ -373,8 +300,7 @@ async fn a_payout_in_flight_carries_on_across_a_sandbox_restart_with_a_state_dir
         "the balance was not kept"
     );
 
-    let (_, next) = stack.pay_to_end(pan, 1_000, "auto", "Ivanov Ivan").await;
-    assert_eq!(next["status"], "succeeded", "{next}");
+    let (_, next) = stack.pay_succeeded(pan, 1_000, "Ivanov Ivan").await;
     assert_eq!(
         next["bank"]["session_id"], "ps_2",
         "the id counter started again"

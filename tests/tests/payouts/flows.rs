@@ -2,15 +2,11 @@
 
 use serde_json::json;
 
-use crate::stack::{SECS, Stack, bank_session};
+use crate::stack::{SECS, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_confirm_pays_once_and_tells_the_app() {
-    let stack = Stack::start().await;
-    let (id, done) = stack
-        .pay_to_end("2200000000000004", 150_000, "auto", "Ivanov Ivan")
-        .await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let (stack, id, done) = Stack::start_paid("2200000000000004", 150_000, "Ivanov Ivan").await;
     assert_eq!(done["card"]["last4"], "0004");
     assert!(
         done["bank"]["session_id"]
@@ -32,8 +28,7 @@ async fn auto_confirm_pays_once_and_tells_the_app() {
     );
     assert_eq!(hook.event["data"]["payout"]["amount"], 150_000);
 
-    let session = &bank_session(&done);
-    let starts = stack.bank_calls("session/start/payout", session).await;
+    let starts = stack.calls_for("session/start/payout", &done).await;
     assert_eq!(starts.len(), 1, "exactly one start/payout");
     assert!(
         starts[0]["body"]
@@ -43,7 +38,7 @@ async fn auto_confirm_pays_once_and_tells_the_app() {
         "the start carries the card"
     );
     assert_eq!(
-        stack.bank_calls("session/confirm", session).await.len(),
+        stack.calls_for("session/confirm", &done).await.len(),
         1,
         "exactly one confirm"
     );
@@ -51,11 +46,8 @@ async fn auto_confirm_pays_once_and_tells_the_app() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_confirm_and_manual_cancel() {
-    let stack = Stack::start().await;
-
-    let (confirmed, waiting) = stack
-        .awaiting_confirmation("4242424242424242", 5_000, "Petrov Petr")
-        .await;
+    let (stack, confirmed, waiting) =
+        Stack::start_awaiting("4242424242424242", 5_000, "Petrov Petr").await;
     assert!(waiting["confirm_deadline"].is_string());
     let hook = stack
         .wait_hook(&confirmed, "payout.awaiting_confirmation")
@@ -63,9 +55,7 @@ async fn manual_confirm_and_manual_cancel() {
     assert!(hook.signature_valid);
     let (status, _) = stack.action(&confirmed, "confirm").await;
     assert_eq!(status, 200);
-    let done = stack
-        .wait_status(&confirmed, &["succeeded", "failed"], SECS)
-        .await;
+    let done = stack.wait_final(&confirmed).await;
     assert_eq!(done["status"], "succeeded");
     // A second decision is refused.
     let (status, body) = stack.action(&confirmed, "cancel").await;
@@ -76,9 +66,7 @@ async fn manual_confirm_and_manual_cancel() {
         .await;
     let (status, _) = stack.action(&cancelled, "cancel").await;
     assert_eq!(status, 200);
-    let done = stack
-        .wait_status(&cancelled, &["cancelled", "failed", "succeeded"], SECS)
-        .await;
+    let done = stack.wait_final(&cancelled).await;
     assert_eq!(done["status"], "cancelled", "{done}");
     assert!(
         stack
@@ -86,18 +74,13 @@ async fn manual_confirm_and_manual_cancel() {
             .await
             .signature_valid
     );
-    let session = &bank_session(&done);
-    assert_eq!(stack.bank_calls("session/confirm", session).await.len(), 0);
-    assert_eq!(stack.bank_calls("session/cancel", session).await.len(), 1);
+    assert_eq!(stack.calls_for("session/confirm", &done).await.len(), 0);
+    assert_eq!(stack.calls_for("session/cancel", &done).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_insufficient_balance_and_confirm_timeout() {
-    let stack = Stack::start_with(crate::stack::Options {
-        sandbox_flags: vec!["--confirm-timeout-ms".into(), "500".into()],
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::with_sandbox_flags(&["--confirm-timeout-ms", "500"]).await;
     let cases = [
         (
             tests::sandbox::magic::luhn_card("4000", "0002").unwrap(),
@@ -139,20 +122,11 @@ async fn declines_insufficient_balance_and_confirm_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_payout_past_its_deadline_is_cancelled() {
-    let stack = Stack::start_with(crate::stack::Options {
-        proxy_env: vec![(
-            "PROXY__PAYOUTS__CONFIRM_DEADLINE_SECONDS".into(),
-            "1".into(),
-        )],
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::with_proxy_env(&[("PROXY__PAYOUTS__CONFIRM_DEADLINE_SECONDS", "1")]).await;
     let (id, _) = stack
         .awaiting_confirmation("4242424242424242", 900, "Ivanov Ivan")
         .await;
-    let done = stack
-        .wait_status(&id, &["cancelled", "failed", "succeeded"], SECS)
-        .await;
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "cancelled", "{done}");
     assert_eq!(done["failure"]["code"], "confirmation_deadline");
     let hook = stack.wait_hook(&id, "payout.cancelled").await;
@@ -166,11 +140,7 @@ async fn a_manual_payout_past_its_deadline_is_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirm_and_cancel_are_idempotent_and_a_cancel_before_the_confirmation_cancels() {
     // The bank asks for the confirmation only when the test says so.
-    let stack = Stack::start_with(crate::stack::Options {
-        sandbox_flags: vec!["--ready-delay-ms".into(), "3600000".into()],
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::with_sandbox_flags(&["--ready-delay-ms", "3600000"]).await;
     let started = |id: String| {
         let stack = &stack;
         async move {
@@ -196,9 +166,9 @@ async fn confirm_and_cancel_are_idempotent_and_a_cancel_before_the_confirmation_
         .pay("4242424242424242", 5_000, "manual", "Petrov Petr")
         .await;
     let session = started(id.clone()).await;
-    let (status, body) = stack.action(&id, "confirm").await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["error"]["code"], "payout_not_awaiting_confirmation");
+    stack
+        .refuses(&id, "confirm", 409, "payout_not_awaiting_confirmation")
+        .await;
     ask_to_confirm(session.clone()).await;
     stack
         .wait_status(&id, &["awaiting_confirmation"], SECS)
@@ -212,11 +182,10 @@ async fn confirm_and_cancel_are_idempotent_and_a_cancel_before_the_confirmation_
         );
     }
     stack.wait_status(&id, &["succeeded"], SECS).await;
-    let (status, body) = stack.action(&id, "confirm").await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("succeeded")));
-    let (status, body) = stack.action(&id, "cancel").await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["error"]["code"], "payout_state_conflict");
+    stack.takes(&id, "confirm", "succeeded").await;
+    stack
+        .refuses(&id, "cancel", 409, "payout_state_conflict")
+        .await;
     assert_eq!(stack.bank_calls("session/confirm", &session).await.len(), 1);
 
     // Cancelled while the bank still processes the start: answered `cancelling` at once; the
@@ -226,13 +195,10 @@ async fn confirm_and_cancel_are_idempotent_and_a_cancel_before_the_confirmation_
         .await;
     let session = started(id.clone()).await;
     for _ in 0..2 {
-        let (status, body) = stack.action(&id, "cancel").await;
-        assert_eq!((status, body["status"].as_str()), (200, Some("cancelling")));
+        stack.takes(&id, "cancel", "cancelling").await;
     }
     ask_to_confirm(session.clone()).await;
-    let done = stack
-        .wait_status(&id, &["cancelled", "failed", "succeeded"], SECS)
-        .await;
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "cancelled", "{done}");
     assert_eq!(done["failure"]["code"], "cancelled_by_app");
     assert!(
@@ -241,11 +207,10 @@ async fn confirm_and_cancel_are_idempotent_and_a_cancel_before_the_confirmation_
             .await
             .signature_valid
     );
-    let (status, body) = stack.action(&id, "cancel").await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")));
-    let (status, body) = stack.action(&id, "confirm").await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["error"]["code"], "payout_state_conflict");
+    stack.takes(&id, "cancel", "cancelled").await;
+    stack
+        .refuses(&id, "confirm", 409, "payout_state_conflict")
+        .await;
     assert_eq!(stack.bank_calls("session/confirm", &session).await.len(), 0);
     assert_eq!(stack.bank_calls("session/cancel", &session).await.len(), 1);
 
@@ -257,15 +222,10 @@ async fn confirm_and_cancel_are_idempotent_and_a_cancel_before_the_confirmation_
     let id = stack
         .pay("4111111111111111", 5_000, "auto", "Petrov Petr")
         .await;
-    let (status, body) = stack.action(&id, "confirm").await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(body["error"]["code"], "payout_confirmed_automatically");
-    let (status, body) = stack.action(&id, "cancel").await;
-    assert_eq!(
-        (status, body["status"].as_str()),
-        (200, Some("cancelled")),
-        "{body}"
-    );
+    stack
+        .refuses(&id, "confirm", 409, "payout_confirmed_automatically")
+        .await;
+    let body = stack.takes(&id, "cancel", "cancelled").await;
     assert_eq!(body["failure"]["code"], "cancelled_by_app");
     assert!(body["bank"]["session_id"].is_null(), "{body}");
     assert!(

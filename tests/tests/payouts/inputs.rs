@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::stack::Stack;
+use crate::stack::{PROJECT, Stack, assert_names_setting};
 
 fn fullwidth(digits: &str) -> String {
     digits
@@ -152,19 +152,9 @@ async fn an_unknown_card_token_is_refused_at_create_and_the_bank_hears_nothing()
     assert_eq!(refused["error"]["code"], "card_token_not_found");
     assert_eq!(refused["error"]["param"], "card_token");
     assert!(!refused.to_string().contains(&unknown), "echoed: {refused}");
-    let listed: Value =
-        serde_json::from_str(&stack.get_as(&stack.app_key, "/v1/payouts").await.1).unwrap();
+    let (_, listed) = stack.get_json(&stack.app_key, "/v1/payouts").await;
     assert_eq!(listed["data"], json!([]), "a refused payout was kept");
-    let session_creates = stack
-        .journal()
-        .await
-        .into_iter()
-        .filter(|e| {
-            e["path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with("session/create"))
-        })
-        .count();
+    let session_creates = stack.requests("session/create").await.len();
     assert_eq!(
         session_creates, 0,
         "the bank heard of a payout whose token does not exist"
@@ -291,11 +281,8 @@ async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
     // ISO 4217, any case in, upper case stored; a replay says it is one.
     let good = body(json!(100), "rub", "Ivanov Ivan", &token);
     let first = stack
-        .http
-        .post(format!("{}/v1/payouts", stack.proxy_url))
+        .payout_request("replay-1", &good)
         .bearer_auth(&stack.app_key)
-        .header("idempotency-key", "replay-1")
-        .json(&good)
         .send()
         .await
         .unwrap();
@@ -304,12 +291,9 @@ async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
     let created: Value = first.json().await.unwrap();
     assert_eq!(created["currency"], "RUB");
     let again = stack
-        .http
-        .post(format!("{}/v1/payouts", stack.proxy_url))
+        .payout_request("replay-1", &good)
         // The scheme in lower case (RFC 9110: case-insensitive).
         .header("authorization", format!("bearer {}", stack.app_key))
-        .header("idempotency-key", "replay-1")
-        .json(&good)
         .send()
         .await
         .unwrap();
@@ -339,17 +323,9 @@ async fn errors_name_the_param_and_the_api_behaves_as_integrators_expect() {
 
     // A 403 names the scope the key lacks.
     let reader = stack.proxy_client("reader", "acme", "payouts:read");
-    let r = stack
-        .http
-        .post(format!("{}/v1/payouts", stack.proxy_url))
-        .bearer_auth(&reader)
-        .header("idempotency-key", "reader-1")
-        .json(&good)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let e: Value = r.json().await.unwrap();
+    let (status, body) = stack.create_payout_as(&reader, "reader-1", &good).await;
+    assert_eq!(status, 403);
+    let e: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(e["error"]["param"], "payouts:write", "{e}");
 
     // The vault takes the scheme in any case too.
@@ -376,13 +352,10 @@ async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_at_create() {
         toml.find("[vault.api_keys]\nacme = \"").unwrap() + "[vault.api_keys]\nacme = \"".len();
     let end = start + toml[start..].find('"').unwrap();
     let swapped = format!("{}{}{}", &toml[..start], stack.vault_app_key, &toml[end..]);
-    tests::stack::write_secret(&stack.path("proxy.toml"), swapped).unwrap();
-    stack.kill9_proxy();
-    stack.start_proxy().await;
+    stack.reconfigure_proxy(swapped).await;
 
-    let (ready, body) = stack.get_as("", "/readyz").await;
+    let (ready, body) = stack.get_json("", "/readyz").await;
     assert_eq!(ready, 503);
-    let body: Value = serde_json::from_str(&body).unwrap();
     let problems = body["problems"].to_string();
     assert!(
         problems.contains("vault.api_keys.acme") && problems.contains("tokens:detokenize"),
@@ -404,15 +377,13 @@ async fn a_vault_key_that_cannot_detokenize_is_named_at_readyz_and_at_create() {
         .await;
     let refused: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 503, "{refused}");
-    assert_eq!(refused["error"]["code"], "vault_key_forbidden", "{refused}");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("vault.api_keys")),
-        "{refused}"
+    assert_names_setting(
+        &refused["error"],
+        "vault_key_forbidden",
+        "vault.api_keys",
+        &refused,
     );
-    let listed: Value =
-        serde_json::from_str(&stack.get_as(&stack.app_key, "/v1/payouts").await.1).unwrap();
+    let (_, listed) = stack.get_json(&stack.app_key, "/v1/payouts").await;
     assert_eq!(listed["data"], json!([]), "a refused payout was kept");
 }
 
@@ -424,8 +395,7 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
     let mut stack = Stack::start().await;
     let original = std::fs::read_to_string(stack.path("proxy.toml")).unwrap();
     let dead_port = tests::stack::free_port().unwrap();
-    let project =
-        |key_pem: &str| json!({"id": crate::stack::PROJECT, "partner_public_key_pem": key_pem});
+    let project = |key_pem: &str| json!({"id": PROJECT, "partner_public_key_pem": key_pem});
     let partner_key = original
         .lines()
         .find_map(|l| l.strip_prefix("private_key_file = "))
@@ -440,7 +410,7 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
     let cases = [
         (
             original.replace(
-                &format!("project = \"{}\"", crate::stack::PROJECT),
+                &format!("project = \"{}\"", PROJECT),
                 "project = \"not-our-project\"",
             ),
             None,
@@ -466,12 +436,9 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
         if let Some(pem) = registered {
             stack.control("projects", project(pem)).await;
         }
-        tests::stack::write_secret(&stack.path("proxy.toml"), toml).unwrap();
-        stack.kill9_proxy();
-        stack.start_proxy().await;
-        let (ready, body) = stack.get_as("", "/readyz").await;
+        stack.reconfigure_proxy(toml).await;
+        let (ready, body) = stack.get_json("", "/readyz").await;
         assert_eq!(ready, status, "{setting}");
-        let body: Value = serde_json::from_str(&body).unwrap();
         let list = if status == 503 {
             "problems"
         } else {
@@ -485,9 +452,7 @@ async fn a_bank_setting_that_cannot_work_is_named_at_readyz() {
         );
         stack.control("projects", project(&ours)).await;
     }
-    tests::stack::write_secret(&stack.path("proxy.toml"), original).unwrap();
-    stack.kill9_proxy();
-    stack.start_proxy().await;
+    stack.reconfigure_proxy(original).await;
     assert_eq!(stack.get_as("", "/readyz").await.0, 200);
 }
 

@@ -1,27 +1,17 @@
 //! Day-two operations (issue 12 §3): credentials rotated in place, webhook URLs changed, app
 //! events listed and redelivered.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::stack::{SECS, Stack};
+use crate::stack::{SECS, Stack, until};
 
 /// The app clients, from `proxy clients list --json`.
 fn clients(stack: &Stack) -> Vec<Value> {
-    let out = stack.proxy_cli(&["clients", "list", "--json"]);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
+    stack
+        .proxy_cli_ok(&["clients", "list", "--json"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn cli_ok(stack: &Stack, args: &[&str]) -> String {
-    let out = stack.proxy_cli(args);
-    assert!(out.status.success(), "{args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 async fn get_status(stack: &Stack, key: &str, path: &str) -> u16 {
@@ -34,16 +24,8 @@ async fn create_with(
     idempotency_key: &str,
     body: &Value,
 ) -> (u16, Value) {
-    let r = stack
-        .http
-        .post(format!("{}/v1/payouts", stack.proxy_url))
-        .bearer_auth(key)
-        .header("idempotency-key", idempotency_key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    let (status, body) = stack.create_payout_as(key, idempotency_key, body).await;
+    (status, serde_json::from_slice(&body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,10 +48,7 @@ async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_k
 
     // With an overlap, both keys work until it ends, and the new one replays the old one's
     // request instead of paying again.
-    let out = cli_ok(
-        &stack,
-        &["clients", "rotate-key", &id, "--old-key-valid-for", "3600"],
-    );
+    let out = stack.proxy_cli_ok(&["clients", "rotate-key", &id, "--old-key-valid-for", "3600"]);
     let key2 = tests::stack::field(&out, "api_key:").unwrap();
     assert!(out.contains("old key valid until"), "{out}");
     assert_eq!(get_status(&stack, &key1, &path).await, 200);
@@ -79,7 +58,7 @@ async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_k
     assert!(clients(&stack)[0]["old_key_valid_until"].is_string());
 
     // Without one, every earlier key stops at once.
-    let out = cli_ok(&stack, &["clients", "rotate-key", &id]);
+    let out = stack.proxy_cli_ok(&["clients", "rotate-key", &id]);
     let key3 = tests::stack::field(&out, "api_key:").unwrap();
     for old in [&key1, &key2] {
         assert_eq!(get_status(&stack, old, &path).await, 401);
@@ -92,17 +71,11 @@ async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_k
     assert!(after[0]["old_key_valid_until"].is_null());
 
     // A new webhook secret signs every delivery from now on.
-    let out = cli_ok(&stack, &["clients", "rotate-webhook-secret", &id]);
+    let out = stack.proxy_cli_ok(&["clients", "rotate-webhook-secret", &id]);
     let secret = tests::stack::field(&out, "webhook_secret:").unwrap();
     *stack.webhook_secret.lock().unwrap() = secret;
-    let r = stack
-        .http
-        .post(format!("{}{path}/confirm", stack.proxy_url))
-        .bearer_auth(&key3)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, body) = stack.post_as(&key3, &format!("{path}/confirm")).await;
+    assert_eq!(status, 200, "{body}");
     assert!(
         stack
             .wait_hook(&payout, "payout.succeeded")
@@ -121,18 +94,15 @@ async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_k
     ]);
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
-    cli_ok(&stack, &["clients", "update", &id, "--no-webhook-url"]);
+    stack.proxy_cli_ok(&["clients", "update", &id, "--no-webhook-url"]);
     assert!(clients(&stack)[0]["webhook_url"].is_null());
-    cli_ok(
-        &stack,
-        &[
-            "clients",
-            "update",
-            &id,
-            "--webhook-url",
-            &stack.app_webhook_url,
-        ],
-    );
+    stack.proxy_cli_ok(&[
+        "clients",
+        "update",
+        &id,
+        "--webhook-url",
+        &stack.app_webhook_url,
+    ]);
     assert_eq!(
         clients(&stack)[0]["webhook_url"],
         stack.app_webhook_url.as_str()
@@ -146,7 +116,7 @@ async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_k
             .code(),
         Some(1)
     );
-    cli_ok(&stack, &["clients", "revoke", &id]);
+    stack.proxy_cli_ok(&["clients", "revoke", &id]);
     assert_eq!(get_status(&stack, &key3, &path).await, 401);
     assert_eq!(
         stack
@@ -156,16 +126,6 @@ async fn rotating_credentials_keeps_the_client_its_payouts_and_its_idempotency_k
         Some(1),
         "a revoked client was given a key"
     );
-}
-
-async fn get_json(stack: &Stack, key: &str, path: &str) -> (u16, Value) {
-    let (status, body) = stack.get_as(key, path).await;
-    (status, serde_json::from_str(&body).unwrap())
-}
-
-async fn post_json(stack: &Stack, key: &str, path: &str) -> (u16, Value) {
-    let (status, body) = stack.post_as(key, path).await;
-    (status, serde_json::from_str(&body).unwrap())
 }
 
 fn hooks_with_id(stack: &Stack, event_id: &str) -> usize {
@@ -191,12 +151,12 @@ async fn events_are_listed_with_their_delivery_and_redelivered_on_request() {
     }
 
     // One payout's succeeded event, as sent, with its delivery.
-    let (status, page) = get_json(
-        &stack,
-        &key,
-        &format!("/v1/events?payout={}&type=payout.succeeded", payouts[0]),
-    )
-    .await;
+    let (status, page) = stack
+        .get_json(
+            &key,
+            &format!("/v1/events?payout={}&type=payout.succeeded", payouts[0]),
+        )
+        .await;
     assert_eq!(status, 200, "{page}");
     let events = page["data"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{page}");
@@ -214,17 +174,19 @@ async fn events_are_listed_with_their_delivery_and_redelivered_on_request() {
     assert!(!page.to_string().contains("4242424242424242"));
 
     // Newest first, a page at a time.
-    let (_, first) = get_json(&stack, &key, "/v1/events?limit=1").await;
+    let (_, first) = stack.get_json(&key, "/v1/events?limit=1").await;
     let cursor = first["next_after"].as_str().unwrap().to_owned();
     assert_eq!(
         first["data"][0]["payout_id"],
         payouts[1].as_str(),
         "{first}"
     );
-    let (_, all) = get_json(&stack, &key, "/v1/events?limit=100").await;
+    let (_, all) = stack.get_json(&key, "/v1/events?limit=100").await;
     assert_eq!(all["data"].as_array().unwrap().len(), 2, "{all}");
     assert!(all["next_after"].is_null());
-    let (_, second) = get_json(&stack, &key, &format!("/v1/events?limit=1&after={cursor}")).await;
+    let (_, second) = stack
+        .get_json(&key, &format!("/v1/events?limit=1&after={cursor}"))
+        .await;
     assert_eq!(
         second["data"][0]["payout_id"],
         payouts[0].as_str(),
@@ -238,7 +200,7 @@ async fn events_are_listed_with_their_delivery_and_redelivered_on_request() {
         ("after=pay_x", "after"),
         ("limit=0", "limit"),
     ] {
-        let (status, body) = get_json(&stack, &key, &format!("/v1/events?{query}")).await;
+        let (status, body) = stack.get_json(&key, &format!("/v1/events?{query}")).await;
         assert_eq!(
             (status, &body["error"]["param"]),
             (400, &json!(param)),
@@ -248,32 +210,36 @@ async fn events_are_listed_with_their_delivery_and_redelivered_on_request() {
 
     // Redelivered on request: sent again, signed, with the same id.
     assert_eq!(hooks_with_id(&stack, &event_id), 1);
-    let (status, body) = post_json(&stack, &key, &format!("/v1/events/{event_id}/redeliver")).await;
+    let (status, body) = stack
+        .post_json(&key, &format!("/v1/events/{event_id}/redeliver"))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["delivery"]["status"], "pending");
-    let deadline = std::time::Instant::now() + SECS;
-    while hooks_with_id(&stack, &event_id) < 2 {
-        assert!(std::time::Instant::now() < deadline, "never redelivered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(SECS, async || {
+        if hooks_with_id(&stack, &event_id) < 2 {
+            Err("never redelivered".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
 
     // Another app of the tenant sees none of it, and cannot redeliver it: 404 as for a missing
     // event. A reader may list but not redeliver.
     let other = stack.proxy_client("other", "acme", "payouts:write,payouts:read");
-    let (_, theirs) = get_json(&stack, &other, "/v1/events").await;
+    let (_, theirs) = stack.get_json(&other, "/v1/events").await;
     assert_eq!(theirs["data"], json!([]), "{theirs}");
-    let (status, foreign) =
-        post_json(&stack, &other, &format!("/v1/events/{event_id}/redeliver")).await;
-    let (_, missing) = post_json(
-        &stack,
-        &other,
-        "/v1/events/evt_0000000000000000000000/redeliver",
-    )
-    .await;
+    let (status, foreign) = stack
+        .post_json(&other, &format!("/v1/events/{event_id}/redeliver"))
+        .await;
+    let (_, missing) = stack
+        .post_json(&other, "/v1/events/evt_0000000000000000000000/redeliver")
+        .await;
     assert_eq!((status, &foreign), (404, &missing));
     let reader = stack.proxy_client("reader", "acme", "payouts:read");
-    let (status, body) =
-        post_json(&stack, &reader, &format!("/v1/events/{event_id}/redeliver")).await;
+    let (status, body) = stack
+        .post_json(&reader, &format!("/v1/events/{event_id}/redeliver"))
+        .await;
     assert_eq!(
         (status, &body["error"]["param"]),
         (403, &json!("payouts:write")),
@@ -288,8 +254,10 @@ async fn events_are_listed_with_their_delivery_and_redelivered_on_request() {
         .as_str()
         .unwrap()
         .to_owned();
-    cli_ok(&stack, &["clients", "update", &id, "--no-webhook-url"]);
-    let (status, body) = post_json(&stack, &key, &format!("/v1/events/{event_id}/redeliver")).await;
+    stack.proxy_cli_ok(&["clients", "update", &id, "--no-webhook-url"]);
+    let (status, body) = stack
+        .post_json(&key, &format!("/v1/events/{event_id}/redeliver"))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "webhook_url_not_set");
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use proxy::store::ProxyStore;
 use serde_json::{Value, json};
 
-use crate::stack::{FINAL, SECS, Stack, bank_session};
+use crate::stack::{SECS, Stack, bank_session, post_bank_webhook, until};
 
 /// The webhooks the sandbox sent about `session`, oldest first: (type, body, signature).
 async fn bank_webhooks(stack: &Stack, session: &str) -> Vec<(String, String, String)> {
@@ -26,47 +26,20 @@ async fn bank_webhooks(stack: &Stack, session: &str) -> Vec<(String, String, Str
         .collect()
 }
 
-/// A stack whose sandbox signs webhooks with a key the test holds too, so the test can speak as
-/// the bank.
-async fn bank_signing_stack() -> (Stack, proxy::bank131::RequestSigner) {
-    let (private, _) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key_path = dir.path().join("bank.pem");
-    std::fs::write(&key_path, &private).unwrap();
-    let stack = Stack::start_with(crate::stack::Options {
-        sandbox_flags: vec!["--bank-key".into(), key_path.display().to_string()],
-        ..Default::default()
-    })
-    .await;
-    // The sandbox has read the key at start; the directory may go.
-    drop(dir);
-    let bank = proxy::bank131::RequestSigner::from_pem(private.as_bytes()).unwrap();
-    (stack, bank)
-}
-
-async fn post_webhook(stack: &Stack, body: &str, signature: &str) -> u16 {
-    stack
-        .http
-        .post(format!("{}/webhooks/bank131", stack.proxy_url))
-        .header("content-type", "application/json")
-        .header("x-partner-sign", signature)
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 fn hooks_for(stack: &Stack, id: &str) -> Vec<Value> {
-    stack
-        .hooks
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|h| h.event["data"]["payout"]["id"] == id)
-        .map(|h| h.event.clone())
-        .collect()
+    stack.hooks_about(id).into_iter().map(|h| h.event).collect()
+}
+
+/// No form of `pan` is in the proxy's database or its WAL.
+fn assert_proxy_db_lacks(stack: &Stack, pan: &shared::Pan) {
+    for (name, bytes) in stack.files() {
+        if name.starts_with("proxy.db") {
+            assert!(
+                !shared::scan::contains_pan_any_encoding(&bytes, pan),
+                "{name} holds the PAN"
+            );
+        }
+    }
 }
 
 /// PCI 11, pay-out half: another tenant's token does not pay out, and another app's payout
@@ -126,19 +99,9 @@ async fn pci_11_tenants_and_apps_see_and_decide_only_their_own_payouts() {
     let missing_token = format!("tok_{}", "0".repeat(acme_token.len() - 4));
     let mut answers = Vec::new();
     for (key, token) in [("globex-1", &acme_token), ("globex-2", &missing_token)] {
-        let r = stack
-            .http
-            .post(format!("{}/v1/payouts", stack.proxy_url))
-            .bearer_auth(&other_tenant)
-            .header("idempotency-key", key)
-            .json(
-                &json!({"card_token": token, "amount": 100, "currency": "RUB",
-                          "recipient": {"full_name": "Ivanov Ivan"}}),
-            )
-            .send()
-            .await
-            .unwrap();
-        answers.push((r.status().as_u16(), r.bytes().await.unwrap()));
+        let body = json!({"card_token": token, "amount": 100, "currency": "RUB",
+                          "recipient": {"full_name": "Ivanov Ivan"}});
+        answers.push(stack.create_payout_as(&other_tenant, key, &body).await);
     }
     assert_eq!(
         answers[0], answers[1],
@@ -157,55 +120,51 @@ async fn pci_11_tenants_and_apps_see_and_decide_only_their_own_payouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_app_gets_no_more_webhooks() {
     // The bank cancels an unconfirmed session after 1.5 s: the payout ends after the revocation.
-    let stack = Stack::start_with(crate::stack::Options {
-        sandbox_flags: vec!["--confirm-timeout-ms".into(), "1500".into()],
-        ..Default::default()
-    })
-    .await;
+    let stack = Stack::with_sandbox_flags(&["--confirm-timeout-ms", "1500"]).await;
     let app_b = stack.proxy_client("app-b", "acme", "payouts:write,payouts:read");
     let token = stack.tokenize("4242424242424242").await;
-    let r = stack
-        .http
-        .post(format!("{}/v1/payouts", stack.proxy_url))
-        .bearer_auth(&app_b)
-        .header("idempotency-key", "b-1")
-        .json(
-            &json!({"card_token": token, "amount": 100, "currency": "RUB", "confirm": "manual",
-                      "recipient": {"full_name": "Ivanov Ivan"}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
+    let body = json!({"card_token": token, "amount": 100, "currency": "RUB", "confirm": "manual",
+                      "recipient": {"full_name": "Ivanov Ivan"}});
+    let (status, created) = stack.create_payout_as(&app_b, "b-1", &body).await;
+    assert_eq!(status, 201);
+    let id = serde_json::from_slice::<Value>(&created).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let store = stack.proxy_store();
+    // One deadline for both waits, as the whole payout must end within it.
     let deadline = Instant::now() + SECS;
-    while store.payout(&id).await.unwrap().unwrap().state.as_str() != "awaiting_confirmation" {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let clients = String::from_utf8(stack.proxy_cli(&["clients", "list"]).stdout).unwrap();
+    until(SECS, async || {
+        let p = store.payout(&id).await.unwrap().unwrap();
+        if p.state.as_str() == "awaiting_confirmation" {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        }
+    })
+    .await;
+    let clients = stack.proxy_cli_ok(&["clients", "list"]);
     let app_b_id = clients
         .lines()
         .find(|l| l.contains("app-b"))
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_owned();
-    let out = stack.proxy_cli(&["clients", "revoke", &app_b_id]);
-    assert!(out.status.success());
+    stack.proxy_cli_ok(&["clients", "revoke", &app_b_id]);
     // The payout still ends (the bank times the confirmation out); its event is not sent.
-    loop {
-        let p = store.payout(&id).await.unwrap().unwrap();
-        if p.state.is_final() && store.undelivered_events().await.unwrap() == 0 {
-            assert_eq!(p.state.as_str(), "failed", "{p:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{p:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let p = until(
+        deadline.saturating_duration_since(Instant::now()),
+        async || {
+            let p = store.payout(&id).await.unwrap().unwrap();
+            if p.state.is_final() && store.undelivered_events().await.unwrap() == 0 {
+                Ok(p)
+            } else {
+                Err(format!("{p:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(p.state.as_str(), "failed", "{p:?}");
     let heard: Vec<Value> = hooks_for(&stack, &id)
         .into_iter()
         .filter(|h| h["type"] == "payout.failed")
@@ -217,19 +176,14 @@ async fn a_revoked_app_gets_no_more_webhooks() {
 /// replayed webhook (100 times) changes nothing and is not kept again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pci_20_a_replayed_bank_webhook_changes_nothing_and_is_kept_once() {
-    let stack = Stack::start().await;
-    let (id, done) = stack
-        .pay_to_end("4242424242424242", 4_000, "auto", "Ivanov Ivan")
-        .await;
-    assert_eq!(done["status"], "succeeded");
-    stack.wait_hook(&id, "payout.succeeded").await;
+    let (stack, id, done) = Stack::start_paid("4242424242424242", 4_000, "Ivanov Ivan").await;
     let session = &bank_session(&done);
     let store = stack.proxy_store();
     let kept = store.bank_events(&id).await.unwrap().len();
     let hooks = hooks_for(&stack, &id).len();
     for (_, body, signature) in bank_webhooks(&stack, session).await {
         for _ in 0..50 {
-            assert_eq!(post_webhook(&stack, &body, &signature).await, 200);
+            assert_eq!(stack.bank_webhook(&body, &signature).await, 200);
         }
     }
     let after = stack.payout(&id).await;
@@ -243,7 +197,7 @@ async fn pci_20_a_replayed_bank_webhook_changes_nothing_and_is_kept_once() {
 /// row kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pci_21_fifty_concurrent_duplicates_of_one_webhook_change_the_state_once() {
-    let (stack, bank) = bank_signing_stack().await;
+    let (stack, bank) = Stack::signing_as_bank().await;
     // The bank's own delivery is dropped: the test delivers payment_finished, 50 times at once.
     stack
         .fault(json!({"on": "webhook:payment_finished", "action": "drop"}))
@@ -251,43 +205,31 @@ async fn pci_21_fifty_concurrent_duplicates_of_one_webhook_change_the_state_once
     let id = stack
         .pay("5555555555554444", 4_100, "auto", "Ivanov Ivan")
         .await;
-    let deadline = Instant::now() + SECS;
-    let session = loop {
+    let session = until(SECS, async || {
         let p = stack.payout(&id).await;
         if let Some(session) = p["bank"]["session_id"].as_str() {
             let view = stack.sandbox_session(session).await;
             if view["session"]["status"] == "accepted" {
-                break view["session"].clone();
+                return Ok(view["session"].clone());
             }
         }
-        assert!(Instant::now() < deadline, "{p}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        Err(p.to_string())
+    })
+    .await;
     let body = json!({"type": "payment_finished", "session": session}).to_string();
     let signature = bank.sign(body.as_bytes()).unwrap();
     let mut sends = tokio::task::JoinSet::new();
     for _ in 0..50 {
-        let (http, url, body, signature) = (
+        sends.spawn(post_bank_webhook(
             stack.http.clone(),
-            format!("{}/webhooks/bank131", stack.proxy_url),
+            stack.proxy_url.clone(),
             body.clone(),
             signature.clone(),
-        );
-        sends.spawn(async move {
-            http.post(url)
-                .header("content-type", "application/json")
-                .header("x-partner-sign", signature)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        });
+        ));
     }
     let statuses = sends.join_all().await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    let done = stack.wait_status(&id, FINAL, SECS).await;
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "succeeded");
     stack.wait_hook(&id, "payout.succeeded").await;
     let succeeded = hooks_for(&stack, &id)
@@ -306,7 +248,7 @@ async fn pci_21_fifty_concurrent_duplicates_of_one_webhook_change_the_state_once
 /// app; the proxy's database holds no PAN afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() {
-    let (stack, bank) = bank_signing_stack().await;
+    let (stack, bank) = Stack::signing_as_bank().await;
     let (id, done) = stack
         .pay_to_end("2200000000000004", 4_200, "auto", "Ivanov Ivan")
         .await;
@@ -318,7 +260,7 @@ async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() 
     leaky["payout_list"][0]["metadata"]["note"] = json!(format!("card {leaked}"));
     let body = json!({"type": "payment_finished", "session": leaky}).to_string();
     let signature = bank.sign(body.as_bytes()).unwrap();
-    assert_eq!(post_webhook(&stack, &body, &signature).await, 200);
+    assert_eq!(stack.bank_webhook(&body, &signature).await, 200);
 
     let kept = stack.proxy_store().bank_events(&id).await.unwrap();
     assert!(
@@ -342,35 +284,26 @@ async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() 
         .get_as(&stack.app_key, &format!("/v1/payouts/{id}"))
         .await;
     assert!(!view.contains(leaked));
-    for (name, bytes) in stack.files() {
-        if name.starts_with("proxy.db") {
-            assert!(
-                !shared::scan::contains_pan_any_encoding(&bytes, &pan),
-                "{name} holds the PAN"
-            );
-        }
-    }
+    assert_proxy_db_lacks(&stack, &pan);
 }
 
 /// PCI 24: a webhook from before the final state (delivered late, out of order) changes
 /// nothing; the bank's own status agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pci_24_a_stale_webhook_after_the_final_state_changes_nothing() {
-    let stack = Stack::start().await;
-    let (id, waiting) = stack
-        .awaiting_confirmation("4242424242424242", 4_300, "Ivanov Ivan")
-        .await;
+    let (stack, id, waiting) =
+        Stack::start_awaiting("4242424242424242", 4_300, "Ivanov Ivan").await;
     let session = bank_session(&waiting);
     let (status, _) = stack.action(&id, "confirm").await;
     assert_eq!(status, 200);
-    let done = stack.wait_status(&id, FINAL, SECS).await;
+    let done = stack.wait_final(&id).await;
     assert_eq!(done["status"], "succeeded");
     let (_, body, signature) = bank_webhooks(&stack, &session)
         .await
         .into_iter()
         .find(|(kind, _, _)| kind == "ready_to_confirm")
         .unwrap();
-    assert_eq!(post_webhook(&stack, &body, &signature).await, 200);
+    assert_eq!(stack.bank_webhook(&body, &signature).await, 200);
     let after = stack.payout(&id).await;
     assert_eq!(after["status"], "succeeded");
     assert_eq!(after["updated_at"], done["updated_at"]);
@@ -390,20 +323,14 @@ async fn pci_27_bank_5xx_until_retries_run_out_is_bounded_with_one_key_and_no_pa
     let pan = "5555555555554444";
     let id = stack.pay(pan, 4_400, "auto", "Ivanov Ivan").await;
     // Past the re-send cap the session is cancelled and the payout flagged for a person.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let flagged = loop {
-        let p = stack.payout(&id).await;
-        if p["needs_attention"]
-            .as_str()
-            .is_some_and(|a| a.contains("never showed"))
-        {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "{p}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let session = &bank_session(&flagged);
-    let starts = stack.bank_calls("session/start/payout", session).await;
+    let flagged = stack
+        .wait_payout(&id, Duration::from_secs(120), "flagged", |p| {
+            p["needs_attention"]
+                .as_str()
+                .is_some_and(|a| a.contains("never showed"))
+        })
+        .await;
+    let starts = stack.calls_for("session/start/payout", &flagged).await;
     assert!(
         (1..=4).contains(&starts.len()),
         "one start and at most payouts.max_start_resends (3) re-sends: {}",
@@ -419,15 +346,7 @@ async fn pci_27_bank_5xx_until_retries_run_out_is_bounded_with_one_key_and_no_pa
         })
         .collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
-    let pan = shared::Pan::parse(pan).unwrap();
-    for (name, bytes) in stack.files() {
-        if name.starts_with("proxy.db") {
-            assert!(
-                !shared::scan::contains_pan_any_encoding(&bytes, &pan),
-                "{name} holds the PAN"
-            );
-        }
-    }
+    assert_proxy_db_lacks(&stack, &shared::Pan::parse(pan).unwrap());
 }
 
 /// App webhook secrets are wrapped at rest: a reader of proxy.db cannot sign a webhook the app
@@ -466,8 +385,7 @@ async fn app_webhook_secrets_are_wrapped_at_rest_and_old_clear_ones_at_start() {
     .record;
     legacy.webhook_secret = clear.clone();
     store.insert_client(legacy.clone()).await.unwrap();
-    stack.kill9_proxy();
-    stack.start_proxy().await;
+    stack.restart_proxy().await;
     let stored = store
         .client(legacy.id.as_str())
         .await

@@ -31,6 +31,61 @@ pub(crate) fn bank_session(payout: &Value) -> String {
         .to_owned()
 }
 
+/// `error` (a payout's `failure`, an answer's `error`) has `code` and a message naming
+/// `setting`; `whole` is what failures show.
+pub(crate) fn assert_names_setting(error: &Value, code: &str, setting: &str, whole: &Value) {
+    assert_eq!(error["code"], code, "{whole}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(setting)),
+        "{whole}"
+    );
+}
+
+/// Polls `probe` until it gives a value. It says what it saw when it does not (`Err`), and past
+/// `timeout` that is the panic: the deadline only bounds a hang, a probe that succeeds returns
+/// at once.
+pub(crate) async fn until<T>(
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(found) => return found,
+            Err(seen) => assert!(Instant::now() < deadline, "{seen}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`Stack::bank_webhook`] with what it needs owned, so that it can be spawned.
+pub(crate) async fn post_bank_webhook(
+    http: reqwest::Client,
+    proxy_url: String,
+    body: String,
+    signature: String,
+) -> u16 {
+    http.post(format!("{proxy_url}/webhooks/bank131"))
+        .header("content-type", "application/json")
+        .header("x-partner-sign", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Serves `app` on a loopback port of its own, for as long as the test runs; its address.
+pub(crate) async fn serve_local(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// One received app webhook.
 #[derive(Clone, Debug)]
 pub(crate) struct AppHook {
@@ -75,6 +130,62 @@ impl Stack {
         Self::start_with(Options::default()).await
     }
 
+    /// A stack whose sandbox runs with `flags` over the defaults.
+    pub(crate) async fn with_sandbox_flags(flags: &[&str]) -> Self {
+        Self::start_with(Options {
+            sandbox_flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// A stack whose proxy runs with `env` (settings as `PROXY__...` overrides).
+    pub(crate) async fn with_proxy_env(env: &[(&str, &str)]) -> Self {
+        Self::start_with(Options {
+            proxy_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// A stack whose sandbox signs webhooks with a key the test holds too, so the test can speak
+    /// as the bank: the stack and that key.
+    pub(crate) async fn signing_as_bank() -> (Self, proxy::bank131::RequestSigner) {
+        let (private, _) = tests::sandbox::generate_rsa_keypair_pem().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_path = dir.path().join("bank.pem");
+        std::fs::write(&key_path, &private).unwrap();
+        let stack = Self::with_sandbox_flags(&["--bank-key", key_path.to_str().unwrap()]).await;
+        // The sandbox has read the key at start; the directory may go.
+        drop(dir);
+        let bank = proxy::bank131::RequestSigner::from_pem(private.as_bytes()).unwrap();
+        (stack, bank)
+    }
+
+    /// A stack and, on it, an auto-confirmed payout for `pan` that succeeded and that the app
+    /// has heard of (`payout.succeeded`): its id and the final payout.
+    pub(crate) async fn start_paid(pan: &str, amount: i64, name: &str) -> (Self, String, Value) {
+        let stack = Self::start().await;
+        let (id, done) = stack.pay_succeeded(pan, amount, name).await;
+        stack.wait_hook(&id, "payout.succeeded").await;
+        (stack, id, done)
+    }
+
+    /// A stack and, on it, a manual payout for `pan` awaiting confirmation: its id and the
+    /// payout as read then.
+    pub(crate) async fn start_awaiting(
+        pan: &str,
+        amount: i64,
+        name: &str,
+    ) -> (Self, String, Value) {
+        let stack = Self::start().await;
+        let (id, waiting) = stack.awaiting_confirmation(pan, amount, name).await;
+        (stack, id, waiting)
+    }
+
     pub(crate) async fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = |n: &str| dir.path().join(n);
@@ -89,9 +200,7 @@ impl Stack {
         let app = axum::Router::new()
             .route("/hooks", post(receive))
             .with_state((Arc::clone(&hooks), Arc::clone(&secret)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app_url = format!("http://{}/hooks", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let app_url = format!("http://{}/hooks", serve_local(app).await);
 
         let (vault_port, proxy_port, sandbox_port) = (
             free_port().unwrap(),
@@ -123,22 +232,14 @@ impl Stack {
             path("master.key").display()
         );
         std::fs::write(path("vault.toml"), vault_toml).unwrap();
-        let vault_cli = |args: &[&str]| {
-            run_cli(Path::new(VAULT_BIN), &path("vault.toml"), &[], args)
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
-        vault_cli(&["init"]);
-        let key = |name: &str, scopes: &str| {
-            vault_client(
-                Path::new(VAULT_BIN),
-                &path("vault.toml"),
-                &[],
-                (name, TENANT, scopes),
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-        };
-        let vault_app_key = key("app", "tokens:create,tokens:read");
-        let proxy_vault_key = key("proxy", "tokens:detokenize");
+        vault_cli(&path("vault.toml"), &["init"]);
+        let vault_app_key = vault_key(
+            &path("vault.toml"),
+            "app",
+            TENANT,
+            "tokens:create,tokens:read",
+        );
+        let proxy_vault_key = vault_key(&path("vault.toml"), "proxy", TENANT, "tokens:detokenize");
         let vault_url = format!("http://127.0.0.1:{vault_port}");
 
         // The proxy.
@@ -192,7 +293,6 @@ impl Stack {
         self.dir.path().join(name)
     }
 
-    /// Starts (again) the proxy and waits until it answers; it logs to `proxy-<run>.log`.
     /// Starts the vault (again, after [`Stack::kill9_vault`]) and waits for its health check.
     pub(crate) async fn start_vault(&mut self) {
         self.vault_runs += 1;
@@ -204,6 +304,7 @@ impl Stack {
         );
     }
 
+    /// Starts (again) the proxy and waits until it answers; it logs to `proxy-<run>.log`.
     pub(crate) async fn start_proxy(&mut self) {
         self.proxy_runs += 1;
         let name = format!("proxy-{}", self.proxy_runs);
@@ -239,7 +340,6 @@ impl Stack {
         process
     }
 
-    /// SIGKILL: no chance to finish anything.
     /// Kills the sandbox (SIGKILL) and starts it again on its port with the same partner key,
     /// with `flags` over the defaults in place of the first run's.
     pub(crate) async fn restart_sandbox(&mut self, flags: &[String]) {
@@ -249,10 +349,23 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// SIGKILL: no chance to finish anything.
     pub(crate) fn kill9_proxy(&mut self) {
         if let Some(mut p) = self.proxy.take() {
             p.kill();
         }
+    }
+
+    /// SIGKILL, then a start that reads the configuration again.
+    pub(crate) async fn restart_proxy(&mut self) {
+        self.kill9_proxy();
+        self.start_proxy().await;
+    }
+
+    /// Writes `toml` as the proxy's configuration and restarts the proxy on it.
+    pub(crate) async fn reconfigure_proxy(&mut self, toml: String) {
+        tests::stack::write_secret(&self.path("proxy.toml"), toml).unwrap();
+        self.restart_proxy().await;
     }
 
     pub(crate) fn kill9_vault(&mut self) {
@@ -272,14 +385,38 @@ impl Stack {
         r["token"].as_str().unwrap().to_owned()
     }
 
-    /// POST /v1/payouts; returns (status, body bytes).
-    pub(crate) async fn create_payout(&self, key: &str, body: &Value) -> (u16, Vec<u8>) {
-        let r = self
-            .http
+    /// `POST /v1/payouts` with `idempotency_key`, not yet authenticated.
+    pub(crate) fn payout_request(
+        &self,
+        idempotency_key: &str,
+        body: &Value,
+    ) -> reqwest::RequestBuilder {
+        self.http
             .post(format!("{}/v1/payouts", self.proxy_url))
-            .bearer_auth(&self.app_key)
-            .header("idempotency-key", key)
+            .header("idempotency-key", idempotency_key)
             .json(body)
+    }
+
+    /// POST /v1/payouts as the app; returns (status, body bytes).
+    pub(crate) async fn create_payout(
+        &self,
+        idempotency_key: &str,
+        body: &Value,
+    ) -> (u16, Vec<u8>) {
+        self.create_payout_as(&self.app_key, idempotency_key, body)
+            .await
+    }
+
+    /// POST /v1/payouts with an app key; returns (status, body bytes).
+    pub(crate) async fn create_payout_as(
+        &self,
+        key: &str,
+        idempotency_key: &str,
+        body: &Value,
+    ) -> (u16, Vec<u8>) {
+        let r = self
+            .payout_request(idempotency_key, body)
+            .bearer_auth(key)
             .send()
             .await
             .unwrap();
@@ -326,8 +463,35 @@ impl Stack {
         name: &str,
     ) -> (String, Value) {
         let id = self.pay(pan, amount, confirm, name).await;
-        let done = self.wait_status(&id, FINAL, SECS).await;
+        let done = self.wait_final(&id).await;
         (id, done)
+    }
+
+    /// An auto-confirmed payout for `pan` that succeeded: its id and the final payout.
+    pub(crate) async fn pay_succeeded(
+        &self,
+        pan: &str,
+        amount: i64,
+        name: &str,
+    ) -> (String, Value) {
+        let (id, done) = self.pay_to_end(pan, amount, "auto", name).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        (id, done)
+    }
+
+    /// A webhook posted to the proxy as the bank would, signed with `signature`; the status.
+    pub(crate) async fn bank_webhook(
+        &self,
+        body: impl Into<String>,
+        signature: impl Into<String>,
+    ) -> u16 {
+        post_bank_webhook(
+            self.http.clone(),
+            self.proxy_url.clone(),
+            body.into(),
+            signature.into(),
+        )
+        .await
     }
 
     pub(crate) async fn payout(&self, id: &str) -> Value {
@@ -338,168 +502,237 @@ impl Stack {
             .await
     }
 
+    /// Polls until `done` holds for the payout (`what` says what it waits for), within `timeout`.
+    pub(crate) async fn wait_payout(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        until(timeout, async || {
+            let p = self.payout(id).await;
+            if done(&p) {
+                Ok(p)
+            } else {
+                Err(format!("payout {id} never {what}: {p}"))
+            }
+        })
+        .await
+    }
+
     /// Polls until the payout's status is one of `want`.
     pub(crate) async fn wait_status(&self, id: &str, want: &[&str], timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let p = self.payout(id).await;
-            if want.iter().any(|w| p["status"] == *w) {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "payout {id} never reached {want:?}: {p}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_payout(id, timeout, &format!("reached {want:?}"), |p| {
+            want.iter().any(|w| p["status"] == *w)
+        })
+        .await
+    }
+
+    /// Polls until the payout has ended ([`FINAL`]), within [`SECS`].
+    pub(crate) async fn wait_final(&self, id: &str) -> Value {
+        self.wait_status(id, FINAL, SECS).await
     }
 
     pub(crate) async fn action(&self, id: &str, what: &str) -> (u16, Value) {
+        let (status, body) = self
+            .post_as(&self.app_key, &format!("/v1/payouts/{id}/{what}"))
+            .await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// `what` (`confirm`, `cancel`) on payout `id` is refused with `status` and error `code`.
+    pub(crate) async fn refuses(&self, id: &str, what: &str, status: u16, code: &str) {
+        let (answered, body) = self.action(id, what).await;
+        assert_eq!(answered, status, "{what}: {body}");
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+    }
+
+    /// `what` (`confirm`, `cancel`) on payout `id` is taken (200), the payout then `state`; the
+    /// payout as answered.
+    pub(crate) async fn takes(&self, id: &str, what: &str, state: &str) -> Value {
+        let (status, body) = self.action(id, what).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some(state)),
+            "{what}: {body}"
+        );
+        body
+    }
+
+    /// A bodiless request to a proxy path with an app key: the status and the body as text.
+    async fn call_as(&self, method: reqwest::Method, key: &str, path: &str) -> (u16, String) {
         let r = self
             .http
-            .post(format!("{}/v1/payouts/{id}/{what}", self.proxy_url))
-            .bearer_auth(&self.app_key)
+            .request(method, format!("{}{path}", self.proxy_url))
+            .bearer_auth(key)
             .send()
             .await
             .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// `GET` a proxy path with an app key: the status and the body as JSON.
+    pub(crate) async fn get_json(&self, key: &str, path: &str) -> (u16, Value) {
+        let (status, body) = self.get_as(key, path).await;
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    /// `POST` to a proxy path, without a body, with an app key: the status and the body as JSON.
+    pub(crate) async fn post_json(&self, key: &str, path: &str) -> (u16, Value) {
+        let (status, body) = self.post_as(key, path).await;
+        (status, serde_json::from_str(&body).unwrap())
     }
 
     /// `GET` a proxy path with an app key: the status and the body as text.
     pub(crate) async fn get_as(&self, key: &str, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.proxy_url))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        self.call_as(reqwest::Method::GET, key, path).await
     }
 
     /// `POST` to a proxy path, without a body, with an app key: the status and the body as text.
     pub(crate) async fn post_as(&self, key: &str, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.proxy_url))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        self.call_as(reqwest::Method::POST, key, path).await
+    }
+
+    /// The app webhooks received so far about `payout`, oldest first.
+    pub(crate) fn hooks_about(&self, payout: &str) -> Vec<AppHook> {
+        self.hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.event["data"]["payout"]["id"] == payout)
+            .cloned()
+            .collect()
     }
 
     /// Waits for an app webhook of `kind` about `payout`.
     pub(crate) async fn wait_hook(&self, payout: &str, kind: &str) -> AppHook {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let found = self
-                .hooks
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|h| h.event["type"] == kind && h.event["data"]["payout"]["id"] == payout)
-                .cloned();
-            if let Some(h) = found {
-                return h;
-            }
-            assert!(Instant::now() < deadline, "no {kind} webhook for {payout}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until(Duration::from_secs(60), async || {
+            self.hooks_about(payout)
+                .into_iter()
+                .find(|h| h.event["type"] == kind)
+                .ok_or_else(|| format!("no {kind} webhook for {payout}"))
+        })
+        .await
     }
 
     pub(crate) async fn journal(&self) -> Vec<Value> {
-        let v: Value = self
-            .http
-            .get(format!("{}/__sandbox/journal", self.sandbox_url))
-            .json_body()
-            .await;
+        let v = self.sandbox_get("journal").await;
         v["entries"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Bank API requests (journal entries) for `method`, e.g. `session/start/payout`, about
-    /// `session_id` (by the request body).
-    pub(crate) async fn bank_calls(&self, method: &str, session_id: &str) -> Vec<Value> {
+    /// Bank API requests (journal entries) for `method`, e.g. `session/start/payout`.
+    pub(crate) async fn requests(&self, method: &str) -> Vec<Value> {
         self.journal()
             .await
             .into_iter()
             .filter(|e| e["kind"] == "request")
             .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(method)))
-            .filter(|r| {
-                r["body"]
-                    .as_str()
-                    .is_some_and(|b| b.contains(&format!("\"{session_id}\"")))
-            })
             .collect()
+    }
+
+    /// Bank API requests for `method` whose body holds `text`.
+    pub(crate) async fn requests_holding(&self, method: &str, text: &str) -> Vec<Value> {
+        self.requests(method)
+            .await
+            .into_iter()
+            .filter(|r| r["body"].as_str().is_some_and(|b| b.contains(text)))
+            .collect()
+    }
+
+    /// Bank API requests (journal entries) for `method`, e.g. `session/start/payout`, about
+    /// `session_id` (by the request body).
+    pub(crate) async fn bank_calls(&self, method: &str, session_id: &str) -> Vec<Value> {
+        self.requests_holding(method, &format!("\"{session_id}\""))
+            .await
+    }
+
+    /// Bank API requests for `method` in the session of `payout` (as the app API shows it).
+    pub(crate) async fn calls_for(&self, method: &str, payout: &Value) -> Vec<Value> {
+        self.bank_calls(method, &bank_session(payout)).await
     }
 
     /// How many payouts the bank holds for our payout `id`: over every session a start request
     /// for it went to, the payouts the sandbox has in those sessions. Exactly-once means 1.
     pub(crate) async fn payouts_at_bank(&self, id: &str) -> usize {
         let mut sessions = std::collections::BTreeSet::new();
-        for e in self.journal().await {
-            let (Some(path), Some(body)) = (e["path"].as_str(), e["body"].as_str()) else {
-                continue;
-            };
-            if e["kind"] == "request" && path.ends_with("session/start/payout") && body.contains(id)
-            {
-                let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-                if let Some(s) = v["session_id"].as_str() {
-                    sessions.insert(s.to_owned());
-                }
+        for start in self.requests_holding("session/start/payout", id).await {
+            let body = start["body"].as_str().unwrap_or_default();
+            let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+            if let Some(s) = v["session_id"].as_str() {
+                sessions.insert(s.to_owned());
             }
         }
         let mut count = 0;
         for s in sessions {
-            let v: Value = self
-                .http
-                .get(format!("{}/__sandbox/sessions/{s}", self.sandbox_url))
-                .json_body()
-                .await;
+            let v = self.sandbox_session(&s).await;
             count += v["session"]["payout_list"].as_array().map_or(0, Vec::len);
         }
         count
     }
 
-    pub(crate) async fn fault(&self, spec: Value) {
-        let r = self
-            .http
-            .post(format!("{}/__sandbox/faults", self.sandbox_url))
-            .json(&spec)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "fault {spec}: {}", r.status());
-    }
-
-    /// Drops every fault the sandbox still holds.
-    pub(crate) async fn clear_faults(&self) {
-        let r = self
-            .http
-            .delete(format!("{}/__sandbox/faults", self.sandbox_url))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "clearing faults: {}", r.status());
-    }
-
-    /// The sandbox's own view of a session (the truth, v2 spelling, never reshaped by quirks).
-    pub(crate) async fn sandbox_session(&self, session: &str) -> Value {
+    /// `GET /__sandbox/<path>`; the answer as JSON.
+    pub(crate) async fn sandbox_get(&self, path: &str) -> Value {
         self.http
-            .get(format!("{}/__sandbox/sessions/{session}", self.sandbox_url))
+            .get(format!("{}/__sandbox/{path}", self.sandbox_url))
             .json_body()
             .await
     }
 
+    /// `method /__sandbox/<path>`, with a JSON body if there is one; the answer, a success.
+    async fn sandbox_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(
+            method.clone(),
+            format!("{}/__sandbox/{path}", self.sandbox_url),
+        );
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request.send().await.unwrap();
+        let what = body.map(Value::to_string).unwrap_or_default();
+        assert!(
+            r.status().is_success(),
+            "{method} {path} {what}: {}",
+            r.status()
+        );
+        r
+    }
+
+    /// A fault on the next call to `on` (a bank method or `webhook:<type>`) only.
+    pub(crate) async fn fault_once(&self, on: &str, action: &str) {
+        self.fault(json!({"on": on, "action": action, "count": 1}))
+            .await;
+    }
+
+    pub(crate) async fn fault(&self, spec: Value) {
+        self.sandbox_call(reqwest::Method::POST, "faults", Some(&spec))
+            .await;
+    }
+
+    /// Drops every fault the sandbox still holds.
+    pub(crate) async fn clear_faults(&self) {
+        self.sandbox_call(reqwest::Method::DELETE, "faults", None)
+            .await;
+    }
+
+    /// The sandbox's own view of a session (the truth, v2 spelling, never reshaped by quirks).
+    pub(crate) async fn sandbox_session(&self, session: &str) -> Value {
+        self.sandbox_get(&format!("sessions/{session}")).await
+    }
+
     /// Runs a `vault` command against this stack's vault; its standard output.
     pub(crate) fn vault_cli(&self, args: &[&str]) -> String {
-        run_cli(Path::new(VAULT_BIN), &self.path("vault.toml"), &[], args)
-            .unwrap_or_else(|e| panic!("{e}"))
+        vault_cli(&self.path("vault.toml"), args)
     }
 
     /// Creates an app client of the proxy; its API key.
     pub(crate) fn proxy_client(&self, name: &str, tenant: &str, scopes: &str) -> String {
-        let out = self.proxy_cli(&[
+        let out = self.proxy_cli_ok(&[
             "clients",
             "create",
             "--name",
@@ -511,32 +744,24 @@ impl Stack {
             "--webhook-url",
             &self.app_webhook_url,
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        field(&String::from_utf8_lossy(&out.stdout), "api_key:").unwrap()
+        field(&out, "api_key:").unwrap()
     }
 
     /// Gives the proxy a vault key for one more tenant, and restarts it.
     pub(crate) async fn add_vault_tenant(&mut self, tenant: &str) {
-        let key = vault_client(
-            Path::new(VAULT_BIN),
+        let key = vault_key(
             &self.path("vault.toml"),
-            &[],
-            (&format!("proxy-{tenant}"), tenant, "tokens:detokenize"),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+            &format!("proxy-{tenant}"),
+            tenant,
+            "tokens:detokenize",
+        );
         let toml = std::fs::read_to_string(self.path("proxy.toml")).unwrap();
         let toml = toml.replacen(
             "[vault.api_keys]\n",
             &format!("[vault.api_keys]\n{tenant} = \"{key}\"\n"),
             1,
         );
-        std::fs::write(self.path("proxy.toml"), toml).unwrap();
-        self.kill9_proxy();
-        self.start_proxy().await;
+        self.reconfigure_proxy(toml).await;
     }
 
     /// Runs a `proxy` command against this stack's configuration.
@@ -550,17 +775,20 @@ impl Stack {
             .unwrap()
     }
 
+    /// Runs a `proxy` command that must succeed; its standard output.
+    pub(crate) fn proxy_cli_ok(&self, args: &[&str]) -> String {
+        let out = self.proxy_cli(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// `POST /__sandbox/<path>` with a JSON body; the answer.
     pub(crate) async fn control(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/__sandbox/{path}", self.sandbox_url))
-            .json(&body)
-            .send()
+        self.sandbox_call(reqwest::Method::POST, path, Some(&body))
             .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The proxy's database, opened beside the running proxy (WAL: readers do not block it).
@@ -587,6 +815,17 @@ impl Stack {
 }
 
 type Receiver = (Arc<Mutex<Vec<AppHook>>>, Arc<Mutex<String>>);
+
+/// Runs a `vault` command with `config`; its standard output.
+fn vault_cli(config: &Path, args: &[&str]) -> String {
+    run_cli(Path::new(VAULT_BIN), config, &[], args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A new vault API key for client `name` of `tenant`.
+fn vault_key(config: &Path, name: &str, tenant: &str, scopes: &str) -> String {
+    vault_client(Path::new(VAULT_BIN), config, &[], (name, tenant, scopes))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
 
 /// The sandbox's flags: fast delays and retries, replaced flag by flag by the test's own (the
 /// sandbox takes each flag once).
