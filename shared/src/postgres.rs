@@ -25,8 +25,7 @@ pub enum PgSetupError {
     Database(String),
 }
 
-/// Builds a pool of at most `max_connections` to `url`, with `search_path` set to `schema` when
-/// given (the schema is created if missing).
+/// A read-write pool: [`connect_as`] with [`Access::ReadWrite`].
 ///
 /// # Errors
 ///
@@ -36,36 +35,22 @@ pub async fn connect(
     max_connections: usize,
     schema: Option<&str>,
 ) -> Result<Pool, PgSetupError> {
-    connect_as(url, max_connections, schema, Access::ReadWrite).await
+    connect_as(Access::ReadWrite, url, max_connections, schema).await
 }
 
-/// Like [`connect`], but every transaction of the pool is read-only (PostgreSQL's
-/// `default_transaction_read_only`), so a command that only reads cannot write by mistake.
-/// The schema is not created.
+/// Builds a pool of at most `max_connections` to `url`, with `search_path` set to `schema` when
+/// given. A read-write pool creates the schema if missing; in a read-only one every transaction
+/// is read-only (PostgreSQL's `default_transaction_read_only`), so a command that only reads
+/// cannot write by mistake.
 ///
 /// # Errors
 ///
 /// [`PgSetupError`].
-pub async fn connect_read_only(
-    url: &str,
-    max_connections: usize,
-    schema: Option<&str>,
-) -> Result<Pool, PgSetupError> {
-    connect_as(url, max_connections, schema, Access::ReadOnly).await
-}
-
-/// What a pool may do.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-enum Access {
-    ReadWrite,
-    ReadOnly,
-}
-
-async fn connect_as(
-    url: &str,
-    max_connections: usize,
-    schema: Option<&str>,
+pub async fn connect_as(
     access: Access,
+    url: &str,
+    max_connections: usize,
+    schema: Option<&str>,
 ) -> Result<Pool, PgSetupError> {
     let mut config = tokio_postgres::Config::from_str(url).map_err(|_| PgSetupError::Url)?;
     // Added to the URL's own `options` (which may set the search path), never replacing them.
@@ -111,6 +96,15 @@ async fn connect_as(
             .map_err(|e| PgSetupError::Database(e.to_string()))?;
     }
     Ok(pool)
+}
+
+/// What a pool may do.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Access {
+    /// Reads and writes (the services).
+    ReadWrite,
+    /// Reads only (the reading commands).
+    ReadOnly,
 }
 
 /// Applies `migrations[i]` once each (recorded in `schema_migrations`), under a transaction-level

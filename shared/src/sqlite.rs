@@ -96,29 +96,17 @@ type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// started), says whether it succeeded, and how to answer once the commit is known.
 type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> (bool, Finish) + Send>;
 
-/// What an error type must convert from to carry every way a write can fail: the statement,
-/// the commit, a full queue, a read-only open, a lost writer thread.
-pub trait WriteError:
-    From<TaskFailed>
-    + From<CommitFailed>
-    + From<QueueFull>
-    + From<ReadOnly>
-    + From<rusqlite::Error>
-    + Send
-    + 'static
-{
-}
+/// What an error type must convert from to carry every way a read can fail: the statement, or
+/// a lost storage thread.
+pub trait ReadError: From<TaskFailed> + From<rusqlite::Error> + Send + 'static {}
 
-impl<E> WriteError for E where
-    E: From<TaskFailed>
-        + From<CommitFailed>
-        + From<QueueFull>
-        + From<ReadOnly>
-        + From<rusqlite::Error>
-        + Send
-        + 'static
-{
-}
+impl<E: From<TaskFailed> + From<rusqlite::Error> + Send + 'static> ReadError for E {}
+
+/// What an error type must convert from to carry every way a write can fail: a read's ways,
+/// and the commit, a full queue, a read-only open.
+pub trait WriteError: ReadError + From<CommitFailed> + From<QueueFull> + From<ReadOnly> {}
+
+impl<E: ReadError + From<CommitFailed> + From<QueueFull> + From<ReadOnly>> WriteError for E {}
 
 /// A group-committing writer and readers over one database file. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -271,10 +271,10 @@ impl ProxyStore for PgStore {
     }
 
     async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
+        // The key presented may be the current one or the one it replaced (while that lasts).
         let sql = select!(clients, "WHERE key_hash = $1 OR previous_key_hash = $1");
-        self.db
-            .fetch(sql, &[&key_hash.as_slice()], rows::client)
-            .await
+        let hash = key_hash.as_slice();
+        self.db.fetch(sql, &[&hash], rows::client).await
     }
 
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use shared::postgres::{Db, Params};
+use shared::postgres::{Access, Db, Params};
 use shared::row::Row as _;
 
 use super::rows::{self, client_columns, event_columns, key_columns, select, token_columns};
@@ -95,7 +95,7 @@ impl PgStore {
         max_connections: usize,
         schema: Option<&str>,
     ) -> Result<Self> {
-        let pool = shared::postgres::connect_read_only(url, max_connections, schema)
+        let pool = shared::postgres::connect_as(Access::ReadOnly, url, max_connections, schema)
             .await
             .map_err(setup)?;
         let applied = shared::postgres::applied_migrations(&pool)

@@ -199,12 +199,9 @@ fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>> {
-        self.read(|conn| {
-            query_all(conn, select!(keys, "ORDER BY purpose, version"), [], |r| {
-                rows::wrapped_key(r)
-            })
-        })
-        .await
+        let sql = select!(keys, "ORDER BY purpose, version");
+        self.read(move |c| query_all(c, sql, [], |r| rows::wrapped_key(r)))
+            .await
     }
 
     async fn insert_keys(
@@ -358,12 +355,9 @@ impl Store for SqliteStore {
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>> {
-        self.read(|conn| {
-            query_all(conn, select!(clients, "ORDER BY created_at, id"), [], |r| {
-                rows::client(r)
-            })
-        })
-        .await
+        let sql = select!(clients, "ORDER BY created_at, id");
+        self.read(move |c| query_all(c, sql, [], |r| rows::client(r)))
+            .await
     }
 
     async fn revoke_client(
