@@ -182,25 +182,6 @@ async fn highest_applied<C: deadpool_postgres::GenericClient + Sync>(
 /// A statement's parameters, in `$1, $2, …` order.
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-/// What [`Db::fetch`] collects a query's mapped rows into.
-pub trait Rows<T> {
-    /// These rows, as this collection.
-    fn from_rows(rows: Vec<T>) -> Self;
-}
-
-impl<T> Rows<T> for Vec<T> {
-    fn from_rows(rows: Self) -> Self {
-        rows
-    }
-}
-
-/// The first row, for a point query (on a unique key: there is at most one).
-impl<T> Rows<T> for Option<T> {
-    fn from_rows(rows: Vec<T>) -> Self {
-        rows.into_iter().next()
-    }
-}
-
 /// A pool of connections to one database, and the statements a store runs on it outside a
 /// transaction, each prepared once per connection and cached by its text. Cheap to clone.
 #[derive(Clone)]
@@ -250,12 +231,12 @@ impl Db {
     ) -> Result<Found, E>
     where
         E: From<PoolError> + From<tokio_postgres::Error>,
-        Found: Rows<T>,
+        Found: crate::row::Rows<T>,
     {
         let client = self.conn::<E>().await?;
         let stmt = client.prepare_cached(sql).await?;
         let rows = client.query(&stmt, params).await?;
-        Ok(Found::from_rows(
+        Ok(crate::row::Rows::from_rows(
             rows.iter().map(map).collect::<Result<_, E>>()?,
         ))
     }

@@ -50,6 +50,26 @@ pub trait Row {
     }
 }
 
+/// What a query's mapped rows are collected into, on either backend
+/// ([`crate::postgres::Db::fetch`], [`crate::sqlite::query`]): all of them, or the first.
+pub trait Rows<T> {
+    /// These rows, as this collection.
+    fn from_rows(rows: Vec<T>) -> Self;
+}
+
+impl<T> Rows<T> for Vec<T> {
+    fn from_rows(rows: Self) -> Self {
+        rows
+    }
+}
+
+/// The first row, for a point query (on a unique key: there is at most one).
+impl<T> Rows<T> for Option<T> {
+    fn from_rows(rows: Vec<T>) -> Self {
+        rows.into_iter().next()
+    }
+}
+
 /// A stored value that does not decode into its domain type; names the column. Each store's
 /// error converts from it (`StoreError::Corrupt`).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

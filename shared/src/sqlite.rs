@@ -490,42 +490,25 @@ fn write_loop(
 /// A row mapping (a store's `rows::…` function) as the query helpers take it.
 pub type MapRow<T, E> = fn(&rusqlite::Row<'_>) -> Result<T, E>;
 
-/// The one row `sql` finds with `params`, mapped by `map`.
-///
-/// # Errors
-///
-/// The query fails, or `map` refuses the row.
-pub fn query_one<T, E: From<rusqlite::Error>>(
-    conn: &Connection,
-    sql: &'static str,
-    params: impl rusqlite::Params,
-    map: MapRow<T, E>,
-) -> Result<Option<T>, E> {
-    use rusqlite::OptionalExtension;
-    conn.prepare_cached(sql)?
-        .query_row(params, |r| Ok(map(r)))
-        .optional()?
-        .transpose()
-}
-
-/// Every row `sql` finds with `params`, mapped by `map`.
+/// What `sql` finds (or returns) with `params`, each row mapped by `map`: every row into a
+/// `Vec`, or the first into an `Option` (point queries, on a unique key).
 ///
 /// # Errors
 ///
 /// The query fails, or `map` refuses a row.
-pub fn query_all<T, E: From<rusqlite::Error>>(
+pub fn query<T, E: From<rusqlite::Error>, Found: crate::row::Rows<T>>(
     conn: &Connection,
     sql: &'static str,
     params: impl rusqlite::Params,
     map: MapRow<T, E>,
-) -> Result<Vec<T>, E> {
+) -> Result<Found, E> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut found = stmt.query(params)?;
     let mut out = Vec::new();
     while let Some(r) = found.next()? {
         out.push(map(r)?);
     }
-    Ok(out)
+    Ok(crate::row::Rows::from_rows(out))
 }
 
 fn connect(options: &SqliteOptions, flags: OpenFlags) -> Result<Connection, rusqlite::Error> {

@@ -35,6 +35,7 @@ macro_rules! store_error_from_backends {
         $crate::store_error_from_backends!(@duplicate $error, $crate::store_error::SqliteError, $crate::store_error::sqlite_duplicate);
         $crate::store_error_from_backends!(@duplicate $error, $crate::store_error::PgError, $crate::postgres::is_unique_violation);
         $crate::store_error_from_backends!(@boxed $error, $crate::store_error::PoolError);
+        $crate::store_error_from_backends!(@boxed $error, $crate::postgres::PgSetupError);
         $crate::store_error_from_backends!(@boxed $error, $crate::sqlite::CommitFailed);
         $crate::store_error_from_backends!(@unit $error, $crate::sqlite::TaskFailed => Task);
         $crate::store_error_from_backends!(@unit $error, $crate::sqlite::QueueFull => Overloaded);

@@ -37,13 +37,8 @@ impl PgStore {
     ///
     /// A bad URL, an unreachable server, a failed migration.
     pub async fn connect(url: &str, max_connections: usize, schema: Option<&str>) -> Result<Self> {
-        let setup = |e: shared::postgres::PgSetupError| StoreError::Database(Box::new(e));
-        let pool = shared::postgres::connect(url, max_connections, schema)
-            .await
-            .map_err(setup)?;
-        shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS)
-            .await
-            .map_err(setup)?;
+        let pool = shared::postgres::connect(url, max_connections, schema).await?;
+        shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS).await?;
         Ok(Self { db: pool.into() })
     }
 }

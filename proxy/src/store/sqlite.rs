@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use rusqlite::params;
-use shared::sqlite::{SqliteOptions, SqlitePool, query_all, query_one};
+use shared::sqlite::{SqliteOptions, SqlitePool, query};
 
 use super::rows::{
     self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
@@ -44,7 +44,7 @@ impl ProxyStore for SqliteStore {
     async fn insert_payout(&self, p: Payout) -> Result<Inserted> {
         self.pool
             .transaction(move |tx| {
-                let existing = query_one(
+                let existing = query(
                     tx,
                     select!(payouts, "WHERE client_id = ?1 AND idempotency_key = ?2"),
                     params![p.client_id.as_str(), p.idempotency_key],
@@ -69,7 +69,7 @@ impl ProxyStore for SqliteStore {
         let sql = select!(payouts, "WHERE id = ?1");
         let params = [id.to_owned()];
         self.pool
-            .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
+            .lookup(move |c| query(c, sql, params, |r| rows::payout(r)))
             .await
     }
 
@@ -81,7 +81,7 @@ impl ProxyStore for SqliteStore {
         let sql = select!(payouts, "WHERE client_id = ?1 AND idempotency_key = ?2");
         let params = (client_id.to_owned(), key.to_owned());
         self.pool
-            .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
+            .lookup(move |c| query(c, sql, params, |r| rows::payout(r)))
             .await
     }
 
@@ -89,7 +89,7 @@ impl ProxyStore for SqliteStore {
         let sql = select!(payouts, "WHERE bank_session_id = ?1");
         let params = [session_id.to_owned()];
         self.pool
-            .lookup(move |c| query_one(c, sql, params, |r| rows::payout(r)))
+            .lookup(move |c| query(c, sql, params, |r| rows::payout(r)))
             .await
     }
 
@@ -116,7 +116,7 @@ impl ProxyStore for SqliteStore {
             filter.client_id,
         );
         self.pool
-            .read(move |c| query_all(c, sql, params, |r| rows::payout(r)))
+            .read(move |c| query(c, sql, params, |r| rows::payout(r)))
             .await
     }
 
@@ -154,7 +154,7 @@ impl ProxyStore for SqliteStore {
         let owner = owner.to_owned();
         self.pool
             .transaction(move |tx| {
-                let mut claimed = query_all(
+                let mut claimed: Vec<Payout> = query(
                     tx,
                     select!(payouts, "WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') \
                              AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"),
@@ -193,7 +193,7 @@ impl ProxyStore for SqliteStore {
         let sql = select!(bank_events, "WHERE payout_id = ?1 ORDER BY seq");
         let params = [payout_id.to_owned()];
         self.pool
-            .read(move |c| query_all(c, sql, params, |r| rows::bank_event(r)))
+            .read(move |c| query(c, sql, params, |r| rows::bank_event(r)))
             .await
     }
 
@@ -205,7 +205,7 @@ impl ProxyStore for SqliteStore {
     ) -> Result<Vec<OutboxEvent>> {
         self.pool
             .transaction(move |tx| {
-                let claimed = query_all(
+                let claimed: Vec<OutboxEvent> = query(
                     tx,
                     select!(
                         outbox,
@@ -246,7 +246,7 @@ impl ProxyStore for SqliteStore {
         } = filter;
         let params = (client_id.to_owned(), payout_id, event_type, after, limit);
         self.pool
-            .read(move |c| query_all(c, sql, params, |r| rows::event(r)))
+            .read(move |c| query(c, sql, params, |r| rows::event(r)))
             .await
     }
 
@@ -259,7 +259,7 @@ impl ProxyStore for SqliteStore {
         let (client_id, id) = (client_id.to_owned(), id.to_owned());
         self.pool
             .transaction(move |tx| {
-                query_one(
+                query(
                     tx,
                     concat!(
                         "UPDATE outbox SET attempts = 0, next_attempt_at = ?3, delivered_at = NULL, \
@@ -319,7 +319,7 @@ impl ProxyStore for SqliteStore {
     async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
         let sql = select!(clients, "WHERE key_hash = ?1 OR previous_key_hash = ?1");
         self.pool
-            .lookup(move |c| query_one(c, sql, [key_hash], |r| rows::client(r)))
+            .lookup(move |c| query(c, sql, [key_hash], |r| rows::client(r)))
             .await
     }
 
@@ -327,14 +327,14 @@ impl ProxyStore for SqliteStore {
         let sql = select!(clients, "WHERE id = ?1");
         let params = [id.to_owned()];
         self.pool
-            .lookup(move |c| query_one(c, sql, params, |r| rows::client(r)))
+            .lookup(move |c| query(c, sql, params, |r| rows::client(r)))
             .await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>> {
         let sql = select!(clients, "ORDER BY created_at, id");
         self.pool
-            .read(move |c| query_all(c, sql, [], |r| rows::client(r)))
+            .read(move |c| query(c, sql, [], |r| rows::client(r)))
             .await
     }
 

@@ -66,12 +66,8 @@ impl PgStore {
         schema: Option<&str>,
         max_queued_writes: usize,
     ) -> Result<Self> {
-        let pool = shared::postgres::connect(url, max_connections, schema)
-            .await
-            .map_err(setup)?;
-        shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS)
-            .await
-            .map_err(setup)?;
+        let pool = shared::postgres::connect(url, max_connections, schema).await?;
+        shared::postgres::migrate(&pool, MIGRATION_LOCK, MIGRATIONS).await?;
         let head = Arc::new(ChainHead::default());
         Ok(Self {
             batches: group_commit::GroupCommit::start(
@@ -95,12 +91,9 @@ impl PgStore {
         max_connections: usize,
         schema: Option<&str>,
     ) -> Result<Self> {
-        let pool = shared::postgres::connect_as(Access::ReadOnly, url, max_connections, schema)
-            .await
-            .map_err(setup)?;
-        let applied = shared::postgres::applied_migrations(&pool)
-            .await
-            .map_err(setup)?;
+        let pool =
+            shared::postgres::connect_as(Access::ReadOnly, url, max_connections, schema).await?;
+        let applied = shared::postgres::applied_migrations(&pool).await?;
         if applied != MIGRATIONS.len() {
             return Err(StoreError::Database(Box::new(
                 shared::postgres::PgSetupError::Database(format!(
@@ -154,10 +147,6 @@ const MAC_AT: &str = "SELECT mac FROM audit_events WHERE seq = $1";
 /// A row of [`MAC_AT`].
 fn audit_mac(r: &tokio_postgres::Row) -> Result<[u8; 32]> {
     Ok(r.blob32(0, "audit mac")?)
-}
-
-fn setup(e: shared::postgres::PgSetupError) -> StoreError {
-    StoreError::Database(Box::new(e))
 }
 
 async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<bool> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 pub use shared::sqlite::SqliteOptions;
-use shared::sqlite::{OpenReadOnlyError, SqlitePool, query_all, query_one};
+use shared::sqlite::{OpenReadOnlyError, SqlitePool, query};
 
 use super::rows::{self, client_columns, event_columns, key_columns, select, token_columns};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
@@ -200,7 +200,7 @@ fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
 impl Store for SqliteStore {
     async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>> {
         let sql = select!(keys, "ORDER BY purpose, version");
-        self.read(move |c| query_all(c, sql, [], |r| rows::wrapped_key(r)))
+        self.read(move |c| query(c, sql, [], |r| rows::wrapped_key(r)))
             .await
     }
 
@@ -226,7 +226,7 @@ impl Store for SqliteStore {
         mut draft: AuditDraft,
     ) -> Result<TokenRecord> {
         self.audited(audit, move |tx, appender| {
-            let existing = query_one(
+            let existing = query(
                 tx,
                 select!(tokens, "WHERE tenant = ?1 AND fingerprint = ?2"),
                 params![new.tenant, new.fingerprint.as_slice()],
@@ -258,7 +258,7 @@ impl Store for SqliteStore {
     async fn token(&self, tenant: &str, token: &Token, now: i64) -> Result<Option<TokenRecord>> {
         let (tenant, token) = (tenant.to_owned(), token.clone());
         self.lookup(move |conn| {
-            query_one(
+            query(
                 conn,
                 select!(
                     tokens,
@@ -339,8 +339,8 @@ impl Store for SqliteStore {
 
     async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {
         self.lookup(move |conn| {
-            let query = select!(clients, "WHERE key_hash = ?1");
-            query_one(conn, query, [key_hash.as_slice()], |r| rows::client(r))
+            let sql = select!(clients, "WHERE key_hash = ?1");
+            query(conn, sql, [key_hash.as_slice()], |r| rows::client(r))
         })
         .await
     }
@@ -348,15 +348,15 @@ impl Store for SqliteStore {
     async fn client_by_id(&self, id: &ClientId) -> Result<Option<ClientRecord>> {
         let id = id.clone();
         self.lookup(move |conn| {
-            let query = select!(clients, "WHERE id = ?1");
-            query_one(conn, query, [id.as_str()], |r| rows::client(r))
+            let sql = select!(clients, "WHERE id = ?1");
+            query(conn, sql, [id.as_str()], |r| rows::client(r))
         })
         .await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>> {
         let sql = select!(clients, "ORDER BY created_at, id");
-        self.read(move |c| query_all(c, sql, [], |r| rows::client(r)))
+        self.read(move |c| query(c, sql, [], |r| rows::client(r)))
             .await
     }
 
@@ -460,7 +460,7 @@ impl Store for SqliteStore {
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.read(move |conn| {
-            query_all(
+            query(
                 conn,
                 select!(audit_events, "WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
                 params![after, limit],
