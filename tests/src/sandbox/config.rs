@@ -66,8 +66,12 @@ impl FromStr for ApiVersion {
     }
 }
 
-/// One partner project, as the bank's manager would have set it up.
-#[derive(Clone, Debug)]
+/// One partner project, as the bank's manager would have set it up. Once the sandbox runs it is
+/// also what the control API shows and the state file keeps ([`ProjectView`]), its wallet
+/// balance the live one.
+///
+/// [`ProjectView`]: crate::sandbox::ProjectView
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
 pub struct ProjectConfig {
     /// The `X-PARTNER-PROJECT` value.
     pub id: String,
@@ -85,7 +89,8 @@ pub struct ProjectConfig {
     /// Collateral balance in minor units; successful payouts reduce it, refunds restore it.
     pub wallet_balance: i64,
     /// How long a session waits for `session/confirm` after `ready_to_confirm` before it is
-    /// cancelled with `confirm_timeout`.
+    /// cancelled with `confirm_timeout`. In JSON: `confirm_timeout_ms`.
+    #[serde(rename = "confirm_timeout_ms", with = "millis")]
     pub confirm_timeout: Duration,
     /// The live bank's latitude this project shows (SANDBOX.md "Quirks").
     pub quirks: crate::sandbox::Quirks,
@@ -111,6 +116,21 @@ impl ProjectConfig {
             confirm_timeout: Self::DEFAULT_CONFIRM_TIMEOUT,
             quirks: crate::sandbox::Quirks::default(),
         }
+    }
+}
+
+/// A `Duration` in JSON as whole milliseconds (saturating at `u64::MAX`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 
@@ -185,5 +205,24 @@ impl Default for SandboxConfig {
             id_prefix: String::new(),
             state_file: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The control API and the state file show a project with its timeout in milliseconds.
+    #[test]
+    fn a_project_round_trips_through_json_with_the_timeout_in_ms() {
+        let mut project = ProjectConfig::new("p", "pem");
+        project.confirm_timeout = Duration::from_millis(1500);
+        let json = serde_json::to_value(&project).unwrap();
+        assert_eq!(json["confirm_timeout_ms"], 1500);
+        assert!(json.get("confirm_timeout").is_none());
+        assert_eq!(
+            serde_json::from_value::<ProjectConfig>(json).unwrap(),
+            project
+        );
     }
 }

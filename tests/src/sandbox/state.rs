@@ -26,43 +26,13 @@ impl Project {
     }
 
     pub(crate) fn view(&self) -> ProjectView {
-        let c = &self.config;
-        ProjectView {
-            id: c.id.clone(),
-            partner_public_key_pem: c.partner_public_key_pem.clone(),
-            webhook_url: c.webhook_url.clone(),
-            auto_confirm: c.auto_confirm,
-            single_request_payouts: c.single_request_payouts,
-            webhook_api_version: c.webhook_api_version,
-            wallet_balance: c.wallet_balance,
-            confirm_timeout_ms: u64::try_from(c.confirm_timeout.as_millis()).unwrap_or(u64::MAX),
-            quirks: c.quirks,
-        }
+        self.config.clone()
     }
 }
 
-/// A project as the control API shows it.
-#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
-pub struct ProjectView {
-    /// The `X-PARTNER-PROJECT` value.
-    pub id: String,
-    /// The partner's public key (SPKI PEM).
-    pub partner_public_key_pem: String,
-    /// Webhook URL, if any.
-    pub webhook_url: Option<String>,
-    /// Automatic confirmation.
-    pub auto_confirm: bool,
-    /// Single-request payouts.
-    pub single_request_payouts: bool,
-    /// Webhook spelling.
-    pub webhook_api_version: ApiVersion,
-    /// The current wallet balance, minor units.
-    pub wallet_balance: i64,
-    /// Confirm timeout in milliseconds.
-    pub confirm_timeout_ms: u64,
-    /// The quirks it shows.
-    pub quirks: Quirks,
-}
+/// A project as the control API shows it and the state file keeps it: its settings and current
+/// wallet balance (`confirm_timeout` in JSON as `confirm_timeout_ms`).
+pub type ProjectView = ProjectConfig;
 
 /// `POST /__sandbox/projects`: creates a project, or changes the given fields of an existing
 /// one (absent fields keep their values; an empty `webhook_url` removes it).
@@ -136,23 +106,6 @@ pub(crate) struct State {
     next_transaction: u64,
 }
 
-impl ProjectView {
-    /// The settings back as configuration (a project read from the state file).
-    pub(crate) fn into_config(self) -> ProjectConfig {
-        ProjectConfig {
-            id: self.id,
-            partner_public_key_pem: self.partner_public_key_pem,
-            webhook_url: self.webhook_url,
-            auto_confirm: self.auto_confirm,
-            single_request_payouts: self.single_request_payouts,
-            webhook_api_version: self.webhook_api_version,
-            wallet_balance: self.wallet_balance,
-            confirm_timeout: Duration::from_millis(self.confirm_timeout_ms),
-            quirks: self.quirks,
-        }
-    }
-}
-
 impl State {
     /// No projects, no sessions; ids made after `id_prefix`.
     pub(crate) fn empty(id_prefix: String) -> Self {
@@ -190,7 +143,7 @@ impl State {
         let mut projects = HashMap::new();
         for view in snapshot.projects {
             let id = view.id.clone();
-            let project = Project::new(view.into_config()).map_err(|e| (id.clone(), e))?;
+            let project = Project::new(view).map_err(|e| (id.clone(), e))?;
             projects.insert(id, project);
         }
         Ok(Self {
