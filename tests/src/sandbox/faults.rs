@@ -156,6 +156,19 @@ impl FaultSpec {
         Ok(())
     }
 
+    /// `action` on `on`, with none of the optional parameters.
+    fn bare(on: &str, action: FaultAction, count: Option<u32>) -> Self {
+        Self {
+            on: on.to_owned(),
+            action,
+            delay_ms: None,
+            status: None,
+            location: None,
+            code: None,
+            count,
+        }
+    }
+
     fn matches(&self, target: &str) -> bool {
         self.on == target
             || (self.on == "*" && !target.starts_with("webhook:"))
@@ -182,13 +195,8 @@ impl FromStr for FaultSpec {
                 _ => (location, None),
             };
             let spec = Self {
-                on: on.to_owned(),
-                action: FaultAction::Redirect,
-                delay_ms: None,
-                status: None,
                 location: Some(location.to_owned()),
-                code: None,
-                count,
+                ..Self::bare(on, FaultAction::Redirect, count)
             };
             spec.validate()?;
             return Ok(spec);
@@ -211,13 +219,8 @@ impl FromStr for FaultSpec {
         let action: FaultAction = serde_json::from_value(serde_json::Value::from(action))
             .map_err(|_| format!("unknown action {action:?}"))?;
         let mut spec = Self {
-            on: on.to_owned(),
-            action,
-            delay_ms: None,
-            status: None,
-            location: None,
             code,
-            count,
+            ..Self::bare(on, action, count)
         };
         match (action, arg) {
             (FaultAction::Delay, a) => spec.delay_ms = a,
