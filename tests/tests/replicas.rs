@@ -70,28 +70,170 @@ fn database_url(test: &str) -> Option<String> {
     url
 }
 
+/// What each test starts from: the database, a directory for its files, an HTTP client.
+struct Fixture {
+    db: String,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+/// The [`Fixture`] of `test`, or `None` when `test` is skipped ([`database_url`]).
+fn fixture(test: &str) -> Option<Fixture> {
+    Some(Fixture {
+        db: database_url(test)?,
+        dir: tempfile::tempdir().unwrap(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    })
+}
+
+/// A new schema `<prefix>_<random>` in `db`: the URL that uses it.
+async fn fresh_schema(db: &str, prefix: &str) -> String {
+    let suffix = shared::ids::random_id("").unwrap().to_ascii_lowercase();
+    let schema = format!("{prefix}_{suffix}");
+    shared::postgres::connect(db, 1, Some(&schema))
+        .await
+        .unwrap();
+    with_schema(db, &schema)
+}
+
+/// The sandbox for [`PROJECT`], fast, sending its webhooks to `webhook_url`, with `flags` too.
+async fn sandbox(
+    dir: &Path,
+    webhook_url: String,
+    flags: &[&str],
+    http: &reqwest::Client,
+) -> Sandbox {
+    let fast = ["--ready-delay-ms", "20", "--finish-delay-ms", "20"];
+    Sandbox::start(
+        Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
+        dir,
+        &SandboxSpec {
+            project: PROJECT.to_owned(),
+            webhook_url,
+            port: free_port().unwrap(),
+            flags: fast.iter().chain(flags).map(|f| (*f).to_owned()).collect(),
+        },
+        http,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `bin --config <config> serve` in `dir`, once `<url>/healthz` answers.
+async fn serve(
+    bin: &str,
+    config: &Path,
+    env: &[(String, String)],
+    name: String,
+    dir: &Path,
+    http: &reqwest::Client,
+    url: &str,
+) -> Process {
+    let mut process = Process::serve(Path::new(bin), config, env, name, dir).unwrap();
+    process
+        .wait_healthy(http, &format!("{url}/healthz"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    process
+}
+
+/// Runs a `vault` command; its standard output.
+fn vault_cli(config: &Path, env: &[(String, String)], args: &[&str]) -> String {
+    run_cli(Path::new(VAULT_BIN), config, env, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The vault API keys of the app (`tokens:create`) and of the proxy (`tokens:detokenize`).
+fn vault_keys(config: &Path, env: &[(String, String)]) -> (String, String) {
+    let key = |name: &str, scopes: &str| {
+        vault_client(Path::new(VAULT_BIN), config, env, (name, TENANT, scopes))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    (
+        key("app", "tokens:create"),
+        key("proxy", "tokens:detokenize"),
+    )
+}
+
+/// A payout of `amount` for `pan` (tokenized at `vault_url` first), created at `proxy_url`;
+/// its id.
+async fn create_payout(
+    http: &reqwest::Client,
+    (vault_url, vault_key): (&str, &str),
+    (proxy_url, app_key): (&str, &str),
+    idempotency_key: &str,
+    (pan, amount): (&str, usize),
+) -> String {
+    let token: Value = http
+        .post(format!("{vault_url}/v1/tokens"))
+        .bearer_auth(vault_key)
+        .json(&json!({"pan": pan}))
+        .json_body()
+        .await;
+    let r = http
+        .post(format!("{proxy_url}/v1/payouts"))
+        .bearer_auth(app_key)
+        .header("idempotency-key", idempotency_key)
+        .json(&json!({"card_token": token["token"], "amount": amount, "currency": "RUB", "recipient": {"full_name": "Ivanov Ivan"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn payout(http: &reqwest::Client, proxy_url: &str, app_key: &str, id: &str) -> Value {
+    http.get(format!("{proxy_url}/v1/payouts/{id}"))
+        .bearer_auth(app_key)
+        .json_body()
+        .await
+}
+
+fn is_final(payout: &Value) -> bool {
+    ["succeeded", "failed", "cancelled"]
+        .iter()
+        .any(|s| payout["status"] == *s)
+}
+
+async fn journal(http: &reqwest::Client, sandbox_url: &str) -> Vec<Value> {
+    let v: Value = http
+        .get(format!("{sandbox_url}/__sandbox/journal"))
+        .json_body()
+        .await;
+    v["entries"].as_array().cloned().unwrap_or_default()
+}
+
+/// The `ids` that are not `done` yet.
+fn missing(ids: &[String], done: impl Fn(&String) -> bool) -> Vec<&String> {
+    ids.iter().filter(|id| !done(id)).collect()
+}
+
+/// The journal's bank API requests for `method` whose body holds `text`.
+fn requests<'a>(entries: &'a [Value], method: &str, text: &str) -> Vec<&'a Value> {
+    entries
+        .iter()
+        .filter(|e| {
+            e["kind"] == "request"
+                && e["path"].as_str().is_some_and(|p| p.ends_with(method))
+                && e["body"].as_str().is_some_and(|b| b.contains(text))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
-    let Some(db) = database_url("the multi-replica PostgreSQL test") else {
+    let Some(Fixture { db, dir, http }) = fixture("the multi-replica PostgreSQL test") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let path = |n: &str| dir.path().join(n);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
     let mut procs: Vec<Process> = Vec::new();
-
-    let suffix = shared::ids::random_id("").unwrap().to_ascii_lowercase();
-    let (vault_schema, proxy_schema) = (format!("rv_{suffix}"), format!("rp_{suffix}"));
-    for schema in [&vault_schema, &proxy_schema] {
-        shared::postgres::connect(&db, 1, Some(schema))
-            .await
-            .unwrap();
-    }
-    let vault_db = with_schema(&db, &vault_schema);
-    let proxy_db = with_schema(&db, &proxy_schema);
+    let vault_db = fresh_schema(&db, "rv").await;
+    let proxy_db = fresh_schema(&db, "rp").await;
 
     // App webhook receiver.
     let hooks: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -128,35 +270,23 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     tokio::spawn(async move { axum::serve(l, lb).await });
 
     // Sandbox, duplicating every webhook.
-    let sandbox = Sandbox::start(
-        Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
+    let sandbox = sandbox(
         dir.path(),
-        &SandboxSpec {
-            project: PROJECT.to_owned(),
-            webhook_url: lb_url.clone(),
-            port: free_port().unwrap(),
-            flags: [
-                "--ready-delay-ms",
-                "20",
-                "--finish-delay-ms",
-                "20",
-                "--webhook-retry-ms",
-                "100,200,400",
-                "--webhook-max-attempts",
-                "30",
-                "--fault",
-                "webhook:*=duplicate",
-                // Held mid-flight long enough that the kill below lands on unfinished payouts.
-                "--fault",
-                "webhook:ready_to_confirm=delay:1500",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        },
+        lb_url.clone(),
+        &[
+            "--webhook-retry-ms",
+            "100,200,400",
+            "--webhook-max-attempts",
+            "30",
+            "--fault",
+            "webhook:*=duplicate",
+            // Held mid-flight long enough that the kill below lands on unfinished payouts.
+            "--fault",
+            "webhook:ready_to_confirm=delay:1500",
+        ],
         &http,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     let sandbox_url = sandbox.url.clone();
 
     // Two vault replicas, one database, one master key.
@@ -169,23 +299,10 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     )
     .unwrap();
     let vault_env = vec![("VAULT__DATABASE__URL".to_owned(), vault_db.clone())];
-    let vault = |args: &[&str]| {
-        run_cli(Path::new(VAULT_BIN), &path("vault.toml"), &vault_env, args)
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let vault = |args: &[&str]| vault_cli(&path("vault.toml"), &vault_env, args);
     vault(&["init"]);
     vault(&["migrate"]);
-    let key = |name: &str, scopes: &str| {
-        vault_client(
-            Path::new(VAULT_BIN),
-            &path("vault.toml"),
-            &vault_env,
-            (name, TENANT, scopes),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let app_vault_key = key("app", "tokens:create");
-    let proxy_vault_key = key("proxy", "tokens:detokenize");
+    let (app_vault_key, proxy_vault_key) = vault_keys(&path("vault.toml"), &vault_env);
     let vault_urls: Vec<String> = (0..2)
         .map(|_| format!("http://127.0.0.1:{}", free_port().unwrap()))
         .collect();
@@ -195,19 +312,19 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             "VAULT__SERVER__LISTEN".to_owned(),
             url.trim_start_matches("http://").to_owned(),
         ));
-        let mut replica = Process::serve(
-            Path::new(VAULT_BIN),
-            &path("vault.toml"),
-            &env,
-            format!("vault-{i}"),
-            dir.path(),
-        )
-        .unwrap();
-        replica
-            .wait_healthy(&http, &format!("{url}/healthz"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        procs.push(replica);
+        let name = format!("vault-{i}");
+        procs.push(
+            serve(
+                VAULT_BIN,
+                &path("vault.toml"),
+                &env,
+                name,
+                dir.path(),
+                &http,
+                url,
+            )
+            .await,
+        );
     }
 
     // Two proxy replicas, one database, each with its own vault replica.
@@ -242,19 +359,19 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             "PROXY__SERVER__LISTEN".to_owned(),
             format!("127.0.0.1:{port}"),
         ));
-        let mut replica = Process::serve(
-            Path::new(PROXY_BIN),
-            &path("proxy.toml"),
-            &env,
-            format!("proxy-{i}"),
-            dir.path(),
-        )
-        .unwrap();
-        replica
-            .wait_healthy(&http, &format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        proxies.push(replica);
+        let (name, url) = (format!("proxy-{i}"), format!("http://127.0.0.1:{port}"));
+        proxies.push(
+            serve(
+                PROXY_BIN,
+                &path("proxy.toml"),
+                &env,
+                name,
+                dir.path(),
+                &http,
+                &url,
+            )
+            .await,
+        );
     }
 
     // Load: payouts created on both proxies at once; the second proxy is killed midway.
@@ -272,21 +389,14 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         let proxy = format!("http://127.0.0.1:{}", proxy_ports[i % 2]);
         let card = cards[i % cards.len()];
         tasks.push(tokio::spawn(async move {
-            let token: Value = http
-                .post(format!("{vault_url}/v1/tokens"))
-                .bearer_auth(&app_vault_key)
-                .json(&json!({"pan": card}))
-                .json_body().await;
-            let r = http
-                .post(format!("{proxy}/v1/payouts"))
-                .bearer_auth(&app_key)
-                .header("idempotency-key", format!("load-{i}"))
-                .json(&json!({"card_token": token["token"], "amount": 1000 + i, "currency": "RUB", "recipient": {"full_name": "Ivanov Ivan"}}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-            r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+            create_payout(
+                &http,
+                (&vault_url, &app_vault_key),
+                (&proxy, &app_key),
+                &format!("load-{i}"),
+                (card, 1000 + i),
+            )
+            .await
         }));
         if i == 12 {
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -301,15 +411,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     let survivor = format!("http://127.0.0.1:{}", proxy_ports[0]);
     let mut unfinished_at_kill = 0;
     for id in ids.iter().skip(1).step_by(2) {
-        let p: Value = http
-            .get(format!("{survivor}/v1/payouts/{id}"))
-            .bearer_auth(&app_key)
-            .json_body()
-            .await;
-        if !["succeeded", "failed", "cancelled"]
-            .iter()
-            .any(|s| p["status"] == *s)
-        {
+        if !is_final(&payout(&http, &survivor, &app_key, id).await) {
             unfinished_at_kill += 1;
         }
     }
@@ -325,23 +427,14 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         assert!(
             Instant::now() < deadline,
             "unfinished: {:?}",
-            ids.iter()
-                .filter(|i| !finals.contains_key(*i))
-                .collect::<Vec<_>>()
+            missing(&ids, |id| finals.contains_key(id))
         );
         for id in &ids {
             if finals.contains_key(id) {
                 continue;
             }
-            let p: Value = http
-                .get(format!("{survivor}/v1/payouts/{id}"))
-                .bearer_auth(&app_key)
-                .json_body()
-                .await;
-            if ["succeeded", "failed", "cancelled"]
-                .iter()
-                .any(|s| p["status"] == *s)
-            {
+            let p = payout(&http, &survivor, &app_key, id).await;
+            if is_final(&p) {
                 finals.insert(id.clone(), p);
             }
         }
@@ -352,31 +445,16 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     }
 
     // The bank: exactly one payout per payout, at most one processed confirm per session.
-    let journal: Value = http
-        .get(format!("{sandbox_url}/__sandbox/journal"))
-        .json_body()
-        .await;
-    let entries = journal["entries"].as_array().unwrap();
+    let entries = journal(&http, &sandbox_url).await;
     for (id, p) in &finals {
         let session = p["bank"]["session_id"].as_str().unwrap();
-        let started: BTreeSet<String> = entries
-            .iter()
-            .filter(|e| {
-                e["kind"] == "request"
-                    && e["path"]
-                        .as_str()
-                        .is_some_and(|x| x.ends_with("session/start/payout"))
-            })
-            .filter_map(|e| {
-                e["body"]
+        let started: BTreeSet<String> = requests(&entries, "session/start/payout", id)
+            .into_iter()
+            .map(|e| {
+                serde_json::from_str::<Value>(e["body"].as_str().unwrap()).unwrap()["session_id"]
                     .as_str()
-                    .filter(|b| b.contains(id.as_str()))
-                    .map(|b| {
-                        serde_json::from_str::<Value>(b).unwrap()["session_id"]
-                            .as_str()
-                            .unwrap()
-                            .to_owned()
-                    })
+                    .unwrap()
+                    .to_owned()
             })
             .collect();
         assert_eq!(started.len(), 1, "{id}: starts went to {started:?}");
@@ -389,20 +467,9 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             1,
             "{id}"
         );
-        let confirms = entries
-            .iter()
-            .filter(|e| {
-                e["kind"] == "request"
-                    && e["status"] == 200
-                    && e["path"]
-                        .as_str()
-                        .is_some_and(|x| x.ends_with("session/confirm"))
-            })
-            .filter(|e| {
-                e["body"]
-                    .as_str()
-                    .is_some_and(|b| b.contains(&format!("\"{session}\"")))
-            })
+        let confirms = requests(&entries, "session/confirm", &format!("\"{session}\""))
+            .into_iter()
+            .filter(|e| e["status"] == 200)
             .count();
         assert!(confirms <= 1, "{id}: {confirms} confirms");
     }
@@ -423,9 +490,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         assert!(
             Instant::now() < deadline,
             "app webhooks missing: {:?}",
-            ids.iter()
-                .filter(|i| !told.contains(*i))
-                .collect::<Vec<_>>()
+            missing(&ids, |id| told.contains(id))
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -440,48 +505,21 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
 /// the payout until its call must have ended), so the bank sees one start for the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again() {
-    let Some(db) = database_url("the lease test on PostgreSQL") else {
+    let Some(Fixture { db, dir, http }) = fixture("the lease test on PostgreSQL") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let path = |n: &str| dir.path().join(n);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let schema = format!(
-        "rl_{}",
-        shared::ids::random_id("").unwrap().to_ascii_lowercase()
-    );
-    shared::postgres::connect(&db, 1, Some(&schema))
-        .await
-        .unwrap();
-    let proxy_db = with_schema(&db, &schema);
+    let proxy_db = fresh_schema(&db, "rl").await;
     let proxy_ports = [free_port().unwrap(), free_port().unwrap()];
 
     // The bank holds the first start 20 s before it gets to it (its key taken on arrival).
-    let sandbox = Sandbox::start(
-        Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
+    let sandbox = sandbox(
         dir.path(),
-        &SandboxSpec {
-            project: PROJECT.to_owned(),
-            webhook_url: format!("http://127.0.0.1:{}/webhooks/bank131", proxy_ports[0]),
-            port: free_port().unwrap(),
-            flags: [
-                "--ready-delay-ms",
-                "20",
-                "--finish-delay-ms",
-                "20",
-                "--fault",
-                "session/start/payout=delay:20000@1",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        },
+        format!("http://127.0.0.1:{}/webhooks/bank131", proxy_ports[0]),
+        &["--fault", "session/start/payout=delay:20000@1"],
         &http,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
 
     // One vault (SQLite): the race is between the proxies.
     let vault_port = free_port().unwrap();
@@ -494,37 +532,19 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
         ),
     )
     .unwrap();
-    let vault = |args: &[&str]| {
-        run_cli(Path::new(VAULT_BIN), &path("vault.toml"), &[], args)
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
-    vault(&["init"]);
-    let key = |name: &str, scopes: &str| {
-        vault_client(
-            Path::new(VAULT_BIN),
-            &path("vault.toml"),
-            &[],
-            (name, TENANT, scopes),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let (app_vault_key, proxy_vault_key) = (
-        key("app", "tokens:create"),
-        key("proxy", "tokens:detokenize"),
-    );
-    let mut vault_process = Process::serve(
-        Path::new(VAULT_BIN),
+    vault_cli(&path("vault.toml"), &[], &["init"]);
+    let (app_vault_key, proxy_vault_key) = vault_keys(&path("vault.toml"), &[]);
+    let vault_url = format!("http://127.0.0.1:{vault_port}");
+    let _vault = serve(
+        VAULT_BIN,
         &path("vault.toml"),
         &[],
-        "vault",
+        "vault".to_owned(),
         dir.path(),
+        &http,
+        &vault_url,
     )
-    .unwrap();
-    let vault_url = format!("http://127.0.0.1:{vault_port}");
-    vault_process
-        .wait_healthy(&http, &format!("{vault_url}/healthz"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    .await;
 
     // Two proxies whose bank calls may take 30 s: the lease outlasts that.
     tests::stack::write_secret(
@@ -551,67 +571,46 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
     )
     .unwrap_or_else(|e| panic!("{e}"))
     .api_key;
-    let serve = |i: usize, run: usize| {
+    let proxy_urls = proxy_ports.map(|port| format!("http://127.0.0.1:{port}"));
+    let root = dir.path();
+    let serve_proxy = |i: usize, run: usize| {
         let mut env = proxy_env.clone();
         env.push((
             "PROXY__SERVER__LISTEN".to_owned(),
             format!("127.0.0.1:{}", proxy_ports[i]),
         ));
-        Process::serve(
-            Path::new(PROXY_BIN),
-            &path("proxy.toml"),
-            &env,
+        let (config, name, http, url) = (
+            path("proxy.toml"),
             format!("proxy-{i}-{run}"),
-            dir.path(),
-        )
-        .unwrap()
+            &http,
+            &proxy_urls[i],
+        );
+        async move { serve(PROXY_BIN, &config, &env, name, root, http, url).await }
     };
     let mut proxies = Vec::new();
-    for (i, port) in proxy_ports.iter().enumerate() {
-        let mut p = serve(i, 0);
-        p.wait_healthy(&http, &format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        proxies.push(p);
+    for i in 0..proxy_ports.len() {
+        proxies.push(serve_proxy(i, 0).await);
     }
 
     // A payout on the first proxy; its start reaches the bank and is held there.
-    let token: Value = http
-        .post(format!("{vault_url}/v1/tokens"))
-        .bearer_auth(&app_vault_key)
-        .json(&json!({"pan": "4242424242424242"}))
-        .json_body()
-        .await;
-    let first = format!("http://127.0.0.1:{}", proxy_ports[0]);
-    let created: Value = http
-        .post(format!("{first}/v1/payouts"))
-        .bearer_auth(&app_key)
-        .header("idempotency-key", "slow-start")
-        .json(&json!({"card_token": token["token"], "amount": 1000, "currency": "RUB", "recipient": {"full_name": "Ivanov Ivan"}}))
-        .json_body().await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let starts = |entries: &[Value]| -> Vec<Value> {
-        entries
-            .iter()
-            .filter(|e| {
-                e["kind"] == "request"
-                    && e["path"]
-                        .as_str()
-                        .is_some_and(|p| p.ends_with("session/start/payout"))
-                    && e["body"].as_str().is_some_and(|b| b.contains(id.as_str()))
-            })
+    let first = &proxy_urls[0];
+    let id = create_payout(
+        &http,
+        (&vault_url, &app_vault_key),
+        (first, &app_key),
+        "slow-start",
+        ("4242424242424242", 1000),
+    )
+    .await;
+    let starts = async || -> Vec<Value> {
+        let entries = journal(&http, &sandbox.url).await;
+        requests(&entries, "session/start/payout", &id)
+            .into_iter()
             .cloned()
             .collect()
     };
-    let journal = || async {
-        let v: Value = http
-            .get(format!("{}/__sandbox/journal", sandbox.url))
-            .json_body()
-            .await;
-        v["entries"].as_array().cloned().unwrap_or_default()
-    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while starts(&journal().await).is_empty() {
+    while starts().await.is_empty() {
         assert!(
             Instant::now() < deadline,
             "the start never reached the bank"
@@ -619,33 +618,19 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        starts(&journal().await)[0]["status"].is_null(),
+        starts().await[0]["status"].is_null(),
         "the start was answered before the restart: the bank's delay did not hold it"
     );
 
     // The other proxy restarts while the start is held.
     proxies.remove(1).kill();
-    let mut restarted = serve(1, 1);
-    restarted
-        .wait_healthy(
-            &http,
-            &format!("http://127.0.0.1:{}/healthz", proxy_ports[1]),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut restarted = serve_proxy(1, 1).await;
 
     // The held start is answered, and the payout completes.
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = loop {
-        let p: Value = http
-            .get(format!("{first}/v1/payouts/{id}"))
-            .bearer_auth(&app_key)
-            .json_body()
-            .await;
-        if ["succeeded", "failed", "cancelled"]
-            .iter()
-            .any(|s| p["status"] == *s)
-        {
+        let p = payout(&http, first, &app_key, &id).await;
+        if is_final(&p) {
             break p;
         }
         assert!(
@@ -656,7 +641,7 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(done["status"], "succeeded", "{done}");
-    let sent = starts(&journal().await);
+    let sent = starts().await;
     assert_eq!(
         sent.len(),
         1,
