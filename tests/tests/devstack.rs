@@ -22,102 +22,116 @@ fn free_ports(n: usize) -> Vec<u16> {
     (0..n).map(|_| tests::stack::free_port().unwrap()).collect()
 }
 
-/// Runs devstack in `cwd` (its state goes to `cwd/.devstack`), killing it after 60 s.
-fn devstack(cwd: &Path, ports: &[u16], extra: &[&str], name: &str) -> Run {
-    let out_path = cwd.join(format!("{name}.stdout"));
-    let err_path = cwd.join(format!("{name}.stderr"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_devstack"))
-        .current_dir(cwd)
-        .args(["--exit-after-demo", "--step-timeout", "20"])
-        .args(["--vault-port", &ports[0].to_string()])
-        .args(["--proxy-port", &ports[1].to_string()])
-        .args(["--sandbox-port", &ports[2].to_string()])
-        .args(["--app-port", &ports[3].to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+/// A devstack process started in `cwd` (its state goes to `cwd/.devstack`) on `ports`, its
+/// output in `<name>.stdout` and `<name>.stderr` there.
+struct Devstack {
+    child: std::process::Child,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+impl Devstack {
+    fn spawn(cwd: &Path, ports: &[u16], args: &[&str], name: &str) -> Self {
+        let out_path = cwd.join(format!("{name}.stdout"));
+        let err_path = cwd.join(format!("{name}.stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_devstack"))
+            .current_dir(cwd)
+            .args(["--vault-port", &ports[0].to_string()])
+            .args(["--proxy-port", &ports[1].to_string()])
+            .args(["--sandbox-port", &ports[2].to_string()])
+            .args(["--app-port", &ports[3].to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            out_path,
+            err_path,
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "devstack ({name}) did not finish in 300 s; stdout:\n{}\nstderr:\n{}",
-                std::fs::read_to_string(&out_path).unwrap_or_default(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Run {
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap(),
-        stderr: std::fs::read_to_string(&err_path).unwrap(),
     }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out_path).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err_path).unwrap_or_default()
+    }
+
+    /// Kills it, and panics saying `why` with what it printed.
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "{why}; stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
+
+    /// Polls `ready` until it holds; it fails, saying `why`, past `limit` or once devstack
+    /// has exited.
+    fn wait_until(&mut self, limit: Duration, why: &str, ready: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !ready(self) {
+            if Instant::now() > deadline || self.child.try_wait().unwrap().is_some() {
+                self.fail(why);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for devstack to exit, within `limit` (else it fails, saying `why`); what it did.
+    fn finish(mut self, limit: Duration, why: &str) -> Run {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.fail(why);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Run {
+            status,
+            stdout: std::fs::read_to_string(&self.out_path).unwrap(),
+            stderr: std::fs::read_to_string(&self.err_path).unwrap(),
+        }
+    }
+}
+
+/// Runs devstack in `cwd` through its demo, killing it after 300 s.
+fn devstack(cwd: &Path, ports: &[u16], extra: &[&str], name: &str) -> Run {
+    let args = [&["--exit-after-demo", "--step-timeout", "20"], extra].concat();
+    Devstack::spawn(cwd, ports, &args, name).finish(
+        Duration::from_secs(300),
+        &format!("devstack ({name}) did not finish in 300 s"),
+    )
 }
 
 /// Runs devstack without the demo, waits until it serves, then sends SIGTERM.
 fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
-    let out_path = cwd.join("third.stdout");
-    let err_path = cwd.join("third.stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_devstack"))
-        .current_dir(cwd)
-        .arg("--no-demo")
-        .args(["--vault-port", &ports[0].to_string()])
-        .args(["--proxy-port", &ports[1].to_string()])
-        .args(["--sandbox-port", &ports[2].to_string()])
-        .args(["--app-port", &ports[3].to_string()])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !std::fs::read_to_string(&out_path)
-        .unwrap()
-        .contains("serving until")
-    {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "devstack --no-demo did not start serving:\n{}\n{}",
-                std::fs::read_to_string(&out_path).unwrap_or_default(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut devstack = Devstack::spawn(cwd, ports, &["--no-demo"], "third");
+    devstack.wait_until(
+        Duration::from_secs(180),
+        "devstack --no-demo did not start serving",
+        |d| d.stdout().contains("serving until"),
+    );
     // The vault answers while it serves.
     assert!(std::net::TcpStream::connect(("127.0.0.1", ports[0])).is_ok());
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &devstack.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("devstack did not stop within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Run {
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap(),
-        stderr: std::fs::read_to_string(&err_path).unwrap(),
-    }
+    devstack.finish(
+        Duration::from_secs(60),
+        "devstack did not stop within 60 s of SIGTERM",
+    )
 }
 
 fn assert_demo_ran(run: &Run, name: &str) {
