@@ -1,5 +1,7 @@
 //! The whole system as separate processes: the vault, the proxy and the Bank 131 sandbox, each
-//! its own binary, plus an app (this test) with a webhook receiver.
+//! its own binary, plus an app (this test) with a webhook receiver. What the tests do to it again
+//! and again is said here once: the fixtures they start from, the polls they wait with (progress,
+//! never a fixed sleep), and the requests, commands and checks they repeat.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
