@@ -61,34 +61,14 @@ pub use sqlite::SqliteStore;
 /// What a store operation returns: its value, or why storage failed.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Storage failures. Messages name tables and constraints, never values.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// A unique constraint refused the write.
-    #[error("duplicate row")]
-    Duplicate,
-    /// The payout changed since it was read (another writer moved it).
-    #[error("the payout changed concurrently")]
-    Conflict,
-    /// A stored row does not decode.
-    #[error("stored row is corrupt: {0}")]
-    Corrupt(&'static str),
-    /// The database failed.
-    #[error("database error")]
-    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The blocking task running the query died.
-    #[error("storage task failed")]
-    Task,
-    /// Too many writes are waiting for the database: refused at once (load shedding).
-    #[error("too many writes are waiting for the database")]
-    Overloaded,
-    /// The store was opened read-only.
-    #[error("the database was opened read-only")]
-    ReadOnly,
+shared::store_error::store_error! {
+    /// Storage failures.
+    pub enum StoreError {
+        /// The payout changed since it was read (another writer moved it).
+        #[error("the payout changed concurrently")]
+        Conflict,
+    }
 }
-
-shared::store_error::store_error_from_backends!(StoreError);
 
 /// The result of inserting a payout under an idempotency key.
 #[derive(Debug)]

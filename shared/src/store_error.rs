@@ -25,6 +25,43 @@ pub fn sqlite_duplicate(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Declares a store's error enum: the failures every store has (a duplicate, a corrupt row, the
+/// database, the storage thread, a full write queue, a read-only open), then the store's own
+/// variants, and every conversion from the backends ([`store_error_from_backends!`]).
+/// Messages name tables and constraints, never values.
+#[macro_export]
+macro_rules! store_error {
+    ($(#[$attr:meta])* $vis:vis enum $error:ident { $($own:tt)* }) => {
+        $(#[$attr])*
+        #[derive(Debug, thiserror::Error)]
+        #[non_exhaustive]
+        $vis enum $error {
+            /// A unique constraint refused the write.
+            #[error("duplicate row")]
+            Duplicate,
+            /// A stored row does not decode (corruption or a manual edit).
+            #[error("stored row is corrupt: {0}")]
+            Corrupt(&'static str),
+            /// The database failed.
+            #[error("database error")]
+            Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+            /// The blocking task running the query died.
+            #[error("storage task failed")]
+            Task,
+            /// Too many writes are waiting: refused at once rather than queued (load shedding).
+            #[error("too many writes are waiting for the database")]
+            Overloaded,
+            /// The store was opened read-only.
+            #[error("the database was opened read-only")]
+            ReadOnly,
+            $($own)*
+        }
+
+        $crate::store_error_from_backends!($error);
+    };
+}
+pub use store_error;
+
 /// Makes a store's error enum convert from every backend error: `store_error_from_backends!(StoreError)`.
 /// The enum needs the variants `Duplicate`, `Corrupt(&'static str)`, `Database(Box<dyn Error +
 /// Send + Sync>)`, `Task`, `Overloaded` and `ReadOnly`.

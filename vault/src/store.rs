@@ -65,37 +65,29 @@ pub struct TokenRecord {
 /// What a store operation returns: its value, or why storage failed.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Storage failures. Messages name tables and constraints, never values.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// A unique constraint refused the write.
-    #[error("duplicate row")]
-    Duplicate,
-    /// A stored row does not decode (corruption or a manual edit).
-    #[error("stored row is corrupt: {0}")]
-    Corrupt(&'static str),
-    /// The database failed.
-    #[error("database error")]
-    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The blocking task running the query died.
-    #[error("storage task failed")]
-    Task,
-    /// Too many writes are waiting: refused at once rather than queued (load shedding).
-    #[error("too many writes are waiting for the database")]
-    Overloaded,
-    /// The store was opened read-only.
-    #[error("the database was opened read-only")]
-    ReadOnly,
-    /// A read-only open found no database file (a reading command never creates one).
-    #[error("no vault database at {}", .0.display())]
-    Missing(std::path::PathBuf),
-    /// The stored audit chain no longer holds what this store wrote: cut or rolled back.
-    #[error(transparent)]
-    Chain(#[from] HeadMismatch),
+shared::store_error::store_error! {
+    /// Storage failures.
+    pub enum StoreError {
+        /// A read-only open found no database file (a reading command never creates one).
+        #[error("no vault database at {}", path.display())]
+        Missing {
+            /// Where the database was looked for.
+            path: std::path::PathBuf,
+        },
+        /// The stored audit chain no longer holds what this store wrote: cut or rolled back.
+        #[error("{mismatch}")]
+        Chain {
+            /// How the stored chain differs from the head this store remembers.
+            mismatch: HeadMismatch,
+        },
+    }
 }
 
-shared::store_error::store_error_from_backends!(StoreError);
+impl From<HeadMismatch> for StoreError {
+    fn from(mismatch: HeadMismatch) -> Self {
+        Self::Chain { mismatch }
+    }
+}
 
 /// A revocation: the row as it was read and checked (`old_mac`), and its new MAC with
 /// `revoked_at` set. The store revokes only a row that still carries `old_mac`.

@@ -56,7 +56,7 @@ impl SqliteStore {
     /// No file at the path, a schema of another version, or SQLite fails.
     pub fn open_read_only(options: &SqliteOptions) -> Result<Self> {
         let pool = SqlitePool::open_read_only(options, MIGRATIONS.len()).map_err(|e| match e {
-            OpenReadOnlyError::Missing(path) => StoreError::Missing(path),
+            OpenReadOnlyError::Missing(path) => StoreError::Missing { path },
             other => StoreError::Database(Box::new(other)),
         })?;
         Ok(Self {

@@ -337,10 +337,12 @@ pub(crate) async fn the_store_refuses_to_append_after_the_chain_was_cut(b: Backe
     assert!(
         matches!(
             err,
-            StoreError::Chain(HeadMismatch::Behind {
-                stored: 5,
-                known: 7
-            })
+            StoreError::Chain {
+                mismatch: HeadMismatch::Behind {
+                    stored: 5,
+                    known: 7
+                }
+            }
         ),
         "{err:?}"
     );
@@ -349,7 +351,12 @@ pub(crate) async fn the_store_refuses_to_append_after_the_chain_was_cut(b: Backe
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::Chain(HeadMismatch::Latched)),
+        matches!(
+            err,
+            StoreError::Chain {
+                mismatch: HeadMismatch::Latched
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(
@@ -400,7 +407,12 @@ pub(crate) async fn the_store_refuses_to_append_after_its_last_event_changed(b: 
     .await;
     let err = append(store.as_ref(), &keys).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Chain(HeadMismatch::Differs { seq: 3 })),
+        matches!(
+            err,
+            StoreError::Chain {
+                mismatch: HeadMismatch::Differs { seq: 3 }
+            }
+        ),
         "{err:?}"
     );
 }
