@@ -12,7 +12,7 @@ use crate::config::ProxyConfig;
 use crate::engine::{Engine, now_micros};
 use crate::http::{AppState, router};
 use crate::outbox::Deliverer;
-use crate::store::{PgStore, ProxyStore, SqliteStore, StoreError};
+use crate::store::{PayoutClaim, PgStore, ProxyStore, SqliteStore, StoreError};
 use crate::vault_client::VaultClient;
 
 /// Why the proxy could not start.
@@ -179,10 +179,13 @@ async fn reconcile(engine: Engine, every: Duration) {
         let now = now_micros();
         // Claimed for a lease, so two replicas do not drive the same payout at once.
         let lease = now + i64::try_from(engine.lease().as_micros()).unwrap_or(i64::MAX / 2);
-        let claimed = engine
-            .store()
-            .claim_due_payouts(now, lease, engine.owner(), 100)
-            .await;
+        let claim = PayoutClaim {
+            due: now,
+            lease_until: lease,
+            owner: engine.owner(),
+            limit: 100,
+        };
+        let claimed = engine.store().claim_due_payouts(claim).await;
         let payouts = match claimed {
             Ok(p) => p,
             Err(e) => {

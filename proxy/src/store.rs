@@ -70,6 +70,20 @@ shared::store_error::store_error! {
     }
 }
 
+/// What a replica's reconciler claims: up to `limit` payouts due at `due`, leased to `owner`
+/// until `lease_until` (Unix microseconds). Named fields, since the two times are both `i64`.
+#[derive(Clone, Copy, Debug)]
+pub struct PayoutClaim<'a> {
+    /// Payouts whose `next_attempt_at` is at or before this are due.
+    pub due: i64,
+    /// The claim's lease ends here: the payouts' new `next_attempt_at`.
+    pub lease_until: i64,
+    /// The claiming replica.
+    pub owner: &'a str,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// The result of inserting a payout under an idempotency key.
 #[derive(Debug)]
 pub enum Inserted {
@@ -164,18 +178,12 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// [`StoreError::Conflict`] when someone else saved first.
     async fn save(&self, payout: &Payout, events: Vec<OutboxEvent>) -> Result<Payout>;
 
-    /// Claims up to `limit` payouts not in a final state whose `next_attempt_at` is at or before
+    /// Claims up to `claim.limit` payouts not in a final state whose `next_attempt_at` is at or before
     /// `due`, oldest first, for `owner` until `lease_until`: their `next_attempt_at` moves there,
     /// `lease_owner` becomes `owner` and `version` is bumped, so another replica asking meanwhile
     /// does not get them (PostgreSQL: `FOR UPDATE SKIP LOCKED`) and a replica still holding an
     /// older read cannot save over the claim. Returns them as claimed.
-    async fn claim_due_payouts(
-        &self,
-        due: i64,
-        lease_until: i64,
-        owner: &str,
-        limit: u32,
-    ) -> Result<Vec<Payout>>;
+    async fn claim_due_payouts(&self, claim: PayoutClaim<'_>) -> Result<Vec<Payout>>;
 
     /// Keeps a verified bank webhook, once: false when the same kind and body were kept before
     /// (a replay or a re-delivery), and nothing is written.

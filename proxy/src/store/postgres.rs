@@ -19,7 +19,7 @@ use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::Result;
-use crate::store::{EventFilter, PayoutFilter};
+use crate::store::{EventFilter, PayoutClaim, PayoutFilter};
 
 const MIGRATIONS: &[&str] = migrations!("postgres");
 const MIGRATION_LOCK: i64 = 0x7072_6f78_7901;
@@ -134,13 +134,7 @@ impl ProxyStore for PgStore {
         Ok(saved)
     }
 
-    async fn claim_due_payouts(
-        &self,
-        due: i64,
-        lease_until: i64,
-        owner: &str,
-        limit: u32,
-    ) -> Result<Vec<Payout>> {
+    async fn claim_due_payouts(&self, claim: PayoutClaim<'_>) -> Result<Vec<Payout>> {
         let sql = concat!(
             "UPDATE payouts SET next_attempt_at = $2, lease_owner = $4, version = version + 1 WHERE id IN ( \
                SELECT id FROM payouts WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'returned') AND next_attempt_at <= $1 \
@@ -148,7 +142,8 @@ impl ProxyStore for PgStore {
              RETURNING ",
             payout_columns!()
         );
-        let params: Params<'_> = &[&due, &lease_until, &i64::from(limit), &owner];
+        let limit = i64::from(claim.limit);
+        let params: Params<'_> = &[&claim.due, &claim.lease_until, &limit, &claim.owner];
         self.db.fetch(sql, params, rows::payout).await
     }
 

@@ -16,7 +16,7 @@ use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::Result;
-use crate::store::{EventFilter, PayoutFilter};
+use crate::store::{EventFilter, PayoutClaim, PayoutFilter};
 
 const MIGRATIONS: &[&str] = migrations!("sqlite");
 
@@ -144,14 +144,14 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn claim_due_payouts(
-        &self,
-        due: i64,
-        lease_until: i64,
-        owner: &str,
-        limit: u32,
-    ) -> Result<Vec<Payout>> {
-        let owner = owner.to_owned();
+    async fn claim_due_payouts(&self, claim: PayoutClaim<'_>) -> Result<Vec<Payout>> {
+        let PayoutClaim {
+            due,
+            lease_until,
+            limit,
+            ..
+        } = claim;
+        let owner = claim.owner.to_owned();
         self.pool
             .transaction(move |tx| {
                 let mut claimed: Vec<Payout> = query(

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use proxy::engine::now_micros;
 use proxy::ids::PayoutId;
 use proxy::payout::{OutboxEvent, Payout, PayoutState};
-use proxy::store::{BankEvent, EventFilter, Inserted, PayoutFilter, ProxyStore, StoreError};
+use proxy::store::{
+    BankEvent, EventFilter, Inserted, PayoutClaim, PayoutFilter, ProxyStore, StoreError,
+};
 
 use crate::rows::{self, app, event, payout};
 use crate::{Backend, Open};
@@ -210,7 +212,7 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
     let claimed = claimed_on_replicas((&a, &c), 6, |store, i| async move {
         let owner = format!("replica_{}", i % 2);
         store
-            .claim_due_payouts(now, now + 60_000_000, &owner, 7)
+            .claim_due_payouts(claim(now, now + 60_000_000, &owner, 7))
             .await
             .unwrap()
     })
@@ -239,14 +241,14 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
         Err(StoreError::Conflict)
     ));
     assert!(
-        a.claim_due_payouts(now, now + 1, "replica_0", 100)
+        a.claim_due_payouts(claim(now, now + 1, "replica_0", 100))
             .await
             .unwrap()
             .is_empty(),
         "leased payouts are not due"
     );
     assert_eq!(
-        c.claim_due_payouts(now + 60_000_000, now + 60_000_001, "replica_1", 100)
+        c.claim_due_payouts(claim(now + 60_000_000, now + 60_000_001, "replica_1", 100))
             .await
             .unwrap()
             .len(),
@@ -520,4 +522,14 @@ pub(crate) async fn forged_ids_in_rows_are_corrupt(b: Backend) {
         store.client("app_1").await,
         Err(StoreError::Corrupt("client id"))
     ));
+}
+
+/// A claim of up to `limit` payouts due at `due`, leased to `owner` until `lease_until`.
+fn claim(due: i64, lease_until: i64, owner: &str, limit: u32) -> PayoutClaim<'_> {
+    PayoutClaim {
+        due,
+        lease_until,
+        owner,
+        limit,
+    }
 }
