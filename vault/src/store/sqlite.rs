@@ -24,6 +24,9 @@ use crate::crypto::{AuditKey, RowMac, WrappedKey};
 use crate::store::Result;
 use crate::token::{ClientId, Token};
 
+/// A row mapping with the store's error.
+type MapRow<T> = shared::sqlite::MapRow<T, StoreError>;
+
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_client_macs.sql"),
@@ -97,6 +100,11 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         self.pool.read(f).await
+    }
+
+    /// Every row of a whole-table `sql` (no parameters), mapped by `map`.
+    async fn scan<T: Send + 'static>(&self, sql: &'static str, map: MapRow<T>) -> Result<Vec<T>> {
+        self.pool.read(move |c| query(c, sql, [], map)).await
     }
 
     async fn lookup<T, F>(&self, f: F) -> Result<T>
@@ -200,8 +208,7 @@ fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
 impl Store for SqliteStore {
     async fn wrapped_keys(&self) -> Result<Vec<WrappedKey>> {
         let sql = select!(keys, "ORDER BY purpose, version");
-        self.read(move |c| query(c, sql, [], |r| rows::wrapped_key(r)))
-            .await
+        self.scan(sql, |r| rows::wrapped_key(r)).await
     }
 
     async fn insert_keys(
@@ -356,8 +363,7 @@ impl Store for SqliteStore {
 
     async fn clients(&self) -> Result<Vec<ClientRecord>> {
         let sql = select!(clients, "ORDER BY created_at, id");
-        self.read(move |c| query(c, sql, [], |r| rows::client(r)))
-            .await
+        self.scan(sql, |r| rows::client(r)).await
     }
 
     async fn revoke_client(
