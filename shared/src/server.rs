@@ -313,8 +313,12 @@ mod connection_tests {
 
     use super::*;
 
-    /// Serves a trivial router with `options`; returns its address and a stop sender.
-    async fn start(options: ServeOptions) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    /// Serves a trivial router with `options` and runs `client` against it on a blocking thread
+    /// (the raw sockets block); the server stops once the client is done.
+    async fn with_server<T: Send + 'static>(
+        options: ServeOptions,
+        client: impl FnOnce(SocketAddr) -> T + Send + 'static,
+    ) -> T {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = axum::Router::new().route(
@@ -323,7 +327,7 @@ mod connection_tests {
                 peer.ip().to_string()
             }),
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(
             listener,
             router,
@@ -332,7 +336,16 @@ mod connection_tests {
             },
             options,
         ));
-        (addr, stop)
+        tokio::task::spawn_blocking(move || client(addr))
+            .await
+            .unwrap()
+    }
+
+    /// A new connection to `addr` that has sent `request`.
+    fn send(addr: SocketAddr, request: &[u8]) -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(request).unwrap();
+        s
     }
 
     fn options() -> ServeOptions {
@@ -361,30 +374,19 @@ mod connection_tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_head_that_never_ends_is_cut_off() {
-        let (addr, _stop) = start(ServeOptions {
+        let options = ServeOptions {
             header_read_timeout: Duration::from_millis(300),
             ..options()
+        };
+        let ((sent, took), body) = with_server(options, |addr| {
+            let cut = read_until_closed(send(addr, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+            // A complete request on a fresh connection is still served, with the peer address.
+            let whole = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            (cut, read_until_closed(send(addr, whole)).0)
         })
         .await;
-        let (sent, took) = tokio::task::spawn_blocking(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-                .unwrap();
-            read_until_closed(s)
-        })
-        .await
-        .unwrap();
         assert!(took < Duration::from_secs(60), "held for {took:?}");
         assert!(!sent.contains("200 OK"), "{sent}");
-        // A complete request on a fresh connection is still served, with the peer address.
-        let body = tokio::task::spawn_blocking(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            read_until_closed(s).0
-        })
-        .await
-        .unwrap();
         assert!(
             body.starts_with("HTTP/1.1 200 OK") && body.ends_with("127.0.0.1"),
             "{body}"
@@ -394,37 +396,28 @@ mod connection_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_that_moves_no_bytes_is_dropped_at_the_idle_timeout() {
         // The header timer is far away: only the idle timer can close this connection.
-        let (addr, _stop) = start(ServeOptions {
+        let options = ServeOptions {
             idle_timeout: Duration::from_millis(300),
             ..options()
-        })
-        .await;
-        let took = tokio::task::spawn_blocking(move || {
+        };
+        let took = with_server(options, |addr| {
             read_until_closed(TcpStream::connect(addr).unwrap()).1
         })
-        .await
-        .unwrap();
+        .await;
         assert!(took < Duration::from_secs(60), "held for {took:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_past_the_limit_wait_for_a_free_slot() {
-        let (addr, _stop) = start(ServeOptions {
+        let options = ServeOptions {
             max_connections: 2,
             ..options()
-        })
-        .await;
-        tokio::task::spawn_blocking(move || two_slots(addr))
-            .await
-            .unwrap();
+        };
+        with_server(options, two_slots).await;
     }
 
     fn two_slots(addr: SocketAddr) {
-        let get = |addr| {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            s
-        };
+        let get = |addr| send(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         // Two kept-alive connections hold both slots.
         let mut held: Vec<TcpStream> = (0..2).map(|_| get(addr)).collect();
         for s in &mut held {

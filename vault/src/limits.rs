@@ -407,39 +407,25 @@ mod tests {
             ..LimitsConfig::default()
         });
         let one: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(
-            limiter
-                .note_failure(Some(FailureReason::UnknownKey), Some(one))
-                .is_ok()
-        );
-        assert!(
-            limiter
-                .note_failure(Some(FailureReason::UnknownKey), Some(one))
-                .is_ok()
-        );
-        assert!(
-            limiter
-                .note_failure(Some(FailureReason::UnknownKey), Some(one))
-                .is_err()
-        );
-        // A /64 is one client.
+        // A /64 is one client: the second IPv6 address draws on the first one's burst.
         let v6a: IpAddr = "2001:db8::1".parse().unwrap();
         let v6b: IpAddr = "2001:db8::2".parse().unwrap();
-        assert!(
-            limiter
-                .note_failure(Some(FailureReason::MissingKey), Some(v6a))
-                .is_ok()
-        );
-        assert!(
-            limiter
-                .note_failure(Some(FailureReason::MissingKey), Some(v6b))
-                .is_ok()
-        );
-        assert!(
-            limiter
-                .note_failure(Some(FailureReason::MissingKey), Some(v6b))
-                .is_err()
-        );
+        let attempts = [
+            (FailureReason::UnknownKey, one, true),
+            (FailureReason::UnknownKey, one, true),
+            (FailureReason::UnknownKey, one, false),
+            (FailureReason::MissingKey, v6a, true),
+            (FailureReason::MissingKey, v6b, true),
+            (FailureReason::MissingKey, v6b, false),
+        ];
+        for (i, (reason, addr, allowed)) in attempts.into_iter().enumerate() {
+            let outcome = limiter.note_failure(Some(reason), Some(addr));
+            assert_eq!(
+                outcome.is_ok(),
+                allowed,
+                "attempt {i}: {reason:?} from {addr}"
+            );
+        }
         // Many addresses: the tally stays bounded.
         for i in 0..200u8 {
             let addr = IpAddr::from([10, 1, 0, i]);

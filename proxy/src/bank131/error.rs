@@ -227,89 +227,64 @@ mod tests {
 
     #[test]
     fn classification() {
+        use Call::*;
         use ErrorClass::*;
-        assert_eq!(
-            Bank131Error::Timeout {
-                call: Call::StartPayout
-            }
-            .class(),
-            OutcomeUnknown
-        );
-        assert_eq!(
-            Bank131Error::Timeout { call: Call::Status }.class(),
-            Retryable
-        );
-        assert_eq!(
-            Bank131Error::Http {
-                call: Call::Confirm,
-                status: 502
-            }
-            .class(),
-            OutcomeUnknown
-        );
-        assert_eq!(
-            Bank131Error::Http {
-                call: Call::Status,
-                status: 503
-            }
-            .class(),
-            Retryable
-        );
-        assert_eq!(
-            Bank131Error::Http {
-                call: Call::Confirm,
-                status: 404
-            }
-            .class(),
-            Permanent
-        );
-        assert_eq!(
-            bank(Call::StartPayout, 500, "internal_error").class(),
-            OutcomeUnknown
-        );
-        assert_eq!(bank(Call::Status, 500, "internal_error").class(), Retryable);
-        assert_eq!(
-            bank(Call::Confirm, 400, "session_wrong_state").class(),
-            OutcomeUnknown
-        );
-        assert_eq!(
-            bank(Call::InitPayout, 400, "idempotency_key_already_exists").class(),
-            OutcomeUnknown
-        );
-        assert_eq!(
-            bank(Call::StartPayout, 400, "invalid_request").class(),
-            Permanent
-        );
-        assert_eq!(
-            bank(Call::StartPayout, 401, "authentication_error").class(),
-            Permanent
-        );
-        assert_eq!(
-            bank(Call::StartPayout, 400, "insufficient_wallet_balance").class(),
-            Permanent
-        );
-        assert_eq!(
-            bank(Call::StartPayout, 400, "declined_by_issuer_bank").class(),
-            Permanent
-        );
-        // Any 5xx on a state-changing call is unknown, whatever its code.
-        assert_eq!(
-            bank(Call::StartPayout, 503, "some_new_code").class(),
-            OutcomeUnknown
-        );
-        assert_eq!(
-            bank(Call::Confirm, 500, "invalid_request").class(),
-            OutcomeUnknown
-        );
-        assert_eq!(bank(Call::Status, 502, "whatever").class(), Retryable);
-        // A redirect is permanent: the call was not made where it should go.
-        assert_eq!(
-            Bank131Error::Redirect {
-                call: Call::StartPayout,
-                status: 307
-            }
-            .class(),
-            Permanent
-        );
+        let transport = [
+            (Bank131Error::Timeout { call: StartPayout }, OutcomeUnknown),
+            (Bank131Error::Timeout { call: Status }, Retryable),
+            (
+                Bank131Error::Http {
+                    call: Confirm,
+                    status: 502,
+                },
+                OutcomeUnknown,
+            ),
+            (
+                Bank131Error::Http {
+                    call: Status,
+                    status: 503,
+                },
+                Retryable,
+            ),
+            (
+                Bank131Error::Http {
+                    call: Confirm,
+                    status: 404,
+                },
+                Permanent,
+            ),
+            // A redirect is permanent: the call was not made where it should go.
+            (
+                Bank131Error::Redirect {
+                    call: StartPayout,
+                    status: 307,
+                },
+                Permanent,
+            ),
+        ];
+        // The bank answered, with a status and a code.
+        let answered = [
+            (StartPayout, 500, "internal_error", OutcomeUnknown),
+            (Status, 500, "internal_error", Retryable),
+            (Confirm, 400, "session_wrong_state", OutcomeUnknown),
+            (
+                InitPayout,
+                400,
+                "idempotency_key_already_exists",
+                OutcomeUnknown,
+            ),
+            (StartPayout, 400, "invalid_request", Permanent),
+            (StartPayout, 401, "authentication_error", Permanent),
+            (StartPayout, 400, "insufficient_wallet_balance", Permanent),
+            (StartPayout, 400, "declined_by_issuer_bank", Permanent),
+            // Any 5xx on a state-changing call is unknown, whatever its code.
+            (StartPayout, 503, "some_new_code", OutcomeUnknown),
+            (Confirm, 500, "invalid_request", OutcomeUnknown),
+            (Status, 502, "whatever", Retryable),
+        ]
+        .map(|(call, status, code, class)| (bank(call, status, code), class));
+        for (error, class) in transport.into_iter().chain(answered) {
+            assert_eq!(error.class(), class, "{error:?}");
+        }
     }
 }

@@ -230,58 +230,36 @@ mod tests {
 
     #[test]
     fn a_failed_session_ends_the_payout_by_why_it_was_being_cancelled() {
+        use CancelReason as R;
+        use PayoutState as S;
         let cases = [
             // (state, reason, bank payout id, next, bank code kept as the failure)
+            (S::Cancelling, Some(R::ByApp), None, S::Cancelled, false),
             (
-                PayoutState::Cancelling,
-                Some(CancelReason::ByApp),
-                None,
-                PayoutState::Cancelled,
+                S::Cancelling,
+                Some(R::ConfirmationDeadline),
+                Some("po_1"),
+                S::Cancelled,
                 false,
             ),
             (
-                PayoutState::Cancelling,
-                Some(CancelReason::ConfirmationDeadline),
+                S::Cancelling,
+                Some(R::ConfirmationMismatch),
                 Some("po_1"),
-                PayoutState::Cancelled,
+                S::Failed,
                 false,
             ),
             (
-                PayoutState::Cancelling,
-                Some(CancelReason::ConfirmationMismatch),
+                S::Cancelling,
+                Some(R::StartUnconfirmed),
                 Some("po_1"),
-                PayoutState::Failed,
-                false,
-            ),
-            (
-                PayoutState::Cancelling,
-                Some(CancelReason::StartUnconfirmed),
-                Some("po_1"),
-                PayoutState::Failed,
+                S::Failed,
                 true,
             ),
-            (
-                PayoutState::Started,
-                None,
-                Some("po_1"),
-                PayoutState::Failed,
-                true,
-            ),
-            (
-                PayoutState::Confirming,
-                None,
-                None,
-                PayoutState::Failed,
-                true,
-            ),
+            (S::Started, None, Some("po_1"), S::Failed, true),
+            (S::Confirming, None, None, S::Failed, true),
             // A reason left from a cancel that is no longer under way does not decide.
-            (
-                PayoutState::Started,
-                Some(CancelReason::ByApp),
-                None,
-                PayoutState::Failed,
-                true,
-            ),
+            (S::Started, Some(R::ByApp), None, S::Failed, true),
         ];
         for (state, reason, id, next, bank_code) in cases {
             let assessment = failed(id);
@@ -299,6 +277,7 @@ mod tests {
     #[test]
     fn a_call_whose_outcome_is_unknown_is_sent_again_only_when_the_bank_shows_it_never_took_effect()
     {
+        use PayoutState as S;
         let waiting = Assessment::AwaitingConfirmation {
             bank_payout_id: "po_1".into(),
         };
@@ -309,65 +288,22 @@ mod tests {
             bank_payout_id: "po_1".into(),
         };
         let none = Assessment::NotStarted;
-        let mut resent = payout(PayoutState::Started, None);
+        let at = |state| payout(state, None);
+        let mut resent = at(S::Started);
         resent.start_sends = 3;
         let cases = [
-            (
-                payout(PayoutState::Started, None),
-                &none,
-                NextCall::ResendStart,
-            ),
+            (at(S::Started), &none, NextCall::ResendStart),
             (resent, &none, NextCall::GiveUpStart),
-            (
-                payout(PayoutState::Started, None),
-                &processing,
-                NextCall::Wait,
-            ),
-            (
-                payout(PayoutState::Started, None),
-                &waiting,
-                NextCall::Apply,
-            ),
-            (
-                payout(PayoutState::Confirming, None),
-                &waiting,
-                NextCall::Confirm,
-            ),
-            (
-                payout(PayoutState::Confirming, None),
-                &processing,
-                NextCall::Wait,
-            ),
-            (
-                payout(PayoutState::Confirming, None),
-                &paid,
-                NextCall::Apply,
-            ),
-            (
-                payout(PayoutState::Confirming, None),
-                &none,
-                NextCall::Apply,
-            ),
-            (
-                payout(PayoutState::Cancelling, None),
-                &waiting,
-                NextCall::Cancel,
-            ),
-            (
-                payout(PayoutState::Cancelling, None),
-                &none,
-                NextCall::Cancel,
-            ),
-            (
-                payout(PayoutState::Cancelling, None),
-                &processing,
-                NextCall::Wait,
-            ),
-            (
-                payout(PayoutState::Cancelling, None),
-                &failed(None),
-                NextCall::Apply,
-            ),
+            (at(S::Started), &processing, NextCall::Wait),
+            (at(S::Started), &waiting, NextCall::Apply),
+            (at(S::Confirming), &waiting, NextCall::Confirm),
+            (at(S::Confirming), &processing, NextCall::Wait),
+            (at(S::Confirming), &paid, NextCall::Apply),
+            (at(S::Confirming), &none, NextCall::Apply),
+            (at(S::Cancelling), &waiting, NextCall::Cancel),
+            (at(S::Cancelling), &none, NextCall::Cancel),
+            (at(S::Cancelling), &processing, NextCall::Wait),
+            (at(S::Cancelling), &failed(None), NextCall::Apply),
         ];
         for (p, assessment, want) in cases {
             assert_eq!(
