@@ -90,63 +90,86 @@ impl Metrics {
         let mut out = String::new();
         {
             let map = self.requests.lock();
-            out.push_str(
-                "# HELP vault_http_requests_total HTTP requests by route template and status.\n",
+            let labels =
+                |(route, status): &RouteStatus| format!("route=\"{route}\",status=\"{status}\"");
+            family(
+                &mut out,
+                "vault_http_requests_total",
+                "counter",
+                "HTTP requests by route template and status.",
+                map.iter().map(|(key, (count, _))| (labels(key), *count)),
             );
-            out.push_str("# TYPE vault_http_requests_total counter\n");
-            for ((route, status), (count, _)) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "vault_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
-                );
-            }
-            out.push_str("# HELP vault_http_request_seconds_sum Total time spent on requests.\n");
-            out.push_str("# TYPE vault_http_request_seconds_sum counter\n");
-            for ((route, status), (_, seconds)) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "vault_http_request_seconds_sum{{route=\"{route}\",status=\"{status}\"}} {seconds}"
-                );
-            }
-        }
-        out.push_str("# HELP vault_http_requests_in_flight Requests being handled, by route.\n");
-        out.push_str("# TYPE vault_http_requests_in_flight gauge\n");
-        for (route, n) in ROUTES.iter().zip(&self.in_flight) {
-            let _ = writeln!(
-                out,
-                "vault_http_requests_in_flight{{route=\"{route}\"}} {}",
-                n.load(Ordering::Relaxed)
+            family(
+                &mut out,
+                "vault_http_request_seconds_sum",
+                "counter",
+                "Total time spent on requests.",
+                map.iter()
+                    .map(|(key, (_, seconds))| (labels(key), *seconds)),
             );
         }
-        out.push_str(
-            "# HELP vault_rate_limited_total Requests refused with 429, by limited operation.\n",
+        family(
+            &mut out,
+            "vault_http_requests_in_flight",
+            "gauge",
+            "Requests being handled, by route.",
+            ROUTES
+                .iter()
+                .zip(&self.in_flight)
+                .map(|(route, n)| (format!("route=\"{route}\""), n.load(Ordering::Relaxed))),
         );
-        out.push_str("# TYPE vault_rate_limited_total counter\n");
-        for (op, n) in Operation::ALL.iter().zip(&self.rate_limited) {
-            let _ = writeln!(
-                out,
-                "vault_rate_limited_total{{operation=\"{}\"}} {}",
-                op.as_str(),
-                n.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP vault_auth_failures_aggregated_total Failed authentications (missing or unknown key) counted into aggregated audit events.\n");
-        out.push_str("# TYPE vault_auth_failures_aggregated_total counter\n");
-        let _ = writeln!(
-            out,
-            "vault_auth_failures_aggregated_total {}",
-            self.auth_failures_aggregated.load(Ordering::Relaxed)
+        family(
+            &mut out,
+            "vault_rate_limited_total",
+            "counter",
+            "Requests refused with 429, by limited operation.",
+            Operation::ALL
+                .iter()
+                .zip(&self.rate_limited)
+                .map(|(op, n)| {
+                    let labels = format!("operation=\"{}\"", op.as_str());
+                    (labels, n.load(Ordering::Relaxed))
+                }),
         );
-        out.push_str(
-            "# HELP vault_shed_total Requests refused with 503 because a writer queue was full.\n",
+        family(
+            &mut out,
+            "vault_auth_failures_aggregated_total",
+            "counter",
+            "Failed authentications (missing or unknown key) counted into aggregated audit events.",
+            [(
+                String::new(),
+                self.auth_failures_aggregated.load(Ordering::Relaxed),
+            )],
         );
-        out.push_str("# TYPE vault_shed_total counter\n");
-        let _ = writeln!(
-            out,
-            "vault_shed_total {}",
-            self.shed.load(Ordering::Relaxed)
+        family(
+            &mut out,
+            "vault_shed_total",
+            "counter",
+            "Requests refused with 503 because a writer queue was full.",
+            [(String::new(), self.shed.load(Ordering::Relaxed))],
         );
         out
+    }
+}
+
+/// Writes one metric family: its `# HELP` and `# TYPE` lines, then a line per sample, each a
+/// label set (empty: no labels) and a value.
+fn family<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, V)>,
+) {
+    // Writing to a String cannot fail, so the results are dropped.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
 }
 

@@ -18,8 +18,7 @@ impl Vault {
         store: Arc<dyn Store>,
         provider: &dyn KeyProvider,
     ) -> Result<Self, VaultError> {
-        let master = provider.master_key()?;
-        let wrapped = store.wrapped_keys().await?;
+        let (master, wrapped) = stored_keys(store.as_ref(), provider).await?;
         let keys = if wrapped.is_empty() {
             if !store.is_empty().await? {
                 return Err(VaultError::KeysMissing);
@@ -36,12 +35,7 @@ impl Vault {
         } else {
             unwrap_keys(&master, &wrapped)?
         };
-        store.adopt_head().await?;
-        let vault = Self {
-            store,
-            keys: Arc::new(keys),
-            verified: Arc::default(),
-        };
+        let vault = Self::holding_head(store, keys).await?;
         vault.read_revocations().await?;
         Ok(vault)
     }
@@ -55,8 +49,7 @@ impl Vault {
         store: Arc<dyn Store>,
         provider: &dyn KeyProvider,
     ) -> Result<Self, VaultError> {
-        let master = provider.master_key()?;
-        let wrapped = store.wrapped_keys().await?;
+        let (master, wrapped) = stored_keys(store.as_ref(), provider).await?;
         if wrapped.is_empty() {
             return Err(if store.is_empty().await? {
                 VaultError::NoKeys
@@ -64,7 +57,12 @@ impl Vault {
                 VaultError::KeysMissing
             });
         }
-        let keys = unwrap_keys(&master, &wrapped)?;
+        Self::holding_head(store, unwrap_keys(&master, &wrapped)?).await
+    }
+
+    /// The vault on `store` with `keys`, once it has remembered the stored audit head (which
+    /// the chain must keep holding from then on).
+    async fn holding_head(store: Arc<dyn Store>, keys: Keyring) -> Result<Self, VaultError> {
         store.adopt_head().await?;
         Ok(Self {
             store,
@@ -84,8 +82,7 @@ impl Vault {
         store: Arc<dyn Store>,
         provider: &dyn KeyProvider,
     ) -> Result<Option<usize>, VaultError> {
-        let master = provider.master_key()?;
-        let mut wrapped = store.wrapped_keys().await?;
+        let (master, mut wrapped) = stored_keys(store.as_ref(), provider).await?;
         if wrapped.is_empty() {
             return Err(VaultError::NoKeys);
         }
@@ -141,6 +138,15 @@ impl Vault {
             .map_err(audited)?;
         Ok(Some(sealed))
     }
+}
+
+/// The master key, then the keys stored wrapped under it (none yet on a new database).
+async fn stored_keys(
+    store: &dyn Store,
+    provider: &dyn KeyProvider,
+) -> Result<(crate::crypto::MasterKey, Vec<crate::crypto::WrappedKey>), VaultError> {
+    let master = provider.master_key()?;
+    Ok((master, store.wrapped_keys().await?))
 }
 
 /// Unwraps the stored keys; a database without a client key was made by an older vault.
