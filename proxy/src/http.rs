@@ -19,6 +19,7 @@ mod caller;
 mod error;
 mod events;
 pub mod health;
+mod params;
 mod payouts;
 
 pub use caller::Caller;

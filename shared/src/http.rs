@@ -11,6 +11,8 @@
 //! - [`route_template`] and [`access_log!`](crate::access_log): the access log names the route
 //!   *template*, never the raw URI: a caller can put anything in a path or query string,
 //!   including a card number.
+//! - [`presented_key`] and [`path_param`]: the bearer key and the path segments a request
+//!   names, for the service to check strictly.
 //! - [`live`], the `/healthz` handler.
 
 use std::time::Duration;
@@ -151,6 +153,15 @@ pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<crate::ids::ApiK
         .and_then(|v| v.to_str().ok())
         .and_then(crate::ids::bearer_token)
         .map(crate::ids::ApiKey::presented)
+}
+
+/// The value of the `{name}` segment of the matched route, as the caller sent it: the service
+/// parses it strictly before using it, and never logs or echoes it.
+pub fn path_param<'a>(params: &'a axum::extract::RawPathParams, name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(segment, _)| *segment == name)
+        .map(|(_, value)| value)
 }
 
 /// The matched route template, or `unmatched`.

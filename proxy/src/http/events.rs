@@ -4,7 +4,7 @@
 //! is 404 exactly like a missing one.
 
 use axum::Json;
-use axum::extract::{Query, RawPathParams, State};
+use axum::extract::{RawPathParams, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
+use super::params::{self, ListRequest};
+use crate::ids::PayoutId;
 use crate::payout::OutboxEvent;
 use crate::service::Operation;
 use crate::store::EventFilter;
@@ -28,30 +30,30 @@ const EVENT_TYPES: [&str; 5] = [
 
 /// An event as the app reads it: what was (or will be) sent, and how delivery went.
 #[derive(Serialize)]
-struct EventView {
-    id: String,
+struct EventView<'a> {
+    id: &'a str,
     #[serde(rename = "type")]
-    event_type: String,
-    payout_id: crate::ids::PayoutId,
+    event_type: &'a str,
+    payout_id: &'a PayoutId,
     created_at: String,
-    delivery: DeliveryView,
+    delivery: DeliveryView<'a>,
     /// The exact body POSTed to the webhook URL.
     payload: serde_json::Value,
 }
 
 #[derive(Serialize)]
-struct DeliveryView {
+struct DeliveryView<'a> {
     /// `pending`, `delivered` or `abandoned`.
     status: &'static str,
     attempts: u32,
     delivered_at: Option<String>,
     next_attempt_at: Option<String>,
     /// Fixed text and the HTTP status of the last failed attempt; never the URL.
-    last_error: Option<String>,
+    last_error: Option<&'a str>,
 }
 
-impl EventView {
-    fn new(e: OutboxEvent) -> Self {
+impl<'a> EventView<'a> {
+    fn new(e: &'a OutboxEvent) -> Self {
         let status = if e.delivered_at.is_some() {
             "delivered"
         } else if e.abandoned_at.is_some() {
@@ -65,13 +67,13 @@ impl EventView {
                 attempts: e.attempts,
                 delivered_at: e.delivered_at.map(rfc3339),
                 next_attempt_at: (status == "pending").then(|| rfc3339(e.next_attempt_at)),
-                last_error: e.last_error,
+                last_error: e.last_error.as_deref(),
             },
             payload: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
             created_at: rfc3339(e.created_at),
-            id: e.id,
-            event_type: e.event_type,
-            payout_id: e.payout_id,
+            id: &e.id,
+            event_type: &e.event_type,
+            payout_id: &e.payout_id,
         }
     }
 }
@@ -86,21 +88,20 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
+impl params::ListQuery for ListQuery {
+    const OPERATION: Operation = Operation::ReadEvents;
+    const RULE: &'static str =
+        "query: payout (a payout id), type (an event type), after (an event id) and limit (1-100)";
+}
+
 /// `GET /v1/events?payout=&type=&after=&limit=`: newest first.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ListRequest { caller, query: q }: ListRequest<ListQuery>,
 ) -> Result<Response, ApiError> {
-    state.proxy.permits(&caller.0, Operation::ReadEvents)?;
-    let Ok(Query(q)) = query else {
-        return Err(ApiError::InvalidRequest(
-            "query: payout (a payout id), type (an event type), after (an event id) and limit (1-100)",
-        ));
-    };
     if q.payout
         .as_deref()
-        .is_some_and(|p| crate::ids::PayoutId::parse(p).is_none())
+        .is_some_and(|p| PayoutId::parse(p).is_none())
     {
         return Err(ApiError::InvalidParam(
             "payout",
@@ -116,7 +117,7 @@ pub(crate) async fn list(
             "type must be an event type (payout.awaiting_confirmation, payout.succeeded, payout.failed, payout.cancelled, payout.returned)",
         ));
     }
-    let limit = super::payouts::page(
+    let size = params::page_size(
         q.after.as_deref(),
         "evt_",
         "after must be an event id",
@@ -127,12 +128,8 @@ pub(crate) async fn list(
         event_type: q.event_type,
         after: q.after,
     };
-    let page = state.proxy.events(&caller.0, filter, limit).await?;
-    let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
-        .then(|| page.last().map(|e| e.id.clone()))
-        .flatten();
-    let data: Vec<EventView> = page.into_iter().map(EventView::new).collect();
-    Ok(Json(serde_json::json!({ "data": data, "next_after": next })).into_response())
+    let page = state.proxy.events(&caller.0, filter, size).await?;
+    Ok(params::page(&page, size, |e| &e.id, EventView::new))
 }
 
 /// `POST /v1/events/{id}/redeliver`: due again now, with fresh attempts (202: it is sent by the
@@ -143,12 +140,8 @@ pub(crate) async fn redeliver(
     params: RawPathParams,
 ) -> Result<Response, ApiError> {
     state.proxy.permits(&caller.0, Operation::WritePayouts)?;
-    let id = params
-        .iter()
-        .find(|(name, _)| *name == "id")
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| shared::ids::is_id("evt_", v))
+    let id = params::path_id(&params, |id| shared::ids::is_id("evt_", id))
         .ok_or(ApiError::EventNotFound)?;
     let event = state.proxy.redeliver(&caller.0, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(EventView::new(event))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(EventView::new(&event))).into_response())
 }

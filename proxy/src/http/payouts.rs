@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, RawPathParams, State};
+use axum::extract::{RawPathParams, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,8 @@ use shared::json::{DecodeError, FieldPath, card_number_path};
 use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
+use super::params::{self, ListRequest};
+use crate::ids::PayoutId;
 use crate::payout::{ConfirmMode, PayoutState};
 use crate::service::{AppDecision, Created, NewPayout, Operation};
 use crate::view::PayoutView;
@@ -201,32 +203,9 @@ pub(crate) async fn create(
     )
 }
 
-/// A list's paging parameters checked: `after` an id with `prefix` (else `after_rule`), `limit`
-/// 1-100; the page size (20 by default).
-pub(super) fn page(
-    after: Option<&str>,
-    prefix: &str,
-    after_rule: &'static str,
-    limit: Option<u32>,
-) -> Result<u32, ApiError> {
-    if after.is_some_and(|a| !shared::ids::is_id(prefix, a)) {
-        return Err(ApiError::InvalidParam("after", after_rule));
-    }
-    if limit.is_some_and(|l| !(1..=100).contains(&l)) {
-        return Err(ApiError::InvalidParam(
-            "limit",
-            "limit must be between 1 and 100",
-        ));
-    }
-    Ok(limit.unwrap_or(20))
-}
-
+/// The `{id}` segment, if it is a payout id.
 fn id_param(params: &RawPathParams) -> Option<String> {
-    params
-        .iter()
-        .find(|(name, _)| *name == "id")
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| crate::ids::PayoutId::parse(v).is_some())
+    params::path_id(params, |id| PayoutId::parse(id).is_some())
 }
 
 /// `GET /v1/payouts/{id}`.
@@ -249,18 +228,16 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
+impl params::ListQuery for ListQuery {
+    const OPERATION: Operation = Operation::ReadPayouts;
+    const RULE: &'static str = "query: status, after (a payout id) and limit (1-100)";
+}
+
 /// `GET /v1/payouts?status=&after=&limit=`.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ListRequest { caller, query: q }: ListRequest<ListQuery>,
 ) -> Result<Response, ApiError> {
-    state.proxy.permits(&caller.0, Operation::ReadPayouts)?;
-    let Ok(Query(q)) = query else {
-        return Err(ApiError::InvalidRequest(
-            "query: status, after (a payout id) and limit (1-100)",
-        ));
-    };
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(PayoutState::from_name(s).ok_or(ApiError::InvalidParam(
@@ -268,21 +245,22 @@ pub(crate) async fn list(
             "status must be a payout status (created, started, awaiting_confirmation, succeeded, failed, cancelled, returned, …)",
         ))?),
     };
-    let limit = page(
+    let size = params::page_size(
         q.after.as_deref(),
-        crate::ids::PayoutId::PREFIX,
+        PayoutId::PREFIX,
         "after must be a payout id",
         q.limit,
     )?;
     let page = state
         .proxy
-        .payouts(&caller.0, status, q.after.as_deref(), limit)
+        .payouts(&caller.0, status, q.after.as_deref(), size)
         .await?;
-    let next = (page.len() == usize::try_from(limit).unwrap_or(usize::MAX))
-        .then(|| page.last().map(|p| p.id.clone()))
-        .flatten();
-    let data: Vec<PayoutView<'_>> = page.iter().map(PayoutView::new).collect();
-    Ok(Json(serde_json::json!({ "data": data, "next_after": next })).into_response())
+    Ok(params::page(
+        &page,
+        size,
+        |p| p.id.as_str(),
+        PayoutView::new,
+    ))
 }
 
 /// `POST /v1/payouts/{id}/confirm`.

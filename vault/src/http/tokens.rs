@@ -1,9 +1,12 @@
 //! `/v1/tokens` routes.
 
+use std::marker::PhantomData;
+
 use axum::Json;
-use axum::extract::{FromRequest, RawPathParams, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
@@ -166,13 +169,70 @@ impl<'a> TokenView<'a> {
     }
 }
 
-/// The `{token}` path segment. Anything that is not a well-formed token (a PAN, say) is
-/// treated as a token that does not exist, and is never logged or stored.
-fn token_param(params: &RawPathParams) -> Option<Token> {
-    params
-        .iter()
-        .find(|(name, _)| *name == "token")
-        .and_then(|(_, value)| Token::parse(value))
+/// A request on one token (`/v1/tokens/{token}…`): its caller, authorized for the route `R`
+/// before anything else is read (a denial is audited on the token), and the `{token}` segment.
+/// Anything that is not a well-formed token (a PAN, say) is treated as a token that does not
+/// exist, and is never logged or stored.
+pub(crate) struct OnToken<R> {
+    caller: Caller,
+    token: Option<Token>,
+    route: PhantomData<R>,
+}
+
+/// What a token route asks of its caller.
+pub(crate) trait TokenRoute {
+    /// The scope it needs (and whose rate limit applies).
+    const SCOPE: Scope;
+    /// What a denial is audited as.
+    const ACTION: Action;
+}
+
+/// `GET /v1/tokens/{token}`.
+pub(crate) struct ReadRoute;
+
+impl TokenRoute for ReadRoute {
+    const SCOPE: Scope = Scope::TokensRead;
+    const ACTION: Action = Action::TokenRead;
+}
+
+/// `POST /v1/tokens/{token}/detokenize`.
+pub(crate) struct DetokenizeRoute;
+
+impl TokenRoute for DetokenizeRoute {
+    const SCOPE: Scope = Scope::TokensDetokenize;
+    const ACTION: Action = Action::TokenDetokenize;
+}
+
+/// `DELETE /v1/tokens/{token}`.
+pub(crate) struct DeleteRoute;
+
+impl TokenRoute for DeleteRoute {
+    const SCOPE: Scope = Scope::TokensDelete;
+    const ACTION: Action = Action::TokenDelete;
+}
+
+impl<R: TokenRoute> FromRequestParts<AppState> for OnToken<R> {
+    // A response, so that each check answers exactly as it does as an extractor of its own.
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let caller = Caller::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let token = shared::http::path_param(&params, "token").and_then(Token::parse);
+        caller
+            .require(state, R::SCOPE, R::ACTION, token.as_ref())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            caller,
+            token,
+            route: PhantomData,
+        })
+    }
 }
 
 /// `POST /v1/tokens`. The body is read only once the caller is authorized (a client without
@@ -248,13 +308,8 @@ pub(crate) async fn create(
 /// `GET /v1/tokens/{token}`.
 pub(crate) async fn read(
     State(state): State<AppState>,
-    caller: Caller,
-    params: RawPathParams,
+    OnToken { caller, token, .. }: OnToken<ReadRoute>,
 ) -> Result<Response, ApiError> {
-    let token = token_param(&params);
-    caller
-        .require(&state, Scope::TokensRead, Action::TokenRead, token.as_ref())
-        .await?;
     let record = state.vault.read(&caller.context, token).await?;
     Ok(Json(TokenView::new(&record, CardDetail::for_caller(&caller))).into_response())
 }
@@ -262,19 +317,9 @@ pub(crate) async fn read(
 /// `POST /v1/tokens/{token}/detokenize`. Authorized before the body is read.
 pub(crate) async fn detokenize(
     State(state): State<AppState>,
-    caller: Caller,
-    params: RawPathParams,
+    OnToken { caller, token, .. }: OnToken<DetokenizeRoute>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let token = token_param(&params);
-    caller
-        .require(
-            &state,
-            Scope::TokensDetokenize,
-            Action::TokenDetokenize,
-            token.as_ref(),
-        )
-        .await?;
     let ValidJson(body) = ValidJson::<DetokenizeBody>::from_request(req, &state).await?;
     validate_purpose(&body.purpose)?;
     let pan = state
@@ -308,18 +353,8 @@ pub(crate) async fn detokenize(
 /// `DELETE /v1/tokens/{token}`.
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
-    params: RawPathParams,
+    OnToken { caller, token, .. }: OnToken<DeleteRoute>,
 ) -> Result<Response, ApiError> {
-    let token = token_param(&params);
-    caller
-        .require(
-            &state,
-            Scope::TokensDelete,
-            Action::TokenDelete,
-            token.as_ref(),
-        )
-        .await?;
     state.vault.delete(&caller.context, token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
