@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use shared::server::Bound;
 
 use crate::bank131::{Bank131Client, ClientBuildError, SignatureVerifier, SigningError};
 use crate::config::ProxyConfig;
@@ -37,17 +37,9 @@ pub enum StartupError {
     /// An HTTP client could not be built.
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
-    /// The listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Serving failed.
-    #[error("server error: {0}")]
-    Serve(#[source] std::io::Error),
+    /// The listener could not bind, or serving failed.
+    #[error(transparent)]
+    Server(#[from] shared::server::ServeError),
 }
 
 /// Opens the configured store: PostgreSQL when `database.url` is a `postgres://` URL, else SQLite.
@@ -65,14 +57,13 @@ pub async fn open_store(config: &ProxyConfig) -> Result<Arc<dyn ProxyStore>, Sto
 /// A bound, ready-to-run proxy.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
+    server: Bound,
     state: AppState,
     /// For the reconciler; the routes reach it only through `state.proxy`.
     engine: Engine,
     deliverer: Deliverer,
     body_limit: usize,
     reconcile_interval: Duration,
-    serve: shared::server::ServeOptions,
 }
 
 impl Application {
@@ -112,15 +103,9 @@ impl Application {
         }
         let deliverer = Deliverer::new(store, secrets, config.webhooks.clone())?
             .wake_on(engine.outbox_signal());
-        let listener =
-            TcpListener::bind(config.listen())
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.listen(),
-                    source,
-                })?;
+        let server = Bound::bind(config.listen(), &config.server).await?;
         Ok(Self {
-            listener,
+            server,
             engine: engine.clone(),
             state: AppState {
                 proxy: crate::service::Proxy::new(engine, bank_verifier, dependencies),
@@ -129,7 +114,6 @@ impl Application {
             deliverer,
             body_limit: config.server.body_limit_bytes,
             reconcile_interval: Duration::from_millis(config.payouts.reconcile_interval_ms),
-            serve: shared::server::ServeOptions::from_config(&config.server),
         })
     }
 
@@ -139,7 +123,7 @@ impl Application {
     ///
     /// The socket has no local address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server.local_addr()
     }
 
     /// Serves until `shutdown` completes, then gives in-flight requests the grace period.
@@ -153,14 +137,11 @@ impl Application {
     ) -> Result<(), StartupError> {
         let reconciler = tokio::spawn(reconcile(self.engine, self.reconcile_interval));
         let deliverer = tokio::spawn(self.deliverer.run());
-        let result = shared::server::serve(
-            self.listener,
-            router(self.state, self.body_limit),
-            shutdown,
-            self.serve,
-        )
-        .await
-        .map_err(StartupError::Serve);
+        let result = self
+            .server
+            .serve(router(self.state, self.body_limit), shutdown)
+            .await
+            .map_err(StartupError::from);
         reconciler.abort();
         deliverer.abort();
         result

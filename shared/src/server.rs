@@ -16,7 +16,8 @@
 //!
 //! Each request also carries the peer address as axum's `ConnectInfo<SocketAddr>`, for per-address
 //! rate limits. Shutdown is graceful: stop accepting, let in-flight requests finish within the
-//! grace period, then drop what is left.
+//! grace period, then drop what is left. [`Bound`] is a service's listener with its options,
+//! bound at build and served at run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +54,75 @@ impl ServeOptions {
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             max_connections: config.max_connections,
         }
+    }
+}
+
+/// Why a service could not listen, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A service's bound listener and the `[server]` options it is served with: what each
+/// service's `Application::build` binds and its `run_until` serves on.
+#[derive(Debug)]
+pub struct Bound {
+    listener: TcpListener,
+    options: ServeOptions,
+}
+
+impl Bound {
+    /// Binds `addr` (port 0 picks a free port) for serving as `config` says.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Bind`].
+    pub async fn bind(
+        addr: SocketAddr,
+        config: &crate::config::ServerConfig,
+    ) -> Result<Self, ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            options: ServeOptions::from_config(config),
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    ///
+    /// The socket has no local address (not expected after a successful bind).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `router` through [`serve`] until `shutdown` completes and the grace period ends.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError::Serve`].
+    pub async fn serve(
+        self,
+        router: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        serve(self.listener, router, shutdown, self.options)
+            .await
+            .map_err(ServeError::Serve)
     }
 }
 

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::server::ServeOptions;
-use tokio::net::TcpListener;
+use shared::server::Bound;
 
 use crate::audit::Link;
 use crate::config::VaultConfig;
@@ -26,17 +25,9 @@ pub enum StartupError {
     /// Keys or store.
     #[error(transparent)]
     Vault(#[from] VaultError),
-    /// The listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Serving failed.
-    #[error("server error: {0}")]
-    Serve(#[source] std::io::Error),
+    /// The listener could not bind, or serving failed.
+    #[error(transparent)]
+    Server(#[from] shared::server::ServeError),
 }
 
 /// Opens (and migrates) the configured store: PostgreSQL when `database.url` is a `postgres://`
@@ -95,9 +86,8 @@ pub async fn open_vault_read_only(config: &VaultConfig) -> Result<Vault, VaultEr
 /// A bound, ready-to-run server.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
+    server: Bound,
     state: AppState,
-    serve: ServeOptions,
     sweep_interval: Duration,
     report_interval: Duration,
     checkpoints: Option<(PathBuf, Duration)>,
@@ -125,15 +115,9 @@ impl Application {
         if let Some(path) = &config.audit.checkpoint_file {
             vault.check_latest_checkpoint(path).await?;
         }
-        let listener =
-            TcpListener::bind(config.listen())
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.listen(),
-                    source,
-                })?;
+        let server = Bound::bind(config.listen(), &config.server).await?;
         Ok(Self {
-            listener,
+            server,
             state: AppState {
                 vault,
                 limits: Arc::new(Limits {
@@ -145,7 +129,6 @@ impl Application {
                 limiter: Arc::new(Limiter::new(&config.limits)),
                 readiness: Arc::default(),
             },
-            serve: ServeOptions::from_config(&config.server),
             sweep_interval: Duration::from_secs(config.tokens.sweep_interval_seconds),
             report_interval: Duration::from_secs(config.limits.report_interval_seconds),
             checkpoints: config.audit.checkpoint_file.clone().map(|path| {
@@ -163,7 +146,7 @@ impl Application {
     ///
     /// The socket has no local address (not expected after a successful bind).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server.local_addr()
     }
 
     /// Serves until `shutdown` completes, then gives in-flight requests the configured grace
@@ -200,9 +183,11 @@ impl Application {
                 Arc::clone(&last_checkpoint),
             ))
         });
-        let result = shared::server::serve(self.listener, router(self.state), shutdown, self.serve)
+        let result = self
+            .server
+            .serve(router(self.state), shutdown)
             .await
-            .map_err(StartupError::Serve);
+            .map_err(StartupError::from);
         sweeper.abort();
         revocations.abort();
         let _ = stop_reporting.send(true);
