@@ -165,8 +165,7 @@ impl Bank131Client {
         session_id: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Session, Bank131Error> {
-        let body = json(Call::Confirm, &SessionIdBody { session_id })?;
-        self.session_call(Call::Confirm, body, idempotency_key)
+        self.on_session(Call::Confirm, session_id, idempotency_key)
             .await
     }
 
@@ -180,8 +179,8 @@ impl Bank131Client {
         session_id: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Session, Bank131Error> {
-        let body = json(Call::Cancel, &SessionIdBody { session_id })?;
-        self.session_call(Call::Cancel, body, idempotency_key).await
+        self.on_session(Call::Cancel, session_id, idempotency_key)
+            .await
     }
 
     /// `session/status`.
@@ -190,8 +189,7 @@ impl Bank131Client {
     ///
     /// See [`Bank131Error`].
     pub async fn status(&self, session_id: &str) -> Result<Session, Bank131Error> {
-        let body = json(Call::Status, &SessionIdBody { session_id })?;
-        self.session_call(Call::Status, body, None).await
+        self.on_session(Call::Status, session_id, None).await
     }
 
     /// `wallet/balance` (always `/api/v1`).
@@ -207,6 +205,17 @@ impl Bank131Client {
             call: Call::WalletBalance,
             reason: "no wallets in the response",
         })
+    }
+
+    /// A session call whose body is the session id alone (`confirm`, `cancel`, `status`).
+    async fn on_session(
+        &self,
+        call: Call,
+        session_id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Session, Bank131Error> {
+        let body = json(call, &SessionIdBody { session_id })?;
+        self.session_call(call, body, idempotency_key).await
     }
 
     async fn session_call(
