@@ -126,31 +126,44 @@ impl ConfirmMode {
     }
 }
 
+/// Declares a struct that opens with the fields fixed when a payout is created: all of
+/// [`PayoutRequest`], and the start of every [`Payout`]. One list, so the two cannot drift apart
+/// ([`Payout::created`] moves each field across).
+macro_rules! with_request_fields {
+    ($(#[$attr:meta])* pub struct $name:ident { $($rest:tt)* }) => {
+        $(#[$attr])*
+        pub struct $name {
+            /// `pay_…`.
+            pub id: PayoutId,
+            /// The tenant whose token pays out.
+            pub tenant: String,
+            /// The app client that asked.
+            pub client_id: AppClientId,
+            /// The app's `Idempotency-Key`.
+            pub idempotency_key: String,
+            /// SHA-256 of the canonical request: same key + other body is a conflict.
+            pub request_hash: [u8; 32],
+            /// The vault token.
+            pub card_token: String,
+            /// Minor units.
+            pub amount: i64,
+            /// ISO 4217, as the app sent it.
+            pub currency: String,
+            /// The recipient's full name (the bank requires it for Russian cards).
+            pub recipient_name: String,
+            /// The app's metadata, JSON text.
+            pub metadata: Option<String>,
+            /// Who confirms.
+            pub confirm_mode: ConfirmMode,
+            $($rest)*
+        }
+    };
+}
+
+with_request_fields! {
 /// A payout as stored. Never holds a card number: the token, and at most the last four digits.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Payout {
-    /// `pay_…`.
-    pub id: PayoutId,
-    /// The tenant whose token pays out.
-    pub tenant: String,
-    /// The app client that asked.
-    pub client_id: AppClientId,
-    /// The app's `Idempotency-Key`.
-    pub idempotency_key: String,
-    /// SHA-256 of the canonical request: same key + other body is a conflict.
-    pub request_hash: [u8; 32],
-    /// The vault token.
-    pub card_token: String,
-    /// Minor units.
-    pub amount: i64,
-    /// ISO 4217, as the app sent it.
-    pub currency: String,
-    /// The recipient's full name (the bank requires it for Russian cards).
-    pub recipient_name: String,
-    /// The app's metadata, JSON text.
-    pub metadata: Option<String>,
-    /// Who confirms.
-    pub confirm_mode: ConfirmMode,
     /// Where it is.
     pub state: PayoutState,
     /// `ps_…` once the session exists.
@@ -182,6 +195,7 @@ pub struct Payout {
     pub lease_owner: Option<String>,
     /// `start/payout` re-sends after the bank showed no payout in the session.
     pub start_sends: u32,
+}
 }
 
 /// Why the proxy cancels a bank session. Recorded in the payout's `failure_code` before the
@@ -218,31 +232,10 @@ impl CancelReason {
     }
 }
 
+with_request_fields! {
 /// What an app asked for: the part of a payout fixed when it is created.
 #[derive(Clone, Debug)]
-pub struct PayoutRequest {
-    /// `pay_…`.
-    pub id: PayoutId,
-    /// The tenant whose token pays out.
-    pub tenant: String,
-    /// The app client that asked.
-    pub client_id: AppClientId,
-    /// The app's `Idempotency-Key`.
-    pub idempotency_key: String,
-    /// SHA-256 of the canonical request.
-    pub request_hash: [u8; 32],
-    /// The vault token.
-    pub card_token: String,
-    /// Minor units.
-    pub amount: i64,
-    /// ISO 4217.
-    pub currency: String,
-    /// The recipient's full name.
-    pub recipient_name: String,
-    /// The app's metadata, JSON text.
-    pub metadata: Option<String>,
-    /// Who confirms.
-    pub confirm_mode: ConfirmMode,
+pub struct PayoutRequest {}
 }
 
 impl Payout {
@@ -256,31 +249,18 @@ impl Payout {
     /// A new payout for `request` at `now` (Unix microseconds): `created`, due at once, nothing
     /// from the bank yet, held by no replica.
     pub fn created(request: PayoutRequest, now: i64) -> Self {
-        let PayoutRequest {
-            id,
-            tenant,
-            client_id,
-            idempotency_key,
-            request_hash,
-            card_token,
-            amount,
-            currency,
-            recipient_name,
-            metadata,
-            confirm_mode,
-        } = request;
         Self {
-            id,
-            tenant,
-            client_id,
-            idempotency_key,
-            request_hash,
-            card_token,
-            amount,
-            currency,
-            recipient_name,
-            metadata,
-            confirm_mode,
+            id: request.id,
+            tenant: request.tenant,
+            client_id: request.client_id,
+            idempotency_key: request.idempotency_key,
+            request_hash: request.request_hash,
+            card_token: request.card_token,
+            amount: request.amount,
+            currency: request.currency,
+            recipient_name: request.recipient_name,
+            metadata: request.metadata,
+            confirm_mode: request.confirm_mode,
             state: PayoutState::Created,
             bank_session_id: None,
             bank_payout_id: None,
