@@ -403,6 +403,18 @@ mod tests {
         Ok(())
     }
 
+    /// The `[bank131]` section a loadable config needs.
+    const BANK: &str = "[bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n";
+
+    /// A config file holding `text`, the owner's only, in a directory of its own (removed when
+    /// the returned handle is dropped).
+    fn private_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        write_private(&file, text).unwrap();
+        (dir, file)
+    }
+
     /// The message loading `file` (with no environment overrides) is refused with.
     fn refusal(file: &Path) -> String {
         ProxyConfig::load(Some(file), []).unwrap_err().to_string()
@@ -414,14 +426,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("proxy.toml");
-        let bank = "[bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n";
         let open = |path: &Path, mode: u32| {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
         };
         // Inline keys in a world-readable file: refused, with the fix, without the key.
         std::fs::write(
             &file,
-            format!("[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_inline\"\n{bank}"),
+            format!("[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_inline\"\n{BANK}"),
         )
         .unwrap();
         open(&file, 0o644);
@@ -436,7 +447,7 @@ mod tests {
         std::fs::write(
             &file,
             format!(
-                "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_key_files]\nacme = \"{}\"\n{bank}",
+                "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_key_files]\nacme = \"{}\"\n{BANK}",
                 key.display()
             ),
         )
@@ -457,7 +468,7 @@ mod tests {
         write_private(
             &both,
             format!(
-                "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_x\"\n[vault.api_key_files]\nacme = \"{}\"\n{bank}",
+                "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_x\"\n[vault.api_key_files]\nacme = \"{}\"\n{BANK}",
                 key.display()
             ),
         )
@@ -477,14 +488,9 @@ mod tests {
 
     #[test]
     fn loads_with_env_overrides_and_requires_vault_and_bank() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("proxy.toml");
-        write_private(
-            &file,
-            "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_x\"\n\
-             [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n",
-        )
-        .unwrap();
+        let (_dir, file) = private_config(&format!(
+            "[vault]\nurl = \"http://127.0.0.1:8200\"\n[vault.api_keys]\nacme = \"vk_x\"\n{BANK}"
+        ));
         let config = ProxyConfig::load(
             Some(&file),
             [("PROXY__PAYOUTS__MAX_ATTEMPTS".to_owned(), "5".to_owned())],
@@ -501,16 +507,11 @@ mod tests {
     /// could take a payout over while its start is in flight and send it again.
     #[test]
     fn a_lease_shorter_than_a_bank_call_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("proxy.toml");
-        write_private(
-            &file,
-            "[vault]\nurl = \"http://127.0.0.1:8200\"\n\
-             [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n\
-             connect_timeout_ms = 2000\nrequest_timeout_ms = 10000\n\
-             [payouts]\nstuck_after_ms = 3000\n",
-        )
-        .unwrap();
+        let vault = "[vault]\nurl = \"http://127.0.0.1:8200\"\n";
+        let (_dir, file) = private_config(&format!(
+            "{vault}{BANK}connect_timeout_ms = 2000\nrequest_timeout_ms = 10000\n\
+             [payouts]\nstuck_after_ms = 3000\n"
+        ));
         let err = refusal(&file);
         assert!(
             err.contains("payouts.stuck_after_ms")
@@ -522,12 +523,7 @@ mod tests {
         assert!(ProxyConfig::load(Some(&file), env("12999")).is_err());
         assert!(ProxyConfig::load(Some(&file), env("13000")).is_ok());
         // The defaults hold together.
-        write_private(
-            &file,
-            "[vault]\nurl = \"http://127.0.0.1:8200\"\n\
-             [bank131]\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n",
-        )
-        .unwrap();
+        write_private(&file, format!("{vault}{BANK}")).unwrap();
         assert!(ProxyConfig::load(Some(&file), []).is_ok());
     }
 
@@ -541,10 +537,7 @@ mod tests {
         let load = |vault: &str, bank: &str| {
             write_private(
                 &file,
-                format!(
-                    "[vault]\n{vault}\n[vault.api_keys]\nacme = \"vk_x\"\n\
-                     [bank131]\n{bank}\nproject = \"p\"\nprivate_key_file = \"k.pem\"\nbank_public_key_file = \"b.pem\"\n"
-                ),
+                format!("[vault]\n{vault}\n[vault.api_keys]\nacme = \"vk_x\"\n{BANK}{bank}\n"),
             )
             .unwrap();
             ProxyConfig::load(Some(&file), []).map_err(|e| e.to_string())
