@@ -38,6 +38,7 @@ use tokio::sync::{Mutex, MutexGuard};
 // `Payout`.
 use crate::bank131::{self, Bank131Client, Bank131Error, ErrorClass, Session};
 use crate::config::{PayoutSettings, backoff};
+use crate::ids::{AppClientId, PayoutId};
 use crate::payout::{CancelReason, ConfirmMode, Payout, PayoutState};
 use crate::store::{ProxyStore, StoreError};
 use crate::vault_client::{VaultClient, VaultError};
@@ -203,8 +204,8 @@ impl Engine {
         &self.inner.store
     }
 
-    async fn lock(&self, id: &str) -> MutexGuard<'_, ()> {
-        let stripe = id.bytes().fold(0usize, |h, b| {
+    async fn lock(&self, id: &PayoutId) -> MutexGuard<'_, ()> {
+        let stripe = id.as_str().bytes().fold(0usize, |h, b| {
             h.wrapping_mul(31).wrapping_add(usize::from(b))
         }) % STRIPES;
         match self.inner.locks.get(stripe) {
@@ -219,7 +220,7 @@ impl Engine {
     /// # Errors
     ///
     /// Storage failure (the payout is then driven again by the reconciler).
-    pub async fn drive(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn drive(&self, id: &PayoutId) -> Result<(), StoreError> {
         let _guard = self.lock(id).await;
         for _ in 0..16 {
             let Some(p) = self.inner.store.payout(id).await? else {

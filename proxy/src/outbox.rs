@@ -228,7 +228,7 @@ impl Deliverer {
     }
 
     async fn deliver(&self, mut event: OutboxEvent) -> Result<(), crate::store::StoreError> {
-        let client = self.store.client(event.client_id.as_str()).await?;
+        let client = self.store.client(&event.client_id).await?;
         // The secret is stored wrapped; it is unwrapped only to sign, and only here.
         let target = client.as_ref().and_then(|c| {
             c.webhook_url

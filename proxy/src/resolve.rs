@@ -9,6 +9,7 @@
 //! (`needs_attention`), can be resolved: before that the engine is still finishing it, and a
 //! late bank success after a resolve to failed is flagged again, never dropped.
 
+use crate::ids::PayoutId;
 use crate::payout::{Payout, PayoutState};
 use crate::store::{BankEvent, ProxyStore, StoreError};
 use crate::view::event_for;
@@ -74,9 +75,11 @@ pub async fn resolve(
 ) -> Result<Payout, ResolveError> {
     check_text(reason, 500).map_err(ResolveError::Reason)?;
     check_text(operator, 100).map_err(ResolveError::Operator)?;
+    // Not a payout id (a typo, a card number pasted by mistake): no such payout, not echoed.
+    let id = PayoutId::parse(id).ok_or(ResolveError::NotFound)?;
     // A running proxy may save the payout meanwhile: re-read and retry on a version conflict.
     for _ in 0..5 {
-        let mut p = store.payout(id).await?.ok_or(ResolveError::NotFound)?;
+        let mut p = store.payout(&id).await?.ok_or(ResolveError::NotFound)?;
         if p.state.is_final() {
             return Err(ResolveError::Final(p.state));
         }

@@ -214,9 +214,7 @@ pub async fn wrap_legacy_secrets(
     for client in store.clients().await? {
         if is_clear(&client.webhook_secret) {
             let stored = secrets.wrap(&client.webhook_secret, client.id.as_str())?;
-            store
-                .set_webhook_secret(client.id.as_str(), &stored)
-                .await?;
+            store.set_webhook_secret(&client.id, &stored).await?;
             wrapped += 1;
         } else if client.revoked_at.is_none()
             && secrets

@@ -16,6 +16,7 @@ use crate::bank131::{SignatureVerifier, Webhook, WebhookError, verify_and_parse}
 pub use crate::engine::AppDecision;
 use crate::engine::{ActionError, Engine, now_micros};
 use crate::http::health::{DependencyCheck, Findings};
+use crate::ids::PayoutId;
 use crate::payout::{
     ConfirmMode, OutboxEvent, Payout, PayoutRequest, PayoutState, RequestFingerprint,
 };
@@ -176,7 +177,7 @@ impl Proxy {
         .hash();
         let store = self.engine.store();
         if let Some(p) = store
-            .payout_by_idempotency_key(client.id.as_str(), &idempotency_key)
+            .payout_by_idempotency_key(&client.id, &idempotency_key)
             .await?
         {
             return replayed(p, &request_hash);
@@ -199,7 +200,7 @@ impl Proxy {
                 let engine = self.engine.clone();
                 let id = p.id.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = engine.drive_new(id.as_str(), pan).await {
+                    if let Err(e) = engine.drive_new(&id, pan).await {
                         tracing::warn!(payout = %id, error = %e, "drive failed; the reconciler will resume it");
                     }
                 });
@@ -222,7 +223,7 @@ impl Proxy {
     ) -> Result<Payout, ServiceError> {
         let now = now_micros();
         let request = PayoutRequest {
-            id: crate::ids::PayoutId::generate().map_err(|_| ServiceError::NoRandomness)?,
+            id: PayoutId::generate().map_err(|_| ServiceError::NoRandomness)?,
             tenant: client.tenant.clone(),
             client_id: client.id.clone(),
             idempotency_key,
@@ -251,7 +252,11 @@ impl Proxy {
     /// # Errors
     ///
     /// [`ServiceError::MissingScope`], [`ServiceError::NotFound`], storage.
-    pub async fn payout(&self, client: &ClientRecord, id: &str) -> Result<Payout, ServiceError> {
+    pub async fn payout(
+        &self,
+        client: &ClientRecord,
+        id: &PayoutId,
+    ) -> Result<Payout, ServiceError> {
         let only = readable_by(client)?;
         self.engine
             .store()
@@ -297,12 +302,12 @@ impl Proxy {
     pub async fn decide(
         &self,
         client: &ClientRecord,
-        id: &str,
+        id: &PayoutId,
         decision: AppDecision,
     ) -> Result<Payout, ServiceError> {
         self.permits(client, Operation::WritePayouts)?;
         self.engine
-            .decide_by_app(&client.tenant, client.id.as_str(), id, decision)
+            .decide_by_app(&client.tenant, &client.id, id, decision)
             .await
             .map_err(ServiceError::Action)
     }
@@ -322,7 +327,7 @@ impl Proxy {
         Ok(self
             .engine
             .store()
-            .list_events(client.id.as_str(), filter, limit)
+            .list_events(&client.id, filter, limit)
             .await?)
     }
 
@@ -344,7 +349,7 @@ impl Proxy {
         let event = self
             .engine
             .store()
-            .redeliver_event(client.id.as_str(), id, now_micros())
+            .redeliver_event(&client.id, id, now_micros())
             .await?
             .ok_or(ServiceError::EventNotFound)?;
         self.engine.outbox_signal().notify_one();
@@ -417,15 +422,11 @@ impl Proxy {
         }
         // Applied under the payout's lock; a conflict means another path moved it: drive reads
         // the fresh state (and `session/status` if needed).
-        if self
-            .engine
-            .apply_webhook(payout.id.as_str(), session)
-            .await?
-        {
+        if self.engine.apply_webhook(&payout.id, session).await? {
             let engine = self.engine.clone();
             let id = payout.id;
             tokio::spawn(async move {
-                if let Err(e) = engine.drive(id.as_str()).await {
+                if let Err(e) = engine.drive(&id).await {
                     tracing::warn!(payout = %id, error = %e, "drive after webhook failed; the reconciler will resume it");
                 }
             });

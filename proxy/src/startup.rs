@@ -175,7 +175,7 @@ async fn reconcile(engine: Engine, every: Duration) {
             }
         };
         for p in payouts {
-            if let Err(e) = engine.drive(p.id.as_str()).await {
+            if let Err(e) = engine.drive(&p.id).await {
                 tracing::warn!(payout = %p.id, error = %e, "reconciling a payout failed");
             }
         }

@@ -10,6 +10,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::auth::ClientRecord;
+use crate::ids::{AppClientId, PayoutId};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 
 /// The schema migrations in order, for one backend (`"postgres"` or `"sqlite"`): both backends
@@ -97,7 +98,7 @@ pub enum Inserted {
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct BankEvent {
     /// The payout, when one matched.
-    pub payout_id: Option<crate::ids::PayoutId>,
+    pub payout_id: Option<PayoutId>,
     /// The bank session.
     pub bank_session_id: String,
     /// The webhook type.
@@ -156,11 +157,14 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     async fn insert_payout(&self, payout: Payout) -> Result<Inserted>;
 
     /// A payout by id.
-    async fn payout(&self, id: &str) -> Result<Option<Payout>>;
+    async fn payout(&self, id: &PayoutId) -> Result<Option<Payout>>;
 
     /// The payout a client made with an idempotency key.
-    async fn payout_by_idempotency_key(&self, client_id: &str, key: &str)
-    -> Result<Option<Payout>>;
+    async fn payout_by_idempotency_key(
+        &self,
+        client_id: &AppClientId,
+        key: &str,
+    ) -> Result<Option<Payout>>;
 
     /// The payout of a bank session.
     async fn payout_by_session(&self, session_id: &str) -> Result<Option<Payout>>;
@@ -190,7 +194,7 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     async fn record_bank_event(&self, event: BankEvent) -> Result<bool>;
 
     /// A payout's bank webhooks, in arrival order.
-    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>>;
+    async fn bank_events(&self, payout_id: &PayoutId) -> Result<Vec<BankEvent>>;
 
     /// Claims up to `limit` undelivered, unabandoned app events due at `now`, oldest first, by
     /// moving their `next_attempt_at` to `lease_until` (one replica delivers an event at a time).
@@ -211,7 +215,7 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// type when given.
     async fn list_events(
         &self,
-        client_id: &str,
+        client_id: &AppClientId,
         filter: EventFilter,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>>;
@@ -220,7 +224,7 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     /// cleared). `None` if the client has no such event.
     async fn redeliver_event(
         &self,
-        client_id: &str,
+        client_id: &AppClientId,
         id: &str,
         now: i64,
     ) -> Result<Option<OutboxEvent>>;
@@ -232,31 +236,34 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
     async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>>;
 
     /// A client by id.
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>>;
+    async fn client(&self, id: &AppClientId) -> Result<Option<ClientRecord>>;
 
     /// Every client, oldest first.
     async fn clients(&self) -> Result<Vec<ClientRecord>>;
 
     /// Replaces a client's stored webhook secret (wrapping one an older version kept in clear).
-    async fn set_webhook_secret(&self, id: &str, stored: &crate::auth::WebhookSecret)
-    -> Result<()>;
+    async fn set_webhook_secret(
+        &self,
+        id: &AppClientId,
+        stored: &crate::auth::WebhookSecret,
+    ) -> Result<()>;
 
     /// Revokes a client; false when there is no such unrevoked client.
-    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool>;
+    async fn revoke_client(&self, id: &AppClientId, now: i64) -> Result<bool>;
 
     /// Gives an active client a new API key hash; the old key keeps working until
     /// `previous_until` (Unix microseconds) when given, else stops at once. False if there is no
     /// such active client.
     async fn rotate_client_key(
         &self,
-        id: &str,
+        id: &AppClientId,
         key_hash: [u8; 32],
         previous_until: Option<i64>,
     ) -> Result<bool>;
 
     /// Sets (or with `None` removes) an active client's webhook URL. False if there is no such
     /// active client.
-    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool>;
+    async fn set_webhook_url(&self, id: &AppClientId, url: Option<&str>) -> Result<bool>;
 
     /// Succeeds when the database accepts writes.
     async fn check_writable(&self) -> Result<()>;

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use proxy::auth::{ClientRecord, Scopes};
 use proxy::config::WebhookSettings;
 use proxy::engine::now_micros;
+use proxy::ids::AppClientId;
 use proxy::outbox::Deliverer;
 use proxy::payout::{ConfirmMode, OutboxEvent};
 use proxy::store::{Inserted, ProxyStore, SqliteStore};
@@ -89,7 +90,7 @@ fn secrets() -> Arc<proxy::secrets::WrapKey> {
 }
 
 /// Adds an app client `id` whose webhooks go to `url`.
-async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
+async fn client(store: &dyn ProxyStore, id: &AppClientId, url: &str) {
     store
         .insert_client(rows::client(id, "acme", Some(url)))
         .await
@@ -97,7 +98,11 @@ async fn client(store: &dyn ProxyStore, id: &str, url: &str) {
 }
 
 /// A payout of `client_id` with `events` outbox rows, oldest first; returns their ids.
-async fn payout_with_events(store: &dyn ProxyStore, client_id: &str, events: usize) -> Vec<String> {
+async fn payout_with_events(
+    store: &dyn ProxyStore,
+    client_id: &AppClientId,
+    events: usize,
+) -> Vec<String> {
     let now = now_micros();
     let mut payout = rows::payout(
         client_id,
@@ -305,11 +310,11 @@ async fn a_webhook_url_pointing_inside_is_never_sent_to() {
     reasons.sort();
     let mut expected = [
         (
-            app("literal"),
+            app("literal").to_string(),
             "the webhook URL points at an internal address; not sent".to_owned(),
         ),
         (
-            app("named"),
+            app("named").to_string(),
             "the webhook URL resolves to an internal address; not sent".to_owned(),
         ),
     ];

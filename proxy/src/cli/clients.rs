@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, reason = "a command line prints its results")]
 
 use super::*;
+use crate::ids::AppClientId;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ClientsCommand {
@@ -174,9 +175,11 @@ pub(super) async fn clients(
             }
         }
         ClientsCommand::Revoke { id } => {
-            if !store.revoke_client(&id, now_micros()).await? {
-                eprintln!("proxy: no such active client");
-                return Ok(ExitCode::FAILURE);
+            let Some(client) = AppClientId::parse(&id) else {
+                return Ok(no_such_client());
+            };
+            if !store.revoke_client(&client, now_micros()).await? {
+                return Ok(no_such_client());
             }
             println!("revoked {id}");
         }
@@ -190,12 +193,14 @@ pub(super) async fn clients(
                 );
                 return Ok(ExitCode::from(EX_USAGE));
             }
+            let Some(client) = AppClientId::parse(&id) else {
+                return Ok(no_such_client());
+            };
             let key = shared::ids::ApiKey::generate(crate::auth::API_KEY_PREFIX)?;
             let until = (old_key_valid_for > 0)
                 .then(|| now_micros() + i64::from(old_key_valid_for) * 1_000_000);
-            if !store.rotate_client_key(&id, key.hash(), until).await? {
-                eprintln!("proxy: no such active client");
-                return Ok(ExitCode::FAILURE);
+            if !store.rotate_client_key(&client, key.hash(), until).await? {
+                return Ok(no_such_client());
             }
             println!("client_id:      {id}");
             println!("api_key:        {}", key.expose());
@@ -206,18 +211,20 @@ pub(super) async fn clients(
             println!("The API key is shown only now.");
         }
         ClientsCommand::RotateWebhookSecret { id } => {
+            let Some(client) = AppClientId::parse(&id) else {
+                return Ok(no_such_client());
+            };
             if store
-                .client(&id)
+                .client(&client)
                 .await?
                 .is_none_or(|c| c.revoked_at.is_some())
             {
-                eprintln!("proxy: no such active client");
-                return Ok(ExitCode::FAILURE);
+                return Ok(no_such_client());
             }
             let secret = crate::auth::WebhookSecret::generate()?;
             let secrets = crate::secrets::for_config(config)?;
             store
-                .set_webhook_secret(&id, &secrets.wrap(&secret, &id)?)
+                .set_webhook_secret(&client, &secrets.wrap(&secret, &id)?)
                 .await?;
             println!("client_id:      {id}");
             println!("webhook_secret: {}", secret.expose());
@@ -248,9 +255,14 @@ pub(super) async fn clients(
                     return Ok(ExitCode::from(EX_USAGE));
                 }
             }
-            if !store.set_webhook_url(&id, webhook_url.as_deref()).await? {
-                eprintln!("proxy: no such active client");
-                return Ok(ExitCode::FAILURE);
+            let Some(client) = AppClientId::parse(&id) else {
+                return Ok(no_such_client());
+            };
+            if !store
+                .set_webhook_url(&client, webhook_url.as_deref())
+                .await?
+            {
+                return Ok(no_such_client());
             }
             println!(
                 "client_id:      {id}\nwebhook_url:    {}",
@@ -259,4 +271,11 @@ pub(super) async fn clients(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What every command on one client says when there is no such active client (an id that is
+/// not one included: it is not echoed).
+fn no_such_client() -> ExitCode {
+    eprintln!("proxy: no such active client");
+    ExitCode::FAILURE
 }

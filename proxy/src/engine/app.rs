@@ -55,8 +55,8 @@ impl Engine {
     pub async fn decide_by_app(
         &self,
         tenant: &str,
-        client_id: &str,
-        id: &str,
+        client_id: &AppClientId,
+        id: &PayoutId,
         decision: AppDecision,
     ) -> Result<Payout, ActionError> {
         {
@@ -70,7 +70,7 @@ impl Engine {
                     .store
                     .payout(id)
                     .await?
-                    .filter(|p| p.tenant == tenant && p.client_id.as_str() == client_id)
+                    .filter(|p| p.tenant == tenant && p.client_id == *client_id)
                     .ok_or(ActionError::NotFound)?;
                 let outcome = match decision {
                     AppDecision::Confirm => self.confirm_decision(p).await,

@@ -229,7 +229,11 @@ impl Engine {
     /// # Errors
     ///
     /// Storage failure.
-    pub async fn apply_webhook(&self, id: &str, session: &Session) -> Result<bool, StoreError> {
+    pub async fn apply_webhook(
+        &self,
+        id: &PayoutId,
+        session: &Session,
+    ) -> Result<bool, StoreError> {
         let _guard = self.lock(id).await;
         for _ in 0..3 {
             let Some(p) = self.inner.store.payout(id).await? else {

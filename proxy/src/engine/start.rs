@@ -27,7 +27,7 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::drive`].
-    pub async fn drive_new(&self, id: &str, pan: shared::Pan) -> Result<(), StoreError> {
+    pub async fn drive_new(&self, id: &PayoutId, pan: shared::Pan) -> Result<(), StoreError> {
         let more = {
             let _guard = self.lock(id).await;
             match self.inner.store.payout(id).await? {

@@ -204,8 +204,8 @@ pub(crate) async fn create(
 }
 
 /// The `{id}` segment, if it is a payout id.
-fn id_param(params: &RawPathParams) -> Option<String> {
-    params::path_id(params, |id| PayoutId::parse(id).is_some())
+fn id_param(params: &RawPathParams) -> Option<PayoutId> {
+    shared::http::path_param(params, "id").and_then(PayoutId::parse)
 }
 
 /// `GET /v1/payouts/{id}`.

@@ -17,6 +17,7 @@ use super::rows::{
 };
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
+use crate::ids::{AppClientId, PayoutId};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::Result;
 use crate::store::{EventFilter, PayoutClaim, PayoutFilter};
@@ -62,7 +63,7 @@ impl ProxyStore for PgStore {
         }
         // Another request holds the key: the store's own lookup, on its own connection.
         drop(client);
-        self.payout_by_idempotency_key(p.client_id.as_str(), &p.idempotency_key)
+        self.payout_by_idempotency_key(&p.client_id, &p.idempotency_key)
             .await?
             .map(Inserted::Existing)
             .ok_or(StoreError::Corrupt(
@@ -70,16 +71,18 @@ impl ProxyStore for PgStore {
             ))
     }
 
-    async fn payout(&self, id: &str) -> Result<Option<Payout>> {
+    async fn payout(&self, id: &PayoutId) -> Result<Option<Payout>> {
+        let id = id.as_str();
         let sql = select!(payouts, "WHERE id = $1");
         self.db.fetch(sql, &[&id], rows::payout).await
     }
 
     async fn payout_by_idempotency_key(
         &self,
-        client_id: &str,
+        client_id: &AppClientId,
         key: &str,
     ) -> Result<Option<Payout>> {
+        let client_id = client_id.as_str();
         let sql = select!(payouts, "WHERE client_id = $1 AND idempotency_key = $2");
         self.db.fetch(sql, &[&client_id, &key], rows::payout).await
     }
@@ -163,7 +166,8 @@ impl ProxyStore for PgStore {
         Ok(self.db.execute::<StoreError>(sql, params).await? == 1)
     }
 
-    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>> {
+    async fn bank_events(&self, payout_id: &PayoutId) -> Result<Vec<BankEvent>> {
+        let payout_id = payout_id.as_str();
         let sql = select!(bank_events, "WHERE payout_id = $1 ORDER BY seq");
         self.db.fetch(sql, &[&payout_id], rows::bank_event).await
     }
@@ -187,10 +191,11 @@ impl ProxyStore for PgStore {
 
     async fn list_events(
         &self,
-        client_id: &str,
+        client_id: &AppClientId,
         filter: EventFilter,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>> {
+        let client_id = client_id.as_str();
         let sql = select!(
             outbox,
             "WHERE client_id = $1 AND ($2::TEXT IS NULL OR payout_id = $2) \
@@ -211,10 +216,11 @@ impl ProxyStore for PgStore {
 
     async fn redeliver_event(
         &self,
-        client_id: &str,
+        client_id: &AppClientId,
         id: &str,
         now: i64,
     ) -> Result<Option<OutboxEvent>> {
+        let client_id = client_id.as_str();
         let sql = concat!(
             "UPDATE outbox SET attempts = 0, next_attempt_at = $3, delivered_at = NULL, \
              abandoned_at = NULL WHERE id = $2 AND client_id = $1 RETURNING ",
@@ -267,7 +273,8 @@ impl ProxyStore for PgStore {
         self.db.fetch(sql, &[&hash], rows::client).await
     }
 
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+    async fn client(&self, id: &AppClientId) -> Result<Option<ClientRecord>> {
+        let id = id.as_str();
         let sql = select!(clients, "WHERE id = $1");
         self.db.fetch(sql, &[&id], rows::client).await
     }
@@ -277,7 +284,8 @@ impl ProxyStore for PgStore {
         self.db.fetch(sql, &[], rows::client).await
     }
 
-    async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<()> {
+    async fn set_webhook_secret(&self, id: &AppClientId, stored: &WebhookSecret) -> Result<()> {
+        let id = id.as_str();
         let sql = "UPDATE clients SET webhook_secret = $2 WHERE id = $1";
         self.db
             .execute::<StoreError>(sql, &[&id, &stored.expose()])
@@ -285,17 +293,19 @@ impl ProxyStore for PgStore {
         Ok(())
     }
 
-    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool> {
+    async fn revoke_client(&self, id: &AppClientId, now: i64) -> Result<bool> {
+        let id = id.as_str();
         let sql = "UPDATE clients SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
         Ok(self.db.execute::<StoreError>(sql, &[&id, &now]).await? > 0)
     }
 
     async fn rotate_client_key(
         &self,
-        id: &str,
+        id: &AppClientId,
         key_hash: [u8; 32],
         previous_until: Option<i64>,
     ) -> Result<bool> {
+        let id = id.as_str();
         // The old hash is kept only with a time it stops at.
         let sql = "UPDATE clients SET \
                      previous_key_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE key_hash END, \
@@ -305,7 +315,8 @@ impl ProxyStore for PgStore {
         Ok(self.db.execute::<StoreError>(sql, params).await? > 0)
     }
 
-    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool> {
+    async fn set_webhook_url(&self, id: &AppClientId, url: Option<&str>) -> Result<bool> {
+        let id = id.as_str();
         let sql = "UPDATE clients SET webhook_url = $2 WHERE id = $1 AND revoked_at IS NULL";
         Ok(self.db.execute::<StoreError>(sql, &[&id, &url]).await? > 0)
     }

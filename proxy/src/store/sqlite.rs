@@ -14,6 +14,7 @@ use super::rows::{
 };
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
+use crate::ids::{AppClientId, PayoutId};
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::Result;
 use crate::store::{EventFilter, PayoutClaim, PayoutFilter};
@@ -65,7 +66,8 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn payout(&self, id: &str) -> Result<Option<Payout>> {
+    async fn payout(&self, id: &PayoutId) -> Result<Option<Payout>> {
+        let id = id.as_str();
         let sql = select!(payouts, "WHERE id = ?1");
         let params = [id.to_owned()];
         self.pool
@@ -75,9 +77,10 @@ impl ProxyStore for SqliteStore {
 
     async fn payout_by_idempotency_key(
         &self,
-        client_id: &str,
+        client_id: &AppClientId,
         key: &str,
     ) -> Result<Option<Payout>> {
+        let client_id = client_id.as_str();
         let sql = select!(payouts, "WHERE client_id = ?1 AND idempotency_key = ?2");
         let params = (client_id.to_owned(), key.to_owned());
         self.pool
@@ -189,7 +192,8 @@ impl ProxyStore for SqliteStore {
         Ok(self.pool.execute::<StoreError, _>(sql, params).await? == 1)
     }
 
-    async fn bank_events(&self, payout_id: &str) -> Result<Vec<BankEvent>> {
+    async fn bank_events(&self, payout_id: &PayoutId) -> Result<Vec<BankEvent>> {
+        let payout_id = payout_id.as_str();
         let sql = select!(bank_events, "WHERE payout_id = ?1 ORDER BY seq");
         let params = [payout_id.to_owned()];
         self.pool
@@ -227,10 +231,11 @@ impl ProxyStore for SqliteStore {
 
     async fn list_events(
         &self,
-        client_id: &str,
+        client_id: &AppClientId,
         filter: EventFilter,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>> {
+        let client_id = client_id.as_str();
         let sql = select!(
             outbox,
             "WHERE client_id = ?1 AND (?2 IS NULL OR payout_id = ?2) \
@@ -252,10 +257,11 @@ impl ProxyStore for SqliteStore {
 
     async fn redeliver_event(
         &self,
-        client_id: &str,
+        client_id: &AppClientId,
         id: &str,
         now: i64,
     ) -> Result<Option<OutboxEvent>> {
+        let client_id = client_id.as_str();
         let (client_id, id) = (client_id.to_owned(), id.to_owned());
         self.pool
             .transaction(move |tx| {
@@ -323,7 +329,8 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+    async fn client(&self, id: &AppClientId) -> Result<Option<ClientRecord>> {
+        let id = id.as_str();
         let sql = select!(clients, "WHERE id = ?1");
         let params = [id.to_owned()];
         self.pool
@@ -338,14 +345,16 @@ impl ProxyStore for SqliteStore {
             .await
     }
 
-    async fn set_webhook_secret(&self, id: &str, stored: &WebhookSecret) -> Result<()> {
+    async fn set_webhook_secret(&self, id: &AppClientId, stored: &WebhookSecret) -> Result<()> {
+        let id = id.as_str();
         let sql = "UPDATE clients SET webhook_secret = ?2 WHERE id = ?1";
         let params = (id.to_owned(), stored.expose().to_owned());
         self.pool.execute::<StoreError, _>(sql, params).await?;
         Ok(())
     }
 
-    async fn revoke_client(&self, id: &str, now: i64) -> Result<bool> {
+    async fn revoke_client(&self, id: &AppClientId, now: i64) -> Result<bool> {
+        let id = id.as_str();
         let sql = "UPDATE clients SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL";
         let params = (id.to_owned(), now);
         Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)
@@ -353,10 +362,11 @@ impl ProxyStore for SqliteStore {
 
     async fn rotate_client_key(
         &self,
-        id: &str,
+        id: &AppClientId,
         key_hash: [u8; 32],
         previous_until: Option<i64>,
     ) -> Result<bool> {
+        let id = id.as_str();
         // The old hash is kept only with a time it stops at.
         let sql = "UPDATE clients SET \
                      previous_key_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE key_hash END, \
@@ -366,7 +376,8 @@ impl ProxyStore for SqliteStore {
         Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)
     }
 
-    async fn set_webhook_url(&self, id: &str, url: Option<&str>) -> Result<bool> {
+    async fn set_webhook_url(&self, id: &AppClientId, url: Option<&str>) -> Result<bool> {
+        let id = id.as_str();
         let sql = "UPDATE clients SET webhook_url = ?2 WHERE id = ?1 AND revoked_at IS NULL";
         let params = (id.to_owned(), url.map(str::to_owned));
         Ok(self.pool.execute::<StoreError, _>(sql, params).await? > 0)

@@ -8,15 +8,15 @@ use proxy::ids::{AppClientId, PayoutId};
 use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest};
 
 /// A readable app client id (`app("a")` is `app_…0a`).
-pub(crate) fn app(name: &str) -> String {
-    testkit::named_id("app_", name)
+pub(crate) fn app(name: &str) -> AppClientId {
+    AppClientId::parse(&testkit::named_id("app_", name)).unwrap()
 }
 
 /// An active app client `id` of `tenant` that may write and read payouts, with a fresh key and
 /// webhook secret.
-pub(crate) fn client(id: &str, tenant: &str, webhook_url: Option<&str>) -> ClientRecord {
+pub(crate) fn client(id: &AppClientId, tenant: &str, webhook_url: Option<&str>) -> ClientRecord {
     ClientRecord {
-        id: AppClientId::parse(id).unwrap(),
+        id: id.clone(),
         name: "app".to_owned(),
         tenant: tenant.to_owned(),
         scopes: Scopes::parse("payouts:write,payouts:read").unwrap(),
@@ -30,12 +30,12 @@ pub(crate) fn client(id: &str, tenant: &str, webhook_url: Option<&str>) -> Clien
 }
 
 /// A new payout of 100 RUB by `client_id` under idempotency key `key`, confirmed automatically.
-pub(crate) fn payout(client_id: &str, tenant: &str, key: &str, created_at: i64) -> Payout {
+pub(crate) fn payout(client_id: &AppClientId, tenant: &str, key: &str, created_at: i64) -> Payout {
     Payout::created(
         PayoutRequest {
             id: PayoutId::generate().unwrap(),
             tenant: tenant.to_owned(),
-            client_id: AppClientId::parse(client_id).unwrap(),
+            client_id: client_id.clone(),
             idempotency_key: key.to_owned(),
             request_hash: [1; 32],
             card_token: "tok_0000000000000000000000".to_owned(),

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use proxy::engine::now_micros;
-use proxy::ids::PayoutId;
+use proxy::ids::{AppClientId, PayoutId};
 use proxy::payout::{OutboxEvent, Payout, PayoutState};
 use proxy::store::{
     BankEvent, EventFilter, Inserted, PayoutClaim, PayoutFilter, ProxyStore, StoreError,
@@ -15,13 +15,13 @@ use crate::rows::{self, app, event, payout};
 use crate::{Backend, Open};
 
 /// Adds an app client `id` of `tenant` (its webhook URL a closed port: nothing is delivered here).
-async fn client(store: &dyn ProxyStore, id: &str, tenant: &str) {
+async fn client(store: &dyn ProxyStore, id: &AppClientId, tenant: &str) {
     let record = rows::client(id, tenant, Some("http://127.0.0.1:9/hooks"));
     store.insert_client(record).await.unwrap();
 }
 
 /// Inserts a new payout of acme's `client_id` under idempotency key `key`; returns it.
-async fn new_payout(store: &dyn ProxyStore, client_id: &str, key: &str, at: i64) -> Payout {
+async fn new_payout(store: &dyn ProxyStore, client_id: &AppClientId, key: &str, at: i64) -> Payout {
     let inserted = store
         .insert_payout(payout(client_id, "acme", key, at))
         .await
@@ -126,7 +126,7 @@ pub(crate) async fn save_is_compare_and_set_with_its_events(b: Backend) {
             .unwrap_err(),
         StoreError::Conflict
     ));
-    let read = store.payout(p.id.as_str()).await.unwrap().unwrap();
+    let read = store.payout(&p.id).await.unwrap().unwrap();
     assert_eq!(read.state, PayoutState::SessionCreated);
     assert_eq!(read.version, 1);
     assert_eq!(
@@ -183,16 +183,13 @@ pub(crate) async fn listing_pages_filters_and_isolates_tenants(b: Backend) {
         .insert_payout(payout(&app("b"), "acme", "kb", base + 10))
         .await
         .unwrap();
-    let of = async |client: String| {
+    let of = async |client: AppClientId| {
         let filter = PayoutFilter {
-            client_id: Some(client),
+            client_id: Some(client.to_string()),
             ..Default::default()
         };
         let payouts = listed(store.as_ref(), "acme", filter).await;
-        payouts
-            .into_iter()
-            .map(|p| p.client_id.to_string())
-            .collect::<Vec<_>>()
+        payouts.into_iter().map(|p| p.client_id).collect::<Vec<_>>()
     };
     assert_eq!(of(app("a")).await, vec![app("a"); 5]);
     assert_eq!(of(app("b")).await, vec![app("b")]);
@@ -222,7 +219,7 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
     for p in claimed {
         total += 1;
         // As claimed: the lease, its owner, and a version that fences older reads.
-        let stored = a.payout(p.id.as_str()).await.unwrap().unwrap();
+        let stored = a.payout(&p.id).await.unwrap().unwrap();
         assert_eq!(stored.lease_owner, p.lease_owner);
         assert_eq!(
             (stored.version, stored.next_attempt_at),
@@ -234,7 +231,7 @@ pub(crate) async fn replicas_never_claim_the_same_payout(b: Backend) {
     assert_eq!(total, 30);
     // A save from a read taken before the claim is refused: the claim fenced it.
     let id = seen.iter().next().unwrap().clone();
-    let mut before_claim = a.payout(id.as_str()).await.unwrap().unwrap();
+    let mut before_claim = a.payout(&id).await.unwrap().unwrap();
     before_claim.version = 0;
     assert!(matches!(
         a.save(&before_claim, Vec::new()).await,
@@ -300,8 +297,7 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
             .await
             .unwrap()
             .unwrap()
-            .id
-            .as_str(),
+            .id,
         app("a")
     );
     // Rotated with an overlap: both hashes find the client, the old one with its end; rotated
@@ -399,7 +395,7 @@ pub(crate) async fn clients_and_bank_events(b: Backend) {
         );
     }
     let kinds: Vec<String> = store
-        .bank_events(p.id.as_str())
+        .bank_events(&p.id)
         .await
         .unwrap()
         .into_iter()
@@ -502,8 +498,9 @@ pub(crate) async fn forged_ids_in_rows_are_corrupt(b: Backend) {
         "UPDATE payouts SET id = '4242424242424242' WHERE id = '{id}'"
     ))
     .await;
+    // The forged row is reached the way a replayed create reaches it: by its idempotency key.
     assert!(matches!(
-        store.payout("4242424242424242").await,
+        store.payout_by_idempotency_key(&app("a"), "k").await,
         Err(StoreError::Corrupt("payout id"))
     ));
     assert!(matches!(
@@ -518,8 +515,10 @@ pub(crate) async fn forged_ids_in_rows_are_corrupt(b: Backend) {
         app("b")
     ))
     .await;
+    // A listing reaches it; the short id is not even one a lookup by id could ask for.
+    assert!(AppClientId::parse("app_1").is_none());
     assert!(matches!(
-        store.client("app_1").await,
+        store.clients().await,
         Err(StoreError::Corrupt("client id"))
     ));
 }

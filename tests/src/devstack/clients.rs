@@ -79,14 +79,18 @@ pub(super) async fn ensure_proxy_client(
     webhook_url: &str,
 ) -> anyhow::Result<Option<&'static str>> {
     let current = match &credentials.proxy_app {
-        Some(c) => store
-            .client(&c.client.id)
-            .await
-            .context("reading the proxy app client")?
-            .filter(|r| {
-                r.revoked_at.is_none()
-                    && shared::ct::bytes_eq(&*r.key_hash, &ApiKey::presented(&c.client.key).hash())
-            }),
+        // A credentials file whose id is not one names no client: a new one is made.
+        Some(c) => match proxy::ids::AppClientId::parse(&c.client.id) {
+            Some(id) => store
+                .client(&id)
+                .await
+                .context("reading the proxy app client")?,
+            None => None,
+        }
+        .filter(|r| {
+            r.revoked_at.is_none()
+                && shared::ct::bytes_eq(&*r.key_hash, &ApiKey::presented(&c.client.key).hash())
+        }),
         None => None,
     };
     let note = match (current, credentials.proxy_app.as_mut()) {
@@ -101,7 +105,7 @@ pub(super) async fn ensure_proxy_client(
         }
         (Some(record), _) => {
             store
-                .revoke_client(record.id.as_str(), proxy::engine::now_micros())
+                .revoke_client(&record.id, proxy::engine::now_micros())
                 .await
                 .context("revoking the old proxy app client")?;
             "a new proxy app client (the app port changed; the old client is revoked)"

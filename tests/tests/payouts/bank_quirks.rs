@@ -5,7 +5,7 @@
 use proxy::store::ProxyStore;
 use serde_json::{Value, json};
 
-use crate::stack::{FINAL, SECS, Stack, bank_session};
+use crate::stack::{FINAL, SECS, Stack, bank_session, payout_id};
 
 fn hooks_of(stack: &Stack, id: &str, kind: &str) -> usize {
     stack
@@ -269,7 +269,11 @@ async fn a_session_in_error_waits_for_a_person_who_resolves_it() {
     assert!(stack.wait_hook(&id, "payout.failed").await.signature_valid);
 
     // Recorded in the payout's history, with who and why.
-    let history = stack.proxy_store().bank_events(&id).await.unwrap();
+    let history = stack
+        .proxy_store()
+        .bank_events(&payout_id(&id))
+        .await
+        .unwrap();
     let resolved: Vec<_> = history
         .iter()
         .filter(|e| e.kind == "operator_resolved")
@@ -318,7 +322,11 @@ async fn large_and_unreadable_bank_webhooks() {
         "status": ["accepted"], "note": format!("card {card}")}})
     .to_string();
     assert_eq!(send(broken).await, 400);
-    let history = stack.proxy_store().bank_events(&id).await.unwrap();
+    let history = stack
+        .proxy_store()
+        .bank_events(&payout_id(&id))
+        .await
+        .unwrap();
     let kept: Vec<_> = history.iter().filter(|e| e.kind == "malformed").collect();
     assert_eq!(kept.len(), 1, "{history:?}");
     assert!(kept[0].body.contains("[\"accepted\"]"), "{}", kept[0].body);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use proxy::store::ProxyStore;
 use serde_json::{Value, json};
 
-use crate::stack::{SECS, Stack, bank_session, post_bank_webhook, until};
+use crate::stack::{SECS, Stack, bank_session, payout_id, post_bank_webhook, until};
 
 /// The webhooks the sandbox sent about `session`, oldest first: (type, body, signature).
 async fn bank_webhooks(stack: &Stack, session: &str) -> Vec<(String, String, String)> {
@@ -135,7 +135,7 @@ async fn a_revoked_app_gets_no_more_webhooks() {
     // One deadline for both waits, as the whole payout must end within it.
     let deadline = Instant::now() + SECS;
     until(SECS, async || {
-        let p = store.payout(&id).await.unwrap().unwrap();
+        let p = store.payout(&payout_id(&id)).await.unwrap().unwrap();
         if p.state.as_str() == "awaiting_confirmation" {
             Ok(())
         } else {
@@ -155,7 +155,7 @@ async fn a_revoked_app_gets_no_more_webhooks() {
     let p = until(
         deadline.saturating_duration_since(Instant::now()),
         async || {
-            let p = store.payout(&id).await.unwrap().unwrap();
+            let p = store.payout(&payout_id(&id)).await.unwrap().unwrap();
             if p.state.is_final() && store.undelivered_events().await.unwrap() == 0 {
                 Ok(p)
             } else {
@@ -179,7 +179,7 @@ async fn pci_20_a_replayed_bank_webhook_changes_nothing_and_is_kept_once() {
     let (stack, id, done) = Stack::start_paid("4242424242424242", 4_000, "Ivanov Ivan").await;
     let session = &bank_session(&done);
     let store = stack.proxy_store();
-    let kept = store.bank_events(&id).await.unwrap().len();
+    let kept = store.bank_events(&payout_id(&id)).await.unwrap().len();
     let hooks = hooks_for(&stack, &id).len();
     for (_, body, signature) in bank_webhooks(&stack, session).await {
         for _ in 0..50 {
@@ -189,7 +189,10 @@ async fn pci_20_a_replayed_bank_webhook_changes_nothing_and_is_kept_once() {
     let after = stack.payout(&id).await;
     assert_eq!(after["status"], "succeeded");
     assert_eq!(after["updated_at"], done["updated_at"]);
-    assert_eq!(store.bank_events(&id).await.unwrap().len(), kept);
+    assert_eq!(
+        store.bank_events(&payout_id(&id)).await.unwrap().len(),
+        kept
+    );
     assert_eq!(hooks_for(&stack, &id).len(), hooks);
 }
 
@@ -237,7 +240,11 @@ async fn pci_21_fifty_concurrent_duplicates_of_one_webhook_change_the_state_once
         .filter(|h| h["type"] == "payout.succeeded")
         .count();
     assert_eq!(succeeded, 1);
-    let kept = stack.proxy_store().bank_events(&id).await.unwrap();
+    let kept = stack
+        .proxy_store()
+        .bank_events(&payout_id(&id))
+        .await
+        .unwrap();
     assert_eq!(
         kept.iter().filter(|e| e.kind == "payment_finished").count(),
         1
@@ -262,7 +269,11 @@ async fn pci_23_a_bank_webhook_carrying_a_pan_is_redacted_and_never_forwarded() 
     let signature = bank.sign(body.as_bytes()).unwrap();
     assert_eq!(stack.bank_webhook(&body, &signature).await, 200);
 
-    let kept = stack.proxy_store().bank_events(&id).await.unwrap();
+    let kept = stack
+        .proxy_store()
+        .bank_events(&payout_id(&id))
+        .await
+        .unwrap();
     assert!(
         kept.iter().any(|e| e.body.contains("[redacted]")),
         "{kept:?}"
@@ -387,7 +398,7 @@ async fn app_webhook_secrets_are_wrapped_at_rest_and_old_clear_ones_at_start() {
     store.insert_client(legacy.clone()).await.unwrap();
     stack.restart_proxy().await;
     let stored = store
-        .client(legacy.id.as_str())
+        .client(&legacy.id)
         .await
         .unwrap()
         .unwrap()

@@ -26,6 +26,11 @@ pub(crate) const SECS: Duration = Duration::from_secs(90);
 pub(crate) const FINAL: &[&str] = &["succeeded", "failed", "cancelled", "returned"];
 
 /// The bank session id of a payout as the app API shows it.
+/// The payout id a response named, as the proxy's store takes it.
+pub(crate) fn payout_id(id: &str) -> proxy::ids::PayoutId {
+    proxy::ids::PayoutId::parse(id).expect("a payout id")
+}
+
 pub(crate) fn bank_session(payout: &Value) -> String {
     payout["bank"]["session_id"]
         .as_str()
