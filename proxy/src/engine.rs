@@ -24,6 +24,11 @@
 //! until the start request is written (through the payout's insert and `session/create`), and is
 //! dropped (zeroized) with it; if the payout cannot start now it is dropped and fetched again.
 //!
+//! A payout past `created` carries its bank session ([`Payout::bank`], a [`BankSession`]; the
+//! store reads a row in such a state without one as corrupt). The calls that need the session
+//! take its [`SessionId`] as an argument, taken from the payout once, where a step begins
+//! ([`Engine::step`], the app's decisions), so none can be made without it.
+//!
 //! The parts: this file holds the [`Engine`], its bookkeeping (saves, leases, the next look)
 //! and the step each state takes; the decisions are pure and tested alone ([`assess`]: a bank
 //! session read against the payout; `transition`: the state machine's tables); the I/O is in
@@ -39,7 +44,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::bank131::{self, Bank131Client, Bank131Error, ErrorClass, Session};
 use crate::config::{PayoutSettings, backoff};
 use crate::ids::{AppClientId, PayoutId};
-use crate::payout::{CancelReason, ConfirmMode, Payout, PayoutState};
+use crate::payout::{BankSession, CancelReason, ConfirmMode, Payout, PayoutState, SessionId};
 use crate::store::{ProxyStore, StoreError};
 use crate::vault_client::{VaultClient, VaultError};
 use crate::view::event_for;
@@ -55,24 +60,6 @@ pub use app::{ActionError, AppDecision};
 use assess::matches_payout;
 pub use assess::{Assessment, assess, bank_error_code};
 use transition::{NextCall, START_ATTENTION, Verdict, next_call, verdict};
-
-/// The bank session of a payout past `session/create`. The calls that need one take it as an
-/// argument, so none can be made without it; it is looked up once, where a step begins
-/// (`Engine::step`, the app's decisions), and a payout without one is failed there.
-#[derive(Clone, Debug)]
-struct SessionId(String);
-
-impl SessionId {
-    /// The payout's session, if it has one.
-    fn of(p: &Payout) -> Option<Self> {
-        p.bank_session_id.clone().map(Self)
-    }
-
-    /// The bank's id, `ps_…`.
-    fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// Lock stripes: payouts hashing to the same stripe are driven one at a time in this process.
 const STRIPES: usize = 64;
@@ -242,8 +229,8 @@ impl Engine {
 
     /// One step. `Ok(true)`: the payout moved and may move again at once.
     async fn step(&self, p: Payout) -> Result<bool, StoreError> {
-        // Past `session/create`, every step needs the bank session: looked up once, here.
-        match (p.state, SessionId::of(&p)) {
+        // Past `session/create`, every step needs the bank session: taken once, here.
+        match (p.state, p.bank.as_ref().map(|b| b.id.clone())) {
             (PayoutState::Created, _) => self.create_session(p).await,
             (PayoutState::SessionCreated, Some(s)) => self.start(p, &s).await,
             (PayoutState::Started | PayoutState::Confirming | PayoutState::Cancelling, Some(s)) => {
@@ -251,27 +238,24 @@ impl Engine {
             }
             (PayoutState::AwaitingConfirmation, Some(s)) => self.decide(p, &s).await,
             (
-                PayoutState::SessionCreated
-                | PayoutState::Started
-                | PayoutState::Confirming
-                | PayoutState::Cancelling
-                | PayoutState::AwaitingConfirmation,
-                None,
-            ) => self.no_session(p).await,
-            (
                 PayoutState::Succeeded
                 | PayoutState::Failed
                 | PayoutState::Cancelled
                 | PayoutState::Returned,
                 _,
             ) => Ok(false),
+            // Cannot happen: these states have a session (`PayoutState::has_session`), the
+            // store reads a row in one that names none as corrupt, and the engine gives a
+            // payout its session as it leaves `created`. Nothing is sent.
+            (
+                PayoutState::SessionCreated
+                | PayoutState::Started
+                | PayoutState::Confirming
+                | PayoutState::Cancelling
+                | PayoutState::AwaitingConfirmation,
+                None,
+            ) => Ok(false),
         }
-    }
-
-    /// A row past `session/create` that names no session was not written by this engine:
-    /// nothing can be sent for it.
-    async fn no_session(&self, p: Payout) -> Result<bool, StoreError> {
-        self.fail(p, "internal_error", "no bank session").await
     }
 
     async fn save_state(&self, mut p: Payout, state: PayoutState) -> Result<bool, StoreError> {

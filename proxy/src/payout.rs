@@ -1,4 +1,5 @@
-//! The payout: its states, its record, and the events the app hears about.
+//! The payout: its states, its record (with the bank session it has past `created`, as one
+//! [`BankSession`] value rather than loose optional columns), and the events the app hears about.
 
 use std::fmt;
 
@@ -84,6 +85,13 @@ impl PayoutState {
         }
     }
 
+    /// Whether a payout in this state has a bank session: every state but `created` and the two
+    /// a payout may end in before its session was created (`failed`, `cancelled`). The store
+    /// reads a row in such a state without one as corrupt, so the engine never meets it.
+    pub fn has_session(self) -> bool {
+        !matches!(self, Self::Created | Self::Failed | Self::Cancelled)
+    }
+
     /// Final: the engine no longer drives it. Only a bank return leaves one (`succeeded` to
     /// `returned`).
     pub fn is_final(self) -> bool {
@@ -166,10 +174,9 @@ with_request_fields! {
 pub struct Payout {
     /// Where it is.
     pub state: PayoutState,
-    /// `ps_…` once the session exists.
-    pub bank_session_id: Option<String>,
-    /// `po_…` once the bank reports the payout.
-    pub bank_payout_id: Option<String>,
+    /// The bank session and what is learned with it: present in every state that
+    /// [`PayoutState::has_session`], and possibly in `failed` or `cancelled`.
+    pub bank: Option<BankSession>,
     /// Last four digits, learned at detokenize time.
     pub card_last4: Option<String>,
     /// Why it failed (the bank's code, or ours).
@@ -178,8 +185,6 @@ pub struct Payout {
     pub failure_message: Option<String>,
     /// Set when the proxy cannot finish the payout by itself and a person must look.
     pub attention: Option<String>,
-    /// Manual mode: when the proxy cancels a payout still waiting (Unix microseconds).
-    pub confirm_deadline: Option<i64>,
     /// When the engine should try this payout again (Unix microseconds).
     pub next_attempt_at: i64,
     /// Failed attempts at the current step (vault or bank unavailable).
@@ -196,6 +201,47 @@ pub struct Payout {
     /// `start/payout` re-sends after the bank showed no payout in the session.
     pub start_sends: u32,
 }
+}
+
+/// The bank's id of a payout's session, `ps_…`. The engine's calls that need a session take
+/// one of these, so none can be made for a payout without one.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// The bank's id as it answered `session/create` (or as stored).
+    pub fn new(id: String) -> Self {
+        Self(id)
+    }
+
+    /// The bank's id, `ps_…`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What exists only once a payout's bank session was created: the session, and what the bank
+/// reports within it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct BankSession {
+    /// The session, `ps_…`.
+    pub id: SessionId,
+    /// `po_…` once the bank reports the payout.
+    pub payout_id: Option<String>,
+    /// Manual mode: when the proxy cancels a payout still waiting (Unix microseconds), set when
+    /// the bank asks for the confirmation.
+    pub confirm_deadline: Option<i64>,
+}
+
+impl BankSession {
+    /// A session just created: nothing reported in it yet.
+    pub fn new(id: SessionId) -> Self {
+        Self {
+            id,
+            payout_id: None,
+            confirm_deadline: None,
+        }
+    }
 }
 
 /// Why the proxy cancels a bank session. Recorded in the payout's `failure_code` before the
@@ -262,13 +308,11 @@ impl Payout {
             metadata: request.metadata,
             confirm_mode: request.confirm_mode,
             state: PayoutState::Created,
-            bank_session_id: None,
-            bank_payout_id: None,
+            bank: None,
             card_last4: None,
             failure_code: None,
             failure_message: None,
             attention: None,
-            confirm_deadline: None,
             next_attempt_at: now,
             attempts: 0,
             created_at: now,
@@ -277,6 +321,11 @@ impl Payout {
             lease_owner: None,
             start_sends: 0,
         }
+    }
+
+    /// The bank's id of this payout, `po_…`, once the bank reported it.
+    pub fn bank_payout_id(&self) -> Option<&str> {
+        self.bank.as_ref()?.payout_id.as_deref()
     }
 
     /// Why the proxy is cancelling (or cancelled) this payout's session, if it did.

@@ -119,7 +119,11 @@ pub async fn resolve(
                 let kept = store
                     .record_bank_event(BankEvent {
                         payout_id: Some(saved.id.clone()),
-                        bank_session_id: saved.bank_session_id.clone().unwrap_or_default(),
+                        bank_session_id: saved
+                            .bank
+                            .as_ref()
+                            .map(|b| b.id.as_str().to_owned())
+                            .unwrap_or_default(),
                         kind: "operator_resolved".to_owned(),
                         body: record.to_string(),
                         received_at: now,

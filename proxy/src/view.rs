@@ -71,8 +71,8 @@ impl<'a> PayoutView<'a> {
             },
             confirm: p.confirm_mode.as_str(),
             bank: BankView {
-                session_id: p.bank_session_id.as_deref(),
-                payout_id: p.bank_payout_id.as_deref(),
+                session_id: p.bank.as_ref().map(|b| b.id.as_str()),
+                payout_id: p.bank_payout_id(),
             },
             failure: p
                 .failure_code
@@ -83,7 +83,11 @@ impl<'a> PayoutView<'a> {
                     message: p.failure_message.as_deref(),
                 }),
             needs_attention: p.attention.as_deref(),
-            confirm_deadline: p.confirm_deadline.map(rfc3339),
+            confirm_deadline: p
+                .bank
+                .as_ref()
+                .and_then(|b| b.confirm_deadline)
+                .map(rfc3339),
             metadata: p
                 .metadata
                 .as_deref()

@@ -173,6 +173,12 @@ impl<'a> From<&'a Option<String>> for Value<'a> {
     }
 }
 
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Self::Text(v.map(Cow::Borrowed))
+    }
+}
+
 impl From<Option<u8>> for Value<'_> {
     fn from(v: Option<u8>) -> Self {
         Self::SmallInt(v.map(i16::from))

@@ -110,7 +110,9 @@ impl Engine {
             }
         }
         self.wait_for_bank(&mut p);
-        let Some(s) = SessionId::of(&p) else {
+        // Cannot be missing: a payout awaiting confirmation has a session (the store reads one
+        // without as corrupt). Nothing is sent without it.
+        let Some(s) = p.bank.as_ref().map(|b| b.id.clone()) else {
             tracing::warn!(payout = %p.id, "confirm: the payout names no bank session; nothing sent");
             return Err(ActionError::BankUnavailable);
         };
@@ -166,16 +168,22 @@ impl Engine {
             self.save_state(p, PayoutState::Cancelled).await?;
             return Ok(());
         }
+        // Past `created` a payout has its session (the store reads one without as corrupt):
+        // without it nothing could be cancelled at the bank, and nothing is saved or sent.
+        let Some(s) = p.bank.as_ref().map(|b| b.id.clone()) else {
+            tracing::warn!(payout = %p.id, "cancel: the payout names no bank session; nothing sent");
+            return Err(ActionError::BankUnavailable);
+        };
         let was = p.state;
         p.state = PayoutState::Cancelling;
         self.wait_for_bank(&mut p);
         let p = self.save(&p, Vec::new()).await?;
-        match SessionId::of(&p) {
+        if was == PayoutState::Started {
             // The bank may still be processing the start: read where it is and act on that.
-            Some(s) if was == PayoutState::Started => self.reconcile(p, &s).await?,
-            Some(s) => self.send_cancel(p, &s).await?,
-            None => self.no_session(p).await?,
-        };
+            self.reconcile(p, &s).await?;
+        } else {
+            self.send_cancel(p, &s).await?;
+        }
         Ok(())
     }
 }

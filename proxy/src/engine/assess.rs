@@ -185,7 +185,7 @@ pub fn bank_error_code(code: &str, fallback: &str) -> String {
 /// Auto-confirm: the bank's payout must be for this amount, currency (case-insensitively) and
 /// card.
 pub(super) fn matches_payout(p: &Payout, session: &Session) -> bool {
-    let Ok(Some(bank)) = our_payout(session, p.id.as_str(), p.bank_payout_id.as_deref()) else {
+    let Ok(Some(bank)) = our_payout(session, p.id.as_str(), p.bank_payout_id()) else {
         return false;
     };
     let amount_ok = bank.amount_details.as_ref().is_some_and(|a| {

@@ -22,7 +22,7 @@ impl Engine {
             Ok(s) => s,
             Err(e) => return self.retry_later(p, &e.to_string()).await,
         };
-        let assessment = assess(&session, p.id.as_str(), p.bank_payout_id.as_deref());
+        let assessment = assess(&session, p.id.as_str(), p.bank_payout_id());
         match next_call(&p, &assessment, self.inner.settings.max_start_resends) {
             NextCall::ResendStart => {
                 let mut p = p;
@@ -53,7 +53,8 @@ impl Engine {
     pub(super) async fn decide(&self, mut p: Payout, s: &SessionId) -> Result<bool, StoreError> {
         match p.confirm_mode {
             ConfirmMode::Manual => {
-                if p.confirm_deadline.is_some_and(|d| now_micros() >= d) {
+                let deadline = p.bank.as_ref().and_then(|b| b.confirm_deadline);
+                if deadline.is_some_and(|d| now_micros() >= d) {
                     p.set_cancel_reason(CancelReason::ConfirmationDeadline);
                     p.failure_message =
                         Some("the app did not confirm before the deadline".to_owned());
@@ -84,15 +85,13 @@ impl Engine {
             .status(s.as_str())
             .await
             .map_err(|e| e.to_string())?;
-        Ok(
-            match assess(&session, p.id.as_str(), p.bank_payout_id.as_deref()) {
-                Assessment::AwaitingConfirmation { .. } if matches_payout(p, &session) => {
-                    Check::Matches
-                }
-                Assessment::AwaitingConfirmation { .. } => Check::Mismatch,
-                _ => Check::Other(Box::new(session)),
-            },
-        )
+        Ok(match assess(&session, p.id.as_str(), p.bank_payout_id()) {
+            Assessment::AwaitingConfirmation { .. } if matches_payout(p, &session) => {
+                Check::Matches
+            }
+            Assessment::AwaitingConfirmation { .. } => Check::Mismatch,
+            _ => Check::Other(Box::new(session)),
+        })
     }
 
     pub(super) async fn cancel_mismatch(
@@ -157,7 +156,7 @@ impl Engine {
     ///
     /// Storage failure or a concurrent change ([`StoreError::Conflict`]).
     pub async fn apply(&self, mut p: Payout, session: &Session) -> Result<bool, StoreError> {
-        let assessment = assess(session, p.id.as_str(), p.bank_payout_id.as_deref());
+        let assessment = assess(session, p.id.as_str(), p.bank_payout_id());
         let (next, bank_payout_id, via_success, failure) = match verdict(&p, &assessment) {
             Verdict::Nothing => return Ok(false),
             Verdict::Hold { attention } => {
@@ -175,8 +174,11 @@ impl Engine {
                 failure,
             } => (to, bank_payout_id, via_success, failure),
         };
-        if let Some(id) = bank_payout_id {
-            p.bank_payout_id = Some(id.to_owned());
+        // Every payout a session is applied to has one (the session was read by its id, or the
+        // webhook found the payout by it). The bank's id is kept in it: without a session there
+        // is nowhere to keep it, and the store would read a bank id with no session as corrupt.
+        if let (Some(id), Some(bank)) = (bank_payout_id, p.bank.as_mut()) {
+            bank.payout_id = Some(id.to_owned());
         }
         if via_success {
             let now = now_micros();
@@ -212,7 +214,10 @@ impl Engine {
             // Manual mode: the app has until the deadline; then the reconciler cancels.
             PayoutState::AwaitingConfirmation if p.confirm_mode == ConfirmMode::Manual => {
                 let deadline = micros(self.inner.confirm_deadline);
-                p.confirm_deadline = Some(now.saturating_add(deadline));
+                // A payout awaiting confirmation has a session (`PayoutState::has_session`).
+                if let Some(bank) = p.bank.as_mut() {
+                    bank.confirm_deadline = Some(now.saturating_add(deadline));
+                }
                 deadline
             }
             PayoutState::AwaitingConfirmation => 0,
@@ -243,7 +248,7 @@ impl Engine {
             // the bank asks for the confirmation: drive on to send it now.
             let cancel_now = p.state == PayoutState::Cancelling
                 && matches!(
-                    assess(session, p.id.as_str(), p.bank_payout_id.as_deref()),
+                    assess(session, p.id.as_str(), p.bank_payout_id()),
                     Assessment::AwaitingConfirmation { .. }
                 );
             match self.apply(p, session).await {

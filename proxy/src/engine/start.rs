@@ -75,12 +75,13 @@ impl Engine {
         let key = bank_key(p.id.as_str(), &format!("create:{}", p.attempts));
         match self.inner.bank.create_session(&request, Some(&key)).await {
             Ok(session) => {
-                p.bank_session_id = Some(session.id.clone());
+                let s = SessionId::new(session.id);
+                p.bank = Some(BankSession::new(s.clone()));
                 p.attempts = 0;
                 p.state = PayoutState::SessionCreated;
                 p.touch(now_micros(), 0);
                 let p = self.save(&p, Vec::new()).await?;
-                self.start_with(p, &SessionId(session.id), pan).await
+                self.start_with(p, &s, pan).await
             }
             Err(e) if e.class() == ErrorClass::Permanent => {
                 self.fail(p, &bank_code(&e), "the bank refused the session")

@@ -2,6 +2,11 @@
 //! table's column list, the function reading a row of it (through [`shared::row::Row`]), and the
 //! values a write binds, in the order of its statement (as [`shared::row::Value`]s).
 //!
+//! A payout's session columns (`bank_session_id`, `bank_payout_id`, `confirm_deadline`) are one
+//! [`BankSession`] in the domain: [`payout`] reads a row whose state has a session
+//! ([`PayoutState::has_session`]) but names none, or whose session columns are set without a
+//! session, as [`StoreError::Corrupt`].
+//!
 //! The column lists are macros so the queries that splice them in stay `&'static str` (each
 //! statement is prepared once per connection and cached by its text).
 
@@ -10,7 +15,7 @@ use shared::row::{Row, Value};
 use super::{BankEvent, StoreError};
 use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
 use crate::ids::{AppClientId, PayoutId};
-use crate::payout::{ConfirmMode, OutboxEvent, Payout, PayoutState};
+use crate::payout::{BankSession, ConfirmMode, OutboxEvent, Payout, PayoutState, SessionId};
 use crate::store::Result;
 
 /// The payout columns in [`payout`]'s order.
@@ -90,6 +95,8 @@ where
 {
     let mode: String = r.column(10)?;
     let state: String = r.column(11)?;
+    let state = PayoutState::from_name(&state).ok_or(StoreError::Corrupt("payout state"))?;
+    let bank = bank_session(state, r.column(12)?, r.column(13)?, r.column(18)?)?;
     Ok(Payout {
         id: id(r, 0, PayoutId::parse, "payout id")?,
         tenant: r.column(1)?,
@@ -102,14 +109,12 @@ where
         recipient_name: r.column(8)?,
         metadata: r.column(9)?,
         confirm_mode: ConfirmMode::from_name(&mode).ok_or(StoreError::Corrupt("confirm mode"))?,
-        state: PayoutState::from_name(&state).ok_or(StoreError::Corrupt("payout state"))?,
-        bank_session_id: r.column(12)?,
-        bank_payout_id: r.column(13)?,
+        state,
+        bank,
         card_last4: r.column(14)?,
         failure_code: r.column(15)?,
         failure_message: r.column(16)?,
         attention: r.column(17)?,
-        confirm_deadline: r.column(18)?,
         next_attempt_at: r.column(19)?,
         attempts: r.count(20, "attempts")?,
         created_at: r.column(21)?,
@@ -118,6 +123,27 @@ where
         lease_owner: r.column(24)?,
         start_sends: r.count(25, "start_sends")?,
     })
+}
+
+/// A payout's session columns as its [`BankSession`]: a state that has a session must name one,
+/// and what is learned within a session cannot be there without it.
+fn bank_session(
+    state: PayoutState,
+    session_id: Option<String>,
+    payout_id: Option<String>,
+    confirm_deadline: Option<i64>,
+) -> Result<Option<BankSession>> {
+    match session_id {
+        Some(id) => Ok(Some(BankSession {
+            id: SessionId::new(id),
+            payout_id,
+            confirm_deadline,
+        })),
+        None if state.has_session() || payout_id.is_some() || confirm_deadline.is_some() => {
+            Err(StoreError::Corrupt("bank session"))
+        }
+        None => Ok(None),
+    }
 }
 
 /// A row of `client_columns!()`.
@@ -215,13 +241,13 @@ pub(super) fn payout_values(p: &Payout) -> [Value<'_>; 26] {
         Value::from(&p.metadata),
         Value::from(p.confirm_mode.as_str()),
         Value::from(p.state.as_str()),
-        Value::from(&p.bank_session_id),
-        Value::from(&p.bank_payout_id),
+        Value::from(p.bank.as_ref().map(|b| b.id.as_str())),
+        Value::from(p.bank_payout_id()),
         Value::from(&p.card_last4),
         Value::from(&p.failure_code),
         Value::from(&p.failure_message),
         Value::from(&p.attention),
-        Value::from(p.confirm_deadline),
+        Value::from(p.bank.as_ref().and_then(|b| b.confirm_deadline)),
         Value::from(p.next_attempt_at),
         Value::from(p.attempts),
         Value::from(p.created_at),

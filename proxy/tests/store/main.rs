@@ -21,5 +21,6 @@ testkit::conformance! {
         clients_and_bank_events,
         events_are_listed_per_client_and_redelivered,
         forged_ids_in_rows_are_corrupt,
+        a_session_state_without_a_session_is_corrupt,
     ],
 }

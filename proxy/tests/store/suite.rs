@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proxy::engine::now_micros;
 use proxy::ids::{AppClientId, PayoutId};
-use proxy::payout::{OutboxEvent, Payout, PayoutState};
+use proxy::payout::{BankSession, OutboxEvent, Payout, PayoutState, SessionId};
 use proxy::store::{
     BankEvent, EventFilter, Inserted, PayoutClaim, PayoutFilter, ProxyStore, StoreError,
 };
@@ -113,7 +113,7 @@ pub(crate) async fn save_is_compare_and_set_with_its_events(b: Backend) {
     let p = new_payout(store.as_ref(), &app("a"), "k", now_micros()).await;
     let mut moved = p.clone();
     moved.state = PayoutState::SessionCreated;
-    moved.bank_session_id = Some("ps_1".to_owned());
+    moved.bank = Some(BankSession::new(SessionId::new("ps_1".to_owned())));
     let saved = store.save(&moved, vec![event(&moved, 1)]).await.unwrap();
     assert_eq!(saved.version, 1);
     // A second writer holding the old version loses, and its events are not written.
@@ -521,6 +521,68 @@ pub(crate) async fn forged_ids_in_rows_are_corrupt(b: Backend) {
         store.clients().await,
         Err(StoreError::Corrupt("client id"))
     ));
+}
+
+/// A row forged (or mangled) behind the store's back into a state that has a bank session, but
+/// naming none, is refused as corrupt: the engine is never handed a started payout without its
+/// session. The states a payout may end in before its session existed still read, and what is
+/// learned within a session cannot be there without one.
+pub(crate) async fn a_session_state_without_a_session_is_corrupt(b: Backend) {
+    let store = b.open().await;
+    client(store.as_ref(), &app("a"), "acme").await;
+    let p = payout(&app("a"), "acme", "k", now_micros());
+    let id = p.id.clone();
+    store.insert_payout(p).await.unwrap();
+    b.execute(&format!(
+        "UPDATE payouts SET state = 'started' WHERE id = '{id}'"
+    ))
+    .await;
+    assert!(matches!(
+        store.payout(&id).await,
+        Err(StoreError::Corrupt("bank session"))
+    ));
+    assert!(matches!(
+        store.payout_by_idempotency_key(&app("a"), "k").await,
+        Err(StoreError::Corrupt("bank session"))
+    ));
+    assert!(matches!(
+        store
+            .list_payouts("acme", PayoutFilter::default(), 10)
+            .await,
+        Err(StoreError::Corrupt("bank session"))
+    ));
+    // Failed before a session was created: it reads, with none.
+    b.execute(&format!(
+        "UPDATE payouts SET state = 'failed' WHERE id = '{id}'"
+    ))
+    .await;
+    let read = store.payout(&id).await.unwrap().unwrap();
+    assert_eq!(read.state, PayoutState::Failed);
+    assert_eq!(read.bank, None);
+    // A bank payout id with no session to hold it.
+    b.execute(&format!(
+        "UPDATE payouts SET bank_payout_id = 'po_1' WHERE id = '{id}'"
+    ))
+    .await;
+    assert!(matches!(
+        store.payout(&id).await,
+        Err(StoreError::Corrupt("bank session"))
+    ));
+    // With its session the started row reads, the session's columns as one value.
+    b.execute(&format!(
+        "UPDATE payouts SET state = 'started', bank_session_id = 'ps_1' WHERE id = '{id}'"
+    ))
+    .await;
+    let read = store.payout(&id).await.unwrap().unwrap();
+    assert_eq!(read.state, PayoutState::Started);
+    assert_eq!(
+        read.bank,
+        Some(BankSession {
+            id: SessionId::new("ps_1".to_owned()),
+            payout_id: Some("po_1".to_owned()),
+            confirm_deadline: None,
+        })
+    );
 }
 
 /// A claim of up to `limit` payouts due at `due`, leased to `owner` until `lease_until`.

@@ -171,8 +171,9 @@ pub(super) async fn highest_session_number(
                 .context("listing payouts")?;
             for p in &page {
                 if let Some(n) = p
-                    .bank_session_id
-                    .as_deref()
+                    .bank
+                    .as_ref()
+                    .map(|b| b.id.as_str())
                     .and_then(|s| s.strip_prefix("ps_"))
                     .and_then(|n| n.parse::<u64>().ok())
                 {
