@@ -485,30 +485,47 @@ fn in_state(state: PayoutState) -> PayoutFilter {
     }
 }
 
+/// App `a`'s payout under key `k`, then altered behind the store's back: `UPDATE payouts SET
+/// {set}`. Returns the id it was inserted with.
+async fn planted(b: &Backend, store: &dyn ProxyStore, set: &str) -> PayoutId {
+    client(store, &app("a"), "acme").await;
+    let p = payout(&app("a"), "acme", "k", now_micros());
+    let id = p.id.clone();
+    store.insert_payout(p).await.unwrap();
+    alter(b, &id, set).await;
+    id
+}
+
+/// `UPDATE payouts SET {set}` on payout `id`, behind the store's back.
+async fn alter(b: &Backend, id: &PayoutId, set: &str) {
+    b.execute(&format!("UPDATE payouts SET {set} WHERE id = '{id}'"))
+        .await;
+}
+
+/// App `a`'s payout under key `k` is refused as corrupt in `column` both where a replayed create
+/// reaches it (by its idempotency key) and in a listing.
+async fn refused_as(store: &dyn ProxyStore, column: &str) {
+    let by_key = store.payout_by_idempotency_key(&app("a"), "k").await;
+    assert!(
+        matches!(by_key, Err(StoreError::Corrupt(c)) if c == column),
+        "{by_key:?}"
+    );
+    let listed = store
+        .list_payouts("acme", PayoutFilter::default(), 10)
+        .await;
+    assert!(
+        matches!(listed, Err(StoreError::Corrupt(c)) if c == column),
+        "{listed:?}"
+    );
+}
+
 /// A row forged behind the store's back with an id that is not one (here a card number where a
 /// payout id belongs, a short string where a client id belongs) is refused as corrupt: it never
 /// reaches the engine, a listing or an app.
 pub(crate) async fn forged_ids_in_rows_are_corrupt(b: Backend) {
     let store = b.open().await;
-    client(store.as_ref(), &app("a"), "acme").await;
-    let p = payout(&app("a"), "acme", "k", now_micros());
-    let id = p.id.clone();
-    store.insert_payout(p).await.unwrap();
-    b.execute(&format!(
-        "UPDATE payouts SET id = '4242424242424242' WHERE id = '{id}'"
-    ))
-    .await;
-    // The forged row is reached the way a replayed create reaches it: by its idempotency key.
-    assert!(matches!(
-        store.payout_by_idempotency_key(&app("a"), "k").await,
-        Err(StoreError::Corrupt("payout id"))
-    ));
-    assert!(matches!(
-        store
-            .list_payouts("acme", PayoutFilter::default(), 10)
-            .await,
-        Err(StoreError::Corrupt("payout id"))
-    ));
+    planted(&b, store.as_ref(), "id = '4242424242424242'").await;
+    refused_as(store.as_ref(), "payout id").await;
     client(store.as_ref(), &app("b"), "acme").await;
     b.execute(&format!(
         "UPDATE clients SET id = 'app_1' WHERE id = '{}'",
@@ -529,50 +546,25 @@ pub(crate) async fn forged_ids_in_rows_are_corrupt(b: Backend) {
 /// learned within a session cannot be there without one.
 pub(crate) async fn a_session_state_without_a_session_is_corrupt(b: Backend) {
     let store = b.open().await;
-    client(store.as_ref(), &app("a"), "acme").await;
-    let p = payout(&app("a"), "acme", "k", now_micros());
-    let id = p.id.clone();
-    store.insert_payout(p).await.unwrap();
-    b.execute(&format!(
-        "UPDATE payouts SET state = 'started' WHERE id = '{id}'"
-    ))
-    .await;
+    let id = planted(&b, store.as_ref(), "state = 'started'").await;
     assert!(matches!(
         store.payout(&id).await,
         Err(StoreError::Corrupt("bank session"))
     ));
-    assert!(matches!(
-        store.payout_by_idempotency_key(&app("a"), "k").await,
-        Err(StoreError::Corrupt("bank session"))
-    ));
-    assert!(matches!(
-        store
-            .list_payouts("acme", PayoutFilter::default(), 10)
-            .await,
-        Err(StoreError::Corrupt("bank session"))
-    ));
+    refused_as(store.as_ref(), "bank session").await;
     // Failed before a session was created: it reads, with none.
-    b.execute(&format!(
-        "UPDATE payouts SET state = 'failed' WHERE id = '{id}'"
-    ))
-    .await;
+    alter(&b, &id, "state = 'failed'").await;
     let read = store.payout(&id).await.unwrap().unwrap();
     assert_eq!(read.state, PayoutState::Failed);
     assert_eq!(read.bank, None);
     // A bank payout id with no session to hold it.
-    b.execute(&format!(
-        "UPDATE payouts SET bank_payout_id = 'po_1' WHERE id = '{id}'"
-    ))
-    .await;
+    alter(&b, &id, "bank_payout_id = 'po_1'").await;
     assert!(matches!(
         store.payout(&id).await,
         Err(StoreError::Corrupt("bank session"))
     ));
     // With its session the started row reads, the session's columns as one value.
-    b.execute(&format!(
-        "UPDATE payouts SET state = 'started', bank_session_id = 'ps_1' WHERE id = '{id}'"
-    ))
-    .await;
+    alter(&b, &id, "state = 'started', bank_session_id = 'ps_1'").await;
     let read = store.payout(&id).await.unwrap().unwrap();
     assert_eq!(read.state, PayoutState::Started);
     assert_eq!(
