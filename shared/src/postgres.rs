@@ -236,9 +236,7 @@ impl Db {
         let client = self.conn::<E>().await?;
         let stmt = client.prepare_cached(sql).await?;
         let rows = client.query(&stmt, params).await?;
-        Ok(crate::row::Rows::from_rows(
-            rows.iter().map(map).collect::<Result<_, E>>()?,
-        ))
+        crate::row::Rows::from_rows(rows.iter().map(map))
     }
 
     /// Runs `sql`, a write, and says how many rows it changed.

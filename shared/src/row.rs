@@ -52,21 +52,26 @@ pub trait Row {
 
 /// What a query's mapped rows are collected into, on either backend
 /// ([`crate::postgres::Db::fetch`], [`crate::sqlite::query`]): all of them, or the first.
-pub trait Rows<T> {
-    /// These rows, as this collection.
-    fn from_rows(rows: Vec<T>) -> Self;
+pub trait Rows<T>: Sized {
+    /// The mapped rows, as this collection: read only as far as it needs (a point query stops
+    /// at the first, without collecting anything).
+    ///
+    /// # Errors
+    ///
+    /// The first row that failed to read or map.
+    fn from_rows<E>(rows: impl Iterator<Item = Result<T, E>>) -> Result<Self, E>;
 }
 
 impl<T> Rows<T> for Vec<T> {
-    fn from_rows(rows: Self) -> Self {
-        rows
+    fn from_rows<E>(rows: impl Iterator<Item = Result<T, E>>) -> Result<Self, E> {
+        rows.collect()
     }
 }
 
 /// The first row, for a point query (on a unique key: there is at most one).
 impl<T> Rows<T> for Option<T> {
-    fn from_rows(rows: Vec<T>) -> Self {
-        rows.into_iter().next()
+    fn from_rows<E>(mut rows: impl Iterator<Item = Result<T, E>>) -> Result<Self, E> {
+        rows.next().transpose()
     }
 }
 

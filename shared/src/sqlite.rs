@@ -503,12 +503,8 @@ pub fn query<T, E: From<rusqlite::Error>, Found: crate::row::Rows<T>>(
     map: MapRow<T, E>,
 ) -> Result<Found, E> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut found = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(r) = found.next()? {
-        out.push(map(r)?);
-    }
-    Ok(crate::row::Rows::from_rows(out))
+    let rows = stmt.query_map(params, |r| Ok(map(r)))?;
+    crate::row::Rows::from_rows(rows.map(|r| r.map_err(E::from).and_then(|mapped| mapped)))
 }
 
 fn connect(options: &SqliteOptions, flags: OpenFlags) -> Result<Connection, rusqlite::Error> {
