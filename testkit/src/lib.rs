@@ -10,6 +10,7 @@
 //! services' strict id parsers accept) and [`TEST_CARDS`].
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod http;
 pub mod logs;
 pub mod output;

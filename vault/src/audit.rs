@@ -55,6 +55,15 @@ pub enum Action {
     /// A client was refused by a rate limit (one event per client per interval, with counts).
     #[serde(rename = "rate.limited")]
     RateLimited,
+    /// A collect session was opened.
+    #[serde(rename = "collect.create")]
+    CollectCreate,
+    /// A collect session was read by the platform (its token, once completed).
+    #[serde(rename = "collect.read")]
+    CollectRead,
+    /// A card was submitted through a collect session's form (or refused).
+    #[serde(rename = "collect.submit")]
+    CollectSubmit,
 }
 
 impl Action {
@@ -71,6 +80,9 @@ impl Action {
             Self::TokenExpire => "token.expire",
             Self::TokenRead => "token.read",
             Self::RateLimited => "rate.limited",
+            Self::CollectCreate => "collect.create",
+            Self::CollectRead => "collect.read",
+            Self::CollectSubmit => "collect.submit",
         }
     }
 }

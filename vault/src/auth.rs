@@ -28,16 +28,21 @@ pub enum Scope {
     /// length shrink the space a tokenize oracle must search (docs/ARCHITECTURE.md §9.1).
     #[serde(rename = "tokens:read_bin")]
     TokensReadBin,
+    /// `POST /v1/collect_sessions` and `GET /v1/collect_sessions/{id}`: opening the vault's
+    /// card form for a cardholder and reading how it ended (token, last four, brand).
+    #[serde(rename = "collect:create")]
+    CollectCreate,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::TokensCreate,
         Self::TokensRead,
         Self::TokensDetokenize,
         Self::TokensDelete,
         Self::TokensReadBin,
+        Self::CollectCreate,
     ];
 
     /// The scope's name, e.g. `tokens:create`.
@@ -48,6 +53,7 @@ impl Scope {
             Self::TokensDetokenize => "tokens:detokenize",
             Self::TokensDelete => "tokens:delete",
             Self::TokensReadBin => "tokens:read_bin",
+            Self::CollectCreate => "collect:create",
         }
     }
 
@@ -59,7 +65,7 @@ impl Scope {
 
 impl shared::scopes::ScopeName for Scope {
     const EVERY: &'static [Self] = &Self::ALL;
-    const UNKNOWN: &'static str = "unknown scope (expected tokens:create, tokens:read, tokens:read_bin, tokens:detokenize, tokens:delete)";
+    const UNKNOWN: &'static str = "unknown scope (expected tokens:create, tokens:read, tokens:read_bin, tokens:detokenize, tokens:delete, collect:create)";
     fn as_str(self) -> &'static str {
         Self::as_str(self)
     }

@@ -30,6 +30,8 @@ pub struct VaultConfig {
     pub limits: LimitsConfig,
     /// `[audit]`.
     pub audit: AuditConfig,
+    /// `[collect]`.
+    pub collect: CollectConfig,
     /// `[log]`.
     pub log: LogConfig,
 }
@@ -53,6 +55,17 @@ impl Default for AuditConfig {
             checkpoint_interval_seconds: 60,
         }
     }
+}
+
+/// `[collect]`: the hosted card form.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectConfig {
+    /// The vault's address as the cardholder's browser reaches it (`https://vault.example`,
+    /// no path): the base of every session's `url`, and the only `Origin` a card submission is
+    /// accepted from. Unset, it is `http://` and the listen address, which only a browser on
+    /// the same machine reaches.
+    pub public_url: Option<String>,
 }
 
 /// `[keys]`: where the master key comes from.
@@ -104,6 +117,15 @@ impl VaultConfig {
         self.server.listen_or(DEFAULT_PORT)
     }
 
+    /// The vault's origin as browsers reach it (`[collect] public_url`, else the listen
+    /// address over `http`).
+    pub fn public_origin(&self) -> String {
+        self.collect
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen()))
+    }
+
     /// The SQLite options.
     pub fn sqlite(&self) -> shared::sqlite::SqliteOptions {
         self.database.sqlite(DEFAULT_DATABASE)
@@ -142,6 +164,13 @@ impl VaultConfig {
             ));
         }
         config.limits.validate().map_err(ConfigError::Invalid)?;
+        if let Some(url) = &config.collect.public_url {
+            crate::collect::Origin::parse(url).map_err(|_| {
+                ConfigError::Invalid(
+                    "collect.public_url must be the vault's origin as browsers write it: https://host[:port], no path or trailing slash (http only for localhost and 127.0.0.1)",
+                )
+            })?;
+        }
         if config.audit.checkpoint_interval_seconds == 0 {
             return Err(ConfigError::Invalid(
                 "audit.checkpoint_interval_seconds must be positive",
@@ -196,5 +225,30 @@ mod tests {
         assert!(VaultConfig::load(None, env(&[("VAULT__SERVER__BODY_LIMIT_BYTES", "1")])).is_err());
         assert!(VaultConfig::load(None, env(&[("VAULT__", "1")])).is_err());
         assert!(VaultConfig::load(Some(Path::new("/nonexistent/vault.toml")), env(&[])).is_err());
+        for bad in [
+            "vault.example",
+            "https://vault.example/",
+            "http://vault.example",
+        ] {
+            let err = VaultConfig::load(None, env(&[("VAULT__COLLECT__PUBLIC_URL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("collect.public_url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_public_origin_defaults_to_the_listen_address() {
+        let config = VaultConfig::load(None, env(&[])).unwrap();
+        assert_eq!(
+            config.public_origin(),
+            format!("http://{}", config.listen())
+        );
+        let config = VaultConfig::load(
+            None,
+            env(&[("VAULT__COLLECT__PUBLIC_URL", "https://vault.example")]),
+        )
+        .unwrap();
+        assert_eq!(config.public_origin(), "https://vault.example");
     }
 }

@@ -19,6 +19,7 @@ use crate::service::Vault;
 
 mod caller;
 mod clients;
+mod collect;
 mod error;
 mod health;
 mod json;
@@ -38,6 +39,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Largest `ttl_seconds`.
     pub max_ttl_seconds: u64,
+    /// The vault's origin as browsers reach it (`[collect] public_url`): collect session urls
+    /// are made from it, and card submissions must come from it.
+    pub public_origin: String,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -69,6 +73,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tokens/{token}/detokenize", post(tokens::detokenize))
         .route("/v1/clients/me", get(clients::me))
+        .route("/v1/collect_sessions", post(collect::create))
+        .route("/v1/collect_sessions/{id}", get(collect::read))
+        .route("/collect/{id}", get(collect::page))
+        .route("/collect/{id}/submit", post(collect::submit))
+        .route("/collect/assets/{asset}", get(collect::asset_route))
+        .route("/collect.js", get(collect::embed_js))
         .route("/healthz", get(shared::http::live))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics));

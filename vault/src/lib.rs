@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod collect;
 pub mod config;
 pub mod crypto;
 pub mod http;

@@ -36,15 +36,19 @@ pub enum Operation {
     Detokenize,
     /// Requests that fail authentication, per source address.
     Unauthenticated,
+    /// Card submissions through a collect session's form, per source address (the form is
+    /// public: its only caller identity is the address).
+    CollectSubmit,
 }
 
 impl Operation {
     /// Every operation, in metric order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Tokenize,
         Self::Read,
         Self::Detokenize,
         Self::Unauthenticated,
+        Self::CollectSubmit,
     ];
 
     /// The name in metrics and audit details.
@@ -54,6 +58,7 @@ impl Operation {
             Self::Read => "read",
             Self::Detokenize => "detokenize",
             Self::Unauthenticated => "unauthenticated",
+            Self::CollectSubmit => "collect_submit",
         }
     }
 
@@ -64,6 +69,7 @@ impl Operation {
             Self::Read => 1,
             Self::Detokenize => 2,
             Self::Unauthenticated => 3,
+            Self::CollectSubmit => 4,
         }
     }
 }
@@ -88,6 +94,10 @@ pub struct LimitsConfig {
     pub unauthenticated_per_second: u32,
     /// Failed-authentication burst per source address.
     pub unauthenticated_burst: u32,
+    /// Card submissions through collect forms per second per source address.
+    pub collect_submit_per_second: u32,
+    /// Collect submission burst per source address.
+    pub collect_submit_burst: u32,
     /// How often refusals are written to the audit log as aggregated events.
     pub report_interval_seconds: u64,
     /// Source addresses tracked at once; beyond, new addresses share one bucket and one tally.
@@ -105,6 +115,8 @@ impl Default for LimitsConfig {
             detokenize_burst: 500,
             unauthenticated_per_second: 5,
             unauthenticated_burst: 20,
+            collect_submit_per_second: 1,
+            collect_submit_burst: 10,
             report_interval_seconds: 60,
             max_tracked_addresses: 10_000,
         }
@@ -127,6 +139,8 @@ impl LimitsConfig {
             self.detokenize_burst,
             self.unauthenticated_per_second,
             self.unauthenticated_burst,
+            self.collect_submit_per_second,
+            self.collect_submit_burst,
         ];
         if rates.contains(&0) {
             return Err("every limits.*_per_second and limits.*_burst must be at least 1");
@@ -156,6 +170,9 @@ pub enum FailureReason {
     /// A client row whose MAC does not verify, or a revoked client's row restored as active:
     /// written or edited outside the vault.
     TamperedClient,
+    /// A collect form submission for no open session of that id, or with a wrong secret or
+    /// origin.
+    CollectRefused,
 }
 
 impl FailureReason {
@@ -165,6 +182,7 @@ impl FailureReason {
             Self::MissingKey => "missing API key",
             Self::UnknownKey => "unknown API key",
             Self::TamperedClient => "client row failed its integrity check",
+            Self::CollectRefused => "collect submission refused",
         }
     }
 }
@@ -201,6 +219,7 @@ pub struct Limiter {
     read: DefaultKeyedRateLimiter<ClientId>,
     detokenize: DefaultKeyedRateLimiter<ClientId>,
     addresses: DefaultKeyedRateLimiter<IpAddr>,
+    collect: DefaultKeyedRateLimiter<IpAddr>,
     max_addresses: usize,
     clock: DefaultClock,
     tally: Mutex<Report>,
@@ -227,6 +246,10 @@ impl Limiter {
                 config.unauthenticated_per_second,
                 config.unauthenticated_burst,
             )),
+            collect: DefaultKeyedRateLimiter::dashmap(q(
+                config.collect_submit_per_second,
+                config.collect_submit_burst,
+            )),
             max_addresses: config.max_tracked_addresses,
             clock: DefaultClock::default(),
             tally: Mutex::new(Report::default()),
@@ -247,7 +270,7 @@ impl Limiter {
             Operation::Tokenize => &self.tokenize,
             Operation::Read => &self.read,
             Operation::Detokenize => &self.detokenize,
-            Operation::Unauthenticated => return Ok(()),
+            Operation::Unauthenticated | Operation::CollectSubmit => return Ok(()),
         };
         let Err(not_until) = limiter.check_key(&client.id) else {
             return Ok(());
@@ -295,6 +318,22 @@ impl Limiter {
         }
     }
 
+    /// Admits one collect form submission from `addr`, or says how long to wait. Addresses
+    /// past `max_tracked_addresses` share one bucket, as for failed authentications.
+    ///
+    /// # Errors
+    ///
+    /// The time until the address may submit again.
+    pub fn check_collect(&self, addr: Option<IpAddr>) -> Result<(), Duration> {
+        let bucket = match addr.map(normalize) {
+            Some(a) if self.collect.len() < self.max_addresses => a,
+            _ => OVERFLOW,
+        };
+        self.collect
+            .check_key(&bucket)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
     /// Counts a refusal of `client` into the interval's tally without consulting a limiter (a
     /// revoked key used past its address's budget: counted under the client, so the event
     /// names whose key is still in use).
@@ -339,6 +378,7 @@ impl Limiter {
             limiter.retain_recent();
         }
         self.addresses.retain_recent();
+        self.collect.retain_recent();
         std::mem::take(&mut *self.tally.lock())
     }
 }

@@ -30,9 +30,11 @@ use crate::token::{ApiKey, ClientId, Token};
 
 mod audit_trail;
 mod clients;
+mod collect;
 mod open;
 
 use clients::VerifiedClients;
+pub use collect::{NewSession, OpenedSession, Refusal, Submission};
 
 /// Domain failures. The HTTP layer maps each to a fixed status, code and message.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,12 @@ pub enum VaultError {
     /// An operator-supplied value was refused (fixed message).
     #[error("invalid input: {0}")]
     Invalid(&'static str),
+    /// No collect session has this id (or its row is forged).
+    #[error("collect session not found")]
+    NoSession,
+    /// A collect session refused a card submission.
+    #[error("collect submission refused: {}", .0.as_str())]
+    SessionRefused(Refusal),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -187,30 +195,7 @@ impl Vault {
     ///
     /// Storage or RNG failure.
     pub async fn tokenize(&self, ctx: &Context, card: NewCard) -> Result<Tokenized, VaultError> {
-        let token = Token::generate().map_err(CryptoError::from)?;
-        let now = now_micros();
-        let ttl_micros = card.ttl_seconds.map(|s| {
-            i64::try_from(s)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(1_000_000)
-        });
-        let record = TokenRecord {
-            fingerprint: self.keys.fingerprint().fingerprint(&ctx.tenant, &card.pan),
-            fingerprint_key_version: self.keys.fingerprint().version(),
-            card: CardMeta {
-                bin: card.pan.bin().to_owned(),
-                last4: card.pan.last4().to_owned(),
-                brand: card.pan.brand(),
-                pan_length: u8::try_from(card.pan.len()).unwrap_or(u8::MAX),
-                exp_month: card.expiry.map(|(m, _)| m),
-                exp_year: card.expiry.map(|(_, y)| y),
-            },
-            sealed: self.keys.seal_pan(&card.pan, token.as_str(), &ctx.tenant)?,
-            tenant: ctx.tenant.clone(),
-            created_at: now,
-            expires_at: ttl_micros.map(|ttl| now.saturating_add(ttl)),
-            token,
-        };
+        let record = self.new_token(&ctx.tenant, &card, now_micros())?;
         let new_token = record.token.clone();
         let draft = ctx.draft(Action::TokenCreate, Outcome::Granted, None);
         // The row and its audit event commit together or not at all: a failed commit is a
@@ -223,6 +208,33 @@ impl Vault {
         Ok(Tokenized {
             created: record.token == new_token,
             record,
+        })
+    }
+
+    /// A new token row for `card` in `tenant`: the PAN sealed, its fingerprint and metadata.
+    fn new_token(&self, tenant: &str, card: &NewCard, now: i64) -> Result<TokenRecord, VaultError> {
+        let token = Token::generate().map_err(CryptoError::from)?;
+        let ttl_micros = card.ttl_seconds.map(|s| {
+            i64::try_from(s)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000)
+        });
+        Ok(TokenRecord {
+            fingerprint: self.keys.fingerprint().fingerprint(tenant, &card.pan),
+            fingerprint_key_version: self.keys.fingerprint().version(),
+            card: CardMeta {
+                bin: card.pan.bin().to_owned(),
+                last4: card.pan.last4().to_owned(),
+                brand: card.pan.brand(),
+                pan_length: u8::try_from(card.pan.len()).unwrap_or(u8::MAX),
+                exp_month: card.expiry.map(|(m, _)| m),
+                exp_year: card.expiry.map(|(_, y)| y),
+            },
+            sealed: self.keys.seal_pan(&card.pan, token.as_str(), tenant)?,
+            tenant: tenant.to_owned(),
+            created_at: now,
+            expires_at: ttl_micros.map(|ttl| now.saturating_add(ttl)),
+            token,
         })
     }
 

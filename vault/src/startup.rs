@@ -116,6 +116,12 @@ impl Application {
             vault.check_latest_checkpoint(path).await?;
         }
         let server = Bound::bind(config.listen(), &config.server).await?;
+        // Unset, the public origin is the address actually bound (port 0 picks one).
+        let public_origin = match (&config.collect.public_url, server.local_addr()) {
+            (Some(url), _) => url.clone(),
+            (None, Ok(addr)) => format!("http://{addr}"),
+            (None, Err(_)) => config.public_origin(),
+        };
         Ok(Self {
             server,
             state: AppState {
@@ -124,6 +130,7 @@ impl Application {
                     body_limit_bytes: config.server.body_limit_bytes,
                     request_timeout: Duration::from_millis(config.server.request_timeout_ms),
                     max_ttl_seconds: config.tokens.max_ttl_seconds,
+                    public_origin,
                 }),
                 metrics: Arc::new(Metrics::default()),
                 limiter: Arc::new(Limiter::new(&config.limits)),

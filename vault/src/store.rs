@@ -14,7 +14,8 @@ use shared::Brand;
 
 use crate::audit::{AuditDraft, AuditEvent, HeadMismatch, Link};
 use crate::auth::ClientRecord;
-use crate::crypto::{AuditKey, RowMac, Sealed, WrappedKey};
+use crate::collect::{CollectId, CollectSession};
+use crate::crypto::{AuditKey, ClientKey, RowMac, Sealed, WrappedKey};
 use crate::token::{ClientId, Token};
 
 mod postgres;
@@ -183,6 +184,33 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         audit: &AuditKey,
         draft: AuditDraft,
     ) -> Result<()>;
+
+    /// Stores a new collect session and its audit event.
+    async fn insert_collect_session(
+        &self,
+        session: CollectSession,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<()>;
+
+    /// The collect session with this id, whatever its tenant (the caller checks tenant and MAC).
+    async fn collect_session(&self, id: &CollectId) -> Result<Option<CollectSession>>;
+
+    /// Completes a session with a card, in one transaction: claims `session` (as read and
+    /// checked) only while its row still has no completion, is unexpired at `new.created_at`
+    /// and still carries the MAC it was read with; tokenizes `new` as [`Store::tokenize`] does;
+    /// records the token (and the name typed, if any) on the session, sealed again with `key` so the completion is
+    /// authenticated too; and writes the audit event (its `token` set). Returns the completed
+    /// session, or `None` when it was no longer open: then nothing is written.
+    async fn complete_collect_session(
+        &self,
+        session: CollectSession,
+        new: TokenRecord,
+        cardholder_name: Option<String>,
+        key: &ClientKey,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<Option<CollectSession>>;
 
     /// Appends one audit event, durably, before returning.
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()>;

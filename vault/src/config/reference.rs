@@ -43,6 +43,22 @@ const SETTINGS: &[Setting] = &[
         meaning: "per client: detokenizes at once above the rate",
     },
     Setting {
+        key: "limits.collect_submit_per_second",
+        meaning: "per source address (IPv6: per /64): card submissions through hosted card \
+                  forms a second, accepted or not (the form is public, so this is what keeps it \
+                  from being an oracle)",
+    },
+    Setting {
+        key: "limits.collect_submit_burst",
+        meaning: "per source address: card form submissions at once above the rate",
+    },
+    Setting {
+        key: "collect.public_url",
+        meaning: "the vault's origin as cardholders' browsers reach it (`https://vault.example`): \
+                  the base of each collect session's `url` and the only `Origin` a card form \
+                  submission is accepted from; unset, `http://` and the listen address",
+    },
+    Setting {
         key: "limits.unauthenticated_per_second",
         meaning: "per source address (IPv6: per /64): failed authentications a second; beyond \
                   it they get 429 instead of 401; a valid key is never limited by it",

@@ -141,7 +141,9 @@ impl std::fmt::Debug for RowMac {
 
 /// The HMAC-SHA-256 key that authenticates client rows, so that a row written or edited by
 /// anyone without the master key (a DBA, a stolen replica credential, SQL injection elsewhere in
-/// a shared cluster) authenticates nothing (docs/ARCHITECTURE.md §9.2).
+/// a shared cluster) authenticates nothing (docs/ARCHITECTURE.md §9.2). Cloned only into a
+/// store transaction that must seal the row it writes (a completed collect session).
+#[derive(Clone)]
 pub struct ClientKey {
     key: Zeroizing<[u8; 32]>,
 }
@@ -149,15 +151,30 @@ pub struct ClientKey {
 impl ClientKey {
     /// The MAC of a client row's canonical encoding.
     pub fn mac(&self, encoded: &[u8]) -> RowMac {
-        let mut mac = hmac_sha256(&self.key);
-        mac.update(b"vault.client.v1");
-        mac.update(encoded);
-        RowMac(mac.finalize().into_bytes().into())
+        self.tagged(b"vault.client.v1", encoded)
     }
 
     /// Whether `mac` is the MAC of `encoded` (constant time).
     pub fn verify(&self, encoded: &[u8], mac: &RowMac) -> bool {
         shared::ct::bytes_eq(&self.mac(encoded).0, &mac.0)
+    }
+
+    /// The MAC of a collect session row's canonical encoding: the same key, another domain, so
+    /// no session row can pass for a client row or the other way round.
+    pub fn session_mac(&self, encoded: &[u8]) -> RowMac {
+        self.tagged(b"vault.collect_session.v1", encoded)
+    }
+
+    /// Whether `mac` is the session MAC of `encoded` (constant time).
+    pub fn verify_session(&self, encoded: &[u8], mac: &RowMac) -> bool {
+        shared::ct::bytes_eq(&self.session_mac(encoded).0, &mac.0)
+    }
+
+    fn tagged(&self, domain: &[u8], encoded: &[u8]) -> RowMac {
+        let mut mac = hmac_sha256(&self.key);
+        mac.update(domain);
+        mac.update(encoded);
+        RowMac(mac.finalize().into_bytes().into())
     }
 }
 

@@ -83,6 +83,30 @@ impl Caller {
         action: Action,
         token: Option<&Token>,
     ) -> Result<(), ApiError> {
+        let operation = match scope {
+            Scope::TokensCreate | Scope::CollectCreate => Some(Operation::Tokenize),
+            Scope::TokensRead => Some(Operation::Read),
+            Scope::TokensDetokenize => Some(Operation::Detokenize),
+            Scope::TokensDelete | Scope::TokensReadBin => None,
+        };
+        self.require_within(state, scope, action, token, operation)
+            .await
+    }
+
+    /// As [`Caller::require`], charging `operation`'s rate limit (if any) instead of the
+    /// scope's: reading a collect session needs `collect:create` but costs a read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Caller::require`].
+    pub async fn require_within(
+        &self,
+        state: &AppState,
+        scope: Scope,
+        action: Action,
+        token: Option<&Token>,
+        operation: Option<Operation>,
+    ) -> Result<(), ApiError> {
         if !self.client.scopes.contains(scope) {
             return Err(state
                 .vault
@@ -90,11 +114,8 @@ impl Caller {
                 .await
                 .into());
         }
-        let operation = match scope {
-            Scope::TokensCreate => Operation::Tokenize,
-            Scope::TokensRead => Operation::Read,
-            Scope::TokensDetokenize => Operation::Detokenize,
-            Scope::TokensDelete | Scope::TokensReadBin => return Ok(()),
+        let Some(operation) = operation else {
+            return Ok(());
         };
         state
             .limiter

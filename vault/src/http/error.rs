@@ -10,13 +10,15 @@ use shared::PanError;
 use shared::error_body::ErrorBody;
 use shared::http::Common;
 
-use crate::service::VaultError;
+use crate::service::{Refusal, VaultError};
 
 /// Every error the API answers with.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum ApiError {
     /// 503: the audit event could not be written, so nothing was done.
     AuditUnavailable,
+    /// 400: the card's expiry date has passed (a collect form submission).
+    CardExpired,
     /// 403: the API key lacks this scope (named in `param`).
     Forbidden(&'static str),
     /// 500: something failed inside; details are in the log.
@@ -35,6 +37,16 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 404: no such token (missing, expired, deleted, another tenant's: all alike).
     NotFound,
+    /// 404: no such collect session (missing, another tenant's, forged: all alike).
+    NoSession,
+    /// 401: the client secret is not this collect session's.
+    InvalidSecret,
+    /// 403: a card form submission from a page or frame the session does not allow.
+    OriginNotAllowed,
+    /// 409: the collect session already holds a card.
+    SessionCompleted,
+    /// 410: the collect session's lifetime is over.
+    SessionExpired,
     /// 503: the vault cannot serve (readiness).
     NotReady,
     /// 503: too many writes are waiting; retry shortly.
@@ -66,6 +78,36 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit_unavailable",
                 "the audit log cannot be written, so the request was refused",
+            ),
+            Self::CardExpired => (
+                StatusCode::BAD_REQUEST,
+                "card_expired",
+                "the card's expiry date has passed: check exp_month and exp_year, or use another card",
+            ),
+            Self::NoSession => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such collect session",
+            ),
+            Self::InvalidSecret => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_secret",
+                "client_secret is not this collect session's: use the client_secret returned when the session was created",
+            ),
+            Self::OriginNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "card forms are accepted only from the vault's own page, framed by one of the session's allowed_origins",
+            ),
+            Self::SessionCompleted => (
+                StatusCode::CONFLICT,
+                "session_completed",
+                "this collect session already holds a card; create a new session for another",
+            ),
+            Self::SessionExpired => (
+                StatusCode::GONE,
+                "session_expired",
+                "this collect session has expired; create a new session",
             ),
             Self::Forbidden(_) => (
                 StatusCode::FORBIDDEN,
@@ -150,6 +192,8 @@ impl IntoResponse for ApiError {
                 ErrorBody::at_param(code, message, param)
             }
             Self::InvalidPan(_) => ErrorBody::at_param(code, message, "pan"),
+            Self::CardExpired => ErrorBody::at_param(code, message, "exp_month"),
+            Self::InvalidSecret => ErrorBody::at_param(code, message, "client_secret"),
             _ => ErrorBody::fixed(code, message),
         };
         let mut response = (status, axum::Json(body)).into_response();
@@ -169,6 +213,17 @@ impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
         match e {
             VaultError::NotFound => Self::NotFound,
+            VaultError::NoSession => Self::NoSession,
+            VaultError::SessionRefused(refusal) => match refusal {
+                Refusal::WrongSecret => Self::InvalidSecret,
+                Refusal::OriginNotAllowed => Self::OriginNotAllowed,
+                Refusal::Completed => Self::SessionCompleted,
+                Refusal::Expired => Self::SessionExpired,
+                Refusal::NameRequired => Self::InvalidParam(
+                    "cardholder_name",
+                    "this form asks for the cardholder's name: send cardholder_name",
+                ),
+            },
             VaultError::Forbidden(scope) => Self::Forbidden(scope),
             VaultError::Integrity => Self::Integrity,
             VaultError::Invalid(message) => Self::InvalidRequest(message),

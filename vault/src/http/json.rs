@@ -58,6 +58,36 @@ const FIELDS: &[(&str, &str, &str)] = &[
         "ttl_seconds must be a positive whole number of seconds",
     ),
     (
+        "allowed_origins",
+        "allowed_origins must be a list of origins, such as [\"https://shop.example\"]",
+        "allowed_origins must be a list of origins",
+    ),
+    (
+        "metadata",
+        "metadata must be a JSON object",
+        "metadata must be a JSON object",
+    ),
+    (
+        "require_cardholder_name",
+        "require_cardholder_name must be true or false",
+        "require_cardholder_name must be true or false",
+    ),
+    (
+        "client_secret",
+        "client_secret must be the session's client secret, as a string",
+        "client_secret is required: the client secret returned when the session was created",
+    ),
+    (
+        "cardholder_name",
+        "cardholder_name must be a string",
+        "cardholder_name must be a string",
+    ),
+    (
+        "parent_origin",
+        "parent_origin must be a string",
+        "parent_origin must be a string",
+    ),
+    (
         "purpose",
         "purpose must be a string of 1-128 printable ASCII characters",
         "purpose must say why the card number is needed (1-128 printable ASCII characters; it is recorded in the audit log)",

@@ -13,11 +13,17 @@ use crate::limits::Operation;
 
 /// The route templates the router has, and `unmatched` for everything else. A fixed list, so a
 /// request's label is a `&'static str` found without allocating.
-pub(crate) const ROUTES: [&str; 8] = [
+pub(crate) const ROUTES: [&str; 14] = [
     "/v1/tokens",
     "/v1/tokens/{token}",
     "/v1/tokens/{token}/detokenize",
     "/v1/clients/me",
+    "/v1/collect_sessions",
+    "/v1/collect_sessions/{id}",
+    "/collect/{id}",
+    "/collect/{id}/submit",
+    "/collect/assets/{asset}",
+    "/collect.js",
     "/healthz",
     "/readyz",
     "/metrics",

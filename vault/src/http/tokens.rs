@@ -49,7 +49,7 @@ pub(crate) struct DetokenizeBody {
 /// never fails to decode: a wrong PAN is reported by the route from the value itself (not from
 /// a serde message, which could quote the digits).
 #[derive(Debug)]
-struct PanField(Result<Pan, ApiError>);
+pub(crate) struct PanField(pub(crate) Result<Pan, ApiError>);
 
 impl<'de> Deserialize<'de> for PanField {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -247,34 +247,7 @@ pub(crate) async fn create(
         .await?;
     let ValidJson(body) = ValidJson::<TokenizeBody>::from_request(req, &state).await?;
     let pan = body.pan.0?;
-    let expiry = match (body.exp_month, body.exp_year) {
-        (None, None) => None,
-        (Some(m), Some(y)) if (1..=12).contains(&m) && (2000..=2099).contains(&y) => Some((m, y)),
-        (Some(m), Some(_)) if !(1..=12).contains(&m) => {
-            return Err(ApiError::InvalidParam(
-                "exp_month",
-                "exp_month must be a whole number from 1 to 12",
-            ));
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidParam(
-                "exp_year",
-                "exp_year must be a four-digit year from 2000 to 2099",
-            ));
-        }
-        (Some(_), None) => {
-            return Err(ApiError::InvalidParam(
-                "exp_year",
-                "exp_month and exp_year go together: send both or neither",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::InvalidParam(
-                "exp_month",
-                "exp_month and exp_year go together: send both or neither",
-            ));
-        }
-    };
+    let expiry = parse_expiry(body.exp_month, body.exp_year)?;
     if body
         .ttl_seconds
         .is_some_and(|ttl| ttl == 0 || ttl > state.limits.max_ttl_seconds)
@@ -381,3 +354,27 @@ fn validate_purpose(purpose: &str) -> Result<(), ApiError> {
 
 /// Most digits a purpose may hold.
 const MAX_PURPOSE_DIGITS: usize = 12;
+
+/// An expiry as the API takes it: both fields or neither, month 1-12, year 2000-2099.
+pub(crate) fn parse_expiry(
+    month: Option<u8>,
+    year: Option<u16>,
+) -> Result<Option<(u8, u16)>, ApiError> {
+    const TOGETHER: &str = "exp_month and exp_year go together: send both or neither";
+    match (month, year) {
+        (None, None) => Ok(None),
+        (Some(m), Some(y)) if (1..=12).contains(&m) && (2000..=2099).contains(&y) => {
+            Ok(Some((m, y)))
+        }
+        (Some(m), Some(_)) if !(1..=12).contains(&m) => Err(ApiError::InvalidParam(
+            "exp_month",
+            "exp_month must be a whole number from 1 to 12",
+        )),
+        (Some(_), Some(_)) => Err(ApiError::InvalidParam(
+            "exp_year",
+            "exp_year must be a four-digit year from 2000 to 2099",
+        )),
+        (Some(_), None) => Err(ApiError::InvalidParam("exp_year", TOGETHER)),
+        (None, Some(_)) => Err(ApiError::InvalidParam("exp_month", TOGETHER)),
+    }
+}

@@ -22,18 +22,23 @@ use deadpool_postgres::Transaction;
 use shared::postgres::{Access, Db, Params};
 use shared::row::Row as _;
 
-use super::rows::{self, client_columns, event_columns, key_columns, select, token_columns};
+use super::rows::{
+    self, client_columns, collect_session_columns, event_columns, key_columns, select,
+    token_columns,
+};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
 use crate::audit::{Action, AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
-use crate::crypto::{AuditKey, RowMac, WrappedKey};
+use crate::collect::{CollectId, CollectSession};
+use crate::crypto::{AuditKey, ClientKey, RowMac, WrappedKey};
 use crate::store::Result;
 use crate::token::{ClientId, Token};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_client_macs.sql"),
+    include_str!("../../migrations/postgres/0003_collect_sessions.sql"),
 ];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
@@ -410,6 +415,80 @@ impl Store for PgStore {
         .await?;
         self.commit_with(w, audit, draft).await?;
         Ok(())
+    }
+
+    async fn insert_collect_session(
+        &self,
+        session: CollectSession,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<()> {
+        let mut client = self.conn().await?;
+        let w = self.audited(&mut client).await?;
+        w.tx.execute_raw(
+            concat!(
+                "INSERT INTO collect_sessions (",
+                collect_session_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            ),
+            rows::collect_session_values(&session),
+        )
+        .await?;
+        self.commit_with(w, audit, draft).await
+    }
+
+    async fn collect_session(&self, id: &CollectId) -> Result<Option<CollectSession>> {
+        let sql = select!(collect_sessions, "WHERE id = $1");
+        self.db
+            .fetch(sql, &[&id.as_str()], rows::collect_session)
+            .await
+    }
+
+    async fn complete_collect_session(
+        &self,
+        mut session: CollectSession,
+        new: TokenRecord,
+        cardholder_name: Option<String>,
+        key: &ClientKey,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<Option<CollectSession>> {
+        let mut client = self.conn().await?;
+        let w = self.audited(&mut client).await?;
+        let now = new.created_at;
+        // Claimed first (the row lock holds it until commit, and a concurrent claim re-reads
+        // the row and finds it taken), so a session that is no longer open costs no token;
+        // dropping the transaction rolls the claim back with everything.
+        let claimed =
+            w.tx.execute(
+                "UPDATE collect_sessions SET completed_at = $2, token = '' \
+                 WHERE id = $1 AND completed_at IS NULL AND expires_at > $2 AND mac = $3",
+                &[&session.id.as_str(), &now, &session.mac.0.as_slice()],
+            )
+            .await?
+                > 0;
+        if !claimed {
+            return Ok(None);
+        }
+        let record = tokenize_in(&w.tx, new, &mut draft).await?;
+        draft.token = Some(record.token.as_str().to_owned());
+        session.complete(now, &record, cardholder_name, key);
+        let done = session.completion.as_ref();
+        w.tx.execute(
+            "UPDATE collect_sessions SET token = $2, last4 = $3, brand = $4, \
+             cardholder_name = $5, mac = $6 WHERE id = $1",
+            &[
+                &session.id.as_str(),
+                &done.map(|c| c.token.as_str()),
+                &done.map(|c| c.last4.as_str()),
+                &done.map(|c| c.brand.as_str()),
+                &done.and_then(|c| c.cardholder_name.as_deref()),
+                &session.mac.0.as_slice(),
+            ],
+        )
+        .await?;
+        self.commit_with(w, audit, draft).await?;
+        Ok(Some(session))
     }
 
     async fn client_by_key_hash(&self, key_hash: [u8; 32]) -> Result<Option<ClientRecord>> {

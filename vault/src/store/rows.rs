@@ -11,6 +11,7 @@ use shared::row::{Row, Value};
 use super::{CardMeta, StoreError, TokenRecord};
 use crate::audit::{AuditEvent, Link};
 use crate::auth::{ClientRecord, Scopes};
+use crate::collect::{CollectId, CollectSession, Completion, split_origins};
 use crate::crypto::{KeyPurpose, RowMac, Sealed, WrappedKey};
 use crate::store::Result;
 use crate::token::{ClientId, Token};
@@ -48,6 +49,15 @@ macro_rules! key_columns {
 }
 pub(super) use key_columns;
 
+/// The collect session columns in [`collect_session`]'s order.
+macro_rules! collect_session_columns {
+    () => {
+        "id, tenant, created_by, secret_hash, allowed_origins, name_required, metadata, \
+         created_at, expires_at, completed_at, token, last4, brand, cardholder_name, mac"
+    };
+}
+pub(super) use collect_session_columns;
+
 /// `SELECT` a table's columns, in the order its mapping reads them, `FROM` the table, then the
 /// rest of the query: `select!(clients, "WHERE id = $1")`.
 macro_rules! select {
@@ -62,6 +72,14 @@ macro_rules! select {
     };
     (keys, $rest:literal) => {
         concat!("SELECT ", key_columns!(), " FROM keys ", $rest)
+    };
+    (collect_sessions, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            collect_session_columns!(),
+            " FROM collect_sessions ",
+            $rest
+        )
     };
 }
 pub(super) use select;
@@ -234,5 +252,67 @@ pub(super) fn key_values(k: &WrappedKey) -> [Value<'_>; 6] {
         Value::from(&k.sealed.nonce),
         Value::from(&k.sealed.ciphertext[..]),
         Value::from(k.created_at),
+    ]
+}
+
+/// A row of `collect_session_columns!()`.
+pub(super) fn collect_session<R: Row>(r: &R) -> Result<CollectSession>
+where
+    StoreError: From<R::Error>,
+{
+    let id: String = r.column(0)?;
+    let created_by: String = r.column(2)?;
+    let origins: String = r.column(4)?;
+    let completed_at: Option<i64> = r.column(9)?;
+    let token: Option<String> = r.column(10)?;
+    let completion = match (completed_at, token) {
+        (None, None) => None,
+        (Some(at), Some(token)) => Some(Completion {
+            at,
+            token: Token::parse(&token).ok_or(StoreError::Corrupt("collect session token"))?,
+            last4: r
+                .column::<Option<String>>(11)?
+                .ok_or(StoreError::Corrupt("collect session last4"))?,
+            brand: Brand::from_name(&r.column::<Option<String>>(12)?.unwrap_or_default()),
+            cardholder_name: r.column(13)?,
+        }),
+        _ => return Err(StoreError::Corrupt("collect session completion")),
+    };
+    Ok(CollectSession {
+        id: CollectId::parse(&id).ok_or(StoreError::Corrupt("collect session id"))?,
+        tenant: r.column(1)?,
+        created_by: ClientId::parse(&created_by)
+            .ok_or(StoreError::Corrupt("collect session client"))?,
+        secret_hash: r.blob32(3, "collect session secret hash")?,
+        allowed_origins: split_origins(&origins)
+            .ok_or(StoreError::Corrupt("collect session origins"))?,
+        name_required: r.column::<i16>(5)? != 0,
+        metadata: r.column(6)?,
+        created_at: r.column(7)?,
+        expires_at: r.column(8)?,
+        completion,
+        mac: RowMac(r.blob32(14, "collect session mac")?),
+    })
+}
+
+/// A new session's values in `collect_session_columns!()` order.
+pub(super) fn collect_session_values(s: &CollectSession) -> [Value<'_>; 15] {
+    let done = s.completion.as_ref();
+    [
+        Value::from(s.id.as_str()),
+        Value::from(&s.tenant),
+        Value::from(s.created_by.as_str()),
+        Value::from(&s.secret_hash),
+        Value::from(s.origins_text()),
+        Value::from(u8::from(s.name_required)),
+        Value::from(&s.metadata),
+        Value::from(s.created_at),
+        Value::from(s.expires_at),
+        Value::from(done.map(|c| c.at)),
+        Value::from(done.map(|c| c.token.as_str())),
+        Value::from(done.map(|c| c.last4.as_str())),
+        Value::from(done.map(|c| c.brand.as_str())),
+        Value::from(done.and_then(|c| c.cardholder_name.as_deref())),
+        Value::from(&s.mac.0),
     ]
 }

@@ -15,12 +15,16 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 pub use shared::sqlite::SqliteOptions;
 use shared::sqlite::{OpenReadOnlyError, SqlitePool, query};
 
-use super::rows::{self, client_columns, event_columns, key_columns, select, token_columns};
+use super::rows::{
+    self, client_columns, collect_session_columns, event_columns, key_columns, select,
+    token_columns,
+};
 use super::{ClientRevocation, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
-use crate::crypto::{AuditKey, RowMac, WrappedKey};
+use crate::collect::{CollectId, CollectSession};
+use crate::crypto::{AuditKey, ClientKey, RowMac, WrappedKey};
 use crate::store::Result;
 use crate::token::{ClientId, Token};
 
@@ -30,6 +34,7 @@ type MapRow<T> = shared::sqlite::MapRow<T, StoreError>;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_client_macs.sql"),
+    include_str!("../../migrations/sqlite/0003_collect_sessions.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -194,6 +199,39 @@ fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<()> {
     Ok(())
 }
 
+/// Stores `new` unless the tenant has a live token for the card (then that one is the answer;
+/// an expired one is replaced), and names the token in `draft`.
+fn tokenize_in(
+    tx: &Transaction<'_>,
+    new: TokenRecord,
+    draft: &mut AuditDraft,
+) -> Result<TokenRecord> {
+    let existing = query(
+        tx,
+        select!(tokens, "WHERE tenant = ?1 AND fingerprint = ?2"),
+        params![new.tenant, new.fingerprint.as_slice()],
+        |r| rows::token(r),
+    )?;
+    let record = match existing {
+        Some(old) if old.expires_at.is_none_or(|at| at > new.created_at) => {
+            draft.detail = Some("existing token".to_owned());
+            old
+        }
+        Some(expired) => {
+            tx.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
+                .execute([expired.token.as_str()])?;
+            insert_token(tx, &new)?;
+            new
+        }
+        None => {
+            insert_token(tx, &new)?;
+            new
+        }
+    };
+    draft.token = Some(record.token.as_str().to_owned());
+    Ok(record)
+}
+
 fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
     tx.prepare_cached(concat!(
         "INSERT INTO keys (",
@@ -233,29 +271,7 @@ impl Store for SqliteStore {
         mut draft: AuditDraft,
     ) -> Result<TokenRecord> {
         self.audited(audit, move |tx, appender| {
-            let existing = query(
-                tx,
-                select!(tokens, "WHERE tenant = ?1 AND fingerprint = ?2"),
-                params![new.tenant, new.fingerprint.as_slice()],
-                |r| rows::token(r),
-            )?;
-            let record = match existing {
-                Some(old) if old.expires_at.is_none_or(|at| at > new.created_at) => {
-                    draft.detail = Some("existing token".to_owned());
-                    old
-                }
-                Some(expired) => {
-                    tx.prepare_cached("DELETE FROM tokens WHERE token = ?1")?
-                        .execute([expired.token.as_str()])?;
-                    insert_token(tx, &new)?;
-                    new
-                }
-                None => {
-                    insert_token(tx, &new)?;
-                    new
-                }
-            };
-            draft.token = Some(record.token.as_str().to_owned());
+            let record = tokenize_in(tx, new, &mut draft)?;
             appender.append(tx, draft)?;
             Ok(record)
         })
@@ -408,6 +424,77 @@ impl Store for SqliteStore {
                 )?;
             }
             appender.append(tx, draft)
+        })
+        .await
+    }
+
+    async fn insert_collect_session(
+        &self,
+        session: CollectSession,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<()> {
+        self.audited(audit, move |tx, appender| {
+            tx.prepare_cached(concat!(
+                "INSERT INTO collect_sessions (",
+                collect_session_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            ))?
+            .execute(rows::collect_session_values(&session))?;
+            appender.append(tx, draft)
+        })
+        .await
+    }
+
+    async fn collect_session(&self, id: &CollectId) -> Result<Option<CollectSession>> {
+        let id = id.clone();
+        self.lookup(move |conn| {
+            let sql = select!(collect_sessions, "WHERE id = ?1");
+            query(conn, sql, [id.as_str()], |r| rows::collect_session(r))
+        })
+        .await
+    }
+
+    async fn complete_collect_session(
+        &self,
+        mut session: CollectSession,
+        new: TokenRecord,
+        cardholder_name: Option<String>,
+        key: &ClientKey,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<Option<CollectSession>> {
+        let key = key.clone();
+        self.audited(audit, move |tx, appender| {
+            let now = new.created_at;
+            // Claimed first, so a session that is no longer open costs no token.
+            let claimed = tx
+                .prepare_cached(
+                    "UPDATE collect_sessions SET completed_at = ?2, token = '' \
+                     WHERE id = ?1 AND completed_at IS NULL AND expires_at > ?2 AND mac = ?3",
+                )?
+                .execute(params![session.id.as_str(), now, session.mac.0.as_slice()])?
+                > 0;
+            if !claimed {
+                return Ok(None);
+            }
+            let record = tokenize_in(tx, new, &mut draft)?;
+            session.complete(now, &record, cardholder_name, &key);
+            let done = session.completion.as_ref();
+            tx.prepare_cached(
+                "UPDATE collect_sessions SET token = ?2, last4 = ?3, brand = ?4, \
+                 cardholder_name = ?5, mac = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                session.id.as_str(),
+                done.map(|c| c.token.as_str()),
+                done.map(|c| c.last4.as_str()),
+                done.map(|c| c.brand.as_str()),
+                done.and_then(|c| c.cardholder_name.as_deref()),
+                session.mac.0.as_slice(),
+            ])?;
+            appender.append(tx, draft)?;
+            Ok(Some(session))
         })
         .await
     }

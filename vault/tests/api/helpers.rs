@@ -25,6 +25,10 @@ pub(crate) fn unlimited(config: &mut VaultConfig) {
         (&mut l.read_per_second, &mut l.read_burst),
         (&mut l.detokenize_per_second, &mut l.detokenize_burst),
         (
+            &mut l.collect_submit_per_second,
+            &mut l.collect_submit_burst,
+        ),
+        (
             &mut l.unauthenticated_per_second,
             &mut l.unauthenticated_burst,
         ),

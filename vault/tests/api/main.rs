@@ -8,6 +8,7 @@
 
 mod audit;
 mod auth;
+mod collect;
 mod crypto;
 mod database;
 mod flood;

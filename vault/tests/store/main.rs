@@ -26,5 +26,8 @@ testkit::conformance! {
         the_store_refuses_to_append_after_the_chain_was_cut,
         the_store_refuses_to_append_after_its_last_event_changed,
         readiness_beside_concurrent_writes_never_latches,
+        collect_sessions_complete_once,
+        a_changed_or_expired_collect_session_is_not_claimed,
+        replicas_completing_one_collect_session_complete_it_once,
     ],
 }

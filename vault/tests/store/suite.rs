@@ -7,7 +7,8 @@ use shared::Pan;
 use vault::audit::{Action, AuditDraft, HeadMismatch, Outcome, Verifier};
 use vault::auth::{ClientRecord, Scopes};
 use vault::clock::now_micros;
-use vault::crypto::{Keyring, MasterKey};
+use vault::collect::{CollectId, CollectSession, Origin};
+use vault::crypto::{Keyring, MasterKey, RowMac};
 use vault::store::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
 use vault::token::{ClientId, Token};
 use zeroize::Zeroizing;
@@ -518,4 +519,156 @@ fn luhn_complete(body: &str) -> String {
         })
         .sum();
     format!("{body}{}", (10 - sum % 10) % 10)
+}
+
+/// A fresh, sealed collect session of `tenant` open for `ttl_micros`.
+fn collect_session(keys: &Keyring, tenant: &str, ttl_micros: i64) -> CollectSession {
+    let now = now_micros();
+    let mut session = CollectSession {
+        id: CollectId::generate().unwrap(),
+        tenant: tenant.to_owned(),
+        created_by: ClientId::generate().unwrap(),
+        secret_hash: [9; 32],
+        allowed_origins: vec![Origin::parse("https://shop.example").unwrap()],
+        name_required: false,
+        metadata: Some(r#"{"order":"A-1"}"#.to_owned()),
+        created_at: now,
+        expires_at: now + ttl_micros,
+        completion: None,
+        mac: RowMac([0; 32]),
+    };
+    session.seal(keys.client());
+    session
+}
+
+async fn complete(
+    store: &dyn Store,
+    keys: &Keyring,
+    session: CollectSession,
+    pan: &str,
+) -> Option<CollectSession> {
+    let tenant = session.tenant.clone();
+    store
+        .complete_collect_session(
+            session,
+            record(keys, &tenant, pan, None),
+            Some("IVAN PETROV".to_owned()),
+            keys.client(),
+            keys.audit(),
+            draft(Action::CollectSubmit),
+        )
+        .await
+        .unwrap()
+}
+
+/// A session reads back as written, completes once (with its token recorded and the row
+/// sealed again over the completion), and a completed one takes no second card.
+pub(crate) async fn collect_sessions_complete_once(b: Backend) {
+    let store = b.open().await;
+    let keys = keyring().0;
+    let session = collect_session(&keys, "acme", 60_000_000);
+    store
+        .insert_collect_session(session.clone(), keys.audit(), draft(Action::CollectCreate))
+        .await
+        .unwrap();
+    let read = store.collect_session(&session.id).await.unwrap().unwrap();
+    assert!(read.is_authentic(keys.client()));
+    assert_eq!(read.encode(), session.encode());
+    assert!(
+        store
+            .collect_session(&CollectId::generate().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let done = complete(store.as_ref(), &keys, read.clone(), "4242424242424242")
+        .await
+        .unwrap();
+    let completion = done.completion.clone().unwrap();
+    assert_eq!(completion.last4, "4242");
+    assert_eq!(completion.cardholder_name.as_deref(), Some("IVAN PETROV"));
+    let stored = store.collect_session(&session.id).await.unwrap().unwrap();
+    assert!(
+        stored.is_authentic(keys.client()),
+        "the completion is sealed"
+    );
+    assert_eq!(stored.completion, Some(completion.clone()));
+    let token = store
+        .token("acme", &completion.token, now_micros())
+        .await
+        .unwrap();
+    assert!(token.is_some(), "the token was stored with the session");
+    // Neither the row as first read nor as completed opens it again.
+    assert!(
+        complete(store.as_ref(), &keys, read, "5555555555554444")
+            .await
+            .is_none()
+    );
+    assert!(
+        complete(store.as_ref(), &keys, stored, "5555555555554444")
+            .await
+            .is_none()
+    );
+    // create, submit; the refused ones wrote nothing.
+    assert_eq!(verify(store.as_ref(), &keys).await, 2);
+}
+
+/// The row must still be the one that was checked: a session edited since its read (say, its
+/// origins widened by hand) is not claimed, and an expired one is not either.
+pub(crate) async fn a_changed_or_expired_collect_session_is_not_claimed(b: Backend) {
+    let store = b.open().await;
+    let keys = keyring().0;
+    let session = collect_session(&keys, "acme", 60_000_000);
+    store
+        .insert_collect_session(session.clone(), keys.audit(), draft(Action::CollectCreate))
+        .await
+        .unwrap();
+    let mut stale = session.clone();
+    stale.mac = RowMac([1; 32]);
+    assert!(
+        complete(store.as_ref(), &keys, stale, "4242424242424242")
+            .await
+            .is_none()
+    );
+
+    let expired = collect_session(&keys, "acme", -1);
+    store
+        .insert_collect_session(expired.clone(), keys.audit(), draft(Action::CollectCreate))
+        .await
+        .unwrap();
+    assert!(
+        complete(store.as_ref(), &keys, expired, "4242424242424242")
+            .await
+            .is_none()
+    );
+    let fresh = record(&keys, "acme", "4242424242424242", None);
+    let want = fresh.token.clone();
+    let got = store
+        .tokenize(fresh, keys.audit(), draft(Action::TokenCreate))
+        .await
+        .unwrap();
+    assert_eq!(got.token, want, "a refused claim costs no token");
+}
+
+/// Replicas racing to complete one session: exactly one wins, one token exists.
+pub(crate) async fn replicas_completing_one_collect_session_complete_it_once(b: Backend) {
+    let (a, c) = (b.open().await, b.open().await);
+    let keys = Arc::new(keyring().0);
+    let session = collect_session(&keys, "acme", 60_000_000);
+    a.insert_collect_session(session.clone(), keys.audit(), draft(Action::CollectCreate))
+        .await
+        .unwrap();
+    let wins = concurrently(12, &keys, alternating(&a, &c), move |store, keys, i| {
+        let session = session.clone();
+        async move {
+            let pan = luhn_complete(&format!("4{:014}", 5000 + i));
+            complete(store.as_ref(), &keys, session, &pan)
+                .await
+                .is_some()
+        }
+    })
+    .await;
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{wins:?}");
+    assert_eq!(verify(c.as_ref(), &keys).await, 2);
 }
