@@ -27,8 +27,13 @@ shared::random_id_type!(
 /// random bits). The secret is handed to the platform's page once; the vault keeps its hash.
 pub const SECRET_PREFIX: &str = "css_";
 
-/// Longest session lifetime.
+/// Longest life of a session framed by allowed origins.
 pub const MAX_TTL_SECONDS: u64 = 3600;
+
+/// Longest life of a standalone session (no allowed origins: a link sent to the cardholder, as
+/// the proxy's payout links are), which waits for a person to open a message, not for a page
+/// that is already open.
+pub const MAX_LINK_TTL_SECONDS: u64 = 7 * 24 * 3600;
 /// Lifetime when the platform does not ask for one.
 pub const DEFAULT_TTL_SECONDS: u64 = 900;
 /// Most origins one session may allow to frame its form.

@@ -32,8 +32,8 @@ use crate::audit::Action;
 use crate::auth::Scope;
 use crate::clock::rfc3339;
 use crate::collect::{
-    CollectId, CollectSession, MAX_METADATA_BYTES, MAX_ORIGINS, MAX_TTL_SECONDS, Origin,
-    SessionState,
+    CollectId, CollectSession, MAX_LINK_TTL_SECONDS, MAX_METADATA_BYTES, MAX_ORIGINS,
+    MAX_TTL_SECONDS, Origin, SessionState,
 };
 use crate::limits::{FailureReason, Operation};
 use crate::service::{NewCard, NewSession, Refusal, Submission, VaultError};
@@ -171,14 +171,19 @@ fn validate_create(body: CreateBody) -> Result<NewSession, ApiError> {
             origins.push(origin);
         }
     }
-    if body
-        .ttl_seconds
-        .is_some_and(|t| t == 0 || t > MAX_TTL_SECONDS)
-    {
-        return Err(ApiError::InvalidParam(
-            "ttl_seconds",
-            "ttl_seconds must be a whole number of seconds from 1 to 3600 (the default is 900)",
-        ));
+    let (max_ttl, rule) = if origins.is_empty() {
+        (
+            MAX_LINK_TTL_SECONDS,
+            "ttl_seconds must be a whole number of seconds from 1 to 604800 (7 days) for a standalone session (the default is 900)",
+        )
+    } else {
+        (
+            MAX_TTL_SECONDS,
+            "ttl_seconds must be a whole number of seconds from 1 to 3600 for a session framed by allowed_origins (the default is 900)",
+        )
+    };
+    if body.ttl_seconds.is_some_and(|t| t == 0 || t > max_ttl) {
+        return Err(ApiError::InvalidParam("ttl_seconds", rule));
     }
     let metadata = match body.metadata {
         None | Some(Value::Null) => None,

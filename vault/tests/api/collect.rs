@@ -454,7 +454,11 @@ async fn a_session_request_names_the_field_it_breaks() {
             "allowed_origins",
         ),
         (json!({"ttl_seconds": 0}), "ttl_seconds"),
-        (json!({"ttl_seconds": 3601}), "ttl_seconds"),
+        (
+            json!({"allowed_origins": [SHOP], "ttl_seconds": 3601}),
+            "ttl_seconds",
+        ),
+        (json!({"ttl_seconds": 604_801}), "ttl_seconds"),
         (json!({"metadata": "x"}), "metadata"),
         (json!({"metadata": {"note": PAN}}), "metadata"),
         (json!({"metadata": {"blob": "x".repeat(3000)}}), "metadata"),
@@ -473,6 +477,9 @@ async fn a_session_request_names_the_field_it_breaks() {
         assert_eq!(reply.json()["error"]["param"], param, "{body}");
         assert!(!reply.text().contains(PAN), "{}", reply.text());
     }
+    // A standalone session (a link sent to the cardholder) may wait a week; a framed one an hour.
+    let link = v.open_session(&key, &json!({"ttl_seconds": 604_800})).await;
+    assert_eq!(link.status, StatusCode::CREATED, "{}", link.text());
     let reply = v
         .open_session(&key, &json!({"metadata": {"card": {"cvv": "123"}}}))
         .await;

@@ -293,6 +293,31 @@ impl TestVault {
             .unwrap();
     }
 
+    /// Asserts that no byte of the stopped vault's database files (the file, its WAL and its
+    /// shared memory) holds any of `pans` in any encoding the scanner knows: card numbers are
+    /// only ever written encrypted. Call after [`Self::stop`], so nothing is written meanwhile.
+    pub(crate) fn assert_database_holds_no_pan(&self, pans: &[&str]) {
+        assert!(
+            self.server.is_none(),
+            "stop the vault before scanning its files"
+        );
+        let db = self.config.database.path.clone().unwrap();
+        let mut scanned = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            if let Ok(bytes) = std::fs::read(&name) {
+                assert_no_pan(
+                    &bytes,
+                    pans,
+                    &format!("{}", std::path::Path::new(&name).display()),
+                );
+                scanned += bytes.len();
+            }
+        }
+        assert!(scanned > 0, "no database file to scan at {}", db.display());
+    }
+
     /// Ends what [`Self::fail_audit_writes`] started.
     pub(crate) fn restore_audit_writes(&self) {
         self.raw_db()

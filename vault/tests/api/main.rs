@@ -9,6 +9,7 @@
 mod audit;
 mod auth;
 mod collect;
+mod collect_browser;
 mod crypto;
 mod database;
 mod flood;
