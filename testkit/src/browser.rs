@@ -664,3 +664,43 @@ pub fn artifacts_dir() -> PathBuf {
     };
     target.join("artifacts").join("browser")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nowhere(require: bool) -> Lookup {
+        let empty = tempfile::tempdir().unwrap();
+        Lookup {
+            chromedriver: None,
+            chromium: None,
+            path: Some(empty.path().as_os_str().to_owned()),
+            require,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_browser_is_a_skip_unless_it_is_required() {
+        assert!(launch_with(&nowhere(false)).await.unwrap().is_none());
+        let err = launch_with(&nowhere(true)).await.unwrap_err();
+        assert!(
+            matches!(&err, BrowserError::Missing { reason } if reason.contains("chromedriver")),
+            "{err}"
+        );
+        assert!(err.to_string().contains(INSTALL), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_named_binary_that_is_not_executable_is_reported_by_its_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("chromedriver");
+        std::fs::write(&file, "not a program").unwrap();
+        let lookup = Lookup {
+            chromedriver: Some(file),
+            require: true,
+            ..nowhere(true)
+        };
+        let err = launch_with(&lookup).await.unwrap_err();
+        assert!(err.to_string().contains("CHROMEDRIVER names"), "{err}");
+    }
+}

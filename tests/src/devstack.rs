@@ -23,6 +23,7 @@ mod demo;
 mod files;
 mod receiver;
 mod report;
+mod shop;
 
 use clients::{ensure_proxy_client, ensure_vault_clients, highest_session_number};
 use configs::{commands_sh, key_pair, proxy_toml, vault_toml};
@@ -52,7 +53,7 @@ pub const PROJECT: &str = "devstack";
 /// The sandbox wallet: 1,000,000,000.00 in minor units, more than any demo will spend.
 const WALLET_BALANCE: i64 = 100_000_000_000;
 /// Scopes of the app's vault client.
-const VAULT_APP_SCOPES: &str = "tokens:create,tokens:read,tokens:delete";
+const VAULT_APP_SCOPES: &str = "tokens:create,tokens:read,tokens:delete,collect:create";
 /// Scope of the proxy's vault client.
 const VAULT_PROXY_SCOPES: &str = "tokens:detokenize";
 /// Scopes of the app's proxy client.
@@ -318,9 +319,18 @@ pub async fn run(
         let tx = exit_tx.clone();
         let until = stopped();
         let secret = proxy_app.webhook_secret.clone();
+        let shop = shop::Shop {
+            origin: format!("http://{app_addr}"),
+            vault_url: format!("http://{vault_addr}"),
+            vault_key: vault_app.key.clone(),
+            proxy_url: format!("http://{proxy_addr}"),
+            proxy_key: proxy_app.client.key.clone(),
+            http: http.clone(),
+            out: out.clone(),
+        };
         let (quiet, out) = (Arc::clone(&quiet), out.clone());
         tokio::spawn(async move {
-            let r = receiver::serve(app_listener, secret, events_tx, quiet, out, until).await;
+            let r = receiver::serve(app_listener, secret, events_tx, quiet, out, shop, until).await;
             let _ = tx.send(("app webhook receiver", r.map_err(anyhow::Error::from)));
         });
     }

@@ -308,3 +308,117 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
         );
     }
 }
+
+/// The demo shop on the app port, in a real browser: its checkout page frames the vault's card
+/// form, a card typed there becomes a token the shop's backend pays out through the proxy and
+/// the sandbox, and the card number reaches neither the shop's page nor devstack's files and
+/// output.
+#[tokio::test]
+async fn the_devstack_shop_takes_a_card_in_a_browser_and_pays_it_out() {
+    use fantoccini::Locator;
+    let Some(browser) = testkit::browser::launch().await.unwrap() else {
+        return;
+    };
+    let patience = testkit::browser::DEADLINE;
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let ports = free_ports(4);
+    let mut devstack = Devstack::spawn(cwd, &ports, &["--no-demo"], "shop");
+    devstack.wait_until(
+        Duration::from_secs(180),
+        "devstack --no-demo did not start serving",
+        |d| d.stdout().contains("serving until"),
+    );
+    let shop = format!("http://127.0.0.1:{}/", ports[3]);
+    assert!(
+        devstack.stdout().contains(&shop),
+        "the shop's URL is printed"
+    );
+
+    let client = browser.client();
+    client.goto(&shop).await.unwrap();
+    browser.wait_for("#card iframe", patience).await.unwrap();
+    client.enter_frame(0).await.unwrap();
+    browser
+        .wait_for("#collect-form:not([hidden])", patience)
+        .await
+        .unwrap()
+        .find(Locator::Css("#card-number"))
+        .await
+        .unwrap()
+        .send_keys(DEMO_CARD)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#card-expiry"))
+        .await
+        .unwrap()
+        .send_keys("1230")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for("#done:not([hidden])", patience)
+        .await
+        .unwrap();
+    client.enter_parent_frame().await.unwrap();
+    devstack.wait_until(
+        Duration::from_secs(120),
+        "the shop's payout never succeeded",
+        |d| {
+            let out = d.stdout();
+            out.contains("[shop] paid out") && out.contains("webhook payout.succeeded")
+        },
+    );
+    let result = browser
+        .wait_for("#result", patience)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(result.contains("ending 0004"), "{result}");
+
+    let pan = Pan::parse(DEMO_CARD).unwrap();
+    let dom = client
+        .execute("return document.documentElement.outerHTML;", vec![])
+        .await
+        .unwrap();
+    assert!(
+        !shared::scan::contains_pan_any_encoding(dom.to_string().as_bytes(), &pan),
+        "the shop's page holds the card number"
+    );
+    let console = browser.console_log().await.unwrap().join("\n");
+    assert!(!shared::scan::contains_pan_any_encoding(
+        console.as_bytes(),
+        &pan
+    ));
+    browser.close().await.unwrap();
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &devstack.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let run = devstack.finish(
+        Duration::from_secs(60),
+        "devstack did not stop within 60 s of SIGTERM",
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let mut scanned = files_under(&cwd.join(".devstack"));
+    scanned.extend(["shop.stdout", "shop.stderr"].map(|n| cwd.join(n)));
+    for file in &scanned {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(
+            !shared::scan::contains_pan_any_encoding(&bytes, &pan),
+            "the card number is in {}",
+            file.display()
+        );
+    }
+}

@@ -41,13 +41,15 @@ struct ReceiverState {
     out: Printer,
 }
 
-/// Serves the receiver on `listener` until `shutdown` completes.
+/// Serves the receiver, and the demo shop's checkout page beside it, on `listener` until
+/// `shutdown` completes.
 pub(crate) async fn serve(
     listener: TcpListener,
     secret: String,
     events: mpsc::UnboundedSender<AppEvent>,
     quiet: Arc<AtomicBool>,
     out: Printer,
+    shop: super::shop::Shop,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = Arc::new(ReceiverState {
@@ -56,7 +58,10 @@ pub(crate) async fn serve(
         quiet,
         out,
     });
-    let app = Router::new().route(PATH, post(receive)).with_state(state);
+    let app = Router::new()
+        .route(PATH, post(receive))
+        .with_state(state)
+        .merge(super::shop::routes(shop));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

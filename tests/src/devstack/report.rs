@@ -145,6 +145,10 @@ impl Running<'_> {
             "  app      {}   (demo webhook receiver; checks X-Signature)",
             self.app_url
         ));
+        out.line(format!(
+            "  shop     {}/   (open in a browser: a checkout page framing the vault's card form; the card becomes a token, then a payout)",
+            self.app_url.trim_end_matches(receiver::PATH)
+        ));
         out.line("");
         out.line(format!(
             "  vault app key    {}   (tenant {TENANT}: {VAULT_APP_SCOPES})",
