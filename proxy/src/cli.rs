@@ -250,8 +250,13 @@ async fn check(config: &ProxyConfig) -> anyhow::Result<ExitCode> {
             let findings = dependencies.findings().await;
             problems.extend(findings.problems);
             problems.extend(findings.warnings);
+            notes.extend(findings.notes);
         }
-        (Ok(vault), None) => problems.extend(vault.check_keys().await),
+        (Ok(vault), None) => {
+            let keys = vault.check_keys().await;
+            problems.extend(keys.problems);
+            notes.extend(keys.notes);
+        }
         (Err(e), _) => problems.push(about("vault", &e)),
     }
     // Shown as it takes effect: the database file resolved against the config file's directory.

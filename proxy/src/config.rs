@@ -48,6 +48,9 @@ pub struct ProxyConfig {
     /// `[webhooks]`: delivery of app webhooks.
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// `[payout_links]`: payout links, and how often their collect sessions are looked at.
+    #[serde(default)]
+    pub payout_links: PayoutLinkSettings,
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
@@ -200,6 +203,23 @@ impl Default for WebhookSettings {
     }
 }
 
+/// `[payout_links]`: payout links.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PayoutLinkSettings {
+    /// How often each open link's collect session is read at the vault (each read is one
+    /// rate-limited, audited vault request); also how long a replica holds a link it reads.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for PayoutLinkSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 5_000,
+        }
+    }
+}
+
 impl ProxyConfig {
     /// Loads `file` (if given), applies `PROXY__…` overrides from `env`, and validates.
     ///
@@ -272,6 +292,11 @@ impl ProxyConfig {
         if w.poll_interval_ms == 0 || w.retry_initial_ms == 0 || w.max_attempts == 0 {
             return Err(ConfigError::Invalid(
                 "webhooks.poll_interval_ms, retry_initial_ms and max_attempts must be positive",
+            ));
+        }
+        if config.payout_links.poll_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "payout_links.poll_interval_ms must be positive",
             ));
         }
         if !(1..=1024).contains(&w.concurrency) {

@@ -19,6 +19,7 @@ mod caller;
 mod error;
 mod events;
 pub mod health;
+mod links;
 mod params;
 mod payouts;
 
@@ -45,6 +46,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/payouts/{id}", get(payouts::read))
         .route("/v1/payouts/{id}/confirm", post(payouts::confirm))
         .route("/v1/payouts/{id}/cancel", post(payouts::cancel))
+        .route("/v1/payout_links", post(links::create))
+        .route("/v1/payout_links/{id}", get(links::read))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}/redeliver", post(events::redeliver))
         // The bank's webhooks carry fees, refunds and fiscalisation (API.md §14.11): larger

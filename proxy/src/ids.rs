@@ -1,6 +1,7 @@
-//! Identifiers the proxy hands out: payouts and app clients. Typed, so that a payout id cannot
-//! be passed where a client id is meant, and parsed strictly wherever one comes in (a path, a
-//! query, a stored row), so that a forged or mistyped value is refused at the edge.
+//! Identifiers the proxy hands out (payouts, payout links and app clients) and the vault's
+//! collect sessions it keeps. Typed, so that a payout id cannot be passed where a client id is
+//! meant, and parsed strictly wherever one comes in (a path, a query, a stored row, a vault
+//! answer), so that a forged or mistyped value is refused at the edge.
 
 shared::random_id_type!(
     /// A payout: `pay_` and 22 base62 characters.
@@ -12,6 +13,19 @@ shared::random_id_type!(
     /// An app client: `app_` and 22 base62 characters.
     AppClientId,
     "app_"
+);
+
+shared::random_id_type!(
+    /// A payout link: `pl_` and 22 base62 characters.
+    PayoutLinkId,
+    "pl_"
+);
+
+shared::random_id_type!(
+    /// A collect session at the vault (`cs_` and 22 base62 characters), made by the vault; the
+    /// proxy only parses them, from the vault's answers and its own rows.
+    CollectSessionId,
+    "cs_"
 );
 
 #[cfg(test)]

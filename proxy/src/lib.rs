@@ -6,8 +6,11 @@
 //!   (the only way the routes reach the engine and the store); [`auth`]: app clients and scopes; [`view`]:
 //!   what apps see of a payout.
 //! - [`engine`]: the payout state machine and its driver; [`payout`]: the payout as stored;
-//!   [`ids`]: payout and app client ids.
-//! - [`bank131`]: the signed Bank 131 client; [`vault_client`]: detokenize over HTTP.
+//!   [`ids`]: payout, payout link and app client ids.
+//! - [`link`]: the payout link as stored; [`links`]: opening links at the vault, and the poller
+//!   that pays each completed one exactly once.
+//! - [`bank131`]: the signed Bank 131 client; [`vault_client`]: detokenize and collect sessions
+//!   over HTTP.
 //! - [`store`]: SQLite and PostgreSQL; [`outbox`]: app webhook delivery; [`resolve`]: payouts
 //!   a person closes by hand; [`egress`]: where outbound requests may go; [`secrets`]: webhook
 //!   secrets sealed at rest.
@@ -23,6 +26,8 @@ pub mod egress;
 pub mod engine;
 pub mod http;
 pub mod ids;
+pub mod link;
+pub mod links;
 pub mod outbox;
 pub mod payout;
 pub mod resolve;

@@ -17,21 +17,21 @@ use crate::engine::now_micros;
 use crate::payout::OutboxEvent;
 use crate::store::ProxyStore;
 
-/// Splits claimed events (oldest first) into one list per payout, each still oldest first,
-/// the lists in the order of their first event.
+/// Splits claimed events (oldest first) into one list per subject (a payout, with the
+/// completion of the link it was made from; or a link alone), each still oldest first, the
+/// lists in the order of their first event.
 fn by_payout(events: Vec<OutboxEvent>) -> Vec<Vec<OutboxEvent>> {
     let mut groups: Vec<Vec<OutboxEvent>> = Vec::new();
-    let mut index: std::collections::HashMap<crate::ids::PayoutId, usize> =
-        std::collections::HashMap::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for event in events {
-        match index.get(&event.payout_id) {
+        match index.get(event.subject()) {
             Some(&i) => {
                 if let Some(group) = groups.get_mut(i) {
                     group.push(event);
                 }
             }
             None => {
-                index.insert(event.payout_id.clone(), groups.len());
+                index.insert(event.subject().to_owned(), groups.len());
                 groups.push(vec![event]);
             }
         }
@@ -296,7 +296,7 @@ impl Deliverer {
             Ok(()) => {
                 event.delivered_at = Some(now);
                 event.last_error = None;
-                tracing::info!(event = %event.id, kind = %event.event_type, payout = %event.payout_id, "app webhook delivered");
+                tracing::info!(event = %event.id, kind = %event.event_type, about = %event.subject(), "app webhook delivered");
             }
             Err(why) if event.abandoned_at.is_some() => {
                 tracing::info!(event = %event.id, reason = %why, "app webhook set aside, not sent");

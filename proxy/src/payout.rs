@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::ids::{AppClientId, PayoutId};
+use crate::ids::{AppClientId, PayoutId, PayoutLinkId};
 
 /// Where a payout is. Transitions only move forward (see [`PayoutState::rank`]).
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq, Serialize)]
@@ -386,12 +386,16 @@ impl RequestFingerprint<'_> {
 }
 
 /// A row of the outbox: an app webhook to deliver, written with the state change it reports.
+/// It is about a payout, a payout link, or both (a link's completion names its payout): at
+/// least one is set (the store reads a row with neither as corrupt).
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct OutboxEvent {
     /// `evt_…`.
     pub id: String,
     /// The payout.
-    pub payout_id: PayoutId,
+    pub payout_id: Option<PayoutId>,
+    /// The payout link.
+    pub payout_link_id: Option<PayoutLinkId>,
     /// The app client to tell.
     pub client_id: AppClientId,
     /// `payout.succeeded`, …
@@ -410,6 +414,18 @@ pub struct OutboxEvent {
     pub last_error: Option<String>,
     /// Unix microseconds.
     pub created_at: i64,
+}
+
+impl OutboxEvent {
+    /// What the event is about, for delivering one subject's events in order: its payout (a
+    /// link's completion goes out before its payout's own events), else its link.
+    pub fn subject(&self) -> &str {
+        match (&self.payout_id, &self.payout_link_id) {
+            (Some(p), _) => p.as_str(),
+            (None, Some(l)) => l.as_str(),
+            (None, None) => "",
+        }
+    }
 }
 
 #[cfg(test)]

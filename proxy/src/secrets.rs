@@ -1,5 +1,9 @@
 //! App webhook secrets at rest: wrapped (AES-256-GCM, bound to the client id), so that a reader
-//! of the database, or of a backup, cannot sign a `payout.succeeded` the app would trust.
+//! of the database, or of a backup, cannot sign a `payout.succeeded` the app would trust. The
+//! same key seals each payout link's collect-session secret (bound to the link id: a reader of
+//! the database could otherwise submit a card of their own and be paid) and, through a key
+//! derived from it, tags each payout link row ([`WrapKey::row_tag`]: a link written or edited
+//! outside the proxy pays nothing).
 //!
 //! The wrapping key is `webhooks.secret_key_file` (64 hex digits, mode 0600) when set; otherwise
 //! it is derived with HKDF-SHA-256 from the partner private key the proxy already holds (a
@@ -11,6 +15,7 @@ use std::fmt;
 use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -23,6 +28,8 @@ use crate::store::{ProxyStore, StoreError};
 const WRAPPED_PREFIX: &str = "wsk1:";
 /// The prefix of a secret stored in clear by an older version.
 const CLEAR_PREFIX: &str = "whsec_";
+/// The HKDF label of the row key.
+const ROW_TAG_LABEL: &[u8] = b"payout link rows v1";
 
 /// Why a secret could not be wrapped or unwrapped. No secret material in it.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +51,14 @@ pub enum WrapKeyError {
     Random,
 }
 
-/// The key app webhook secrets are wrapped under (not a `secrecy::SecretBox`: a key, not a secret value).
+/// The key app webhook secrets and payout link secrets are wrapped under, and the row key
+/// derived from it (not a `secrecy::SecretBox`: keys, not secret values).
 pub struct WrapKey {
     key: LessSafeKey,
     rng: SystemRandom,
+    /// HMAC-SHA-256 key of the payout link rows' tags, derived from the wrapping key (HKDF with
+    /// its own label), so one key file or partner key keeps covering everything at rest.
+    rows: hmac::Key,
 }
 
 impl fmt::Debug for WrapKey {
@@ -63,12 +74,35 @@ impl WrapKey {
     ///
     /// Never for 32 bytes; kept for the key type's contract.
     pub fn from_key(bytes: &[u8; 32]) -> Result<Self, WrapKeyError> {
-        let key = UnboundKey::new(&AES_256_GCM, bytes)
-            .map_err(|_| WrapKeyError::KeyFile("not a 256-bit key".to_owned()))?;
+        use aws_lc_rs::hkdf;
+        let not_a_key = || WrapKeyError::KeyFile("not a 256-bit key".to_owned());
+        let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| not_a_key())?;
+        let rows = hkdf::Salt::new(hkdf::HKDF_SHA256, b"bank131-proxy at-rest keys")
+            .extract(bytes)
+            .expand(&[ROW_TAG_LABEL], hmac::HMAC_SHA256)
+            .map(hmac::Key::from)
+            .map_err(|_| not_a_key())?;
         Ok(Self {
             key: LessSafeKey::new(key),
             rng: SystemRandom::new(),
+            rows,
         })
+    }
+
+    /// The tag of a stored row's canonical bytes (HMAC-SHA-256 under the row key).
+    pub fn row_tag(&self, row: &[u8]) -> [u8; 32] {
+        let mut tag = [0u8; 32];
+        let signed = hmac::sign(&self.rows, row);
+        // SHA-256 tags are 32 bytes.
+        for (out, byte) in tag.iter_mut().zip(signed.as_ref()) {
+            *out = *byte;
+        }
+        tag
+    }
+
+    /// Whether `tag` is the tag of `row` (compared in constant time).
+    pub fn row_tag_matches(&self, row: &[u8], tag: &[u8; 32]) -> bool {
+        hmac::verify(&self.rows, row, tag).is_ok()
     }
 
     /// The key from a key file: 64 hex digits on its first line, mode 0600.
@@ -123,24 +157,54 @@ impl WrapKey {
         secret: &WebhookSecret,
         client_id: &str,
     ) -> Result<WebhookSecret, WrapKeyError> {
+        self.seal(secret.expose(), client_id)
+            .map(WebhookSecret::from_stored)
+    }
+
+    /// The stored form of `plain`, bound to `bound_to` (the row's id, as AAD): AES-256-GCM with
+    /// a fresh nonce, `wsk1:` and base64.
+    ///
+    /// # Errors
+    ///
+    /// [`WrapKeyError::Random`].
+    pub fn seal(&self, plain: &str, bound_to: &str) -> Result<String, WrapKeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
             .fill(&mut nonce)
             .map_err(|_| WrapKeyError::Random)?;
-        let mut sealed = Zeroizing::new(secret.expose().as_bytes().to_vec());
+        let mut sealed = Zeroizing::new(plain.as_bytes().to_vec());
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(client_id.as_bytes()),
+                Aad::from(bound_to.as_bytes()),
                 &mut *sealed,
             )
             .map_err(|_| WrapKeyError::Random)?;
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&sealed);
-        Ok(WebhookSecret::from_stored(format!(
-            "{WRAPPED_PREFIX}{}",
-            STANDARD_NO_PAD.encode(blob)
-        )))
+        Ok(format!("{WRAPPED_PREFIX}{}", STANDARD_NO_PAD.encode(blob)))
+    }
+
+    /// What [`WrapKey::seal`] sealed, if it was sealed under this key and bound to `bound_to`.
+    ///
+    /// # Errors
+    ///
+    /// [`WrapKeyError::WrongKey`].
+    pub fn unseal(&self, stored: &str, bound_to: &str) -> Result<Zeroizing<String>, WrapKeyError> {
+        let blob = stored
+            .strip_prefix(WRAPPED_PREFIX)
+            .and_then(|b| STANDARD_NO_PAD.decode(b).ok())
+            .filter(|b| b.len() > NONCE_LEN)
+            .ok_or(WrapKeyError::WrongKey)?;
+        let (nonce, sealed) = blob.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| WrapKeyError::WrongKey)?;
+        let mut sealed = Zeroizing::new(sealed.to_vec());
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(bound_to.as_bytes()), &mut sealed)
+            .map_err(|_| WrapKeyError::WrongKey)?;
+        let text = std::str::from_utf8(plain).map_err(|_| WrapKeyError::WrongKey)?;
+        Ok(Zeroizing::new(text.to_owned()))
     }
 
     /// The secret itself, from its stored form (wrapped, or clear from an older version).
@@ -153,24 +217,11 @@ impl WrapKey {
         stored: &WebhookSecret,
         client_id: &str,
     ) -> Result<WebhookSecret, WrapKeyError> {
-        let text = stored.expose();
         if is_clear(stored) {
             return Ok(stored.clone());
         }
-        let blob = text
-            .strip_prefix(WRAPPED_PREFIX)
-            .and_then(|b| STANDARD_NO_PAD.decode(b).ok())
-            .filter(|b| b.len() > NONCE_LEN)
-            .ok_or(WrapKeyError::WrongKey)?;
-        let (nonce, sealed) = blob.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| WrapKeyError::WrongKey)?;
-        let mut sealed = Zeroizing::new(sealed.to_vec());
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(client_id.as_bytes()), &mut sealed)
-            .map_err(|_| WrapKeyError::WrongKey)?;
-        let text = std::str::from_utf8(plain).map_err(|_| WrapKeyError::WrongKey)?;
-        Ok(WebhookSecret::from_stored(text.to_owned()))
+        let text = self.unseal(stored.expose(), client_id)?;
+        Ok(WebhookSecret::from_stored(text.as_str().to_owned()))
     }
 }
 
@@ -279,6 +330,27 @@ mod tests {
         assert_ne!(secrets.wrap(&secret, "app_1").unwrap(), stored);
         // A secret stored in clear by an older version still reads.
         assert_eq!(secrets.open(&secret, "app_1").unwrap(), secret);
+    }
+
+    #[test]
+    fn sealed_values_open_only_bound_to_their_row_and_row_tags_catch_any_change() {
+        let key = WrapKey::from_key(&[7; 32]).unwrap();
+        let sealed = key.seal("css_secret", "payout_link:pl_1").unwrap();
+        assert!(!sealed.contains("css_secret"));
+        assert_eq!(
+            key.unseal(&sealed, "payout_link:pl_1").unwrap().as_str(),
+            "css_secret"
+        );
+        assert!(key.unseal(&sealed, "payout_link:pl_2").is_err());
+        assert!(key.unseal("wsk1:AAAA", "payout_link:pl_1").is_err());
+        let tag = key.row_tag(b"row");
+        assert!(key.row_tag_matches(b"row", &tag));
+        assert!(!key.row_tag_matches(b"rov", &tag));
+        let other = WrapKey::from_key(&[8; 32]).unwrap();
+        assert!(!other.row_tag_matches(b"row", &tag), "another key's tag");
+        // The row key is derived, not the wrapping key itself.
+        let plain = hmac::Key::new(hmac::HMAC_SHA256, &[7; 32]);
+        assert_ne!(hmac::sign(&plain, b"row").as_ref(), tag.as_slice());
     }
 
     #[test]

@@ -16,7 +16,9 @@ use crate::bank131::{SignatureVerifier, Webhook, WebhookError, verify_and_parse}
 pub use crate::engine::AppDecision;
 use crate::engine::{ActionError, Engine, now_micros};
 use crate::http::health::{DependencyCheck, Findings};
-use crate::ids::PayoutId;
+use crate::ids::{AppClientId, PayoutId, PayoutLinkId};
+use crate::link::{LinkFingerprint, PAYOUT_KEY_PREFIX, PayoutLink};
+use crate::links::{LinkError, Links, NewLink};
 use crate::payout::{
     ConfirmMode, OutboxEvent, Payout, PayoutRequest, PayoutState, RequestFingerprint,
 };
@@ -41,6 +43,15 @@ pub enum ServiceError {
     /// The card could not be fetched: the vault setting or the vault.
     #[error("vault: {0}")]
     Vault(VaultError),
+    /// No such payout link for this client (another tenant's or another app's alike).
+    #[error("no such payout link")]
+    LinkNotFound,
+    /// The vault did not open a payout link's collect session: its setting or the vault.
+    #[error("vault: {0}")]
+    CollectVault(VaultError),
+    /// A payout link row that fails its tag: written or changed outside the proxy.
+    #[error("a payout link row fails its tag")]
+    ForgedLink,
     /// No such event for this app.
     #[error("no such event")]
     EventNotFound,
@@ -83,11 +94,21 @@ pub struct NewPayout {
 
 /// What a create came to.
 #[derive(Debug)]
-pub enum Created {
-    /// A new payout, being driven.
-    New(Payout),
-    /// The payout an earlier identical request made.
-    Replayed(Payout),
+pub enum Created<T = Payout> {
+    /// A new payout (being driven), or link.
+    New(T),
+    /// The payout (or link) an earlier identical request made.
+    Replayed(T),
+}
+
+/// A payout link as its reader may see it: the link, and its URL (the secret in the fragment)
+/// when the reader is the app that made it and the link is open.
+#[derive(Debug)]
+pub struct ShownLink {
+    /// The link.
+    pub link: PayoutLink,
+    /// Its URL, for the app that made it, while open.
+    pub url: Option<shared::secret::SecretString>,
 }
 
 /// What an app asks to do, for the scope it needs.
@@ -105,20 +126,23 @@ pub enum Operation {
 #[derive(Clone, Debug)]
 pub struct Proxy {
     engine: Engine,
+    links: Links,
     bank_verifier: Arc<SignatureVerifier>,
     dependencies: Arc<DependencyCheck>,
 }
 
 impl Proxy {
-    /// The operations over `engine`, checking the bank's webhooks with `bank_verifier` and
-    /// reporting readiness from `dependencies`.
+    /// The operations over `engine` and `links`, checking the bank's webhooks with
+    /// `bank_verifier` and reporting readiness from `dependencies`.
     pub fn new(
         engine: Engine,
+        links: Links,
         bank_verifier: Arc<SignatureVerifier>,
         dependencies: Arc<DependencyCheck>,
     ) -> Self {
         Self {
             engine,
+            links,
             bank_verifier,
             dependencies,
         }
@@ -221,28 +245,117 @@ impl Proxy {
         request_hash: [u8; 32],
         req: NewPayout,
     ) -> Result<Payout, ServiceError> {
-        let now = now_micros();
-        let request = PayoutRequest {
-            id: PayoutId::generate().map_err(|_| ServiceError::NoRandomness)?,
-            tenant: client.tenant.clone(),
-            client_id: client.id.clone(),
+        payout_for(
+            &self.engine,
+            (&client.tenant, &client.id),
             idempotency_key,
             request_hash,
-            card_token: req.card_token,
+            req,
+        )
+    }
+
+    /// `POST /v1/payout_links`: a request seen before is answered as it was; otherwise the
+    /// vault opens the link's collect session now, and the link is kept only once it has one.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::MissingScope`], [`ServiceError::IdempotencyConflict`],
+    /// [`ServiceError::CollectVault`], [`ServiceError::ForgedLink`], storage.
+    pub async fn create_payout_link(
+        &self,
+        client: &ClientRecord,
+        idempotency_key: String,
+        req: NewLink,
+    ) -> Result<Created<ShownLink>, ServiceError> {
+        self.permits(client, Operation::WritePayouts)?;
+        let request_hash = LinkFingerprint {
             amount: req.amount,
-            // Stored as ISO 4217 writes it; compared case-insensitively with the bank's echo.
-            currency: req.currency.to_ascii_uppercase(),
-            recipient_name: req.recipient_name,
-            metadata: req.metadata.map(|m| m.to_string()),
-            confirm_mode: req.confirm,
+            currency: req.currency.to_ascii_lowercase(),
+            recipient_full_name: req.recipient_name.as_deref(),
+            metadata: req.metadata.as_ref(),
+            expires_in: req.expires_in,
+        }
+        .hash();
+        let store = self.engine.store();
+        if let Some(link) = store
+            .link_by_idempotency_key(&client.id, &idempotency_key)
+            .await?
+        {
+            return self.replayed_link(link, &request_hash);
+        }
+        let link = match self
+            .links
+            .open(client, idempotency_key, request_hash, req)
+            .await
+        {
+            Ok(link) => link,
+            Err(LinkError::Vault(e)) => {
+                tracing::warn!(error = %e, "a payout link was refused: the vault did not open its session");
+                return Err(ServiceError::CollectVault(e));
+            }
+            Err(LinkError::NoRandomness) => return Err(ServiceError::NoRandomness),
         };
-        Ok(Payout {
-            // This replica drives it at once, holding the lease: another's reconciler does not
-            // take it meanwhile (if this one dies, the lease runs out and another does).
-            next_attempt_at: now + i64::try_from(self.engine.lease().as_micros()).unwrap_or(0),
-            lease_owner: Some(self.engine.owner().to_owned()),
-            ..Payout::created(request, now)
-        })
+        match store.insert_link(link).await? {
+            Inserted::New(link) => Ok(Created::New(self.shown(link, Some(&client.id))?)),
+            // The same key at the same moment from another request: its link; the session
+            // opened for ours is never handed out and expires unused.
+            Inserted::Existing(link) => self.replayed_link(link, &request_hash),
+        }
+    }
+
+    /// `GET /v1/payout_links/{id}`: a link the client may read (its own, or with
+    /// `payouts:read_tenant` its tenant's); anything else is [`ServiceError::LinkNotFound`]
+    /// exactly as a link that does not exist. Its URL only to the app that made it.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::MissingScope`], [`ServiceError::LinkNotFound`],
+    /// [`ServiceError::ForgedLink`], storage.
+    pub async fn payout_link(
+        &self,
+        client: &ClientRecord,
+        id: &PayoutLinkId,
+    ) -> Result<ShownLink, ServiceError> {
+        let only = readable_by(client)?;
+        let link = self
+            .engine
+            .store()
+            .link(id)
+            .await?
+            .filter(|l| l.tenant == client.tenant && only.is_none_or(|c| l.client_id.as_str() == c))
+            .ok_or(ServiceError::LinkNotFound)?;
+        self.shown(link, Some(&client.id))
+    }
+
+    /// The link an idempotency key made, when the request is the same one.
+    fn replayed_link(
+        &self,
+        link: PayoutLink,
+        request_hash: &[u8; 32],
+    ) -> Result<Created<ShownLink>, ServiceError> {
+        if !shared::ct::bytes_eq(&link.request_hash, request_hash) {
+            return Err(ServiceError::IdempotencyConflict);
+        }
+        let reader = link.client_id.clone();
+        Ok(Created::Replayed(self.shown(link, Some(&reader))?))
+    }
+
+    /// `link` as `reader` may see it, once its row proves authentic.
+    fn shown(
+        &self,
+        link: PayoutLink,
+        reader: Option<&AppClientId>,
+    ) -> Result<ShownLink, ServiceError> {
+        if !self.links.authentic(&link) {
+            tracing::error!(link = %link.id, "a payout link row fails its tag (written or changed outside the proxy); not shown");
+            return Err(ServiceError::ForgedLink);
+        }
+        let url = if reader == Some(&link.client_id) {
+            self.links.url(&link)
+        } else {
+            None
+        };
+        Ok(ShownLink { link, url })
     }
 
     /// `GET /v1/payouts/{id}`: a payout the client may read (its own, or with
@@ -470,6 +583,49 @@ impl Proxy {
         self.engine.store().check_writable().await?;
         Ok(self.dependencies.findings().await)
     }
+}
+
+/// A new payout of `owner` (tenant, app client) for `req` under `idempotency_key`, held by this
+/// replica for a lease: what `POST /v1/payouts` keeps, and what a completed payout link pays.
+///
+/// # Errors
+///
+/// [`ServiceError::NoRandomness`].
+pub(crate) fn payout_for(
+    engine: &Engine,
+    (tenant, client_id): (&str, &AppClientId),
+    idempotency_key: String,
+    request_hash: [u8; 32],
+    req: NewPayout,
+) -> Result<Payout, ServiceError> {
+    let now = now_micros();
+    let request = PayoutRequest {
+        id: PayoutId::generate().map_err(|_| ServiceError::NoRandomness)?,
+        tenant: tenant.to_owned(),
+        client_id: client_id.clone(),
+        idempotency_key,
+        request_hash,
+        card_token: req.card_token,
+        amount: req.amount,
+        // Stored as ISO 4217 writes it; compared case-insensitively with the bank's echo.
+        currency: req.currency.to_ascii_uppercase(),
+        recipient_name: req.recipient_name,
+        metadata: req.metadata.map(|m| m.to_string()),
+        confirm_mode: req.confirm,
+    };
+    Ok(Payout {
+        // This replica drives it at once, holding the lease: another's reconciler does not
+        // take it meanwhile (if this one dies, the lease runs out and another does).
+        next_attempt_at: now + i64::try_from(engine.lease().as_micros()).unwrap_or(0),
+        lease_owner: Some(engine.owner().to_owned()),
+        ..Payout::created(request, now)
+    })
+}
+
+/// Whether an app's `Idempotency-Key` is one the proxy keeps for itself (the payouts of payout
+/// links): such a key from an app is refused, so it can never take a link's payout first.
+pub fn is_reserved_key(key: &str) -> bool {
+    key.starts_with(PAYOUT_KEY_PREFIX)
 }
 
 /// Passes when the client holds `scope`.

@@ -1,5 +1,6 @@
 //! Building and running the proxy: store, Bank 131 client, vault client, engine, the reconciler,
-//! the app-webhook deliverer, and the HTTP server until SIGTERM or SIGINT.
+//! the app-webhook deliverer, the payout link poller, and the HTTP server until SIGTERM or
+//! SIGINT.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::bank131::{Bank131Client, ClientBuildError, SignatureVerifier, Signing
 use crate::config::ProxyConfig;
 use crate::engine::{Engine, now_micros};
 use crate::http::{AppState, router};
+use crate::links::Links;
 use crate::outbox::Deliverer;
 use crate::store::{PayoutClaim, PgStore, ProxyStore, SqliteStore, StoreError};
 use crate::vault_client::VaultClient;
@@ -61,6 +63,8 @@ pub struct Application {
     state: AppState,
     /// For the reconciler; the routes reach it only through `state.proxy`.
     engine: Engine,
+    /// For the payout link poller; the routes reach links through `state.proxy`.
+    links: Links,
     deliverer: Deliverer,
     body_limit: usize,
     reconcile_interval: Duration,
@@ -92,8 +96,12 @@ impl Application {
         for warning in findings.warnings {
             tracing::warn!(warning = %warning, "dependency");
         }
+        for note in findings.notes {
+            tracing::warn!(note = %note, "configuration");
+        }
         let engine = Engine::new(Arc::clone(&store), bank, vault, config.payouts.clone());
         let secrets = Arc::new(crate::secrets::for_config(config)?);
+        let links = Links::new(engine.clone(), Arc::clone(&secrets), &config.payout_links);
         let wrapped = crate::secrets::wrap_legacy_secrets(store.as_ref(), &secrets).await?;
         if wrapped > 0 {
             tracing::warn!(
@@ -107,8 +115,9 @@ impl Application {
         Ok(Self {
             server,
             engine: engine.clone(),
+            links: links.clone(),
             state: AppState {
-                proxy: crate::service::Proxy::new(engine, bank_verifier, dependencies),
+                proxy: crate::service::Proxy::new(engine, links, bank_verifier, dependencies),
                 request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             },
             deliverer,
@@ -137,6 +146,7 @@ impl Application {
     ) -> Result<(), StartupError> {
         let reconciler = tokio::spawn(reconcile(self.engine, self.reconcile_interval));
         let deliverer = tokio::spawn(self.deliverer.run());
+        let links = tokio::spawn(self.links.run());
         let result = self
             .server
             .serve(router(self.state, self.body_limit), shutdown)
@@ -144,6 +154,7 @@ impl Application {
             .map_err(StartupError::from);
         reconciler.abort();
         deliverer.abort();
+        links.abort();
         result
     }
 }

@@ -10,7 +10,8 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::auth::ClientRecord;
-use crate::ids::{AppClientId, PayoutId};
+use crate::ids::{AppClientId, PayoutId, PayoutLinkId};
+use crate::link::PayoutLink;
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 
 /// The schema migrations in order, for one backend (`"postgres"` or `"sqlite"`): both backends
@@ -48,6 +49,12 @@ macro_rules! migrations {
                 $backend,
                 "/0005_operations.sql"
             )),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/",
+                $backend,
+                "/0006_payout_links.sql"
+            )),
         ]
     };
 }
@@ -73,6 +80,7 @@ shared::store_error::store_error! {
 
 /// What a replica's reconciler claims: up to `limit` payouts due at `due`, leased to `owner`
 /// until `lease_until` (Unix microseconds). Named fields, since the two times are both `i64`.
+/// The link poller claims open payout links with the same shape.
 #[derive(Clone, Copy, Debug)]
 pub struct PayoutClaim<'a> {
     /// Payouts whose `next_attempt_at` is at or before this are due.
@@ -85,13 +93,13 @@ pub struct PayoutClaim<'a> {
     pub limit: u32,
 }
 
-/// The result of inserting a payout under an idempotency key.
+/// The result of inserting a payout (or a payout link) under an idempotency key.
 #[derive(Debug)]
-pub enum Inserted {
-    /// A new payout.
-    New(Payout),
-    /// The payout already made with this client's key (compare request hashes).
-    Existing(Payout),
+pub enum Inserted<T = Payout> {
+    /// A new one.
+    New(T),
+    /// The one already made with this client's key (compare request hashes).
+    Existing(T),
 }
 
 /// A verified bank webhook as kept.
@@ -133,6 +141,8 @@ impl BankEvent {
 pub struct EventFilter {
     /// Only this payout's.
     pub payout_id: Option<String>,
+    /// Only this payout link's.
+    pub payout_link_id: Option<String>,
     /// Only this type (`payout.succeeded`, …).
     pub event_type: Option<String>,
     /// Older than this event.
@@ -267,4 +277,39 @@ pub trait ProxyStore: Send + Sync + fmt::Debug + 'static {
 
     /// Succeeds when the database accepts writes.
     async fn check_writable(&self) -> Result<()>;
+
+    /// Inserts a payout link unless the same client already used its idempotency key.
+    async fn insert_link(&self, link: PayoutLink) -> Result<Inserted<PayoutLink>>;
+
+    /// A payout link by id.
+    async fn link(&self, id: &PayoutLinkId) -> Result<Option<PayoutLink>>;
+
+    /// The payout link a client made with an idempotency key.
+    async fn link_by_idempotency_key(
+        &self,
+        client_id: &AppClientId,
+        key: &str,
+    ) -> Result<Option<PayoutLink>>;
+
+    /// Claims up to `claim.limit` open links whose `next_poll_at` is at or before `due`, oldest
+    /// first, for `owner` until `lease_until` (their new `next_poll_at`; version bumped), so
+    /// another replica asking meanwhile does not get them (PostgreSQL: `FOR UPDATE SKIP
+    /// LOCKED`). Returns them as claimed.
+    async fn claim_due_links(&self, claim: PayoutClaim<'_>) -> Result<Vec<PayoutLink>>;
+
+    /// Closes an open link as `link` says (`completed`, with its completion), in one
+    /// transaction with the payout it pays (`payout`, inserted; `None` when it exists already)
+    /// and the app event (`event`, which names that payout). [`StoreError::Conflict`], and
+    /// nothing written, when the link is no longer open (another replica closed it) or the
+    /// payout's idempotency key is taken: read again.
+    async fn complete_link(
+        &self,
+        link: &PayoutLink,
+        payout: Option<Payout>,
+        event: OutboxEvent,
+    ) -> Result<()>;
+
+    /// Closes an open link as `expired`, with its app event; false (nothing written) when it
+    /// is no longer open.
+    async fn expire_link(&self, link: &PayoutLink, event: OutboxEvent) -> Result<bool>;
 }

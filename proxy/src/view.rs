@@ -1,8 +1,10 @@
-//! What apps see of a payout, in API responses and webhooks alike. Built only from the stored
-//! payout, which holds no card number: the card appears as its last four digits.
+//! What apps see of a payout and of a payout link, in API responses and webhooks alike. Built
+//! only from the stored payout or link, which hold no card number: the card appears as its last
+//! four digits (and a link's as its brand too).
 
 use serde::Serialize;
 
+use crate::link::PayoutLink;
 use crate::payout::{OutboxEvent, Payout};
 
 /// Unix microseconds as RFC 3339 UTC with second precision.
@@ -110,8 +112,93 @@ pub fn event_for(p: &Payout, now: i64) -> Option<OutboxEvent> {
     });
     Some(OutboxEvent {
         id,
-        payout_id: p.id.clone(),
+        payout_id: Some(p.id.clone()),
+        payout_link_id: None,
         client_id: p.client_id.clone(),
+        event_type: event_type.to_owned(),
+        payload: payload.to_string(),
+        attempts: 0,
+        next_attempt_at: now,
+        delivered_at: None,
+        abandoned_at: None,
+        last_error: None,
+        created_at: now,
+    })
+}
+
+/// A payout link as apps see it. `url` (the vault's page, the client secret in its fragment) is
+/// shown to the app that made the link while it is open, and in nothing else: not in webhooks,
+/// not to other apps of the tenant.
+#[derive(Debug, Serialize)]
+pub struct LinkView<'a> {
+    id: &'a str,
+    status: &'static str,
+    url: Option<&'a str>,
+    amount: i64,
+    currency: &'a str,
+    recipient: Option<RecipientView<'a>>,
+    payout_id: Option<&'a str>,
+    card: Option<LinkCardView<'a>>,
+    metadata: Option<serde_json::Value>,
+    expires_at: String,
+    completed_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct LinkCardView<'a> {
+    last4: &'a str,
+    brand: &'a str,
+}
+
+impl<'a> LinkView<'a> {
+    /// The view of `l`, with `url` when the caller may see it.
+    pub fn new(l: &'a PayoutLink, url: Option<&'a str>) -> Self {
+        let done = l.completion.as_ref();
+        Self {
+            id: l.id.as_str(),
+            status: l.state.as_str(),
+            url,
+            amount: l.amount,
+            currency: &l.currency,
+            recipient: l
+                .recipient_name
+                .as_deref()
+                .map(|full_name| RecipientView { full_name }),
+            payout_id: done.map(|c| c.payout_id.as_str()),
+            card: done.map(|c| LinkCardView {
+                last4: &c.last4,
+                brand: &c.brand,
+            }),
+            metadata: l
+                .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok()),
+            expires_at: rfc3339(l.expires_at),
+            completed_at: done.map(|c| rfc3339(c.at)),
+            created_at: rfc3339(l.created_at),
+            updated_at: rfc3339(l.updated_at),
+        }
+    }
+}
+
+/// The app webhook for a link's closing (`payout_link.completed`, naming its payout, or
+/// `payout_link.expired`); none for an open link.
+pub fn link_event(l: &PayoutLink, now: i64) -> Option<OutboxEvent> {
+    let event_type = l.event_type()?;
+    let id = shared::ids::random_id("evt_").ok()?;
+    let payload = serde_json::json!({
+        "id": id,
+        "type": event_type,
+        "created_at": rfc3339(now),
+        "data": { "payout_link": LinkView::new(l, None) },
+    });
+    Some(OutboxEvent {
+        id,
+        payout_id: l.completion.as_ref().map(|c| c.payout_id.clone()),
+        payout_link_id: Some(l.id.clone()),
+        client_id: l.client_id.clone(),
         event_type: event_type.to_owned(),
         payload: payload.to_string(),
         attempts: 0,

@@ -54,8 +54,8 @@ pub const PROJECT: &str = "devstack";
 const WALLET_BALANCE: i64 = 100_000_000_000;
 /// Scopes of the app's vault client.
 const VAULT_APP_SCOPES: &str = "tokens:create,tokens:read,tokens:delete,collect:create";
-/// Scope of the proxy's vault client.
-const VAULT_PROXY_SCOPES: &str = "tokens:detokenize";
+/// Scopes of the proxy's vault client: detokenize for payouts, collect sessions for payout links.
+const VAULT_PROXY_SCOPES: &str = "tokens:detokenize,collect:create";
 /// Scopes of the app's proxy client.
 const PROXY_APP_SCOPES: &str = crate::stack::APP_SCOPES;
 /// How long the services get to finish in-flight requests when devstack stops.

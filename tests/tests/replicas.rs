@@ -145,7 +145,8 @@ fn vault_cli(config: &Path, env: &[(String, String)], args: &[&str]) -> String {
     run_cli(Path::new(VAULT_BIN), config, env, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The vault API keys of the app (`tokens:create`) and of the proxy (`tokens:detokenize`).
+/// The vault API keys of the app (`tokens:create`) and of the proxy (`tokens:detokenize`, and
+/// `collect:create` for payout links).
 fn vault_keys(config: &Path, env: &[(String, String)]) -> (String, String) {
     let key = |name: &str, scopes: &str| {
         vault_client(Path::new(VAULT_BIN), config, env, (name, TENANT, scopes))
@@ -153,7 +154,7 @@ fn vault_keys(config: &Path, env: &[(String, String)]) -> (String, String) {
     };
     (
         key("app", "tokens:create"),
-        key("proxy", "tokens:detokenize"),
+        key("proxy", "tokens:detokenize,collect:create"),
     )
 }
 

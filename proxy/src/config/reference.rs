@@ -21,9 +21,11 @@ const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "vault.api_keys.<tenant>",
-        meaning: "per tenant, a vault key with `tokens:detokenize` in that tenant; a tenant \
-                  without one cannot pay out (`tenant_not_configured`). Inline keys make the \
-                  config file a secret: it must then be mode 0600",
+        meaning: "per tenant, a vault key with `tokens:detokenize` in that tenant, and \
+                  `collect:create` for payout links (without it `POST /v1/payout_links` is 503 \
+                  `vault_key_forbidden`); a tenant without a key cannot pay out \
+                  (`tenant_not_configured`). Inline keys make the config file a secret: it must \
+                  then be mode 0600",
     },
     Setting {
         key: "vault.api_key_files.<tenant>",
@@ -126,6 +128,14 @@ const SETTINGS: &[Setting] = &[
                   `needs_attention` and still reconciled",
     },
     Setting {
+        key: "payout_links.poll_interval_ms",
+        meaning: "how often each open payout link's collect session is read at the vault \
+                  (`GET /v1/collect_sessions/{id}`): how soon a submitted card is paid out and an \
+                  expired link is closed. Each read is one request against the proxy's vault key \
+                  (rate-limited and audited by the vault), so N open links cost N reads per \
+                  interval. Also the lease a replica holds on a link it reads",
+    },
+    Setting {
         key: "webhooks.poll_interval_ms",
         meaning: "how often the outbox is polled for retries coming due (new events are sent at \
                   once; after a full batch it claims again at once)",
@@ -154,11 +164,14 @@ const SETTINGS: &[Setting] = &[
     Setting {
         key: "webhooks.secret_key_file",
         meaning: "the key app webhook secrets are stored wrapped under (AES-256-GCM, bound to the \
-                  client), so a reader of the database cannot sign a webhook; 64 hex digits, mode \
-                  0600 (at most 4 KiB), from `proxy webhooks keygen FILE`. Unset, the key is derived from \
-                  `bank131.private_key_file` (HKDF): set this file before you ever rotate the \
-                  partner key, or existing apps' secrets no longer open. Secrets an older version \
-                  stored in clear are wrapped at start",
+                  client), so a reader of the database cannot sign a webhook; payout links' \
+                  collect secrets are sealed under it too, and their rows tagged with a key \
+                  derived from it (a link written or edited outside the proxy pays nothing). 64 \
+                  hex digits, mode 0600 (at most 4 KiB), from `proxy webhooks keygen FILE`. \
+                  Unset, the key is derived from `bank131.private_key_file` (HKDF): set this \
+                  file before you ever rotate the partner key, or existing apps' secrets and open \
+                  payout links no longer open. Secrets an older version stored in clear are \
+                  wrapped at start",
     },
     Setting {
         key: "webhooks.allow_private_networks",

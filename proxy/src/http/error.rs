@@ -46,6 +46,11 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 404: no such payout for this tenant.
     NotFound,
+    /// 404: no such payout link for this app (or tenant).
+    LinkNotFound,
+    /// 503: the vault did not open a payout link's collect session: the proxy's vault setting
+    /// (a key without `collect:create`) or the vault. Nothing was created.
+    CollectVault(crate::vault_client::VaultError),
     /// 503.
     NotReady,
     /// 409: a redelivery asked by an app that has no webhook URL.
@@ -141,6 +146,33 @@ impl ApiError {
             ),
             Self::MethodNotAllowed => Common::MethodNotAllowed.parts(),
             Self::NotFound => (S::NOT_FOUND, "not_found", "no such payout"),
+            Self::LinkNotFound => (S::NOT_FOUND, "not_found", "no such payout link"),
+            Self::CollectVault(e) => {
+                use crate::vault_client::VaultError as V;
+                let (code, message) = match e {
+                    V::NoKeyForTenant => (
+                        "tenant_not_configured",
+                        "the proxy has no vault key for this app's tenant (vault.api_keys); no link was created",
+                    ),
+                    V::Refused(401) => (
+                        "vault_key_unauthorized",
+                        "the vault does not know the proxy's key for this tenant (vault.api_keys); no link was created",
+                    ),
+                    V::Refused(_) => (
+                        "vault_key_forbidden",
+                        "the proxy's vault key for this tenant lacks collect:create, which payout links need (vault.api_keys); no link was created",
+                    ),
+                    V::Unreachable => (
+                        "vault_unreachable",
+                        "the vault could not be reached to open the link's card form (vault.url); no link was created, retry with the same Idempotency-Key",
+                    ),
+                    V::Unavailable | V::BadResponse | V::TokenNotFound => (
+                        "vault_unavailable",
+                        "the vault could not open the link's card form now; no link was created, retry with the same Idempotency-Key",
+                    ),
+                };
+                (S::SERVICE_UNAVAILABLE, code, message)
+            }
             Self::NotReady => (
                 S::SERVICE_UNAVAILABLE,
                 "not_ready",
@@ -242,6 +274,10 @@ impl From<crate::service::ServiceError> for ApiError {
             E::IdempotencyConflict => Self::IdempotencyConflict,
             E::CardTokenNotFound => Self::CardTokenNotFound,
             E::Vault(e) => Self::Vault(e),
+            E::LinkNotFound => Self::LinkNotFound,
+            E::CollectVault(e) => Self::CollectVault(e),
+            // Logged where it was found, with the link.
+            E::ForgedLink => Self::Internal,
             E::EventNotFound => Self::EventNotFound,
             E::NoWebhookUrl => Self::NoWebhookUrl,
             E::Action(A::WrongState) => Self::NotAwaitingConfirmation,

@@ -1,4 +1,5 @@
-//! `GET /v1/events` and `POST /v1/events/{id}/redeliver`: an app reads the webhook events the
+//! `GET /v1/events` and `POST /v1/events/{id}/redeliver`: an app reads the webhook events (about
+//! its payouts and its payout links) the
 //! proxy wrote for it, with how their delivery went, and asks for one again (after fixing its
 //! endpoint, or to replay what it lost). An app sees only its own events; another app's event
 //! is 404 exactly like a missing one.
@@ -13,19 +14,21 @@ use super::AppState;
 use super::caller::Caller;
 use super::error::ApiError;
 use super::params::{self, ListRequest};
-use crate::ids::PayoutId;
+use crate::ids::{PayoutId, PayoutLinkId};
 use crate::payout::OutboxEvent;
 use crate::service::Operation;
 use crate::store::EventFilter;
 use crate::view::rfc3339;
 
 /// The event types an app can hear.
-const EVENT_TYPES: [&str; 5] = [
+const EVENT_TYPES: [&str; 7] = [
     "payout.awaiting_confirmation",
     "payout.succeeded",
     "payout.failed",
     "payout.cancelled",
     "payout.returned",
+    "payout_link.completed",
+    "payout_link.expired",
 ];
 
 /// An event as the app reads it: what was (or will be) sent, and how delivery went.
@@ -34,7 +37,8 @@ struct EventView<'a> {
     id: &'a str,
     #[serde(rename = "type")]
     event_type: &'a str,
-    payout_id: &'a PayoutId,
+    payout_id: Option<&'a PayoutId>,
+    payout_link_id: Option<&'a PayoutLinkId>,
     created_at: String,
     delivery: DeliveryView<'a>,
     /// The exact body POSTed to the webhook URL.
@@ -73,7 +77,8 @@ impl<'a> EventView<'a> {
             created_at: rfc3339(e.created_at),
             id: &e.id,
             event_type: &e.event_type,
-            payout_id: &e.payout_id,
+            payout_id: e.payout_id.as_ref(),
+            payout_link_id: e.payout_link_id.as_ref(),
         }
     }
 }
@@ -82,6 +87,7 @@ impl<'a> EventView<'a> {
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
     payout: Option<String>,
+    payout_link: Option<String>,
     #[serde(rename = "type")]
     event_type: Option<String>,
     after: Option<String>,
@@ -90,8 +96,7 @@ pub(crate) struct ListQuery {
 
 impl params::ListQuery for ListQuery {
     const OPERATION: Operation = Operation::ReadEvents;
-    const RULE: &'static str =
-        "query: payout (a payout id), type (an event type), after (an event id) and limit (1-100)";
+    const RULE: &'static str = "query: payout (a payout id), payout_link (a payout link id), type (an event type), after (an event id) and limit (1-100)";
 }
 
 /// `GET /v1/events?payout=&type=&after=&limit=`: newest first.
@@ -108,13 +113,22 @@ pub(crate) async fn list(
             "payout must be a payout id",
         ));
     }
+    if q.payout_link
+        .as_deref()
+        .is_some_and(|p| PayoutLinkId::parse(p).is_none())
+    {
+        return Err(ApiError::InvalidParam(
+            "payout_link",
+            "payout_link must be a payout link id",
+        ));
+    }
     if q.event_type
         .as_deref()
         .is_some_and(|t| !EVENT_TYPES.contains(&t))
     {
         return Err(ApiError::InvalidParam(
             "type",
-            "type must be an event type (payout.awaiting_confirmation, payout.succeeded, payout.failed, payout.cancelled, payout.returned)",
+            "type must be an event type (payout.awaiting_confirmation, payout.succeeded, payout.failed, payout.cancelled, payout.returned, payout_link.completed, payout_link.expired)",
         ));
     }
     let size = params::page_size(
@@ -125,6 +139,7 @@ pub(crate) async fn list(
     )?;
     let filter = EventFilter {
         payout_id: q.payout,
+        payout_link_id: q.payout_link,
         event_type: q.event_type,
         after: q.after,
     };

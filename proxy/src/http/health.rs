@@ -47,10 +47,11 @@ impl DependencyCheck {
         {
             return findings.clone();
         }
-        let (problems, bank) = tokio::join!(self.vault.check_keys(), self.bank_problem());
+        let (keys, bank) = tokio::join!(self.vault.check_keys(), self.bank_problem());
         let mut findings = Findings {
-            problems,
+            problems: keys.problems,
             warnings: Vec::new(),
+            notes: keys.notes,
         };
         match bank {
             Some((text, true)) => findings.problems.push(text),
@@ -119,6 +120,9 @@ pub struct Findings {
     /// The bank unreachable or failing now: said, but the proxy stays ready (apps still read,
     /// confirm and cancel, and the bank's webhooks still arrive, through a bank incident).
     pub warnings: Vec<String>,
+    /// What only payout links need and lacks (a vault key without `collect:create`): said,
+    /// the proxy stays ready, payouts work.
+    pub notes: Vec<String>,
 }
 
 impl Findings {
@@ -139,7 +143,11 @@ impl Findings {
 /// takes the proxy's signed requests (a broken setting would otherwise fail every payout while
 /// the proxy said it was ready).
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    let Findings { problems, warnings } = match state.proxy.readiness().await {
+    let Findings {
+        problems,
+        warnings,
+        notes,
+    } = match state.proxy.readiness().await {
         Ok(findings) => findings,
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
@@ -151,12 +159,15 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
         if !warnings.is_empty() {
             body["warnings"] = warnings.into();
         }
+        if !notes.is_empty() {
+            body["notes"] = notes.into();
+        }
         return Json(body).into_response();
     }
     (
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         Json(
-            serde_json::json!({"status": "not_ready", "problems": problems, "warnings": warnings}),
+            serde_json::json!({"status": "not_ready", "problems": problems, "warnings": warnings, "notes": notes}),
         ),
     )
         .into_response()
@@ -173,11 +184,11 @@ mod tests {
         let clean = Findings::default();
         let broken = Findings {
             problems: vec!["vault.url: the vault cannot be reached".to_owned()],
-            warnings: Vec::new(),
+            ..Findings::default()
         };
         let warned = Findings {
-            problems: Vec::new(),
             warnings: vec!["bank131.base_url: unreachable".to_owned()],
+            ..Findings::default()
         };
         assert!(clean.still_fresh(Duration::from_secs(9)));
         assert!(warned.still_fresh(Duration::from_secs(9)));

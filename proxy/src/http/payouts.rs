@@ -34,10 +34,11 @@ pub(crate) struct CreatePayout {
     confirm: ConfirmMode,
 }
 
+/// `recipient`, in a payout or a payout link.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Recipient {
-    full_name: String,
+pub(super) struct Recipient {
+    pub(super) full_name: String,
 }
 
 fn default_confirm() -> ConfirmMode {
@@ -59,48 +60,75 @@ impl CreatePayout {
                 "card_token must be a vault token (tok_ and 22 letters or digits)",
             ));
         }
-        if self.amount <= 0 {
+        check_money(self.amount, &self.currency)?;
+        check_recipient(&self.recipient)?;
+        check_metadata(self.metadata.as_ref())
+    }
+}
+
+/// `amount` a positive integer, `currency` an ISO 4217 code (any case).
+pub(super) fn check_money(amount: i64, currency: &str) -> Result<(), ApiError> {
+    if amount <= 0 {
+        return Err(ApiError::InvalidParam(
+            "amount",
+            "amount must be a positive integer in minor units",
+        ));
+    }
+    if iso_currency::Currency::from_code(&currency.to_ascii_uppercase()).is_none() {
+        return Err(ApiError::InvalidParam(
+            "currency",
+            "currency must be an ISO 4217 currency code, such as RUB",
+        ));
+    }
+    Ok(())
+}
+
+/// `recipient.full_name`: 1-256 printable characters once trimmed, no card number.
+pub(super) fn check_recipient(recipient: &Recipient) -> Result<(), ApiError> {
+    let name = recipient.full_name.trim();
+    if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
+        return Err(ApiError::InvalidParam(
+            "recipient.full_name",
+            "recipient.full_name must be 1-256 printable characters",
+        ));
+    }
+    let name_path = FieldPath::root("recipient").child("full_name");
+    if let Some(path) = card_number_path(&Value::from(name), &name_path) {
+        return Err(ApiError::SensitiveField(path));
+    }
+    Ok(())
+}
+
+/// `metadata`: at most 4 KiB of JSON, no card number anywhere in it.
+pub(super) fn check_metadata(metadata: Option<&Value>) -> Result<(), ApiError> {
+    if let Some(m) = metadata {
+        let text = m.to_string();
+        if text.len() > MAX_METADATA_BYTES {
             return Err(ApiError::InvalidParam(
-                "amount",
-                "amount must be a positive integer in minor units",
+                "metadata",
+                "metadata must be at most 4096 bytes of JSON",
             ));
         }
-        if iso_currency::Currency::from_code(&self.currency.to_ascii_uppercase()).is_none() {
-            return Err(ApiError::InvalidParam(
-                "currency",
-                "currency must be an ISO 4217 currency code, such as RUB",
-            ));
-        }
-        let name = self.recipient.full_name.trim();
-        if name.is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
-            return Err(ApiError::InvalidParam(
-                "recipient.full_name",
-                "recipient.full_name must be 1-256 printable characters",
-            ));
-        }
-        let name_path = FieldPath::root("recipient").child("full_name");
-        if let Some(path) = card_number_path(&Value::from(name), &name_path) {
+        if let Some(path) = card_number_path(m, &FieldPath::root("metadata")) {
             return Err(ApiError::SensitiveField(path));
         }
-        if let Some(m) = &self.metadata {
-            let text = m.to_string();
-            if text.len() > MAX_METADATA_BYTES {
-                return Err(ApiError::InvalidParam(
-                    "metadata",
-                    "metadata must be at most 4096 bytes of JSON",
-                ));
-            }
-            if let Some(path) = card_number_path(m, &FieldPath::root("metadata")) {
-                return Err(ApiError::SensitiveField(path));
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
+) -> Result<T, ApiError> {
+    decode_with_rules(headers, body, CREATE_FIELDS)
+}
+
+/// Decodes a create body of type `T`; a field that fails is named, with its rule from `fields`
+/// (the body's own fields and the rule each must meet) when it is one of them.
+pub(super) fn decode_with_rules<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    fields: &'static [(&'static str, &'static str)],
 ) -> Result<T, ApiError> {
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !shared::json::is_json_content_type(content_type) {
@@ -110,7 +138,7 @@ fn decode<T: serde::de::DeserializeOwned>(
         // The create body's own fields get their rule; any other path is named as it is (a
         // `FieldPath` holds names only, never values).
         let rule = |name: &str| {
-            CREATE_FIELDS
+            fields
                 .iter()
                 .find(|(field, _)| *field == name)
                 .map(|(_, rule)| *rule)
@@ -160,7 +188,9 @@ const CREATE_FIELDS: &[(&str, &str)] = &[
     ("confirm", "confirm must be \"auto\" or \"manual\""),
 ];
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+/// The request's `Idempotency-Key`: 1-255 printable ASCII characters, no card number, and not
+/// one the proxy keeps for itself (`payout_link:…`, the keys of payout links' payouts).
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -169,6 +199,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or(ApiError::IdempotencyKeyRequired)?;
     if !shared::scan::card_candidates(key.as_bytes()).is_empty() {
         return Err(ApiError::SensitiveField(FieldPath::root("Idempotency-Key")));
+    }
+    if crate::service::is_reserved_key(key) {
+        return Err(ApiError::InvalidParam(
+            "Idempotency-Key",
+            "Idempotency-Key values starting with payout_link: are the proxy's own (the payouts of payout links); choose another key",
+        ));
     }
     Ok(key.to_owned())
 }

@@ -12,12 +12,13 @@ use async_trait::async_trait;
 use shared::postgres::{Db, Params};
 
 use super::rows::{
-    self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
-    select,
+    self, bank_event_columns, client_columns, event_columns, link_close_sql, link_columns,
+    payout_changes_sql, payout_columns, select,
 };
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
-use crate::ids::{AppClientId, PayoutId};
+use crate::ids::{AppClientId, PayoutId, PayoutLinkId};
+use crate::link::PayoutLink;
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::Result;
 use crate::store::{EventFilter, PayoutClaim, PayoutFilter};
@@ -119,17 +120,8 @@ impl ProxyStore for PgStore {
         if changed == 0 {
             return Err(StoreError::Conflict);
         }
-        if !events.is_empty() {
-            let stmt = tx
-                .prepare_cached(concat!(
-                    "INSERT INTO outbox (",
-                    event_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                ))
-                .await?;
-            for e in &events {
-                tx.execute_raw(&stmt, rows::event_values(e)).await?;
-            }
+        for e in &events {
+            insert_event(&tx, e).await?;
         }
         tx.commit().await?;
         let mut saved = p.clone();
@@ -202,15 +194,24 @@ impl ProxyStore for PgStore {
              AND ($3::TEXT IS NULL OR event_type = $3) \
              AND ($4::TEXT IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = $4 AND client_id = $1) \
                   OR (created_at = (SELECT created_at FROM outbox WHERE id = $4 AND client_id = $1) AND id < $4)) \
+             AND ($6::TEXT IS NULL OR payout_link_id = $6) \
              ORDER BY created_at DESC, id DESC LIMIT $5"
         );
         let limit = i64::from(limit);
         let EventFilter {
             payout_id,
+            payout_link_id,
             event_type,
             after,
         } = &filter;
-        let params: Params<'_> = &[&client_id, payout_id, event_type, after, &limit];
+        let params: Params<'_> = &[
+            &client_id,
+            payout_id,
+            event_type,
+            after,
+            &limit,
+            payout_link_id,
+        ];
         self.db.fetch(sql, params, rows::event).await
     }
 
@@ -329,4 +330,119 @@ impl ProxyStore for PgStore {
             Err(StoreError::Corrupt("the database is a read-only replica"))
         }
     }
+
+    async fn insert_link(&self, link: PayoutLink) -> Result<Inserted<PayoutLink>> {
+        let client = self.db.conn::<StoreError>().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "INSERT INTO payout_links (",
+                link_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) \
+                 ON CONFLICT (client_id, idempotency_key) DO NOTHING"
+            ))
+            .await?;
+        let inserted = client.execute_raw(&stmt, rows::link_values(&link)).await?;
+        if inserted == 1 {
+            return Ok(Inserted::New(link));
+        }
+        drop(client);
+        self.link_by_idempotency_key(&link.client_id, &link.idempotency_key)
+            .await?
+            .map(Inserted::Existing)
+            .ok_or(StoreError::Corrupt(
+                "payout link refused as a duplicate but not found",
+            ))
+    }
+
+    async fn link(&self, id: &PayoutLinkId) -> Result<Option<PayoutLink>> {
+        let id = id.as_str();
+        let sql = select!(payout_links, "WHERE id = $1");
+        self.db.fetch(sql, &[&id], rows::payout_link).await
+    }
+
+    async fn link_by_idempotency_key(
+        &self,
+        client_id: &AppClientId,
+        key: &str,
+    ) -> Result<Option<PayoutLink>> {
+        let client_id = client_id.as_str();
+        let sql = select!(
+            payout_links,
+            "WHERE client_id = $1 AND idempotency_key = $2"
+        );
+        self.db
+            .fetch(sql, &[&client_id, &key], rows::payout_link)
+            .await
+    }
+
+    async fn claim_due_links(&self, claim: PayoutClaim<'_>) -> Result<Vec<PayoutLink>> {
+        let sql = concat!(
+            "UPDATE payout_links SET next_poll_at = $2, lease_owner = $4, version = version + 1 WHERE id IN ( \
+               SELECT id FROM payout_links WHERE state = 'open' AND next_poll_at <= $1 \
+               ORDER BY next_poll_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            link_columns!()
+        );
+        let limit = i64::from(claim.limit);
+        let params: Params<'_> = &[&claim.due, &claim.lease_until, &limit, &claim.owner];
+        self.db.fetch(sql, params, rows::payout_link).await
+    }
+
+    async fn complete_link(
+        &self,
+        link: &PayoutLink,
+        payout: Option<Payout>,
+        event: OutboxEvent,
+    ) -> Result<()> {
+        let mut client = self.db.conn::<StoreError>().await?;
+        let tx = client.transaction().await?;
+        // The payout first: the link and the event name it. Dropping `tx` rolls back.
+        if let Some(p) = &payout {
+            let stmt = tx
+                .prepare_cached(concat!(
+                    "INSERT INTO payouts (",
+                    payout_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                     $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
+                     ON CONFLICT (client_id, idempotency_key) DO NOTHING"
+                ))
+                .await?;
+            if tx.execute_raw(&stmt, rows::payout_values(p)).await? == 0 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        let stmt = tx.prepare_cached(link_close_sql!("$")).await?;
+        if tx.execute_raw(&stmt, rows::link_close(link)).await? == 0 {
+            return Err(StoreError::Conflict);
+        }
+        insert_event(&tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn expire_link(&self, link: &PayoutLink, event: OutboxEvent) -> Result<bool> {
+        let mut client = self.db.conn::<StoreError>().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx.prepare_cached(link_close_sql!("$")).await?;
+        if tx.execute_raw(&stmt, rows::link_close(link)).await? == 0 {
+            return Ok(false);
+        }
+        insert_event(&tx, &event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Writes one app event, in the caller's transaction.
+async fn insert_event(tx: &deadpool_postgres::Transaction<'_>, e: &OutboxEvent) -> Result<()> {
+    let stmt = tx
+        .prepare_cached(concat!(
+            "INSERT INTO outbox (",
+            event_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .await?;
+    tx.execute_raw(&stmt, rows::event_values(e)).await?;
+    Ok(())
 }

@@ -14,7 +14,8 @@ use shared::row::{Row, Value};
 
 use super::{BankEvent, StoreError};
 use crate::auth::{ClientRecord, PreviousKey, Scopes, WebhookSecret};
-use crate::ids::{AppClientId, PayoutId};
+use crate::ids::{AppClientId, CollectSessionId, PayoutId, PayoutLinkId};
+use crate::link::{LinkCompletion, LinkState, PayoutLink};
 use crate::payout::{BankSession, ConfirmMode, OutboxEvent, Payout, PayoutState, SessionId};
 use crate::store::Result;
 
@@ -50,10 +51,22 @@ pub(super) use bank_event_columns;
 macro_rules! event_columns {
     () => {
         "id, payout_id, client_id, event_type, payload, attempts, next_attempt_at, delivered_at, \
-         abandoned_at, last_error, created_at"
+         abandoned_at, last_error, created_at, payout_link_id"
     };
 }
 pub(super) use event_columns;
+
+/// The payout link columns in [`payout_link`]'s order: first those fixed at creation (the ones
+/// its tag covers, then the tag), then those that move.
+macro_rules! link_columns {
+    () => {
+        "id, tenant, client_id, idempotency_key, request_hash, amount, currency, recipient_name, \
+         metadata, collect_session_id, session_url, sealed_secret, expires_at, created_at, tag, \
+         state, payout_id, card_last4, card_brand, completed_at, next_poll_at, lease_owner, \
+         updated_at, version"
+    };
+}
+pub(super) use link_columns;
 
 /// `SELECT` a table's columns, in the order its mapping reads them, `FROM` the table, then the
 /// rest of the query: `select!(clients, "WHERE id = $1")`.
@@ -66,6 +79,9 @@ macro_rules! select {
     };
     (outbox, $rest:literal) => {
         concat!("SELECT ", event_columns!(), " FROM outbox ", $rest)
+    };
+    (payout_links, $rest:literal) => {
+        concat!("SELECT ", link_columns!(), " FROM payout_links ", $rest)
     };
     (bank_events, $rest:literal) => {
         concat!(
@@ -86,6 +102,21 @@ where
 {
     let text: String = r.column(i)?;
     parse(&text).ok_or(StoreError::Corrupt(what))
+}
+
+/// An id column that may be NULL, parsed strictly when it is not.
+fn optional_id<R: Row, T>(
+    r: &R,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+    what: &'static str,
+) -> Result<Option<T>>
+where
+    StoreError: From<R::Error>,
+{
+    let text: Option<String> = r.column(i)?;
+    text.map(|t| parse(&t).ok_or(StoreError::Corrupt(what)))
+        .transpose()
 }
 
 /// A row of `payout_columns!()`.
@@ -194,9 +225,15 @@ pub(super) fn event<R: Row>(r: &R) -> Result<OutboxEvent>
 where
     StoreError: From<R::Error>,
 {
+    let payout_id = optional_id(r, 1, PayoutId::parse, "payout id")?;
+    let payout_link_id = optional_id(r, 11, PayoutLinkId::parse, "payout link id")?;
+    if payout_id.is_none() && payout_link_id.is_none() {
+        return Err(StoreError::Corrupt("event subject"));
+    }
     Ok(OutboxEvent {
         id: r.column(0)?,
-        payout_id: id(r, 1, PayoutId::parse, "payout id")?,
+        payout_id,
+        payout_link_id,
         client_id: id(r, 2, AppClientId::parse, "client id")?,
         event_type: r.column(3)?,
         payload: r.column(4)?,
@@ -311,10 +348,10 @@ macro_rules! payout_changes_sql {
 pub(super) use payout_changes_sql;
 
 /// An outbox event's values in `event_columns!()` order, for the insert.
-pub(super) fn event_values(e: &OutboxEvent) -> [Value<'_>; 11] {
+pub(super) fn event_values(e: &OutboxEvent) -> [Value<'_>; 12] {
     [
         Value::from(&e.id),
-        Value::from(e.payout_id.as_str()),
+        Value::from(e.payout_id.as_ref().map(PayoutId::as_str)),
         Value::from(e.client_id.as_str()),
         Value::from(&e.event_type),
         Value::from(&e.payload),
@@ -324,5 +361,125 @@ pub(super) fn event_values(e: &OutboxEvent) -> [Value<'_>; 11] {
         Value::from(e.abandoned_at),
         Value::from(&e.last_error),
         Value::from(e.created_at),
+        Value::from(e.payout_link_id.as_ref().map(PayoutLinkId::as_str)),
     ]
 }
+
+/// A row of `link_columns!()`. A completed link must name its payout and card (and only a
+/// completed one may): anything else is corrupt, like a started payout without its session.
+pub(super) fn payout_link<R: Row>(r: &R) -> Result<PayoutLink>
+where
+    StoreError: From<R::Error>,
+{
+    let state: String = r.column(15)?;
+    let state = LinkState::from_name(&state).ok_or(StoreError::Corrupt("payout link state"))?;
+    let payout_id = optional_id(r, 16, PayoutId::parse, "payout id")?;
+    let card: (Option<String>, Option<String>, Option<i64>) =
+        (r.column(17)?, r.column(18)?, r.column(19)?);
+    let completion = match (state, payout_id, card) {
+        (LinkState::Completed, Some(payout_id), (Some(last4), Some(brand), Some(at))) => {
+            Some(LinkCompletion {
+                payout_id,
+                last4,
+                brand,
+                at,
+            })
+        }
+        (LinkState::Open | LinkState::Expired, None, (None, None, None)) => None,
+        _ => return Err(StoreError::Corrupt("payout link completion")),
+    };
+    Ok(PayoutLink {
+        id: id(r, 0, PayoutLinkId::parse, "payout link id")?,
+        tenant: r.column(1)?,
+        client_id: id(r, 2, AppClientId::parse, "client id")?,
+        idempotency_key: r.column(3)?,
+        request_hash: r.blob32(4, "payout link request hash")?,
+        amount: r.column(5)?,
+        currency: r.column(6)?,
+        recipient_name: r.column(7)?,
+        metadata: r.column(8)?,
+        session: id(r, 9, CollectSessionId::parse, "collect session id")?,
+        session_url: r.column(10)?,
+        sealed_secret: r.column(11)?,
+        expires_at: r.column(12)?,
+        created_at: r.column(13)?,
+        tag: r.blob32(14, "payout link tag")?,
+        state,
+        completion,
+        next_poll_at: r.column(20)?,
+        lease_owner: r.column(21)?,
+        updated_at: r.column(22)?,
+        version: r.column(23)?,
+    })
+}
+
+/// A link's values in `link_columns!()` order, for the insert.
+pub(super) fn link_values(l: &PayoutLink) -> [Value<'_>; 24] {
+    let done = l.completion.as_ref();
+    [
+        Value::from(l.id.as_str()),
+        Value::from(&l.tenant),
+        Value::from(l.client_id.as_str()),
+        Value::from(&l.idempotency_key),
+        Value::from(&l.request_hash),
+        Value::from(l.amount),
+        Value::from(&l.currency),
+        Value::from(&l.recipient_name),
+        Value::from(&l.metadata),
+        Value::from(l.session.as_str()),
+        Value::from(&l.session_url),
+        Value::from(&l.sealed_secret),
+        Value::from(l.expires_at),
+        Value::from(l.created_at),
+        Value::from(&l.tag),
+        Value::from(l.state.as_str()),
+        Value::from(done.map(|c| c.payout_id.as_str())),
+        Value::from(done.map(|c| c.last4.as_str())),
+        Value::from(done.map(|c| c.brand.as_str())),
+        Value::from(done.map(|c| c.at)),
+        Value::from(l.next_poll_at),
+        Value::from(&l.lease_owner),
+        Value::from(l.updated_at),
+        Value::from(l.version),
+    ]
+}
+
+/// What closing an open link writes, for `UPDATE payout_links SET state = ?2 … WHERE id = ?1
+/// AND state = 'open'` ([`link_close_sql`]): the id, then the state and what it learned.
+pub(super) fn link_close(l: &PayoutLink) -> [Value<'_>; 7] {
+    let done = l.completion.as_ref();
+    [
+        Value::from(l.id.as_str()),
+        Value::from(l.state.as_str()),
+        Value::from(done.map(|c| c.payout_id.as_str())),
+        Value::from(done.map(|c| c.last4.as_str())),
+        Value::from(done.map(|c| c.brand.as_str())),
+        Value::from(done.map(|c| c.at)),
+        Value::from(l.updated_at),
+    ]
+}
+
+/// The statement [`link_close`] binds, in either backend's placeholders: it changes a link only
+/// while it is open, so of two replicas closing one link, one does.
+macro_rules! link_close_sql {
+    ($p:literal) => {
+        concat!(
+            "UPDATE payout_links SET state = ",
+            $p,
+            "2, payout_id = ",
+            $p,
+            "3, card_last4 = ",
+            $p,
+            "4, card_brand = ",
+            $p,
+            "5, completed_at = ",
+            $p,
+            "6, updated_at = ",
+            $p,
+            "7, version = version + 1 WHERE id = ",
+            $p,
+            "1 AND state = 'open'"
+        )
+    };
+}
+pub(super) use link_close_sql;

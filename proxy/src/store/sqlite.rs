@@ -9,12 +9,13 @@ use rusqlite::params;
 use shared::sqlite::{SqliteOptions, SqlitePool, query};
 
 use super::rows::{
-    self, bank_event_columns, client_columns, event_columns, payout_changes_sql, payout_columns,
-    select,
+    self, bank_event_columns, client_columns, event_columns, link_close_sql, link_columns,
+    payout_changes_sql, payout_columns, select,
 };
 use super::{BankEvent, Inserted, ProxyStore, StoreError};
 use crate::auth::{ClientRecord, WebhookSecret};
-use crate::ids::{AppClientId, PayoutId};
+use crate::ids::{AppClientId, PayoutId, PayoutLinkId};
+use crate::link::PayoutLink;
 use crate::payout::{OutboxEvent, Payout, PayoutState};
 use crate::store::Result;
 use crate::store::{EventFilter, PayoutClaim, PayoutFilter};
@@ -133,13 +134,8 @@ impl ProxyStore for SqliteStore {
                 if changed == 0 {
                     return Err(StoreError::Conflict);
                 }
-                let mut insert = tx.prepare_cached(concat!(
-                    "INSERT INTO outbox (",
-                    event_columns!(),
-                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                ))?;
                 for e in &events {
-                    insert.execute(rows::event_values(e))?;
+                    insert_event(tx, e)?;
                 }
                 p.version += 1;
                 Ok(p)
@@ -242,14 +238,23 @@ impl ProxyStore for SqliteStore {
              AND (?3 IS NULL OR event_type = ?3) \
              AND (?4 IS NULL OR created_at < (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) \
                   OR (created_at = (SELECT created_at FROM outbox WHERE id = ?4 AND client_id = ?1) AND id < ?4)) \
+             AND (?6 IS NULL OR payout_link_id = ?6) \
              ORDER BY created_at DESC, id DESC LIMIT ?5"
         );
         let EventFilter {
             payout_id,
+            payout_link_id,
             event_type,
             after,
         } = filter;
-        let params = (client_id.to_owned(), payout_id, event_type, after, limit);
+        let params = (
+            client_id.to_owned(),
+            payout_id,
+            event_type,
+            after,
+            limit,
+            payout_link_id,
+        );
         self.pool
             .read(move |c| query(c, sql, params, |r| rows::event(r)))
             .await
@@ -386,4 +391,149 @@ impl ProxyStore for SqliteStore {
     async fn check_writable(&self) -> Result<()> {
         self.pool.transaction(|_| Ok(())).await
     }
+
+    async fn insert_link(&self, link: PayoutLink) -> Result<Inserted<PayoutLink>> {
+        self.pool
+            .transaction(move |tx| {
+                let existing = query(
+                    tx,
+                    select!(
+                        payout_links,
+                        "WHERE client_id = ?1 AND idempotency_key = ?2"
+                    ),
+                    params![link.client_id.as_str(), link.idempotency_key],
+                    |r| rows::payout_link(r),
+                )?;
+                if let Some(existing) = existing {
+                    return Ok(Inserted::Existing(existing));
+                }
+                tx.prepare_cached(concat!(
+                    "INSERT INTO payout_links (",
+                    link_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                     ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+                ))?
+                .execute(rows::link_values(&link))?;
+                Ok(Inserted::New(link))
+            })
+            .await
+    }
+
+    async fn link(&self, id: &PayoutLinkId) -> Result<Option<PayoutLink>> {
+        let sql = select!(payout_links, "WHERE id = ?1");
+        let params = [id.as_str().to_owned()];
+        self.pool
+            .lookup(move |c| query(c, sql, params, |r| rows::payout_link(r)))
+            .await
+    }
+
+    async fn link_by_idempotency_key(
+        &self,
+        client_id: &AppClientId,
+        key: &str,
+    ) -> Result<Option<PayoutLink>> {
+        let sql = select!(
+            payout_links,
+            "WHERE client_id = ?1 AND idempotency_key = ?2"
+        );
+        let params = (client_id.as_str().to_owned(), key.to_owned());
+        self.pool
+            .lookup(move |c| query(c, sql, params, |r| rows::payout_link(r)))
+            .await
+    }
+
+    async fn claim_due_links(&self, claim: PayoutClaim<'_>) -> Result<Vec<PayoutLink>> {
+        let PayoutClaim {
+            due,
+            lease_until,
+            limit,
+            ..
+        } = claim;
+        let owner = claim.owner.to_owned();
+        self.pool
+            .transaction(move |tx| {
+                let mut claimed: Vec<PayoutLink> = query(
+                    tx,
+                    select!(
+                        payout_links,
+                        "WHERE state = 'open' AND next_poll_at <= ?1 ORDER BY next_poll_at LIMIT ?2"
+                    ),
+                    params![due, limit],
+                    |r| rows::payout_link(r),
+                )?;
+                let mut lease = tx.prepare_cached(
+                    "UPDATE payout_links SET next_poll_at = ?2, lease_owner = ?3, version = version + 1 WHERE id = ?1",
+                )?;
+                for l in &mut claimed {
+                    lease.execute(params![l.id.as_str(), lease_until, owner])?;
+                    l.next_poll_at = lease_until;
+                    l.lease_owner = Some(owner.clone());
+                    l.version += 1;
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn complete_link(
+        &self,
+        link: &PayoutLink,
+        payout: Option<Payout>,
+        event: OutboxEvent,
+    ) -> Result<()> {
+        let link = link.clone();
+        self.pool
+            .transaction(move |tx| {
+                // The payout first: the link and the event name it.
+                if let Some(p) = &payout {
+                    let inserted = tx
+                        .prepare_cached(concat!(
+                            "INSERT INTO payouts (",
+                            payout_columns!(),
+                            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                             ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) \
+                             ON CONFLICT (client_id, idempotency_key) DO NOTHING"
+                        ))?
+                        .execute(rows::payout_values(p))?;
+                    if inserted == 0 {
+                        return Err(StoreError::Conflict);
+                    }
+                }
+                let closed = tx
+                    .prepare_cached(link_close_sql!("?"))?
+                    .execute(rows::link_close(&link))?;
+                if closed == 0 {
+                    return Err(StoreError::Conflict);
+                }
+                insert_event(tx, &event)
+            })
+            .await
+    }
+
+    async fn expire_link(&self, link: &PayoutLink, event: OutboxEvent) -> Result<bool> {
+        let link = link.clone();
+        self.pool
+            .transaction(move |tx| {
+                let closed = tx
+                    .prepare_cached(link_close_sql!("?"))?
+                    .execute(rows::link_close(&link))?;
+                if closed == 0 {
+                    return Ok(false);
+                }
+                insert_event(tx, &event)?;
+                Ok(true)
+            })
+            .await
+    }
+}
+
+/// Writes one app event, in the caller's transaction.
+fn insert_event(tx: &rusqlite::Transaction<'_>, e: &OutboxEvent) -> Result<()> {
+    tx.prepare_cached(concat!(
+        "INSERT INTO outbox (",
+        event_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?
+    .execute(rows::event_values(e))?;
+    Ok(())
 }

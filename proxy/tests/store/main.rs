@@ -3,6 +3,7 @@
 //! one database stand for two proxy replicas.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
+mod links;
 mod rows;
 mod suite;
 
@@ -22,5 +23,9 @@ testkit::conformance! {
         events_are_listed_per_client_and_redelivered,
         forged_ids_in_rows_are_corrupt,
         a_session_state_without_a_session_is_corrupt,
+        link_idempotency_keys_are_per_client,
+        replicas_never_claim_the_same_link,
+        a_link_closes_once_with_its_payout_and_event,
+        forged_link_rows_are_corrupt,
     ],
 }

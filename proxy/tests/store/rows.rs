@@ -1,10 +1,11 @@
 //! The rows the proxy's tests write straight into a store: an app client, a payout, an outbox
-//! event. The store suite and `tests/deliverer.rs` (which takes this file with `#[path]`) both
+//! event, a payout link. The store suite and `tests/deliverer.rs` (which takes this file with `#[path]`) both
 //! need them, and one definition keeps both in step with the row types.
 
 use proxy::auth::{ClientRecord, Scopes, WebhookSecret};
 use proxy::engine::now_micros;
-use proxy::ids::{AppClientId, PayoutId};
+use proxy::ids::{AppClientId, CollectSessionId, PayoutId, PayoutLinkId};
+use proxy::link::{LinkState, PayoutLink};
 use proxy::payout::{ConfirmMode, OutboxEvent, Payout, PayoutRequest};
 
 /// A readable app client id (`app("a")` is `app_…0a`).
@@ -53,7 +54,8 @@ pub(crate) fn payout(client_id: &AppClientId, tenant: &str, key: &str, created_a
 pub(crate) fn event(p: &Payout, at: i64) -> OutboxEvent {
     OutboxEvent {
         id: shared::ids::random_id("evt_").unwrap(),
-        payout_id: p.id.clone(),
+        payout_id: Some(p.id.clone()),
+        payout_link_id: None,
         client_id: p.client_id.clone(),
         event_type: "payout.succeeded".to_owned(),
         payload: "{}".to_owned(),
@@ -63,5 +65,39 @@ pub(crate) fn event(p: &Payout, at: i64) -> OutboxEvent {
         abandoned_at: None,
         last_error: None,
         created_at: at,
+    }
+}
+
+/// A new open payout link of 500 RUB by `client_id` under idempotency key `key`, its session a
+/// fresh `cs_…` id, due to be polled at `at` (its tag is not a real one: the store never checks
+/// tags, the proxy does).
+#[allow(
+    dead_code,
+    reason = "the deliverer tests take this file too and make no links"
+)]
+pub(crate) fn link(client_id: &AppClientId, tenant: &str, key: &str, at: i64) -> PayoutLink {
+    let session = shared::ids::random_id("cs_").unwrap();
+    PayoutLink {
+        id: PayoutLinkId::generate().unwrap(),
+        tenant: tenant.to_owned(),
+        client_id: client_id.clone(),
+        idempotency_key: key.to_owned(),
+        request_hash: [2; 32],
+        amount: 500,
+        currency: "RUB".to_owned(),
+        recipient_name: None,
+        metadata: Some(r#"{"o":2}"#.to_owned()),
+        session_url: format!("https://vault.example/collect/{session}"),
+        session: CollectSessionId::parse(&session).unwrap(),
+        sealed_secret: "wsk1:AAAA".to_owned(),
+        expires_at: at + 60_000_000,
+        created_at: at,
+        tag: [9; 32],
+        state: LinkState::Open,
+        completion: None,
+        next_poll_at: at,
+        lease_owner: None,
+        updated_at: at,
+        version: 0,
     }
 }

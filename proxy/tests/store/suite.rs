@@ -14,8 +14,13 @@ use proxy::store::{
 use crate::rows::{self, app, event, payout};
 use crate::{Backend, Open};
 
+pub(crate) use crate::links::{
+    a_link_closes_once_with_its_payout_and_event, forged_link_rows_are_corrupt,
+    link_idempotency_keys_are_per_client, replicas_never_claim_the_same_link,
+};
+
 /// Adds an app client `id` of `tenant` (its webhook URL a closed port: nothing is delivered here).
-async fn client(store: &dyn ProxyStore, id: &AppClientId, tenant: &str) {
+pub(crate) async fn client(store: &dyn ProxyStore, id: &AppClientId, tenant: &str) {
     let record = rows::client(id, tenant, Some("http://127.0.0.1:9/hooks"));
     store.insert_client(record).await.unwrap();
 }
@@ -44,7 +49,7 @@ async fn events_of_a(store: &dyn ProxyStore, filter: EventFilter) -> Vec<OutboxE
 
 /// Runs `n` claims at once, claim `i` by replica `i % 2` (`a` or `c`), and returns everything
 /// they claimed.
-async fn claimed_on_replicas<T, F>(
+pub(crate) async fn claimed_on_replicas<T, F>(
     (a, c): (&Arc<dyn ProxyStore>, &Arc<dyn ProxyStore>),
     n: usize,
     claim: impl Fn(Arc<dyn ProxyStore>, usize) -> F,
@@ -419,8 +424,12 @@ pub(crate) async fn events_are_listed_per_client_and_redelivered(b: Backend) {
         store.save(&moved, vec![e]).await.unwrap();
         payouts.push(p);
     }
-    let ids =
-        |events: Vec<OutboxEvent>| events.into_iter().map(|e| e.payout_id).collect::<Vec<_>>();
+    let ids = |events: Vec<OutboxEvent>| {
+        events
+            .into_iter()
+            .map(|e| e.payout_id.unwrap())
+            .collect::<Vec<_>>()
+    };
     let all = events_of_a(store.as_ref(), EventFilter::default()).await;
     assert_eq!(
         ids(all.clone()),
@@ -578,7 +587,7 @@ pub(crate) async fn a_session_state_without_a_session_is_corrupt(b: Backend) {
 }
 
 /// A claim of up to `limit` payouts due at `due`, leased to `owner` until `lease_until`.
-fn claim(due: i64, lease_until: i64, owner: &str, limit: u32) -> PayoutClaim<'_> {
+pub(crate) fn claim(due: i64, lease_until: i64, owner: &str, limit: u32) -> PayoutClaim<'_> {
     PayoutClaim {
         due,
         lease_until,

@@ -163,7 +163,8 @@ impl fmt::Debug for ProxyClientKey {
 pub(crate) struct Credentials {
     /// The vault client of the demo app (`tokens:create,tokens:read,tokens:delete`).
     pub(crate) vault_app: Option<ClientKey>,
-    /// The vault client the proxy detokenizes with (`tokens:detokenize`).
+    /// The vault client the proxy detokenizes and opens payout links' collect sessions with
+    /// (`tokens:detokenize,collect:create`).
     pub(crate) vault_proxy: Option<ClientKey>,
     /// The proxy client of the demo app (`payouts:write,payouts:read`).
     pub(crate) proxy_app: Option<ProxyClientKey>,

@@ -16,5 +16,6 @@ mod faults;
 mod flows;
 mod inputs;
 mod operations;
+mod payout_links;
 mod pci;
 mod stack;

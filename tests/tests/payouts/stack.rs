@@ -19,6 +19,8 @@ use tests::stack::{
 };
 
 pub(crate) const TENANT: &str = "acme";
+/// What the proxy's vault key holds: detokenize for payouts, collect sessions for payout links.
+pub(crate) const PROXY_VAULT_SCOPES: &str = "tokens:detokenize,collect:create";
 pub(crate) const PROJECT: &str = "e2e-project";
 /// How long a payout may take to reach a state on a loaded CI machine: a ceiling, never a pace.
 pub(crate) const SECS: Duration = Duration::from_secs(90);
@@ -246,7 +248,7 @@ impl Stack {
             TENANT,
             "tokens:create,tokens:read",
         );
-        let proxy_vault_key = vault_key(&path("vault.toml"), "proxy", TENANT, "tokens:detokenize");
+        let proxy_vault_key = vault_key(&path("vault.toml"), "proxy", TENANT, PROXY_VAULT_SCOPES);
         let vault_url = format!("http://127.0.0.1:{vault_port}");
 
         // The proxy.
@@ -256,6 +258,7 @@ impl Stack {
              [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1500\n\
              [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 3000\nretry_initial_ms = 100\nretry_max_ms = 1000\nmax_attempts = 6\n\
              [webhooks]\nallow_private_networks = true\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
+             [payout_links]\npoll_interval_ms = 100\n\
              [log]\nformat = \"json\"\nfilter = \"debug\"\n",
             db = path("proxy.db").display(),
             pk = sandbox.partner_key.display(),
@@ -760,7 +763,7 @@ impl Stack {
             &self.path("vault.toml"),
             &format!("proxy-{tenant}"),
             tenant,
-            "tokens:detokenize",
+            PROXY_VAULT_SCOPES,
         );
         let toml = std::fs::read_to_string(self.path("proxy.toml")).unwrap();
         let toml = toml.replacen(

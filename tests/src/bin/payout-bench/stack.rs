@@ -134,7 +134,7 @@ impl Stack {
             field(&out, "api_key:")
         };
         let vault_app_key = vault_client("app", "tokens:create")?;
-        let proxy_vault_key = vault_client("proxy", "tokens:detokenize")?;
+        let proxy_vault_key = vault_client("proxy", "tokens:detokenize,collect:create")?;
         let mut vault = Service::serve(&bins.vault, &path("vault.toml"), &vault_env, "vault", dir)?;
         let vault_url = format!("http://127.0.0.1:{vault_port}");
 
