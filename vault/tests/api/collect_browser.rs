@@ -278,7 +278,7 @@ async fn a_platform_page_embeds_the_form_and_receives_only_a_token() {
             event["params"]["documentURL"]
                 .as_str()
                 .unwrap_or_default()
-                .starts_with(&shop.origin)
+                .starts_with(&format!("{}/", shop.origin))
         });
     assert!(!shop_events.is_empty(), "the shop's requests are logged");
     for event in &shop_events {
