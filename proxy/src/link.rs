@@ -86,8 +86,9 @@ pub struct LinkCompletion {
     pub at: i64,
 }
 
-/// A payout link as stored.
-#[derive(Clone, Debug, Eq, PartialEq)]
+/// A payout link as stored. No `PartialEq`: it holds the sealed secret and the row tag, which
+/// are compared only in constant time (`shared::ct`); compare [`PayoutLink::tag_bytes`] instead.
+#[derive(Clone, Debug)]
 pub struct PayoutLink {
     /// `pl_…`.
     pub id: PayoutLinkId,
