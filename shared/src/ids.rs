@@ -214,6 +214,15 @@ impl ApiKey {
     }
 }
 
+/// A presented key or secret read straight from a JSON body (a collect form's client secret),
+/// so that the text is a secret from the moment it is parsed: never in a `Debug` of the body.
+impl<'de> serde::Deserialize<'de> for ApiKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Zeroizing::new(<String as serde::Deserialize>::deserialize(deserializer)?);
+        Ok(Self::presented(&text))
+    }
+}
+
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey { .. }")

@@ -57,6 +57,17 @@ impl Origin {
         const SHAPE: &str = "each allowed origin must be scheme://host[:port] with no path, e.g. https://shop.example (http only for localhost and 127.0.0.1)";
         let url = url::Url::parse(text).map_err(|_| SHAPE)?;
         let host = url.host_str().ok_or(SHAPE)?;
+        // rust-url lets through host characters a browser never puts in an origin but a CSP
+        // reads as syntax (`*` is a wildcard, `;` ends the directive, `,` separates policies):
+        // `https://*` would let every site frame the form. Only DNS names and IP literals pass.
+        let host_ok = match url.host() {
+            Some(url::Host::Domain(name)) => is_dns_name(name),
+            Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => true,
+            None => false,
+        };
+        if !host_ok {
+            return Err(SHAPE);
+        }
         let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
         let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
         if !scheme_ok
@@ -84,6 +95,21 @@ impl Origin {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `host` is a DNS name as browsers serialize it: dot-separated labels of lower-case
+/// letters, digits and inner hyphens (IDNs arrive here already in their `xn--` form).
+fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 impl fmt::Display for Origin {
@@ -275,6 +301,9 @@ mod tests {
             "https://shop.example:8443",
             "http://127.0.0.1:4000",
             "http://localhost:3000",
+            "http://[::1]:8080",
+            "https://10.0.0.7",
+            "https://xn--80ak6aa92e.example",
         ] {
             assert_eq!(Origin::parse(good).unwrap().as_str(), good);
         }
@@ -292,6 +321,17 @@ mod tests {
             "data:text/html,x",
             "*",
             "null",
+            // Hosts rust-url accepts but a CSP would read as syntax.
+            "https://*",
+            "https://*.example",
+            "https://a;b",
+            "https://a,b",
+            "https://a'b",
+            "https://a{b}",
+            "https://a!b",
+            "https://a$b",
+            "https://a..b",
+            "https://-a.example",
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }

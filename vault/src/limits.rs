@@ -12,7 +12,7 @@
 //! The limiters are `governor`'s GCRA (a token bucket without a timer): one atomic state per key,
 //! checked without taking a lock on the hot path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -223,7 +223,14 @@ pub struct Limiter {
     max_addresses: usize,
     clock: DefaultClock,
     tally: Mutex<Report>,
+    /// Audited refusals per collect session this interval (see [`Limiter::audits_refusal`]).
+    session_refusals: Mutex<HashMap<String, u32>>,
 }
+
+/// Refusals of one collect session audited one by one per interval; the rest are counted into
+/// the interval's tally. A session id is no secret (it is in the form's address), so without
+/// this bound anyone holding one could make the vault write an audit row per request.
+pub const AUDITED_REFUSALS_PER_SESSION: u32 = 20;
 
 /// The key every address beyond `max_tracked_addresses` shares.
 const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
@@ -253,6 +260,7 @@ impl Limiter {
             max_addresses: config.max_tracked_addresses,
             clock: DefaultClock::default(),
             tally: Mutex::new(Report::default()),
+            session_refusals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -334,6 +342,27 @@ impl Limiter {
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
+    /// Whether the next refusal of collect session `id` is still audited on its own this
+    /// interval (fewer than [`AUDITED_REFUSALS_PER_SESSION`] so far). Sessions past
+    /// `max_tracked_addresses` distinct ones are not: a flood over many ids is only counted.
+    pub fn audits_refusal(&self, id: &str) -> bool {
+        let refusals = self.session_refusals.lock();
+        match refusals.get(id) {
+            Some(n) => *n < AUDITED_REFUSALS_PER_SESSION,
+            None => refusals.len() < self.max_addresses,
+        }
+    }
+
+    /// Counts an audited refusal of collect session `id`.
+    pub fn note_session_refusal(&self, id: &str) {
+        let mut refusals = self.session_refusals.lock();
+        if let Some(n) = refusals.get_mut(id) {
+            *n = n.saturating_add(1);
+        } else if refusals.len() < self.max_addresses {
+            refusals.insert(id.to_owned(), 1);
+        }
+    }
+
     /// Counts a refusal of `client` into the interval's tally without consulting a limiter (a
     /// revoked key used past its address's budget: counted under the client, so the event
     /// names whose key is still in use).
@@ -379,6 +408,7 @@ impl Limiter {
         }
         self.addresses.retain_recent();
         self.collect.retain_recent();
+        self.session_refusals.lock().clear();
         std::mem::take(&mut *self.tally.lock())
     }
 }
@@ -413,6 +443,33 @@ mod tests {
             revoked_at: None,
             mac: None,
         }
+    }
+
+    #[test]
+    fn a_sessions_refusals_are_audited_up_to_a_bound_per_interval() {
+        let limiter = Limiter::new(&LimitsConfig {
+            max_tracked_addresses: 2,
+            ..LimitsConfig::default()
+        });
+        for _ in 0..AUDITED_REFUSALS_PER_SESSION {
+            assert!(limiter.audits_refusal("cs_a"));
+            limiter.note_session_refusal("cs_a");
+        }
+        assert!(
+            !limiter.audits_refusal("cs_a"),
+            "past the bound: counted only"
+        );
+        assert!(
+            limiter.audits_refusal("cs_b"),
+            "another session has its own"
+        );
+        limiter.note_session_refusal("cs_b");
+        assert!(
+            !limiter.audits_refusal("cs_c"),
+            "past the tracked bound: counted only"
+        );
+        let _ = limiter.drain();
+        assert!(limiter.audits_refusal("cs_a"), "a new interval");
     }
 
     #[test]

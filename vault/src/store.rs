@@ -199,9 +199,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Completes a session with a card, in one transaction: claims `session` (as read and
     /// checked) only while its row still has no completion, is unexpired at `new.created_at`
     /// and still carries the MAC it was read with; tokenizes `new` as [`Store::tokenize`] does;
-    /// records the token (and the name typed, if any) on the session, sealed again with `key` so the completion is
-    /// authenticated too; and writes the audit event (its `token` set). Returns the completed
-    /// session, or `None` when it was no longer open: then nothing is written.
+    /// records the token (and the name typed, if any) on the session, sealed again with `key` so
+    /// the completion is authenticated too; and writes the audit event (its `token` set; its
+    /// actor must be the session id). Returns the completed session, or `None` when it was no
+    /// longer open, or when the audit log already holds a granted `collect.submit` by the
+    /// session (its row was rolled back to before its completion): then nothing is written.
     async fn complete_collect_session(
         &self,
         session: CollectSession,

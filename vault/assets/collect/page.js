@@ -92,7 +92,10 @@
   var origins = (main.getAttribute('data-origins') || '').split(' ').filter(Boolean);
   var nameRequired = main.getAttribute('data-name') === 'required';
   var framed = window.parent !== window;
-  var lang = TEXT[document.documentElement.lang] ? document.documentElement.lang : 'en';
+  // Only our own languages: a lookup by a caller's word must not reach Object.prototype
+  // ('__proto__', 'constructor').
+  function known(wanted) { return typeof wanted === 'string' && Object.prototype.hasOwnProperty.call(TEXT, wanted); }
+  var lang = known(document.documentElement.lang) ? document.documentElement.lang : 'en';
   var secret = null;
   var parentOrigin = null;
   var sent = false;
@@ -112,7 +115,7 @@
   }
 
   function setLanguage(wanted) {
-    if (wanted && TEXT[wanted]) lang = wanted;
+    if (known(wanted)) lang = wanted;
     document.documentElement.lang = lang;
     document.querySelectorAll('[data-i18n]').forEach(function (node) {
       node.textContent = t(node.getAttribute('data-i18n'));
@@ -358,15 +361,22 @@
   }
 
   if (!framed) {
-    // Standalone (a payout link): the secret is in the fragment, which no server sees.
-    var params = {};
-    location.hash.replace(/^#/, '').split('&').forEach(function (pair) {
-      var i = pair.indexOf('=');
-      if (i > 0) params[decodeURIComponent(pair.slice(0, i))] = decodeURIComponent(pair.slice(i + 1));
-    });
+    // Standalone (a payout link): the secret is in the fragment, which no server sees. It
+    // leaves the address bar first, before anything that could fail on a malformed link.
+    var fragment = location.hash.replace(/^#/, '');
     if (location.hash) history.replaceState(null, '', location.pathname);
+    var params = Object.create(null);
+    fragment.split('&').forEach(function (pair) {
+      var i = pair.indexOf('=');
+      if (i <= 0) return;
+      try {
+        params[decodeURIComponent(pair.slice(0, i))] = decodeURIComponent(pair.slice(i + 1));
+      } catch (e) { /* a malformed escape: the pair is ignored */ }
+    });
     setLanguage(params.locale);
-    secret = params.secret || null;
+    // A session framed by the platform's page takes its secret only from that page: opened
+    // on its own, nothing vouches for who is looking at it.
+    secret = origins.length === 0 && typeof params.secret === 'string' ? params.secret : null;
     if (!secret) gone('refused'); else ready();
     return;
   }

@@ -66,7 +66,7 @@ pub(crate) struct CreateBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitBody {
-    client_secret: String,
+    client_secret: ApiKey,
     pan: PanField,
     exp_month: u8,
     exp_year: u16,
@@ -236,7 +236,7 @@ pub(crate) async fn read(
     let id = shared::http::path_param(&params, "id").and_then(CollectId::parse);
     let session = state
         .vault
-        .read_collect_session(&caller.context, id)
+        .read_collect_session(&caller.context, &caller.client.id, id)
         .await?;
     Ok(Json(SessionView::new(&session, &state.limits.public_origin)).into_response())
 }
@@ -342,24 +342,48 @@ fn html(status: StatusCode, body: String, ancestors: &[Origin]) -> Response {
     } else {
         crate::collect::join_origins(ancestors)
     };
-    let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-         img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}"
-    );
+    let csp = csp(&frame_ancestors);
+    // Fail closed: a policy that cannot be sent (no origin can make one, as `Origin` admits
+    // only header-safe characters) becomes one that nobody may frame, never no policy at all.
+    let (csp, deny_frames) = match HeaderValue::from_str(&csp) {
+        Ok(value) => (value, ancestors.is_empty()),
+        Err(_) => {
+            tracing::error!("a collect page's frame-ancestors could not be sent; framing refused");
+            (HeaderValue::from_static(UNFRAMED_CSP), true)
+        }
+    };
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    if let Ok(csp) = HeaderValue::from_str(&csp) {
-        headers.insert(CONTENT_SECURITY_POLICY, csp);
-    }
-    if ancestors.is_empty() {
+    headers.insert(CONTENT_SECURITY_POLICY, csp);
+    if deny_frames {
         headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     }
+    // A standalone form (a payout link, opened from a message) keeps no handle to or from the
+    // window that opened it; a framed one is unaffected (the policy binds top-level pages).
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
     security_headers(headers);
     response
+}
+
+/// [`csp`] with `frame-ancestors 'none'`, for when the session's origins cannot be sent.
+const UNFRAMED_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// The form's Content-Security-Policy: our own script and style, requests only back to us, and
+/// framing only by `frame_ancestors`.
+fn csp(frame_ancestors: &str) -> String {
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+         img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}"
+    )
 }
 
 fn security_headers(headers: &mut HeaderMap) {
@@ -418,6 +442,10 @@ pub(crate) async fn submit(
     }
     let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
     let id = shared::http::path_param(&params, "id").and_then(CollectId::parse);
+    let session = id.as_ref().map(|id| id.as_str().to_owned());
+    let audit_refusal = session
+        .as_deref()
+        .is_some_and(|id| state.limiter.audits_refusal(id));
     let req = Request::from_parts(parts, body);
     let ValidJson(body) = ValidJson::<SubmitBody>::from_request(req, &state).await?;
     let pan = body.pan.0?;
@@ -430,7 +458,7 @@ pub(crate) async fn submit(
     let cardholder_name = body.cardholder_name.map(validate_name).transpose()?;
     let submission = Submission {
         id,
-        secret: ApiKey::presented(&body.client_secret),
+        secret: body.client_secret,
         parent_origin: body.parent_origin,
         card: NewCard {
             pan,
@@ -439,8 +467,21 @@ pub(crate) async fn submit(
         },
         cardholder_name,
         request_id,
+        audit_refusal,
     };
-    match state.vault.submit_collect(submission).await {
+    let result = state.vault.submit_collect(submission).await;
+    // Refused often this interval, a session's refusals are counted into the interval's event
+    // instead of written one by one.
+    let tallied = (!audit_refusal).then_some(FailureReason::CollectRefused);
+    if let (Err(VaultError::SessionRefused(refusal)), Some(session)) = (&result, &session) {
+        if audit_refusal {
+            state.limiter.note_session_refusal(session);
+        } else if *refusal != Refusal::WrongSecret {
+            // (A wrong secret is charged to the address below, with this tally.)
+            let _ = state.limiter.note_failure(tallied, peer);
+        }
+    }
+    match result {
         Ok(session) => {
             let done = session.completion.as_ref().ok_or(ApiError::Internal)?;
             Ok(Json(serde_json::json!({
@@ -452,8 +493,9 @@ pub(crate) async fn submit(
         }
         Err(VaultError::NoSession) => Err(refused_anonymously(&state, peer, ApiError::NoSession)),
         Err(VaultError::SessionRefused(Refusal::WrongSecret)) => {
-            // Audited already; also charged to the address like a failed authentication.
-            Err(match state.limiter.note_failure(None, peer) {
+            // Audited already (or counted, past the session's bound); also charged to the
+            // address like a failed authentication.
+            Err(match state.limiter.note_failure(tallied, peer) {
                 Ok(()) => ApiError::InvalidSecret,
                 Err(wait) => ApiError::rate_limited(wait),
             })
@@ -524,6 +566,21 @@ mod tests {
     }
 
     #[test]
+    fn the_fallback_policy_is_the_policy_that_frames_nothing() {
+        assert_eq!(csp("'none'"), UNFRAMED_CSP);
+        let origins = [Origin::parse("https://a.example").unwrap()];
+        let framed = html(StatusCode::OK, String::new(), &origins);
+        assert_eq!(
+            framed.headers()[CONTENT_SECURITY_POLICY],
+            csp("https://a.example").as_str()
+        );
+        assert!(framed.headers().get(X_FRAME_OPTIONS).is_none());
+        let unframed = html(StatusCode::OK, String::new(), &[]);
+        assert_eq!(unframed.headers()[CONTENT_SECURITY_POLICY], UNFRAMED_CSP);
+        assert_eq!(unframed.headers()[X_FRAME_OPTIONS], "DENY");
+    }
+
+    #[test]
     fn escaping_leaves_no_markup() {
         assert_eq!(
             escape("<a href=\"x\">'&"),
@@ -539,6 +596,21 @@ mod tests {
         let year: u16 = now[0..4].parse().unwrap();
         let month: u8 = now[5..7].parse().unwrap();
         assert!(!expired((month, year)), "this month is still good");
+    }
+
+    #[test]
+    fn a_submitted_secret_never_shows_in_a_debug_print() {
+        let body: SubmitBody = serde_json::from_value(serde_json::json!({
+            "client_secret": "css_abcdefghijklmnop", "pan": "4242424242424242",
+            "exp_month": 12, "exp_year": 2099,
+        }))
+        .unwrap();
+        let printed = format!("{body:?}");
+        assert!(!printed.contains("css_abcdefghijklmnop"), "{printed}");
+        assert_eq!(
+            body.client_secret.hash(),
+            ApiKey::presented("css_abcdefghijklmnop").hash()
+        );
     }
 
     #[test]

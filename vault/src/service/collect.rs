@@ -55,6 +55,9 @@ pub struct Submission {
     pub cardholder_name: Option<String>,
     /// The vault-made request id.
     pub request_id: Option<String>,
+    /// Whether a refusal is audited on its own (false once the session was refused often this
+    /// interval: then the caller counts it instead).
+    pub audit_refusal: bool,
 }
 
 /// Why an existing session refused a submission.
@@ -82,6 +85,17 @@ impl Refusal {
             Self::Expired => "session expired",
             Self::NameRequired => "cardholder name required",
         }
+    }
+}
+
+/// Whether a submission came the way the session allows: a framed session's form must name the
+/// parent that handed it the secret, and that parent must be one of its origins; a standalone
+/// session's form runs in no frame, so names none. (A framed session's secret opened as a
+/// top-level page, where nothing vouches for who is looking, is refused.)
+fn framed_as_allowed(session: &CollectSession, parent_origin: Option<&str>) -> bool {
+    match parent_origin {
+        None => session.allowed_origins.is_empty(),
+        Some(parent) => session.allowed_origins.iter().any(|a| a.as_str() == parent),
     }
 }
 
@@ -127,22 +141,26 @@ impl Vault {
         Ok(OpenedSession { session, secret })
     }
 
-    /// The context's tenant's session with this id, audited as `collect.read` (it may name a
-    /// token).
+    /// The session with this id if `reader` opened it (in the context's tenant), audited as
+    /// `collect.read` (it may name a token). Only the opener reads it back: another client of
+    /// the tenant holding `collect:create` (the proxy's key, say) must not learn the tokens and
+    /// names of sessions it did not open.
     ///
     /// # Errors
     ///
-    /// [`VaultError::NoSession`] for no such session, another tenant's, or a forged row.
+    /// [`VaultError::NoSession`] for no such session, another client's or tenant's, or a
+    /// forged row.
     pub async fn read_collect_session(
         &self,
         ctx: &Context,
+        reader: &ClientId,
         id: Option<CollectId>,
     ) -> Result<CollectSession, VaultError> {
         let found = match &id {
             Some(id) => self.authentic_session(id).await?,
             None => None,
         }
-        .filter(|s| s.tenant == ctx.tenant);
+        .filter(|s| s.tenant == ctx.tenant && s.created_by == *reader);
         let token = found.as_ref().and_then(|s| s.completion.as_ref());
         let mut draft = ctx.draft(
             Action::CollectRead,
@@ -196,11 +214,7 @@ impl Vault {
         let now = now_micros();
         let refusal = if !shared::ct::bytes_eq(&submit.secret.hash(), &session.secret_hash) {
             Some(Refusal::WrongSecret)
-        } else if submit
-            .parent_origin
-            .as_deref()
-            .is_some_and(|o| !session.allowed_origins.iter().any(|a| a.as_str() == o))
-        {
+        } else if !framed_as_allowed(&session, submit.parent_origin.as_deref()) {
             Some(Refusal::OriginNotAllowed)
         } else {
             match session.state(now) {
@@ -213,7 +227,7 @@ impl Vault {
             }
         };
         if let Some(refusal) = refusal {
-            return Err(self.refuse(&ctx, refusal).await);
+            return Err(self.refuse(&ctx, refusal, submit.audit_refusal).await);
         }
         let record = self.new_token(&session.tenant, &submit.card, now)?;
         let draft = ctx.draft(Action::CollectSubmit, Outcome::Granted, None);
@@ -236,15 +250,28 @@ impl Vault {
             None => {
                 let refusal = match self.authentic_session(id).await?.map(|s| s.state(now)) {
                     Some(SessionState::Expired) => Refusal::Expired,
+                    Some(SessionState::Open) => {
+                        // Still open, yet the claim refused it: the audit log holds a card
+                        // accepted for it, so its row was put back to before its completion.
+                        tracing::error!(
+                            session = %id,
+                            "a completed collect session's row was rolled back to open (restored or edited outside the vault); it takes no second card"
+                        );
+                        Refusal::Completed
+                    }
                     _ => Refusal::Completed,
                 };
-                Err(self.refuse(&ctx, refusal).await)
+                Err(self.refuse(&ctx, refusal, submit.audit_refusal).await)
             }
         }
     }
 
-    /// Records a refused submission of an existing session, and answers it.
-    async fn refuse(&self, ctx: &Context, refusal: Refusal) -> VaultError {
+    /// Records a refused submission of an existing session (unless `audited` is false: the
+    /// caller counts it), and answers it.
+    async fn refuse(&self, ctx: &Context, refusal: Refusal, audited: bool) -> VaultError {
+        if !audited {
+            return VaultError::SessionRefused(refusal);
+        }
         let mut draft = ctx.draft(Action::CollectSubmit, Outcome::Denied, None);
         draft.detail = Some(refusal.as_str().to_owned());
         match self.audit(draft).await {

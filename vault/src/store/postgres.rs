@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_client_macs.sql"),
     include_str!("../../migrations/postgres/0003_collect_sessions.sql"),
+    include_str!("../../migrations/postgres/0004_collect_completions.sql"),
 ];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
@@ -456,6 +457,19 @@ impl Store for PgStore {
         let mut client = self.conn().await?;
         let w = self.audited(&mut client).await?;
         let now = new.created_at;
+        // A card already accepted for this session (the audit log says so) ends it, whatever its
+        // row now says: the row may have been restored from before its completion.
+        let completed_before =
+            w.tx.query_opt(
+                "SELECT 1 FROM audit_events WHERE action = 'collect.submit' \
+                 AND outcome = 'granted' AND actor = $1 LIMIT 1",
+                &[&session.id.as_str()],
+            )
+            .await?
+            .is_some();
+        if completed_before {
+            return Ok(None);
+        }
         // Claimed first (the row lock holds it until commit, and a concurrent claim re-reads
         // the row and finds it taken), so a session that is no longer open costs no token;
         // dropping the transaction rolls the claim back with everything.

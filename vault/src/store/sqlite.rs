@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_client_macs.sql"),
     include_str!("../../migrations/sqlite/0003_collect_sessions.sql"),
+    include_str!("../../migrations/sqlite/0004_collect_completions.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -467,6 +468,9 @@ impl Store for SqliteStore {
         let key = key.clone();
         self.audited(audit, move |tx, appender| {
             let now = new.created_at;
+            if completed_before(tx, &session.id)? {
+                return Ok(None);
+            }
             // Claimed first, so a session that is no longer open costs no token.
             let claimed = tx
                 .prepare_cached(
@@ -587,4 +591,14 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
+
+/// Whether the audit log holds a granted submission for this session: a card was accepted for
+/// it, whatever its row now says (the row may have been restored from before).
+fn completed_before(tx: &Transaction<'_>, id: &CollectId) -> rusqlite::Result<bool> {
+    tx.prepare_cached(
+        "SELECT 1 FROM audit_events WHERE action = 'collect.submit' AND outcome = 'granted' \
+         AND actor = ?1 LIMIT 1",
+    )?
+    .exists(params![id.as_str()])
 }

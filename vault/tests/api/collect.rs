@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ALL_SCOPES, Reply, TestVault, logs, unlimited};
+use crate::helpers::{ALL_SCOPES, Reply, TestVault, assert_no_pan, logs, unlimited};
 
 const PAN: &str = "4242424242424242";
 const SHOP: &str = "https://shop.example";
@@ -145,8 +145,7 @@ async fn a_session_takes_one_card_and_the_platform_reads_its_token() {
     assert_eq!(submits[1].2.as_deref(), Some("session already completed"));
     assert_eq!(v.events("collect.create").len(), 1);
     assert!(v.verify_audit().await.is_ok());
-    let log = String::from_utf8_lossy(&logs()).into_owned();
-    assert!(!log.contains(PAN), "the PAN reached the log");
+    assert_no_pan(&logs(), &[PAN], "the vault's log");
 }
 
 #[tokio::test]
@@ -164,17 +163,16 @@ async fn the_form_page_is_ours_alone() {
             .to_owned()
     };
     assert!(header("content-type").starts_with("text/html"));
-    let csp = header("content-security-policy");
-    for directive in [
-        "default-src 'none'",
-        "script-src 'self'",
-        "connect-src 'self'",
-        "style-src 'self'",
-        "form-action 'none'",
-        &format!("frame-ancestors {SHOP}"),
-    ] {
-        assert!(csp.contains(directive), "{directive} missing from {csp}");
-    }
+    // The whole policy, word for word: a directive added or loosened fails here.
+    assert_eq!(
+        header("content-security-policy"),
+        format!(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+             img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {SHOP}"
+        )
+    );
+    assert!(page.headers.get("x-frame-options").is_none());
+    assert_eq!(header("cross-origin-opener-policy"), "same-origin");
     assert_eq!(header("cache-control"), "no-store");
     assert_eq!(header("referrer-policy"), "no-referrer");
     assert_eq!(header("x-content-type-options"), "nosniff");
@@ -361,6 +359,13 @@ async fn one_tenant_never_sees_anothers_session() {
     let read = v.read(&globex, token.as_str().unwrap()).await;
     assert_eq!(read.status, StatusCode::NOT_FOUND);
 
+    // Nor does another client of the same tenant that may open sessions (the proxy's key,
+    // say): only the opener reads a session's token and name.
+    let sibling = v.client("acme", SCOPES).await;
+    let reply = v.session_state(&sibling, &id).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text());
+    assert!(!reply.text().contains("tok_"), "{}", reply.text());
+
     let tokens_only = v.client("acme", ALL_SCOPES).await;
     let reply = v.open_session(&tokens_only, &json!({})).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
@@ -448,6 +453,21 @@ async fn a_session_request_names_the_field_it_breaks() {
             "allowed_origins",
         ),
         (json!({"allowed_origins": ["*"]}), "allowed_origins"),
+        // Hosts a URL parser lets through but a CSP reads as syntax: a wildcard, the end of
+        // the directive, another policy.
+        (json!({"allowed_origins": ["https://*"]}), "allowed_origins"),
+        (
+            json!({"allowed_origins": ["https://*.example"]}),
+            "allowed_origins",
+        ),
+        (
+            json!({"allowed_origins": ["https://a;script-src"]}),
+            "allowed_origins",
+        ),
+        (
+            json!({"allowed_origins": ["https://a,b"]}),
+            "allowed_origins",
+        ),
         (json!({"allowed_origins": eleven}), "allowed_origins"),
         (
             json!({"allowed_origins": "https://shop.example"}),
@@ -526,4 +546,99 @@ async fn a_session_may_ask_for_the_cardholders_name() {
     assert_eq!(v.submit(id, &named).await.status, StatusCode::OK);
     let read = v.session_state(&key, id).await.json();
     assert_eq!(read["cardholder_name"], "IVAN PETROV");
+}
+
+#[tokio::test]
+async fn a_framed_sessions_card_comes_only_through_its_frame() {
+    let v = TestVault::spawn_with(unlimited).await;
+    let key = v.client("acme", SCOPES).await;
+    // The form of a framed session opened on its own page (its secret leaked): no parent names
+    // itself, and the vault refuses.
+    let (id, secret) = v.session(&key).await;
+    let mut top_level = card(&secret);
+    top_level.as_object_mut().unwrap().remove("parent_origin");
+    let reply = v.submit(&id, &top_level).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    assert_eq!(reply.code(), "origin_not_allowed");
+    // A standalone session (a link) is never framed, so a form claiming a parent is not ours.
+    let link = v.open_session(&key, &json!({})).await.json();
+    let (link_id, link_secret) = (
+        link["id"].as_str().unwrap(),
+        link["client_secret"].as_str().unwrap(),
+    );
+    let reply = v.submit(link_id, &card(link_secret)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    assert_eq!(reply.code(), "origin_not_allowed");
+    // Each as it should be takes its card.
+    assert_eq!(v.submit(&id, &card(&secret)).await.status, StatusCode::OK);
+    let mut standalone = card(link_secret);
+    standalone.as_object_mut().unwrap().remove("parent_origin");
+    assert_eq!(v.submit(link_id, &standalone).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_completed_session_rolled_back_in_the_database_takes_no_second_card() {
+    let v = TestVault::spawn().await;
+    let key = v.client("acme", SCOPES).await;
+    let (id, secret) = v.session(&key).await;
+    let db = v.raw_db();
+    // A copy of the row as the vault wrote it, before any card: its MAC is the vault's own.
+    db.execute(
+        "CREATE TABLE before_card AS SELECT * FROM collect_sessions WHERE id = ?1",
+        [&id],
+    )
+    .unwrap();
+    let first = v.submit(&id, &card(&secret)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    // Restored from that copy (a backup, a DBA): the row says open again and verifies.
+    db.execute(
+        "UPDATE collect_sessions SET completed_at = NULL, token = NULL, last4 = NULL, \
+         brand = NULL, cardholder_name = NULL, \
+         mac = (SELECT mac FROM before_card WHERE id = ?1) WHERE id = ?1",
+        [&id],
+    )
+    .unwrap();
+    assert!(
+        v.page(&id, None)
+            .await
+            .text()
+            .contains("data-state=\"open\""),
+        "the restored row verifies, so its page opens"
+    );
+    let mut other = card(&secret);
+    other["pan"] = json!("5555555555554444");
+    let second = v.submit(&id, &other).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.text());
+    assert_eq!(second.code(), "session_completed");
+    assert_eq!(
+        v.scalar::<i64>("SELECT count(*) FROM tokens", []),
+        1,
+        "no second card was stored"
+    );
+    let log = String::from_utf8_lossy(&logs()).into_owned();
+    assert!(
+        log.contains("row was rolled back to open"),
+        "the rollback is logged"
+    );
+}
+
+#[tokio::test]
+async fn a_session_refused_again_and_again_is_counted_not_written_each_time() {
+    let v = TestVault::spawn_with(unlimited).await;
+    let key = v.client("acme", SCOPES).await;
+    let (id, secret) = v.session(&key).await;
+    let bound = vault::limits::AUDITED_REFUSALS_PER_SESSION as usize;
+    for _ in 0..bound + 15 {
+        let reply = v.submit(&id, &card("css_guess")).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    }
+    let denied = v.events("collect.submit");
+    assert_eq!(
+        denied.len(),
+        bound,
+        "one audit row per refusal only up to the bound"
+    );
+    // The session still works for whoever holds its secret.
+    assert_eq!(v.submit(&id, &card(&secret)).await.status, StatusCode::OK);
+    assert!(v.verify_audit().await.is_ok());
 }

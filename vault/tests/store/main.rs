@@ -28,6 +28,7 @@ testkit::conformance! {
         readiness_beside_concurrent_writes_never_latches,
         collect_sessions_complete_once,
         a_changed_or_expired_collect_session_is_not_claimed,
+        a_collect_session_restored_to_before_its_card_is_not_claimed,
         replicas_completing_one_collect_session_complete_it_once,
     ],
 }

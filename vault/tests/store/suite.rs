@@ -548,6 +548,8 @@ async fn complete(
     pan: &str,
 ) -> Option<CollectSession> {
     let tenant = session.tenant.clone();
+    // The session is the actor of its submission, as the service writes it.
+    let draft = AuditDraft::new(session.id.as_str(), Action::CollectSubmit, Outcome::Granted);
     store
         .complete_collect_session(
             session,
@@ -555,7 +557,7 @@ async fn complete(
             Some("IVAN PETROV".to_owned()),
             keys.client(),
             keys.audit(),
-            draft(Action::CollectSubmit),
+            draft,
         )
         .await
         .unwrap()
@@ -649,6 +651,51 @@ pub(crate) async fn a_changed_or_expired_collect_session_is_not_claimed(b: Backe
         .await
         .unwrap();
     assert_eq!(got.token, want, "a refused claim costs no token");
+}
+
+/// A completed session's row put back as it was before its card (a restored backup): the row
+/// verifies (its MAC is the vault's own), but the audit log holds the card accepted for it, so
+/// the claim refuses and mints no token.
+pub(crate) async fn a_collect_session_restored_to_before_its_card_is_not_claimed(b: Backend) {
+    let store = b.open().await;
+    let keys = keyring().0;
+    let session = collect_session(&keys, "acme", 60_000_000);
+    store
+        .insert_collect_session(session.clone(), keys.audit(), draft(Action::CollectCreate))
+        .await
+        .unwrap();
+    b.execute("CREATE TABLE before_card AS SELECT * FROM collect_sessions")
+        .await;
+    assert!(
+        complete(store.as_ref(), &keys, session.clone(), "4242424242424242")
+            .await
+            .is_some()
+    );
+    b.execute(
+        "UPDATE collect_sessions SET completed_at = NULL, token = NULL, last4 = NULL, \
+         brand = NULL, cardholder_name = NULL, \
+         mac = (SELECT b.mac FROM before_card b WHERE b.id = collect_sessions.id)",
+    )
+    .await;
+    let restored = store.collect_session(&session.id).await.unwrap().unwrap();
+    assert!(
+        restored.is_authentic(keys.client()),
+        "the restored row verifies"
+    );
+    assert!(restored.completion.is_none());
+    assert!(
+        complete(store.as_ref(), &keys, restored, "5555555555554444")
+            .await
+            .is_none(),
+        "a second card through a rolled-back session"
+    );
+    let fresh = record(&keys, "acme", "5555555555554444", None);
+    let want = fresh.token.clone();
+    let got = store
+        .tokenize(fresh, keys.audit(), draft(Action::TokenCreate))
+        .await
+        .unwrap();
+    assert_eq!(got.token, want, "the refused claim stored no token");
 }
 
 /// Replicas racing to complete one session: exactly one wins, one token exists.
