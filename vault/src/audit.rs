@@ -64,6 +64,9 @@ pub enum Action {
     /// A card was submitted through a collect session's form (or refused).
     #[serde(rename = "collect.submit")]
     CollectSubmit,
+    /// The sweeper deleted collect sessions past their retention.
+    #[serde(rename = "collect.expire")]
+    CollectExpire,
 }
 
 impl Action {
@@ -83,6 +86,7 @@ impl Action {
             Self::CollectCreate => "collect.create",
             Self::CollectRead => "collect.read",
             Self::CollectSubmit => "collect.submit",
+            Self::CollectExpire => "collect.expire",
         }
     }
 }

@@ -58,7 +58,7 @@ impl Default for AuditConfig {
 }
 
 /// `[collect]`: the hosted card form.
-#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectConfig {
     /// The vault's address as the cardholder's browser reaches it (`https://vault.example`,
@@ -66,6 +66,22 @@ pub struct CollectConfig {
     /// accepted from. Unset, it is `http://` and the listen address, which only a browser on
     /// the same machine reaches.
     pub public_url: Option<String>,
+    /// How long a session is kept once it has expired, completed or not, before the sweeper
+    /// deletes it (its token, last four digits and the name typed go with it; the token
+    /// itself stays). The platform reads a completed session within this time.
+    pub retention_seconds: u64,
+}
+
+/// Longest `collect.retention_seconds`: 30 days.
+pub const MAX_COLLECT_RETENTION_SECONDS: u64 = 30 * 24 * 3600;
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            retention_seconds: 24 * 3600,
+        }
+    }
 }
 
 /// `[keys]`: where the master key comes from.
@@ -171,6 +187,11 @@ impl VaultConfig {
                 )
             })?;
         }
+        if !(60..=MAX_COLLECT_RETENTION_SECONDS).contains(&config.collect.retention_seconds) {
+            return Err(ConfigError::Invalid(
+                "collect.retention_seconds must be from 60 to 2592000 (30 days); the default is 86400",
+            ));
+        }
         if config.audit.checkpoint_interval_seconds == 0 {
             return Err(ConfigError::Invalid(
                 "audit.checkpoint_interval_seconds must be positive",
@@ -235,6 +256,22 @@ mod tests {
                 .to_string();
             assert!(err.contains("collect.public_url"), "{bad}: {err}");
         }
+        for bad in ["0", "59", "2592001"] {
+            let err = VaultConfig::load(None, env(&[("VAULT__COLLECT__RETENTION_SECONDS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("collect.retention_seconds"), "{bad}: {err}");
+        }
+        let config =
+            VaultConfig::load(None, env(&[("VAULT__COLLECT__RETENTION_SECONDS", "60")])).unwrap();
+        assert_eq!(config.collect.retention_seconds, 60);
+        assert_eq!(
+            VaultConfig::load(None, env(&[]))
+                .unwrap()
+                .collect
+                .retention_seconds,
+            86_400
+        );
     }
 
     #[test]

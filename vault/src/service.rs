@@ -358,6 +358,22 @@ impl Vault {
             .map_err(audited)
     }
 
+    /// Deletes collect sessions that expired more than `retention` ago (the sweeper calls this).
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    pub async fn sweep_collect_sessions(&self, retention: Duration) -> Result<u64, VaultError> {
+        let retention = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        self.store
+            .delete_expired_collect_sessions(
+                now_micros().saturating_sub(retention),
+                self.keys.audit(),
+            )
+            .await
+            .map_err(audited)
+    }
+
     /// Succeeds when an audit event could be written now and the stored chain still holds what
     /// this vault wrote.
     ///

@@ -89,6 +89,7 @@ pub struct Application {
     server: Bound,
     state: AppState,
     sweep_interval: Duration,
+    collect_retention: Duration,
     report_interval: Duration,
     checkpoints: Option<(PathBuf, Duration)>,
 }
@@ -137,6 +138,7 @@ impl Application {
                 readiness: Arc::default(),
             },
             sweep_interval: Duration::from_secs(config.tokens.sweep_interval_seconds),
+            collect_retention: Duration::from_secs(config.collect.retention_seconds),
             report_interval: Duration::from_secs(config.limits.report_interval_seconds),
             checkpoints: config.audit.checkpoint_file.clone().map(|path| {
                 (
@@ -170,7 +172,11 @@ impl Application {
     ) -> Result<(), StartupError> {
         let vault = self.state.vault.clone();
         let limiter = Arc::clone(&self.state.limiter);
-        let sweeper = tokio::spawn(sweep(vault.clone(), self.sweep_interval));
+        let sweeper = tokio::spawn(sweep(
+            vault.clone(),
+            self.sweep_interval,
+            self.collect_retention,
+        ));
         let revocations = tokio::spawn(watch_revocations(vault.clone()));
         // The reporter is told to stop, not aborted: cut mid-report, it would lose the counts
         // it had taken.
@@ -237,7 +243,7 @@ async fn watch_revocations(vault: Vault) {
     }
 }
 
-async fn sweep(vault: Vault, every: Duration) {
+async fn sweep(vault: Vault, every: Duration, collect_retention: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -246,6 +252,11 @@ async fn sweep(vault: Vault, every: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "swept expired tokens"),
             Err(e) => tracing::warn!(error = %e, "sweeping expired tokens failed"),
+        }
+        match vault.sweep_collect_sessions(collect_retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "swept collect sessions past their retention"),
+            Err(e) => tracing::warn!(error = %e, "sweeping collect sessions failed"),
         }
     }
 }

@@ -149,6 +149,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// count. Returns the count.
     async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64>;
 
+    /// Deletes collect sessions that expired before `before`; when any did, writes one
+    /// `collect.expire` event with the count. Returns the count.
+    async fn delete_expired_collect_sessions(&self, before: i64, audit: &AuditKey) -> Result<u64>;
+
     /// Stores a new client and its audit event.
     async fn insert_client(
         &self,

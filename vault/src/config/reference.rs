@@ -59,6 +59,13 @@ const SETTINGS: &[Setting] = &[
                   submission is accepted from; unset, `http://` and the listen address",
     },
     Setting {
+        key: "collect.retention_seconds",
+        meaning: "how long a collect session is kept after it expires, completed or not \
+                  (60 to 2592000; the platform must read a completed session within it); then \
+                  the sweeper deletes it with its token reference, last four digits and name, \
+                  audited as `collect.expire` (the token itself stays)",
+    },
+    Setting {
         key: "limits.unauthenticated_per_second",
         meaning: "per source address (IPv6: per /64): failed authentications a second; beyond \
                   it they get 429 instead of 401; a valid key is never limited by it",

@@ -397,6 +397,24 @@ impl Store for PgStore {
         Ok(n)
     }
 
+    async fn delete_expired_collect_sessions(&self, before: i64, audit: &AuditKey) -> Result<u64> {
+        let mut client = self.conn().await?;
+        let Audited { tx, mut chain } = self.audited(&mut client).await?;
+        let n = tx
+            .execute(
+                "DELETE FROM collect_sessions WHERE expires_at < $1",
+                &[&before],
+            )
+            .await?;
+        if n > 0 {
+            let mut draft = AuditDraft::new("system", Action::CollectExpire, Outcome::Granted);
+            draft.detail = Some(format!("deleted {n} collect sessions past their retention"));
+            insert_events(&tx, &[chain.link(audit, draft)]).await?;
+        }
+        self.commit(tx, &chain).await?;
+        Ok(n)
+    }
+
     async fn insert_client(
         &self,
         c: ClientRecord,

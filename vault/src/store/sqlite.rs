@@ -341,6 +341,26 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_expired_collect_sessions(&self, before: i64, audit: &AuditKey) -> Result<u64> {
+        self.audited(audit, move |tx, appender| {
+            let n = tx.execute(
+                "DELETE FROM collect_sessions WHERE expires_at < ?1",
+                [before],
+            )?;
+            if n > 0 {
+                let mut draft = AuditDraft::new(
+                    "system",
+                    crate::audit::Action::CollectExpire,
+                    Outcome::Granted,
+                );
+                draft.detail = Some(format!("deleted {n} collect sessions past their retention"));
+                appender.append(tx, draft)?;
+            }
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
     async fn insert_client(
         &self,
         c: ClientRecord,

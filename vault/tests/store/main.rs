@@ -29,6 +29,7 @@ testkit::conformance! {
         collect_sessions_complete_once,
         a_changed_or_expired_collect_session_is_not_claimed,
         a_collect_session_restored_to_before_its_card_is_not_claimed,
+        collect_sessions_past_their_retention_are_swept,
         replicas_completing_one_collect_session_complete_it_once,
     ],
 }

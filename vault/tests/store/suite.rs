@@ -698,6 +698,52 @@ pub(crate) async fn a_collect_session_restored_to_before_its_card_is_not_claimed
     assert_eq!(got.token, want, "the refused claim stored no token");
 }
 
+/// Sessions expired before the cut-off are deleted, with one `collect.expire` event; open ones
+/// and ones expired since stay, and a sweep with nothing to do writes nothing.
+pub(crate) async fn collect_sessions_past_their_retention_are_swept(b: Backend) {
+    let store = b.open().await;
+    let keys = keyring().0;
+    let old = collect_session(&keys, "acme", -10_000_000);
+    let done = collect_session(&keys, "acme", 60_000_000);
+    let open = collect_session(&keys, "acme", 60_000_000);
+    for s in [&old, &done, &open] {
+        store
+            .insert_collect_session(s.clone(), keys.audit(), draft(Action::CollectCreate))
+            .await
+            .unwrap();
+    }
+    complete(store.as_ref(), &keys, done.clone(), "4242424242424242")
+        .await
+        .unwrap();
+    let cut = now_micros() - 5_000_000;
+    let swept = store
+        .delete_expired_collect_sessions(cut, keys.audit())
+        .await
+        .unwrap();
+    assert_eq!(swept, 1);
+    assert!(store.collect_session(&old.id).await.unwrap().is_none());
+    assert!(store.collect_session(&open.id).await.unwrap().is_some());
+    assert!(store.collect_session(&done.id).await.unwrap().is_some());
+    // Past everyone's expiry, the completed one goes too; its token stays.
+    let later = now_micros() + 120_000_000;
+    assert_eq!(
+        store
+            .delete_expired_collect_sessions(later, keys.audit())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .delete_expired_collect_sessions(later, keys.audit())
+            .await
+            .unwrap(),
+        0
+    );
+    // 3 creates, 1 submit, 2 sweeps that deleted something.
+    assert_eq!(verify(store.as_ref(), &keys).await, 6);
+}
+
 /// Replicas racing to complete one session: exactly one wins, one token exists.
 pub(crate) async fn replicas_completing_one_collect_session_complete_it_once(b: Backend) {
     let (a, c) = (b.open().await, b.open().await);
