@@ -16,6 +16,7 @@ mod faults;
 mod flows;
 mod inputs;
 mod operations;
+mod payout_link_browser;
 mod payout_links;
 mod pci;
 mod stack;

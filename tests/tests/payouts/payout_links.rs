@@ -17,7 +17,7 @@ const OTHER_PAN: &str = "5555555555554444";
 impl Stack {
     /// `POST /v1/payout_links` as the app: the status, the `Idempotent-Replayed` header and the
     /// body.
-    async fn create_link(&self, key: Option<&str>, body: &Value) -> (u16, bool, Value) {
+    pub(crate) async fn create_link(&self, key: Option<&str>, body: &Value) -> (u16, bool, Value) {
         let mut request = self
             .http
             .post(format!("{}/v1/payout_links", self.proxy_url))
@@ -33,7 +33,7 @@ impl Stack {
     }
 
     /// A new link for `body`: its id and URL.
-    async fn new_link(&self, key: &str, body: &Value) -> (String, String) {
+    pub(crate) async fn new_link(&self, key: &str, body: &Value) -> (String, String) {
         let (status, _, link) = self.create_link(Some(key), body).await;
         assert_eq!(status, 201, "{link}");
         (
@@ -43,12 +43,12 @@ impl Stack {
     }
 
     /// `GET /v1/payout_links/{id}` with `key`.
-    async fn link_as(&self, key: &str, id: &str) -> (u16, Value) {
+    pub(crate) async fn link_as(&self, key: &str, id: &str) -> (u16, Value) {
         self.get_json(key, &format!("/v1/payout_links/{id}")).await
     }
 
     /// Polls the link until its status is `want`.
-    async fn wait_link(&self, id: &str, want: &str) -> Value {
+    pub(crate) async fn wait_link(&self, id: &str, want: &str) -> Value {
         until(SECS, async || {
             let (_, link) = self.link_as(&self.app_key, id).await;
             if link["status"] == want {
@@ -61,7 +61,7 @@ impl Stack {
     }
 
     /// The app webhooks received so far about payout link `id`.
-    fn hooks_about_link(&self, id: &str) -> Vec<AppHook> {
+    pub(crate) fn hooks_about_link(&self, id: &str) -> Vec<AppHook> {
         self.hooks
             .lock()
             .unwrap()
@@ -74,7 +74,12 @@ impl Stack {
 
 /// Submits `pan` to the form behind `url` as the vault's page does: to the page's own
 /// `…/submit`, with the secret from the fragment and the vault's origin. The status and body.
-async fn submit(stack: &Stack, url: &str, pan: &str, name: Option<&str>) -> (u16, Value) {
+pub(crate) async fn submit(
+    stack: &Stack,
+    url: &str,
+    pan: &str,
+    name: Option<&str>,
+) -> (u16, Value) {
     let (page, secret) = url
         .split_once("#secret=")
         .expect("the secret in the fragment");
@@ -94,7 +99,7 @@ async fn submit(stack: &Stack, url: &str, pan: &str, name: Option<&str>) -> (u16
 }
 
 /// How many payouts of this app there are (one page of up to 100).
-async fn payouts_made(stack: &Stack) -> Vec<Value> {
+pub(crate) async fn payouts_made(stack: &Stack) -> Vec<Value> {
     let (status, page) = stack
         .get_json(&stack.app_key, "/v1/payouts?limit=100")
         .await;
@@ -104,7 +109,7 @@ async fn payouts_made(stack: &Stack) -> Vec<Value> {
 
 /// No card number of `pans` in `texts`, the app's webhooks, or any file the stack wrote (the
 /// proxy's database, WAL and log; the vault's database, WAL and log), but the keys.
-fn assert_no_card_anywhere(stack: &Stack, pans: &[&str], texts: &[String]) {
+pub(crate) fn assert_no_card_anywhere(stack: &Stack, pans: &[&str], texts: &[String]) {
     let hooks: Vec<u8> = stack
         .hooks
         .lock()
