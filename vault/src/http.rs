@@ -24,6 +24,7 @@ mod error;
 mod health;
 mod json;
 mod metrics;
+pub mod source;
 mod tokens;
 
 pub use caller::Caller;
@@ -42,6 +43,8 @@ pub struct Limits {
     /// The vault's origin as browsers reach it (`[collect] public_url`): collect session urls
     /// are made from it, and card submissions must come from it.
     pub public_origin: String,
+    /// Whose `X-Forwarded-For` names the source address for per-address limits.
+    pub trusted_proxies: source::TrustedProxies,
 }
 
 /// What every handler can reach. Cheap to clone.

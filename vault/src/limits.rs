@@ -102,6 +102,9 @@ pub struct LimitsConfig {
     pub report_interval_seconds: u64,
     /// Source addresses tracked at once; beyond, new addresses share one bucket and one tally.
     pub max_tracked_addresses: usize,
+    /// Proxies (load balancers, TLS terminators) in front of the vault, as addresses or
+    /// networks: from these peers the source address is read from `X-Forwarded-For`.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -119,6 +122,7 @@ impl Default for LimitsConfig {
             collect_submit_burst: 10,
             report_interval_seconds: 60,
             max_tracked_addresses: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -150,6 +154,7 @@ impl LimitsConfig {
                 "limits.report_interval_seconds and limits.max_tracked_addresses must be at least 1",
             );
         }
+        crate::http::source::TrustedProxies::parse(&self.trusted_proxies)?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! pick up revocations made elsewhere (the command line, other replicas), report refusals to the
 //! audit log and write checkpoints.
 
+use crate::http::source::TrustedProxies;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,6 +124,14 @@ impl Application {
             (None, Ok(addr)) => format!("http://{addr}"),
             (None, Err(_)) => config.public_origin(),
         };
+        // Checked when the configuration was loaded; were it not, trusting none is the safe side.
+        let trusted_proxies =
+            TrustedProxies::parse(&config.limits.trusted_proxies).unwrap_or_default();
+        if trusted_proxies.is_empty() && public_origin.starts_with("https://") {
+            tracing::warn!(
+                "collect.public_url is https, so browsers reach the vault through a TLS terminator, but limits.trusted_proxies is empty: every cardholder shares the terminator's rate-limit bucket; list it there"
+            );
+        }
         Ok(Self {
             server,
             state: AppState {
@@ -132,6 +141,7 @@ impl Application {
                     request_timeout: Duration::from_millis(config.server.request_timeout_ms),
                     max_ttl_seconds: config.tokens.max_ttl_seconds,
                     public_origin,
+                    trusted_proxies,
                 }),
                 metrics: Arc::new(Metrics::default()),
                 limiter: Arc::new(Limiter::new(&config.limits)),

@@ -53,6 +53,15 @@ const SETTINGS: &[Setting] = &[
         meaning: "per source address: card form submissions at once above the rate",
     },
     Setting {
+        key: "limits.trusted_proxies",
+        meaning: "load balancers or TLS terminators in front of the vault (addresses or networks, \
+                  e.g. [\"10.0.0.0/8\"]): from these peers the source address of the per-address \
+                  limits is the nearest address in `X-Forwarded-For` that is not itself one of \
+                  them; empty (the default), the header is ignored and every request's source \
+                  is its TCP peer, so behind a proxy list it here or all cardholders share one \
+                  bucket",
+    },
+    Setting {
         key: "collect.public_url",
         meaning: "the vault's origin as cardholders' browsers reach it (`https://vault.example`): \
                   the base of each collect session's `url` and the only `Origin` a card form \

@@ -31,7 +31,10 @@ impl FromRequestParts<AppState> for Caller {
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         let key = shared::http::presented_key(&parts.headers);
         let outcome = state.vault.authenticate(key.as_ref()).await?;
-        let peer = shared::server::peer_addr(parts).map(|a| a.ip());
+        let peer = state.limits.trusted_proxies.source(
+            shared::server::peer_addr(parts).map(|a| a.ip()),
+            &parts.headers,
+        );
         let (reason, revoked) = match outcome {
             AuthOutcome::Client(client) => {
                 return Ok(Self {

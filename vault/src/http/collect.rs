@@ -425,7 +425,10 @@ pub(crate) async fn submit(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let peer = shared::server::peer_addr(&parts).map(|a| a.ip());
+    let peer = state.limits.trusted_proxies.source(
+        shared::server::peer_addr(&parts).map(|a| a.ip()),
+        &parts.headers,
+    );
     // The rate limit comes before anything is read: the form is public, and each submission
     // would otherwise be a free guess at a session, a secret or a card.
     if let Err(wait) = state.limiter.check_collect(peer) {

@@ -642,3 +642,74 @@ async fn a_session_refused_again_and_again_is_counted_not_written_each_time() {
     assert_eq!(v.submit(&id, &card(&secret)).await.status, StatusCode::OK);
     assert!(v.verify_audit().await.is_ok());
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_cardholder_has_their_own_limit() {
+    let v =
+        TestVault::spawn_with(|c| c.limits.trusted_proxies = vec!["127.0.0.1".to_owned()]).await;
+    let key = v.client("acme", SCOPES).await;
+    let (id, secret) = v.session(&key).await;
+    let burst = v.config.limits.collect_submit_burst;
+    let from = |forwarded: &'static str| {
+        let v = &v;
+        let id = id.clone();
+        async move {
+            v.http
+                .post(format!("{}/collect/{id}/submit", v.base))
+                .header("content-type", "application/json")
+                .header("origin", &v.base)
+                .header("x-forwarded-for", forwarded)
+                .body(card("css_guess").to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // One cardholder (or attacker) spends their burst...
+    for _ in 0..burst {
+        assert_ne!(from("198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(from("198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    // ...and cannot buy another by writing a new address in front of the one the proxy added.
+    assert_eq!(
+        from("203.0.113.77, 198.51.100.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another cardholder behind the same proxy still gets through.
+    let other = v
+        .http
+        .post(format!("{}/collect/{id}/submit", v.base))
+        .header("content-type", "application/json")
+        .header("origin", &v.base)
+        .header("x-forwarded-for", "198.51.100.2")
+        .body(card(&secret).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK, "{:?}", other.text().await);
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_a_forwarded_address_is_not_believed() {
+    let v = TestVault::spawn().await;
+    let key = v.client("acme", SCOPES).await;
+    let (id, _) = v.session(&key).await;
+    let burst = v.config.limits.collect_submit_burst;
+    let mut last = StatusCode::OK;
+    // Each request claims a new address; all are the one TCP peer they really are.
+    for i in 0..=burst {
+        last = v
+            .http
+            .post(format!("{}/collect/{id}/submit", v.base))
+            .header("content-type", "application/json")
+            .header("origin", &v.base)
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .body(card("css_guess").to_string())
+            .send()
+            .await
+            .unwrap()
+            .status();
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+}
