@@ -195,6 +195,9 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
         Command::Serve => {
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, "vault listening");
+            if let Some(form) = app.form_addr()? {
+                tracing::info!(addr = %form, "card form listening (collect.listen)");
+            }
             app.run_until(shutdown_signal()).await?;
             tracing::info!("vault stopped");
         }

@@ -66,6 +66,10 @@ pub struct CollectConfig {
     /// accepted from. Unset, it is `http://` and the listen address, which only a browser on
     /// the same machine reaches.
     pub public_url: Option<String>,
+    /// A second address serving only the card form (`/collect/…`, `/collect.js`, `/healthz`),
+    /// so that the public side faces the internet while the API (detokenize, metrics) stays on
+    /// `server.listen`, inside the network. Unset, the form is served on `server.listen` too.
+    pub listen: Option<std::net::SocketAddr>,
     /// How long a session is kept once it has expired, completed or not, before the sweeper
     /// deletes it (its token, last four digits and the name typed go with it; the token
     /// itself stays). The platform reads a completed session within this time.
@@ -79,6 +83,7 @@ impl Default for CollectConfig {
     fn default() -> Self {
         Self {
             public_url: None,
+            listen: None,
             retention_seconds: 24 * 3600,
         }
     }
@@ -187,6 +192,14 @@ impl VaultConfig {
                 )
             })?;
         }
+        if let Some(form) = config.collect.listen
+            && form.port() != 0
+            && form == config.listen()
+        {
+            return Err(ConfigError::Invalid(
+                "collect.listen must be another address than server.listen (it serves only the card form; leave it unset to serve the form on server.listen)",
+            ));
+        }
         if !(60..=MAX_COLLECT_RETENTION_SECONDS).contains(&config.collect.retention_seconds) {
             return Err(ConfigError::Invalid(
                 "collect.retention_seconds must be from 60 to 2592000 (30 days); the default is 86400",
@@ -262,6 +275,16 @@ mod tests {
                 .to_string();
             assert!(err.contains("collect.retention_seconds"), "{bad}: {err}");
         }
+        let err = VaultConfig::load(
+            None,
+            env(&[
+                ("VAULT__SERVER__LISTEN", "127.0.0.1:8300"),
+                ("VAULT__COLLECT__LISTEN", "127.0.0.1:8300"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("collect.listen"), "{err}");
         let config =
             VaultConfig::load(None, env(&[("VAULT__COLLECT__RETENTION_SECONDS", "60")])).unwrap();
         assert_eq!(config.collect.retention_seconds, 60);

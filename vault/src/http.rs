@@ -67,8 +67,8 @@ pub struct AppState {
 pub struct RequestId(pub String);
 
 /// The API router.
-pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
+pub fn router(state: AppState, surface: Surface) -> Router {
+    let api = Router::new()
         .route("/v1/tokens", post(tokens::create))
         .route(
             "/v1/tokens/{token}",
@@ -78,17 +78,34 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/clients/me", get(clients::me))
         .route("/v1/collect_sessions", post(collect::create))
         .route("/v1/collect_sessions/{id}", get(collect::read))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(health::metrics));
+    let form = Router::new()
         .route("/collect/{id}", get(collect::page))
         .route("/collect/{id}/submit", post(collect::submit))
         .route("/collect/assets/{asset}", get(collect::asset_route))
-        .route("/collect.js", get(collect::embed_js))
-        .route("/healthz", get(shared::http::live))
-        .route("/readyz", get(health::ready))
-        .route("/metrics", get(health::metrics));
+        .route("/collect.js", get(collect::embed_js));
+    let routes = match surface {
+        Surface::All => api.merge(form),
+        Surface::Api => api,
+        Surface::Form => form,
+    }
+    .route("/healthz", get(shared::http::live));
     let routes = shared::http::with_edge::<ApiError, _>(routes).layer(
         middleware::from_fn_with_state(state.clone(), request_context),
     );
     shared::http::catch_panics::<ApiError, _>(routes).with_state(state)
+}
+
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Surface {
+    /// The API and the card form (one listener: `collect.listen` unset).
+    All,
+    /// The API only (`server.listen` when the form has its own listener).
+    Api,
+    /// The card form only (`collect.listen`), the side that faces cardholders' browsers.
+    Form,
 }
 
 async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

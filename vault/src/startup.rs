@@ -14,7 +14,7 @@ use shared::server::Bound;
 use crate::audit::Link;
 use crate::config::VaultConfig;
 use crate::crypto::FileKeyProvider;
-use crate::http::{AppState, Limits, Metrics, router};
+use crate::http::{AppState, Limits, Metrics, Surface, router};
 use crate::limits::Limiter;
 use crate::service::{Vault, VaultError};
 use crate::store::{PgStore, SqliteStore, Store};
@@ -88,6 +88,8 @@ pub async fn open_vault_read_only(config: &VaultConfig) -> Result<Vault, VaultEr
 #[derive(Debug)]
 pub struct Application {
     server: Bound,
+    /// The card form's own listener (`collect.listen`).
+    form: Option<Bound>,
     state: AppState,
     sweep_interval: Duration,
     collect_retention: Duration,
@@ -118,8 +120,16 @@ impl Application {
             vault.check_latest_checkpoint(path).await?;
         }
         let server = Bound::bind(config.listen(), &config.server).await?;
-        // Unset, the public origin is the address actually bound (port 0 picks one).
-        let public_origin = match (&config.collect.public_url, server.local_addr()) {
+        let form = match config.collect.listen {
+            Some(addr) => Some(Bound::bind(addr, &config.server).await?),
+            None => None,
+        };
+        // Unset, the public origin is the address actually bound (port 0 picks one): the
+        // form's own listener when it has one.
+        let form_addr = form
+            .as_ref()
+            .map_or_else(|| server.local_addr(), Bound::local_addr);
+        let public_origin = match (&config.collect.public_url, form_addr) {
             (Some(url), _) => url.clone(),
             (None, Ok(addr)) => format!("http://{addr}"),
             (None, Err(_)) => config.public_origin(),
@@ -134,6 +144,7 @@ impl Application {
         }
         Ok(Self {
             server,
+            form,
             state: AppState {
                 vault,
                 limits: Arc::new(Limits {
@@ -166,6 +177,15 @@ impl Application {
     /// The socket has no local address (not expected after a successful bind).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.server.local_addr()
+    }
+
+    /// The card form's own bound address (`collect.listen`), if it has one.
+    ///
+    /// # Errors
+    ///
+    /// The socket has no local address (not expected after a successful bind).
+    pub fn form_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.form.as_ref().map(Bound::local_addr).transpose()
     }
 
     /// Serves until `shutdown` completes, then gives in-flight requests the configured grace
@@ -206,11 +226,34 @@ impl Application {
                 Arc::clone(&last_checkpoint),
             ))
         });
-        let result = self
-            .server
-            .serve(router(self.state), shutdown)
-            .await
-            .map_err(StartupError::from);
+        let result = match self.form {
+            None => self
+                .server
+                .serve(router(self.state, Surface::All), shutdown)
+                .await
+                .map_err(StartupError::from),
+            Some(form) => {
+                // One shutdown signal for both listeners; either failing stops the other.
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let signal = tokio::spawn(async move {
+                    shutdown.await;
+                    let _ = stop.send(true);
+                });
+                let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                let api = self.server.serve(
+                    router(self.state.clone(), Surface::Api),
+                    wait(stopped.clone()),
+                );
+                let form = form.serve(router(self.state, Surface::Form), wait(stopped));
+                let result = tokio::try_join!(api, form)
+                    .map(|_| ())
+                    .map_err(StartupError::from);
+                signal.abort();
+                result
+            }
+        };
         sweeper.abort();
         revocations.abort();
         let _ = stop_reporting.send(true);

@@ -68,6 +68,14 @@ const SETTINGS: &[Setting] = &[
                   submission is accepted from; unset, `http://` and the listen address",
     },
     Setting {
+        key: "collect.listen",
+        meaning: "a second address serving only the card form (`/collect/…`, `/collect.js`, \
+                  `/healthz`), to face cardholders' browsers while the API (detokenize, \
+                  `/metrics`) stays on `server.listen` inside the network; unset, the form is \
+                  served on `server.listen`. `collect.public_url` then names this listener (as \
+                  the browser reaches it) and defaults to it",
+    },
+    Setting {
         key: "collect.retention_seconds",
         meaning: "how long a collect session is kept after it expires, completed or not \
                   (60 to 2592000; the platform must read a completed session within it); then \

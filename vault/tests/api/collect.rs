@@ -713,3 +713,73 @@ async fn without_trusted_proxies_a_forwarded_address_is_not_believed() {
     }
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn with_its_own_listener_the_form_and_the_api_are_apart() {
+    let v =
+        TestVault::spawn_with(|c| c.collect.listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let form = v.form_base.clone().expect("the form's listener");
+    assert_ne!(form, v.base);
+    let key = v.client("acme", SCOPES).await;
+    let created = v
+        .open_session(&key, &json!({"allowed_origins": [SHOP]}))
+        .await
+        .json();
+    let (id, secret) = (
+        created["id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+    assert_eq!(
+        created["url"],
+        format!("{form}/collect/{id}"),
+        "the session's url is the form's listener"
+    );
+    let get = |url: String| {
+        let http = v.http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    // The public side serves the form and nothing of the API...
+    assert_eq!(get(format!("{form}/collect/{id}")).await, StatusCode::OK);
+    assert_eq!(get(format!("{form}/collect.js")).await, StatusCode::OK);
+    assert_eq!(get(format!("{form}/healthz")).await, StatusCode::OK);
+    for path in ["/metrics", "/readyz", "/v1/clients/me"] {
+        assert_eq!(
+            get(format!("{form}{path}")).await,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let detokenize = v
+        .http
+        .post(format!("{form}/v1/tokens/tok_x/detokenize"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(detokenize.status(), StatusCode::NOT_FOUND);
+    // ...and the API side no form.
+    assert_eq!(
+        get(format!("{}/collect/{id}", v.base)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(format!("{}/collect.js", v.base)).await,
+        StatusCode::NOT_FOUND
+    );
+    // A card goes in through the form's listener, from its origin.
+    let submitted = v
+        .http
+        .post(format!("{form}/collect/{id}/submit"))
+        .header("content-type", "application/json")
+        .header("origin", &form)
+        .body(card(secret).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), StatusCode::OK);
+    let read = v.session_state(&key, id).await.json();
+    assert_eq!(read["state"], "completed", "{read}");
+    // Both listeners stop on the one signal.
+    let mut v = v;
+    v.stop().await;
+}

@@ -44,6 +44,8 @@ pub(crate) const ALL_SCOPES: &str = "tokens:create,tokens:read,tokens:detokenize
 /// A running vault.
 pub(crate) struct TestVault {
     pub(crate) base: String,
+    /// The card form's own listener, when `collect.listen` is set.
+    pub(crate) form_base: Option<String>,
     pub(crate) config: VaultConfig,
     pub(crate) http: reqwest::Client,
     /// A second handle on the same database, for operator actions (clients).
@@ -115,6 +117,7 @@ impl TestVault {
 
         let app = Application::build(&config).await.unwrap();
         let addr = app.local_addr().unwrap();
+        let form_base = app.form_addr().unwrap().map(|a| format!("http://{a}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -122,6 +125,7 @@ impl TestVault {
         let admin = open_vault(&config).await.unwrap();
         Self {
             base: format!("http://{addr}"),
+            form_base,
             config,
             http: reqwest::Client::new(),
             admin,
