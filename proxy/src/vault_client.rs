@@ -368,7 +368,7 @@ impl VaultClient {
             let me: serde_json::Value = response.json().await.unwrap_or_default();
             if me["tenant"].as_str() != Some(tenant.as_str()) {
                 problems.push(format!(
-                    "{setting}: the key belongs to another tenant; create one with `vault clients create --tenant {tenant} --scopes tokens:detokenize`"
+                    "{setting}: the key belongs to another tenant; create one with `vault clients create --tenant {tenant} --scopes tokens:detokenize,collect:create`"
                 ));
             }
             let holds = |scope: &str| {

@@ -167,7 +167,7 @@ async fn the_readme_walk_through_deploys_both_services_from_the_examples() {
     )
     .unwrap();
     let proxy_key = field(
-        &machine.ok("./target/release/vault --config vault-host/vault.toml clients create --name payout-proxy --tenant acme --scopes tokens:detokenize"),
+        &machine.ok("./target/release/vault --config vault-host/vault.toml clients create --name payout-proxy --tenant acme --scopes tokens:detokenize,collect:create"),
         "api_key:",
     )
     .unwrap();
@@ -217,6 +217,8 @@ async fn the_readme_walk_through_deploys_both_services_from_the_examples() {
     assert!(report.contains("# no problems found"), "{report}");
     assert!(!report.contains(&proxy_key), "a key in the check: {report}");
     assert!(report.contains("vk_***"), "{report}");
+    // The proxy's vault key opens payout links too: no note about `collect:create`.
+    assert!(!report.contains("lacks collect:create"), "{report}");
     let created = machine.ok("./target/release/proxy --config proxy-host/proxy.toml clients create --name shop --tenant acme --scopes payouts:write,payouts:read --webhook-url https://shop.example/webhooks/payouts");
     let shop_key = field(&created, "api_key:").unwrap();
     let webhook_secret = field(&created, "webhook_secret:").unwrap();
@@ -234,7 +236,10 @@ async fn the_readme_walk_through_deploys_both_services_from_the_examples() {
         .send()
         .await
         .unwrap();
-    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    let ready_status = ready.status();
+    let ready_body = ready.text().await.unwrap();
+    assert_eq!(ready_status, 200, "{ready_body}");
+    assert!(!ready_body.contains("notes"), "{ready_body}");
 
     // The platform: tokenize with the vault's app key, pay out with the proxy's shop key.
     let token: Value = http
