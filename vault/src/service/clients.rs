@@ -29,6 +29,11 @@ impl VerifiedClients {
         revoked.extend(ids.into_iter().filter_map(ClientId::parse));
     }
 
+    /// Whether client `id` is known to be revoked.
+    pub(super) fn is_revoked(&self, id: &ClientId) -> bool {
+        self.revoked.read().contains(id)
+    }
+
     /// Whether an authentic row that says "active" belongs to a client known to be revoked.
     fn revocation_undone(&self, client: &ClientRecord) -> bool {
         if client.revoked_at.is_some() {

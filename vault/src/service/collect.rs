@@ -144,7 +144,9 @@ impl Vault {
     /// The session with this id if `reader` opened it (in the context's tenant), audited as
     /// `collect.read` (it may name a token). Only the opener reads it back: another client of
     /// the tenant holding `collect:create` (the proxy's key, say) must not learn the tokens and
-    /// names of sessions it did not open.
+    /// names of sessions it did not open. Once the opener is revoked (its key rotated), its
+    /// sessions pass to the tenant's other `collect:create` clients: a card typed into a link
+    /// opened under the old key must still reach the payout.
     ///
     /// # Errors
     ///
@@ -156,11 +158,21 @@ impl Vault {
         reader: &ClientId,
         id: Option<CollectId>,
     ) -> Result<CollectSession, VaultError> {
-        let found = match &id {
+        let mut found = match &id {
             Some(id) => self.authentic_session(id).await?,
             None => None,
         }
-        .filter(|s| s.tenant == ctx.tenant && s.created_by == *reader);
+        .filter(|s| s.tenant == ctx.tenant);
+        if let Some(s) = &found
+            && s.created_by != *reader
+        {
+            // Revocations by the command line or another replica are read now, not at the next
+            // poll, so a rotation takes effect for this read.
+            self.read_revocations().await?;
+            if !self.verified.is_revoked(&s.created_by) {
+                found = None;
+            }
+        }
         let token = found.as_ref().and_then(|s| s.completion.as_ref());
         let mut draft = ctx.draft(
             Action::CollectRead,

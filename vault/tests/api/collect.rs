@@ -345,7 +345,7 @@ async fn an_expired_session_takes_no_card() {
 #[tokio::test]
 async fn one_tenant_never_sees_anothers_session() {
     let v = TestVault::spawn().await;
-    let acme = v.client("acme", SCOPES).await;
+    let (acme_id, acme) = v.client_with_id("acme", SCOPES).await;
     let globex = v.client("globex", SCOPES).await;
     let (id, secret) = v.session(&acme).await;
     assert_eq!(v.submit(&id, &card(&secret)).await.status, StatusCode::OK);
@@ -365,6 +365,17 @@ async fn one_tenant_never_sees_anothers_session() {
     let reply = v.session_state(&sibling, &id).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text());
     assert!(!reply.text().contains("tok_"), "{}", reply.text());
+    // Until the opener's key is rotated away (revoked): then its sessions pass to the tenant's
+    // other collect:create clients, so a card typed into a link opened under the old key still
+    // reaches its payout. Another tenant's client still sees nothing.
+    v.admin.revoke_client(&acme_id).await.unwrap();
+    let reply = v.session_state(&sibling, &id).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["token"], token);
+    assert_eq!(
+        v.session_state(&globex, &id).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     let tokens_only = v.client("acme", ALL_SCOPES).await;
     let reply = v.open_session(&tokens_only, &json!({})).await;
