@@ -142,7 +142,7 @@ impl Vault {
     }
 
     /// The session with this id if `reader` opened it (in the context's tenant), audited as
-    /// `collect.read` (it may name a token). Only the opener reads it back: another client of
+    /// `collect.read` when it names a token or there is none. Only the opener reads it back: another client of
     /// the tenant holding `collect:create` (the proxy's key, say) must not learn the tokens and
     /// names of sessions it did not open. Once the opener is revoked (its key rotated), its
     /// sessions pass to the tenant's other `collect:create` clients: a card typed into a link
@@ -174,6 +174,13 @@ impl Vault {
             }
         }
         let token = found.as_ref().and_then(|s| s.completion.as_ref());
+        // A read that names no token (the session is still open, or expired without a card)
+        // reveals nothing about any card and is not audited: the proxy polls every open payout
+        // link, and a week-long link would otherwise cost an audit row every few seconds. Reads
+        // that name a token, and reads of no such session, are.
+        if found.is_some() && token.is_none() {
+            return found.ok_or(VaultError::NoSession);
+        }
         let mut draft = ctx.draft(
             Action::CollectRead,
             if found.is_some() {

@@ -114,6 +114,11 @@ async fn a_session_takes_one_card_and_the_platform_reads_its_token() {
     assert_eq!(created["state"], "open");
     assert_eq!(created["allowed_origins"], json!([SHOP]));
     assert_eq!(created["metadata"], json!({"order": "A-1"}));
+    // Polling an open session names no card and writes no audit row.
+    for _ in 0..3 {
+        assert_eq!(v.session_state(&key, id).await.json()["state"], "open");
+    }
+    assert!(v.events("collect.read").is_empty());
 
     let done = v.submit(id, &card(secret)).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text());
@@ -144,6 +149,10 @@ async fn a_session_takes_one_card_and_the_platform_reads_its_token() {
     assert_eq!(submits[1].0, "denied");
     assert_eq!(submits[1].2.as_deref(), Some("session already completed"));
     assert_eq!(v.events("collect.create").len(), 1);
+    // The read that named the token is audited.
+    let reads = v.events("collect.read");
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert_eq!(reads[0].0, "granted");
     assert!(v.verify_audit().await.is_ok());
     assert_no_pan(&logs(), &[PAN], "the vault's log");
 }
