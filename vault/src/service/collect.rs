@@ -142,11 +142,11 @@ impl Vault {
     }
 
     /// The session with this id if `reader` opened it (in the context's tenant), audited as
-    /// `collect.read` when it names a token or there is none. Only the opener reads it back: another client of
-    /// the tenant holding `collect:create` (the proxy's key, say) must not learn the tokens and
-    /// names of sessions it did not open. Once the opener is revoked (its key rotated), its
-    /// sessions pass to the tenant's other `collect:create` clients: a card typed into a link
-    /// opened under the old key must still reach the payout.
+    /// `collect.read` when it names a token or there is none. Only the opener reads it back:
+    /// another client of the tenant holding `collect:create` (the proxy's key, say) must not
+    /// learn the tokens and names of sessions it did not open. Once the opener is revoked (its
+    /// key rotated), its sessions pass to the tenant's other `collect:create` clients: a card
+    /// typed into a link opened under the old key must still reach the payout.
     ///
     /// # Errors
     ///

@@ -452,6 +452,48 @@ async fn a_standalone_link_takes_one_card_and_then_says_it_is_used() {
             .await
             .contains("cannot be used")
     );
+    // A framed session's form opened on its own page with its (leaked) secret takes no card:
+    // only the platform's page may hand a framed form its secret.
+    let framed = open(
+        &v,
+        &key,
+        json!({"allowed_origins": ["https://shop.example"]}),
+    )
+    .await;
+    b.client().goto("about:blank").await.unwrap();
+    b.client()
+        .goto(&format!(
+            "{}#secret={}",
+            framed["url"].as_str().unwrap(),
+            framed["client_secret"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    b.wait_for("#gone:not([hidden])", PATIENCE).await.unwrap();
+    assert!(
+        text_of(&b, "#gone-heading")
+            .await
+            .contains("cannot be used")
+    );
+    until(&b, "location.hash === ''").await;
+    // A malformed escape in the link still leaves the address bar before anything fails, and
+    // the secret beside it is still read.
+    let link = open(&v, &key, json!({})).await;
+    let (link_url, link_secret) = (
+        link["url"].as_str().unwrap(),
+        link["client_secret"].as_str().unwrap(),
+    );
+    b.client().goto("about:blank").await.unwrap();
+    b.client()
+        .goto(&format!("{link_url}#x=%E0%A4%A&secret={link_secret}"))
+        .await
+        .unwrap();
+    b.wait_for("#collect-form:not([hidden])", PATIENCE)
+        .await
+        .unwrap();
+    until(&b, "location.hash === ''").await;
+    let address = b.client().current_url().await.unwrap();
+    assert!(!address.as_str().contains(link_secret), "{address}");
     b.close().await.unwrap();
 }
 
