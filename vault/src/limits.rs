@@ -39,16 +39,19 @@ pub enum Operation {
     /// Card submissions through a collect session's form, per source address (the form is
     /// public: its only caller identity is the address).
     CollectSubmit,
+    /// Card form page loads, per source address.
+    CollectPage,
 }
 
 impl Operation {
     /// Every operation, in metric order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Tokenize,
         Self::Read,
         Self::Detokenize,
         Self::Unauthenticated,
         Self::CollectSubmit,
+        Self::CollectPage,
     ];
 
     /// The name in metrics and audit details.
@@ -59,6 +62,7 @@ impl Operation {
             Self::Detokenize => "detokenize",
             Self::Unauthenticated => "unauthenticated",
             Self::CollectSubmit => "collect_submit",
+            Self::CollectPage => "collect_page",
         }
     }
 
@@ -70,6 +74,7 @@ impl Operation {
             Self::Detokenize => 2,
             Self::Unauthenticated => 3,
             Self::CollectSubmit => 4,
+            Self::CollectPage => 5,
         }
     }
 }
@@ -98,6 +103,10 @@ pub struct LimitsConfig {
     pub collect_submit_per_second: u32,
     /// Collect submission burst per source address.
     pub collect_submit_burst: u32,
+    /// Card form page loads (`GET /collect/{id}`) per second per source address.
+    pub collect_page_per_second: u32,
+    /// Card form page load burst per source address.
+    pub collect_page_burst: u32,
     /// How often refusals are written to the audit log as aggregated events.
     pub report_interval_seconds: u64,
     /// Source addresses tracked at once; beyond, new addresses share one bucket and one tally.
@@ -120,6 +129,8 @@ impl Default for LimitsConfig {
             unauthenticated_burst: 20,
             collect_submit_per_second: 1,
             collect_submit_burst: 10,
+            collect_page_per_second: 5,
+            collect_page_burst: 50,
             report_interval_seconds: 60,
             max_tracked_addresses: 10_000,
             trusted_proxies: Vec::new(),
@@ -145,6 +156,8 @@ impl LimitsConfig {
             self.unauthenticated_burst,
             self.collect_submit_per_second,
             self.collect_submit_burst,
+            self.collect_page_per_second,
+            self.collect_page_burst,
         ];
         if rates.contains(&0) {
             return Err("every limits.*_per_second and limits.*_burst must be at least 1");
@@ -225,6 +238,7 @@ pub struct Limiter {
     detokenize: DefaultKeyedRateLimiter<ClientId>,
     addresses: DefaultKeyedRateLimiter<IpAddr>,
     collect: DefaultKeyedRateLimiter<IpAddr>,
+    collect_page: DefaultKeyedRateLimiter<IpAddr>,
     max_addresses: usize,
     clock: DefaultClock,
     tally: Mutex<Report>,
@@ -262,6 +276,10 @@ impl Limiter {
                 config.collect_submit_per_second,
                 config.collect_submit_burst,
             )),
+            collect_page: DefaultKeyedRateLimiter::dashmap(q(
+                config.collect_page_per_second,
+                config.collect_page_burst,
+            )),
             max_addresses: config.max_tracked_addresses,
             clock: DefaultClock::default(),
             tally: Mutex::new(Report::default()),
@@ -283,7 +301,9 @@ impl Limiter {
             Operation::Tokenize => &self.tokenize,
             Operation::Read => &self.read,
             Operation::Detokenize => &self.detokenize,
-            Operation::Unauthenticated | Operation::CollectSubmit => return Ok(()),
+            Operation::Unauthenticated | Operation::CollectSubmit | Operation::CollectPage => {
+                return Ok(());
+            }
         };
         let Err(not_until) = limiter.check_key(&client.id) else {
             return Ok(());
@@ -338,11 +358,29 @@ impl Limiter {
     ///
     /// The time until the address may submit again.
     pub fn check_collect(&self, addr: Option<IpAddr>) -> Result<(), Duration> {
+        self.check_address(&self.collect, addr)
+    }
+
+    /// Admits one load of a card form page from `addr` (each is a database read, and the
+    /// page is public), or says how long to wait.
+    ///
+    /// # Errors
+    ///
+    /// The time until the address may load again.
+    pub fn check_collect_page(&self, addr: Option<IpAddr>) -> Result<(), Duration> {
+        self.check_address(&self.collect_page, addr)
+    }
+
+    fn check_address(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<IpAddr>,
+        addr: Option<IpAddr>,
+    ) -> Result<(), Duration> {
         let bucket = match addr.map(normalize) {
-            Some(a) if self.collect.len() < self.max_addresses => a,
+            Some(a) if limiter.len() < self.max_addresses => a,
             _ => OVERFLOW,
         };
-        self.collect
+        limiter
             .check_key(&bucket)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
@@ -413,6 +451,7 @@ impl Limiter {
         }
         self.addresses.retain_recent();
         self.collect.retain_recent();
+        self.collect_page.retain_recent();
         self.session_refusals.lock().clear();
         std::mem::take(&mut *self.tally.lock())
     }

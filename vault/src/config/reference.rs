@@ -53,6 +53,15 @@ const SETTINGS: &[Setting] = &[
         meaning: "per source address: card form submissions at once above the rate",
     },
     Setting {
+        key: "limits.collect_page_per_second",
+        meaning: "per source address: card form page loads (`GET /collect/{id}`, one database \
+                  read each) a second; beyond, 429 with `Retry-After`",
+    },
+    Setting {
+        key: "limits.collect_page_burst",
+        meaning: "per source address: card form page loads at once above the rate",
+    },
+    Setting {
         key: "limits.trusted_proxies",
         meaning: "load balancers or TLS terminators in front of the vault (addresses or networks, \
                   e.g. [\"10.0.0.0/8\"]): from these peers the source address of the per-address \

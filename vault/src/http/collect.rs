@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::{FromRequest, RawPathParams, Request, State};
 use axum::http::header::{
     ACCEPT_LANGUAGE, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ORIGIN, REFERRER_POLICY,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    RETRY_AFTER, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -245,9 +245,22 @@ pub(crate) async fn read(
 pub(crate) async fn page(
     State(state): State<AppState>,
     params: RawPathParams,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let lang = language(&headers);
+    let (parts, _) = req.into_parts();
+    let lang = language(&parts.headers);
+    let source = state.limits.trusted_proxies.source(
+        shared::server::peer_addr(&parts).map(|a| a.ip()),
+        &parts.headers,
+    );
+    if let Err(wait) = state.limiter.check_collect_page(source) {
+        state.metrics.rate_limited(Operation::CollectPage);
+        let mut response = html(StatusCode::TOO_MANY_REQUESTS, render_busy(lang), &[]);
+        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        return Ok(response);
+    }
     let id = shared::http::path_param(&params, "id").and_then(CollectId::parse);
     let Some(session) = state.vault.collect_page(id).await? else {
         return Ok(html(StatusCode::NOT_FOUND, render_missing(lang), &[]));
@@ -275,7 +288,7 @@ fn render_page(session: &CollectSession, state: SessionState, lang: &str) -> Str
 }
 
 fn render_missing(lang: &str) -> String {
-    let (title, text) = if lang == "ru" {
+    let words = if lang == "ru" {
         (
             "Форма не найдена",
             "Такой формы для ввода карты нет. Попросите новую ссылку.",
@@ -286,6 +299,23 @@ fn render_missing(lang: &str) -> String {
             "There is no such card form. Ask for a new link.",
         )
     };
+    render_notice(lang, words)
+}
+
+fn render_busy(lang: &str) -> String {
+    let words = if lang == "ru" {
+        (
+            "Слишком много попыток",
+            "Подождите немного и обновите страницу.",
+        )
+    } else {
+        ("Too many attempts", "Wait a moment, then reload this page.")
+    };
+    render_notice(lang, words)
+}
+
+/// A page with a heading and one sentence, in the form's style.
+fn render_notice(lang: &str, (title, text): (&str, &str)) -> String {
     format!(
         "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

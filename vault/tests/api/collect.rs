@@ -803,3 +803,34 @@ async fn with_its_own_listener_the_form_and_the_api_are_apart() {
     let mut v = v;
     v.stop().await;
 }
+
+#[tokio::test]
+async fn the_form_page_is_rate_limited_per_address_too() {
+    let v = TestVault::spawn_with(|c| {
+        c.limits.collect_page_per_second = 1;
+        c.limits.collect_page_burst = 3;
+    })
+    .await;
+    let key = v.client("acme", SCOPES).await;
+    let (id, _) = v.session(&key).await;
+    for _ in 0..3 {
+        assert_eq!(v.page(&id, None).await.status, StatusCode::OK);
+    }
+    // Each load is a database read of a public page: past the burst, a page that says so.
+    let busy = v.page(&id, Some("ru")).await;
+    assert_eq!(busy.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(busy.headers.contains_key("retry-after"));
+    assert!(busy.text().contains("lang=\"ru\""), "{}", busy.text());
+    assert!(!busy.text().contains(&id), "the busy page names no session");
+    assert!(
+        busy.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    // Unknown ids cost the same: the limit comes before the lookup.
+    assert_eq!(
+        v.page("cs_0000000000000000000000", None).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}

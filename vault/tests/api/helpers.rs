@@ -28,6 +28,7 @@ pub(crate) fn unlimited(config: &mut VaultConfig) {
             &mut l.collect_submit_per_second,
             &mut l.collect_submit_burst,
         ),
+        (&mut l.collect_page_per_second, &mut l.collect_page_burst),
         (
             &mut l.unauthenticated_per_second,
             &mut l.unauthenticated_burst,
