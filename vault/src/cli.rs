@@ -70,7 +70,8 @@ enum ClientsCommand {
         #[arg(long)]
         tenant: String,
         /// Comma-separated: tokens:create, tokens:read, tokens:read_bin, tokens:detokenize,
-        /// tokens:delete.
+        /// tokens:delete, collect:create (open and read card form sessions; the payout proxy's
+        /// key needs it with tokens:detokenize, for payout links).
         #[arg(long)]
         scopes: String,
     },
