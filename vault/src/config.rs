@@ -76,6 +76,11 @@ pub struct CollectConfig {
     pub retention_seconds: u64,
 }
 
+/// Shortest `collect.retention_seconds`: an hour. A card may come in a second before its
+/// session expires, and the platform (the proxy's poller, a backend back from a restart) must
+/// still find it.
+pub const MIN_COLLECT_RETENTION_SECONDS: u64 = 3600;
+
 /// Longest `collect.retention_seconds`: 30 days.
 pub const MAX_COLLECT_RETENTION_SECONDS: u64 = 30 * 24 * 3600;
 
@@ -200,9 +205,11 @@ impl VaultConfig {
                 "collect.listen must be another address than server.listen (it serves only the card form; leave it unset to serve the form on server.listen)",
             ));
         }
-        if !(60..=MAX_COLLECT_RETENTION_SECONDS).contains(&config.collect.retention_seconds) {
+        if !(MIN_COLLECT_RETENTION_SECONDS..=MAX_COLLECT_RETENTION_SECONDS)
+            .contains(&config.collect.retention_seconds)
+        {
             return Err(ConfigError::Invalid(
-                "collect.retention_seconds must be from 60 to 2592000 (30 days); the default is 86400",
+                "collect.retention_seconds must be from 3600 (an hour: a card may come in just before expiry, and the platform reads it after) to 2592000 (30 days); the default is 86400",
             ));
         }
         if config.audit.checkpoint_interval_seconds == 0 {
@@ -269,7 +276,7 @@ mod tests {
                 .to_string();
             assert!(err.contains("collect.public_url"), "{bad}: {err}");
         }
-        for bad in ["0", "59", "2592001"] {
+        for bad in ["0", "59", "3599", "2592001"] {
             let err = VaultConfig::load(None, env(&[("VAULT__COLLECT__RETENTION_SECONDS", bad)]))
                 .unwrap_err()
                 .to_string();
@@ -286,8 +293,8 @@ mod tests {
         .to_string();
         assert!(err.contains("collect.listen"), "{err}");
         let config =
-            VaultConfig::load(None, env(&[("VAULT__COLLECT__RETENTION_SECONDS", "60")])).unwrap();
-        assert_eq!(config.collect.retention_seconds, 60);
+            VaultConfig::load(None, env(&[("VAULT__COLLECT__RETENTION_SECONDS", "3600")])).unwrap();
+        assert_eq!(config.collect.retention_seconds, 3600);
         assert_eq!(
             VaultConfig::load(None, env(&[]))
                 .unwrap()

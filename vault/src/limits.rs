@@ -385,24 +385,24 @@ impl Limiter {
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    /// Whether the next refusal of collect session `id` is still audited on its own this
-    /// interval (fewer than [`AUDITED_REFUSALS_PER_SESSION`] so far). Sessions past
-    /// `max_tracked_addresses` distinct ones are not: a flood over many ids is only counted.
-    pub fn audits_refusal(&self, id: &str) -> bool {
-        let refusals = self.session_refusals.lock();
-        match refusals.get(id) {
-            Some(n) => *n < AUDITED_REFUSALS_PER_SESSION,
-            None => refusals.len() < self.max_addresses,
-        }
-    }
-
-    /// Counts an audited refusal of collect session `id`.
-    pub fn note_session_refusal(&self, id: &str) {
+    /// Takes one of collect session `id`'s audited refusals for this interval, if any is left
+    /// (fewer than [`AUDITED_REFUSALS_PER_SESSION`] taken): check and count are one step under
+    /// one lock, so concurrent refusals cannot all pass the check before any is counted.
+    /// Sessions past `max_tracked_addresses` distinct ones get none: a flood over many ids is
+    /// only counted.
+    pub fn take_refusal_audit(&self, id: &str) -> bool {
         let mut refusals = self.session_refusals.lock();
         if let Some(n) = refusals.get_mut(id) {
-            *n = n.saturating_add(1);
+            if *n >= AUDITED_REFUSALS_PER_SESSION {
+                return false;
+            }
+            *n += 1;
+            true
         } else if refusals.len() < self.max_addresses {
             refusals.insert(id.to_owned(), 1);
+            true
+        } else {
+            false
         }
     }
 
@@ -496,24 +496,22 @@ mod tests {
             ..LimitsConfig::default()
         });
         for _ in 0..AUDITED_REFUSALS_PER_SESSION {
-            assert!(limiter.audits_refusal("cs_a"));
-            limiter.note_session_refusal("cs_a");
+            assert!(limiter.take_refusal_audit("cs_a"));
         }
         assert!(
-            !limiter.audits_refusal("cs_a"),
+            !limiter.take_refusal_audit("cs_a"),
             "past the bound: counted only"
         );
         assert!(
-            limiter.audits_refusal("cs_b"),
+            limiter.take_refusal_audit("cs_b"),
             "another session has its own"
         );
-        limiter.note_session_refusal("cs_b");
         assert!(
-            !limiter.audits_refusal("cs_c"),
+            !limiter.take_refusal_audit("cs_c"),
             "past the tracked bound: counted only"
         );
         let _ = limiter.drain();
-        assert!(limiter.audits_refusal("cs_a"), "a new interval");
+        assert!(limiter.take_refusal_audit("cs_a"), "a new interval");
     }
 
     #[test]

@@ -87,7 +87,7 @@ const SETTINGS: &[Setting] = &[
     Setting {
         key: "collect.retention_seconds",
         meaning: "how long a collect session is kept after it expires, completed or not \
-                  (60 to 2592000; the platform must read a completed session within it); then \
+                  (3600 to 2592000: at least an hour, since a card may come in just before expiry and the platform must read it within this time); then \
                   the sweeper deletes it with its token reference, last four digits and name, \
                   audited as `collect.expire` (the token itself stays)",
     },

@@ -476,9 +476,6 @@ pub(crate) async fn submit(
     let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
     let id = shared::http::path_param(&params, "id").and_then(CollectId::parse);
     let session = id.as_ref().map(|id| id.as_str().to_owned());
-    let audit_refusal = session
-        .as_deref()
-        .is_some_and(|id| state.limiter.audits_refusal(id));
     let req = Request::from_parts(parts, body);
     let ValidJson(body) = ValidJson::<SubmitBody>::from_request(req, &state).await?;
     let pan = body.pan.0?;
@@ -500,19 +497,26 @@ pub(crate) async fn submit(
         },
         cardholder_name,
         request_id,
-        audit_refusal,
     };
-    let result = state.vault.submit_collect(submission).await;
     // Refused often this interval, a session's refusals are counted into the interval's event
     // instead of written one by one.
-    let tallied = (!audit_refusal).then_some(FailureReason::CollectRefused);
-    if let (Err(VaultError::SessionRefused(refusal)), Some(session)) = (&result, &session) {
-        if audit_refusal {
-            state.limiter.note_session_refusal(session);
-        } else if *refusal != Refusal::WrongSecret {
-            // (A wrong secret is charged to the address below, with this tally.)
-            let _ = state.limiter.note_failure(tallied, peer);
-        }
+    let audited = std::sync::atomic::AtomicBool::new(true);
+    let may_audit = || {
+        let take = session
+            .as_deref()
+            .is_some_and(|id| state.limiter.take_refusal_audit(id));
+        audited.store(take, std::sync::atomic::Ordering::Relaxed);
+        take
+    };
+    let result = state.vault.submit_collect(submission, &may_audit).await;
+    let audited = audited.load(std::sync::atomic::Ordering::Relaxed);
+    let tallied = (!audited).then_some(FailureReason::CollectRefused);
+    // (A wrong secret is charged to the address below, with this tally.)
+    if let Err(VaultError::SessionRefused(refusal)) = &result
+        && !audited
+        && *refusal != Refusal::WrongSecret
+    {
+        let _ = state.limiter.note_failure(tallied, peer);
     }
     match result {
         Ok(session) => {

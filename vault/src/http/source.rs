@@ -8,11 +8,21 @@
 //! that is not itself a trusted proxy. Everything left of it was written by the client and is
 //! not believed, so a client cannot pick its own bucket. Without trusted proxies the header is
 //! ignored entirely.
+//!
+//! Hops are split on the raw bytes: proxies such as nginx append the client's address to the
+//! line the client sent, so a client's unreadable bytes stay left of the hop we read. A hop
+//! written by a trusted proxy that cannot be read (or `unknown`) is its own source,
+//! [`UNKNOWN_SOURCE`], never the proxy's address, which every request without the header
+//! shares.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
+
+/// The source of requests whose nearest forwarded hop cannot be read: an address of the IPv6
+/// discard prefix (RFC 6666), which no client has.
+pub const UNKNOWN_SOURCE: IpAddr = IpAddr::V6(Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 1));
 
 /// The proxies whose `X-Forwarded-For` is believed.
 #[derive(Clone, Debug, Default)]
@@ -30,21 +40,25 @@ impl TrustedProxies {
             .iter()
             .map(|e| {
                 let e = e.trim();
-                e.parse::<IpNet>()
+                let net = e
+                    .parse::<IpNet>()
                     .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|_| {
                         "each limits.trusted_proxies entry must be an IP address (10.0.0.7) or a network (10.0.0.0/8)"
-                    })
+                    })?;
+                if net.prefix_len() == 0 {
+                    return Err(
+                        "limits.trusted_proxies must not list every address (0.0.0.0/0, ::/0): that would believe every client's X-Forwarded-For",
+                    );
+                }
+                Ok(unmapped(net))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Self)
     }
 
     fn trusts(&self, addr: IpAddr) -> bool {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-            IpAddr::V4(_) => addr,
-        };
+        let addr = unmapped_addr(addr);
         self.0.iter().any(|net| net.contains(&addr))
     }
 
@@ -56,14 +70,10 @@ impl TrustedProxies {
         }
         let mut nearest = peer;
         for line in headers.get_all("x-forwarded-for").iter().rev() {
-            let Ok(line) = line.to_str() else {
-                return Some(nearest);
-            };
-            for hop in line.rsplit(',') {
-                // Anything unreadable ends the walk at the last hop we could trust to have
-                // written it.
-                let Ok(addr) = hop.trim().parse::<IpAddr>() else {
-                    return Some(nearest);
+            for hop in line.as_bytes().rsplit(|b| *b == b',') {
+                // Written by a proxy we trust, yet unreadable: a source of its own kind.
+                let Some(addr) = hop_address(hop) else {
+                    return Some(UNKNOWN_SOURCE);
                 };
                 if !self.trusts(addr) {
                     return Some(addr);
@@ -78,6 +88,37 @@ impl TrustedProxies {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// One `X-Forwarded-For` hop: an address, or an address and port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:443`), as proxies write them.
+fn hop_address(hop: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(hop).ok()?.trim();
+    text.parse::<IpAddr>()
+        .or_else(|_| text.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .map(unmapped_addr)
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped_addr(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// A network written in IPv4-mapped form (`::ffff:10.0.0.0/104`) as the IPv4 network it is,
+/// so it matches the unmapped addresses it is compared with.
+fn unmapped(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+        && let Ok(v4net) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return IpNet::V4(v4net.trunc());
+    }
+    net
 }
 
 #[cfg(test)]
@@ -127,9 +168,29 @@ mod tests {
             lb.source(Some(ip("203.0.113.5")), &forwarded(&["198.51.100.7"])),
             Some(ip("203.0.113.5"))
         );
-        // No header, or garbage: the proxy itself.
+        // No header: the proxy itself. A hop it wrote that cannot be read: the unknown source,
+        // not the proxy's bucket.
         assert_eq!(lb.source(peer, &HeaderMap::new()), peer);
-        assert_eq!(lb.source(peer, &forwarded(&["not-an-address"])), peer);
+        assert_eq!(
+            lb.source(peer, &forwarded(&["not-an-address"])),
+            Some(UNKNOWN_SOURCE)
+        );
+        // A client's unreadable bytes stay left of the hop its proxy appended.
+        let mut spoiled = HeaderMap::new();
+        spoiled.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\x80\xff, 198.51.100.7").unwrap(),
+        );
+        assert_eq!(lb.source(peer, &spoiled), Some(ip("198.51.100.7")));
+        // Ports, as some proxies write them.
+        assert_eq!(
+            lb.source(peer, &forwarded(&["198.51.100.9:4711"])),
+            Some(ip("198.51.100.9"))
+        );
+        assert_eq!(
+            lb.source(peer, &forwarded(&["[2001:db8::9]:443"])),
+            Some(ip("2001:db8::9"))
+        );
         // An IPv4 peer seen as IPv4-mapped IPv6 is still the trusted proxy.
         assert_eq!(
             lb.source(Some(ip("::ffff:10.1.2.3")), &forwarded(&["198.51.100.7"])),
@@ -140,7 +201,20 @@ mod tests {
     #[test]
     fn entries_are_addresses_or_networks() {
         assert!(TrustedProxies::parse(&["fd00::/8".to_owned(), "::1".to_owned()]).is_ok());
-        for bad in ["10.0.0.0/33", "proxy.internal", "", "10.0.0.0/8,"] {
+        let mapped = TrustedProxies::parse(&["::ffff:10.0.0.0/104".to_owned()]).unwrap();
+        assert_eq!(
+            mapped.source(Some(ip("10.9.9.9")), &forwarded(&["198.51.100.7"])),
+            Some(ip("198.51.100.7")),
+            "a mapped network matches the IPv4 peers it means"
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "proxy.internal",
+            "",
+            "10.0.0.0/8,",
+            "0.0.0.0/0",
+            "::/0",
+        ] {
             assert!(TrustedProxies::parse(&[bad.to_owned()]).is_err(), "{bad}");
         }
     }

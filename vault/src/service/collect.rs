@@ -55,9 +55,6 @@ pub struct Submission {
     pub cardholder_name: Option<String>,
     /// The vault-made request id.
     pub request_id: Option<String>,
-    /// Whether a refusal is audited on its own (false once the session was refused often this
-    /// interval: then the caller counts it instead).
-    pub audit_refusal: bool,
 }
 
 /// Why an existing session refused a submission.
@@ -218,7 +215,15 @@ impl Vault {
     ///
     /// [`VaultError::NoSession`] (not audited: the caller tallies it),
     /// [`VaultError::SessionRefused`] (audited), storage or audit failure.
-    pub async fn submit_collect(&self, submit: Submission) -> Result<CollectSession, VaultError> {
+    ///
+    /// `may_audit` is asked once per refusal of an existing session whether it may be audited on
+    /// its own (it takes one of the session's slots); when it says no, nothing is written and
+    /// the caller counts the refusal.
+    pub async fn submit_collect(
+        &self,
+        submit: Submission,
+        may_audit: &(dyn Fn() -> bool + Sync),
+    ) -> Result<CollectSession, VaultError> {
         let Some(id) = &submit.id else {
             return Err(VaultError::NoSession);
         };
@@ -246,7 +251,7 @@ impl Vault {
             }
         };
         if let Some(refusal) = refusal {
-            return Err(self.refuse(&ctx, refusal, submit.audit_refusal).await);
+            return Err(self.refuse(&ctx, refusal, may_audit()).await);
         }
         let record = self.new_token(&session.tenant, &submit.card, now)?;
         let draft = ctx.draft(Action::CollectSubmit, Outcome::Granted, None);
@@ -280,7 +285,7 @@ impl Vault {
                     }
                     _ => Refusal::Completed,
                 };
-                Err(self.refuse(&ctx, refusal, submit.audit_refusal).await)
+                Err(self.refuse(&ctx, refusal, may_audit()).await)
             }
         }
     }

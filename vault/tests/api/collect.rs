@@ -660,6 +660,44 @@ async fn a_session_refused_again_and_again_is_counted_not_written_each_time() {
     );
     // The session still works for whoever holds its secret.
     assert_eq!(v.submit(&id, &card(&secret)).await.status, StatusCode::OK);
+
+    // At once, too: the bound is taken, not checked and then counted, so a burst of concurrent
+    // refusals of a fresh session cannot all pass before any is counted.
+    let (fresh, fresh_secret) = v.session(&key).await;
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let (http, url, origin) = (
+            v.http.clone(),
+            format!("{}/collect/{fresh}/submit", v.base),
+            v.base.clone(),
+        );
+        burst.spawn(async move {
+            http.post(url)
+                .header("content-type", "application/json")
+                .header("origin", origin)
+                .body(card("css_guess").to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(status) = burst.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+    let of_fresh = v
+        .events("collect.submit")
+        .into_iter()
+        .filter(|(_, actor, _)| *actor == fresh)
+        .count();
+    assert_eq!(
+        of_fresh, bound,
+        "audit rows for one session, refused 200 times at once"
+    );
+    assert_eq!(
+        v.submit(&fresh, &card(&fresh_secret)).await.status,
+        StatusCode::OK
+    );
     assert!(v.verify_audit().await.is_ok());
 }
 
@@ -696,6 +734,21 @@ async fn behind_a_trusted_proxy_each_cardholder_has_their_own_limit() {
         from("203.0.113.77, 198.51.100.1").await,
         StatusCode::TOO_MANY_REQUESTS
     );
+    // Nor by spoiling its own part of the line with unreadable bytes.
+    let spoiled = v
+        .http
+        .post(format!("{}/collect/{id}/submit", v.base))
+        .header("content-type", "application/json")
+        .header("origin", &v.base)
+        .header(
+            "x-forwarded-for",
+            reqwest::header::HeaderValue::from_bytes(b"\x80, 198.51.100.1").unwrap(),
+        )
+        .body(card("css_guess").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoiled.status(), StatusCode::TOO_MANY_REQUESTS);
     // Another cardholder behind the same proxy still gets through.
     let other = v
         .http
