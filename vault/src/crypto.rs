@@ -15,7 +15,9 @@ mod keyring;
 mod master;
 
 pub use aead::{ALGORITHM, Sealed};
-pub use keyring::{AuditKey, ClientKey, FingerprintKey, KeyPurpose, Keyring, RowMac, WrappedKey};
+pub use keyring::{
+    AuditKey, ClientKey, FingerprintKey, KeyPurpose, KeyState, Keyring, RowMac, WrappedKey,
+};
 pub use master::{FileKeyProvider, KeyProvider, MasterKey};
 
 /// What can go wrong with keys and ciphertexts. Messages never contain key or card material.

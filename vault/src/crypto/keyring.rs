@@ -44,6 +44,35 @@ impl KeyPurpose {
     }
 }
 
+/// Where a key version stands in its life.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum KeyState {
+    /// Seals new writes (the newest active version of its purpose does) and opens old ones.
+    Active,
+    /// Opens what it sealed, never seals again (`vault keys retire`).
+    DecryptOnly,
+    /// Gone: its key material is deleted; what it sealed no longer opens.
+    Destroyed,
+}
+
+impl KeyState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::DecryptOnly => "decrypt_only",
+            Self::Destroyed => "destroyed",
+        }
+    }
+
+    /// Parses [`KeyState::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Active, Self::DecryptOnly, Self::Destroyed]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
 /// A key as stored: wrapped under the master key.
 #[derive(Clone, Debug)]
 pub struct WrappedKey {
@@ -51,6 +80,8 @@ pub struct WrappedKey {
     pub purpose: KeyPurpose,
     /// Version within its purpose, from 1.
     pub version: u32,
+    /// Its state.
+    pub state: KeyState,
     /// The key, sealed under the master key with AAD binding purpose and version.
     pub sealed: Sealed,
     /// Unix microseconds.
@@ -214,7 +245,8 @@ fn unreachable_hmac() -> Hmac<Sha256> {
 /// Every key a running vault uses, unwrapped.
 #[derive(Debug)]
 pub struct Keyring {
-    data: BTreeMap<u32, AeadKey>,
+    /// Data keys by version, each with whether it may still seal.
+    data: BTreeMap<u32, (AeadKey, KeyState)>,
     fingerprint: FingerprintKey,
     audit: AuditKey,
     client: ClientKey,
@@ -246,12 +278,27 @@ impl Keyring {
         purpose: KeyPurpose,
         now: i64,
     ) -> Result<WrappedKey, CryptoError> {
+        Self::generate_version(master, purpose, 1, now)
+    }
+
+    /// Makes `version` of one purpose's key, active, wrapped (a rotation adds the next one).
+    ///
+    /// # Errors
+    ///
+    /// The OS random generator failed.
+    pub fn generate_version(
+        master: &MasterKey,
+        purpose: KeyPurpose,
+        version: u32,
+        now: i64,
+    ) -> Result<WrappedKey, CryptoError> {
         let mut key = Zeroizing::new([0u8; 32]);
         random_bytes(key.as_mut_slice())?;
         Ok(WrappedKey {
             purpose,
-            version: 1,
-            sealed: master.wrap(purpose.as_str(), 1, key.as_slice())?,
+            version,
+            state: KeyState::Active,
+            sealed: master.wrap(purpose.as_str(), version, key.as_slice())?,
             created_at: now,
         })
     }
@@ -268,10 +315,14 @@ impl Keyring {
         let mut audit = None;
         let mut client = None;
         for w in wrapped {
+            // A destroyed version's material is gone: nothing to unwrap, nothing it opens.
+            if w.state == KeyState::Destroyed {
+                continue;
+            }
             let key = master.unwrap_key(w.purpose.as_str(), w.version, &w.sealed)?;
             match w.purpose {
                 KeyPurpose::Data => {
-                    data.insert(w.version, AeadKey::new(&key, w.version));
+                    data.insert(w.version, (AeadKey::new(&key, w.version), w.state));
                 }
                 // The newest fingerprint/audit version wins; rotation of these is a later issue.
                 KeyPurpose::Fingerprint => {
@@ -289,7 +340,7 @@ impl Keyring {
                 KeyPurpose::Client => client = Some(ClientKey { key }),
             }
         }
-        if data.is_empty() {
+        if !data.values().any(|(_, state)| *state == KeyState::Active) {
             return Err(CryptoError::MissingKey(KeyPurpose::Data));
         }
         Ok(Self {
@@ -306,11 +357,7 @@ impl Keyring {
     ///
     /// The OS random generator failed.
     pub fn seal_pan(&self, pan: &Pan, token: &str, tenant: &str) -> Result<Sealed, CryptoError> {
-        let key = self
-            .data
-            .values()
-            .next_back()
-            .ok_or(CryptoError::UnknownKeyVersion)?;
+        let key = self.sealing_key().ok_or(CryptoError::UnknownKeyVersion)?;
         key.seal(
             pan.expose().as_bytes(),
             &pan_aad(token, tenant, key.version()),
@@ -324,13 +371,32 @@ impl Keyring {
     /// [`CryptoError::Integrity`] if it was tampered with, sealed for another token or tenant,
     /// or under another key; never a wrong PAN.
     pub fn open_pan(&self, sealed: &Sealed, token: &str, tenant: &str) -> Result<Pan, CryptoError> {
-        let key = self
+        let (key, _) = self
             .data
             .get(&sealed.key_version)
             .ok_or(CryptoError::UnknownKeyVersion)?;
         let plain = key.open(sealed, &pan_aad(token, tenant, sealed.key_version))?;
         // Authenticated plaintext that is not a PAN can only come from a bug: treat as integrity.
         Pan::parse_bytes(&plain).map_err(|_| CryptoError::Integrity)
+    }
+
+    /// The newest active data key: the one new PANs are sealed under.
+    fn sealing_key(&self) -> Option<&AeadKey> {
+        self.data
+            .values()
+            .rev()
+            .find(|(_, state)| *state == KeyState::Active)
+            .map(|(key, _)| key)
+    }
+
+    /// The version new PANs are sealed under.
+    pub fn sealing_version(&self) -> Option<u32> {
+        self.sealing_key().map(AeadKey::version)
+    }
+
+    /// The data key versions this keyring opens, with their states, oldest first.
+    pub fn data_versions(&self) -> Vec<(u32, KeyState)> {
+        self.data.iter().map(|(v, (_, s))| (*v, *s)).collect()
     }
 
     /// The fingerprint key.
@@ -379,6 +445,47 @@ mod tests {
         assert!(matches!(
             Keyring::open(&master(2), &wrapped),
             Err(CryptoError::WrongMasterKey)
+        ));
+    }
+
+    #[test]
+    fn the_newest_active_data_key_seals_and_every_kept_one_opens() {
+        let m = master(1);
+        let (ring, mut wrapped) = Keyring::generate(&m, 0).unwrap();
+        let pan = Pan::parse("4242424242424242").unwrap();
+        let old = ring.seal_pan(&pan, "tok_a", "t1").unwrap();
+        assert_eq!(old.key_version, 1);
+        wrapped.push(Keyring::generate_version(&m, KeyPurpose::Data, 2, 0).unwrap());
+        let rotated = Keyring::open(&m, &wrapped).unwrap();
+        assert_eq!(rotated.seal_pan(&pan, "tok_b", "t1").unwrap().key_version, 2);
+        assert_eq!(rotated.open_pan(&old, "tok_a", "t1").unwrap(), pan);
+        // A decrypt-only version never seals, even when it is the newest...
+        for w in &mut wrapped {
+            if w.purpose == KeyPurpose::Data && w.version == 2 {
+                w.state = KeyState::DecryptOnly;
+            }
+        }
+        let retired = Keyring::open(&m, &wrapped).unwrap();
+        assert_eq!(retired.sealing_version(), Some(1));
+        let sealed_v2 = rotated.seal_pan(&pan, "tok_c", "t1").unwrap();
+        assert_eq!(retired.open_pan(&sealed_v2, "tok_c", "t1").unwrap(), pan);
+        // ...a destroyed one opens nothing...
+        for w in &mut wrapped {
+            if w.purpose == KeyPurpose::Data && w.version == 2 {
+                w.state = KeyState::Destroyed;
+            }
+        }
+        let destroyed = Keyring::open(&m, &wrapped).unwrap();
+        assert!(destroyed.open_pan(&sealed_v2, "tok_c", "t1").is_err());
+        // ...and a keyring with no active data key is refused.
+        for w in &mut wrapped {
+            if w.purpose == KeyPurpose::Data {
+                w.state = KeyState::DecryptOnly;
+            }
+        }
+        assert!(matches!(
+            Keyring::open(&m, &wrapped),
+            Err(CryptoError::MissingKey(KeyPurpose::Data))
         ));
     }
 

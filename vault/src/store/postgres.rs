@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_client_macs.sql"),
     include_str!("../../migrations/postgres/0003_collect_sessions.sql"),
     include_str!("../../migrations/postgres/0004_collect_completions.sql"),
+    include_str!("../../migrations/postgres/0005_key_states.sql"),
 ];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
@@ -307,7 +308,7 @@ async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
         concat!(
             "INSERT INTO keys (",
             key_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ),
         rows::key_values(k),
     )

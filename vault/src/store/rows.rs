@@ -12,7 +12,7 @@ use super::{CardMeta, StoreError, TokenRecord};
 use crate::audit::{AuditEvent, Link};
 use crate::auth::{ClientRecord, Scopes};
 use crate::collect::{CollectId, CollectSession, Completion, split_origins};
-use crate::crypto::{KeyPurpose, RowMac, Sealed, WrappedKey};
+use crate::crypto::{KeyPurpose, KeyState, RowMac, Sealed, WrappedKey};
 use crate::store::Result;
 use crate::token::{ClientId, Token};
 
@@ -44,7 +44,7 @@ pub(super) use event_columns;
 /// The key columns in [`wrapped_key`]'s order.
 macro_rules! key_columns {
     () => {
-        "purpose, version, algorithm, wrap_nonce, wrapped, created_at"
+        "purpose, version, algorithm, wrap_nonce, wrapped, created_at, state"
     };
 }
 pub(super) use key_columns;
@@ -240,11 +240,13 @@ where
             ciphertext: r.column(4)?,
         },
         created_at: r.column(5)?,
+        state: KeyState::from_name(&r.column::<String>(6)?)
+            .ok_or(StoreError::Corrupt("key state"))?,
     })
 }
 
 /// A wrapped key's values in `key_columns!()` order.
-pub(super) fn key_values(k: &WrappedKey) -> [Value<'_>; 6] {
+pub(super) fn key_values(k: &WrappedKey) -> [Value<'_>; 7] {
     [
         Value::from(k.purpose.as_str()),
         Value::from(k.version),
@@ -252,6 +254,7 @@ pub(super) fn key_values(k: &WrappedKey) -> [Value<'_>; 6] {
         Value::from(&k.sealed.nonce),
         Value::from(&k.sealed.ciphertext[..]),
         Value::from(k.created_at),
+        Value::from(k.state.as_str()),
     ]
 }
 

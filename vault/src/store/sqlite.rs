@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_client_macs.sql"),
     include_str!("../../migrations/sqlite/0003_collect_sessions.sql"),
     include_str!("../../migrations/sqlite/0004_collect_completions.sql"),
+    include_str!("../../migrations/sqlite/0005_key_states.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -237,7 +238,7 @@ fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
     tx.prepare_cached(concat!(
         "INSERT INTO keys (",
         key_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     ))?
     .execute(rows::key_values(k))?;
     Ok(())
