@@ -457,7 +457,10 @@ mod tests {
         assert_eq!(old.key_version, 1);
         wrapped.push(Keyring::generate_version(&m, KeyPurpose::Data, 2, 0).unwrap());
         let rotated = Keyring::open(&m, &wrapped).unwrap();
-        assert_eq!(rotated.seal_pan(&pan, "tok_b", "t1").unwrap().key_version, 2);
+        assert_eq!(
+            rotated.seal_pan(&pan, "tok_b", "t1").unwrap().key_version,
+            2
+        );
         assert_eq!(rotated.open_pan(&old, "tok_a", "t1").unwrap(), pan);
         // A decrypt-only version never seals, even when it is the newest...
         for w in &mut wrapped {
