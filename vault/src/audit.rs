@@ -37,6 +37,12 @@ pub enum Action {
     /// The vault's keys were generated.
     #[serde(rename = "keys.create")]
     KeysCreate,
+    /// A new version of a key was made; it seals from now on.
+    #[serde(rename = "keys.rotate")]
+    KeysRotate,
+    /// A key version became decrypt-only.
+    #[serde(rename = "keys.retire")]
+    KeysRetire,
     /// A PAN was tokenized.
     #[serde(rename = "token.create")]
     TokenCreate,
@@ -77,6 +83,8 @@ impl Action {
             Self::ClientCreate => "client.create",
             Self::ClientRevoke => "client.revoke",
             Self::KeysCreate => "keys.create",
+            Self::KeysRotate => "keys.rotate",
+            Self::KeysRetire => "keys.retire",
             Self::TokenCreate => "token.create",
             Self::TokenDelete => "token.delete",
             Self::TokenDetokenize => "token.detokenize",

@@ -11,7 +11,7 @@ use crate::audit::{Expectations, Link};
 use crate::auth::Scopes;
 use crate::clock::{rfc3339, rfc3339_micros};
 use crate::config::VaultConfig;
-use crate::crypto::FileKeyProvider;
+use crate::crypto::{FileKeyProvider, KeyPurpose};
 use crate::service::Vault;
 use crate::startup::{Application, open_vault, open_vault_read_only, shutdown_signal};
 use crate::token::ClientId;
@@ -56,6 +56,39 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Key versions: list them, rotate the data key, retire an old version. Running vaults pick
+    /// changes up within a second.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Every key version: purpose, version, state (active, decrypt_only, destroyed), whether new
+    /// writes use it, created, and the tokens it seals.
+    Status {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new version of a key; it seals every new write from now on. Old tokens stay
+    /// readable under their version.
+    Rotate {
+        /// Which key: only `data` so far.
+        #[arg(long, default_value = "data")]
+        purpose: String,
+    },
+    /// Make a version decrypt-only: it still opens the tokens it sealed, and seals nothing.
+    /// The version new writes use cannot be retired (rotate first).
+    Retire {
+        /// The version to retire (`keys status` lists them).
+        version: u32,
+        /// Which key.
+        #[arg(long, default_value = "data")]
+        purpose: String,
     },
 }
 
@@ -165,6 +198,7 @@ fn state_files(command: &Command, config: &VaultConfig) -> Option<ExitCode> {
     let manages = matches!(
         command,
         Command::Audit { .. }
+            | Command::Keys { .. }
             | Command::Clients {
                 command: ClientsCommand::List { .. } | ClientsCommand::Revoke { .. }
             }
@@ -260,6 +294,7 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             checkpoint_cli_write(&open_vault(&config).await?, &config)?;
         }
         Command::Clients { command } => return clients(command, &config).await,
+        Command::Keys { command } => return keys(command, &config).await,
         Command::Audit {
             command:
                 AuditCommand::List {
@@ -315,6 +350,69 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
                     checkpoint_file,
                 },
         } => return verify(&config, &expect, checkpoint_file).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keys status | rotate | retire`.
+async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
+    let purpose_of = |name: &str| {
+        let purpose = KeyPurpose::from_name(name);
+        if purpose.is_none() {
+            eprintln!("vault: --purpose: expected data, fingerprint, audit or client");
+        }
+        purpose
+    };
+    match command {
+        KeysCommand::Status { json } => {
+            let vault = open_vault_read_only(config).await?;
+            let keys = vault.key_status().await?;
+            if json {
+                for key in &keys {
+                    println!("{}", serde_json::to_string(key)?);
+                }
+            } else {
+                println!(
+                    "{:<12} {:>7}  {:<13} {:<6} {:<20} {:>10}",
+                    "PURPOSE", "VERSION", "STATE", "IN USE", "CREATED", "TOKENS"
+                );
+                for k in &keys {
+                    println!(
+                        "{:<12} {:>7}  {:<13} {:<6} {:<20} {:>10}",
+                        k.purpose,
+                        k.version,
+                        k.state,
+                        if k.in_use { "yes" } else { "" },
+                        k.created_at,
+                        k.tokens.map_or("-".to_owned(), |n| n.to_string())
+                    );
+                }
+            }
+        }
+        KeysCommand::Rotate { purpose } => {
+            let Some(purpose) = purpose_of(&purpose) else {
+                return Ok(ExitCode::from(EX_USAGE));
+            };
+            let vault = open_vault(config).await?;
+            let version = vault.rotate_key("cli", purpose).await?;
+            checkpoint_cli_write(&vault, config)?;
+            println!(
+                "{} key version {version} made: new writes use it (running vaults within a second); older versions still open their tokens",
+                purpose.as_str()
+            );
+        }
+        KeysCommand::Retire { version, purpose } => {
+            let Some(purpose) = purpose_of(&purpose) else {
+                return Ok(ExitCode::from(EX_USAGE));
+            };
+            let vault = open_vault(config).await?;
+            vault.retire_key("cli", purpose, version).await?;
+            checkpoint_cli_write(&vault, config)?;
+            println!(
+                "{} key version {version} is decrypt-only: it opens its tokens and seals nothing",
+                purpose.as_str()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -31,10 +31,12 @@ use crate::token::{ApiKey, ClientId, Token};
 mod audit_trail;
 mod clients;
 mod collect;
+mod keys;
 mod open;
 
 use clients::VerifiedClients;
 pub use collect::{NewSession, OpenedSession, Refusal, Submission};
+pub use keys::KeyStatus;
 
 /// Domain failures. The HTTP layer maps each to a fixed status, code and message.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +183,11 @@ pub struct Tokenized {
 #[derive(Debug, Clone)]
 pub struct Vault {
     store: Arc<dyn Store>,
-    keys: Arc<Keyring>,
+    /// The unwrapped keys, swapped whole when a key is rotated or retired (here or by another
+    /// replica: [`Vault::reload_keys`]).
+    keys: Arc<arc_swap::ArcSwap<Keyring>>,
+    /// Kept to unwrap key versions added while the vault runs. It wraps keys and nothing else.
+    master: Arc<crate::crypto::MasterKey>,
     verified: Arc<VerifiedClients>,
 }
 
@@ -202,7 +208,7 @@ impl Vault {
         // failed audit write (fail closed, 503), whichever half the database refused.
         let record = self
             .store
-            .tokenize(record, self.keys.audit(), draft)
+            .tokenize(record, self.keys().audit(), draft)
             .await
             .map_err(audited)?;
         Ok(Tokenized {
@@ -220,8 +226,8 @@ impl Vault {
                 .saturating_mul(1_000_000)
         });
         Ok(TokenRecord {
-            fingerprint: self.keys.fingerprint().fingerprint(tenant, &card.pan),
-            fingerprint_key_version: self.keys.fingerprint().version(),
+            fingerprint: self.keys().fingerprint().fingerprint(tenant, &card.pan),
+            fingerprint_key_version: self.keys().fingerprint().version(),
             card: CardMeta {
                 bin: card.pan.bin().to_owned(),
                 last4: card.pan.last4().to_owned(),
@@ -230,7 +236,7 @@ impl Vault {
                 exp_month: card.expiry.map(|(m, _)| m),
                 exp_year: card.expiry.map(|(_, y)| y),
             },
-            sealed: self.keys.seal_pan(&card.pan, token.as_str(), tenant)?,
+            sealed: self.keys().seal_pan(&card.pan, token.as_str(), tenant)?,
             tenant: tenant.to_owned(),
             created_at: now,
             expires_at: ttl_micros.map(|ttl| now.saturating_add(ttl)),
@@ -280,7 +286,7 @@ impl Vault {
             return Err(VaultError::NotFound);
         };
         let pan = match self
-            .keys
+            .keys()
             .open_pan(&record.sealed, record.token.as_str(), &record.tenant)
         {
             Ok(pan) => pan,
@@ -307,7 +313,7 @@ impl Vault {
         let deleted = match &token {
             Some(t) => self
                 .store
-                .delete_token(&ctx.tenant, t, now_micros(), self.keys.audit(), draft)
+                .delete_token(&ctx.tenant, t, now_micros(), self.keys().audit(), draft)
                 .await
                 .map_err(audited)?,
             None => {
@@ -353,7 +359,7 @@ impl Vault {
     /// Storage failure.
     pub async fn sweep(&self) -> Result<u64, VaultError> {
         self.store
-            .delete_expired(now_micros(), self.keys.audit())
+            .delete_expired(now_micros(), self.keys().audit())
             .await
             .map_err(audited)
     }
@@ -368,7 +374,7 @@ impl Vault {
         self.store
             .delete_expired_collect_sessions(
                 now_micros().saturating_sub(retention),
-                self.keys.audit(),
+                self.keys().audit(),
             )
             .await
             .map_err(audited)
@@ -397,7 +403,7 @@ impl Vault {
 
     async fn audit(&self, draft: AuditDraft) -> Result<(), VaultError> {
         self.store
-            .append_audit(self.keys.audit(), draft)
+            .append_audit(self.keys().audit(), draft)
             .await
             .map_err(audited)
     }

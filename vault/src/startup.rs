@@ -293,6 +293,11 @@ async fn watch_revocations(vault: Vault) {
         if let Err(e) = vault.read_revocations().await {
             tracing::warn!(error = %e, "reading revocations from the audit log failed");
         }
+        // Key rotations and retirements by the command line or another replica take effect
+        // here within a second, without a restart.
+        if let Err(e) = vault.reload_keys().await {
+            tracing::error!(error = %e, "reloading the stored keys failed; the keys in use are kept");
+        }
     }
 }
 

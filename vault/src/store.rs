@@ -15,7 +15,7 @@ use shared::Brand;
 use crate::audit::{AuditDraft, AuditEvent, HeadMismatch, Link};
 use crate::auth::ClientRecord;
 use crate::collect::{CollectId, CollectSession};
-use crate::crypto::{AuditKey, ClientKey, RowMac, Sealed, WrappedKey};
+use crate::crypto::{AuditKey, ClientKey, KeyPurpose, KeyState, RowMac, Sealed, WrappedKey};
 use crate::token::{ClientId, Token};
 
 mod postgres;
@@ -104,6 +104,15 @@ pub struct ClientRevocation {
     pub new_mac: RowMac,
 }
 
+/// How many tokens use each key version: `(version, tokens)`, oldest version first.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct KeyUse {
+    /// Per data key version (`tokens.key_version`).
+    pub data: Vec<(u32, u64)>,
+    /// Per fingerprint key version (`tokens.fingerprint_key_version`).
+    pub fingerprint: Vec<(u32, u64)>,
+}
+
 /// What the vault stores. See the module docs for the transaction rules.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
@@ -148,6 +157,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Deletes tokens expired at `now`; when any were, writes one `token.expire` event with the
     /// count. Returns the count.
     async fn delete_expired(&self, now: i64, audit: &AuditKey) -> Result<u64>;
+
+    /// Moves one key version from `from` to `to` (only if it is still in `from`: two operators
+    /// retiring at once retire once), with its audit event (outcome `not_found` when nothing
+    /// moved). Returns whether it moved.
+    async fn set_key_state(
+        &self,
+        purpose: KeyPurpose,
+        version: u32,
+        from: KeyState,
+        to: KeyState,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<bool>;
+
+    /// How many tokens each data key version seals, and each fingerprint key version keys.
+    async fn tokens_per_key_version(&self) -> Result<KeyUse>;
 
     /// Deletes collect sessions that expired before `before`; when any did, writes one
     /// `collect.expire` event with the count. Returns the count.

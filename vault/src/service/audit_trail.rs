@@ -56,7 +56,7 @@ impl Vault {
         let mut history = ClientHistory::default();
         walk_chain(
             self.store.as_ref(),
-            self.keys.audit(),
+            self.keys().audit(),
             expected,
             &mut history,
         )
@@ -76,7 +76,7 @@ impl Vault {
         let mut history = ClientHistory::default();
         let verdict = walk_chain(
             self.store.as_ref(),
-            self.keys.audit(),
+            self.keys().audit(),
             expected,
             &mut history,
         )
@@ -95,7 +95,7 @@ impl Vault {
     ///
     /// An unreadable file, a malformed or forged line.
     pub fn read_checkpoints(&self, path: &Path) -> Result<Vec<Checkpoint>, VaultError> {
-        Ok(checkpoint::read_file(path, self.keys.audit())?)
+        Ok(checkpoint::read_file(path, self.keys().audit())?)
     }
 
     /// Refuses to go on when the newest checkpoint in `path` is not in the stored chain
@@ -135,7 +135,7 @@ impl Vault {
             link: head,
             at: now_micros(),
         }
-        .append_to(path, self.keys.audit())?;
+        .append_to(path, self.keys().audit())?;
         Ok(Some(head))
     }
 

@@ -100,7 +100,7 @@ impl Vault {
         let Some(client) = self.store.client_by_key_hash(key.hash()).await? else {
             return Ok(AuthOutcome::Unknown);
         };
-        if !self.verified.is_authentic(&self.keys, &client) {
+        if !self.verified.is_authentic(&self.keys(), &client) {
             tracing::error!(
                 client = %client.id,
                 "a client row failed its integrity check (written or edited outside the vault); its key is refused"
@@ -164,7 +164,7 @@ impl Vault {
             revoked_at: None,
             mac: None,
         };
-        client.seal(self.keys.client());
+        client.seal(self.keys().client());
         let mut draft = AuditDraft::new("cli", Action::ClientCreate, Outcome::Granted);
         draft.tenant = Some(client.tenant.clone());
         draft.detail = Some(format!(
@@ -172,7 +172,7 @@ impl Vault {
             client.id, client.name, client.scopes
         ));
         self.store
-            .insert_client(client.clone(), self.keys.audit(), draft)
+            .insert_client(client.clone(), self.keys().audit(), draft)
             .await
             .map_err(audited)?;
         Ok((client, key))
@@ -180,7 +180,7 @@ impl Vault {
 
     /// Whether a client row's MAC holds (for listing; authentication checks it itself).
     pub fn is_authentic(&self, client: &ClientRecord) -> bool {
-        client.is_authentic(self.keys.client())
+        client.is_authentic(self.keys().client())
     }
 
     /// Every client.
@@ -204,7 +204,7 @@ impl Vault {
         draft.detail = Some(id.to_string());
         let current = self.store.client_by_id(id).await?;
         let (old_mac, revoked_at) = match &current {
-            Some(c) if !c.is_authentic(self.keys.client()) => {
+            Some(c) if !c.is_authentic(self.keys().client()) => {
                 draft.outcome = Outcome::Error;
                 draft.detail = Some(format!("{id}: client row failed its integrity check"));
                 self.audit(draft).await?;
@@ -220,7 +220,7 @@ impl Vault {
         };
         let mut revoked = current;
         revoked.revoked_at = Some(revoked_at);
-        revoked.seal(self.keys.client());
+        revoked.seal(self.keys().client());
         let Some(new_mac) = revoked.mac else {
             return Err(VaultError::Invalid("client could not be sealed"));
         };
@@ -232,7 +232,7 @@ impl Vault {
         };
         let done = self
             .store
-            .revoke_client(revocation, self.keys.audit(), draft)
+            .revoke_client(revocation, self.keys().audit(), draft)
             .await
             .map_err(audited)?;
         if done {

@@ -128,11 +128,11 @@ impl Vault {
             completion: None,
             mac: RowMac([0; 32]),
         };
-        session.seal(self.keys.client());
+        session.seal(self.keys().client());
         let mut draft = ctx.draft(Action::CollectCreate, Outcome::Granted, None);
         draft.detail = Some(format!("session {}", session.id));
         self.store
-            .insert_collect_session(session.clone(), self.keys.audit(), draft)
+            .insert_collect_session(session.clone(), self.keys().audit(), draft)
             .await
             .map_err(audited)?;
         Ok(OpenedSession { session, secret })
@@ -261,8 +261,8 @@ impl Vault {
                 session,
                 record,
                 submit.cardholder_name,
-                self.keys.client(),
-                self.keys.audit(),
+                self.keys().client(),
+                self.keys().audit(),
                 draft,
             )
             .await
@@ -313,7 +313,7 @@ impl Vault {
         let Some(session) = self.store.collect_session(id).await? else {
             return Ok(None);
         };
-        if session.is_authentic(self.keys.client()) {
+        if session.is_authentic(self.keys().client()) {
             Ok(Some(session))
         } else {
             tracing::error!(

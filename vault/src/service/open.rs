@@ -3,6 +3,7 @@
 //! vault's database is upgraded in place.
 
 use super::*;
+use crate::crypto::{MasterKey, WrappedKey};
 
 impl Vault {
     /// Opens the vault: unwraps the stored keys with the master key or, on a new database
@@ -35,7 +36,7 @@ impl Vault {
         } else {
             unwrap_keys(&master, &wrapped)?
         };
-        let vault = Self::holding_head(store, keys).await?;
+        let vault = Self::holding_head(store, master, keys).await?;
         vault.read_revocations().await?;
         Ok(vault)
     }
@@ -57,16 +58,22 @@ impl Vault {
                 VaultError::KeysMissing
             });
         }
-        Self::holding_head(store, unwrap_keys(&master, &wrapped)?).await
+        let keys = unwrap_keys(&master, &wrapped)?;
+        Self::holding_head(store, master, keys).await
     }
 
     /// The vault on `store` with `keys`, once it has remembered the stored audit head (which
     /// the chain must keep holding from then on).
-    async fn holding_head(store: Arc<dyn Store>, keys: Keyring) -> Result<Self, VaultError> {
+    async fn holding_head(
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        keys: Keyring,
+    ) -> Result<Self, VaultError> {
         store.adopt_head().await?;
         Ok(Self {
             store,
-            keys: Arc::new(keys),
+            keys: Arc::new(arc_swap::ArcSwap::from_pointee(keys)),
+            master: Arc::new(master),
             verified: Arc::default(),
         })
     }
@@ -144,16 +151,13 @@ impl Vault {
 async fn stored_keys(
     store: &dyn Store,
     provider: &dyn KeyProvider,
-) -> Result<(crate::crypto::MasterKey, Vec<crate::crypto::WrappedKey>), VaultError> {
+) -> Result<(MasterKey, Vec<WrappedKey>), VaultError> {
     let master = provider.master_key()?;
     Ok((master, store.wrapped_keys().await?))
 }
 
 /// Unwraps the stored keys; a database without a client key was made by an older vault.
-fn unwrap_keys(
-    master: &crate::crypto::MasterKey,
-    wrapped: &[crate::crypto::WrappedKey],
-) -> Result<Keyring, VaultError> {
+fn unwrap_keys(master: &MasterKey, wrapped: &[WrappedKey]) -> Result<Keyring, VaultError> {
     match Keyring::open(master, wrapped) {
         Err(CryptoError::MissingKey(KeyPurpose::Client)) => Err(VaultError::NeedsUpgrade),
         other => Ok(other?),

@@ -26,12 +26,12 @@ use super::rows::{
     self, client_columns, collect_session_columns, event_columns, key_columns, select,
     token_columns,
 };
-use super::{ClientRevocation, Store, StoreError, TokenRecord};
+use super::{ClientRevocation, KeyUse, Store, StoreError, TokenRecord};
 use crate::audit::{Action, AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
 use crate::collect::{CollectId, CollectSession};
-use crate::crypto::{AuditKey, ClientKey, RowMac, WrappedKey};
+use crate::crypto::{AuditKey, ClientKey, KeyPurpose, KeyState, RowMac, WrappedKey};
 use crate::store::Result;
 use crate::token::{ClientId, Token};
 
@@ -396,6 +396,63 @@ impl Store for PgStore {
         }
         self.commit(tx, &chain).await?;
         Ok(n)
+    }
+
+    async fn set_key_state(
+        &self,
+        purpose: KeyPurpose,
+        version: u32,
+        from: KeyState,
+        to: KeyState,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<bool> {
+        let mut client = self.conn().await?;
+        let w = self.audited(&mut client).await?;
+        let moved =
+            w.tx.execute(
+                "UPDATE keys SET state = $4 WHERE purpose = $1 AND version = $2 AND state = $3",
+                &[
+                    &purpose.as_str(),
+                    &i64::from(version),
+                    &from.as_str(),
+                    &to.as_str(),
+                ],
+            )
+            .await?
+                > 0;
+        if !moved {
+            draft.outcome = Outcome::NotFound;
+        }
+        self.commit_with(w, audit, draft).await?;
+        Ok(moved)
+    }
+
+    async fn tokens_per_key_version(&self) -> Result<KeyUse> {
+        let map = |r: &tokio_postgres::Row| -> Result<(u32, u64)> {
+            Ok((
+                r.count(0, "key version")?,
+                u64::try_from(r.column::<i64>(1)?).unwrap_or(0),
+            ))
+        };
+        let data = self
+            .db
+            .fetch(
+                "SELECT key_version, count(*) FROM tokens GROUP BY key_version ORDER BY key_version",
+                &[],
+                map,
+            )
+            .await?;
+        let fingerprint = self
+            .db
+            .fetch(
+                "SELECT fingerprint_key_version, count(*) FROM tokens \
+                 GROUP BY fingerprint_key_version ORDER BY fingerprint_key_version",
+                &[],
+                map,
+            )
+            .await?;
+        Ok(KeyUse { data, fingerprint })
     }
 
     async fn delete_expired_collect_sessions(&self, before: i64, audit: &AuditKey) -> Result<u64> {

@@ -19,12 +19,12 @@ use super::rows::{
     self, client_columns, collect_session_columns, event_columns, key_columns, select,
     token_columns,
 };
-use super::{ClientRevocation, Store, StoreError, TokenRecord};
+use super::{ClientRevocation, KeyUse, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
 use crate::collect::{CollectId, CollectSession};
-use crate::crypto::{AuditKey, ClientKey, RowMac, WrappedKey};
+use crate::crypto::{AuditKey, ClientKey, KeyPurpose, KeyState, RowMac, WrappedKey};
 use crate::store::Result;
 use crate::token::{ClientId, Token};
 
@@ -340,6 +340,52 @@ impl Store for SqliteStore {
             Ok(u64::try_from(n).unwrap_or(u64::MAX))
         })
         .await
+    }
+
+    async fn set_key_state(
+        &self,
+        purpose: KeyPurpose,
+        version: u32,
+        from: KeyState,
+        to: KeyState,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<bool> {
+        self.audited(audit, move |tx, appender| {
+            let moved = tx.execute(
+                "UPDATE keys SET state = ?4 WHERE purpose = ?1 AND version = ?2 AND state = ?3",
+                params![purpose.as_str(), version, from.as_str(), to.as_str()],
+            )? > 0;
+            if !moved {
+                draft.outcome = Outcome::NotFound;
+            }
+            appender.append(tx, draft)?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn tokens_per_key_version(&self) -> Result<KeyUse> {
+        let map: MapRow<(u32, u64)> = |r| {
+            Ok((
+                shared::row::Row::count(r, 0, "key version")?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        };
+        let data = self
+            .scan(
+                "SELECT key_version, count(*) FROM tokens GROUP BY key_version ORDER BY key_version",
+                map,
+            )
+            .await?;
+        let fingerprint = self
+            .scan(
+                "SELECT fingerprint_key_version, count(*) FROM tokens \
+                 GROUP BY fingerprint_key_version ORDER BY fingerprint_key_version",
+                map,
+            )
+            .await?;
+        Ok(KeyUse { data, fingerprint })
     }
 
     async fn delete_expired_collect_sessions(&self, before: i64, audit: &AuditKey) -> Result<u64> {

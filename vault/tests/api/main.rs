@@ -15,6 +15,7 @@ mod database;
 mod flood;
 mod helpers;
 mod input;
+mod keys;
 mod oracle;
 mod pci;
 mod tokens;

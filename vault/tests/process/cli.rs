@@ -364,3 +364,79 @@ fn check_names_key_problems_and_creates_nothing() {
         "{wrong:?}"
     );
 }
+
+#[tokio::test]
+async fn keys_rotate_and_retire_from_the_command_line_while_the_vault_serves() {
+    let vault = VaultDir::new();
+    vault.unlimited();
+    let (_, key) = vault.client("acme", ALL_SCOPES);
+    let server = vault.serve();
+    let old = server.token_for(&key, "4242424242424242").await;
+
+    let (code, out, err) = vault.outcome(&["keys", "rotate"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("data key version 2"), "{out}");
+    // The running vault takes it up by itself: a new card lands under v2.
+    let db = rusqlite::Connection::open(vault.path("vault.db")).unwrap();
+    let version_of = |token: &str| -> i64 {
+        db.query_row(
+            "SELECT key_version FROM tokens WHERE token = ?1",
+            [token],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for n in 0.. {
+        let token = server.token_for(&key, &test_pan(n)).await;
+        if version_of(&token) == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never sealed under v2"
+        );
+    }
+    server.detokenize(&key, &old, "after rotation").await;
+
+    let refused = vault.outcome(&["keys", "retire", "2"]);
+    assert_ne!(refused.0, Some(0));
+    assert!(refused.2.contains("rotate first"), "{}", refused.2);
+    let (code, out, err) = vault.outcome(&["keys", "retire", "1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let wrong = vault.outcome(&["keys", "rotate", "--purpose", "secret"]);
+    assert_eq!(wrong.0, Some(64), "{}", wrong.2);
+
+    let status = vault.json_lines(&["keys", "status", "--json"]);
+    let data: Vec<_> = status.iter().filter(|k| k["purpose"] == "data").collect();
+    assert_eq!(data.len(), 2, "{status:?}");
+    assert_eq!(data[0]["state"], "decrypt_only");
+    assert_eq!(data[1]["state"], "active");
+    assert_eq!(data[1]["in_use"], true);
+    let table = vault.outcome(&["keys", "status"]).1;
+    assert!(
+        table.contains("decrypt_only") && table.contains("PURPOSE"),
+        "{table}"
+    );
+    server.detokenize(&key, &old, "after retirement").await;
+    assert!(vault.run(&["audit", "verify"]).status.success());
+}
+
+/// A Luhn-valid 16-digit Visa test number from `n`.
+fn test_pan(n: u64) -> String {
+    let body = format!("4{n:014}");
+    let sum: u32 = body
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = c.to_digit(10).unwrap();
+            match (i % 2 == 0, d * 2) {
+                (true, doubled) if doubled > 9 => doubled - 9,
+                (true, doubled) => doubled,
+                (false, _) => d,
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
+}

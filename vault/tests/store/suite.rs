@@ -8,7 +8,7 @@ use vault::audit::{Action, AuditDraft, HeadMismatch, Outcome, Verifier};
 use vault::auth::{ClientRecord, Scopes};
 use vault::clock::now_micros;
 use vault::collect::{CollectId, CollectSession, Origin};
-use vault::crypto::{Keyring, MasterKey, RowMac};
+use vault::crypto::{KeyPurpose, KeyState, Keyring, MasterKey, RowMac};
 use vault::store::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
 use vault::token::{ClientId, Token};
 use zeroize::Zeroizing;
@@ -144,6 +144,66 @@ pub(crate) async fn keys_insert_once(b: Backend) {
         1,
         "the failed insert left no audit event"
     );
+}
+
+/// A new key version is stored beside the first (its version unique per purpose), moves from
+/// active to decrypt-only once (a second move finds nothing and is audited as such), and the
+/// tokens per version are counted.
+pub(crate) async fn key_versions_are_added_retired_once_and_counted(b: Backend) {
+    let store = b.open().await;
+    let master = MasterKey::from_bytes(&Zeroizing::new([7; 32]));
+    let (keys, wrapped) = keyring();
+    store
+        .insert_keys(wrapped, keys.audit(), draft(Action::KeysCreate))
+        .await
+        .unwrap();
+    tokenize(store.as_ref(), &keys, "acme", "4242424242424242", None)
+        .await
+        .unwrap();
+    let v2 = Keyring::generate_version(&master, KeyPurpose::Data, 2, now_micros()).unwrap();
+    store
+        .add_key_and_seal_clients(
+            v2.clone(),
+            Vec::new(),
+            keys.audit(),
+            draft(Action::KeysRotate),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .add_key_and_seal_clients(v2, Vec::new(), keys.audit(), draft(Action::KeysRotate))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+    let retire = || {
+        store.set_key_state(
+            KeyPurpose::Data,
+            1,
+            KeyState::Active,
+            KeyState::DecryptOnly,
+            keys.audit(),
+            draft(Action::KeysRetire),
+        )
+    };
+    assert!(retire().await.unwrap());
+    assert!(!retire().await.unwrap(), "retired once");
+    let loaded = store.wrapped_keys().await.unwrap();
+    let states: Vec<_> = loaded
+        .iter()
+        .filter(|w| w.purpose == KeyPurpose::Data)
+        .map(|w| (w.version, w.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![(1, KeyState::DecryptOnly), (2, KeyState::Active)]
+    );
+    let ring = Keyring::open(&master, &loaded).unwrap();
+    assert_eq!(ring.sealing_version(), Some(2));
+    let used = store.tokens_per_key_version().await.unwrap();
+    assert_eq!(used.data, vec![(1, 1)]);
+    assert_eq!(used.fingerprint, vec![(1, 1)]);
+    // create, tokenize, rotate, two retire attempts.
+    assert_eq!(verify(store.as_ref(), &keys).await, 5);
 }
 
 pub(crate) async fn tokenize_returns_the_existing_token_and_replaces_expired_ones(b: Backend) {

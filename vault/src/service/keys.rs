@@ -1,0 +1,213 @@
+//! Key lifecycle while the vault runs: a new data key version takes new writes at once, an
+//! old one can be made decrypt-only, and every replica picks both up within a second without a
+//! restart (DESIGN §4).
+//!
+//! The keyring is swapped whole ([`arc_swap`]): a request works with the keyring it loaded,
+//! so a rotation never leaves one request half on each. Every key row is wrapped under the
+//! master key with its purpose and version bound in, so a row written outside the vault does
+//! not unwrap and is refused with the rest (the reload keeps the keyring it had).
+
+use super::*;
+use crate::crypto::{KeyState, WrappedKey};
+
+/// One stored key version, as `vault keys status` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyStatus {
+    /// `data`, `fingerprint`, `audit`, `client`.
+    pub purpose: &'static str,
+    /// Version within its purpose.
+    pub version: u32,
+    /// `active`, `decrypt_only` or `destroyed`.
+    pub state: &'static str,
+    /// Whether new writes use it (the newest active version of its purpose).
+    pub in_use: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Tokens it seals (data) or keys (fingerprint); `None` for purposes that hold no rows.
+    pub tokens: Option<u64>,
+}
+
+impl Vault {
+    /// The keyring as it is now.
+    pub(super) fn keys(&self) -> Arc<Keyring> {
+        self.keys.load_full()
+    }
+
+    /// Every stored key version with its state and how many tokens use it.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    pub async fn key_status(&self) -> Result<Vec<KeyStatus>, VaultError> {
+        let wrapped = self.store.wrapped_keys().await?;
+        let used = self.store.tokens_per_key_version().await?;
+        let count = |list: &[(u32, u64)], v: u32| {
+            list.iter()
+                .find(|(version, _)| *version == v)
+                .map_or(0, |(_, n)| *n)
+        };
+        Ok(wrapped
+            .iter()
+            .map(|w| {
+                let newest_active = wrapped
+                    .iter()
+                    .filter(|o| o.purpose == w.purpose && o.state == KeyState::Active)
+                    .map(|o| o.version)
+                    .max();
+                KeyStatus {
+                    purpose: w.purpose.as_str(),
+                    version: w.version,
+                    state: w.state.as_str(),
+                    in_use: newest_active == Some(w.version),
+                    created_at: crate::clock::rfc3339(w.created_at),
+                    tokens: match w.purpose {
+                        KeyPurpose::Data => Some(count(&used.data, w.version)),
+                        KeyPurpose::Fingerprint => Some(count(&used.fingerprint, w.version)),
+                        KeyPurpose::Audit | KeyPurpose::Client => None,
+                    },
+                }
+            })
+            .collect())
+    }
+
+    /// Makes the next version of `purpose`'s key, which seals every new write from now on (on
+    /// every replica within a second), audited as `keys.rotate`. Returns the new version.
+    ///
+    /// Only data keys rotate so far: a new fingerprint or client key would need the rows under
+    /// the old one rewritten first (the rewrap job), or "same card, same token" and client
+    /// authentication would break.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Invalid`] for another purpose; RNG, storage or audit failure.
+    pub async fn rotate_key(&self, actor: &str, purpose: KeyPurpose) -> Result<u32, VaultError> {
+        if purpose != KeyPurpose::Data {
+            return Err(VaultError::Invalid(
+                "only the data key rotates so far (--purpose data): fingerprint and client keys rotate once the rewrap job can move their rows",
+            ));
+        }
+        // Two operators rotating at once both aim for the same next version; the loser sees
+        // the primary key refuse it and takes the one after.
+        for _ in 0..3 {
+            let wrapped = self.store.wrapped_keys().await?;
+            let next = wrapped
+                .iter()
+                .filter(|w| w.purpose == purpose)
+                .map(|w| w.version)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let key = Keyring::generate_version(&self.master, purpose, next, now_micros())?;
+            let mut draft = AuditDraft::new(actor, Action::KeysRotate, Outcome::Granted);
+            draft.detail = Some(format!("{} v{next}", purpose.as_str()));
+            match self
+                .store
+                .add_key_and_seal_clients(key, Vec::new(), self.keys().audit(), draft)
+                .await
+            {
+                Ok(()) => {
+                    self.reload_keys().await?;
+                    return Ok(next);
+                }
+                Err(StoreError::Duplicate) => {}
+                Err(e) => return Err(audited(e)),
+            }
+        }
+        Err(VaultError::Invalid(
+            "another rotation of the same key was running: check `vault keys status` and try again",
+        ))
+    }
+
+    /// Makes a key version decrypt-only: it opens what it sealed and seals nothing more,
+    /// audited as `keys.retire`. The newest active version of a purpose cannot be retired
+    /// (rotate first), so there is always one to seal with.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Invalid`] when the version is missing, not active, or the one in use;
+    /// storage or audit failure.
+    pub async fn retire_key(
+        &self,
+        actor: &str,
+        purpose: KeyPurpose,
+        version: u32,
+    ) -> Result<(), VaultError> {
+        let wrapped = self.store.wrapped_keys().await?;
+        let Some(key) = wrapped
+            .iter()
+            .find(|w| w.purpose == purpose && w.version == version)
+        else {
+            return Err(VaultError::Invalid(
+                "no such key version: `vault keys status` lists them",
+            ));
+        };
+        if key.state != KeyState::Active {
+            return Err(VaultError::Invalid(
+                "that key version is not active (already decrypt-only, or destroyed)",
+            ));
+        }
+        let newer_active = wrapped
+            .iter()
+            .any(|w| w.purpose == purpose && w.state == KeyState::Active && w.version > version);
+        if !newer_active {
+            return Err(VaultError::Invalid(
+                "that is the key version new writes use: rotate first (`vault keys rotate`), then retire the old one",
+            ));
+        }
+        let mut draft = AuditDraft::new(actor, Action::KeysRetire, Outcome::Granted);
+        draft.detail = Some(format!("{} v{version}", purpose.as_str()));
+        let moved = self
+            .store
+            .set_key_state(
+                purpose,
+                version,
+                KeyState::Active,
+                KeyState::DecryptOnly,
+                self.keys().audit(),
+                draft,
+            )
+            .await
+            .map_err(audited)?;
+        if !moved {
+            return Err(VaultError::Invalid(
+                "that key version changed meanwhile: check `vault keys status`",
+            ));
+        }
+        self.reload_keys().await?;
+        Ok(())
+    }
+
+    /// Re-reads the stored keys and, when a version or state changed (a rotation or retirement
+    /// here, on another replica or by the command line), swaps in the keyring they make.
+    /// Returns whether it changed.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure, or stored keys that no longer open under the master key (the keyring in
+    /// use is kept).
+    pub async fn reload_keys(&self) -> Result<bool, VaultError> {
+        let wrapped = self.store.wrapped_keys().await?;
+        let current = self.keys();
+        if same_keys(&current, &wrapped) {
+            return Ok(false);
+        }
+        let ring = Keyring::open(&self.master, &wrapped)?;
+        tracing::info!(
+            sealing = ring.sealing_version(),
+            "data keys changed; new writes use the newest active version"
+        );
+        self.keys.store(Arc::new(ring));
+        Ok(true)
+    }
+}
+
+/// Whether `ring` already holds exactly the data key versions and states of `wrapped` (the
+/// other purposes do not change while the vault runs yet).
+fn same_keys(ring: &Keyring, wrapped: &[WrappedKey]) -> bool {
+    let stored: Vec<(u32, KeyState)> = wrapped
+        .iter()
+        .filter(|w| w.purpose == KeyPurpose::Data && w.state != KeyState::Destroyed)
+        .map(|w| (w.version, w.state))
+        .collect();
+    ring.data_versions() == stored
+}
