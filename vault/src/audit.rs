@@ -43,6 +43,12 @@ pub enum Action {
     /// A key version became decrypt-only.
     #[serde(rename = "keys.retire")]
     KeysRetire,
+    /// A batch of tokens was resealed under the active data key.
+    #[serde(rename = "keys.rewrap")]
+    KeysRewrap,
+    /// A key version was destroyed.
+    #[serde(rename = "keys.destroy")]
+    KeysDestroy,
     /// A PAN was tokenized.
     #[serde(rename = "token.create")]
     TokenCreate,
@@ -85,6 +91,8 @@ impl Action {
             Self::KeysCreate => "keys.create",
             Self::KeysRotate => "keys.rotate",
             Self::KeysRetire => "keys.retire",
+            Self::KeysRewrap => "keys.rewrap",
+            Self::KeysDestroy => "keys.destroy",
             Self::TokenCreate => "token.create",
             Self::TokenDelete => "token.delete",
             Self::TokenDetokenize => "token.detokenize",

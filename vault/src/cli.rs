@@ -81,6 +81,22 @@ enum KeysCommand {
         #[arg(long, default_value = "data")]
         purpose: String,
     },
+    /// Reseal every token still under an older data key version under the active one, now,
+    /// and print how many (running vaults do the same in the background, paced).
+    Rewrap,
+    /// Destroy a decrypt-only data key version: its key is wiped, so what it sealed never
+    /// opens again. Refused while tokens are sealed under it, unless --crypto-shred.
+    Destroy {
+        /// The version to destroy.
+        version: u32,
+        /// Which key.
+        #[arg(long, default_value = "data")]
+        purpose: String,
+        /// Destroy it even though tokens are still sealed under it: their card numbers are
+        /// gone for good.
+        #[arg(long)]
+        crypto_shred: bool,
+    },
     /// Make a version decrypt-only: it still opens the tokens it sealed, and seals nothing.
     /// The version new writes use cannot be retired (rotate first).
     Retire {
@@ -399,6 +415,47 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
             println!(
                 "{} key version {version} made: new writes use it (running vaults within a second); older versions still open their tokens",
                 purpose.as_str()
+            );
+        }
+        KeysCommand::Rewrap => {
+            let vault = open_vault(config).await?;
+            let done = vault
+                .rewrap(
+                    "cli",
+                    config.keys.rewrap_batch_size,
+                    std::time::Duration::from_millis(config.keys.rewrap_pause_ms),
+                )
+                .await?;
+            checkpoint_cli_write(&vault, config)?;
+            println!(
+                "resealed {} tokens under the active data key; {} did not open and were left as they are",
+                done.resealed, done.failed
+            );
+            if done.failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        KeysCommand::Destroy {
+            version,
+            purpose,
+            crypto_shred,
+        } => {
+            let Some(purpose) = purpose_of(&purpose) else {
+                return Ok(ExitCode::from(EX_USAGE));
+            };
+            let vault = open_vault(config).await?;
+            vault
+                .destroy_key("cli", purpose, version, crypto_shred)
+                .await?;
+            checkpoint_cli_write(&vault, config)?;
+            println!(
+                "{} key version {version} destroyed: its key is wiped{}",
+                purpose.as_str(),
+                if crypto_shred {
+                    "; the tokens it sealed never open again"
+                } else {
+                    ""
+                }
             );
         }
         KeysCommand::Retire { version, purpose } => {

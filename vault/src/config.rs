@@ -100,12 +100,22 @@ impl Default for CollectConfig {
 pub struct KeysConfig {
     /// The master key file written by `vault init` (mode 0600).
     pub master_key_file: PathBuf,
+    /// Whether running vaults move tokens to the active data key by themselves (else only
+    /// `vault keys rewrap` does, when the operator runs it).
+    pub rewrap_in_background: bool,
+    /// Tokens the rewrap job reseals per transaction.
+    pub rewrap_batch_size: u32,
+    /// Pause between two rewrap batches, so the job never crowds out requests.
+    pub rewrap_pause_ms: u64,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
         Self {
             master_key_file: PathBuf::from("master.key"),
+            rewrap_in_background: true,
+            rewrap_batch_size: 200,
+            rewrap_pause_ms: 50,
         }
     }
 }
@@ -196,6 +206,11 @@ impl VaultConfig {
                     "collect.public_url must be the vault's origin as browsers write it: https://host[:port], no path or trailing slash (http only for localhost and 127.0.0.1)",
                 )
             })?;
+        }
+        if !(1..=10_000).contains(&config.keys.rewrap_batch_size) {
+            return Err(ConfigError::Invalid(
+                "keys.rewrap_batch_size must be from 1 to 10000; the default is 200",
+            ));
         }
         if let Some(form) = config.collect.listen
             && form.port() != 0

@@ -36,7 +36,7 @@ mod open;
 
 use clients::VerifiedClients;
 pub use collect::{NewSession, OpenedSession, Refusal, Submission};
-pub use keys::KeyStatus;
+pub use keys::{KeyStatus, Rewrapped};
 
 /// Domain failures. The HTTP layer maps each to a fixed status, code and message.
 #[derive(Debug, thiserror::Error)]
@@ -285,10 +285,16 @@ impl Vault {
             self.audit(draft).await?;
             return Err(VaultError::NotFound);
         };
-        let pan = match self
-            .keys()
-            .open_pan(&record.sealed, record.token.as_str(), &record.tenant)
-        {
+        let mut keys = self.keys();
+        if !keys.holds_data_version(record.sealed.key_version) {
+            // Rotated (and the row rewrapped) by another replica or the command line since this
+            // vault last re-read its keys: read them now rather than fail a good token.
+            if let Err(e) = self.reload_keys().await {
+                tracing::warn!(error = %e, "reloading the stored keys failed");
+            }
+            keys = self.keys();
+        }
+        let pan = match keys.open_pan(&record.sealed, record.token.as_str(), &record.tenant) {
             Ok(pan) => pan,
             Err(e) => {
                 tracing::error!(error = %e, token = %record.token, "sealed PAN failed to open");

@@ -93,6 +93,7 @@ pub struct Application {
     state: AppState,
     sweep_interval: Duration,
     collect_retention: Duration,
+    rewrap: Option<(u32, Duration)>,
     report_interval: Duration,
     checkpoints: Option<(PathBuf, Duration)>,
 }
@@ -160,6 +161,12 @@ impl Application {
             },
             sweep_interval: Duration::from_secs(config.tokens.sweep_interval_seconds),
             collect_retention: Duration::from_secs(config.collect.retention_seconds),
+            rewrap: config.keys.rewrap_in_background.then(|| {
+                (
+                    config.keys.rewrap_batch_size,
+                    Duration::from_millis(config.keys.rewrap_pause_ms),
+                )
+            }),
             report_interval: Duration::from_secs(config.limits.report_interval_seconds),
             checkpoints: config.audit.checkpoint_file.clone().map(|path| {
                 (
@@ -208,6 +215,9 @@ impl Application {
             self.collect_retention,
         ));
         let revocations = tokio::spawn(watch_revocations(vault.clone()));
+        let rewrapper = self
+            .rewrap
+            .map(|pace| tokio::spawn(rewrap(vault.clone(), pace)));
         // The reporter is told to stop, not aborted: cut mid-report, it would lose the counts
         // it had taken.
         let (stop_reporting, reporting) = tokio::sync::watch::channel(false);
@@ -256,6 +266,9 @@ impl Application {
         };
         sweeper.abort();
         revocations.abort();
+        if let Some(task) = rewrapper {
+            task.abort();
+        }
         let _ = stop_reporting.send(true);
         let _ = reporter.await;
         if let Some(task) = checkpointer {
@@ -297,6 +310,28 @@ async fn watch_revocations(vault: Vault) {
         // here within a second, without a restart.
         if let Err(e) = vault.reload_keys().await {
             tracing::error!(error = %e, "reloading the stored keys failed; the keys in use are kept");
+        }
+    }
+}
+
+/// Moves tokens still sealed under an older data key version to the active one, in the
+/// background: a pass every second finds nothing to do until a rotation leaves old rows (an
+/// index seek per old version), then works through them in paced batches. Aborted at
+/// shutdown, it loses at most the batch in flight, which the next start redoes.
+async fn rewrap(vault: Vault, (batch, pause): (u32, Duration)) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match vault.rewrap("system", batch, pause).await {
+            Ok(done) if done.resealed > 0 => {
+                tracing::info!(
+                    resealed = done.resealed,
+                    "rewrapped tokens under the active data key"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rewrapping tokens failed; retried in a second"),
         }
     }
 }

@@ -104,6 +104,17 @@ pub struct ClientRevocation {
     pub new_mac: RowMac,
 }
 
+/// A token's PAN sealed again under the active data key (the rewrap job).
+#[derive(Clone, Debug)]
+pub struct Resealed {
+    /// The token.
+    pub token: Token,
+    /// The version it was read under: the row changes only if it still is.
+    pub from_version: u32,
+    /// The new ciphertext.
+    pub sealed: Sealed,
+}
+
 /// How many tokens use each key version: `(version, tokens)`, oldest version first.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
 pub struct KeyUse {
@@ -167,6 +178,37 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         version: u32,
         from: KeyState,
         to: KeyState,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<bool>;
+
+    /// Up to `limit` tokens sealed under data key version `version` whose token sorts after
+    /// `after`, in token order (whatever their tenant or expiry): the rewrap job's next batch.
+    async fn tokens_sealed_under(
+        &self,
+        version: u32,
+        after: Option<Token>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>>;
+
+    /// Replaces each token's ciphertext with its resealed one, only while the row is still
+    /// sealed under the version it was read with (a replica that got there first wins), with
+    /// one audit event for the batch. Returns how many rows changed.
+    async fn reseal_tokens(
+        &self,
+        resealed: Vec<Resealed>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64>;
+
+    /// Destroys a decrypt-only key version: its wrapped key is wiped and its state set to
+    /// `destroyed`, only when no token is sealed under it (or, with `shred`, regardless: those
+    /// tokens never open again). Audited; returns whether it was destroyed.
+    async fn destroy_key(
+        &self,
+        purpose: KeyPurpose,
+        version: u32,
+        shred: bool,
         audit: &AuditKey,
         draft: AuditDraft,
     ) -> Result<bool>;

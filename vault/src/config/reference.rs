@@ -11,6 +11,21 @@ const SETTINGS: &[Setting] = &[
         meaning: "master key from `vault init`; must be mode 0600",
     },
     Setting {
+        key: "keys.rewrap_in_background",
+        meaning: "whether running vaults reseal tokens left under an older data key version \
+                  by themselves (paced by the two settings below); false leaves it to `vault \
+                  keys rewrap`",
+    },
+    Setting {
+        key: "keys.rewrap_batch_size",
+        meaning: "tokens the background rewrap job reseals under the active data key per \
+                  transaction (1 to 10000), once a rotation left tokens under an older version",
+    },
+    Setting {
+        key: "keys.rewrap_pause_ms",
+        meaning: "pause between two rewrap batches, so the job leaves the database to requests",
+    },
+    Setting {
         key: "tokens.max_ttl_seconds",
         meaning: "largest `ttl_seconds` accepted (the default is 10 years)",
     },

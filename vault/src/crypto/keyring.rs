@@ -394,6 +394,11 @@ impl Keyring {
         self.sealing_key().map(AeadKey::version)
     }
 
+    /// Whether this keyring holds data key `version` (to open what it sealed).
+    pub fn holds_data_version(&self, version: u32) -> bool {
+        self.data.contains_key(&version)
+    }
+
     /// The data key versions this keyring opens, with their states, oldest first.
     pub fn data_versions(&self) -> Vec<(u32, KeyState)> {
         self.data.iter().map(|(v, (_, s))| (*v, *s)).collect()

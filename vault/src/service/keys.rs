@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::crypto::{KeyState, WrappedKey};
+use crate::store::Resealed;
 
 /// One stored key version, as `vault keys status` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -198,6 +199,139 @@ impl Vault {
         );
         self.keys.store(Arc::new(ring));
         Ok(true)
+    }
+}
+
+/// What a rewrap pass did.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, serde::Serialize)]
+pub struct Rewrapped {
+    /// Tokens resealed under the active data key.
+    pub resealed: u64,
+    /// Tokens whose ciphertext did not open (tampered, or their key destroyed): left as they
+    /// are, and logged.
+    pub failed: u64,
+}
+
+impl Vault {
+    /// Reseals every token under an older data key version (active or decrypt-only, not
+    /// destroyed) under the version new writes use, `batch` at a time with `pause` between
+    /// batches, each batch one transaction with one `keys.rewrap` event. Online and
+    /// resumable: a crash loses at most the batch in flight, which the next pass redoes (it
+    /// picks up whatever is still under an old version); replicas racing on a row change it
+    /// once.
+    ///
+    /// # Errors
+    ///
+    /// Storage or audit failure (what was committed stays).
+    pub async fn rewrap(
+        &self,
+        actor: &str,
+        batch: u32,
+        pause: Duration,
+    ) -> Result<Rewrapped, VaultError> {
+        let mut done = Rewrapped::default();
+        let keys = self.keys();
+        let Some(target) = keys.sealing_version() else {
+            return Ok(done);
+        };
+        for (version, _) in keys.data_versions() {
+            if version == target {
+                continue;
+            }
+            let mut after = None;
+            loop {
+                let rows = self
+                    .store
+                    .tokens_sealed_under(version, after.clone(), batch)
+                    .await?;
+                let Some(last) = rows.last() else { break };
+                after = Some(last.token.clone());
+                let full = rows.len() == usize::try_from(batch).unwrap_or(usize::MAX);
+                let mut resealed = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    match keys.open_pan(&row.sealed, row.token.as_str(), &row.tenant) {
+                        Ok(pan) => resealed.push(Resealed {
+                            token: row.token.clone(),
+                            from_version: version,
+                            sealed: keys.seal_pan(&pan, row.token.as_str(), &row.tenant)?,
+                        }),
+                        Err(_) => done.failed += 1,
+                    }
+                }
+                if !resealed.is_empty() {
+                    let n = resealed.len();
+                    let mut draft = AuditDraft::new(actor, Action::KeysRewrap, Outcome::Granted);
+                    draft.detail = Some(format!("data v{version} to v{target}: {n} tokens"));
+                    done.resealed += self
+                        .store
+                        .reseal_tokens(resealed, keys.audit(), draft)
+                        .await
+                        .map_err(audited)?;
+                }
+                if !full {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+        if done.failed > 0 {
+            tracing::error!(
+                failed = done.failed,
+                "rewrap: some tokens did not open (tampered, or sealed under a destroyed key); they were left as they are"
+            );
+        }
+        Ok(done)
+    }
+
+    /// Destroys a decrypt-only data key version, audited as `keys.destroy`: its wrapped key is
+    /// wiped from the database, so what it sealed never opens again. Refused while any token
+    /// is still sealed under it (rewrap first), unless `shred`, which destroys those tokens'
+    /// card numbers with it (crypto-shredding).
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Invalid`] when the version is not decrypt-only or still seals tokens;
+    /// storage or audit failure.
+    pub async fn destroy_key(
+        &self,
+        actor: &str,
+        purpose: KeyPurpose,
+        version: u32,
+        shred: bool,
+    ) -> Result<(), VaultError> {
+        if purpose != KeyPurpose::Data {
+            return Err(VaultError::Invalid(
+                "only data key versions can be destroyed so far (--purpose data)",
+            ));
+        }
+        let wrapped = self.store.wrapped_keys().await?;
+        let state = wrapped
+            .iter()
+            .find(|w| w.purpose == purpose && w.version == version)
+            .map(|w| w.state);
+        if state != Some(KeyState::DecryptOnly) {
+            return Err(VaultError::Invalid(
+                "only a decrypt-only key version can be destroyed: retire it first (`vault keys retire`)",
+            ));
+        }
+        let mut draft = AuditDraft::new(actor, Action::KeysDestroy, Outcome::Granted);
+        draft.detail = Some(format!(
+            "{} v{version}{}",
+            purpose.as_str(),
+            if shred { " (crypto-shred)" } else { "" }
+        ));
+        let destroyed = self
+            .store
+            .destroy_key(purpose, version, shred, self.keys().audit(), draft)
+            .await
+            .map_err(audited)?;
+        if !destroyed {
+            return Err(VaultError::Invalid(
+                "tokens are still sealed under that version: run `vault keys rewrap --wait` first, or destroy them with it (--crypto-shred)",
+            ));
+        }
+        self.reload_keys().await?;
+        Ok(())
     }
 }
 

@@ -26,7 +26,7 @@ use super::rows::{
     self, client_columns, collect_session_columns, event_columns, key_columns, select,
     token_columns,
 };
-use super::{ClientRevocation, KeyUse, Store, StoreError, TokenRecord};
+use super::{ClientRevocation, KeyUse, Resealed, Store, StoreError, TokenRecord};
 use crate::audit::{Action, AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_collect_sessions.sql"),
     include_str!("../../migrations/postgres/0004_collect_completions.sql"),
     include_str!("../../migrations/postgres/0005_key_states.sql"),
+    include_str!("../../migrations/postgres/0006_rewrap.sql"),
 ];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
@@ -426,6 +427,83 @@ impl Store for PgStore {
         }
         self.commit_with(w, audit, draft).await?;
         Ok(moved)
+    }
+
+    async fn tokens_sealed_under(
+        &self,
+        version: u32,
+        after: Option<Token>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>> {
+        let sql = select!(
+            tokens,
+            "WHERE key_version = $1 AND token > $2 ORDER BY token LIMIT $3"
+        );
+        let after = after.as_ref().map_or("", |t| t.as_str()).to_owned();
+        let params: Params<'_> = &[&i64::from(version), &after, &i64::from(limit)];
+        self.db.fetch(sql, params, rows::token).await
+    }
+
+    async fn reseal_tokens(
+        &self,
+        resealed: Vec<Resealed>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64> {
+        let mut client = self.conn().await?;
+        let w = self.audited(&mut client).await?;
+        let update =
+            w.tx.prepare(
+                "UPDATE tokens SET algorithm = $3, key_version = $4, nonce = $5, ciphertext = $6 \
+                 WHERE token = $1 AND key_version = $2",
+            )
+            .await?;
+        let mut changed = 0;
+        for r in &resealed {
+            changed +=
+                w.tx.execute(
+                    &update,
+                    &[
+                        &r.token.as_str(),
+                        &i64::from(r.from_version),
+                        &r.sealed.algorithm,
+                        &i64::from(r.sealed.key_version),
+                        &r.sealed.nonce.as_slice(),
+                        &r.sealed.ciphertext.as_slice(),
+                    ],
+                )
+                .await?;
+        }
+        self.commit_with(w, audit, draft).await?;
+        Ok(changed)
+    }
+
+    async fn destroy_key(
+        &self,
+        purpose: KeyPurpose,
+        version: u32,
+        shred: bool,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<bool> {
+        let mut client = self.conn().await?;
+        let w = self.audited(&mut client).await?;
+        let empty: &[u8] = &[];
+        let destroyed =
+            w.tx.execute(
+                "UPDATE keys SET state = 'destroyed', wrapped = $4, wrap_nonce = $4 \
+                 WHERE purpose = $1 AND version = $2 AND state = 'decrypt_only' \
+                 AND ($3 OR $1 <> 'data' \
+                      OR NOT EXISTS (SELECT 1 FROM tokens WHERE key_version = $2))",
+                &[&purpose.as_str(), &i64::from(version), &shred, &empty],
+            )
+            .await?
+                > 0;
+        if !destroyed {
+            draft.outcome = Outcome::NotFound;
+        }
+        self.commit_with(w, audit, draft).await?;
+        Ok(destroyed)
     }
 
     async fn tokens_per_key_version(&self) -> Result<KeyUse> {

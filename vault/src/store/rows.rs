@@ -228,20 +228,27 @@ where
 {
     let purpose: String = r.column(0)?;
     let nonce: Vec<u8> = r.column(3)?;
+    let state =
+        KeyState::from_name(&r.column::<String>(6)?).ok_or(StoreError::Corrupt("key state"))?;
+    // A destroyed version's wrapped key (and nonce) were wiped: nothing is left to unwrap.
+    let nonce = if state == KeyState::Destroyed {
+        [0; 12]
+    } else {
+        nonce
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("key nonce"))?
+    };
     Ok(WrappedKey {
         purpose: KeyPurpose::from_name(&purpose).ok_or(StoreError::Corrupt("key purpose"))?,
         version: r.count(1, "key version")?,
         sealed: Sealed {
             algorithm: r.column(2)?,
             key_version: 0,
-            nonce: nonce
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("key nonce"))?,
+            nonce,
             ciphertext: r.column(4)?,
         },
         created_at: r.column(5)?,
-        state: KeyState::from_name(&r.column::<String>(6)?)
-            .ok_or(StoreError::Corrupt("key state"))?,
+        state,
     })
 }
 

@@ -19,7 +19,7 @@ use super::rows::{
     self, client_columns, collect_session_columns, event_columns, key_columns, select,
     token_columns,
 };
-use super::{ClientRevocation, KeyUse, Store, StoreError, TokenRecord};
+use super::{ClientRevocation, KeyUse, Resealed, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_collect_sessions.sql"),
     include_str!("../../migrations/sqlite/0004_collect_completions.sql"),
     include_str!("../../migrations/sqlite/0005_key_states.sql"),
+    include_str!("../../migrations/sqlite/0006_rewrap.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -361,6 +362,80 @@ impl Store for SqliteStore {
             }
             appender.append(tx, draft)?;
             Ok(moved)
+        })
+        .await
+    }
+
+    async fn tokens_sealed_under(
+        &self,
+        version: u32,
+        after: Option<Token>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>> {
+        self.lookup(move |conn| {
+            query(
+                conn,
+                select!(
+                    tokens,
+                    "WHERE key_version = ?1 AND token > ?2 ORDER BY token LIMIT ?3"
+                ),
+                params![version, after.as_ref().map_or("", |t| t.as_str()), limit],
+                |r| rows::token(r),
+            )
+        })
+        .await
+    }
+
+    async fn reseal_tokens(
+        &self,
+        resealed: Vec<Resealed>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64> {
+        self.audited(audit, move |tx, appender| {
+            let mut changed = 0;
+            let mut update = tx.prepare_cached(
+                "UPDATE tokens SET algorithm = ?3, key_version = ?4, nonce = ?5, ciphertext = ?6 \
+                 WHERE token = ?1 AND key_version = ?2",
+            )?;
+            for r in &resealed {
+                changed += update.execute(params![
+                    r.token.as_str(),
+                    r.from_version,
+                    r.sealed.algorithm,
+                    r.sealed.key_version,
+                    r.sealed.nonce.as_slice(),
+                    r.sealed.ciphertext.as_slice(),
+                ])?;
+            }
+            drop(update);
+            appender.append(tx, draft)?;
+            Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
+    async fn destroy_key(
+        &self,
+        purpose: KeyPurpose,
+        version: u32,
+        shred: bool,
+        audit: &AuditKey,
+        mut draft: AuditDraft,
+    ) -> Result<bool> {
+        self.audited(audit, move |tx, appender| {
+            let destroyed = tx.execute(
+                "UPDATE keys SET state = 'destroyed', wrapped = X'', wrap_nonce = X'' \
+                 WHERE purpose = ?1 AND version = ?2 AND state = 'decrypt_only' \
+                 AND (?3 OR ?1 <> 'data' \
+                      OR NOT EXISTS (SELECT 1 FROM tokens WHERE key_version = ?2))",
+                params![purpose.as_str(), version, shred],
+            )? > 0;
+            if !destroyed {
+                draft.outcome = Outcome::NotFound;
+            }
+            appender.append(tx, draft)?;
+            Ok(destroyed)
         })
         .await
     }

@@ -36,7 +36,12 @@ fn key_version(v: &TestVault, token: &str) -> i64 {
 
 #[tokio::test]
 async fn a_rotated_data_key_takes_new_writes_without_a_restart_and_old_tokens_still_open() {
-    let v = TestVault::spawn_with(unlimited).await;
+    // The rewrap job is the operator's here, so the counts below stay put.
+    let v = TestVault::spawn_with(|c| {
+        unlimited(c);
+        c.keys.rewrap_in_background = false;
+    })
+    .await;
     let key = v.client("acme", ALL_SCOPES).await;
     let old = v.token_for(&key, OLD_PAN).await;
     assert_eq!(key_version(&v, &old), 1);
@@ -140,4 +145,148 @@ async fn two_rotations_at_once_make_two_versions() {
     let mut made = vec![a.unwrap(), b.unwrap()];
     made.sort_unstable();
     assert_eq!(made, vec![2, 3]);
+}
+
+#[tokio::test]
+async fn rewrap_moves_old_tokens_and_a_destroyed_version_never_opens_again() {
+    let v = TestVault::spawn_with(|c| {
+        unlimited(c);
+        c.keys.rewrap_in_background = false;
+        c.keys.rewrap_batch_size = 3;
+    })
+    .await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    let tokens: Vec<String> = {
+        let mut t = Vec::new();
+        for n in 0..10 {
+            t.push(v.token_for(&key, &pan(n)).await);
+        }
+        t
+    };
+    let ciphertext_of = |token: &str| -> Vec<u8> {
+        v.scalar("SELECT ciphertext FROM tokens WHERE token = ?1", [token])
+    };
+    let before = ciphertext_of(&tokens[0]);
+    v.admin.rotate_key("cli", KeyPurpose::Data).await.unwrap();
+
+    // v1 still seals tokens: it cannot be destroyed, not even retired-and-destroyed.
+    v.admin
+        .retire_key("cli", KeyPurpose::Data, 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        v.admin.destroy_key("cli", KeyPurpose::Data, 1, false).await,
+        Err(VaultError::Invalid(_))
+    ));
+    // Rewrap in batches of 3 (four transactions, four events): every token moves to v2, its
+    // ciphertext changes, and it still opens to its card.
+    let done = v
+        .admin
+        .rewrap("cli", 3, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((done.resealed, done.failed), (10, 0));
+    for (n, token) in tokens.iter().enumerate() {
+        assert_eq!(key_version(&v, token), 2);
+        let reply = v.detokenize(&key, token).await;
+        assert_eq!(reply.json()["pan"], pan(n as u64), "{}", reply.text());
+    }
+    assert_ne!(ciphertext_of(&tokens[0]), before);
+    assert_eq!(v.events("keys.rewrap").len(), 4);
+    let again = v
+        .admin
+        .rewrap("cli", 3, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(again.resealed, 0, "a second pass finds nothing");
+
+    // Now v1 seals nothing and goes; its wrapped key is wiped from the database.
+    v.admin
+        .destroy_key("cli", KeyPurpose::Data, 1, false)
+        .await
+        .unwrap();
+    let wiped: Vec<u8> = v.scalar(
+        "SELECT wrapped FROM keys WHERE purpose = 'data' AND version = 1",
+        [],
+    );
+    assert!(wiped.is_empty());
+    let status = v.admin.key_status().await.unwrap();
+    assert!(
+        status
+            .iter()
+            .any(|k| k.purpose == "data" && k.version == 1 && k.state == "destroyed")
+    );
+
+    // Crypto-shredding: a token still sealed under v2 when v2 is destroyed never opens again;
+    // the attempt is refused and audited as an integrity error.
+    let doomed = v.token_for(&key, &pan(99)).await;
+    v.admin.rotate_key("cli", KeyPurpose::Data).await.unwrap();
+    v.admin
+        .retire_key("cli", KeyPurpose::Data, 2)
+        .await
+        .unwrap();
+    assert!(matches!(
+        v.admin.destroy_key("cli", KeyPurpose::Data, 2, false).await,
+        Err(VaultError::Invalid(_))
+    ));
+    v.admin
+        .destroy_key("cli", KeyPurpose::Data, 2, true)
+        .await
+        .unwrap();
+    // The serving vault drops the key within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let reply = v.detokenize(&key, &doomed).await;
+        if reply.status == StatusCode::INTERNAL_SERVER_ERROR {
+            assert!(!reply.text().contains(&pan(99)));
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the destroyed key still opens"
+        );
+        tokio::task::yield_now().await;
+    }
+    let errors: Vec<_> = v
+        .events("token.detokenize")
+        .into_iter()
+        .filter(|(outcome, _, _)| outcome == "error")
+        .collect();
+    assert!(!errors.is_empty(), "the refused open is audited");
+    // A rewrap has nothing left to move: a destroyed version's tokens are not visited.
+    let done = v
+        .admin
+        .rewrap("cli", 3, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(done.resealed, 0);
+    let destroyed = v.events("keys.destroy");
+    assert_eq!(
+        destroyed
+            .iter()
+            .filter(|(outcome, _, _)| outcome == "granted")
+            .map(|(_, _, d)| d.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec!["data v1".to_owned(), "data v2 (crypto-shred)".to_owned()]
+    );
+    assert!(v.verify_audit().await.is_ok());
+}
+
+#[tokio::test]
+async fn running_vaults_rewrap_by_themselves() {
+    let v = TestVault::spawn_with(unlimited).await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    let old = v.token_for(&key, OLD_PAN).await;
+    v.admin.rotate_key("cli", KeyPurpose::Data).await.unwrap();
+    // The background job moves the old token without anyone asking; the deadline bounds a hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while key_version(&v, &old) != 2 {
+        assert!(std::time::Instant::now() < deadline, "never rewrapped");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(v.detokenize(&key, &old).await.json()["pan"], OLD_PAN);
+    let rewraps = v.events("keys.rewrap");
+    assert_eq!(rewraps.len(), 1, "{rewraps:?}");
+    assert_eq!(rewraps[0].1, "system");
 }

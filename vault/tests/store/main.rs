@@ -16,6 +16,7 @@ testkit::conformance! {
     checks: [
         keys_insert_once,
         key_versions_are_added_retired_once_and_counted,
+        tokens_are_resealed_once_and_a_version_destroyed_only_when_empty,
         tokenize_returns_the_existing_token_and_replaces_expired_ones,
         tokens_are_isolated_by_tenant_and_expiry,
         delete_and_sweep,

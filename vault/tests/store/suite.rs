@@ -9,7 +9,7 @@ use vault::auth::{ClientRecord, Scopes};
 use vault::clock::now_micros;
 use vault::collect::{CollectId, CollectSession, Origin};
 use vault::crypto::{KeyPurpose, KeyState, Keyring, MasterKey, RowMac};
-use vault::store::{CardMeta, ClientRevocation, Store, StoreError, TokenRecord};
+use vault::store::{CardMeta, ClientRevocation, Resealed, Store, StoreError, TokenRecord};
 use vault::token::{ClientId, Token};
 use zeroize::Zeroizing;
 
@@ -204,6 +204,151 @@ pub(crate) async fn key_versions_are_added_retired_once_and_counted(b: Backend) 
     assert_eq!(used.fingerprint, vec![(1, 1)]);
     // create, tokenize, rotate, two retire attempts.
     assert_eq!(verify(store.as_ref(), &keys).await, 5);
+}
+
+/// The rewrap's two halves: tokens under one version come in token order from a cursor, a
+/// reseal changes a row only while it is still under the version it was read with (so two
+/// replicas reseal it once), and a version is destroyed only without rows (or shredded).
+pub(crate) async fn tokens_are_resealed_once_and_a_version_destroyed_only_when_empty(b: Backend) {
+    let store = b.open().await;
+    let master = MasterKey::from_bytes(&Zeroizing::new([7; 32]));
+    let (keys, wrapped) = keyring();
+    store
+        .insert_keys(wrapped, keys.audit(), draft(Action::KeysCreate))
+        .await
+        .unwrap();
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let pan = luhn_complete(&format!("4{:014}", 7000 + i));
+        made.push(
+            tokenize(store.as_ref(), &keys, "acme", &pan, None)
+                .await
+                .unwrap(),
+        );
+    }
+    let first = store.tokens_sealed_under(1, None, 3).await.unwrap();
+    assert_eq!(first.len(), 3);
+    let rest = store
+        .tokens_sealed_under(1, Some(first[2].token.clone()), 3)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    let mut seen: Vec<_> = first.iter().chain(&rest).map(|t| t.token.clone()).collect();
+    seen.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut want: Vec<_> = made.iter().map(|t| t.token.clone()).collect();
+    want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(seen, want, "every token once, in token order");
+    assert!(
+        store
+            .tokens_sealed_under(2, None, 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut wrapped = store.wrapped_keys().await.unwrap();
+    wrapped.push(Keyring::generate_version(&master, KeyPurpose::Data, 2, now_micros()).unwrap());
+    let ring = Keyring::open(&master, &wrapped).unwrap();
+    store
+        .add_key_and_seal_clients(
+            wrapped.last().unwrap().clone(),
+            Vec::new(),
+            keys.audit(),
+            draft(Action::KeysRotate),
+        )
+        .await
+        .unwrap();
+    let resealed: Vec<Resealed> = first
+        .iter()
+        .chain(&rest)
+        .map(|t| {
+            let pan = ring
+                .open_pan(&t.sealed, t.token.as_str(), &t.tenant)
+                .unwrap();
+            Resealed {
+                token: t.token.clone(),
+                from_version: 1,
+                sealed: ring.seal_pan(&pan, t.token.as_str(), &t.tenant).unwrap(),
+            }
+        })
+        .collect();
+    let reseal =
+        |list: Vec<Resealed>| store.reseal_tokens(list, keys.audit(), draft(Action::KeysRewrap));
+    assert_eq!(reseal(resealed.clone()).await.unwrap(), 5);
+    assert_eq!(
+        reseal(resealed).await.unwrap(),
+        0,
+        "a second replica changes nothing"
+    );
+    let after = store
+        .token("acme", &made[0].token, now_micros())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.sealed.key_version, 2);
+    assert!(
+        ring.open_pan(&after.sealed, after.token.as_str(), "acme")
+            .is_ok()
+    );
+
+    // v2 holds the rows now: destroying it needs shredding; v1 (once decrypt-only) is empty.
+    let destroy = |version, shred| {
+        store.destroy_key(
+            KeyPurpose::Data,
+            version,
+            shred,
+            keys.audit(),
+            draft(Action::KeysDestroy),
+        )
+    };
+    assert!(
+        !destroy(1, false).await.unwrap(),
+        "an active version is not destroyed"
+    );
+    assert!(
+        store
+            .set_key_state(
+                KeyPurpose::Data,
+                1,
+                KeyState::Active,
+                KeyState::DecryptOnly,
+                keys.audit(),
+                draft(Action::KeysRetire),
+            )
+            .await
+            .unwrap()
+    );
+    assert!(destroy(1, false).await.unwrap());
+    assert!(
+        store
+            .set_key_state(
+                KeyPurpose::Data,
+                2,
+                KeyState::Active,
+                KeyState::DecryptOnly,
+                keys.audit(),
+                draft(Action::KeysRetire),
+            )
+            .await
+            .unwrap()
+    );
+    assert!(!destroy(2, false).await.unwrap(), "rows still under v2");
+    assert!(destroy(2, true).await.unwrap(), "shredded");
+    let states: Vec<_> = store
+        .wrapped_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.purpose == KeyPurpose::Data)
+        .map(|w| (w.version, w.state, w.sealed.ciphertext.is_empty()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, KeyState::Destroyed, true),
+            (2, KeyState::Destroyed, true)
+        ]
+    );
 }
 
 pub(crate) async fn tokenize_returns_the_existing_token_and_replaces_expired_ones(b: Backend) {
