@@ -389,18 +389,23 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
                 }
             } else {
                 println!(
-                    "{:<12} {:>7}  {:<13} {:<6} {:<20} {:>10}",
-                    "PURPOSE", "VERSION", "STATE", "IN USE", "CREATED", "TOKENS"
+                    "{:<12} {:>7}  {:<13} {:<6} {:<20} {:>10} {:>12}",
+                    "PURPOSE", "VERSION", "STATE", "IN USE", "CREATED", "TOKENS", "SEALS"
                 );
                 for k in &keys {
                     println!(
-                        "{:<12} {:>7}  {:<13} {:<6} {:<20} {:>10}",
+                        "{:<12} {:>7}  {:<13} {:<6} {:<20} {:>10} {:>12}",
                         k.purpose,
                         k.version,
                         k.state,
                         if k.in_use { "yes" } else { "" },
                         k.created_at,
-                        k.tokens.map_or("-".to_owned(), |n| n.to_string())
+                        k.tokens.map_or("-".to_owned(), |n| n.to_string()),
+                        if k.purpose == "data" {
+                            k.seals.to_string()
+                        } else {
+                            "-".to_owned()
+                        }
                     );
                 }
             }
@@ -426,6 +431,7 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
                     std::time::Duration::from_millis(config.keys.rewrap_pause_ms),
                 )
                 .await?;
+            vault.flush_seals().await?;
             checkpoint_cli_write(&vault, config)?;
             println!(
                 "resealed {} tokens under the active data key; {} did not open and were left as they are",

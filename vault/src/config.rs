@@ -100,6 +100,11 @@ impl Default for CollectConfig {
 pub struct KeysConfig {
     /// The master key file written by `vault init` (mode 0600).
     pub master_key_file: PathBuf,
+    /// Seals after which a data key is rotated automatically (AES-GCM with random nonces is
+    /// safe for about 2^32 per key; the default is far below).
+    pub data_key_max_seals: u64,
+    /// Age after which a data key is rotated automatically (its cryptoperiod).
+    pub data_key_max_age_days: u64,
     /// Whether running vaults move tokens to the active data key by themselves (else only
     /// `vault keys rewrap` does, when the operator runs it).
     pub rewrap_in_background: bool,
@@ -113,6 +118,8 @@ impl Default for KeysConfig {
     fn default() -> Self {
         Self {
             master_key_file: PathBuf::from("master.key"),
+            data_key_max_seals: 100_000_000,
+            data_key_max_age_days: 365,
             rewrap_in_background: true,
             rewrap_batch_size: 200,
             rewrap_pause_ms: 50,
@@ -206,6 +213,16 @@ impl VaultConfig {
                     "collect.public_url must be the vault's origin as browsers write it: https://host[:port], no path or trailing slash (http only for localhost and 127.0.0.1)",
                 )
             })?;
+        }
+        if !(1..=1 << 32).contains(&config.keys.data_key_max_seals) {
+            return Err(ConfigError::Invalid(
+                "keys.data_key_max_seals must be from 1 to 4294967296 (2^32, the AES-GCM bound for random nonces); the default is 100000000",
+            ));
+        }
+        if !(1..=3650).contains(&config.keys.data_key_max_age_days) {
+            return Err(ConfigError::Invalid(
+                "keys.data_key_max_age_days must be from 1 to 3650; the default is 365",
+            ));
         }
         if !(1..=10_000).contains(&config.keys.rewrap_batch_size) {
             return Err(ConfigError::Invalid(

@@ -36,7 +36,7 @@ mod open;
 
 use clients::VerifiedClients;
 pub use collect::{NewSession, OpenedSession, Refusal, Submission};
-pub use keys::{KeyStatus, Rewrapped};
+pub use keys::{KeyStatus, Rewrapped, rotation_due};
 
 /// Domain failures. The HTTP layer maps each to a fixed status, code and message.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +189,8 @@ pub struct Vault {
     /// Kept to unwrap key versions added while the vault runs. It wraps keys and nothing else.
     master: Arc<crate::crypto::MasterKey>,
     verified: Arc<VerifiedClients>,
+    /// Seals made since the last flush, per data key version ([`Vault::flush_seals`]).
+    seals: Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, u64>>>,
 }
 
 /// Longest accepted detokenize purpose.
@@ -236,7 +238,7 @@ impl Vault {
                 exp_month: card.expiry.map(|(m, _)| m),
                 exp_year: card.expiry.map(|(_, y)| y),
             },
-            sealed: self.keys().seal_pan(&card.pan, token.as_str(), tenant)?,
+            sealed: self.seal(&self.keys(), &card.pan, token.as_str(), tenant)?,
             tenant: tenant.to_owned(),
             created_at: now,
             expires_at: ttl_micros.map(|ttl| now.saturating_add(ttl)),

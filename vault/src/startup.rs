@@ -94,6 +94,8 @@ pub struct Application {
     sweep_interval: Duration,
     collect_retention: Duration,
     rewrap: Option<(u32, Duration)>,
+    /// When the data key rotates by itself: seals, age.
+    rotation: (u64, Duration),
     report_interval: Duration,
     checkpoints: Option<(PathBuf, Duration)>,
 }
@@ -161,6 +163,10 @@ impl Application {
             },
             sweep_interval: Duration::from_secs(config.tokens.sweep_interval_seconds),
             collect_retention: Duration::from_secs(config.collect.retention_seconds),
+            rotation: (
+                config.keys.data_key_max_seals,
+                Duration::from_secs(config.keys.data_key_max_age_days.saturating_mul(86_400)),
+            ),
             rewrap: config.keys.rewrap_in_background.then(|| {
                 (
                     config.keys.rewrap_batch_size,
@@ -214,7 +220,7 @@ impl Application {
             self.sweep_interval,
             self.collect_retention,
         ));
-        let revocations = tokio::spawn(watch_revocations(vault.clone()));
+        let revocations = tokio::spawn(watch_revocations(vault.clone(), self.rotation));
         let rewrapper = self
             .rewrap
             .map(|pace| tokio::spawn(rewrap(vault.clone(), pace)));
@@ -284,6 +290,9 @@ impl Application {
                 "could not write the last rate-limit and authentication-failure events"
             );
         }
+        if let Err(e) = vault.flush_seals().await {
+            tracing::error!(error = %e, "could not write the last seal counts");
+        }
         if let Some((path, _)) = &self.checkpoints {
             let previous = *last_checkpoint.lock();
             if let Err(e) = vault.write_checkpoint(path, previous) {
@@ -298,7 +307,7 @@ impl Application {
 /// replicas): one indexed query that usually finds nothing.
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
 
-async fn watch_revocations(vault: Vault) {
+async fn watch_revocations(vault: Vault, (max_seals, max_age): (u64, Duration)) {
     let mut ticker = tokio::time::interval(REVOCATION_POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -310,6 +319,13 @@ async fn watch_revocations(vault: Vault) {
         // here within a second, without a restart.
         if let Err(e) = vault.reload_keys().await {
             tracing::error!(error = %e, "reloading the stored keys failed; the keys in use are kept");
+        }
+        // The seal counts, then the rotation they (or the key's age) may call for.
+        if let Err(e) = vault.flush_seals().await {
+            tracing::warn!(error = %e, "writing the data key's seal count failed; kept for the next try");
+        }
+        if let Err(e) = vault.rotate_when_due(max_seals, max_age).await {
+            tracing::error!(error = %e, "rotating the data key automatically failed; retried in a second");
         }
     }
 }

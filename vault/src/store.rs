@@ -213,6 +213,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         draft: AuditDraft,
     ) -> Result<bool>;
 
+    /// Adds `n` to a key version's seal count (not audited: a counter, written every second).
+    async fn add_seals(&self, purpose: KeyPurpose, version: u32, n: u64) -> Result<()>;
+
     /// How many tokens each data key version seals, and each fingerprint key version keys.
     async fn tokens_per_key_version(&self) -> Result<KeyUse>;
 

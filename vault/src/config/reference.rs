@@ -11,6 +11,17 @@ const SETTINGS: &[Setting] = &[
         meaning: "master key from `vault init`; must be mode 0600",
     },
     Setting {
+        key: "keys.data_key_max_seals",
+        meaning: "seals after which the data key in use is rotated automatically (1 to 2^32; \
+                  AES-GCM with random nonces is safe for about 2^32 per key, so the default is \
+                  far below); counted by every vault into the database each second",
+    },
+    Setting {
+        key: "keys.data_key_max_age_days",
+        meaning: "age after which the data key in use is rotated automatically: its \
+                  cryptoperiod (1 to 3650)",
+    },
+    Setting {
         key: "keys.rewrap_in_background",
         meaning: "whether running vaults reseal tokens left under an older data key version \
                   by themselves (paced by the two settings below); false leaves it to `vault \

@@ -82,6 +82,8 @@ pub struct WrappedKey {
     pub version: u32,
     /// Its state.
     pub state: KeyState,
+    /// How many times it has sealed, as counted into the database so far.
+    pub seals: u64,
     /// The key, sealed under the master key with AAD binding purpose and version.
     pub sealed: Sealed,
     /// Unix microseconds.
@@ -298,6 +300,7 @@ impl Keyring {
             purpose,
             version,
             state: KeyState::Active,
+            seals: 0,
             sealed: master.wrap(purpose.as_str(), version, key.as_slice())?,
             created_at: now,
         })

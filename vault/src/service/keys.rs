@@ -12,6 +12,8 @@ use crate::crypto::{KeyState, WrappedKey};
 use crate::store::Resealed;
 
 /// One stored key version, as `vault keys status` shows it.
+///
+/// `seals` counts what the database has been told (each vault adds its count every second).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct KeyStatus {
     /// `data`, `fingerprint`, `audit`, `client`.
@@ -26,12 +28,122 @@ pub struct KeyStatus {
     pub created_at: String,
     /// Tokens it seals (data) or keys (fingerprint); `None` for purposes that hold no rows.
     pub tokens: Option<u64>,
+    /// Times it has sealed (data keys).
+    pub seals: u64,
 }
 
 impl Vault {
     /// The keyring as it is now.
     pub(super) fn keys(&self) -> Arc<Keyring> {
         self.keys.load_full()
+    }
+
+    /// Seals a PAN under `keys`' active data key and counts the seal against that key.
+    pub(super) fn seal(
+        &self,
+        keys: &Keyring,
+        pan: &Pan,
+        token: &str,
+        tenant: &str,
+    ) -> Result<crate::crypto::Sealed, VaultError> {
+        let sealed = keys.seal_pan(pan, token, tenant)?;
+        *self.seals.lock().entry(sealed.key_version).or_default() += 1;
+        Ok(sealed)
+    }
+
+    /// Adds the seals counted since the last flush to the stored counts (the watch calls this
+    /// every second; counts that could not be written are kept for the next flush).
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    pub async fn flush_seals(&self) -> Result<(), VaultError> {
+        let counted = std::mem::take(&mut *self.seals.lock());
+        let mut unwritten = std::collections::BTreeMap::new();
+        let mut failure = None;
+        for (version, n) in counted {
+            if failure.is_some() {
+                unwritten.insert(version, n);
+                continue;
+            }
+            if let Err(e) = self.store.add_seals(KeyPurpose::Data, version, n).await {
+                unwritten.insert(version, n);
+                failure = Some(e);
+            }
+        }
+        if !unwritten.is_empty() {
+            let mut seals = self.seals.lock();
+            for (version, n) in unwritten {
+                *seals.entry(version).or_default() += n;
+            }
+        }
+        failure.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Rotates the data key when the version in use has sealed `max_seals` times or is older
+    /// than `max_age`, audited as `keys.rotate` with the reason. Replicas doing this at once
+    /// make one new version between them. Returns the new version, if one was made.
+    ///
+    /// # Errors
+    ///
+    /// Storage, RNG or audit failure.
+    pub async fn rotate_when_due(
+        &self,
+        max_seals: u64,
+        max_age: Duration,
+    ) -> Result<Option<u32>, VaultError> {
+        let wrapped = self.store.wrapped_keys().await?;
+        let Some(current) = wrapped
+            .iter()
+            .filter(|w| w.purpose == KeyPurpose::Data && w.state == KeyState::Active)
+            .max_by_key(|w| w.version)
+        else {
+            return Ok(None);
+        };
+        let Some(reason) = rotation_due(current, now_micros(), max_seals, max_age) else {
+            return Ok(None);
+        };
+        let next = current.version + 1;
+        if self
+            .add_version("system", KeyPurpose::Data, next, reason)
+            .await?
+        {
+            tracing::info!(version = next, reason, "data key rotated automatically");
+            Ok(Some(next))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Stores version `version` of `purpose`'s key, audited as `keys.rotate` (the detail says
+    /// why, if not by hand); `false` when that version exists already (another process made it
+    /// first). Reloads the keyring after.
+    async fn add_version(
+        &self,
+        actor: &str,
+        purpose: KeyPurpose,
+        version: u32,
+        reason: &str,
+    ) -> Result<bool, VaultError> {
+        let key = Keyring::generate_version(&self.master, purpose, version, now_micros())?;
+        let mut draft = AuditDraft::new(actor, Action::KeysRotate, Outcome::Granted);
+        draft.detail = Some(if reason.is_empty() {
+            format!("{} v{version}", purpose.as_str())
+        } else {
+            format!("{} v{version} ({reason})", purpose.as_str())
+        });
+        match self
+            .store
+            .add_key_and_seal_clients(key, Vec::new(), self.keys().audit(), draft)
+            .await
+        {
+            Ok(()) => {
+                self.reload_keys().await?;
+                Ok(true)
+            }
+            Err(StoreError::Duplicate) => Ok(false),
+            Err(e) => Err(audited(e)),
+        }
     }
 
     /// Every stored key version with its state and how many tokens use it.
@@ -61,6 +173,7 @@ impl Vault {
                     state: w.state.as_str(),
                     in_use: newest_active == Some(w.version),
                     created_at: crate::clock::rfc3339(w.created_at),
+                    seals: w.seals,
                     tokens: match w.purpose {
                         KeyPurpose::Data => Some(count(&used.data, w.version)),
                         KeyPurpose::Fingerprint => Some(count(&used.fingerprint, w.version)),
@@ -98,20 +211,8 @@ impl Vault {
                 .max()
                 .unwrap_or(0)
                 + 1;
-            let key = Keyring::generate_version(&self.master, purpose, next, now_micros())?;
-            let mut draft = AuditDraft::new(actor, Action::KeysRotate, Outcome::Granted);
-            draft.detail = Some(format!("{} v{next}", purpose.as_str()));
-            match self
-                .store
-                .add_key_and_seal_clients(key, Vec::new(), self.keys().audit(), draft)
-                .await
-            {
-                Ok(()) => {
-                    self.reload_keys().await?;
-                    return Ok(next);
-                }
-                Err(StoreError::Duplicate) => {}
-                Err(e) => return Err(audited(e)),
+            if self.add_version(actor, purpose, next, "").await? {
+                return Ok(next);
             }
         }
         Err(VaultError::Invalid(
@@ -253,7 +354,7 @@ impl Vault {
                         Ok(pan) => resealed.push(Resealed {
                             token: row.token.clone(),
                             from_version: version,
-                            sealed: keys.seal_pan(&pan, row.token.as_str(), &row.tenant)?,
+                            sealed: self.seal(&keys, &pan, row.token.as_str(), &row.tenant)?,
                         }),
                         Err(_) => done.failed += 1,
                     }
@@ -335,6 +436,25 @@ impl Vault {
     }
 }
 
+/// Why the data key in use must rotate now, if it must: it has sealed `max_seals` times
+/// (random 96-bit nonces stay safe for about 2^32 messages per key; the limit is set far
+/// below), or it is older than `max_age` (its cryptoperiod).
+pub fn rotation_due(
+    key: &WrappedKey,
+    now: i64,
+    max_seals: u64,
+    max_age: Duration,
+) -> Option<&'static str> {
+    let age = Duration::from_micros(u64::try_from(now.saturating_sub(key.created_at)).unwrap_or(0));
+    if key.seals >= max_seals {
+        Some("seal limit")
+    } else if age >= max_age {
+        Some("cryptoperiod")
+    } else {
+        None
+    }
+}
+
 /// Whether `ring` already holds exactly the data key versions and states of `wrapped` (the
 /// other purposes do not change while the vault runs yet).
 fn same_keys(ring: &Keyring, wrapped: &[WrappedKey]) -> bool {
@@ -344,4 +464,26 @@ fn same_keys(ring: &Keyring, wrapped: &[WrappedKey]) -> bool {
         .map(|w| (w.version, w.state))
         .collect();
     ring.data_versions() == stored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use zeroize::Zeroizing;
+
+    #[test]
+    fn a_key_rotates_at_its_seal_limit_or_its_cryptoperiod() {
+        let master = MasterKey::from_bytes(&Zeroizing::new([3; 32]));
+        let day = Duration::from_secs(86_400);
+        let mut key = Keyring::generate_version(&master, KeyPurpose::Data, 1, 0).unwrap();
+        key.seals = 99;
+        let now = 10 * 86_400 * 1_000_000;
+        assert_eq!(rotation_due(&key, now, 100, 365 * day), None);
+        key.seals = 100;
+        assert_eq!(rotation_due(&key, now, 100, 365 * day), Some("seal limit"));
+        key.seals = 0;
+        assert_eq!(rotation_due(&key, now, 100, 10 * day), Some("cryptoperiod"));
+        assert_eq!(rotation_due(&key, now, 100, 11 * day), None);
+    }
 }

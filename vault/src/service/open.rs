@@ -75,6 +75,7 @@ impl Vault {
             keys: Arc::new(arc_swap::ArcSwap::from_pointee(keys)),
             master: Arc::new(master),
             verified: Arc::default(),
+            seals: Arc::default(),
         })
     }
 

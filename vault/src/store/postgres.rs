@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_collect_completions.sql"),
     include_str!("../../migrations/postgres/0005_key_states.sql"),
     include_str!("../../migrations/postgres/0006_rewrap.sql"),
+    include_str!("../../migrations/postgres/0007_key_seals.sql"),
 ];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
@@ -309,7 +310,7 @@ async fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
         concat!(
             "INSERT INTO keys (",
             key_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ),
         rows::key_values(k),
     )
@@ -504,6 +505,20 @@ impl Store for PgStore {
         }
         self.commit_with(w, audit, draft).await?;
         Ok(destroyed)
+    }
+
+    async fn add_seals(&self, purpose: KeyPurpose, version: u32, n: u64) -> Result<()> {
+        self.db
+            .execute::<StoreError>(
+                "UPDATE keys SET seals = seals + $3 WHERE purpose = $1 AND version = $2",
+                &[
+                    &purpose.as_str(),
+                    &i64::from(version),
+                    &i64::try_from(n).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn tokens_per_key_version(&self) -> Result<KeyUse> {

@@ -44,7 +44,7 @@ pub(super) use event_columns;
 /// The key columns in [`wrapped_key`]'s order.
 macro_rules! key_columns {
     () => {
-        "purpose, version, algorithm, wrap_nonce, wrapped, created_at, state"
+        "purpose, version, algorithm, wrap_nonce, wrapped, created_at, state, seals"
     };
 }
 pub(super) use key_columns;
@@ -249,11 +249,12 @@ where
         },
         created_at: r.column(5)?,
         state,
+        seals: u64::try_from(r.column::<i64>(7)?).unwrap_or(0),
     })
 }
 
 /// A wrapped key's values in `key_columns!()` order.
-pub(super) fn key_values(k: &WrappedKey) -> [Value<'_>; 7] {
+pub(super) fn key_values(k: &WrappedKey) -> [Value<'_>; 8] {
     [
         Value::from(k.purpose.as_str()),
         Value::from(k.version),
@@ -262,6 +263,7 @@ pub(super) fn key_values(k: &WrappedKey) -> [Value<'_>; 7] {
         Value::from(&k.sealed.ciphertext[..]),
         Value::from(k.created_at),
         Value::from(k.state.as_str()),
+        Value::from(i64::try_from(k.seals).unwrap_or(i64::MAX)),
     ]
 }
 

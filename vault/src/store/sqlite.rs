@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_collect_completions.sql"),
     include_str!("../../migrations/sqlite/0005_key_states.sql"),
     include_str!("../../migrations/sqlite/0006_rewrap.sql"),
+    include_str!("../../migrations/sqlite/0007_key_seals.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -239,7 +240,7 @@ fn insert_key(tx: &Transaction<'_>, k: &WrappedKey) -> Result<()> {
     tx.prepare_cached(concat!(
         "INSERT INTO keys (",
         key_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
     ))?
     .execute(rows::key_values(k))?;
     Ok(())
@@ -438,6 +439,20 @@ impl Store for SqliteStore {
             Ok(destroyed)
         })
         .await
+    }
+
+    async fn add_seals(&self, purpose: KeyPurpose, version: u32, n: u64) -> Result<()> {
+        self.pool
+            .execute::<StoreError, _>(
+                "UPDATE keys SET seals = seals + ?3 WHERE purpose = ?1 AND version = ?2",
+                (
+                    purpose.as_str(),
+                    version,
+                    i64::try_from(n).unwrap_or(i64::MAX),
+                ),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn tokens_per_key_version(&self) -> Result<KeyUse> {

@@ -290,3 +290,42 @@ async fn running_vaults_rewrap_by_themselves() {
     assert_eq!(rewraps.len(), 1, "{rewraps:?}");
     assert_eq!(rewraps[0].1, "system");
 }
+
+#[tokio::test]
+async fn the_seal_counter_rotates_the_data_key_at_its_limit() {
+    // PCI case 34, with the limit at 100.
+    let v = TestVault::spawn_with(|c| {
+        unlimited(c);
+        c.keys.data_key_max_seals = 100;
+        c.keys.rewrap_in_background = false;
+    })
+    .await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    for n in 0..120 {
+        v.token_for(&key, &pan(20_000 + n)).await;
+    }
+    // The count reaches the database within a second and the rotation follows; the deadline
+    // only bounds a hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut n = 0;
+    loop {
+        let token = v.token_for(&key, &pan(30_000 + n)).await;
+        if key_version(&v, &token) == 2 {
+            break;
+        }
+        n += 1;
+        assert!(std::time::Instant::now() < deadline, "never rotated");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let status = v.admin.key_status().await.unwrap();
+    let v1 = status
+        .iter()
+        .find(|k| k.purpose == "data" && k.version == 1)
+        .unwrap();
+    assert!(v1.seals >= 100, "{v1:?}");
+    assert!(!v1.in_use);
+    let rotations = v.events("keys.rotate");
+    assert_eq!(rotations.len(), 1, "one rotation: {rotations:?}");
+    assert_eq!(rotations[0].1, "system");
+    assert_eq!(rotations[0].2.as_deref(), Some("data v2 (seal limit)"));
+}

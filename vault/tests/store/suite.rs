@@ -199,6 +199,18 @@ pub(crate) async fn key_versions_are_added_retired_once_and_counted(b: Backend) 
     );
     let ring = Keyring::open(&master, &loaded).unwrap();
     assert_eq!(ring.sealing_version(), Some(2));
+    // Seal counts add up across writers and survive in the row.
+    store.add_seals(KeyPurpose::Data, 2, 5).await.unwrap();
+    store.add_seals(KeyPurpose::Data, 2, 7).await.unwrap();
+    let seals: Vec<_> = store
+        .wrapped_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.purpose == KeyPurpose::Data)
+        .map(|w| (w.version, w.seals))
+        .collect();
+    assert_eq!(seals, vec![(1, 0), (2, 12)]);
     let used = store.tokens_per_key_version().await.unwrap();
     assert_eq!(used.data, vec![(1, 1)]);
     assert_eq!(used.fingerprint, vec![(1, 1)]);
