@@ -36,7 +36,7 @@ mod open;
 
 use clients::VerifiedClients;
 pub use collect::{NewSession, OpenedSession, Refusal, Submission};
-pub use keys::{KeyStatus, Rewrapped, rotation_due};
+pub use keys::{KeyGauges, KeyStatus, Rewrapped, rotation_due};
 
 /// Domain failures. The HTTP layer maps each to a fixed status, code and message.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +189,8 @@ pub struct Vault {
     /// Kept to unwrap key versions added while the vault runs. It wraps keys and nothing else.
     master: Arc<crate::crypto::MasterKey>,
     verified: Arc<VerifiedClients>,
+    /// Tokens this process has rewrapped (for `/metrics`).
+    rewrapped: Arc<std::sync::atomic::AtomicU64>,
     /// Seals made since the last flush, per data key version ([`Vault::flush_seals`]).
     seals: Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, u64>>>,
 }

@@ -56,5 +56,12 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
 
 /// Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    state.metrics.as_ref().into_response()
+    let mut body = state.metrics.render();
+    super::metrics::render_keys(&mut body, &state.vault.key_gauges());
+    (
+        axum::http::StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        body,
+    )
+        .into_response()
 }

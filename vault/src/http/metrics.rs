@@ -158,6 +158,33 @@ impl Metrics {
     }
 }
 
+/// Appends the key figures: the data key version in use, how many versions are held, and the
+/// tokens rewrapped (a rewrap is done when `vault_data_key_versions` is back to the versions
+/// you keep and the counter stops moving; `vault keys status` has the per-version counts).
+pub(crate) fn render_keys(out: &mut String, keys: &crate::service::KeyGauges) {
+    family(
+        out,
+        "vault_data_key_version_in_use",
+        "gauge",
+        "The data key version new card numbers are sealed under.",
+        [(String::new(), keys.sealing_version)],
+    );
+    family(
+        out,
+        "vault_data_key_versions",
+        "gauge",
+        "Data key versions held (active or decrypt-only).",
+        [(String::new(), keys.data_versions)],
+    );
+    family(
+        out,
+        "vault_tokens_rewrapped_total",
+        "counter",
+        "Tokens this process resealed under the active data key.",
+        [(String::new(), keys.rewrapped)],
+    );
+}
+
 /// Writes one metric family: its `# HELP` and `# TYPE` lines, then a line per sample, each a
 /// label set (empty: no labels) and a value.
 fn family<V: std::fmt::Display>(

@@ -38,6 +38,16 @@ impl Vault {
         self.keys.load_full()
     }
 
+    /// The key figures `/metrics` shows.
+    pub fn key_gauges(&self) -> KeyGauges {
+        let keys = self.keys();
+        KeyGauges {
+            sealing_version: keys.sealing_version().unwrap_or(0),
+            data_versions: keys.data_versions().len(),
+            rewrapped: self.rewrapped.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Seals a PAN under `keys`' active data key and counts the seal against that key.
     pub(super) fn seal(
         &self,
@@ -303,6 +313,17 @@ impl Vault {
     }
 }
 
+/// What `/metrics` shows of the keys.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct KeyGauges {
+    /// The data key version new writes use.
+    pub sealing_version: u32,
+    /// Data key versions held (active and decrypt-only): more than one while a rewrap is due.
+    pub data_versions: usize,
+    /// Tokens this process has rewrapped since it started.
+    pub rewrapped: u64,
+}
+
 /// What a rewrap pass did.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq, serde::Serialize)]
 pub struct Rewrapped {
@@ -363,11 +384,14 @@ impl Vault {
                     let n = resealed.len();
                     let mut draft = AuditDraft::new(actor, Action::KeysRewrap, Outcome::Granted);
                     draft.detail = Some(format!("data v{version} to v{target}: {n} tokens"));
-                    done.resealed += self
+                    let moved = self
                         .store
                         .reseal_tokens(resealed, keys.audit(), draft)
                         .await
                         .map_err(audited)?;
+                    done.resealed += moved;
+                    self.rewrapped
+                        .fetch_add(moved, std::sync::atomic::Ordering::Relaxed);
                 }
                 if !full {
                     break;

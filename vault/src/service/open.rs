@@ -76,6 +76,7 @@ impl Vault {
             master: Arc::new(master),
             verified: Arc::default(),
             seals: Arc::default(),
+            rewrapped: Arc::default(),
         })
     }
 

@@ -289,6 +289,22 @@ async fn running_vaults_rewrap_by_themselves() {
     let rewraps = v.events("keys.rewrap");
     assert_eq!(rewraps.len(), 1, "{rewraps:?}");
     assert_eq!(rewraps[0].1, "system");
+    // And says so on /metrics (the counter moves just after the commit the loop above saw).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let metrics = v
+            .call(reqwest::Method::GET, "/metrics", None, None)
+            .await
+            .text();
+        let has = |line: &str| metrics.lines().any(|l| l == line);
+        if has("vault_tokens_rewrapped_total 1") {
+            assert!(has("vault_data_key_version_in_use 2"), "{metrics}");
+            assert!(has("vault_data_key_versions 2"), "{metrics}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
