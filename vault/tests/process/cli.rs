@@ -428,6 +428,32 @@ async fn keys_rotate_and_retire_from_the_command_line_while_the_vault_serves() {
     let refused = vault.outcome(&["keys", "destroy", "2"]);
     assert_ne!(refused.0, Some(0), "the version in use is not destroyed");
     server.detokenize(&key, &old, "after destroying v1").await;
+    // The inventory an assessor asks for (PCI 3.6.1.1): every key, algorithm, strength,
+    // cryptoperiod, storage and custodian, and never a key's bytes.
+    let inventory = vault.json_lines(&["keys", "inventory"]);
+    let kinds: Vec<_> = inventory
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds[0], "master");
+    for kind in ["data", "fingerprint", "audit", "client"] {
+        assert!(kinds.contains(&kind), "{kinds:?}");
+    }
+    assert!(
+        inventory
+            .iter()
+            .all(|k| k["strength_bits"] == 256 && k["cryptoperiod"].is_string())
+    );
+    let table = vault.outcome(&["keys", "inventory", "--markdown"]).1;
+    assert!(table.starts_with("| key | version |"), "{table}");
+    assert!(table.contains("AES-256-GCM, random 96-bit nonces") && table.contains("| destroyed |"));
+    let master = std::fs::read(vault.path("master.key")).unwrap();
+    let printed = format!("{inventory:?}{table}");
+    let master_text = String::from_utf8_lossy(&master);
+    assert!(
+        !printed.contains(master_text.trim()),
+        "the inventory printed the master key"
+    );
     assert!(vault.run(&["audit", "verify"]).status.success());
 }
 
