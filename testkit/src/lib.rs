@@ -34,6 +34,21 @@ pub const TEST_CARDS: [&str; 7] = [
     "4000056655665556",
 ];
 
+/// A Luhn-valid 16-digit Visa test number made from `n` (`4`, `n` in 14 digits, the check
+/// digit): distinct `n`, distinct cards, for tests that need many.
+pub fn numbered_card(n: u64) -> String {
+    let mut digits = format!("4{n:014}0").into_bytes();
+    for check in b'0'..=b'9' {
+        if let Some(last) = digits.last_mut() {
+            *last = check;
+        }
+        if shared::pan::luhn_valid(&digits) {
+            break;
+        }
+    }
+    String::from_utf8(digits).unwrap_or_default()
+}
+
 /// `prefix` and `name` left-padded with `0` to a well-formed id (`app_a` is
 /// `app_000000000000000000000a`): a fixture that reads as its name, where the services parse
 /// ids strictly. `name` is base62 and at most 22 characters; ids of equal-length names order as
@@ -238,4 +253,18 @@ macro_rules! conformance {
             }
         )+
     };
+}
+
+#[cfg(test)]
+mod card_tests {
+    #[test]
+    fn numbered_cards_are_distinct_and_luhn_valid() {
+        let cards: std::collections::BTreeSet<_> = (0..500).map(super::numbered_card).collect();
+        assert_eq!(cards.len(), 500);
+        assert!(
+            cards.iter().all(|c| c.len() == 16
+                && c.starts_with('4')
+                && shared::pan::luhn_valid(c.as_bytes()))
+        );
+    }
 }

@@ -20,25 +20,6 @@ use tests::stack::{Process, free_port, run_cli, vault_client, with_schema};
 
 const VAULT_BIN: &str = env!("CARGO_BIN_EXE_e2e-vault");
 
-/// A Luhn-valid 16-digit Visa test number from `n`.
-fn pan(n: u64) -> String {
-    let body = format!("4{n:014}");
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .enumerate()
-        .map(|(i, c)| {
-            let d = c.to_digit(10).unwrap();
-            match (i % 2 == 0, d * 2) {
-                (true, doubled) if doubled > 9 => doubled - 9,
-                (true, doubled) => doubled,
-                (false, _) => d,
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
-}
-
 /// The data key versions as `vault keys status --json` prints them: (version, state, tokens).
 fn data_keys(vault: &dyn Fn(&[&str]) -> String) -> Vec<(u64, String, u64)> {
     vault(&["keys", "status", "--json"])
@@ -153,7 +134,7 @@ async fn two_replicas_rotate_rewrap_and_destroy_under_load_without_an_error() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let card = pan(w * 1_000_000 + n);
+                let card = testkit::numbered_card(w * 1_000_000 + n);
                 let at = &urls[usize::from(n.is_multiple_of(2))];
                 let created = http
                     .post(format!("{at}/v1/tokens"))

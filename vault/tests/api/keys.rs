@@ -7,28 +7,9 @@ use vault::crypto::KeyPurpose;
 use vault::service::VaultError;
 
 use crate::helpers::{ALL_SCOPES, TestVault, unlimited};
+use testkit::numbered_card as pan;
 
 const OLD_PAN: &str = "4242424242424242";
-
-/// A Luhn-valid 16-digit Visa test number from `n`.
-fn pan(n: u64) -> String {
-    let body = format!("4{n:014}");
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .enumerate()
-        .map(|(i, c)| {
-            let d = c.to_digit(10).unwrap();
-            if i % 2 == 0 {
-                let d = d * 2;
-                if d > 9 { d - 9 } else { d }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
-}
 
 fn key_version(v: &TestVault, token: &str) -> i64 {
     v.scalar("SELECT key_version FROM tokens WHERE token = ?1", [token])

@@ -388,7 +388,7 @@ async fn keys_rotate_and_retire_from_the_command_line_while_the_vault_serves() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     for n in 0.. {
-        let token = server.token_for(&key, &test_pan(n)).await;
+        let token = server.token_for(&key, &testkit::numbered_card(n)).await;
         if version_of(&token) == 2 {
             break;
         }
@@ -455,23 +455,4 @@ async fn keys_rotate_and_retire_from_the_command_line_while_the_vault_serves() {
         "the inventory printed the master key"
     );
     assert!(vault.run(&["audit", "verify"]).status.success());
-}
-
-/// A Luhn-valid 16-digit Visa test number from `n`.
-fn test_pan(n: u64) -> String {
-    let body = format!("4{n:014}");
-    let sum: u32 = body
-        .chars()
-        .rev()
-        .enumerate()
-        .map(|(i, c)| {
-            let d = c.to_digit(10).unwrap();
-            match (i % 2 == 0, d * 2) {
-                (true, doubled) if doubled > 9 => doubled - 9,
-                (true, doubled) => doubled,
-                (false, _) => d,
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
 }

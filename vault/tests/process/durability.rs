@@ -8,18 +8,6 @@ use reqwest::Client;
 
 use crate::helpers::{ALL_SCOPES, VaultDir};
 
-fn luhn_pan(seed: u64) -> String {
-    let mut digits: Vec<u8> = format!("4{seed:014}").into_bytes();
-    digits.push(b'0');
-    for check in b'0'..=b'9' {
-        *digits.last_mut().unwrap() = check;
-        if shared::pan::luhn_valid(&digits) {
-            break;
-        }
-    }
-    String::from_utf8(digits).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_tokens_survive_kill_9() {
     let vault = VaultDir::new();
@@ -42,7 +30,7 @@ async fn acknowledged_tokens_survive_kill_9() {
         );
         workers.push(tokio::spawn(async move {
             for i in 0..100_000u64 {
-                let pan = luhn_pan(w * 1_000_000 + i);
+                let pan = testkit::numbered_card(w * 1_000_000 + i);
                 let sent = http
                     .post(format!("{base}/v1/tokens"))
                     .bearer_auth(&key)
@@ -129,7 +117,7 @@ async fn a_rewrap_killed_midway_resumes_and_loses_nothing() {
     let http = Client::new();
     let mut made = Vec::new();
     for i in 0..400u64 {
-        let pan = luhn_pan(9_000_000 + i);
+        let pan = testkit::numbered_card(9_000_000 + i);
         let body: serde_json::Value = http
             .post(format!("{}/v1/tokens", server.base))
             .bearer_auth(&key)
