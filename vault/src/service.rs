@@ -189,6 +189,8 @@ pub struct Vault {
     /// Kept to unwrap key versions added while the vault runs. It wraps keys and nothing else.
     master: Arc<crate::crypto::MasterKey>,
     verified: Arc<VerifiedClients>,
+    /// When a detokenize last re-read the keys for a version it lacked (Unix microseconds).
+    reloaded_on_miss: Arc<std::sync::atomic::AtomicI64>,
     /// Tokens this process has rewrapped (for `/metrics`).
     rewrapped: Arc<std::sync::atomic::AtomicU64>,
     /// Seals made since the last flush, per data key version ([`Vault::flush_seals`]).
@@ -290,9 +292,11 @@ impl Vault {
             return Err(VaultError::NotFound);
         };
         let mut keys = self.keys();
-        if !keys.holds_data_version(record.sealed.key_version) {
+        if !keys.holds_data_version(record.sealed.key_version) && self.may_reload_on_miss() {
             // Rotated (and the row rewrapped) by another replica or the command line since this
-            // vault last re-read its keys: read them now rather than fail a good token.
+            // vault last re-read its keys: read them now rather than fail a good token. At most
+            // every 100 ms, so detokenizing a token whose key was destroyed cannot turn each
+            // request into a read of the keys table.
             if let Err(e) = self.reload_keys().await {
                 tracing::warn!(error = %e, "reloading the stored keys failed");
             }

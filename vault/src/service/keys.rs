@@ -38,6 +38,12 @@ impl Vault {
         self.keys.load_full()
     }
 
+    /// Whether a request that met a key version this vault lacks may re-read the keys now (at
+    /// most one such read per 100 ms, whoever asks).
+    pub(super) fn may_reload_on_miss(&self) -> bool {
+        take_slot(&self.reloaded_on_miss, now_micros(), 100_000)
+    }
+
     /// The key figures `/metrics` shows.
     pub fn key_gauges(&self) -> KeyGauges {
         let keys = self.keys();
@@ -460,6 +466,17 @@ impl Vault {
     }
 }
 
+/// Takes the slot `last` guards if `every` microseconds have passed since it was last taken:
+/// one caller per interval, however many ask at once.
+fn take_slot(last: &std::sync::atomic::AtomicI64, now: i64, every: i64) -> bool {
+    use std::sync::atomic::Ordering;
+    let previous = last.load(Ordering::Relaxed);
+    now.saturating_sub(previous) >= every
+        && last
+            .compare_exchange(previous, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// Why the data key in use must rotate now, if it must: it has sealed `max_seals` times
 /// (random 96-bit nonces stay safe for about 2^32 messages per key; the limit is set far
 /// below), or it is older than `max_age` (its cryptoperiod).
@@ -495,6 +512,16 @@ mod tests {
     use super::*;
     use crate::crypto::MasterKey;
     use zeroize::Zeroizing;
+
+    #[test]
+    fn key_reads_on_a_missing_version_are_one_per_interval() {
+        // A flood of detokenizes of a token whose key was destroyed: one re-read per 100 ms.
+        let last = std::sync::atomic::AtomicI64::new(0);
+        let now = 1_000_000_000;
+        assert!(take_slot(&last, now, 100_000));
+        assert!((0..1000).all(|i| !take_slot(&last, now + i * 99, 100_000)));
+        assert!(take_slot(&last, now + 100_000, 100_000));
+    }
 
     #[test]
     fn a_key_rotates_at_its_seal_limit_or_its_cryptoperiod() {

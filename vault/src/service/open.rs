@@ -77,6 +77,7 @@ impl Vault {
             verified: Arc::default(),
             seals: Arc::default(),
             rewrapped: Arc::default(),
+            reloaded_on_miss: Arc::default(),
         })
     }
 
