@@ -249,6 +249,8 @@ fn unreachable_hmac() -> Hmac<Sha256> {
 pub struct Keyring {
     /// Data keys by version, each with whether it may still seal.
     data: BTreeMap<u32, (AeadKey, KeyState)>,
+    /// The highest data key version stored, destroyed ones included: the only one that seals.
+    newest_data: u32,
     fingerprint: FingerprintKey,
     audit: AuditKey,
     client: ClientKey,
@@ -314,6 +316,12 @@ impl Keyring {
     /// [`CryptoError::MissingKey`] when a purpose has no key.
     pub fn open(master: &MasterKey, wrapped: &[WrappedKey]) -> Result<Self, CryptoError> {
         let mut data = BTreeMap::new();
+        let newest_data = wrapped
+            .iter()
+            .filter(|w| w.purpose == KeyPurpose::Data)
+            .map(|w| w.version)
+            .max()
+            .unwrap_or(0);
         let mut fingerprint = None;
         let mut audit = None;
         let mut client = None;
@@ -343,11 +351,16 @@ impl Keyring {
                 KeyPurpose::Client => client = Some(ClientKey { key }),
             }
         }
-        if !data.values().any(|(_, state)| *state == KeyState::Active) {
+        // Only the newest version seals, and it must be active: a legitimate retirement never
+        // leaves the newest decrypt-only (the one in use cannot be retired), so a newest that is
+        // not active was set so in the database, perhaps to make the vault fall back to an older
+        // (retired, suspect) key. Refused rather than followed.
+        if !matches!(data.get(&newest_data), Some((_, KeyState::Active))) {
             return Err(CryptoError::MissingKey(KeyPurpose::Data));
         }
         Ok(Self {
             data,
+            newest_data,
             fingerprint: fingerprint.ok_or(CryptoError::MissingKey(KeyPurpose::Fingerprint))?,
             audit: audit.ok_or(CryptoError::MissingKey(KeyPurpose::Audit))?,
             client: client.ok_or(CryptoError::MissingKey(KeyPurpose::Client))?,
@@ -383,13 +396,12 @@ impl Keyring {
         Pan::parse_bytes(&plain).map_err(|_| CryptoError::Integrity)
     }
 
-    /// The newest active data key: the one new PANs are sealed under.
+    /// The newest data key, which new PANs are sealed under (active, as `open` checked).
     fn sealing_key(&self) -> Option<&AeadKey> {
-        self.data
-            .values()
-            .rev()
-            .find(|(_, state)| *state == KeyState::Active)
-            .map(|(key, _)| key)
+        match self.data.get(&self.newest_data) {
+            Some((key, KeyState::Active)) => Some(key),
+            _ => None,
+        }
     }
 
     /// The version new PANs are sealed under.
@@ -470,24 +482,39 @@ mod tests {
             2
         );
         assert_eq!(rotated.open_pan(&old, "tok_a", "t1").unwrap(), pan);
-        // A decrypt-only version never seals, even when it is the newest...
+        // Only the newest version seals: a database that makes it decrypt-only (to have the
+        // vault fall back to an older, perhaps suspect, key) is refused, not followed...
         for w in &mut wrapped {
             if w.purpose == KeyPurpose::Data && w.version == 2 {
                 w.state = KeyState::DecryptOnly;
             }
         }
+        assert!(matches!(
+            Keyring::open(&m, &wrapped),
+            Err(CryptoError::MissingKey(KeyPurpose::Data))
+        ));
+        // ...and an older version made decrypt-only still opens what it sealed.
+        for w in &mut wrapped {
+            if w.purpose == KeyPurpose::Data {
+                w.state = if w.version == 1 {
+                    KeyState::DecryptOnly
+                } else {
+                    KeyState::Active
+                };
+            }
+        }
         let retired = Keyring::open(&m, &wrapped).unwrap();
-        assert_eq!(retired.sealing_version(), Some(1));
-        let sealed_v2 = rotated.seal_pan(&pan, "tok_c", "t1").unwrap();
-        assert_eq!(retired.open_pan(&sealed_v2, "tok_c", "t1").unwrap(), pan);
+        assert_eq!(retired.sealing_version(), Some(2));
+        assert_eq!(retired.open_pan(&old, "tok_a", "t1").unwrap(), pan);
         // ...a destroyed one opens nothing...
         for w in &mut wrapped {
-            if w.purpose == KeyPurpose::Data && w.version == 2 {
+            if w.purpose == KeyPurpose::Data && w.version == 1 {
                 w.state = KeyState::Destroyed;
             }
         }
         let destroyed = Keyring::open(&m, &wrapped).unwrap();
-        assert!(destroyed.open_pan(&sealed_v2, "tok_c", "t1").is_err());
+        assert!(destroyed.open_pan(&old, "tok_a", "t1").is_err());
+        assert_eq!(destroyed.sealing_version(), Some(2));
         // ...and a keyring with no active data key is refused.
         for w in &mut wrapped {
             if w.purpose == KeyPurpose::Data {

@@ -119,7 +119,15 @@ impl Vault {
         let Some(reason) = rotation_due(current, now_micros(), max_seals, max_age) else {
             return Ok(None);
         };
-        let next = current.version + 1;
+        // After every stored version (a destroyed one keeps its number), not after the one in
+        // use: a row planted with the next number must not silently stop rotation.
+        let next = wrapped
+            .iter()
+            .filter(|w| w.purpose == KeyPurpose::Data)
+            .map(|w| w.version)
+            .max()
+            .unwrap_or(current.version)
+            + 1;
         if self
             .add_version("system", KeyPurpose::Data, next, reason)
             .await?
@@ -127,6 +135,12 @@ impl Vault {
             tracing::info!(version = next, reason, "data key rotated automatically");
             Ok(Some(next))
         } else {
+            // Another replica made it a moment ago; if not, the next tick says so again.
+            tracing::warn!(
+                version = next,
+                reason,
+                "a data key rotation is due and that version already exists; retried in a second"
+            );
             Ok(None)
         }
     }
@@ -368,6 +382,13 @@ impl Vault {
             }
             let mut after = None;
             loop {
+                // Each batch with the keyring as it is now: a pass takes minutes, and the key it
+                // moves rows into may have been rotated away (or retired as suspect) meanwhile.
+                // Then this pass stops; the next one moves rows to the new key.
+                let keys = self.keys();
+                if keys.sealing_version() != Some(target) {
+                    return Ok(done);
+                }
                 let rows = self
                     .store
                     .tokens_sealed_under(version, after.clone(), batch)

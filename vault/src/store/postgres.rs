@@ -456,7 +456,8 @@ impl Store for PgStore {
         let update =
             w.tx.prepare(
                 "UPDATE tokens SET algorithm = $3, key_version = $4, nonce = $5, ciphertext = $6 \
-                 WHERE token = $1 AND key_version = $2",
+                 WHERE token = $1 AND key_version = $2 AND EXISTS (SELECT 1 FROM keys \
+                 WHERE purpose = 'data' AND version = $4 AND state = 'active')",
             )
             .await?;
         let mut changed = 0;
@@ -490,6 +491,16 @@ impl Store for PgStore {
         let mut client = self.conn().await?;
         let w = self.audited(&mut client).await?;
         let empty: &[u8] = &[];
+        if shred && purpose == KeyPurpose::Data {
+            // The rows go with their key: a card tokenized again must get a token that opens,
+            // not the dead one its fingerprint still points to.
+            w.tx.execute(
+                "DELETE FROM tokens WHERE key_version = $1 AND EXISTS (SELECT 1 FROM keys \
+                 WHERE purpose = 'data' AND version = $1 AND state = 'decrypt_only')",
+                &[&i64::from(version)],
+            )
+            .await?;
+        }
         let destroyed =
             w.tx.execute(
                 "UPDATE keys SET state = 'destroyed', wrapped = $4, wrap_nonce = $4 \

@@ -249,7 +249,8 @@ where
         },
         created_at: r.column(5)?,
         state,
-        seals: u64::try_from(r.column::<i64>(7)?).unwrap_or(0),
+        // A negative count was not written by the vault: it would hold off rotation.
+        seals: u64::try_from(r.column::<i64>(7)?).map_err(|_| StoreError::Corrupt("key seals"))?,
     })
 }
 

@@ -397,7 +397,8 @@ impl Store for SqliteStore {
             let mut changed = 0;
             let mut update = tx.prepare_cached(
                 "UPDATE tokens SET algorithm = ?3, key_version = ?4, nonce = ?5, ciphertext = ?6 \
-                 WHERE token = ?1 AND key_version = ?2",
+                 WHERE token = ?1 AND key_version = ?2 AND EXISTS (SELECT 1 FROM keys \
+                 WHERE purpose = 'data' AND version = ?4 AND state = 'active')",
             )?;
             for r in &resealed {
                 changed += update.execute(params![
@@ -425,6 +426,15 @@ impl Store for SqliteStore {
         mut draft: AuditDraft,
     ) -> Result<bool> {
         self.audited(audit, move |tx, appender| {
+            if shred && purpose == KeyPurpose::Data {
+                // The rows go with their key: a card tokenized again must get a token that
+                // opens, not the dead one its fingerprint still points to.
+                tx.execute(
+                    "DELETE FROM tokens WHERE key_version = ?1 AND EXISTS (SELECT 1 FROM keys \
+                     WHERE purpose = 'data' AND version = ?1 AND state = 'decrypt_only')",
+                    params![version],
+                )?;
+            }
             let destroyed = tx.execute(
                 "UPDATE keys SET state = 'destroyed', wrapped = X'', wrap_nonce = X'' \
                  WHERE purpose = ?1 AND version = ?2 AND state = 'decrypt_only' \

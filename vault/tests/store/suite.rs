@@ -346,6 +346,14 @@ pub(crate) async fn tokens_are_resealed_once_and_a_version_destroyed_only_when_e
     );
     assert!(!destroy(2, false).await.unwrap(), "rows still under v2");
     assert!(destroy(2, true).await.unwrap(), "shredded");
+    assert!(
+        store
+            .tokens_sealed_under(2, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the shredded rows went with their key"
+    );
     let states: Vec<_> = store
         .wrapped_keys()
         .await
