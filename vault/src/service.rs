@@ -231,9 +231,12 @@ impl Vault {
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1_000_000)
         });
+        // One keyring for the whole record: one load on the hot path, and the fingerprint and
+        // the seal from the same keys.
+        let keys = self.keys();
         Ok(TokenRecord {
-            fingerprint: self.keys().fingerprint().fingerprint(tenant, &card.pan),
-            fingerprint_key_version: self.keys().fingerprint().version(),
+            fingerprint: keys.fingerprint().fingerprint(tenant, &card.pan),
+            fingerprint_key_version: keys.fingerprint().version(),
             card: CardMeta {
                 bin: card.pan.bin().to_owned(),
                 last4: card.pan.last4().to_owned(),
@@ -242,7 +245,7 @@ impl Vault {
                 exp_month: card.expiry.map(|(m, _)| m),
                 exp_year: card.expiry.map(|(_, y)| y),
             },
-            sealed: self.seal(&self.keys(), &card.pan, token.as_str(), tenant)?,
+            sealed: self.seal(&keys, &card.pan, token.as_str(), tenant)?,
             tenant: tenant.to_owned(),
             created_at: now,
             expires_at: ttl_micros.map(|ttl| now.saturating_add(ttl)),

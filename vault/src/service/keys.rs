@@ -192,16 +192,17 @@ impl Vault {
         Ok(wrapped
             .iter()
             .map(|w| {
-                let newest_active = wrapped
+                // The rule the keyring seals by: the highest stored version, if it is active.
+                let newest = wrapped
                     .iter()
-                    .filter(|o| o.purpose == w.purpose && o.state == KeyState::Active)
+                    .filter(|o| o.purpose == w.purpose)
                     .map(|o| o.version)
                     .max();
                 KeyStatus {
                     purpose: w.purpose.as_str(),
                     version: w.version,
                     state: w.state.as_str(),
-                    in_use: newest_active == Some(w.version),
+                    in_use: newest == Some(w.version) && w.state == KeyState::Active,
                     created_at: crate::clock::rfc3339(w.created_at),
                     seals: w.seals,
                     tokens: match w.purpose {
