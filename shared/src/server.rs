@@ -110,6 +110,24 @@ impl Bound {
         self.listener.local_addr()
     }
 
+    /// A second handle on the same listening socket, for a server that serves it in phases (a
+    /// sealed vault, then the unsealed one): connections wait in the backlog between phases
+    /// instead of being refused by a port that was closed and bound again.
+    ///
+    /// # Errors
+    ///
+    /// The socket cannot be duplicated.
+    pub fn duplicate(&self) -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        let fd = self.listener.as_fd().try_clone_to_owned()?;
+        let listener = std::net::TcpListener::from(fd);
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener: TcpListener::from_std(listener)?,
+            options: self.options,
+        })
+    }
+
     /// Serves `router` through [`serve`] until `shutdown` completes and the grace period ends.
     ///
     /// # Errors
@@ -228,6 +246,9 @@ pub async fn shutdown_signal() {
 
 /// Exit code for bad configuration or usage (sysexits EX_USAGE).
 pub const EX_USAGE: u8 = 64;
+
+/// `sysexits.h` `EX_CONFIG`: the configuration is refused (production mode's checks).
+pub const EX_CONFIG: u8 = 78;
 
 /// Runs a service's command: hardens the process ([`harden_process`]), loads its configuration
 /// with `load`, starts logging (and the panic hook that withholds payloads), builds the runtime

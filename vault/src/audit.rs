@@ -49,6 +49,12 @@ pub enum Action {
     /// A key version was destroyed.
     #[serde(rename = "keys.destroy")]
     KeysDestroy,
+    /// Operators unsealed a Shamir vault: it holds its keys and serves.
+    #[serde(rename = "vault.unseal")]
+    VaultUnseal,
+    /// An operator sealed a Shamir vault: its keys were dropped from memory.
+    #[serde(rename = "vault.seal")]
+    VaultSeal,
     /// A PAN was tokenized.
     #[serde(rename = "token.create")]
     TokenCreate,
@@ -93,6 +99,8 @@ impl Action {
             Self::KeysRetire => "keys.retire",
             Self::KeysRewrap => "keys.rewrap",
             Self::KeysDestroy => "keys.destroy",
+            Self::VaultUnseal => "vault.unseal",
+            Self::VaultSeal => "vault.seal",
             Self::TokenCreate => "token.create",
             Self::TokenDelete => "token.delete",
             Self::TokenDetokenize => "token.detokenize",

@@ -10,10 +10,14 @@ use clap::{Parser, Subcommand};
 use crate::audit::{Expectations, Link};
 use crate::auth::Scopes;
 use crate::clock::{rfc3339, rfc3339_micros};
-use crate::config::VaultConfig;
-use crate::crypto::{FileKeyProvider, KeyPurpose};
+use crate::config::{Mode, ProviderKind, VaultConfig};
+use crate::crypto::{
+    FileKeyProvider, GivenKeyProvider, HsmKey, KeyPurpose, Pkcs11KeyProvider, random_bytes, shamir,
+};
 use crate::service::Vault;
-use crate::startup::{Application, open_vault, open_vault_read_only, shutdown_signal};
+use crate::startup::{
+    Application, key_provider, open_store, open_vault, open_vault_read_only, shutdown_signal,
+};
 use crate::token::ClientId;
 
 use shared::server::EX_USAGE;
@@ -31,11 +35,28 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write a new random master key file (mode 0600). Refuses to overwrite one.
+    /// Make a new master key: a key file (mode 0600, the file provider); Shamir shares printed
+    /// once (the shamir provider); or an AES key inside the HSM (pkcs11). With shamir and
+    /// pkcs11 the database's keys are made under it at once. Refuses to overwrite anything.
     Init {
-        /// Where to write it (default: `keys.master_key_file` from the configuration).
+        /// Where to write the key file (default: `keys.master_key_file`).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// file, shamir or pkcs11 (default: `keys.provider`).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Shamir: how many shares to make (2 to 16).
+        #[arg(long, default_value_t = 5)]
+        shares: u8,
+        /// Shamir: how many shares unseal (2 to --shares).
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+    },
+    /// Unseal, seal or ask a running Shamir vault, through its local socket
+    /// (`keys.unseal_socket`).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
     },
     /// Serve the HTTP API.
     Serve,
@@ -63,6 +84,17 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Enter one Shamir share, read from standard input (so it stays out of the shell
+    /// history and `ps`). The vault serves once enough distinct shares are in.
+    Unseal,
+    /// Drop the keys from the running vault's memory: it answers 503 until unsealed again.
+    Seal,
+    /// Sealed or not, and how many shares are held.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +237,20 @@ pub fn main() -> ExitCode {
     )
 }
 
+/// Where the master key comes from, for people.
+fn master_key_source(config: &VaultConfig) -> String {
+    match config.keys.provider {
+        ProviderKind::File => config.keys.master_key_file.display().to_string(),
+        ProviderKind::Shamir => "from Shamir shares".to_owned(),
+        ProviderKind::Pkcs11 => format!(
+            "in the HSM (token {:?}, key {:?}, module {})",
+            config.keys.pkcs11.token_label,
+            config.keys.pkcs11.key_label,
+            config.keys.pkcs11.module.display()
+        ),
+    }
+}
+
 /// The first line of every command that uses the database: which database and key, so that a
 /// command run against the wrong configuration says so at once. Commands that only read or
 /// manage refuse to create a database that is not there.
@@ -215,7 +261,7 @@ fn state_files(command: &Command, config: &VaultConfig) -> Option<ExitCode> {
     };
     eprintln!(
         "vault: database {database}, master key {}",
-        config.keys.master_key_file.display()
+        master_key_source(config)
     );
     // `clients create` may start a new deployment; listing, revoking and auditing only make
     // sense on a database that exists.
@@ -239,19 +285,45 @@ fn state_files(command: &Command, config: &VaultConfig) -> Option<ExitCode> {
 }
 
 async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> {
-    if !matches!(command, Command::Init { .. })
+    if !matches!(command, Command::Init { .. } | Command::Operator { .. })
         && let Some(code) = state_files(&command, &config)
     {
         return Ok(code);
     }
     match command {
-        Command::Init { key_file } => {
-            let path = key_file.unwrap_or_else(|| config.keys.master_key_file.clone());
-            FileKeyProvider::create(&path)?;
-            println!("wrote a new master key to {}", path.display());
-            println!("keep it secret and backed up: without it no card number can be recovered");
-        }
+        Command::Init {
+            key_file,
+            provider,
+            shares,
+            threshold,
+        } => return init(&config, key_file, provider.as_deref(), shares, threshold).await,
+        Command::Operator { command } => return operator(&command, &config),
         Command::Serve => {
+            let problems = config.production_problems();
+            if !problems.is_empty() {
+                for problem in &problems {
+                    eprintln!("vault: mode = \"production\" refuses to start: {problem}");
+                }
+                return Ok(ExitCode::from(shared::server::EX_CONFIG));
+            }
+            match (config.mode, config.keys.provider) {
+                (Mode::Production, ProviderKind::File) => tracing::warn!(
+                    file = %config.keys.master_key_file.display(),
+                    "the master key is a file beside the data, accepted because keys.allow_file_provider = true"
+                ),
+                (_, ProviderKind::File) => tracing::info!(
+                    file = %config.keys.master_key_file.display(),
+                    "the master key is a file (development; production wants keys.provider = shamir or pkcs11)"
+                ),
+                (_, provider) => {
+                    tracing::info!(provider = provider.as_str(), "master key provider")
+                }
+            }
+            if config.keys.provider == ProviderKind::Shamir {
+                crate::startup::sealed::serve(&config, shutdown_signal()).await?;
+                tracing::info!("vault stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, "vault listening");
             if let Some(form) = app.form_addr()? {
@@ -262,20 +334,39 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
         }
         Command::Check => {
             let (mut notes, mut problems) = (Vec::new(), Vec::new());
-            let key_file = &config.keys.master_key_file;
-            match std::fs::metadata(key_file) {
-                Err(_) => problems.push(format!(
-                    "keys.master_key_file: {} cannot be read (`vault init` writes one)",
-                    key_file.display()
-                )),
-                Ok(meta) => {
-                    use std::os::unix::fs::PermissionsExt;
-                    if meta.permissions().mode() & 0o077 != 0 {
-                        problems.push(format!(
-                            "keys.master_key_file: {} is readable by others; chmod 600 it",
+            problems.extend(config.production_problems());
+            let mut can_open = true;
+            match config.keys.provider {
+                ProviderKind::File => {
+                    let key_file = &config.keys.master_key_file;
+                    match std::fs::metadata(key_file) {
+                        Err(_) => problems.push(format!(
+                            "keys.master_key_file: {} cannot be read (`vault init` writes one)",
                             key_file.display()
-                        ));
+                        )),
+                        Ok(meta) => {
+                            use std::os::unix::fs::PermissionsExt;
+                            if meta.permissions().mode() & 0o077 != 0 {
+                                problems.push(format!(
+                                    "keys.master_key_file: {} is readable by others; chmod 600 it",
+                                    key_file.display()
+                                ));
+                            }
+                        }
                     }
+                }
+                ProviderKind::Pkcs11 => {
+                    if let Err(e) = HsmKey::open(&config.keys.pkcs11) {
+                        problems.push(format!("keys.pkcs11: {e}"));
+                    }
+                }
+                ProviderKind::Shamir => {
+                    // Opening needs the shares, which a check does not ask for.
+                    can_open = false;
+                    notes.push(format!(
+                        "keys.provider = shamir: `serve` starts sealed; unseal through {} with `vault operator unseal`",
+                        config.keys.unseal_socket.display()
+                    ));
                 }
             }
             let sqlite = config.database.postgres_url().is_none();
@@ -286,6 +377,7 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
                     path.display()
                 ));
             } else if problems.is_empty()
+                && can_open
                 && let Err(e) = open_vault_read_only(&config).await
             {
                 problems.push(format!("the master key and the database: {e}"));
@@ -305,13 +397,12 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             }
         }
         Command::Migrate => {
-            crate::startup::open_store(&config).await?;
+            open_store(&config).await?;
             println!("database schema is up to date");
         }
         Command::Upgrade => {
-            let store = crate::startup::open_store(&config).await?;
-            let provider = FileKeyProvider::new(&config.keys.master_key_file);
-            match Vault::upgrade(store, &provider).await? {
+            let store = open_store(&config).await?;
+            match Vault::upgrade(store, key_provider(&config).as_ref()).await? {
                 Some(n) => println!("added the client key; sealed {n} client rows"),
                 None => println!("nothing to upgrade"),
             }
@@ -388,11 +479,23 @@ fn inventory(keys: &[crate::service::KeyStatus], config: &VaultConfig) -> Vec<se
         "strength_bits": 256,
         "purpose": "wraps every stored key, nothing else",
         "cryptoperiod": "until replaced (master-key rotation is not built yet)",
-        "stored": format!(
-            "file {} (mode 0600), outside the database",
-            config.keys.master_key_file.display()
-        ),
-        "custodian": "the operators who hold the master key file and its backup",
+        "provider": config.keys.provider.as_str(),
+        "stored": match config.keys.provider {
+            ProviderKind::File => format!(
+                "file {} (mode 0600), outside the database",
+                config.keys.master_key_file.display()
+            ),
+            ProviderKind::Shamir => "nowhere whole: Shamir shares held by custodians, rebuilt in the vault's memory at unseal".to_owned(),
+            ProviderKind::Pkcs11 => format!(
+                "inside the HSM as a non-extractable AES-256 key (token {:?}, key {:?})",
+                config.keys.pkcs11.token_label, config.keys.pkcs11.key_label
+            ),
+        },
+        "custodian": match config.keys.provider {
+            ProviderKind::File => "the operators who hold the master key file and its backup",
+            ProviderKind::Shamir => "the share custodians: no one of them alone (threshold on the shares)",
+            ProviderKind::Pkcs11 => "the HSM; the operators who hold its user PIN may use it, none can read it",
+        },
     });
     let data_period = format!(
         "{} days or {} seals, whichever first; then rotated automatically",
@@ -658,6 +761,104 @@ fn parse_link(text: &str) -> Option<Link> {
 
 /// After a command wrote audit events: with `audit.checkpoint_file` set, a checkpoint of the
 /// head, so that cutting those events off (no running vault remembers them) is caught too.
+/// `vault init`: a key file, Shamir shares, or a key in the HSM.
+async fn init(
+    config: &VaultConfig,
+    key_file: Option<PathBuf>,
+    provider: Option<&str>,
+    shares: u8,
+    threshold: u8,
+) -> anyhow::Result<ExitCode> {
+    let provider = match provider {
+        None => config.keys.provider,
+        Some("file") => ProviderKind::File,
+        Some("shamir") => ProviderKind::Shamir,
+        Some("pkcs11") => ProviderKind::Pkcs11,
+        Some(_) => {
+            eprintln!("vault: --provider: expected file, shamir or pkcs11");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
+    if provider != config.keys.provider {
+        eprintln!(
+            "vault: --provider {} but the configuration says keys.provider = {:?}: set it there too, or `serve` will look for the key elsewhere",
+            provider.as_str(),
+            config.keys.provider.as_str()
+        );
+        return Ok(ExitCode::from(EX_USAGE));
+    }
+    if provider == ProviderKind::File {
+        let path = key_file.unwrap_or_else(|| config.keys.master_key_file.clone());
+        FileKeyProvider::create(&path)?;
+        println!("wrote a new master key to {}", path.display());
+        println!("keep it secret and backed up: without it no card number can be recovered");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A new master key makes the database's keys at once, so the first unseal cannot accept
+    // shares of some other key; a database that has keys keeps its master key.
+    let store = open_store(config).await?;
+    if !store.wrapped_keys().await?.is_empty() || !store.is_empty().await? {
+        eprintln!(
+            "vault: this database already has keys under its master key; init makes a new vault only (replacing the master key is master-key rotation, not built yet)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if provider == ProviderKind::Pkcs11 {
+        HsmKey::create(&config.keys.pkcs11)?;
+        let vault = Vault::open(store, &Pkcs11KeyProvider::new(config.keys.pkcs11.clone())).await?;
+        checkpoint_cli_write(&vault, config)?;
+        println!(
+            "made the master key inside the HSM (token {:?}, key {:?}: AES-256, sensitive, not extractable) and this vault's keys under it",
+            config.keys.pkcs11.token_label, config.keys.pkcs11.key_label
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    random_bytes(key.as_mut_slice())?;
+    let texts = match shamir::split(&key, shares, threshold) {
+        Ok(texts) => texts,
+        Err(e) => {
+            eprintln!("vault: --shares/--threshold: {e}");
+            return Ok(ExitCode::from(EX_USAGE));
+        }
+    };
+    let vault = Vault::open(store, &GivenKeyProvider::new(key)).await?;
+    checkpoint_cli_write(&vault, config)?;
+    println!(
+        "made a master key split into {shares} Shamir shares, any {threshold} of which unseal this vault; its keys are made under it"
+    );
+    println!(
+        "give each share to a different custodian now: they are shown this once, and no copy of the key is kept anywhere"
+    );
+    for (i, text) in texts.iter().enumerate() {
+        println!("share {}: {}", i + 1, text.as_str());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vault operator unseal | seal | status`.
+fn operator(command: &OperatorCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
+    let socket = crate::startup::sealed::socket_path(config);
+    let request = match command {
+        OperatorCommand::Unseal => {
+            use std::io::BufRead;
+            eprint!("vault: enter your share: ");
+            let mut line = zeroize::Zeroizing::new(String::new());
+            std::io::stdin().lock().read_line(&mut line)?;
+            zeroize::Zeroizing::new(format!("unseal {}", line.trim()))
+        }
+        OperatorCommand::Seal => zeroize::Zeroizing::new("seal".to_owned()),
+        OperatorCommand::Status => zeroize::Zeroizing::new("status".to_owned()),
+    };
+    let answer = crate::startup::sealed::ask(&socket, &request)?;
+    println!("{answer}");
+    Ok(if answer["ok"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn checkpoint_cli_write(vault: &Vault, config: &VaultConfig) -> anyhow::Result<()> {
     if let Some(path) = &config.audit.checkpoint_file {
         vault.write_checkpoint(path, None)?;

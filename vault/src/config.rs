@@ -18,6 +18,9 @@ pub use reference::reference;
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VaultConfig {
+    /// `development` (the default) or `production`: production refuses at start-up what
+    /// development allows for convenience (see [`VaultConfig::production_problems`]).
+    pub mode: Mode,
     /// `[server]`.
     pub server: ServerConfig,
     /// `[database]`.
@@ -94,12 +97,57 @@ impl Default for CollectConfig {
     }
 }
 
+/// `mode`: how strict start-up is.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Conveniences allowed: the master key in a file.
+    #[default]
+    Development,
+    /// Start-up refuses what only development should do.
+    Production,
+}
+
+/// `keys.provider`: where the master key comes from.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// A key file beside the vault (`keys.master_key_file`): development.
+    #[default]
+    File,
+    /// Split knowledge: `vault init --provider shamir` prints shares; `vault serve` starts sealed
+    /// until enough are entered with `vault operator unseal`.
+    Shamir,
+    /// An HSM through PKCS#11 (`[keys.pkcs11]`); the key never leaves it.
+    Pkcs11,
+}
+
+impl ProviderKind {
+    /// The name as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Shamir => "shamir",
+            Self::Pkcs11 => "pkcs11",
+        }
+    }
+}
+
 /// `[keys]`: where the master key comes from.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
-    /// The master key file written by `vault init` (mode 0600).
+    /// Where the master key comes from: `file`, `shamir` or `pkcs11`.
+    pub provider: ProviderKind,
+    /// In production mode the file provider is refused unless this says it is meant.
+    pub allow_file_provider: bool,
+    /// The master key file written by `vault init` (mode 0600), for the file provider.
     pub master_key_file: PathBuf,
+    /// The Unix socket (mode 0600) `vault operator unseal` and `seal` talk to, for the Shamir
+    /// provider. Local only: never the API port.
+    pub unseal_socket: PathBuf,
+    /// `[keys.pkcs11]`: the HSM, for the pkcs11 provider.
+    pub pkcs11: crate::crypto::Pkcs11Settings,
     /// Seals after which a data key is rotated automatically (AES-GCM with random nonces is
     /// safe for about 2^32 per key; the default is far below).
     pub data_key_max_seals: u64,
@@ -117,7 +165,11 @@ pub struct KeysConfig {
 impl Default for KeysConfig {
     fn default() -> Self {
         Self {
+            provider: ProviderKind::File,
+            allow_file_provider: false,
             master_key_file: PathBuf::from("master.key"),
+            unseal_socket: PathBuf::from("unseal.sock"),
+            pkcs11: crate::crypto::Pkcs11Settings::default(),
             data_key_max_seals: 100_000_000,
             data_key_max_age_days: 365,
             rewrap_in_background: true,
@@ -189,6 +241,10 @@ impl VaultConfig {
         config.database.base_dir.clone_from(&base);
         config.keys.master_key_file =
             shared::config::anchored(base.as_deref(), &config.keys.master_key_file);
+        config.keys.unseal_socket =
+            shared::config::anchored(base.as_deref(), &config.keys.unseal_socket);
+        config.keys.pkcs11.pin_file =
+            shared::config::anchored(base.as_deref(), &config.keys.pkcs11.pin_file);
         config.audit.checkpoint_file = config
             .audit
             .checkpoint_file
@@ -249,7 +305,27 @@ impl VaultConfig {
                 "audit.checkpoint_interval_seconds must be positive",
             ));
         }
+        if config.keys.pkcs11.token_label.is_empty() || config.keys.pkcs11.key_label.is_empty() {
+            return Err(ConfigError::Invalid(
+                "keys.pkcs11.token_label and keys.pkcs11.key_label must not be empty",
+            ));
+        }
         Ok(config)
+    }
+
+    /// What production mode refuses in this configuration, one line each (empty in development
+    /// mode, and when nothing is wrong).
+    pub fn production_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.mode != Mode::Production {
+            return problems;
+        }
+        if self.keys.provider == ProviderKind::File && !self.keys.allow_file_provider {
+            problems.push(
+                "keys.provider: the master key is a file beside the data, which production mode refuses; use shamir or pkcs11, or set keys.allow_file_provider = true to accept it".to_owned(),
+            );
+        }
+        problems
     }
 }
 

@@ -3,7 +3,7 @@
 //! The hierarchy (SECURITY.md has the picture):
 //!
 //! - the **master key** (KEK, 256 bits) comes from a [`KeyProvider`]: a key file written by
-//!   `vault init` today, a KMS or a split-key unseal later;
+//!   `vault init` (development), Shamir shares typed in at unseal, or an HSM it never leaves;
 //! - under it, stored only wrapped (AES-256-GCM): versioned **data keys** that seal PANs, the
 //!   **fingerprint key** (HMAC-SHA-256 of PAN per tenant, for "same card, same token") and the
 //!   **audit key** that chains the audit log and the **client key** that MACs client rows;
@@ -13,12 +13,15 @@
 mod aead;
 mod keyring;
 mod master;
+mod pkcs11;
+pub mod shamir;
 
 pub use aead::{ALGORITHM, Sealed};
 pub use keyring::{
     AuditKey, ClientKey, FingerprintKey, KeyPurpose, KeyState, Keyring, RowMac, WrappedKey,
 };
-pub use master::{FileKeyProvider, KeyProvider, MasterKey};
+pub use master::{FileKeyProvider, GivenKeyProvider, KeyProvider, MasterKey, Pkcs11KeyProvider};
+pub use pkcs11::{HsmKey, Pkcs11Settings};
 
 /// What can go wrong with keys and ciphertexts. Messages never contain key or card material.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,12 @@ pub enum CryptoError {
     /// The key file is missing, unreadable, malformed or too widely readable.
     #[error("key file: {0}")]
     KeyFile(&'static str),
+    /// The HSM (PKCS#11) failed or refused: what was being done and the token's code.
+    #[error("{0}")]
+    Hsm(String),
+    /// Shamir shares typed in were refused or too few.
+    #[error("{0}")]
+    Shares(String),
     /// An I/O error on the key file.
     #[error("key file: {0}")]
     Io(#[source] std::io::Error),

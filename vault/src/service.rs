@@ -418,6 +418,21 @@ impl Vault {
         }
     }
 
+    /// Audits an operator's action on the running vault (unseal, seal).
+    ///
+    /// # Errors
+    ///
+    /// Storage failure, or the chain check.
+    pub async fn record_operator(
+        &self,
+        action: Action,
+        detail: Option<String>,
+    ) -> Result<(), VaultError> {
+        let mut draft = AuditDraft::new("operator", action, Outcome::Granted);
+        draft.detail = detail;
+        self.audit(draft).await
+    }
+
     async fn audit(&self, draft: AuditDraft) -> Result<(), VaultError> {
         self.store
             .append_audit(self.keys().audit(), draft)

@@ -12,8 +12,9 @@ use std::time::Duration;
 use shared::server::Bound;
 
 use crate::audit::Link;
+use crate::config::ProviderKind;
 use crate::config::VaultConfig;
-use crate::crypto::FileKeyProvider;
+use crate::crypto::{FileKeyProvider, KeyProvider, Pkcs11KeyProvider};
 use crate::http::{AppState, Limits, Metrics, Surface, router};
 use crate::limits::Limiter;
 use crate::service::{Vault, VaultError};
@@ -62,6 +63,19 @@ pub async fn open_store_read_only(
     })
 }
 
+pub mod sealed;
+
+/// The configured master-key provider for a command that runs once. With Shamir shares the
+/// operators type them in on standard input (a running vault takes them through `vault operator
+/// unseal` instead).
+pub fn key_provider(config: &VaultConfig) -> Box<dyn KeyProvider> {
+    match config.keys.provider {
+        ProviderKind::File => Box::new(FileKeyProvider::new(&config.keys.master_key_file)),
+        ProviderKind::Pkcs11 => Box::new(Pkcs11KeyProvider::new(config.keys.pkcs11.clone())),
+        ProviderKind::Shamir => Box::new(sealed::StdinShares),
+    }
+}
+
 /// Opens the configured store and vault (making keys only for a new, empty database).
 ///
 /// # Errors
@@ -69,8 +83,7 @@ pub async fn open_store_read_only(
 /// The database cannot be opened, or the master key does not fit it.
 pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
     let store = open_store(config).await?;
-    let provider = FileKeyProvider::new(&config.keys.master_key_file);
-    Vault::open(store, &provider).await
+    Vault::open(store, key_provider(config).as_ref()).await
 }
 
 /// Opens an existing vault for commands that only read (`audit verify`, `audit list`).
@@ -80,8 +93,28 @@ pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
 /// No database or no keys there, or the master key does not fit it.
 pub async fn open_vault_read_only(config: &VaultConfig) -> Result<Vault, VaultError> {
     let store = open_store_read_only(config).await?;
-    let provider = FileKeyProvider::new(&config.keys.master_key_file);
-    Vault::open_existing(store, &provider).await
+    Vault::open_existing(store, key_provider(config).as_ref()).await
+}
+
+/// Opens the vault a server runs on: with a checkpoint file, refuses an empty database where
+/// checkpoints say there was a chain (before any key is made for it), and a chain that no
+/// longer holds its newest checkpoint.
+async fn open_serving(
+    config: &VaultConfig,
+    store: Arc<dyn Store>,
+    provider: &dyn KeyProvider,
+) -> Result<Vault, StartupError> {
+    if let Some(path) = &config.audit.checkpoint_file {
+        let recorded = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        if recorded && store.is_empty().await.map_err(VaultError::from)? {
+            return Err(VaultError::CheckpointsWithoutChain.into());
+        }
+    }
+    let vault = Vault::open(store, provider).await?;
+    if let Some(path) = &config.audit.checkpoint_file {
+        vault.check_latest_checkpoint(path).await?;
+    }
+    Ok(vault)
 }
 
 /// A bound, ready-to-run server.
@@ -108,25 +141,24 @@ impl Application {
     ///
     /// See [`StartupError`].
     pub async fn build(config: &VaultConfig) -> Result<Self, StartupError> {
+        if config.keys.provider == ProviderKind::Shamir {
+            return Err(VaultError::Invalid(
+                "a vault on Shamir shares starts sealed: serve it with `vault serve` (startup::sealed)",
+            )
+            .into());
+        }
         let store = open_store(config).await.map_err(VaultError::from)?;
-        if let Some(path) = &config.audit.checkpoint_file {
-            // An empty database where checkpoints say there was a chain: replaced or wiped.
-            // Refused before any key is made for it.
-            let recorded = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
-            if recorded && store.is_empty().await.map_err(VaultError::from)? {
-                return Err(VaultError::CheckpointsWithoutChain.into());
-            }
-        }
-        let provider = FileKeyProvider::new(&config.keys.master_key_file);
-        let vault = Vault::open(store, &provider).await?;
-        if let Some(path) = &config.audit.checkpoint_file {
-            vault.check_latest_checkpoint(path).await?;
-        }
+        let vault = open_serving(config, store, key_provider(config).as_ref()).await?;
         let server = Bound::bind(config.listen(), &config.server).await?;
         let form = match config.collect.listen {
             Some(addr) => Some(Bound::bind(addr, &config.server).await?),
             None => None,
         };
+        Ok(Self::assemble(config, vault, server, form))
+    }
+
+    /// The server for `vault` on listeners already bound.
+    fn assemble(config: &VaultConfig, vault: Vault, server: Bound, form: Option<Bound>) -> Self {
         // Unset, the public origin is the address actually bound (port 0 picks one): the
         // form's own listener when it has one.
         let form_addr = form
@@ -145,7 +177,7 @@ impl Application {
                 "collect.public_url is https, so browsers reach the vault through a TLS terminator, but limits.trusted_proxies is empty: every cardholder shares the terminator's rate-limit bucket; list it there"
             );
         }
-        Ok(Self {
+        Self {
             server,
             form,
             state: AppState {
@@ -180,7 +212,7 @@ impl Application {
                     Duration::from_secs(config.audit.checkpoint_interval_seconds),
                 )
             }),
-        })
+        }
     }
 
     /// The bound address.

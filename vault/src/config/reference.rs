@@ -7,8 +7,47 @@ use super::{DEFAULT_DATABASE, DEFAULT_PORT, ENV_PREFIX, VaultConfig};
 
 const SETTINGS: &[Setting] = &[
     Setting {
+        key: "mode",
+        meaning: "`development` or `production`; production refuses to start (exit 78, one line \
+                  per problem) on what only development should do: so far the master key in a \
+                  file unless `keys.allow_file_provider`",
+    },
+    Setting {
+        key: "keys.provider",
+        meaning: "where the master key comes from: `file` (`keys.master_key_file`, for \
+                  development), `shamir` (split into shares by `vault init`; `serve` starts \
+                  sealed until `vault operator unseal` has enough) or `pkcs11` (an HSM; the key \
+                  never leaves it)",
+    },
+    Setting {
+        key: "keys.allow_file_provider",
+        meaning: "in production mode, accept the file provider anyway (the startup log says so)",
+    },
+    Setting {
         key: "keys.master_key_file",
-        meaning: "master key from `vault init`; must be mode 0600",
+        meaning: "master key from `vault init` (file provider); must be mode 0600",
+    },
+    Setting {
+        key: "keys.unseal_socket",
+        meaning: "shamir provider: the Unix socket (mode 0600, the vault's own user) that \
+                  `vault operator unseal`, `seal` and `status` talk to; never the API port",
+    },
+    Setting {
+        key: "keys.pkcs11.module",
+        meaning: "pkcs11 provider: the HSM's PKCS#11 library",
+    },
+    Setting {
+        key: "keys.pkcs11.token_label",
+        meaning: "pkcs11 provider: the label of the token holding the master key",
+    },
+    Setting {
+        key: "keys.pkcs11.key_label",
+        meaning: "pkcs11 provider: the label of the AES-256 key `vault init --provider pkcs11` \
+                  makes (sensitive, not extractable)",
+    },
+    Setting {
+        key: "keys.pkcs11.pin_file",
+        meaning: "pkcs11 provider: a file (mode 0600) holding the token's user PIN",
     },
     Setting {
         key: "keys.data_key_max_seals",

@@ -8,11 +8,19 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::aead::{AeadKey, aad};
+use super::pkcs11::{HsmKey, Pkcs11Settings};
 use super::{CryptoError, Sealed, random_bytes};
 
-/// The 256-bit key-encryption key. It wraps the stored keys and nothing else.
+/// The 256-bit key-encryption key. It wraps the stored keys and nothing else. Either its bytes
+/// are in this process (the file and Shamir providers) or it never leaves an HSM.
 pub struct MasterKey {
-    key: AeadKey,
+    kind: Kind,
+}
+
+enum Kind {
+    // Boxed: the cipher's round keys are a kilobyte, and the master key is used rarely.
+    Local(Box<AeadKey>),
+    Hsm(HsmKey),
 }
 
 impl MasterKey {
@@ -20,7 +28,14 @@ impl MasterKey {
     pub fn from_bytes(bytes: &Zeroizing<[u8; 32]>) -> Self {
         Self {
             // The KEK itself is unversioned; rotation of the KEK rewraps the stored keys.
-            key: AeadKey::new(bytes, 0),
+            kind: Kind::Local(Box::new(AeadKey::new(bytes, 0))),
+        }
+    }
+
+    /// The master key an HSM holds.
+    pub fn from_hsm(key: HsmKey) -> Self {
+        Self {
+            kind: Kind::Hsm(key),
         }
     }
 
@@ -31,7 +46,11 @@ impl MasterKey {
         version: u32,
         key: &[u8],
     ) -> Result<Sealed, CryptoError> {
-        self.key.seal(key, &wrap_aad(purpose, version))
+        let aad = wrap_aad(purpose, version);
+        match &self.kind {
+            Kind::Local(kek) => kek.seal(key, &aad),
+            Kind::Hsm(kek) => kek.seal(key, &aad),
+        }
     }
 
     /// Unwraps a stored key. A failure means the master key is not this vault's.
@@ -41,16 +60,30 @@ impl MasterKey {
         version: u32,
         sealed: &Sealed,
     ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-        let plain = self
-            .key
-            .open(sealed, &wrap_aad(purpose, version))
-            .map_err(|_| CryptoError::WrongMasterKey)?;
+        let aad = wrap_aad(purpose, version);
+        let plain = match &self.kind {
+            Kind::Local(kek) => kek.open(sealed, &aad),
+            Kind::Hsm(kek) => kek.open_sealed(sealed, &aad),
+        }
+        .map_err(|e| match e {
+            // The HSM unreachable or refusing says so: it is not a wrong key.
+            hsm @ CryptoError::Hsm(_) => hsm,
+            _ => CryptoError::WrongMasterKey,
+        })?;
         let mut out = Zeroizing::new([0u8; 32]);
         if plain.len() != 32 {
             return Err(CryptoError::WrongMasterKey);
         }
         out.copy_from_slice(&plain);
         Ok(out)
+    }
+
+    /// Where this key lives, for the inventory and the startup line.
+    pub fn location(&self) -> String {
+        match &self.kind {
+            Kind::Local(_) => "in this process's memory".to_owned(),
+            Kind::Hsm(key) => format!("inside the HSM, key {}", key.label()),
+        }
     }
 }
 
@@ -67,7 +100,7 @@ fn wrap_aad(purpose: &str, version: u32) -> Vec<u8> {
     )
 }
 
-/// Where the master key comes from. A KMS or a split-key unseal implements this later.
+/// Where the master key comes from: a file, an HSM, or the shares typed in at unseal.
 pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     /// Produces the master key.
     ///
@@ -75,6 +108,49 @@ pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     ///
     /// When the key cannot be had (missing, malformed, refused).
     fn master_key(&self) -> Result<MasterKey, CryptoError>;
+}
+
+/// The master key inside an HSM, reached through PKCS#11.
+#[derive(Debug, Clone)]
+pub struct Pkcs11KeyProvider {
+    settings: Pkcs11Settings,
+}
+
+impl Pkcs11KeyProvider {
+    /// A provider logging in to the token `settings` names.
+    pub fn new(settings: Pkcs11Settings) -> Self {
+        Self { settings }
+    }
+}
+
+impl KeyProvider for Pkcs11KeyProvider {
+    fn master_key(&self) -> Result<MasterKey, CryptoError> {
+        Ok(MasterKey::from_hsm(HsmKey::open(&self.settings)?))
+    }
+}
+
+/// A master key already in hand: rebuilt from Shamir shares at unseal, or in tests.
+pub struct GivenKeyProvider {
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl GivenKeyProvider {
+    /// A provider handing out `key`.
+    pub fn new(key: Zeroizing<[u8; 32]>) -> Self {
+        Self { key }
+    }
+}
+
+impl std::fmt::Debug for GivenKeyProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GivenKeyProvider { .. }")
+    }
+}
+
+impl KeyProvider for GivenKeyProvider {
+    fn master_key(&self) -> Result<MasterKey, CryptoError> {
+        Ok(MasterKey::from_bytes(&self.key))
+    }
 }
 
 /// A master key kept in a file: 64 hex digits and a newline, mode 0600.

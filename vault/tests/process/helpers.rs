@@ -21,21 +21,50 @@ pub(crate) const ALL_SCOPES: &str = "tokens:create,tokens:read,tokens:detokenize
 /// A vault's files: config, master key, database, logs.
 pub(crate) struct VaultDir {
     pub(crate) dir: TempDir,
+    /// Environment every command of this vault gets (e.g. `SOFTHSM2_CONF`).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl VaultDir {
     /// A directory with a config file and a master key made by `vault init`.
     pub(crate) fn new() -> Self {
+        let this = Self::uninitialised("", Vec::new());
+        assert_success(&this.run(&["init"]));
+        this
+    }
+
+    /// A directory with a config file whose `[keys]` section also holds `keys` (TOML lines),
+    /// and no master key yet; every command gets `env`.
+    pub(crate) fn uninitialised(keys: &str, env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[database]\npath = \"{}\"\n\n[keys]\nmaster_key_file = \"{}\"\n\n[log]\nformat = \"json\"\nfilter = \"debug\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[database]\npath = \"{}\"\n\n[keys]\nmaster_key_file = \"{}\"\n{keys}\n[log]\nformat = \"json\"\nfilter = \"debug\"\n",
             dir.path().join("vault.db").display(),
             dir.path().join("master.key").display(),
         );
         std::fs::write(dir.path().join("vault.toml"), config).unwrap();
-        let this = Self { dir };
-        assert_success(&this.run(&["init"]));
-        this
+        Self { dir, env }
+    }
+
+    /// Runs a command with `input` on its standard input (shares typed by operators).
+    pub(crate) fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        append(&self.path("cli.log"), &out.stderr);
+        out
     }
 
     /// Appends TOML to the config file (new sections, e.g. `[audit]`).
@@ -82,6 +111,7 @@ impl VaultDir {
         let mut cmd = Command::new(VAULT);
         cmd.arg("--config").arg(self.path("vault.toml")).args(args);
         cmd.env_remove("VAULT_CONFIG");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -12,3 +12,4 @@ mod boundary;
 mod cli;
 mod durability;
 mod helpers;
+mod key_providers;
