@@ -229,7 +229,29 @@ async fn two_replicas_rotate_rewrap_and_destroy_under_load_without_an_error() {
     // after the status above: a pass now moves them, and then v1 holds nothing.
     let out = vault(&["keys", "rewrap"]);
     assert!(out.contains("0 did not open"), "{out}");
-    vault(&["keys", "destroy", "1"]);
+    // Destroying is dual control: one operator proposes, another approves.
+    let operator = |name: &str| {
+        vault(&["operators", "add", name])
+            .lines()
+            .find_map(|l| l.strip_prefix("operator_key:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (alice, bob) = (operator("Alice"), operator("Bob"));
+    let as_operator = |key: &str, args: &[&str]| {
+        let mut env = env.clone();
+        env.push(("VAULT_OPERATOR_KEY".to_owned(), key.to_owned()));
+        run_cli(Path::new(VAULT_BIN), &config, &env, args).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let proposed = as_operator(&alice, &["keys", "destroy", "1"]);
+    let id = proposed
+        .split_whitespace()
+        .find(|w| w.starts_with("prp_"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    as_operator(&bob, &["approve", &id]);
 
     let errors = errors.lock().unwrap().clone();
     assert!(

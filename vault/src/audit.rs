@@ -55,6 +55,18 @@ pub enum Action {
     /// An operator sealed a Shamir vault: its keys were dropped from memory.
     #[serde(rename = "vault.seal")]
     VaultSeal,
+    /// A vault operator (a person who takes part in dual control) was added.
+    #[serde(rename = "operator.add")]
+    OperatorAdd,
+    /// A vault operator was revoked.
+    #[serde(rename = "operator.revoke")]
+    OperatorRevoke,
+    /// An operator proposed an operation that needs a second operator.
+    #[serde(rename = "dual.propose")]
+    DualPropose,
+    /// A second operator approved a proposal (its `request_id`), which then ran.
+    #[serde(rename = "dual.approve")]
+    DualApprove,
     /// A PAN was tokenized.
     #[serde(rename = "token.create")]
     TokenCreate,
@@ -101,6 +113,10 @@ impl Action {
             Self::KeysDestroy => "keys.destroy",
             Self::VaultUnseal => "vault.unseal",
             Self::VaultSeal => "vault.seal",
+            Self::OperatorAdd => "operator.add",
+            Self::OperatorRevoke => "operator.revoke",
+            Self::DualPropose => "dual.propose",
+            Self::DualApprove => "dual.approve",
             Self::TokenCreate => "token.create",
             Self::TokenDelete => "token.delete",
             Self::TokenDetokenize => "token.detokenize",

@@ -14,7 +14,7 @@ use crate::config::{Mode, ProviderKind, VaultConfig};
 use crate::crypto::{
     FileKeyProvider, GivenKeyProvider, HsmKey, KeyPurpose, Pkcs11KeyProvider, random_bytes, shamir,
 };
-use crate::service::Vault;
+use crate::service::{OPERATOR_KEY_PREFIX, Operation, OperatorAdded, OperatorKey, Proposal, Vault};
 use crate::startup::{
     Application, key_provider, open_store, open_vault, open_vault_read_only, shutdown_signal,
 };
@@ -52,6 +52,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         threshold: u8,
     },
+    /// The people who take part in dual control: add, list, revoke; and their proposals.
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
+    /// Approve another operator's proposal (`VAULT_OPERATOR_KEY` is your credential); it then
+    /// runs, in your name.
+    Approve {
+        /// The proposal (`prp_…`).
+        proposal: String,
+    },
     /// Unseal, seal or ask a running Shamir vault, through its local socket
     /// (`keys.unseal_socket`).
     Operator {
@@ -84,6 +95,29 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorsCommand {
+    /// Add an operator and print their credential (shown once). While fewer than two exist this
+    /// is immediate; then it is a proposal of the operator in `VAULT_OPERATOR_KEY`.
+    Add {
+        /// The person's name.
+        name: String,
+    },
+    /// Every operator: id, name, added, revoked.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an operator (`VAULT_OPERATOR_KEY`: any active operator, themselves included).
+    Revoke {
+        /// The operator (`op_…`).
+        id: String,
+    },
+    /// Every proposal, approved or pending, as JSON lines.
+    Proposals,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,8 +158,10 @@ enum KeysCommand {
     /// Reseal every token still under an older data key version under the active one, now,
     /// and print how many (running vaults do the same in the background, paced).
     Rewrap,
-    /// Destroy a decrypt-only data key version: its key is wiped, so what it sealed never
-    /// opens again. Refused while tokens are sealed under it, unless --crypto-shred.
+    /// Propose destroying a decrypt-only data key version (dual control: another operator runs
+    /// `vault approve`); its key is then wiped, so what it sealed never opens again. Refused
+    /// while tokens are sealed under it, unless --crypto-shred. `VAULT_OPERATOR_KEY` is your
+    /// operator credential.
     Destroy {
         /// The version to destroy.
         version: u32,
@@ -269,6 +305,10 @@ fn state_files(command: &Command, config: &VaultConfig) -> Option<ExitCode> {
         command,
         Command::Audit { .. }
             | Command::Keys { .. }
+            | Command::Approve { .. }
+            | Command::Operators {
+                command: OperatorsCommand::List { .. } | OperatorsCommand::Proposals
+            }
             | Command::Clients {
                 command: ClientsCommand::List { .. } | ClientsCommand::Revoke { .. }
             }
@@ -297,7 +337,9 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
             shares,
             threshold,
         } => return init(&config, key_file, provider.as_deref(), shares, threshold).await,
-        Command::Operator { command } => return operator(&command, &config),
+        Command::Operator { command } => return operator(&command, &config).await,
+        Command::Operators { command } => return operators(command, &config).await,
+        Command::Approve { proposal } => return approve(&proposal, &config).await,
         Command::Serve => {
             let problems = config.production_problems();
             if !problems.is_empty() {
@@ -652,20 +694,47 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
             let Some(purpose) = purpose_of(&purpose) else {
                 return Ok(ExitCode::from(EX_USAGE));
             };
+            let Some(by) = operator_key() else {
+                return Ok(ExitCode::from(EX_USAGE));
+            };
             let vault = open_vault(config).await?;
-            vault
-                .destroy_key("cli", purpose, version, crypto_shred)
+            // Refused now what the destruction would refuse, so nobody approves a no-op.
+            let status = vault.key_status().await?;
+            let Some(key) = status
+                .iter()
+                .find(|k| k.purpose == purpose.as_str() && k.version == version)
+            else {
+                eprintln!(
+                    "vault: no {} key version {version} (`vault keys status`)",
+                    purpose.as_str()
+                );
+                return Ok(ExitCode::FAILURE);
+            };
+            if key.state != "decrypt_only" {
+                eprintln!(
+                    "vault: {} key version {version} is {}: only a decrypt-only version is destroyed (retire it first; the one in use cannot be)",
+                    purpose.as_str(),
+                    key.state
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            if !crypto_shred && key.tokens.is_some_and(|n| n > 0) {
+                eprintln!(
+                    "vault: {} tokens are still sealed under version {version}: run `vault keys rewrap` first, or add --crypto-shred to destroy them with it",
+                    key.tokens.unwrap_or(0)
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            let operation = Operation::DestroyKey {
+                purpose: purpose.as_str().to_owned(),
+                version,
+                crypto_shred,
+            };
+            let proposal = vault
+                .propose(&by, operation, approval_window(config))
                 .await?;
             checkpoint_cli_write(&vault, config)?;
-            println!(
-                "{} key version {version} destroyed: its key is wiped{}",
-                purpose.as_str(),
-                if crypto_shred {
-                    "; the tokens it sealed never open again"
-                } else {
-                    ""
-                }
-            );
+            print_proposal(&proposal);
         }
         KeysCommand::Retire { version, purpose } => {
             let Some(purpose) = purpose_of(&purpose) else {
@@ -822,7 +891,7 @@ async fn init(
             return Ok(ExitCode::from(EX_USAGE));
         }
     };
-    let vault = Vault::open(store, &GivenKeyProvider::new(key)).await?;
+    let vault = Vault::open(store, &GivenKeyProvider::new_vault(key)).await?;
     checkpoint_cli_write(&vault, config)?;
     println!(
         "made a master key split into {shares} Shamir shares, any {threshold} of which unseal this vault; its keys are made under it"
@@ -836,8 +905,146 @@ async fn init(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The operator credential in `VAULT_OPERATOR_KEY` (an environment variable, so it stays out
+/// of the shell history and `ps`), or `None` after saying so.
+fn operator_key() -> Option<OperatorKey> {
+    match std::env::var("VAULT_OPERATOR_KEY") {
+        Ok(text) if text.starts_with(OPERATOR_KEY_PREFIX) => {
+            let text = zeroize::Zeroizing::new(text);
+            Some(OperatorKey::presented(text.trim()))
+        }
+        Ok(_) => {
+            eprintln!("vault: VAULT_OPERATOR_KEY: not an operator credential (they start opk_)");
+            None
+        }
+        Err(_) => {
+            eprintln!(
+                "vault: this needs dual control: set VAULT_OPERATOR_KEY to your operator credential (`vault operators add` made it)"
+            );
+            None
+        }
+    }
+}
+
+/// How long a proposal waits for its approval.
+fn approval_window(config: &VaultConfig) -> std::time::Duration {
+    std::time::Duration::from_secs(config.keys.approval_window_minutes.saturating_mul(60))
+}
+
+fn print_proposal(proposal: &Proposal) {
+    println!(
+        "proposal {}: {}; proposed by {}",
+        proposal.id,
+        proposal.operation.describe(),
+        proposal.proposed_by
+    );
+    println!(
+        "another operator approves it with `vault approve {}` before {}",
+        proposal.id,
+        rfc3339(proposal.expires_at)
+    );
+}
+
+/// `vault operators …`.
+async fn operators(command: OperatorsCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
+    let vault = open_vault(config).await?;
+    match command {
+        OperatorsCommand::Add { name } => {
+            let by = std::env::var_os("VAULT_OPERATOR_KEY").and_then(|_| operator_key());
+            match vault
+                .add_operator(&name, by.as_ref(), approval_window(config))
+                .await?
+            {
+                OperatorAdded::Added(operator, key) => {
+                    println!("operator_id: {}", operator.id);
+                    println!("operator_key: {}", key.expose());
+                    println!(
+                        "give the key to {} alone: it is shown this once",
+                        operator.name
+                    );
+                }
+                OperatorAdded::Proposed(proposal, key) => {
+                    print_proposal(&proposal);
+                    println!("operator_key: {}", key.expose());
+                    println!(
+                        "it works once the proposal is approved; give it to the new operator alone: it is shown this once"
+                    );
+                }
+            }
+        }
+        OperatorsCommand::List { json } => {
+            for operator in vault.operators().await? {
+                if json {
+                    println!("{}", serde_json::to_string(&operator)?);
+                } else {
+                    println!(
+                        "{}  {}  added {}{}",
+                        operator.id,
+                        operator.name,
+                        rfc3339(operator.added_at),
+                        if operator.revoked { "  REVOKED" } else { "" }
+                    );
+                }
+            }
+        }
+        OperatorsCommand::Revoke { id } => {
+            let by = std::env::var_os("VAULT_OPERATOR_KEY").and_then(|_| operator_key());
+            vault.revoke_operator(&id, by.as_ref()).await?;
+            println!("operator {id} revoked: their credential no longer proposes or approves");
+        }
+        OperatorsCommand::Proposals => {
+            for proposal in vault.proposals().await? {
+                println!("{}", serde_json::to_string(&proposal)?);
+            }
+        }
+    }
+    checkpoint_cli_write(&vault, config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vault approve PROPOSAL`: records the approval, then runs the operation as the approver.
+async fn approve(proposal: &str, config: &VaultConfig) -> anyhow::Result<ExitCode> {
+    let Some(by) = operator_key() else {
+        return Ok(ExitCode::from(EX_USAGE));
+    };
+    let vault = open_vault(config).await?;
+    let (proposal, approver) = match vault.approve(&by, proposal).await {
+        Ok(approved) => approved,
+        Err(e) => {
+            checkpoint_cli_write(&vault, config)?;
+            return Err(e.into());
+        }
+    };
+    match &proposal.operation {
+        Operation::DestroyKey {
+            purpose,
+            version,
+            crypto_shred,
+        } => {
+            println!(
+                "{} approved {}: {purpose} key version {version} destroyed: its key is wiped{}",
+                approver.id,
+                proposal.id,
+                if *crypto_shred {
+                    "; the tokens it sealed never open again"
+                } else {
+                    ""
+                }
+            );
+        }
+        Operation::AddOperator { operator, name, .. } => {
+            println!(
+                "approved {}: operator {operator} ({name}) added",
+                proposal.id
+            );
+        }
+    }
+    checkpoint_cli_write(&vault, config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `vault operator unseal | seal | status`.
-fn operator(command: &OperatorCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
+async fn operator(command: &OperatorCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
     let socket = crate::startup::sealed::socket_path(config);
     let request = match command {
         OperatorCommand::Unseal => {
@@ -850,7 +1057,7 @@ fn operator(command: &OperatorCommand, config: &VaultConfig) -> anyhow::Result<E
         OperatorCommand::Seal => zeroize::Zeroizing::new("seal".to_owned()),
         OperatorCommand::Status => zeroize::Zeroizing::new("status".to_owned()),
     };
-    let answer = crate::startup::sealed::ask(&socket, &request)?;
+    let answer = crate::startup::sealed::ask(&socket, &request).await?;
     println!("{answer}");
     Ok(if answer["ok"] == true {
         ExitCode::SUCCESS

@@ -148,6 +148,8 @@ pub struct KeysConfig {
     pub unseal_socket: PathBuf,
     /// `[keys.pkcs11]`: the HSM, for the pkcs11 provider.
     pub pkcs11: crate::crypto::Pkcs11Settings,
+    /// How long a dual-control proposal waits for a second operator's approval.
+    pub approval_window_minutes: u64,
     /// Seals after which a data key is rotated automatically (AES-GCM with random nonces is
     /// safe for about 2^32 per key; the default is far below).
     pub data_key_max_seals: u64,
@@ -170,6 +172,7 @@ impl Default for KeysConfig {
             master_key_file: PathBuf::from("master.key"),
             unseal_socket: PathBuf::from("unseal.sock"),
             pkcs11: crate::crypto::Pkcs11Settings::default(),
+            approval_window_minutes: 60,
             data_key_max_seals: 100_000_000,
             data_key_max_age_days: 365,
             rewrap_in_background: true,
@@ -273,6 +276,11 @@ impl VaultConfig {
         if !(1..=1 << 32).contains(&config.keys.data_key_max_seals) {
             return Err(ConfigError::Invalid(
                 "keys.data_key_max_seals must be from 1 to 4294967296 (2^32, the AES-GCM bound for random nonces); the default is 100000000",
+            ));
+        }
+        if !(1..=10_080).contains(&config.keys.approval_window_minutes) {
+            return Err(ConfigError::Invalid(
+                "keys.approval_window_minutes must be from 1 to 10080 (a week); the default is 60",
             ));
         }
         if !(1..=3650).contains(&config.keys.data_key_max_age_days) {

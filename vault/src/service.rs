@@ -31,11 +31,13 @@ use crate::token::{ApiKey, ClientId, Token};
 mod audit_trail;
 mod clients;
 mod collect;
+mod custody;
 mod keys;
 mod open;
 
 use clients::VerifiedClients;
 pub use collect::{NewSession, OpenedSession, Refusal, Submission};
+pub use custody::{OPERATOR_KEY_PREFIX, Operation, Operator, OperatorAdded, OperatorKey, Proposal};
 pub use keys::{KeyGauges, KeyStatus, Rewrapped, rotation_due};
 
 /// Domain failures. The HTTP layer maps each to a fixed status, code and message.
@@ -81,6 +83,12 @@ pub enum VaultError {
     /// A reading command found a database without keys: there is nothing to read yet.
     #[error("the database has no vault keys yet (no vault has run on it)")]
     NoKeys,
+    /// A database without keys met a master key rebuilt from typed-in shares, which never
+    /// makes keys.
+    #[error(
+        "the database has no keys, and a vault on Shamir shares makes them only at `vault init --provider shamir`: if this vault had keys they were deleted; restore the database from a backup"
+    )]
+    NoKeysForShares,
     /// The database was made by an older vault and lacks a key this one needs.
     #[error(
         "this database was made by an older vault and has no client key: run `vault upgrade` once (it MACs the existing client rows; check `vault clients list` afterwards)"
@@ -104,6 +112,9 @@ pub enum VaultError {
     /// The checkpoint file is unreadable, malformed or forged.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Dual control refused a step, or cannot run (what and why, for the operator).
+    #[error("dual control: {0}")]
+    DualControl(String),
     /// `upgrade` found something the audit chain does not vouch for.
     #[error("upgrade refused: {0}")]
     UpgradeRefused(String),
@@ -442,12 +453,12 @@ impl Vault {
 }
 
 /// Walks the chain from the first event, checking every link and every expected link, and
-/// feeds the verified events to `history`.
+/// feeds the verified events to `observe`.
 async fn walk_chain(
     store: &dyn Store,
     key: &crate::crypto::AuditKey,
     expected: &Expectations,
-    history: &mut ClientHistory,
+    observe: &mut (dyn FnMut(&AuditEvent) + Send),
 ) -> Result<Result<Verifier, BrokenLink>, VaultError> {
     let mut verifier = Verifier::new(key.clone());
     loop {
@@ -459,7 +470,7 @@ async fn walk_chain(
             if let Err(broken) = verifier.check(event).and_then(|()| expected.check(event)) {
                 return Ok(Err(broken));
             }
-            history.observe(event);
+            observe(event);
         }
     }
 }

@@ -302,15 +302,21 @@ impl Application {
                 result
             }
         };
+        // Aborted and then awaited: once this returns no task holds the vault (and its keys),
+        // which is what sealing a Shamir vault promises.
         sweeper.abort();
         revocations.abort();
+        let _ = sweeper.await;
+        let _ = revocations.await;
         if let Some(task) = rewrapper {
             task.abort();
+            let _ = task.await;
         }
         let _ = stop_reporting.send(true);
         let _ = reporter.await;
         if let Some(task) = checkpointer {
             task.abort();
+            let _ = task.await;
         }
         let unwritten = vault
             .record_refusals(limiter.drain(), self.report_interval)

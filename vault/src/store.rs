@@ -291,6 +291,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends one audit event, durably, before returning.
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()>;
 
+    /// Appends `draft` unless the chain already holds a granted event of its action with its
+    /// `request_id` (checked and appended under the audit lock, so of two at once one wins).
+    /// Returns whether it was appended.
+    async fn append_audit_once(&self, audit: &AuditKey, draft: AuditDraft) -> Result<bool>;
+
     /// Up to `limit` events with `seq > after`, in order.
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>>;
 

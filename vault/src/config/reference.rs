@@ -50,6 +50,11 @@ const SETTINGS: &[Setting] = &[
         meaning: "pkcs11 provider: a file (mode 0600) holding the token's user PIN",
     },
     Setting {
+        key: "keys.approval_window_minutes",
+        meaning: "dual control: how long a proposal (`vault keys destroy`, adding a third \
+                  operator) waits for another operator's `vault approve` (1 to 10080)",
+    },
+    Setting {
         key: "keys.data_key_max_seals",
         meaning: "seals after which the data key in use is rotated automatically (1 to 2^32; \
                   AES-GCM with random nonces is safe for about 2^32 per key, so the default is \

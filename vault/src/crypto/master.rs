@@ -108,6 +108,13 @@ pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     ///
     /// When the key cannot be had (missing, malformed, refused).
     fn master_key(&self) -> Result<MasterKey, CryptoError>;
+
+    /// Whether a vault opened with this key may make the keys of an empty database. Not for a
+    /// key rebuilt from shares typed in: whoever can empty the database could then unseal it
+    /// with shares of a key they made themselves, and every card stored after would be theirs.
+    fn may_make_keys(&self) -> bool {
+        true
+    }
 }
 
 /// The master key inside an HSM, reached through PKCS#11.
@@ -129,15 +136,28 @@ impl KeyProvider for Pkcs11KeyProvider {
     }
 }
 
-/// A master key already in hand: rebuilt from Shamir shares at unseal, or in tests.
+/// A master key already in hand: rebuilt from Shamir shares at unseal, or just made by `vault
+/// init`.
 pub struct GivenKeyProvider {
     key: Zeroizing<[u8; 32]>,
+    makes_keys: bool,
 }
 
 impl GivenKeyProvider {
-    /// A provider handing out `key`.
+    /// A provider handing out `key`, which only opens a database that has its keys.
     pub fn new(key: Zeroizing<[u8; 32]>) -> Self {
-        Self { key }
+        Self {
+            key,
+            makes_keys: false,
+        }
+    }
+
+    /// A provider handing out a key just made, for `vault init` to make the database's keys.
+    pub fn new_vault(key: Zeroizing<[u8; 32]>) -> Self {
+        Self {
+            key,
+            makes_keys: true,
+        }
     }
 }
 
@@ -150,6 +170,10 @@ impl std::fmt::Debug for GivenKeyProvider {
 impl KeyProvider for GivenKeyProvider {
     fn master_key(&self) -> Result<MasterKey, CryptoError> {
         Ok(MasterKey::from_bytes(&self.key))
+    }
+
+    fn may_make_keys(&self) -> bool {
+        self.makes_keys
     }
 }
 

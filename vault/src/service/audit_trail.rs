@@ -58,7 +58,7 @@ impl Vault {
             self.store.as_ref(),
             self.keys().audit(),
             expected,
-            &mut history,
+            &mut |e| history.observe(e),
         )
         .await
     }
@@ -78,7 +78,7 @@ impl Vault {
             self.store.as_ref(),
             self.keys().audit(),
             expected,
-            &mut history,
+            &mut |e| history.observe(e),
         )
         .await?;
         let Ok(verifier) = verdict else {

@@ -24,6 +24,10 @@ impl Vault {
             if !store.is_empty().await? {
                 return Err(VaultError::KeysMissing);
             }
+            if !provider.may_make_keys() {
+                // An emptied database must not get keys under a key from typed-in shares.
+                return Err(VaultError::NoKeysForShares);
+            }
             let (ring, wrapped) = Keyring::generate(&master, now_micros())?;
             let mut draft = AuditDraft::new("system", Action::KeysCreate, Outcome::Granted);
             draft.detail = Some("data v1, fingerprint v1, audit v1, client v1".to_owned());
@@ -112,7 +116,7 @@ impl Vault {
             store.as_ref(),
             ring.audit(),
             &Expectations::default(),
-            &mut history,
+            &mut |e| history.observe(e),
         )
         .await?;
         if let Err(broken) = verdict {

@@ -41,6 +41,10 @@ const MAX_REQUEST: usize = 1024;
 pub struct StdinShares;
 
 impl KeyProvider for StdinShares {
+    fn may_make_keys(&self) -> bool {
+        false
+    }
+
     fn master_key(&self) -> Result<MasterKey, CryptoError> {
         let mut unsealer = Unsealer::new();
         let stdin = std::io::stdin();
@@ -109,15 +113,14 @@ pub async fn serve(
     let (requests, mut incoming) = mpsc::channel(1);
     let (phase, _) = watch::channel(Phase::Sealed);
     let phase = Arc::new(phase);
-    let unsealer = Arc::new(tokio::sync::Mutex::new(Unsealer::new()));
-    let socket_task = tokio::spawn(answer_socket(
-        socket,
-        Arc::new(config.clone()),
-        Arc::clone(&store),
-        unsealer,
-        Arc::clone(&phase),
+    let gate = Arc::new(Gate {
+        config: config.clone(),
+        store: Arc::clone(&store),
+        unsealer: tokio::sync::Mutex::new((Unsealer::new(), None)),
+        phase: Arc::clone(&phase),
         requests,
-    ));
+    });
+    let socket_task = tokio::spawn(answer_socket(socket, gate));
     let (stopping, stopped) = watch::channel(false);
     let signal = tokio::spawn(async move {
         shutdown.await;
@@ -274,6 +277,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener, StartupError> {
             format!("keys.unseal_socket {}: {e}", path.display()),
         )))
     };
+    check_socket_dir(path).map_err(bind_error)?;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(bind_error(std::io::Error::new(
@@ -289,23 +293,36 @@ fn bind_socket(path: &Path) -> Result<UnixListener, StartupError> {
     Ok(listener)
 }
 
-/// Answers the unseal socket until aborted.
-async fn answer_socket(
-    socket: UnixListener,
-    config: Arc<VaultConfig>,
+/// What every connection to the unseal socket shares.
+struct Gate {
+    config: VaultConfig,
     store: Arc<dyn Store>,
-    unsealer: Arc<tokio::sync::Mutex<Unsealer>>,
+    /// The shares held, and when the last was entered.
+    unsealer: tokio::sync::Mutex<(Unsealer, Option<std::time::Instant>)>,
     phase: Arc<watch::Sender<Phase>>,
     requests: mpsc::Sender<Request>,
-) {
+}
+
+/// Shares entered longer ago than this are forgotten before the next one counts: an unseal left
+/// half done (or blocked by a share of another set) does not stay so.
+const SHARES_FORGOTTEN_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// How long one connection may take to send its line.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers the unseal socket until aborted: each connection in its own task, so one that never
+/// sends its line holds nobody else up.
+async fn answer_socket(socket: UnixListener, gate: Arc<Gate>) {
     loop {
         let Ok((stream, _)) = socket.accept().await else {
             continue;
         };
-        // One at a time: shares are few and typed by people, and the unsealer is one state.
-        let mut stream = stream;
-        let answer = answer(&mut stream, &config, &store, &unsealer, &phase, &requests).await;
-        let _ = write_answer(stream, answer).await;
+        let gate = Arc::clone(&gate);
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let answer = answer(&mut stream, &gate).await;
+            let _ = write_answer(stream, answer).await;
+        });
     }
 }
 
@@ -316,23 +333,39 @@ async fn write_answer(mut stream: UnixStream, answer: serde_json::Value) -> std:
     stream.shutdown().await
 }
 
-async fn answer(
-    stream: &mut UnixStream,
-    config: &VaultConfig,
-    store: &Arc<dyn Store>,
-    unsealer: &tokio::sync::Mutex<Unsealer>,
-    phase: &watch::Sender<Phase>,
-    requests: &mpsc::Sender<Request>,
-) -> serde_json::Value {
+/// This process's user id (the owner of `/proc/self`), without `libc`.
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Refuses a socket directory others may write to: they could put their own socket there and
+/// collect the shares operators type.
+fn check_socket_dir(path: &Path) -> Result<(), std::io::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "its directory {} is writable by group or others, so another user could answer in the vault's place; put it in a directory only the vault's user may write (chmod 700)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn answer(stream: &mut UnixStream, gate: &Gate) -> serde_json::Value {
     let refuse = |message: &str| json!({"ok": false, "message": message});
-    // The socket file is 0600 already; the peer's user is checked too, so a socket path in a
-    // shared directory with looser rights still admits only this user (and root).
-    let me = std::fs::metadata(&config.keys.unseal_socket).map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.uid()
-    });
-    match (stream.peer_cred(), me) {
-        (Ok(peer), Ok(owner)) if peer.uid() == owner || peer.uid() == 0 => {}
+    // The socket file is 0600 already; the peer's user is checked too, so only this user
+    // (and root) is ever answered.
+    match (stream.peer_cred(), own_uid()) {
+        (Ok(peer), Some(me)) if peer.uid() == me || peer.uid() == 0 => {}
         _ => return refuse("only the vault's own user may use the unseal socket"),
     }
     let mut line = Zeroizing::new(String::new());
@@ -340,18 +373,22 @@ async fn answer(
         &mut *stream,
         MAX_REQUEST as u64,
     ));
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        reader.read_line(&mut line),
-    )
-    .await;
+    let read = tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await;
     if !matches!(read, Ok(Ok(n)) if n > 0) {
         return refuse("expected one line: unseal SHARE, seal, or status");
     }
     let request = line.trim();
     let (verb, rest) = request.split_once(' ').unwrap_or((request, ""));
-    let state = *phase.borrow();
-    let mut held = unsealer.lock().await;
+    // One request at a time past this point: the shares held are one state.
+    let mut held = gate.unsealer.lock().await;
+    if held
+        .1
+        .is_some_and(|at| at.elapsed() > SHARES_FORGOTTEN_AFTER)
+    {
+        held.0.reset();
+        held.1 = None;
+    }
+    let state = *gate.phase.borrow();
     let status = |held: &Unsealer, sealed: bool| {
         json!({
             "ok": true,
@@ -361,14 +398,14 @@ async fn answer(
         })
     };
     match verb {
-        "status" => status(&held, state == Phase::Sealed),
+        "status" => status(&held.0, state == Phase::Sealed),
         "seal" => {
-            held.reset();
-            if state == Phase::Sealed {
-                return json!({"ok": true, "sealed": true, "message": "already sealed"});
-            }
+            held.0.reset();
+            held.1 = None;
+            // Always through the serving loop, which also answers it when it is sealed: an
+            // unseal it has not yet acted on comes first, and is sealed again.
             let (done, sealed) = tokio::sync::oneshot::channel();
-            if requests.send(Request::Seal(done)).await.is_err() || sealed.await.is_err() {
+            if gate.requests.send(Request::Seal(done)).await.is_err() || sealed.await.is_err() {
                 return refuse("the vault is stopping");
             }
             json!({"ok": true, "sealed": true, "message": "sealed: the keys are gone from memory"})
@@ -381,7 +418,8 @@ async fn answer(
                 Ok(share) => share,
                 Err(e) => return refuse(&e.to_string()),
             };
-            match held.add(share) {
+            held.1 = Some(std::time::Instant::now());
+            match held.0.add(share) {
                 Err(e) => refuse(&e.to_string()),
                 Ok(Progress::Need { held: n, threshold }) => json!({
                     "ok": true,
@@ -391,10 +429,14 @@ async fn answer(
                     "message": format!("share accepted: {n} of {threshold}"),
                 }),
                 Ok(Progress::Complete(key)) => {
+                    held.1 = None;
                     let provider = GivenKeyProvider::new(key);
-                    match open_serving(config, Arc::clone(store), &provider).await {
+                    match open_serving(&gate.config, Arc::clone(&gate.store), &provider).await {
                         Ok(vault) => {
-                            if requests.send(Request::Unsealed(vault)).await.is_err() {
+                            // Unsealed from here on, as far as the socket says: a seal that
+                            // follows is sent after this unseal and so undoes it.
+                            gate.phase.send_replace(Phase::Unsealed);
+                            if gate.requests.send(Request::Unsealed(vault)).await.is_err() {
                                 return refuse("the vault is stopping");
                             }
                             json!({"ok": true, "sealed": false, "message": "unsealed"})
@@ -425,23 +467,36 @@ async fn answer(
 ///
 /// # Errors
 ///
-/// The socket cannot be reached (no Shamir vault running there) or answered nonsense.
-pub fn ask(socket: &Path, request: &str) -> Result<serde_json::Value, std::io::Error> {
-    use std::io::Read;
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+/// The socket cannot be reached (no Shamir vault running there), is another user's, or
+/// answered nonsense.
+pub async fn ask(socket: &Path, request: &str) -> Result<serde_json::Value, std::io::Error> {
+    use tokio::io::AsyncReadExt;
+    let said = |e: std::io::Error| {
         std::io::Error::new(
             e.kind(),
-            format!(
-                "keys.unseal_socket {}: {e} (is a vault with keys.provider = \"shamir\" running?)",
-                socket.display()
-            ),
+            format!("keys.unseal_socket {}: {e}", socket.display()),
         )
+    };
+    check_socket_dir(socket).map_err(said)?;
+    let mut stream = UnixStream::connect(socket).await.map_err(|e| {
+        said(std::io::Error::new(
+            e.kind(),
+            format!("{e} (is a vault with keys.provider = \"shamir\" running?)"),
+        ))
     })?;
+    // A share goes only to a process of this user (or root): not to whoever bound the path.
+    let peer = stream.peer_cred().map_err(said)?.uid();
+    if own_uid().is_none_or(|me| peer != me && peer != 0) {
+        return Err(said(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the process answering on it is another user's, not a vault of yours; nothing was sent",
+        )));
+    }
     let mut line = Zeroizing::new(request.to_owned());
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    stream.write_all(line.as_bytes()).await?;
     let mut answer = String::new();
-    stream.take(64 * 1024).read_to_string(&mut answer)?;
+    stream.take(64 * 1024).read_to_string(&mut answer).await?;
     serde_json::from_str(answer.trim())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }

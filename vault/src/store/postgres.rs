@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_key_states.sql"),
     include_str!("../../migrations/postgres/0006_rewrap.sql"),
     include_str!("../../migrations/postgres/0007_key_seals.sql"),
+    include_str!("../../migrations/postgres/0008_dual_control.sql"),
 ];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
@@ -752,6 +753,24 @@ impl Store for PgStore {
 
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()> {
         self.batches.append(audit, draft).await
+    }
+
+    async fn append_audit_once(&self, audit: &AuditKey, draft: AuditDraft) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let audited = self.audited(&mut conn).await?;
+        let taken: bool = audited
+            .tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM audit_events WHERE action = $1 AND request_id = $2 AND outcome = 'granted')",
+                &[&draft.action.as_str(), &draft.request_id],
+            )
+            .await?
+            .get(0);
+        if taken {
+            return Ok(false);
+        }
+        self.commit_with(audited, audit, draft).await?;
+        Ok(true)
     }
 
     async fn audit_events(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>> {

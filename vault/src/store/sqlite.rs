@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_key_states.sql"),
     include_str!("../../migrations/sqlite/0006_rewrap.sql"),
     include_str!("../../migrations/sqlite/0007_key_seals.sql"),
+    include_str!("../../migrations/sqlite/0008_dual_control.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -673,6 +674,22 @@ impl Store for SqliteStore {
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()> {
         self.audited(audit, move |tx, appender| appender.append(tx, draft))
             .await
+    }
+
+    async fn append_audit_once(&self, audit: &AuditKey, draft: AuditDraft) -> Result<bool> {
+        self.audited(audit, move |tx, appender| {
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM audit_events WHERE action = ?1 AND request_id = ?2 AND outcome = 'granted')",
+                params![draft.action.as_str(), draft.request_id],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Ok(false);
+            }
+            appender.append(tx, draft)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn adopt_head(&self) -> Result<Option<Link>> {

@@ -11,6 +11,7 @@ mod auth;
 mod collect;
 mod collect_browser;
 mod crypto;
+mod custody;
 mod database;
 mod flood;
 mod helpers;

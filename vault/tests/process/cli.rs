@@ -423,10 +423,36 @@ async fn keys_rotate_and_retire_from_the_command_line_while_the_vault_serves() {
     let (code, out, err) = vault.outcome(&["keys", "rewrap"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("resealed"), "{out}");
-    let (code, out, err) = vault.outcome(&["keys", "destroy", "1"]);
-    assert_eq!(code, Some(0), "{out}{err}");
-    let refused = vault.outcome(&["keys", "destroy", "2"]);
-    assert_ne!(refused.0, Some(0), "the version in use is not destroyed");
+    // Destroying needs dual control: no operator, no proposal; the proposer cannot approve.
+    let (code, _, err) = vault.outcome(&["keys", "destroy", "1"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("VAULT_OPERATOR_KEY"), "{err}");
+    let (alice, bob) = vault.two_operators();
+    let proposed = vault.as_operator(&alice, &["keys", "destroy", "1"]);
+    assert_success(&proposed);
+    let text = testkit::output::stdout(&proposed);
+    let id = text
+        .split_whitespace()
+        .find(|w| w.starts_with("prp_"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let own = vault.as_operator(&alice, &["approve", &id]);
+    assert!(!own.status.success());
+    assert!(testkit::output::stderr(&own).contains("cannot approve it"));
+    let approved = vault.as_operator(&bob, &["approve", &id]);
+    assert_success(&approved);
+    assert!(testkit::output::stdout(&approved).contains("destroyed"));
+    let refused = vault.as_operator(&alice, &["keys", "destroy", "2"]);
+    assert!(
+        !refused.status.success(),
+        "the version in use is not destroyed"
+    );
+    assert!(
+        testkit::output::stderr(&refused).contains("only a decrypt-only version"),
+        "{}",
+        testkit::output::stderr(&refused)
+    );
     server.detokenize(&key, &old, "after destroying v1").await;
     // The inventory an assessor asks for (PCI 3.6.1.1): every key, algorithm, strength,
     // cryptoperiod, storage and custodian, and never a key's bytes.

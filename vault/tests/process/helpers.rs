@@ -46,6 +46,32 @@ impl VaultDir {
         Self { dir, env }
     }
 
+    /// Adds two operators (dual control) and returns their credentials.
+    pub(crate) fn two_operators(&self) -> (String, String) {
+        let mut keys = ["Alice", "Bob"].map(|name| {
+            let out = self.run(&["operators", "add", name]);
+            assert_success(&out);
+            testkit::output::stdout(&out)
+                .lines()
+                .find_map(|l| l.strip_prefix("operator_key:"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        });
+        (std::mem::take(&mut keys[0]), std::mem::take(&mut keys[1]))
+    }
+
+    /// Runs a command as the operator holding `key` (`VAULT_OPERATOR_KEY`).
+    pub(crate) fn as_operator(&self, key: &str, args: &[&str]) -> Output {
+        let out = self
+            .command(args)
+            .env("VAULT_OPERATOR_KEY", key)
+            .output()
+            .unwrap();
+        append(&self.path("cli.log"), &out.stderr);
+        out
+    }
+
     /// Runs a command with `input` on its standard input (shares typed by operators).
     pub(crate) fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;

@@ -136,6 +136,17 @@ async fn an_hsm_holds_the_master_key_through_init_serve_rotate_and_restart() {
     // for its value is refused by the token itself.
     let conf = &env[0].1;
     assert_key_stays_inside(module, conf, "246810");
+    // A key the token did not make itself (imported with a known value) is refused, even
+    // though it is flagged sensitive and unextractable now.
+    let mut imported = vault.command(&["check"]);
+    imported.env("VAULT__KEYS__PKCS11__KEY_LABEL", "imported-key");
+    let out = imported.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("was not made inside the token"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 /// Logs in to the token as the vault does and tries to read the key's bytes.
@@ -204,6 +215,22 @@ fn assert_key_stays_inside(module: &str, conf: &str, pin: &str) {
         value.as_ref().map_or(true, Vec::is_empty),
         "the key's value came out: {value:?}"
     );
+    // A key imported with a value someone knows, and flagged sensitive and unextractable only
+    // afterwards, for the vault to refuse (the parent test points the vault at it).
+    let rw = context.open_rw_session(slot).unwrap();
+    rw.create_object(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(cryptoki::object::KeyType::AES),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Value(vec![7u8; 32]),
+        Attribute::Label(b"imported-key".to_vec()),
+    ])
+    .unwrap();
     eprintln!("probe: key stays inside");
 }
 
@@ -295,7 +322,7 @@ async fn a_shamir_vault_starts_sealed_and_unseals_only_with_threshold_shares() {
         ),
         Vec::new(),
     );
-    let other_share = shares_of(&other);
+    let other_share = shares_of(&other).remove(0);
 
     // Commands that run once take the shares on standard input.
     let two = format!("{}\n{}\n", shares[0], shares[2]);
@@ -451,11 +478,103 @@ fn server_log(vault: &VaultDir) -> PathBuf {
         .unwrap()
 }
 
-/// One share of a freshly initialised Shamir vault.
-fn shares_of(vault: &VaultDir) -> String {
+/// Both shares of a freshly initialised Shamir vault (2 of 2).
+fn shares_of(vault: &VaultDir) -> Vec<String> {
     let made = vault.run(&["init", "--shares", "2", "--threshold", "2"]);
     assert_success(&made);
-    shares(&stdout(&made)).remove(0)
+    shares(&stdout(&made))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emptied_database_is_not_unsealed_with_someone_elses_shares() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let keys = |name: &str| {
+        format!(
+            "provider = \"shamir\"\nunseal_socket = \"{}\"\n",
+            socket_dir.path().join(name).display()
+        )
+    };
+    let vault = VaultDir::uninitialised(&keys("unseal.sock"), Vec::new());
+    assert_success(&vault.run(&["init", "--shares", "2", "--threshold", "2"]));
+    // The attacker made a Shamir vault of their own: they hold all its shares.
+    let theirs = shares_of(&VaultDir::uninitialised(&keys("theirs.sock"), Vec::new()));
+    let server = vault.serve();
+    // With write access to the database, they empty it while the vault is sealed...
+    vault.sql(
+        "DELETE FROM keys; DELETE FROM audit_events; DELETE FROM clients; DELETE FROM tokens; \
+         DELETE FROM collect_sessions;",
+    );
+    // ...and unseal with their shares, so that new keys would be made under their master key.
+    let (ok, _) = operator(&vault, &["operator", "unseal"], &format!("{}\n", theirs[0]));
+    assert!(ok);
+    let (ok, answer) = operator(&vault, &["operator", "unseal"], &format!("{}\n", theirs[1]));
+    assert!(!ok, "unsealed with someone else's shares: {answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("makes them only at `vault init"),
+        "{answer}"
+    );
+    assert_eq!(status_of(&server, "/readyz").await.0, 503);
+    let made: i64 = rusqlite::Connection::open(vault.path("vault.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(made, 0, "no keys were made under their master key");
+    // A command that runs once, given their shares, makes none either.
+    let out = vault.run_with_stdin(
+        &[
+            "clients",
+            "create",
+            "--name",
+            "x",
+            "--tenant",
+            "t",
+            "--scopes",
+            "tokens:create",
+        ],
+        &format!("{}\n{}\n", theirs[0], theirs[1]),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("makes them only at `vault init"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn the_unseal_socket_is_refused_in_a_directory_others_may_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let shared_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let vault = VaultDir::uninitialised(
+        &format!(
+            "provider = \"shamir\"\nunseal_socket = \"{}\"\n",
+            shared_dir.path().join("unseal.sock").display()
+        ),
+        Vec::new(),
+    );
+    assert_success(&vault.run(&["init", "--shares", "2", "--threshold", "2"]));
+    // The vault will not listen there: another user could bind the path first and collect the
+    // shares operators type...
+    let out = vault.command(&["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("writable by group or others"),
+        "{}",
+        stderr(&out)
+    );
+    // ...and an operator's command will not send a share there.
+    let out = vault.run_with_stdin(&["operator", "unseal"], "vault-share-v1-x\n");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("writable by group or others"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

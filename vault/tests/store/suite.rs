@@ -695,6 +695,34 @@ pub(crate) async fn replicas_appending_audit_events_keep_one_chain(b: Backend) {
     assert_eq!(verify(c.as_ref(), &keys).await, 40);
 }
 
+/// Two replicas approving one proposal at once record one approval (`append_audit_once`, under
+/// the audit lock); a denied attempt does not count as one.
+pub(crate) async fn replicas_approving_one_proposal_record_one_approval(b: Backend) {
+    let (a, c) = (b.open().await, b.open().await);
+    let keys = Arc::new(keyring().0);
+    let mut denied = draft(Action::DualApprove);
+    denied.outcome = Outcome::Denied;
+    denied.request_id = Some("prp_1".to_owned());
+    assert!(a.append_audit_once(keys.audit(), denied).await.unwrap());
+    let won = concurrently(
+        16,
+        &keys,
+        alternating(&a, &c),
+        |store, keys, _| async move {
+            let mut d = draft(Action::DualApprove);
+            d.request_id = Some("prp_1".to_owned());
+            store.append_audit_once(keys.audit(), d).await.unwrap()
+        },
+    )
+    .await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    // Another proposal is approved on its own.
+    let mut other = draft(Action::DualApprove);
+    other.request_id = Some("prp_2".to_owned());
+    assert!(c.append_audit_once(keys.audit(), other).await.unwrap());
+    assert_eq!(verify(c.as_ref(), &keys).await, 3);
+}
+
 /// Concurrent writes share commits (group commit); one the database refuses (PostgreSQL
 /// rejects a NUL in text) must fail alone: every other write lands and the chain verifies.
 pub(crate) async fn a_refused_write_fails_alone_among_concurrent_ones(b: Backend) {
