@@ -49,6 +49,9 @@ pub enum Action {
     /// A key version was destroyed.
     #[serde(rename = "keys.destroy")]
     KeysDestroy,
+    /// Every stored key was wrapped again under a new master key.
+    #[serde(rename = "keys.rewrap_master")]
+    KeysRewrapMaster,
     /// Operators unsealed a Shamir vault: it holds its keys and serves.
     #[serde(rename = "vault.unseal")]
     VaultUnseal,
@@ -111,6 +114,7 @@ impl Action {
             Self::KeysRetire => "keys.retire",
             Self::KeysRewrap => "keys.rewrap",
             Self::KeysDestroy => "keys.destroy",
+            Self::KeysRewrapMaster => "keys.rewrap_master",
             Self::VaultUnseal => "vault.unseal",
             Self::VaultSeal => "vault.seal",
             Self::OperatorAdd => "operator.add",

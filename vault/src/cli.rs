@@ -12,7 +12,8 @@ use crate::auth::Scopes;
 use crate::clock::{rfc3339, rfc3339_micros};
 use crate::config::{Mode, ProviderKind, VaultConfig};
 use crate::crypto::{
-    FileKeyProvider, GivenKeyProvider, HsmKey, KeyPurpose, Pkcs11KeyProvider, random_bytes, shamir,
+    FileKeyProvider, GivenKeyProvider, HsmKey, KeyProvider, KeyPurpose, MasterKey,
+    Pkcs11KeyProvider, random_bytes, shamir,
 };
 use crate::service::{OPERATOR_KEY_PREFIX, Operation, OperatorAdded, OperatorKey, Proposal, Vault};
 use crate::startup::{
@@ -172,6 +173,21 @@ enum KeysCommand {
         /// gone for good.
         #[arg(long)]
         crypto_shred: bool,
+    },
+    /// Propose rotating the master key (dual control: another operator's `vault approve` makes
+    /// the new key and wraps every stored key under it; tokens are not touched). File provider:
+    /// a new key file; shamir: new shares (--shares, --threshold); pkcs11: a new HSM key
+    /// (--new-key-label).
+    RewrapMaster {
+        /// Shamir: how many new shares.
+        #[arg(long)]
+        shares: Option<u8>,
+        /// Shamir: how many of them unseal.
+        #[arg(long)]
+        threshold: Option<u8>,
+        /// HSM: the label of the new key (not the current one).
+        #[arg(long)]
+        new_key_label: Option<String>,
     },
     /// Make a version decrypt-only: it still opens the tokens it sealed, and seals nothing.
     /// The version new writes use cannot be retired (rotate first).
@@ -736,6 +752,54 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
             checkpoint_cli_write(&vault, config)?;
             print_proposal(&proposal);
         }
+        KeysCommand::RewrapMaster {
+            shares,
+            threshold,
+            new_key_label,
+        } => {
+            let problem = match config.keys.provider {
+                ProviderKind::File
+                    if shares.is_some() || threshold.is_some() || new_key_label.is_some() =>
+                {
+                    Some("the file provider takes no --shares, --threshold or --new-key-label")
+                }
+                ProviderKind::Shamir if shares.is_none() || threshold.is_none() => {
+                    Some("--shares and --threshold: the new split (the Shamir provider)")
+                }
+                ProviderKind::Pkcs11
+                    if new_key_label
+                        .as_deref()
+                        .is_none_or(|l| l.is_empty() || l == config.keys.pkcs11.key_label) =>
+                {
+                    Some("--new-key-label: a label for the new HSM key, not the current one")
+                }
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                eprintln!("vault: {problem}");
+                return Ok(ExitCode::from(EX_USAGE));
+            }
+            if let (Some(n), Some(k)) = (shares, threshold)
+                && let Err(e) = shamir::split(&zeroize::Zeroizing::new([0u8; 32]), n, k)
+            {
+                eprintln!("vault: --shares/--threshold: {e}");
+                return Ok(ExitCode::from(EX_USAGE));
+            }
+            let Some(by) = operator_key() else {
+                return Ok(ExitCode::from(EX_USAGE));
+            };
+            let vault = open_vault(config).await?;
+            let operation = Operation::RotateMaster {
+                shares,
+                threshold,
+                new_key_label,
+            };
+            let proposal = vault
+                .propose(&by, operation, approval_window(config))
+                .await?;
+            checkpoint_cli_write(&vault, config)?;
+            print_proposal(&proposal);
+        }
         KeysCommand::Retire { version, purpose } => {
             let Some(purpose) = purpose_of(&purpose) else {
                 return Ok(ExitCode::from(EX_USAGE));
@@ -1038,9 +1102,95 @@ async fn approve(proposal: &str, config: &VaultConfig) -> anyhow::Result<ExitCod
                 proposal.id
             );
         }
+        Operation::RotateMaster {
+            shares,
+            threshold,
+            new_key_label,
+        } => {
+            let actor = format!("{} (approving {})", approver.id, proposal.id);
+            rotate_master(
+                &vault,
+                config,
+                &actor,
+                (*shares, *threshold),
+                new_key_label.as_deref(),
+            )
+            .await?;
+        }
     }
     checkpoint_cli_write(&vault, config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the new master key where the provider keeps it, wraps every stored key under it, and
+/// tells the operator what changed. Running vaults keep serving with the keys they hold (the
+/// keys themselves did not change); they need the new master key at their next start.
+async fn rotate_master(
+    vault: &Vault,
+    config: &VaultConfig,
+    actor: &str,
+    (shares, threshold): (Option<u8>, Option<u8>),
+    new_key_label: Option<&str>,
+) -> anyhow::Result<()> {
+    match config.keys.provider {
+        ProviderKind::File => {
+            // Written beside the key first; the keys are rewrapped; then it replaces the key
+            // file in one rename. Interrupted in between, the next command finds which of the
+            // two opens the database and keeps that one (startup::recover_master_rotation).
+            let next = crate::startup::next_key_file(config);
+            FileKeyProvider::create(&next)?;
+            let new = FileKeyProvider::new(&next).master_key()?;
+            match vault.rewrap_master(actor, &new).await {
+                Ok(n) => {
+                    std::fs::rename(&next, &config.keys.master_key_file)?;
+                    crate::startup::sync_dir(&config.keys.master_key_file);
+                    println!(
+                        "{n} keys wrapped under a new master key, written to {} (the old one is gone: back up the new file now)",
+                        config.keys.master_key_file.display()
+                    );
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&next);
+                    return Err(e.into());
+                }
+            }
+        }
+        ProviderKind::Shamir => {
+            let (Some(shares), Some(threshold)) = (shares, threshold) else {
+                anyhow::bail!("the proposal names no Shamir split");
+            };
+            let mut key = zeroize::Zeroizing::new([0u8; 32]);
+            random_bytes(key.as_mut_slice())?;
+            let texts = shamir::split(&key, shares, threshold)?;
+            let n = vault
+                .rewrap_master(actor, &MasterKey::from_bytes(&key))
+                .await?;
+            println!(
+                "{n} keys wrapped under a new master key split into {shares} Shamir shares, any {threshold} of which unseal; the old shares open nothing any more"
+            );
+            println!(
+                "give each share to a different custodian now: they are shown this once (running vaults keep serving; they need the new shares at their next unseal)"
+            );
+            for (i, text) in texts.iter().enumerate() {
+                println!("share {}: {}", i + 1, text.as_str());
+            }
+        }
+        ProviderKind::Pkcs11 => {
+            let Some(label) = new_key_label else {
+                anyhow::bail!("the proposal names no new HSM key label");
+            };
+            let mut settings = config.keys.pkcs11.clone();
+            settings.key_label = label.to_owned();
+            HsmKey::create(&settings)?;
+            let new = MasterKey::from_hsm(HsmKey::open(&settings)?);
+            let n = vault.rewrap_master(actor, &new).await?;
+            println!(
+                "{n} keys wrapped under the new HSM key {label:?}: set keys.pkcs11.key_label = {label:?} in every vault's configuration before its next start; destroy the old key {:?} in the HSM once they all run on the new one",
+                config.keys.pkcs11.key_label
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `vault operator unseal | seal | status`.

@@ -76,12 +76,57 @@ pub fn key_provider(config: &VaultConfig) -> Box<dyn KeyProvider> {
     }
 }
 
+/// Where a master-key rotation writes the new key file before it replaces the old one.
+pub fn next_key_file(config: &VaultConfig) -> PathBuf {
+    let mut name = config.keys.master_key_file.clone().into_os_string();
+    name.push(".next");
+    PathBuf::from(name)
+}
+
+/// Makes a rename in the directory of `path` durable (best effort: a failure leaves the rename
+/// done, only not yet on disk).
+pub fn sync_dir(path: &std::path::Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(dir) = std::fs::File::open(dir)
+    {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Finishes or undoes a master-key rotation of the file provider that was interrupted between
+/// rewrapping the keys and replacing the key file: whichever of the key file and the new one
+/// opens the stored keys is kept, and the other goes.
+async fn recover_master_rotation(config: &VaultConfig) -> Result<(), VaultError> {
+    let next = next_key_file(config);
+    if config.keys.provider != ProviderKind::File || !next.exists() {
+        return Ok(());
+    }
+    let store = open_store_read_only(config).await?;
+    let wrapped = store.wrapped_keys().await?;
+    let opens = |path: &std::path::Path| {
+        FileKeyProvider::new(path)
+            .master_key()
+            .is_ok_and(|key| crate::crypto::Keyring::open(&key, &wrapped).is_ok())
+    };
+    if opens(&config.keys.master_key_file) {
+        tracing::warn!(file = %next.display(), "a master-key rotation did not finish: the keys are still under the old master key; the unused new key file was removed");
+        std::fs::remove_file(&next).map_err(crate::crypto::CryptoError::Io)?;
+    } else if opens(&next) {
+        tracing::warn!(file = %config.keys.master_key_file.display(), "a master-key rotation was interrupted after the keys were rewrapped: the new key file replaces the old one now");
+        std::fs::rename(&next, &config.keys.master_key_file)
+            .map_err(crate::crypto::CryptoError::Io)?;
+        sync_dir(&config.keys.master_key_file);
+    }
+    Ok(())
+}
+
 /// Opens the configured store and vault (making keys only for a new, empty database).
 ///
 /// # Errors
 ///
 /// The database cannot be opened, or the master key does not fit it.
 pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
+    recover_master_rotation(config).await?;
     let store = open_store(config).await?;
     Vault::open(store, key_provider(config).as_ref()).await
 }
@@ -92,6 +137,7 @@ pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
 ///
 /// No database or no keys there, or the master key does not fit it.
 pub async fn open_vault_read_only(config: &VaultConfig) -> Result<Vault, VaultError> {
+    recover_master_rotation(config).await?;
     let store = open_store_read_only(config).await?;
     Vault::open_existing(store, key_provider(config).as_ref()).await
 }
@@ -148,6 +194,7 @@ impl Application {
             .into());
         }
         let store = open_store(config).await.map_err(VaultError::from)?;
+        recover_master_rotation(config).await?;
         let vault = open_serving(config, store, key_provider(config).as_ref()).await?;
         let server = Bound::bind(config.listen(), &config.server).await?;
         let form = match config.collect.listen {

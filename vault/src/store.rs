@@ -291,6 +291,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Appends one audit event, durably, before returning.
     async fn append_audit(&self, audit: &AuditKey, draft: AuditDraft) -> Result<()>;
 
+    /// Master-key rotation: replaces the wrapped form of every key that has material with
+    /// `to`'s, in one audited transaction, and only if each row still holds `from`'s wrapped
+    /// form and no other key row with material exists (a version added meanwhile under the old
+    /// master key would be left behind). `false`, with nothing changed, otherwise.
+    async fn rewrap_keys(
+        &self,
+        from: Vec<WrappedKey>,
+        to: Vec<WrappedKey>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<bool>;
+
     /// Appends `draft` unless the chain already holds a granted event of its action with its
     /// `request_id` (checked and appended under the audit lock, so of two at once one wins).
     /// Returns whether it was appended.

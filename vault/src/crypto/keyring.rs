@@ -308,6 +308,30 @@ impl Keyring {
         })
     }
 
+    /// Every stored key that still has material, unwrapped with `old` and wrapped again under
+    /// `new` (master-key rotation: the keys themselves, and so every token, stay as they are).
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::WrongMasterKey`] when `old` does not unwrap them; the RNG failing.
+    pub fn rewrap(
+        old: &MasterKey,
+        new: &MasterKey,
+        wrapped: &[WrappedKey],
+    ) -> Result<Vec<WrappedKey>, CryptoError> {
+        wrapped
+            .iter()
+            .filter(|w| w.state != KeyState::Destroyed)
+            .map(|w| {
+                let key = old.unwrap_key(w.purpose.as_str(), w.version, &w.sealed)?;
+                Ok(WrappedKey {
+                    sealed: new.wrap(w.purpose.as_str(), w.version, key.as_slice())?,
+                    ..w.clone()
+                })
+            })
+            .collect()
+    }
+
     /// The keyring the stored (wrapped) keys hold, opened with the master key.
     ///
     /// # Errors

@@ -49,6 +49,16 @@ pub enum Operation {
         /// Destroy the rows it still seals too.
         crypto_shred: bool,
     },
+    /// `vault keys rewrap-master`: every stored key wrapped under a new master key, made by
+    /// the approving run (a key file, Shamir shares, or a key in the HSM).
+    RotateMaster {
+        /// Shamir: the new split.
+        shares: Option<u8>,
+        /// Shamir: the new threshold.
+        threshold: Option<u8>,
+        /// HSM: the label of the new key.
+        new_key_label: Option<String>,
+    },
     /// `vault operators add` once two operators exist.
     AddOperator {
         /// The new operator's id.
@@ -79,6 +89,17 @@ impl Operation {
             Self::AddOperator { operator, name, .. } => {
                 format!("add operator {operator} ({name})")
             }
+            Self::RotateMaster {
+                shares,
+                threshold,
+                new_key_label,
+            } => match (shares, threshold, new_key_label) {
+                (Some(n), Some(k), _) => {
+                    format!("rotate the master key to new Shamir shares ({k} of {n})")
+                }
+                (_, _, Some(label)) => format!("rotate the master key to HSM key {label:?}"),
+                _ => "rotate the master key to a new key file".to_owned(),
+            },
         }
     }
 }
@@ -499,6 +520,9 @@ impl Vault {
             }
             // The approval event itself adds the operator (see `Custody::observe`).
             Operation::AddOperator { .. } => {}
+            // The new master key comes from where the command runs (a file, shares printed to
+            // the approver, the HSM): the command line rotates it once approved.
+            Operation::RotateMaster { .. } => {}
         }
         Ok((proposal, approver))
     }

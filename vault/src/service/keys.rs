@@ -8,7 +8,7 @@
 //! not unwrap and is refused with the rest (the reload keeps the keyring it had).
 
 use super::*;
-use crate::crypto::{KeyState, WrappedKey};
+use crate::crypto::{KeyState, MasterKey, WrappedKey};
 use crate::store::Resealed;
 
 /// One stored key version, as `vault keys status` shows it.
@@ -155,6 +155,14 @@ impl Vault {
         version: u32,
         reason: &str,
     ) -> Result<bool, VaultError> {
+        // A new version is wrapped under this process's master key: refused if the stored keys
+        // no longer open under it (another process rotated the master key), or the new version
+        // would be the one key the new master cannot unwrap.
+        if let Err(CryptoError::WrongMasterKey) =
+            Keyring::open(&self.master, &self.store.wrapped_keys().await?)
+        {
+            return Err(VaultError::Crypto(CryptoError::WrongMasterKey));
+        }
         let key = Keyring::generate_version(&self.master, purpose, version, now_micros())?;
         let mut draft = AuditDraft::new(actor, Action::KeysRotate, Outcome::Granted);
         draft.detail = Some(if reason.is_empty() {
@@ -174,6 +182,44 @@ impl Vault {
             Err(StoreError::Duplicate) => Ok(false),
             Err(e) => Err(audited(e)),
         }
+    }
+
+    /// Master-key rotation: wraps every stored key again under `new`, in one audited
+    /// transaction, leaving the keys (and so every token) as they are. Returns how many keys
+    /// were rewrapped. The caller then puts `new` where the provider finds it.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Invalid`] when the keys changed meanwhile (nothing was changed: run it
+    /// again); storage failure.
+    pub async fn rewrap_master(&self, actor: &str, new: &MasterKey) -> Result<usize, VaultError> {
+        let from: Vec<WrappedKey> = self
+            .store
+            .wrapped_keys()
+            .await?
+            .into_iter()
+            .filter(|w| w.state != KeyState::Destroyed)
+            .collect();
+        let to = Keyring::rewrap(&self.master, new, &from)?;
+        // What will be stored opens under the new key, or nothing is stored.
+        Keyring::open(new, &to)?;
+        let n = to.len();
+        let mut draft = AuditDraft::new(actor, Action::KeysRewrapMaster, Outcome::Granted);
+        draft.detail = Some(format!(
+            "{n} keys wrapped under the new master key ({})",
+            new.location()
+        ));
+        if !self
+            .store
+            .rewrap_keys(from, to, self.keys().audit(), draft)
+            .await
+            .map_err(audited)?
+        {
+            return Err(VaultError::Invalid(
+                "the stored keys changed while they were rewrapped (a rotation?): nothing was changed; run it again",
+            ));
+        }
+        Ok(n)
     }
 
     /// Every stored key version with its state and how many tokens use it.

@@ -755,6 +755,55 @@ impl Store for PgStore {
         self.batches.append(audit, draft).await
     }
 
+    async fn rewrap_keys(
+        &self,
+        from: Vec<WrappedKey>,
+        to: Vec<WrappedKey>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let audited = self.audited(&mut conn).await?;
+        let held: i64 = audited
+            .tx
+            .query_one("SELECT count(*) FROM keys WHERE state <> 'destroyed'", &[])
+            .await?
+            .get(0);
+        if usize::try_from(held).ok() != Some(to.len()) || from.len() != to.len() {
+            return Ok(false);
+        }
+        let update = audited
+            .tx
+            .prepare_cached(
+                "UPDATE keys SET wrap_nonce = $3, wrapped = $4 \
+                 WHERE purpose = $1 AND version = $2 AND wrap_nonce = $5 AND wrapped = $6 \
+                 AND state <> 'destroyed'",
+            )
+            .await?;
+        for (old, new) in from.iter().zip(&to) {
+            let changed = audited
+                .tx
+                .execute(
+                    &update,
+                    &[
+                        &new.purpose.as_str(),
+                        &i64::from(new.version),
+                        &new.sealed.nonce.as_slice(),
+                        &new.sealed.ciphertext.as_slice(),
+                        &old.sealed.nonce.as_slice(),
+                        &old.sealed.ciphertext.as_slice(),
+                    ],
+                )
+                .await?;
+            if changed != 1 {
+                // Dropping the transaction rolls it back.
+                return Ok(false);
+            }
+        }
+        self.commit_with(audited, audit, draft).await?;
+        Ok(true)
+    }
+
     async fn append_audit_once(&self, audit: &AuditKey, draft: AuditDraft) -> Result<bool> {
         let mut conn = self.conn().await?;
         let audited = self.audited(&mut conn).await?;

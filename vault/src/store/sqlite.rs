@@ -676,6 +676,53 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn rewrap_keys(
+        &self,
+        from: Vec<WrappedKey>,
+        to: Vec<WrappedKey>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<bool> {
+        let outcome = self
+            .audited(audit, move |tx, appender| {
+                let held: i64 = tx.query_row(
+                    "SELECT count(*) FROM keys WHERE state <> 'destroyed'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if usize::try_from(held).ok() != Some(to.len()) || from.len() != to.len() {
+                    return Err(StoreError::Duplicate);
+                }
+                let mut update = tx.prepare_cached(
+                    "UPDATE keys SET wrap_nonce = ?3, wrapped = ?4 \
+                     WHERE purpose = ?1 AND version = ?2 AND wrap_nonce = ?5 AND wrapped = ?6 \
+                     AND state <> 'destroyed'",
+                )?;
+                for (old, new) in from.iter().zip(&to) {
+                    let changed = update.execute(params![
+                        new.purpose.as_str(),
+                        new.version,
+                        new.sealed.nonce.as_slice(),
+                        new.sealed.ciphertext.as_slice(),
+                        old.sealed.nonce.as_slice(),
+                        old.sealed.ciphertext.as_slice(),
+                    ])?;
+                    if changed != 1 {
+                        // Rolled back: the key rows changed since they were read.
+                        return Err(StoreError::Duplicate);
+                    }
+                }
+                drop(update);
+                appender.append(tx, draft)
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(StoreError::Duplicate) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn append_audit_once(&self, audit: &AuditKey, draft: AuditDraft) -> Result<bool> {
         self.audited(audit, move |tx, appender| {
             let taken: bool = tx.query_row(

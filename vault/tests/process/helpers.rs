@@ -48,8 +48,13 @@ impl VaultDir {
 
     /// Adds two operators (dual control) and returns their credentials.
     pub(crate) fn two_operators(&self) -> (String, String) {
+        self.two_operators_with_stdin("")
+    }
+
+    /// [`Self::two_operators`], with `input` on each command's standard input.
+    pub(crate) fn two_operators_with_stdin(&self, input: &str) -> (String, String) {
         let mut keys = ["Alice", "Bob"].map(|name| {
-            let out = self.run(&["operators", "add", name]);
+            let out = self.run_with_stdin(&["operators", "add", name], input);
             assert_success(&out);
             testkit::output::stdout(&out)
                 .lines()
@@ -63,13 +68,52 @@ impl VaultDir {
 
     /// Runs a command as the operator holding `key` (`VAULT_OPERATOR_KEY`).
     pub(crate) fn as_operator(&self, key: &str, args: &[&str]) -> Output {
-        let out = self
+        self.as_operator_with_stdin(key, args, "")
+    }
+
+    /// Runs a command as the operator holding `key`, with `input` on its standard input (the
+    /// Shamir shares a command needs).
+    pub(crate) fn as_operator_with_stdin(&self, key: &str, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
             .command(args)
             .env("VAULT_OPERATOR_KEY", key)
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
         append(&self.path("cli.log"), &out.stderr);
         out
+    }
+
+    /// Proposes with `proposer`'s credential and approves with `approver`'s (both with `input`
+    /// on standard input); returns the approving run's output.
+    pub(crate) fn propose_and_approve(
+        &self,
+        (proposer, approver): (&str, &str),
+        args: &[&str],
+        input: &str,
+    ) -> Output {
+        let proposed = self.as_operator_with_stdin(proposer, args, input);
+        assert_success(&proposed);
+        let text = testkit::output::stdout(&proposed);
+        let id = text
+            .split_whitespace()
+            .find(|w| w.starts_with("prp_"))
+            .unwrap_or_else(|| panic!("no proposal in {text}"))
+            .trim_end_matches(':')
+            .to_owned();
+        let approved = self.as_operator_with_stdin(approver, &["approve", &id], input);
+        assert_success(&approved);
+        approved
     }
 
     /// Runs a command with `input` on its standard input (shares typed by operators).

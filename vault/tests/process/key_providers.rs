@@ -132,6 +132,43 @@ async fn an_hsm_holds_the_master_key_through_init_serve_rotate_and_restart() {
     let inventory = vault.json_lines(&["keys", "inventory"]);
     assert_eq!(inventory[0]["provider"], "pkcs11");
 
+    // The master key rotates to a new HSM key under dual control; the old one opens nothing.
+    let (alice, bob) = vault.two_operators();
+    let refused = vault.as_operator(
+        &alice,
+        &["keys", "rewrap-master", "--new-key-label", "vault-master"],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(64),
+        "the current label is no new key"
+    );
+    let approved = vault.propose_and_approve(
+        (&alice, &bob),
+        &["keys", "rewrap-master", "--new-key-label", "vault-master-2"],
+        "",
+    );
+    assert!(
+        stdout(&approved).contains("keys.pkcs11.key_label"),
+        "{}",
+        stdout(&approved)
+    );
+    let old = vault.command(&["check"]).output().unwrap();
+    assert_eq!(
+        old.status.code(),
+        Some(1),
+        "the old HSM key still opens the vault"
+    );
+    let mut vault = vault;
+    vault.env.push((
+        "VAULT__KEYS__PKCS11__KEY_LABEL".to_owned(),
+        "vault-master-2".to_owned(),
+    ));
+    assert_success(&vault.run(&["check"]));
+    let server = vault.serve();
+    server.detokenize(&key, &before, "payout").await;
+    assert!(server.terminate().success());
+
     // The key inside the token cannot be read out: sensitive, never extractable, and asking
     // for its value is refused by the token itself.
     let conf = &env[0].1;
@@ -543,6 +580,108 @@ async fn an_emptied_database_is_not_unsealed_with_someone_elses_shares() {
         stderr(&out)
     );
     assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_master_key_file_rotates_under_dual_control_and_an_interrupted_rotation_recovers() {
+    let vault = VaultDir::new();
+    let (_, key) = vault.client("t1", ALL_SCOPES);
+    let server = vault.serve();
+    let token = server.token_for(&key, PAN).await;
+    assert!(server.terminate().success());
+    let old = std::fs::read(vault.path("master.key")).unwrap();
+
+    let refused = vault.outcome(&["keys", "rewrap-master"]);
+    assert_eq!(refused.0, Some(64), "{}", refused.2);
+    let (alice, bob) = vault.two_operators();
+    let approved = vault.propose_and_approve((&alice, &bob), &["keys", "rewrap-master"], "");
+    assert!(
+        stdout(&approved).contains("wrapped under a new master key"),
+        "{}",
+        stdout(&approved)
+    );
+    let new = std::fs::read(vault.path("master.key")).unwrap();
+    assert_ne!(old, new);
+    assert!(!vault.path("master.key.next").exists());
+    // The old key file opens nothing any more; the new one opens every token as before.
+    write_secret(
+        &vault.path("old.key"),
+        std::str::from_utf8(&old).unwrap(),
+        0o600,
+    );
+    let mut with_old = vault.command(&["check"]);
+    with_old.env("VAULT__KEYS__MASTER_KEY_FILE", vault.path("old.key"));
+    let out = with_old.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("does not unwrap"), "{}", stdout(&out));
+    let server = vault.serve();
+    server.detokenize(&key, &token, "payout").await;
+    assert!(server.terminate().success());
+
+    // Interrupted after the keys were rewrapped and before the new file replaced the old one:
+    // the next command keeps the file that opens the keys.
+    std::fs::rename(vault.path("master.key"), vault.path("master.key.next")).unwrap();
+    write_secret(
+        &vault.path("master.key"),
+        std::str::from_utf8(&old).unwrap(),
+        0o600,
+    );
+    assert_success(&vault.run(&["keys", "status"]));
+    assert_eq!(std::fs::read(vault.path("master.key")).unwrap(), new);
+    assert!(!vault.path("master.key.next").exists());
+    // Interrupted before the rewrap: the unused new key file is dropped, the key file kept.
+    assert_success(&vault.run(&[
+        "init",
+        "--key-file",
+        vault.path("master.key.next").to_str().unwrap(),
+    ]));
+    assert_success(&vault.run(&["keys", "status"]));
+    assert_eq!(std::fs::read(vault.path("master.key")).unwrap(), new);
+    assert!(!vault.path("master.key.next").exists());
+    let server = vault.serve();
+    server.detokenize(&key, &token, "payout").await;
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn shamir_shares_are_replaced_by_a_master_key_rotation() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let vault = VaultDir::uninitialised(
+        &format!(
+            "provider = \"shamir\"\nunseal_socket = \"{}\"\n",
+            socket_dir.path().join("unseal.sock").display()
+        ),
+        Vec::new(),
+    );
+    let made = vault.run(&["init", "--shares", "3", "--threshold", "2"]);
+    assert_success(&made);
+    let old = shares(&stdout(&made));
+    let old_two = format!("{}\n{}\n", old[0], old[1]);
+    let (alice, bob) = vault.two_operators_with_stdin(&old_two);
+    let refused = vault.as_operator_with_stdin(&alice, &["keys", "rewrap-master"], &old_two);
+    assert_eq!(
+        refused.status.code(),
+        Some(64),
+        "a Shamir rotation names its new split"
+    );
+    let approved = vault.propose_and_approve(
+        (&alice, &bob),
+        &["keys", "rewrap-master", "--shares", "2", "--threshold", "2"],
+        &old_two,
+    );
+    let new = shares(&stdout(&approved));
+    assert_eq!(new.len(), 2, "{}", stdout(&approved));
+    // The old shares open nothing any more; the new ones do.
+    let out = vault.run_with_stdin(&["keys", "status"], &old_two);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not unwrap"), "{}", stderr(&out));
+    let out = vault.run_with_stdin(&["keys", "status"], &format!("{}\n{}\n", new[0], new[1]));
+    assert_success(&out);
+    let events = vault.run_with_stdin(
+        &["audit", "list", "--action", "keys.rewrap_master"],
+        &format!("{}\n{}\n", new[1], new[0]),
+    );
+    assert_eq!(stdout(&events).lines().count(), 1, "{}", stdout(&events));
 }
 
 #[test]
