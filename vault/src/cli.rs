@@ -152,7 +152,7 @@ enum KeysCommand {
     /// Make a new version of a key; it seals every new write from now on. Old tokens stay
     /// readable under their version.
     Rotate {
-        /// Which key: only `data` so far.
+        /// Which key: `data` or `fingerprint`.
         #[arg(long, default_value = "data")]
         purpose: String,
     },
@@ -536,7 +536,7 @@ fn inventory(keys: &[crate::service::KeyStatus], config: &VaultConfig) -> Vec<se
         "algorithm": "AES-256-GCM (key wrapping)",
         "strength_bits": 256,
         "purpose": "wraps every stored key, nothing else",
-        "cryptoperiod": "until replaced (master-key rotation is not built yet)",
+        "cryptoperiod": "until rotated with `vault keys rewrap-master` (dual control), which rewraps every stored key under a new master key",
         "provider": config.keys.provider.as_str(),
         "stored": match config.keys.provider {
             ProviderKind::File => format!(
@@ -570,7 +570,7 @@ fn inventory(keys: &[crate::service::KeyStatus], config: &VaultConfig) -> Vec<se
                 "fingerprint" => (
                     "HMAC-SHA-256",
                     "per-tenant card fingerprint: same card, same token",
-                    "until replaced (its rotation is not built yet)".to_owned(),
+                    "until rotated with `vault keys rotate --purpose fingerprint`; the rewrap job then moves every token to the new version".to_owned(),
                 ),
                 "audit" => (
                     "HMAC-SHA-256",
@@ -580,7 +580,7 @@ fn inventory(keys: &[crate::service::KeyStatus], config: &VaultConfig) -> Vec<se
                 _ => (
                     "HMAC-SHA-256",
                     "authenticates client and collect-session rows",
-                    "until replaced (its rotation is not built yet)".to_owned(),
+                    "until replaced (client-key rotation is not built yet)".to_owned(),
                 ),
             };
             serde_json::json!({
@@ -695,8 +695,8 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
             vault.flush_seals().await?;
             checkpoint_cli_write(&vault, config)?;
             println!(
-                "resealed {} tokens under the active data key; {} did not open and were left as they are",
-                done.resealed, done.failed
+                "resealed {} tokens under the active data key; re-fingerprinted {} under the newest fingerprint key; {} did not open and were left as they are",
+                done.resealed, done.refingerprinted, done.failed
             );
             if done.failed > 0 {
                 return Ok(ExitCode::FAILURE);
@@ -932,7 +932,7 @@ async fn init(
     let store = open_store(config).await?;
     if !store.wrapped_keys().await?.is_empty() || !store.is_empty().await? {
         eprintln!(
-            "vault: this database already has keys under its master key; init makes a new vault only (replacing the master key is master-key rotation, not built yet)"
+            "vault: this database already has keys under its master key; init makes a new vault only (to replace the master key, rotate it: `vault keys rewrap-master`)"
         );
         return Ok(ExitCode::FAILURE);
     }

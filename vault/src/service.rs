@@ -248,6 +248,11 @@ impl Vault {
         Ok(TokenRecord {
             fingerprint: keys.fingerprint().fingerprint(tenant, &card.pan),
             fingerprint_key_version: keys.fingerprint().version(),
+            earlier_fingerprints: keys
+                .earlier_fingerprints()
+                .iter()
+                .map(|k| k.fingerprint(tenant, &card.pan))
+                .collect(),
             card: CardMeta {
                 bin: card.pan.bin().to_owned(),
                 last4: card.pan.last4().to_owned(),

@@ -53,6 +53,10 @@ pub struct TokenRecord {
     pub fingerprint: [u8; 32],
     /// Version of the fingerprint key.
     pub fingerprint_key_version: u32,
+    /// Not stored: the card's fingerprints under older fingerprint key versions still held
+    /// (empty but while the rewrap job re-fingerprints rows after a rotation), so tokenize finds
+    /// a token fingerprinted before the rotation.
+    pub earlier_fingerprints: Vec<[u8; 32]>,
     /// Clear metadata.
     pub card: CardMeta,
     /// The sealed PAN.
@@ -113,6 +117,25 @@ pub struct Resealed {
     pub from_version: u32,
     /// The new ciphertext.
     pub sealed: Sealed,
+}
+
+/// A token re-fingerprinted under a newer fingerprint key version by the rewrap job.
+#[derive(Clone, Debug)]
+pub struct Refingerprinted {
+    /// The token.
+    pub token: Token,
+    /// Its tenant.
+    pub tenant: String,
+    /// The version it was read under: the row changes only if it still is.
+    pub from_version: u32,
+    /// The card's fingerprint under the new version.
+    pub fingerprint: [u8; 32],
+    /// A fingerprint under the new version that no card has, for a token whose card already
+    /// has another token under the new version (made by a replica that had not yet read the
+    /// rotation): it keeps opening, and the card's lookups find the other.
+    pub unmatched: [u8; 32],
+    /// The new version.
+    pub version: u32,
 }
 
 /// How many tokens use each key version: `(version, tokens)`, oldest version first.
@@ -190,6 +213,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         after: Option<Token>,
         limit: u32,
     ) -> Result<Vec<TokenRecord>>;
+
+    /// Up to `limit` tokens fingerprinted under fingerprint key version `version` whose token
+    /// sorts after `after`, in token order: the re-fingerprint pass's next batch.
+    async fn tokens_fingerprinted_under(
+        &self,
+        version: u32,
+        after: Option<Token>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>>;
+
+    /// Moves each token to its fingerprint under the new version, if it is still under
+    /// `from_version` and the new version is active (else it is left), in one transaction with
+    /// the audit event. Returns how many moved.
+    async fn refingerprint_tokens(
+        &self,
+        moved: Vec<Refingerprinted>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64>;
 
     /// Replaces each token's ciphertext with its resealed one, only while the row is still
     /// sealed under the version it was read with (a replica that got there first wins), with

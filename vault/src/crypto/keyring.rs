@@ -112,6 +112,15 @@ impl FingerprintKey {
     pub fn version(&self) -> u32 {
         self.version
     }
+
+    /// A fingerprint no card has (it keys the token, not a PAN, under its own label): for a
+    /// token whose card already has another token, so that it keeps its own row while lookups
+    /// of the card find the other.
+    pub fn unmatched(&self, token: &str) -> [u8; 32] {
+        let mut mac = hmac_sha256(&self.key);
+        mac.update(&aad(b"vault.fingerprint.unmatched.v1", &[token.as_bytes()]));
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// The HMAC-SHA-256 key that chains audit events. Cheap to clone (shared).
@@ -251,7 +260,12 @@ pub struct Keyring {
     data: BTreeMap<u32, (AeadKey, KeyState)>,
     /// The highest data key version stored, destroyed ones included: the only one that seals.
     newest_data: u32,
+    /// The newest fingerprint key: new tokens are fingerprinted with it.
     fingerprint: FingerprintKey,
+    /// Older fingerprint versions not yet destroyed, newest first: rows still fingerprinted
+    /// under them are found by a card's fingerprint under each, until the rewrap job has
+    /// re-fingerprinted them ("same card, same token" across a rotation).
+    earlier_fingerprints: Vec<FingerprintKey>,
     audit: AuditKey,
     client: ClientKey,
 }
@@ -346,7 +360,13 @@ impl Keyring {
             .map(|w| w.version)
             .max()
             .unwrap_or(0);
-        let mut fingerprint = None;
+        let mut fingerprints: BTreeMap<u32, (FingerprintKey, KeyState)> = BTreeMap::new();
+        let newest_fingerprint = wrapped
+            .iter()
+            .filter(|w| w.purpose == KeyPurpose::Fingerprint)
+            .map(|w| w.version)
+            .max()
+            .unwrap_or(0);
         let mut audit = None;
         let mut client = None;
         for w in wrapped {
@@ -359,18 +379,19 @@ impl Keyring {
                 KeyPurpose::Data => {
                     data.insert(w.version, (AeadKey::new(&key, w.version), w.state));
                 }
-                // The newest fingerprint/audit version wins; rotation of these is a later issue.
                 KeyPurpose::Fingerprint => {
-                    if fingerprint
-                        .as_ref()
-                        .is_none_or(|f: &FingerprintKey| f.version < w.version)
-                    {
-                        fingerprint = Some(FingerprintKey {
-                            key,
-                            version: w.version,
-                        });
-                    }
+                    fingerprints.insert(
+                        w.version,
+                        (
+                            FingerprintKey {
+                                key,
+                                version: w.version,
+                            },
+                            w.state,
+                        ),
+                    );
                 }
+                // The newest audit version wins; the chain keeps one key for its life.
                 KeyPurpose::Audit => audit = Some(AuditKey::from_bytes(key)),
                 KeyPurpose::Client => client = Some(ClientKey { key }),
             }
@@ -378,14 +399,20 @@ impl Keyring {
         // Only the newest version seals, and it must be active: a legitimate retirement never
         // leaves the newest decrypt-only (the one in use cannot be retired), so a newest that is
         // not active was set so in the database, perhaps to make the vault fall back to an older
-        // (retired, suspect) key. Refused rather than followed.
+        // (retired, suspect) key. Refused rather than followed. The same holds for the
+        // fingerprint key new tokens are fingerprinted with.
         if !matches!(data.get(&newest_data), Some((_, KeyState::Active))) {
             return Err(CryptoError::MissingKey(KeyPurpose::Data));
         }
+        let Some((fingerprint, KeyState::Active)) = fingerprints.remove(&newest_fingerprint) else {
+            return Err(CryptoError::MissingKey(KeyPurpose::Fingerprint));
+        };
+        let earlier_fingerprints = fingerprints.into_values().rev().map(|(k, _)| k).collect();
         Ok(Self {
             data,
             newest_data,
-            fingerprint: fingerprint.ok_or(CryptoError::MissingKey(KeyPurpose::Fingerprint))?,
+            fingerprint,
+            earlier_fingerprints,
             audit: audit.ok_or(CryptoError::MissingKey(KeyPurpose::Audit))?,
             client: client.ok_or(CryptoError::MissingKey(KeyPurpose::Client))?,
         })
@@ -443,9 +470,26 @@ impl Keyring {
         self.data.iter().map(|(v, (_, s))| (*v, *s)).collect()
     }
 
-    /// The fingerprint key.
+    /// The fingerprint key new tokens are fingerprinted with (the newest).
     pub fn fingerprint(&self) -> &FingerprintKey {
         &self.fingerprint
+    }
+
+    /// Every fingerprint key version held, oldest first.
+    pub fn fingerprint_versions(&self) -> Vec<u32> {
+        let mut versions: Vec<u32> = self
+            .earlier_fingerprints
+            .iter()
+            .map(FingerprintKey::version)
+            .chain(std::iter::once(self.fingerprint.version))
+            .collect();
+        versions.sort_unstable();
+        versions
+    }
+
+    /// Older fingerprint key versions still held, newest first (empty but during a move).
+    pub fn earlier_fingerprints(&self) -> &[FingerprintKey] {
+        &self.earlier_fingerprints
     }
 
     /// The audit chain key.
@@ -577,5 +621,51 @@ mod tests {
         assert_ne!(fp, other.fingerprint().fingerprint("t1", &pan));
         let unkeyed: [u8; 32] = <Sha256 as sha2::Digest>::digest(b"4242424242424242").into();
         assert_ne!(fp, unkeyed);
+    }
+
+    /// PCI case 35: a fingerprint is not SHA-256 of the PAN, is equal within a version, differs
+    /// across versions, and its key is none of the other keys nor the master key.
+    #[test]
+    fn fingerprints_differ_across_versions_and_their_key_is_no_other_key() {
+        let m = master(1);
+        let (_, mut wrapped) = Keyring::generate(&m, 0).unwrap();
+        let v1 = Keyring::open(&m, &wrapped).unwrap();
+        wrapped.push(Keyring::generate_version(&m, KeyPurpose::Fingerprint, 2, 0).unwrap());
+        let v2 = Keyring::open(&m, &wrapped).unwrap();
+        let pan = Pan::parse("4242424242424242").unwrap();
+        let (a, b) = (
+            v1.fingerprint().fingerprint("t1", &pan),
+            v2.fingerprint().fingerprint("t1", &pan),
+        );
+        assert_eq!(v2.fingerprint().version(), 2);
+        assert_eq!(v2.earlier_fingerprints()[0].fingerprint("t1", &pan), a);
+        assert_eq!(
+            a,
+            v1.fingerprint().fingerprint("t1", &pan),
+            "equal within a version"
+        );
+        assert_ne!(a, b, "different across versions");
+        for digest in [
+            <Sha256 as sha2::Digest>::digest(b"4242424242424242"),
+            <Sha256 as sha2::Digest>::digest(b"t14242424242424242"),
+        ] {
+            let digest: [u8; 32] = digest.into();
+            assert!(digest != a && digest != b);
+        }
+        // The unmatched fingerprint of a token is no card's.
+        assert_ne!(v2.fingerprint().unmatched("tok_1"), b);
+        // Every stored key, unwrapped: pairwise different, and none is the master key.
+        let raw: Vec<[u8; 32]> = wrapped
+            .iter()
+            .map(|w| {
+                *m.unwrap_key(w.purpose.as_str(), w.version, &w.sealed)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(*v2.fingerprint().key, raw[wrapped.len() - 1]);
+        for (i, key) in raw.iter().enumerate() {
+            assert_ne!(*key, [1u8; 32], "a stored key equals the master key");
+            assert!(raw[i + 1..].iter().all(|other| other != key));
+        }
     }
 }

@@ -9,7 +9,7 @@
 
 use super::*;
 use crate::crypto::{KeyState, MasterKey, WrappedKey};
-use crate::store::Resealed;
+use crate::store::{Refingerprinted, Resealed};
 
 /// One stored key version, as `vault keys status` shows it.
 ///
@@ -264,17 +264,18 @@ impl Vault {
     /// Makes the next version of `purpose`'s key, which seals every new write from now on (on
     /// every replica within a second), audited as `keys.rotate`. Returns the new version.
     ///
-    /// Only data keys rotate so far: a new fingerprint or client key would need the rows under
-    /// the old one rewritten first (the rewrap job), or "same card, same token" and client
-    /// authentication would break.
+    /// Data and fingerprint keys rotate. After a fingerprint rotation tokenize also looks a card
+    /// up under the older versions (and moves a token it finds there), and the rewrap job
+    /// re-fingerprints the rest, so "same card, same token" holds throughout. The client key
+    /// does not rotate yet (its rows would need sealing again in one go).
     ///
     /// # Errors
     ///
     /// [`VaultError::Invalid`] for another purpose; RNG, storage or audit failure.
     pub async fn rotate_key(&self, actor: &str, purpose: KeyPurpose) -> Result<u32, VaultError> {
-        if purpose != KeyPurpose::Data {
+        if !matches!(purpose, KeyPurpose::Data | KeyPurpose::Fingerprint) {
             return Err(VaultError::Invalid(
-                "only the data key rotates so far (--purpose data): fingerprint and client keys rotate once the rewrap job can move their rows",
+                "only the data and fingerprint keys rotate so far (--purpose data or fingerprint): the client key rotates once its rows can be sealed again, and the audit key lives as long as its chain",
             ));
         }
         // Two operators rotating at once both aim for the same next version; the loser sees
@@ -396,6 +397,8 @@ pub struct KeyGauges {
 pub struct Rewrapped {
     /// Tokens resealed under the active data key.
     pub resealed: u64,
+    /// Tokens re-fingerprinted under the newest fingerprint key.
+    pub refingerprinted: u64,
     /// Tokens whose ciphertext did not open (tampered, or their key destroyed): left as they
     /// are, and logged.
     pub failed: u64,
@@ -473,6 +476,7 @@ impl Vault {
                 tokio::time::sleep(pause).await;
             }
         }
+        self.refingerprint(actor, batch, pause, &mut done).await?;
         if done.failed > 0 {
             tracing::error!(
                 failed = done.failed,
@@ -480,6 +484,70 @@ impl Vault {
             );
         }
         Ok(done)
+    }
+
+    /// The re-fingerprint pass: every token still fingerprinted under an older fingerprint key
+    /// version moves to its fingerprint under the newest, in batches like the reseal pass (its
+    /// PAN is opened for it, and never leaves this function).
+    async fn refingerprint(
+        &self,
+        actor: &str,
+        batch: u32,
+        pause: Duration,
+        done: &mut Rewrapped,
+    ) -> Result<(), VaultError> {
+        let start = self.keys();
+        let target = start.fingerprint().version();
+        let versions: Vec<u32> = start
+            .earlier_fingerprints()
+            .iter()
+            .map(|k| k.version())
+            .collect();
+        for version in versions {
+            let mut after = None;
+            loop {
+                let keys = self.keys();
+                if keys.fingerprint().version() != target {
+                    return Ok(());
+                }
+                let rows = self
+                    .store
+                    .tokens_fingerprinted_under(version, after.clone(), batch)
+                    .await?;
+                let Some(last) = rows.last() else { break };
+                after = Some(last.token.clone());
+                let full = rows.len() == usize::try_from(batch).unwrap_or(usize::MAX);
+                let mut moved = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    match keys.open_pan(&row.sealed, row.token.as_str(), &row.tenant) {
+                        Ok(pan) => moved.push(Refingerprinted {
+                            token: row.token.clone(),
+                            tenant: row.tenant.clone(),
+                            from_version: version,
+                            fingerprint: keys.fingerprint().fingerprint(&row.tenant, &pan),
+                            unmatched: keys.fingerprint().unmatched(row.token.as_str()),
+                            version: target,
+                        }),
+                        Err(_) => done.failed += 1,
+                    }
+                }
+                if !moved.is_empty() {
+                    let n = moved.len();
+                    let mut draft = AuditDraft::new(actor, Action::KeysRewrap, Outcome::Granted);
+                    draft.detail = Some(format!("fingerprint v{version} to v{target}: {n} tokens"));
+                    done.refingerprinted += self
+                        .store
+                        .refingerprint_tokens(moved, keys.audit(), draft)
+                        .await
+                        .map_err(audited)?;
+                }
+                if !full {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Ok(())
     }
 
     /// Destroys a decrypt-only data key version, audited as `keys.destroy`: its wrapped key is
@@ -498,10 +566,19 @@ impl Vault {
         version: u32,
         shred: bool,
     ) -> Result<(), VaultError> {
-        if purpose != KeyPurpose::Data {
-            return Err(VaultError::Invalid(
-                "only data key versions can be destroyed so far (--purpose data)",
-            ));
+        match purpose {
+            KeyPurpose::Data => {}
+            KeyPurpose::Fingerprint if !shred => {}
+            KeyPurpose::Fingerprint => {
+                return Err(VaultError::Invalid(
+                    "a fingerprint key seals no card: --crypto-shred is for data keys; run `vault keys rewrap` until no token is fingerprinted under the version",
+                ));
+            }
+            KeyPurpose::Audit | KeyPurpose::Client => {
+                return Err(VaultError::Invalid(
+                    "only data and fingerprint key versions can be destroyed",
+                ));
+            }
         }
         let wrapped = self.store.wrapped_keys().await?;
         let state = wrapped
@@ -525,9 +602,11 @@ impl Vault {
             .await
             .map_err(audited)?;
         if !destroyed {
-            return Err(VaultError::Invalid(
-                "tokens are still sealed under that version: run `vault keys rewrap --wait` first, or destroy them with it (--crypto-shred)",
-            ));
+            return Err(VaultError::Invalid(if purpose == KeyPurpose::Fingerprint {
+                "tokens are still fingerprinted under that version: run `vault keys rewrap` first"
+            } else {
+                "tokens are still sealed under that version: run `vault keys rewrap` first, or destroy them with it (--crypto-shred)"
+            }));
         }
         self.reload_keys().await?;
         Ok(())
@@ -572,7 +651,12 @@ fn same_keys(ring: &Keyring, wrapped: &[WrappedKey]) -> bool {
         .filter(|w| w.purpose == KeyPurpose::Data && w.state != KeyState::Destroyed)
         .map(|w| (w.version, w.state))
         .collect();
-    ring.data_versions() == stored
+    let fingerprints: Vec<u32> = wrapped
+        .iter()
+        .filter(|w| w.purpose == KeyPurpose::Fingerprint && w.state != KeyState::Destroyed)
+        .map(|w| w.version)
+        .collect();
+    ring.data_versions() == stored && ring.fingerprint_versions() == fingerprints
 }
 
 #[cfg(test)]

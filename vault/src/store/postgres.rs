@@ -26,7 +26,7 @@ use super::rows::{
     self, client_columns, collect_session_columns, event_columns, key_columns, select,
     token_columns,
 };
-use super::{ClientRevocation, KeyUse, Resealed, Store, StoreError, TokenRecord};
+use super::{ClientRevocation, KeyUse, Refingerprinted, Resealed, Store, StoreError, TokenRecord};
 use crate::audit::{Action, AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_rewrap.sql"),
     include_str!("../../migrations/postgres/0007_key_seals.sql"),
     include_str!("../../migrations/postgres/0008_dual_control.sql"),
+    include_str!("../../migrations/postgres/0009_refingerprint.sql"),
 ];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
@@ -179,6 +180,53 @@ async fn tokenize_in(
     new: TokenRecord,
     draft: &mut AuditDraft,
 ) -> Result<TokenRecord> {
+    // During a fingerprint key rotation the card's token may still carry its fingerprint under
+    // an older version: looked for (and locked) first, and re-fingerprinted under the newest on
+    // the spot, so the insert below cannot make a second token for the card. Replicas that
+    // meet there queue on the row lock; a replica that has not yet re-read the keys (at most a
+    // second) may still make one, which the rewrap job then tells apart.
+    if !new.earlier_fingerprints.is_empty() {
+        let earlier: Vec<&[u8]> = new
+            .earlier_fingerprints
+            .iter()
+            .map(<[u8; 32]>::as_slice)
+            .collect();
+        let stmt = tx
+            .prepare_cached(select!(
+                tokens,
+                "WHERE tenant = $1 AND fingerprint = ANY($2) FOR UPDATE"
+            ))
+            .await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&new.tenant, &earlier]).await? {
+            let mut old = rows::token(&row)?;
+            if old.expires_at.is_none_or(|at| at > new.created_at) {
+                let moved = tx
+                    .execute(
+                        "UPDATE tokens SET fingerprint = $2, fingerprint_key_version = $3 \
+                         WHERE token = $1 AND NOT EXISTS (SELECT 1 FROM tokens \
+                         WHERE tenant = $4 AND fingerprint = $2)",
+                        &[
+                            &old.token.as_str(),
+                            &new.fingerprint.as_slice(),
+                            &i64::from(new.fingerprint_key_version),
+                            &new.tenant,
+                        ],
+                    )
+                    .await?;
+                if moved == 1 {
+                    old.fingerprint = new.fingerprint;
+                    old.fingerprint_key_version = new.fingerprint_key_version;
+                }
+                draft.detail = Some("existing token".to_owned());
+                return Ok(old);
+            }
+            tx.execute(
+                "DELETE FROM tokens WHERE token = $1",
+                &[&old.token.as_str()],
+            )
+            .await?;
+        }
+    }
     if insert_token(tx, &new).await? {
         return Ok(new);
     }
@@ -446,6 +494,61 @@ impl Store for PgStore {
         self.db.fetch(sql, params, rows::token).await
     }
 
+    async fn tokens_fingerprinted_under(
+        &self,
+        version: u32,
+        after: Option<Token>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>> {
+        let sql = select!(
+            tokens,
+            "WHERE fingerprint_key_version = $1 AND token > $2 ORDER BY token LIMIT $3"
+        );
+        let after = after.as_ref().map_or("", |t| t.as_str()).to_owned();
+        let params: Params<'_> = &[&i64::from(version), &after, &i64::from(limit)];
+        self.db.fetch(sql, params, rows::token).await
+    }
+
+    async fn refingerprint_tokens(
+        &self,
+        moved: Vec<Refingerprinted>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64> {
+        let mut client = self.conn().await?;
+        let w = self.audited(&mut client).await?;
+        // The card's fingerprint, unless another token of the tenant has it already; then the
+        // token's own unmatched one. Writers of tokens hold the audit lock too, so nothing
+        // takes the fingerprint between the check and the update.
+        let update =
+            w.tx.prepare(
+                "UPDATE tokens SET fingerprint = CASE WHEN EXISTS (SELECT 1 FROM tokens \
+                 WHERE tenant = $2 AND fingerprint = $4) THEN $5 ELSE $4 END, \
+                 fingerprint_key_version = $6 \
+                 WHERE token = $1 AND fingerprint_key_version = $3 AND EXISTS (SELECT 1 FROM keys \
+                 WHERE purpose = 'fingerprint' AND version = $6 AND state = 'active')",
+            )
+            .await?;
+        let mut changed = 0;
+        for m in &moved {
+            changed +=
+                w.tx.execute(
+                    &update,
+                    &[
+                        &m.token.as_str(),
+                        &m.tenant,
+                        &i64::from(m.from_version),
+                        &m.fingerprint.as_slice(),
+                        &m.unmatched.as_slice(),
+                        &i64::from(m.version),
+                    ],
+                )
+                .await?;
+        }
+        self.commit_with(w, audit, draft).await?;
+        Ok(changed)
+    }
+
     async fn reseal_tokens(
         &self,
         resealed: Vec<Resealed>,
@@ -506,8 +609,10 @@ impl Store for PgStore {
             w.tx.execute(
                 "UPDATE keys SET state = 'destroyed', wrapped = $4, wrap_nonce = $4 \
                  WHERE purpose = $1 AND version = $2 AND state = 'decrypt_only' \
-                 AND ($3 OR $1 <> 'data' \
-                      OR NOT EXISTS (SELECT 1 FROM tokens WHERE key_version = $2))",
+                 AND ($3 OR $1 NOT IN ('data', 'fingerprint') \
+                      OR ($1 = 'data' AND NOT EXISTS (SELECT 1 FROM tokens WHERE key_version = $2)) \
+                      OR ($1 = 'fingerprint' AND NOT EXISTS \
+                          (SELECT 1 FROM tokens WHERE fingerprint_key_version = $2)))",
                 &[&purpose.as_str(), &i64::from(version), &shred, &empty],
             )
             .await?

@@ -108,6 +108,7 @@ where
         tenant: r.column(1)?,
         fingerprint: r.blob32(2, "fingerprint")?,
         fingerprint_key_version: r.count(3, "fingerprint key version")?,
+        earlier_fingerprints: Vec::new(),
         card: CardMeta {
             bin: r.column(4)?,
             brand: Brand::from_name(&r.column::<String>(5)?),

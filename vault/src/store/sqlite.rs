@@ -19,7 +19,7 @@ use super::rows::{
     self, client_columns, collect_session_columns, event_columns, key_columns, select,
     token_columns,
 };
-use super::{ClientRevocation, KeyUse, Resealed, Store, StoreError, TokenRecord};
+use super::{ClientRevocation, KeyUse, Refingerprinted, Resealed, Store, StoreError, TokenRecord};
 use crate::audit::{AuditDraft, AuditEvent, ChainHead, Link, Outcome};
 use crate::auth::ClientRecord;
 use crate::clock::now_micros;
@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_rewrap.sql"),
     include_str!("../../migrations/sqlite/0007_key_seals.sql"),
     include_str!("../../migrations/sqlite/0008_dual_control.sql"),
+    include_str!("../../migrations/sqlite/0009_refingerprint.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -211,12 +212,37 @@ fn tokenize_in(
     new: TokenRecord,
     draft: &mut AuditDraft,
 ) -> Result<TokenRecord> {
-    let existing = query(
+    let mut existing: Option<TokenRecord> = query(
         tx,
         select!(tokens, "WHERE tenant = ?1 AND fingerprint = ?2"),
         params![new.tenant, new.fingerprint.as_slice()],
         |r| rows::token(r),
     )?;
+    // During a fingerprint key rotation the card's token may still carry its fingerprint under
+    // an older version; found so, it is re-fingerprinted under the newest on the spot.
+    for earlier in &new.earlier_fingerprints {
+        if existing.is_some() {
+            break;
+        }
+        existing = query(
+            tx,
+            select!(tokens, "WHERE tenant = ?1 AND fingerprint = ?2"),
+            params![new.tenant, earlier.as_slice()],
+            |r| rows::token(r),
+        )?;
+        if let Some(old) = &mut existing {
+            tx.prepare_cached(
+                "UPDATE tokens SET fingerprint = ?2, fingerprint_key_version = ?3 WHERE token = ?1",
+            )?
+            .execute(params![
+                old.token.as_str(),
+                new.fingerprint.as_slice(),
+                new.fingerprint_key_version
+            ])?;
+            old.fingerprint = new.fingerprint;
+            old.fingerprint_key_version = new.fingerprint_key_version;
+        }
+    }
     let record = match existing {
         Some(old) if old.expires_at.is_none_or(|at| at > new.created_at) => {
             draft.detail = Some("existing token".to_owned());
@@ -388,6 +414,60 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn tokens_fingerprinted_under(
+        &self,
+        version: u32,
+        after: Option<Token>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>> {
+        self.lookup(move |conn| {
+            query(
+                conn,
+                select!(
+                    tokens,
+                    "WHERE fingerprint_key_version = ?1 AND token > ?2 ORDER BY token LIMIT ?3"
+                ),
+                params![version, after.as_ref().map_or("", |t| t.as_str()), limit],
+                |r| rows::token(r),
+            )
+        })
+        .await
+    }
+
+    async fn refingerprint_tokens(
+        &self,
+        moved: Vec<Refingerprinted>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64> {
+        self.audited(audit, move |tx, appender| {
+            let mut changed = 0;
+            // The card's fingerprint, unless another token of the tenant has it already; then
+            // the token's own unmatched one.
+            let mut update = tx.prepare_cached(
+                "UPDATE tokens SET fingerprint = CASE WHEN EXISTS (SELECT 1 FROM tokens \
+                 WHERE tenant = ?2 AND fingerprint = ?4) THEN ?5 ELSE ?4 END, \
+                 fingerprint_key_version = ?6 \
+                 WHERE token = ?1 AND fingerprint_key_version = ?3 AND EXISTS (SELECT 1 FROM keys \
+                 WHERE purpose = 'fingerprint' AND version = ?6 AND state = 'active')",
+            )?;
+            for m in &moved {
+                changed += update.execute(params![
+                    m.token.as_str(),
+                    m.tenant,
+                    m.from_version,
+                    m.fingerprint.as_slice(),
+                    m.unmatched.as_slice(),
+                    m.version,
+                ])?;
+            }
+            drop(update);
+            appender.append(tx, draft)?;
+            Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
     async fn reseal_tokens(
         &self,
         resealed: Vec<Resealed>,
@@ -439,8 +519,10 @@ impl Store for SqliteStore {
             let destroyed = tx.execute(
                 "UPDATE keys SET state = 'destroyed', wrapped = X'', wrap_nonce = X'' \
                  WHERE purpose = ?1 AND version = ?2 AND state = 'decrypt_only' \
-                 AND (?3 OR ?1 <> 'data' \
-                      OR NOT EXISTS (SELECT 1 FROM tokens WHERE key_version = ?2))",
+                 AND (?3 OR ?1 NOT IN ('data', 'fingerprint') \
+                      OR (?1 = 'data' AND NOT EXISTS (SELECT 1 FROM tokens WHERE key_version = ?2)) \
+                      OR (?1 = 'fingerprint' AND NOT EXISTS \
+                          (SELECT 1 FROM tokens WHERE fingerprint_key_version = ?2)))",
                 params![purpose.as_str(), version, shred],
             )? > 0;
             if !destroyed {

@@ -76,11 +76,13 @@ async fn a_rotated_data_key_takes_new_writes_without_a_restart_and_old_tokens_st
         v.admin.retire_key("cli", KeyPurpose::Data, 9).await,
         Err(VaultError::Invalid(_))
     ));
-    // Other purposes do not rotate until the rewrap job can move their rows.
-    assert!(matches!(
-        v.admin.rotate_key("cli", KeyPurpose::Fingerprint).await,
-        Err(VaultError::Invalid(_))
-    ));
+    // The client and audit keys do not rotate (yet).
+    for purpose in [KeyPurpose::Client, KeyPurpose::Audit] {
+        assert!(matches!(
+            v.admin.rotate_key("cli", purpose).await,
+            Err(VaultError::Invalid(_))
+        ));
+    }
 
     let status = v.admin.key_status().await.unwrap();
     let data: Vec<_> = status.iter().filter(|k| k.purpose == "data").collect();
@@ -424,4 +426,115 @@ async fn a_rewrap_pass_stops_when_its_target_key_is_rotated_away() {
         .await
         .unwrap();
     assert_eq!((count(1), count(2), count(3)), (0, 0, 20));
+}
+
+/// PCI case 35 on a running vault: after a fingerprint key rotation the same card still gets
+/// the same token (found under the older version, and moved), the rewrap job re-fingerprints
+/// the rest, and the old version is destroyed only once no token is fingerprinted under it.
+#[tokio::test]
+async fn a_rotated_fingerprint_key_keeps_same_card_same_token_and_is_destroyed_once_moved() {
+    let v = TestVault::spawn_with(|c| {
+        unlimited(c);
+        c.keys.rewrap_in_background = false;
+    })
+    .await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    let fp_version = |token: &str| -> i64 {
+        v.scalar(
+            "SELECT fingerprint_key_version FROM tokens WHERE token = ?1",
+            [token],
+        )
+    };
+    let mut before = Vec::new();
+    for n in 0..10 {
+        let card = pan(90_000 + n);
+        let token = v.token_for(&key, &card).await;
+        assert_eq!(fp_version(&token), 1);
+        before.push((card, token));
+    }
+    let v1_fingerprint: Vec<u8> = v.scalar(
+        "SELECT fingerprint FROM tokens WHERE token = ?1",
+        [before[0].1.as_str()],
+    );
+    assert_eq!(
+        v.admin
+            .rotate_key("cli", KeyPurpose::Fingerprint)
+            .await
+            .unwrap(),
+        2
+    );
+    // The serving vault fingerprints new cards under v2 within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let token = v.token_for(&key, &pan(95_000 + n)).await;
+        if fp_version(&token) == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never fingerprinted under v2"
+        );
+        tokio::task::yield_now().await;
+    }
+    // Same card, same token: found under v1 and moved to its v2 fingerprint on the spot.
+    assert_eq!(v.token_for(&key, &before[0].0).await, before[0].1);
+    assert_eq!(fp_version(&before[0].1), 2);
+    let v2_fingerprint: Vec<u8> = v.scalar(
+        "SELECT fingerprint FROM tokens WHERE token = ?1",
+        [before[0].1.as_str()],
+    );
+    assert_ne!(
+        v1_fingerprint, v2_fingerprint,
+        "another key, another fingerprint"
+    );
+
+    // v1 cannot be destroyed while tokens are fingerprinted under it.
+    v.admin
+        .retire_key("cli", KeyPurpose::Fingerprint, 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        v.admin.destroy_key("cli", KeyPurpose::Fingerprint, 1, false).await,
+        Err(VaultError::Invalid(m)) if m.contains("fingerprinted under that version")
+    ));
+    // The rewrap job moves the rest (the cards above tokenized before the vault read the
+    // rotation among them).
+    let under_v1: i64 = v.scalar(
+        "SELECT count(*) FROM tokens WHERE fingerprint_key_version = 1",
+        [],
+    );
+    assert!(under_v1 >= 9, "{under_v1}");
+    let done = v
+        .admin
+        .rewrap("cli", 3, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.refingerprinted, done.failed),
+        (u64::try_from(under_v1).unwrap(), 0)
+    );
+    let left: i64 = v.scalar(
+        "SELECT count(*) FROM tokens WHERE fingerprint_key_version = 1",
+        [],
+    );
+    assert_eq!(left, 0);
+    v.admin
+        .destroy_key("cli", KeyPurpose::Fingerprint, 1, false)
+        .await
+        .unwrap();
+    // Every card still finds its token, and every token still opens to its card.
+    for (card, token) in &before {
+        assert_eq!(&v.token_for(&key, card).await, token);
+        let reply = v.detokenize(&key, token).await;
+        assert_eq!(reply.json()["pan"], card.as_str());
+    }
+    // Crypto-shredding is for data keys only.
+    assert!(matches!(
+        v.admin
+            .destroy_key("cli", KeyPurpose::Fingerprint, 2, true)
+            .await,
+        Err(VaultError::Invalid(_))
+    ));
 }

@@ -25,6 +25,7 @@ testkit::conformance! {
         replicas_tokenizing_one_card_make_one_token,
         replicas_appending_audit_events_keep_one_chain,
         replicas_approving_one_proposal_record_one_approval,
+        tokens_are_refingerprinted_once_and_a_duplicate_keeps_its_own,
         a_refused_write_fails_alone_among_concurrent_ones,
         the_store_refuses_to_append_after_the_chain_was_cut,
         the_store_refuses_to_append_after_its_last_event_changed,

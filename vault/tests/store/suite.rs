@@ -33,6 +33,7 @@ fn record(keys: &Keyring, tenant: &str, pan: &str, expires_at: Option<i64>) -> T
     TokenRecord {
         fingerprint: keys.fingerprint().fingerprint(tenant, &pan),
         fingerprint_key_version: keys.fingerprint().version(),
+        earlier_fingerprints: Vec::new(),
         card: CardMeta {
             bin: pan.bin().to_owned(),
             last4: pan.last4().to_owned(),
@@ -693,6 +694,121 @@ pub(crate) async fn replicas_appending_audit_events_keep_one_chain(b: Backend) {
     )
     .await;
     assert_eq!(verify(c.as_ref(), &keys).await, 40);
+}
+
+/// After a fingerprint rotation: tokenize finds a card under an older fingerprint (and moves
+/// its token), the rewrap batch moves a token only while it is still under the version it was
+/// read with and the new version is active, and a token whose card already has another token
+/// under the new version keeps its own unmatched fingerprint.
+pub(crate) async fn tokens_are_refingerprinted_once_and_a_duplicate_keeps_its_own(b: Backend) {
+    use vault::store::Refingerprinted;
+    let store = b.open().await;
+    let master = MasterKey::from_bytes(&Zeroizing::new([7; 32]));
+    let (keys, wrapped) = keyring();
+    store
+        .insert_keys(wrapped, keys.audit(), draft(Action::KeysCreate))
+        .await
+        .unwrap();
+    let old = tokenize(store.as_ref(), &keys, "acme", "4242424242424242", None)
+        .await
+        .unwrap();
+    let other = tokenize(store.as_ref(), &keys, "acme", "5555555555554444", None)
+        .await
+        .unwrap();
+    let v2 = Keyring::generate_version(&master, KeyPurpose::Fingerprint, 2, now_micros()).unwrap();
+    store
+        .add_key_and_seal_clients(v2, Vec::new(), keys.audit(), draft(Action::KeysRotate))
+        .await
+        .unwrap();
+    // Tokenizing the first card again under "v2" (any new fingerprint) with its v1 fingerprint
+    // as an earlier one returns its token, moved to v2.
+    let mut again = record(&keys, "acme", "4242424242424242", None);
+    again.earlier_fingerprints = vec![again.fingerprint];
+    again.fingerprint = [0xA2; 32];
+    again.fingerprint_key_version = 2;
+    let found = store
+        .tokenize(again, keys.audit(), draft(Action::TokenCreate))
+        .await
+        .unwrap();
+    assert_eq!(found.token, old.token);
+    let now = now_micros();
+    let moved = store.token("acme", &old.token, now).await.unwrap().unwrap();
+    assert_eq!(
+        (moved.fingerprint, moved.fingerprint_key_version),
+        ([0xA2; 32], 2)
+    );
+    assert_eq!(
+        store
+            .tokens_fingerprinted_under(1, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the second card is still under v1"
+    );
+    // The batch: the second card's new fingerprint is taken by the first card's token (as if
+    // a stale replica had made a second token for it), so it keeps its own unmatched one.
+    let batch = |fingerprint: [u8; 32]| {
+        vec![Refingerprinted {
+            token: other.token.clone(),
+            tenant: "acme".to_owned(),
+            from_version: 1,
+            fingerprint,
+            unmatched: [0xEE; 32],
+            version: 2,
+        }]
+    };
+    let n = store
+        .refingerprint_tokens(batch([0xA2; 32]), keys.audit(), draft(Action::KeysRewrap))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let row = store
+        .token("acme", &other.token, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.fingerprint, row.fingerprint_key_version),
+        ([0xEE; 32], 2)
+    );
+    // Moved once: a second batch finds it no longer under v1.
+    let n = store
+        .refingerprint_tokens(batch([0xB2; 32]), keys.audit(), draft(Action::KeysRewrap))
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(
+        store
+            .tokens_fingerprinted_under(1, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // v1 is destroyed now that nothing is fingerprinted under it (once retired).
+    store
+        .set_key_state(
+            KeyPurpose::Fingerprint,
+            1,
+            KeyState::Active,
+            KeyState::DecryptOnly,
+            keys.audit(),
+            draft(Action::KeysRetire),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .destroy_key(
+                KeyPurpose::Fingerprint,
+                1,
+                false,
+                keys.audit(),
+                draft(Action::KeysDestroy)
+            )
+            .await
+            .unwrap()
+    );
 }
 
 /// Two replicas approving one proposal at once record one approval (`append_audit_once`, under
