@@ -434,11 +434,23 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
                     "database.path: {} does not exist yet (`vault migrate` or the first `serve` creates it)",
                     path.display()
                 ));
-            } else if problems.is_empty()
-                && can_open
-                && let Err(e) = open_vault_read_only(&config).await
-            {
-                problems.push(format!("the master key and the database: {e}"));
+            } else if problems.is_empty() && can_open {
+                match open_vault_read_only(&config).await {
+                    Err(e) => problems.push(format!("the master key and the database: {e}")),
+                    Ok(vault) if config.mode == Mode::Production => {
+                        let made_in = vault.keys_made_in().await?;
+                        if made_in.as_deref() != Some("production") {
+                            problems.push(format!(
+                                "mode = \"production\": the database's keys were made {}; production starts from `vault init` with mode = \"production\"",
+                                made_in.map_or_else(
+                                    || "before modes were recorded".to_owned(),
+                                    |m| format!("in {m} mode")
+                                )
+                            ));
+                        }
+                    }
+                    Ok(_) => {}
+                }
             }
             // Shown as it takes effect: the database file resolved against the config file's
             // directory.
@@ -938,7 +950,12 @@ async fn init(
     }
     if provider == ProviderKind::Pkcs11 {
         HsmKey::create(&config.keys.pkcs11)?;
-        let vault = Vault::open(store, &Pkcs11KeyProvider::new(config.keys.pkcs11.clone())).await?;
+        let vault = Vault::open_in(
+            store,
+            &Pkcs11KeyProvider::new(config.keys.pkcs11.clone()),
+            config.mode.as_str(),
+        )
+        .await?;
         checkpoint_cli_write(&vault, config)?;
         println!(
             "made the master key inside the HSM (token {:?}, key {:?}: AES-256, sensitive, not extractable) and this vault's keys under it",
@@ -955,7 +972,12 @@ async fn init(
             return Ok(ExitCode::from(EX_USAGE));
         }
     };
-    let vault = Vault::open(store, &GivenKeyProvider::new_vault(key)).await?;
+    let vault = Vault::open_in(
+        store,
+        &GivenKeyProvider::new_vault(key),
+        config.mode.as_str(),
+    )
+    .await?;
     checkpoint_cli_write(&vault, config)?;
     println!(
         "made a master key split into {shares} Shamir shares, any {threshold} of which unseal this vault; its keys are made under it"

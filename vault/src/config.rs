@@ -108,6 +108,16 @@ pub enum Mode {
     Production,
 }
 
+impl Mode {
+    /// The name as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
 /// `keys.provider`: where the master key comes from.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

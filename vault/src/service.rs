@@ -112,6 +112,9 @@ pub enum VaultError {
     /// The checkpoint file is unreadable, malformed or forged.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Production mode refuses what this vault found (what and why, for the operator).
+    #[error("{0}")]
+    ProductionRefused(String),
     /// Dual control refused a step, or cannot run (what and why, for the operator).
     #[error("dual control: {0}")]
     DualControl(String),

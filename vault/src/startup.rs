@@ -128,7 +128,7 @@ async fn recover_master_rotation(config: &VaultConfig) -> Result<(), VaultError>
 pub async fn open_vault(config: &VaultConfig) -> Result<Vault, VaultError> {
     recover_master_rotation(config).await?;
     let store = open_store(config).await?;
-    Vault::open(store, key_provider(config).as_ref()).await
+    Vault::open_in(store, key_provider(config).as_ref(), config.mode.as_str()).await
 }
 
 /// Opens an existing vault for commands that only read (`audit verify`, `audit list`).
@@ -156,9 +156,22 @@ async fn open_serving(
             return Err(VaultError::CheckpointsWithoutChain.into());
         }
     }
-    let vault = Vault::open(store, provider).await?;
+    let vault = Vault::open_in(store, provider, config.mode.as_str()).await?;
     if let Some(path) = &config.audit.checkpoint_file {
         vault.check_latest_checkpoint(path).await?;
+    }
+    if config.mode == crate::config::Mode::Production {
+        let made_in = vault.keys_made_in().await?;
+        if made_in.as_deref() != Some("production") {
+            return Err(VaultError::ProductionRefused(format!(
+                "mode = \"production\" refuses this database: its keys were made {}; a production vault starts from `vault init` with mode = \"production\" (keys made for development or tests never hold real cards)",
+                made_in.map_or_else(
+                    || "before modes were recorded".to_owned(),
+                    |m| format!("in {m} mode")
+                )
+            ))
+            .into());
+        }
     }
     Ok(vault)
 }

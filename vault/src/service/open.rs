@@ -19,6 +19,20 @@ impl Vault {
         store: Arc<dyn Store>,
         provider: &dyn KeyProvider,
     ) -> Result<Self, VaultError> {
+        Self::open_in(store, provider, "development").await
+    }
+
+    /// [`Vault::open`], recording `mode` (`development` or `production`) with keys it makes,
+    /// so that production can refuse a database whose keys were made for development.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vault::open`].
+    pub async fn open_in(
+        store: Arc<dyn Store>,
+        provider: &dyn KeyProvider,
+        mode: &str,
+    ) -> Result<Self, VaultError> {
         let (master, wrapped) = stored_keys(store.as_ref(), provider).await?;
         let keys = if wrapped.is_empty() {
             if !store.is_empty().await? {
@@ -30,7 +44,9 @@ impl Vault {
             }
             let (ring, wrapped) = Keyring::generate(&master, now_micros())?;
             let mut draft = AuditDraft::new("system", Action::KeysCreate, Outcome::Granted);
-            draft.detail = Some("data v1, fingerprint v1, audit v1, client v1".to_owned());
+            draft.detail = Some(format!(
+                "data v1, fingerprint v1, audit v1, client v1; {MADE_IN}{mode} mode"
+            ));
             match store.insert_keys(wrapped, ring.audit(), draft).await {
                 Ok(()) => ring,
                 // Another process initialised the database at the same moment: use its keys.
@@ -151,6 +167,29 @@ impl Vault {
             .await
             .map_err(audited)?;
         Ok(Some(sealed))
+    }
+}
+
+/// How the `keys.create` event says which mode made the keys.
+const MADE_IN: &str = "made in ";
+
+impl Vault {
+    /// The mode the database's keys were made in, as its first `keys.create` event says
+    /// (`None` for a database made before modes were recorded).
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    pub async fn keys_made_in(&self) -> Result<Option<String>, VaultError> {
+        let first = self.store.audit_events(0, 1).await?;
+        Ok(first
+            .into_iter()
+            .find(|e| e.action == "keys.create")
+            .and_then(|e| e.detail)
+            .and_then(|d| {
+                d.split_once(MADE_IN)
+                    .and_then(|(_, rest)| rest.strip_suffix(" mode").map(str::to_owned))
+            }))
     }
 }
 

@@ -717,27 +717,46 @@ fn the_unseal_socket_is_refused_in_a_directory_others_may_write() {
 }
 
 #[test]
-fn production_mode_refuses_the_key_file_unless_allowed() {
-    let vault = VaultDir::new();
-    let path = vault.path("vault.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, format!("mode = \"production\"\n{text}")).unwrap();
-    let out = vault.command(&["serve"]).output().unwrap();
+fn production_mode_refuses_the_key_file_unless_allowed_and_keys_made_for_development() {
+    let production = |vault: &VaultDir| {
+        let path = vault.path("vault.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("mode = \"production\"\n{text}")).unwrap();
+    };
+    // Keys made by a development vault (as every test and every laptop makes them)...
+    let mut dev = VaultDir::new();
+    assert!(dev.serve().terminate().success());
+    production(&dev);
+    let out = dev.command(&["serve"]).output().unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     let said = stderr(&out);
     assert!(
         said.contains("keys.provider") && said.contains("keys.allow_file_provider = true"),
         "{said}"
     );
-    let check = vault.command(&["check"]).output().unwrap();
+    let check = dev.command(&["check"]).output().unwrap();
     assert_eq!(check.status.code(), Some(1));
     assert!(
         stdout(&check).contains("keys.allow_file_provider"),
         "{}",
         stdout(&check)
     );
-    // Allowed on purpose, it starts, and says so.
-    let mut vault = vault;
+    // ...are refused in production even with the key file allowed.
+    dev.env.push((
+        "VAULT__KEYS__ALLOW_FILE_PROVIDER".to_owned(),
+        "true".to_owned(),
+    ));
+    let out = dev.command(&["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("its keys were made in development mode"),
+        "{}",
+        stderr(&out)
+    );
+    // A vault made in production mode starts, and says the key file was allowed on purpose.
+    let mut vault = VaultDir::uninitialised("", Vec::new());
+    production(&vault);
+    assert_success(&vault.run(&["init"]));
     vault.env.push((
         "VAULT__KEYS__ALLOW_FILE_PROVIDER".to_owned(),
         "true".to_owned(),
