@@ -10,7 +10,8 @@ const SETTINGS: &[Setting] = &[
         key: "mode",
         meaning: "`development` or `production`; production refuses to start (exit 78, one line \
                   per problem) on what only development should do: so far the master key in a \
-                  file unless `keys.allow_file_provider`",
+                  file unless `keys.allow_file_provider`, and a database whose keys were made in \
+                  development mode",
     },
     Setting {
         key: "keys.provider",
