@@ -152,7 +152,8 @@ enum KeysCommand {
     /// Make a new version of a key; it seals every new write from now on. Old tokens stay
     /// readable under their version.
     Rotate {
-        /// Which key: `data` or `fingerprint`.
+        /// Which key: `data`, `fingerprint` or `client` (the key that MACs client and collect
+        /// session rows).
         #[arg(long, default_value = "data")]
         purpose: String,
     },
@@ -592,7 +593,7 @@ fn inventory(keys: &[crate::service::KeyStatus], config: &VaultConfig) -> Vec<se
                 _ => (
                     "HMAC-SHA-256",
                     "authenticates client and collect-session rows",
-                    "until replaced (client-key rotation is not built yet)".to_owned(),
+                    "until rotated with `vault keys rotate --purpose client`; the rewrap job then MACs every row again under the new version".to_owned(),
                 ),
             };
             serde_json::json!({
@@ -707,8 +708,8 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
             vault.flush_seals().await?;
             checkpoint_cli_write(&vault, config)?;
             println!(
-                "resealed {} tokens under the active data key; re-fingerprinted {} under the newest fingerprint key; {} did not open and were left as they are",
-                done.resealed, done.refingerprinted, done.failed
+                "resealed {} tokens under the active data key; re-fingerprinted {} under the newest fingerprint key; MAC'd {} client and collect session rows under the newest client key; {} did not open and were left as they are",
+                done.resealed, done.refingerprinted, done.remaced, done.failed
             );
             if done.failed > 0 {
                 return Ok(ExitCode::FAILURE);

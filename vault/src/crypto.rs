@@ -37,6 +37,10 @@ pub enum CryptoError {
     /// The database has no key of this purpose (an older vault made it: `vault upgrade`).
     #[error("the database has no {} key", .0.as_str())]
     MissingKey(KeyPurpose),
+    /// The newest stored version of a key is not active (set so in the database?), so nothing
+    /// may seal or MAC under it and no older one may stand in.
+    #[error("the newest {} key version is not active: the keys table was changed outside the vault; restore it from a backup", .0.as_str())]
+    InactiveNewest(KeyPurpose),
     /// A ciphertext names a key version this vault does not have.
     #[error("ciphertext names an unknown key version")]
     UnknownKeyVersion,

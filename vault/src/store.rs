@@ -345,6 +345,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         draft: AuditDraft,
     ) -> Result<bool>;
 
+    /// Up to `limit` collect sessions whose id sorts after `after`, in id order (whatever their
+    /// state): the client-key rewrap's next batch.
+    async fn collect_sessions_after(
+        &self,
+        after: Option<CollectId>,
+        limit: u32,
+    ) -> Result<Vec<CollectSession>>;
+
+    /// After a client key rotation: replaces each row's MAC (client rows, then collect
+    /// sessions) with the new one, only while the row still holds the old, in one transaction
+    /// with the audit event. Returns how many rows changed.
+    async fn remac_rows(
+        &self,
+        clients: Vec<(ClientId, RowMac, RowMac)>,
+        sessions: Vec<(CollectId, RowMac, RowMac)>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64>;
+
     /// Appends `draft` unless the chain already holds a granted event of its action with its
     /// `request_id` (checked and appended under the audit lock, so of two at once one wins).
     /// Returns whether it was appended.

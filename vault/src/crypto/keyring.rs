@@ -187,33 +187,66 @@ impl std::fmt::Debug for RowMac {
 /// store transaction that must seal the row it writes (a completed collect session).
 #[derive(Clone)]
 pub struct ClientKey {
-    key: Zeroizing<[u8; 32]>,
+    /// Every client key version held, newest first: the newest MACs, any verifies (rows MAC'd
+    /// before a rotation keep verifying until the rewrap job has MAC'd them again and the old
+    /// version is destroyed).
+    keys: Vec<(u32, Zeroizing<[u8; 32]>)>,
 }
 
 impl ClientKey {
-    /// The MAC of a client row's canonical encoding.
+    /// The MAC of a client row's canonical encoding, under the newest version.
     pub fn mac(&self, encoded: &[u8]) -> RowMac {
-        self.tagged(b"vault.client.v1", encoded)
+        self.tagged(self.newest(), b"vault.client.v1", encoded)
     }
 
-    /// Whether `mac` is the MAC of `encoded` (constant time).
+    /// Whether `mac` is the MAC of `encoded` under any version held (constant time each).
     pub fn verify(&self, encoded: &[u8], mac: &RowMac) -> bool {
+        self.keys.iter().any(|(_, key)| {
+            shared::ct::bytes_eq(&self.tagged(key, b"vault.client.v1", encoded).0, &mac.0)
+        })
+    }
+
+    /// Whether `mac` is the MAC of `encoded` under the newest version (else the row waits for
+    /// the rewrap job to MAC it again).
+    pub fn verify_newest(&self, encoded: &[u8], mac: &RowMac) -> bool {
         shared::ct::bytes_eq(&self.mac(encoded).0, &mac.0)
     }
 
     /// The MAC of a collect session row's canonical encoding: the same key, another domain, so
     /// no session row can pass for a client row or the other way round.
     pub fn session_mac(&self, encoded: &[u8]) -> RowMac {
-        self.tagged(b"vault.collect_session.v1", encoded)
+        self.tagged(self.newest(), b"vault.collect_session.v1", encoded)
     }
 
-    /// Whether `mac` is the session MAC of `encoded` (constant time).
+    /// Whether `mac` is the session MAC of `encoded` under any version held (constant time).
     pub fn verify_session(&self, encoded: &[u8], mac: &RowMac) -> bool {
+        self.keys.iter().any(|(_, key)| {
+            shared::ct::bytes_eq(
+                &self.tagged(key, b"vault.collect_session.v1", encoded).0,
+                &mac.0,
+            )
+        })
+    }
+
+    /// Whether `mac` is the session MAC of `encoded` under the newest version.
+    pub fn verify_session_newest(&self, encoded: &[u8], mac: &RowMac) -> bool {
         shared::ct::bytes_eq(&self.session_mac(encoded).0, &mac.0)
     }
 
-    fn tagged(&self, domain: &[u8], encoded: &[u8]) -> RowMac {
-        let mut mac = hmac_sha256(&self.key);
+    /// The versions held, oldest first.
+    pub fn versions(&self) -> Vec<u32> {
+        let mut versions: Vec<u32> = self.keys.iter().map(|(v, _)| *v).collect();
+        versions.sort_unstable();
+        versions
+    }
+
+    fn newest(&self) -> &Zeroizing<[u8; 32]> {
+        // `Keyring::open` never makes a `ClientKey` without a version.
+        &self.keys[0].1
+    }
+
+    fn tagged(&self, key: &Zeroizing<[u8; 32]>, domain: &[u8], encoded: &[u8]) -> RowMac {
+        let mut mac = hmac_sha256(key);
         mac.update(domain);
         mac.update(encoded);
         RowMac(mac.finalize().into_bytes().into())
@@ -368,7 +401,7 @@ impl Keyring {
             .max()
             .unwrap_or(0);
         let mut audit = None;
-        let mut client = None;
+        let mut clients: Vec<(u32, KeyState, Zeroizing<[u8; 32]>)> = Vec::new();
         for w in wrapped {
             // A destroyed version's material is gone: nothing to unwrap, nothing it opens.
             if w.state == KeyState::Destroyed {
@@ -393,7 +426,7 @@ impl Keyring {
                 }
                 // The newest audit version wins; the chain keeps one key for its life.
                 KeyPurpose::Audit => audit = Some(AuditKey::from_bytes(key)),
-                KeyPurpose::Client => client = Some(ClientKey { key }),
+                KeyPurpose::Client => clients.push((w.version, w.state, key)),
             }
         }
         // Only the newest version seals, and it must be active: a legitimate retirement never
@@ -408,6 +441,20 @@ impl Keyring {
             return Err(CryptoError::MissingKey(KeyPurpose::Fingerprint));
         };
         let earlier_fingerprints = fingerprints.into_values().rev().map(|(k, _)| k).collect();
+        // The newest client key MACs, and must be active, as above.
+        clients.sort_by_key(|(v, _, _)| std::cmp::Reverse(*v));
+        let newest_client = wrapped
+            .iter()
+            .filter(|w| w.purpose == KeyPurpose::Client)
+            .map(|w| w.version)
+            .max();
+        let client = match clients.first() {
+            None => None,
+            Some((v, KeyState::Active, _)) if Some(*v) == newest_client => Some(ClientKey {
+                keys: clients.into_iter().map(|(v, _, k)| (v, k)).collect(),
+            }),
+            Some(_) => return Err(CryptoError::InactiveNewest(KeyPurpose::Client)),
+        };
         Ok(Self {
             data,
             newest_data,

@@ -273,9 +273,9 @@ impl Vault {
     ///
     /// [`VaultError::Invalid`] for another purpose; RNG, storage or audit failure.
     pub async fn rotate_key(&self, actor: &str, purpose: KeyPurpose) -> Result<u32, VaultError> {
-        if !matches!(purpose, KeyPurpose::Data | KeyPurpose::Fingerprint) {
+        if purpose == KeyPurpose::Audit {
             return Err(VaultError::Invalid(
-                "only the data and fingerprint keys rotate so far (--purpose data or fingerprint): the client key rotates once its rows can be sealed again, and the audit key lives as long as its chain",
+                "the audit key lives as long as its chain: rotate data, fingerprint or client",
             ));
         }
         // Two operators rotating at once both aim for the same next version; the loser sees
@@ -399,6 +399,8 @@ pub struct Rewrapped {
     pub resealed: u64,
     /// Tokens re-fingerprinted under the newest fingerprint key.
     pub refingerprinted: u64,
+    /// Client and collect session rows MAC'd again under the newest client key.
+    pub remaced: u64,
     /// Tokens whose ciphertext did not open (tampered, or their key destroyed): left as they
     /// are, and logged.
     pub failed: u64,
@@ -477,6 +479,7 @@ impl Vault {
             }
         }
         self.refingerprint(actor, batch, pause, &mut done).await?;
+        self.remac(actor, batch, &mut done).await?;
         if done.failed > 0 {
             tracing::error!(
                 failed = done.failed,
@@ -550,6 +553,99 @@ impl Vault {
         Ok(())
     }
 
+    /// After a client key rotation: MACs every client row and collect session that verifies
+    /// only under an older client key again under the newest (a row that verifies under none
+    /// was written outside the vault and is left as it is, for `clients list` to show).
+    async fn remac(&self, actor: &str, batch: u32, done: &mut Rewrapped) -> Result<(), VaultError> {
+        let keys = self.keys();
+        let key = keys.client();
+        if key.versions().len() < 2 {
+            return Ok(());
+        }
+        let newest = key.versions().last().copied().unwrap_or(0);
+        let clients: Vec<_> = self
+            .store
+            .clients()
+            .await?
+            .into_iter()
+            .filter_map(|mut c| {
+                let old = c.mac?;
+                let encoded = c.encode();
+                (key.verify(&encoded, &old) && !key.verify_newest(&encoded, &old)).then(|| {
+                    c.seal(key);
+                    c.mac.map(|new| (c.id.clone(), old, new))
+                })?
+            })
+            .collect();
+        let mut sessions = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .collect_sessions_after(after.clone(), batch)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for mut session in page {
+                let encoded = session.encode();
+                let old = session.mac;
+                if key.verify_session(&encoded, &old) && !key.verify_session_newest(&encoded, &old)
+                {
+                    session.seal(key);
+                    sessions.push((session.id.clone(), old, session.mac));
+                }
+            }
+        }
+        if clients.is_empty() && sessions.is_empty() {
+            return Ok(());
+        }
+        let mut draft = AuditDraft::new(actor, Action::KeysRewrap, Outcome::Granted);
+        draft.detail = Some(format!(
+            "client rows to v{newest}: {} clients, {} collect sessions",
+            clients.len(),
+            sessions.len()
+        ));
+        done.remaced += self
+            .store
+            .remac_rows(clients, sessions, keys.audit(), draft)
+            .await
+            .map_err(audited)?;
+        Ok(())
+    }
+
+    /// Whether every authentic client row and collect session is MAC'd under the newest client
+    /// key (so an older version may be destroyed).
+    async fn rows_on_newest_client_key(&self) -> Result<bool, VaultError> {
+        let keys = self.keys();
+        let key = keys.client();
+        for c in self.store.clients().await? {
+            if let Some(mac) = c.mac {
+                let encoded = c.encode();
+                if key.verify(&encoded, &mac) && !key.verify_newest(&encoded, &mac) {
+                    return Ok(false);
+                }
+            }
+        }
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .collect_sessions_after(after.clone(), 1000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for s in page {
+                let encoded = s.encode();
+                if key.verify_session(&encoded, &s.mac)
+                    && !key.verify_session_newest(&encoded, &s.mac)
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Destroys a decrypt-only data key version, audited as `keys.destroy`: its wrapped key is
     /// wiped from the database, so what it sealed never opens again. Refused while any token
     /// is still sealed under it (rewrap first), unless `shred`, which destroys those tokens'
@@ -574,9 +670,16 @@ impl Vault {
                     "a fingerprint key seals no card: --crypto-shred is for data keys; run `vault keys rewrap` until no token is fingerprinted under the version",
                 ));
             }
-            KeyPurpose::Audit | KeyPurpose::Client => {
+            KeyPurpose::Client if !shred => {
+                if !self.rows_on_newest_client_key().await? {
+                    return Err(VaultError::Invalid(
+                        "client or collect session rows are still MAC'd under an older client key: run `vault keys rewrap` first",
+                    ));
+                }
+            }
+            KeyPurpose::Client | KeyPurpose::Audit => {
                 return Err(VaultError::Invalid(
-                    "only data and fingerprint key versions can be destroyed",
+                    "the audit key is never destroyed, and --crypto-shred is for data keys only",
                 ));
             }
         }
@@ -656,7 +759,14 @@ fn same_keys(ring: &Keyring, wrapped: &[WrappedKey]) -> bool {
         .filter(|w| w.purpose == KeyPurpose::Fingerprint && w.state != KeyState::Destroyed)
         .map(|w| w.version)
         .collect();
-    ring.data_versions() == stored && ring.fingerprint_versions() == fingerprints
+    let clients: Vec<u32> = wrapped
+        .iter()
+        .filter(|w| w.purpose == KeyPurpose::Client && w.state != KeyState::Destroyed)
+        .map(|w| w.version)
+        .collect();
+    ring.data_versions() == stored
+        && ring.fingerprint_versions() == fingerprints
+        && ring.client().versions() == clients
 }
 
 #[cfg(test)]

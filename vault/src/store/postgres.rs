@@ -909,6 +909,54 @@ impl Store for PgStore {
         Ok(true)
     }
 
+    async fn collect_sessions_after(
+        &self,
+        after: Option<CollectId>,
+        limit: u32,
+    ) -> Result<Vec<CollectSession>> {
+        let sql = select!(collect_sessions, "WHERE id > $1 ORDER BY id LIMIT $2");
+        let after = after.as_ref().map_or("", |a| a.as_str()).to_owned();
+        let params: Params<'_> = &[&after, &i64::from(limit)];
+        self.db.fetch(sql, params, rows::collect_session).await
+    }
+
+    async fn remac_rows(
+        &self,
+        clients: Vec<(ClientId, RowMac, RowMac)>,
+        sessions: Vec<(CollectId, RowMac, RowMac)>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64> {
+        let mut client = self.conn().await?;
+        let w = self.audited(&mut client).await?;
+        let mut changed = 0;
+        for (table, rows) in [
+            (
+                "UPDATE clients SET mac = $3 WHERE id = $1 AND mac = $2",
+                clients
+                    .iter()
+                    .map(|(id, old, new)| (id.as_str(), old, new))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "UPDATE collect_sessions SET mac = $3 WHERE id = $1 AND mac = $2",
+                sessions
+                    .iter()
+                    .map(|(id, old, new)| (id.as_str(), old, new))
+                    .collect::<Vec<_>>(),
+            ),
+        ] {
+            let update = w.tx.prepare(table).await?;
+            for (id, old, new) in rows {
+                changed +=
+                    w.tx.execute(&update, &[&id, &old.0.as_slice(), &new.0.as_slice()])
+                        .await?;
+            }
+        }
+        self.commit_with(w, audit, draft).await?;
+        Ok(changed)
+    }
+
     async fn append_audit_once(&self, audit: &AuditKey, draft: AuditDraft) -> Result<bool> {
         let mut conn = self.conn().await?;
         let audited = self.audited(&mut conn).await?;

@@ -805,6 +805,55 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn collect_sessions_after(
+        &self,
+        after: Option<CollectId>,
+        limit: u32,
+    ) -> Result<Vec<CollectSession>> {
+        self.lookup(move |conn| {
+            let sql = select!(collect_sessions, "WHERE id > ?1 ORDER BY id LIMIT ?2");
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt
+                .query_map(
+                    params![after.as_ref().map_or("", |a| a.as_str()), limit],
+                    |r| Ok(rows::collect_session(r)),
+                )?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            rows.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn remac_rows(
+        &self,
+        clients: Vec<(ClientId, RowMac, RowMac)>,
+        sessions: Vec<(CollectId, RowMac, RowMac)>,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<u64> {
+        self.audited(audit, move |tx, appender| {
+            let mut changed = 0;
+            let mut update =
+                tx.prepare_cached("UPDATE clients SET mac = ?3 WHERE id = ?1 AND mac = ?2")?;
+            for (id, old, new) in &clients {
+                changed +=
+                    update.execute(params![id.as_str(), old.0.as_slice(), new.0.as_slice()])?;
+            }
+            drop(update);
+            let mut update = tx.prepare_cached(
+                "UPDATE collect_sessions SET mac = ?3 WHERE id = ?1 AND mac = ?2",
+            )?;
+            for (id, old, new) in &sessions {
+                changed +=
+                    update.execute(params![id.as_str(), old.0.as_slice(), new.0.as_slice()])?;
+            }
+            drop(update);
+            appender.append(tx, draft)?;
+            Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+
     async fn append_audit_once(&self, audit: &AuditKey, draft: AuditDraft) -> Result<bool> {
         self.audited(audit, move |tx, appender| {
             let taken: bool = tx.query_row(

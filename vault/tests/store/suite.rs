@@ -811,6 +811,63 @@ pub(crate) async fn tokens_are_refingerprinted_once_and_a_duplicate_keeps_its_ow
     );
 }
 
+/// After a client key rotation the rewrap job MACs rows again: each changes only while it still
+/// holds the MAC it was read with; collect sessions page in id order.
+pub(crate) async fn rows_are_remaced_only_from_the_mac_they_were_read_with(b: Backend) {
+    use vault::crypto::RowMac;
+    let store = b.open().await;
+    let (keys, _) = keyring();
+    let mut client = ClientRecord {
+        id: ClientId::generate().unwrap(),
+        name: "app".to_owned(),
+        tenant: "acme".to_owned(),
+        scopes: Scopes::parse("tokens:create").unwrap(),
+        key_hash: [5; 32],
+        created_at: now_micros(),
+        revoked_at: None,
+        mac: None,
+    };
+    client.seal(keys.client());
+    store
+        .insert_client(client.clone(), keys.audit(), draft(Action::ClientCreate))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let session = collect_session(&keys, "acme", 3_600_000_000);
+        ids.push(session.id.clone());
+        store
+            .insert_collect_session(session, keys.audit(), draft(Action::CollectCreate))
+            .await
+            .unwrap();
+    }
+    ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let first = store.collect_sessions_after(None, 2).await.unwrap();
+    let rest = store
+        .collect_sessions_after(Some(first[1].id.clone()), 2)
+        .await
+        .unwrap();
+    let paged: Vec<_> = first.iter().chain(&rest).map(|s| s.id.clone()).collect();
+    assert_eq!(paged, ids);
+    let old_client = client.mac.unwrap();
+    let old_session = first[0].mac;
+    let remac = |client_from: RowMac, session_from: RowMac, to: u8| {
+        store.remac_rows(
+            vec![(client.id.clone(), client_from, RowMac([to; 32]))],
+            vec![(first[0].id.clone(), session_from, RowMac([to; 32]))],
+            keys.audit(),
+            draft(Action::KeysRewrap),
+        )
+    };
+    assert_eq!(remac(old_client, old_session, 1).await.unwrap(), 2);
+    // Read with the MAC they held before: nothing changes a second time.
+    assert_eq!(remac(old_client, old_session, 2).await.unwrap(), 0);
+    let row = store.client_by_id(&client.id).await.unwrap().unwrap();
+    assert_eq!(row.mac.unwrap().0, [1; 32]);
+    let session = store.collect_session(&first[0].id).await.unwrap().unwrap();
+    assert_eq!(session.mac.0, [1; 32]);
+}
+
 /// Two replicas approving one proposal at once record one approval (`append_audit_once`, under
 /// the audit lock); a denied attempt does not count as one.
 pub(crate) async fn replicas_approving_one_proposal_record_one_approval(b: Backend) {
