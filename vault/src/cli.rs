@@ -157,9 +157,16 @@ enum KeysCommand {
         #[arg(long, default_value = "data")]
         purpose: String,
     },
-    /// Reseal every token still under an older data key version under the active one, now,
-    /// and print how many (running vaults do the same in the background, paced).
-    Rewrap,
+    /// Reseal every token still under an older data key version under the active one (and
+    /// re-fingerprint and re-MAC what older fingerprint and client keys cover), now, and print
+    /// how many; running vaults do the same in the background, paced. It always runs the
+    /// whole pass before it returns.
+    Rewrap {
+        /// Accepted for scripts that ask to wait: the pass always finishes before the command
+        /// does.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Propose destroying a decrypt-only data key version (dual control: another operator runs
     /// `vault approve`); its key is then wiped, so what it sealed never opens again. Refused
     /// while tokens are sealed under it, unless --crypto-shred. `VAULT_OPERATOR_KEY` is your
@@ -618,9 +625,12 @@ fn inventory(keys: &[crate::service::KeyStatus], config: &VaultConfig) -> Vec<se
 /// `keys status | rotate | retire`.
 async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
     let purpose_of = |name: &str| {
-        let purpose = KeyPurpose::from_name(name);
+        // `client-mac` is what the key does; `client` what the keys table calls it.
+        let purpose = KeyPurpose::from_name(if name == "client-mac" { "client" } else { name });
         if purpose.is_none() {
-            eprintln!("vault: --purpose: expected data, fingerprint, audit or client");
+            eprintln!(
+                "vault: --purpose: expected data, fingerprint, client (or client-mac) or audit"
+            );
         }
         purpose
     };
@@ -696,7 +706,7 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
                 purpose.as_str()
             );
         }
-        KeysCommand::Rewrap => {
+        KeysCommand::Rewrap { wait: _ } => {
             let vault = open_vault(config).await?;
             let done = vault
                 .rewrap(

@@ -420,9 +420,13 @@ async fn keys_rotate_and_retire_from_the_command_line_while_the_vault_serves() {
     );
     server.detokenize(&key, &old, "after retirement").await;
     // Move what is left under v1 (the serving vault may have done it already), then destroy v1.
-    let (code, out, err) = vault.outcome(&["keys", "rewrap"]);
+    let (code, out, err) = vault.outcome(&["keys", "rewrap", "--wait"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("resealed"), "{out}");
+    // The client key rotates too, by either name.
+    let (code, out, err) = vault.outcome(&["keys", "rotate", "--purpose", "client-mac"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("client key version 2"), "{out}");
     // Destroying needs dual control: no operator, no proposal; the proposer cannot approve.
     let (code, _, err) = vault.outcome(&["keys", "destroy", "1"]);
     assert_eq!(code, Some(64), "{err}");
