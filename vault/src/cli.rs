@@ -736,7 +736,7 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
             let Some(by) = operator_key() else {
                 return Ok(ExitCode::from(EX_USAGE));
             };
-            let vault = open_vault(config).await?;
+            let vault = custody_vault(config).await?;
             // Refused now what the destruction would refuse, so nobody approves a no-op.
             let status = vault.key_status().await?;
             let Some(key) = status
@@ -811,7 +811,7 @@ async fn keys(command: KeysCommand, config: &VaultConfig) -> anyhow::Result<Exit
             let Some(by) = operator_key() else {
                 return Ok(ExitCode::from(EX_USAGE));
             };
-            let vault = open_vault(config).await?;
+            let vault = custody_vault(config).await?;
             let operation = Operation::RotateMaster {
                 shares,
                 threshold,
@@ -1023,6 +1023,17 @@ fn operator_key() -> Option<OperatorKey> {
     }
 }
 
+/// The vault for a dual-control command: with `audit.checkpoint_file` set, refused when the
+/// chain no longer holds its newest checkpoint, since events cut off the end (a revocation, an
+/// approval) would otherwise go unnoticed by dual control, which trusts the chain it walks.
+async fn custody_vault(config: &VaultConfig) -> anyhow::Result<Vault> {
+    let vault = open_vault(config).await?;
+    if let Some(path) = &config.audit.checkpoint_file {
+        vault.check_latest_checkpoint(path).await?;
+    }
+    Ok(vault)
+}
+
 /// How long a proposal waits for its approval.
 fn approval_window(config: &VaultConfig) -> std::time::Duration {
     std::time::Duration::from_secs(config.keys.approval_window_minutes.saturating_mul(60))
@@ -1044,7 +1055,7 @@ fn print_proposal(proposal: &Proposal) {
 
 /// `vault operators …`.
 async fn operators(command: OperatorsCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
-    let vault = open_vault(config).await?;
+    let vault = custody_vault(config).await?;
     match command {
         OperatorsCommand::Add { name } => {
             let by = std::env::var_os("VAULT_OPERATOR_KEY").and_then(|_| operator_key());
@@ -1085,9 +1096,13 @@ async fn operators(command: OperatorsCommand, config: &VaultConfig) -> anyhow::R
             }
         }
         OperatorsCommand::Revoke { id } => {
-            let by = std::env::var_os("VAULT_OPERATOR_KEY").and_then(|_| operator_key());
-            vault.revoke_operator(&id, by.as_ref()).await?;
-            println!("operator {id} revoked: their credential no longer proposes or approves");
+            let Some(by) = operator_key() else {
+                return Ok(ExitCode::from(EX_USAGE));
+            };
+            let proposal = vault
+                .revoke_operator(&id, &by, approval_window(config))
+                .await?;
+            print_proposal(&proposal);
         }
         OperatorsCommand::Proposals => {
             for proposal in vault.proposals().await? {
@@ -1104,8 +1119,31 @@ async fn approve(proposal: &str, config: &VaultConfig) -> anyhow::Result<ExitCod
     let Some(by) = operator_key() else {
         return Ok(ExitCode::from(EX_USAGE));
     };
-    let vault = open_vault(config).await?;
-    let (proposal, approver) = match vault.approve(&by, proposal).await {
+    let vault = custody_vault(config).await?;
+    // What this run can carry out, by its configuration: refused before the approval counts.
+    let fits = |operation: &Operation| match operation {
+        Operation::RotateMaster {
+            shares,
+            threshold,
+            new_key_label,
+        } => {
+            let wants = match (shares, threshold, new_key_label) {
+                (Some(_), Some(_), None) => ProviderKind::Shamir,
+                (None, None, Some(_)) => ProviderKind::Pkcs11,
+                (None, None, None) => ProviderKind::File,
+                _ => return Some("the proposal's new master key is malformed".to_owned()),
+            };
+            (wants != config.keys.provider).then(|| {
+                format!(
+                    "it rotates the master key for keys.provider = {:?}, but this configuration says {:?}: approve with the vault's own configuration",
+                    wants.as_str(),
+                    config.keys.provider.as_str()
+                )
+            })
+        }
+        _ => None,
+    };
+    let (proposal, approver) = match vault.approve(&by, proposal, &fits).await {
         Ok(approved) => approved,
         Err(e) => {
             checkpoint_cli_write(&vault, config)?;
@@ -1132,6 +1170,12 @@ async fn approve(proposal: &str, config: &VaultConfig) -> anyhow::Result<ExitCod
         Operation::AddOperator { operator, name, .. } => {
             println!(
                 "approved {}: operator {operator} ({name}) added",
+                proposal.id
+            );
+        }
+        Operation::RevokeOperator { operator } => {
+            println!(
+                "approved {}: operator {operator} revoked: their credential no longer proposes or approves",
                 proposal.id
             );
         }
@@ -1171,22 +1215,28 @@ async fn rotate_master(
             // file in one rename. Interrupted in between, the next command finds which of the
             // two opens the database and keeps that one (startup::recover_master_rotation).
             let next = crate::startup::next_key_file(config);
+            // Held until the rename: a command starting meanwhile leaves the new file alone.
+            let lock = crate::startup::rotation_lock(config)?;
+            lock.try_lock().map_err(|_| {
+                anyhow::anyhow!("another master-key rotation is running on this key file")
+            })?;
             FileKeyProvider::create(&next)?;
             let new = FileKeyProvider::new(&next).master_key()?;
-            match vault.rewrap_master(actor, &new).await {
-                Ok(n) => {
-                    std::fs::rename(&next, &config.keys.master_key_file)?;
-                    crate::startup::sync_dir(&config.keys.master_key_file);
-                    println!(
-                        "{n} keys wrapped under a new master key, written to {} (the old one is gone: back up the new file now)",
-                        config.keys.master_key_file.display()
-                    );
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&next);
-                    return Err(e.into());
-                }
+            if let Err(e) = vault.rewrap_master(actor, &new).await {
+                // Not deleted: whether the database committed is not always known (a lost
+                // commit reply); the next command keeps whichever file opens the keys.
+                anyhow::bail!(
+                    "{e}; the new key is left at {} and the next vault command keeps whichever of the two opens the keys",
+                    next.display()
+                );
             }
+            std::fs::rename(&next, &config.keys.master_key_file)?;
+            crate::startup::sync_dir(&config.keys.master_key_file);
+            drop(lock);
+            println!(
+                "keys wrapped under a new master key, written to {} (the old one is gone: back up the new file now)",
+                config.keys.master_key_file.display()
+            );
         }
         ProviderKind::Shamir => {
             let (Some(shares), Some(threshold)) = (shares, threshold) else {
@@ -1195,18 +1245,30 @@ async fn rotate_master(
             let mut key = zeroize::Zeroizing::new([0u8; 32]);
             random_bytes(key.as_mut_slice())?;
             let texts = shamir::split(&key, shares, threshold)?;
+            // Shown before the keys move under them: a commit whose reply is lost, or a closed
+            // pipe after it, must not leave a database under shares nobody saw.
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "new master key split into {shares} Shamir shares, any {threshold} of which unseal; they take effect once the line \"rotated\" follows (if it does not, the old shares still open the vault: check with `vault keys status` and either set)"
+                )?;
+                writeln!(
+                    out,
+                    "give each share to a different custodian now: they are shown this once (running vaults keep serving; they need the new shares at their next unseal)"
+                )?;
+                for (i, text) in texts.iter().enumerate() {
+                    writeln!(out, "share {}: {}", i + 1, text.as_str())?;
+                }
+                out.flush()?;
+            }
             let n = vault
                 .rewrap_master(actor, &MasterKey::from_bytes(&key))
                 .await?;
             println!(
-                "{n} keys wrapped under a new master key split into {shares} Shamir shares, any {threshold} of which unseal; the old shares open nothing any more"
+                "rotated: {n} keys wrapped under the new master key; the old shares open nothing any more"
             );
-            println!(
-                "give each share to a different custodian now: they are shown this once (running vaults keep serving; they need the new shares at their next unseal)"
-            );
-            for (i, text) in texts.iter().enumerate() {
-                println!("share {}: {}", i + 1, text.as_str());
-            }
         }
         ProviderKind::Pkcs11 => {
             let Some(label) = new_key_label else {

@@ -93,12 +93,31 @@ pub fn sync_dir(path: &std::path::Path) {
     }
 }
 
+/// The lock a master-key rotation of the file provider holds from writing the new key file to
+/// renaming it over the old one (`File::lock`: the kernel drops it if the process dies).
+pub fn rotation_lock(config: &VaultConfig) -> std::io::Result<std::fs::File> {
+    let mut name = config.keys.master_key_file.clone().into_os_string();
+    name.push(".lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))
+}
+
 /// Finishes or undoes a master-key rotation of the file provider that was interrupted between
 /// rewrapping the keys and replacing the key file: whichever of the key file and the new one
-/// opens the stored keys is kept, and the other goes.
+/// opens the stored keys is kept as the key file. The other is never deleted, only renamed
+/// aside (`.unused-<time>`), so a wrong verdict (a lagging replica, a restored backup) loses
+/// no key. Skipped while a rotation holds its lock.
 async fn recover_master_rotation(config: &VaultConfig) -> Result<(), VaultError> {
     let next = next_key_file(config);
     if config.keys.provider != ProviderKind::File || !next.exists() {
+        return Ok(());
+    }
+    let lock = rotation_lock(config).map_err(crate::crypto::CryptoError::Io)?;
+    if lock.try_lock().is_err() {
+        // A rotation is running: its new key is not in use until it renames it.
         return Ok(());
     }
     let store = open_store_read_only(config).await?;
@@ -109,15 +128,27 @@ async fn recover_master_rotation(config: &VaultConfig) -> Result<(), VaultError>
             .is_ok_and(|key| crate::crypto::Keyring::open(&key, &wrapped).is_ok())
     };
     if opens(&config.keys.master_key_file) {
-        tracing::warn!(file = %next.display(), "a master-key rotation did not finish: the keys are still under the old master key; the unused new key file was removed");
-        std::fs::remove_file(&next).map_err(crate::crypto::CryptoError::Io)?;
+        let aside = aside_name(&next);
+        tracing::warn!(file = %next.display(), aside = %aside.display(), "a master-key rotation did not finish: the keys are still under the old master key; the unused new key file was moved aside");
+        std::fs::rename(&next, &aside).map_err(crate::crypto::CryptoError::Io)?;
     } else if opens(&next) {
         tracing::warn!(file = %config.keys.master_key_file.display(), "a master-key rotation was interrupted after the keys were rewrapped: the new key file replaces the old one now");
         std::fs::rename(&next, &config.keys.master_key_file)
             .map_err(crate::crypto::CryptoError::Io)?;
-        sync_dir(&config.keys.master_key_file);
     }
+    sync_dir(&config.keys.master_key_file);
+    drop(lock);
     Ok(())
+}
+
+/// `path` with `.unused-<unix seconds>` added.
+fn aside_name(path: &std::path::Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(
+        ".unused-{}",
+        crate::clock::now_micros() / 1_000_000
+    ));
+    PathBuf::from(name)
 }
 
 /// Opens the configured store and vault (making keys only for a new, empty database).

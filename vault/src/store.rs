@@ -291,6 +291,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         draft: AuditDraft,
     ) -> Result<bool>;
 
+    /// Stores a new key version (a rotation) only while `witness`, a stored key row read with
+    /// the keys this version was wrapped beside, still holds the wrapped form it was read with:
+    /// a master-key rotation committed meanwhile changed it, and a version wrapped under the
+    /// old master key must not land beside keys under the new one. [`StoreError::Duplicate`]
+    /// when the version exists or the witness changed.
+    async fn add_key_version(
+        &self,
+        key: WrappedKey,
+        witness: WrappedKey,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<()>;
+
     /// Upgrade of an older database: stores a new purpose's key and gives the MAC-less client
     /// rows their MACs, with the audit event, in one transaction.
     async fn add_key_and_seal_clients(

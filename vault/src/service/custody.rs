@@ -59,6 +59,12 @@ pub enum Operation {
         /// HSM: the label of the new key.
         new_key_label: Option<String>,
     },
+    /// `vault operators revoke`: always a proposal, and never one that leaves fewer than two
+    /// active operators.
+    RevokeOperator {
+        /// The operator revoked.
+        operator: String,
+    },
     /// `vault operators add` once two operators exist.
     AddOperator {
         /// The new operator's id.
@@ -89,6 +95,7 @@ impl Operation {
             Self::AddOperator { operator, name, .. } => {
                 format!("add operator {operator} ({name})")
             }
+            Self::RevokeOperator { operator } => format!("revoke operator {operator}"),
             Self::RotateMaster {
                 shares,
                 threshold,
@@ -169,6 +176,14 @@ impl Custody {
             "dual.approve" => {
                 if let Some(id) = &event.request_id {
                     self.approved.insert(id.clone());
+                    if let Some(Proposal {
+                        operation: Operation::RevokeOperator { operator },
+                        ..
+                    }) = self.proposals.get(id)
+                        && let Some(op) = self.operators.get_mut(operator)
+                    {
+                        op.revoked = true;
+                    }
                     // An approved AddOperator proposal adds its operator.
                     if let Some(Proposal {
                         operation:
@@ -214,6 +229,12 @@ impl Custody {
 
     fn active(&self) -> usize {
         self.operators.values().filter(|o| !o.revoked).count()
+    }
+
+    /// Operators ever added, revoked ones included: once two were, nobody is added without a
+    /// proposal again (else one operator could revoke the other and add a friend).
+    fn ever_added(&self) -> usize {
+        self.operators.len()
     }
 
     /// The active operator holding `key`.
@@ -294,8 +315,8 @@ impl Vault {
         Ok(proposals)
     }
 
-    /// Adds an operator: at once while fewer than two are active, else as a proposal of the
-    /// operator holding `by` (another must approve it).
+    /// Adds an operator: at once while fewer than two were ever added (how a deployment
+    /// starts), else as a proposal of the operator holding `by` (another must approve it).
     ///
     /// # Errors
     ///
@@ -308,7 +329,7 @@ impl Vault {
     ) -> Result<OperatorAdded, VaultError> {
         let custody = self.custody().await?;
         let (added, key) = new_operator(name)?;
-        if custody.active() < 2 {
+        if custody.ever_added() < 2 {
             let mut draft = AuditDraft::new("cli", Action::OperatorAdd, Outcome::Granted);
             draft.detail = Some(
                 serde_json::to_string(&added)
@@ -337,43 +358,34 @@ impl Vault {
         Ok(OperatorAdded::Proposed(proposal, key))
     }
 
-    /// Revokes an operator (their credential stops working at once). Needs an operator's
-    /// credential once any operator exists.
+    /// Proposes revoking an operator, as the operator holding `by` (another approves, and
+    /// then the credential stops working). Refused when it would leave fewer than two active
+    /// operators: add one first, so that dual control never ends up with one person.
     ///
     /// # Errors
     ///
-    /// Unknown operator or credential, storage failure.
+    /// Unknown operator or credential, too few operators left, storage failure.
     pub async fn revoke_operator(
         &self,
         id: &str,
-        by: Option<&OperatorKey>,
-    ) -> Result<(), VaultError> {
+        by: &OperatorKey,
+        window: Duration,
+    ) -> Result<Proposal, VaultError> {
         let custody = self.custody().await?;
-        let actor = match by.map(|k| custody.who(k)) {
-            Some(Some(op)) => op.id.clone(),
-            Some(None) => {
-                return Err(self
-                    .refuse_custody(
-                        "operator.revoke",
-                        None,
-                        "unknown or revoked operator credential",
-                    )
-                    .await);
-            }
-            None => {
-                return Err(VaultError::DualControl(
-                    "revoking an operator needs an operator: set VAULT_OPERATOR_KEY to your operator credential".to_owned(),
-                ));
-            }
-        };
         if custody.operators.get(id).is_none_or(|o| o.revoked) {
             return Err(VaultError::DualControl(format!(
                 "no active operator {id} (`vault operators list`)"
             )));
         }
-        let mut draft = AuditDraft::new(actor, Action::OperatorRevoke, Outcome::Granted);
-        draft.detail = Some(id.to_owned());
-        self.audit(draft).await
+        if custody.active() <= 2 {
+            return Err(VaultError::DualControl(
+                "revoking would leave fewer than two active operators: add another first (`vault operators add`, a proposal)".to_owned(),
+            ));
+        }
+        let operation = Operation::RevokeOperator {
+            operator: id.to_owned(),
+        };
+        self.propose_in(&custody, by, operation, window).await
     }
 
     /// Proposes `operation` as the operator holding `by`; another operator approves it within
@@ -441,10 +453,15 @@ impl Vault {
     ///
     /// An unknown credential or proposal, the proposer approving, an expired or already
     /// approved proposal (each refusal audited), storage failure.
+    ///
+    /// `fits` says why this run cannot carry the operation out (a master-key rotation to Shamir
+    /// shares approved with a configuration for a key file, say), checked before the approval
+    /// is recorded, so a refused run uses no proposal up.
     pub async fn approve(
         &self,
         by: &OperatorKey,
         id: &str,
+        fits: &(dyn Fn(&Operation) -> Option<String> + Sync),
     ) -> Result<(Proposal, Operator), VaultError> {
         let custody = self.custody().await?;
         let Some(approver) = custody.who(by).cloned() else {
@@ -484,6 +501,27 @@ impl Vault {
                 .refuse_custody("dual.approve", Some(id), "it was approved already")
                 .await);
         }
+        let destroy_purpose = match &proposal.operation {
+            Operation::DestroyKey { purpose, .. } => Some(
+                KeyPurpose::from_name(purpose)
+                    .ok_or(VaultError::Invalid("the proposal names no key purpose"))?,
+            ),
+            _ => None,
+        };
+        if let Some(why) = fits(&proposal.operation) {
+            return Err(self.refuse_custody("dual.approve", Some(id), &why).await);
+        }
+        if let Operation::RevokeOperator { operator } = &proposal.operation
+            && (custody.active() <= 2 || custody.operators.get(operator).is_none_or(|o| o.revoked))
+        {
+            return Err(self
+                .refuse_custody(
+                    "dual.approve",
+                    Some(id),
+                    "revoking would leave fewer than two active operators (or they were revoked already)",
+                )
+                .await);
+        }
         if now_micros() > proposal.expires_at {
             return Err(self
                 .refuse_custody("dual.approve", Some(id), "it expired: propose it again")
@@ -509,17 +547,17 @@ impl Vault {
         let actor = format!("{} (approving {})", approver.id, proposal.id);
         match &proposal.operation {
             Operation::DestroyKey {
-                purpose,
                 version,
                 crypto_shred,
+                ..
             } => {
-                let purpose = KeyPurpose::from_name(purpose)
-                    .ok_or(VaultError::Invalid("the proposal names no key purpose"))?;
-                self.destroy_key(&actor, purpose, *version, *crypto_shred)
-                    .await?;
+                if let Some(purpose) = destroy_purpose {
+                    self.destroy_key(&actor, purpose, *version, *crypto_shred)
+                        .await?;
+                }
             }
-            // The approval event itself adds the operator (see `Custody::observe`).
-            Operation::AddOperator { .. } => {}
+            // The approval event itself adds or revokes the operator (`Custody::observe`).
+            Operation::AddOperator { .. } | Operation::RevokeOperator { .. } => {}
             // The new master key comes from where the command runs (a file, shares printed to
             // the approver, the HSM): the command line rotates it once approved.
             Operation::RotateMaster { .. } => {}

@@ -156,13 +156,20 @@ impl Vault {
         reason: &str,
     ) -> Result<bool, VaultError> {
         // A new version is wrapped under this process's master key: refused if the stored keys
-        // no longer open under it (another process rotated the master key), or the new version
-        // would be the one key the new master cannot unwrap.
-        if let Err(CryptoError::WrongMasterKey) =
-            Keyring::open(&self.master, &self.store.wrapped_keys().await?)
-        {
+        // no longer open under it (another process rotated the master key), and stored only
+        // while the audit key's row (the witness) still holds what was read here, so a master
+        // rotation committed in between cannot be followed by a version under the old master.
+        let stored = self.store.wrapped_keys().await?;
+        if let Err(CryptoError::WrongMasterKey) = Keyring::open(&self.master, &stored) {
             return Err(VaultError::Crypto(CryptoError::WrongMasterKey));
         }
+        let witness = stored
+            .iter()
+            .find(|w| w.purpose == KeyPurpose::Audit && w.state != KeyState::Destroyed)
+            .cloned()
+            .ok_or(VaultError::Crypto(CryptoError::MissingKey(
+                KeyPurpose::Audit,
+            )))?;
         let key = Keyring::generate_version(&self.master, purpose, version, now_micros())?;
         let mut draft = AuditDraft::new(actor, Action::KeysRotate, Outcome::Granted);
         draft.detail = Some(if reason.is_empty() {
@@ -172,7 +179,7 @@ impl Vault {
         });
         match self
             .store
-            .add_key_and_seal_clients(key, Vec::new(), self.keys().audit(), draft)
+            .add_key_version(key, witness, self.keys().audit(), draft)
             .await
         {
             Ok(()) => {

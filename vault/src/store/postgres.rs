@@ -831,6 +831,37 @@ impl Store for PgStore {
         Ok(revoked)
     }
 
+    async fn add_key_version(
+        &self,
+        key: WrappedKey,
+        witness: WrappedKey,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<()> {
+        let mut client = self.conn().await?;
+        let w = self.audited(&mut client).await?;
+        // Under the audit lock, which a master-key rotation holds too: nothing changes the
+        // witness between this check and the commit.
+        let held: bool =
+            w.tx.query_one(
+                "SELECT EXISTS (SELECT 1 FROM keys WHERE purpose = $1 AND version = $2 \
+                 AND wrap_nonce = $3 AND wrapped = $4)",
+                &[
+                    &witness.purpose.as_str(),
+                    &i64::from(witness.version),
+                    &witness.sealed.nonce.as_slice(),
+                    &witness.sealed.ciphertext.as_slice(),
+                ],
+            )
+            .await?
+            .get(0);
+        if !held {
+            return Err(StoreError::Duplicate);
+        }
+        insert_key(&w.tx, &key).await?;
+        self.commit_with(w, audit, draft).await
+    }
+
     async fn add_key_and_seal_clients(
         &self,
         key: WrappedKey,

@@ -659,6 +659,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn add_key_version(
+        &self,
+        key: WrappedKey,
+        witness: WrappedKey,
+        audit: &AuditKey,
+        draft: AuditDraft,
+    ) -> Result<()> {
+        self.audited(audit, move |tx, appender| {
+            let held: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM keys WHERE purpose = ?1 AND version = ?2 \
+                 AND wrap_nonce = ?3 AND wrapped = ?4)",
+                params![
+                    witness.purpose.as_str(),
+                    witness.version,
+                    witness.sealed.nonce.as_slice(),
+                    witness.sealed.ciphertext.as_slice()
+                ],
+                |r| r.get(0),
+            )?;
+            if !held {
+                return Err(StoreError::Duplicate);
+            }
+            insert_key(tx, &key)?;
+            appender.append(tx, draft)
+        })
+        .await
+    }
+
     async fn add_key_and_seal_clients(
         &self,
         key: WrappedKey,

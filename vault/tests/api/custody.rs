@@ -75,15 +75,15 @@ async fn destroying_a_key_needs_a_second_operator_within_the_window() {
     assert_eq!(proposal.proposed_by, alice);
     // The proposer approving their own proposal is refused, and so is a stranger.
     refused(
-        admin.approve(&alice_key, &proposal.id).await,
+        admin.approve(&alice_key, &proposal.id, &|_| None).await,
         "cannot approve it",
     );
     refused(
-        admin.approve(&stranger, &proposal.id).await,
+        admin.approve(&stranger, &proposal.id, &|_| None).await,
         "unknown or revoked",
     );
     refused(
-        admin.approve(&bob_key, "prp_nosuch").await,
+        admin.approve(&bob_key, "prp_nosuch", &|_| None).await,
         "no such proposal",
     );
     assert_eq!(denied_events(&v, "dual.approve"), 3);
@@ -95,7 +95,10 @@ async fn destroying_a_key_needs_a_second_operator_within_the_window() {
     assert_eq!(state, "decrypt_only");
 
     // The other operator approves, once: then the operation runs in their name.
-    let (approved, approver) = admin.approve(&bob_key, &proposal.id).await.unwrap();
+    let (approved, approver) = admin
+        .approve(&bob_key, &proposal.id, &|_| None)
+        .await
+        .unwrap();
     assert_eq!(
         (approved.operation.clone(), approver.id.clone()),
         (destroy_v1(), bob.clone())
@@ -114,7 +117,7 @@ async fn destroying_a_key_needs_a_second_operator_within_the_window() {
         "{actor}"
     );
     refused(
-        admin.approve(&bob_key, &proposal.id).await,
+        admin.approve(&bob_key, &proposal.id, &|_| None).await,
         "approved already",
     );
     let proposals = admin.proposals().await.unwrap();
@@ -126,22 +129,75 @@ async fn destroying_a_key_needs_a_second_operator_within_the_window() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2)).await;
-    refused(admin.approve(&alice_key, &late.id).await, "expired");
+    refused(
+        admin.approve(&alice_key, &late.id, &|_| None).await,
+        "expired",
+    );
 
-    // A revoked operator neither approves nor has their pending proposals approved.
+    // Revoking needs a proposal too, and never leaves fewer than two: with two operators,
+    // Alice cannot revoke Bob (to then add a friend alone).
+    refused(
+        admin.revoke_operator(&bob, &alice_key, HOUR).await,
+        "fewer than two active operators",
+    );
+    // With a third (a proposal of Alice that Bob approves), Bob can be revoked by two others.
+    let OperatorAdded::Proposed(add_carol, carol_key) = add(admin, "Carol", Some(&alice_key)).await
+    else {
+        panic!("a third operator is a proposal");
+    };
+    admin
+        .approve(&bob_key, &add_carol.id, &|_| None)
+        .await
+        .unwrap();
     let pending = admin.propose(&bob_key, destroy_v1(), HOUR).await.unwrap();
-    admin.revoke_operator(&bob, Some(&alice_key)).await.unwrap();
+    let revoke_bob = admin.revoke_operator(&bob, &alice_key, HOUR).await.unwrap();
+    // Carol approves Alice's proposal to revoke Bob.
+    admin
+        .approve(&carol_key, &revoke_bob.id, &|_| None)
+        .await
+        .unwrap();
     refused(
         admin.propose(&bob_key, destroy_v1(), HOUR).await,
         "unknown or revoked",
     );
     refused(
-        admin.approve(&alice_key, &pending.id).await,
+        admin.approve(&alice_key, &pending.id, &|_| None).await,
         "revoked since",
     );
     let operators = admin.operators().await.unwrap();
     assert!(operators.iter().any(|o| o.id == bob && o.revoked));
     assert!(operators.iter().any(|o| o.id == alice && !o.revoked));
+    // Two are left: neither can be revoked now, and nobody is added without a proposal.
+    let carol = operators
+        .iter()
+        .find(|o| o.name == "Carol")
+        .unwrap()
+        .id
+        .clone();
+    refused(
+        admin.revoke_operator(&carol, &alice_key, HOUR).await,
+        "fewer than two active operators",
+    );
+    refused(
+        admin.add_operator("Mallory", None, HOUR).await,
+        "is a proposal",
+    );
+    // An approving run that cannot carry the operation out refuses it before it counts.
+    let later = admin.propose(&alice_key, destroy_v1(), HOUR).await.unwrap();
+    refused(
+        admin
+            .approve(&carol_key, &later.id, &|_| Some("not here".to_owned()))
+            .await,
+        "not here",
+    );
+    assert!(
+        !admin
+            .proposals()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.id == later.id && p.approved)
+    );
 }
 
 #[tokio::test]
@@ -164,7 +220,10 @@ async fn a_third_operator_is_added_only_by_two() {
         admin.propose(&carol_key, destroy_v1(), HOUR).await,
         "unknown or revoked",
     );
-    admin.approve(&bob_key, &proposal.id).await.unwrap();
+    admin
+        .approve(&bob_key, &proposal.id, &|_| None)
+        .await
+        .unwrap();
     let by_carol = admin.propose(&carol_key, destroy_v1(), HOUR).await.unwrap();
     assert!(by_carol.id.starts_with("prp_"));
     assert_eq!(admin.operators().await.unwrap().len(), 3);

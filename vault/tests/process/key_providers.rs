@@ -629,15 +629,24 @@ async fn the_master_key_file_rotates_under_dual_control_and_an_interrupted_rotat
     assert_success(&vault.run(&["keys", "status"]));
     assert_eq!(std::fs::read(vault.path("master.key")).unwrap(), new);
     assert!(!vault.path("master.key.next").exists());
-    // Interrupted before the rewrap: the unused new key file is dropped, the key file kept.
+    // Interrupted before the rewrap: the unused new key file is moved aside (never deleted:
+    // a wrong verdict must lose no key), the key file kept.
     assert_success(&vault.run(&[
         "init",
         "--key-file",
         vault.path("master.key.next").to_str().unwrap(),
     ]));
+    let unused = std::fs::read(vault.path("master.key.next")).unwrap();
     assert_success(&vault.run(&["keys", "status"]));
     assert_eq!(std::fs::read(vault.path("master.key")).unwrap(), new);
     assert!(!vault.path("master.key.next").exists());
+    let aside: Vec<_> = std::fs::read_dir(vault.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("master.key.next.unused-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), unused);
     let server = vault.serve();
     server.detokenize(&key, &token, "payout").await;
     assert!(server.terminate().success());
@@ -664,11 +673,33 @@ fn shamir_shares_are_replaced_by_a_master_key_rotation() {
         Some(64),
         "a Shamir rotation names its new split"
     );
-    let approved = vault.propose_and_approve(
-        (&alice, &bob),
+    // Approved with a configuration for another provider, nothing happens and the proposal is
+    // still there to approve (that configuration does not open the vault; were it to, the
+    // approval would refuse the mismatch before counting: vault/tests/api/custody.rs).
+    let proposed = vault.as_operator_with_stdin(
+        &alice,
         &["keys", "rewrap-master", "--shares", "2", "--threshold", "2"],
         &old_two,
     );
+    assert_success(&proposed);
+    let id = stdout(&proposed)
+        .split_whitespace()
+        .find(|w| w.starts_with("prp_"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let mut wrong = vault.command(&["approve", &id]);
+    wrong
+        .env("VAULT_OPERATOR_KEY", &bob)
+        .env("VAULT__KEYS__PROVIDER", "file");
+    let out = wrong.output().unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        !vault.path("master.key").exists(),
+        "no key file was written"
+    );
+    let approved = vault.as_operator_with_stdin(&bob, &["approve", &id], &old_two);
+    assert_success(&approved);
     let new = shares(&stdout(&approved));
     assert_eq!(new.len(), 2, "{}", stdout(&approved));
     // The old shares open nothing any more; the new ones do.

@@ -27,6 +27,7 @@ testkit::conformance! {
         replicas_approving_one_proposal_record_one_approval,
         tokens_are_refingerprinted_once_and_a_duplicate_keeps_its_own,
         rows_are_remaced_only_from_the_mac_they_were_read_with,
+        a_key_version_under_an_old_master_key_is_refused,
         a_refused_write_fails_alone_among_concurrent_ones,
         the_store_refuses_to_append_after_the_chain_was_cut,
         the_store_refuses_to_append_after_its_last_event_changed,

@@ -868,6 +868,49 @@ pub(crate) async fn rows_are_remaced_only_from_the_mac_they_were_read_with(b: Ba
     assert_eq!(session.mac.0, [1; 32]);
 }
 
+/// A key version lands only beside the keys it was wrapped with: once a master-key rotation
+/// rewrapped the witness row, a version made under the old master key is refused.
+pub(crate) async fn a_key_version_under_an_old_master_key_is_refused(b: Backend) {
+    let store = b.open().await;
+    let old = MasterKey::from_bytes(&Zeroizing::new([7; 32]));
+    let new = MasterKey::from_bytes(&Zeroizing::new([8; 32]));
+    let (keys, wrapped) = keyring();
+    store
+        .insert_keys(wrapped.clone(), keys.audit(), draft(Action::KeysCreate))
+        .await
+        .unwrap();
+    let witness = wrapped
+        .iter()
+        .find(|w| w.purpose == KeyPurpose::Audit)
+        .cloned()
+        .unwrap();
+    let v2 = Keyring::generate_version(&old, KeyPurpose::Data, 2, now_micros()).unwrap();
+    store
+        .add_key_version(v2, witness.clone(), keys.audit(), draft(Action::KeysRotate))
+        .await
+        .unwrap();
+    let stored = store.wrapped_keys().await.unwrap();
+    let rewrapped = Keyring::rewrap(&old, &new, &stored).unwrap();
+    assert!(
+        store
+            .rewrap_keys(
+                stored,
+                rewrapped,
+                keys.audit(),
+                draft(Action::KeysRewrapMaster)
+            )
+            .await
+            .unwrap()
+    );
+    let v3 = Keyring::generate_version(&old, KeyPurpose::Data, 3, now_micros()).unwrap();
+    let err = store
+        .add_key_version(v3, witness, keys.audit(), draft(Action::KeysRotate))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate), "{err:?}");
+    assert!(Keyring::open(&new, &store.wrapped_keys().await.unwrap()).is_ok());
+}
+
 /// Two replicas approving one proposal at once record one approval (`append_audit_once`, under
 /// the audit lock); a denied attempt does not count as one.
 pub(crate) async fn replicas_approving_one_proposal_record_one_approval(b: Backend) {
