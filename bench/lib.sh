@@ -117,3 +117,16 @@ measure() {
     '/^Requests\/sec/ {rps=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} /requests in/ {n=$1}
      END {printf "%s %s %s %.1f\n", rps, p50, p99, (n > 0 ? ticks / hz * 1e6 / n : 0)}' "$dir/wrk.last"
 }
+
+# Tokenizes new random cards at concurrency 64 until the vault holds $1 tokens (each of the two
+# wrk threads stops after its share; a round is at most 30 s). Prints how many it holds.
+fill_to() {
+  local have
+  while true; do
+    have=$(vault_sql 'SELECT count(*) FROM tokens')
+    [ "$have" -ge "$1" ] && break
+    local share=$(( ($1 - have + 1) / 2 ))
+    VAULT_BENCH_LIMIT=$share wrk -t2 -c64 -d30s -s bench/tokenize.lua "$bench_url" >/dev/null
+  done
+  echo "$have"
+}

@@ -16,18 +16,6 @@ source bench/lib.sh
 
 start_vault
 
-# Tokenizes new random cards at concurrency 64 until the vault holds $1 tokens (each of the two
-# wrk threads stops after its share; a round is at most 30 s).
-fill_to() {
-  local have
-  while true; do
-    have=$(vault_sql 'SELECT count(*) FROM tokens')
-    [ "$have" -ge "$1" ] && break
-    local share=$(( ($1 - have + 1) / 2 ))
-    VAULT_BENCH_LIMIT=$share wrk -t2 -c64 -d30s -s bench/tokenize.lua "$bench_url" >/dev/null
-  done
-  echo "$have"
-}
 
 # Prints "tokens p50 p99 req/s(c=16)" for detokenizing random stored tokens.
 detokenize_at() {

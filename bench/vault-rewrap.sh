@@ -19,17 +19,6 @@ export VAULT__KEYS__REWRAP_PAUSE_MS="$pause_ms"
 
 start_vault
 
-# Tokenizes new random cards at concurrency 64 until the vault holds $1 tokens.
-fill_to() {
-  local have
-  while true; do
-    have=$(vault_sql 'SELECT count(*) FROM tokens')
-    [ "$have" -ge "$1" ] && break
-    local share=$(( ($1 - have + 1) / 2 ))
-    VAULT_BENCH_LIMIT=$share wrk -t2 -c64 -d30s -s bench/tokenize.lua "$bench_url" >/dev/null
-  done
-  echo "$have"
-}
 
 under() { vault_sql "SELECT count(*) FROM tokens WHERE key_version = $1"; }
 now_ms() { date +%s%3N; }

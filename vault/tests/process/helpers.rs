@@ -74,24 +74,9 @@ impl VaultDir {
     /// Runs a command as the operator holding `key`, with `input` on its standard input (the
     /// Shamir shares a command needs).
     pub(crate) fn as_operator_with_stdin(&self, key: &str, args: &[&str], input: &str) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .command(args)
-            .env("VAULT_OPERATOR_KEY", key)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        append(&self.path("cli.log"), &out.stderr);
-        out
+        let mut cmd = self.command(args);
+        cmd.env("VAULT_OPERATOR_KEY", key);
+        self.run_command_with_stdin(cmd, input)
     }
 
     /// Proposes with `proposer`'s credential and approves with `approver`'s (both with `input`
@@ -118,9 +103,14 @@ impl VaultDir {
 
     /// Runs a command with `input` on its standard input (shares typed by operators).
     pub(crate) fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        self.run_command_with_stdin(self.command(args), input)
+    }
+
+    /// Runs `cmd` (one of [`Self::command`]'s) to completion with `input` on its standard
+    /// input, appending its stderr to `cli.log`.
+    fn run_command_with_stdin(&self, mut cmd: Command, input: &str) -> Output {
         use std::io::Write;
-        let mut child = self
-            .command(args)
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
