@@ -181,50 +181,54 @@ async fn tokenize_in(
     draft: &mut AuditDraft,
 ) -> Result<TokenRecord> {
     // During a fingerprint key rotation the card's token may still carry its fingerprint under
-    // an older version: looked for (and locked) first, and re-fingerprinted under the newest on
-    // the spot, so the insert below cannot make a second token for the card. Replicas that
-    // meet there queue on the row lock; a replica that has not yet re-read the keys (at most a
-    // second) may still make one, which the rewrap job then tells apart.
+    // an older version. One query looks for the card under the newest fingerprint and every
+    // earlier one, newest version first (as SQLite does): a card that a stale replica gave a
+    // second token under an older version (at most a second after a rotation) keeps answering
+    // with the one under the newest, and several rows under different older versions (two
+    // stale windows) are not an error. Found only under an older version, the token is
+    // re-fingerprinted under the newest on the spot, so the insert below cannot make a second
+    // one. Writers hold the audit lock, so nothing takes the fingerprint meanwhile.
     if !new.earlier_fingerprints.is_empty() {
-        let earlier: Vec<&[u8]> = new
-            .earlier_fingerprints
-            .iter()
-            .map(<[u8; 32]>::as_slice)
-            .collect();
+        let mut wanted: Vec<&[u8]> = Vec::with_capacity(new.earlier_fingerprints.len() + 1);
+        wanted.push(new.fingerprint.as_slice());
+        wanted.extend(new.earlier_fingerprints.iter().map(<[u8; 32]>::as_slice));
         let stmt = tx
             .prepare_cached(select!(
                 tokens,
-                "WHERE tenant = $1 AND fingerprint = ANY($2) FOR UPDATE"
+                "WHERE tenant = $1 AND fingerprint = ANY($2) \
+                 ORDER BY fingerprint = $3 DESC, fingerprint_key_version DESC LIMIT 1 FOR UPDATE"
             ))
             .await?;
-        if let Some(row) = tx.query_opt(&stmt, &[&new.tenant, &earlier]).await? {
-            let mut old = rows::token(&row)?;
-            if old.expires_at.is_none_or(|at| at > new.created_at) {
-                let moved = tx
-                    .execute(
-                        "UPDATE tokens SET fingerprint = $2, fingerprint_key_version = $3 \
-                         WHERE token = $1 AND NOT EXISTS (SELECT 1 FROM tokens \
-                         WHERE tenant = $4 AND fingerprint = $2)",
-                        &[
-                            &old.token.as_str(),
-                            &new.fingerprint.as_slice(),
-                            &i64::from(new.fingerprint_key_version),
-                            &new.tenant,
-                        ],
-                    )
-                    .await?;
-                if moved == 1 {
-                    old.fingerprint = new.fingerprint;
-                    old.fingerprint_key_version = new.fingerprint_key_version;
-                }
-                draft.detail = Some("existing token".to_owned());
-                return Ok(old);
-            }
-            tx.execute(
-                "DELETE FROM tokens WHERE token = $1",
-                &[&old.token.as_str()],
-            )
+        let found = tx
+            .query_opt(&stmt, &[&new.tenant, &wanted, &new.fingerprint.as_slice()])
             .await?;
+        if let Some(row) = found {
+            let mut old = rows::token(&row)?;
+            if old.expires_at.is_some_and(|at| at <= new.created_at) {
+                tx.execute(
+                    "DELETE FROM tokens WHERE token = $1",
+                    &[&old.token.as_str()],
+                )
+                .await?;
+                insert_token(tx, &new).await?;
+                return Ok(new);
+            }
+            if old.fingerprint != new.fingerprint {
+                tx.execute(
+                    "UPDATE tokens SET fingerprint = $2, fingerprint_key_version = $3 \
+                     WHERE token = $1",
+                    &[
+                        &old.token.as_str(),
+                        &new.fingerprint.as_slice(),
+                        &i64::from(new.fingerprint_key_version),
+                    ],
+                )
+                .await?;
+                old.fingerprint = new.fingerprint;
+                old.fingerprint_key_version = new.fingerprint_key_version;
+            }
+            draft.detail = Some("existing token".to_owned());
+            return Ok(old);
         }
     }
     if insert_token(tx, &new).await? {

@@ -26,6 +26,7 @@ testkit::conformance! {
         replicas_appending_audit_events_keep_one_chain,
         replicas_approving_one_proposal_record_one_approval,
         tokens_are_refingerprinted_once_and_a_duplicate_keeps_its_own,
+        a_card_under_two_fingerprint_versions_answers_with_the_newest,
         rows_are_remaced_only_from_the_mac_they_were_read_with,
         a_key_version_under_an_old_master_key_is_refused,
         a_refused_write_fails_alone_among_concurrent_ones,

@@ -811,6 +811,94 @@ pub(crate) async fn tokens_are_refingerprinted_once_and_a_duplicate_keeps_its_ow
     );
 }
 
+/// A card with tokens under two fingerprint versions (a stale replica made one under the older
+/// version in the second after a rotation) answers with the one under the newest, every time,
+/// on both backends; rows under two different older versions (two stale windows) are found,
+/// newest first, and not an error.
+pub(crate) async fn a_card_under_two_fingerprint_versions_answers_with_the_newest(b: Backend) {
+    let store = b.open().await;
+    let (keys, wrapped) = keyring();
+    store
+        .insert_keys(wrapped, keys.audit(), draft(Action::KeysCreate))
+        .await
+        .unwrap();
+    let pan = "4242424242424242";
+    let v1 = record(&keys, "acme", pan, None).fingerprint;
+    // The up-to-date replica's token, under "v2" (any fingerprint other than v1's) ...
+    let under = |fingerprint: [u8; 32], version: u32, earlier: Vec<[u8; 32]>| {
+        let mut r = record(&keys, "acme", pan, None);
+        r.fingerprint = fingerprint;
+        r.fingerprint_key_version = version;
+        r.earlier_fingerprints = earlier;
+        r
+    };
+    let newest = store
+        .tokenize(
+            under([0xA2; 32], 2, Vec::new()),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    // ... and the stale replica's, under v1, which knew no v2.
+    let stale = tokenize(store.as_ref(), &keys, "acme", pan, None)
+        .await
+        .unwrap();
+    assert_ne!(
+        stale.token, newest.token,
+        "the stale replica made a second token"
+    );
+    for _ in 0..3 {
+        let found = store
+            .tokenize(
+                under([0xA2; 32], 2, vec![v1]),
+                keys.audit(),
+                draft(Action::TokenCreate),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            found.token, newest.token,
+            "the token under the newest fingerprint"
+        );
+    }
+    // A third version: the card is under v2 and v1, neither newest; the newer one is moved.
+    let found = store
+        .tokenize(
+            under([0xA3; 32], 3, vec![[0xA2; 32], v1]),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.token, newest.token);
+    let row = store
+        .token("acme", &newest.token, now_micros())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.fingerprint, row.fingerprint_key_version),
+        ([0xA3; 32], 3)
+    );
+    let again = store
+        .tokenize(
+            under([0xA3; 32], 3, vec![[0xA2; 32], v1]),
+            keys.audit(),
+            draft(Action::TokenCreate),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.token, newest.token);
+    // The stale token is untouched: the rewrap job gives it its own unmatched fingerprint.
+    let left = store
+        .token("acme", &stale.token, now_micros())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((left.fingerprint, left.fingerprint_key_version), (v1, 1));
+}
+
 /// After a client key rotation the rewrap job MACs rows again: each changes only while it still
 /// holds the MAC it was read with; collect sessions page in id order.
 pub(crate) async fn rows_are_remaced_only_from_the_mac_they_were_read_with(b: Backend) {
