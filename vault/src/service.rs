@@ -89,6 +89,13 @@ pub enum VaultError {
         "the database has no keys, and a vault on Shamir shares makes them only at `vault init --provider shamir`: if this vault had keys they were deleted; restore the database from a backup"
     )]
     NoKeysForShares,
+    /// The stored keys hold a newer data or fingerprint version than this vault could load:
+    /// a token made now would carry the old version (a second token for a card, or a seal
+    /// under a key being retired).
+    #[error(
+        "this vault could not load the newest stored keys, so it makes no new tokens: see the \"reloading the stored keys failed\" lines in its log"
+    )]
+    KeysBehind,
     /// The database was made by an older vault and lacks a key this one needs.
     #[error(
         "this database was made by an older vault and has no client key: run `vault upgrade` once (it MACs the existing client rows; check `vault clients list` afterwards)"
@@ -209,6 +216,9 @@ pub struct Vault {
     rewrapped: Arc<std::sync::atomic::AtomicU64>,
     /// Seals made since the last flush, per data key version ([`Vault::flush_seals`]).
     seals: Arc<parking_lot::Mutex<std::collections::BTreeMap<u32, u64>>>,
+    /// Set while the stored keys hold a newer data or fingerprint version than this vault
+    /// could load ([`Vault::reload_keys`]): it makes no new tokens then and is not ready.
+    keys_behind: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Longest accepted detokenize purpose.
@@ -239,6 +249,9 @@ impl Vault {
 
     /// A new token row for `card` in `tenant`: the PAN sealed, its fingerprint and metadata.
     fn new_token(&self, tenant: &str, card: &NewCard, now: i64) -> Result<TokenRecord, VaultError> {
+        if self.keys_behind() {
+            return Err(VaultError::KeysBehind);
+        }
         let token = Token::generate().map_err(CryptoError::from)?;
         let ttl_micros = card.ttl_seconds.map(|s| {
             i64::try_from(s)
@@ -423,6 +436,9 @@ impl Vault {
     ///
     /// Storage failure, or the chain check.
     pub async fn ready(&self) -> Result<(), VaultError> {
+        if self.keys_behind() {
+            return Err(VaultError::KeysBehind);
+        }
         self.store.check_ready().await.map_err(audited)
     }
 

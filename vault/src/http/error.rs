@@ -51,6 +51,8 @@ pub enum ApiError {
     NotReady,
     /// 503: too many writes are waiting; retry shortly.
     Overloaded,
+    /// 503: this vault could not load the newest keys, so it makes no new tokens.
+    KeysBehind,
     /// 429: a rate limit; retry after this many seconds.
     RateLimited {
         /// Whole seconds to wait (at least 1), also sent as `Retry-After`.
@@ -136,6 +138,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "the vault is shedding load; retry shortly",
+            ),
+            Self::KeysBehind => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keys_behind",
+                "this vault replica could not load the newest keys and makes no new tokens; retry (another replica may answer)",
             ),
             Self::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -230,6 +237,10 @@ impl From<VaultError> for ApiError {
             VaultError::AuditUnavailable(source) => {
                 tracing::error!(error = %source, cause = ?std::error::Error::source(&source), "audit write failed");
                 Self::AuditUnavailable
+            }
+            VaultError::KeysBehind => {
+                tracing::error!("refusing a new token: the newest stored keys did not load");
+                Self::KeysBehind
             }
             VaultError::Overloaded => {
                 tracing::warn!("shedding a request: the database writer's queue is full");

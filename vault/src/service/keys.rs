@@ -38,6 +38,12 @@ impl Vault {
         self.keys.load_full()
     }
 
+    /// Whether the stored keys hold a newer data or fingerprint version than this vault could
+    /// load at its last reload: then it makes no new tokens and is not ready.
+    pub(super) fn keys_behind(&self) -> bool {
+        self.keys_behind.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether a request that met a key version this vault lacks may re-read the keys now (at
     /// most one such read per 100 ms, whoever asks).
     pub(super) fn may_reload_on_miss(&self) -> bool {
@@ -376,9 +382,34 @@ impl Vault {
         let wrapped = self.store.wrapped_keys().await?;
         let current = self.keys();
         if same_keys(&current, &wrapped) {
+            self.keys_behind
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             return Ok(false);
         }
-        let ring = Keyring::open(&self.master, &wrapped)?;
+        let ring = match Keyring::open(&self.master, &wrapped) {
+            Ok(ring) => ring,
+            Err(e) => {
+                // Kept in use, the old keyring still opens every token; but a newer data or
+                // fingerprint version it lacks would go on into new tokens (a second token for
+                // a card another replica tokenizes under the newer fingerprint, seals under a
+                // version about to be retired), so none are made until a reload succeeds.
+                let newest = |purpose| {
+                    wrapped
+                        .iter()
+                        .filter(|w| w.purpose == purpose)
+                        .map(|w| w.version)
+                        .max()
+                };
+                let behind = newest(KeyPurpose::Fingerprint)
+                    > Some(current.fingerprint().version())
+                    || newest(KeyPurpose::Data) > current.sealing_version();
+                self.keys_behind
+                    .store(behind, std::sync::atomic::Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        self.keys_behind
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             sealing = ring.sealing_version(),
             "data keys changed; new writes use the newest active version"

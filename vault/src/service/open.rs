@@ -98,6 +98,7 @@ impl Vault {
             seals: Arc::default(),
             rewrapped: Arc::default(),
             reloaded_on_miss: Arc::default(),
+            keys_behind: Arc::default(),
         })
     }
 

@@ -536,3 +536,66 @@ async fn a_rotated_fingerprint_key_keeps_same_card_same_token_and_is_destroyed_o
         Err(VaultError::Invalid(_))
     ));
 }
+
+/// A replica that cannot load a newer fingerprint (or data) key than the one it holds (the
+/// row does not open under its master key: another master key, a forged row, an HSM that lost
+/// the key) makes no new tokens under the old version, which would give a card a second token
+/// beside the one other replicas make under the newer fingerprint; it is not ready until a
+/// reload succeeds, and every stored card still opens meanwhile.
+#[tokio::test]
+async fn a_vault_that_cannot_load_the_newest_fingerprint_key_makes_no_tokens() {
+    let v = TestVault::spawn_with(unlimited).await;
+    let key = v.client("acme", ALL_SCOPES).await;
+    let old = v.token_for(&key, OLD_PAN).await;
+    v.wait_readyz(StatusCode::OK).await;
+    // A fingerprint v2 whose wrapped key is not the master key's work.
+    v.raw_db()
+        .execute_batch(
+            "INSERT INTO keys (purpose, version, algorithm, wrap_nonce, wrapped, created_at, \
+             state, seals) SELECT purpose, 2, algorithm, wrap_nonce, zeroblob(length(wrapped)), \
+             created_at, state, 0 FROM keys WHERE purpose = 'fingerprint' AND version = 1",
+        )
+        .unwrap();
+    // Within a second the vault re-reads the keys, fails to open v2, and refuses new tokens;
+    // the deadline only bounds a hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut n = 0;
+    let refused = loop {
+        n += 1;
+        let reply = v.tokenize(&key, &pan(120_000 + n)).await;
+        if reply.status != StatusCode::CREATED {
+            break reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kept making tokens under fingerprint v1"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.code(), "keys_behind", "{}", refused.text());
+    // Every later one too, an existing card included, and the load balancer is told.
+    assert_eq!(v.tokenize(&key, &pan(130_000)).await.code(), "keys_behind");
+    assert_eq!(v.tokenize(&key, OLD_PAN).await.code(), "keys_behind");
+    v.wait_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
+    let reply = v.detokenize(&key, &old).await;
+    assert_eq!(reply.status, StatusCode::OK, "stored cards still open");
+    let fingerprinted_v1: i64 = v.scalar(
+        "SELECT count(*) FROM tokens WHERE fingerprint_key_version = 1 AND created_at > ?1",
+        [v.scalar::<i64>(
+            "SELECT created_at FROM tokens WHERE token = ?1",
+            [old.as_str()],
+        )],
+    );
+    assert_eq!(
+        u64::try_from(fingerprinted_v1).unwrap(),
+        n - 1,
+        "no token was made after the refusal began"
+    );
+    // The row goes; the next reload succeeds and tokens are made again.
+    v.raw_db()
+        .execute_batch("DELETE FROM keys WHERE purpose = 'fingerprint' AND version = 2")
+        .unwrap();
+    v.wait_readyz(StatusCode::OK).await;
+    assert_eq!(v.token_for(&key, OLD_PAN).await, old);
+}
