@@ -190,7 +190,7 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
         Command::Serve => {
             config.warn_about_shortcuts();
             let app = Application::build(&config).await?;
-            tracing::info!(addr = %app.local_addr()?, "proxy listening");
+            tracing::info!(addr = %app.local_addr()?, tls = config.server.tls.enabled(), "proxy listening");
             app.run_until(shutdown_signal()).await?;
             tracing::info!("proxy stopped");
             Ok(ExitCode::SUCCESS)

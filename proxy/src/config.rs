@@ -355,6 +355,7 @@ impl ProxyConfig {
     fn anchor_paths(&mut self, base: Option<&Path>) {
         use shared::config::anchored;
         self.database.base_dir = base.map(Path::to_path_buf);
+        shared::server::tls::anchor(&mut self.server.tls, base);
         let b = &mut self.bank131;
         b.private_key_file = anchored(base, &b.private_key_file);
         b.bank_public_key_file = anchored(base, &b.bank_public_key_file);

@@ -250,6 +250,50 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// TLS on the listener; none configured, plain HTTP.
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`: the listener's certificate and, for mutual TLS, the CA its clients' come
+/// from. Re-read on SIGHUP.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's own first.
+    pub cert_file: Option<PathBuf>,
+    /// Its PEM private key (mode 0600).
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates: clients are asked for a certificate, and one they give must chain
+    /// to these.
+    pub client_ca_file: Option<PathBuf>,
+    /// PEM CRLs of that CA: a revoked client certificate is refused in the handshake.
+    pub client_crl_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether the listener serves TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "server.tls.cert_file and server.tls.key_file go together: set both (TLS) or neither (plain HTTP)",
+            ));
+        }
+        if self.client_ca_file.is_some() && self.cert_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "server.tls.client_ca_file needs server.tls.cert_file and key_file: client certificates are asked for over TLS only",
+            ));
+        }
+        if self.client_crl_file.is_some() && self.client_ca_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "server.tls.client_crl_file needs server.tls.client_ca_file (the CA whose revocations it lists)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -262,6 +306,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_connections: 1024,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -304,7 +349,7 @@ impl ServerConfig {
                 "server.max_connections must be at least 1",
             ));
         }
-        Ok(())
+        self.tls.validate()
     }
 }
 

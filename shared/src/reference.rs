@@ -54,6 +54,29 @@ pub const COMMON: &[Setting] = &[
         meaning: "connections served at once; more wait in the listen backlog",
     },
     Setting {
+        key: "server.tls.cert_file",
+        meaning: "PEM certificate chain (the server's first): the listener serves TLS 1.2/1.3 \
+                  with AEAD suites only, ALPN `http/1.1`; re-read with `key_file` on SIGHUP \
+                  (a file that does not load is logged and the old certificate stays). Unset, \
+                  plain HTTP",
+    },
+    Setting {
+        key: "server.tls.key_file",
+        meaning: "its PEM private key (PKCS#8, PKCS#1 or SEC1), mode 0600; set with \
+                  `cert_file`",
+    },
+    Setting {
+        key: "server.tls.client_ca_file",
+        meaning: "PEM CA certificates for mutual TLS: clients are asked for a certificate and \
+                  one they give must chain to these (a client without one still connects; the \
+                  service decides what needs one)",
+    },
+    Setting {
+        key: "server.tls.client_crl_file",
+        meaning: "PEM CRLs of that CA: a revoked client certificate is refused in the handshake \
+                  (re-read on SIGHUP)",
+    },
+    Setting {
         key: "database.url",
         meaning: "`postgres://…` selects PostgreSQL (never logged); `sqlite:<path>` or absent, \
                   SQLite",

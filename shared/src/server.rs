@@ -31,6 +31,9 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
 mod conn;
+pub mod tls;
+
+pub use tls::{PeerCertificate, ServerTls, TlsError};
 
 /// Connection limits and timers, from `[server]`.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +75,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
+    /// The TLS files (`[server.tls]`) did not load.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A service's bound listener and the `[server]` options it is served with: what each
@@ -80,6 +86,7 @@ pub enum ServeError {
 pub struct Bound {
     listener: TcpListener,
     options: ServeOptions,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Bound {
@@ -87,18 +94,31 @@ impl Bound {
     ///
     /// # Errors
     ///
-    /// [`ServeError::Bind`].
+    /// [`ServeError::Bind`], or [`ServeError::Tls`] when `[server.tls]` names files that do
+    /// not load.
     pub async fn bind(
         addr: SocketAddr,
         config: &crate::config::ServerConfig,
     ) -> Result<Self, ServeError> {
+        let tls = ServerTls::load(&config.tls)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
+        // Watched from now, before the service says it listens: a SIGHUP that came before the
+        // handler would meet the default action and end the process.
+        if let Some(tls) = &tls {
+            tls::reload_on_sighup(Arc::clone(tls));
+        }
         Ok(Self {
             listener,
             options: ServeOptions::from_config(config),
+            tls,
         })
+    }
+
+    /// Whether this listener serves TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The bound address.
@@ -125,10 +145,12 @@ impl Bound {
         Ok(Self {
             listener: TcpListener::from_std(listener)?,
             options: self.options,
+            tls: self.tls.clone(),
         })
     }
 
-    /// Serves `router` through [`serve`] until `shutdown` completes and the grace period ends.
+    /// Serves `router` through [`serve`] until `shutdown` completes and the grace period ends
+    /// (over TLS, the files are re-read on every SIGHUP since [`Bound::bind`]).
     ///
     /// # Errors
     ///
@@ -138,14 +160,15 @@ impl Bound {
         router: axum::Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        serve(self.listener, router, shutdown, self.options)
+        serve(self.listener, router, shutdown, self.options, self.tls)
             .await
             .map_err(ServeError::Serve)
     }
 }
 
 /// Serves `router` until `shutdown` completes, then gives in-flight requests `options.grace`
-/// before dropping them.
+/// before dropping them. With `tls`, each connection's handshake must finish within
+/// `options.header_read_timeout`, and its requests carry the client's [`PeerCertificate`].
 ///
 /// # Errors
 ///
@@ -155,6 +178,7 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
+    tls: Option<Arc<ServerTls>>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
@@ -191,17 +215,13 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
-        connections.spawn(conn::serve_connection(
+        connections.spawn(connection(
             Arc::clone(&builder),
             stream,
-            TowerToHyperService::new(service),
-            options.idle_timeout,
+            peer,
+            router.clone(),
+            tls.clone(),
+            options,
             stop_rx.clone(),
             permit,
         ));
@@ -221,6 +241,92 @@ pub async fn serve(
     Ok(())
 }
 
+/// One accepted connection: its TLS handshake (when the listener has TLS), then its requests,
+/// each carrying the peer's address and certificate.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one connection's parts, passed once"
+)]
+async fn connection(
+    builder: Arc<hyper::server::conn::http1::Builder>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    tls: Option<Arc<ServerTls>>,
+    options: ServeOptions,
+    stop: watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let moved = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let io = conn::IdleWatch::new(stream, Arc::clone(&moved));
+    let service = |certificate: Option<PeerCertificate>| {
+        TowerToHyperService::new(router.map_request(
+            move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                if let Some(c) = &certificate {
+                    req.extensions_mut().insert(c.clone());
+                }
+                req
+            },
+        ))
+    };
+    let Some(tls) = tls else {
+        let service = service(None);
+        conn::serve_connection(
+            builder,
+            io,
+            moved,
+            service,
+            options.idle_timeout,
+            stop,
+            permit,
+        )
+        .await;
+        return;
+    };
+    // The handshake is bounded like a request head: a client that opens connections and never
+    // finishes one holds a slot for this long at most.
+    let handshake = tokio::time::timeout(options.header_read_timeout, tls.acceptor().accept(io));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let certificate_refused = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|inner| matches!(inner, rustls::Error::InvalidCertificate(_)));
+            if certificate_refused {
+                tracing::warn!(%peer, error = %e, "TLS handshake refused: the client certificate does not verify against server.tls.client_ca_file");
+            } else {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake not finished within server.header_read_timeout_ms");
+            return;
+        }
+    };
+    let certificate = tls::peer_certificate(stream.get_ref().1);
+    let service = service(certificate);
+    conn::serve_connection(
+        builder,
+        stream,
+        moved,
+        service,
+        options.idle_timeout,
+        stop,
+        permit,
+    )
+    .await;
+}
+
+/// The client certificate of a request's connection: verified against
+/// `server.tls.client_ca_file` in the handshake (absent over plain HTTP, or when the client gave
+/// none).
+pub fn peer_certificate(req: &axum::http::request::Parts) -> Option<&PeerCertificate> {
+    req.extensions.get::<PeerCertificate>()
+}
+
 /// The peer of a request served by [`serve`] (absent only for requests made in-process).
 pub fn peer_addr(req: &axum::http::request::Parts) -> Option<SocketAddr> {
     req.extensions
@@ -228,19 +334,27 @@ pub fn peer_addr(req: &axum::http::request::Parts) -> Option<SocketAddr> {
         .map(|ConnectInfo(addr)| *addr)
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled: a server prints its "listening" line before it polls its shutdown
+/// future, and a SIGTERM in between would otherwise meet the default action and kill the process
+/// (no graceful drain, no final seal-count flush, exit by signal).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let wait = |installed: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match installed {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(terminate) => {}
+            () = wait(interrupt) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 
@@ -426,6 +540,7 @@ mod connection_tests {
                 let _ = stopped.await;
             },
             options,
+            None,
         ));
         tokio::task::spawn_blocking(move || client(addr))
             .await

@@ -14,6 +14,7 @@ pub mod browser;
 pub mod http;
 pub mod logs;
 pub mod output;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Once;

@@ -95,6 +95,9 @@ pub struct ClientRecord {
     pub revoked_at: Option<i64>,
     /// The row's MAC; `None` only for rows an older vault wrote (they authenticate nothing).
     pub mac: Option<RowMac>,
+    /// SHA-256 of the TLS client certificate the key is bound to: its requests must come over
+    /// a connection that presented that certificate (mutual TLS), or the key is refused.
+    pub cert_sha256: Option<[u8; 32]>,
 }
 
 impl ClientRecord {
@@ -122,6 +125,12 @@ impl ClientRecord {
                 out.extend_from_slice(&at.to_be_bytes());
             }
         }
+        // Only when bound, so the rows written before certificate binding existed keep their
+        // MACs; the fields before are length-prefixed or fixed, so no two rows encode alike.
+        if let Some(hash) = &self.cert_sha256 {
+            out.push(2);
+            out.extend_from_slice(hash);
+        }
         out
     }
 
@@ -140,6 +149,18 @@ impl ClientRecord {
             && shared::ct::bytes_eq(&self.key_hash, &other.key_hash)
             && self.created_at == other.created_at
             && self.revoked_at == other.revoked_at
+            && self.cert_sha256 == other.cert_sha256
+    }
+
+    /// Whether a request over a connection that presented `presented` (a verified client
+    /// certificate's SHA-256, or none) may use this client's key: always for an unbound client,
+    /// else only with the bound certificate.
+    pub fn accepts_certificate(&self, presented: Option<&[u8; 32]>) -> bool {
+        match (&self.cert_sha256, presented) {
+            (None, _) => true,
+            (Some(bound), Some(given)) => shared::ct::bytes_eq(bound, given),
+            (Some(_), None) => false,
+        }
     }
 
     /// Sets the MAC for the row as it now is.

@@ -223,6 +223,14 @@ enum ClientsCommand {
         /// key needs it with tokens:detokenize, for payout links).
         #[arg(long)]
         scopes: String,
+        /// Bind the key to the TLS client certificate with this SHA-256 (64 hex digits, colons
+        /// allowed: `openssl x509 -in client.crt -noout -fingerprint -sha256`): the key then
+        /// works only over mutual TLS with that certificate (`server.tls.client_ca_file`).
+        #[arg(long, value_name = "HEX", conflicts_with = "cert_file")]
+        cert_sha256: Option<String>,
+        /// As `--cert-sha256`, from the client's PEM certificate file (its first certificate).
+        #[arg(long, value_name = "PATH")]
+        cert_file: Option<PathBuf>,
     },
     /// List clients.
     List {
@@ -391,7 +399,7 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
                 return Ok(ExitCode::SUCCESS);
             }
             let app = Application::build(&config).await?;
-            tracing::info!(addr = %app.local_addr()?, "vault listening");
+            tracing::info!(addr = %app.local_addr()?, tls = config.server.tls.enabled(), "vault listening");
             if let Some(form) = app.form_addr()? {
                 tracing::info!(addr = %form, "card form listening (collect.listen)");
             }
@@ -1318,6 +1326,27 @@ fn checkpoint_cli_write(vault: &Vault, config: &VaultConfig) -> anyhow::Result<(
     Ok(())
 }
 
+/// A certificate's SHA-256 as typed: 64 hex digits, optionally colon-separated pairs.
+fn parse_cert_sha256(text: &str) -> Option<[u8; 32]> {
+    let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&digits, &mut out).ok()?;
+    Some(out)
+}
+
+/// The SHA-256 of the first certificate in a PEM file.
+fn certificate_sha256(path: &std::path::Path) -> Result<[u8; 32], String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use sha2::Digest;
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let first = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .and_then(Result::ok)
+        .ok_or("no PEM certificate (BEGIN CERTIFICATE) in it")?;
+    Ok(sha2::Sha256::digest(first.as_ref()).into())
+}
+
 async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Result<ExitCode> {
     let vault = open_vault(config).await?;
     match command {
@@ -1325,6 +1354,8 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
             name,
             tenant,
             scopes,
+            cert_sha256,
+            cert_file,
         } => {
             let scopes = match Scopes::parse(&scopes) {
                 Ok(s) => s,
@@ -1333,11 +1364,35 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                     return Ok(ExitCode::from(EX_USAGE));
                 }
             };
-            let (client, key) = vault.create_client(&name, &tenant, scopes).await?;
+            let binding = match (cert_sha256, cert_file) {
+                (Some(hex), _) => match parse_cert_sha256(&hex) {
+                    Some(h) => Some(h),
+                    None => {
+                        eprintln!(
+                            "vault: --cert-sha256: expected the certificate's SHA-256 as 64 hex digits (colons allowed), as `openssl x509 -in client.crt -noout -fingerprint -sha256` prints it"
+                        );
+                        return Ok(ExitCode::from(EX_USAGE));
+                    }
+                },
+                (None, Some(path)) => match certificate_sha256(&path) {
+                    Ok(h) => Some(h),
+                    Err(message) => {
+                        eprintln!("vault: --cert-file {}: {message}", path.display());
+                        return Ok(ExitCode::from(EX_USAGE));
+                    }
+                },
+                (None, None) => None,
+            };
+            let (client, key) = vault
+                .create_bound_client(&name, &tenant, scopes, binding)
+                .await?;
             checkpoint_cli_write(&vault, config)?;
             println!("client_id: {}", client.id);
             println!("tenant:    {}", client.tenant);
             println!("scopes:    {}", client.scopes);
+            if let Some(h) = &client.cert_sha256 {
+                println!("cert_sha256: {}", hex::encode(h));
+            }
             println!("api_key:   {}", key.expose());
             println!("The API key is shown only now; the vault stores only its hash.");
         }
@@ -1364,12 +1419,17 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                         "scopes": c.scopes.to_string(),
                         "created_at": rfc3339(c.created_at),
                         "status": status,
+                        "cert_sha256": c.cert_sha256.map(hex::encode),
                     });
                     println!("{line}");
                     continue;
                 }
+                let bound = c
+                    .cert_sha256
+                    .map(|h| format!("  cert_sha256={}", hex::encode(h)))
+                    .unwrap_or_default();
                 println!(
-                    "{:<26}  {:<20}  {:<16}  {:<20}  {:<10}  {}",
+                    "{:<26}  {:<20}  {:<16}  {:<20}  {:<10}  {}{bound}",
                     c.id,
                     c.name,
                     c.tenant,

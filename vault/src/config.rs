@@ -252,6 +252,7 @@ impl VaultConfig {
         // Relative paths of a config file are the file's, not the shell's.
         let base = shared::config::config_dir(file);
         config.database.base_dir.clone_from(&base);
+        shared::server::tls::anchor(&mut config.server.tls, base.as_deref());
         config.keys.master_key_file =
             shared::config::anchored(base.as_deref(), &config.keys.master_key_file);
         config.keys.unseal_socket =

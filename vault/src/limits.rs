@@ -486,6 +486,7 @@ mod tests {
             created_at: 0,
             revoked_at: None,
             mac: None,
+            cert_sha256: None,
         }
     }
 

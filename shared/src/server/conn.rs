@@ -14,19 +14,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 /// Serves one connection until it ends, the shutdown signal has let it finish its request, or it
-/// has moved no byte for a whole `idle` period. `_slot` is held for the connection's life.
-pub(super) async fn serve_connection<S>(
+/// has moved no byte for a whole `idle` period (as counted by the [`IdleWatch`] under `io`,
+/// which shares `moved`). `_slot` is held for the connection's life.
+pub(super) async fn serve_connection<I, S>(
     builder: Arc<hyper::server::conn::http1::Builder>,
-    stream: TcpStream,
+    io: I,
+    moved: Arc<AtomicU64>,
     service: S,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             hyper::Request<hyper::body::Incoming>,
             Response = hyper::Response<axum::body::Body>,
@@ -34,11 +36,7 @@ pub(super) async fn serve_connection<S>(
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let moved = Arc::new(AtomicU64::new(0));
-    let io = hyper_util::rt::TokioIo::new(IdleWatch {
-        inner: stream,
-        moved: Arc::clone(&moved),
-    });
+    let io = hyper_util::rt::TokioIo::new(io);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = *stop.borrow();
@@ -74,19 +72,25 @@ pub(super) async fn serve_connection<S>(
     }
 }
 
-/// A stream that counts the reads and writes that moved bytes.
-struct IdleWatch {
-    inner: TcpStream,
+/// A stream that counts the reads and writes that moved bytes (under TLS, the TCP stream's, so
+/// a handshake counts too).
+pub(super) struct IdleWatch<T> {
+    inner: T,
     moved: Arc<AtomicU64>,
 }
 
-impl IdleWatch {
+impl<T> IdleWatch<T> {
+    /// `inner`, counting into `moved`.
+    pub(super) fn new(inner: T, moved: Arc<AtomicU64>) -> Self {
+        Self { inner, moved }
+    }
+
     fn touch(&self) {
         self.moved.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for IdleWatch {
+impl<T: AsyncRead + Unpin> AsyncRead for IdleWatch<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -102,7 +106,7 @@ impl AsyncRead for IdleWatch {
     }
 }
 
-impl AsyncWrite for IdleWatch {
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleWatch<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -222,6 +222,8 @@ fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
 }
 
 async fn run(config: SandboxConfig, public_key_out: &PathBuf) -> ExitCode {
+    // Before the URL line that tells a waiting test the sandbox is up.
+    let shutdown = shared::server::shutdown_signal();
     let sandbox = match spawn(config).await {
         Ok(s) => s,
         // Keys and faults are configuration; only a failure to listen is not.
@@ -241,31 +243,8 @@ async fn run(config: SandboxConfig, public_key_out: &PathBuf) -> ExitCode {
     let key_path = std::path::absolute(public_key_out).unwrap_or_else(|_| public_key_out.clone());
     println!("BANK131_SANDBOX_URL={}", sandbox.base_url());
     println!("BANK131_SANDBOX_BANK_PUBLIC_KEY={}", key_path.display());
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     sandbox.shutdown().await;
     ExitCode::SUCCESS
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

@@ -35,31 +35,41 @@ impl FromRequestParts<AppState> for Caller {
             shared::server::peer_addr(parts).map(|a| a.ip()),
             &parts.headers,
         );
-        let (reason, revoked) = match outcome {
+        let (reason, named) = match outcome {
             AuthOutcome::Client(client) => {
-                return Ok(Self {
-                    context: Context::client(&client, request_id),
-                    client,
-                });
+                // A key bound to a client certificate works only over a connection that
+                // presented it: a copy of the key alone is refused.
+                let presented = shared::server::peer_certificate(parts).map(|c| &c.sha256);
+                if client.accepts_certificate(presented) {
+                    return Ok(Self {
+                        context: Context::client(&client, request_id),
+                        client,
+                    });
+                }
+                (None, Some(Named::WithoutCertificate(client)))
             }
-            AuthOutcome::Revoked(client) => (None, Some(client)),
+            AuthOutcome::Revoked(client) => (None, Some(Named::Revoked(client))),
             AuthOutcome::Missing => (Some(FailureReason::MissingKey), None),
             AuthOutcome::Unknown => (Some(FailureReason::UnknownKey), None),
             AuthOutcome::Tampered(_) => (Some(FailureReason::TamperedClient), None),
         };
-        // The address's budget first: within it a revoked key's use is audited on its own;
-        // past it, it is only counted like the rest, so no flood costs a write per request.
+        // The address's budget first: within it a refused real client's use is audited on its
+        // own; past it, it is only counted like the rest, so no flood costs a write per request.
         match state.limiter.note_failure(reason, peer) {
             Ok(()) => {
-                if let Some(client) = revoked {
-                    state.vault.record_revoked_use(&client, request_id).await?;
-                } else {
-                    state.metrics.auth_failure_aggregated();
+                match named {
+                    Some(Named::Revoked(client)) => {
+                        state.vault.record_revoked_use(&client, request_id).await?;
+                    }
+                    Some(Named::WithoutCertificate(client)) => {
+                        state.vault.record_unbound_use(&client, request_id).await?;
+                    }
+                    None => state.metrics.auth_failure_aggregated(),
                 }
                 Err(ApiError::Unauthorized)
             }
             Err(wait) => {
-                if let Some(client) = &revoked {
+                if let Some(Named::Revoked(client) | Named::WithoutCertificate(client)) = &named {
                     state
                         .limiter
                         .count_client(Operation::Unauthenticated, client);
@@ -70,6 +80,12 @@ impl FromRequestParts<AppState> for Caller {
             }
         }
     }
+}
+
+/// A real client whose key was refused: each such use is audited (within the address's budget).
+enum Named {
+    Revoked(ClientRecord),
+    WithoutCertificate(ClientRecord),
 }
 
 impl Caller {

@@ -121,6 +121,24 @@ impl Vault {
         })
     }
 
+    /// Audits a use of a certificate-bound client's key over a connection without its
+    /// certificate (the key was copied off the host it belongs to, or the TLS setup is wrong).
+    ///
+    /// # Errors
+    ///
+    /// The audit write failed.
+    pub async fn record_unbound_use(
+        &self,
+        client: &ClientRecord,
+        request_id: Option<String>,
+    ) -> Result<(), VaultError> {
+        let mut draft = AuditDraft::new(client.id.as_str(), Action::AuthFail, Outcome::Denied);
+        draft.tenant = Some(client.tenant.clone());
+        draft.request_id = request_id;
+        draft.detail = Some("API key without its bound client certificate".to_owned());
+        self.audit(draft).await
+    }
+
     /// Audits one use of a revoked client's key (each is worth an event: the key leaked or a
     /// deployment still holds it).
     ///
@@ -150,6 +168,23 @@ impl Vault {
         tenant: &str,
         scopes: Scopes,
     ) -> Result<(ClientRecord, ApiKey), VaultError> {
+        self.create_bound_client(name, tenant, scopes, None).await
+    }
+
+    /// As [`Vault::create_client`], the key bound to the TLS client certificate whose DER has
+    /// SHA-256 `cert_sha256` when given: its requests must then come over mutual TLS with that
+    /// certificate.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vault::create_client`].
+    pub async fn create_bound_client(
+        &self,
+        name: &str,
+        tenant: &str,
+        scopes: Scopes,
+        cert_sha256: Option<[u8; 32]>,
+    ) -> Result<(ClientRecord, ApiKey), VaultError> {
         validate_label(name).map_err(VaultError::Invalid)?;
         validate_label(tenant).map_err(VaultError::Invalid)?;
         let key =
@@ -163,12 +198,16 @@ impl Vault {
             created_at: now_micros(),
             revoked_at: None,
             mac: None,
+            cert_sha256,
         };
         client.seal(self.keys().client());
         let mut draft = AuditDraft::new("cli", Action::ClientCreate, Outcome::Granted);
         draft.tenant = Some(client.tenant.clone());
+        let binding = cert_sha256
+            .map(|h| format!(" cert_sha256={}", hex::encode(h)))
+            .unwrap_or_default();
         draft.detail = Some(format!(
-            "{} name={} scopes={}",
+            "{} name={} scopes={}{binding}",
             client.id, client.name, client.scopes
         ));
         self.store

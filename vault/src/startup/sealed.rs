@@ -108,7 +108,7 @@ pub async fn serve(
     };
     let socket = bind_socket(&config.keys.unseal_socket)?;
     if let Ok(addr) = server.local_addr() {
-        tracing::info!(addr = %addr, "vault listening");
+        tracing::info!(addr = %addr, tls = server.is_tls(), "vault listening");
     }
     let (requests, mut incoming) = mpsc::channel(1);
     let (phase, _) = watch::channel(Phase::Sealed);

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0007_key_seals.sql"),
     include_str!("../../migrations/postgres/0008_dual_control.sql"),
     include_str!("../../migrations/postgres/0009_refingerprint.sql"),
+    include_str!("../../migrations/postgres/0010_client_certificates.sql"),
 ];
 /// Advisory lock ids: one for migrations, one serializing audit appends.
 const MIGRATION_LOCK: i64 = 0x7661_756c_7401;
@@ -699,7 +700,7 @@ impl Store for PgStore {
             concat!(
                 "INSERT INTO clients (",
                 client_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             rows::client_values(&c),
         )

@@ -28,7 +28,7 @@ pub(super) use token_columns;
 /// The client columns in [`client`]'s order.
 macro_rules! client_columns {
     () => {
-        "id, name, tenant, scopes, key_hash, created_at, revoked_at, mac"
+        "id, name, tenant, scopes, key_hash, created_at, revoked_at, mac, cert_sha256"
     };
 }
 pub(super) use client_columns;
@@ -174,11 +174,15 @@ where
             .column::<Option<Vec<u8>>>(7)?
             .map(|m| shared::row::blob32(m, "client mac").map(RowMac))
             .transpose()?,
+        cert_sha256: r
+            .column::<Option<Vec<u8>>>(8)?
+            .map(|h| shared::row::blob32(h, "client certificate hash"))
+            .transpose()?,
     })
 }
 
 /// A client's values in `client_columns!()` order.
-pub(super) fn client_values(c: &ClientRecord) -> [Value<'_>; 8] {
+pub(super) fn client_values(c: &ClientRecord) -> [Value<'_>; 9] {
     [
         Value::from(c.id.as_str()),
         Value::from(&c.name),
@@ -188,6 +192,7 @@ pub(super) fn client_values(c: &ClientRecord) -> [Value<'_>; 8] {
         Value::from(c.created_at),
         Value::from(c.revoked_at),
         Value::from(c.mac.as_ref().map(|m| &m.0[..])),
+        Value::from(c.cert_sha256.as_ref().map(|h| &h[..])),
     ]
 }
 

@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_key_seals.sql"),
     include_str!("../../migrations/sqlite/0008_dual_control.sql"),
     include_str!("../../migrations/sqlite/0009_refingerprint.sql"),
+    include_str!("../../migrations/sqlite/0010_client_certificates.sql"),
 ];
 
 /// The SQLite store. Cheap to clone.
@@ -602,7 +603,7 @@ impl Store for SqliteStore {
                 concat!(
                     "INSERT INTO clients (",
                     client_columns!(),
-                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                 ),
                 rows::client_values(&c),
             )?;

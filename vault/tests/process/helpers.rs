@@ -245,7 +245,8 @@ impl VaultDir {
                 .find(|l| l.ends_with('\n') && l.contains("vault listening"))
             {
                 let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                server.base = format!("http://{}", v["addr"].as_str().unwrap());
+                let scheme = if v["tls"] == true { "https" } else { "http" };
+                server.base = format!("{scheme}://{}", v["addr"].as_str().unwrap());
                 return server;
             }
             if let Some(status) = server.child.try_wait().unwrap() {

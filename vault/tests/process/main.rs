@@ -13,3 +13,4 @@ mod cli;
 mod durability;
 mod helpers;
 mod key_providers;
+mod tls;

@@ -482,6 +482,8 @@ pub(crate) async fn clients_and_revocation(b: Backend) {
         created_at: now_micros(),
         revoked_at: None,
         mac: None,
+        // Bound to a client certificate: the binding is stored and MAC'd like the rest.
+        cert_sha256: Some([0x5A; 32]),
     };
     client.seal(keys.client());
     store
@@ -489,7 +491,16 @@ pub(crate) async fn clients_and_revocation(b: Backend) {
         .await
         .unwrap();
     let found = store.client_by_key_hash([9; 32]).await.unwrap().unwrap();
+    assert_eq!(found.cert_sha256, Some([0x5A; 32]));
     assert_eq!(found.encode(), client.encode());
+    let unbound = ClientRecord {
+        cert_sha256: None,
+        ..found.clone()
+    };
+    assert!(
+        !unbound.is_authentic(keys.client()),
+        "a row unbound behind the vault's back fails its MAC"
+    );
     assert_eq!(found.mac, client.mac);
     assert!(found.is_authentic(keys.client()));
     let by_id = store.client_by_id(&client.id).await.unwrap().unwrap();
@@ -914,6 +925,7 @@ pub(crate) async fn rows_are_remaced_only_from_the_mac_they_were_read_with(b: Ba
         created_at: now_micros(),
         revoked_at: None,
         mac: None,
+        cert_sha256: None,
     };
     client.seal(keys.client());
     store
