@@ -115,6 +115,16 @@ pub struct VaultSettings {
     /// Allow `http://` to a non-loopback `url` (development only; logged loudly).
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// PEM CA certificates the vault's certificate must chain to (instead of the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate the proxy presents to the vault (mutual TLS; the vault binds the
+    /// proxy's keys to it).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its PEM private key (mode 0600).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_vault_timeout_ms() -> u64 {
@@ -186,6 +196,9 @@ pub struct WebhookSettings {
     /// The key app webhook secrets are wrapped under at rest (64 hex digits, mode 0600; made by
     /// `proxy webhooks keygen FILE`). Unset: derived from the partner private key.
     pub secret_key_file: Option<PathBuf>,
+    /// PEM CA certificates app webhook endpoints' certificates must chain to, instead of the
+    /// system's (development and tests).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WebhookSettings {
@@ -199,6 +212,7 @@ impl Default for WebhookSettings {
             concurrency: 16,
             allow_private_networks: false,
             secret_key_file: None,
+            ca_file: None,
         }
     }
 }
@@ -318,6 +332,11 @@ impl ProxyConfig {
                     _ => "vault.url must be an http:// or https:// URL with a host",
                 })
             })?;
+        if config.vault.client_cert_file.is_some() != config.vault.client_key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "vault.client_cert_file and vault.client_key_file go together: set both (mutual TLS to the vault) or neither",
+            ));
+        }
         Ok(config)
     }
 
@@ -371,6 +390,16 @@ impl ProxyConfig {
         for path in self.vault.api_key_files.values_mut() {
             *path = anchored(base, path);
         }
+        let v = &mut self.vault;
+        for p in [
+            &mut v.ca_file,
+            &mut v.client_cert_file,
+            &mut v.client_key_file,
+        ] {
+            *p = p.as_deref().map(|p| anchored(base, p));
+        }
+        self.bank131.ca_file = self.bank131.ca_file.as_deref().map(|p| anchored(base, p));
+        self.webhooks.ca_file = self.webhooks.ca_file.as_deref().map(|p| anchored(base, p));
     }
 
     /// Where this configuration keeps its data, for the first line of every command.

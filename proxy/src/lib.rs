@@ -35,5 +35,6 @@ pub mod secrets;
 pub mod service;
 pub mod startup;
 pub mod store;
+pub mod upstream_tls;
 pub mod vault_client;
 pub mod view;

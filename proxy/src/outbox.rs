@@ -111,7 +111,7 @@ impl Deliverer {
         store: Arc<dyn ProxyStore>,
         secrets: Arc<crate::secrets::WrapKey>,
         settings: WebhookSettings,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::upstream_tls::BuildError> {
         Ok(Self {
             http: {
                 let builder = reqwest::Client::builder()
@@ -122,6 +122,11 @@ impl Deliverer {
                     // Not through an environment proxy: it would resolve, and reach, what our
                     // resolver refuses.
                     .no_proxy();
+                let builder = crate::upstream_tls::trust(
+                    builder,
+                    settings.ca_file.as_deref(),
+                    "webhooks.ca_file",
+                )?;
                 if settings.allow_private_networks {
                     builder.build()?
                 } else {

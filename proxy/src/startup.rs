@@ -39,6 +39,9 @@ pub enum StartupError {
     /// An HTTP client could not be built.
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    /// An outbound client's TLS files.
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream_tls::BuildError),
     /// The listener could not bind, or serving failed.
     #[error(transparent)]
     Server(#[from] shared::server::ServeError),
@@ -83,6 +86,9 @@ impl Application {
             &config.bank131.bank_public_key_file,
         )?);
         let vault = VaultClient::new(&config.vault)?;
+        if config.vault.ca_file.is_some() || config.vault.client_cert_file.is_some() {
+            reload_vault_tls_on_sighup(vault.clone());
+        }
         let dependencies = Arc::new(crate::http::health::DependencyCheck::new(
             vault.clone(),
             bank.clone(),
@@ -157,6 +163,30 @@ impl Application {
         links.abort();
         result
     }
+}
+
+/// Re-reads the vault client's TLS files on every SIGHUP (a renewed client certificate). The
+/// handler is installed now, before the proxy says it listens: a SIGHUP before it would end the
+/// process.
+fn reload_vault_tls_on_sighup(vault: VaultClient) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot watch SIGHUP: the vault client certificate is reloaded only by a restart"
+        );
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match vault.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: the vault client's TLS files reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: the vault client's TLS files did not load; the previous ones stay in use"
+                ),
+            }
+        }
+    });
 }
 
 /// The reconciler: every interval, each unfinished payout whose retry or check time has come,

@@ -5,7 +5,10 @@
 //! detokenize (`GET /v1/clients/me`: `proxy check`, start-up, `/readyz`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -40,10 +43,33 @@ pub enum VaultError {
     BadResponse,
 }
 
+/// The HTTP client for the vault: no redirects, no environment proxy, its TLS files.
+fn http_client(settings: &VaultSettings) -> Result<reqwest::Client, BuildError> {
+    let builder = reqwest::Client::builder()
+        .timeout(Duration::from_millis(settings.request_timeout_ms))
+        // Never follow a redirect with the vault key (docs/ARCHITECTURE.md §9.3).
+        .redirect(reqwest::redirect::Policy::none())
+        // Nor send it through a proxy the environment names.
+        .no_proxy();
+    let builder =
+        crate::upstream_tls::trust(builder, settings.ca_file.as_deref(), "vault.ca_file")?;
+    let builder = crate::upstream_tls::present(
+        builder,
+        settings.client_cert_file.as_ref(),
+        settings.client_key_file.as_ref(),
+    )?;
+    Ok(builder.build()?)
+}
+
+pub use crate::upstream_tls::BuildError;
+
 /// A vault client with one API key per tenant.
 #[derive(Clone, Debug)]
 pub struct VaultClient {
-    http: reqwest::Client,
+    /// Swapped whole by [`VaultClient::reload_tls`] (a renewed client certificate); clones
+    /// share it.
+    http: Arc<ArcSwap<reqwest::Client>>,
+    settings: Arc<VaultSettings>,
     base_url: String,
     keys: BTreeMap<String, VaultKey>,
 }
@@ -163,18 +189,24 @@ impl VaultClient {
     /// # Errors
     ///
     /// The HTTP client could not be built.
-    pub fn new(settings: &VaultSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: &VaultSettings) -> Result<Self, BuildError> {
         Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_millis(settings.request_timeout_ms))
-                // Never follow a redirect with the vault key (docs/ARCHITECTURE.md §9.3).
-                .redirect(reqwest::redirect::Policy::none())
-                // Nor send it through a proxy the environment names.
-                .no_proxy()
-                .build()?,
+            http: Arc::new(ArcSwap::from_pointee(http_client(settings)?)),
+            settings: Arc::new(settings.clone()),
             base_url: settings.url.trim_end_matches('/').to_owned(),
             keys: settings.api_keys.clone(),
         })
+    }
+
+    /// Re-reads `vault.ca_file`, `vault.client_cert_file` and `vault.client_key_file` (on
+    /// SIGHUP): calls made from now on use them; on failure the ones in use stay.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`].
+    pub fn reload_tls(&self) -> Result<(), BuildError> {
+        self.http.store(Arc::new(http_client(&self.settings)?));
+        Ok(())
     }
 
     /// The card number behind `token`, for `purpose` (recorded in the vault's audit log).
@@ -195,6 +227,7 @@ impl VaultClient {
         }
         let response = self
             .http
+            .load()
             .post(format!("{}/v1/tokens/{token}/detokenize", self.base_url))
             .bearer_auth(key.expose())
             .json(&serde_json::json!({ "purpose": purpose }))
@@ -235,6 +268,7 @@ impl VaultClient {
         let key = self.keys.get(tenant).ok_or(VaultError::NoKeyForTenant)?;
         let response = self
             .http
+            .load()
             .post(format!("{}/v1/collect_sessions", self.base_url))
             .bearer_auth(key.expose())
             .json(&serde_json::json!({
@@ -287,6 +321,7 @@ impl VaultClient {
         let key = self.keys.get(tenant).ok_or(VaultError::NoKeyForTenant)?;
         let response = self
             .http
+            .load()
             .get(format!("{}/v1/collect_sessions/{id}", self.base_url))
             .bearer_auth(key.expose())
             .send()
@@ -337,6 +372,7 @@ impl VaultClient {
             let setting = format!("vault.api_keys.{tenant}");
             let answer = self
                 .http
+                .load()
                 .get(format!("{}/v1/clients/me", self.base_url))
                 .bearer_auth(key.expose())
                 .send()

@@ -54,6 +54,9 @@ async fn the_vault_client_never_follows_a_redirect() {
         api_key_files: BTreeMap::new(),
         request_timeout_ms: 5_000,
         allow_insecure_http: false,
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
     })
     .unwrap();
     let result = client

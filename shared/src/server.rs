@@ -279,11 +279,14 @@ async fn connection(
             service,
             options.idle_timeout,
             stop,
+            None,
             permit,
         )
         .await;
         return;
     };
+    // Subscribed before the handshake, so a reload during it still ends the connection.
+    let reloads = tls.reloads();
     // The handshake is bounded like a request head: a client that opens connections and never
     // finishes one holds a slot for this long at most.
     let handshake = tokio::time::timeout(options.header_read_timeout, tls.acceptor().accept(io));
@@ -295,7 +298,7 @@ async fn connection(
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
                 .is_some_and(|inner| matches!(inner, rustls::Error::InvalidCertificate(_)));
             if certificate_refused {
-                tracing::warn!(%peer, error = %e, "TLS handshake refused: the client certificate does not verify against server.tls.client_ca_file");
+                tls.refused_certificate(peer, &e);
             } else {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
             }
@@ -307,6 +310,9 @@ async fn connection(
         }
     };
     let certificate = tls::peer_certificate(stream.get_ref().1);
+    // A connection that proved a client certificate ends at the next reload (a new CRL may
+    // revoke it); one without needs no new check.
+    let reloads = certificate.is_some().then_some(reloads);
     let service = service(certificate);
     conn::serve_connection(
         builder,
@@ -315,6 +321,7 @@ async fn connection(
         service,
         options.idle_timeout,
         stop,
+        reloads,
         permit,
     )
     .await;

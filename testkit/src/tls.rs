@@ -110,22 +110,31 @@ impl TestCa {
         self.issue(&[], name, ExtendedKeyUsagePurpose::ClientAuth, true)
     }
 
-    /// A revocation list (PEM) naming `revoked`.
+    /// A revocation list (PEM) naming `revoked`, current until the year 4000.
     ///
     /// # Panics
     ///
     /// Signing failed.
     pub fn crl(&self, revoked: &[&Issued]) -> String {
+        self.crl_until(revoked, 4000)
+    }
+
+    /// A revocation list (PEM) naming `revoked` whose next update was due in 2020: stale.
+    pub fn expired_crl(&self, revoked: &[&Issued]) -> String {
+        self.crl_until(revoked, 2020)
+    }
+
+    fn crl_until(&self, revoked: &[&Issued], next_update_year: i32) -> String {
         let params = CertificateRevocationListParams {
-            this_update: date_time_ymd(2024, 1, 1),
-            next_update: date_time_ymd(4000, 1, 1),
+            this_update: date_time_ymd(2019, 1, 1),
+            next_update: date_time_ymd(next_update_year, 1, 1),
             crl_number: SerialNumber::from(self.next_serial.fetch_add(1, Ordering::Relaxed)),
             issuing_distribution_point: None,
             revoked_certs: revoked
                 .iter()
                 .map(|r| RevokedCertParams {
                     serial_number: SerialNumber::from(r.serial),
-                    revocation_time: date_time_ymd(2024, 1, 1),
+                    revocation_time: date_time_ymd(2019, 1, 1),
                     reason_code: None,
                     invalidity_date: None,
                 })

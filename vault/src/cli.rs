@@ -1383,6 +1383,11 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                 },
                 (None, None) => None,
             };
+            if binding.is_some() && config.server.tls.client_ca_file.is_none() {
+                eprintln!(
+                    "vault: note: server.tls.client_ca_file is not set here, so this vault asks no client for a certificate and the new key works nowhere until it does"
+                );
+            }
             let (client, key) = vault
                 .create_bound_client(&name, &tenant, scopes, binding)
                 .await?;

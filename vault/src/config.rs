@@ -239,6 +239,16 @@ impl VaultConfig {
         self.database.sqlite(DEFAULT_DATABASE)
     }
 
+    /// `[server]` for the card form's own listener (`collect.listen`): the same, but it never
+    /// asks for client certificates. Cardholders' browsers have none to give, and the request
+    /// would show them the names of the CA the vault's clients come from.
+    pub fn form_server(&self) -> ServerConfig {
+        let mut server = self.server.clone();
+        server.tls.client_ca_file = None;
+        server.tls.client_crl_file = None;
+        server
+    }
+
     /// Loads `file` (if given), applies `VAULT__…` overrides from `env`, and validates.
     ///
     /// # Errors

@@ -242,7 +242,7 @@ impl Application {
         let vault = open_serving(config, store, key_provider(config).as_ref()).await?;
         let server = Bound::bind(config.listen(), &config.server).await?;
         let form = match config.collect.listen {
-            Some(addr) => Some(Bound::bind(addr, &config.server).await?),
+            Some(addr) => Some(Bound::bind(addr, &config.form_server()).await?),
             None => None,
         };
         Ok(Self::assemble(config, vault, server, form))
@@ -252,18 +252,24 @@ impl Application {
     fn assemble(config: &VaultConfig, vault: Vault, server: Bound, form: Option<Bound>) -> Self {
         // Unset, the public origin is the address actually bound (port 0 picks one): the
         // form's own listener when it has one.
-        let form_addr = form
-            .as_ref()
-            .map_or_else(|| server.local_addr(), Bound::local_addr);
-        let public_origin = match (&config.collect.public_url, form_addr) {
+        let form_listener = form.as_ref().unwrap_or(&server);
+        let scheme = if form_listener.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        let public_origin = match (&config.collect.public_url, form_listener.local_addr()) {
             (Some(url), _) => url.clone(),
-            (None, Ok(addr)) => format!("http://{addr}"),
+            (None, Ok(addr)) => format!("{scheme}://{addr}"),
             (None, Err(_)) => config.public_origin(),
         };
         // Checked when the configuration was loaded; were it not, trusting none is the safe side.
         let trusted_proxies =
             TrustedProxies::parse(&config.limits.trusted_proxies).unwrap_or_default();
-        if trusted_proxies.is_empty() && public_origin.starts_with("https://") {
+        if trusted_proxies.is_empty()
+            && public_origin.starts_with("https://")
+            && !form_listener.is_tls()
+        {
             tracing::warn!(
                 "collect.public_url is https, so browsers reach the vault through a TLS terminator, but limits.trusted_proxies is empty: every cardholder shares the terminator's rate-limit bucket; list it there"
             );

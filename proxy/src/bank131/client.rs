@@ -49,6 +49,9 @@ pub enum ClientBuildError {
     /// `base_url` or `allowed_networks` is not acceptable.
     #[error("{0}")]
     Egress(&'static str),
+    /// `ca_file` did not load.
+    #[error(transparent)]
+    Tls(#[from] crate::upstream_tls::UpstreamTlsError),
 }
 
 impl Bank131Client {
@@ -89,7 +92,8 @@ impl Bank131Client {
             .redirect(reqwest::redirect::Policy::none())
             // Never through a proxy named by the environment (HTTPS_PROXY): the card number
             // would leave by a path the configuration does not show.
-            .no_proxy()
+            .no_proxy();
+        let http = crate::upstream_tls::trust(http, config.ca_file.as_deref(), "bank131.ca_file")?
             .build()
             .map_err(ClientBuildError::Http)?;
         Ok(Self {

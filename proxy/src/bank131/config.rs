@@ -71,6 +71,10 @@ pub struct Bank131Config {
     /// any public address, never an internal one.
     #[serde(default)]
     pub allowed_networks: Vec<String>,
+    /// PEM CA certificates the bank's certificate must chain to, instead of the system's (a
+    /// test CA for the sandbox over TLS).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_base_url() -> String {

@@ -20,6 +20,22 @@ const SETTINGS: &[Setting] = &[
                   start)",
     },
     Setting {
+        key: "vault.ca_file",
+        meaning: "PEM CA certificates the vault's certificate must chain to, and nothing else \
+                  (a private CA); unset, the system's roots. Chain, expiry and host name are \
+                  always checked",
+    },
+    Setting {
+        key: "vault.client_cert_file",
+        meaning: "PEM client certificate the proxy presents to the vault (mutual TLS; bind the \
+                  proxy's vault keys to it with `vault clients create --cert-file`); with \
+                  `client_key_file`. Re-read on SIGHUP",
+    },
+    Setting {
+        key: "vault.client_key_file",
+        meaning: "its PEM private key, mode 0600",
+    },
+    Setting {
         key: "vault.api_keys.<tenant>",
         meaning: "per tenant, a vault key with `tokens:detokenize` in that tenant, and \
                   `collect:create` for payout links (without it `POST /v1/payout_links` is 503 \
@@ -44,6 +60,11 @@ const SETTINGS: &[Setting] = &[
         key: "bank131.allow_insecure_http",
         meaning: "allow `http://` to a non-loopback bank URL (development only; warned at every \
                   start)",
+    },
+    Setting {
+        key: "bank131.ca_file",
+        meaning: "PEM CA certificates the bank's certificate must chain to instead of the \
+                  system's roots (the sandbox served by a test CA)",
     },
     Setting {
         key: "bank131.allowed_networks",
@@ -160,6 +181,11 @@ const SETTINGS: &[Setting] = &[
         key: "webhooks.concurrency",
         meaning: "deliveries in flight at once (1–1024), so a slow app endpoint holds up only its \
                   own events",
+    },
+    Setting {
+        key: "webhooks.ca_file",
+        meaning: "PEM CA certificates app webhook endpoints' certificates must chain to \
+                  instead of the system's roots (development and tests)",
     },
     Setting {
         key: "webhooks.secret_key_file",

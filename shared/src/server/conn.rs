@@ -16,9 +16,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-/// Serves one connection until it ends, the shutdown signal has let it finish its request, or it
-/// has moved no byte for a whole `idle` period (as counted by the [`IdleWatch`] under `io`,
-/// which shares `moved`). `_slot` is held for the connection's life.
+/// Serves one connection until it ends, the shutdown signal (or, when given, a TLS reload) has
+/// let it finish its request, or it has moved no byte for a whole `idle` period (as counted by
+/// the [`IdleWatch`] under `io`, which shares `moved`). `_slot` is held for the connection's
+/// life.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one connection's parts, passed once"
+)]
 pub(super) async fn serve_connection<I, S>(
     builder: Arc<hyper::server::conn::http1::Builder>,
     io: I,
@@ -26,6 +31,7 @@ pub(super) async fn serve_connection<I, S>(
     service: S,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
+    mut reloads: Option<watch::Receiver<u64>>,
     _slot: OwnedSemaphorePermit,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -60,6 +66,11 @@ pub(super) async fn serve_connection<I, S>(
                     conn.as_mut().graceful_shutdown();
                 }
             }
+            () = reloaded(&mut reloads), if !stopping => {
+                tracing::debug!("closing a connection with a client certificate: TLS files reloaded");
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
             _ = periods.tick() => {
                 let now = moved.load(Ordering::Relaxed);
                 if now == seen {
@@ -69,6 +80,17 @@ pub(super) async fn serve_connection<I, S>(
                 seen = now;
             }
         }
+    }
+}
+
+/// Completes at the next reload, never without a receiver (or once its sender is gone).
+async fn reloaded(reloads: &mut Option<watch::Receiver<u64>>) {
+    let changed = match reloads {
+        Some(r) => r.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
     }
 }
 

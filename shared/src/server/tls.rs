@@ -81,7 +81,19 @@ pub struct PeerCertificate {
 pub struct ServerTls {
     files: TlsConfig,
     current: ArcSwap<rustls::ServerConfig>,
+    /// Bumped by each successful reload: connections that presented a client certificate end
+    /// (gracefully) and their clients reconnect under the new CA and CRL, so a certificate
+    /// revoked since their handshake stops working at once.
+    reloads: tokio::sync::watch::Sender<u64>,
+    /// Refused handshakes, for the rate-limited warning.
+    refused: std::sync::atomic::AtomicU64,
+    /// When the last warning about them was logged (Unix seconds).
+    warned_at: std::sync::atomic::AtomicI64,
 }
+
+/// At most one warning about refused client certificates per this many seconds: anyone can
+/// make a handshake fail, and must not be able to fill the log.
+const REFUSAL_WARNING_EVERY_SECONDS: i64 = 10;
 
 impl ServerTls {
     /// Loads the files `config` names; `None` when it names no certificate (plain HTTP).
@@ -97,6 +109,9 @@ impl ServerTls {
         Ok(Some(Arc::new(Self {
             files: config.clone(),
             current: ArcSwap::from_pointee(built),
+            reloads: tokio::sync::watch::Sender::new(0),
+            refused: std::sync::atomic::AtomicU64::new(0),
+            warned_at: std::sync::atomic::AtomicI64::new(0),
         })))
     }
 
@@ -107,7 +122,40 @@ impl ServerTls {
     /// [`TlsError`].
     pub fn reload(&self) -> Result<(), TlsError> {
         self.current.store(Arc::new(build(&self.files)?));
+        self.reloads.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
+    }
+
+    /// Told of every successful reload from now on.
+    pub(super) fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Counts a handshake refused for its client certificate; logs a warning with the count at
+    /// most every [`REFUSAL_WARNING_EVERY_SECONDS`].
+    pub(super) fn refused_certificate(&self, peer: std::net::SocketAddr, error: &std::io::Error) {
+        use std::sync::atomic::Ordering;
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let last = self.warned_at.load(Ordering::Relaxed);
+        if now - last >= REFUSAL_WARNING_EVERY_SECONDS
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.refused.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                %peer,
+                error = %error,
+                refused,
+                "TLS handshake refused: the client certificate does not verify against server.tls.client_ca_file (this one, and the count since the last such line)"
+            );
+        } else {
+            tracing::debug!(%peer, error = %error, "TLS handshake refused: client certificate");
+        }
     }
 
     /// Whether the listener asks for client certificates.
@@ -183,7 +231,10 @@ fn build(config: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> {
             }
             let mut verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                    .allow_unauthenticated();
+                    .allow_unauthenticated()
+                    // A CRL past its next update is not evidence of anything: refused, so a
+                    // CRL job that died cannot leave revoked certificates working.
+                    .enforce_revocation_expiration();
             if let Some(crl_file) = &config.client_crl_file {
                 let pem = read_pem(crl_file, "server.tls.client_crl_file")?;
                 let crls = CertificateRevocationListDer::pem_slice_iter(&pem)

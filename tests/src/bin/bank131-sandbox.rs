@@ -115,6 +115,17 @@ struct Cli {
     #[arg(long = "fault")]
     faults: Vec<FaultSpec>,
 
+    /// Serve over TLS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (mode 0600).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates the webhook endpoint's certificate must chain to, instead of the
+    /// system's (a proxy served by a local CA).
+    #[arg(long)]
+    webhook_ca_file: Option<PathBuf>,
+
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "SANDBOX_LOG", default_value = "info")]
     log: String,
@@ -187,6 +198,12 @@ fn config(cli: &Cli) -> anyhow::Result<SandboxConfig> {
         hang_limit: ms(cli.hang_ms),
         faults: cli.faults.clone(),
         state_file: cli.state_dir.as_ref().map(|d| d.join("state.json")),
+        tls: shared::config::TlsConfig {
+            cert_file: cli.tls_cert.clone(),
+            key_file: cli.tls_key.clone(),
+            ..shared::config::TlsConfig::default()
+        },
+        webhook_ca_file: cli.webhook_ca_file.clone(),
         id_prefix: match &cli.id_prefix {
             Some(p) => p.clone(),
             None => format!(

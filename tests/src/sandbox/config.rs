@@ -173,6 +173,11 @@ pub struct SandboxConfig {
     /// The file the state (projects, sessions, counters, idempotency keys) is kept in: read at
     /// start when it exists, written through on every change. `None` keeps it in memory only.
     pub state_file: Option<std::path::PathBuf>,
+    /// TLS on the sandbox's listener (the bank over https), as the services' `[server.tls]`.
+    pub tls: shared::config::TlsConfig,
+    /// PEM CA certificates a webhook endpoint's certificate must chain to, instead of the
+    /// system's (a proxy served by a test CA).
+    pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
 impl SandboxConfig {
@@ -204,6 +209,8 @@ impl Default for SandboxConfig {
             error_status: BTreeMap::new(),
             id_prefix: String::new(),
             state_file: None,
+            tls: shared::config::TlsConfig::default(),
+            webhook_ca_file: None,
         }
     }
 }

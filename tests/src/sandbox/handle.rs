@@ -48,6 +48,9 @@ pub enum SandboxError {
     /// The webhook HTTP client could not be built.
     #[error("webhook client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The TLS files did not load.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Why a control operation was refused.
@@ -82,6 +85,7 @@ pub enum AdvanceStep {
 pub struct SandboxHandle {
     sandbox: Sandbox,
     addr: SocketAddr,
+    scheme: &'static str,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
 }
@@ -140,15 +144,24 @@ pub async fn spawn(config: SandboxConfig) -> Result<SandboxHandle, SandboxError>
             .map_err(|why| SandboxError::Fault(format!("{f}: {why}")))?;
     }
     // No redirects: a webhook URL that redirects is a misconfiguration the partner should see.
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(config.webhook_timeout)
-        .build()
-        .map_err(SandboxError::Client)?;
+        .timeout(config.webhook_timeout);
+    if let Some(ca) = &config.webhook_ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| SandboxError::Tls(format!("--webhook-ca-file {}: {e}", ca.display())))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(SandboxError::Client)?;
+        http = http.tls_certs_only(roots);
+    }
+    let http = http.build().map_err(SandboxError::Client)?;
+    let tls = shared::server::ServerTls::load(&config.tls)
+        .map_err(|e| SandboxError::Tls(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(SandboxError::Bind)?;
     let addr = listener.local_addr().map_err(SandboxError::Bind)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let hang_limit = config.hang_limit;
     let (stop, shutdown) = watch::channel(false);
     let sandbox = Sandbox(Arc::new(Core {
         journal: Journal::new(config.journal_limit),
@@ -165,13 +178,20 @@ pub async fn spawn(config: SandboxConfig) -> Result<SandboxHandle, SandboxError>
         .nest("/__sandbox", control::router())
         .fallback(api::bank_api)
         .with_state(sandbox.clone());
+    // The services' own server loop: it serves TLS the same way theirs does. Its timers are
+    // far out of the way of the faults (a `hang` holds a request for `hang_limit`).
+    let options = shared::server::ServeOptions {
+        grace: std::time::Duration::from_secs(5),
+        header_read_timeout: std::time::Duration::from_secs(60),
+        idle_timeout: hang_limit.max(std::time::Duration::from_secs(60)) * 2,
+        max_connections: 4096,
+    };
     let server = tokio::spawn(async move {
         let mut shutdown = shutdown;
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            })
-            .await;
+        let stopped = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let result = shared::server::serve(listener, app, stopped, options, tls).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "sandbox server failed");
         }
@@ -184,6 +204,7 @@ pub async fn spawn(config: SandboxConfig) -> Result<SandboxHandle, SandboxError>
     Ok(SandboxHandle {
         sandbox,
         addr,
+        scheme,
         stop,
         server: Some(server),
     })
@@ -195,9 +216,9 @@ impl SandboxHandle {
         self.addr
     }
 
-    /// `http://<addr>`, the value for the client's base URL.
+    /// `http://<addr>` (`https://` over TLS), the value for the client's base URL.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The bank's public key (SPKI PEM): what the partner verifies webhooks with.

@@ -19,7 +19,7 @@ pub struct SandboxSpec {
     pub webhook_url: String,
     /// The port to listen on (loopback).
     pub port: u16,
-    /// Further flags (`--fault`, delays, `--log`...).
+    /// Further flags (`--fault`, delays, `--log`...; `--tls-cert` makes it `https`).
     pub flags: Vec<String>,
 }
 
@@ -28,7 +28,7 @@ pub struct SandboxSpec {
 pub struct Sandbox {
     /// The process (`None` only between a kill and its restart).
     process: Option<Process>,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with `--tls-cert`).
     pub url: String,
     /// The partner's private key (PEM), for the proxy's `bank131.private_key_file`.
     pub partner_key: PathBuf,
@@ -63,7 +63,15 @@ impl Sandbox {
         std::fs::write(&partner_public, public)?;
         let mut sandbox = Self {
             process: None,
-            url: format!("http://127.0.0.1:{}", spec.port),
+            url: format!(
+                "{}://127.0.0.1:{}",
+                if spec.flags.iter().any(|f| f == "--tls-cert") {
+                    "https"
+                } else {
+                    "http"
+                },
+                spec.port
+            ),
             partner_key,
             bank_key,
             bin: bin.to_owned(),

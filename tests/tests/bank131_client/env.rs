@@ -63,6 +63,7 @@ pub(crate) fn client_config(
         request_timeout_ms,
         allow_insecure_http: false,
         allowed_networks: Vec::new(),
+        ca_file: None,
     }
 }
 

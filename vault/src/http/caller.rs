@@ -39,14 +39,14 @@ impl FromRequestParts<AppState> for Caller {
             AuthOutcome::Client(client) => {
                 // A key bound to a client certificate works only over a connection that
                 // presented it: a copy of the key alone is refused.
-                let presented = shared::server::peer_certificate(parts).map(|c| &c.sha256);
-                if client.accepts_certificate(presented) {
+                let presented = shared::server::peer_certificate(parts).map(|c| c.sha256);
+                if client.accepts_certificate(presented.as_ref()) {
                     return Ok(Self {
                         context: Context::client(&client, request_id),
                         client,
                     });
                 }
-                (None, Some(Named::WithoutCertificate(client)))
+                (None, Some(Named::WithoutCertificate(client, presented)))
             }
             AuthOutcome::Revoked(client) => (None, Some(Named::Revoked(client))),
             AuthOutcome::Missing => (Some(FailureReason::MissingKey), None),
@@ -61,15 +61,19 @@ impl FromRequestParts<AppState> for Caller {
                     Some(Named::Revoked(client)) => {
                         state.vault.record_revoked_use(&client, request_id).await?;
                     }
-                    Some(Named::WithoutCertificate(client)) => {
-                        state.vault.record_unbound_use(&client, request_id).await?;
+                    Some(Named::WithoutCertificate(client, presented)) => {
+                        state
+                            .vault
+                            .record_unbound_use(&client, presented.as_ref(), request_id)
+                            .await?;
                     }
                     None => state.metrics.auth_failure_aggregated(),
                 }
                 Err(ApiError::Unauthorized)
             }
             Err(wait) => {
-                if let Some(Named::Revoked(client) | Named::WithoutCertificate(client)) = &named {
+                if let Some(Named::Revoked(client) | Named::WithoutCertificate(client, _)) = &named
+                {
                     state
                         .limiter
                         .count_client(Operation::Unauthenticated, client);
@@ -85,7 +89,8 @@ impl FromRequestParts<AppState> for Caller {
 /// A real client whose key was refused: each such use is audited (within the address's budget).
 enum Named {
     Revoked(ClientRecord),
-    WithoutCertificate(ClientRecord),
+    /// With the certificate presented instead, if any.
+    WithoutCertificate(ClientRecord, Option<[u8; 32]>),
 }
 
 impl Caller {

@@ -122,7 +122,7 @@ impl Vault {
     }
 
     /// Audits a use of a certificate-bound client's key over a connection without its
-    /// certificate (the key was copied off the host it belongs to, or the TLS setup is wrong).
+    /// certificate (`presented`: the one it gave instead, if any) (the key was copied off the host it belongs to, or the TLS setup is wrong).
     ///
     /// # Errors
     ///
@@ -130,12 +130,21 @@ impl Vault {
     pub async fn record_unbound_use(
         &self,
         client: &ClientRecord,
+        presented: Option<&[u8; 32]>,
         request_id: Option<String>,
     ) -> Result<(), VaultError> {
         let mut draft = AuditDraft::new(client.id.as_str(), Action::AuthFail, Outcome::Denied);
         draft.tenant = Some(client.tenant.clone());
         draft.request_id = request_id;
-        draft.detail = Some("API key without its bound client certificate".to_owned());
+        // Which certificate came instead is evidence: none (the key alone was copied), or
+        // another the CA issued (a key moved to another host).
+        draft.detail = Some(match presented {
+            None => "API key without its bound client certificate: none presented".to_owned(),
+            Some(h) => format!(
+                "API key without its bound client certificate: presented cert_sha256={}",
+                hex::encode(h)
+            ),
+        });
         self.audit(draft).await
     }
 

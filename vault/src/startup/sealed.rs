@@ -103,7 +103,7 @@ pub async fn serve(
     }
     let server = Bound::bind(config.listen(), &config.server).await?;
     let form = match config.collect.listen {
-        Some(addr) => Some(Bound::bind(addr, &config.server).await?),
+        Some(addr) => Some(Bound::bind(addr, &config.form_server()).await?),
         None => None,
     };
     let socket = bind_socket(&config.keys.unseal_socket)?;

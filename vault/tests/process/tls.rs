@@ -86,7 +86,7 @@ fn audited_refusals(vault: &VaultDir, client_id: &str) -> i64 {
         .unwrap()
         .query_row(
             "SELECT count(*) FROM audit_events WHERE action = 'auth.fail' AND actor = ?1 \
-             AND detail = 'API key without its bound client certificate'",
+             AND detail LIKE 'API key without its bound client certificate%'",
             [client_id],
             |r| r.get(0),
         )
@@ -142,6 +142,21 @@ async fn mutual_tls_refuses_foreign_expired_and_revoked_certificates_and_a_bound
     let other = pki.client(Some(&pki.other));
     assert_eq!(tokenize(&other, &server, &proxy_key).await.unwrap(), 401);
     assert_eq!(audited_refusals(&vault, &proxy_id), 2);
+    let named_other: i64 = rusqlite::Connection::open(vault.path("vault.db"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE actor = ?1 AND detail LIKE ?2",
+            [
+                proxy_id.clone(),
+                format!("%presented cert_sha256={}", pki.other.sha256_hex),
+            ],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        named_other, 1,
+        "the event names the certificate that came instead"
+    );
     // Certificates from another CA, expired or revoked never finish the handshake.
     for (what, id) in [
         ("another CA's", &pki.rogue),
@@ -243,13 +258,6 @@ async fn a_renewed_certificate_is_served_after_sighup_and_a_broken_one_is_not() 
     // Renewed in place, as a certificate agent does, then SIGHUP.
     let renewed = pki.ca.server(&["127.0.0.1", "localhost"]);
     renewed.write(&vault.path(""), "server");
-    let hup = |server: &Server| {
-        let status = Command::new("kill")
-            .args(["-HUP", &server.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
     hup(&server);
     server.wait_for_log("TLS certificate and key reloaded");
     // The next handshake gets the new certificate (the deadline only bounds a hang).
@@ -266,5 +274,78 @@ async fn a_renewed_certificate_is_served_after_sighup_and_a_broken_one_is_not() 
     hup(&server);
     server.wait_for_log("the TLS files did not load");
     assert_eq!(served_certificate(&http, &server).await, renewed.sha256_hex);
+    assert!(server.terminate().success());
+}
+
+fn hup(server: &Server) {
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_revocation_ends_open_connections_and_a_stale_crl_refuses_every_certificate() {
+    let vault = VaultDir::new();
+    let pki = Pki::configure(&vault);
+    let (_, app_key) = vault.client("acme", "tokens:create");
+    let server = vault.serve();
+    // One keep-alive connection (the pool keeps it), presenting the proxy's certificate.
+    let pooled = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(pki.ca.cert_pem().as_bytes()).unwrap()])
+        .identity(
+            reqwest::Identity::from_pem(
+                format!("{}{}", pki.proxy.cert_pem, pki.proxy.key_pem).as_bytes(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(tokenize(&pooled, &server, &app_key).await.unwrap(), 201);
+    assert_eq!(tokenize(&pooled, &server, &app_key).await.unwrap(), 201);
+    // The proxy's certificate is revoked and the CRL reloaded: the open connection ends, and
+    // a new one is refused.
+    std::fs::write(
+        vault.path("clients.crl"),
+        pki.ca.crl(&[&pki.revoked, &pki.proxy]),
+    )
+    .unwrap();
+    hup(&server);
+    server.wait_for_log("TLS certificate and key reloaded");
+    // The connection ends once its task has seen the reload (a request already on its way
+    // may still finish); from then on every request fails. Were the connection kept, the
+    // pooled client would go on succeeding on it and the deadline would fail the test.
+    let deadline = Instant::now() + READY_DEADLINE;
+    while tokenize(&pooled, &server, &app_key).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "a revoked certificate kept working"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(tokenize(&pooled, &server, &app_key).await.is_err());
+    // A CRL past its next update proves nothing: every client certificate is refused, and a
+    // client without one still connects.
+    std::fs::write(
+        vault.path("clients.crl"),
+        pki.ca.expired_crl(&[&pki.revoked]),
+    )
+    .unwrap();
+    hup(&server);
+    let deadline = Instant::now() + READY_DEADLINE;
+    while tokenize(&pki.client(Some(&pki.other)), &server, &app_key)
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "a stale CRL was trusted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        tokenize(&pki.client(None), &server, &app_key)
+            .await
+            .unwrap(),
+        201
+    );
     assert!(server.terminate().success());
 }
