@@ -203,6 +203,28 @@ pub async fn launch() -> Result<Option<Browser>, BrowserError> {
 /// [`BrowserError::Missing`] when either is missing and `lookup.require` is set; otherwise
 /// chromedriver failing to start or to open a session, with the end of its output.
 pub async fn launch_with(lookup: &Lookup) -> Result<Option<Browser>, BrowserError> {
+    launch_with_args(lookup, &[]).await
+}
+
+/// [`launch`] for pages served with a test CA's certificate: certificates whose public key has
+/// one of these SHA-256 hashes (base64, [`crate::tls::Issued::spki_sha256_base64`]) are
+/// accepted, and every other certificate error still stops the page.
+///
+/// # Errors
+///
+/// As [`launch_with`].
+pub async fn launch_trusting(spki_sha256: &[String]) -> Result<Option<Browser>, BrowserError> {
+    let arg = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        spki_sha256.join(",")
+    );
+    launch_with_args(&Lookup::from_env(), &[arg]).await
+}
+
+async fn launch_with_args(
+    lookup: &Lookup,
+    extra_args: &[String],
+) -> Result<Option<Browser>, BrowserError> {
     let (driver_path, chromium) = match lookup.find() {
         Ok(found) => found,
         Err(reason) if lookup.require => return Err(BrowserError::Missing { reason }),
@@ -219,22 +241,26 @@ pub async fn launch_with(lookup: &Lookup) -> Result<Option<Browser>, BrowserErro
             source,
         })?;
     let driver = Driver::start(&driver_path).await?;
-    let client =
-        match tokio::time::timeout(DEADLINE, connect(&driver.url, &chromium, &profile)).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(source)) => {
-                return Err(BrowserError::Session {
-                    source,
-                    output: driver.output(),
-                });
-            }
-            Err(_) => {
-                return Err(BrowserError::NotReady {
-                    problem: format!("no session within {DEADLINE:?}"),
-                    output: driver.output(),
-                });
-            }
-        };
+    let client = match tokio::time::timeout(
+        DEADLINE,
+        connect(&driver.url, &chromium, &profile, extra_args),
+    )
+    .await
+    {
+        Ok(Ok(client)) => client,
+        Ok(Err(source)) => {
+            return Err(BrowserError::Session {
+                source,
+                output: driver.output(),
+            });
+        }
+        Err(_) => {
+            return Err(BrowserError::NotReady {
+                problem: format!("no session within {DEADLINE:?}"),
+                output: driver.output(),
+            });
+        }
+    };
     // chromedriver always names the session it opened; an empty id would only make the
     // extension endpoints answer "invalid session id", which names the problem.
     let session = client.session_id().await?.unwrap_or_default();
@@ -268,8 +294,12 @@ fn skipped(reason: &str) {
 /// The capabilities: headless Chromium on a fresh profile, nothing running in the background
 /// that would add requests to the network log or make a run differ from the next, and every
 /// console and network event logged.
-fn capabilities(chromium: &Path, profile: &Path) -> serde_json::Map<String, Value> {
-    let caps = json!({
+fn capabilities(
+    chromium: &Path,
+    profile: &Path,
+    extra_args: &[String],
+) -> serde_json::Map<String, Value> {
+    let mut caps = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
             "binary": chromium,
@@ -293,6 +323,9 @@ fn capabilities(chromium: &Path, profile: &Path) -> serde_json::Map<String, Valu
         },
         "goog:loggingPrefs": { "browser": "ALL", "performance": "ALL" },
     });
+    if let Some(args) = caps["goog:chromeOptions"]["args"].as_array_mut() {
+        args.extend(extra_args.iter().map(|a| Value::from(a.as_str())));
+    }
     match caps {
         Value::Object(map) => map,
         // json! of an object literal is an object.
@@ -300,10 +333,15 @@ fn capabilities(chromium: &Path, profile: &Path) -> serde_json::Map<String, Valu
     }
 }
 
-async fn connect(url: &str, chromium: &Path, profile: &TempDir) -> Result<Client, NewSessionError> {
+async fn connect(
+    url: &str,
+    chromium: &Path,
+    profile: &TempDir,
+    extra_args: &[String],
+) -> Result<Client, NewSessionError> {
     ClientBuilder::rustls()
         .map_err(NewSessionError::Lost)?
-        .capabilities(capabilities(chromium, profile.path()))
+        .capabilities(capabilities(chromium, profile.path(), extra_args))
         .connect(url)
         .await
 }

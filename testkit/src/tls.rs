@@ -25,6 +25,10 @@ pub struct Issued {
     pub key_pem: String,
     /// SHA-256 of the certificate's DER, in hex: what `--cert-sha256` binds a client to.
     pub sha256_hex: String,
+    /// The base64 SHA-256 of its public key (SubjectPublicKeyInfo): what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes (it matches the server's own certificate,
+    /// not its CA's), so a browser test accepts this certificate and no other.
+    pub spki_sha256_base64: String,
     serial: u64,
 }
 
@@ -172,8 +176,12 @@ impl TestCa {
         }
         let key = ok(KeyPair::generate(), "key");
         let cert = ok(params.signed_by(&key, &self.issuer), "certificate");
+        use base64::Engine as _;
+        use rcgen::PublicKeyData as _;
         Issued {
             sha256_hex: hex::encode(Sha256::digest(cert.der().as_ref())),
+            spki_sha256_base64: base64::engine::general_purpose::STANDARD
+                .encode(Sha256::digest(key.subject_public_key_info())),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             serial,

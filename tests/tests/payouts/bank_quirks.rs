@@ -309,7 +309,15 @@ async fn large_and_unreadable_bank_webhooks() {
         .to_string()
     };
     assert_eq!(send(padded(250_000)).await, 200);
-    assert_eq!(send(padded(300_000)).await, 413);
+    // Refused before it is read: 413, or, when the proxy closes the connection while the
+    // client is still sending (likelier over TLS), no answer at all. Nothing is kept either way
+    // (the history below holds only the malformed event).
+    let big = padded(300_000);
+    let signature = bank.sign(big.as_bytes()).unwrap();
+    match stack.try_bank_webhook(big, signature).await {
+        Ok(status) => assert_eq!(status, 413),
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
     // The app API keeps its own limit.
     let (status, _) = stack
         .create_payout("k-large", &json!({"metadata": {"x": "x".repeat(100_000)}}))

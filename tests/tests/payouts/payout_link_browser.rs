@@ -145,10 +145,13 @@ fn assert_link_hook_first(stack: &Stack, link: &str, payout: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payout_link_opened_in_a_browser_pays_out_once_and_then_says_it_is_used() {
-    let Some(b) = browser::launch().await.unwrap() else {
+    let stack = Stack::start().await;
+    let Some(b) = browser::launch_trusting(std::slice::from_ref(&stack.server_spki))
+        .await
+        .unwrap()
+    else {
         return;
     };
-    let stack = Stack::start().await;
     let artifacts = browser::artifacts_dir();
     let expiry = future_expiry();
     let mut seen: Vec<String> = Vec::new();

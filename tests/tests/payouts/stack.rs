@@ -2,6 +2,12 @@
 //! its own binary, plus an app (this test) with a webhook receiver. What the tests do to it again
 //! and again is said here once: the fixtures they start from, the polls they wait with (progress,
 //! never a fixed sleep), and the requests, commands and checks they repeat.
+//!
+//! Every hop is TLS, as a deployment runs it: a test CA made per stack signs one certificate
+//! for 127.0.0.1 that the vault, the proxy and the sandbox serve; the vault asks for client
+//! certificates and the proxy's vault keys are bound to the proxy's; the proxy trusts only the
+//! test CA for the vault and the bank, and the sandbox for the proxy's webhook route. Only the
+//! app's own webhook receiver (this test) is plain HTTP on loopback.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -129,6 +135,11 @@ pub(crate) struct Stack {
     vault_runs: usize,
     proxy_runs: usize,
     options: Options,
+    /// The sandbox's TLS flags, kept across its restarts.
+    sandbox_tls: Vec<String>,
+    /// The services' certificate's public key hash, for a browser to accept it
+    /// ([`testkit::browser::launch_trusting`]).
+    pub(crate) server_spki: String,
 }
 
 const VAULT_BIN: &str = env!("CARGO_BIN_EXE_e2e-vault");
@@ -198,11 +209,24 @@ impl Stack {
     pub(crate) async fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = |n: &str| dir.path().join(n);
+        let ca = testkit::tls::TestCa::new("e2e CA");
+        ca.write_cert(&path("ca.crt"));
+        let server_cert = ca.server(&["127.0.0.1", "localhost"]);
+        server_cert.write(dir.path(), "server");
+        ca.client("proxy").write(dir.path(), "proxy-client");
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap()])
             .build()
             .unwrap();
-
+        let sandbox_tls: Vec<String> = [
+            ("--tls-cert", path("server.crt")),
+            ("--tls-key", path("server.key")),
+            ("--webhook-ca-file", path("ca.crt")),
+        ]
+        .into_iter()
+        .flat_map(|(flag, file)| [flag.to_owned(), file.display().to_string()])
+        .collect();
         // The app's webhook receiver.
         let hooks: Arc<Mutex<Vec<AppHook>>> = Arc::default();
         let secret: Arc<Mutex<String>> = Arc::default();
@@ -218,13 +242,13 @@ impl Stack {
         );
 
         // Bank 131 sandbox.
-        let flags = sandbox_flags(&options.sandbox_flags);
+        let flags = sandbox_flags(&[sandbox_tls.clone(), options.sandbox_flags.clone()].concat());
         let sandbox = Sandbox::start(
             Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
             dir.path(),
             &SandboxSpec {
                 project: PROJECT.to_owned(),
-                webhook_url: format!("http://127.0.0.1:{proxy_port}/webhooks/bank131"),
+                webhook_url: format!("https://127.0.0.1:{proxy_port}/webhooks/bank131"),
                 port: sandbox_port,
                 flags,
             },
@@ -236,7 +260,9 @@ impl Stack {
 
         // The vault.
         let vault_toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n[database]\npath = \"{}\"\n[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\nfilter = \"debug\"\n",
+            "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n\
+             [server.tls]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\nclient_ca_file = \"ca.crt\"\n\
+             [database]\npath = \"{}\"\n[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\nfilter = \"debug\"\n",
             path("vault.db").display(),
             path("master.key").display()
         );
@@ -248,14 +274,16 @@ impl Stack {
             TENANT,
             "tokens:create,tokens:read",
         );
-        let proxy_vault_key = vault_key(&path("vault.toml"), "proxy", TENANT, PROXY_VAULT_SCOPES);
-        let vault_url = format!("http://127.0.0.1:{vault_port}");
+        let proxy_vault_key = proxy_vault_key(&path("vault.toml"), "proxy", TENANT);
+        let vault_url = format!("https://127.0.0.1:{vault_port}");
 
         // The proxy.
         let proxy_toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n[database]\npath = \"{db}\"\n\
-             [vault]\nurl = \"{vault_url}\"\nrequest_timeout_ms = 2000\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
-             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1500\n\
+            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n\
+             [server.tls]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n\
+             [database]\npath = \"{db}\"\n\
+             [vault]\nurl = \"{vault_url}\"\nrequest_timeout_ms = 2000\nca_file = \"ca.crt\"\nclient_cert_file = \"proxy-client.crt\"\nclient_key_file = \"proxy-client.key\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
+             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1500\nca_file = \"ca.crt\"\n\
              [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 3000\nretry_initial_ms = 100\nretry_max_ms = 1000\nmax_attempts = 6\n\
              [webhooks]\nallow_private_networks = true\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [payout_links]\npoll_interval_ms = 100\n\
@@ -280,7 +308,7 @@ impl Stack {
             dir,
             http,
             vault_url,
-            proxy_url: format!("http://127.0.0.1:{proxy_port}"),
+            proxy_url: format!("https://127.0.0.1:{proxy_port}"),
             sandbox_url,
             vault_app_key,
             app_key,
@@ -293,6 +321,8 @@ impl Stack {
             vault_runs: 0,
             proxy_runs: 0,
             options,
+            sandbox_tls,
+            server_spki: server_cert.spki_sha256_base64.clone(),
         };
         stack.start_vault().await;
         stack.start_proxy().await;
@@ -354,7 +384,10 @@ impl Stack {
     /// with `flags` over the defaults in place of the first run's.
     pub(crate) async fn restart_sandbox(&mut self, flags: &[String]) {
         self.sandbox
-            .restart(&self.http, sandbox_flags(flags))
+            .restart(
+                &self.http,
+                sandbox_flags(&[self.sandbox_tls.clone(), flags.to_vec()].concat()),
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -502,6 +535,23 @@ impl Stack {
             signature.into(),
         )
         .await
+    }
+
+    /// [`Stack::bank_webhook`], a failed send returned rather than a panic.
+    pub(crate) async fn try_bank_webhook(
+        &self,
+        body: impl Into<String>,
+        signature: impl Into<String>,
+    ) -> reqwest::Result<u16> {
+        let resp = self
+            .http
+            .post(format!("{}/webhooks/bank131", self.proxy_url))
+            .header("content-type", "application/json")
+            .header("x-partner-sign", signature.into())
+            .body(body.into())
+            .send()
+            .await?;
+        Ok(resp.status().as_u16())
     }
 
     pub(crate) async fn payout(&self, id: &str) -> Value {
@@ -759,12 +809,7 @@ impl Stack {
 
     /// Gives the proxy a vault key for one more tenant, and restarts it.
     pub(crate) async fn add_vault_tenant(&mut self, tenant: &str) {
-        let key = vault_key(
-            &self.path("vault.toml"),
-            &format!("proxy-{tenant}"),
-            tenant,
-            PROXY_VAULT_SCOPES,
-        );
+        let key = proxy_vault_key(&self.path("vault.toml"), &format!("proxy-{tenant}"), tenant);
         let toml = std::fs::read_to_string(self.path("proxy.toml")).unwrap();
         let toml = toml.replacen(
             "[vault.api_keys]\n",
@@ -835,6 +880,27 @@ fn vault_cli(config: &Path, args: &[&str]) -> String {
 fn vault_key(config: &Path, name: &str, tenant: &str, scopes: &str) -> String {
     vault_client(Path::new(VAULT_BIN), config, &[], (name, tenant, scopes))
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A new vault API key for the proxy in `tenant`, bound to the proxy's client certificate.
+fn proxy_vault_key(config: &Path, name: &str, tenant: &str) -> String {
+    let cert = config.with_file_name("proxy-client.crt");
+    let out = vault_cli(
+        config,
+        &[
+            "clients",
+            "create",
+            "--name",
+            name,
+            "--tenant",
+            tenant,
+            "--scopes",
+            PROXY_VAULT_SCOPES,
+            "--cert-file",
+            cert.to_str().unwrap(),
+        ],
+    );
+    field(&out, "api_key:").unwrap()
 }
 
 /// The sandbox's flags: fast delays and retries, replaced flag by flag by the test's own (the
