@@ -188,6 +188,13 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
     }
     match command {
         Command::Serve => {
+            let problems = config.production_problems();
+            if !problems.is_empty() {
+                for problem in &problems {
+                    eprintln!("proxy: mode = \"production\" refuses to start: {problem}");
+                }
+                return Ok(ExitCode::from(shared::server::EX_CONFIG));
+            }
             config.warn_about_shortcuts();
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, tls = config.server.tls.enabled(), "proxy listening");
@@ -211,7 +218,7 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
 /// `proxy check`: every problem a `serve` would meet, collected rather than stopping at the
 /// first, and the dependencies asked as `/readyz` asks them.
 async fn check(config: &ProxyConfig) -> anyhow::Result<ExitCode> {
-    let (mut notes, mut problems) = (Vec::new(), Vec::new());
+    let (mut notes, mut problems) = (Vec::new(), config.production_problems());
     if config.database.postgres_url().is_none() {
         let path = config.sqlite().path;
         if !path.exists() {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
+pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, Mode, ServerConfig};
 use shared::secret::{ExposeSecret, SecretString, secret};
 use zeroize::Zeroizing;
 
@@ -32,6 +32,10 @@ pub const DEFAULT_DATABASE: &str = "proxy.db";
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
+    /// `development` (the default) or `production`, which refuses at start what only
+    /// development should do ([`ProxyConfig::production_problems`]).
+    #[serde(default)]
+    pub mode: Mode,
     /// `[server]`.
     #[serde(default)]
     pub server: ServerConfig,
@@ -338,6 +342,49 @@ impl ProxyConfig {
             ));
         }
         Ok(config)
+    }
+
+    /// What `mode = "production"` refuses, one line per problem naming the setting and the fix
+    /// (empty in development): a plain-HTTP listener off loopback, debug logging, an upstream
+    /// (vault, bank) over `http://`, and the development switches `allow_insecure_http` and
+    /// `webhooks.allow_private_networks`.
+    pub fn production_problems(&self) -> Vec<String> {
+        if self.mode != Mode::Production {
+            return Vec::new();
+        }
+        let mut problems = shared::config::production_problems(
+            &self.server,
+            &[("server.listen", self.listen())],
+            &self.log,
+        );
+        for (setting, url) in [
+            ("vault.url", &self.vault.url),
+            ("bank131.base_url", &self.bank131.base_url),
+        ] {
+            if !url.starts_with("https://") {
+                problems.push(format!(
+                    "{setting}: not https: production mode refuses plain HTTP to an upstream of the card data (card numbers travel on it); use the https:// URL"
+                ));
+            }
+        }
+        for (setting, on) in [
+            ("vault.allow_insecure_http", self.vault.allow_insecure_http),
+            (
+                "bank131.allow_insecure_http",
+                self.bank131.allow_insecure_http,
+            ),
+            (
+                "webhooks.allow_private_networks",
+                self.webhooks.allow_private_networks,
+            ),
+        ] {
+            if on {
+                problems.push(format!(
+                    "{setting}: a development switch, refused in production mode; remove it"
+                ));
+            }
+        }
+        problems
     }
 
     /// Warns, loudly, about every development shortcut in force.

@@ -233,3 +233,71 @@ fn check_masks_secrets_and_names_every_problem() {
         "check created the database"
     );
 }
+
+/// `mode = "production"` refuses, each on its own line naming the setting, what only
+/// development should do: plain HTTP off loopback, debug logs, `http://` upstreams and the
+/// development switches; `check` lists the same and exits 1, `serve` exits 78 before it opens
+/// anything. The same configuration in development mode starts past these checks.
+#[test]
+fn production_mode_refuses_each_development_shortcut_on_its_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        "mode = \"production\"\n[server]\nlisten = \"0.0.0.0:0\"\n\
+         [vault]\nurl = \"http://10.0.0.5:8200\"\nallow_insecure_http = true\n\
+         [bank131]\nbase_url = \"http://10.0.0.6\"\nallow_insecure_http = true\nproject = \"p\"\n\
+         private_key_file = \"missing.pem\"\nbank_public_key_file = \"missing-bank.pem\"\n\
+         [webhooks]\nallow_private_networks = true\n[log]\nfilter = \"proxy=debug,info\"\n",
+    )
+    .unwrap();
+    let expected = [
+        "server.listen",
+        "log.filter",
+        "vault.url",
+        "bank131.base_url",
+        "vault.allow_insecure_http",
+        "bank131.allow_insecure_http",
+        "webhooks.allow_private_networks",
+    ];
+    let out = proxy(&config, &["serve"]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let said = stderr(&out);
+    for setting in expected {
+        assert!(
+            said.lines().any(|l| l.starts_with(&format!(
+                "proxy: mode = \"production\" refuses to start: {setting}"
+            ))),
+            "{setting}: {said}"
+        );
+    }
+    assert!(
+        !dir.path().join("proxy.db").exists(),
+        "serve opened the database"
+    );
+    let out = proxy(&config, &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = stdout(&out);
+    for setting in expected {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(&format!("# - {setting}"))),
+            "{setting}: {report}"
+        );
+    }
+    // In development mode none of these is a refusal (the missing key files still are).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("mode = \"production\"", "mode = \"development\""),
+    )
+    .unwrap();
+    let out = proxy(&config, &["serve"]);
+    assert_ne!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("refuses to start"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -229,6 +229,54 @@ fn override_key(table: &mut toml::Table, keys: &[String], value: toml::Value) ->
     }
 }
 
+/// `mode`: how strict start-up is.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Conveniences allowed (plain HTTP, the master key in a file, debug logs).
+    #[default]
+    Development,
+    /// Start-up refuses what only development should do.
+    Production,
+}
+
+impl Mode {
+    /// The name as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// What `mode = "production"` refuses in the settings both services share, one line per
+/// problem, each naming the setting and the fix: a plain-HTTP listener off loopback (each of
+/// `listeners`, named by its setting), and debug or trace logging (request details in logs).
+pub fn production_problems(
+    server: &ServerConfig,
+    listeners: &[(&str, SocketAddr)],
+    log: &LogConfig,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !server.tls.enabled() {
+        for (setting, addr) in listeners {
+            if !addr.ip().is_loopback() {
+                problems.push(format!(
+                    "{setting}: {addr} is reachable from other hosts but [server.tls] is not set: production mode refuses plain HTTP off this host; set server.tls.cert_file and server.tls.key_file (or listen on 127.0.0.1 behind a TLS terminator on this host)"
+                ));
+            }
+        }
+    }
+    let filter = log.filter.to_ascii_lowercase();
+    if filter.contains("debug") || filter.contains("trace") {
+        problems.push(
+            "log.filter: debug and trace logging are refused in production mode (they record request details); use info (the default) or warn".to_owned(),
+        );
+    }
+    problems
+}
+
 /// `[server]`: the HTTP listener.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -454,6 +454,13 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
                 match open_vault_read_only(&config).await {
                     Err(e) => problems.push(format!("the master key and the database: {e}")),
                     Ok(vault) if config.mode == Mode::Production => {
+                        problems.extend(
+                            vault
+                                .production_client_problems(
+                                    config.server.tls.client_ca_file.is_some(),
+                                )
+                                .await?,
+                        );
                         let made_in = vault.keys_made_in().await?;
                         if made_in.as_deref() != Some("production") {
                             problems.push(format!(
@@ -1383,6 +1390,15 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                 },
                 (None, None) => None,
             };
+            if config.mode == Mode::Production
+                && binding.is_none()
+                && scopes.contains(crate::auth::Scope::TokensDetokenize)
+            {
+                eprintln!(
+                    "vault: mode = \"production\": a client holding tokens:detokenize must be bound to its TLS client certificate: add --cert-file PATH or --cert-sha256 HEX"
+                );
+                return Ok(ExitCode::from(EX_USAGE));
+            }
             if binding.is_some() && config.server.tls.client_ca_file.is_none() {
                 eprintln!(
                     "vault: note: server.tls.client_ca_file is not set here, so this vault asks no client for a certificate and the new key works nowhere until it does"

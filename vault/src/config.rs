@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
+pub use shared::config::{ConfigError, DatabaseConfig, LogConfig, Mode, ServerConfig};
 
 pub use crate::limits::LimitsConfig;
 
@@ -93,27 +93,6 @@ impl Default for CollectConfig {
             public_url: None,
             listen: None,
             retention_seconds: 24 * 3600,
-        }
-    }
-}
-
-/// `mode`: how strict start-up is.
-#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Conveniences allowed: the master key in a file.
-    #[default]
-    Development,
-    /// Start-up refuses what only development should do.
-    Production,
-}
-
-impl Mode {
-    /// The name as configured.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Development => "development",
-            Self::Production => "production",
         }
     }
 }
@@ -349,6 +328,15 @@ impl VaultConfig {
         if self.mode != Mode::Production {
             return problems;
         }
+        let mut listeners = vec![("server.listen", self.listen())];
+        if let Some(form) = self.collect.listen {
+            listeners.push(("collect.listen", form));
+        }
+        problems.extend(shared::config::production_problems(
+            &self.server,
+            &listeners,
+            &self.log,
+        ));
         if self.keys.provider == ProviderKind::File && !self.keys.allow_file_provider {
             problems.push(
                 "keys.provider: the master key is a file beside the data, which production mode refuses; use shamir or pkcs11, or set keys.allow_file_provider = true to accept it".to_owned(),

@@ -192,6 +192,12 @@ async fn open_serving(
         vault.check_latest_checkpoint(path).await?;
     }
     if config.mode == crate::config::Mode::Production {
+        let problems = vault
+            .production_client_problems(config.server.tls.client_ca_file.is_some())
+            .await?;
+        if !problems.is_empty() {
+            return Err(VaultError::ProductionRefused(problems.join("; ")).into());
+        }
         let made_in = vault.keys_made_in().await?;
         if made_in.as_deref() != Some("production") {
             return Err(VaultError::ProductionRefused(format!(

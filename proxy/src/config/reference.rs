@@ -7,6 +7,15 @@ use super::{DEFAULT_DATABASE, DEFAULT_PORT, ENV_PREFIX, ProxyConfig};
 
 const SETTINGS: &[Setting] = &[
     Setting {
+        key: "mode",
+        meaning: "`development` or `production`; production refuses to start (exit 78, one line \
+                  per problem; `check` lists the same) on what only development should do: a \
+                  plain-HTTP `server.listen` off loopback, `log.filter` at debug or trace, \
+                  `vault.url` or `bank131.base_url` not https, and the switches \
+                  `vault.allow_insecure_http`, `bank131.allow_insecure_http`, \
+                  `webhooks.allow_private_networks`",
+    },
+    Setting {
         key: "database.max_queued_writes",
         meaning: "SQLite: writes waiting for the writer; one more gets 503 `overloaded`",
     },

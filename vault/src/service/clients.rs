@@ -240,6 +240,42 @@ impl Vault {
         Ok(self.store.clients().await?)
     }
 
+    /// What `mode = "production"` refuses among the clients: each active client that may read
+    /// card numbers (`tokens:detokenize`) but is bound to no client certificate, and, when such
+    /// clients exist, a vault that asks no client for a certificate (`asks_certificates`). One
+    /// line per problem.
+    ///
+    /// # Errors
+    ///
+    /// Storage failure.
+    pub async fn production_client_problems(
+        &self,
+        asks_certificates: bool,
+    ) -> Result<Vec<String>, VaultError> {
+        let readers: Vec<ClientRecord> = self
+            .clients()
+            .await?
+            .into_iter()
+            .filter(|c| c.revoked_at.is_none() && c.scopes.contains(Scope::TokensDetokenize))
+            .collect();
+        let mut problems: Vec<String> = readers
+            .iter()
+            .filter(|c| c.cert_sha256.is_none())
+            .map(|c| {
+                format!(
+                    "client {} ({}) holds tokens:detokenize but is bound to no client certificate: production mode wants whoever reads card numbers proven by mutual TLS; make a bound client (`vault clients create ... --cert-file proxy-client.crt`), move the proxy to its key, then `vault clients revoke {}`",
+                    c.id, c.name, c.id
+                )
+            })
+            .collect();
+        if !readers.is_empty() && !asks_certificates {
+            problems.push(
+                "server.tls.client_ca_file: not set, so no client can present its certificate: production mode needs mutual TLS for the clients holding tokens:detokenize".to_owned(),
+            );
+        }
+        Ok(problems)
+    }
+
     /// Revokes a client; its key stops working at once. The row must verify: a row edited
     /// outside the vault is not acted on blindly.
     ///

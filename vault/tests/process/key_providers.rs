@@ -772,11 +772,14 @@ fn production_mode_refuses_the_key_file_unless_allowed_and_keys_made_for_develop
         "{}",
         stdout(&check)
     );
-    // ...are refused in production even with the key file allowed.
+    // ...are refused in production even with the key file allowed (and the helper's debug
+    // logging, which production refuses too, turned down).
     dev.env.push((
         "VAULT__KEYS__ALLOW_FILE_PROVIDER".to_owned(),
         "true".to_owned(),
     ));
+    dev.env
+        .push(("VAULT__LOG__FILTER".to_owned(), "info".to_owned()));
     let out = dev.command(&["serve"]).output().unwrap();
     assert!(!out.status.success());
     assert!(
@@ -792,6 +795,9 @@ fn production_mode_refuses_the_key_file_unless_allowed_and_keys_made_for_develop
         "VAULT__KEYS__ALLOW_FILE_PROVIDER".to_owned(),
         "true".to_owned(),
     ));
+    vault
+        .env
+        .push(("VAULT__LOG__FILTER".to_owned(), "info".to_owned()));
     let server = vault.serve();
     server.wait_for_log("accepted because keys.allow_file_provider = true");
     assert!(server.terminate().success());

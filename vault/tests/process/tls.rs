@@ -349,3 +349,121 @@ async fn a_revocation_ends_open_connections_and_a_stale_crl_refuses_every_certif
     );
     assert!(server.terminate().success());
 }
+
+/// `mode = "production"`: a plain-HTTP listener off loopback and debug logs are refused, each on
+/// its own line (`serve` exits 78, `check` lists them); a client that may read card numbers
+/// must be bound to a client certificate (`clients create` refuses one that is not, and a
+/// vault holding one made earlier refuses to start, as it does without a client CA); with TLS,
+/// mutual TLS and only bound readers it starts on a public address.
+#[test]
+fn production_mode_refuses_plain_http_debug_logs_and_card_readers_without_a_certificate() {
+    use testkit::output::stderr as said;
+    let mut vault = VaultDir::uninitialised("", Vec::new());
+    let path = vault.path("vault.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("mode = \"production\"\n{text}")).unwrap();
+    testkit::output::assert_success(&vault.run(&["init"]));
+    vault.env.push((
+        "VAULT__KEYS__ALLOW_FILE_PROVIDER".to_owned(),
+        "true".to_owned(),
+    ));
+    vault.env.push((
+        "VAULT__SERVER__LISTEN".to_owned(),
+        "\"0.0.0.0:0\"".to_owned(),
+    ));
+    // The helper's config logs at debug.
+    let out = vault.command(&["serve"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", said(&out));
+    for setting in ["server.listen", "log.filter"] {
+        assert!(
+            said(&out).lines().any(|l| l.starts_with(&format!(
+                "vault: mode = \"production\" refuses to start: {setting}"
+            ))),
+            "{setting}: {}",
+            said(&out)
+        );
+    }
+    let check = vault.command(&["check"]).output().unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let report = testkit::output::stdout(&check);
+    assert!(
+        report.contains("server.listen") && report.contains("log.filter"),
+        "{report}"
+    );
+    vault
+        .env
+        .push(("VAULT__LOG__FILTER".to_owned(), "info".to_owned()));
+
+    // A card reader without a certificate is refused at creation...
+    let out = vault.run(&[
+        "clients", "create", "--name", "proxy", "--tenant", "acme", "--scopes", ALL_SCOPES,
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", said(&out));
+    assert!(said(&out).contains("--cert-file"), "{}", said(&out));
+    // ...and one made before (here, by a development-mode command on the same database) stops
+    // the production vault from starting, as does a vault that asks for no certificates.
+    let mut dev = vault.env.clone();
+    dev.push(("VAULT__MODE".to_owned(), "development".to_owned()));
+    let out = vault
+        .command(&[
+            "clients",
+            "create",
+            "--name",
+            "old-proxy",
+            "--tenant",
+            "acme",
+            "--scopes",
+            ALL_SCOPES,
+        ])
+        .envs(dev)
+        .output()
+        .unwrap();
+    testkit::output::assert_success(&out);
+    let old_id = testkit::output::stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let pki = Pki::configure(&vault);
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        config
+            .replace("client_ca_file = \"ca.crt\"\n", "")
+            .replace("client_crl_file = \"clients.crl\"\n", ""),
+    )
+    .unwrap();
+    let out = vault.command(&["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains(&format!(
+            "client {old_id} (old-proxy) holds tokens:detokenize"
+        )) && said(&out).contains("server.tls.client_ca_file"),
+        "{}",
+        said(&out)
+    );
+    // Revoked, replaced by a bound reader, with mutual TLS on: it starts on 0.0.0.0, over TLS.
+    testkit::output::assert_success(&vault.run(&["clients", "revoke", &old_id]));
+    std::fs::write(&path, config).unwrap();
+    pki.proxy.write(&vault.path(""), "proxy");
+    testkit::output::assert_success(&vault.run(&[
+        "clients",
+        "create",
+        "--name",
+        "proxy",
+        "--tenant",
+        "acme",
+        "--scopes",
+        ALL_SCOPES,
+        "--cert-file",
+        vault.path("proxy.crt").to_str().unwrap(),
+    ]));
+    let server = vault.serve();
+    assert!(
+        server.base.starts_with("https://0.0.0.0:"),
+        "{}",
+        server.base
+    );
+    assert!(server.terminate().success());
+}
