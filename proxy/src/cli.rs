@@ -198,6 +198,9 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
             config.warn_about_shortcuts();
             let app = Application::build(&config).await?;
             tracing::info!(addr = %app.local_addr()?, tls = config.server.tls.enabled(), "proxy listening");
+            if let Some(addr) = app.webhook_addr()? {
+                tracing::info!(addr = %addr, "bank webhook listener (server.webhook_listen)");
+            }
             app.run_until(shutdown_signal()).await?;
             tracing::info!("proxy stopped");
             Ok(ExitCode::SUCCESS)

@@ -352,11 +352,11 @@ impl ProxyConfig {
         if self.mode != Mode::Production {
             return Vec::new();
         }
-        let mut problems = shared::config::production_problems(
-            &self.server,
-            &[("server.listen", self.listen())],
-            &self.log,
-        );
+        let mut listeners = vec![("server.listen", self.listen())];
+        if let Some(addr) = self.server.webhook_listen {
+            listeners.push(("server.webhook_listen", addr));
+        }
+        let mut problems = shared::config::production_problems(&self.server, &listeners, &self.log);
         for (setting, url) in [
             ("vault.url", &self.vault.url),
             ("bank131.base_url", &self.bank131.base_url),

@@ -41,7 +41,45 @@ pub struct AppState {
 
 /// The API router.
 pub fn router(state: AppState, body_limit: usize) -> Router {
-    let routes = Router::new()
+    surface_router(state, body_limit, Surface::All)
+}
+
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Surface {
+    /// Everything (one listener).
+    All,
+    /// The app API, health and readiness: `server.listen` when `server.webhook_listen` is set.
+    App,
+    /// The bank's webhook route and liveness only: `server.webhook_listen`, the one that faces
+    /// the internet.
+    BankWebhooks,
+}
+
+/// The router for one listener's `surface`.
+pub fn surface_router(state: AppState, body_limit: usize, surface: Surface) -> Router {
+    // The bank's webhooks carry fees, refunds and fiscalisation (API.md §14.11): larger than
+    // anything an app sends.
+    let webhook =
+        post(bank::receive).layer(DefaultBodyLimit::max(body_limit.max(WEBHOOK_BODY_LIMIT)));
+    let routes = match surface {
+        Surface::BankWebhooks => Router::new()
+            .route("/webhooks/bank131", webhook)
+            .route("/healthz", get(shared::http::live)),
+        Surface::App => app_routes(),
+        Surface::All => app_routes().route("/webhooks/bank131", webhook),
+    };
+    let routes = shared::http::with_edge::<ApiError, _>(routes)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ));
+    shared::http::catch_panics::<ApiError, _>(routes).with_state(state)
+}
+
+fn app_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/payouts", post(payouts::create).get(payouts::list))
         .route("/v1/payouts/{id}", get(payouts::read))
         .route("/v1/payouts/{id}/confirm", post(payouts::confirm))
@@ -50,21 +88,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/payout_links/{id}", get(links::read))
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}/redeliver", post(events::redeliver))
-        // The bank's webhooks carry fees, refunds and fiscalisation (API.md §14.11): larger
-        // than anything an app sends.
-        .route(
-            "/webhooks/bank131",
-            post(bank::receive).layer(DefaultBodyLimit::max(body_limit.max(WEBHOOK_BODY_LIMIT))),
-        )
         .route("/healthz", get(shared::http::live))
-        .route("/readyz", get(health::ready));
-    let routes = shared::http::with_edge::<ApiError, _>(routes)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_context,
-        ));
-    shared::http::catch_panics::<ApiError, _>(routes).with_state(state)
+        .route("/readyz", get(health::ready))
 }
 
 async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -11,7 +11,7 @@ use shared::server::Bound;
 use crate::bank131::{Bank131Client, ClientBuildError, SignatureVerifier, SigningError};
 use crate::config::ProxyConfig;
 use crate::engine::{Engine, now_micros};
-use crate::http::{AppState, router};
+use crate::http::{AppState, Surface, router, surface_router};
 use crate::links::Links;
 use crate::outbox::Deliverer;
 use crate::store::{PayoutClaim, PgStore, ProxyStore, SqliteStore, StoreError};
@@ -63,6 +63,8 @@ pub async fn open_store(config: &ProxyConfig) -> Result<Arc<dyn ProxyStore>, Sto
 #[derive(Debug)]
 pub struct Application {
     server: Bound,
+    /// `server.webhook_listen`: the bank's webhook route alone.
+    webhooks: Option<Bound>,
     state: AppState,
     /// For the reconciler; the routes reach it only through `state.proxy`.
     engine: Engine,
@@ -118,8 +120,13 @@ impl Application {
         let deliverer = Deliverer::new(store, secrets, config.webhooks.clone())?
             .wake_on(engine.outbox_signal());
         let server = Bound::bind(config.listen(), &config.server).await?;
+        let webhooks = match config.server.webhook_listen {
+            Some(addr) => Some(Bound::bind(addr, &config.server).await?),
+            None => None,
+        };
         Ok(Self {
             server,
+            webhooks,
             engine: engine.clone(),
             links: links.clone(),
             state: AppState {
@@ -141,6 +148,15 @@ impl Application {
         self.server.local_addr()
     }
 
+    /// The bank webhook listener's bound address (`server.webhook_listen`), if it has one.
+    ///
+    /// # Errors
+    ///
+    /// The socket has no local address.
+    pub fn webhook_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.webhooks.as_ref().map(Bound::local_addr).transpose()
+    }
+
     /// Serves until `shutdown` completes, then gives in-flight requests the grace period.
     ///
     /// # Errors
@@ -153,11 +169,28 @@ impl Application {
         let reconciler = tokio::spawn(reconcile(self.engine, self.reconcile_interval));
         let deliverer = tokio::spawn(self.deliverer.run());
         let links = tokio::spawn(self.links.run());
-        let result = self
-            .server
-            .serve(router(self.state, self.body_limit), shutdown)
-            .await
-            .map_err(StartupError::from);
+        let result = match self.webhooks {
+            None => {
+                self.server
+                    .serve(router(self.state, self.body_limit), shutdown)
+                    .await
+            }
+            Some(webhooks) => {
+                shared::server::serve_pair(
+                    (
+                        self.server,
+                        surface_router(self.state.clone(), self.body_limit, Surface::App),
+                    ),
+                    (
+                        webhooks,
+                        surface_router(self.state, self.body_limit, Surface::BankWebhooks),
+                    ),
+                    shutdown,
+                )
+                .await
+            }
+        }
+        .map_err(StartupError::from);
         reconciler.abort();
         deliverer.abort();
         links.abort();

@@ -300,6 +300,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// TLS on the listener; none configured, plain HTTP.
     pub tls: TlsConfig,
+    /// The proxy only: a second listener that serves the bank's webhook route (and
+    /// `/healthz`) and nothing else, so that only it faces the internet; the app API then stays
+    /// on `listen` alone. Same `[server.tls]`.
+    pub webhook_listen: Option<SocketAddr>,
 }
 
 /// `[server.tls]`: the listener's certificate and, for mutual TLS, the CA its clients' come
@@ -355,6 +359,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             max_connections: 1024,
             tls: TlsConfig::default(),
+            webhook_listen: None,
         }
     }
 }

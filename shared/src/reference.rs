@@ -54,6 +54,13 @@ pub const COMMON: &[Setting] = &[
         meaning: "connections served at once; more wait in the listen backlog",
     },
     Setting {
+        key: "server.webhook_listen",
+        meaning: "proxy only (the vault refuses it): a second listener serving the bank's \
+                  webhook route `POST /webhooks/bank131` and `/healthz`, nothing else, so that \
+                  only it faces the internet; the app API then stays on `server.listen` alone. \
+                  Same `[server.tls]`",
+    },
+    Setting {
         key: "server.tls.cert_file",
         meaning: "PEM certificate chain (the server's first): the listener serves TLS 1.2/1.3 \
                   with AEAD suites only, ALPN `http/1.1`; re-read with `key_file` on SIGHUP \

@@ -166,6 +166,32 @@ impl Bound {
     }
 }
 
+/// Serves two listeners, each its router, until `shutdown` completes (one signal for both);
+/// either failing stops the other.
+///
+/// # Errors
+///
+/// [`ServeError::Serve`] from either.
+pub async fn serve_pair(
+    (first, first_router): (Bound, axum::Router),
+    (second, second_router): (Bound, axum::Router),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop, stopped) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let a = first.serve(first_router, wait(stopped.clone()));
+    let b = second.serve(second_router, wait(stopped));
+    let result = tokio::try_join!(a, b).map(|_| ());
+    signal.abort();
+    result
+}
+
 /// Serves `router` until `shutdown` completes, then gives in-flight requests `options.grace`
 /// before dropping them. With `tls`, each connection's handshake must finish within
 /// `options.header_read_timeout`, and its requests carry the client's [`PeerCertificate`].

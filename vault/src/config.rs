@@ -254,6 +254,11 @@ impl VaultConfig {
             .as_deref()
             .map(|p| shared::config::anchored(base.as_deref(), p));
         config.server.validate()?;
+        if config.server.webhook_listen.is_some() {
+            return Err(ConfigError::Invalid(
+                "server.webhook_listen is the proxy's setting (its bank webhook listener); the vault's second listener is collect.listen",
+            ));
+        }
         config.database.validate()?;
         if config.tokens.sweep_interval_seconds == 0 {
             return Err(ConfigError::Invalid(

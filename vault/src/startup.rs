@@ -383,27 +383,13 @@ impl Application {
                 .serve(router(self.state, Surface::All), shutdown)
                 .await
                 .map_err(StartupError::from),
-            Some(form) => {
-                // One shutdown signal for both listeners; either failing stops the other.
-                let (stop, stopped) = tokio::sync::watch::channel(false);
-                let signal = tokio::spawn(async move {
-                    shutdown.await;
-                    let _ = stop.send(true);
-                });
-                let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                };
-                let api = self.server.serve(
-                    router(self.state.clone(), Surface::Api),
-                    wait(stopped.clone()),
-                );
-                let form = form.serve(router(self.state, Surface::Form), wait(stopped));
-                let result = tokio::try_join!(api, form)
-                    .map(|_| ())
-                    .map_err(StartupError::from);
-                signal.abort();
-                result
-            }
+            Some(form) => shared::server::serve_pair(
+                (self.server, router(self.state.clone(), Surface::Api)),
+                (form, router(self.state, Surface::Form)),
+                shutdown,
+            )
+            .await
+            .map_err(StartupError::from),
         };
         // Aborted and then awaited: once this returns no task holds the vault (and its keys),
         // which is what sealing a Shamir vault promises.

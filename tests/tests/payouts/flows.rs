@@ -1,5 +1,6 @@
 //! Payouts that go as they should: auto confirm, manual confirm and cancel, declines.
 
+use proxy::store::ProxyStore;
 use serde_json::json;
 
 use crate::stack::{SECS, Stack};
@@ -234,4 +235,50 @@ async fn confirm_and_cancel_are_idempotent_and_a_cancel_before_the_confirmation_
             .await
             .signature_valid
     );
+}
+
+/// With `server.webhook_listen` the bank's webhooks arrive on a listener of their own, which
+/// serves nothing of the app API (only it need face the internet), and the app listener no
+/// longer takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bank_webhook_listener_serves_the_webhook_route_alone() {
+    let stack = Stack::start_with(crate::stack::Options {
+        webhook_listener: true,
+        ..Default::default()
+    })
+    .await;
+    assert_ne!(stack.bank_webhook_base, stack.proxy_url);
+    let (id, _) = stack
+        .pay_succeeded("4242424242424242", 10_000, "Ivanov Ivan")
+        .await;
+    stack.wait_hook(&id, "payout.succeeded").await;
+    let received = stack
+        .proxy_store()
+        .bank_events(&crate::stack::payout_id(&id))
+        .await
+        .unwrap();
+    assert!(
+        received.iter().any(|e| e.kind == "payment_finished"),
+        "the bank's webhooks came in on the webhook listener: {received:?}"
+    );
+    let status = |url: String, post: bool| {
+        let http = stack.http.clone();
+        let key = stack.app_key.clone();
+        async move {
+            let req = if post {
+                http.post(url).body("{}")
+            } else {
+                http.get(url)
+            };
+            req.bearer_auth(key).send().await.unwrap().status().as_u16()
+        }
+    };
+    let hooks = &stack.bank_webhook_base;
+    assert_eq!(status(format!("{hooks}/v1/payouts/{id}"), false).await, 404);
+    assert_eq!(status(format!("{hooks}/v1/payouts"), true).await, 404);
+    assert_eq!(status(format!("{hooks}/readyz"), false).await, 404);
+    assert_eq!(status(format!("{hooks}/healthz"), false).await, 200);
+    let app = &stack.proxy_url;
+    assert_eq!(status(format!("{app}/webhooks/bank131"), true).await, 404);
+    assert_eq!(status(format!("{app}/v1/payouts/{id}"), false).await, 200);
 }

@@ -114,6 +114,8 @@ pub(crate) struct AppHook {
 pub(crate) struct Options {
     pub(crate) sandbox_flags: Vec<String>,
     pub(crate) proxy_env: Vec<(String, String)>,
+    /// The bank's webhooks on a listener of their own (`server.webhook_listen`).
+    pub(crate) webhook_listener: bool,
 }
 
 pub(crate) struct Stack {
@@ -128,6 +130,8 @@ pub(crate) struct Stack {
     /// The secret the app's webhook receiver checks signatures with.
     pub(crate) webhook_secret: Arc<Mutex<String>>,
     pub(crate) app_webhook_url: String,
+    /// Where the bank's webhooks go: the proxy's URL, or its webhook listener's.
+    pub(crate) bank_webhook_base: String,
     vault: Option<Process>,
     proxy: Option<Process>,
     /// Stops with the stack.
@@ -240,6 +244,16 @@ impl Stack {
             free_port().unwrap(),
             free_port().unwrap(),
         );
+        let webhook_port = if options.webhook_listener {
+            free_port().unwrap()
+        } else {
+            proxy_port
+        };
+        let webhook_listen = if options.webhook_listener {
+            format!("webhook_listen = \"127.0.0.1:{webhook_port}\"\n")
+        } else {
+            String::new()
+        };
 
         // Bank 131 sandbox.
         let flags = sandbox_flags(&[sandbox_tls.clone(), options.sandbox_flags.clone()].concat());
@@ -248,7 +262,7 @@ impl Stack {
             dir.path(),
             &SandboxSpec {
                 project: PROJECT.to_owned(),
-                webhook_url: format!("https://127.0.0.1:{proxy_port}/webhooks/bank131"),
+                webhook_url: format!("https://127.0.0.1:{webhook_port}/webhooks/bank131"),
                 port: sandbox_port,
                 flags,
             },
@@ -279,7 +293,7 @@ impl Stack {
 
         // The proxy.
         let proxy_toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n\
+            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n{webhook_listen}\
              [server.tls]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n\
              [database]\npath = \"{db}\"\n\
              [vault]\nurl = \"{vault_url}\"\nrequest_timeout_ms = 2000\nca_file = \"ca.crt\"\nclient_cert_file = \"proxy-client.crt\"\nclient_key_file = \"proxy-client.key\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
@@ -309,6 +323,7 @@ impl Stack {
             http,
             vault_url,
             proxy_url: format!("https://127.0.0.1:{proxy_port}"),
+            bank_webhook_base: format!("https://127.0.0.1:{webhook_port}"),
             sandbox_url,
             vault_app_key,
             app_key,
@@ -530,7 +545,7 @@ impl Stack {
     ) -> u16 {
         post_bank_webhook(
             self.http.clone(),
-            self.proxy_url.clone(),
+            self.bank_webhook_base.clone(),
             body.into(),
             signature.into(),
         )
@@ -545,7 +560,7 @@ impl Stack {
     ) -> reqwest::Result<u16> {
         let resp = self
             .http
-            .post(format!("{}/webhooks/bank131", self.proxy_url))
+            .post(format!("{}/webhooks/bank131", self.bank_webhook_base))
             .header("content-type", "application/json")
             .header("x-partner-sign", signature.into())
             .body(body.into())
