@@ -15,9 +15,11 @@ use anyhow::{Context, anyhow};
 
 mod process;
 mod sandbox;
+mod tls;
 
 pub use process::{Process, run_cli};
 pub use sandbox::{Sandbox, SandboxSpec};
+pub use tls::StackTls;
 
 /// A port free on loopback now, for a service to bind next (and again when it restarts).
 ///
@@ -130,6 +132,35 @@ pub fn vault_client(
         &create_client(vault, config, env, client, None)?,
         "api_key:",
     )
+}
+
+/// Creates, with the vault's command line, a client `(name, tenant, scopes)` bound to the TLS
+/// client certificate in `cert_file`; its API key.
+///
+/// # Errors
+///
+/// The command failed, or printed no key.
+pub fn bound_vault_client(
+    vault: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(String, String)],
+    (name, tenant, scopes): (&str, &str, &str),
+    cert_file: &std::path::Path,
+) -> anyhow::Result<String> {
+    let cert = cert_file.display().to_string();
+    let args = [
+        "clients",
+        "create",
+        "--name",
+        name,
+        "--tenant",
+        tenant,
+        "--scopes",
+        scopes,
+        "--cert-file",
+        &cert,
+    ];
+    field(&run_cli(vault, config, env, &args)?, "api_key:")
 }
 
 /// The scopes an app that pays out and reads its payouts holds.

@@ -1,6 +1,7 @@
 //! Two vault replicas and two proxy replicas on one PostgreSQL, the sandbox behind them, its
 //! webhooks duplicated and spread over both proxies at random, one proxy killed mid-load: every
 //! payout ends succeeded, paid exactly once, its app webhook delivered; the audit chain verifies.
+//! Every hop is TLS, the vaults over mutual TLS ([`tests::stack::StackTls`]).
 //! Runs when `TEST_DATABASE_URL` is set (`.ci/run` always sets it).
 #![allow(
     clippy::unwrap_used,
@@ -21,8 +22,8 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use testkit::http::Fetch;
 use tests::stack::{
-    APP_SCOPES, Process, Sandbox, SandboxSpec, create_app, free_port, run_cli, vault_client,
-    with_schema,
+    APP_SCOPES, Process, Sandbox, SandboxSpec, StackTls, bound_vault_client, create_app, free_port,
+    run_cli, vault_client, with_schema,
 };
 
 const TENANT: &str = "acme";
@@ -30,13 +31,13 @@ const PROJECT: &str = "replicas";
 const VAULT_BIN: &str = env!("CARGO_BIN_EXE_e2e-vault");
 const PROXY_BIN: &str = env!("CARGO_BIN_EXE_e2e-proxy");
 
-/// Forwards the bank's webhooks to a random live proxy replica.
+/// Forwards the bank's webhooks to a random live proxy replica (over TLS, trusting the stack's
+/// CA, as a balancer in front of the proxies would).
 async fn balance(
-    State(targets): State<Arc<Vec<String>>>,
+    State((targets, http)): State<(Arc<Vec<String>>, reqwest::Client)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let http = reqwest::Client::new();
     // A random first choice; the other replica when it is down.
     let start =
         shared::ids::random_id("").map_or(0, |id| usize::from(id.as_bytes()[0])) % targets.len();
@@ -70,22 +71,25 @@ fn database_url(test: &str) -> Option<String> {
     url
 }
 
-/// What each test starts from: the database, a directory for its files, an HTTP client.
+/// What each test starts from: the database, a directory for its files, its TLS files, an
+/// HTTP client trusting them.
 struct Fixture {
     db: String,
     dir: tempfile::TempDir,
+    tls: StackTls,
     http: reqwest::Client,
 }
 
 /// The [`Fixture`] of `test`, or `None` when `test` is skipped ([`database_url`]).
 fn fixture(test: &str) -> Option<Fixture> {
+    let db = database_url(test)?;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = StackTls::make(dir.path());
     Some(Fixture {
-        db: database_url(test)?,
-        dir: tempfile::tempdir().unwrap(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
+        db,
+        http: tls.http(Duration::from_secs(10)),
+        dir,
+        tls,
     })
 }
 
@@ -99,14 +103,16 @@ async fn fresh_schema(db: &str, prefix: &str) -> String {
     with_schema(db, &schema)
 }
 
-/// The sandbox for [`PROJECT`], fast, sending its webhooks to `webhook_url`, with `flags` too.
+/// The sandbox for [`PROJECT`], fast, over TLS, sending its webhooks to `webhook_url`, with
+/// `flags` too.
 async fn sandbox(
-    dir: &Path,
+    (dir, tls): (&Path, &StackTls),
     webhook_url: String,
     flags: &[&str],
     http: &reqwest::Client,
 ) -> Sandbox {
     let fast = ["--ready-delay-ms", "20", "--finish-delay-ms", "20"];
+    let tls_flags = tls.sandbox_flags();
     Sandbox::start(
         Path::new(env!("CARGO_BIN_EXE_bank131-sandbox")),
         dir,
@@ -114,7 +120,12 @@ async fn sandbox(
             project: PROJECT.to_owned(),
             webhook_url,
             port: free_port().unwrap(),
-            flags: fast.iter().chain(flags).map(|f| (*f).to_owned()).collect(),
+            flags: fast
+                .iter()
+                .chain(flags)
+                .map(|f| (*f).to_owned())
+                .chain(tls_flags)
+                .collect(),
         },
         http,
     )
@@ -146,15 +157,20 @@ fn vault_cli(config: &Path, env: &[(String, String)], args: &[&str]) -> String {
 }
 
 /// The vault API keys of the app (`tokens:create`) and of the proxy (`tokens:detokenize`, and
-/// `collect:create` for payout links).
-fn vault_keys(config: &Path, env: &[(String, String)]) -> (String, String) {
-    let key = |name: &str, scopes: &str| {
-        vault_client(Path::new(VAULT_BIN), config, env, (name, TENANT, scopes))
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
+/// `collect:create` for payout links), the proxy's bound to its client certificate.
+fn vault_keys(config: &Path, env: &[(String, String)], tls: &StackTls) -> (String, String) {
+    let vault = Path::new(VAULT_BIN);
+    let app = vault_client(vault, config, env, ("app", TENANT, "tokens:create"));
+    let proxy = bound_vault_client(
+        vault,
+        config,
+        env,
+        ("proxy", TENANT, "tokens:detokenize,collect:create"),
+        &tls.proxy_cert_file(),
+    );
     (
-        key("app", "tokens:create"),
-        key("proxy", "tokens:detokenize,collect:create"),
+        app.unwrap_or_else(|e| panic!("{e}")),
+        proxy.unwrap_or_else(|e| panic!("{e}")),
     )
 }
 
@@ -228,7 +244,7 @@ fn requests<'a>(entries: &'a [Value], method: &str, text: &str) -> Vec<&'a Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
-    let Some(Fixture { db, dir, http }) = fixture("the multi-replica PostgreSQL test") else {
+    let Some(Fixture { db, dir, tls, http }) = fixture("the multi-replica PostgreSQL test") else {
         return;
     };
     let path = |n: &str| dir.path().join(n);
@@ -260,19 +276,19 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     let targets: Arc<Vec<String>> = Arc::new(
         proxy_ports
             .iter()
-            .map(|p| format!("http://127.0.0.1:{p}/webhooks/bank131"))
+            .map(|p| format!("https://127.0.0.1:{p}/webhooks/bank131"))
             .collect(),
     );
     let lb = axum::Router::new()
         .route("/", post(balance))
-        .with_state(targets);
+        .with_state((targets, http.clone()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let lb_url = format!("http://{}/", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, lb).await });
 
     // Sandbox, duplicating every webhook.
     let sandbox = sandbox(
-        dir.path(),
+        (dir.path(), &tls),
         lb_url.clone(),
         &[
             "--webhook-retry-ms",
@@ -294,7 +310,8 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     std::fs::write(
         path("vault.toml"),
         format!(
-            "[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\n",
+            "{}[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\n",
+            tls.vault_toml(),
             path("master.key").display()
         ),
     )
@@ -303,15 +320,15 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     let vault = |args: &[&str]| vault_cli(&path("vault.toml"), &vault_env, args);
     vault(&["init"]);
     vault(&["migrate"]);
-    let (app_vault_key, proxy_vault_key) = vault_keys(&path("vault.toml"), &vault_env);
+    let (app_vault_key, proxy_vault_key) = vault_keys(&path("vault.toml"), &vault_env, &tls);
     let vault_urls: Vec<String> = (0..2)
-        .map(|_| format!("http://127.0.0.1:{}", free_port().unwrap()))
+        .map(|_| format!("https://127.0.0.1:{}", free_port().unwrap()))
         .collect();
     for (i, url) in vault_urls.iter().enumerate() {
         let mut env = vault_env.clone();
         env.push((
             "VAULT__SERVER__LISTEN".to_owned(),
-            url.trim_start_matches("http://").to_owned(),
+            url.trim_start_matches("https://").to_owned(),
         ));
         let name = format!("vault-{i}");
         procs.push(
@@ -332,13 +349,16 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     tests::stack::write_secret(
         &path("proxy.toml"),
         format!(
-            "[vault]\nurl = \"{}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
-             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 2000\n\
+            "{}[vault]\nurl = \"{}\"\n{}[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
+             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 2000\n{}\
              [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 3500\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [webhooks]\nallow_private_networks = true\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 500\n[log]\nformat = \"json\"\n",
+            tls.proxy_server_toml(),
             vault_urls[0],
+            tls.proxy_vault_lines(),
             sandbox.partner_key.display(),
-            sandbox.bank_key.display()
+            sandbox.bank_key.display(),
+            tls.bank_ca_line()
         ),
     )
     .unwrap();
@@ -360,7 +380,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
             "PROXY__SERVER__LISTEN".to_owned(),
             format!("127.0.0.1:{port}"),
         ));
-        let (name, url) = (format!("proxy-{i}"), format!("http://127.0.0.1:{port}"));
+        let (name, url) = (format!("proxy-{i}"), format!("https://127.0.0.1:{port}"));
         proxies.push(
             serve(
                 PROXY_BIN,
@@ -387,7 +407,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
         let (http, app_key) = (http.clone(), app_key.clone());
         let vault_url = vault_urls[i % 2].clone();
         let app_vault_key = app_vault_key.clone();
-        let proxy = format!("http://127.0.0.1:{}", proxy_ports[i % 2]);
+        let proxy = format!("https://127.0.0.1:{}", proxy_ports[i % 2]);
         let card = cards[i % cards.len()];
         tasks.push(tokio::spawn(async move {
             create_payout(
@@ -409,7 +429,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
     }
     proxies.remove(1).kill();
     // The kill landed mid-load: some payouts the dead replica was driving were not finished.
-    let survivor = format!("http://127.0.0.1:{}", proxy_ports[0]);
+    let survivor = format!("https://127.0.0.1:{}", proxy_ports[0]);
     let mut unfinished_at_kill = 0;
     for id in ids.iter().skip(1).step_by(2) {
         if !is_final(&payout(&http, &survivor, &app_key, id).await) {
@@ -506,7 +526,7 @@ async fn two_vaults_and_two_proxies_on_one_postgres_pay_exactly_once() {
 /// the payout until its call must have ended), so the bank sees one start for the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again() {
-    let Some(Fixture { db, dir, http }) = fixture("the lease test on PostgreSQL") else {
+    let Some(Fixture { db, dir, tls, http }) = fixture("the lease test on PostgreSQL") else {
         return;
     };
     let path = |n: &str| dir.path().join(n);
@@ -515,8 +535,8 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
 
     // The bank holds the first start 20 s before it gets to it (its key taken on arrival).
     let sandbox = sandbox(
-        dir.path(),
-        format!("http://127.0.0.1:{}/webhooks/bank131", proxy_ports[0]),
+        (dir.path(), &tls),
+        format!("https://127.0.0.1:{}/webhooks/bank131", proxy_ports[0]),
         &["--fault", "session/start/payout=delay:20000@1"],
         &http,
     )
@@ -527,15 +547,16 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
     std::fs::write(
         path("vault.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n[database]\npath = \"{}\"\n[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\n",
+            "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n{}[database]\npath = \"{}\"\n[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\n",
+            tls.vault_toml(),
             path("vault.db").display(),
             path("master.key").display()
         ),
     )
     .unwrap();
     vault_cli(&path("vault.toml"), &[], &["init"]);
-    let (app_vault_key, proxy_vault_key) = vault_keys(&path("vault.toml"), &[]);
-    let vault_url = format!("http://127.0.0.1:{vault_port}");
+    let (app_vault_key, proxy_vault_key) = vault_keys(&path("vault.toml"), &[], &tls);
+    let vault_url = format!("https://127.0.0.1:{vault_port}");
     let _vault = serve(
         VAULT_BIN,
         &path("vault.toml"),
@@ -551,14 +572,17 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
     tests::stack::write_secret(
         &path("proxy.toml"),
         format!(
-            "[vault]\nurl = \"{vault_url}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
+            "{}[vault]\nurl = \"{vault_url}\"\n{}[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
              [bank131]\nbase_url = \"{}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{}\"\nbank_public_key_file = \"{}\"\n\
-             connect_timeout_ms = 500\nrequest_timeout_ms = 30000\n\
+             connect_timeout_ms = 500\nrequest_timeout_ms = 30000\n{}\
              [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 31500\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [log]\nformat = \"json\"\n",
+            tls.proxy_server_toml(),
+            tls.proxy_vault_lines(),
             sandbox.url,
             sandbox.partner_key.display(),
-            sandbox.bank_key.display()
+            sandbox.bank_key.display(),
+            tls.bank_ca_line()
         ),
     )
     .unwrap();
@@ -572,7 +596,7 @@ async fn a_replica_restarted_while_a_start_is_in_flight_does_not_send_it_again()
     )
     .unwrap_or_else(|e| panic!("{e}"))
     .api_key;
-    let proxy_urls = proxy_ports.map(|port| format!("http://127.0.0.1:{port}"));
+    let proxy_urls = proxy_ports.map(|port| format!("https://127.0.0.1:{port}"));
     let root = dir.path();
     let serve_proxy = |i: usize, run: usize| {
         let mut env = proxy_env.clone();

@@ -3,11 +3,7 @@
 //! and again is said here once: the fixtures they start from, the polls they wait with (progress,
 //! never a fixed sleep), and the requests, commands and checks they repeat.
 //!
-//! Every hop is TLS, as a deployment runs it: a test CA made per stack signs one certificate
-//! for 127.0.0.1 that the vault, the proxy and the sandbox serve; the vault asks for client
-//! certificates and the proxy's vault keys are bound to the proxy's; the proxy trusts only the
-//! test CA for the vault and the bank, and the sandbox for the proxy's webhook route. Only the
-//! app's own webhook receiver (this test) is plain HTTP on loopback.
+//! Every hop is TLS, as a deployment runs it ([`tests::stack::StackTls`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -213,24 +209,10 @@ impl Stack {
     pub(crate) async fn start_with(options: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = |n: &str| dir.path().join(n);
-        let ca = testkit::tls::TestCa::new("e2e CA");
-        ca.write_cert(&path("ca.crt"));
-        let server_cert = ca.server(&["127.0.0.1", "localhost"]);
-        server_cert.write(dir.path(), "server");
-        ca.client("proxy").write(dir.path(), "proxy-client");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap()])
-            .build()
-            .unwrap();
-        let sandbox_tls: Vec<String> = [
-            ("--tls-cert", path("server.crt")),
-            ("--tls-key", path("server.key")),
-            ("--webhook-ca-file", path("ca.crt")),
-        ]
-        .into_iter()
-        .flat_map(|(flag, file)| [flag.to_owned(), file.display().to_string()])
-        .collect();
+        let tls = tests::stack::StackTls::make(dir.path());
+        let http = tls.http(Duration::from_secs(10));
+        let sandbox_tls = tls.sandbox_flags();
+
         // The app's webhook receiver.
         let hooks: Arc<Mutex<Vec<AppHook>>> = Arc::default();
         let secret: Arc<Mutex<String>> = Arc::default();
@@ -274,9 +256,9 @@ impl Stack {
 
         // The vault.
         let vault_toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n\
-             [server.tls]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\nclient_ca_file = \"ca.crt\"\n\
+            "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n{}\
              [database]\npath = \"{}\"\n[keys]\nmaster_key_file = \"{}\"\n[log]\nformat = \"json\"\nfilter = \"debug\"\n",
+            tls.vault_toml(),
             path("vault.db").display(),
             path("master.key").display()
         );
@@ -293,16 +275,18 @@ impl Stack {
 
         // The proxy.
         let proxy_toml = format!(
-            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n{webhook_listen}\
-             [server.tls]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n\
+            "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n{webhook_listen}{server_tls}\
              [database]\npath = \"{db}\"\n\
-             [vault]\nurl = \"{vault_url}\"\nrequest_timeout_ms = 2000\nca_file = \"ca.crt\"\nclient_cert_file = \"proxy-client.crt\"\nclient_key_file = \"proxy-client.key\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
-             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1500\nca_file = \"ca.crt\"\n\
+             [vault]\nurl = \"{vault_url}\"\nrequest_timeout_ms = 2000\n{vault_tls}[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
+             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1500\n{bank_ca}\
              [payouts]\nreconcile_interval_ms = 100\nstuck_after_ms = 3000\nretry_initial_ms = 100\nretry_max_ms = 1000\nmax_attempts = 6\n\
              [webhooks]\nallow_private_networks = true\npoll_interval_ms = 50\nretry_initial_ms = 100\nretry_max_ms = 1000\n\
              [payout_links]\npoll_interval_ms = 100\n\
              [log]\nformat = \"json\"\nfilter = \"debug\"\n",
             db = path("proxy.db").display(),
+            server_tls = tls.proxy_server_toml(),
+            vault_tls = tls.proxy_vault_lines(),
+            bank_ca = tls.bank_ca_line(),
             pk = sandbox.partner_key.display(),
             bk = sandbox.bank_key.display(),
         );
@@ -337,7 +321,7 @@ impl Stack {
             proxy_runs: 0,
             options,
             sandbox_tls,
-            server_spki: server_cert.spki_sha256_base64.clone(),
+            server_spki: tls.server_spki(),
         };
         stack.start_vault().await;
         stack.start_proxy().await;
@@ -900,22 +884,14 @@ fn vault_key(config: &Path, name: &str, tenant: &str, scopes: &str) -> String {
 /// A new vault API key for the proxy in `tenant`, bound to the proxy's client certificate.
 fn proxy_vault_key(config: &Path, name: &str, tenant: &str) -> String {
     let cert = config.with_file_name("proxy-client.crt");
-    let out = vault_cli(
+    tests::stack::bound_vault_client(
+        Path::new(VAULT_BIN),
         config,
-        &[
-            "clients",
-            "create",
-            "--name",
-            name,
-            "--tenant",
-            tenant,
-            "--scopes",
-            PROXY_VAULT_SCOPES,
-            "--cert-file",
-            cert.to_str().unwrap(),
-        ],
-    );
-    field(&out, "api_key:").unwrap()
+        &[],
+        (name, tenant, PROXY_VAULT_SCOPES),
+        &cert,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The sandbox's flags: fast delays and retries, replaced flag by flag by the test's own (the
