@@ -371,11 +371,20 @@ pub fn peer_addr(req: &axum::http::request::Parts) -> Option<SocketAddr> {
 /// future is first polled: a server prints its "listening" line before it polls its shutdown
 /// future, and a SIGTERM in between would otherwise meet the default action and kill the process
 /// (no graceful drain, no final seal-count flush, exit by signal).
+///
+/// Called outside a runtime (as an argument to `block_on`), it installs them when first polled
+/// instead: there is no reactor to register with before.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let terminate = signal(SignalKind::terminate());
-    let interrupt = signal(SignalKind::interrupt());
+    let install = || {
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
+    let installed = tokio::runtime::Handle::try_current().is_ok().then(install);
     async move {
+        let (terminate, interrupt) = installed.unwrap_or_else(install);
         let wait = |installed: std::io::Result<tokio::signal::unix::Signal>| async move {
             match installed {
                 Ok(mut s) => {

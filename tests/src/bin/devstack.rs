@@ -77,11 +77,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(devstack::run(
-        options,
-        Printer::stdout(),
-        proxy::startup::shutdown_signal(),
-    ));
+    // The signal handlers are installed inside the runtime, before the stack prints a line.
+    let result = runtime.block_on(async {
+        devstack::run(
+            options,
+            Printer::stdout(),
+            proxy::startup::shutdown_signal(),
+        )
+        .await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
