@@ -356,7 +356,12 @@ impl ProxyConfig {
         if let Some(addr) = self.server.webhook_listen {
             listeners.push(("server.webhook_listen", addr));
         }
-        let mut problems = shared::config::production_problems(&self.server, &listeners, &self.log);
+        let mut problems = shared::config::production_problems(
+            &self.server,
+            &listeners,
+            &self.log,
+            &self.database,
+        );
         for (setting, url) in [
             ("vault.url", &self.vault.url),
             ("bank131.base_url", &self.bank131.base_url),

@@ -245,13 +245,16 @@ fn production_mode_refuses_each_development_shortcut_on_its_own_line() {
     std::fs::write(
         &config,
         "mode = \"production\"\n[server]\nlisten = \"0.0.0.0:0\"\n\
+         [database]\nurl = \"postgres://proxy:Hunter2Secret@db.internal/proxy?sslmode=require\"\n\
          [vault]\nurl = \"http://10.0.0.5:8200\"\nallow_insecure_http = true\n\
          [bank131]\nbase_url = \"http://10.0.0.6\"\nallow_insecure_http = true\nproject = \"p\"\n\
          private_key_file = \"missing.pem\"\nbank_public_key_file = \"missing-bank.pem\"\n\
          [webhooks]\nallow_private_networks = true\n[log]\nfilter = \"proxy=debug,info\"\n",
     )
     .unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let expected = [
+        "database.url",
         "server.listen",
         "log.filter",
         "vault.url",

@@ -251,14 +251,26 @@ impl Mode {
 }
 
 /// What `mode = "production"` refuses in the settings both services share, one line per
-/// problem, each naming the setting and the fix: a plain-HTTP listener off loopback (each of
+/// problem, each naming the setting and the fix: PostgreSQL without a checked TLS connection
+/// (`sslmode` other than `verify-ca`/`verify-full`), a plain-HTTP listener off loopback (each of
 /// `listeners`, named by its setting), and debug or trace logging (request details in logs).
 pub fn production_problems(
     server: &ServerConfig,
     listeners: &[(&str, SocketAddr)],
     log: &LogConfig,
+    database: &DatabaseConfig,
 ) -> Vec<String> {
     let mut problems = Vec::new();
+    if let Some(url) = database.postgres_url() {
+        match crate::postgres::ssl_mode(url) {
+            Ok(mode) if mode.verifies() => {}
+            Ok(mode) => problems.push(format!(
+                "database.url: sslmode={}: production mode refuses PostgreSQL without a checked TLS connection; add sslmode=verify-full&sslrootcert=/path/to/ca.crt",
+                mode.as_str()
+            )),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
     if !server.tls.enabled() {
         for (setting, addr) in listeners {
             if !addr.ip().is_loopback() {

@@ -7,8 +7,12 @@
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+
+mod tls;
+
+pub use tls::SslMode;
 
 /// Why PostgreSQL could not be set up. Never contains the URL.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,19 @@ pub enum PgSetupError {
     /// A connection or a migration failed.
     #[error("PostgreSQL: {0}")]
     Database(String),
+    /// The URL's TLS settings (`sslmode`, `sslrootcert`) are refused (the message names them,
+    /// never the URL).
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// The `sslmode` `url` asks for (libpq's default, `prefer`, when it names none).
+///
+/// # Errors
+///
+/// [`PgSetupError`] for a URL whose TLS settings are refused.
+pub fn ssl_mode(url: &str) -> Result<SslMode, PgSetupError> {
+    Ok(tls::split(url)?.mode)
 }
 
 /// A read-write pool: [`connect_as`] with [`Access::ReadWrite`].
@@ -52,7 +69,15 @@ pub async fn connect_as(
     max_connections: usize,
     schema: Option<&str>,
 ) -> Result<Pool, PgSetupError> {
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|_| PgSetupError::Url)?;
+    let tls = tls::split(url)?;
+    let mut config = tokio_postgres::Config::from_str(&tls.rest).map_err(|_| PgSetupError::Url)?;
+    config.ssl_mode(match tls.mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            tokio_postgres::config::SslMode::Require
+        }
+    });
     // Added to the URL's own `options` (which may set the search path), never replacing them.
     let mut options: Vec<String> = config
         .get_options()
@@ -76,7 +101,7 @@ pub async fn connect_as(
     }
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls::connector(&tls)?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

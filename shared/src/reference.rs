@@ -86,7 +86,10 @@ pub const COMMON: &[Setting] = &[
     Setting {
         key: "database.url",
         meaning: "`postgres://…` selects PostgreSQL (never logged); `sqlite:<path>` or absent, \
-                  SQLite",
+                  SQLite. TLS as libpq's `sslmode` says (`disable`, `prefer` (the default), \
+                  `require`, `verify-ca`, `verify-full`), checking the server against \
+                  `sslrootcert=/path/ca.crt`, which `verify-ca` and `verify-full` need: \
+                  `postgres://u:p@db.internal/vault?sslmode=verify-full&sslrootcert=/etc/vault/pg-ca.crt`",
     },
     Setting {
         key: "database.max_connections",

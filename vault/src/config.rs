@@ -341,6 +341,7 @@ impl VaultConfig {
             &self.server,
             &listeners,
             &self.log,
+            &self.database,
         ));
         if self.keys.provider == ProviderKind::File && !self.keys.allow_file_provider {
             problems.push(

@@ -9,8 +9,9 @@ const SETTINGS: &[Setting] = &[
     Setting {
         key: "mode",
         meaning: "`development` or `production`; production refuses to start (exit 78, one line \
-                  per problem; `check` lists the same) on what only development should do: a \
-                  plain-HTTP `server.listen` off loopback, `log.filter` at debug or trace, \
+                  per problem; `check` lists the same) on what only development should do: \
+                  PostgreSQL without `sslmode=verify-full` or `verify-ca`, a plain-HTTP listener \
+                  (`server.listen`, `server.webhook_listen`) off loopback, `log.filter` at debug or trace, \
                   `vault.url` or `bank131.base_url` not https, and the switches \
                   `vault.allow_insecure_http`, `bank131.allow_insecure_http`, \
                   `webhooks.allow_private_networks`",

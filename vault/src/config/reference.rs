@@ -9,8 +9,8 @@ const SETTINGS: &[Setting] = &[
     Setting {
         key: "mode",
         meaning: "`development` or `production`; production refuses to start (exit 78, one line \
-                  per problem; `check` lists the same) on what only development should do: a \
-                  plain-HTTP listener (`server.listen`, `collect.listen`) off loopback, \
+                  per problem; `check` lists the same) on what only development should do: \
+                  PostgreSQL without `sslmode=verify-full` or `verify-ca`, a plain-HTTP listener (`server.listen`, `collect.listen`) off loopback, \
                   `log.filter` at debug or trace, the master key in a file unless \
                   `keys.allow_file_provider`, a database whose keys were made in development \
                   mode, an active client holding `tokens:detokenize` bound to no client \
