@@ -486,13 +486,7 @@ fn file_holds_secrets(path: &Path) -> bool {
         .and_then(|v| v.get("api_keys"))
         .and_then(|k| k.as_table())
         .is_some_and(|k| !k.is_empty());
-    let password = table
-        .get("database")
-        .and_then(|d| d.get("url"))
-        .and_then(|u| u.as_str())
-        .and_then(|u| url::Url::parse(u).ok())
-        .is_some_and(|u| u.password().is_some());
-    keys || password
+    keys || shared::config::file_names_database_password(path)
 }
 
 #[cfg(test)]

@@ -82,6 +82,23 @@ pub fn anchored(base: Option<&Path>, path: &Path) -> PathBuf {
     }
 }
 
+/// Whether the config file at `path` writes a password into `database.url` (so it must be
+/// readable by its owner only).
+pub fn file_names_database_password(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(zeroize::Zeroizing::new)
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|table| {
+            table
+                .get("database")
+                .and_then(|d| d.get("url"))
+                .and_then(|u| u.as_str())
+                .and_then(|u| url::Url::parse(u).ok())
+        })
+        .is_some_and(|u| u.password().is_some())
+}
+
 /// Loads `file` (if given) and applies the `prefix`ed overrides from `env`.
 ///
 /// # Errors
@@ -280,10 +297,15 @@ pub fn production_problems(
             }
         }
     }
-    let filter = log.filter.to_ascii_lowercase();
-    if filter.contains("debug") || filter.contains("trace") {
+    // Judged by what the filter enables, not by its text: a bare target (`vault`), a number
+    // (`5`) or a span directive turns on trace without saying so.
+    let verbose = tracing_subscriber::EnvFilter::try_new(&log.filter).map_or(true, |f| {
+        f.max_level_hint()
+            .is_none_or(|level| level > tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    if verbose {
         problems.push(
-            "log.filter: debug and trace logging are refused in production mode (they record request details); use info (the default) or warn".to_owned(),
+            "log.filter: it enables debug or trace logging (a level above info, a bare target or a number does), which production mode refuses (they record request details); use info (the default) or warn, with a level on every directive".to_owned(),
         );
     }
     problems
@@ -632,6 +654,43 @@ pub fn check_report<C: serde::Serialize>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn production_refuses_every_filter_that_logs_below_info() {
+        let problems = |filter: &str| {
+            production_problems(
+                &ServerConfig::default(),
+                &[],
+                &LogConfig {
+                    filter: filter.to_owned(),
+                    ..LogConfig::default()
+                },
+                &DatabaseConfig::default(),
+            )
+        };
+        for verbose in [
+            "debug",
+            "TRACE",
+            "vault",
+            "5",
+            "vault::http=4",
+            "[x]",
+            "info,vault=debug",
+            "not a filter==",
+        ] {
+            assert_eq!(problems(verbose).len(), 1, "{verbose}");
+        }
+        for quiet in [
+            "info",
+            "warn",
+            "vault=info,warn",
+            "error",
+            "off",
+            "tokio_postgres=warn,info",
+        ] {
+            assert!(problems(quiet).is_empty(), "{quiet}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -441,6 +441,11 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
                         "keys.provider = shamir: `serve` starts sealed; unseal through {} with `vault operator unseal`",
                         config.keys.unseal_socket.display()
                     ));
+                    if config.mode == Mode::Production {
+                        notes.push(
+                            "mode = \"production\": the checks that read the database (how its keys were made, card readers bound to certificates) run at unseal, not here".to_owned(),
+                        );
+                    }
                 }
             }
             let sqlite = config.database.postgres_url().is_none();
@@ -1390,7 +1395,11 @@ async fn clients(command: ClientsCommand, config: &VaultConfig) -> anyhow::Resul
                 },
                 (None, None) => None,
             };
-            if config.mode == Mode::Production
+            // Production by this configuration, or by the database (its keys were made by a
+            // production vault), whatever mode this command was run with.
+            let production = config.mode == Mode::Production
+                || vault.keys_made_in().await?.as_deref() == Some("production");
+            if production
                 && binding.is_none()
                 && scopes.contains(crate::auth::Scope::TokensDetokenize)
             {

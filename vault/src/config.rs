@@ -238,6 +238,14 @@ impl VaultConfig {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let mut config: Self = shared::config::load(file, env, ENV_PREFIX)?;
+        if let Some(path) = file
+            && shared::config::file_names_database_password(path)
+        {
+            shared::files::ensure_private(
+                path,
+                "the config file (it holds a database password in database.url)",
+            )?;
+        }
         // Relative paths of a config file are the file's, not the shell's.
         let base = shared::config::config_dir(file);
         config.database.base_dir.clone_from(&base);

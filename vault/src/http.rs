@@ -45,6 +45,10 @@ pub struct Limits {
     pub public_origin: String,
     /// Whose `X-Forwarded-For` names the source address for per-address limits.
     pub trusted_proxies: source::TrustedProxies,
+    /// `mode = "production"`: a client holding `tokens:detokenize` bound to no client
+    /// certificate is refused at every request too, not only at start (one made later, by a
+    /// command run with another configuration, reads no card).
+    pub production: bool,
 }
 
 /// What every handler can reach. Cheap to clone.

@@ -291,6 +291,7 @@ impl Application {
                     max_ttl_seconds: config.tokens.max_ttl_seconds,
                     public_origin,
                     trusted_proxies,
+                    production: config.mode == crate::config::Mode::Production,
                 }),
                 metrics: Arc::new(Metrics::default()),
                 limiter: Arc::new(Limiter::new(&config.limits)),

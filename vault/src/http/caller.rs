@@ -40,13 +40,19 @@ impl FromRequestParts<AppState> for Caller {
                 // A key bound to a client certificate works only over a connection that
                 // presented it: a copy of the key alone is refused.
                 let presented = shared::server::peer_certificate(parts).map(|c| c.sha256);
-                if client.accepts_certificate(presented.as_ref()) {
+                let unbound_reader = state.limits.production
+                    && client.cert_sha256.is_none()
+                    && client.scopes.contains(Scope::TokensDetokenize);
+                if unbound_reader {
+                    (None, Some(Named::UnboundReader(client)))
+                } else if client.accepts_certificate(presented.as_ref()) {
                     return Ok(Self {
                         context: Context::client(&client, request_id),
                         client,
                     });
+                } else {
+                    (None, Some(Named::WithoutCertificate(client, presented)))
                 }
-                (None, Some(Named::WithoutCertificate(client, presented)))
             }
             AuthOutcome::Revoked(client) => (None, Some(Named::Revoked(client))),
             AuthOutcome::Missing => (Some(FailureReason::MissingKey), None),
@@ -60,6 +66,12 @@ impl FromRequestParts<AppState> for Caller {
                 match named {
                     Some(Named::Revoked(client)) => {
                         state.vault.record_revoked_use(&client, request_id).await?;
+                    }
+                    Some(Named::UnboundReader(client)) => {
+                        state
+                            .vault
+                            .record_unbound_reader(&client, request_id)
+                            .await?;
                     }
                     Some(Named::WithoutCertificate(client, presented)) => {
                         state
@@ -91,6 +103,8 @@ enum Named {
     Revoked(ClientRecord),
     /// With the certificate presented instead, if any.
     WithoutCertificate(ClientRecord, Option<[u8; 32]>),
+    /// In production mode, a card reader bound to no certificate.
+    UnboundReader(ClientRecord),
 }
 
 impl Caller {

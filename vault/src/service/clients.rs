@@ -148,6 +148,26 @@ impl Vault {
         self.audit(draft).await
     }
 
+    /// Audits a production vault's refusal of a client that may read card numbers but is bound
+    /// to no client certificate (made by a command run with a development configuration).
+    ///
+    /// # Errors
+    ///
+    /// The audit write failed.
+    pub async fn record_unbound_reader(
+        &self,
+        client: &ClientRecord,
+        request_id: Option<String>,
+    ) -> Result<(), VaultError> {
+        let mut draft = AuditDraft::new(client.id.as_str(), Action::AuthFail, Outcome::Denied);
+        draft.tenant = Some(client.tenant.clone());
+        draft.request_id = request_id;
+        draft.detail = Some(
+            "production mode: a tokens:detokenize client bound to no client certificate".to_owned(),
+        );
+        self.audit(draft).await
+    }
+
     /// Audits one use of a revoked client's key (each is worth an event: the key leaked or a
     /// deployment still holds it).
     ///

@@ -248,3 +248,42 @@ async fn a_key_can_ask_who_it_is() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
 }
+
+/// In production mode a client that may read card numbers but is bound to no client
+/// certificate (a row from before certificate binding, say) is refused: at start, naming it,
+/// and at every request if it appears later (401, audited), while bound-free clients without
+/// `tokens:detokenize` work.
+#[tokio::test]
+async fn production_mode_refuses_an_unbound_card_reader_at_start_and_at_every_request() {
+    let v = TestVault::spawn_with(|c| {
+        crate::helpers::unlimited(c);
+        c.mode = vault::config::Mode::Production;
+        c.keys.allow_file_provider = true;
+    })
+    .await;
+    // Made behind the command line's back (which refuses it in production).
+    let (reader_id, reader) = v.client_with_id("acme", ALL_SCOPES).await;
+    let app = v.client("acme", "tokens:create").await;
+    let token = v.token_for(&app, "4242424242424242").await;
+    let reply = v.detokenize(&reader, &token).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    let refused = v
+        .events("auth.fail")
+        .into_iter()
+        .filter(|(_, actor, detail)| {
+            actor == reader_id.as_str()
+                && detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("bound to no client certificate"))
+        })
+        .count();
+    assert_eq!(refused, 1);
+    // And a vault started on this database now refuses to, naming the client.
+    let e = vault::startup::Application::build(&v.config)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!("client {reader_id}")),
+        "{e}"
+    );
+}
