@@ -80,20 +80,18 @@ pub struct AppClient {
     pub webhook_secret: String,
 }
 
-/// Runs `clients create` of either service for a client `(name, tenant, scopes)`, with
-/// `--webhook-url` when given (the proxy's); what it printed.
+/// Runs `clients create` of either service for a client `(name, tenant, scopes)`, with `extra`
+/// arguments (the proxy's `--webhook-url`, the vault's `--cert-file`); what it printed.
 fn create_client(
     bin: &std::path::Path,
     config: &std::path::Path,
     env: &[(String, String)],
     (name, tenant, scopes): (&str, &str, &str),
-    webhook_url: Option<&str>,
+    extra: &[&str],
 ) -> anyhow::Result<String> {
     let mut args = vec!["clients", "create", "--name", name, "--tenant", tenant];
     args.extend(["--scopes", scopes]);
-    if let Some(url) = webhook_url {
-        args.extend(["--webhook-url", url]);
-    }
+    args.extend(extra);
     run_cli(bin, config, env, &args)
 }
 
@@ -110,7 +108,14 @@ pub fn create_app(
     client: (&str, &str, &str),
     webhook_url: Option<&str>,
 ) -> anyhow::Result<AppClient> {
-    let out = create_client(proxy, config, env, client, webhook_url)?;
+    let hook = webhook_url.map(|url| ["--webhook-url", url]);
+    let out = create_client(
+        proxy,
+        config,
+        env,
+        client,
+        hook.as_ref().map_or(&[], |h| &h[..]),
+    )?;
     Ok(AppClient {
         api_key: field(&out, "api_key:")?,
         webhook_secret: field(&out, "webhook_secret:")?,
@@ -128,10 +133,7 @@ pub fn vault_client(
     env: &[(String, String)],
     client: (&str, &str, &str),
 ) -> anyhow::Result<String> {
-    field(
-        &create_client(vault, config, env, client, None)?,
-        "api_key:",
-    )
+    field(&create_client(vault, config, env, client, &[])?, "api_key:")
 }
 
 /// Creates, with the vault's command line, a client `(name, tenant, scopes)` bound to the TLS
@@ -144,23 +146,14 @@ pub fn bound_vault_client(
     vault: &std::path::Path,
     config: &std::path::Path,
     env: &[(String, String)],
-    (name, tenant, scopes): (&str, &str, &str),
+    client: (&str, &str, &str),
     cert_file: &std::path::Path,
 ) -> anyhow::Result<String> {
     let cert = cert_file.display().to_string();
-    let args = [
-        "clients",
-        "create",
-        "--name",
-        name,
-        "--tenant",
-        tenant,
-        "--scopes",
-        scopes,
-        "--cert-file",
-        &cert,
-    ];
-    field(&run_cli(vault, config, env, &args)?, "api_key:")
+    field(
+        &create_client(vault, config, env, client, &["--cert-file", &cert])?,
+        "api_key:",
+    )
 }
 
 /// The scopes an app that pays out and reads its payouts holds.

@@ -121,33 +121,6 @@ impl Vault {
         })
     }
 
-    /// Audits a use of a certificate-bound client's key over a connection without its
-    /// certificate (`presented`: the one it gave instead, if any) (the key was copied off the host it belongs to, or the TLS setup is wrong).
-    ///
-    /// # Errors
-    ///
-    /// The audit write failed.
-    pub async fn record_unbound_use(
-        &self,
-        client: &ClientRecord,
-        presented: Option<&[u8; 32]>,
-        request_id: Option<String>,
-    ) -> Result<(), VaultError> {
-        let mut draft = AuditDraft::new(client.id.as_str(), Action::AuthFail, Outcome::Denied);
-        draft.tenant = Some(client.tenant.clone());
-        draft.request_id = request_id;
-        // Which certificate came instead is evidence: none (the key alone was copied), or
-        // another the CA issued (a key moved to another host).
-        draft.detail = Some(match presented {
-            None => "API key without its bound client certificate: none presented".to_owned(),
-            Some(h) => format!(
-                "API key without its bound client certificate: presented cert_sha256={}",
-                hex::encode(h)
-            ),
-        });
-        self.audit(draft).await
-    }
-
     /// Audits a production vault's refusal of a client that may read card numbers but is bound
     /// to no client certificate (made by a command run with a development configuration).
     ///
@@ -159,13 +132,9 @@ impl Vault {
         client: &ClientRecord,
         request_id: Option<String>,
     ) -> Result<(), VaultError> {
-        let mut draft = AuditDraft::new(client.id.as_str(), Action::AuthFail, Outcome::Denied);
-        draft.tenant = Some(client.tenant.clone());
-        draft.request_id = request_id;
-        draft.detail = Some(
-            "production mode: a tokens:detokenize client bound to no client certificate".to_owned(),
-        );
-        self.audit(draft).await
+        let detail = "production mode: a tokens:detokenize client bound to no client certificate";
+        self.record_refused_key(client, request_id, detail.to_owned())
+            .await
     }
 
     /// Audits one use of a revoked client's key (each is worth an event: the key leaked or a
@@ -179,10 +148,46 @@ impl Vault {
         client: &ClientRecord,
         request_id: Option<String>,
     ) -> Result<(), VaultError> {
+        self.record_refused_key(client, request_id, "revoked API key".to_owned())
+            .await
+    }
+
+    /// Audits a use of a certificate-bound client's key over a connection without its
+    /// certificate (`presented`: the one it gave instead, if any): the key was copied off the
+    /// host it belongs to, or the TLS setup is wrong.
+    ///
+    /// # Errors
+    ///
+    /// The audit write failed.
+    pub async fn record_unbound_use(
+        &self,
+        client: &ClientRecord,
+        presented: Option<&[u8; 32]>,
+        request_id: Option<String>,
+    ) -> Result<(), VaultError> {
+        // Which certificate came instead is evidence: none (the key alone was copied), or
+        // another the CA issued (a key moved to another host).
+        let detail = match presented {
+            None => "API key without its bound client certificate: none presented".to_owned(),
+            Some(h) => format!(
+                "API key without its bound client certificate: presented cert_sha256={}",
+                hex::encode(h)
+            ),
+        };
+        self.record_refused_key(client, request_id, detail).await
+    }
+
+    /// One `auth.fail` event, denied, for a real client's refused key.
+    async fn record_refused_key(
+        &self,
+        client: &ClientRecord,
+        request_id: Option<String>,
+        detail: String,
+    ) -> Result<(), VaultError> {
         let mut draft = AuditDraft::new(client.id.as_str(), Action::AuthFail, Outcome::Denied);
         draft.tenant = Some(client.tenant.clone());
         draft.request_id = request_id;
-        draft.detail = Some("revoked API key".to_owned());
+        draft.detail = Some(detail);
         self.audit(draft).await
     }
 
