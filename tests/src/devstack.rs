@@ -2,9 +2,10 @@
 //! proxy, the Bank 131 sandbox and a small app webhook receiver on loopback, in one process, with
 //! their state under one directory (`./.devstack/` by default).
 //!
-//! The first run makes everything: the vault master key and database, two vault clients for
-//! tenant `demo` (the app's and the proxy's), the partner and sandbox-bank RSA keys, the proxy
-//! database and its app client. Later runs reuse all of it and print the same API keys, which
+//! The first run makes everything: the vault master key and database, a local CA and the
+//! certificates every service serves over TLS (`tls`), two vault clients for tenant `demo` (the
+//! app's, and the proxy's, bound to the proxy's client certificate), the partner and
+//! sandbox-bank RSA keys, the proxy database and its app client. Later runs reuse all of it and print the same API keys, which
 //! are kept in `credentials.json` (mode 0600). The service configurations are written as
 //! `vault.toml` and `proxy.toml` (and `commands.sh`), so the same stack can also be run as
 //! separate processes.
@@ -13,8 +14,8 @@
 //! as it happens. No card number is printed or logged: the demo names its test card masked.
 //!
 //! The parts: this file starts and stops the services ([`run`]); `files` is the state on disk,
-//! `configs` the files written for running the services separately, `clients` the clients made
-//! once and reused, `receiver` the app's webhook endpoint, `demo` the walked-through payout and
+//! `configs` the files written for running the services separately, `tls` the certificates,
+//! `clients` the clients made once and reused, `receiver` the app's webhook endpoint, `demo` the walked-through payout and
 //! `report` what is printed.
 
 mod clients;
@@ -24,6 +25,7 @@ mod files;
 mod receiver;
 mod report;
 mod shop;
+mod tls;
 
 use clients::{ensure_proxy_client, ensure_vault_clients, highest_session_number};
 use configs::{commands_sh, key_pair, proxy_toml, vault_toml};
@@ -198,16 +200,18 @@ pub async fn run(
     if fresh {
         made.push("sandbox bank RSA key pair".to_owned());
     }
+    let tls = tls::DevTls::ensure(&layout, &mut made)?;
 
     // The vault's configuration and clients.
     files::write_file(
         &layout.vault_toml(),
-        vault_toml(&layout, options.vault_port).as_bytes(),
+        vault_toml(&layout, options.vault_port, &tls).as_bytes(),
         0o644,
     )?;
     let vault_config = vault::config::VaultConfig::load(Some(&layout.vault_toml()), no_env())
         .context("vault.toml")?;
-    let vault_made = ensure_vault_clients(&vault_config, &mut credentials).await?;
+    let vault_made =
+        ensure_vault_clients(&vault_config, &mut credentials, tls.proxy_cert_sha256).await?;
     if vault_made > 0 {
         made.push(format!("vault clients ({vault_made})"));
     }
@@ -226,12 +230,12 @@ pub async fn run(
         .with_context(|| {
             format!("the app webhook receiver cannot listen on {app_addr} (see --app-port)")
         })?;
-    let app_url = format!("http://{app_addr}{}", receiver::PATH);
+    let app_url = format!("https://{app_addr}{}", receiver::PATH);
 
     // The proxy's configuration and app client.
     files::write_secret(
         &layout.proxy_toml(),
-        proxy_toml(&layout, &options, &vault_proxy.key).as_bytes(),
+        proxy_toml(&layout, &options, &vault_proxy.key, &tls).as_bytes(),
     )?;
     let proxy_config = proxy::config::ProxyConfig::load(Some(&layout.proxy_toml()), no_env())
         .context("proxy.toml")?;
@@ -251,7 +255,7 @@ pub async fn run(
     };
     files::write_file(
         &layout.commands(),
-        commands_sh(&layout, &options).as_bytes(),
+        commands_sh(&layout, &options, &tls).as_bytes(),
         0o755,
     )?;
 
@@ -259,7 +263,7 @@ pub async fn run(
     let proxy_addr = loopback(options.proxy_port);
     let sandbox_addr = loopback(options.sandbox_port);
     let mut project = ProjectConfig::new(PROJECT, partner_public);
-    project.webhook_url = Some(format!("http://{proxy_addr}/webhooks/bank131"));
+    project.webhook_url = Some(format!("https://{proxy_addr}/webhooks/bank131"));
     project.wallet_balance = WALLET_BALANCE;
     project.webhook_api_version = sandbox::ApiVersion::V2;
     let state_dir = layout.sandbox_state_dir();
@@ -270,6 +274,8 @@ pub async fn run(
         bank_private_key_pem: Some(bank_private),
         projects: vec![project],
         state_file: Some(state_file),
+        tls: tls.server_config(false),
+        webhook_ca_file: Some(tls.ca_file()),
         ..SandboxConfig::default()
     })
     .await
@@ -285,10 +291,7 @@ pub async fn run(
             0o644,
         )?;
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("building the HTTP client")?;
+    let http = tls.http_client(Duration::from_secs(10))?;
     // The proxy database keeps the payouts of earlier runs: a bank webhook for a reused
     // session id would be matched to an old payout, so the sandbox numbers on past them (its
     // state file usually has it further on already; a failed state write would not).
@@ -320,22 +323,36 @@ pub async fn run(
         let until = stopped();
         let secret = proxy_app.webhook_secret.clone();
         let shop = shop::Shop {
-            origin: format!("http://{app_addr}"),
-            vault_url: format!("http://{vault_addr}"),
+            origin: format!("https://{app_addr}"),
+            vault_url: format!("https://{vault_addr}"),
             vault_key: vault_app.key.clone(),
-            proxy_url: format!("http://{proxy_addr}"),
+            proxy_url: format!("https://{proxy_addr}"),
             proxy_key: proxy_app.client.key.clone(),
             http: http.clone(),
             out: out.clone(),
         };
         let (quiet, out) = (Arc::clone(&quiet), out.clone());
+        let app_tls = shared::server::ServerTls::load(&tls.server_config(false))
+            .context("the app's TLS certificate")?;
         tokio::spawn(async move {
-            let r = receiver::serve(app_listener, secret, events_tx, quiet, out, shop, until).await;
+            let r = receiver::serve(
+                app_listener,
+                app_tls,
+                receiver::Receiver {
+                    secret,
+                    events: events_tx,
+                    quiet,
+                    out,
+                },
+                shop,
+                until,
+            )
+            .await;
             let _ = tx.send(("app webhook receiver", r.map_err(anyhow::Error::from)));
         });
     }
-    let vault_url = format!("http://{vault_addr}");
-    let proxy_url = format!("http://{proxy_addr}");
+    let vault_url = format!("https://{vault_addr}");
+    let proxy_url = format!("https://{proxy_addr}");
     let sandbox_url = sandbox.base_url();
     // The proxy checks its vault keys against the vault as it starts: the vault must answer
     // by then, or the proxy's first verdict is "vault unreachable".
@@ -372,6 +389,7 @@ pub async fn run(
                 proxy_url: &proxy_url,
                 sandbox_url: &sandbox_url,
                 app_url: &app_url,
+                tls: &tls,
                 vault_app: &vault_app,
                 proxy_app: &proxy_app,
                 sandbox: &sandbox,

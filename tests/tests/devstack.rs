@@ -1,6 +1,9 @@
 //! `devstack --exit-after-demo`, run twice in a fresh directory: the first run makes everything
 //! and walks a payout through every step, the second reuses every key and client; no card number
-//! reaches its output or its files.
+//! reaches its output or its files. Every service answers over TLS from the CA devstack made and
+//! no other, none speaks plain HTTP, and the proxy's vault key works only with the proxy's
+//! certificate; the separate-process `commands.sh` runs the same stack with the same
+//! certificates.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
 
 use std::os::unix::fs::PermissionsExt;
@@ -113,7 +116,8 @@ fn devstack(cwd: &Path, ports: &[u16], extra: &[&str], name: &str) -> Run {
     )
 }
 
-/// Runs devstack without the demo, waits until it serves, then sends SIGTERM.
+/// Runs devstack without the demo, waits until it serves, checks its transport, then sends
+/// SIGTERM.
 fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
     let mut devstack = Devstack::spawn(cwd, ports, &["--no-demo"], "third");
     devstack.wait_until(
@@ -121,8 +125,7 @@ fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
         "devstack --no-demo did not start serving",
         |d| d.stdout().contains("serving until"),
     );
-    // The vault answers while it serves.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", ports[0])).is_ok());
+    runtime().block_on(check_transport(&cwd.join(".devstack"), ports));
     let killed = Command::new("kill")
         .args(["-TERM", &devstack.child.id().to_string()])
         .status()
@@ -132,6 +135,95 @@ fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
         Duration::from_secs(60),
         "devstack did not stop within 60 s of SIGTERM",
     )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client trusting only devstack's CA (`state/tls/ca.crt`), presenting `identity`.
+fn trusting_devstack(state: &Path, identity: Option<reqwest::Identity>) -> reqwest::Client {
+    let ca = std::fs::read(state.join("tls/ca.crt")).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()]);
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
+    }
+    builder.build().unwrap()
+}
+
+/// The proxy's client certificate and key, as the proxy presents them to the vault.
+fn proxy_identity(state: &Path) -> reqwest::Identity {
+    let pem = [
+        std::fs::read(state.join("tls/proxy-client.crt")).unwrap(),
+        std::fs::read(state.join("tls/proxy-client.key")).unwrap(),
+    ]
+    .concat();
+    reqwest::Identity::from_pem(&pem).unwrap()
+}
+
+/// While devstack serves: each of the four services answers over TLS with a certificate from
+/// devstack's CA, is not trusted by a client without that CA, and does not speak plain HTTP;
+/// the proxy's vault key is refused (401) without the proxy's client certificate and accepted
+/// with it.
+async fn check_transport(state: &Path, ports: &[u16]) {
+    let trusting = trusting_devstack(state, None);
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for (what, port, path) in [
+        ("vault", ports[0], "/readyz"),
+        ("proxy", ports[1], "/readyz"),
+        ("sandbox", ports[2], "/__sandbox/health"),
+        ("app", ports[3], "/"),
+    ] {
+        let https = format!("https://127.0.0.1:{port}{path}");
+        let answer = trusting.get(&https).send().await;
+        let status = answer
+            .unwrap_or_else(|e| panic!("{what} over TLS: {e}"))
+            .status();
+        assert!(status.is_success(), "{what} over TLS: {status}");
+        assert!(
+            plain.get(&https).send().await.is_err(),
+            "{what}'s certificate is trusted without devstack's CA"
+        );
+        assert!(
+            plain
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .is_err(),
+            "{what} answers plain HTTP"
+        );
+    }
+    let credentials: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("credentials.json")).unwrap())
+            .unwrap();
+    let proxy_key = credentials["vault_proxy"]["key"].as_str().unwrap();
+    let me = |client: reqwest::Client| async move {
+        client
+            .get(format!("https://127.0.0.1:{}/v1/clients/me", ports[0]))
+            .bearer_auth(proxy_key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        me(trusting.clone()).await,
+        401,
+        "the proxy's vault key was accepted without the proxy's certificate"
+    );
+    assert_eq!(
+        me(trusting_devstack(state, Some(proxy_identity(state)))).await,
+        200,
+        "the proxy's vault key with its certificate"
+    );
 }
 
 fn assert_demo_ran(run: &Run, name: &str) {
@@ -154,7 +246,7 @@ fn assert_demo_ran(run: &Run, name: &str) {
         "[6] app webhook payout.succeeded received",
         "X-Signature valid",
         "demo: succeeded",
-        "curl -s -X POST $PROXY/v1/payouts",
+        "curl -s --cacert $CA -X POST $PROXY/v1/payouts",
         "Idempotency-Key",
     ] {
         assert!(
@@ -203,6 +295,147 @@ fn vault_clients(cwd: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Whether curl (which `commands.sh` waits for the vault with) is here; without it the test
+/// says it skipped, unless `REQUIRE_CURL` is set (`.ci/run`), where it fails.
+fn curl_present() -> bool {
+    let present = Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        assert!(
+            std::env::var_os("REQUIRE_CURL").is_none(),
+            "REQUIRE_CURL is set but curl is missing (apt-get install curl)"
+        );
+        eprintln!("SKIPPED: commands.sh needs curl (apt-get install curl)");
+    }
+    present
+}
+
+/// `commands.sh` as written, with the test's own binaries for `cargo build`'s: the sandbox,
+/// the vault and the proxy as three processes on devstack's certificates; a payout of `token`
+/// through them succeeds.
+fn commands_sh_pays_out(cwd: &Path, ports: &[u16], token: &str) {
+    use std::os::unix::process::CommandExt as _;
+    let state = cwd.join(".devstack");
+    let script = std::fs::read_to_string(state.join("commands.sh")).unwrap();
+    assert!(script.contains("cargo build --release"), "{script}");
+    let script = script
+        .lines()
+        .filter(|l| !l.starts_with("cargo build"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(
+            "./target/release/bank131-sandbox",
+            env!("CARGO_BIN_EXE_bank131-sandbox"),
+        )
+        .replace("./target/release/vault", env!("CARGO_BIN_EXE_e2e-vault"))
+        .replace("./target/release/proxy", env!("CARGO_BIN_EXE_e2e-proxy"));
+    let log = std::fs::File::create(cwd.join("commands.log")).unwrap();
+    // Its own process group, so that one signal stops the script and the three services.
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime().block_on(async {
+            let http = trusting_devstack(&state, None);
+            let proxy = format!("https://127.0.0.1:{}", ports[1]);
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                let ready = http.get(format!("{proxy}/readyz")).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "commands.sh: the proxy never became ready"
+                );
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "commands.sh exited before the proxy was ready"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let credentials: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(state.join("credentials.json")).unwrap(),
+            )
+            .unwrap();
+            let key = credentials["proxy_app"]["key"].as_str().unwrap();
+            let created: serde_json::Value = http
+                .post(format!("{proxy}/v1/payouts"))
+                .bearer_auth(key)
+                .header("Idempotency-Key", "commands-sh-1")
+                .json(&serde_json::json!({
+                    "card_token": token,
+                    "amount": 10_000,
+                    "currency": "RUB",
+                    "recipient": {"full_name": "Ivan Petrov"},
+                    "confirm": "auto",
+                }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = created["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{created}"));
+            loop {
+                let payout: serde_json::Value = http
+                    .get(format!("{proxy}/v1/payouts/{id}"))
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                match payout["status"].as_str() {
+                    Some("succeeded") => break,
+                    Some("failed" | "canceled") => panic!("commands.sh: the payout {payout}"),
+                    _ => {}
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "commands.sh: the payout never succeeded: {payout}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }));
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+    let _ = child.wait();
+    // The services outlive the script by their shutdown: wait until the group is empty, so
+    // that the files scanned next are no longer being written or removed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Command::new("kill")
+        .args(["-0", "--", &group])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "commands.sh's services outlived SIGTERM by 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Err(panic) = outcome {
+        let log = std::fs::read_to_string(cwd.join("commands.log")).unwrap_or_default();
+        eprintln!("commands.sh printed:\n{log}");
+        std::panic::resume_unwind(panic);
+    }
+}
+
 #[test]
 fn devstack_runs_the_demo_and_reuses_its_state() {
     let tmp = tempfile::tempdir().unwrap();
@@ -219,8 +452,33 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
         first.stdout
     );
     for port in &ports {
-        assert!(first.stdout.contains(&format!("127.0.0.1:{port}")));
+        assert!(
+            first.stdout.contains(&format!("https://127.0.0.1:{port}")),
+            "every service is printed with its https URL:\n{}",
+            first.stdout
+        );
     }
+    assert!(
+        first.stdout.contains("created: ") && first.stdout.contains("TLS certificates"),
+        "{}",
+        first.stdout
+    );
+    // The CA's key is never written: nothing on disk can mint a certificate the stack trusts.
+    let mut tls_files: Vec<String> = std::fs::read_dir(state.join("tls"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    tls_files.sort();
+    assert_eq!(
+        tls_files,
+        [
+            "ca.crt",
+            "proxy-client.crt",
+            "proxy-client.key",
+            "server.crt",
+            "server.key"
+        ]
+    );
     let credentials = std::fs::read_to_string(state.join("credentials.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&credentials).unwrap();
     let vault_key = json["vault_app"]["key"].as_str().unwrap();
@@ -237,6 +495,8 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
         "partner.pem",
         "bank131-sandbox.pem",
         "proxy.toml",
+        "tls/server.key",
+        "tls/proxy-client.key",
     ] {
         assert_eq!(mode(&state.join(private)), 0o600, "{private} is private");
     }
@@ -283,6 +543,17 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
         third.stdout
     );
 
+    // The same stack as separate processes, from commands.sh: a payout of the demo's token.
+    if curl_present() {
+        let token = first
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("TOKEN="))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no TOKEN= line:\n{}", first.stdout));
+        commands_sh_pays_out(cwd, &ports, token);
+    }
+
     // No card number in any file devstack keeps (the vault holds it only as ciphertext).
     let pan = Pan::parse(DEMO_CARD).unwrap();
     let mut scanned = files_under(&state);
@@ -299,6 +570,8 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
         ]
         .map(|n| cwd.join(n)),
     );
+    // Written when commands.sh ran (curl present).
+    scanned.extend(Some(cwd.join("commands.log")).filter(|p| p.exists()));
     for file in &scanned {
         let bytes = std::fs::read(file).unwrap();
         assert!(
@@ -316,10 +589,6 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
 #[tokio::test]
 async fn the_devstack_shop_takes_a_card_in_a_browser_and_pays_it_out() {
     use fantoccini::Locator;
-    let Some(browser) = testkit::browser::launch().await.unwrap() else {
-        return;
-    };
-    let patience = testkit::browser::DEADLINE;
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
     let ports = free_ports(4);
@@ -329,11 +598,26 @@ async fn the_devstack_shop_takes_a_card_in_a_browser_and_pays_it_out() {
         "devstack --no-demo did not start serving",
         |d| d.stdout().contains("serving until"),
     );
-    let shop = format!("http://127.0.0.1:{}/", ports[3]);
+    let shop = format!("https://127.0.0.1:{}/", ports[3]);
     assert!(
         devstack.stdout().contains(&shop),
         "the shop's URL is printed"
     );
+    // The browser trusts the stack's certificate by the flag devstack prints, and nothing else.
+    const FLAG: &str = "--ignore-certificate-errors-spki-list=";
+    let stdout = devstack.stdout();
+    let spki = stdout
+        .split(FLAG)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {FLAG} in devstack's output:\n{stdout}"))
+        .to_owned();
+    let Some(browser) = testkit::browser::launch_trusting(&[spki]).await.unwrap() else {
+        let _ = devstack.child.kill();
+        let _ = devstack.child.wait();
+        return;
+    };
+    let patience = testkit::browser::DEADLINE;
 
     let client = browser.client();
     client.goto(&shop).await.unwrap();

@@ -66,8 +66,9 @@ impl Default for AuditConfig {
 pub struct CollectConfig {
     /// The vault's address as the cardholder's browser reaches it (`https://vault.example`,
     /// no path): the base of every session's `url`, and the only `Origin` a card submission is
-    /// accepted from. Unset, it is `http://` and the listen address, which only a browser on
-    /// the same machine reaches.
+    /// accepted from. Unset, it is the form's listen address (`collect.listen`, else
+    /// `server.listen`) over `https` when `[server.tls]` serves TLS (`http` when not), which
+    /// only a browser on the same machine reaches.
     pub public_url: Option<String>,
     /// A second address serving only the card form (`/collect/…`, `/collect.js`, `/healthz`),
     /// so that the public side faces the internet while the API (detokenize, metrics) stays on
@@ -204,13 +205,19 @@ impl VaultConfig {
         self.server.listen_or(DEFAULT_PORT)
     }
 
-    /// The vault's origin as browsers reach it (`[collect] public_url`, else the listen
-    /// address over `http`).
+    /// The vault's origin as browsers reach it (`[collect] public_url`, else the address
+    /// the form is served on, `collect.listen` or `server.listen`, over `https` when the
+    /// listeners serve TLS and `http` otherwise).
     pub fn public_origin(&self) -> String {
-        self.collect
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen()))
+        self.collect.public_url.clone().unwrap_or_else(|| {
+            let scheme = if self.server.tls.enabled() {
+                "https"
+            } else {
+                "http"
+            };
+            let form = self.collect.listen.unwrap_or_else(|| self.listen());
+            format!("{scheme}://{form}")
+        })
     }
 
     /// The SQLite options.
@@ -394,6 +401,33 @@ mod tests {
         assert_eq!(config.sqlite().path, PathBuf::from("/tmp/x.db"));
         assert_eq!(config.log.format, shared::telemetry::LogFormat::Json);
         assert_eq!(config.tokens.sweep_interval_seconds, 60);
+    }
+
+    #[test]
+    fn the_default_public_origin_follows_the_listener_scheme() {
+        let plain =
+            VaultConfig::load(None, env(&[("VAULT__SERVER__LISTEN", "127.0.0.1:9001")])).unwrap();
+        assert_eq!(plain.public_origin(), "http://127.0.0.1:9001");
+        let tls = VaultConfig::load(
+            None,
+            env(&[
+                ("VAULT__SERVER__LISTEN", "127.0.0.1:9001"),
+                ("VAULT__SERVER__TLS__CERT_FILE", "/etc/vault/server.crt"),
+                ("VAULT__SERVER__TLS__KEY_FILE", "/etc/vault/server.key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(tls.public_origin(), "https://127.0.0.1:9001");
+        // The form on its own listener: sessions point there, not at the API.
+        let apart = VaultConfig::load(
+            None,
+            env(&[
+                ("VAULT__SERVER__LISTEN", "127.0.0.1:9001"),
+                ("VAULT__COLLECT__LISTEN", "127.0.0.1:9002"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(apart.public_origin(), "http://127.0.0.1:9002");
     }
 
     #[test]

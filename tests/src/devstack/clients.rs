@@ -19,11 +19,13 @@ pub(super) fn vault_client_live(
     })
 }
 
-/// Makes the two vault clients unless `credentials` already holds live ones. Returns how many
-/// were made.
+/// Makes the two vault clients unless `credentials` already holds live ones (the proxy's bound
+/// to the certificate `proxy_cert_sha256`: a renewed certificate gets a new client, and the
+/// old one is revoked). Returns how many were made.
 pub(super) async fn ensure_vault_clients(
     config: &vault::config::VaultConfig,
     credentials: &mut Credentials,
+    proxy_cert_sha256: [u8; 32],
 ) -> anyhow::Result<usize> {
     let vault = match vault::startup::open_vault(config).await {
         // A `.devstack` made before client rows were MACed: upgrade it, as an operator would
@@ -42,27 +44,39 @@ pub(super) async fn ensure_vault_clients(
     )?;
     let clients = vault.clients().await.context("listing vault clients")?;
     let mut made = 0;
-    for (slot, name, scopes) in [
-        (&mut credentials.vault_app, "demo-app", VAULT_APP_SCOPES),
+    for (slot, name, scopes, binding) in [
+        (
+            &mut credentials.vault_app,
+            "demo-app",
+            VAULT_APP_SCOPES,
+            None,
+        ),
         (
             &mut credentials.vault_proxy,
             "payout-proxy",
             VAULT_PROXY_SCOPES,
+            Some(proxy_cert_sha256),
         ),
     ] {
         let scopes = vault::auth::Scopes::parse(scopes).map_err(anyhow::Error::msg)?;
-        // A client of an earlier devstack with fewer scopes (before the card form, say) is
-        // replaced by one with today's.
-        if slot.as_ref().is_some_and(|k| {
-            vault_client_live(&vault, &clients, k)
-                && clients
-                    .iter()
-                    .any(|c| c.id.as_str() == k.id && c.scopes == scopes)
-        }) {
+        // A client of an earlier devstack with fewer scopes (before the card form, say), or
+        // bound to another certificate (or to none, before TLS), is replaced by one with
+        // today's.
+        let live = slot
+            .as_ref()
+            .filter(|k| vault_client_live(&vault, &clients, k))
+            .and_then(|k| clients.iter().find(|c| c.id.as_str() == k.id));
+        if live.is_some_and(|c| c.scopes == scopes && c.cert_sha256 == binding) {
             continue;
         }
+        if let Some(old) = live {
+            vault
+                .revoke_client(&old.id)
+                .await
+                .with_context(|| format!("revoking the old vault client {name}"))?;
+        }
         let (record, key) = vault
-            .create_client(name, TENANT, scopes)
+            .create_bound_client(name, TENANT, scopes, binding)
             .await
             .with_context(|| format!("creating the vault client {name}"))?;
         *slot = Some(ClientKey {
@@ -112,7 +126,7 @@ pub(super) async fn ensure_proxy_client(
                 .revoke_client(&record.id, proxy::engine::now_micros())
                 .await
                 .context("revoking the old proxy app client")?;
-            "a new proxy app client (the app port changed; the old client is revoked)"
+            "a new proxy app client (the app's webhook URL changed; the old client is revoked)"
         }
         (None, _) => "proxy app client",
     };

@@ -2,6 +2,7 @@
 //! `proxy.toml`, `commands.sh`, and the partner and sandbox-bank RSA key pairs.
 
 use super::*;
+use tls::DevTls;
 
 /// Reads a key pair, or makes one (private key 0600) when either half is missing.
 pub(super) fn key_pair(
@@ -23,21 +24,40 @@ pub(super) fn key_pair(
     Ok((private_pem, public_pem))
 }
 
-/// The `[server]` and `[database]` sections both services take, the same way.
-fn server_and_database(port: u16, db: &Path) -> String {
+/// The `[server]`, `[server.tls]` and `[database]` sections both services take, the same way;
+/// the vault's TLS also asks for client certificates (the proxy's).
+fn server_and_database(port: u16, db: &Path, tls: &DevTls, client_ca: bool) -> String {
+    let client_ca = if client_ca {
+        format!(
+            "# Client certificates must chain to this CA; the proxy's vault client is bound to\n\
+             # its certificate (vault clients create ... --cert-file).\n\
+             client_ca_file = {}\n",
+            files::toml_path(&tls.ca_file())
+        )
+    } else {
+        String::new()
+    };
     format!(
         "[server]\n\
          listen = \"{listen}\"\n\
          shutdown_timeout_ms = {SHUTDOWN_GRACE_MS}\n\
          \n\
+         # Reloaded on SIGHUP, so a renewed certificate needs no restart.\n\
+         [server.tls]\n\
+         cert_file = {cert}\n\
+         key_file = {key}\n\
+         {client_ca}\
+         \n\
          [database]\n\
          path = {db}\n",
         listen = loopback(port),
+        cert = files::toml_path(&tls.server_cert()),
+        key = files::toml_path(&tls.server_key()),
         db = files::toml_path(db),
     )
 }
 
-pub(super) fn vault_toml(layout: &Layout, port: u16) -> String {
+pub(super) fn vault_toml(layout: &Layout, port: u16, tls: &DevTls) -> String {
     format!(
         "# Written by devstack at every start. To run this vault on its own:\n\
          #   vault --config {config} serve\n\
@@ -49,12 +69,17 @@ pub(super) fn vault_toml(layout: &Layout, port: u16) -> String {
          [log]\n\
          filter = \"info\"\n",
         config = layout.vault_toml().display(),
-        server_and_database = server_and_database(port, &layout.vault_db()),
+        server_and_database = server_and_database(port, &layout.vault_db(), tls, true),
         key = files::toml_path(&layout.master_key()),
     )
 }
 
-pub(super) fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &str) -> String {
+pub(super) fn proxy_toml(
+    layout: &Layout,
+    options: &Options,
+    vault_proxy_key: &str,
+    tls: &DevTls,
+) -> String {
     format!(
         "# Written by devstack at every start (it holds a vault key: mode 0600). To run this\n\
          # proxy on its own:\n\
@@ -62,13 +87,18 @@ pub(super) fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &s
          {server_and_database}\
          \n\
          [vault]\n\
-         url = \"http://{vault}\"\n\
+         url = \"https://{vault}\"\n\
+         ca_file = {ca}\n\
+         # Mutual TLS: the vault binds this proxy's key to this certificate.\n\
+         client_cert_file = {client_cert}\n\
+         client_key_file = {client_key}\n\
          \n\
          [vault.api_keys]\n\
          {TENANT} = {key}\n\
          \n\
          [bank131]\n\
-         base_url = \"http://{sandbox}\"\n\
+         base_url = \"https://{sandbox}\"\n\
+         ca_file = {ca}\n\
          project = \"{PROJECT}\"\n\
          private_key_file = {partner}\n\
          bank_public_key_file = {bank}\n\
@@ -87,6 +117,7 @@ pub(super) fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &s
          [webhooks]\n\
          # The devstack's apps listen on loopback; never set this in production.\n\
          allow_private_networks = true\n\
+         ca_file = {ca}\n\
          poll_interval_ms = 100\n\
          retry_initial_ms = 200\n\
          retry_max_ms = 10000\n\
@@ -94,7 +125,11 @@ pub(super) fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &s
          [log]\n\
          filter = \"info\"\n",
         config = layout.proxy_toml().display(),
-        server_and_database = server_and_database(options.proxy_port, &layout.proxy_db()),
+        server_and_database =
+            server_and_database(options.proxy_port, &layout.proxy_db(), tls, false),
+        ca = files::toml_path(&tls.ca_file()),
+        client_cert = files::toml_path(&tls.proxy_cert()),
+        client_key = files::toml_path(&tls.proxy_key()),
         vault = loopback(options.vault_port),
         key = files::toml_string(vault_proxy_key),
         sandbox = loopback(options.sandbox_port),
@@ -103,8 +138,10 @@ pub(super) fn proxy_toml(layout: &Layout, options: &Options, vault_proxy_key: &s
     )
 }
 
-pub(super) fn commands_sh(layout: &Layout, options: &Options) -> String {
+pub(super) fn commands_sh(layout: &Layout, options: &Options, tls: &DevTls) -> String {
     let dir = layout.dir.display();
+    let ca = tls.ca_file();
+    let ca = ca.display();
     format!(
         "#!/bin/sh\n\
          # Written by devstack: the same stack as separate processes, from the repository root.\n\
@@ -116,12 +153,15 @@ pub(super) fn commands_sh(layout: &Layout, options: &Options) -> String {
            --bank-key {dir}/bank131-sandbox.pem --bank-public-key-out {dir}/bank131-sandbox.pub.pem \\\n  \
            --state-dir {dir}/bank131-sandbox \\\n  \
            --project-id {PROJECT} --partner-public-key {dir}/partner.pub.pem \\\n  \
-           --webhook-url http://{proxy}/webhooks/bank131 --wallet-balance {WALLET_BALANCE} &\n\
+           --tls-cert {dir}/tls/server.crt --tls-key {dir}/tls/server.key --webhook-ca-file {ca} \\\n  \
+           --webhook-url https://{proxy}/webhooks/bank131 --wallet-balance {WALLET_BALANCE} &\n\
          ./target/release/vault --config {dir}/vault.toml serve &\n\
-         sleep 1\n\
+         # The proxy checks its vault key as it starts: wait until the vault answers.\n\
+         until curl -sf --cacert {ca} https://{vault}/readyz > /dev/null; do sleep 0.2; done\n\
          ./target/release/proxy --config {dir}/proxy.toml serve &\n\
          wait\n",
         sandbox = loopback(options.sandbox_port),
         proxy = loopback(options.proxy_port),
+        vault = loopback(options.vault_port),
     )
 }

@@ -32,43 +32,39 @@ pub(crate) struct AppEvent {
     pub(crate) status: String,
 }
 
+/// What the receiver needs: the secret webhooks are signed with, and where events go.
 #[derive(Debug)]
-struct ReceiverState {
-    secret: String,
-    events: mpsc::UnboundedSender<AppEvent>,
+pub(crate) struct Receiver {
+    /// `whsec_…`: the app client's webhook secret.
+    pub(crate) secret: String,
+    /// Every verified event.
+    pub(crate) events: mpsc::UnboundedSender<AppEvent>,
     /// While the demo runs it reports the events itself.
-    quiet: Arc<AtomicBool>,
-    out: Printer,
+    pub(crate) quiet: Arc<AtomicBool>,
+    pub(crate) out: Printer,
 }
 
-/// Serves the receiver, and the demo shop's checkout page beside it, on `listener` until
-/// `shutdown` completes.
+/// Serves the receiver, and the demo shop's checkout page beside it, on `listener` (over TLS
+/// with `tls`, as the services' listeners) until `shutdown` completes.
 pub(crate) async fn serve(
     listener: TcpListener,
-    secret: String,
-    events: mpsc::UnboundedSender<AppEvent>,
-    quiet: Arc<AtomicBool>,
-    out: Printer,
+    tls: Option<Arc<shared::server::ServerTls>>,
+    receiver: Receiver,
     shop: super::shop::Shop,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(ReceiverState {
-        secret,
-        events,
-        quiet,
-        out,
-    });
     let app = Router::new()
         .route(PATH, post(receive))
-        .with_state(state)
+        .with_state(Arc::new(receiver))
         .merge(super::shop::routes(shop));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let mut options =
+        shared::server::ServeOptions::from_config(&shared::config::ServerConfig::default());
+    options.grace = std::time::Duration::from_millis(super::SHUTDOWN_GRACE_MS);
+    shared::server::serve(listener, app, shutdown, options, tls).await
 }
 
 async fn receive(
-    State(state): State<Arc<ReceiverState>>,
+    State(state): State<Arc<Receiver>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {

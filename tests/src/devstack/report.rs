@@ -46,6 +46,7 @@ pub(super) struct Running<'a> {
     pub(super) proxy_url: &'a str,
     pub(super) sandbox_url: &'a str,
     pub(super) app_url: &'a str,
+    pub(super) tls: &'a tls::DevTls,
     pub(super) vault_app: &'a ClientKey,
     pub(super) proxy_app: &'a ProxyClientKey,
     pub(super) sandbox: &'a SandboxHandle,
@@ -167,13 +168,24 @@ impl Running<'_> {
              separate processes: {dir}/commands.sh"
         ));
         out.line("");
+        out.line(format!(
+            "  TLS on every hop, certificates from a local CA: {} (curl --cacert); the proxy \
+             reaches the vault with mutual TLS, its vault key bound to {}",
+            self.tls.ca_file().display(),
+            self.tls.proxy_cert().display()
+        ));
+        out.line(format!(
+            "  browsers: import that CA as an authority, or start Chromium with \
+             --ignore-certificate-errors-spki-list={} (this stack's certificate only)",
+            self.tls.server_spki_sha256
+        ));
+        out.line("");
     }
 
     pub(super) fn try_it(&self, outcome: Option<&demo::Outcome>) {
-        const TOKENIZE: &str = r#"  curl -s -X POST $VAULT/v1/tokens -H "Authorization: Bearer $VAULT_KEY" -H 'Content-Type: application/json' -d '{"pan":"4242 4242 4242 4242","exp_month":12,"exp_year":2030}'"#;
-        const PAY: &str = r#"  curl -s -X POST $PROXY/v1/payouts -H "Authorization: Bearer $PROXY_KEY" -H 'Content-Type: application/json' -H "Idempotency-Key: try-$(date +%s)" -d '{"card_token":"'$TOKEN'","amount":10000,"currency":"RUB","recipient":{"full_name":"Ivan Petrov"},"confirm":"auto"}'"#;
-        const READ: &str =
-            r#"  curl -s $PROXY/v1/payouts/$PAYOUT -H "Authorization: Bearer $PROXY_KEY""#;
+        const TOKENIZE: &str = r#"  curl -s --cacert $CA -X POST $VAULT/v1/tokens -H "Authorization: Bearer $VAULT_KEY" -H 'Content-Type: application/json' -d '{"pan":"4242 4242 4242 4242","exp_month":12,"exp_year":2030}'"#;
+        const PAY: &str = r#"  curl -s --cacert $CA -X POST $PROXY/v1/payouts -H "Authorization: Bearer $PROXY_KEY" -H 'Content-Type: application/json' -H "Idempotency-Key: try-$(date +%s)" -d '{"card_token":"'$TOKEN'","amount":10000,"currency":"RUB","recipient":{"full_name":"Ivan Petrov"},"confirm":"auto"}'"#;
+        const READ: &str = r#"  curl -s --cacert $CA $PROXY/v1/payouts/$PAYOUT -H "Authorization: Bearer $PROXY_KEY""#;
         let out = self.out;
         let (token, payout, note) = match outcome {
             Some(o) => (
@@ -186,8 +198,12 @@ impl Running<'_> {
         out.line("");
         out.line("try it (paste into a shell):");
         out.line(format!(
-            "  export VAULT={} PROXY={} VAULT_KEY={} PROXY_KEY={}",
-            self.vault_url, self.proxy_url, self.vault_app.key, self.proxy_app.client.key
+            "  export CA={} VAULT={} PROXY={} VAULT_KEY={} PROXY_KEY={}",
+            self.tls.ca_file().display(),
+            self.vault_url,
+            self.proxy_url,
+            self.vault_app.key,
+            self.proxy_app.client.key
         ));
         out.line("  # tokenize a test card at the vault");
         out.line(TOKENIZE);

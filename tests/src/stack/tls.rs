@@ -46,14 +46,23 @@ impl StackTls {
     /// The client cannot be built.
     pub fn http(&self, timeout: Duration) -> reqwest::Client {
         #[allow(clippy::expect_used, reason = "test set-up")]
-        reqwest::Client::builder()
+        self.http_builder()
             .timeout(timeout)
-            .tls_certs_only([
-                reqwest::Certificate::from_pem(self.ca.cert_pem().as_bytes())
-                    .expect("the test CA's certificate"),
-            ])
             .build()
             .expect("an HTTP client")
+    }
+
+    /// [`Self::http`]'s builder, for more settings.
+    ///
+    /// # Panics
+    ///
+    /// The test CA's certificate does not parse.
+    pub fn http_builder(&self) -> reqwest::ClientBuilder {
+        #[allow(clippy::expect_used, reason = "test set-up")]
+        reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(
+            self.ca.cert_pem().as_bytes(),
+        )
+        .expect("the test CA's certificate")])
     }
 
     /// The vault's `[server.tls]`: its certificate, and client certificates asked for.

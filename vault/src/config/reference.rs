@@ -149,7 +149,8 @@ const SETTINGS: &[Setting] = &[
         key: "collect.public_url",
         meaning: "the vault's origin as cardholders' browsers reach it (`https://vault.example`): \
                   the base of each collect session's `url` and the only `Origin` a card form \
-                  submission is accepted from; unset, `http://` and the listen address",
+                  submission is accepted from; unset, the form's listen address (`collect.listen`, else \
+                  `server.listen`) over `https` when `[server.tls]` is set, `http` otherwise",
     },
     Setting {
         key: "collect.listen",

@@ -64,6 +64,7 @@ impl Load {
     /// after `stop_at`.
     pub(crate) fn new(
         args: &Args,
+        http: reqwest::ClientBuilder,
         stack: &Stack,
         tokens: Vec<String>,
         hooks: Arc<Hooks>,
@@ -71,10 +72,7 @@ impl Load {
     ) -> anyhow::Result<Self> {
         let concurrency = usize::try_from(args.concurrency)?;
         Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(concurrency)
-                .build()?,
+            http: http.pool_max_idle_per_host(concurrency).build()?,
             create_url: format!("{}/v1/payouts", stack.proxy_url),
             app_key: stack.app_key.clone(),
             tokens,

@@ -93,6 +93,13 @@ struct Args {
     /// always kept when the run fails.
     #[arg(long)]
     keep: bool,
+    /// TLS on every hop of the stack, as a deployment runs it: the vault, the proxy and the
+    /// sandbox served over TLS by a test CA made in the run's directory, and mutual TLS from the
+    /// proxy to the vault (its detokenize key bound to its certificate). The app's webhook
+    /// receiver stays plain HTTP on loopback. Run with and without it to see what transport
+    /// security costs.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -157,21 +164,28 @@ async fn bench(
     dir: &Path,
     schemas: Option<&Schemas>,
 ) -> anyhow::Result<bool> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let tls = args.tls.then(|| tests::stack::StackTls::make(dir));
+    let http = client(tls.as_ref()).build()?;
 
     // The app's webhook receiver, up before the proxy client that names it is made.
     let hooks = Arc::new(Hooks::default());
     let receiver = hooks::serve(Arc::clone(&hooks)).await?;
-    let mut stack = Stack::start(args, bins, dir, schemas, &receiver.url, &http).await?;
+    let mut stack =
+        Stack::start(args, bins, dir, schemas, tls.as_ref(), &receiver.url, &http).await?;
     hooks.set_secret(stack.webhook_secret.clone())?;
     let tokens = cards::tokenize(&http, &stack, usize::try_from(args.cards)?).await?;
 
     let begin = Instant::now();
     let window_start = begin + Duration::from_secs(args.warmup);
     let window_end = window_start + Duration::from_secs(args.seconds);
-    let load = Load::new(args, &stack, tokens, Arc::clone(&hooks), window_end)?;
+    let load = Load::new(
+        args,
+        client(tls.as_ref()),
+        &stack,
+        tokens,
+        Arc::clone(&hooks),
+        window_end,
+    )?;
 
     let mut problems: Vec<String> = Vec::new();
     let perf_data = dir.join("perf.data");
@@ -226,6 +240,15 @@ async fn bench(
         ticks_per_second: cpu::clock_ticks(),
     };
     Ok(report.print(problems, profile.as_deref()))
+}
+
+/// An HTTP client for the stack (30 s timeouts): trusting only the test CA under `--tls`.
+fn client(tls: Option<&tests::stack::StackTls>) -> reqwest::ClientBuilder {
+    let builder = match tls {
+        Some(tls) => tls.http_builder(),
+        None => reqwest::Client::builder(),
+    };
+    builder.timeout(Duration::from_secs(30))
 }
 
 /// 10 lowercase letters or digits from the OS random generator (schema names, keys, dirs).

@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow, bail};
 use crate::Args;
 use crate::postgres::Schemas;
 use crate::service::{Binaries, Service, cli};
-use tests::stack::{APP_SCOPES, AppClient, create_app, field, free_port};
+use tests::stack::{APP_SCOPES, AppClient, StackTls, create_app, field, free_port};
 
 /// The tenant of every client the bench makes.
 const TENANT: &str = "bench";
@@ -73,9 +73,11 @@ impl Stack {
         bins: &Binaries,
         dir: &Path,
         schemas: Option<&Schemas>,
+        tls: Option<&StackTls>,
         app_url: &str,
         http: &reqwest::Client,
     ) -> anyhow::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let path = |n: &str| dir.join(n);
         let (vault_port, proxy_port, sandbox_port) = (free_port()?, free_port()?, free_port()?);
 
@@ -85,7 +87,7 @@ impl Stack {
             dir,
             &tests::stack::SandboxSpec {
                 project: PROJECT.to_owned(),
-                webhook_url: format!("http://127.0.0.1:{proxy_port}/webhooks/bank131"),
+                webhook_url: format!("{scheme}://127.0.0.1:{proxy_port}/webhooks/bank131"),
                 port: sandbox_port,
                 flags: [
                     "--ready-delay-ms",
@@ -98,7 +100,9 @@ impl Stack {
                     "warn",
                 ]
                 .map(str::to_owned)
-                .to_vec(),
+                .into_iter()
+                .chain(tls.map(StackTls::sandbox_flags).unwrap_or_default())
+                .collect(),
             },
             http,
         )
@@ -119,36 +123,52 @@ impl Stack {
                 "[server]\nlisten = \"127.0.0.1:{vault_port}\"\n[database]\npath = \"{}\"\n\
                  [keys]\nmaster_key_file = \"{}\"\n[log]\nfilter = \"warn\"\n\
                  [limits]\ntokenize_per_second = 10000000\ntokenize_burst = 10000000\n\
-                 detokenize_per_second = 10000000\ndetokenize_burst = 10000000\n",
+                 detokenize_per_second = 10000000\ndetokenize_burst = 10000000\n{tls}",
                 path("vault.db").display(),
-                path("master.key").display()
+                path("master.key").display(),
+                tls = tls.map(StackTls::vault_toml).unwrap_or_default(),
             ),
         )?;
         let vault_cli = |a: &[&str]| cli(&bins.vault, &path("vault.toml"), &vault_env, a);
         vault_cli(&["init"])?;
         vault_cli(&["migrate"])?;
-        let vault_client = |name: &str, scopes: &str| {
-            let out = vault_cli(&[
+        let vault_client = |name: &str, scopes: &str, cert: Option<&Path>| {
+            let mut command = vec![
                 "clients", "create", "--name", name, "--tenant", TENANT, "--scopes", scopes,
-            ])?;
+            ];
+            let cert = cert.map(|p| p.display().to_string());
+            if let Some(cert) = &cert {
+                command.extend(["--cert-file", cert]);
+            }
+            let out = vault_cli(&command)?;
             field(&out, "api_key:")
         };
-        let vault_app_key = vault_client("app", "tokens:create")?;
-        let proxy_vault_key = vault_client("proxy", "tokens:detokenize,collect:create")?;
+        let vault_app_key = vault_client("app", "tokens:create", None)?;
+        // Under --tls the proxy's detokenize key is bound to its client certificate.
+        let proxy_cert = tls.map(StackTls::proxy_cert_file);
+        let proxy_vault_key = vault_client(
+            "proxy",
+            "tokens:detokenize,collect:create",
+            proxy_cert.as_deref(),
+        )?;
         let mut vault = Service::serve(&bins.vault, &path("vault.toml"), &vault_env, "vault", dir)?;
-        let vault_url = format!("http://127.0.0.1:{vault_port}");
+        let vault_url = format!("{scheme}://127.0.0.1:{vault_port}");
 
         // The proxy: production defaults (timeouts, retries, reconciler, durability, outbox),
         // quiet logs.
         let proxy_toml = format!(
             "[server]\nlisten = \"127.0.0.1:{proxy_port}\"\n[database]\npath = \"{db}\"\n\
-             [vault]\nurl = \"{vault_url}\"\n[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
-             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\n\
+             {server_tls}\
+             [vault]\nurl = \"{vault_url}\"\n{vault_tls}[vault.api_keys]\n{TENANT} = \"{proxy_vault_key}\"\n\
+             [bank131]\nbase_url = \"{sandbox_url}\"\nproject = \"{PROJECT}\"\nprivate_key_file = \"{pk}\"\nbank_public_key_file = \"{bk}\"\n{bank_tls}\
              [webhooks]\nallow_private_networks = true\n{poll}\
              [log]\nfilter = \"warn\"\n",
             db = path("proxy.db").display(),
             pk = sandbox.partner_key.display(),
             bk = sandbox.bank_key.display(),
+            server_tls = tls.map(StackTls::proxy_server_toml).unwrap_or_default(),
+            vault_tls = tls.map(StackTls::proxy_vault_lines).unwrap_or_default(),
+            bank_tls = tls.map(StackTls::bank_ca_line).unwrap_or_default(),
             // The bench's app listens on loopback.
             poll = args
                 .outbox_poll_ms
@@ -173,7 +193,7 @@ impl Stack {
             .wait_healthy(http, &format!("{vault_url}/healthz"))
             .await?;
         let mut proxy = Service::serve(&bins.proxy, &path("proxy.toml"), &proxy_env, "proxy", dir)?;
-        let proxy_url = format!("http://127.0.0.1:{proxy_port}");
+        let proxy_url = format!("{scheme}://127.0.0.1:{proxy_port}");
         proxy
             .wait_healthy(http, &format!("{proxy_url}/healthz"))
             .await?;
@@ -185,7 +205,15 @@ impl Stack {
         for pair in &args.proxy_env {
             let _ = write!(proxy_settings, ", {}", shown_setting(pair));
         }
-        let mut vault_settings = "defaults".to_owned();
+        if tls.is_some() {
+            proxy_settings
+                .push_str(", TLS on its listener, mutual TLS to the vault, TLS to the sandbox");
+        }
+        let mut vault_settings = if tls.is_some() {
+            "defaults, TLS with client certificates".to_owned()
+        } else {
+            "defaults".to_owned()
+        };
         if !args.vault_env.is_empty() {
             let shown: Vec<String> = args.vault_env.iter().map(|p| shown_setting(p)).collect();
             let _ = write!(vault_settings, " + {}", shown.join(", "));
