@@ -6,6 +6,7 @@
 #   bash bench/payouts.sh [payout-bench flags]
 #   bash bench/payouts.sh --seconds 10 --concurrency 16
 #   bash bench/payouts.sh --profile                      # needs perf (linux-perf)
+#   bash bench/payouts.sh --tls                          # every hop over TLS, mutual TLS to the vault
 #   bash bench/payouts.sh --database-url postgres://user:pass@127.0.0.1:5432/db
 #   BENCH_DATABASE_URL=postgres://user:pass@host/db bash bench/payouts.sh   # the same
 #
