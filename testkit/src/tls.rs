@@ -189,6 +189,60 @@ impl TestCa {
     }
 }
 
+/// PCI case 13 on the TLS listener at `addr` (`host:port`): `openssl s_client` offering only
+/// what is forbidden (TLS 1.0, TLS 1.1, CBC suites over TLS 1.2) is refused each time, and the
+/// same tool offering an AEAD suite over TLS 1.2, or TLS 1.3, connects (so a refusal is the
+/// server's doing, not the tool's). The server's certificate is checked against `ca_file`.
+/// Without openssl it says it skipped, unless `REQUIRE_OPENSSL` is set (`.ci/run`).
+///
+/// # Panics
+///
+/// A forbidden protocol or suite connected, an allowed one did not, or openssl is missing
+/// under `REQUIRE_OPENSSL`.
+pub fn assert_only_modern_tls(addr: &str, ca_file: &Path) {
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        assert!(
+            std::env::var_os("REQUIRE_OPENSSL").is_none(),
+            "REQUIRE_OPENSSL is set but openssl is missing"
+        );
+        eprintln!("SKIPPED: no openssl; the protocol and cipher refusals were not tried");
+        return;
+    }
+    let connects = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", addr, "-CAfile"])
+            .arg(ca_file)
+            .args(args)
+            .stdin(Stdio::null())
+            .output();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => panic!("running openssl s_client: {e}"),
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // A finished handshake prints the negotiated cipher; a refused one prints "(NONE)".
+        text.contains("Cipher is ") && !text.contains("Cipher is (NONE)")
+    };
+    // SECLEVEL=0 lets this OpenSSL offer the old protocols at all.
+    for args in [
+        &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"][..],
+        &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"][..],
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384:@SECLEVEL=0",
+        ][..],
+    ] {
+        assert!(!connects(args), "{addr}: openssl {args:?} connected");
+    }
+    assert!(
+        connects(&["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]),
+        "{addr}: an AEAD suite over TLS 1.2 must connect"
+    );
+    assert!(connects(&["-tls1_3"]), "{addr}: TLS 1.3 must connect");
+}
+
 fn ok<T>(result: Result<T, rcgen::Error>, what: &str) -> T {
     match result {
         Ok(v) => v,

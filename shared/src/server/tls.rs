@@ -3,7 +3,7 @@
 //!
 //! - TLS 1.2 and 1.3 only, and only AEAD suites: rustls implements nothing older and no CBC or
 //!   RC4 suite, so a client offering only those is refused in the handshake (tested with
-//!   `openssl s_client` in `tests/tests/tls.rs`).
+//!   `openssl s_client` in `vault/tests/process/tls.rs` and `tests/tests/payouts/flows.rs`).
 //! - ALPN `http/1.1`: the servers speak HTTP/1.1 only (hyper's `http1`), so that is all they
 //!   announce.
 //! - With `client_ca_file`, the listener asks for a client certificate and verifies any it is

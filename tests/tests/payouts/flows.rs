@@ -281,4 +281,9 @@ async fn the_bank_webhook_listener_serves_the_webhook_route_alone() {
     let app = &stack.proxy_url;
     assert_eq!(status(format!("{app}/webhooks/bank131"), true).await, 404);
     assert_eq!(status(format!("{app}/v1/payouts/{id}"), false).await, 200);
+    // PCI case 13 on each listener of the stack: the proxy's two and the vault's.
+    let ca = stack.dir.path().join("ca.crt");
+    for base in [hooks, app, &stack.vault_url] {
+        testkit::tls::assert_only_modern_tls(base.trim_start_matches("https://"), &ca);
+    }
 }
