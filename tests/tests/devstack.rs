@@ -33,6 +33,16 @@ struct Devstack {
     err_path: PathBuf,
 }
 
+/// A failed assertion must not leave a devstack serving on its four ports.
+impl Drop for Devstack {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Devstack {
     fn spawn(cwd: &Path, ports: &[u16], args: &[&str], name: &str) -> Self {
         let out_path = cwd.join(format!("{name}.stdout"));
@@ -118,14 +128,14 @@ fn devstack(cwd: &Path, ports: &[u16], extra: &[&str], name: &str) -> Run {
 
 /// Runs devstack without the demo, waits until it serves, checks its transport, then sends
 /// SIGTERM.
-fn serve_until_sigterm(cwd: &Path, ports: &[u16]) -> Run {
+fn serve_until_sigterm(cwd: &Path, ports: &[u16], replaced_key: Option<&str>) -> Run {
     let mut devstack = Devstack::spawn(cwd, ports, &["--no-demo"], "third");
     devstack.wait_until(
         Duration::from_secs(180),
         "devstack --no-demo did not start serving",
         |d| d.stdout().contains("serving until"),
     );
-    runtime().block_on(check_transport(&cwd.join(".devstack"), ports));
+    runtime().block_on(check_transport(&cwd.join(".devstack"), ports, replaced_key));
     let killed = Command::new("kill")
         .args(["-TERM", &devstack.child.id().to_string()])
         .status()
@@ -170,7 +180,7 @@ fn proxy_identity(state: &Path) -> reqwest::Identity {
 /// devstack's CA, is not trusted by a client without that CA, and does not speak plain HTTP;
 /// the proxy's vault key is refused (401) without the proxy's client certificate and accepted
 /// with it.
-async fn check_transport(state: &Path, ports: &[u16]) {
+async fn check_transport(state: &Path, ports: &[u16], replaced_key: Option<&str>) {
     let trusting = trusting_devstack(state, None);
     let plain = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -205,25 +215,31 @@ async fn check_transport(state: &Path, ports: &[u16]) {
         serde_json::from_str(&std::fs::read_to_string(state.join("credentials.json")).unwrap())
             .unwrap();
     let proxy_key = credentials["vault_proxy"]["key"].as_str().unwrap();
-    let me = |client: reqwest::Client| async move {
-        client
+    let me = |client: reqwest::Client, key: &str| {
+        let request = client
             .get(format!("https://127.0.0.1:{}/v1/clients/me", ports[0]))
-            .bearer_auth(proxy_key)
-            .send()
-            .await
-            .unwrap()
-            .status()
+            .bearer_auth(key);
+        async move { request.send().await.unwrap().status() }
     };
+    let with_cert = trusting_devstack(state, Some(proxy_identity(state)));
     assert_eq!(
-        me(trusting.clone()).await,
+        me(trusting.clone(), proxy_key).await,
         401,
         "the proxy's vault key was accepted without the proxy's certificate"
     );
     assert_eq!(
-        me(trusting_devstack(state, Some(proxy_identity(state)))).await,
+        me(with_cert.clone(), proxy_key).await,
         200,
         "the proxy's vault key with its certificate"
     );
+    if let Some(old) = replaced_key {
+        assert_ne!(old, proxy_key, "the proxy's vault client was not replaced");
+        assert_eq!(
+            me(with_cert, old).await,
+            401,
+            "the vault client bound to the replaced certificate still works"
+        );
+    }
 }
 
 fn assert_demo_ran(run: &Run, name: &str) {
@@ -412,21 +428,25 @@ fn commands_sh_pays_out(cwd: &Path, ports: &[u16], token: &str) {
         });
     }));
     let group = format!("-{}", child.id());
-    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+    let signal = |name: &str| {
+        Command::new("kill")
+            .args([name, "--", &group])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    signal("-TERM");
     let _ = child.wait();
     // The services outlive the script by their shutdown: wait until the group is empty, so
-    // that the files scanned next are no longer being written or removed.
+    // that the files scanned next are no longer being written or removed; past a minute they
+    // are killed, and the test fails.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Command::new("kill")
-        .args(["-0", "--", &group])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "commands.sh's services outlived SIGTERM by 60 s"
-        );
+    let mut lingered = false;
+    while signal("-0") {
+        if Instant::now() > deadline {
+            signal("-KILL");
+            lingered = true;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     if let Err(panic) = outcome {
@@ -434,6 +454,10 @@ fn commands_sh_pays_out(cwd: &Path, ports: &[u16], token: &str) {
         eprintln!("commands.sh printed:\n{log}");
         std::panic::resume_unwind(panic);
     }
+    assert!(
+        !lingered,
+        "commands.sh's services outlived SIGTERM by a minute"
+    );
 }
 
 #[test]
@@ -527,8 +551,12 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
         second.stdout
     );
 
-    // Without the demo it serves until SIGTERM, then stops cleanly.
-    let third = serve_until_sigterm(cwd, &ports);
+    // A certificate removed (as one replaced, half-written or near expiry): the next run makes
+    // a new set and a new proxy vault client bound to the new certificate, and revokes the old
+    // one. Without the demo it serves until SIGTERM, then stops cleanly.
+    let old_proxy_key = json["vault_proxy"]["key"].as_str().unwrap().to_owned();
+    std::fs::remove_file(state.join("tls/server.crt")).unwrap();
+    let third = serve_until_sigterm(cwd, &ports, Some(&old_proxy_key));
     assert!(
         third.status.success(),
         "exit {:?}\n{}",
@@ -536,7 +564,13 @@ fn devstack_runs_the_demo_and_reuses_its_state() {
         third.stderr
     );
     assert!(!third.stdout.contains("[1] tokenized"), "{}", third.stdout);
-    assert!(third.stdout.contains("reused:"), "{}", third.stdout);
+    assert!(
+        third
+            .stdout
+            .contains("created: TLS certificates (new ones: those in"),
+        "{}",
+        third.stdout
+    );
     assert!(
         third.stdout.contains("devstack stopped"),
         "{}",
@@ -612,9 +646,8 @@ async fn the_devstack_shop_takes_a_card_in_a_browser_and_pays_it_out() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no {FLAG} in devstack's output:\n{stdout}"))
         .to_owned();
+    // (A missing browser ends the test here; dropping `devstack` stops it.)
     let Some(browser) = testkit::browser::launch_trusting(&[spki]).await.unwrap() else {
-        let _ = devstack.child.kill();
-        let _ = devstack.child.wait();
         return;
     };
     let patience = testkit::browser::DEADLINE;

@@ -42,7 +42,8 @@ fn server_and_database(port: u16, db: &Path, tls: &DevTls, client_ca: bool) -> S
          listen = \"{listen}\"\n\
          shutdown_timeout_ms = {SHUTDOWN_GRACE_MS}\n\
          \n\
-         # Reloaded on SIGHUP, so a renewed certificate needs no restart.\n\
+         # The services re-read these on SIGHUP; devstack makes a new set (CA included) when\n\
+         # they near expiry.\n\
          [server.tls]\n\
          cert_file = {cert}\n\
          key_file = {key}\n\
@@ -139,29 +140,41 @@ pub(super) fn proxy_toml(
 }
 
 pub(super) fn commands_sh(layout: &Layout, options: &Options, tls: &DevTls) -> String {
-    let dir = layout.dir.display();
-    let ca = tls.ca_file();
-    let ca = ca.display();
+    let dir = layout.dir.display().to_string();
+    let ca = tls.ca_file().display().to_string();
     format!(
         "#!/bin/sh\n\
          # Written by devstack: the same stack as separate processes, from the repository root.\n\
          # (The app webhook receiver is devstack's own; without it the proxy retries its webhooks.\n\
-         # The sandbox keeps its sessions and id counters in {dir}/bank131-sandbox, as devstack's\n\
-         # does, so payouts in flight carry on across restarts of either.)\n\
+         # The sandbox keeps its sessions and id counters in $D/bank131-sandbox, as devstack's\n\
+         # does, so payouts in flight carry on across restarts of either.) Needs curl.\n\
+         D={d}\n\
+         CA={ca}\n\
          cargo build --release --bin vault --bin proxy --bin bank131-sandbox || exit 1\n\
          ./target/release/bank131-sandbox --listen {sandbox} \\\n  \
-           --bank-key {dir}/bank131-sandbox.pem --bank-public-key-out {dir}/bank131-sandbox.pub.pem \\\n  \
-           --state-dir {dir}/bank131-sandbox \\\n  \
-           --project-id {PROJECT} --partner-public-key {dir}/partner.pub.pem \\\n  \
-           --tls-cert {dir}/tls/server.crt --tls-key {dir}/tls/server.key --webhook-ca-file {ca} \\\n  \
+           --bank-key \"$D/bank131-sandbox.pem\" --bank-public-key-out \"$D/bank131-sandbox.pub.pem\" \\\n  \
+           --state-dir \"$D/bank131-sandbox\" \\\n  \
+           --project-id {PROJECT} --partner-public-key \"$D/partner.pub.pem\" \\\n  \
+           --tls-cert \"$D/tls/server.crt\" --tls-key \"$D/tls/server.key\" --webhook-ca-file \"$CA\" \\\n  \
            --webhook-url https://{proxy}/webhooks/bank131 --wallet-balance {WALLET_BALANCE} &\n\
-         ./target/release/vault --config {dir}/vault.toml serve &\n\
-         # The proxy checks its vault key as it starts: wait until the vault answers.\n\
-         until curl -sf --cacert {ca} https://{vault}/readyz > /dev/null; do sleep 0.2; done\n\
-         ./target/release/proxy --config {dir}/proxy.toml serve &\n\
+         ./target/release/vault --config \"$D/vault.toml\" serve &\n\
+         VAULT_PID=$!\n\
+         # The proxy checks its vault key as it starts: wait until the vault answers (or stops).\n\
+         until curl -sf --cacert \"$CA\" https://{vault}/readyz > /dev/null; do\n  \
+           kill -0 \"$VAULT_PID\" 2>/dev/null || {{ echo 'commands.sh: the vault stopped (its output is above)' >&2; exit 1; }}\n  \
+           sleep 0.2\n\
+         done\n\
+         ./target/release/proxy --config \"$D/proxy.toml\" serve &\n\
          wait\n",
+        d = sh_quote(&dir),
+        ca = sh_quote(&ca),
         sandbox = loopback(options.sandbox_port),
         proxy = loopback(options.proxy_port),
         vault = loopback(options.vault_port),
     )
+}
+
+/// `text` as one word for sh: in single quotes, each `'` written as `'\''`.
+fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

@@ -175,8 +175,10 @@ impl Running<'_> {
             self.tls.proxy_cert().display()
         ));
         out.line(format!(
-            "  browsers: import that CA as an authority, or start Chromium with \
-             --ignore-certificate-errors-spki-list={} (this stack's certificate only)",
+            "  browsers: import that CA as an authority (again after devstack renews it), or start \
+             Chromium with --user-data-dir=\"$(mktemp -d)\" \
+             --ignore-certificate-errors-spki-list={} (it then accepts this stack's key, and \
+             still refuses every other certificate error)",
             self.tls.server_spki_sha256
         ));
         out.line("");

@@ -19,7 +19,7 @@ use super::Printer;
 /// What the page's backend needs: the vault and proxy URLs and the app's keys for both.
 #[derive(Clone, Debug)]
 pub(crate) struct Shop {
-    /// `http://127.0.0.1:<app port>`: the one origin the sessions allow to frame the form.
+    /// `https://127.0.0.1:<app port>`: the one origin the sessions allow to frame the form.
     pub(crate) origin: String,
     pub(crate) vault_url: String,
     pub(crate) vault_key: String,

@@ -6,16 +6,19 @@
 //! The first run makes, under `tls/`: a local certificate authority (`ca.crt`), one server
 //! certificate for `127.0.0.1` and `localhost` that the vault, the proxy, the sandbox and the
 //! app all serve (`server.crt`, `server.key`), and the proxy's client certificate
-//! (`proxy-client.crt`, `proxy-client.key`). Later runs reuse them until they are due for
-//! renewal ([`RENEW_AFTER_DAYS`]; they are valid for [`VALID_DAYS`]). The CA's private key
-//! signs these and is then dropped, never written: nothing on disk can mint another
-//! certificate the stack trusts. Deleting `tls/` makes a new set (and, the proxy's
-//! certificate being new, a new proxy vault client bound to it).
+//! (`proxy-client.crt`, `proxy-client.key`). Later runs reuse them while they verify: both
+//! chain to `ca.crt`, name what they must, match their keys, and stay valid for another
+//! [`RENEW_WITHIN_DAYS`] (they are made for [`VALID_DAYS`]). Anything else (a file missing or
+//! replaced, a set half-written by an interrupted run, a clock past their dates) makes a whole
+//! new set, and the proxy's certificate being new, a new proxy vault client bound to it. The
+//! CA's private key signs these and is then dropped, never written: nothing on disk can mint
+//! another certificate the stack trusts.
 //!
 //! The certificates are made with rcgen, which the tests' CA (`testkit::tls`) uses too; this
 //! one differs in what it keeps: its files outlive the process, and their dates are real.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -33,8 +36,8 @@ use super::files::{self, Layout};
 /// How long the certificates are valid: 397 days, the most browsers accept from a public CA
 /// (a local CA is not held to it, but the stack should look like what it imitates).
 pub(crate) const VALID_DAYS: u64 = 397;
-/// How old the certificates may get before a run renews them.
-pub(crate) const RENEW_AFTER_DAYS: u64 = 330;
+/// A run renews certificates that expire within this many days.
+pub(crate) const RENEW_WITHIN_DAYS: u64 = 60;
 /// The names the server certificate holds: what every service is reached at.
 const SERVER_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
 
@@ -61,9 +64,11 @@ impl DevTls {
         let dir = layout.dir.join("tls");
         files::make_private_dir(&dir)?;
         let tls = Self::files(&dir);
-        if let Some(reason) = tls.renewal_due()? {
+        if let Err(why) = tls.verify() {
             make(&dir)?;
-            made.push(format!("TLS certificates ({reason})"));
+            made.push(format!("TLS certificates ({why})"));
+            tls.verify()
+                .map_err(|why| anyhow::anyhow!("the certificates just made: {why}"))?;
         }
         tls.read()
     }
@@ -77,32 +82,91 @@ impl DevTls {
         }
     }
 
-    fn all(&self) -> [PathBuf; 5] {
-        [
-            self.ca_file(),
-            self.server_cert(),
-            self.server_key(),
-            self.proxy_cert(),
-            self.proxy_key(),
-        ]
-    }
-
-    /// Why the certificates must be made, or `None` when those on disk will do.
-    fn renewal_due(&self) -> anyhow::Result<Option<&'static str>> {
-        let mut oldest = SystemTime::now();
-        for file in self.all() {
-            match std::fs::metadata(&file) {
-                Ok(meta) => oldest = oldest.min(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Ok(Some("a local CA, a server and a proxy client certificate"));
-                }
-                Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
-            }
+    /// Whether the set on disk will serve for another [`RENEW_WITHIN_DAYS`]: each certificate
+    /// matches its key and verifies against `ca.crt` now and then (the server's for every name
+    /// the services are reached at, the proxy's as a client certificate). The error, for the
+    /// report, says what was wrong.
+    fn verify(&self) -> Result<(), String> {
+        use rustls::client::danger::ServerCertVerifier as _;
+        use rustls::pki_types::{PrivateKeyDer, ServerName, UnixTime};
+        if !self.ca_file().exists() {
+            return Err("a local CA, a server and a proxy client certificate".to_owned());
         }
-        let age = SystemTime::now()
-            .duration_since(oldest)
+        let replace = |why: String| format!("new ones: those in {} {why}", self.dir.display());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let chain = |path: PathBuf| -> Result<Vec<CertificateDer<'static>>, String> {
+            let certs: Vec<_> = CertificateDer::pem_file_iter(&path)
+                .map_err(|e| format!("cannot be read ({}: {e})", path.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("do not parse ({}: {e})", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("are incomplete ({} holds none)", path.display()));
+            }
+            Ok(certs)
+        };
+        let matched = |certs: &[CertificateDer<'static>], key: PathBuf| -> Result<(), String> {
+            let der = PrivateKeyDer::from_pem_file(&key)
+                .map_err(|e| format!("are incomplete ({}: {e})", key.display()))?;
+            rustls::sign::CertifiedKey::from_der(certs.to_vec(), der, &provider)
+                .map(drop)
+                .map_err(|e| format!("do not match their keys ({}: {e})", key.display()))
+        };
+        let ca = chain(self.ca_file()).map_err(replace)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ca {
+            roots
+                .add(cert)
+                .map_err(|e| replace(format!("hold a CA that is not one ({e})")))?;
+        }
+        let roots = Arc::new(roots);
+        let server = chain(self.server_cert()).map_err(replace)?;
+        matched(&server, self.server_key()).map_err(replace)?;
+        let proxy = chain(self.proxy_cert()).map_err(replace)?;
+        matched(&proxy, self.proxy_key()).map_err(replace)?;
+
+        let server_verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::clone(&roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|e| replace(format!("cannot be checked ({e})")))?;
+        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots,
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|e| replace(format!("cannot be checked ({e})")))?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        Ok((age > days(RENEW_AFTER_DAYS)).then_some("renewed: the old ones were due to expire"))
+        let (server_leaf, server_rest) = server
+            .split_first()
+            .ok_or_else(|| replace("are empty".into()))?;
+        let (proxy_leaf, proxy_rest) = proxy
+            .split_first()
+            .ok_or_else(|| replace("are empty".into()))?;
+        let later = format!("in {RENEW_WITHIN_DAYS} days");
+        for (when, at) in [
+            ("now", now),
+            (later.as_str(), now + days(RENEW_WITHIN_DAYS)),
+        ] {
+            let at = UnixTime::since_unix_epoch(at);
+            for name in SERVER_NAMES {
+                let name = ServerName::try_from(name)
+                    .map_err(|e| replace(format!("name no valid host ({e})")))?;
+                server_verifier
+                    .verify_server_cert(server_leaf, server_rest, &name, &[], at)
+                    .map_err(|e| replace(format!("fail {when} for {name:?} ({e})")))?;
+            }
+            client_verifier
+                .verify_client_cert(proxy_leaf, proxy_rest, at)
+                .map_err(|e| {
+                    replace(format!(
+                        "fail {when} for the proxy's client certificate ({e})"
+                    ))
+                })?;
+        }
+        Ok(())
     }
 
     /// Reads what the stack needs from the files: the CA, and the two hashes.
@@ -232,8 +296,15 @@ fn make(dir: &std::path::Path) -> anyhow::Result<()> {
     let (proxy_pem, proxy_key) = leaf(&[], "devstack proxy", ExtendedKeyUsagePurpose::ClientAuth)?;
 
     let tls = DevTls::files(dir);
-    // Keys first and the CA last: a run interrupted in between finds a file missing or old
-    // and makes the whole set again.
+    // The CA goes first and comes back last: a run interrupted in between leaves no CA, or
+    // one the other files do not verify against, and the next run makes the whole set again.
+    match std::fs::remove_file(tls.ca_file()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot replace {}", tls.ca_file().display()));
+        }
+    }
     files::write_secret(&tls.server_key(), server_key.as_bytes())?;
     files::write_secret(&tls.proxy_key(), proxy_key.as_bytes())?;
     files::write_file(&tls.server_cert(), server_pem.as_bytes(), 0o644)?;
