@@ -35,6 +35,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Look for card numbers in files and directories (logs, database files and dumps,
+    /// captures, exported queues; `-` reads standard input), in every encoding the scanner
+    /// knows (plain, separated, Unicode digits, UTF-16, hex, base64); prints only masked values,
+    /// with file and byte offset. Needs no configuration: run it on any host, the app's too.
+    /// Exit 0 when clean, 1 when a card number was found, 2 when something could not be read.
+    Scan {
+        /// One JSON document (findings, then the summary) instead of a line per finding.
+        #[arg(long)]
+        json: bool,
+        /// Files or directories (walked; symbolic links are never followed), or `-`.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Serve the app API and the bank's webhooks.
     Serve,
     /// Create or upgrade the database schema, then exit (`serve` also does this at start-up).
@@ -121,6 +134,10 @@ enum Bank131Command {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The scanner reads no configuration: it runs on hosts that have none.
+    if let Command::Scan { json, paths } = &cli.command {
+        return shared::scan::paths::run("proxy", paths, *json);
+    }
     if let Command::Webhooks {
         command: WebhooksCommand::Keygen { file },
     } = &cli.command
@@ -214,6 +231,7 @@ async fn run(command: Command, config: ProxyConfig) -> anyhow::Result<ExitCode> 
         Command::Clients { command } => clients(command, &config).await,
         Command::Payouts { command } => payouts(command, &config).await,
         Command::Webhooks { .. } => Ok(ExitCode::SUCCESS),
+        Command::Scan { json, paths } => Ok(shared::scan::paths::run("proxy", &paths, json)),
         Command::Bank131 { command } => bank131(command),
     }
 }

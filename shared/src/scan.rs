@@ -9,11 +9,16 @@
 //! a masked value only: the scanner never hands back the digits it found.
 //!
 //! Every boundary test (logs, database files, HTTP bodies, webhooks) goes through here and reports
-//! every Luhn-valid window. Input checks, which must not refuse order ids and account numbers,
+//! every Luhn-valid window; [`encoded`] finds them in hex and base64 too, [`stream`] in a stream
+//! of any length, and [`paths`] is `vault scan` / `proxy scan` over files and directories. Input checks, which must not refuse order ids and account numbers,
 //! use [`card_candidates`] instead: whole runs in an issued card range.
 //!
 //! Long because its tests (a third of the file) pin every encoding and separator the scanner
 //! knows next to the code that reads them.
+
+pub mod encoded;
+pub mod paths;
+pub mod stream;
 
 use std::ops::Range;
 
@@ -96,6 +101,20 @@ pub fn contains_pan_any_encoding(haystack: &[u8], pan: &Pan) -> bool {
     needles
         .iter()
         .any(|needle| !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle))
+}
+
+/// `text` with every card number [`find_pans`] sees in it replaced by its masked form (BIN and
+/// last four): for text a report must show, such as a file's path, that might hold one.
+pub fn mask_pans(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for f in find_pans(text.as_bytes()) {
+        out.push_str(text.get(copied..f.range.start).unwrap_or_default());
+        out.push_str(&f.masked);
+        copied = f.range.end;
+    }
+    out.push_str(text.get(copied..).unwrap_or_default());
+    out
 }
 
 /// Replaces every run of 13 or more digits (separators allowed between them, as in [`find_pans`]) with

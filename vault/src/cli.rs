@@ -70,6 +70,19 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Look for card numbers in files and directories (logs, database files and dumps,
+    /// captures, exported queues; `-` reads standard input), in every encoding the scanner
+    /// knows (plain, separated, Unicode digits, UTF-16, hex, base64); prints only masked values,
+    /// with file and byte offset. Needs no configuration: run it on any host, the app's too.
+    /// Exit 0 when clean, 1 when a card number was found, 2 when something could not be read.
+    Scan {
+        /// One JSON document (findings, then the summary) instead of a line per finding.
+        #[arg(long)]
+        json: bool,
+        /// Files or directories (walked; symbolic links are never followed), or `-`.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Serve the HTTP API.
     Serve,
     /// Create or upgrade the database schema, then exit (`serve` also does this at start-up).
@@ -297,6 +310,10 @@ fn parse_since(text: &str) -> Option<i64> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let Cli { config, command } = cli;
+    // The scanner reads no configuration: it runs on hosts that have none.
+    if let Command::Scan { json, paths } = &command {
+        return shared::scan::paths::run("vault", paths, *json);
+    }
     shared::server::run_command(
         "vault",
         || VaultConfig::load(config.as_deref(), std::env::vars()),
@@ -363,6 +380,9 @@ async fn run(command: Command, config: VaultConfig) -> anyhow::Result<ExitCode> 
         return Ok(code);
     }
     match command {
+        Command::Scan { json, paths } => {
+            return Ok(shared::scan::paths::run("vault", &paths, json));
+        }
         Command::Init {
             key_file,
             provider,

@@ -13,4 +13,5 @@ mod cli;
 mod durability;
 mod helpers;
 mod key_providers;
+mod scan;
 mod tls;
