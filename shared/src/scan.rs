@@ -103,15 +103,27 @@ pub fn contains_pan_any_encoding(haystack: &[u8], pan: &Pan) -> bool {
         .any(|needle| !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle))
 }
 
-/// `text` with every card number [`find_pans`] sees in it replaced by its masked form (BIN and
-/// last four): for text a report must show, such as a file's path, that might hold one.
+/// `text` with the digits of every run of 13 or more (separators allowed, as in [`find_pans`])
+/// masked but the run's first six and last four: for text a report must show, such as a file's
+/// path, that might hold a card number. Masking whole runs, not Luhn windows, is what keeps a
+/// card glued to a date (`20261204-5555555555554444`) from showing all but a few digits.
 pub fn mask_pans(text: &str) -> String {
+    let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
-    for f in find_pans(text.as_bytes()) {
-        out.push_str(text.get(copied..f.range.start).unwrap_or_default());
-        out.push_str(&f.masked);
-        copied = f.range.end;
+    for run in DigitRuns::new(bytes) {
+        let n = run.digits.len();
+        if n < MIN_LEN {
+            continue;
+        }
+        for i in 6..n - 4 {
+            let (Some(&from), Some(&to)) = (run.offsets.get(i), run.ends.get(i)) else {
+                continue;
+            };
+            out.push_str(text.get(copied..from).unwrap_or_default());
+            out.push('*');
+            copied = to;
+        }
     }
     out.push_str(text.get(copied..).unwrap_or_default());
     out
@@ -342,6 +354,15 @@ impl Iterator for DigitRuns<'_> {
                 match class_at(self.haystack, ahead) {
                     // A quote costs nothing: `"4242","4242"` is one run, as `4242,4242` is.
                     Some((Class::Separator, 1)) if self.haystack.get(ahead) == Some(&b'"') => {
+                        ahead += 1;
+                    }
+                    // Nor does a lone NUL: the high bytes of UTF-16, so that `4111 1111` in
+                    // UTF-16 (NUL, space, NUL between the groups) is one run as it is in
+                    // ASCII. Two NULs in a row are padding, and count.
+                    Some((Class::Separator, 1))
+                        if self.haystack.get(ahead) == Some(&0)
+                            && self.haystack.get(ahead + 1) != Some(&0) =>
+                    {
                         ahead += 1;
                     }
                     Some((Class::Separator, len)) if separators < MAX_SEPARATORS => {

@@ -26,8 +26,8 @@ pub const MAX_DEPTH: usize = 2;
 
 /// Fewest hex characters that can hold a card number (two per digit).
 const MIN_HEX_RUN: usize = 2 * MIN_LEN;
-/// Fewest base64 characters that can hold a card number at any alignment.
-const MIN_BASE64_RUN: usize = (MIN_LEN * 4).div_ceil(3) + 3;
+/// Fewest base64 characters that can hold a card number (13 digits encode to 18).
+const MIN_BASE64_RUN: usize = (MIN_LEN * 4).div_ceil(3);
 
 /// One encoding a finding was wrapped in.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -95,9 +95,10 @@ fn scan(haystack: &[u8], depth: usize) -> Vec<EncodedFinding> {
             layer(&run, Layer::Base64, depth, &mut encoded);
         }
     }
+    encoded.sort_by_key(|e| (e.range.start, e.range.end));
     let mut found: Vec<EncodedFinding> = plain(haystack)
         .into_iter()
-        .filter(|p| !encoded.iter().any(|e| overlaps(&e.range, &p.range)))
+        .filter(|p| !overlaps_any(&encoded, &p.range))
         .map(|Finding { range, masked }| EncodedFinding {
             range,
             masked,
@@ -137,8 +138,9 @@ fn plain(haystack: &[u8]) -> Vec<Finding> {
 /// most of a log is not, and building digit runs for every date and amount costs more than
 /// reading the bytes. The rule over-approximates the scanner's own ([`card_candidates`]): a run
 /// is ended by an ASCII letter or by more than two ASCII separators (quotes free), while a
-/// non-ASCII byte, which may belong to a Unicode digit, counts as a digit and ends nothing. So
-/// every run the scanner would find lies inside a segment.
+/// non-ASCII byte, which may belong to a Unicode digit, counts as a digit and ends nothing, and
+/// a NUL is free (the scanner lets a lone one be). So every run the scanner would find lies
+/// inside a segment.
 fn dense_segments(haystack: &[u8]) -> Vec<Range<usize>> {
     const MAX_SEPARATORS: usize = 2;
     let mut out: Vec<Range<usize>> = Vec::new();
@@ -167,7 +169,7 @@ fn dense_segments(haystack: &[u8]) -> Vec<Range<usize>> {
             last = i;
         } else if b.is_ascii_alphabetic() {
             close(&mut start, &mut digits, last);
-        } else if b != b'"' && start.is_some() {
+        } else if b != b'"' && b != 0 && start.is_some() {
             separators += 1;
             if separators > MAX_SEPARATORS {
                 close(&mut start, &mut digits, last);
@@ -177,6 +179,24 @@ fn dense_segments(haystack: &[u8]) -> Vec<Range<usize>> {
     close(&mut start, &mut digits, last);
     out
 }
+
+/// Whether `r` overlaps a finding of `sorted` (by start). Findings are short (under
+/// [`MAX_SPAN`]), so only those starting within that distance before `r` are looked at: a sweep,
+/// not a pass over every finding for every other.
+fn overlaps_any(sorted: &[EncodedFinding], r: &Range<usize>) -> bool {
+    let before_end = sorted.partition_point(|e| e.range.start < r.end);
+    sorted
+        .get(..before_end)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take_while(|e| e.range.start + MAX_SPAN > r.start)
+        .any(|e| overlaps(&e.range, r))
+}
+
+/// The most bytes one written card number spans, in any encoding the scanner reads (19 digits
+/// with separators in UTF-16, in base64 of hex, is under 1 KiB).
+const MAX_SPAN: usize = 1 << 16;
 
 fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
     a.start < b.end && b.start < a.end
@@ -189,7 +209,9 @@ fn layer(run: &Run, kind: Layer, depth: usize, out: &mut Vec<EncodedFinding>) {
         Layer::Hex => (2, 2, 1),
         Layer::Base64 => (4, 4, 3),
     };
-    let mut seen: Vec<Range<usize>> = Vec::new();
+    // (masked, range) of what this run gave, to count a number seen at two alignments once.
+    let mut seen: std::collections::HashMap<String, Vec<Range<usize>>> =
+        std::collections::HashMap::new();
     for align in 0..alignments {
         let Some(decoded) = run.chars.get(align..).and_then(|t| decode(kind, t)) else {
             continue;
@@ -203,11 +225,21 @@ fn layer(run: &Run, kind: Layer, depth: usize, out: &mut Vec<EncodedFinding>) {
                 continue;
             };
             let range = from..to + 1;
-            // The same number seen at two alignments (nested layers can do that) counts once.
-            if seen.iter().any(|r| overlaps(r, &range)) {
+            // The same number seen at two alignments (nested layers can do that) counts once;
+            // two numbers side by side share an encoded group, and count twice.
+            let same = seen.entry(inner.masked.clone()).or_default();
+            // Kept sorted by start: the one that could overlap is a neighbour.
+            let at = same.partition_point(|r| r.start < range.start);
+            let neighbours = at.saturating_sub(1)..(at + 1).min(same.len());
+            if same
+                .get(neighbours)
+                .unwrap_or_default()
+                .iter()
+                .any(|r| overlaps(r, &range))
+            {
                 continue;
             }
-            seen.push(range.clone());
+            same.insert(at, range.clone());
             let mut layers = vec![kind];
             layers.extend(inner.encoding.0);
             out.push(EncodedFinding {
@@ -422,6 +454,30 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn spaced_utf16_side_by_side_numbers_and_a_bare_short_card_in_base64_are_all_found() {
+        // 15 digits encode to 20 base64 characters, no padding.
+        let amex = format!("amex {} end", b64(b"378282246310005"));
+        assert_eq!(
+            labels(amex.as_bytes()),
+            [("378282*****0005".to_owned(), "base64".to_owned())]
+        );
+        let spaced = utf16le("card 4111 1111 1111 1111 end");
+        assert_eq!(
+            labels(&spaced),
+            [("411111******1111".to_owned(), "plain".to_owned())]
+        );
+        // Two numbers in one base64 blob share an encoded group: both are reported.
+        let pair = b64(format!("{PAN} 5555555555554444").as_bytes());
+        assert_eq!(
+            labels(pair.as_bytes()),
+            [
+                ("411111******1111".to_owned(), "base64".to_owned()),
+                ("555555******4444".to_owned(), "base64".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -1,14 +1,21 @@
 //! `vault scan` and `proxy scan`: the boundary scanner over files and directories, for anyone
 //! to run on any host (it needs no configuration): logs, database files and dumps, captures,
-//! exported queues. Directories are walked; symbolic links are never followed (not even when
-//! named), so a scan stays on the paths it was given; `-` reads standard input
+//! exported queues. A path named on the command line is read whatever it is (a link is
+//! followed, a pipe such as `<(zcat x.gz)` read); inside directories, links are never followed
+//! and devices, sockets and pipes are passed over (listed), and a file is opened without
+//! following a link and checked to be a regular file after it is opened, so a file swapped
+//! for a link meanwhile is not read through. `-` reads standard input
 //! (`pg_dump app | vault scan -`). Every file is read as a stream ([`StreamScanner`]), so a
-//! multi-gigabyte dump takes no more memory than a small one.
+//! multi-gigabyte dump takes no more memory than a small one. Compressed files (gzip, bzip2, xz,
+//! zstd, zip, PostgreSQL's custom dump format) cannot be read as they are: they are listed as
+//! not read, with the command that would, so that the scan is incomplete rather than clean.
 //!
 //! Only masked values are printed (BIN and last four), with the file and byte offset; a path
-//! that itself holds a card number is printed masked too. Exit status: 0 when everything was
-//! read and nothing found, 1 when a card number was found, 2 when something could not be read
-//! (so a clean result is never claimed for files the scanner did not see).
+//! that itself holds a long digit run is printed masked, and control characters in paths are
+//! escaped (a file name cannot forge a line of the report). Exit status: 0 when at least one
+//! file was read, everything was, and nothing was found; 1 when a card number was found; 2
+//! when something could not be read or nothing was (a clean result is never claimed for files
+//! the scanner did not see).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -61,11 +68,11 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// 0 clean, 1 found, 2 incomplete.
+    /// 0 clean, 1 found, 2 incomplete (or nothing read).
     pub fn exit_code(&self) -> u8 {
         if self.card_numbers > 0 {
             1
-        } else if !self.unreadable.is_empty() {
+        } else if !self.unreadable.is_empty() || self.files == 0 {
             2
         } else {
             0
@@ -91,14 +98,61 @@ pub fn scan_paths(
                 &mut found,
             );
         } else {
-            walk(path, scanner, &mut summary, &mut found);
+            named(path, scanner, &mut summary, &mut found);
         }
     }
     summary
 }
 
+/// A path as the report shows it: long digit runs masked, control characters escaped.
 fn shown(path: &Path) -> String {
     mask_pans(&path.to_string_lossy())
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+/// A path named on the command line: followed and read whatever it is, except a directory,
+/// which is walked.
+fn named(
+    path: &Path,
+    scanner: StreamScanner,
+    summary: &mut Summary,
+    found: &mut impl FnMut(&PathFinding),
+) {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => walk(path, scanner, summary, found),
+        Ok(_) => match std::fs::File::open(path) {
+            Ok(file) => scan_file(shown(path), file, scanner, summary, found),
+            Err(e) => summary.unreadable.push(NotRead {
+                path: shown(path),
+                reason: e.to_string(),
+            }),
+        },
+        Err(e) => summary.unreadable.push(NotRead {
+            path: shown(path),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Opens a file met inside a directory: not through a link, not blocking on a pipe, and only
+/// if what was opened is a regular file (it may have been swapped since it was listed).
+fn open_listed(path: &Path) -> io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(i32::try_from(flags.bits()).unwrap_or_default())
+        .open(path)?;
+    Ok(file.metadata()?.is_file().then_some(file))
 }
 
 fn walk(
@@ -138,8 +192,11 @@ fn walk(
             walk(&child, scanner, summary, found);
         }
     } else if kind.is_file() {
-        match std::fs::File::open(path) {
-            Ok(file) => scan_file(shown(path), file, scanner, summary, found),
+        match open_listed(path) {
+            Ok(Some(file)) => scan_file(shown(path), file, scanner, summary, found),
+            Ok(None) => summary
+                .skipped
+                .push(not_read("no longer a regular file when opened".to_owned())),
             Err(e) => summary.unreadable.push(not_read(e.to_string())),
         }
     } else {
@@ -149,13 +206,57 @@ fn walk(
     }
 }
 
+/// The formats whose contents a byte scan cannot see: their magic bytes, and how to read them.
+const COMPRESSED: &[(&[u8], &str)] = &[
+    (b"\x1f\x8b", "gzip: scan `zcat FILE | vault scan -`"),
+    (b"BZh", "bzip2: scan `bzcat FILE | vault scan -`"),
+    (b"\xfd7zXZ\x00", "xz: scan `xzcat FILE | vault scan -`"),
+    (
+        b"\x28\xb5\x2f\xfd",
+        "zstd: scan `zstdcat FILE | vault scan -`",
+    ),
+    (
+        b"PK\x03\x04",
+        "zip (or xlsx, docx): scan `unzip -p FILE | vault scan -`",
+    ),
+    (
+        b"PGDMP",
+        "a pg_dump custom-format archive: scan `pg_restore -f - FILE | vault scan -`",
+    ),
+];
+
 fn scan_file(
     name: String,
-    reader: impl io::Read,
+    mut reader: impl io::Read,
     scanner: StreamScanner,
     summary: &mut Summary,
     found: &mut impl FnMut(&PathFinding),
 ) {
+    // The first bytes say whether the contents are compressed; they are then scanned with the
+    // rest.
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    while got < head.len() {
+        match reader.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return summary.unreadable.push(NotRead {
+                    path: name,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    let head = &head[..got];
+    if let Some((_, how)) = COMPRESSED.iter().find(|(magic, _)| head.starts_with(magic)) {
+        return summary.unreadable.push(NotRead {
+            path: name,
+            reason: format!("compressed, not scanned: {how}"),
+        });
+    }
+    let reader = io::Read::chain(head, reader);
     let mut here = 0;
     let result = scanner.scan(reader, |f: EncodedFinding| {
         here += 1;
@@ -237,11 +338,15 @@ pub fn report(
     let _ = out.flush();
     let verdict = match summary.exit_code() {
         1 => format!(
-            "{} card number{} found in {} of {} files",
+            "{} card number{} found in {} of {} files{}",
             summary.card_numbers,
             if summary.card_numbers == 1 { "" } else { "s" },
             summary.files_with_card_numbers,
-            summary.files
+            summary.files,
+            match summary.unreadable.len() {
+                0 => String::new(),
+                n => format!(", and {n} path{} not read", if n == 1 { "" } else { "s" }),
+            }
         ),
         2 => format!(
             "INCOMPLETE: {} path{} could not be read; no card number in the {} files read",
@@ -254,6 +359,14 @@ pub fn report(
             summary.files
         ),
         _ => format!("clean: no card number in {} files", summary.files),
+    };
+    let verdict = match (summary.exit_code(), summary.files) {
+        (2, 0) if summary.unreadable.is_empty() => "INCOMPLETE: no file was read".to_owned(),
+        _ => verdict,
+    };
+    let verdict = match summary.skipped.len() {
+        0 => verdict,
+        n => format!("{verdict}; {n} skipped (listed below)"),
     };
     let _ = writeln!(
         err,

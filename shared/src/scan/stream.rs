@@ -2,10 +2,11 @@
 //! scanned with an overlap of the one before, so that a card number across a chunk boundary is
 //! found, and found once.
 //!
-//! A pass scans the buffer `[base, base + len)`. Findings ending within the last `overlap` bytes
-//! are left for the next pass, which starts `overlap` bytes before that point (so every finding
-//! is reported from a pass that saw at least `overlap` bytes around it), and a finding starting
-//! before the end of the last one reported is not reported again.
+//! A pass scans the buffer `[base, base + len)` and reports the findings that end after the
+//! previous pass's cut and at most at its own, `overlap` bytes before the buffer's end (the
+//! whole buffer at the end of the stream); the next pass starts `overlap` bytes before the cut.
+//! So every finding is reported by exactly one pass, one that saw at least `overlap` bytes
+//! around it, and two numbers side by side are both reported.
 
 use std::io::{self, Read};
 
@@ -55,6 +56,7 @@ impl StreamScanner {
         let overlap = self.overlap;
         let mut buffer: Vec<u8> = Vec::with_capacity(chunk + 2 * overlap);
         let mut base: u64 = 0;
+        // Findings ending at or before this (absolute) offset were the previous pass's.
         let mut reported_to: u64 = 0;
         let mut stats = StreamStats::default();
         loop {
@@ -87,13 +89,13 @@ impl StreamScanner {
             for mut f in find_pans_any_encoding(&buffer) {
                 let start = base + to_u64(f.range.start);
                 let end = base + to_u64(f.range.end);
-                if f.range.end > safe || start < reported_to {
+                if f.range.end > safe || end <= reported_to {
                     continue;
                 }
-                reported_to = end;
                 f.range = to_usize(start)..to_usize(end);
                 found(f);
             }
+            reported_to = base + to_u64(safe);
             if eof {
                 stats.bytes = base + to_u64(buffer.len());
                 return Ok(stats);
@@ -137,6 +139,24 @@ mod tests {
             assert_eq!(found.len(), 1, "pad {pad}: {found:?}");
             assert_eq!(found[0].range, pad..pad + PAN.len(), "pad {pad}");
             assert_eq!(stats.bytes, data.len() as u64);
+        }
+    }
+
+    #[test]
+    fn two_numbers_side_by_side_across_a_boundary_are_both_found() {
+        let scanner = StreamScanner {
+            chunk: 64,
+            overlap: 48,
+        };
+        for pad in 0..120 {
+            let data = format!("{}{PAN} 5555555555554444 tail", "x".repeat(pad));
+            let (found, _) = scan_all(scanner, data.as_bytes());
+            let masked: Vec<&str> = found.iter().map(|f| f.masked.as_str()).collect();
+            assert_eq!(
+                masked,
+                ["411111******1111", "555555******4444"],
+                "pad {pad}"
+            );
         }
     }
 

@@ -209,6 +209,35 @@ fn card_numbers_planted_in_every_kind_of_file_are_found_and_clean_files_are_clea
         text(&piped.stdout)
     );
 
+    // Named on the command line, a link is followed and read.
+    let named = scan(&[root.join("clean/link.log").to_str().unwrap()], None);
+    assert_eq!(named.status.code(), Some(1), "{}", text(&named.stderr));
+    // A compressed file cannot be read as it is: incomplete, with the command that would.
+    write(
+        root,
+        "clean/old.log.1.gz",
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03",
+    );
+    let gz = scan(&[root.join("clean").to_str().unwrap()], None);
+    assert_eq!(gz.status.code(), Some(2), "{}", text(&gz.stderr));
+    assert!(
+        text(&gz.stderr).contains(
+            "old.log.1.gz: compressed, not scanned: gzip: scan `zcat FILE | vault scan -`"
+        ),
+        "{}",
+        text(&gz.stderr)
+    );
+    std::fs::remove_file(root.join("clean/old.log.1.gz")).unwrap();
+    // Nothing to read is not clean either.
+    std::fs::create_dir(root.join("empty")).unwrap();
+    let empty = scan(&[root.join("empty").to_str().unwrap()], None);
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(
+        text(&empty.stderr).contains("INCOMPLETE: no file was read"),
+        "{}",
+        text(&empty.stderr)
+    );
+
     // A path that is not there: not clean, incomplete.
     let missing = scan(
         &[
@@ -230,8 +259,21 @@ fn a_path_holding_a_card_number_is_printed_masked() {
     let dir = tempfile::tempdir().unwrap();
     let named = dir.path().join(format!("export-{}.csv", CARDS[0]));
     std::fs::write(&named, format!("card,{}\n", CARDS[1])).unwrap();
+    // Glued to a date, a Luhn window could start in the date and leave the card's digits out
+    // of the mask: the whole run is masked instead.
+    let dated = dir.path().join(format!("20261204-{}.csv", CARDS[1]));
+    std::fs::write(&dated, format!("card,{}\n", CARDS[2])).unwrap();
     let out = scan(&[dir.path().to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("/202612**-************4444.csv:5: 378282*****0005 (plain)"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("20261204") && !stdout.contains("5555555555"),
+        "{stdout}"
+    );
     assert!(
         text(&out.stdout).contains("export-411111******1111.csv:5: 555555******4444"),
         "{}",
