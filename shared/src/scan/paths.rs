@@ -4,7 +4,8 @@
 //! followed, a pipe such as `<(zcat x.gz)` read); inside directories, links are never followed
 //! and devices, sockets and pipes are passed over (listed), and a file is opened without
 //! following a link and checked to be a regular file after it is opened, so a file swapped
-//! for a link meanwhile is not read through. `-` reads standard input
+//! for a link meanwhile is not read through. Kernel pseudo-filesystems (`/proc`, `/sys`, …)
+//! are not walked, so `vault scan /` ends. `-` reads standard input
 //! (`pg_dump app | vault scan -`). Every file is read as a stream ([`StreamScanner`]), so a
 //! multi-gigabyte dump takes no more memory than a small one. Compressed files (gzip, bzip2, xz,
 //! zstd, zip, PostgreSQL's custom dump format) cannot be read as they are: they are listed as
@@ -143,6 +144,35 @@ fn named(
     }
 }
 
+/// Kernel pseudo-filesystems (their magic numbers, linux/magic.h): their files are not data,
+/// report sizes they do not have, and some never end (`/proc/kcore`) or block (`/proc/kmsg`),
+/// so `vault scan /` must not walk into them.
+const PSEUDO_FILESYSTEMS: &[(u64, &str)] = &[
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x1cd1, "devpts"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0xcafe_4a11, "bpf"),
+    (0x6165_676c, "pstore"),
+    (0x6265_6570, "configfs"),
+    (0x6573_5543, "fusectl"),
+    (0x1980_0202, "mqueue"),
+];
+
+/// The kernel pseudo-filesystem `dir` is on, if it is one.
+fn pseudo_filesystem(dir: &Path) -> Option<&'static str> {
+    let stat = rustix::fs::statfs(dir).ok()?;
+    let magic = u64::try_from(stat.f_type).ok()?;
+    PSEUDO_FILESYSTEMS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name)
+}
+
 /// Opens a file met inside a directory: not through a link, not blocking on a pipe, and only
 /// if what was opened is a regular file (it may have been swapped since it was listed).
 fn open_listed(path: &Path) -> io::Result<Option<std::fs::File>> {
@@ -175,6 +205,11 @@ fn walk(
             .skipped
             .push(not_read("a symbolic link (never followed)".to_owned()));
     } else if kind.is_dir() {
+        if let Some(name) = pseudo_filesystem(path) {
+            return summary.skipped.push(not_read(format!(
+                "{name}, a kernel pseudo-filesystem: not data, not walked"
+            )));
+        }
         let entries = match std::fs::read_dir(path) {
             Ok(entries) => entries,
             Err(e) => return summary.unreadable.push(not_read(e.to_string())),

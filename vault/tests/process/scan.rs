@@ -228,6 +228,20 @@ fn card_numbers_planted_in_every_kind_of_file_are_found_and_clean_files_are_clea
         text(&gz.stderr)
     );
     std::fs::remove_file(root.join("clean/old.log.1.gz")).unwrap();
+    // /proc is not walked (its files never end or block), and says so.
+    let with_proc = scan(&[root.join("clean").to_str().unwrap(), "/proc"], None);
+    assert_eq!(
+        with_proc.status.code(),
+        Some(0),
+        "{}",
+        text(&with_proc.stderr)
+    );
+    assert!(
+        text(&with_proc.stderr)
+            .contains("/proc: proc, a kernel pseudo-filesystem: not data, not walked"),
+        "{}",
+        text(&with_proc.stderr)
+    );
     // Nothing to read is not clean either.
     std::fs::create_dir(root.join("empty")).unwrap();
     let empty = scan(&[root.join("empty").to_str().unwrap()], None);
