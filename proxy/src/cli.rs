@@ -39,7 +39,7 @@ enum Command {
     /// captures, exported queues; `-` reads standard input), in every encoding the scanner
     /// knows (plain, separated, Unicode digits, UTF-16, hex, base64); prints only masked values,
     /// with file and byte offset. Needs no configuration: run it on any host, the app's too.
-    /// Exit 0 when clean, 1 when a card number was found, 2 when something could not be read.
+    /// Exit 0 when clean, 1 when a card number was found, 3 when something could not be read.
     Scan {
         /// One JSON document (findings, then the summary) instead of a line per finding.
         #[arg(long)]

@@ -14,9 +14,9 @@
 //! Only masked values are printed (BIN and last four), with the file and byte offset; a path
 //! that itself holds a long digit run is printed masked, and control characters in paths are
 //! escaped (a file name cannot forge a line of the report). Exit status: 0 when at least one
-//! file was read, everything was, and nothing was found; 1 when a card number was found; 2
-//! when something could not be read or nothing was (a clean result is never claimed for files
-//! the scanner did not see).
+//! file was read, everything was, and nothing was found; 1 when a card number was found; 3
+//! when something could not be read, nothing was, or the report could not be written (a clean
+//! result is never claimed for files the scanner did not see).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -69,17 +69,21 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// 0 clean, 1 found, 2 incomplete (or nothing read).
+    /// 0 clean, 1 found, 3 incomplete (or nothing read). Not 2: that is every command's
+    /// status for a command line that does not parse.
     pub fn exit_code(&self) -> u8 {
         if self.card_numbers > 0 {
             1
         } else if !self.unreadable.is_empty() || self.files == 0 {
-            2
+            INCOMPLETE
         } else {
             0
         }
     }
 }
+
+/// The exit status of a scan that did not read everything, or whose report could not be written.
+pub const INCOMPLETE: u8 = 3;
 
 /// Scans `paths`, calling `found` with each finding as it is made (so that a file full of card
 /// numbers is reported as it is read, not held).
@@ -322,6 +326,13 @@ fn scan_file(
 /// The command: scans `paths` and writes the report to `out` (a line per finding, or with
 /// `json` one JSON document) and a summary line to `err`; the exit status of [`Summary`].
 pub fn run(program: &str, paths: &[PathBuf], json: bool) -> ExitCode {
+    // What it reads may hold card numbers: no core dump may keep them, and a panic's message
+    // is withheld, as in every other command.
+    if let Err(e) = crate::server::harden_process() {
+        eprintln!("{program}: {e}");
+        return ExitCode::from(INCOMPLETE);
+    }
+    crate::telemetry::install_panic_hook();
     let mut out = io::stdout().lock();
     let mut err = io::stderr().lock();
     ExitCode::from(report(
@@ -344,10 +355,14 @@ pub fn report(
     err: &mut impl Write,
 ) -> u8 {
     // A closed output (`| head`) ends the report, not the process with a panic.
-    let mut broken = false;
+    // A report that could not be written (a full disk, a closed pipe) is no evidence: the
+    // status says incomplete whatever was found.
+    let mut broken: Option<io::Error> = None;
     let mut put = |out: &mut dyn Write, text: &str| {
-        if !broken && out.write_all(text.as_bytes()).is_err() {
-            broken = true;
+        if broken.is_none()
+            && let Err(e) = out.write_all(text.as_bytes())
+        {
+            broken = Some(e);
         }
     };
     if json {
@@ -370,7 +385,9 @@ pub fn report(
         let tail = tail.strip_prefix('{').unwrap_or(&tail);
         put(out, &format!("\n],{tail}\n"));
     }
-    let _ = out.flush();
+    if let Err(e) = out.flush() {
+        broken.get_or_insert(e);
+    }
     let verdict = match summary.exit_code() {
         1 => format!(
             "{} card number{} found in {} of {} files{}",
@@ -383,7 +400,7 @@ pub fn report(
                 n => format!(", and {n} path{} not read", if n == 1 { "" } else { "s" }),
             }
         ),
-        2 => format!(
+        INCOMPLETE => format!(
             "INCOMPLETE: {} path{} could not be read; no card number in the {} files read",
             summary.unreadable.len(),
             if summary.unreadable.len() == 1 {
@@ -396,7 +413,9 @@ pub fn report(
         _ => format!("clean: no card number in {} files", summary.files),
     };
     let verdict = match (summary.exit_code(), summary.files) {
-        (2, 0) if summary.unreadable.is_empty() => "INCOMPLETE: no file was read".to_owned(),
+        (INCOMPLETE, 0) if summary.unreadable.is_empty() => {
+            "INCOMPLETE: no file was read".to_owned()
+        }
         _ => verdict,
     };
     let verdict = match summary.skipped.len() {
@@ -414,5 +433,60 @@ pub fn report(
     for n in &summary.skipped {
         let _ = writeln!(err, "  skipped: {}: {}", n.path, n.reason);
     }
+    if let Some(e) = broken {
+        let _ = writeln!(
+            err,
+            "{program} scan: INCOMPLETE: the report could not be written: {e}"
+        );
+        return INCOMPLETE;
+    }
     summary.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::other("no space left on device"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_report_that_cannot_be_written_is_incomplete_whatever_was_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.log"), "card 4111 1111 1111 1111\n").unwrap();
+        let paths = [dir.path().to_owned()];
+        let mut err = Vec::new();
+        let written = report(
+            "vault",
+            &paths,
+            false,
+            StreamScanner::default(),
+            &mut Vec::new(),
+            &mut err,
+        );
+        assert_eq!(written, 1);
+        let mut err = Vec::new();
+        let code = report(
+            "vault",
+            &paths,
+            true,
+            StreamScanner::default(),
+            &mut Full,
+            &mut err,
+        );
+        assert_eq!(code, INCOMPLETE);
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.contains("the report could not be written: no space left on device"),
+            "{err}"
+        );
+    }
 }
