@@ -38,6 +38,10 @@ pub(crate) fn partner_private_pem() -> &'static str {
     &keys().0.0
 }
 
+pub(crate) fn partner_public_pem() -> &'static str {
+    &keys().0.1
+}
+
 pub(crate) struct Env {
     pub(crate) sandbox: SandboxHandle,
     pub(crate) client: Bank131Client,

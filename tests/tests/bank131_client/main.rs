@@ -11,3 +11,4 @@
 mod env;
 mod errors;
 mod lifecycle;
+mod tls;
