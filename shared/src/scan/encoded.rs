@@ -121,6 +121,12 @@ fn plain(haystack: &[u8]) -> Vec<Finding> {
             candidates.push(f);
         }
     }
+    without_overlaps(candidates)
+}
+
+/// Candidates sorted by position, each overlapping an earlier one dropped (earliest start, then
+/// shortest span, wins).
+fn without_overlaps(mut candidates: Vec<Finding>) -> Vec<Finding> {
     candidates.sort_by_key(|f| (f.range.start, f.range.end));
     let mut out: Vec<Finding> = Vec::with_capacity(candidates.len());
     for f in candidates {
@@ -519,18 +525,7 @@ mod tests {
 
     /// What `plain` finds with its pre-filter, found without it.
     fn plain_unfiltered(haystack: &[u8]) -> Vec<Finding> {
-        let mut candidates = card_candidates(haystack);
-        candidates.sort_by_key(|f| (f.range.start, f.range.end));
-        let mut out: Vec<Finding> = Vec::new();
-        for f in candidates {
-            if out
-                .last()
-                .is_none_or(|last| last.range.end <= f.range.start)
-            {
-                out.push(f);
-            }
-        }
-        out
+        without_overlaps(card_candidates(haystack))
     }
 
     proptest::proptest! {
