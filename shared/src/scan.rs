@@ -16,6 +16,7 @@
 //! Long because its tests (a third of the file) pin every encoding and separator the scanner
 //! knows next to the code that reads them.
 
+mod dump;
 pub mod encoded;
 pub mod paths;
 pub mod stream;

@@ -80,6 +80,7 @@ pub fn find_pans_any_encoding(haystack: &[u8]) -> Vec<EncodedFinding> {
 
 fn scan(haystack: &[u8], depth: usize) -> Vec<EncodedFinding> {
     let mut encoded = Vec::new();
+    let mut dumps: Vec<Range<usize>> = Vec::new();
     if depth > 0 {
         // Hex dumps space or colon their bytes (`34 31`, `34:31`, `3431 3131`); base64 is
         // wrapped at 64 or 76 characters (PEM, MIME).
@@ -94,11 +95,40 @@ fn scan(haystack: &[u8], depth: usize) -> Vec<EncodedFinding> {
         ) {
             layer(&run, Layer::Base64, depth, &mut encoded);
         }
+        // Hex dumps over many lines (xxd, hexdump -C, tcpdump -X), read back into bytes.
+        for block in super::dump::blocks(haystack) {
+            dumps.push(block.lines());
+            for inner in scan(&block.bytes, depth - 1) {
+                if let Some(range) = block.span(&inner.range) {
+                    let mut layers = vec![Layer::Hex];
+                    layers.extend(inner.encoding.0);
+                    encoded.push(EncodedFinding {
+                        range,
+                        masked: inner.masked,
+                        encoding: Encoding(layers),
+                    });
+                }
+            }
+        }
     }
     encoded.sort_by_key(|e| (e.range.start, e.range.end));
+    // A number a one-line hex run and a dump block both read counts once.
+    let mut kept: Vec<EncodedFinding> = Vec::with_capacity(encoded.len());
+    for e in encoded {
+        let again = kept
+            .iter()
+            .rev()
+            .take_while(|k| k.range.start + MAX_SPAN > e.range.start)
+            .any(|k| k.masked == e.masked && overlaps(&k.range, &e.range));
+        if !again {
+            kept.push(e);
+        }
+    }
+    let mut encoded = kept;
     let mut found: Vec<EncodedFinding> = plain(haystack)
         .into_iter()
         .filter(|p| !overlaps_any(&encoded, &p.range))
+        .filter(|p| !dumps.iter().any(|d| overlaps(d, &p.range)))
         .map(|Finding { range, masked }| EncodedFinding {
             range,
             masked,
@@ -484,6 +514,24 @@ mod tests {
                 ("555555******4444".to_owned(), "base64".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn a_card_wrapped_across_the_lines_of_a_hex_dump_is_found_once_at_every_offset() {
+        use crate::scan::dump::tests::{hexdump_c, xxd};
+        for pad in 0..17 {
+            let data = format!("{}card={PAN} exp 12/30 end of the record", "x".repeat(pad));
+            for (tool, dump) in [
+                ("xxd", xxd(data.as_bytes())),
+                ("hexdump -C", hexdump_c(data.as_bytes())),
+            ] {
+                assert_eq!(
+                    labels(dump.as_bytes()),
+                    [("411111******1111".to_owned(), "hex".to_owned())],
+                    "{tool}, pad {pad}:\n{dump}"
+                );
+            }
+        }
     }
 
     #[test]
