@@ -151,6 +151,19 @@ fn tokens(line: &[u8]) -> Vec<Range<usize>> {
 pub(crate) mod tests {
     use super::*;
 
+    /// A dump line's bytes as its text column shows them: printable ASCII, `.` for the rest.
+    fn text_column(line: &[u8]) -> String {
+        line.iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() {
+                    char::from(b)
+                } else {
+                    '.'
+                }
+            })
+            .collect()
+    }
+
     /// `bytes` as `xxd` prints them.
     pub(crate) fn xxd(bytes: &[u8]) -> String {
         let mut out = String::new();
@@ -159,16 +172,7 @@ pub(crate) mod tests {
                 .chunks(2)
                 .map(|g| g.iter().map(|b| format!("{b:02x}")).collect())
                 .collect();
-            let text: String = line
-                .iter()
-                .map(|&b| {
-                    if b.is_ascii_graphic() {
-                        char::from(b)
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
+            let text = text_column(line);
             out.push_str(&format!(
                 "{:08x}: {:<39}  {text}\n",
                 n * 16,
@@ -184,16 +188,7 @@ pub(crate) mod tests {
         for (n, line) in bytes.chunks(16).enumerate() {
             let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
             let (left, right) = hex.split_at(hex.len().min(8));
-            let text: String = line
-                .iter()
-                .map(|&b| {
-                    if b.is_ascii_graphic() {
-                        char::from(b)
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
+            let text = text_column(line);
             out.push_str(&format!(
                 "{:08x}  {:<23}  {:<23}  |{text}|\n",
                 n * 16,
